@@ -1,0 +1,43 @@
+//! Every magic number and the format version, in one place.
+//!
+//! Each vault file starts with an 8-byte magic followed by the format version, except journal
+//! records, which are identified by their kind byte and checksum.
+
+/// The vault header file, `VAULT`.
+pub const VAULT: [u8; 8] = *b"RPLG-VLT";
+/// The manifest, `MANIFEST`.
+pub const MANIFEST: [u8; 8] = *b"RPLG-MAN";
+/// A journal segment header, `journal/<id>.seg`.
+pub const SEGMENT: [u8; 8] = *b"RPLG-SEG";
+/// The trailer that ends a sealed segment.
+pub const FOOTER_TRAILER: [u8; 8] = *b"RPLG-FTR";
+/// A base image, `bases/<disk>.<generation>.base`.
+pub const BASE: [u8; 8] = *b"RPLG-BAS";
+/// A block digest cache, `digests/<disk>.dig`.
+pub const DIGEST: [u8; 8] = *b"RPLG-DIG";
+
+/// The format versions this code knows. Capabilities hang off the version so that a later
+/// version can add structures while old vaults keep opening.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FormatVersion {
+    /// The first version: everything described in `FORMAT.md` 1.
+    V1 = 1,
+}
+
+impl FormatVersion {
+    /// The version new vaults are written with.
+    pub const CURRENT: FormatVersion = FormatVersion::V1;
+
+    /// Parses a version number read from disk.
+    pub fn from_u32(value: u32) -> Option<FormatVersion> {
+        match value {
+            1 => Some(FormatVersion::V1),
+            _ => None,
+        }
+    }
+
+    /// The number stored on disk.
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+}

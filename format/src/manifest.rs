@@ -1,0 +1,379 @@
+//! The manifest, file `MANIFEST`: the authoritative list of disks, bases, segments and the
+//! recovery points of sealed segments. It is replaced atomically (write `MANIFEST.tmp`, sync it,
+//! rename over `MANIFEST`, sync the directory), so a reader sees the old or the new one whole.
+//!
+//! ```text
+//! header
+//! offset size field
+//!      0    8 magic "RPLG-MAN"
+//!      8    4 format_version u32
+//!     12    4 reserved, zero
+//!     16    8 body_bytes u64
+//!     24    4 body_crc: crc32 (unseeded) of the body
+//!     28    4 header_crc: crc32 (unseeded) of bytes 0..28
+//! body
+//!      0   16 vault_id
+//!     16    8 generation u64: bumped on every replacement
+//!     24    8 base_lsn u64: the LSN every base reflects
+//!     32    4 flags u32, zero in version 1
+//!     36    4 disk_count u32
+//!      .    . disks, 40 bytes + name each:
+//!             disk_id u32, name_len u8, reserved 3, disk_bytes u64, added_lsn u64,
+//!             base_generation u64, base_header_crc u32, reserved u32, name
+//!      .    4 segment_count u32
+//!      .    . segments, 48 bytes each, in id order:
+//!             segment_id u64, first_lsn u64, last_lsn u64, footer_offset u64, file_bytes u64,
+//!             footer_crc u32, sealed u8, reserved 3   (open segment: last four fields zero)
+//!      .    4 point_count u32
+//!      .    . points of sealed segments, 44 bytes + label each, in LSN order:
+//!             lsn u64, segment_id u64, record_offset u64, point_id u64, time_unix_ns i64,
+//!             kind u8, reserved u8, label_len u16, label
+//! ```
+
+use crate::codec::{Cursor, Put};
+use crate::limits::*;
+use crate::magic::{self, FormatVersion};
+use crate::record::{PointKind, PointPayload};
+use crate::{DecodeError, DecodeErrorKind, VaultId};
+
+/// Size of the manifest header.
+pub const MANIFEST_HEADER_BYTES: usize = 32;
+const DISK_FIXED_BYTES: usize = 40;
+const SEGMENT_ENTRY_BYTES: usize = 48;
+const POINT_FIXED_BYTES: usize = 44;
+
+/// A disk of the vault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskEntry {
+    /// Its id, used in records.
+    pub disk_id: u32,
+    /// Its name: `[A-Za-z0-9._-]`, 1..=64 bytes, not starting with `.`.
+    pub name: String,
+    /// Its size.
+    pub disk_bytes: u64,
+    /// The first LSN that can touch it; points before this do not include the disk.
+    pub added_lsn: u64,
+    /// The generation of its current base file.
+    pub base_generation: u64,
+    /// The CRC of that base file's header, as stored in its last four bytes.
+    pub base_header_crc: u32,
+}
+
+/// What a sealed segment's trailer promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedInfo {
+    /// Its last LSN.
+    pub last_lsn: u64,
+    /// Where its footer record starts.
+    pub footer_offset: u64,
+    /// Its length.
+    pub file_bytes: u64,
+    /// The footer record's CRC.
+    pub footer_crc: u32,
+}
+
+/// A journal segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentEntry {
+    /// Its id.
+    pub segment_id: u64,
+    /// Its first LSN.
+    pub first_lsn: u64,
+    /// Set once sealed.
+    pub sealed: Option<SealedInfo>,
+}
+
+/// A recovery point of a sealed segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointRef {
+    /// The marker record's LSN.
+    pub lsn: u64,
+    /// The segment holding the marker.
+    pub segment_id: u64,
+    /// The marker's offset in it.
+    pub record_offset: u64,
+    /// The marker's payload.
+    pub point: PointPayload,
+}
+
+/// The decoded manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// The vault's id.
+    pub vault_id: VaultId,
+    /// Bumped on every replacement.
+    pub generation: u64,
+    /// The LSN every base reflects.
+    pub base_lsn: u64,
+    /// Disks, in id order.
+    pub disks: Vec<DiskEntry>,
+    /// Segments, in id order; only the last may be open.
+    pub segments: Vec<SegmentEntry>,
+    /// Points of sealed segments, in LSN order.
+    pub points: Vec<PointRef>,
+}
+
+/// Whether `name` is a valid disk name: it becomes a file name, so it is confined.
+pub fn valid_disk_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= DISK_NAME_BYTES_MAX
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Manifest {
+    /// Encodes header and body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut p = Put::new(&mut body);
+        p.bytes(&self.vault_id).u64(self.generation).u64(self.base_lsn).u32(0);
+        p.u32(self.disks.len() as u32);
+        for d in &self.disks {
+            p.u32(d.disk_id)
+                .u8(d.name.len() as u8)
+                .zeros(3)
+                .u64(d.disk_bytes)
+                .u64(d.added_lsn)
+                .u64(d.base_generation)
+                .u32(d.base_header_crc)
+                .u32(0)
+                .bytes(d.name.as_bytes());
+        }
+        p.u32(self.segments.len() as u32);
+        for s in &self.segments {
+            let sealed = s.sealed.unwrap_or(SealedInfo { last_lsn: 0, footer_offset: 0, file_bytes: 0, footer_crc: 0 });
+            p.u64(s.segment_id)
+                .u64(s.first_lsn)
+                .u64(sealed.last_lsn)
+                .u64(sealed.footer_offset)
+                .u64(sealed.file_bytes)
+                .u32(sealed.footer_crc)
+                .u8(u8::from(s.sealed.is_some()))
+                .zeros(3);
+        }
+        p.u32(self.points.len() as u32);
+        for r in &self.points {
+            p.u64(r.lsn)
+                .u64(r.segment_id)
+                .u64(r.record_offset)
+                .u64(r.point.point_id)
+                .i64(r.point.time_unix_ns)
+                .u8(r.point.kind as u8)
+                .u8(0)
+                .u16(r.point.label.len() as u16)
+                .bytes(r.point.label.as_bytes());
+        }
+        let mut out = Vec::with_capacity(MANIFEST_HEADER_BYTES + body.len());
+        Put::new(&mut out)
+            .bytes(&magic::MANIFEST)
+            .u32(FormatVersion::CURRENT.as_u32())
+            .u32(0)
+            .u64(body.len() as u64)
+            .u32(crc32fast::hash(&body));
+        let header_crc = crc32fast::hash(&out);
+        Put::new(&mut out).u32(header_crc).bytes(&body);
+        out
+    }
+
+    /// Decodes and validates a whole manifest file.
+    pub fn decode(bytes: &[u8]) -> Result<Manifest, DecodeError> {
+        let mut c = Cursor::new(bytes, "manifest header");
+        if c.array::<8>()? != magic::MANIFEST {
+            return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog manifest"));
+        }
+        let version = c.u32()?;
+        if FormatVersion::from_u32(version).is_none() {
+            return Err(c.error_at(DecodeErrorKind::UnsupportedVersion, 8, format!("format version {version}")));
+        }
+        c.zeros(4)?;
+        let body_bytes = c.u64()?;
+        let body_crc = c.u32()?;
+        let header_crc = c.u32()?;
+        if crc32fast::hash(&bytes[..28]) != header_crc {
+            return Err(c.error_at(DecodeErrorKind::Checksum, 28, "manifest header checksum does not match"));
+        }
+        if body_bytes > MANIFEST_BYTES_MAX || body_bytes != c.remaining() as u64 {
+            return Err(c.error_at(
+                DecodeErrorKind::Truncated,
+                16,
+                format!("header says {body_bytes} body bytes, the file has {}", c.remaining()),
+            ));
+        }
+        let body = c.take(body_bytes as usize)?;
+        if crc32fast::hash(body) != body_crc {
+            return Err(c.error_at(DecodeErrorKind::Checksum, 24, "manifest body checksum does not match"));
+        }
+        let m = decode_body(body).map_err(|e| e.at(MANIFEST_HEADER_BYTES as u64))?;
+        m.validate().map_err(|detail| {
+            DecodeError::new(DecodeErrorKind::BadField, "manifest", MANIFEST_HEADER_BYTES as u64, detail)
+        })?;
+        Ok(m)
+    }
+
+    /// Cross-checks the lists: unique and ordered ids, contiguous LSNs, one open segment at most.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.disks.len() > DISKS_MAX as usize {
+            return Err(format!("{} disks, the limit is {DISKS_MAX}", self.disks.len()));
+        }
+        for w in self.disks.windows(2) {
+            if w[0].disk_id >= w[1].disk_id {
+                return Err("disk ids are not in increasing order".into());
+            }
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            if !valid_disk_name(&d.name) || self.disks[..i].iter().any(|o| o.name == d.name) {
+                return Err(format!("disk name {:?} is invalid or repeated", d.name));
+            }
+            if d.disk_id == 0 || d.disk_bytes == 0 || d.disk_bytes > DISK_BYTES_MAX {
+                return Err(format!("disk {:?} has id {} and size {}", d.name, d.disk_id, d.disk_bytes));
+            }
+        }
+        let mut next_lsn = None;
+        for (i, s) in self.segments.iter().enumerate() {
+            if i > 0 && s.segment_id <= self.segments[i - 1].segment_id {
+                return Err("segment ids are not in increasing order".into());
+            }
+            if next_lsn.is_some_and(|n| n != s.first_lsn) {
+                return Err(format!("segment {} starts at LSN {}, not where the previous ended", s.segment_id, s.first_lsn));
+            }
+            match s.sealed {
+                Some(info) if info.last_lsn >= s.first_lsn => next_lsn = Some(info.last_lsn + 1),
+                Some(_) => return Err(format!("sealed segment {} holds no record", s.segment_id)),
+                None if i + 1 == self.segments.len() => {}
+                None => return Err(format!("segment {} is open but not the last", s.segment_id)),
+            }
+        }
+        for w in self.points.windows(2) {
+            if w[0].lsn >= w[1].lsn || w[0].point.point_id >= w[1].point.point_id {
+                return Err("points are not in increasing order".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode_body(body: &[u8]) -> Result<Manifest, DecodeError> {
+    let mut c = Cursor::new(body, "manifest body");
+    let vault_id = c.array()?;
+    let generation = c.u64()?;
+    let base_lsn = c.u64()?;
+    c.zeros(4)?;
+    let disk_count = bounded_count(&mut c, DISKS_MAX, DISK_FIXED_BYTES)?;
+    let mut disks = Vec::with_capacity(disk_count);
+    for _ in 0..disk_count {
+        let disk_id = c.u32()?;
+        let name_len = c.u8()? as usize;
+        c.zeros(3)?;
+        let (disk_bytes, added_lsn, base_generation) = (c.u64()?, c.u64()?, c.u64()?);
+        let base_header_crc = c.u32()?;
+        c.zeros(4)?;
+        let at = c.position();
+        let name = std::str::from_utf8(c.take(name_len)?)
+            .map_err(|_| c.error_at(DecodeErrorKind::BadField, at, "disk name is not UTF-8"))?
+            .to_owned();
+        disks.push(DiskEntry { disk_id, name, disk_bytes, added_lsn, base_generation, base_header_crc });
+    }
+    let segment_count = bounded_count(&mut c, SEGMENTS_MAX, SEGMENT_ENTRY_BYTES)?;
+    let mut segments = Vec::with_capacity(segment_count);
+    for _ in 0..segment_count {
+        let at = c.position();
+        let (segment_id, first_lsn, last_lsn, footer_offset, file_bytes) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+        let footer_crc = c.u32()?;
+        let sealed = match c.u8()? {
+            1 => Some(SealedInfo { last_lsn, footer_offset, file_bytes, footer_crc }),
+            0 if last_lsn == 0 && footer_offset == 0 && file_bytes == 0 && footer_crc == 0 => None,
+            _ => return Err(c.error_at(DecodeErrorKind::BadField, at + 44, "segment state is not open or sealed")),
+        };
+        c.zeros(3)?;
+        segments.push(SegmentEntry { segment_id, first_lsn, sealed });
+    }
+    let point_count = bounded_count(&mut c, POINTS_MAX, POINT_FIXED_BYTES)?;
+    let mut points = Vec::with_capacity(point_count);
+    for _ in 0..point_count {
+        let at = c.position();
+        let (lsn, segment_id, record_offset, point_id) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+        let time_unix_ns = c.i64()?;
+        let kind = PointKind::from_u8(c.u8()?)
+            .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 40, "unknown point kind"))?;
+        c.zeros(1)?;
+        let label_len = c.u16()? as usize;
+        if label_len > LABEL_BYTES_MAX {
+            return Err(c.error_at(DecodeErrorKind::BadField, at + 42, "label over 1024 bytes"));
+        }
+        let label = std::str::from_utf8(c.take(label_len)?)
+            .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 44, "label is not UTF-8"))?
+            .to_owned();
+        points.push(PointRef { lsn, segment_id, record_offset, point: PointPayload { point_id, time_unix_ns, kind, label } });
+    }
+    c.finish()?;
+    Ok(Manifest { vault_id, generation, base_lsn, disks, segments, points })
+}
+
+/// Reads a count and checks it against a limit and the bytes left, before any allocation.
+fn bounded_count(c: &mut Cursor<'_>, max: u32, entry_bytes: usize) -> Result<usize, DecodeError> {
+    let at = c.position();
+    let count = c.u32()?;
+    if count > max || count as u64 * entry_bytes as u64 > c.remaining() as u64 {
+        return Err(c.error_at(
+            DecodeErrorKind::BadField,
+            at,
+            format!("count {count} does not fit the limit {max} or the {} bytes left", c.remaining()),
+        ));
+    }
+    Ok(count as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        Manifest {
+            vault_id: [3; 16],
+            generation: 4,
+            base_lsn: 0,
+            disks: vec![
+                DiskEntry { disk_id: 1, name: "os".into(), disk_bytes: 1 << 30, added_lsn: 1, base_generation: 1, base_header_crc: 5 },
+                DiskEntry { disk_id: 2, name: "data-1".into(), disk_bytes: 4096, added_lsn: 9, base_generation: 1, base_header_crc: 6 },
+            ],
+            segments: vec![
+                SegmentEntry {
+                    segment_id: 1,
+                    first_lsn: 1,
+                    sealed: Some(SealedInfo { last_lsn: 10, footer_offset: 9000, file_bytes: 9200, footer_crc: 3 }),
+                },
+                SegmentEntry { segment_id: 2, first_lsn: 11, sealed: None },
+            ],
+            points: vec![PointRef {
+                lsn: 10,
+                segment_id: 1,
+                record_offset: 8000,
+                point: PointPayload { point_id: 1, time_unix_ns: 5, kind: PointKind::CrashConsistent, label: "x".into() },
+            }],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = sample();
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_manifest_is_rejected() {
+        let bytes = sample().encode();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(Manifest::decode(&b).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn disk_names_are_confined() {
+        assert!(valid_disk_name("os-disk_1.vhd"));
+        for bad in ["", ".hidden", "../x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(!valid_disk_name(bad), "{bad:?}");
+        }
+    }
+}

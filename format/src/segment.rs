@@ -1,0 +1,569 @@
+//! Journal segments: header, footer index, trailer, and the scan that finds where the valid
+//! records of a segment end.
+//!
+//! A segment file is a 4096-byte header, then records packed back to back. A sealed segment ends
+//! with a footer record (kind 4) whose payload indexes every record, then a 64-byte trailer, so
+//! readers open sealed segments from their last 64 bytes without scanning.
+//!
+//! Segment header:
+//! ```text
+//! offset size field
+//!      0    8 magic "RPLG-SEG"
+//!      8    4 format_version u32
+//!     12    4 header_bytes u32 (4096)
+//!     16   16 vault_id
+//!     32    8 segment_id u64
+//!     40    8 first_lsn u64: the LSN of its first record
+//!     48    8 created_unix_ns i64
+//!     56 4036 reserved, zero
+//!   4092    4 crc32 (vault seed) of bytes 0..4092
+//! ```
+
+use crate::codec::{Cursor, Put, check_page_crc, seal_page};
+use crate::limits::*;
+use crate::magic::{self, FormatVersion};
+use crate::record::*;
+use crate::{DecodeError, DecodeErrorKind, VaultId};
+
+/// Size of a segment header.
+pub const SEGMENT_HEADER_BYTES: usize = PAGE_BYTES;
+/// Size of the trailer that ends a sealed segment.
+pub const TRAILER_BYTES: usize = 64;
+/// Size of one extent entry in a footer.
+pub const FOOTER_EXTENT_BYTES: usize = 48;
+/// Fixed bytes of one point entry in a footer, before its label.
+pub const FOOTER_POINT_FIXED_BYTES: usize = 36;
+const _: () = assert!(FOOTER_EXTENT_BYTES == 8 * 4 + 4 * 3 + 1 + 1 + 2);
+const _: () = assert!(FOOTER_POINT_FIXED_BYTES == 8 * 4 + 1 + 1 + 2);
+
+/// The header of a segment file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The vault the segment belongs to.
+    pub vault_id: VaultId,
+    /// Its id, from 1 upward, in LSN order.
+    pub segment_id: u64,
+    /// The LSN of its first record.
+    pub first_lsn: u64,
+    /// When it was created.
+    pub created_unix_ns: i64,
+}
+
+impl SegmentHeader {
+    /// Encodes the header page.
+    pub fn encode(&self, seed: u32) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(SEGMENT_HEADER_BYTES);
+        Put::new(&mut buf)
+            .bytes(&magic::SEGMENT)
+            .u32(FormatVersion::CURRENT.as_u32())
+            .u32(SEGMENT_HEADER_BYTES as u32)
+            .bytes(&self.vault_id)
+            .u64(self.segment_id)
+            .u64(self.first_lsn)
+            .i64(self.created_unix_ns);
+        seal_page(&mut buf, SEGMENT_HEADER_BYTES, seed);
+        buf
+    }
+
+    /// Decodes and validates the header page.
+    pub fn decode(bytes: &[u8], seed: u32) -> Result<SegmentHeader, DecodeError> {
+        const WHAT: &str = "segment header";
+        let mut c = Cursor::new(bytes, WHAT);
+        if c.array::<8>()? != magic::SEGMENT {
+            return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog segment"));
+        }
+        let version = c.u32()?;
+        if FormatVersion::from_u32(version).is_none() {
+            return Err(c.error_at(DecodeErrorKind::UnsupportedVersion, 8, format!("format version {version}")));
+        }
+        if bytes.len() < SEGMENT_HEADER_BYTES {
+            return Err(c.error_at(DecodeErrorKind::Truncated, bytes.len(), "segment header is cut short"));
+        }
+        check_page_crc(&bytes[..SEGMENT_HEADER_BYTES], WHAT, seed)?;
+        if c.u32()? as usize != SEGMENT_HEADER_BYTES {
+            return Err(c.error_at(DecodeErrorKind::BadField, 12, "header size is not 4096"));
+        }
+        let h = SegmentHeader {
+            vault_id: c.array()?,
+            segment_id: c.u64()?,
+            first_lsn: c.u64()?,
+            created_unix_ns: c.i64()?,
+        };
+        c.zeros(SEGMENT_HEADER_BYTES - 4 - c.position())?;
+        if h.segment_id == 0 || h.first_lsn == 0 {
+            return Err(c.error_at(DecodeErrorKind::BadField, 32, "segment id and first LSN start at 1"));
+        }
+        Ok(h)
+    }
+}
+
+/// One write or zero record, as indexed by a footer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentEntry {
+    /// The record's LSN.
+    pub lsn: u64,
+    /// Where its header starts in the segment.
+    pub record_offset: u64,
+    /// Target byte offset on the disk.
+    pub disk_offset: u64,
+    /// Bytes written or zeroed.
+    pub length: u64,
+    /// Target disk.
+    pub disk_id: u32,
+    /// Payload bytes stored after the header.
+    pub stored_len: u32,
+    /// The record's CRC, so a reader can check it read the record the footer meant.
+    pub record_crc: u32,
+    /// Write or zero.
+    pub kind: RecordKind,
+    /// Record flags.
+    pub flags: u8,
+}
+
+impl ExtentEntry {
+    /// The index entry for a write or zero record.
+    pub fn from_header(h: &RecordHeader) -> ExtentEntry {
+        ExtentEntry {
+            lsn: h.lsn,
+            record_offset: h.segment_offset,
+            disk_offset: h.disk_offset,
+            length: h.length,
+            disk_id: h.disk_id,
+            stored_len: h.stored_len,
+            record_crc: h.crc,
+            kind: h.kind,
+            flags: h.flags,
+        }
+    }
+}
+
+/// One recovery point, as indexed by a footer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointEntry {
+    /// The point's marker record LSN.
+    pub lsn: u64,
+    /// Where the marker record starts in the segment.
+    pub record_offset: u64,
+    /// The marker's payload.
+    pub point: PointPayload,
+}
+
+/// The payload of a footer record: every extent and point of the segment, in LSN order.
+///
+/// ```text
+/// offset size field
+///      0    4 extent_count u32
+///      4    4 point_count u32
+///      8  48n extents: lsn u64, record_offset u64, disk_offset u64, length u64,
+///             disk_id u32, stored_len u32, record_crc u32, kind u8, flags u8, reserved u16
+///      .    . points: lsn u64, record_offset u64, point_id u64, time_unix_ns i64,
+///             kind u8, reserved u8, label_len u16, label
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FooterIndex {
+    /// Writes and zeroes.
+    pub extents: Vec<ExtentEntry>,
+    /// Recovery points.
+    pub points: Vec<PointEntry>,
+}
+
+impl FooterIndex {
+    /// Encodes the index.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(8 + self.extents.len() * FOOTER_EXTENT_BYTES);
+        let mut p = Put::new(&mut buf);
+        p.u32(self.extents.len() as u32).u32(self.points.len() as u32);
+        for e in &self.extents {
+            p.u64(e.lsn)
+                .u64(e.record_offset)
+                .u64(e.disk_offset)
+                .u64(e.length)
+                .u32(e.disk_id)
+                .u32(e.stored_len)
+                .u32(e.record_crc)
+                .u8(e.kind as u8)
+                .u8(e.flags)
+                .u16(0);
+        }
+        for pt in &self.points {
+            p.u64(pt.lsn)
+                .u64(pt.record_offset)
+                .u64(pt.point.point_id)
+                .i64(pt.point.time_unix_ns)
+                .u8(pt.point.kind as u8)
+                .u8(0)
+                .u16(pt.point.label.len() as u16)
+                .bytes(pt.point.label.as_bytes());
+        }
+        buf
+    }
+
+    /// Decodes the index. Counts are checked against the bytes present before anything is
+    /// allocated.
+    pub fn decode(bytes: &[u8]) -> Result<FooterIndex, DecodeError> {
+        let mut c = Cursor::new(bytes, "footer index");
+        let extent_count = c.u32()? as usize;
+        let point_count = c.u32()? as usize;
+        let need = extent_count as u64 * FOOTER_EXTENT_BYTES as u64
+            + point_count as u64 * FOOTER_POINT_FIXED_BYTES as u64;
+        if need > c.remaining() as u64 || extent_count + point_count > SEGMENT_RECORDS_MAX as usize {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                0,
+                format!("{extent_count} extents and {point_count} points do not fit in {} bytes", bytes.len()),
+            ));
+        }
+        let mut extents = Vec::with_capacity(extent_count);
+        for _ in 0..extent_count {
+            let at = c.position();
+            let (lsn, record_offset, disk_offset, length) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+            let (disk_id, stored_len, record_crc) = (c.u32()?, c.u32()?, c.u32()?);
+            let kind = match RecordKind::from_u8(c.u8()?) {
+                Some(k @ (RecordKind::Write | RecordKind::Zero)) => k,
+                _ => return Err(c.error_at(DecodeErrorKind::BadField, at + 44, "extent kind is not write or zero")),
+            };
+            let flags = c.u8()?;
+            c.zeros(2)?;
+            extents.push(ExtentEntry { lsn, record_offset, disk_offset, length, disk_id, stored_len, record_crc, kind, flags });
+        }
+        let mut points = Vec::with_capacity(point_count);
+        for _ in 0..point_count {
+            let at = c.position();
+            let lsn = c.u64()?;
+            let record_offset = c.u64()?;
+            let point_id = c.u64()?;
+            let time_unix_ns = c.i64()?;
+            let kind = PointKind::from_u8(c.u8()?)
+                .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 32, "unknown point kind"))?;
+            c.zeros(1)?;
+            let label_len = c.u16()? as usize;
+            if label_len > LABEL_BYTES_MAX {
+                return Err(c.error_at(DecodeErrorKind::BadField, at + 34, "label over 1024 bytes"));
+            }
+            let label = std::str::from_utf8(c.take(label_len)?)
+                .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 36, "label is not UTF-8"))?
+                .to_owned();
+            points.push(PointEntry { lsn, record_offset, point: PointPayload { point_id, time_unix_ns, kind, label } });
+        }
+        c.finish()?;
+        Ok(footer_sorted(FooterIndex { extents, points })?)
+    }
+}
+
+fn footer_sorted(f: FooterIndex) -> Result<FooterIndex, DecodeError> {
+    let in_order = f.extents.windows(2).all(|w| w[0].lsn < w[1].lsn && w[0].record_offset < w[1].record_offset)
+        && f.points.windows(2).all(|w| w[0].lsn < w[1].lsn);
+    if in_order {
+        Ok(f)
+    } else {
+        Err(DecodeError::new(DecodeErrorKind::BadField, "footer index", 8, "entries are not in LSN order"))
+    }
+}
+
+/// The last 64 bytes of a sealed segment.
+///
+/// ```text
+/// offset size field
+///      0    8 magic "RPLG-FTR"
+///      8    8 segment_id
+///     16    8 footer_offset: where the footer record starts
+///     24    8 first_lsn
+///     32    8 last_lsn
+///     40    4 record_count (writes, zeroes and points)
+///     44    4 footer_crc: the footer record's CRC
+///     48   12 reserved, zero
+///     60    4 crc32 (vault seed) of bytes 0..60
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trailer {
+    /// The segment it ends.
+    pub segment_id: u64,
+    /// Offset of the footer record.
+    pub footer_offset: u64,
+    /// First and last LSN of the segment's records.
+    pub first_lsn: u64,
+    /// See `first_lsn`.
+    pub last_lsn: u64,
+    /// Records indexed by the footer.
+    pub record_count: u32,
+    /// The footer record's CRC.
+    pub footer_crc: u32,
+}
+
+impl Trailer {
+    /// Encodes the trailer.
+    pub fn encode(&self, seed: u32) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(TRAILER_BYTES);
+        Put::new(&mut buf)
+            .bytes(&magic::FOOTER_TRAILER)
+            .u64(self.segment_id)
+            .u64(self.footer_offset)
+            .u64(self.first_lsn)
+            .u64(self.last_lsn)
+            .u32(self.record_count)
+            .u32(self.footer_crc);
+        seal_page(&mut buf, TRAILER_BYTES, seed);
+        buf
+    }
+
+    /// Decodes and validates the trailer.
+    pub fn decode(bytes: &[u8], seed: u32) -> Result<Trailer, DecodeError> {
+        let mut c = Cursor::new(bytes, "segment trailer");
+        if bytes.len() != TRAILER_BYTES {
+            return Err(c.error_at(DecodeErrorKind::Truncated, 0, format!("expected 64 bytes, found {}", bytes.len())));
+        }
+        if c.array::<8>()? != magic::FOOTER_TRAILER {
+            return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "no segment trailer"));
+        }
+        check_page_crc(bytes, "segment trailer", seed)?;
+        let t = Trailer {
+            segment_id: c.u64()?,
+            footer_offset: c.u64()?,
+            first_lsn: c.u64()?,
+            last_lsn: c.u64()?,
+            record_count: c.u32()?,
+            footer_crc: c.u32()?,
+        };
+        c.zeros(12)?;
+        Ok(t)
+    }
+}
+
+/// What a segment must be to belong where it was found.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect {
+    /// The vault's id.
+    pub vault_id: VaultId,
+    /// The vault seed ([`crate::vault_seed`]).
+    pub seed: u32,
+    /// The id the manifest or file name gives the segment.
+    pub segment_id: u64,
+}
+
+/// Where the valid records of a segment end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// The records end at `offset`, and the file ends there or holds only zeros after it.
+    Clean {
+        /// The end of the last valid record.
+        offset: u64,
+    },
+    /// The records end at `offset`, followed by bytes that are not a valid record; no later
+    /// record says they were ever durable. This is what an interrupted writer leaves behind.
+    Torn {
+        /// The end of the last valid record: where the writer resumes.
+        offset: u64,
+        /// Why the bytes at `offset` are not a record.
+        reason: DecodeError,
+    },
+    /// A footer and trailer end the segment.
+    Sealed {
+        /// The footer record's offset.
+        footer_offset: u64,
+        /// The trailer.
+        trailer: Trailer,
+    },
+}
+
+impl SegmentEnd {
+    /// The offset where the next record would go (the footer offset for a sealed segment).
+    pub fn append_offset(&self) -> u64 {
+        match self {
+            SegmentEnd::Clean { offset } | SegmentEnd::Torn { offset, .. } => *offset,
+            SegmentEnd::Sealed { footer_offset, .. } => *footer_offset,
+        }
+    }
+}
+
+/// The result of a scan.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    /// The decoded header.
+    pub header: SegmentHeader,
+    /// Where the valid records end.
+    pub end: SegmentEnd,
+    /// LSN of the last valid write, zero or point record (`first_lsn - 1` when there is none).
+    pub last_lsn: u64,
+    /// Write, zero and point records seen.
+    pub record_count: u32,
+    /// The decoded footer of a sealed segment.
+    pub footer: Option<FooterIndex>,
+}
+
+/// Decodes the record at `pos` and checks that it belongs there: its own offset and segment,
+/// the expected LSN, and its CRC. Returns the header and payload.
+pub fn record_at<'a>(
+    bytes: &'a [u8],
+    pos: u64,
+    expect: &Expect,
+) -> Result<(RecordHeader, &'a [u8]), DecodeError> {
+    let start = pos as usize;
+    let head = bytes.get(start..start + RECORD_HEADER_BYTES).ok_or_else(|| {
+        DecodeError::new(DecodeErrorKind::Truncated, "record header", pos, "the file ends inside a record header")
+    })?;
+    let h = RecordHeader::decode(head).map_err(|e| e.at(pos))?;
+    if h.segment_id != expect.segment_id || h.segment_offset != pos {
+        return Err(DecodeError::new(
+            DecodeErrorKind::Misplaced,
+            "record",
+            pos,
+            format!(
+                "record says it is at segment {} offset {}, found in segment {} offset {pos}",
+                h.segment_id, h.segment_offset, expect.segment_id
+            ),
+        ));
+    }
+    let end = start as u64 + h.total_bytes();
+    let payload = bytes.get(start + RECORD_HEADER_BYTES..end as usize).ok_or_else(|| {
+        DecodeError::new(DecodeErrorKind::Truncated, "record", pos, format!("the file ends before the record's end at {end}"))
+    })?;
+    h.verify(expect.seed, head, payload).map_err(|e| e.at(pos))?;
+    Ok((h, payload))
+}
+
+/// Scans a whole segment file image, calling `visit` for every valid write, zero and point
+/// record in order, and reports where the valid records end.
+///
+/// The rule for an invalid record at offset X (see `FORMAT.md`, recovery rules):
+/// - the rest of the file is zero: the log ends cleanly at X;
+/// - a valid record later in the file says the segment was durable past X (`synced_upto > X`):
+///   X was acknowledged and is now damaged, an error naming X;
+/// - otherwise the bytes at X are the torn tail of an interrupted writer: [`SegmentEnd::Torn`].
+pub fn scan(
+    bytes: &[u8],
+    expect: &Expect,
+    mut visit: impl FnMut(&RecordHeader, &[u8]),
+) -> Result<Scan, DecodeError> {
+    let header = SegmentHeader::decode(bytes, expect.seed)?;
+    if header.vault_id != expect.vault_id || header.segment_id != expect.segment_id {
+        return Err(DecodeError::new(
+            DecodeErrorKind::Misplaced,
+            "segment header",
+            16,
+            format!("segment {} of another vault or place, expected segment {}", header.segment_id, expect.segment_id),
+        ));
+    }
+    let mut pos = SEGMENT_HEADER_BYTES as u64;
+    let mut next_lsn = header.first_lsn;
+    let mut record_count = 0u32;
+    let failure = loop {
+        if pos == bytes.len() as u64 {
+            let end = SegmentEnd::Clean { offset: pos };
+            return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None });
+        }
+        let (h, payload) = match record_at(bytes, pos, expect) {
+            Ok(found) => found,
+            Err(e) => break e,
+        };
+        if h.kind == RecordKind::Footer {
+            match sealed_end(bytes, pos, &h, payload, expect, &header, next_lsn, record_count) {
+                Ok((end, footer)) => {
+                    return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: Some(footer) });
+                }
+                Err(e) => break e,
+            }
+        }
+        if h.lsn != next_lsn {
+            break DecodeError::new(
+                DecodeErrorKind::Misplaced,
+                "record",
+                pos,
+                format!("LSN {} where LSN {next_lsn} was expected", h.lsn),
+            );
+        }
+        visit(&h, payload);
+        record_count += 1;
+        next_lsn += 1;
+        pos += h.total_bytes();
+    };
+    let end = classify_invalid_tail(bytes, pos, expect, failure)?;
+    Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sealed_end(
+    bytes: &[u8],
+    pos: u64,
+    h: &RecordHeader,
+    payload: &[u8],
+    expect: &Expect,
+    header: &SegmentHeader,
+    next_lsn: u64,
+    record_count: u32,
+) -> Result<(SegmentEnd, FooterIndex), DecodeError> {
+    let trailer_at = pos + h.total_bytes();
+    let trailer_bytes = bytes
+        .get(trailer_at as usize..trailer_at as usize + TRAILER_BYTES)
+        .ok_or_else(|| DecodeError::new(DecodeErrorKind::Truncated, "segment trailer", trailer_at, "the file ends inside the trailer"))?;
+    let trailer = Trailer::decode(trailer_bytes, expect.seed).map_err(|e| e.at(trailer_at))?;
+    let last_lsn = next_lsn - 1;
+    let consistent = trailer.segment_id == expect.segment_id
+        && trailer.footer_offset == pos
+        && trailer.footer_crc == h.crc
+        && trailer.first_lsn == header.first_lsn
+        && trailer.last_lsn == last_lsn
+        && h.lsn == last_lsn
+        && trailer.record_count == record_count;
+    if !consistent {
+        return Err(DecodeError::new(
+            DecodeErrorKind::Misplaced,
+            "segment trailer",
+            trailer_at,
+            "the trailer does not describe this segment's footer and records",
+        ));
+    }
+    let footer = FooterIndex::decode(payload).map_err(|e| e.at(pos + RECORD_HEADER_BYTES as u64))?;
+    if footer.extents.len() + footer.points.len() != record_count as usize {
+        return Err(DecodeError::new(DecodeErrorKind::BadField, "footer index", pos, "the footer does not index every record"));
+    }
+    let file_end = trailer_at + TRAILER_BYTES as u64;
+    if file_end != bytes.len() as u64 {
+        return Err(DecodeError::new(
+            DecodeErrorKind::BadField,
+            "segment",
+            file_end,
+            format!("{} bytes after the trailer of a sealed segment", bytes.len() as u64 - file_end),
+        ));
+    }
+    Ok((SegmentEnd::Sealed { footer_offset: pos, trailer }, footer))
+}
+
+/// Decides whether the invalid bytes at `pos` are a torn tail, a clean end, or damage.
+fn classify_invalid_tail(
+    bytes: &[u8],
+    pos: u64,
+    expect: &Expect,
+    failure: DecodeError,
+) -> Result<SegmentEnd, DecodeError> {
+    let rest = &bytes[pos as usize..];
+    if rest.iter().all(|&b| b == 0) {
+        return Ok(SegmentEnd::Clean { offset: pos });
+    }
+    if let Some(later) = durable_record_after(bytes, pos, expect) {
+        return Err(DecodeError::new(
+            failure.kind,
+            "record",
+            pos,
+            format!(
+                "{} (the record at {later} says the segment was durable past this point, so this is damage, not a torn tail)",
+                failure.detail
+            ),
+        ));
+    }
+    Ok(SegmentEnd::Torn { offset: pos, reason: failure })
+}
+
+/// The offset of a valid record after `pos` whose writer had synced past `pos`, if any.
+fn durable_record_after(bytes: &[u8], pos: u64, expect: &Expect) -> Option<u64> {
+    let id = expect.segment_id.to_le_bytes();
+    let last = bytes.len().checked_sub(RECORD_HEADER_BYTES)?;
+    (pos as usize + 1..=last).map(|q| q as u64).find(|&q| {
+        let at = q as usize;
+        bytes[at + 16..at + 24] == id
+            && bytes[at + 24..at + 32] == q.to_le_bytes()
+            && record_at(bytes, q, expect).is_ok_and(|(h, _)| h.synced_upto > pos)
+    })
+}
+
+#[cfg(test)]
+mod tests;

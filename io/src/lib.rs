@@ -1,0 +1,201 @@
+//! The storage seam of replog: one small trait for every byte the writer and reader move, with
+//! three implementations.
+//!
+//! - [`uring`]: io_uring, several writes in flight, the sync ordered after them with a drain.
+//! - [`sync`]: plain positional syscalls (`pwrite`, `fdatasync`), used where io_uring is not.
+//! - [`sim`]: an in-memory simulator that counts operations, crashes at any of them (dropping,
+//!   keeping or tearing unsynced writes), and injects I/O errors, for tests.
+//!
+//! The trait speaks `std::io::Error`; callers add the path and offset. `unsafe` in this crate
+//! lives only in `uring` (submission queue entries) and in the mapping of files (`Mapped`).
+
+use std::fmt::Debug;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub mod sim;
+pub mod sync;
+pub mod uring;
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only; the file must exist.
+    Read,
+    /// Read and write; the file must exist.
+    ReadWrite,
+    /// Read and write a new file; fails with `AlreadyExists` if it exists.
+    CreateNew,
+    /// Read and write, created if missing, truncated to zero if present.
+    CreateTruncate,
+}
+
+/// One positional write of a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteAt<'a> {
+    /// File offset.
+    pub offset: u64,
+    /// Bytes to write there.
+    pub data: &'a [u8],
+}
+
+/// Which implementation a [`Storage`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// io_uring.
+    Uring,
+    /// Plain syscalls.
+    Sync,
+    /// The in-memory simulator.
+    Sim,
+}
+
+impl BackendKind {
+    /// The name used by `--backend` and `REPLOG_IO_BACKEND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Uring => "uring",
+            BackendKind::Sync => "sync",
+            BackendKind::Sim => "sim",
+        }
+    }
+}
+
+/// A read-only view of a whole file: a memory map for real files, a copy for the simulator.
+pub enum Mapped {
+    /// A memory map of the file as it was at mapping time.
+    Mmap(memmap2::Mmap),
+    /// An owned copy (simulator, or an empty file, which cannot be mapped).
+    Owned(Vec<u8>),
+}
+
+impl Debug for Mapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mapped({} bytes)", self.len())
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Mapped::Mmap(m) => m,
+            Mapped::Owned(v) => v,
+        }
+    }
+}
+
+/// An open file. All offsets are absolute; nothing keeps a cursor, so a file is shared freely
+/// between threads.
+pub trait File: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Writes every byte of every entry of `writes`, then, if `sync`, makes them durable with
+    /// a data sync ordered after all of them. Returns only when everything is done or an error
+    /// stopped it. A short write is completed, never reported as success.
+    ///
+    /// On error nothing is known about which writes reached the file, and if the error came
+    /// from the sync, the caller must assume the written data may be lost even if a later sync
+    /// succeeds (the kernel may have dropped the dirty pages).
+    fn write_batch(&self, writes: &[WriteAt<'_>], sync: bool) -> io::Result<()>;
+
+    /// Makes all written data durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// The file's length.
+    fn len(&self) -> io::Result<u64>;
+
+    /// Sets the file's length, truncating or extending with zeros.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// Reserves space for `[offset, offset + len)` without changing the length, where the
+    /// filesystem supports it; otherwise does nothing.
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// Makes `[offset, offset + len)` read as zeros without changing the length, releasing the
+    /// space where the filesystem can (hole punching), writing zeros where it cannot.
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
+
+    /// A read-only view of the whole file as it is now.
+    fn map(&self) -> io::Result<Mapped>;
+
+    /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the file ends before byte {}", offset + buf.len() as u64),
+                    ));
+                }
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `data` at `offset`, without syncing.
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.write_batch(&[WriteAt { offset, data }], false)
+    }
+}
+
+/// A namespace of files: the real filesystem, or the simulator's.
+pub trait Storage: Send + Sync + Debug {
+    /// Which implementation this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>>;
+
+    /// Creates a directory and its missing parents. Not durable until the parent is synced.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+
+    /// The names of the entries of a directory, sorted.
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+
+    /// Whether a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+
+    /// Renames `from` to `to`, replacing `to` atomically. Durable once the parent is synced.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes a file. Durable once the parent is synced.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// Makes the directory's entries (creations, renames, removals) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+}
+
+/// The backend chosen by name: `uring`, `sync`, or `auto` (io_uring where it works, plain
+/// syscalls otherwise).
+pub fn backend(name: &str) -> io::Result<Arc<dyn Storage>> {
+    match name {
+        "uring" => Ok(Arc::new(uring::UringStorage::new()?)),
+        "sync" => Ok(Arc::new(sync::SyncStorage::new())),
+        "auto" => Ok(match uring::UringStorage::new() {
+            Ok(s) => Arc::new(s),
+            Err(_) => Arc::new(sync::SyncStorage::new()),
+        }),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown I/O backend {other:?}: expected uring, sync or auto"),
+        )),
+    }
+}
+
+/// The environment variable that picks the backend for every replog process and test.
+pub const BACKEND_ENV: &str = "REPLOG_IO_BACKEND";
+
+/// The backend named by `REPLOG_IO_BACKEND`, or `auto` when it is unset.
+pub fn backend_from_env() -> io::Result<Arc<dyn Storage>> {
+    backend(&std::env::var(BACKEND_ENV).unwrap_or_else(|_| "auto".into()))
+}
