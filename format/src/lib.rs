@@ -13,6 +13,7 @@ pub mod base;
 pub mod codec;
 pub mod digest;
 pub mod error;
+pub mod fuzzing;
 pub mod header;
 pub mod layout;
 pub mod limits;

@@ -237,6 +237,9 @@ impl Manifest {
                 return Err(format!("segment {} starts at LSN {}, not where the previous ended", s.segment_id, s.first_lsn));
             }
             match s.sealed {
+                Some(info) if info.last_lsn == u64::MAX => {
+                    return Err(format!("sealed segment {} ends at LSN {}, past the last LSN", s.segment_id, info.last_lsn));
+                }
                 Some(info) if info.last_lsn >= s.first_lsn => next_lsn = Some(info.last_lsn + 1),
                 Some(_) => return Err(format!("sealed segment {} holds no record", s.segment_id)),
                 None if i + 1 == self.segments.len() => {}
@@ -367,6 +370,18 @@ mod tests {
             b[i] ^= 0x10;
             assert!(Manifest::decode(&b).is_err(), "flip at {i} accepted");
         }
+    }
+
+    /// Regression: a sealed segment ending at LSN u64::MAX made `validate` compute the next
+    /// segment's first LSN with an overflowing add (a panic in debug builds).
+    #[test]
+    fn regression_a_segment_ending_at_the_last_lsn_is_refused_not_overflowed() {
+        let mut m = sample();
+        m.segments.truncate(1);
+        m.points.clear();
+        m.segments[0].sealed = Some(SealedInfo { last_lsn: u64::MAX, footer_offset: 9000, file_bytes: 9200, footer_crc: 3 });
+        assert!(m.validate().unwrap_err().contains("past the last LSN"));
+        assert_eq!(Manifest::decode(&m.encode()).unwrap_err().kind, DecodeErrorKind::BadField);
     }
 
     #[test]

@@ -171,8 +171,9 @@ impl RecordHeader {
         if self.flags & !allowed_flags != 0 {
             return Err((5, format!("flags {:#04x} not allowed for a {} record", self.flags, self.kind.name())));
         }
-        if self.lsn == 0 {
-            return Err((8, "LSN 0 is never written".into()));
+        // LSN u64::MAX is refused too, so `lsn + 1` (the next LSN a scan expects) never overflows.
+        if self.lsn == 0 || self.lsn == u64::MAX {
+            return Err((8, format!("LSN {} is never written", self.lsn)));
         }
         if self.segment_offset < PAGE_BYTES as u64 {
             return Err((24, "a record cannot start inside the segment header".into()));

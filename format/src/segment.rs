@@ -246,7 +246,7 @@ impl FooterIndex {
             points.push(PointEntry { lsn, record_offset, point: PointPayload { point_id, time_unix_ns, kind, label } });
         }
         c.finish()?;
-        Ok(footer_sorted(FooterIndex { extents, points })?)
+        footer_sorted(FooterIndex { extents, points })
     }
 }
 
@@ -460,7 +460,8 @@ pub fn scan(
                 Ok((end, footer)) => {
                     return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: Some(footer) });
                 }
-                Err(e) => break e,
+                Err(SealError::NoTrailer(e)) => break e,
+                Err(SealError::Damage(e)) => return Err(e),
             }
         }
         if h.lsn != next_lsn {
@@ -480,6 +481,16 @@ pub fn scan(
     Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None })
 }
 
+/// Why a footer record did not end its segment.
+enum SealError {
+    /// The trailer is missing, torn, or not the one written for this footer (another segment,
+    /// offset or footer CRC). The seal never completed: the footer starts a torn tail (rule E).
+    NoTrailer(DecodeError),
+    /// The trailer is intact and names this footer, so the seal was written, yet the footer, the
+    /// records it seals or the bytes after it disagree with it: damage, never cut (rule F).
+    Damage(DecodeError),
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sealed_end(
     bytes: &[u8],
@@ -490,35 +501,62 @@ fn sealed_end(
     header: &SegmentHeader,
     next_lsn: u64,
     record_count: u32,
-) -> Result<(SegmentEnd, FooterIndex), DecodeError> {
+) -> Result<(SegmentEnd, FooterIndex), SealError> {
     let trailer_at = pos + h.total_bytes();
     let trailer_bytes = bytes
         .get(trailer_at as usize..trailer_at as usize + TRAILER_BYTES)
-        .ok_or_else(|| DecodeError::new(DecodeErrorKind::Truncated, "segment trailer", trailer_at, "the file ends inside the trailer"))?;
-    let trailer = Trailer::decode(trailer_bytes, expect.seed).map_err(|e| e.at(trailer_at))?;
-    let last_lsn = next_lsn - 1;
-    let consistent = trailer.segment_id == expect.segment_id
-        && trailer.footer_offset == pos
-        && trailer.footer_crc == h.crc
-        && trailer.first_lsn == header.first_lsn
-        && trailer.last_lsn == last_lsn
-        && h.lsn == last_lsn
-        && trailer.record_count == record_count;
-    if !consistent {
-        return Err(DecodeError::new(
+        .ok_or_else(|| {
+            SealError::NoTrailer(DecodeError::new(
+                DecodeErrorKind::Truncated,
+                "segment trailer",
+                trailer_at,
+                "the file ends inside the trailer",
+            ))
+        })?;
+    let trailer = Trailer::decode(trailer_bytes, expect.seed).map_err(|e| SealError::NoTrailer(e.at(trailer_at)))?;
+    if trailer.segment_id != expect.segment_id || trailer.footer_offset != pos || trailer.footer_crc != h.crc {
+        return Err(SealError::NoTrailer(DecodeError::new(
             DecodeErrorKind::Misplaced,
             "segment trailer",
             trailer_at,
-            "the trailer does not describe this segment's footer and records",
+            format!(
+                "the trailer names segment {} footer {} with CRC {:#010x}, not this footer",
+                trailer.segment_id, trailer.footer_offset, trailer.footer_crc
+            ),
+        )));
+    }
+    let damage = |kind, what, offset, detail: String| SealError::Damage(DecodeError::new(kind, what, offset, detail));
+    let last_lsn = next_lsn - 1;
+    if trailer.first_lsn != header.first_lsn
+        || trailer.last_lsn != last_lsn
+        || h.lsn != last_lsn
+        || trailer.record_count != record_count
+    {
+        return Err(damage(
+            DecodeErrorKind::BadField,
+            "segment trailer",
+            trailer_at,
+            format!(
+                "the trailer seals LSNs {}..={} ({} records, footer LSN {}), the segment holds LSNs {}..={last_lsn} ({record_count} records)",
+                trailer.first_lsn, trailer.last_lsn, trailer.record_count, h.lsn, header.first_lsn
+            ),
         ));
     }
-    let footer = FooterIndex::decode(payload).map_err(|e| e.at(pos + RECORD_HEADER_BYTES as u64))?;
+    let footer = FooterIndex::decode(payload).map_err(|e| SealError::Damage(e.at(pos + RECORD_HEADER_BYTES as u64)))?;
     if footer.extents.len() + footer.points.len() != record_count as usize {
-        return Err(DecodeError::new(DecodeErrorKind::BadField, "footer index", pos, "the footer does not index every record"));
+        return Err(damage(
+            DecodeErrorKind::BadField,
+            "footer index",
+            pos,
+            format!(
+                "the footer indexes {} records, the segment holds {record_count}",
+                footer.extents.len() + footer.points.len()
+            ),
+        ));
     }
     let file_end = trailer_at + TRAILER_BYTES as u64;
     if file_end != bytes.len() as u64 {
-        return Err(DecodeError::new(
+        return Err(damage(
             DecodeErrorKind::BadField,
             "segment",
             file_end,

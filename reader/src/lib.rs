@@ -1,1 +1,27 @@
+//! The replog point-in-time reader: lists the recovery points of a vault, shows the disks as they
+//! were at any of them, and materializes those disks as raw images.
+//!
+//! [`Vault::open`] takes a snapshot of the vault (header, manifest, one scan of the open journal
+//! segment); [`Vault::view`] builds a [`PointView`] whose [`DiskView`]s read exactly the bytes
+//! each disk held at that point, verifying every journal record and base chunk they touch;
+//! [`materialize`] writes a view out as sparse raw images. Every failure is a [`ReadError`]
+//! naming the file and byte offset involved.
+#![forbid(unsafe_code)]
 
+mod base_image;
+mod disk_reader;
+pub mod error;
+pub mod extent_map;
+pub mod materialize;
+mod points;
+mod records;
+mod segments;
+mod vault;
+mod view;
+
+pub use disk_reader::DiskReader;
+pub use error::{ReadError, ReadErrorKind, Result};
+pub use materialize::{DiskStats, MaterializeOptions, MaterializeStats, materialize, materialize_with_progress};
+pub use points::PointInfo;
+pub use vault::{OpenSegmentInfo, Vault, VaultStats};
+pub use view::{DiskView, Extent, ExtentKind, PointView};

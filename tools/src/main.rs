@@ -1,1 +1,72 @@
-fn main(){}
+//! `replog`: the command-line tool for replog vaults. A thin layer over the library crates:
+//! parsing, output and exit codes live here, everything else in `replog-writer` and
+//! `replog-reader`.
+//!
+//! Exit codes: 0 success; 1 the operation failed (I/O error, invalid input, refused); 2 damage
+//! was found (`verify`, or a checksum failure during a read); 64 the command line is invalid.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod demo;
+mod output;
+mod read_commands;
+
+/// Success.
+const EXIT_OK: u8 = 0;
+/// The operation failed.
+const EXIT_FAILED: u8 = 1;
+/// Damage was found.
+const EXIT_DAMAGED: u8 = 2;
+/// The command line is invalid (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+/// A failure the tool reports: a sentence, and whether it means damage.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    damaged: bool,
+}
+
+impl From<replog_writer::WriteError> for Failure {
+    fn from(e: replog_writer::WriteError) -> Failure {
+        let damaged = e.kind == replog_writer::WriteErrorKind::Damaged;
+        Failure { message: e.to_string(), damaged }
+    }
+}
+
+impl From<replog_reader::ReadError> for Failure {
+    fn from(e: replog_reader::ReadError) -> Failure {
+        let damaged = e.kind() == replog_reader::ReadErrorKind::Damaged;
+        Failure { message: e.to_string(), damaged }
+    }
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Failure {
+        Failure { message: message.into(), damaged: false }
+    }
+}
+
+type CmdResult = Result<u8, Failure>;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("replog: {}", f.message);
+            ExitCode::from(if f.damaged { EXIT_DAMAGED } else { EXIT_FAILED })
+        }
+    }
+}

@@ -1,1 +1,50 @@
+//! The replog journal writer.
+//!
+//! A [`Writer`] owns a vault directory for writing: it creates vaults, adds disks (empty or seeded
+//! from an image), appends writes and zero ranges to any disk in one LSN order across all disks,
+//! and takes recovery points that cover every disk at once.
+//!
+//! # Durability contract
+//!
+//! - [`Writer::write`] and [`Writer::zero`] only stage records: they are not durable, and a
+//!   crash may lose them, until a later [`Writer::point`], [`Writer::sync`] or
+//!   [`Writer::close`] returns `Ok`.
+//! - [`Writer::point`] returns `Ok` only after its marker and every record before it are
+//!   durable: the segment was written and data-synced after the last byte of the marker, and
+//!   every file created on the way (a new segment, the manifest) was synced along with its
+//!   directory. An acknowledged point is never lost and always reads back byte-exact.
+//! - If a write or sync fails, the writer is poisoned: nothing more is acknowledged, every call
+//!   returns [`WriteErrorKind::Poisoned`], and the vault must be reopened, which recovers the
+//!   durable state. A retried sync is never taken as proof (the kernel may have dropped the
+//!   pages it failed to write).
+//! - [`Writer::open`] recovers after a crash with the `TolerateTornTail` policy: an invalid tail
+//!   that no later record vouches for is copied to `quarantine/` and cut; damage before the tail
+//!   is an error naming the file and offset, never a silent truncation.
+//!
+//! Memory is bounded by the staging buffer and the index of the open segment (at most
+//! `SEGMENT_RECORDS_MAX` entries), whatever the disk and journal sizes.
 
+mod base;
+mod digest;
+mod error;
+mod ingest;
+mod journal;
+mod lock;
+mod manifest_io;
+mod recover;
+mod writer;
+
+pub use error::{Result, WriteError, WriteErrorKind};
+pub use ingest::IngestStats;
+pub use journal::FLUSH_BYTES;
+pub use replog_format::header::Compression;
+pub use replog_format::record::PointKind;
+pub use writer::{DiskInfo, PointInfo, RecoveryReport, VaultSettings, Writer};
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_unix_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,10 @@
+//! Fuzz target `record`: one journal record, header then payload; point and footer payloads are
+//! decoded too.
+//!
+//! The oracle, `replog_format::fuzzing::record`, is the one the corpus replay runs under `cargo
+//! test`: no input may panic, and whatever decodes must encode back to the same bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| replog_format::fuzzing::record(data));

@@ -1,0 +1,229 @@
+//! The plain-syscall backend: `pread`/`pwrite` through `std::os::unix::fs::FileExt`,
+//! `fdatasync`, `fallocate`, and read-only memory maps.
+//!
+//! It is the fallback where io_uring is disabled, and the io_uring backend reuses it for every
+//! operation other than writes ([`SyncFile`] exposes its descriptor through [`AsRawFd`]).
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{BackendKind, File, Mapped, OpenMode, Storage, WriteAt};
+
+/// The zero-writing fallback of [`File::zero_range`] writes this much per call.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// The real filesystem, through plain positional syscalls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncStorage {
+    _private: (),
+}
+
+impl SyncStorage {
+    /// The plain-syscall backend. It has no state, so this cannot fail.
+    pub fn new() -> Self {
+        SyncStorage { _private: () }
+    }
+}
+
+impl Storage for SyncStorage {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sync
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
+        Ok(Arc::new(SyncFile::open(path, mode)?))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(path)? {
+            let name = entry?.file_name().into_string().map_err(|name| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the directory entry {name:?} is not valid UTF-8"),
+                )
+            })?;
+            names.push(name);
+        }
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        // A directory opened read-only can be fsynced on Linux; that persists its entries.
+        fs::File::open(path)?.sync_all()
+    }
+}
+
+/// A file of the real filesystem, accessed with plain positional syscalls.
+#[derive(Debug)]
+pub struct SyncFile {
+    file: fs::File,
+}
+
+impl SyncFile {
+    /// Opens `path` as `mode` says.
+    pub fn open(path: &Path, mode: OpenMode) -> io::Result<Self> {
+        let mut options = fs::OpenOptions::new();
+        match mode {
+            OpenMode::Read => options.read(true),
+            OpenMode::ReadWrite => options.read(true).write(true),
+            OpenMode::CreateNew => options.read(true).write(true).create_new(true),
+            OpenMode::CreateTruncate => options.read(true).write(true).create(true).truncate(true),
+        };
+        Ok(SyncFile {
+            file: options.open(path)?,
+        })
+    }
+
+    /// The underlying standard library file.
+    pub fn std_file(&self) -> &fs::File {
+        &self.file
+    }
+
+    /// `fallocate(2)` over `[offset, offset + len)`, retried on `EINTR`.
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
+        let (offset, len) = to_off_range(offset, len)?;
+        loop {
+            // SAFETY: fallocate takes no pointers; the descriptor stays open while `self` lives.
+            let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, offset, len) };
+            if rc == 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// The fallback of `zero_range` where holes cannot be punched: writes zeros over the part of
+    /// the range inside the file, so the length does not change.
+    fn write_zeros(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = offset.saturating_add(len).min(self.file.metadata()?.len());
+        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+        let mut at = offset;
+        while at < end {
+            let n = (end - at).min(ZERO_CHUNK_BYTES as u64) as usize;
+            self.file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Converts a byte range to `off_t`s, refusing ranges the kernel cannot address.
+fn to_off_range(offset: u64, len: u64) -> io::Result<(libc::off_t, libc::off_t)> {
+    let end = offset.checked_add(len);
+    match (libc::off_t::try_from(offset), libc::off_t::try_from(len), end) {
+        (Ok(o), Ok(l), Some(end)) if libc::off_t::try_from(end).is_ok() => Ok((o, l)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the byte range at {offset} of length {len} is past the largest file offset"),
+        )),
+    }
+}
+
+/// Whether an error means the filesystem does not implement the requested `fallocate` mode.
+fn is_unsupported(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS))
+}
+
+impl AsRawFd for SyncFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl AsFd for SyncFile {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl File for SyncFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    fn write_batch(&self, writes: &[WriteAt<'_>], sync: bool) -> io::Result<()> {
+        for w in writes {
+            // `write_all_at` loops over short writes and EINTR.
+            self.file.write_all_at(w.data, w.offset)?;
+        }
+        if sync {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        match self.fallocate(libc::FALLOC_FL_KEEP_SIZE, offset, len) {
+            Err(e) if is_unsupported(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        match self.fallocate(mode, offset, len) {
+            Err(e) if is_unsupported(&e) => self.write_zeros(offset, len),
+            other => other,
+        }
+    }
+
+    fn map(&self) -> io::Result<Mapped> {
+        if self.file.metadata()?.len() == 0 {
+            // mmap refuses zero-length mappings.
+            return Ok(Mapped::Owned(Vec::new()));
+        }
+        // SAFETY: a file mapping is unsound only if the mapped range stops being backed by the
+        // file (SIGBUS on access) while the map lives. replog never truncates a file below a
+        // length a reader mapped while that reader holds the map; files may grow by appends,
+        // which lie past the mapped range and do not touch it.
+        let map = unsafe { memmap2::Mmap::map(&self.file)? };
+        Ok(Mapped::Mmap(map))
+    }
+}

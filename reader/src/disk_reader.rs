@@ -1,0 +1,142 @@
+//! Reading a disk of a view: every piece fetched from its source and verified.
+//!
+//! A journal piece reads its whole write record, checks its CRC (and that it is the record the
+//! index described), decompresses it if needed and copies the slice it wants. A base piece reads
+//! whole chunks and checks each against the base's checksum table; chunks the table marks as
+//! holes read as zeros without I/O. The last record, chunk and table page are kept, so
+//! sequential small reads verify each of them once.
+
+use replog_format::base::ChunkSum;
+use replog_format::record::RECORD_HEADER_BYTES;
+
+use crate::base_image::TablePageCache;
+use crate::error::{ReadError, ReadErrorKind, Result};
+use crate::extent_map::{RecordRef, Source};
+use crate::records::{check_matches, decode_write};
+use crate::view::DiskView;
+
+/// A reader of one disk with its own cache, for one thread.
+#[derive(Debug)]
+pub struct DiskReader<'a> {
+    disk: &'a DiskView,
+    cache: ReadCache,
+}
+
+impl<'a> DiskReader<'a> {
+    pub(crate) fn new(disk: &'a DiskView) -> DiskReader<'a> {
+        DiskReader { disk, cache: ReadCache::default() }
+    }
+
+    /// The disk being read.
+    pub fn disk(&self) -> &'a DiskView {
+        self.disk
+    }
+
+    /// Fills `buf` with the disk's bytes at `offset`; see [`DiskView::read_at`].
+    pub fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.cache.read(self.disk, offset, buf)
+    }
+
+    /// The logical bytes of the write record `r`, verified.
+    pub(crate) fn record(&mut self, r: &RecordRef) -> Result<&[u8]> {
+        self.cache.record(self.disk, r)
+    }
+
+    /// The checksum table entry of base chunk `k`.
+    pub(crate) fn chunk_sum(&mut self, k: u64) -> Result<ChunkSum> {
+        self.disk.base.chunk_sum(k, &mut self.cache.table)
+    }
+
+    /// The bytes of base chunk `k`, verified against `sum`.
+    pub(crate) fn chunk(&mut self, k: u64, sum: ChunkSum) -> Result<&[u8]> {
+        self.cache.chunk(self.disk, k, sum)
+    }
+}
+
+/// The last record, chunk and table page a reader decoded.
+#[derive(Debug, Default)]
+pub(crate) struct ReadCache {
+    /// `(segment index, record offset)` of the record in `record_data`.
+    record_key: Option<(u32, u64)>,
+    record_data: Vec<u8>,
+    record_raw: Vec<u8>,
+    chunk_key: Option<u64>,
+    chunk_data: Vec<u8>,
+    table: TablePageCache,
+}
+
+impl ReadCache {
+    pub(crate) fn read(&mut self, disk: &DiskView, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&end| end <= disk.size());
+        let Some(end) = end else {
+            return Err(ReadError::new(
+                ReadErrorKind::InvalidRequest,
+                format!(
+                    "cannot read {} bytes at byte {offset} of disk {}: it is {} bytes",
+                    buf.len(),
+                    disk.name(),
+                    disk.size()
+                ),
+            ));
+        };
+        for (start, piece) in disk.map.pieces_in(offset, end) {
+            let out = &mut buf[(start - offset) as usize..(piece.end - offset) as usize];
+            match piece.source {
+                Source::Zero => out.fill(0),
+                Source::Base => self.read_base(disk, start, out)?,
+                Source::Record(r) => {
+                    let data = self.record(disk, &r)?;
+                    out.copy_from_slice(&data[r.data_offset as usize..][..out.len()]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with base bytes from disk offset `start`, chunk by chunk.
+    fn read_base(&mut self, disk: &DiskView, start: u64, out: &mut [u8]) -> Result<()> {
+        let end = start + out.len() as u64;
+        let block = disk.base.block_bytes();
+        let mut at = start;
+        while at < end {
+            let k = at / block;
+            let (chunk_start, chunk_end) = disk.base.chunk_range(k);
+            let upto = end.min(chunk_end);
+            let dst = &mut out[(at - start) as usize..(upto - start) as usize];
+            let sum = disk.base.chunk_sum(k, &mut self.table)?;
+            if sum.zero {
+                dst.fill(0);
+            } else {
+                let data = self.chunk(disk, k, sum)?;
+                dst.copy_from_slice(&data[(at - chunk_start) as usize..(upto - chunk_start) as usize]);
+            }
+            at = upto;
+        }
+        Ok(())
+    }
+
+    fn chunk(&mut self, disk: &DiskView, k: u64, sum: ChunkSum) -> Result<&[u8]> {
+        if self.chunk_key != Some(k) {
+            self.chunk_key = None;
+            disk.base.read_chunk(k, sum, &mut self.chunk_data)?;
+            self.chunk_key = Some(k);
+        }
+        Ok(&self.chunk_data)
+    }
+
+    fn record(&mut self, disk: &DiskView, r: &RecordRef) -> Result<&[u8]> {
+        let key = (r.segment_index, r.record_offset);
+        if self.record_key != Some(key) {
+            self.record_key = None;
+            let slot = &disk.vault.segments[r.segment_index as usize];
+            let ctx = disk.vault.segment_ctx();
+            let total = RECORD_HEADER_BYTES as u64 + u64::from(r.stored_len);
+            let bytes = slot.record_bytes(&ctx, r.record_offset, total, &mut self.record_raw)?;
+            let (h, payload) = slot.verify_record(&ctx, bytes, r.record_offset)?;
+            check_matches(&h, r).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
+            decode_write(&h, payload, &mut self.record_data).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
+            self.record_key = Some(key);
+        }
+        Ok(&self.record_data)
+    }
+}

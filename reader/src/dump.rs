@@ -1,0 +1,110 @@
+//! `dump`: every journal record, one per call, for people debugging the format. Records are
+//! visited straight from the segment files (the manifest only says which files), so a record
+//! that fails its checksum shows up as the place where a segment's valid records end.
+
+use std::path::{Path, PathBuf};
+
+use replog_format::header::VaultHeader;
+use replog_format::layout;
+use replog_format::manifest::Manifest;
+use replog_format::record::{PointPayload, RecordKind};
+use replog_format::segment::{self, Expect, SegmentEnd};
+use replog_format::vault_seed;
+use replog_io::{OpenMode, Storage};
+
+use crate::error::{ReadError, ReadErrorKind, Result};
+
+/// One record as `dump` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DumpRecord {
+    /// The segment it is in.
+    pub segment_id: u64,
+    /// Its offset there.
+    pub offset: u64,
+    /// Its LSN.
+    pub lsn: u64,
+    /// What it is.
+    pub kind: RecordKind,
+    /// Target disk (write, zero).
+    pub disk_id: u32,
+    /// Target offset (write, zero).
+    pub disk_offset: u64,
+    /// Logical length (write, zero).
+    pub length: u64,
+    /// Payload bytes stored.
+    pub stored_len: u32,
+    /// Whether the payload is LZ4.
+    pub lz4: bool,
+    /// The record's CRC (it verified: records that do not end the segment's valid records).
+    pub crc: u32,
+    /// For points: the point.
+    pub point: Option<PointPayload>,
+}
+
+/// How a segment's valid records ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DumpEnd {
+    /// At EOF or zeros.
+    Clean(u64),
+    /// Followed by a footer and trailer.
+    Sealed(u64),
+    /// Followed by bytes that are not a record (torn tail).
+    Torn(u64, String),
+    /// Damage before the tail: the message names the offset.
+    Damaged(String),
+}
+
+/// Visits every record of every listed segment (or only `only_segment`), calling `record` for
+/// each and `end` once per segment.
+pub fn dump(
+    storage: &dyn Storage,
+    dir: &Path,
+    only_segment: Option<u64>,
+    mut record: impl FnMut(&DumpRecord),
+    mut end: impl FnMut(u64, &Path, &DumpEnd),
+) -> Result<()> {
+    let read = |name: &str| -> Result<(PathBuf, replog_io::Mapped)> {
+        let path = dir.join(name);
+        let m = storage.open(&path, OpenMode::Read).and_then(|f| f.map()).map_err(|e| ReadError::io(&path, "read", e))?;
+        Ok((path, m))
+    };
+    let (vpath, vbytes) = read(layout::VAULT_FILE)?;
+    let header = VaultHeader::decode(&vbytes).map_err(|e| ReadError::decode(&vpath, 0, e))?;
+    let (mpath, mbytes) = read(layout::MANIFEST_FILE)?;
+    let manifest = Manifest::decode(&mbytes).map_err(|e| ReadError::decode(&mpath, 0, e))?;
+    let seed = vault_seed(&header.vault_id);
+    let ids: Vec<u64> = manifest.segments.iter().map(|s| s.segment_id).filter(|&id| only_segment.is_none_or(|o| o == id)).collect();
+    if let (Some(want), true) = (only_segment, ids.is_empty()) {
+        return Err(ReadError::new(ReadErrorKind::InvalidRequest, format!("the vault has no segment {want}")));
+    }
+    for id in ids {
+        let path = layout::segment_path(dir, id);
+        let bytes = storage.open(&path, OpenMode::Read).and_then(|f| f.map()).map_err(|e| ReadError::io(&path, "read", e))?;
+        let expect = Expect { vault_id: header.vault_id, seed, segment_id: id };
+        let result = segment::scan(&bytes, &expect, |h, payload| {
+            record(&DumpRecord {
+                segment_id: id,
+                offset: h.segment_offset,
+                lsn: h.lsn,
+                kind: h.kind,
+                disk_id: h.disk_id,
+                disk_offset: h.disk_offset,
+                length: h.length,
+                stored_len: h.stored_len,
+                lz4: h.is_lz4(),
+                crc: h.crc,
+                point: (h.kind == RecordKind::Point).then(|| PointPayload::decode(payload).ok()).flatten(),
+            })
+        });
+        let outcome = match result {
+            Ok(scan) => match scan.end {
+                SegmentEnd::Clean { offset } => DumpEnd::Clean(offset),
+                SegmentEnd::Sealed { footer_offset, .. } => DumpEnd::Sealed(footer_offset),
+                SegmentEnd::Torn { offset, reason } => DumpEnd::Torn(offset, reason.detail),
+            },
+            Err(e) => DumpEnd::Damaged(e.to_string()),
+        };
+        end(id, &path, &outcome);
+    }
+    Ok(())
+}

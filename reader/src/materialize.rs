@@ -1,0 +1,297 @@
+//! Materializing a view: one raw image file per disk, `<out>/<name>.raw`.
+//!
+//! Each image is written to `<out>/.<name>.raw.partial`, sized first so that everything never
+//! written stays a hole, then filled with only non-zero data: base chunks the checksum table
+//! marks as holes and zero records are skipped without reading, and blocks of data that happen
+//! to be all zero are not written. Disks are written in parallel, and each disk in ranges of
+//! [`RANGE_BYTES`] in parallel; each range works with buffers of a few MiB, never the whole disk.
+//!
+//! Every record and base chunk is verified as it is read. Only when every disk is complete are
+//! the partial files synced (if asked) and renamed into place; on any error every partial file
+//! is removed and no image of this run is left behind under its final name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use replog_io::{File, OpenMode, Storage, WriteAt};
+
+use crate::disk_reader::DiskReader;
+use crate::error::{ReadError, ReadErrorKind, Result};
+use crate::extent_map::Source;
+use crate::view::{DiskView, PointView};
+
+/// The span of a disk one parallel task writes. A power of two at least as large as the largest
+/// base chunk, so no chunk is read by two tasks.
+pub const RANGE_BYTES: u64 = 64 << 20;
+/// Bytes of data one task gathers before handing them to `write_batch`.
+const BATCH_BYTES: usize = 4 << 20;
+/// Granularity of the all-zero test: an all-zero block of this size is left as a hole.
+const ZERO_BLOCK_BYTES: u64 = 4096;
+
+/// How to materialize.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaterializeOptions {
+    /// Replace existing `<name>.raw` files instead of refusing.
+    pub force: bool,
+    /// Make the images and their names durable (`fdatasync` each, then sync the directory).
+    pub sync: bool,
+}
+
+/// What materializing one disk did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskStats {
+    /// The disk's name.
+    pub name: String,
+    /// The image written.
+    pub path: PathBuf,
+    /// The disk's size, which is the image's length.
+    pub size_bytes: u64,
+    /// Bytes of data written.
+    pub written_bytes: u64,
+    /// Bytes left as holes (they read as zeros).
+    pub hole_bytes: u64,
+}
+
+/// What materializing a view did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaterializeStats {
+    /// Per disk, in the view's order.
+    pub disks: Vec<DiskStats>,
+    /// Bytes of data written over all disks.
+    pub written_bytes: u64,
+    /// Bytes left as holes over all disks.
+    pub hole_bytes: u64,
+}
+
+/// Writes every disk of `view` to `out_dir/<name>.raw`; see the module documentation.
+pub fn materialize(view: &PointView, out_dir: &Path, opts: &MaterializeOptions) -> Result<MaterializeStats> {
+    materialize_with_progress(view, out_dir, opts, &|_| {})
+}
+
+/// [`materialize`], calling `progress` with the number of disk bytes done so far over all disks
+/// (out of [`PointView::total_bytes`]) as ranges complete. It is called from worker threads.
+pub fn materialize_with_progress(
+    view: &PointView,
+    out_dir: &Path,
+    opts: &MaterializeOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<MaterializeStats> {
+    let storage = view.storage().as_ref();
+    storage.create_dir_all(out_dir).map_err(|e| ReadError::io(out_dir, "create the output directory", e))?;
+    for disk in view.disks() {
+        let target = final_path(out_dir, disk);
+        let exists = storage.exists(&target).map_err(|e| ReadError::io(&target, "look for", e))?;
+        if exists && !opts.force {
+            return Err(ReadError::new(
+                ReadErrorKind::AlreadyExists,
+                "the image exists already; remove it or ask to overwrite it (force)",
+            )
+            .in_file(target));
+        }
+    }
+    let done = AtomicU64::new(0);
+    let job = Job { storage, out_dir, done: &done, progress };
+    let written: Result<Vec<_>> = view.disks().par_iter().map(|disk| job.write_partial(disk)).collect();
+    let result = written.and_then(|written| job.finish(view, written, opts));
+    if result.is_err() {
+        for disk in view.disks() {
+            // Best effort: the error being returned is the one that matters.
+            let _ = storage.remove_file(&partial_path(out_dir, disk));
+        }
+    }
+    result
+}
+
+fn final_path(out_dir: &Path, disk: &DiskView) -> PathBuf {
+    out_dir.join(format!("{}.raw", disk.name()))
+}
+
+fn partial_path(out_dir: &Path, disk: &DiskView) -> PathBuf {
+    out_dir.join(format!(".{}.raw.partial", disk.name()))
+}
+
+/// What every task of one run shares.
+struct Job<'a> {
+    storage: &'a dyn Storage,
+    out_dir: &'a Path,
+    done: &'a AtomicU64,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl Job<'_> {
+    /// Writes one disk's partial image; returns its open file and the bytes written.
+    fn write_partial(&self, disk: &DiskView) -> Result<(Arc<dyn File>, u64)> {
+        let path = partial_path(self.out_dir, disk);
+        let file = self.storage.open(&path, OpenMode::CreateTruncate).map_err(|e| ReadError::io(&path, "create", e))?;
+        file.set_len(disk.size()).map_err(|e| ReadError::io(&path, "set the length of", e))?;
+        let ranges = disk.size().div_ceil(RANGE_BYTES);
+        let written = (0..ranges)
+            .into_par_iter()
+            .map(|i| {
+                let start = i * RANGE_BYTES;
+                let end = (start + RANGE_BYTES).min(disk.size());
+                let written = copy_range(disk, file.as_ref(), &path, start, end)?;
+                (self.progress)(self.done.fetch_add(end - start, Ordering::Relaxed) + (end - start));
+                Ok(written)
+            })
+            .try_reduce(|| 0, |a, b| Ok(a + b))?;
+        Ok((file, written))
+    }
+
+    /// Syncs (if asked) and renames every partial image into place.
+    fn finish(
+        &self,
+        view: &PointView,
+        written: Vec<(Arc<dyn File>, u64)>,
+        opts: &MaterializeOptions,
+    ) -> Result<MaterializeStats> {
+        let mut stats = MaterializeStats::default();
+        for (disk, (file, written_bytes)) in view.disks().iter().zip(written) {
+            let partial = partial_path(self.out_dir, disk);
+            if opts.sync {
+                file.sync_data().map_err(|e| ReadError::io(&partial, "sync", e))?;
+            }
+            drop(file);
+            let target = final_path(self.out_dir, disk);
+            self.storage.rename(&partial, &target).map_err(|e| ReadError::io(&partial, "rename", e))?;
+            let hole_bytes = disk.size() - written_bytes;
+            stats.written_bytes += written_bytes;
+            stats.hole_bytes += hole_bytes;
+            stats.disks.push(DiskStats {
+                name: disk.name().to_owned(),
+                path: target,
+                size_bytes: disk.size(),
+                written_bytes,
+                hole_bytes,
+            });
+        }
+        if opts.sync {
+            self.storage.sync_dir(self.out_dir).map_err(|e| ReadError::io(self.out_dir, "sync the directory", e))?;
+        }
+        Ok(stats)
+    }
+}
+
+/// Copies disk bytes `[start, end)` into `file`; returns the bytes written.
+fn copy_range(disk: &DiskView, file: &dyn File, path: &Path, start: u64, end: u64) -> Result<u64> {
+    let mut reader = disk.reader();
+    let mut out = Batch { file, path, buf: Vec::new(), spans: Vec::new(), written: 0 };
+    for (at, piece) in disk.map.pieces_in(start, end) {
+        match piece.source {
+            Source::Zero => {}
+            Source::Base => copy_base(&mut reader, &mut out, at, piece.end)?,
+            Source::Record(r) => {
+                let data = reader.record(&r)?;
+                let from = r.data_offset as usize;
+                out.push(at, &data[from..from + (piece.end - at) as usize])?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(out.written)
+}
+
+/// Copies base bytes `[start, end)` chunk by chunk, skipping chunks stored as holes.
+fn copy_base(reader: &mut DiskReader<'_>, out: &mut Batch<'_>, start: u64, end: u64) -> Result<()> {
+    let base = &reader.disk().base;
+    let block = base.block_bytes();
+    let mut at = start;
+    while at < end {
+        let k = at / block;
+        let (chunk_start, chunk_end) = base.chunk_range(k);
+        let upto = end.min(chunk_end);
+        let sum = reader.chunk_sum(k)?;
+        if !sum.zero {
+            let data = reader.chunk(k, sum)?;
+            out.push(at, &data[(at - chunk_start) as usize..(upto - chunk_start) as usize])?;
+        }
+        at = upto;
+    }
+    Ok(())
+}
+
+/// Gathers non-zero data and writes it with one `write_batch` per [`BATCH_BYTES`].
+struct Batch<'a> {
+    file: &'a dyn File,
+    path: &'a Path,
+    buf: Vec<u8>,
+    /// `(file offset, start in buf, length)`, merged when contiguous.
+    spans: Vec<(u64, usize, usize)>,
+    written: u64,
+}
+
+impl Batch<'_> {
+    /// Queues `data` for file offset `offset`, dropping blocks that are all zero.
+    fn push(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let mut at = 0;
+        while at < data.len() {
+            let file_at = offset + at as u64;
+            let block_end = (file_at / ZERO_BLOCK_BYTES + 1) * ZERO_BLOCK_BYTES;
+            let len = ((block_end - file_at) as usize).min(data.len() - at);
+            let part = &data[at..at + len];
+            if !is_zero(part) {
+                self.append(file_at, part)?;
+            }
+            at += len;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, offset: u64, part: &[u8]) -> Result<()> {
+        if self.buf.len() + part.len() > BATCH_BYTES {
+            self.flush()?;
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(part);
+        match self.spans.last_mut() {
+            Some(last) if last.0 + last.2 as u64 == offset => last.2 += part.len(),
+            _ => self.spans.push((offset, start, part.len())),
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.spans.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<WriteAt<'_>> =
+            self.spans.iter().map(|&(offset, start, len)| WriteAt { offset, data: &self.buf[start..start + len] }).collect();
+        let first = self.spans[0].0;
+        self.file
+            .write_batch(&writes, false)
+            .map_err(|e| ReadError::io(self.path, &format!("write {} bytes at byte {first}", self.buf.len()), e).at(first))?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        self.spans.clear();
+        Ok(())
+    }
+}
+
+/// Whether every byte is zero; ORs 64-byte lanes so the compiler can vectorize it.
+fn is_zero(bytes: &[u8]) -> bool {
+    let mut lanes = bytes.chunks_exact(64);
+    let body = lanes.by_ref().all(|lane| lane.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    body && lanes.remainder().iter().all(|&b| b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_zero_finds_a_single_set_byte_anywhere() {
+        for len in [0usize, 1, 63, 64, 65, 4096, 5000] {
+            let zeros = vec![0u8; len];
+            assert!(is_zero(&zeros));
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if len > 0 {
+                    let mut b = zeros.clone();
+                    b[at] = 1;
+                    assert!(!is_zero(&b), "len {len} at {at}");
+                }
+            }
+        }
+    }
+}

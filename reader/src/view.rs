@@ -1,0 +1,323 @@
+//! Point-in-time views: the disks of a vault as they were at one LSN.
+//!
+//! Building a view applies, in LSN order, every write and zero record with
+//! `base_lsn < lsn <= target` to one [`ExtentMap`] per disk: sealed segments contribute the
+//! extents of their footers (read once per vault and kept), the open segment the records of the
+//! vault's scan. No data is read while building; the cost is proportional to the records
+//! involved. Reading a [`DiskView`] then fetches each byte from the piece that holds it.
+
+use std::sync::{Arc, Mutex};
+
+use replog_format::limits::RECORD_DATA_BYTES_MAX;
+use replog_format::manifest::DiskEntry;
+use replog_format::record::RecordKind;
+use replog_format::segment::ExtentEntry;
+
+use crate::base_image::BaseImage;
+use crate::disk_reader::{DiskReader, ReadCache};
+use crate::error::{ReadError, ReadErrorKind, Result};
+use crate::extent_map::{ExtentMap, RecordRef, Source};
+use crate::points::PointInfo;
+use crate::segments::SegmentSlot;
+use crate::vault::{Vault, VaultInner};
+
+/// The disks of a vault at one LSN.
+#[derive(Debug)]
+pub struct PointView {
+    pub(crate) vault: Arc<VaultInner>,
+    lsn: u64,
+    point: Option<PointInfo>,
+    disks: Vec<DiskView>,
+}
+
+/// One disk at the view's LSN.
+#[derive(Debug)]
+pub struct DiskView {
+    pub(crate) vault: Arc<VaultInner>,
+    pub(crate) entry: DiskEntry,
+    pub(crate) base: Arc<BaseImage>,
+    pub(crate) map: ExtentMap,
+    cache: Mutex<ReadCache>,
+}
+
+/// What a range of a disk reads from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// The base image (which may itself hold holes).
+    Base,
+    /// Zeros written by a zero record.
+    Zero,
+    /// Data of journal write records.
+    Journal,
+}
+
+/// A range `[start, end)` of a disk and where its bytes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// The source.
+    pub kind: ExtentKind,
+}
+
+impl Vault {
+    /// The disks at recovery point `point`, one of [`Vault::points`].
+    pub fn view(&self, point: &PointInfo) -> Result<PointView> {
+        if !self.points().iter().any(|p| p.lsn == point.lsn && p.point_id == point.point_id) {
+            return Err(ReadError::new(
+                ReadErrorKind::InvalidRequest,
+                format!("point {} (LSN {}) is not a point of this vault", point.point_id, point.lsn),
+            ));
+        }
+        let mut view = self.view_at_lsn(point.lsn)?;
+        view.point = Some(point.clone());
+        Ok(view)
+    }
+
+    /// The disks after every durable record up to and including `lsn`. Disks added after `lsn`
+    /// are not part of the view.
+    pub fn view_at_lsn(&self, lsn: u64) -> Result<PointView> {
+        let inner = &self.inner;
+        let base_lsn = inner.manifest.base_lsn;
+        if lsn < base_lsn {
+            return Err(ReadError::new(
+                ReadErrorKind::InvalidRequest,
+                format!(
+                    "LSN {lsn} is older than the base images, which already hold every record up to LSN {base_lsn}"
+                ),
+            ));
+        }
+        if lsn > inner.last_lsn {
+            return Err(ReadError::new(
+                ReadErrorKind::InvalidRequest,
+                format!("LSN {lsn} is past the last durable record of the vault (LSN {})", inner.last_lsn),
+            ));
+        }
+        let included: Vec<usize> = (0..inner.manifest.disks.len())
+            .filter(|&i| inner.manifest.disks[i].added_lsn <= lsn)
+            .collect();
+        let mut builder = MapBuilder {
+            inner,
+            lsn,
+            maps: included.iter().map(|&i| ExtentMap::new(inner.manifest.disks[i].disk_bytes)).collect(),
+            included: &included,
+        };
+        builder.apply_journal()?;
+        let MapBuilder { maps, .. } = builder;
+        let mut disks = Vec::with_capacity(included.len());
+        for (&index, map) in included.iter().zip(maps) {
+            disks.push(DiskView {
+                vault: self.inner.clone(),
+                entry: inner.manifest.disks[index].clone(),
+                base: inner.base(index)?,
+                map,
+                cache: Mutex::new(ReadCache::default()),
+            });
+        }
+        Ok(PointView { vault: self.inner.clone(), lsn, point: None, disks })
+    }
+}
+
+/// Applies the journal's records to the extent maps of the included disks.
+struct MapBuilder<'a> {
+    inner: &'a VaultInner,
+    lsn: u64,
+    /// Indices into the manifest's disks, increasing, so also in disk id order.
+    included: &'a [usize],
+    maps: Vec<ExtentMap>,
+}
+
+impl MapBuilder<'_> {
+    fn apply_journal(&mut self) -> Result<()> {
+        let base_lsn = self.inner.manifest.base_lsn;
+        if self.lsn == base_lsn {
+            return Ok(());
+        }
+        self.check_coverage(base_lsn)?;
+        let ctx = self.inner.segment_ctx();
+        for (index, slot) in self.inner.segments.iter().enumerate() {
+            if slot.first_lsn > self.lsn {
+                break;
+            }
+            if slot.last_lsn() <= base_lsn {
+                continue;
+            }
+            for e in slot.extents(&ctx)? {
+                if e.lsn <= base_lsn {
+                    continue;
+                }
+                if e.lsn > self.lsn {
+                    break;
+                }
+                self.apply(index, slot, e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The segments must hold every LSN after the base: a gap means records were lost.
+    fn check_coverage(&self, base_lsn: u64) -> Result<()> {
+        let first = self.inner.segments.iter().find(|s| s.last_lsn() > base_lsn);
+        match first {
+            Some(slot) if slot.first_lsn <= base_lsn + 1 => Ok(()),
+            Some(slot) => Err(ReadError::damaged(
+                &slot.rel_path,
+                0,
+                format!(
+                    "the journal starts at LSN {}, but the base images stop at LSN {base_lsn}: \
+                     the records in between are missing",
+                    slot.first_lsn
+                ),
+            )),
+            None => unreachable!("a view past the base LSN has records, checked against last_lsn"),
+        }
+    }
+
+    fn apply(&mut self, segment_index: usize, slot: &SegmentSlot, e: &ExtentEntry) -> Result<()> {
+        let damaged = |why: String| {
+            ReadError::damaged(
+                &slot.rel_path,
+                e.record_offset,
+                format!("the {} record of LSN {} at byte {}: {why}", e.kind.name(), e.lsn, e.record_offset),
+            )
+        };
+        let disks = &self.inner.manifest.disks;
+        let Ok(index) = disks.binary_search_by_key(&e.disk_id, |d| d.disk_id) else {
+            return Err(damaged(format!("it targets disk {}, which the manifest does not list", e.disk_id)));
+        };
+        let disk = &disks[index];
+        let Ok(position) = self.included.binary_search(&index) else {
+            return Err(damaged(format!("it targets disk {} before it was added at LSN {}", disk.name, disk.added_lsn)));
+        };
+        if e.length == 0 || e.length > RECORD_DATA_BYTES_MAX {
+            return Err(damaged(format!("its length {} is outside 1..={RECORD_DATA_BYTES_MAX}", e.length)));
+        }
+        // Bounds what reading the record allocates, before any header is seen.
+        if e.kind == RecordKind::Write && (e.stored_len == 0 || u64::from(e.stored_len) > e.length) {
+            return Err(damaged(format!("{} payload bytes for {} logical bytes", e.stored_len, e.length)));
+        }
+        let end = e.disk_offset.checked_add(e.length).filter(|&end| end <= disk.disk_bytes);
+        let Some(end) = end else {
+            return Err(damaged(format!(
+                "it covers disk bytes {}..{} of disk {}, which is {} bytes",
+                e.disk_offset,
+                e.disk_offset.saturating_add(e.length),
+                disk.name,
+                disk.disk_bytes
+            )));
+        };
+        let source = match e.kind {
+            RecordKind::Zero => Source::Zero,
+            _ => Source::Record(RecordRef {
+                segment_index: segment_index as u32,
+                record_offset: e.record_offset,
+                lsn: e.lsn,
+                disk_offset: e.disk_offset,
+                length: e.length as u32,
+                stored_len: e.stored_len,
+                record_crc: e.record_crc,
+                flags: e.flags,
+                data_offset: 0,
+            }),
+        };
+        self.maps[position].insert(e.disk_offset, end, source);
+        Ok(())
+    }
+}
+
+impl PointView {
+    /// The LSN the view shows.
+    pub fn lsn(&self) -> u64 {
+        self.lsn
+    }
+
+    /// The point the view was built for, if it was built for one.
+    pub fn point(&self) -> Option<&PointInfo> {
+        self.point.as_ref()
+    }
+
+    /// The disks that exist at the view's LSN, in id order.
+    pub fn disks(&self) -> &[DiskView] {
+        &self.disks
+    }
+
+    /// The disk named `name`.
+    pub fn disk(&self, name: &str) -> Option<&DiskView> {
+        self.disks.iter().find(|d| d.name() == name)
+    }
+
+    /// The storage the vault is read through (and images are written through).
+    pub fn storage(&self) -> &Arc<dyn replog_io::Storage> {
+        &self.vault.storage
+    }
+
+    /// The sum of the disks' sizes.
+    pub fn total_bytes(&self) -> u64 {
+        self.disks.iter().map(DiskView::size).sum()
+    }
+}
+
+impl DiskView {
+    /// The disk's name.
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// The disk's id.
+    pub fn disk_id(&self) -> u32 {
+        self.entry.disk_id
+    }
+
+    /// The disk's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.entry.disk_bytes
+    }
+
+    /// The manifest's entry for the disk.
+    pub fn entry(&self) -> &DiskEntry {
+        &self.entry
+    }
+
+    /// The extent map of the disk at the view's LSN.
+    pub fn extent_map(&self) -> &ExtentMap {
+        &self.map
+    }
+
+    /// Fills `buf` with the disk's bytes at `offset`, verifying every record and base chunk it
+    /// reads. Concurrent callers share one small cache; give each thread its own
+    /// [`DiskView::reader`] to read in parallel.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.read(self, offset, buf)
+    }
+
+    /// A reader with its own cache of the last record and chunk it decoded.
+    pub fn reader(&self) -> DiskReader<'_> {
+        DiskReader::new(self)
+    }
+
+    /// The disk's ranges and where their bytes come from, in order; neighbours of the same kind
+    /// are merged.
+    pub fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
+        let mut pieces = self.map.iter().peekable();
+        std::iter::from_fn(move || {
+            let (start, piece) = pieces.next()?;
+            let kind = kind_of(piece.source);
+            let mut end = piece.end;
+            while let Some((_, next)) = pieces.next_if(|(_, p)| kind_of(p.source) == kind) {
+                end = next.end;
+            }
+            Some(Extent { start, end, kind })
+        })
+    }
+}
+
+fn kind_of(source: Source) -> ExtentKind {
+    match source {
+        Source::Base => ExtentKind::Base,
+        Source::Zero => ExtentKind::Zero,
+        Source::Record(_) => ExtentKind::Journal,
+    }
+}

@@ -1,0 +1,185 @@
+//! The command line, declared with clap. These commands and flags are the contract.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// replog: a replica disk store for disaster recovery and migration.
+///
+/// A vault holds base images of a machine's disks and a journal of their changes, with recovery
+/// points you can fail over to. Exit codes: 0 success, 1 failure, 2 damage found, 64 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "replog", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// I/O backend for writing: io_uring, plain syscalls, or the first that works.
+    #[arg(long, global = true, value_enum, env = "REPLOG_IO_BACKEND", default_value = "auto")]
+    pub backend: Backend,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// I/O backends.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Backend {
+    /// io_uring where the kernel allows it, plain syscalls otherwise.
+    Auto,
+    /// io_uring only.
+    Uring,
+    /// Plain syscalls only.
+    Sync,
+}
+
+/// Payload compression.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CompressionArg {
+    /// Store payloads as written.
+    None,
+    /// LZ4 where it saves space.
+    Lz4,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty vault.
+    Init {
+        /// The vault directory (must not exist, or be empty).
+        vault: PathBuf,
+        /// Block size of base checksums and ingest digests (power of two, 4K..4M).
+        #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
+        block_size: u64,
+        /// Size at which a journal segment is sealed (64K..4G).
+        #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+        segment_size: u64,
+        /// Payload compression.
+        #[arg(long, value_enum, default_value = "none")]
+        compression: CompressionArg,
+    },
+    /// Manage the vault's disks.
+    #[command(subcommand)]
+    Disk(DiskCommand),
+    /// Replicate the current content of a raw image of disk NAME, journaling only what changed.
+    Ingest {
+        /// The vault directory.
+        vault: PathBuf,
+        /// The disk's name.
+        name: String,
+        /// The raw image with the disk's current content (same size as the disk).
+        #[arg(long)]
+        from: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a recovery point over all disks; prints its id.
+    Point {
+        /// The vault directory.
+        vault: PathBuf,
+        /// The source had quiesced its applications.
+        #[arg(long)]
+        app_consistent: bool,
+        /// A label for the point.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Print the point as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recovery points.
+    Points {
+        /// The vault directory.
+        vault: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show disks, sizes, segments, bytes, points and RPO.
+    Inspect {
+        /// The vault directory.
+        vault: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print journal records one per line, for debugging the format.
+    Dump {
+        /// The vault directory.
+        vault: PathBuf,
+        /// Only this segment id.
+        #[arg(long)]
+        segment: Option<u64>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every checksum and cross-reference. Exit 0 when intact, 2 when damaged.
+    Verify {
+        /// The vault directory.
+        vault: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Materialize every disk at a recovery point as DIR/NAME.raw.
+    Failover(FailoverArgs),
+    /// Run the whole lifecycle on generated disks and check every point byte for byte.
+    Demo {
+        /// Where to put the demo (a new or empty directory); a fresh temporary one by default.
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Disk commands.
+#[derive(Debug, Subcommand)]
+pub enum DiskCommand {
+    /// Add a disk, seeded from a raw image (--from) or empty (--size).
+    Add {
+        /// The vault directory.
+        vault: PathBuf,
+        /// The disk's name: 1-64 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// Seed the disk from this raw image; its length is the disk's size.
+        #[arg(long, conflicts_with = "size", required_unless_present = "size")]
+        from: Option<PathBuf>,
+        /// Size of an empty disk (bytes, or with a suffix: 10GiB, 512M).
+        #[arg(long, value_parser = parse_bytes)]
+        size: Option<u64>,
+    },
+}
+
+/// Which point to fail over to, and where.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["point", "at", "latest"])))]
+pub struct FailoverArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The point's id.
+    #[arg(long)]
+    pub point: Option<u64>,
+    /// The newest point taken at or before this time (RFC 3339, e.g. 2026-11-22T03:00:00Z).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// The newest point.
+    #[arg(long)]
+    pub latest: bool,
+    /// Output directory; DIR/NAME.raw is written for every disk.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not sync the output before returning.
+    #[arg(long)]
+    pub no_sync: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses "4096", "64K", "64KiB", "10G", "1.5GiB" (binary multiples).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| format!("{s:?} is not a size: {e}"))
+}

@@ -1,0 +1,139 @@
+//! Dispatch, and the commands that write: `init`, `disk add`, `ingest`, `point`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use replog_io::{OpenMode, Storage};
+use replog_writer::{Compression, PointKind, VaultSettings, Writer};
+use serde_json::json;
+
+use crate::cli::{Backend, Cli, Command, CompressionArg, DiskCommand};
+use crate::output::{human_bytes, print_json, progress, rfc3339};
+use crate::{CmdResult, EXIT_OK, Failure};
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> CmdResult {
+    let storage = storage(cli.backend)?;
+    match cli.command {
+        Command::Init { vault, block_size, segment_size, compression } => init(storage, &vault, block_size, segment_size, compression),
+        Command::Disk(DiskCommand::Add { vault, name, from, size }) => disk_add(storage, &vault, &name, from.as_deref(), size),
+        Command::Ingest { vault, name, from, json } => ingest(storage, &vault, &name, &from, json),
+        Command::Point { vault, app_consistent, label, json } => point(storage, &vault, app_consistent, &label, json),
+        Command::Points { vault, json } => crate::read_commands::points(storage, &vault, json),
+        Command::Inspect { vault, json } => crate::read_commands::inspect(storage, &vault, json),
+        Command::Dump { vault, segment, json } => crate::read_commands::dump(storage, &vault, segment, json),
+        Command::Verify { vault, json } => crate::read_commands::verify(storage, &vault, json),
+        Command::Failover(args) => crate::read_commands::failover(storage, &args),
+        Command::Demo { dir } => crate::demo::run(storage, dir),
+    }
+}
+
+/// The storage backend chosen on the command line or by `REPLOG_IO_BACKEND`.
+pub fn storage(backend: Backend) -> Result<Arc<dyn Storage>, Failure> {
+    let name = match backend {
+        Backend::Auto => "auto",
+        Backend::Uring => "uring",
+        Backend::Sync => "sync",
+    };
+    replog_io::backend(name).map_err(|e| Failure::new(format!("the {name} I/O backend is unavailable: {e}")))
+}
+
+fn init(storage: Arc<dyn Storage>, vault: &Path, block: u64, segment: u64, compression: CompressionArg) -> CmdResult {
+    let settings = VaultSettings {
+        block_bytes: u32::try_from(block).map_err(|_| Failure::new(format!("block size {block} is too large")))?,
+        segment_bytes: segment,
+        compression: match compression {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Lz4 => Compression::Lz4,
+        },
+    };
+    Writer::create(storage, vault, settings)?.close()?;
+    println!("created vault {}", vault.display());
+    Ok(EXIT_OK)
+}
+
+fn disk_add(storage: Arc<dyn Storage>, vault: &Path, name: &str, from: Option<&Path>, size: Option<u64>) -> CmdResult {
+    let mut w = open_writer(storage.clone(), vault)?;
+    let disk = match (from, size) {
+        (Some(image_path), _) => {
+            let image = open_image(storage.as_ref(), image_path)?;
+            w.add_disk_from_image(name, image.as_ref(), image_path)?
+        }
+        (None, Some(bytes)) => w.add_disk(name, bytes)?,
+        (None, None) => return Err(Failure::new("give --from IMAGE or --size BYTES")),
+    };
+    w.close()?;
+    println!("added disk {} ({}, {} bytes) as id {}", disk.name, human_bytes(disk.disk_bytes), disk.disk_bytes, disk.disk_id);
+    Ok(EXIT_OK)
+}
+
+fn ingest(storage: Arc<dyn Storage>, vault: &Path, name: &str, from: &Path, json: bool) -> CmdResult {
+    let mut w = open_writer(storage.clone(), vault)?;
+    let image = open_image(storage.as_ref(), from)?;
+    let total = w.disk(name)?.disk_bytes;
+    let bar = progress(total, "ingest");
+    let started = std::time::Instant::now();
+    let stats = w.ingest(name, image.as_ref(), from, &|done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    w.close()?;
+    let seconds = started.elapsed().as_secs_f64();
+    if json {
+        print_json(&json!({
+            "disk": name,
+            "bytes_scanned": stats.bytes_scanned,
+            "bytes_changed": stats.bytes_changed,
+            "bytes_stored": stats.bytes_stored,
+            "records": stats.records,
+            "digest_cache": stats.digest_cache,
+            "seconds": seconds,
+        }));
+    } else {
+        println!(
+            "ingested {name}: scanned {} in {seconds:.2}s ({:.0} MB/s), {} changed, {} written in {} records (digest cache {})",
+            human_bytes(stats.bytes_scanned),
+            stats.bytes_scanned as f64 / seconds.max(1e-9) / 1e6,
+            human_bytes(stats.bytes_changed),
+            human_bytes(stats.bytes_stored),
+            stats.records,
+            stats.digest_cache
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+fn point(storage: Arc<dyn Storage>, vault: &Path, app: bool, label: &str, json: bool) -> CmdResult {
+    let mut w = open_writer(storage, vault)?;
+    let kind = if app { PointKind::AppConsistent } else { PointKind::CrashConsistent };
+    let p = w.point(kind, label)?;
+    w.close()?;
+    if json {
+        print_json(&json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label}));
+    } else {
+        println!("{}", p.point_id);
+    }
+    Ok(EXIT_OK)
+}
+
+/// Opens the vault for writing and tells the operator what recovery did, if anything.
+pub fn open_writer(storage: Arc<dyn Storage>, vault: &Path) -> Result<Writer, Failure> {
+    let w = Writer::open(storage, vault)?;
+    let r = w.recovery_report();
+    if let Some((path, offset, bytes, kept)) = &r.torn_tail {
+        eprintln!(
+            "replog: recovered from an interrupted write: cut {bytes} unacknowledged bytes at byte {offset} of {} (kept in {})",
+            path.display(),
+            kept.display()
+        );
+    }
+    if r.completed_rotation {
+        eprintln!("replog: completed an interrupted segment rotation");
+    }
+    Ok(w)
+}
+
+/// Opens a source image for reading, with a message naming it when that fails.
+pub fn open_image(storage: &dyn Storage, path: &Path) -> Result<Arc<dyn replog_io::File>, Failure> {
+    storage
+        .open(path, OpenMode::Read)
+        .map_err(|e| Failure::new(format!("{}: cannot open the image: {e}", path.display())))
+}

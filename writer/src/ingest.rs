@@ -1,0 +1,220 @@
+//! `ingest`: replicate the current content of a raw image by journaling only the blocks that
+//! differ from the replica's latest state. Differences are found with the digest cache, never
+//! by reading the replica: the image is read once, sequentially, in windows, each window's blocks
+//! hashed and (when compression is on) compressed in parallel.
+//!
+//! A block counts as changed when its digest differs from the cache, when the cache is missing or
+//! does not match the disk, or when a record newer than the cache touched it. Changed runs of
+//! zero blocks become zero records; other changed runs become write records.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use replog_format::digest::DigestHeader;
+use replog_format::limits::RECORD_DATA_BYTES_MAX;
+use replog_format::record::RecordKind;
+use replog_format::segment::{self, Expect, FooterIndex};
+use replog_format::layout;
+use replog_io::{File, OpenMode};
+
+use crate::base::{WINDOW_BYTES, block_facts};
+use crate::digest::{DigestReader, DigestWriter};
+use crate::error::{Result, WriteError, WriteErrorKind};
+use crate::writer::{Writer, encode_payload};
+
+/// What an ingest did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Bytes of the image read.
+    pub bytes_scanned: u64,
+    /// Bytes found changed and journaled (as writes or zero ranges).
+    pub bytes_changed: u64,
+    /// Bytes stored in the journal for them (payloads, after compression).
+    pub bytes_stored: u64,
+    /// Records appended.
+    pub records: u64,
+    /// How the digest cache was used: "valid", "stale" (some blocks re-sent because newer
+    /// records touched them) or "missing" (every block treated as changed).
+    pub digest_cache: &'static str,
+}
+
+/// A run of changed blocks of one kind.
+struct Run {
+    start: usize,
+    end: usize,
+    zero: bool,
+}
+
+impl Writer {
+    /// Journals the blocks of `image` that differ from disk `name`'s latest state, makes them
+    /// durable, and updates the digest cache. `progress` is called with the bytes scanned.
+    pub fn ingest(&mut self, name: &str, image: &dyn File, image_path: &Path, progress: &dyn Fn(u64)) -> Result<IngestStats> {
+        self.check_poison()?;
+        let disk = self.disk(name)?;
+        let len = image.len().map_err(|e| WriteError::io(image_path, None, "reading the length of", e))?;
+        if len != disk.disk_bytes {
+            return Err(WriteError::new(
+                WriteErrorKind::InvalidRequest,
+                format!("{}: the image is {len} bytes but disk {name:?} is {} bytes", image_path.display(), disk.disk_bytes),
+            ));
+        }
+        let block = self.header.block_bytes as usize;
+        let mut cache = DigestReader::open(self.storage.as_ref(), &self.dir, disk.disk_id, self.seed, disk.disk_bytes, self.header.block_bytes);
+        let stale = match &cache {
+            Some(c) => self.ranges_touched_after(disk.disk_id, c.header.valid_lsn)?,
+            None => Vec::new(),
+        };
+        let mut stats = IngestStats {
+            digest_cache: match (&cache, stale.is_empty()) {
+                (None, _) => "missing",
+                (Some(_), true) => "valid",
+                (Some(_), false) => "stale",
+            },
+            ..IngestStats::default()
+        };
+        let mut digests = DigestWriter::create(self.storage.as_ref(), &self.dir, disk.disk_id, self.seed)?;
+        let mut window = vec![0u8; WINDOW_BYTES as usize];
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(WINDOW_BYTES) as usize;
+            let buf = &mut window[..n];
+            image.read_exact_at(buf, at).map_err(|e| WriteError::io(image_path, Some(at), "reading", e))?;
+            let facts = block_facts(buf, block);
+            let old = cache.as_mut().and_then(|c| c.next(facts.len()));
+            let changed: Vec<bool> = facts
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let start = at + (i * block) as u64;
+                    old.as_ref().is_none_or(|o| o[i] != f.digest) || overlaps(&stale, start, start + block as u64)
+                })
+                .collect();
+            self.journal_runs(disk.disk_id, at, buf, &runs(&changed, &facts), block, &mut stats)?;
+            for f in &facts {
+                digests.push(f.digest)?;
+            }
+            at += n as u64;
+            stats.bytes_scanned = at;
+            progress(at);
+        }
+        if cache.as_ref().is_some_and(|c| !c.body_intact()) {
+            // The cache lied somewhere: we cannot know which blocks were skipped wrongly, so
+            // journal the whole image once more. Rare, and always correct.
+            drop(digests);
+            return self.ingest_all_over(name, image, image_path, progress);
+        }
+        self.sync()?;
+        let header = DigestHeader {
+            vault_id: self.header.vault_id,
+            disk_id: disk.disk_id,
+            block_bytes: self.header.block_bytes,
+            disk_bytes: disk.disk_bytes,
+            valid_lsn: self.last_lsn(),
+            body_crc: 0,
+        };
+        digests.finish(self.storage.as_ref(), header, self.seed)?;
+        Ok(stats)
+    }
+
+    /// Removes the digest cache of `name` and ingests with every block treated as changed.
+    fn ingest_all_over(&mut self, name: &str, image: &dyn File, image_path: &Path, progress: &dyn Fn(u64)) -> Result<IngestStats> {
+        let disk = self.disk(name)?;
+        let path = layout::digest_path(&self.dir, disk.disk_id);
+        self.storage.remove_file(&path).map_err(|e| WriteError::io(&path, None, "removing the damaged digest cache", e))?;
+        let mut stats = self.ingest(name, image, image_path, progress)?;
+        stats.digest_cache = "damaged";
+        Ok(stats)
+    }
+
+    /// Journals each run of changed blocks of one window.
+    fn journal_runs(&mut self, disk_id: u32, at: u64, buf: &[u8], runs: &[Run], block: usize, stats: &mut IngestStats) -> Result<()> {
+        let compression = self.header.compression;
+        // Split runs into record-sized pieces and encode their payloads in parallel.
+        let piece_blocks = (RECORD_DATA_BYTES_MAX as usize / block).max(1);
+        let pieces: Vec<(usize, usize, bool)> = runs
+            .iter()
+            .flat_map(|r| (r.start..r.end).step_by(piece_blocks).map(move |s| (s, (s + piece_blocks).min(r.end), r.zero)))
+            .collect();
+        let encoded: Vec<_> = pieces
+            .par_iter()
+            .map(|&(s, e, zero)| {
+                let data = &buf[s * block..(e * block).min(buf.len())];
+                let payload = if zero { None } else { Some(encode_payload(compression, data)) };
+                (s, data.len(), payload)
+            })
+            .collect();
+        for (s, len, payload) in encoded {
+            let offset = at + (s * block) as u64;
+            match payload {
+                None => {
+                    self.zero(disk_id, offset, len as u64)?;
+                }
+                Some((bytes, flags)) => {
+                    self.append_data(disk_id, offset, len as u64, flags, &bytes)?;
+                    stats.bytes_stored += bytes.len() as u64;
+                }
+            }
+            stats.records += 1;
+            stats.bytes_changed += len as u64;
+        }
+        Ok(())
+    }
+
+    /// Byte ranges of disk `disk_id` written or zeroed by records after `lsn`: from the footers
+    /// of sealed segments that end after it and from the open segment's index.
+    pub(crate) fn ranges_touched_after(&self, disk_id: u32, lsn: u64) -> Result<Vec<(u64, u64)>> {
+        let mut ranges = Vec::new();
+        let mut take = |lsn_rec: u64, d: u32, off: u64, len: u64| {
+            if lsn_rec > lsn && d == disk_id {
+                ranges.push((off, off + len));
+            }
+        };
+        for seg in &self.manifest.segments {
+            let Some(info) = seg.sealed else { continue };
+            if info.last_lsn <= lsn {
+                continue;
+            }
+            for e in self.read_footer(seg.segment_id, info.footer_offset)?.extents {
+                take(e.lsn, e.disk_id, e.disk_offset, e.length);
+            }
+        }
+        for e in &self.active.extents {
+            take(e.lsn, e.disk_id, e.disk_offset, e.length);
+        }
+        ranges.sort_unstable();
+        Ok(ranges)
+    }
+
+    fn read_footer(&self, segment_id: u64, footer_offset: u64) -> Result<FooterIndex> {
+        let path = layout::segment_path(&self.dir, segment_id);
+        let file = self.storage.open(&path, OpenMode::Read).map_err(|e| WriteError::io(&path, None, "opening", e))?;
+        let bytes = file.map().map_err(|e| WriteError::io(&path, None, "reading", e))?;
+        let expect = Expect { vault_id: self.header.vault_id, seed: self.seed, segment_id };
+        let (h, payload) = segment::record_at(&bytes, footer_offset, &expect).map_err(|e| WriteError::damaged(&path, 0, e))?;
+        if h.kind != RecordKind::Footer {
+            return Err(WriteError::new(WriteErrorKind::Damaged, format!("{}: no footer at byte {footer_offset}", path.display())));
+        }
+        FooterIndex::decode(payload).map_err(|e| WriteError::damaged(&path, footer_offset + 64, e))
+    }
+}
+
+/// Whether `[start, end)` overlaps any of the sorted `ranges`.
+fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
+    let i = ranges.partition_point(|r| r.0 < end);
+    ranges[..i].iter().rev().any(|r| r.1 > start)
+}
+
+/// Maximal runs of changed blocks that are all zero or all non-zero.
+fn runs(changed: &[bool], facts: &[crate::base::BlockFacts]) -> Vec<Run> {
+    let mut out: Vec<Run> = Vec::new();
+    for (i, (&c, f)) in changed.iter().zip(facts).enumerate() {
+        if !c {
+            continue;
+        }
+        match out.last_mut() {
+            Some(r) if r.end == i && r.zero == f.zero => r.end = i + 1,
+            _ => out.push(Run { start: i, end: i + 1, zero: f.zero }),
+        }
+    }
+    out
+}
