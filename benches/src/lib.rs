@@ -1,1 +1,3 @@
-
+//! Micro-benchmarks for replog. The benchmarks live in `benches/` and run with
+//! `cargo bench -p replog-benches`; `benches/format.rs` covers the on-disk format's hot paths
+//! (record framing, CRC32, LZ4 blocks, segment scans).

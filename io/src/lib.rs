@@ -88,6 +88,10 @@ impl std::ops::Deref for Mapped {
 
 /// An open file. All offsets are absolute; nothing keeps a cursor, so a file is shared freely
 /// between threads.
+#[allow(
+    clippy::len_without_is_empty,
+    reason = "`len` is a fallible metadata call, not a collection size"
+)]
 pub trait File: Send + Sync + Debug {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many (0 at end of file).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;

@@ -55,6 +55,10 @@ pub struct SimCrash {
 
 /// The simulated storage. Share it as `Arc<dyn Storage>` and keep the `Arc<SimStorage>` to
 /// crash it, inject faults and look at the bytes.
+///
+/// A directory created by `create_dir_all` survives a crash only once each parent on its path
+/// has been synced with `sync_dir`; a test's setup can call [`SimStorage::make_all_durable`]
+/// instead.
 pub struct SimStorage {
     state: Arc<Mutex<State>>,
 }
@@ -140,7 +144,9 @@ impl SimStorage {
     pub fn is_crash(err: &(dyn Error + 'static)) -> bool {
         let mut next = Some(err);
         while let Some(e) = next {
-            let io_crash = e.downcast_ref::<io::Error>().is_some_and(Self::is_crash_error);
+            let io_crash = e
+                .downcast_ref::<io::Error>()
+                .is_some_and(Self::is_crash_error);
             if io_crash || e.is::<SimCrash>() {
                 return true;
             }
@@ -192,7 +198,11 @@ impl SimStorage {
                 flipped = true;
             }
         }
-        if flipped { Ok(()) } else { Err(errno(libc::EINVAL)) }
+        if flipped {
+            Ok(())
+        } else {
+            Err(errno(libc::EINVAL))
+        }
     }
 
     /// Makes everything durable as it is now, as a test's setup would after a clean shutdown:

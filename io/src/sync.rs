@@ -139,7 +139,11 @@ impl SyncFile {
 /// Converts a byte range to `off_t`s, refusing ranges the kernel cannot address.
 fn to_off_range(offset: u64, len: u64) -> io::Result<(libc::off_t, libc::off_t)> {
     let end = offset.checked_add(len);
-    match (libc::off_t::try_from(offset), libc::off_t::try_from(len), end) {
+    match (
+        libc::off_t::try_from(offset),
+        libc::off_t::try_from(len),
+        end,
+    ) {
         (Ok(o), Ok(l), Some(end)) if libc::off_t::try_from(end).is_ok() => Ok((o, l)),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -225,5 +229,51 @@ impl File for SyncFile {
         // which lie past the mapped range and do not touch it.
         let map = unsafe { memmap2::Mmap::map(&self.file)? };
         Ok(Mapped::Mmap(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(len: usize) -> (tempfile::TempDir, SyncFile) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SyncFile::open(&dir.path().join("f"), OpenMode::CreateNew).unwrap();
+        file.write_batch(
+            &[WriteAt {
+                offset: 0,
+                data: &vec![0x5a; len],
+            }],
+            false,
+        )
+        .unwrap();
+        (dir, file)
+    }
+
+    /// The fallback for filesystems that cannot punch holes, called directly since the test
+    /// filesystem can.
+    #[test]
+    fn zero_writing_fallback_zeroes_inside_the_file_only() {
+        let len = ZERO_CHUNK_BYTES * 2 + 300;
+        let (_dir, file) = scratch(len);
+        file.write_zeros(100, ZERO_CHUNK_BYTES as u64 + 50).unwrap();
+        file.write_zeros(len as u64 - 10, 1 << 30).unwrap();
+        assert_eq!(file.len().unwrap(), len as u64);
+        let map = file.map().unwrap();
+        let zeroed = |i: usize| (100..ZERO_CHUNK_BYTES + 150).contains(&i) || i >= len - 10;
+        for (i, &b) in map.iter().enumerate() {
+            assert_eq!(b, if zeroed(i) { 0 } else { 0x5a }, "byte {i}");
+        }
+    }
+
+    #[test]
+    fn ranges_past_the_largest_offset_are_refused() {
+        let (_dir, file) = scratch(10);
+        for (offset, len) in [(u64::MAX, 1), (i64::MAX as u64, 1), (0, u64::MAX)] {
+            let err = file.zero_range(offset, len).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(file.allocate(offset, len).is_err());
+        }
+        assert_eq!(to_off_range(5, 10).unwrap(), (5, 10));
     }
 }

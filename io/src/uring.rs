@@ -1,6 +1,6 @@
-//! The io_uring backend: each write batch goes to the kernel as up to [`RING_ENTRIES`]
-//! submissions in flight at once, and its data sync as one more submission with a drain flag, so
-//! the kernel starts it only after every write before it has completed.
+//! The io_uring backend: each write batch goes to the kernel as many submissions in flight at
+//! once (up to 64), and its data sync as one more submission with a drain flag, so the kernel
+//! starts it only after every write before it has completed.
 //!
 //! The decisions (resubmit a short write, retry `EAGAIN`/`ECANCELED`, whether a sync counts) live
 //! in the kernel-free `batch` module; this module only moves entries in and out of the ring. Each
@@ -18,7 +18,7 @@ mod batch;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
@@ -33,7 +33,7 @@ const RING_ENTRIES: u32 = 64;
 
 /// The most bytes one write submission carries; a longer write is split. Below the kernel's own
 /// limit for one read or write (2 GiB less a page).
-const MAX_OP_BYTES: usize = 1 << 30;
+const OP_BYTES_MAX: usize = 1 << 30;
 
 /// How long the driver sleeps when the kernel says it is short of resources (`EAGAIN`, `EBUSY`),
 /// and how many such sleeps in a row it accepts before giving up.
@@ -63,7 +63,10 @@ fn probe() -> io::Result<()> {
     let mut ring = IoUring::new(2)?;
     let mut probe = Probe::new();
     ring.submitter().register_probe(&mut probe)?;
-    for (code, name) in [(opcode::Write::CODE, "write"), (opcode::Fsync::CODE, "fsync")] {
+    for (code, name) in [
+        (opcode::Write::CODE, "write"),
+        (opcode::Fsync::CODE, "fsync"),
+    ] {
         if !probe.is_supported(code) {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -148,13 +151,18 @@ impl UringFile {
         if !sync && writes.iter().all(|w| w.data.is_empty()) {
             return Ok(());
         }
-        let mut slot = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.ring.lock().unwrap_or_else(|poisoned| {
+            // A batch panicked midway: do not reuse a ring that may hold its completions.
+            let mut slot = poisoned.into_inner();
+            *slot = None;
+            slot
+        });
         let ring = match slot.as_mut() {
             Some(ring) => ring,
             None => slot.insert(IoUring::new(RING_ENTRIES)?),
         };
         let lens: Vec<usize> = writes.iter().map(|w| w.data.len()).collect();
-        let mut state = BatchState::new(&lens, sync, MAX_OP_BYTES);
+        let mut state = BatchState::new(&lens, sync, OP_BYTES_MAX);
         match drive(ring, self.file.as_raw_fd(), writes, &mut state) {
             Ok(()) => state.finish(),
             Err(e) => {
@@ -202,7 +210,9 @@ fn drive(
         }
         if state.in_flight() == 0 {
             // Nothing is in flight, so returning cannot leave a buffer with the kernel.
-            return Err(io::Error::other("an io_uring batch stalled with nothing in flight"));
+            return Err(io::Error::other(
+                "an io_uring batch stalled with nothing in flight",
+            ));
         }
         match ring.submit_and_wait(1) {
             Ok(_) => stalls = 0,
@@ -248,7 +258,7 @@ fn entry_for(fd: RawFd, writes: &[WriteAt<'_>], op: Op) -> squeue::Entry {
         Op::Write { index, start, len } => {
             let w = &writes[index];
             let data = &w.data[start..start + len];
-            let len = u32::try_from(len).expect("a submission carries at most MAX_OP_BYTES");
+            let len = u32::try_from(len).expect("a submission carries at most OP_BYTES_MAX");
             opcode::Write::new(types::Fd(fd), data.as_ptr(), len)
                 .offset(w.offset + start as u64)
                 .build()

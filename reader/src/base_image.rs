@@ -41,15 +41,27 @@ impl BaseImage {
         seed: u32,
     ) -> Result<BaseImage> {
         let path = layout::base_path(dir, disk.disk_id, disk.base_generation);
-        let rel_path = path.strip_prefix(dir).map_or_else(|_| path.clone(), Path::to_path_buf);
-        let file = storage.open(&path, OpenMode::Read).map_err(|e| ReadError::io(&rel_path, "open the base image", e))?;
+        let rel_path = path
+            .strip_prefix(dir)
+            .map_or_else(|_| path.clone(), Path::to_path_buf);
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| ReadError::io(&rel_path, "open the base image", e))?;
         let mut page = vec![0u8; BASE_HEADER_BYTES];
         file.read_exact_at(&mut page, 0)
             .map_err(|e| ReadError::read(&rel_path, 0, BASE_HEADER_BYTES as u64, e))?;
-        let header = BaseHeader::decode(&page, seed).map_err(|e| ReadError::decode(&rel_path, 0, e))?;
-        let stored_crc = u32::from_le_bytes(page[BASE_HEADER_BYTES - 4..].try_into().expect("four bytes"));
+        let header =
+            BaseHeader::decode(&page, seed).map_err(|e| ReadError::decode(&rel_path, 0, e))?;
+        let stored_crc = u32::from_le_bytes(
+            page[BASE_HEADER_BYTES - 4..]
+                .try_into()
+                .expect("four bytes"),
+        );
         let mismatch = if stored_crc != disk.base_header_crc {
-            Some(format!("header CRC {stored_crc:#010x}, the manifest expects {:#010x}", disk.base_header_crc))
+            Some(format!(
+                "header CRC {stored_crc:#010x}, the manifest expects {:#010x}",
+                disk.base_header_crc
+            ))
         } else if header.vault_id != *vault_id {
             Some("a base image of another vault".to_owned())
         } else if (header.disk_id, header.disk_bytes, header.generation)
@@ -57,23 +69,42 @@ impl BaseImage {
         {
             Some(format!(
                 "disk {} of {} bytes, generation {}; the manifest expects disk {} of {} bytes, generation {}",
-                header.disk_id, header.disk_bytes, header.generation, disk.disk_id, disk.disk_bytes, disk.base_generation
+                header.disk_id,
+                header.disk_bytes,
+                header.generation,
+                disk.disk_id,
+                disk.disk_bytes,
+                disk.base_generation
             ))
         } else {
             None
         };
         if let Some(found) = mismatch {
-            return Err(ReadError::damaged(&rel_path, 0, format!("the base header does not match the manifest: {found}")));
+            return Err(ReadError::damaged(
+                &rel_path,
+                0,
+                format!("the base header does not match the manifest: {found}"),
+            ));
         }
-        let file_bytes = file.len().map_err(|e| ReadError::io(&rel_path, "stat", e))?;
+        let file_bytes = file
+            .len()
+            .map_err(|e| ReadError::io(&rel_path, "stat", e))?;
         if file_bytes < header.file_bytes() {
             return Err(ReadError::damaged(
                 &rel_path,
                 file_bytes,
-                format!("the base image is {file_bytes} bytes, its header needs {}", header.file_bytes()),
+                format!(
+                    "the base image is {file_bytes} bytes, its header needs {}",
+                    header.file_bytes()
+                ),
             ));
         }
-        Ok(BaseImage { rel_path, file, header, seed })
+        Ok(BaseImage {
+            rel_path,
+            file,
+            header,
+            seed,
+        })
     }
 
     /// The chunk size.
@@ -84,7 +115,10 @@ impl BaseImage {
     /// The disk bytes `[start, end)` chunk `k` covers.
     pub fn chunk_range(&self, k: u64) -> (u64, u64) {
         let start = k * self.block_bytes();
-        (start, (start + self.block_bytes()).min(self.header.disk_bytes))
+        (
+            start,
+            (start + self.block_bytes()).min(self.header.disk_bytes),
+        )
     }
 
     /// The checksum table entry of chunk `k`, from the cached page or by reading its page.
@@ -94,7 +128,8 @@ impl BaseImage {
         let page_index = k / per_page;
         if !matches!(&cache.page, Some((p, _)) if *p == page_index) {
             cache.page = None;
-            let entries = (self.header.chunk_count() - page_index * per_page).min(per_page) as usize;
+            let entries =
+                (self.header.chunk_count() - page_index * per_page).min(per_page) as usize;
             let offset = self.header.table_offset() + page_index * TABLE_PAGE_BYTES as u64;
             let mut page = vec![0u8; TABLE_PAGE_BYTES];
             self.file
@@ -133,6 +168,8 @@ impl BaseImage {
 
     /// The length of the base file, for statistics.
     pub fn file_bytes(&self) -> Result<u64> {
-        self.file.len().map_err(|e| ReadError::io(&self.rel_path, "stat", e))
+        self.file
+            .len()
+            .map_err(|e| ReadError::io(&self.rel_path, "stat", e))
     }
 }

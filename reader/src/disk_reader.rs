@@ -24,7 +24,10 @@ pub struct DiskReader<'a> {
 
 impl<'a> DiskReader<'a> {
     pub(crate) fn new(disk: &'a DiskView) -> DiskReader<'a> {
-        DiskReader { disk, cache: ReadCache::default() }
+        DiskReader {
+            disk,
+            cache: ReadCache::default(),
+        }
     }
 
     /// The disk being read.
@@ -67,7 +70,9 @@ pub(crate) struct ReadCache {
 
 impl ReadCache {
     pub(crate) fn read(&mut self, disk: &DiskView, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64).filter(|&end| end <= disk.size());
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&end| end <= disk.size());
         let Some(end) = end else {
             return Err(ReadError::new(
                 ReadErrorKind::InvalidRequest,
@@ -108,7 +113,9 @@ impl ReadCache {
                 dst.fill(0);
             } else {
                 let data = self.chunk(disk, k, sum)?;
-                dst.copy_from_slice(&data[(at - chunk_start) as usize..(upto - chunk_start) as usize]);
+                dst.copy_from_slice(
+                    &data[(at - chunk_start) as usize..(upto - chunk_start) as usize],
+                );
             }
             at = upto;
         }
@@ -134,7 +141,8 @@ impl ReadCache {
             let bytes = slot.record_bytes(&ctx, r.record_offset, total, &mut self.record_raw)?;
             let (h, payload) = slot.verify_record(&ctx, bytes, r.record_offset)?;
             check_matches(&h, r).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
-            decode_write(&h, payload, &mut self.record_data).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
+            decode_write(&h, payload, &mut self.record_data)
+                .map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
             self.record_key = Some(key);
         }
         Ok(&self.record_data)

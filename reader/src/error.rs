@@ -53,12 +53,20 @@ impl fmt::Display for ReadError {
 impl ReadError {
     /// An error of `kind` with a sentence saying what was expected and what was found.
     pub fn new(kind: ReadErrorKind, detail: impl Into<String>) -> ReadError {
-        ReadError { kind, path: None, offset: None, detail: detail.into(), source: None }
+        ReadError {
+            kind,
+            path: None,
+            offset: None,
+            detail: detail.into(),
+            source: None,
+        }
     }
 
     /// Damage found in `path` at byte `offset` of it.
     pub fn damaged(path: impl Into<PathBuf>, offset: u64, detail: impl Into<String>) -> ReadError {
-        ReadError::new(ReadErrorKind::Damaged, detail).in_file(path).at(offset)
+        ReadError::new(ReadErrorKind::Damaged, detail)
+            .in_file(path)
+            .at(offset)
     }
 
     /// A decoder's error about the structure that starts at byte `base` of `path`.
@@ -67,16 +75,26 @@ impl ReadError {
         let (kind, what_happened) = match error.kind {
             DecodeErrorKind::Checksum => (ReadErrorKind::Damaged, "fails its checksum"),
             DecodeErrorKind::Truncated => (ReadErrorKind::Damaged, "is cut short"),
-            DecodeErrorKind::BadMagic => (ReadErrorKind::Damaged, "does not start with the expected magic"),
-            DecodeErrorKind::UnsupportedVersion => {
-                (ReadErrorKind::Unsupported, "uses a format version this replog does not read")
-            }
+            DecodeErrorKind::BadMagic => (
+                ReadErrorKind::Damaged,
+                "does not start with the expected magic",
+            ),
+            DecodeErrorKind::UnsupportedVersion => (
+                ReadErrorKind::Unsupported,
+                "uses a format version this replog does not read",
+            ),
             DecodeErrorKind::BadField => (ReadErrorKind::Damaged, "holds an invalid field"),
             DecodeErrorKind::Misplaced => (ReadErrorKind::Damaged, "belongs somewhere else"),
         };
-        let detail = format!("{} at byte {offset} {what_happened} ({})", error.what, error.detail);
-        ReadError { source: Some(Box::new(error)), ..ReadError::damaged(path, offset, detail) }
-            .with_kind(kind)
+        let detail = format!(
+            "{} at byte {offset} {what_happened} ({})",
+            error.what, error.detail
+        );
+        ReadError {
+            source: Some(Box::new(error)),
+            ..ReadError::damaged(path, offset, detail)
+        }
+        .with_kind(kind)
     }
 
     /// An operating-system error while doing `op` ("read", "open", ...) on `path`.
@@ -87,7 +105,13 @@ impl ReadError {
             _ => ReadErrorKind::Io,
         };
         let detail = format!("cannot {op}: {error}");
-        ReadError { kind, path: Some(path.into()), offset: None, detail, source: Some(Box::new(error)) }
+        ReadError {
+            kind,
+            path: Some(path.into()),
+            offset: None,
+            detail,
+            source: Some(Box::new(error)),
+        }
     }
 
     /// An operating-system error while reading `len` bytes at `offset` of `path`. A file that
@@ -99,10 +123,15 @@ impl ReadError {
                 "the file ends before byte {}, but {len} bytes at byte {offset} are needed",
                 offset + len
             );
-            return ReadError { source: Some(Box::new(error)), ..ReadError::damaged(path, offset, detail) };
+            return ReadError {
+                source: Some(Box::new(error)),
+                ..ReadError::damaged(path, offset, detail)
+            };
         }
         let detail = format!("cannot read {len} bytes at byte {offset}: {error}");
-        ReadError::io(path, "read", error).with_detail(detail).at(offset)
+        ReadError::io(path, "read", error)
+            .with_detail(detail)
+            .at(offset)
     }
 
     /// The same error naming `path`.
@@ -149,7 +178,9 @@ impl ReadError {
 
     /// The decoder's error, when the problem was found while decoding a structure.
     pub fn decode_error(&self) -> Option<&DecodeError> {
-        self.source.as_deref().and_then(|e| e.downcast_ref::<DecodeError>())
+        self.source
+            .as_deref()
+            .and_then(|e| e.downcast_ref::<DecodeError>())
     }
 }
 
@@ -162,7 +193,12 @@ mod tests {
 
     #[test]
     fn decode_errors_name_the_file_and_the_absolute_offset() {
-        let inner = DecodeError::new(DecodeErrorKind::Checksum, "record", 64, "stored checksum 0x1, bytes hash to 0x2");
+        let inner = DecodeError::new(
+            DecodeErrorKind::Checksum,
+            "record",
+            64,
+            "stored checksum 0x1, bytes hash to 0x2",
+        );
         let e = ReadError::decode("journal/0000000000000003.seg", 81856, inner);
         assert_eq!(e.kind(), ReadErrorKind::Damaged);
         assert_eq!(e.offset(), Some(81920));
@@ -181,6 +217,9 @@ mod tests {
         assert_eq!(e.kind(), ReadErrorKind::Damaged);
         assert_eq!(e.offset(), Some(4096));
         let missing = io::Error::new(io::ErrorKind::NotFound, "gone");
-        assert_eq!(ReadError::io("MANIFEST", "open", missing).kind(), ReadErrorKind::NotFound);
+        assert_eq!(
+            ReadError::io("MANIFEST", "open", missing).kind(),
+            ReadErrorKind::NotFound
+        );
     }
 }

@@ -48,8 +48,14 @@ impl Source {
         match self {
             Source::Record(r) => {
                 let data_offset = u64::from(r.data_offset) + by;
-                assert!(data_offset < u64::from(r.length), "a piece runs past its record");
-                Source::Record(RecordRef { data_offset: data_offset as u32, ..r })
+                assert!(
+                    data_offset < u64::from(r.length),
+                    "a piece runs past its record"
+                );
+                Source::Record(RecordRef {
+                    data_offset: data_offset as u32,
+                    ..r
+                })
             }
             other => other,
         }
@@ -68,7 +74,10 @@ impl Source {
         match self {
             Source::Record(r) => {
                 let data_offset = u64::from(r.data_offset) + by;
-                Source::Record(RecordRef { data_offset: data_offset.min(u64::from(u32::MAX)) as u32, ..r })
+                Source::Record(RecordRef {
+                    data_offset: data_offset.min(u64::from(u32::MAX)) as u32,
+                    ..r
+                })
             }
             other => other,
         }
@@ -96,7 +105,13 @@ impl ExtentMap {
     pub fn new(size: u64) -> ExtentMap {
         let mut pieces = BTreeMap::new();
         if size > 0 {
-            pieces.insert(0, Piece { end: size, source: Source::Base });
+            pieces.insert(
+                0,
+                Piece {
+                    end: size,
+                    source: Source::Base,
+                },
+            );
         }
         ExtentMap { size, pieces }
     }
@@ -119,7 +134,11 @@ impl ExtentMap {
     /// Makes `[start, end)` come from `source`, replacing and splitting whatever covered it.
     /// Callers check the range against the disk; a range outside it is a bug.
     pub fn insert(&mut self, start: u64, end: u64, source: Source) {
-        assert!(start < end && end <= self.size, "range {start}..{end} outside the disk of {} bytes", self.size);
+        assert!(
+            start < end && end <= self.size,
+            "range {start}..{end} outside the disk of {} bytes",
+            self.size
+        );
         self.split_at(start);
         self.split_at(end);
         while let Some((&key, _)) = self.pieces.range(start..end).next() {
@@ -134,21 +153,43 @@ impl ExtentMap {
 
     /// Ensures a piece starts at `at` (unless `at` is the end of the disk).
     fn split_at(&mut self, at: u64) {
-        let Some((&key, &piece)) = self.pieces.range(..=at).next_back() else { return };
+        let Some((&key, &piece)) = self.pieces.range(..=at).next_back() else {
+            return;
+        };
         if key == at || piece.end <= at {
             return;
         }
-        self.pieces.insert(key, Piece { end: at, source: piece.source });
-        self.pieces.insert(at, Piece { end: piece.end, source: piece.source.advanced(at - key) });
+        self.pieces.insert(
+            key,
+            Piece {
+                end: at,
+                source: piece.source,
+            },
+        );
+        self.pieces.insert(
+            at,
+            Piece {
+                end: piece.end,
+                source: piece.source.advanced(at - key),
+            },
+        );
     }
 
     /// Merges the piece starting at `key` with the next one when the two read as one.
     fn merge_with_next(&mut self, key: u64) {
         let piece = self.pieces[&key];
-        let Some(&next) = self.pieces.get(&piece.end) else { return };
+        let Some(&next) = self.pieces.get(&piece.end) else {
+            return;
+        };
         if piece.source.continues_into(piece.end - key, next.source) {
             self.pieces.remove(&piece.end);
-            self.pieces.insert(key, Piece { end: next.end, source: piece.source });
+            self.pieces.insert(
+                key,
+                Piece {
+                    end: next.end,
+                    source: piece.source,
+                },
+            );
         }
     }
 
@@ -160,14 +201,24 @@ impl ExtentMap {
     /// The pieces overlapping `[start, end)`, clipped to it, as `(start, piece)`: a clipped
     /// journal piece has its data offset moved to match its new start.
     pub fn pieces_in(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, Piece)> + '_ {
-        let first = self.pieces.range(..=start).next_back().map_or(start, |(&k, _)| k);
+        let first = self
+            .pieces
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(&k, _)| k);
         self.pieces
             .range(first..end)
             .filter(move |(_, p)| p.end > start)
             .map(move |(&k, &p)| {
                 let clipped_start = k.max(start);
                 let source = p.source.advanced(clipped_start - k);
-                (clipped_start, Piece { end: p.end.min(end), source })
+                (
+                    clipped_start,
+                    Piece {
+                        end: p.end.min(end),
+                        source,
+                    },
+                )
             })
     }
 }
@@ -214,7 +265,16 @@ mod tests {
     #[test]
     fn a_new_map_reads_everything_from_the_base() {
         let map = ExtentMap::new(100);
-        assert_eq!(map.iter().collect::<Vec<_>>(), vec![(0, Piece { end: 100, source: Source::Base })]);
+        assert_eq!(
+            map.iter().collect::<Vec<_>>(),
+            vec![(
+                0,
+                Piece {
+                    end: 100,
+                    source: Source::Base
+                }
+            )]
+        );
         assert!(ExtentMap::new(0).is_empty());
     }
 
@@ -258,7 +318,10 @@ mod tests {
         assert_eq!(got[0].0, 15);
         assert_eq!(got[0].1.end, 60);
         assert!(matches!(got[0].1.source, Source::Record(r) if r.data_offset == 5));
-        assert_eq!((got[1].0, got[1].1.end, got[1].1.source), (60, 70, Source::Base));
+        assert_eq!(
+            (got[1].0, got[1].1.end, got[1].1.source),
+            (60, 70, Source::Base)
+        );
         assert_eq!(map.pieces_in(0, 100).count(), 3);
         assert_eq!(map.pieces_in(20, 30).count(), 1);
     }

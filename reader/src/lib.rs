@@ -10,6 +10,7 @@
 
 mod base_image;
 mod disk_reader;
+pub mod dump;
 pub mod error;
 pub mod extent_map;
 pub mod materialize;
@@ -17,11 +18,16 @@ mod points;
 mod records;
 mod segments;
 mod vault;
+pub mod verify;
 mod view;
 
 pub use disk_reader::DiskReader;
+pub use dump::{DumpEnd, DumpRecord, dump};
 pub use error::{ReadError, ReadErrorKind, Result};
-pub use materialize::{DiskStats, MaterializeOptions, MaterializeStats, materialize, materialize_with_progress};
+pub use materialize::{
+    DiskStats, MaterializeOptions, MaterializeStats, materialize, materialize_with_progress,
+};
 pub use points::PointInfo;
 pub use vault::{OpenSegmentInfo, Vault, VaultStats};
+pub use verify::{Finding, Severity, VerifyReport, verify};
 pub use view::{DiskView, Extent, ExtentKind, PointView};

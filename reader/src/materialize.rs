@@ -66,7 +66,11 @@ pub struct MaterializeStats {
 }
 
 /// Writes every disk of `view` to `out_dir/<name>.raw`; see the module documentation.
-pub fn materialize(view: &PointView, out_dir: &Path, opts: &MaterializeOptions) -> Result<MaterializeStats> {
+pub fn materialize(
+    view: &PointView,
+    out_dir: &Path,
+    opts: &MaterializeOptions,
+) -> Result<MaterializeStats> {
     materialize_with_progress(view, out_dir, opts, &|_| {})
 }
 
@@ -79,10 +83,14 @@ pub fn materialize_with_progress(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<MaterializeStats> {
     let storage = view.storage().as_ref();
-    storage.create_dir_all(out_dir).map_err(|e| ReadError::io(out_dir, "create the output directory", e))?;
+    storage
+        .create_dir_all(out_dir)
+        .map_err(|e| ReadError::io(out_dir, "create the output directory", e))?;
     for disk in view.disks() {
         let target = final_path(out_dir, disk);
-        let exists = storage.exists(&target).map_err(|e| ReadError::io(&target, "look for", e))?;
+        let exists = storage
+            .exists(&target)
+            .map_err(|e| ReadError::io(&target, "look for", e))?;
         if exists && !opts.force {
             return Err(ReadError::new(
                 ReadErrorKind::AlreadyExists,
@@ -92,8 +100,17 @@ pub fn materialize_with_progress(
         }
     }
     let done = AtomicU64::new(0);
-    let job = Job { storage, out_dir, done: &done, progress };
-    let written: Result<Vec<_>> = view.disks().par_iter().map(|disk| job.write_partial(disk)).collect();
+    let job = Job {
+        storage,
+        out_dir,
+        done: &done,
+        progress,
+    };
+    let written: Result<Vec<_>> = view
+        .disks()
+        .par_iter()
+        .map(|disk| job.write_partial(disk))
+        .collect();
     let result = written.and_then(|written| job.finish(view, written, opts));
     if result.is_err() {
         for disk in view.disks() {
@@ -124,8 +141,12 @@ impl Job<'_> {
     /// Writes one disk's partial image; returns its open file and the bytes written.
     fn write_partial(&self, disk: &DiskView) -> Result<(Arc<dyn File>, u64)> {
         let path = partial_path(self.out_dir, disk);
-        let file = self.storage.open(&path, OpenMode::CreateTruncate).map_err(|e| ReadError::io(&path, "create", e))?;
-        file.set_len(disk.size()).map_err(|e| ReadError::io(&path, "set the length of", e))?;
+        let file = self
+            .storage
+            .open(&path, OpenMode::CreateTruncate)
+            .map_err(|e| ReadError::io(&path, "create", e))?;
+        file.set_len(disk.size())
+            .map_err(|e| ReadError::io(&path, "set the length of", e))?;
         let ranges = disk.size().div_ceil(RANGE_BYTES);
         let written = (0..ranges)
             .into_par_iter()
@@ -133,7 +154,9 @@ impl Job<'_> {
                 let start = i * RANGE_BYTES;
                 let end = (start + RANGE_BYTES).min(disk.size());
                 let written = copy_range(disk, file.as_ref(), &path, start, end)?;
-                (self.progress)(self.done.fetch_add(end - start, Ordering::Relaxed) + (end - start));
+                (self.progress)(
+                    self.done.fetch_add(end - start, Ordering::Relaxed) + (end - start),
+                );
                 Ok(written)
             })
             .try_reduce(|| 0, |a, b| Ok(a + b))?;
@@ -151,11 +174,14 @@ impl Job<'_> {
         for (disk, (file, written_bytes)) in view.disks().iter().zip(written) {
             let partial = partial_path(self.out_dir, disk);
             if opts.sync {
-                file.sync_data().map_err(|e| ReadError::io(&partial, "sync", e))?;
+                file.sync_data()
+                    .map_err(|e| ReadError::io(&partial, "sync", e))?;
             }
             drop(file);
             let target = final_path(self.out_dir, disk);
-            self.storage.rename(&partial, &target).map_err(|e| ReadError::io(&partial, "rename", e))?;
+            self.storage
+                .rename(&partial, &target)
+                .map_err(|e| ReadError::io(&partial, "rename", e))?;
             let hole_bytes = disk.size() - written_bytes;
             stats.written_bytes += written_bytes;
             stats.hole_bytes += hole_bytes;
@@ -168,7 +194,9 @@ impl Job<'_> {
             });
         }
         if opts.sync {
-            self.storage.sync_dir(self.out_dir).map_err(|e| ReadError::io(self.out_dir, "sync the directory", e))?;
+            self.storage
+                .sync_dir(self.out_dir)
+                .map_err(|e| ReadError::io(self.out_dir, "sync the directory", e))?;
         }
         Ok(stats)
     }
@@ -177,7 +205,13 @@ impl Job<'_> {
 /// Copies disk bytes `[start, end)` into `file`; returns the bytes written.
 fn copy_range(disk: &DiskView, file: &dyn File, path: &Path, start: u64, end: u64) -> Result<u64> {
     let mut reader = disk.reader();
-    let mut out = Batch { file, path, buf: Vec::new(), spans: Vec::new(), written: 0 };
+    let mut out = Batch {
+        file,
+        path,
+        buf: Vec::new(),
+        spans: Vec::new(),
+        written: 0,
+    };
     for (at, piece) in disk.map.pieces_in(start, end) {
         match piece.source {
             Source::Zero => {}
@@ -205,7 +239,10 @@ fn copy_base(reader: &mut DiskReader<'_>, out: &mut Batch<'_>, start: u64, end: 
         let sum = reader.chunk_sum(k)?;
         if !sum.zero {
             let data = reader.chunk(k, sum)?;
-            out.push(at, &data[(at - chunk_start) as usize..(upto - chunk_start) as usize])?;
+            out.push(
+                at,
+                &data[(at - chunk_start) as usize..(upto - chunk_start) as usize],
+            )?;
         }
         at = upto;
     }
@@ -256,12 +293,23 @@ impl Batch<'_> {
         if self.spans.is_empty() {
             return Ok(());
         }
-        let writes: Vec<WriteAt<'_>> =
-            self.spans.iter().map(|&(offset, start, len)| WriteAt { offset, data: &self.buf[start..start + len] }).collect();
+        let writes: Vec<WriteAt<'_>> = self
+            .spans
+            .iter()
+            .map(|&(offset, start, len)| WriteAt {
+                offset,
+                data: &self.buf[start..start + len],
+            })
+            .collect();
         let first = self.spans[0].0;
-        self.file
-            .write_batch(&writes, false)
-            .map_err(|e| ReadError::io(self.path, &format!("write {} bytes at byte {first}", self.buf.len()), e).at(first))?;
+        self.file.write_batch(&writes, false).map_err(|e| {
+            ReadError::io(
+                self.path,
+                &format!("write {} bytes at byte {first}", self.buf.len()),
+                e,
+            )
+            .at(first)
+        })?;
         self.written += self.buf.len() as u64;
         self.buf.clear();
         self.spans.clear();
@@ -272,7 +320,9 @@ impl Batch<'_> {
 /// Whether every byte is zero; ORs 64-byte lanes so the compiler can vectorize it.
 fn is_zero(bytes: &[u8]) -> bool {
     let mut lanes = bytes.chunks_exact(64);
-    let body = lanes.by_ref().all(|lane| lane.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    let body = lanes
+        .by_ref()
+        .all(|lane| lane.iter().fold(0u8, |acc, &b| acc | b) == 0);
     body && lanes.remainder().iter().all(|&b| b == 0)
 }
 

@@ -54,7 +54,11 @@ impl PointInfo {
 pub(crate) fn merge(manifest: &[PointRef], open: Option<(u64, &[PointEntry])>) -> Vec<PointInfo> {
     let mut points: Vec<PointInfo> = manifest.iter().map(PointInfo::from_manifest).collect();
     if let Some((segment_id, entries)) = open {
-        points.extend(entries.iter().map(|e| PointInfo::from_segment(segment_id, e)));
+        points.extend(
+            entries
+                .iter()
+                .map(|e| PointInfo::from_segment(segment_id, e)),
+        );
     }
     points.sort_by_key(|p| p.lsn);
     points.dedup_by_key(|p| p.lsn);
@@ -72,18 +76,39 @@ mod tests {
     use replog_format::record::PointPayload;
 
     fn payload(id: u64, time: i64) -> PointPayload {
-        PointPayload { point_id: id, time_unix_ns: time, kind: PointKind::CrashConsistent, label: String::new() }
+        PointPayload {
+            point_id: id,
+            time_unix_ns: time,
+            kind: PointKind::CrashConsistent,
+            label: String::new(),
+        }
     }
 
     #[test]
     fn points_merge_in_lsn_order_and_time_lookup_takes_the_latest() {
-        let manifest = vec![PointRef { lsn: 3, segment_id: 1, record_offset: 5000, point: payload(1, 100) }];
+        let manifest = vec![PointRef {
+            lsn: 3,
+            segment_id: 1,
+            record_offset: 5000,
+            point: payload(1, 100),
+        }];
         let open = vec![
-            PointEntry { lsn: 9, record_offset: 4096, point: payload(2, 200) },
-            PointEntry { lsn: 12, record_offset: 4200, point: payload(3, 300) },
+            PointEntry {
+                lsn: 9,
+                record_offset: 4096,
+                point: payload(2, 200),
+            },
+            PointEntry {
+                lsn: 12,
+                record_offset: 4200,
+                point: payload(3, 300),
+            },
         ];
         let points = merge(&manifest, Some((2, &open)));
-        assert_eq!(points.iter().map(|p| p.point_id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            points.iter().map(|p| p.point_id).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         assert_eq!(points[1].segment_id, 2);
         assert_eq!(at_or_before(&points, 250).unwrap().point_id, 2);
         assert_eq!(at_or_before(&points, 300).unwrap().point_id, 3);

@@ -17,7 +17,12 @@ pub(crate) fn record_in<'a>(
     expect: &Expect,
 ) -> Result<(RecordHeader, &'a [u8]), DecodeError> {
     let head = bytes.get(..RECORD_HEADER_BYTES).ok_or_else(|| {
-        DecodeError::new(DecodeErrorKind::Truncated, "record header", pos, "the file ends inside a record header")
+        DecodeError::new(
+            DecodeErrorKind::Truncated,
+            "record header",
+            pos,
+            "the file ends inside a record header",
+        )
     })?;
     let h = RecordHeader::decode(head).map_err(|e| e.at(pos))?;
     if h.segment_id != expect.segment_id || h.segment_offset != pos {
@@ -31,15 +36,21 @@ pub(crate) fn record_in<'a>(
             ),
         ));
     }
-    let payload = bytes.get(RECORD_HEADER_BYTES..h.total_bytes() as usize).ok_or_else(|| {
-        DecodeError::new(
-            DecodeErrorKind::Truncated,
-            "record",
-            pos,
-            format!("the file ends before the record's end at {}", pos + h.total_bytes()),
-        )
-    })?;
-    h.verify(expect.seed, head, payload).map_err(|e| e.at(pos))?;
+    let payload = bytes
+        .get(RECORD_HEADER_BYTES..h.total_bytes() as usize)
+        .ok_or_else(|| {
+            DecodeError::new(
+                DecodeErrorKind::Truncated,
+                "record",
+                pos,
+                format!(
+                    "the file ends before the record's end at {}",
+                    pos + h.total_bytes()
+                ),
+            )
+        })?;
+    h.verify(expect.seed, head, payload)
+        .map_err(|e| e.at(pos))?;
     Ok((h, payload))
 }
 
@@ -78,7 +89,11 @@ pub(crate) fn check_matches(h: &RecordHeader, r: &RecordRef) -> Result<(), Decod
 
 /// Fills `out` with the logical bytes of a verified write record: a copy of a raw payload, or
 /// the LZ4 block decompressed, which must produce exactly `length` bytes.
-pub(crate) fn decode_write(h: &RecordHeader, payload: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+pub(crate) fn decode_write(
+    h: &RecordHeader,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), DecodeError> {
     // `length` is at most RECORD_DATA_BYTES_MAX: the header decoder rejects more.
     let length = h.length as usize;
     out.clear();
@@ -112,11 +127,19 @@ mod tests {
     use replog_format::record::FLAG_LZ4;
 
     fn expect() -> Expect {
-        Expect { vault_id: [1; 16], seed: 11, segment_id: 2 }
+        Expect {
+            vault_id: [1; 16],
+            seed: 11,
+            segment_id: 2,
+        }
     }
 
     fn write(data: &[u8], lz4: bool) -> (RecordHeader, Vec<u8>) {
-        let payload = if lz4 { lz4_flex::block::compress(data) } else { data.to_vec() };
+        let payload = if lz4 {
+            lz4_flex::block::compress(data)
+        } else {
+            data.to_vec()
+        };
         let mut h = RecordHeader {
             crc: 0,
             kind: RecordKind::Write,
@@ -169,6 +192,9 @@ mod tests {
         let (mut h, bytes) = write(&data, true);
         h.length = 2000;
         let payload = &bytes[RECORD_HEADER_BYTES..];
-        assert_eq!(decode_write(&h, payload, &mut Vec::new()).unwrap_err().kind, DecodeErrorKind::BadField);
+        assert_eq!(
+            decode_write(&h, payload, &mut Vec::new()).unwrap_err().kind,
+            DecodeErrorKind::BadField
+        );
     }
 }

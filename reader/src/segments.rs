@@ -12,7 +12,8 @@ use replog_format::limits::FOOTER_BYTES_MAX;
 use replog_format::manifest::{SealedInfo, SegmentEntry};
 use replog_format::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use replog_format::segment::{
-    self, ExtentEntry, Expect, FooterIndex, PointEntry, SEGMENT_HEADER_BYTES, SegmentEnd, TRAILER_BYTES,
+    self, Expect, ExtentEntry, FooterIndex, PointEntry, SEGMENT_HEADER_BYTES, SegmentEnd,
+    TRAILER_BYTES,
 };
 use replog_format::{DecodeError, layout};
 use replog_io::{File, Mapped, OpenMode, Storage};
@@ -37,7 +38,11 @@ pub(crate) struct SegmentSlot {
 #[derive(Debug)]
 pub(crate) enum SlotState {
     /// Sealed: the manifest's promise, and what has been loaded so far.
-    Sealed { info: SealedInfo, file: OnceLock<Arc<dyn File>>, footer: OnceLock<FooterIndex> },
+    Sealed {
+        info: SealedInfo,
+        file: OnceLock<Arc<dyn File>>,
+        footer: OnceLock<FooterIndex>,
+    },
     /// Open when the manifest was read: a scanned snapshot.
     Open(OpenSnapshot),
 }
@@ -64,17 +69,28 @@ impl SegmentSlot {
             id: entry.segment_id,
             first_lsn: entry.first_lsn,
             rel_path: rel_path(entry.segment_id),
-            state: SlotState::Sealed { info, file: OnceLock::new(), footer: OnceLock::new() },
+            state: SlotState::Sealed {
+                info,
+                file: OnceLock::new(),
+                footer: OnceLock::new(),
+            },
         }
     }
 
     /// A slot for the open segment, mapped and scanned now.
-    pub fn open(storage: &dyn Storage, dir: &Path, entry: &SegmentEntry, expect: &Expect) -> Result<SegmentSlot> {
+    pub fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        entry: &SegmentEntry,
+        expect: &Expect,
+    ) -> Result<SegmentSlot> {
         let rel_path = rel_path(entry.segment_id);
         let file = storage
             .open(&layout::segment_path(dir, entry.segment_id), OpenMode::Read)
             .map_err(|e| ReadError::io(&rel_path, "open the open journal segment", e))?;
-        let bytes = file.map().map_err(|e| ReadError::io(&rel_path, "map the open journal segment", e))?;
+        let bytes = file
+            .map()
+            .map_err(|e| ReadError::io(&rel_path, "map the open journal segment", e))?;
         let snapshot = scan_snapshot(bytes, entry.first_lsn, expect).map_err(|e| match e {
             ScanFailure::Decode(e) => ReadError::decode(&rel_path, 0, e),
             ScanFailure::FirstLsn(found) => ReadError::damaged(
@@ -86,7 +102,12 @@ impl SegmentSlot {
                 ),
             ),
         })?;
-        Ok(SegmentSlot { id: entry.segment_id, first_lsn: entry.first_lsn, rel_path, state: SlotState::Open(snapshot) })
+        Ok(SegmentSlot {
+            id: entry.segment_id,
+            first_lsn: entry.first_lsn,
+            rel_path,
+            state: SlotState::Open(snapshot),
+        })
     }
 
     /// The LSN of the segment's last record.
@@ -98,7 +119,11 @@ impl SegmentSlot {
     }
 
     fn expect(&self, ctx: &SegmentCtx<'_>) -> Expect {
-        Expect { vault_id: ctx.vault_id, seed: ctx.seed, segment_id: self.id }
+        Expect {
+            vault_id: ctx.vault_id,
+            seed: ctx.seed,
+            segment_id: self.id,
+        }
     }
 
     /// The segment's write and zero records, in LSN order: from the footer of a sealed segment
@@ -141,27 +166,40 @@ impl SegmentSlot {
 
     /// Reads and checks the footer record of a sealed segment against the manifest's promise.
     fn load_footer(&self, ctx: &SegmentCtx<'_>, info: &SealedInfo) -> Result<FooterIndex> {
-        let file_bytes = self.file(ctx)?.len().map_err(|e| ReadError::io(&self.rel_path, "stat", e))?;
+        let file_bytes = self
+            .file(ctx)?
+            .len()
+            .map_err(|e| ReadError::io(&self.rel_path, "stat", e))?;
         if file_bytes != info.file_bytes {
             return Err(ReadError::damaged(
                 &self.rel_path,
                 file_bytes.min(info.file_bytes),
-                format!("the sealed segment is {file_bytes} bytes long, the manifest says {}", info.file_bytes),
+                format!(
+                    "the sealed segment is {file_bytes} bytes long, the manifest says {}",
+                    info.file_bytes
+                ),
             ));
         }
         let at = info.footer_offset;
         let room = file_bytes.saturating_sub(TRAILER_BYTES as u64);
-        if at < SEGMENT_HEADER_BYTES as u64 || at.saturating_add(RECORD_HEADER_BYTES as u64) > room {
+        if at < SEGMENT_HEADER_BYTES as u64 || at.saturating_add(RECORD_HEADER_BYTES as u64) > room
+        {
             return Err(ReadError::damaged(
                 &self.rel_path,
                 at,
-                format!("the manifest puts the footer at byte {at}, outside the {file_bytes}-byte segment"),
+                format!(
+                    "the manifest puts the footer at byte {at}, outside the {file_bytes}-byte segment"
+                ),
             ));
         }
         let mut record = vec![0u8; RECORD_HEADER_BYTES];
         self.read(ctx, at, &mut record)?;
-        let h = RecordHeader::decode(&record).map_err(|e| ReadError::decode(&self.rel_path, at, e))?;
-        if h.kind != RecordKind::Footer || at + h.total_bytes() != room || h.total_bytes() > FOOTER_BYTES_MAX + 64 {
+        let h =
+            RecordHeader::decode(&record).map_err(|e| ReadError::decode(&self.rel_path, at, e))?;
+        if h.kind != RecordKind::Footer
+            || at + h.total_bytes() != room
+            || h.total_bytes() > FOOTER_BYTES_MAX + 64
+        {
             return Err(ReadError::damaged(
                 &self.rel_path,
                 at,
@@ -173,9 +211,13 @@ impl SegmentSlot {
             ));
         }
         record.resize(h.total_bytes() as usize, 0);
-        self.read(ctx, at + RECORD_HEADER_BYTES as u64, &mut record[RECORD_HEADER_BYTES..])?;
-        let (h, payload) =
-            record_in(&record, at, &self.expect(ctx)).map_err(|e| ReadError::decode(&self.rel_path, 0, e))?;
+        self.read(
+            ctx,
+            at + RECORD_HEADER_BYTES as u64,
+            &mut record[RECORD_HEADER_BYTES..],
+        )?;
+        let (h, payload) = record_in(&record, at, &self.expect(ctx))
+            .map_err(|e| ReadError::decode(&self.rel_path, 0, e))?;
         if h.crc != info.footer_crc || h.lsn != info.last_lsn {
             return Err(ReadError::damaged(
                 &self.rel_path,
@@ -197,8 +239,13 @@ impl SegmentSlot {
         let lsns = self.first_lsn..=info.last_lsn;
         let records_end = info.footer_offset;
         for e in &footer.extents {
-            let end = e.record_offset.saturating_add(RECORD_HEADER_BYTES as u64 + u64::from(e.stored_len));
-            if !lsns.contains(&e.lsn) || e.record_offset < SEGMENT_HEADER_BYTES as u64 || end > records_end {
+            let end = e
+                .record_offset
+                .saturating_add(RECORD_HEADER_BYTES as u64 + u64::from(e.stored_len));
+            if !lsns.contains(&e.lsn)
+                || e.record_offset < SEGMENT_HEADER_BYTES as u64
+                || end > records_end
+            {
                 return Err(ReadError::damaged(
                     &self.rel_path,
                     info.footer_offset,
@@ -230,7 +277,9 @@ impl SegmentSlot {
                     return Err(ReadError::damaged(
                         &self.rel_path,
                         offset,
-                        format!("a record ending at byte {end} lies past the valid records, which end at byte {valid}"),
+                        format!(
+                            "a record ending at byte {end} lies past the valid records, which end at byte {valid}"
+                        ),
                     ));
                 }
                 Ok(&s.bytes[offset as usize..end as usize])
@@ -250,14 +299,18 @@ impl SegmentSlot {
         bytes: &'a [u8],
         offset: u64,
     ) -> Result<(RecordHeader, &'a [u8])> {
-        record_in(bytes, offset, &self.expect(ctx)).map_err(|e| ReadError::decode(&self.rel_path, 0, e))
+        record_in(bytes, offset, &self.expect(ctx))
+            .map_err(|e| ReadError::decode(&self.rel_path, 0, e))
     }
 
     /// The file's length on disk, for statistics.
     pub fn file_bytes(&self, ctx: &SegmentCtx<'_>) -> Result<u64> {
         match &self.state {
             SlotState::Open(s) => Ok(s.bytes.len() as u64),
-            SlotState::Sealed { .. } => self.file(ctx)?.len().map_err(|e| ReadError::io(&self.rel_path, "stat", e)),
+            SlotState::Sealed { .. } => self
+                .file(ctx)?
+                .len()
+                .map_err(|e| ReadError::io(&self.rel_path, "stat", e)),
         }
     }
 }
@@ -278,18 +331,32 @@ enum ScanFailure {
 
 /// Scans the mapped open segment. A file too short for a header, or all zeros, holds no record
 /// yet: a writer that created it has not written its header.
-fn scan_snapshot(bytes: Mapped, first_lsn: u64, expect: &Expect) -> Result<OpenSnapshot, ScanFailure> {
+fn scan_snapshot(
+    bytes: Mapped,
+    first_lsn: u64,
+    expect: &Expect,
+) -> Result<OpenSnapshot, ScanFailure> {
     let mut extents = Vec::new();
     let mut points = Vec::new();
     if bytes.len() < SEGMENT_HEADER_BYTES || bytes.iter().all(|&b| b == 0) {
         let end = SegmentEnd::Clean { offset: 0 };
-        return Ok(OpenSnapshot { bytes, extents, points, end, last_lsn: first_lsn - 1 });
+        return Ok(OpenSnapshot {
+            bytes,
+            extents,
+            points,
+            end,
+            last_lsn: first_lsn - 1,
+        });
     }
     let mut bad_point = None;
     let scan = segment::scan(&bytes, expect, |h, payload| match h.kind {
         RecordKind::Write | RecordKind::Zero => extents.push(ExtentEntry::from_header(h)),
         RecordKind::Point => match PointPayload::decode(payload) {
-            Ok(point) => points.push(PointEntry { lsn: h.lsn, record_offset: h.segment_offset, point }),
+            Ok(point) => points.push(PointEntry {
+                lsn: h.lsn,
+                record_offset: h.segment_offset,
+                point,
+            }),
             Err(e) => {
                 bad_point.get_or_insert(e.at(h.segment_offset + RECORD_HEADER_BYTES as u64));
             }
@@ -303,7 +370,13 @@ fn scan_snapshot(bytes: Mapped, first_lsn: u64, expect: &Expect) -> Result<OpenS
     if scan.header.first_lsn != first_lsn {
         return Err(ScanFailure::FirstLsn(scan.header.first_lsn));
     }
-    Ok(OpenSnapshot { bytes, extents, points, end: scan.end, last_lsn: scan.last_lsn })
+    Ok(OpenSnapshot {
+        bytes,
+        extents,
+        points,
+        end: scan.end,
+        last_lsn: scan.last_lsn,
+    })
 }
 
 fn rel_path(segment_id: u64) -> PathBuf {

@@ -11,7 +11,7 @@ use replog_format::header::{VAULT_HEADER_BYTES, VaultHeader};
 use replog_format::limits::MANIFEST_BYTES_MAX;
 use replog_format::manifest::{DiskEntry, MANIFEST_HEADER_BYTES, Manifest};
 use replog_format::segment::{Expect, SegmentEnd};
-use replog_format::{DecodeErrorKind, layout, vault_seed};
+use replog_format::{layout, magic, vault_seed};
 use replog_io::{OpenMode, Storage};
 
 use crate::base_image::BaseImage;
@@ -97,7 +97,11 @@ impl Vault {
             segments.push(match entry.sealed {
                 Some(info) => SegmentSlot::sealed(entry, info),
                 None => {
-                    let expect = Expect { vault_id: header.vault_id, seed, segment_id: entry.segment_id };
+                    let expect = Expect {
+                        vault_id: header.vault_id,
+                        seed,
+                        segment_id: entry.segment_id,
+                    };
                     SegmentSlot::open(storage.as_ref(), dir, entry, &expect)?
                 }
             });
@@ -107,7 +111,10 @@ impl Vault {
             SlotState::Sealed { .. } => None,
         });
         let points = points::merge(&manifest.points, open_points);
-        let last_lsn = segments.last().map_or(0, SegmentSlot::last_lsn).max(manifest.base_lsn);
+        let last_lsn = segments
+            .last()
+            .map_or(0, SegmentSlot::last_lsn)
+            .max(manifest.base_lsn);
         let bases = manifest.disks.iter().map(|_| OnceLock::new()).collect();
         let inner = VaultInner {
             storage,
@@ -120,7 +127,9 @@ impl Vault {
             last_lsn,
             bases,
         };
-        Ok(Vault { inner: Arc::new(inner) })
+        Ok(Vault {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The vault directory.
@@ -181,7 +190,9 @@ impl Vault {
     /// The open segment as scanned, if the manifest lists one.
     pub fn open_segment(&self) -> Option<OpenSegmentInfo> {
         let slot = self.inner.segments.last()?;
-        let SlotState::Open(snap) = &slot.state else { return None };
+        let SlotState::Open(snap) = &slot.state else {
+            return None;
+        };
         Some(OpenSegmentInfo {
             segment_id: slot.id,
             first_lsn: slot.first_lsn,
@@ -206,7 +217,13 @@ impl Vault {
         Ok(VaultStats {
             disks: self.inner.manifest.disks.len(),
             segments: self.inner.segments.len(),
-            sealed_segments: self.inner.manifest.segments.iter().filter(|s| s.sealed.is_some()).count(),
+            sealed_segments: self
+                .inner
+                .manifest
+                .segments
+                .iter()
+                .filter(|s| s.sealed.is_some())
+                .count(),
             points: self.inner.points.len(),
             base_lsn: self.inner.manifest.base_lsn,
             last_lsn: self.inner.last_lsn,
@@ -219,7 +236,12 @@ impl Vault {
 
 impl VaultInner {
     pub(crate) fn segment_ctx(&self) -> SegmentCtx<'_> {
-        SegmentCtx { storage: self.storage.as_ref(), dir: &self.dir, vault_id: self.header.vault_id, seed: self.seed }
+        SegmentCtx {
+            storage: self.storage.as_ref(),
+            dir: &self.dir,
+            vault_id: self.header.vault_id,
+            seed: self.seed,
+        }
     }
 
     /// The base image of the disk at `index` in the manifest, opened and checked once.
@@ -228,28 +250,52 @@ impl VaultInner {
             return Ok(base.clone());
         }
         let disk = &self.manifest.disks[index];
-        let base = BaseImage::open(self.storage.as_ref(), &self.dir, disk, &self.header.vault_id, self.seed)?;
+        let base = BaseImage::open(
+            self.storage.as_ref(),
+            &self.dir,
+            disk,
+            &self.header.vault_id,
+            self.seed,
+        )?;
         let _ = self.bases[index].set(Arc::new(base));
-        Ok(self.bases[index].get().expect("the base was just set").clone())
+        Ok(self.bases[index]
+            .get()
+            .expect("the base was just set")
+            .clone())
     }
 }
 
 /// Reads a whole small file of the vault, refusing one longer than `max_bytes`.
-fn read_small_file(storage: &dyn Storage, dir: &Path, name: &str, max_bytes: u64) -> Result<Vec<u8>> {
-    let file = storage.open(&dir.join(name), OpenMode::Read).map_err(|e| ReadError::io(name, "open", e))?;
+fn read_small_file(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    max_bytes: u64,
+) -> Result<Vec<u8>> {
+    let file = storage
+        .open(&dir.join(name), OpenMode::Read)
+        .map_err(|e| ReadError::io(name, "open", e))?;
     let len = file.len().map_err(|e| ReadError::io(name, "stat", e))?;
     if len > max_bytes {
-        return Err(ReadError::damaged(name, max_bytes, format!("the file is {len} bytes, at most {max_bytes} are allowed")));
+        return Err(ReadError::damaged(
+            name,
+            max_bytes,
+            format!("the file is {len} bytes, at most {max_bytes} are allowed"),
+        ));
     }
     let mut bytes = vec![0u8; len as usize];
-    file.read_exact_at(&mut bytes, 0).map_err(|e| ReadError::read(name, 0, len, e))?;
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| ReadError::read(name, 0, len, e))?;
     Ok(bytes)
 }
 
 fn read_vault_header(storage: &dyn Storage, dir: &Path) -> Result<VaultHeader> {
     let name = layout::VAULT_FILE;
     let not_a_vault = |why: &str| {
-        ReadError::new(ReadErrorKind::NotAVault, format!("{} is not a replog vault: {why}", dir.display()))
+        ReadError::new(
+            ReadErrorKind::NotAVault,
+            format!("{} is not a replog vault: {why}", dir.display()),
+        )
     };
     match storage.exists(&dir.join(name)) {
         Ok(true) => {}
@@ -257,16 +303,27 @@ fn read_vault_header(storage: &dyn Storage, dir: &Path) -> Result<VaultHeader> {
         Err(e) => return Err(ReadError::io(name, "look for", e)),
     }
     // A longer file is read far enough to report its length as a decode error.
-    let bytes = read_small_file(storage, dir, name, 2 * VAULT_HEADER_BYTES as u64)
-        .map_err(|e| if e.kind() == ReadErrorKind::Damaged { not_a_vault("its VAULT file is too long") } else { e })?;
-    VaultHeader::decode(&bytes).map_err(|e| match e.kind {
-        DecodeErrorKind::BadMagic => not_a_vault("its VAULT file is not a vault header"),
-        _ => ReadError::decode(name, 0, e),
-    })
+    let bytes =
+        read_small_file(storage, dir, name, 2 * VAULT_HEADER_BYTES as u64).map_err(|e| {
+            if e.kind() == ReadErrorKind::Damaged {
+                not_a_vault("its VAULT file is too long")
+            } else {
+                e
+            }
+        })?;
+    if !bytes.starts_with(&magic::VAULT) {
+        return Err(not_a_vault("its VAULT file is not a vault header"));
+    }
+    VaultHeader::decode(&bytes).map_err(|e| ReadError::decode(name, 0, e))
 }
 
 fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
     let name = layout::MANIFEST_FILE;
-    let bytes = read_small_file(storage, dir, name, MANIFEST_HEADER_BYTES as u64 + MANIFEST_BYTES_MAX)?;
+    let bytes = read_small_file(
+        storage,
+        dir,
+        name,
+        MANIFEST_HEADER_BYTES as u64 + MANIFEST_BYTES_MAX,
+    )?;
     Manifest::decode(&bytes).map_err(|e| ReadError::decode(name, 0, e))
 }

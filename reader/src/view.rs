@@ -65,10 +65,17 @@ pub struct Extent {
 impl Vault {
     /// The disks at recovery point `point`, one of [`Vault::points`].
     pub fn view(&self, point: &PointInfo) -> Result<PointView> {
-        if !self.points().iter().any(|p| p.lsn == point.lsn && p.point_id == point.point_id) {
+        if !self
+            .points()
+            .iter()
+            .any(|p| p.lsn == point.lsn && p.point_id == point.point_id)
+        {
             return Err(ReadError::new(
                 ReadErrorKind::InvalidRequest,
-                format!("point {} (LSN {}) is not a point of this vault", point.point_id, point.lsn),
+                format!(
+                    "point {} (LSN {}) is not a point of this vault",
+                    point.point_id, point.lsn
+                ),
             ));
         }
         let mut view = self.view_at_lsn(point.lsn)?;
@@ -92,7 +99,10 @@ impl Vault {
         if lsn > inner.last_lsn {
             return Err(ReadError::new(
                 ReadErrorKind::InvalidRequest,
-                format!("LSN {lsn} is past the last durable record of the vault (LSN {})", inner.last_lsn),
+                format!(
+                    "LSN {lsn} is past the last durable record of the vault (LSN {})",
+                    inner.last_lsn
+                ),
             ));
         }
         let included: Vec<usize> = (0..inner.manifest.disks.len())
@@ -101,7 +111,10 @@ impl Vault {
         let mut builder = MapBuilder {
             inner,
             lsn,
-            maps: included.iter().map(|&i| ExtentMap::new(inner.manifest.disks[i].disk_bytes)).collect(),
+            maps: included
+                .iter()
+                .map(|&i| ExtentMap::new(inner.manifest.disks[i].disk_bytes))
+                .collect(),
             included: &included,
         };
         builder.apply_journal()?;
@@ -116,7 +129,12 @@ impl Vault {
                 cache: Mutex::new(ReadCache::default()),
             });
         }
-        Ok(PointView { vault: self.inner.clone(), lsn, point: None, disks })
+        Ok(PointView {
+            vault: self.inner.clone(),
+            lsn,
+            point: None,
+            disks,
+        })
     }
 }
 
@@ -180,25 +198,46 @@ impl MapBuilder<'_> {
             ReadError::damaged(
                 &slot.rel_path,
                 e.record_offset,
-                format!("the {} record of LSN {} at byte {}: {why}", e.kind.name(), e.lsn, e.record_offset),
+                format!(
+                    "the {} record of LSN {} at byte {}: {why}",
+                    e.kind.name(),
+                    e.lsn,
+                    e.record_offset
+                ),
             )
         };
         let disks = &self.inner.manifest.disks;
         let Ok(index) = disks.binary_search_by_key(&e.disk_id, |d| d.disk_id) else {
-            return Err(damaged(format!("it targets disk {}, which the manifest does not list", e.disk_id)));
+            return Err(damaged(format!(
+                "it targets disk {}, which the manifest does not list",
+                e.disk_id
+            )));
         };
         let disk = &disks[index];
         let Ok(position) = self.included.binary_search(&index) else {
-            return Err(damaged(format!("it targets disk {} before it was added at LSN {}", disk.name, disk.added_lsn)));
+            return Err(damaged(format!(
+                "it targets disk {} before it was added at LSN {}",
+                disk.name, disk.added_lsn
+            )));
         };
         if e.length == 0 || e.length > RECORD_DATA_BYTES_MAX {
-            return Err(damaged(format!("its length {} is outside 1..={RECORD_DATA_BYTES_MAX}", e.length)));
+            return Err(damaged(format!(
+                "its length {} is outside 1..={RECORD_DATA_BYTES_MAX}",
+                e.length
+            )));
         }
         // Bounds what reading the record allocates, before any header is seen.
-        if e.kind == RecordKind::Write && (e.stored_len == 0 || u64::from(e.stored_len) > e.length) {
-            return Err(damaged(format!("{} payload bytes for {} logical bytes", e.stored_len, e.length)));
+        if e.kind == RecordKind::Write && (e.stored_len == 0 || u64::from(e.stored_len) > e.length)
+        {
+            return Err(damaged(format!(
+                "{} payload bytes for {} logical bytes",
+                e.stored_len, e.length
+            )));
         }
-        let end = e.disk_offset.checked_add(e.length).filter(|&end| end <= disk.disk_bytes);
+        let end = e
+            .disk_offset
+            .checked_add(e.length)
+            .filter(|&end| end <= disk.disk_bytes);
         let Some(end) = end else {
             return Err(damaged(format!(
                 "it covers disk bytes {}..{} of disk {}, which is {} bytes",
@@ -289,7 +328,10 @@ impl DiskView {
     /// reads. Concurrent callers share one small cache; give each thread its own
     /// [`DiskView::reader`] to read in parallel.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         cache.read(self, offset, buf)
     }
 

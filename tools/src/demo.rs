@@ -80,11 +80,11 @@ pub fn run(storage: Arc<dyn Storage>, dir: Option<PathBuf>) -> CmdResult {
 
     let reader = Vault::open(storage.clone(), &vault)?;
     let points = reader.points();
-    for p in &points {
+    for p in points {
         let target = out.join(p.point_id.to_string());
         let view = reader.view(p)?;
         let t = Instant::now();
-        replog_reader::materialize(&view, &target, &MaterializeOptions { force: false, sync: false }, None)?;
+        replog_reader::materialize(&view, &target, &MaterializeOptions { force: false, sync: false })?;
         let secs = t.elapsed().as_secs_f64();
         for (name, _, _) in DISKS {
             let got = target.join(format!("{name}.raw"));

@@ -161,12 +161,12 @@ pub fn failover(storage: Arc<dyn Storage>, args: &FailoverArgs) -> CmdResult {
     let bar = progress(view.total_bytes(), "failover");
     let started = Instant::now();
     let opts = MaterializeOptions { force: args.force, sync: !args.no_sync };
-    let stats = replog_reader::materialize(&view, &args.out, &opts, Some(&|n| bar.inc(n)))?;
+    let stats = replog_reader::materialize_with_progress(&view, &args.out, &opts, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let disks: Vec<Value> = view.disks().iter().map(|d| json!({"name": d.name(), "path": args.out.join(format!("{}.raw", d.name())).display().to_string(), "size_bytes": d.size()})).collect();
     if args.json {
-        print_json(&json!({"point": point_json(&point), "disks": disks, "bytes_written": stats.bytes_written, "seconds": seconds, "synced": !args.no_sync}));
+        print_json(&json!({"point": point_json(&point), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync}));
     } else {
         for d in view.disks() {
             println!("{}  {}", args.out.join(format!("{}.raw", d.name())).display(), human_bytes(d.size()));
@@ -177,7 +177,7 @@ pub fn failover(storage: Arc<dyn Storage>, args: &FailoverArgs) -> CmdResult {
             rfc3339(point.time_unix_ns),
             point.kind.name(),
             if point.label.is_empty() { String::new() } else { format!(", {:?}", point.label) },
-            human_bytes(stats.bytes_written),
+            human_bytes(stats.written_bytes),
             if args.no_sync { ", not synced" } else { ", synced" }
         );
     }

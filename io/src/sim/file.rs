@@ -16,7 +16,6 @@ use super::{FILE_BYTES_MAX, lock};
 use crate::{File, Mapped, WriteAt};
 
 /// An open simulated file.
-#[derive(Debug)]
 pub(super) struct SimFile {
     pub(super) state: Arc<Mutex<State>>,
     pub(super) inode: Id,
@@ -25,6 +24,18 @@ pub(super) struct SimFile {
     pub(super) writable: bool,
     /// The crash epoch it was opened in.
     pub(super) epoch: u64,
+}
+
+impl std::fmt::Debug for SimFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the shared state: it holds every file's bytes.
+        f.debug_struct("SimFile")
+            .field("path", &self.path)
+            .field("inode", &self.inode)
+            .field("writable", &self.writable)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Refuses a file end past the simulator's in-memory limit.
@@ -95,7 +106,9 @@ impl File for SimFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut state = self.state()?;
         let live = &self.inode(&mut state).live;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(live.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(live.len());
         let n = buf.len().min(live.len() - start);
         buf[..n].copy_from_slice(&live[start..start + n]);
         Ok(n)

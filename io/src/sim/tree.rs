@@ -131,11 +131,9 @@ pub(super) fn components(path: &Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     for c in path.components() {
         match c {
-            Component::Normal(name) => names.push(
-                name.to_str()
-                    .ok_or_else(|| errno(libc::EINVAL))?
-                    .to_owned(),
-            ),
+            Component::Normal(name) => {
+                names.push(name.to_str().ok_or_else(|| errno(libc::EINVAL))?.to_owned())
+            }
             Component::ParentDir => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -170,11 +168,15 @@ impl Tree {
     }
 
     pub(super) fn dir_mut(&mut self, id: Id) -> &mut Dir {
-        self.dirs.get_mut(&id).expect("directory entries point at directories")
+        self.dirs
+            .get_mut(&id)
+            .expect("directory entries point at directories")
     }
 
     pub(super) fn inode_mut(&mut self, id: Id) -> &mut Inode {
-        self.inodes.get_mut(&id).expect("file handles and entries point at inodes")
+        self.inodes
+            .get_mut(&id)
+            .expect("file handles and entries point at inodes")
     }
 
     /// The node `names` leads to from the root, in `view`.

@@ -5,7 +5,7 @@
 //! The rules:
 //!
 //! - A write that completes short is resubmitted for its remainder; a write or sync that fails
-//!   with `EAGAIN`, `EINTR` or `ECANCELED` is resubmitted, at most [`MAX_RETRIES`] times each.
+//!   with `EAGAIN`, `EINTR` or `ECANCELED` is resubmitted, at most [`RETRIES_MAX`] times each.
 //!   Any other failure, or a write of zero bytes, is the batch's error.
 //! - The data sync is submitted once every write has been submitted, with a drain flag so the
 //!   kernel starts it only after every earlier submission has completed. If any write needed a
@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::io;
 
 /// Resubmissions allowed per write (and for the sync) after transient errors.
-pub(crate) const MAX_RETRIES: u32 = 16;
+pub(crate) const RETRIES_MAX: u32 = 16;
 
 /// The user data of the sync submission; writes use their index in the batch.
 pub(crate) const SYNC_USER_DATA: u64 = u64::MAX;
@@ -83,14 +83,17 @@ pub(crate) struct BatchState {
     /// Some write needed more than one submission.
     resubmitted: bool,
     error: Option<io::Error>,
-    max_op_bytes: usize,
+    op_bytes_max: usize,
 }
 
 impl BatchState {
     /// A batch of writes of the given lengths, followed by a sync if `sync`. No submission
-    /// carries more than `max_op_bytes`.
-    pub(crate) fn new(lens: &[usize], sync: bool, max_op_bytes: usize) -> Self {
-        assert!(max_op_bytes > 0, "a submission must carry at least one byte");
+    /// carries more than `op_bytes_max`.
+    pub(crate) fn new(lens: &[usize], sync: bool, op_bytes_max: usize) -> Self {
+        assert!(
+            op_bytes_max > 0,
+            "a submission must carry at least one byte"
+        );
         let writes = lens
             .iter()
             .map(|&len| WriteSlot {
@@ -110,7 +113,7 @@ impl BatchState {
             in_flight: 0,
             resubmitted: false,
             error: None,
-            max_op_bytes,
+            op_bytes_max,
         }
     }
 
@@ -127,7 +130,7 @@ impl BatchState {
         }
         if let Some(index) = self.queue.pop_front() {
             let slot = &mut self.writes[index];
-            let len = (slot.len - slot.done).min(self.max_op_bytes);
+            let len = (slot.len - slot.done).min(self.op_bytes_max);
             slot.in_flight = Some(len);
             self.in_flight += 1;
             // A write submitted after the sync is not ordered before it.
@@ -255,7 +258,10 @@ impl BatchState {
 
     /// The batch's outcome. Call only once [`BatchState::is_done`].
     pub(crate) fn finish(self) -> io::Result<()> {
-        assert!(self.is_done(), "a batch finished with submissions outstanding");
+        assert!(
+            self.is_done(),
+            "a batch finished with submissions outstanding"
+        );
         match self.error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -270,10 +276,10 @@ fn retry_budget(errno: i32, retries: &mut u32) -> io::Result<()> {
         return Err(err);
     }
     *retries += 1;
-    if *retries > MAX_RETRIES {
+    if *retries > RETRIES_MAX {
         return Err(io::Error::new(
             err.kind(),
-            format!("io_uring still failed after {MAX_RETRIES} retries: {err}"),
+            format!("io_uring still failed after {RETRIES_MAX} retries: {err}"),
         ));
     }
     Ok(())

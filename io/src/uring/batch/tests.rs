@@ -55,7 +55,10 @@ fn a_sync_handled_before_a_write_completion_does_not_count() {
     s.complete(1, 8);
     s.complete(SYNC_USER_DATA, 0);
     s.complete(0, 8);
-    assert!(!s.is_done(), "the sync completed while write 0 was unfinished");
+    assert!(
+        !s.is_done(),
+        "the sync completed while write 0 was unfinished"
+    );
     assert_eq!(drain(&mut s), [Op::Sync]);
     s.complete(SYNC_USER_DATA, 0);
     assert!(s.is_done());
@@ -71,7 +74,10 @@ fn a_short_write_after_the_sync_was_submitted_voids_that_sync() {
     assert_eq!(drain(&mut s), [write(0, 40, 60)]);
     s.complete(1, 50);
     s.complete(SYNC_USER_DATA, 0);
-    assert!(drain(&mut s).is_empty(), "no new sync while write 0 is unfinished");
+    assert!(
+        drain(&mut s).is_empty(),
+        "no new sync while write 0 is unfinished"
+    );
     s.complete(0, 60);
     assert!(!s.is_done());
     assert_eq!(drain(&mut s), [Op::Sync]);
@@ -88,7 +94,11 @@ fn after_a_resubmission_the_sync_waits_for_every_write() {
     s.complete(0, 30);
     assert_eq!(s.next_op(), Some(write(1, 0, 50)));
     assert_eq!(s.next_op(), Some(write(0, 30, 70)));
-    assert_eq!(s.next_op(), None, "writes are in flight after a resubmission");
+    assert_eq!(
+        s.next_op(),
+        None,
+        "writes are in flight after a resubmission"
+    );
     s.complete(1, 50);
     assert_eq!(s.next_op(), None);
     s.complete(0, 70);
@@ -118,7 +128,11 @@ fn ecanceled_write_is_resubmitted_and_voids_the_sync() {
     s.complete(1, 4);
     s.complete(SYNC_USER_DATA, 0);
     s.complete(0, 4);
-    assert_eq!(drain(&mut s), [Op::Sync], "the first sync did not cover write 0");
+    assert_eq!(
+        drain(&mut s),
+        [Op::Sync],
+        "the first sync did not cover write 0"
+    );
     s.complete(SYNC_USER_DATA, 0);
     s.finish().unwrap();
 }
@@ -137,7 +151,7 @@ fn ecanceled_sync_is_issued_again() {
 #[test]
 fn retries_are_bounded() {
     let mut s = BatchState::new(&[4], false, BIG);
-    for _ in 0..MAX_RETRIES {
+    for _ in 0..RETRIES_MAX {
         assert_eq!(drain(&mut s), [write(0, 0, 4)]);
         s.complete(0, neg(libc::EAGAIN));
     }

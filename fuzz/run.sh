@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for TARGET_MINUTES minutes, one after another, then prints a table of
+# runs, execs/s, coverage and findings per target.
+#
+#   fuzz/run.sh 10                                  # ten minutes per target
+#   FUZZ_TARGETS="record segment_scan" fuzz/run.sh 1
+#
+# Needs nightly and cargo-fuzz (`cargo install cargo-fuzz --locked`). The committed seeds in
+# fuzz/corpus/<target>/ are read but never written: inputs the fuzzer finds interesting go to
+# fuzz/target/run-corpus/<target>/ (kept between runs), findings to fuzz/artifacts/<target>/.
+# To keep a finding as a regression test, minimize it (`cargo +nightly fuzz tmin`) and copy it
+# into fuzz/corpus/<target>/: `cargo test -p replog-format --test fuzz_corpus_replay` replays it.
+#
+# Exit status: 0 when no target found anything, 1 otherwise.
+set -euo pipefail
+
+if [[ $# -ne 1 || ! $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    echo "usage: $0 TARGET_MINUTES" >&2
+    exit 2
+fi
+seconds=$(awk -v m="$1" 'BEGIN { s = int(m * 60); print (s < 1 ? 1 : s) }')
+
+cd "$(dirname "$0")/.."
+targets=${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}
+logs=fuzz/target/run-logs
+mkdir -p "$logs"
+
+cargo +nightly fuzz build >/dev/null
+
+summary=()
+failed=0
+for t in $targets; do
+    work=fuzz/target/run-corpus/$t
+    artifacts=fuzz/artifacts/$t
+    mkdir -p "$work" "$artifacts"
+    before=$(find "$artifacts" -type f | wc -l)
+    echo "== $t: ${seconds}s" >&2
+    status=0
+    cargo +nightly fuzz run "$t" "$work" "fuzz/corpus/$t" -- \
+        -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"$logs/$t.log" 2>&1 || status=$?
+    after=$(find "$artifacts" -type f | wc -l)
+    findings=$((after - before))
+    runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1/p' "$logs/$t.log" | tail -n 1)
+    secs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\2/p' "$logs/$t.log" | tail -n 1)
+    execs=$(grep -o 'exec/s: [0-9]*' "$logs/$t.log" | tail -n 1 | awk '{ print $2 }')
+    cov=$(grep -o 'cov: [0-9]*' "$logs/$t.log" | tail -n 1 | awk '{ print $2 }')
+    if [[ -n ${runs:-} && ${secs:-0} -gt 0 ]]; then
+        execs=$((runs / secs))
+    fi
+    if [[ $status -ne 0 && $findings -eq 0 ]]; then
+        findings="exit $status"
+    fi
+    if [[ $status -ne 0 || $findings != 0 ]]; then
+        failed=1
+        echo "   $t found something: see $logs/$t.log and $artifacts/" >&2
+    fi
+    summary+=("$(printf '%-16s %12s %10s %8s %s' "$t" "${runs:-?}" "${execs:-?}" "${cov:-?}" "$findings")")
+done
+
+printf '%-16s %12s %10s %8s %s\n' target runs execs/s cov findings
+printf '%s\n' "${summary[@]}"
+exit "$failed"
