@@ -17,7 +17,7 @@ use crate::digest::DigestHeader;
 use crate::header::VaultHeader;
 use crate::manifest::Manifest;
 use crate::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
-use crate::segment::{Expect, FooterIndex, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, Trailer, scan};
+use crate::segment::{Expect, FooterIndex, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, TRAILER_BYTES, Trailer, scan};
 use crate::{DecodeError, VaultId, vault_seed};
 use std::fmt::Debug;
 
@@ -174,7 +174,7 @@ pub fn digest_header(data: &[u8]) {
 /// - a clean end has only zeros after it; a torn end lies inside the file;
 /// - cutting the file at a clean or torn end, or zeroing everything after it (what recovery
 ///   does), scans as a clean end at the same offset with the same records;
-/// - a sealed segment's footer and trailer round-trip, and the trailer ends the file.
+/// - a sealed segment's footer and trailer round-trip, and only zeros follow the trailer.
 pub fn segment_scan(data: &[u8]) {
     let expect = expect();
     let mut visited = Vec::new();
@@ -197,6 +197,7 @@ pub fn segment_scan(data: &[u8]) {
     match &s.end {
         SegmentEnd::Clean { offset } | SegmentEnd::Torn { offset, .. } => {
             assert_eq!(*offset, next_offset, "scan: the end is not after the last visited record");
+            assert_eq!(s.valid_end, *offset, "scan: valid_end is not the append offset");
             assert!(s.footer.is_none());
             let end = *offset as usize;
             if matches!(s.end, SegmentEnd::Clean { .. }) {
@@ -216,11 +217,12 @@ pub fn segment_scan(data: &[u8]) {
             assert_eq!(*footer_offset, next_offset, "scan: the footer is not after the last visited record");
             let footer = s.footer.as_ref().expect("scan: a sealed segment without its footer");
             let start = *footer_offset as usize + RECORD_HEADER_BYTES;
-            let end = data.len() - crate::segment::TRAILER_BYTES;
+            let end = s.valid_end as usize - TRAILER_BYTES;
             round_trip("footer index", &data[start..end], footer, FooterIndex::encode, FooterIndex::decode);
-            trailer(&data[end..]);
+            trailer(&data[end..end + TRAILER_BYTES]);
             assert_eq!(t.footer_offset, *footer_offset);
-            assert_eq!(Trailer::decode(&data[end..], expect.seed).as_ref(), Ok(t));
+            assert_eq!(Trailer::decode(&data[end..end + TRAILER_BYTES], expect.seed).as_ref(), Ok(t));
+            assert!(data[end + TRAILER_BYTES..].iter().all(|&b| b == 0), "scan: sealed with non-zero bytes after the trailer");
         }
     }
 }

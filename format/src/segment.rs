@@ -388,6 +388,9 @@ pub struct Scan {
     pub record_count: u32,
     /// The decoded footer of a sealed segment.
     pub footer: Option<FooterIndex>,
+    /// The end of the last valid structure: the append offset, or the end of the trailer of a
+    /// sealed segment. Only zeros (or a torn tail) may follow it.
+    pub valid_end: u64,
 }
 
 /// Decodes the record at `pos` and checks that it belongs there: its own offset and segment,
@@ -449,7 +452,7 @@ pub fn scan(
     let failure = loop {
         if pos == bytes.len() as u64 {
             let end = SegmentEnd::Clean { offset: pos };
-            return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None });
+            return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None, valid_end: pos });
         }
         let (h, payload) = match record_at(bytes, pos, expect) {
             Ok(found) => found,
@@ -458,7 +461,8 @@ pub fn scan(
         if h.kind == RecordKind::Footer {
             match sealed_end(bytes, pos, &h, payload, expect, &header, next_lsn, record_count) {
                 Ok((end, footer)) => {
-                    return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: Some(footer) });
+                    let valid_end = pos + h.total_bytes() + TRAILER_BYTES as u64;
+                    return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: Some(footer), valid_end });
                 }
                 Err(SealError::NoTrailer(e)) => break e,
                 Err(SealError::Damage(e)) => return Err(e),
@@ -478,7 +482,7 @@ pub fn scan(
         pos += h.total_bytes();
     };
     let end = classify_invalid_tail(bytes, pos, expect, failure)?;
-    Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None })
+    Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None, valid_end: pos })
 }
 
 /// Why a footer record did not end its segment.
@@ -554,13 +558,15 @@ fn sealed_end(
             ),
         ));
     }
+    // Zeros may follow the trailer: a torn tail cut before the seal is zeroed, never truncated
+    // (a reader may have the file mapped).
     let file_end = trailer_at + TRAILER_BYTES as u64;
-    if file_end != bytes.len() as u64 {
+    if let Some(i) = bytes[file_end as usize..].iter().position(|&b| b != 0) {
         return Err(damage(
             DecodeErrorKind::BadField,
             "segment",
-            file_end,
-            format!("{} bytes after the trailer of a sealed segment", bytes.len() as u64 - file_end),
+            file_end + i as u64,
+            "non-zero bytes after the trailer of a sealed segment".to_owned(),
         ));
     }
     Ok((SegmentEnd::Sealed { footer_offset: pos, trailer }, footer))

@@ -7,8 +7,9 @@
 //! [`RANGE_BYTES`] in parallel; each range works with buffers of a few MiB, never the whole disk.
 //!
 //! Every record and base chunk is verified as it is read. Only when every disk is complete are
-//! the partial files synced (if asked) and renamed into place; on any error every partial file
-//! is removed and no image of this run is left behind under its final name.
+//! the partial files synced (if asked), then renamed into place, then the directory synced; on
+//! any error every partial file and every image this run renamed into place is removed, so a
+//! failed run never leaves part of a point's disks under their final names.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,9 +84,7 @@ pub fn materialize_with_progress(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<MaterializeStats> {
     let storage = view.storage().as_ref();
-    storage
-        .create_dir_all(out_dir)
-        .map_err(|e| ReadError::io(out_dir, "create the output directory", e))?;
+    create_out_dir(storage, out_dir, opts.sync)?;
     for disk in view.disks() {
         let target = final_path(out_dir, disk);
         let exists = storage
@@ -170,18 +169,40 @@ impl Job<'_> {
         written: Vec<(Arc<dyn File>, u64)>,
         opts: &MaterializeOptions,
     ) -> Result<MaterializeStats> {
+        // Every image is made durable before any is renamed, so a failure leaves no final name.
+        if opts.sync {
+            for (disk, (file, _)) in view.disks().iter().zip(&written) {
+                file.sync_data()
+                    .map_err(|e| ReadError::io(partial_path(self.out_dir, disk), "sync", e))?;
+            }
+        }
+        let mut renamed = Vec::with_capacity(written.len());
+        let result = self.rename_all(view, written, opts, &mut renamed);
+        if result.is_err() {
+            // A partial set of a point's disks is worse than none: remove this run's images.
+            for path in &renamed {
+                let _ = self.storage.remove_file(path);
+            }
+        }
+        result
+    }
+
+    fn rename_all(
+        &self,
+        view: &PointView,
+        written: Vec<(Arc<dyn File>, u64)>,
+        opts: &MaterializeOptions,
+        renamed: &mut Vec<PathBuf>,
+    ) -> Result<MaterializeStats> {
         let mut stats = MaterializeStats::default();
         for (disk, (file, written_bytes)) in view.disks().iter().zip(written) {
-            let partial = partial_path(self.out_dir, disk);
-            if opts.sync {
-                file.sync_data()
-                    .map_err(|e| ReadError::io(&partial, "sync", e))?;
-            }
             drop(file);
+            let partial = partial_path(self.out_dir, disk);
             let target = final_path(self.out_dir, disk);
             self.storage
                 .rename(&partial, &target)
                 .map_err(|e| ReadError::io(&partial, "rename", e))?;
+            renamed.push(target.clone());
             let hole_bytes = disk.size() - written_bytes;
             stats.written_bytes += written_bytes;
             stats.hole_bytes += hole_bytes;
@@ -200,6 +221,38 @@ impl Job<'_> {
         }
         Ok(stats)
     }
+}
+
+/// Creates `out_dir` and its missing parents; with `sync`, makes each new directory's entry
+/// durable in its parent (a new directory survives a crash only then).
+fn create_out_dir(storage: &dyn Storage, out_dir: &Path, sync: bool) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut dir = out_dir;
+    while !storage
+        .exists(dir)
+        .map_err(|e| ReadError::io(dir, "look for", e))?
+    {
+        missing.push(dir);
+        match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => dir = parent,
+            _ => break,
+        }
+    }
+    storage
+        .create_dir_all(out_dir)
+        .map_err(|e| ReadError::io(out_dir, "create the output directory", e))?;
+    if sync {
+        for created in missing {
+            let parent = created
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            storage
+                .sync_dir(parent)
+                .map_err(|e| ReadError::io(parent, "sync the directory", e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies disk bytes `[start, end)` into `file`; returns the bytes written.

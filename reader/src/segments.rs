@@ -170,16 +170,19 @@ impl SegmentSlot {
             .file(ctx)?
             .len()
             .map_err(|e| ReadError::io(&self.rel_path, "stat", e))?;
-        if file_bytes != info.file_bytes {
+        // A segment can be longer than its trailer's end: a torn tail cut before the seal is
+        // zeroed, never truncated (a reader may have it mapped). Those zeros are verify's concern.
+        if file_bytes < info.file_bytes {
             return Err(ReadError::damaged(
                 &self.rel_path,
-                file_bytes.min(info.file_bytes),
+                file_bytes,
                 format!(
-                    "the sealed segment is {file_bytes} bytes long, the manifest says {}",
+                    "the sealed segment is {file_bytes} bytes long, the manifest says it ends at byte {}",
                     info.file_bytes
                 ),
             ));
         }
+        let file_bytes = info.file_bytes;
         let at = info.footer_offset;
         let room = file_bytes.saturating_sub(TRAILER_BYTES as u64);
         if at < SEGMENT_HEADER_BYTES as u64 || at.saturating_add(RECORD_HEADER_BYTES as u64) > room

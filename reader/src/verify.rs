@@ -217,7 +217,7 @@ fn check_segment(
             let agrees = info.last_lsn == trailer.last_lsn
                 && info.footer_offset == *footer_offset
                 && info.footer_crc == trailer.footer_crc
-                && info.file_bytes == bytes.len() as u64;
+                && info.file_bytes == scan.valid_end;
             if !agrees {
                 c.damage(&path, Some(*footer_offset), "the footer and trailer disagree with the manifest's record of the seal");
             }

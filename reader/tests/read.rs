@@ -195,6 +195,7 @@ fn records_appended_after_opening_are_not_seen() {
     let mut b = s.builder;
     // Append a point and a write the way a writer would, after the vault was opened.
     let bytes = read_file(b.storage.as_ref(), &s.open.path);
+    let old_end = bytes.len();
     let mut seg = common::Segment {
         id: 2,
         first_lsn: s.open.first_lsn,
@@ -204,7 +205,12 @@ fn records_appended_after_opening_are_not_seen() {
     };
     b.write(&mut seg, 1, 0, &[0x55; 64], false);
     b.point(&mut seg, "p5", 5000);
-    write_file(b.storage.as_ref(), &s.open.path, &seg.bytes);
+    let file = b
+        .storage
+        .open(&s.open.path, replog_io::OpenMode::ReadWrite)
+        .unwrap();
+    file.write_all_at(&seg.bytes[old_end..], old_end as u64)
+        .unwrap();
     assert_eq!(vault.points().len(), 4);
     assert_eq!(vault.last_lsn(), LAST_LSN);
     let view = vault.view_at_lsn(LAST_LSN).unwrap();

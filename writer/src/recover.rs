@@ -103,7 +103,7 @@ pub(crate) fn recover(w: &mut Writer) -> Result<()> {
         let sealed = replog_format::manifest::SealedInfo {
             last_lsn: trailer.last_lsn,
             footer_offset: trailer.footer_offset,
-            file_bytes: file_len,
+            file_bytes: scan.valid_end,
             footer_crc: trailer.footer_crc,
         };
         let points = std::mem::take(&mut w.active.points);

@@ -264,6 +264,9 @@ impl Writer {
             return invalid(format!("the vault already has {DISKS_MAX} disks"));
         }
         let disk_id = self.manifest.disks.last().map_or(1, |d| d.disk_id + 1);
+        // Everything staged before the disk exists must be durable first: after any crash the
+        // journal then resumes at or after `added_lsn`, so no record of the disk can precede it.
+        self.flush(true)?;
         let added_lsn = self.next_lsn;
         let base_header_crc = crate::base::write_base(self, disk_id, 1, disk_bytes, image)?;
         let mut manifest = self.manifest.clone();

@@ -292,15 +292,33 @@ fn a_trailer_that_disagrees_with_the_records_it_seals_is_damage() {
 }
 
 #[test]
-fn bytes_after_a_trailer_are_damage() {
+fn zeros_after_a_trailer_still_seal_the_segment() {
+    // A torn tail cut before the seal is zeroed, not truncated, so a sealed segment may be
+    // longer than its trailer's end.
+    let mut b = mixed_segment();
+    b.seal();
+    for zeros in [1, 64, 4096, 70_000] {
+        let mut bytes = b.bytes.clone();
+        bytes.resize(bytes.len() + zeros, 0);
+        let s = scan(&bytes, &b.expect(), |_, _| {}).unwrap();
+        assert!(matches!(s.end, SegmentEnd::Sealed { .. }), "{zeros} zeros: {:?}", s.end);
+        assert_eq!(s.valid_end, b.bytes.len() as u64);
+    }
+}
+
+#[test]
+fn non_zero_bytes_after_a_trailer_are_damage_naming_the_first_one() {
     let mut b = mixed_segment();
     b.seal();
     let end = b.bytes.len() as u64;
-    for extra in [vec![0u8], vec![0; 4096], vec![0xEE; 3], b.records[0].bytes.clone()] {
+    let mut zeros_then_one = vec![0u8; 100];
+    zeros_then_one.push(1);
+    let cases = [(vec![0xEE; 3], end), (zeros_then_one, end + 100), (b.records[0].bytes.clone(), end)];
+    for (extra, at) in cases {
         let mut bytes = b.bytes.clone();
         bytes.extend_from_slice(&extra);
         let err = scan(&bytes, &b.expect(), |_, _| {}).unwrap_err();
-        assert_eq!(err.offset, end, "{err}");
+        assert_eq!(err.offset, at, "{err}");
         assert!(err.to_string().contains("after the trailer"), "{err}");
     }
 }
@@ -579,14 +597,15 @@ fn a_footer_whose_lsn_is_not_the_last_lsn_does_not_seal() {
     assert!(err.detail.contains("footer LSN 104"), "{err}");
 }
 
-/// Regression: a sealed segment with bytes after its trailer was reported as a torn tail at the
-/// footer offset, so recovery would have cut a complete seal instead of reporting the damage.
+/// Regression: a sealed segment with non-zero bytes after its trailer was reported as a torn
+/// tail at the footer offset, so recovery would have cut a complete seal instead of reporting
+/// the damage.
 #[test]
 fn regression_bytes_after_a_trailer_are_not_a_torn_tail() {
     let mut b = mixed_segment();
     b.seal();
     let mut bytes = b.bytes.clone();
-    bytes.extend_from_slice(&[0; 64]);
+    bytes.extend_from_slice(&[0x5A; 64]);
     assert!(scan(&bytes, &b.expect(), |_, _| {}).is_err());
 }
 

@@ -77,7 +77,8 @@ pub struct SegmentOut {
 
 /// Builds a vault and a model of its disks at every LSN.
 pub struct VaultBuilder {
-    pub dir: tempfile::TempDir,
+    root: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
     pub storage: Arc<dyn Storage>,
     pub block_bytes: u32,
     pub seed: u32,
@@ -94,16 +95,27 @@ pub struct VaultBuilder {
 }
 
 impl VaultBuilder {
+    /// A vault in a new temporary directory, on the plain-syscall backend.
     pub fn new(block_bytes: u32) -> VaultBuilder {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = storage();
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        VaultBuilder::on(storage(), root, Some(tmp), block_bytes)
+    }
+
+    /// A vault in `root` (which must not hold one) on `storage`.
+    pub fn on(
+        storage: Arc<dyn Storage>,
+        root: PathBuf,
+        tmp: Option<tempfile::TempDir>,
+        block_bytes: u32,
+    ) -> VaultBuilder {
         for sub in [
             layout::BASES_DIR,
             layout::JOURNAL_DIR,
             layout::DIGESTS_DIR,
             layout::QUARANTINE_DIR,
         ] {
-            storage.create_dir_all(&dir.path().join(sub)).unwrap();
+            storage.create_dir_all(&root.join(sub)).unwrap();
         }
         let header = VaultHeader {
             version: FormatVersion::CURRENT,
@@ -115,13 +127,14 @@ impl VaultBuilder {
         };
         write_file(
             storage.as_ref(),
-            &dir.path().join(layout::VAULT_FILE),
+            &root.join(layout::VAULT_FILE),
             &header.encode(),
         );
         let mut model = BTreeMap::new();
         model.insert(0, BTreeMap::new());
         VaultBuilder {
-            dir,
+            root,
+            _tmp: tmp,
             storage,
             block_bytes,
             seed: vault_seed(&VAULT_ID),
@@ -137,7 +150,7 @@ impl VaultBuilder {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.root
     }
 
     /// Adds a disk whose base holds `base`, part of every view from `added_lsn` on. Records may
@@ -518,7 +531,11 @@ impl std::fmt::Debug for VaultBuilder {
 /// 5 write of the disk's last bytes, 6 point p2. Segment 2 (open): LSN 7 LZ4 write, 8 write to
 /// `data`, 9 zero on `data`, 10 point p3, 11 one-byte write, 12 point p4, 13 write (no point).
 pub fn standard_vault() -> Standard {
-    let mut b = VaultBuilder::new(4096);
+    standard_vault_in(VaultBuilder::new(4096))
+}
+
+/// [`standard_vault`], built by `b` (block size 4096, nothing written yet).
+pub fn standard_vault_in(mut b: VaultBuilder) -> Standard {
     let mut os = vec![0u8; OS_BYTES];
     os[..4096].copy_from_slice(&noise(1, 4096));
     os[2 * 4096..3 * 4096].copy_from_slice(&noise(2, 4096));
