@@ -92,16 +92,25 @@ fn lz4(c: &mut Criterion) {
     const BLOCK_BYTES: usize = 64 * KIB;
     let mut group = c.benchmark_group("lz4_block_64KiB");
     group.throughput(Throughput::Bytes(BLOCK_BYTES as u64));
-    for (name, data) in [("compressible", compressible_bytes(BLOCK_BYTES)), ("random", random_bytes(BLOCK_BYTES, 3))] {
+    for (name, data) in [
+        ("compressible", compressible_bytes(BLOCK_BYTES)),
+        ("random", random_bytes(BLOCK_BYTES, 3)),
+    ] {
         let compressed = lz4_flex::block::compress(&data);
         group.bench_with_input(BenchmarkId::new("compress", name), &data, |b, data| {
             let mut out = vec![0u8; lz4_flex::block::get_maximum_output_size(data.len())];
             b.iter(|| lz4_flex::block::compress_into(black_box(data), &mut out).unwrap());
         });
-        group.bench_with_input(BenchmarkId::new("decompress", name), &compressed, |b, compressed| {
-            let mut out = vec![0u8; BLOCK_BYTES];
-            b.iter(|| lz4_flex::block::decompress_into(black_box(compressed), &mut out).unwrap());
-        });
+        group.bench_with_input(
+            BenchmarkId::new("decompress", name),
+            &compressed,
+            |b, compressed| {
+                let mut out = vec![0u8; BLOCK_BYTES];
+                b.iter(|| {
+                    lz4_flex::block::decompress_into(black_box(compressed), &mut out).unwrap()
+                });
+            },
+        );
     }
     group.finish();
 }
@@ -109,7 +118,12 @@ fn lz4(c: &mut Criterion) {
 /// A segment of `segment_bytes` (rounded down to whole records) of 4 KiB write records.
 fn segment_of_4k_writes(segment_bytes: usize) -> Vec<u8> {
     let seed = vault_seed(&VAULT);
-    let header = SegmentHeader { vault_id: VAULT, segment_id: SEGMENT, first_lsn: 1, created_unix_ns: 0 };
+    let header = SegmentHeader {
+        vault_id: VAULT,
+        segment_id: SEGMENT,
+        first_lsn: 1,
+        created_unix_ns: 0,
+    };
     let mut bytes = header.encode(seed);
     let payload = random_bytes(4 * KIB, 4);
     let mut lsn = 1;
@@ -124,7 +138,11 @@ fn segment_of_4k_writes(segment_bytes: usize) -> Vec<u8> {
 
 fn scan_segment(c: &mut Criterion) {
     let bytes = segment_of_4k_writes(4 * MIB);
-    let expect = Expect { vault_id: VAULT, seed: vault_seed(&VAULT), segment_id: SEGMENT };
+    let expect = Expect {
+        vault_id: VAULT,
+        seed: vault_seed(&VAULT),
+        segment_id: SEGMENT,
+    };
     let mut group = c.benchmark_group("scan");
     group.throughput(Throughput::Bytes(bytes.len() as u64));
     group.bench_function("segment_4MiB_of_4KiB_writes", |b| {

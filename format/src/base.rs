@@ -126,10 +126,18 @@ impl BaseHeader {
         }
         let version = c.u32()?;
         if FormatVersion::from_u32(version).is_none() {
-            return Err(c.error_at(DecodeErrorKind::UnsupportedVersion, 8, format!("format version {version}")));
+            return Err(c.error_at(
+                DecodeErrorKind::UnsupportedVersion,
+                8,
+                format!("format version {version}"),
+            ));
         }
         if bytes.len() != BASE_HEADER_BYTES {
-            return Err(c.error_at(DecodeErrorKind::Truncated, 0, "base header is not 4096 bytes"));
+            return Err(c.error_at(
+                DecodeErrorKind::Truncated,
+                0,
+                "base header is not 4096 bytes",
+            ));
         }
         check_page_crc(bytes, WHAT, seed)?;
         if c.u32()? as usize != BASE_HEADER_BYTES {
@@ -144,15 +152,40 @@ impl BaseHeader {
         let (data_offset, table_offset, chunk_count) = (c.u64()?, c.u64()?, c.u64()?);
         let table_crc = c.u32()?;
         c.zeros(BASE_HEADER_BYTES - 4 - c.position())?;
-        let h = BaseHeader { vault_id, disk_id, block_bytes, generation, disk_bytes, base_lsn, table_crc };
-        if !block_bytes.is_power_of_two() || !(BLOCK_BYTES_MIN..=BLOCK_BYTES_MAX).contains(&block_bytes) {
-            return Err(c.error_at(DecodeErrorKind::BadField, 36, format!("block size {block_bytes}")));
+        let h = BaseHeader {
+            vault_id,
+            disk_id,
+            block_bytes,
+            generation,
+            disk_bytes,
+            base_lsn,
+            table_crc,
+        };
+        if !block_bytes.is_power_of_two()
+            || !(BLOCK_BYTES_MIN..=BLOCK_BYTES_MAX).contains(&block_bytes)
+        {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                36,
+                format!("block size {block_bytes}"),
+            ));
         }
         if disk_bytes > DISK_BYTES_MAX {
-            return Err(c.error_at(DecodeErrorKind::BadField, 48, format!("disk size {disk_bytes} over the limit")));
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                48,
+                format!("disk size {disk_bytes} over the limit"),
+            ));
         }
-        if data_offset != h.data_offset() || table_offset != h.table_offset() || chunk_count != h.chunk_count() {
-            return Err(c.error_at(DecodeErrorKind::BadField, 64, "layout fields disagree with the disk and block size"));
+        if data_offset != h.data_offset()
+            || table_offset != h.table_offset()
+            || chunk_count != h.chunk_count()
+        {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                64,
+                "layout fields disagree with the disk and block size",
+            ));
         }
         Ok(h)
     }
@@ -166,7 +199,8 @@ pub fn encode_table_page(page_index: u32, entries: &[ChunkSum], seed: u32) -> Ve
     for e in entries {
         p.u32(e.crc).u32(if e.zero { CHUNK_ZERO } else { 0 });
     }
-    p.zeros((TABLE_ENTRIES_PER_PAGE - entries.len()) * 8).u32(page_index);
+    p.zeros((TABLE_ENTRIES_PER_PAGE - entries.len()) * 8)
+        .u32(page_index);
     seal_page(&mut buf, TABLE_PAGE_BYTES, seed);
     buf
 }
@@ -180,7 +214,12 @@ pub fn decode_table_page(
 ) -> Result<Vec<ChunkSum>, DecodeError> {
     const WHAT: &str = "base checksum table page";
     if bytes.len() != TABLE_PAGE_BYTES || entry_count > TABLE_ENTRIES_PER_PAGE {
-        return Err(DecodeError::new(DecodeErrorKind::Truncated, WHAT, 0, "table page is not 4096 bytes"));
+        return Err(DecodeError::new(
+            DecodeErrorKind::Truncated,
+            WHAT,
+            0,
+            "table page is not 4096 bytes",
+        ));
     }
     check_page_crc(bytes, WHAT, seed)?;
     let mut c = Cursor::new(bytes, WHAT);
@@ -189,9 +228,16 @@ pub fn decode_table_page(
         let crc = c.u32()?;
         let flags = c.u32()?;
         if flags & !CHUNK_ZERO != 0 {
-            return Err(c.error_at(DecodeErrorKind::BadField, c.position() - 4, format!("chunk flags {flags:#x}")));
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                c.position() - 4,
+                format!("chunk flags {flags:#x}"),
+            ));
         }
-        out.push(ChunkSum { crc, zero: flags & CHUNK_ZERO != 0 });
+        out.push(ChunkSum {
+            crc,
+            zero: flags & CHUNK_ZERO != 0,
+        });
     }
     c.zeros((TABLE_ENTRIES_PER_PAGE - entry_count) * 8)?;
     let stored_index = c.u32()?;
@@ -233,14 +279,25 @@ mod tests {
 
     #[test]
     fn table_page_round_trips_and_rejects_a_page_in_the_wrong_place() {
-        let entries: Vec<_> = (0..300).map(|i| ChunkSum { crc: i * 3, zero: i % 2 == 0 }).collect();
+        let entries: Vec<_> = (0..300)
+            .map(|i| ChunkSum {
+                crc: i * 3,
+                zero: i % 2 == 0,
+            })
+            .collect();
         let page = encode_table_page(4, &entries, 9);
         assert_eq!(decode_table_page(&page, 4, 300, 9).unwrap(), entries);
-        assert_eq!(decode_table_page(&page, 5, 300, 9).unwrap_err().kind, DecodeErrorKind::Misplaced);
+        assert_eq!(
+            decode_table_page(&page, 5, 300, 9).unwrap_err().kind,
+            DecodeErrorKind::Misplaced
+        );
         for i in 0..page.len() {
             let mut b = page.clone();
             b[i] ^= 4;
-            assert!(decode_table_page(&b, 4, 300, 9).is_err(), "flip at {i} accepted");
+            assert!(
+                decode_table_page(&b, 4, 300, 9).is_err(),
+                "flip at {i} accepted"
+            );
         }
     }
 }

@@ -14,7 +14,11 @@ pub struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     /// A cursor at the start of `bytes`; `what` names the structure in errors.
     pub fn new(bytes: &'a [u8], what: &'static str) -> Cursor<'a> {
-        Cursor { bytes, pos: 0, what }
+        Cursor {
+            bytes,
+            pos: 0,
+            what,
+        }
     }
 
     /// The current offset.
@@ -107,7 +111,10 @@ impl<'a> Cursor<'a> {
         } else {
             Err(self.error(
                 DecodeErrorKind::BadField,
-                format!("{} trailing bytes after the end of the structure", self.remaining()),
+                format!(
+                    "{} trailing bytes after the end of the structure",
+                    self.remaining()
+                ),
             ))
         }
     }

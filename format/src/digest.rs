@@ -81,10 +81,18 @@ impl DigestHeader {
             return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog digest cache"));
         }
         if FormatVersion::from_u32(c.u32()?).is_none() {
-            return Err(c.error_at(DecodeErrorKind::UnsupportedVersion, 8, "unknown format version"));
+            return Err(c.error_at(
+                DecodeErrorKind::UnsupportedVersion,
+                8,
+                "unknown format version",
+            ));
         }
         if bytes.len() != DIGEST_HEADER_BYTES {
-            return Err(c.error_at(DecodeErrorKind::Truncated, 0, "digest header is not 4096 bytes"));
+            return Err(c.error_at(
+                DecodeErrorKind::Truncated,
+                0,
+                "digest header is not 4096 bytes",
+            ));
         }
         check_page_crc(bytes, WHAT, seed)?;
         if c.u32()? as usize != DIGEST_HEADER_BYTES {
@@ -98,12 +106,24 @@ impl DigestHeader {
         let block_count = c.u64()?;
         let body_crc = c.u32()?;
         c.zeros(DIGEST_HEADER_BYTES - 4 - c.position())?;
-        let h = DigestHeader { vault_id, disk_id, block_bytes, disk_bytes, valid_lsn, body_crc };
-        if !block_bytes.is_power_of_two() || !(BLOCK_BYTES_MIN..=BLOCK_BYTES_MAX).contains(&block_bytes)
+        let h = DigestHeader {
+            vault_id,
+            disk_id,
+            block_bytes,
+            disk_bytes,
+            valid_lsn,
+            body_crc,
+        };
+        if !block_bytes.is_power_of_two()
+            || !(BLOCK_BYTES_MIN..=BLOCK_BYTES_MAX).contains(&block_bytes)
             || disk_bytes > DISK_BYTES_MAX
             || block_count != h.block_count()
         {
-            return Err(c.error_at(DecodeErrorKind::BadField, 36, "block size, disk size and block count disagree"));
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                36,
+                "block size, disk size and block count disagree",
+            ));
         }
         Ok(h)
     }
@@ -115,7 +135,14 @@ mod tests {
 
     #[test]
     fn digest_header_round_trips() {
-        let h = DigestHeader { vault_id: [9; 16], disk_id: 1, block_bytes: 65536, disk_bytes: 1 << 30, valid_lsn: 77, body_crc: 1 };
+        let h = DigestHeader {
+            vault_id: [9; 16],
+            disk_id: 1,
+            block_bytes: 65536,
+            disk_bytes: 1 << 30,
+            valid_lsn: 77,
+            body_crc: 1,
+        };
         assert_eq!(DigestHeader::decode(&h.encode(3), 3).unwrap(), h);
     }
 }

@@ -41,7 +41,12 @@ impl DecodeError {
         offset: u64,
         detail: impl Into<String>,
     ) -> DecodeError {
-        DecodeError { kind, what, offset, detail: detail.into() }
+        DecodeError {
+            kind,
+            what,
+            offset,
+            detail: detail.into(),
+        }
     }
 
     /// The same error with its offset moved by `base`, for errors found inside a larger file.

@@ -12,12 +12,17 @@
 //! Structures whose checksum is seeded are decoded with [`seed`], the seed of [`VAULT_ID`];
 //! segment scans expect segment [`SEGMENT_ID`] of that vault. Nothing here does I/O.
 
-use crate::base::{BaseHeader, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES, decode_table_page, encode_table_page};
+use crate::base::{
+    BaseHeader, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES, decode_table_page, encode_table_page,
+};
 use crate::digest::DigestHeader;
 use crate::header::VaultHeader;
 use crate::manifest::Manifest;
 use crate::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
-use crate::segment::{Expect, FooterIndex, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, TRAILER_BYTES, Trailer, scan};
+use crate::segment::{
+    Expect, FooterIndex, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, TRAILER_BYTES, Trailer,
+    scan,
+};
 use crate::{DecodeError, VaultId, vault_seed};
 use std::fmt::Debug;
 
@@ -34,7 +39,11 @@ pub fn seed() -> u32 {
 
 /// What [`segment_scan`] expects of a segment.
 pub fn expect() -> Expect {
-    Expect { vault_id: VAULT_ID, seed: seed(), segment_id: SEGMENT_ID }
+    Expect {
+        vault_id: VAULT_ID,
+        seed: seed(),
+        segment_id: SEGMENT_ID,
+    }
 }
 
 /// Asserts that `value`, decoded from `input`, encodes back to exactly `input` and decodes again
@@ -47,7 +56,10 @@ fn round_trip<T: PartialEq + Debug>(
     decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
 ) {
     let bytes = encode(value);
-    assert!(bytes == input, "{what}: re-encoding {value:?} changed the bytes");
+    assert!(
+        bytes == input,
+        "{what}: re-encoding {value:?} changed the bytes"
+    );
     match decode(&bytes) {
         Ok(again) => assert_eq!(&again, value, "{what}: decode(encode(x)) != x"),
         Err(e) => panic!("{what}: the re-encoding of {value:?} does not decode: {e}"),
@@ -57,7 +69,13 @@ fn round_trip<T: PartialEq + Debug>(
 /// `VAULT`: [`VaultHeader::decode`].
 pub fn vault_header(data: &[u8]) {
     if let Ok(h) = VaultHeader::decode(data) {
-        round_trip("vault header", data, &h, VaultHeader::encode, VaultHeader::decode);
+        round_trip(
+            "vault header",
+            data,
+            &h,
+            VaultHeader::encode,
+            VaultHeader::decode,
+        );
     }
 }
 
@@ -80,8 +98,13 @@ pub fn segment_header(data: &[u8]) {
 /// there, a point or footer payload is decoded too (its decoder must survive anything, even
 /// bytes whose CRC fails), and when the CRC holds the header is sealed again and compared.
 pub fn record(data: &[u8]) {
-    let Ok(h) = RecordHeader::decode(data) else { return };
-    let Some(payload) = data.get(RECORD_HEADER_BYTES..).and_then(|rest| rest.get(..h.stored_len as usize)) else {
+    let Ok(h) = RecordHeader::decode(data) else {
+        return;
+    };
+    let Some(payload) = data
+        .get(RECORD_HEADER_BYTES..)
+        .and_then(|rest| rest.get(..h.stored_len as usize))
+    else {
         return;
     };
     match h.kind {
@@ -90,27 +113,48 @@ pub fn record(data: &[u8]) {
         RecordKind::Write | RecordKind::Zero => {}
     }
     let seed = seed();
-    if h.verify(seed, &data[..RECORD_HEADER_BYTES], payload).is_err() {
+    if h.verify(seed, &data[..RECORD_HEADER_BYTES], payload)
+        .is_err()
+    {
         return;
     }
     let mut again = h;
     let sealed = again.seal(seed, payload);
-    assert!(sealed[..] == data[..RECORD_HEADER_BYTES], "record header: sealing {h:?} again changed the bytes");
+    assert!(
+        sealed[..] == data[..RECORD_HEADER_BYTES],
+        "record header: sealing {h:?} again changed the bytes"
+    );
     assert_eq!(again, h, "record header: sealing again changed the CRC");
-    assert_eq!(RecordHeader::decode(&sealed), Ok(h), "record header: decode(seal(x)) != x");
+    assert_eq!(
+        RecordHeader::decode(&sealed),
+        Ok(h),
+        "record header: decode(seal(x)) != x"
+    );
 }
 
 /// The payload of a point record: [`PointPayload::decode`].
 pub fn point_payload(data: &[u8]) {
     if let Ok(p) = PointPayload::decode(data) {
-        round_trip("point payload", data, &p, PointPayload::encode, PointPayload::decode);
+        round_trip(
+            "point payload",
+            data,
+            &p,
+            PointPayload::encode,
+            PointPayload::decode,
+        );
     }
 }
 
 /// The payload of a footer record: [`FooterIndex::decode`].
 pub fn footer_index(data: &[u8]) {
     if let Ok(f) = FooterIndex::decode(data) {
-        round_trip("footer index", data, &f, FooterIndex::encode, FooterIndex::decode);
+        round_trip(
+            "footer index",
+            data,
+            &f,
+            FooterIndex::encode,
+            FooterIndex::decode,
+        );
     }
 }
 
@@ -118,7 +162,13 @@ pub fn footer_index(data: &[u8]) {
 pub fn trailer(data: &[u8]) {
     let seed = seed();
     if let Ok(t) = Trailer::decode(data, seed) {
-        round_trip("segment trailer", data, &t, |t| t.encode(seed), |b| Trailer::decode(b, seed));
+        round_trip(
+            "segment trailer",
+            data,
+            &t,
+            |t| t.encode(seed),
+            |b| Trailer::decode(b, seed),
+        );
     }
 }
 
@@ -133,7 +183,13 @@ pub fn manifest(data: &[u8]) {
 pub fn base_header(data: &[u8]) {
     let seed = seed();
     if let Ok(h) = BaseHeader::decode(data, seed) {
-        round_trip("base header", data, &h, |h| h.encode(seed), |b| BaseHeader::decode(b, seed));
+        round_trip(
+            "base header",
+            data,
+            &h,
+            |h| h.encode(seed),
+            |b| BaseHeader::decode(b, seed),
+        );
     }
 }
 
@@ -145,8 +201,11 @@ pub const TABLE_PAGE_PREFIX_BYTES: usize = 6;
 /// `entry_count` u16 (taken modulo 512, so at most one past the page's capacity) and
 /// `page_index` u32, then the page: [`decode_table_page`].
 pub fn base_table_page(data: &[u8]) {
-    let Some((params, page)) = data.split_at_checked(TABLE_PAGE_PREFIX_BYTES) else { return };
-    let entry_count = usize::from(u16::from_le_bytes([params[0], params[1]])) % (TABLE_ENTRIES_PER_PAGE + 1);
+    let Some((params, page)) = data.split_at_checked(TABLE_PAGE_PREFIX_BYTES) else {
+        return;
+    };
+    let entry_count =
+        usize::from(u16::from_le_bytes([params[0], params[1]])) % (TABLE_ENTRIES_PER_PAGE + 1);
     let page_index = u32::from_le_bytes([params[2], params[3], params[4], params[5]]);
     let seed = seed();
     if let Ok(entries) = decode_table_page(page, page_index, entry_count, seed) {
@@ -165,7 +224,13 @@ pub fn base_table_page(data: &[u8]) {
 pub fn digest_header(data: &[u8]) {
     let seed = seed();
     if let Ok(h) = DigestHeader::decode(data, seed) {
-        round_trip("digest header", data, &h, |h| h.encode(seed), |b| DigestHeader::decode(b, seed));
+        round_trip(
+            "digest header",
+            data,
+            &h,
+            |h| h.encode(seed),
+            |b| DigestHeader::decode(b, seed),
+        );
     }
 }
 
@@ -178,12 +243,21 @@ pub fn digest_header(data: &[u8]) {
 pub fn segment_scan(data: &[u8]) {
     let expect = expect();
     let mut visited = Vec::new();
-    let Ok(s) = scan(data, &expect, |h, _| visited.push(*h)) else { return };
-    assert_eq!(visited.len(), s.record_count as usize, "scan: record_count disagrees with the visits");
+    let Ok(s) = scan(data, &expect, |h, _| visited.push(*h)) else {
+        return;
+    };
+    assert_eq!(
+        visited.len(),
+        s.record_count as usize,
+        "scan: record_count disagrees with the visits"
+    );
     let mut next_lsn = s.header.first_lsn;
     let mut next_offset = SEGMENT_HEADER_BYTES as u64;
     for h in &visited {
-        assert!(h.lsn == next_lsn && h.segment_offset == next_offset, "scan: visited {h:?} out of order");
+        assert!(
+            h.lsn == next_lsn && h.segment_offset == next_offset,
+            "scan: visited {h:?} out of order"
+        );
         assert_ne!(h.kind, RecordKind::Footer, "scan: visited a footer");
         let start = h.segment_offset as usize;
         let payload = &data[start + RECORD_HEADER_BYTES..start + h.total_bytes() as usize];
@@ -193,36 +267,78 @@ pub fn segment_scan(data: &[u8]) {
         next_lsn += 1;
         next_offset += h.total_bytes();
     }
-    assert_eq!(s.last_lsn, next_lsn - 1, "scan: last_lsn disagrees with the visits");
+    assert_eq!(
+        s.last_lsn,
+        next_lsn - 1,
+        "scan: last_lsn disagrees with the visits"
+    );
     match &s.end {
         SegmentEnd::Clean { offset } | SegmentEnd::Torn { offset, .. } => {
-            assert_eq!(*offset, next_offset, "scan: the end is not after the last visited record");
-            assert_eq!(s.valid_end, *offset, "scan: valid_end is not the append offset");
+            assert_eq!(
+                *offset, next_offset,
+                "scan: the end is not after the last visited record"
+            );
+            assert_eq!(
+                s.valid_end, *offset,
+                "scan: valid_end is not the append offset"
+            );
             assert!(s.footer.is_none());
             let end = *offset as usize;
             if matches!(s.end, SegmentEnd::Clean { .. }) {
-                assert!(data[end..].iter().all(|&b| b == 0), "scan: a clean end followed by non-zero bytes");
+                assert!(
+                    data[end..].iter().all(|&b| b == 0),
+                    "scan: a clean end followed by non-zero bytes"
+                );
             } else {
                 assert!(end < data.len(), "scan: a torn end at the end of the file");
             }
             let mut zeroed = data.to_vec();
             zeroed[end..].fill(0);
             for cut in [&data[..end], &zeroed[..]] {
-                let again = scan(cut, &expect, |_, _| {}).expect("scan: the cut segment no longer scans");
-                assert_eq!(again.end, SegmentEnd::Clean { offset: *offset }, "scan: cutting at the end moved it");
-                assert_eq!((again.record_count, again.last_lsn), (s.record_count, s.last_lsn));
+                let again =
+                    scan(cut, &expect, |_, _| {}).expect("scan: the cut segment no longer scans");
+                assert_eq!(
+                    again.end,
+                    SegmentEnd::Clean { offset: *offset },
+                    "scan: cutting at the end moved it"
+                );
+                assert_eq!(
+                    (again.record_count, again.last_lsn),
+                    (s.record_count, s.last_lsn)
+                );
             }
         }
-        SegmentEnd::Sealed { footer_offset, trailer: t } => {
-            assert_eq!(*footer_offset, next_offset, "scan: the footer is not after the last visited record");
-            let footer = s.footer.as_ref().expect("scan: a sealed segment without its footer");
+        SegmentEnd::Sealed {
+            footer_offset,
+            trailer: t,
+        } => {
+            assert_eq!(
+                *footer_offset, next_offset,
+                "scan: the footer is not after the last visited record"
+            );
+            let footer = s
+                .footer
+                .as_ref()
+                .expect("scan: a sealed segment without its footer");
             let start = *footer_offset as usize + RECORD_HEADER_BYTES;
             let end = s.valid_end as usize - TRAILER_BYTES;
-            round_trip("footer index", &data[start..end], footer, FooterIndex::encode, FooterIndex::decode);
+            round_trip(
+                "footer index",
+                &data[start..end],
+                footer,
+                FooterIndex::encode,
+                FooterIndex::decode,
+            );
             trailer(&data[end..end + TRAILER_BYTES]);
             assert_eq!(t.footer_offset, *footer_offset);
-            assert_eq!(Trailer::decode(&data[end..end + TRAILER_BYTES], expect.seed).as_ref(), Ok(t));
-            assert!(data[end + TRAILER_BYTES..].iter().all(|&b| b == 0), "scan: sealed with non-zero bytes after the trailer");
+            assert_eq!(
+                Trailer::decode(&data[end..end + TRAILER_BYTES], expect.seed).as_ref(),
+                Ok(t)
+            );
+            assert!(
+                data[end + TRAILER_BYTES..].iter().all(|&b| b == 0),
+                "scan: sealed with non-zero bytes after the trailer"
+            );
         }
     }
 }

@@ -131,7 +131,11 @@ impl VaultHeader {
         let block_bytes = c.u32()?;
         let compression_raw = c.u8()?;
         let compression = Compression::from_u8(compression_raw).ok_or_else(|| {
-            c.error_at(DecodeErrorKind::BadField, 44, format!("unknown compression {compression_raw}"))
+            c.error_at(
+                DecodeErrorKind::BadField,
+                44,
+                format!("unknown compression {compression_raw}"),
+            )
         })?;
         c.zeros(3)?;
         let segment_bytes = c.u64()?;

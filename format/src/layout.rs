@@ -50,7 +50,9 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 
 /// `bases/<disk>.<gen>.base`.
 pub fn base_path(vault: &Path, disk_id: u32, generation: u64) -> PathBuf {
-    vault.join(BASES_DIR).join(format!("{disk_id}.{generation}.base"))
+    vault
+        .join(BASES_DIR)
+        .join(format!("{disk_id}.{generation}.base"))
 }
 
 /// `digests/<disk>.dig`.

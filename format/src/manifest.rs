@@ -118,7 +118,9 @@ pub fn valid_disk_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= DISK_NAME_BYTES_MAX
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl Manifest {
@@ -126,7 +128,10 @@ impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         let mut p = Put::new(&mut body);
-        p.bytes(&self.vault_id).u64(self.generation).u64(self.base_lsn).u32(0);
+        p.bytes(&self.vault_id)
+            .u64(self.generation)
+            .u64(self.base_lsn)
+            .u32(0);
         p.u32(self.disks.len() as u32);
         for d in &self.disks {
             p.u32(d.disk_id)
@@ -141,7 +146,12 @@ impl Manifest {
         }
         p.u32(self.segments.len() as u32);
         for s in &self.segments {
-            let sealed = s.sealed.unwrap_or(SealedInfo { last_lsn: 0, footer_offset: 0, file_bytes: 0, footer_crc: 0 });
+            let sealed = s.sealed.unwrap_or(SealedInfo {
+                last_lsn: 0,
+                footer_offset: 0,
+                file_bytes: 0,
+                footer_crc: 0,
+            });
             p.u64(s.segment_id)
                 .u64(s.first_lsn)
                 .u64(sealed.last_lsn)
@@ -183,29 +193,49 @@ impl Manifest {
         }
         let version = c.u32()?;
         if FormatVersion::from_u32(version).is_none() {
-            return Err(c.error_at(DecodeErrorKind::UnsupportedVersion, 8, format!("format version {version}")));
+            return Err(c.error_at(
+                DecodeErrorKind::UnsupportedVersion,
+                8,
+                format!("format version {version}"),
+            ));
         }
         c.zeros(4)?;
         let body_bytes = c.u64()?;
         let body_crc = c.u32()?;
         let header_crc = c.u32()?;
         if crc32fast::hash(&bytes[..28]) != header_crc {
-            return Err(c.error_at(DecodeErrorKind::Checksum, 28, "manifest header checksum does not match"));
+            return Err(c.error_at(
+                DecodeErrorKind::Checksum,
+                28,
+                "manifest header checksum does not match",
+            ));
         }
         if body_bytes > MANIFEST_BYTES_MAX || body_bytes != c.remaining() as u64 {
             return Err(c.error_at(
                 DecodeErrorKind::Truncated,
                 16,
-                format!("header says {body_bytes} body bytes, the file has {}", c.remaining()),
+                format!(
+                    "header says {body_bytes} body bytes, the file has {}",
+                    c.remaining()
+                ),
             ));
         }
         let body = c.take(body_bytes as usize)?;
         if crc32fast::hash(body) != body_crc {
-            return Err(c.error_at(DecodeErrorKind::Checksum, 24, "manifest body checksum does not match"));
+            return Err(c.error_at(
+                DecodeErrorKind::Checksum,
+                24,
+                "manifest body checksum does not match",
+            ));
         }
         let m = decode_body(body).map_err(|e| e.at(MANIFEST_HEADER_BYTES as u64))?;
         m.validate().map_err(|detail| {
-            DecodeError::new(DecodeErrorKind::BadField, "manifest", MANIFEST_HEADER_BYTES as u64, detail)
+            DecodeError::new(
+                DecodeErrorKind::BadField,
+                "manifest",
+                MANIFEST_HEADER_BYTES as u64,
+                detail,
+            )
         })?;
         Ok(m)
     }
@@ -213,7 +243,10 @@ impl Manifest {
     /// Cross-checks the lists: unique and ordered ids, contiguous LSNs, one open segment at most.
     pub fn validate(&self) -> Result<(), String> {
         if self.disks.len() > DISKS_MAX as usize {
-            return Err(format!("{} disks, the limit is {DISKS_MAX}", self.disks.len()));
+            return Err(format!(
+                "{} disks, the limit is {DISKS_MAX}",
+                self.disks.len()
+            ));
         }
         for w in self.disks.windows(2) {
             if w[0].disk_id >= w[1].disk_id {
@@ -225,7 +258,10 @@ impl Manifest {
                 return Err(format!("disk name {:?} is invalid or repeated", d.name));
             }
             if d.disk_id == 0 || d.disk_bytes == 0 || d.disk_bytes > DISK_BYTES_MAX {
-                return Err(format!("disk {:?} has id {} and size {}", d.name, d.disk_id, d.disk_bytes));
+                return Err(format!(
+                    "disk {:?} has id {} and size {}",
+                    d.name, d.disk_id, d.disk_bytes
+                ));
             }
         }
         let mut next_lsn = None;
@@ -234,11 +270,17 @@ impl Manifest {
                 return Err("segment ids are not in increasing order".into());
             }
             if next_lsn.is_some_and(|n| n != s.first_lsn) {
-                return Err(format!("segment {} starts at LSN {}, not where the previous ended", s.segment_id, s.first_lsn));
+                return Err(format!(
+                    "segment {} starts at LSN {}, not where the previous ended",
+                    s.segment_id, s.first_lsn
+                ));
             }
             match s.sealed {
                 Some(info) if info.last_lsn == u64::MAX => {
-                    return Err(format!("sealed segment {} ends at LSN {}, past the last LSN", s.segment_id, info.last_lsn));
+                    return Err(format!(
+                        "sealed segment {} ends at LSN {}, past the last LSN",
+                        s.segment_id, info.last_lsn
+                    ));
                 }
                 Some(info) if info.last_lsn >= s.first_lsn => next_lsn = Some(info.last_lsn + 1),
                 Some(_) => return Err(format!("sealed segment {} holds no record", s.segment_id)),
@@ -274,21 +316,44 @@ fn decode_body(body: &[u8]) -> Result<Manifest, DecodeError> {
         let name = std::str::from_utf8(c.take(name_len)?)
             .map_err(|_| c.error_at(DecodeErrorKind::BadField, at, "disk name is not UTF-8"))?
             .to_owned();
-        disks.push(DiskEntry { disk_id, name, disk_bytes, added_lsn, base_generation, base_header_crc });
+        disks.push(DiskEntry {
+            disk_id,
+            name,
+            disk_bytes,
+            added_lsn,
+            base_generation,
+            base_header_crc,
+        });
     }
     let segment_count = bounded_count(&mut c, SEGMENTS_MAX, SEGMENT_ENTRY_BYTES)?;
     let mut segments = Vec::with_capacity(segment_count);
     for _ in 0..segment_count {
         let at = c.position();
-        let (segment_id, first_lsn, last_lsn, footer_offset, file_bytes) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+        let (segment_id, first_lsn, last_lsn, footer_offset, file_bytes) =
+            (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
         let footer_crc = c.u32()?;
         let sealed = match c.u8()? {
-            1 => Some(SealedInfo { last_lsn, footer_offset, file_bytes, footer_crc }),
+            1 => Some(SealedInfo {
+                last_lsn,
+                footer_offset,
+                file_bytes,
+                footer_crc,
+            }),
             0 if last_lsn == 0 && footer_offset == 0 && file_bytes == 0 && footer_crc == 0 => None,
-            _ => return Err(c.error_at(DecodeErrorKind::BadField, at + 44, "segment state is not open or sealed")),
+            _ => {
+                return Err(c.error_at(
+                    DecodeErrorKind::BadField,
+                    at + 44,
+                    "segment state is not open or sealed",
+                ));
+            }
         };
         c.zeros(3)?;
-        segments.push(SegmentEntry { segment_id, first_lsn, sealed });
+        segments.push(SegmentEntry {
+            segment_id,
+            first_lsn,
+            sealed,
+        });
     }
     let point_count = bounded_count(&mut c, POINTS_MAX, POINT_FIXED_BYTES)?;
     let mut points = Vec::with_capacity(point_count);
@@ -306,10 +371,27 @@ fn decode_body(body: &[u8]) -> Result<Manifest, DecodeError> {
         let label = std::str::from_utf8(c.take(label_len)?)
             .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 44, "label is not UTF-8"))?
             .to_owned();
-        points.push(PointRef { lsn, segment_id, record_offset, point: PointPayload { point_id, time_unix_ns, kind, label } });
+        points.push(PointRef {
+            lsn,
+            segment_id,
+            record_offset,
+            point: PointPayload {
+                point_id,
+                time_unix_ns,
+                kind,
+                label,
+            },
+        });
     }
     c.finish()?;
-    Ok(Manifest { vault_id, generation, base_lsn, disks, segments, points })
+    Ok(Manifest {
+        vault_id,
+        generation,
+        base_lsn,
+        disks,
+        segments,
+        points,
+    })
 }
 
 /// Reads a count and checks it against a limit and the bytes left, before any allocation.
@@ -320,7 +402,10 @@ fn bounded_count(c: &mut Cursor<'_>, max: u32, entry_bytes: usize) -> Result<usi
         return Err(c.error_at(
             DecodeErrorKind::BadField,
             at,
-            format!("count {count} does not fit the limit {max} or the {} bytes left", c.remaining()),
+            format!(
+                "count {count} does not fit the limit {max} or the {} bytes left",
+                c.remaining()
+            ),
         ));
     }
     Ok(count as usize)
@@ -336,22 +421,50 @@ mod tests {
             generation: 4,
             base_lsn: 0,
             disks: vec![
-                DiskEntry { disk_id: 1, name: "os".into(), disk_bytes: 1 << 30, added_lsn: 1, base_generation: 1, base_header_crc: 5 },
-                DiskEntry { disk_id: 2, name: "data-1".into(), disk_bytes: 4096, added_lsn: 9, base_generation: 1, base_header_crc: 6 },
+                DiskEntry {
+                    disk_id: 1,
+                    name: "os".into(),
+                    disk_bytes: 1 << 30,
+                    added_lsn: 1,
+                    base_generation: 1,
+                    base_header_crc: 5,
+                },
+                DiskEntry {
+                    disk_id: 2,
+                    name: "data-1".into(),
+                    disk_bytes: 4096,
+                    added_lsn: 9,
+                    base_generation: 1,
+                    base_header_crc: 6,
+                },
             ],
             segments: vec![
                 SegmentEntry {
                     segment_id: 1,
                     first_lsn: 1,
-                    sealed: Some(SealedInfo { last_lsn: 10, footer_offset: 9000, file_bytes: 9200, footer_crc: 3 }),
+                    sealed: Some(SealedInfo {
+                        last_lsn: 10,
+                        footer_offset: 9000,
+                        file_bytes: 9200,
+                        footer_crc: 3,
+                    }),
                 },
-                SegmentEntry { segment_id: 2, first_lsn: 11, sealed: None },
+                SegmentEntry {
+                    segment_id: 2,
+                    first_lsn: 11,
+                    sealed: None,
+                },
             ],
             points: vec![PointRef {
                 lsn: 10,
                 segment_id: 1,
                 record_offset: 8000,
-                point: PointPayload { point_id: 1, time_unix_ns: 5, kind: PointKind::CrashConsistent, label: "x".into() },
+                point: PointPayload {
+                    point_id: 1,
+                    time_unix_ns: 5,
+                    kind: PointKind::CrashConsistent,
+                    label: "x".into(),
+                },
             }],
         }
     }
@@ -379,9 +492,17 @@ mod tests {
         let mut m = sample();
         m.segments.truncate(1);
         m.points.clear();
-        m.segments[0].sealed = Some(SealedInfo { last_lsn: u64::MAX, footer_offset: 9000, file_bytes: 9200, footer_crc: 3 });
+        m.segments[0].sealed = Some(SealedInfo {
+            last_lsn: u64::MAX,
+            footer_offset: 9000,
+            file_bytes: 9200,
+            footer_crc: 3,
+        });
         assert!(m.validate().unwrap_err().contains("past the last LSN"));
-        assert_eq!(Manifest::decode(&m.encode()).unwrap_err().kind, DecodeErrorKind::BadField);
+        assert_eq!(
+            Manifest::decode(&m.encode()).unwrap_err().kind,
+            DecodeErrorKind::BadField
+        );
     }
 
     #[test]

@@ -129,7 +129,11 @@ impl RecordHeader {
 
     /// Encodes the header for `payload`, computing and storing its CRC (also in `self.crc`).
     pub fn seal(&mut self, seed: u32, payload: &[u8]) -> [u8; RECORD_HEADER_BYTES] {
-        assert_eq!(payload.len() as u64, u64::from(self.stored_len), "stored_len must match payload");
+        assert_eq!(
+            payload.len() as u64,
+            u64::from(self.stored_len),
+            "stored_len must match payload"
+        );
         let bytes = self.encode_with_crc(0);
         self.crc = crate::crc32_seeded(seed, &[&bytes[4..], payload]);
         self.encode_with_crc(self.crc)
@@ -142,7 +146,11 @@ impl RecordHeader {
         let crc = c.u32()?;
         let kind_raw = c.u8()?;
         let kind = RecordKind::from_u8(kind_raw).ok_or_else(|| {
-            c.error_at(DecodeErrorKind::BadField, 4, format!("unknown record kind {kind_raw}"))
+            c.error_at(
+                DecodeErrorKind::BadField,
+                4,
+                format!("unknown record kind {kind_raw}"),
+            )
         })?;
         let flags = c.u8()?;
         c.zeros(2)?;
@@ -167,9 +175,20 @@ impl RecordHeader {
 
     /// Field rules per kind; returns the offending field offset and a sentence.
     fn check_fields(&self) -> Result<(), (u64, String)> {
-        let allowed_flags = if self.kind == RecordKind::Write { FLAG_LZ4 } else { 0 };
+        let allowed_flags = if self.kind == RecordKind::Write {
+            FLAG_LZ4
+        } else {
+            0
+        };
         if self.flags & !allowed_flags != 0 {
-            return Err((5, format!("flags {:#04x} not allowed for a {} record", self.flags, self.kind.name())));
+            return Err((
+                5,
+                format!(
+                    "flags {:#04x} not allowed for a {} record",
+                    self.flags,
+                    self.kind.name()
+                ),
+            ));
         }
         // LSN u64::MAX is refused too, so `lsn + 1` (the next LSN a scan expects) never overflows.
         if self.lsn == 0 || self.lsn == u64::MAX {
@@ -182,24 +201,43 @@ impl RecordHeader {
         match self.kind {
             RecordKind::Write | RecordKind::Zero => {
                 if self.length == 0 || self.length > RECORD_DATA_BYTES_MAX {
-                    return Err((56, format!("length {} outside 1..={RECORD_DATA_BYTES_MAX}", self.length)));
+                    return Err((
+                        56,
+                        format!("length {} outside 1..={RECORD_DATA_BYTES_MAX}", self.length),
+                    ));
                 }
-                if self.disk_offset.checked_add(self.length).is_none_or(|end| end > DISK_BYTES_MAX) {
+                if self
+                    .disk_offset
+                    .checked_add(self.length)
+                    .is_none_or(|end| end > DISK_BYTES_MAX)
+                {
                     return Err((48, "disk range ends past the largest disk".into()));
                 }
                 if self.kind == RecordKind::Zero && stored != 0 {
                     return Err((44, "a zero record has no payload".into()));
                 }
                 if self.kind == RecordKind::Write && !self.is_lz4() && stored != self.length {
-                    return Err((44, format!("raw payload of {stored} bytes for length {}", self.length)));
+                    return Err((
+                        44,
+                        format!("raw payload of {stored} bytes for length {}", self.length),
+                    ));
                 }
                 if self.kind == RecordKind::Write && (stored == 0 || stored > self.length) {
-                    return Err((44, format!("compressed payload of {stored} bytes for length {}", self.length)));
+                    return Err((
+                        44,
+                        format!(
+                            "compressed payload of {stored} bytes for length {}",
+                            self.length
+                        ),
+                    ));
                 }
             }
             RecordKind::Point | RecordKind::Footer => {
                 if self.disk_id != 0 || self.disk_offset != 0 || self.length != 0 {
-                    return Err((40, format!("a {} record has no disk range", self.kind.name())));
+                    return Err((
+                        40,
+                        format!("a {} record has no disk range", self.kind.name()),
+                    ));
                 }
                 let max = if self.kind == RecordKind::Point {
                     (POINT_FIXED_BYTES + LABEL_BYTES_MAX) as u64
@@ -207,7 +245,10 @@ impl RecordHeader {
                     FOOTER_BYTES_MAX
                 };
                 if stored > max {
-                    return Err((44, format!("payload of {stored} bytes over the limit {max}")));
+                    return Err((
+                        44,
+                        format!("payload of {stored} bytes over the limit {max}"),
+                    ));
                 }
             }
         }
@@ -215,7 +256,12 @@ impl RecordHeader {
     }
 
     /// Checks the CRC of the header bytes and the payload.
-    pub fn verify(&self, seed: u32, header_bytes: &[u8], payload: &[u8]) -> Result<(), DecodeError> {
+    pub fn verify(
+        &self,
+        seed: u32,
+        header_bytes: &[u8],
+        payload: &[u8],
+    ) -> Result<(), DecodeError> {
         let actual = crate::crc32_seeded(seed, &[&header_bytes[4..RECORD_HEADER_BYTES], payload]);
         if actual == self.crc {
             Ok(())
@@ -224,7 +270,10 @@ impl RecordHeader {
                 DecodeErrorKind::Checksum,
                 "record",
                 0,
-                format!("stored checksum {:#010x}, bytes hash to {actual:#010x}", self.crc),
+                format!(
+                    "stored checksum {:#010x}, bytes hash to {actual:#010x}",
+                    self.crc
+                ),
             ))
         }
     }
@@ -287,7 +336,10 @@ pub struct PointPayload {
 impl PointPayload {
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
-        assert!(self.label.len() <= LABEL_BYTES_MAX, "label checked by the caller");
+        assert!(
+            self.label.len() <= LABEL_BYTES_MAX,
+            "label checked by the caller"
+        );
         let mut buf = Vec::with_capacity(POINT_FIXED_BYTES + self.label.len());
         Put::new(&mut buf)
             .u64(self.point_id)
@@ -306,21 +358,40 @@ impl PointPayload {
         let time_unix_ns = c.i64()?;
         let kind_raw = c.u8()?;
         let kind = PointKind::from_u8(kind_raw).ok_or_else(|| {
-            c.error_at(DecodeErrorKind::BadField, 16, format!("unknown point kind {kind_raw}"))
+            c.error_at(
+                DecodeErrorKind::BadField,
+                16,
+                format!("unknown point kind {kind_raw}"),
+            )
         })?;
         c.zeros(1)?;
         let label_len = c.u16()? as usize;
         if label_len > LABEL_BYTES_MAX {
-            return Err(c.error_at(DecodeErrorKind::BadField, 18, format!("label of {label_len} bytes")));
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                18,
+                format!("label of {label_len} bytes"),
+            ));
         }
         let label = std::str::from_utf8(c.take(label_len)?)
-            .map_err(|_| c.error_at(DecodeErrorKind::BadField, POINT_FIXED_BYTES, "label is not UTF-8"))?
+            .map_err(|_| {
+                c.error_at(
+                    DecodeErrorKind::BadField,
+                    POINT_FIXED_BYTES,
+                    "label is not UTF-8",
+                )
+            })?
             .to_owned();
         c.finish()?;
         if point_id == 0 {
             return Err(c.error_at(DecodeErrorKind::BadField, 0, "point id 0 is never written"));
         }
-        Ok(PointPayload { point_id, time_unix_ns, kind, label })
+        Ok(PointPayload {
+            point_id,
+            time_unix_ns,
+            kind,
+            label,
+        })
     }
 }
 
@@ -352,7 +423,10 @@ mod tests {
         let d = RecordHeader::decode(&bytes).unwrap();
         assert_eq!(d, h);
         d.verify(42, &bytes, &payload).unwrap();
-        assert!(d.verify(43, &bytes, &payload).is_err(), "another vault's seed must not verify");
+        assert!(
+            d.verify(43, &bytes, &payload).is_err(),
+            "another vault's seed must not verify"
+        );
     }
 
     #[test]
@@ -387,13 +461,23 @@ mod tests {
     fn hostile_lengths_are_rejected_before_reading_a_payload() {
         let mut h = write_header(16);
         h.length = RECORD_DATA_BYTES_MAX + 1;
-        assert_eq!(RecordHeader::decode(&h.encode_with_crc(0)).unwrap_err().kind, DecodeErrorKind::BadField);
+        assert_eq!(
+            RecordHeader::decode(&h.encode_with_crc(0))
+                .unwrap_err()
+                .kind,
+            DecodeErrorKind::BadField
+        );
         let mut p = write_header(0);
         p.kind = RecordKind::Point;
         p.disk_id = 0;
         p.disk_offset = 0;
         p.length = 0;
         p.stored_len = u32::MAX;
-        assert_eq!(RecordHeader::decode(&p.encode_with_crc(0)).unwrap_err().kind, DecodeErrorKind::BadField);
+        assert_eq!(
+            RecordHeader::decode(&p.encode_with_crc(0))
+                .unwrap_err()
+                .kind,
+            DecodeErrorKind::BadField
+        );
     }
 }

@@ -28,20 +28,40 @@ fn a_seeded_crc_is_the_crc_of_the_vault_id_followed_by_the_bytes() {
     let mut prefixed = VAULT.to_vec();
     prefixed.extend_from_slice(data);
     assert_eq!(crc32_seeded(seed, &[data]), crc32fast::hash(&prefixed));
-    assert_eq!(crc32_seeded(0, &[data]), crc32fast::hash(data), "seed 0 is the plain CRC32");
+    assert_eq!(
+        crc32_seeded(0, &[data]),
+        crc32fast::hash(data),
+        "seed 0 is the plain CRC32"
+    );
 }
 
 #[test]
 fn the_base_table_crc_is_a_seeded_crc_over_the_page_crcs_in_order() {
     let seed = vault_seed(&VAULT);
-    let pages: Vec<Vec<u8>> =
-        (0..3).map(|p| encode_table_page(p, &[ChunkSum { crc: p * 11, zero: false }], seed)).collect();
-    let folded = pages.iter().fold(seed, |running, page| table_crc_update(running, page));
+    let pages: Vec<Vec<u8>> = (0..3)
+        .map(|p| {
+            encode_table_page(
+                p,
+                &[ChunkSum {
+                    crc: p * 11,
+                    zero: false,
+                }],
+                seed,
+            )
+        })
+        .collect();
+    let folded = pages
+        .iter()
+        .fold(seed, |running, page| table_crc_update(running, page));
     let stored: Vec<u8> = pages.iter().flat_map(|p| p[4092..].to_vec()).collect();
     assert_eq!(folded, crc32_seeded(seed, &[&stored]));
     for (p, page) in pages.iter().enumerate() {
         assert_eq!(u32_at(page, 4088), p as u32, "page_index at 4088");
-        assert_eq!(u32_at(page, 4092), crc32_seeded(seed, &[&page[..4092]]), "page CRC at 4092, seeded");
+        assert_eq!(
+            u32_at(page, 4092),
+            crc32_seeded(seed, &[&page[..4092]]),
+            "page CRC at 4092, seeded"
+        );
     }
 }
 
@@ -56,18 +76,40 @@ fn the_vault_header_is_laid_out_as_documented() {
         segment_bytes: 1 << 30,
     };
     let b = h.encode();
-    assert_eq!((&b[..8], u32_at(&b, 8), u32_at(&b, 12)), (&magic::VAULT[..], 1, 4096));
+    assert_eq!(
+        (&b[..8], u32_at(&b, 8), u32_at(&b, 12)),
+        (&magic::VAULT[..], 1, 4096)
+    );
     assert_eq!(&b[16..32], &VAULT);
-    assert_eq!((u64_at(&b, 32) as i64, u32_at(&b, 40), b[44], u64_at(&b, 48)), (-5, 65536, 1, 1 << 30));
-    assert_eq!(u32_at(&b, 4092), crc32fast::hash(&b[..4092]), "VAULT's CRC is unseeded");
+    assert_eq!(
+        (u64_at(&b, 32) as i64, u32_at(&b, 40), b[44], u64_at(&b, 48)),
+        (-5, 65536, 1, 1 << 30)
+    );
+    assert_eq!(
+        u32_at(&b, 4092),
+        crc32fast::hash(&b[..4092]),
+        "VAULT's CRC is unseeded"
+    );
 }
 
 #[test]
 fn the_segment_header_record_and_trailer_are_laid_out_as_documented() {
     let seed = vault_seed(&VAULT);
-    let b = SegmentHeader { vault_id: VAULT, segment_id: 7, first_lsn: 99, created_unix_ns: 3 }.encode(seed);
-    assert_eq!((&b[..8], u32_at(&b, 8), u32_at(&b, 12)), (&magic::SEGMENT[..], 1, 4096));
-    assert_eq!((&b[16..32], u64_at(&b, 32), u64_at(&b, 40), u64_at(&b, 48)), (&VAULT[..], 7, 99, 3));
+    let b = SegmentHeader {
+        vault_id: VAULT,
+        segment_id: 7,
+        first_lsn: 99,
+        created_unix_ns: 3,
+    }
+    .encode(seed);
+    assert_eq!(
+        (&b[..8], u32_at(&b, 8), u32_at(&b, 12)),
+        (&magic::SEGMENT[..], 1, 4096)
+    );
+    assert_eq!(
+        (&b[16..32], u64_at(&b, 32), u64_at(&b, 40), u64_at(&b, 48)),
+        (&VAULT[..], 7, 99, 3)
+    );
     assert_eq!(u32_at(&b, 4092), crc32_seeded(seed, &[&b[..4092]]));
 
     let payload = [9u8; 10];
@@ -85,15 +127,44 @@ fn the_segment_header_record_and_trailer_are_laid_out_as_documented() {
         length: 10,
     };
     let r = h.seal(seed, &payload);
-    assert_eq!(u32_at(&r, 0), crc32_seeded(seed, &[&r[4..], &payload]), "CRC of bytes 4..64 and the payload");
-    assert_eq!((r[4], r[5], u64_at(&r, 8), u64_at(&r, 16), u64_at(&r, 24)), (1, 0, 99, 7, 4096));
-    assert_eq!((u64_at(&r, 32), u32_at(&r, 40), u32_at(&r, 44), u64_at(&r, 48), u64_at(&r, 56)), (4096, 2, 10, 512, 10));
+    assert_eq!(
+        u32_at(&r, 0),
+        crc32_seeded(seed, &[&r[4..], &payload]),
+        "CRC of bytes 4..64 and the payload"
+    );
+    assert_eq!(
+        (r[4], r[5], u64_at(&r, 8), u64_at(&r, 16), u64_at(&r, 24)),
+        (1, 0, 99, 7, 4096)
+    );
+    assert_eq!(
+        (
+            u64_at(&r, 32),
+            u32_at(&r, 40),
+            u32_at(&r, 44),
+            u64_at(&r, 48),
+            u64_at(&r, 56)
+        ),
+        (4096, 2, 10, 512, 10)
+    );
 
-    let t = Trailer { segment_id: 7, footer_offset: 5000, first_lsn: 99, last_lsn: 120, record_count: 22, footer_crc: 0xAB }
-        .encode(seed);
+    let t = Trailer {
+        segment_id: 7,
+        footer_offset: 5000,
+        first_lsn: 99,
+        last_lsn: 120,
+        record_count: 22,
+        footer_crc: 0xAB,
+    }
+    .encode(seed);
     assert_eq!(t.len(), 64);
-    assert_eq!((&t[..8], u64_at(&t, 8), u64_at(&t, 16), u64_at(&t, 24)), (&magic::FOOTER_TRAILER[..], 7, 5000, 99));
-    assert_eq!((u64_at(&t, 32), u32_at(&t, 40), u32_at(&t, 44)), (120, 22, 0xAB));
+    assert_eq!(
+        (&t[..8], u64_at(&t, 8), u64_at(&t, 16), u64_at(&t, 24)),
+        (&magic::FOOTER_TRAILER[..], 7, 5000, 99)
+    );
+    assert_eq!(
+        (u64_at(&t, 32), u32_at(&t, 40), u32_at(&t, 44)),
+        (120, 22, 0xAB)
+    );
     assert_eq!(u32_at(&t, 60), crc32_seeded(seed, &[&t[..60]]));
 }
 
@@ -110,29 +181,88 @@ fn the_base_and_digest_headers_are_laid_out_as_documented() {
         table_crc: 0x55,
     };
     let b = base.encode(seed);
-    assert_eq!((&b[..8], u32_at(&b, 8), u32_at(&b, 12)), (&magic::BASE[..], 1, 4096));
-    assert_eq!((u32_at(&b, 32), u32_at(&b, 36), u64_at(&b, 40), u64_at(&b, 48), u64_at(&b, 56)), (4, 4096, 2, 10_000, 8));
-    assert_eq!((u64_at(&b, 64), u64_at(&b, 72), u64_at(&b, 80), u32_at(&b, 88)), (4096, 4096 + 12_288, 3, 0x55));
+    assert_eq!(
+        (&b[..8], u32_at(&b, 8), u32_at(&b, 12)),
+        (&magic::BASE[..], 1, 4096)
+    );
+    assert_eq!(
+        (
+            u32_at(&b, 32),
+            u32_at(&b, 36),
+            u64_at(&b, 40),
+            u64_at(&b, 48),
+            u64_at(&b, 56)
+        ),
+        (4, 4096, 2, 10_000, 8)
+    );
+    assert_eq!(
+        (
+            u64_at(&b, 64),
+            u64_at(&b, 72),
+            u64_at(&b, 80),
+            u32_at(&b, 88)
+        ),
+        (4096, 4096 + 12_288, 3, 0x55)
+    );
     assert_eq!(u32_at(&b, 4092), crc32_seeded(seed, &[&b[..4092]]));
     assert_eq!(base.file_bytes(), 4096 + 12_288 + 4096);
 
-    let d = DigestHeader { vault_id: VAULT, disk_id: 4, block_bytes: 4096, disk_bytes: 10_000, valid_lsn: 8, body_crc: 0x66 }
-        .encode(seed);
-    assert_eq!((&d[..8], u32_at(&d, 8), u32_at(&d, 12)), (&magic::DIGEST[..], 1, 4096));
-    assert_eq!((u32_at(&d, 32), u32_at(&d, 36), u64_at(&d, 40), u64_at(&d, 48)), (4, 4096, 10_000, 8));
+    let d = DigestHeader {
+        vault_id: VAULT,
+        disk_id: 4,
+        block_bytes: 4096,
+        disk_bytes: 10_000,
+        valid_lsn: 8,
+        body_crc: 0x66,
+    }
+    .encode(seed);
+    assert_eq!(
+        (&d[..8], u32_at(&d, 8), u32_at(&d, 12)),
+        (&magic::DIGEST[..], 1, 4096)
+    );
+    assert_eq!(
+        (
+            u32_at(&d, 32),
+            u32_at(&d, 36),
+            u64_at(&d, 40),
+            u64_at(&d, 48)
+        ),
+        (4, 4096, 10_000, 8)
+    );
     assert_eq!((u64_at(&d, 56), u32_at(&d, 64)), (3, 0x66));
     assert_eq!(u32_at(&d, 4092), crc32_seeded(seed, &[&d[..4092]]));
 }
 
 #[test]
 fn the_manifest_header_is_laid_out_as_documented() {
-    let m = Manifest { vault_id: VAULT, generation: 3, base_lsn: 0, disks: vec![], segments: vec![], points: vec![] };
+    let m = Manifest {
+        vault_id: VAULT,
+        generation: 3,
+        base_lsn: 0,
+        disks: vec![],
+        segments: vec![],
+        points: vec![],
+    };
     let b = m.encode();
-    assert_eq!((&b[..8], u32_at(&b, 8), u32_at(&b, 12)), (&magic::MANIFEST[..], 1, 0));
+    assert_eq!(
+        (&b[..8], u32_at(&b, 8), u32_at(&b, 12)),
+        (&magic::MANIFEST[..], 1, 0)
+    );
     let body = &b[32..];
     assert_eq!(u64_at(&b, 16), body.len() as u64);
     assert_eq!(u32_at(&b, 24), crc32fast::hash(body), "body CRC, unseeded");
-    assert_eq!(u32_at(&b, 28), crc32fast::hash(&b[..28]), "header CRC, unseeded");
-    assert_eq!((&body[..16], u64_at(body, 16), u32_at(body, 36)), (&VAULT[..], 3, 0));
-    assert_eq!(body.len(), 16 + 8 + 8 + 4 + 4 + 4 + 4, "an empty manifest body");
+    assert_eq!(
+        u32_at(&b, 28),
+        crc32fast::hash(&b[..28]),
+        "header CRC, unseeded"
+    );
+    assert_eq!(
+        (&body[..16], u64_at(body, 16), u32_at(body, 36)),
+        (&VAULT[..], 3, 0)
+    );
+    assert_eq!(
+        body.len(),
+        16 + 8 + 8 + 4 + 4 + 4 + 4,
+        "an empty manifest body"
+    );
 }

@@ -17,8 +17,11 @@ use replog_format::record::{FLAG_LZ4, PointKind, PointPayload, RecordHeader, Rec
 use replog_format::segment::{ExtentEntry, FooterIndex, PointEntry, SegmentHeader, Trailer};
 use std::path::{Path, PathBuf};
 
+/// The oracle of a fuzz target: takes any bytes, panics only on a broken invariant.
+type Oracle = fn(&[u8]);
+
 /// Every fuzz target and the oracle it runs.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Oracle)] = &[
     ("vault_header", fuzzing::vault_header),
     ("segment_header", fuzzing::segment_header),
     ("record", fuzzing::record),
@@ -41,7 +44,10 @@ fn corpus_dir() -> PathBuf {
 fn corpus_files(target: &str) -> Vec<PathBuf> {
     let dir = corpus_dir().join(target);
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
     files.sort();
     files
 }
@@ -54,7 +60,11 @@ fn every_corpus_file_replays_through_its_oracle() {
         for file in files {
             let data = std::fs::read(&file).unwrap();
             let outcome = std::panic::catch_unwind(|| oracle(&data));
-            assert!(outcome.is_ok(), "{target}: {} fails its oracle", file.display());
+            assert!(
+                outcome.is_ok(),
+                "{target}: {} fails its oracle",
+                file.display()
+            );
         }
     }
 }
@@ -63,16 +73,31 @@ fn every_corpus_file_replays_through_its_oracle() {
 fn every_fuzz_target_has_a_corpus_and_a_source() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     for (target, _) in TARGETS {
-        assert!(root.join("fuzz_targets").join(format!("{target}.rs")).is_file(), "no fuzz target {target}");
-        assert!(root.join("corpus").join(target).is_dir(), "no corpus for {target}");
+        assert!(
+            root.join("fuzz_targets")
+                .join(format!("{target}.rs"))
+                .is_file(),
+            "no fuzz target {target}"
+        );
+        assert!(
+            root.join("corpus").join(target).is_dir(),
+            "no corpus for {target}"
+        );
     }
 }
 
 #[test]
 fn generated_seeds_decode_and_stay_small() {
     for (target, name, bytes) in seeds() {
-        assert!(bytes.len() <= SEED_BYTES_MAX, "{target}/{name} is {} bytes", bytes.len());
-        assert!(decodes(target, &bytes), "{target}/{name} is not a valid encoding");
+        assert!(
+            bytes.len() <= SEED_BYTES_MAX,
+            "{target}/{name} is {} bytes",
+            bytes.len()
+        );
+        assert!(
+            decodes(target, &bytes),
+            "{target}/{name} is not a valid encoding"
+        );
     }
 }
 
@@ -119,7 +144,9 @@ fn decodes(target: &str, bytes: &[u8]) -> bool {
             replog_format::base::decode_table_page(&bytes[6..], index, count, seed).is_ok()
         }
         "digest_header" => DigestHeader::decode(bytes, seed).is_ok(),
-        "segment_scan" => replog_format::segment::scan(bytes, &fuzzing::expect(), |_, _| {}).is_ok(),
+        "segment_scan" => {
+            replog_format::segment::scan(bytes, &fuzzing::expect(), |_, _| {}).is_ok()
+        }
         _ => panic!("unknown target {target}"),
     }
 }
@@ -128,9 +155,14 @@ fn decodes(target: &str, bytes: &[u8]) -> bool {
 fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let seed = fuzzing::seed();
     let mut out: Vec<(&'static str, String, Vec<u8>)> = Vec::new();
-    let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| out.push((target, format!("seed-{name}"), bytes));
+    let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
+        out.push((target, format!("seed-{name}"), bytes))
+    };
 
-    for (name, compression, block_bytes) in [("lz4", Compression::Lz4, 65536), ("raw", Compression::None, 4096)] {
+    for (name, compression, block_bytes) in [
+        ("lz4", Compression::Lz4, 65536),
+        ("raw", Compression::None, 4096),
+    ] {
         let h = VaultHeader {
             version: FormatVersion::V1,
             vault_id: fuzzing::VAULT_ID,
@@ -142,13 +174,27 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add("vault_header", name, h.encode());
     }
     for (name, segment_id, first_lsn) in [("first", 1, 1), ("later", 9, 123_456)] {
-        let h = SegmentHeader { vault_id: fuzzing::VAULT_ID, segment_id, first_lsn, created_unix_ns: 5 };
+        let h = SegmentHeader {
+            vault_id: fuzzing::VAULT_ID,
+            segment_id,
+            first_lsn,
+            created_unix_ns: 5,
+        };
         add("segment_header", name, h.encode(seed));
     }
 
-    let point = PointPayload { point_id: 3, time_unix_ns: 77, kind: PointKind::AppConsistent, label: "pre-upgrade".into() };
+    let point = PointPayload {
+        point_id: 3,
+        time_unix_ns: 77,
+        kind: PointKind::AppConsistent,
+        label: "pre-upgrade".into(),
+    };
     let mut seg = SegmentImage::new(1);
-    seg.write(0, 512).zero(4096, 65536).point(&point).sync().write_lz4(8192, 4096, 700);
+    seg.write(0, 512)
+        .zero(4096, 65536)
+        .point(&point)
+        .sync()
+        .write_lz4(8192, 4096, 700);
     for (i, (name, bytes)) in seg.record_bytes().into_iter().enumerate() {
         add("record", &format!("{i}-{name}"), bytes);
     }
@@ -159,7 +205,11 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     sealed.seal();
     let trailer_at = sealed.bytes.len() - 64;
     add("trailer", "sealed", sealed.bytes[trailer_at..].to_vec());
-    add("record", "4-footer", sealed.bytes[sealed.offsets[4] as usize..trailer_at].to_vec());
+    add(
+        "record",
+        "4-footer",
+        sealed.bytes[sealed.offsets[4] as usize..trailer_at].to_vec(),
+    );
 
     add("segment_scan", "header-only", SegmentImage::new(1).bytes);
     add("segment_scan", "clean", seg.bytes.clone());
@@ -171,10 +221,16 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     add("segment_scan", "torn", torn);
     add("segment_scan", "sealed", sealed.bytes.clone());
 
-    add("manifest", "empty", manifest(Vec::new(), Vec::new(), Vec::new()).encode());
+    add(
+        "manifest",
+        "empty",
+        manifest(Vec::new(), Vec::new(), Vec::new()).encode(),
+    );
     add("manifest", "two-disks", sample_manifest().encode());
 
-    for (name, disk_bytes, block_bytes) in [("small", 10 * 65536 + 100, 65536), ("empty-disk", 0, 4096)] {
+    for (name, disk_bytes, block_bytes) in
+        [("small", 10 * 65536 + 100, 65536), ("empty-disk", 0, 4096)]
+    {
         let h = BaseHeader {
             vault_id: fuzzing::VAULT_ID,
             disk_id: 1,
@@ -187,21 +243,40 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add("base_header", name, h.encode(seed));
     }
     for (count, index) in [(0usize, 0u32), (3, 1), (TABLE_ENTRIES_PER_PAGE, 7)] {
-        let entries: Vec<_> = (0..count as u32).map(|i| ChunkSum { crc: i.wrapping_mul(0x9E37_79B9), zero: i % 3 == 0 }).collect();
+        let entries: Vec<_> = (0..count as u32)
+            .map(|i| ChunkSum {
+                crc: i.wrapping_mul(0x9E37_79B9),
+                zero: i % 3 == 0,
+            })
+            .collect();
         let mut bytes = (count as u16).to_le_bytes().to_vec();
         bytes.extend_from_slice(&index.to_le_bytes());
         bytes.extend_from_slice(&encode_table_page(index, &entries, seed));
         add("base_table_page", &format!("{count}-entries"), bytes);
     }
     for (name, disk_bytes) in [("small", 1 << 30), ("odd-size", 12_345)] {
-        let h = DigestHeader { vault_id: fuzzing::VAULT_ID, disk_id: 2, block_bytes: 65536, disk_bytes, valid_lsn: 9, body_crc: 1 };
+        let h = DigestHeader {
+            vault_id: fuzzing::VAULT_ID,
+            disk_id: 2,
+            block_bytes: 65536,
+            disk_bytes,
+            valid_lsn: 9,
+            body_crc: 1,
+        };
         add("digest_header", name, h.encode(seed));
     }
     out
 }
 
 fn manifest(disks: Vec<DiskEntry>, segments: Vec<SegmentEntry>, points: Vec<PointRef>) -> Manifest {
-    Manifest { vault_id: fuzzing::VAULT_ID, generation: 1, base_lsn: 0, disks, segments, points }
+    Manifest {
+        vault_id: fuzzing::VAULT_ID,
+        generation: 1,
+        base_lsn: 0,
+        disks,
+        segments,
+        points,
+    }
 }
 
 fn sample_manifest() -> Manifest {
@@ -213,15 +288,38 @@ fn sample_manifest() -> Manifest {
         base_generation: 1,
         base_header_crc: 0xABCD,
     };
-    let sealed = SealedInfo { last_lsn: 10, footer_offset: 9000, file_bytes: 9300, footer_crc: 3 };
-    let point = PointPayload { point_id: 1, time_unix_ns: 5, kind: PointKind::CrashConsistent, label: "nightly".into() };
+    let sealed = SealedInfo {
+        last_lsn: 10,
+        footer_offset: 9000,
+        file_bytes: 9300,
+        footer_crc: 3,
+    };
+    let point = PointPayload {
+        point_id: 1,
+        time_unix_ns: 5,
+        kind: PointKind::CrashConsistent,
+        label: "nightly".into(),
+    };
     manifest(
         vec![disk(1, "os", 1 << 30), disk(2, "data-1", 4096)],
         vec![
-            SegmentEntry { segment_id: 1, first_lsn: 1, sealed: Some(sealed) },
-            SegmentEntry { segment_id: 2, first_lsn: 11, sealed: None },
+            SegmentEntry {
+                segment_id: 1,
+                first_lsn: 1,
+                sealed: Some(sealed),
+            },
+            SegmentEntry {
+                segment_id: 2,
+                first_lsn: 11,
+                sealed: None,
+            },
         ],
-        vec![PointRef { lsn: 10, segment_id: 1, record_offset: 8000, point }],
+        vec![PointRef {
+            lsn: 10,
+            segment_id: 1,
+            record_offset: 8000,
+            point,
+        }],
     )
 }
 
@@ -238,13 +336,32 @@ struct SegmentImage {
 
 impl SegmentImage {
     fn new(segment_id: u64) -> SegmentImage {
-        let header = SegmentHeader { vault_id: fuzzing::VAULT_ID, segment_id, first_lsn: 1, created_unix_ns: 5 };
+        let header = SegmentHeader {
+            vault_id: fuzzing::VAULT_ID,
+            segment_id,
+            first_lsn: 1,
+            created_unix_ns: 5,
+        };
         let bytes = header.encode(fuzzing::seed());
         let synced_upto = bytes.len() as u64;
-        SegmentImage { segment_id, first_lsn: 1, bytes, headers: Vec::new(), offsets: Vec::new(), synced_upto }
+        SegmentImage {
+            segment_id,
+            first_lsn: 1,
+            bytes,
+            headers: Vec::new(),
+            offsets: Vec::new(),
+            synced_upto,
+        }
     }
 
-    fn frame(&mut self, kind: RecordKind, flags: u8, disk: (u32, u64, u64), lsn: u64, payload: &[u8]) -> &mut Self {
+    fn frame(
+        &mut self,
+        kind: RecordKind,
+        flags: u8,
+        disk: (u32, u64, u64),
+        lsn: u64,
+        payload: &[u8],
+    ) -> &mut Self {
         let mut h = RecordHeader {
             crc: 0,
             kind,
@@ -267,26 +384,55 @@ impl SegmentImage {
     }
 
     fn next_lsn(&self) -> u64 {
-        self.first_lsn + self.headers.iter().filter(|h| h.kind != RecordKind::Footer).count() as u64
+        self.first_lsn
+            + self
+                .headers
+                .iter()
+                .filter(|h| h.kind != RecordKind::Footer)
+                .count() as u64
     }
 
     fn write(&mut self, disk_offset: u64, len: u64) -> &mut Self {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
-        self.frame(RecordKind::Write, 0, (1, disk_offset, len), self.next_lsn(), &data)
+        self.frame(
+            RecordKind::Write,
+            0,
+            (1, disk_offset, len),
+            self.next_lsn(),
+            &data,
+        )
     }
 
     /// A write flagged LZ4; the format only bounds the stored length by the logical one.
     fn write_lz4(&mut self, disk_offset: u64, len: u64, stored: usize) -> &mut Self {
         let data = vec![0x42; stored];
-        self.frame(RecordKind::Write, FLAG_LZ4, (1, disk_offset, len), self.next_lsn(), &data)
+        self.frame(
+            RecordKind::Write,
+            FLAG_LZ4,
+            (1, disk_offset, len),
+            self.next_lsn(),
+            &data,
+        )
     }
 
     fn zero(&mut self, disk_offset: u64, len: u64) -> &mut Self {
-        self.frame(RecordKind::Zero, 0, (2, disk_offset, len), self.next_lsn(), &[])
+        self.frame(
+            RecordKind::Zero,
+            0,
+            (2, disk_offset, len),
+            self.next_lsn(),
+            &[],
+        )
     }
 
     fn point(&mut self, point: &PointPayload) -> &mut Self {
-        self.frame(RecordKind::Point, 0, (0, 0, 0), self.next_lsn(), &point.encode())
+        self.frame(
+            RecordKind::Point,
+            0,
+            (0, 0, 0),
+            self.next_lsn(),
+            &point.encode(),
+        )
     }
 
     fn sync(&mut self) -> &mut Self {
@@ -296,9 +442,17 @@ impl SegmentImage {
 
     /// Each record's bytes, named by kind.
     fn record_bytes(&self) -> Vec<(&'static str, Vec<u8>)> {
-        let ends = self.offsets.iter().skip(1).copied().chain([self.bytes.len() as u64]);
+        let ends = self
+            .offsets
+            .iter()
+            .skip(1)
+            .copied()
+            .chain([self.bytes.len() as u64]);
         let ranges = self.offsets.iter().zip(ends);
-        ranges.zip(&self.headers).map(|((&a, b), h)| (h.kind.name(), self.bytes[a as usize..b as usize].to_vec())).collect()
+        ranges
+            .zip(&self.headers)
+            .map(|((&a, b), h)| (h.kind.name(), self.bytes[a as usize..b as usize].to_vec()))
+            .collect()
     }
 
     fn footer_index(&self) -> FooterIndex {
@@ -308,7 +462,11 @@ impl SegmentImage {
                 RecordKind::Write | RecordKind::Zero => f.extents.push(ExtentEntry::from_header(h)),
                 RecordKind::Point => {
                     let payload = &self.bytes[at as usize + 64..(at + h.total_bytes()) as usize];
-                    f.points.push(PointEntry { lsn: h.lsn, record_offset: at, point: PointPayload::decode(payload).unwrap() });
+                    f.points.push(PointEntry {
+                        lsn: h.lsn,
+                        record_offset: at,
+                        point: PointPayload::decode(payload).unwrap(),
+                    });
                 }
                 RecordKind::Footer => panic!("sealed twice"),
             }
@@ -330,7 +488,8 @@ impl SegmentImage {
             record_count,
             footer_crc: footer.crc,
         };
-        self.bytes.extend_from_slice(&trailer.encode(fuzzing::seed()));
+        self.bytes
+            .extend_from_slice(&trailer.encode(fuzzing::seed()));
         self.sync()
     }
 }

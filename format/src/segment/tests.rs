@@ -45,13 +45,31 @@ impl SegmentBuilder {
     }
 
     fn for_place(vault_id: VaultId, segment_id: u64) -> SegmentBuilder {
-        let header = SegmentHeader { vault_id, segment_id, first_lsn: FIRST_LSN, created_unix_ns: 1_700_000_000 };
+        let header = SegmentHeader {
+            vault_id,
+            segment_id,
+            first_lsn: FIRST_LSN,
+            created_unix_ns: 1_700_000_000,
+        };
         let bytes = header.encode(vault_seed(&vault_id));
         let synced_upto = bytes.len() as u64;
-        SegmentBuilder { vault_id, segment_id, bytes, next_lsn: FIRST_LSN, synced_upto, records: Vec::new() }
+        SegmentBuilder {
+            vault_id,
+            segment_id,
+            bytes,
+            next_lsn: FIRST_LSN,
+            synced_upto,
+            records: Vec::new(),
+        }
     }
 
-    fn frame(&mut self, kind: RecordKind, flags: u8, disk: (u32, u64, u64), payload: &[u8]) -> &mut Self {
+    fn frame(
+        &mut self,
+        kind: RecordKind,
+        flags: u8,
+        disk: (u32, u64, u64),
+        payload: &[u8],
+    ) -> &mut Self {
         let (disk_id, disk_offset, length) = disk;
         let mut header = RecordHeader {
             crc: 0,
@@ -87,8 +105,13 @@ impl SegmentBuilder {
     }
 
     fn point(&mut self, point_id: u64, label: &str) -> &mut Self {
-        let payload =
-            PointPayload { point_id, time_unix_ns: 42, kind: PointKind::CrashConsistent, label: label.into() }.encode();
+        let payload = PointPayload {
+            point_id,
+            time_unix_ns: 42,
+            kind: PointKind::CrashConsistent,
+            label: label.into(),
+        }
+        .encode();
         self.frame(RecordKind::Point, 0, (0, 0, 0), &payload)
     }
 
@@ -103,7 +126,9 @@ impl SegmentBuilder {
         let mut footer = FooterIndex::default();
         for r in &self.records {
             match r.header.kind {
-                RecordKind::Write | RecordKind::Zero => footer.extents.push(ExtentEntry::from_header(&r.header)),
+                RecordKind::Write | RecordKind::Zero => {
+                    footer.extents.push(ExtentEntry::from_header(&r.header))
+                }
                 RecordKind::Point => footer.points.push(PointEntry {
                     lsn: r.header.lsn,
                     record_offset: r.header.segment_offset,
@@ -132,17 +157,26 @@ impl SegmentBuilder {
             record_count,
             footer_crc: footer.crc,
         };
-        self.bytes.extend_from_slice(&trailer.encode(vault_seed(&self.vault_id)));
+        self.bytes
+            .extend_from_slice(&trailer.encode(vault_seed(&self.vault_id)));
         self.sync()
     }
 
     fn expect(&self) -> Expect {
-        Expect { vault_id: self.vault_id, seed: vault_seed(&self.vault_id), segment_id: self.segment_id }
+        Expect {
+            vault_id: self.vault_id,
+            seed: vault_seed(&self.vault_id),
+            segment_id: self.segment_id,
+        }
     }
 
     /// Write, zero and point records (not the footer).
     fn data_records(&self) -> Vec<Built> {
-        self.records.iter().filter(|r| r.header.kind != RecordKind::Footer).cloned().collect()
+        self.records
+            .iter()
+            .filter(|r| r.header.kind != RecordKind::Footer)
+            .cloned()
+            .collect()
     }
 }
 
@@ -160,16 +194,29 @@ fn scan_visits(bytes: &[u8], expect: &Expect) -> (Result<Scan, DecodeError>, Vec
 
 /// Asserts that exactly `records` were visited, intact and in order.
 fn assert_visited(visits: &[Vec<u8>], records: &[Built], context: &str) {
-    assert_eq!(visits.len(), records.len(), "{context}: visited {} records, expected {}", visits.len(), records.len());
+    assert_eq!(
+        visits.len(),
+        records.len(),
+        "{context}: visited {} records, expected {}",
+        visits.len(),
+        records.len()
+    );
     for (i, (v, r)) in visits.iter().zip(records).enumerate() {
-        assert!(v == &r.bytes, "{context}: record {i} visited with different bytes");
+        assert!(
+            v == &r.bytes,
+            "{context}: record {i} visited with different bytes"
+        );
     }
 }
 
 /// Four small records of mixed kinds with one sync in the middle.
 fn mixed_segment() -> SegmentBuilder {
     let mut b = SegmentBuilder::new();
-    b.write(0, 300).zero(4096, 8192).sync().point(1, "nightly").write(65536, 777);
+    b.write(0, 300)
+        .zero(4096, 8192)
+        .sync()
+        .point(1, "nightly")
+        .write(65536, 777);
     b
 }
 
@@ -178,7 +225,12 @@ fn records_that_end_at_eof_end_cleanly() {
     let b = mixed_segment();
     let (result, visits) = scan_visits(&b.bytes, &b.expect());
     let s = result.unwrap();
-    assert_eq!(s.end, SegmentEnd::Clean { offset: b.bytes.len() as u64 });
+    assert_eq!(
+        s.end,
+        SegmentEnd::Clean {
+            offset: b.bytes.len() as u64
+        }
+    );
     assert_eq!(s.record_count, 4);
     assert_eq!(s.last_lsn, FIRST_LSN + 3);
     assert!(s.footer.is_none());
@@ -190,7 +242,12 @@ fn records_that_end_at_eof_end_cleanly() {
 fn a_segment_with_only_its_header_ends_cleanly_after_the_header() {
     let b = SegmentBuilder::new();
     let s = scan(&b.bytes, &b.expect(), |_, _| panic!("no record to visit")).unwrap();
-    assert_eq!(s.end, SegmentEnd::Clean { offset: SEGMENT_HEADER_BYTES as u64 });
+    assert_eq!(
+        s.end,
+        SegmentEnd::Clean {
+            offset: SEGMENT_HEADER_BYTES as u64
+        }
+    );
     assert_eq!((s.record_count, s.last_lsn), (0, FIRST_LSN - 1));
 }
 
@@ -201,7 +258,13 @@ fn zeros_after_the_last_record_are_a_clean_end() {
         let mut bytes = b.bytes.clone();
         bytes.resize(bytes.len() + zeros, 0);
         let (result, visits) = scan_visits(&bytes, &b.expect());
-        assert_eq!(result.unwrap().end, SegmentEnd::Clean { offset: b.bytes.len() as u64 }, "{zeros} zeros");
+        assert_eq!(
+            result.unwrap().end,
+            SegmentEnd::Clean {
+                offset: b.bytes.len() as u64
+            },
+            "{zeros} zeros"
+        );
         assert_visited(&visits, &b.records, "zeros after the end");
     }
 }
@@ -215,15 +278,25 @@ fn a_sealed_segment_decodes_with_its_footer_and_trailer() {
     assert_eq!(footer.lsn, FIRST_LSN + 3, "the footer carries the last LSN");
     let (result, visits) = scan_visits(&b.bytes, &b.expect());
     let s = result.unwrap();
-    let SegmentEnd::Sealed { footer_offset, trailer } = s.end else { panic!("not sealed: {:?}", s.end) };
+    let SegmentEnd::Sealed {
+        footer_offset,
+        trailer,
+    } = s.end
+    else {
+        panic!("not sealed: {:?}", s.end)
+    };
     assert_eq!(footer_offset, footer.segment_offset);
     assert_eq!(s.end.append_offset(), footer.segment_offset);
-    assert_eq!((trailer.first_lsn, trailer.last_lsn, trailer.record_count), (FIRST_LSN, FIRST_LSN + 3, 4));
+    assert_eq!(
+        (trailer.first_lsn, trailer.last_lsn, trailer.record_count),
+        (FIRST_LSN, FIRST_LSN + 3, 4)
+    );
     assert_eq!(trailer.footer_crc, footer.crc);
     assert_eq!(s.footer.as_ref(), Some(&index));
     assert_eq!(index.extents.len(), 3);
     assert_eq!(index.points[0].point.label, "nightly");
     assert_eq!((s.record_count, s.last_lsn), (4, FIRST_LSN + 3));
+    assert_eq!(s.valid_end, b.bytes.len() as u64);
     assert_visited(&visits, &b.data_records(), "sealed");
 }
 
@@ -235,7 +308,10 @@ fn a_footer_whose_trailer_is_missing_or_torn_is_a_torn_tail_at_the_footer() {
     let trailer_at = b.bytes.len() - TRAILER_BYTES;
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
     for keep in [0, 1, 8, 59, 63] {
-        cases.push((format!("trailer cut to {keep} bytes"), b.bytes[..trailer_at + keep].to_vec()));
+        cases.push((
+            format!("trailer cut to {keep} bytes"),
+            b.bytes[..trailer_at + keep].to_vec(),
+        ));
     }
     for at in [0, 7, 8, 30, 47, 48, 60, 63] {
         let mut torn = b.bytes.clone();
@@ -248,7 +324,11 @@ fn a_footer_whose_trailer_is_missing_or_torn_is_a_torn_tail_at_the_footer() {
     for (case, bytes) in cases {
         let (result, visits) = scan_visits(&bytes, &b.expect());
         match result {
-            Ok(Scan { end: SegmentEnd::Torn { offset, .. }, footer: None, .. }) => {
+            Ok(Scan {
+                end: SegmentEnd::Torn { offset, .. },
+                footer: None,
+                ..
+            }) => {
                 assert_eq!(offset, footer_at, "{case}");
             }
             other => panic!("{case}: expected a torn tail at the footer, got {other:?}"),
@@ -268,7 +348,11 @@ fn a_trailer_of_another_segment_does_not_seal_this_one() {
     let mut bytes = b.bytes.clone();
     bytes[trailer_at..].copy_from_slice(&other.encode(b.expect().seed));
     let s = scan(&bytes, &b.expect(), |_, _| {}).unwrap();
-    assert!(matches!(s.end, SegmentEnd::Torn { offset, .. } if offset == footer.segment_offset), "{:?}", s.end);
+    assert!(
+        matches!(s.end, SegmentEnd::Torn { offset, .. } if offset == footer.segment_offset),
+        "{:?}",
+        s.end
+    );
 }
 
 #[test]
@@ -279,15 +363,28 @@ fn a_trailer_that_disagrees_with_the_records_it_seals_is_damage() {
     let seed = b.expect().seed;
     let good = Trailer::decode(&b.bytes[trailer_at..], seed).unwrap();
     let wrong = [
-        Trailer { last_lsn: good.last_lsn + 1, ..good },
-        Trailer { first_lsn: good.first_lsn - 1, ..good },
-        Trailer { record_count: good.record_count - 1, ..good },
+        Trailer {
+            last_lsn: good.last_lsn + 1,
+            ..good
+        },
+        Trailer {
+            first_lsn: good.first_lsn - 1,
+            ..good
+        },
+        Trailer {
+            record_count: good.record_count - 1,
+            ..good
+        },
     ];
     for t in wrong {
         let mut bytes = b.bytes.clone();
         bytes[trailer_at..].copy_from_slice(&t.encode(seed));
         let err = scan(&bytes, &b.expect(), |_, _| {}).unwrap_err();
-        assert_eq!((err.what, err.offset), ("segment trailer", trailer_at as u64), "{t:?}: {err}");
+        assert_eq!(
+            (err.what, err.offset),
+            ("segment trailer", trailer_at as u64),
+            "{t:?}: {err}"
+        );
     }
 }
 
@@ -301,7 +398,11 @@ fn zeros_after_a_trailer_still_seal_the_segment() {
         let mut bytes = b.bytes.clone();
         bytes.resize(bytes.len() + zeros, 0);
         let s = scan(&bytes, &b.expect(), |_, _| {}).unwrap();
-        assert!(matches!(s.end, SegmentEnd::Sealed { .. }), "{zeros} zeros: {:?}", s.end);
+        assert!(
+            matches!(s.end, SegmentEnd::Sealed { .. }),
+            "{zeros} zeros: {:?}",
+            s.end
+        );
         assert_eq!(s.valid_end, b.bytes.len() as u64);
     }
 }
@@ -313,7 +414,11 @@ fn non_zero_bytes_after_a_trailer_are_damage_naming_the_first_one() {
     let end = b.bytes.len() as u64;
     let mut zeros_then_one = vec![0u8; 100];
     zeros_then_one.push(1);
-    let cases = [(vec![0xEE; 3], end), (zeros_then_one, end + 100), (b.records[0].bytes.clone(), end)];
+    let cases = [
+        (vec![0xEE; 3], end),
+        (zeros_then_one, end + 100),
+        (b.records[0].bytes.clone(), end),
+    ];
     for (extra, at) in cases {
         let mut bytes = b.bytes.clone();
         bytes.extend_from_slice(&extra);
@@ -336,7 +441,9 @@ fn damage_tail(bytes: &[u8], from: usize, tail: Tail, rng: &mut u64) -> Vec<u8> 
     match tail {
         Tail::Cut => out.truncate(from),
         Tail::Zeros => out[from..].fill(0),
-        Tail::Garbage => out[from..].iter_mut().for_each(|b| *b = xorshift(rng) as u8),
+        Tail::Garbage => out[from..]
+            .iter_mut()
+            .for_each(|b| *b = xorshift(rng) as u8),
     }
     out
 }
@@ -350,7 +457,9 @@ fn xorshift(state: &mut u64) -> u64 {
 
 /// The first record whose bytes `damaged` does not hold intact.
 fn first_damaged(records: &[Built], damaged: &[u8]) -> Option<usize> {
-    records.iter().position(|r| damaged.get(r.start()..r.end()) != Some(&r.bytes[..]))
+    records
+        .iter()
+        .position(|r| damaged.get(r.start()..r.end()) != Some(&r.bytes[..]))
 }
 
 #[test]
@@ -358,7 +467,14 @@ fn torn_tail_matrix_cut_zeros_or_garbage_from_every_offset_of_the_last_two_recor
     // A sync between the last two records: the last one says its predecessor was durable, which
     // must not turn damage to both into an error.
     let mut b = SegmentBuilder::new();
-    b.write(0, 500).point(1, "a").sync().write(4096, 200).zero(0, 4096).write(8192, 130).sync().point(2, "last");
+    b.write(0, 500)
+        .point(1, "a")
+        .sync()
+        .write(4096, 200)
+        .zero(0, 4096)
+        .write(8192, 130)
+        .sync()
+        .point(2, "last");
     let expect = b.expect();
     let records = &b.records;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
@@ -372,14 +488,20 @@ fn torn_tail_matrix_cut_zeros_or_garbage_from_every_offset_of_the_last_two_recor
             match first_damaged(records, &damaged) {
                 None => {
                     assert_eq!(s.end.append_offset(), b.bytes.len() as u64, "{context}");
-                    assert!(matches!(s.end, SegmentEnd::Clean { .. }), "{context}: {:?}", s.end);
+                    assert!(
+                        matches!(s.end, SegmentEnd::Clean { .. }),
+                        "{context}: {:?}",
+                        s.end
+                    );
                     assert_visited(&visits, records, &context);
                 }
                 Some(i) => {
                     let at = records[i].start();
                     let all_zero = damaged[at..].iter().all(|&b| b == 0);
                     match &s.end {
-                        SegmentEnd::Clean { offset } => assert!(all_zero && *offset == at as u64, "{context}: {:?}", s.end),
+                        SegmentEnd::Clean { offset } => {
+                            assert!(all_zero && *offset == at as u64, "{context}: {:?}", s.end)
+                        }
                         SegmentEnd::Torn { offset, .. } => {
                             assert!(!all_zero && *offset == at as u64, "{context}: {:?}", s.end)
                         }
@@ -398,7 +520,11 @@ fn torn_tail_matrix_cut_zeros_or_garbage_from_every_offset_of_the_last_two_recor
 #[test]
 fn a_flipped_bit_before_a_durable_record_is_damage_naming_its_offset() {
     let mut b = SegmentBuilder::new();
-    b.write(0, 120).point(1, "p").zero(0, 512).sync().write(512, 90);
+    b.write(0, 120)
+        .point(1, "p")
+        .zero(0, 512)
+        .sync()
+        .write(512, 90);
     let expect = b.expect();
     for (i, r) in b.records[..3].iter().enumerate() {
         for at in r.start()..r.end() {
@@ -407,7 +533,10 @@ fn a_flipped_bit_before_a_durable_record_is_damage_naming_its_offset() {
             let (result, visits) = scan_visits(&bytes, &expect);
             let err = result.expect_err(&format!("flip at byte {at} of record {i} accepted"));
             assert_eq!(err.offset, r.start() as u64, "flip at {at}: {err}");
-            assert!(err.to_string().contains(&format!("at byte {}", r.start())), "{err}");
+            assert!(
+                err.to_string().contains(&format!("at byte {}", r.start())),
+                "{err}"
+            );
             assert!(err.detail.contains("durable past this point"), "{err}");
             assert_visited(&visits, &b.records[..i], "flip");
         }
@@ -427,7 +556,10 @@ fn the_same_flip_without_a_later_durable_record_is_a_torn_tail() {
             bytes[at] ^= 1 << (at % 8);
             let (result, visits) = scan_visits(&bytes, &expect);
             match result {
-                Ok(Scan { end: SegmentEnd::Torn { offset, .. }, .. }) => assert_eq!(offset, r.start() as u64),
+                Ok(Scan {
+                    end: SegmentEnd::Torn { offset, .. },
+                    ..
+                }) => assert_eq!(offset, r.start() as u64),
                 other => panic!("flip at byte {at} of record {i}: {other:?}"),
             }
             assert_visited(&visits, &b.records[..i], "flip");
@@ -451,21 +583,45 @@ fn uniform_segment(vault_id: VaultId, segment_id: u64) -> SegmentBuilder {
 /// Scans `bytes` whose record at `at` is a well-formed record that does not belong there, and
 /// checks it is rejected with `kind`: an error at `at` when a later record was durable past it,
 /// a torn tail at `at` otherwise.
-fn assert_rejected_at(b: &SegmentBuilder, bytes: &[u8], at: usize, kind: DecodeErrorKind, context: &str) {
-    let durable_later = b.records.iter().any(|r| r.start() > at && r.header.synced_upto > at as u64);
+fn assert_rejected_at(
+    b: &SegmentBuilder,
+    bytes: &[u8],
+    at: usize,
+    kind: DecodeErrorKind,
+    context: &str,
+) {
+    let durable_later = b
+        .records
+        .iter()
+        .any(|r| r.start() > at && r.header.synced_upto > at as u64);
     let (result, visits) = scan_visits(bytes, &b.expect());
     match result {
         Err(e) => {
             assert!(durable_later, "{context}: {e}");
             assert_eq!((e.kind, e.offset), (kind, at as u64), "{context}: {e}");
         }
-        Ok(Scan { end: SegmentEnd::Torn { offset, reason }, .. }) => {
-            assert!(!durable_later, "{context}: torn although a later record was durable");
-            assert_eq!((reason.kind, offset), (kind, at as u64), "{context}: {reason}");
+        Ok(Scan {
+            end: SegmentEnd::Torn { offset, reason },
+            ..
+        }) => {
+            assert!(
+                !durable_later,
+                "{context}: torn although a later record was durable"
+            );
+            assert_eq!(
+                (reason.kind, offset),
+                (kind, at as u64),
+                "{context}: {reason}"
+            );
         }
         Ok(other) => panic!("{context}: accepted, {:?}", other.end),
     }
-    let before = b.records.iter().take_while(|r| r.start() < at).cloned().collect::<Vec<_>>();
+    let before = b
+        .records
+        .iter()
+        .take_while(|r| r.start() < at)
+        .cloned()
+        .collect::<Vec<_>>();
     assert_visited(&visits, &before, context);
 }
 
@@ -483,12 +639,24 @@ fn a_record_copied_to_another_offset_is_misplaced_at_every_position() {
             let err = record_at(&bytes, dst.start() as u64, &expect).unwrap_err();
             assert_eq!(err.kind, DecodeErrorKind::Misplaced, "{err}");
             let context = format!("record {i} copied to offset {}", dst.start());
-            assert_rejected_at(&b, &bytes, dst.start(), DecodeErrorKind::Misplaced, &context);
+            assert_rejected_at(
+                &b,
+                &bytes,
+                dst.start(),
+                DecodeErrorKind::Misplaced,
+                &context,
+            );
         }
         let mut appended = b.bytes.clone();
         appended.extend_from_slice(&src.bytes);
         let context = format!("record {i} copied after the last record");
-        assert_rejected_at(&b, &appended, b.bytes.len(), DecodeErrorKind::Misplaced, &context);
+        assert_rejected_at(
+            &b,
+            &appended,
+            b.bytes.len(),
+            DecodeErrorKind::Misplaced,
+            &context,
+        );
     }
 }
 
@@ -501,7 +669,13 @@ fn a_record_copied_from_another_segment_is_misplaced_at_every_position() {
         let mut bytes = b.bytes.clone();
         bytes[mine.start()..mine.end()].copy_from_slice(&theirs.bytes);
         let context = format!("record {i} from segment {}", SEGMENT + 1);
-        assert_rejected_at(&b, &bytes, mine.start(), DecodeErrorKind::Misplaced, &context);
+        assert_rejected_at(
+            &b,
+            &bytes,
+            mine.start(),
+            DecodeErrorKind::Misplaced,
+            &context,
+        );
     }
 }
 
@@ -513,19 +687,35 @@ fn a_record_copied_from_another_vault_fails_its_checksum_at_every_position() {
         let mut bytes = b.bytes.clone();
         bytes[mine.start()..mine.end()].copy_from_slice(&theirs.bytes);
         let context = format!("record {i} from another vault");
-        assert_rejected_at(&b, &bytes, mine.start(), DecodeErrorKind::Checksum, &context);
+        assert_rejected_at(
+            &b,
+            &bytes,
+            mine.start(),
+            DecodeErrorKind::Checksum,
+            &context,
+        );
     }
 }
 
 #[test]
 fn a_segment_scanned_with_another_vaults_seed_is_rejected() {
     let b = mixed_segment();
-    let wrong = Expect { seed: vault_seed(&OTHER_VAULT), ..b.expect() };
+    let wrong = Expect {
+        seed: vault_seed(&OTHER_VAULT),
+        ..b.expect()
+    };
     let err = scan(&b.bytes, &wrong, |_, _| panic!("visited")).unwrap_err();
-    assert_eq!((err.kind, err.what), (DecodeErrorKind::Checksum, "segment header"), "{err}");
+    assert_eq!(
+        (err.kind, err.what),
+        (DecodeErrorKind::Checksum, "segment header"),
+        "{err}"
+    );
     // The whole segment of another vault, header and all, is refused even with its own seed.
     let theirs = uniform_segment(OTHER_VAULT, SEGMENT);
-    let foreign = Expect { seed: vault_seed(&OTHER_VAULT), ..b.expect() };
+    let foreign = Expect {
+        seed: vault_seed(&OTHER_VAULT),
+        ..b.expect()
+    };
     let err = scan(&theirs.bytes, &foreign, |_, _| panic!("visited")).unwrap_err();
     assert_eq!(err.kind, DecodeErrorKind::Misplaced, "{err}");
 }
@@ -533,9 +723,16 @@ fn a_segment_scanned_with_another_vaults_seed_is_rejected() {
 #[test]
 fn a_segment_file_under_another_segments_name_is_misplaced() {
     let b = mixed_segment();
-    let expect = Expect { segment_id: SEGMENT + 1, ..b.expect() };
+    let expect = Expect {
+        segment_id: SEGMENT + 1,
+        ..b.expect()
+    };
     let err = scan(&b.bytes, &expect, |_, _| panic!("visited")).unwrap_err();
-    assert_eq!((err.kind, err.what), (DecodeErrorKind::Misplaced, "segment header"), "{err}");
+    assert_eq!(
+        (err.kind, err.what),
+        (DecodeErrorKind::Misplaced, "segment header"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -550,7 +747,11 @@ fn an_lsn_gap_is_not_accepted_as_valid() {
     let gap_at = b.records[2].start();
     let (result, visits) = scan_visits(&b.bytes, &b.expect());
     let err = result.unwrap_err();
-    assert_eq!((err.kind, err.offset), (DecodeErrorKind::Misplaced, gap_at as u64), "{err}");
+    assert_eq!(
+        (err.kind, err.offset),
+        (DecodeErrorKind::Misplaced, gap_at as u64),
+        "{err}"
+    );
     assert!(err.detail.contains("where LSN 102 was expected"), "{err}");
     assert_visited(&visits, &b.records[..2], "gap before a durable record");
 
@@ -558,7 +759,10 @@ fn an_lsn_gap_is_not_accepted_as_valid() {
     let (result, visits) = scan_visits(cut, &b.expect());
     match result.unwrap().end {
         SegmentEnd::Torn { offset, reason } => {
-            assert_eq!((offset, reason.kind), (gap_at as u64, DecodeErrorKind::Misplaced));
+            assert_eq!(
+                (offset, reason.kind),
+                (gap_at as u64, DecodeErrorKind::Misplaced)
+            );
         }
         other => panic!("a gap at the tail: {other:?}"),
     }
@@ -582,7 +786,11 @@ fn a_footer_whose_lsn_is_not_the_last_lsn_does_not_seal() {
     b.frame(RecordKind::Footer, 0, (0, 0, 0), &index);
     let footer = b.records.last().unwrap().header;
     let s = scan(&b.bytes, &b.expect(), |_, _| {}).unwrap();
-    assert!(matches!(s.end, SegmentEnd::Torn { offset, .. } if offset == footer.segment_offset), "{:?}", s.end);
+    assert!(
+        matches!(s.end, SegmentEnd::Torn { offset, .. } if offset == footer.segment_offset),
+        "{:?}",
+        s.end
+    );
     // With a trailer naming it, the seal was written wrong: damage, not a tail to cut.
     let trailer = Trailer {
         segment_id: SEGMENT,
@@ -613,7 +821,12 @@ fn regression_bytes_after_a_trailer_are_not_a_torn_tail() {
 /// in debug builds). Such an LSN is refused as a field error.
 #[test]
 fn regression_lsn_u64_max_is_refused_not_overflowed() {
-    let header = SegmentHeader { vault_id: VAULT, segment_id: SEGMENT, first_lsn: u64::MAX, created_unix_ns: 0 };
+    let header = SegmentHeader {
+        vault_id: VAULT,
+        segment_id: SEGMENT,
+        first_lsn: u64::MAX,
+        created_unix_ns: 0,
+    };
     let seed = vault_seed(&VAULT);
     let mut bytes = header.encode(seed);
     let mut h = RecordHeader {
@@ -630,11 +843,18 @@ fn regression_lsn_u64_max_is_refused_not_overflowed() {
         length: 4096,
     };
     bytes.extend_from_slice(&h.seal(seed, &[]));
-    let expect = Expect { vault_id: VAULT, seed, segment_id: SEGMENT };
+    let expect = Expect {
+        vault_id: VAULT,
+        seed,
+        segment_id: SEGMENT,
+    };
     let s = scan(&bytes, &expect, |_, _| panic!("visited")).unwrap();
     match s.end {
         SegmentEnd::Torn { offset, reason } => {
-            assert_eq!((offset, reason.kind, reason.offset), (SEGMENT_HEADER_BYTES as u64, DecodeErrorKind::BadField, 4104));
+            assert_eq!(
+                (offset, reason.kind, reason.offset),
+                (SEGMENT_HEADER_BYTES as u64, DecodeErrorKind::BadField, 4104)
+            );
         }
         other => panic!("{other:?}"),
     }
