@@ -122,6 +122,20 @@ pub enum Command {
     },
     /// Materialize every disk at a recovery point as DIR/NAME.raw.
     Failover(FailoverArgs),
+    /// A deterministic write load for crash tests; prints each acknowledged point.
+    #[command(hide = true)]
+    Torture {
+        /// The vault directory.
+        vault: PathBuf,
+        /// The disk to write.
+        name: String,
+        /// Seed of the operation sequence.
+        #[arg(long)]
+        seed: u64,
+        /// Stop after this many operations.
+        #[arg(long, default_value_t = u64::MAX)]
+        ops: u64,
+    },
     /// Run the whole lifecycle on generated disks and check every point byte for byte.
     Demo {
         /// Where to put the demo (a new or empty directory); a fresh temporary one by default.

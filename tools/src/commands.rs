@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> CmdResult {
         Command::Verify { vault, json } => crate::read_commands::verify(storage, &vault, json),
         Command::Failover(args) => crate::read_commands::failover(storage, &args),
         Command::Demo { dir } => crate::demo::run(storage, dir),
+        Command::Torture { vault, name, seed, ops } => crate::torture::run(storage, &vault, &name, seed, ops),
     }
 }
 

@@ -14,6 +14,7 @@ mod commands;
 mod demo;
 mod output;
 mod read_commands;
+mod torture;
 
 /// Success.
 const EXIT_OK: u8 = 0;

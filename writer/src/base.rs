@@ -48,7 +48,7 @@ fn zero_facts(len: usize, block_bytes: usize) -> Vec<BlockFacts> {
     };
     let full = facts(block_bytes);
     let mut out = vec![full; len / block_bytes];
-    if len % block_bytes != 0 {
+    if !len.is_multiple_of(block_bytes) {
         out.push(facts(len % block_bytes));
     }
     out

@@ -1,0 +1,3 @@
+//! Library half of the `replog` package: what the binary and its tests share.
+
+pub mod load;
