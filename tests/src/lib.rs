@@ -52,3 +52,180 @@ pub fn backends(sim_seed: u64) -> Vec<Backend> {
 pub fn env_storage() -> Arc<dyn Storage> {
     replog_io::backend_from_env().expect("the chosen I/O backend is available")
 }
+
+/// The multiplier for case counts of the fault, flip and crash tests: `REPLOG_STRESS=n` runs `n`
+/// times as many seeds or cases (default 1), for longer runs than `cargo test` makes by default.
+pub fn stress() -> u64 {
+    std::env::var("REPLOG_STRESS").ok().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).unwrap_or(1)
+}
+
+/// A vault directory and its subdirectories, which must exist even when empty.
+pub fn vault_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
+    use replog_format::layout::{BASES_DIR, DIGESTS_DIR, JOURNAL_DIR, QUARANTINE_DIR};
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend([JOURNAL_DIR, BASES_DIR, DIGESTS_DIR, QUARANTINE_DIR].map(|d| dir.join(d)));
+    dirs
+}
+
+/// The files and directories of a simulator, captured after a clean shutdown, so a test can
+/// start many cases from the same state without building it again.
+#[derive(Clone, Debug, Default)]
+pub struct SimImage {
+    /// Every file's bytes, by absolute path.
+    pub files: std::collections::BTreeMap<PathBuf, Vec<u8>>,
+    /// Directories to create, even when empty.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl SimImage {
+    /// Makes everything in `sim` durable, then copies every file and the given directories.
+    pub fn capture(sim: &SimStorage, dirs: &[PathBuf]) -> SimImage {
+        sim.make_all_durable();
+        let files = sim
+            .file_paths()
+            .into_iter()
+            .map(|p| {
+                let bytes = sim.live_bytes(&p).expect("a listed file exists");
+                (p, bytes)
+            })
+            .collect();
+        SimImage { files, dirs: dirs.to_vec() }
+    }
+
+    /// A new simulator (seeded with `seed`) holding exactly these files, all durable.
+    pub fn restore(&self, seed: u64) -> Arc<SimStorage> {
+        use replog_io::{OpenMode, WriteAt};
+        let sim = SimStorage::new(seed);
+        for d in &self.dirs {
+            sim.create_dir_all(d).expect("the simulator creates directories");
+        }
+        for (path, bytes) in &self.files {
+            let parent = path.parent().expect("files live in directories");
+            sim.create_dir_all(parent).expect("the simulator creates directories");
+            let f = sim.open(path, OpenMode::CreateTruncate).expect("the simulator creates files");
+            f.write_batch(&[WriteAt { offset: 0, data: bytes }], false).expect("the simulator writes");
+        }
+        sim.make_all_durable();
+        sim
+    }
+}
+
+/// Writes `bytes` to a new file at `path`, synced: a raw disk image for `add_disk_from_image` or
+/// `ingest`.
+pub fn write_image(storage: &dyn Storage, path: &std::path::Path, bytes: &[u8]) -> Arc<dyn replog_io::File> {
+    let f = storage.open(path, replog_io::OpenMode::CreateTruncate).expect("the image file is created");
+    f.write_batch(&[replog_io::WriteAt { offset: 0, data: bytes }], true).expect("the image file is written");
+    f
+}
+
+/// Every record of every listed segment of the vault at `dir`, in LSN order (see
+/// [`replog_reader::dump`]).
+pub fn journal_records(storage: &dyn Storage, dir: &std::path::Path) -> Vec<replog_reader::DumpRecord> {
+    let mut out = Vec::new();
+    replog_reader::dump(storage, dir, None, |r| out.push(r.clone()), |_, _, _| {}).expect("the journal can be dumped");
+    out
+}
+
+/// What the disks of a vault must hold: their staged content now, and their content at every
+/// point the workload took or tried to take (captured before the point call, so a point whose
+/// call failed but whose marker survived is still known).
+#[derive(Clone, Debug, Default)]
+pub struct PointModel {
+    /// The staged content of each disk, by disk id.
+    pub disks: std::collections::BTreeMap<u32, Vec<u8>>,
+    /// The content of every disk at each point LSN.
+    pub at_point: std::collections::BTreeMap<u64, std::collections::BTreeMap<u32, Vec<u8>>>,
+    /// Acknowledged points, as (point id, LSN).
+    pub acked: Vec<(u64, u64)>,
+}
+
+impl PointModel {
+    /// A disk that now exists with `content`.
+    pub fn add_disk(&mut self, disk_id: u32, content: Vec<u8>) {
+        self.disks.insert(disk_id, content);
+    }
+
+    /// A staged write.
+    pub fn write(&mut self, disk_id: u32, offset: u64, data: &[u8]) {
+        let disk = self.disks.get_mut(&disk_id).expect("a known disk");
+        disk[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+    }
+
+    /// A staged zero range.
+    pub fn zero(&mut self, disk_id: u32, offset: u64, len: u64) {
+        let disk = self.disks.get_mut(&disk_id).expect("a known disk");
+        disk[offset as usize..(offset + len) as usize].fill(0);
+    }
+
+    /// A point about to be taken at `lsn`: the disks as staged now.
+    pub fn expect_point(&mut self, lsn: u64) {
+        self.at_point.insert(lsn, self.disks.clone());
+    }
+
+    /// A point whose call returned `Ok`.
+    pub fn ack(&mut self, point_id: u64, lsn: u64) {
+        self.acked.push((point_id, lsn));
+    }
+
+    /// The points acknowledged so far, as the writer listed them.
+    pub fn acked_lsns(&self) -> Vec<u64> {
+        self.acked.iter().map(|a| a.1).collect()
+    }
+}
+
+/// Checks the vault at `dir` against `model` through the reader, returning every violation:
+/// the vault must open, list every acknowledged point, and every listed point (acknowledged or
+/// not) must be one the workload took and read back byte-exact on every disk that existed then.
+pub fn check_vault(storage: &Arc<dyn Storage>, dir: &std::path::Path, model: &PointModel) -> Vec<String> {
+    let vault = match replog_reader::Vault::open(storage.clone(), dir) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the vault does not open for reading: {e}")],
+    };
+    let mut violations = Vec::new();
+    let listed: Vec<(u64, u64)> = vault.points().iter().map(|p| (p.point_id, p.lsn)).collect();
+    for acked in &model.acked {
+        if !listed.contains(acked) {
+            violations.push(format!("acknowledged point {acked:?} (id, lsn) is not listed; listed: {listed:?}"));
+        }
+    }
+    for p in vault.points() {
+        let Some(want) = model.at_point.get(&p.lsn) else {
+            violations.push(format!("point {} at LSN {} was never taken", p.point_id, p.lsn));
+            continue;
+        };
+        if let Err(v) = check_point(&vault, p, want) {
+            violations.push(v);
+        }
+    }
+    violations
+}
+
+/// Reads every disk of `vault` at point `p` and compares it with `want`.
+fn check_point(
+    vault: &replog_reader::Vault,
+    p: &replog_reader::PointInfo,
+    want: &std::collections::BTreeMap<u32, Vec<u8>>,
+) -> Result<(), String> {
+    let view = vault.view(p).map_err(|e| format!("point {} (LSN {}): view failed: {e}", p.point_id, p.lsn))?;
+    let ids: Vec<u32> = view.disks().iter().map(|d| d.disk_id()).collect();
+    let want_ids: Vec<u32> = want.keys().copied().collect();
+    if ids != want_ids {
+        return Err(format!("point {} (LSN {}): disks {ids:?}, the model has {want_ids:?}", p.point_id, p.lsn));
+    }
+    for d in view.disks() {
+        let mut got = vec![0u8; d.size() as usize];
+        d.read_at(0, &mut got)
+            .map_err(|e| format!("point {} (LSN {}): reading disk {} failed: {e}", p.point_id, p.lsn, d.name()))?;
+        let expected = &want[&d.disk_id()];
+        if &got != expected {
+            let at = got.iter().zip(expected).position(|(a, b)| a != b);
+            return Err(format!(
+                "point {} (LSN {}): disk {} differs from the model at byte {at:?}",
+                p.point_id,
+                p.lsn,
+                d.name()
+            ));
+        }
+    }
+    Ok(())
+}

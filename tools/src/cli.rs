@@ -12,7 +12,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "replog", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// I/O backend for writing: io_uring, plain syscalls, or the first that works.
-    #[arg(long, global = true, value_enum, env = "REPLOG_IO_BACKEND", default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "REPLOG_IO_BACKEND",
+        default_value = "auto"
+    )]
     pub backend: Backend,
     #[command(subcommand)]
     pub command: Command,
@@ -122,6 +128,9 @@ pub enum Command {
     },
     /// Materialize every disk at a recovery point as DIR/NAME.raw.
     Failover(FailoverArgs),
+    /// Measure the writer.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// A deterministic write load for crash tests; prints each acknowledged point.
     #[command(hide = true)]
     Torture {
@@ -141,6 +150,50 @@ pub enum Command {
         /// Where to put the demo (a new or empty directory); a fresh temporary one by default.
         dir: Option<PathBuf>,
     },
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Write through the writer API into disk "bench" of VAULT (created if missing) and report
+    /// MB/s, IOPS, point latency p50/p99 and peak memory.
+    Write {
+        /// The vault directory; created with a disk big enough if it does not exist.
+        vault: PathBuf,
+        /// Sequential or random offsets.
+        #[arg(long, value_enum, default_value = "seq")]
+        pattern: Pattern,
+        /// Size of each write.
+        #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+        block: u64,
+        /// Bytes to write in all.
+        #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+        total: u64,
+        /// Take a recovery point after this many bytes.
+        #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+        point_every: u64,
+        /// Size of the disk when it is created (default: --total).
+        #[arg(long, value_parser = parse_bytes)]
+        disk_size: Option<u64>,
+        /// Compression of a vault this command creates.
+        #[arg(long, value_enum, default_value = "none")]
+        compression: CompressionArg,
+        /// Payload: random, zero, or a file whose first 16 MiB are cycled.
+        #[arg(long, default_value = "random")]
+        data: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Offsets of a write benchmark.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Pattern {
+    /// One after the other, wrapping at the end of the disk.
+    Seq,
+    /// Uniformly random, block-aligned.
+    Rand,
 }
 
 /// Disk commands.

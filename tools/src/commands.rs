@@ -7,7 +7,7 @@ use replog_io::{OpenMode, Storage};
 use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 use serde_json::json;
 
-use crate::cli::{Backend, Cli, Command, CompressionArg, DiskCommand};
+use crate::cli::{Backend, BenchCommand, Cli, Command, CompressionArg, DiskCommand, Pattern};
 use crate::output::{human_bytes, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
 
@@ -15,17 +15,75 @@ use crate::{CmdResult, EXIT_OK, Failure};
 pub fn run(cli: Cli) -> CmdResult {
     let storage = storage(cli.backend)?;
     match cli.command {
-        Command::Init { vault, block_size, segment_size, compression } => init(storage, &vault, block_size, segment_size, compression),
-        Command::Disk(DiskCommand::Add { vault, name, from, size }) => disk_add(storage, &vault, &name, from.as_deref(), size),
-        Command::Ingest { vault, name, from, json } => ingest(storage, &vault, &name, &from, json),
-        Command::Point { vault, app_consistent, label, json } => point(storage, &vault, app_consistent, &label, json),
+        Command::Init {
+            vault,
+            block_size,
+            segment_size,
+            compression,
+        } => init(storage, &vault, block_size, segment_size, compression),
+        Command::Disk(DiskCommand::Add {
+            vault,
+            name,
+            from,
+            size,
+        }) => disk_add(storage, &vault, &name, from.as_deref(), size),
+        Command::Ingest {
+            vault,
+            name,
+            from,
+            json,
+        } => ingest(storage, &vault, &name, &from, json),
+        Command::Point {
+            vault,
+            app_consistent,
+            label,
+            json,
+        } => point(storage, &vault, app_consistent, &label, json),
         Command::Points { vault, json } => crate::read_commands::points(storage, &vault, json),
         Command::Inspect { vault, json } => crate::read_commands::inspect(storage, &vault, json),
-        Command::Dump { vault, segment, json } => crate::read_commands::dump(storage, &vault, segment, json),
+        Command::Dump {
+            vault,
+            segment,
+            json,
+        } => crate::read_commands::dump(storage, &vault, segment, json),
         Command::Verify { vault, json } => crate::read_commands::verify(storage, &vault, json),
         Command::Failover(args) => crate::read_commands::failover(storage, &args),
         Command::Demo { dir } => crate::demo::run(storage, dir),
-        Command::Torture { vault, name, seed, ops } => crate::torture::run(storage, &vault, &name, seed, ops),
+        Command::Bench(BenchCommand::Write {
+            vault,
+            pattern,
+            block,
+            total,
+            point_every,
+            disk_size,
+            compression,
+            data,
+            json,
+        }) => {
+            let data = match data.as_str() {
+                "random" => crate::bench::DataSource::Random,
+                "zero" => crate::bench::DataSource::Zero,
+                file => crate::bench::DataSource::File(file.into()),
+            };
+            let b = crate::bench::WriteBench {
+                vault,
+                random: matches!(pattern, Pattern::Rand),
+                block_bytes: block,
+                total_bytes: total,
+                point_every_bytes: point_every,
+                disk_bytes: disk_size,
+                compression: compression_of(compression),
+                data,
+                json,
+            };
+            crate::bench::write(storage, &b)
+        }
+        Command::Torture {
+            vault,
+            name,
+            seed,
+            ops,
+        } => crate::torture::run(storage, &vault, &name, seed, ops),
     }
 }
 
@@ -36,24 +94,42 @@ pub fn storage(backend: Backend) -> Result<Arc<dyn Storage>, Failure> {
         Backend::Uring => "uring",
         Backend::Sync => "sync",
     };
-    replog_io::backend(name).map_err(|e| Failure::new(format!("the {name} I/O backend is unavailable: {e}")))
+    replog_io::backend(name)
+        .map_err(|e| Failure::new(format!("the {name} I/O backend is unavailable: {e}")))
 }
 
-fn init(storage: Arc<dyn Storage>, vault: &Path, block: u64, segment: u64, compression: CompressionArg) -> CmdResult {
+fn init(
+    storage: Arc<dyn Storage>,
+    vault: &Path,
+    block: u64,
+    segment: u64,
+    compression: CompressionArg,
+) -> CmdResult {
     let settings = VaultSettings {
-        block_bytes: u32::try_from(block).map_err(|_| Failure::new(format!("block size {block} is too large")))?,
+        block_bytes: u32::try_from(block)
+            .map_err(|_| Failure::new(format!("block size {block} is too large")))?,
         segment_bytes: segment,
-        compression: match compression {
-            CompressionArg::None => Compression::None,
-            CompressionArg::Lz4 => Compression::Lz4,
-        },
+        compression: compression_of(compression),
     };
     Writer::create(storage, vault, settings)?.close()?;
     println!("created vault {}", vault.display());
     Ok(EXIT_OK)
 }
 
-fn disk_add(storage: Arc<dyn Storage>, vault: &Path, name: &str, from: Option<&Path>, size: Option<u64>) -> CmdResult {
+fn compression_of(c: CompressionArg) -> Compression {
+    match c {
+        CompressionArg::None => Compression::None,
+        CompressionArg::Lz4 => Compression::Lz4,
+    }
+}
+
+fn disk_add(
+    storage: Arc<dyn Storage>,
+    vault: &Path,
+    name: &str,
+    from: Option<&Path>,
+    size: Option<u64>,
+) -> CmdResult {
     let mut w = open_writer(storage.clone(), vault)?;
     let disk = match (from, size) {
         (Some(image_path), _) => {
@@ -64,11 +140,23 @@ fn disk_add(storage: Arc<dyn Storage>, vault: &Path, name: &str, from: Option<&P
         (None, None) => return Err(Failure::new("give --from IMAGE or --size BYTES")),
     };
     w.close()?;
-    println!("added disk {} ({}, {} bytes) as id {}", disk.name, human_bytes(disk.disk_bytes), disk.disk_bytes, disk.disk_id);
+    println!(
+        "added disk {} ({}, {} bytes) as id {}",
+        disk.name,
+        human_bytes(disk.disk_bytes),
+        disk.disk_bytes,
+        disk.disk_id
+    );
     Ok(EXIT_OK)
 }
 
-fn ingest(storage: Arc<dyn Storage>, vault: &Path, name: &str, from: &Path, json: bool) -> CmdResult {
+fn ingest(
+    storage: Arc<dyn Storage>,
+    vault: &Path,
+    name: &str,
+    from: &Path,
+    json: bool,
+) -> CmdResult {
     let mut w = open_writer(storage.clone(), vault)?;
     let image = open_image(storage.as_ref(), from)?;
     let total = w.disk(name)?.disk_bytes;
@@ -104,11 +192,17 @@ fn ingest(storage: Arc<dyn Storage>, vault: &Path, name: &str, from: &Path, json
 
 fn point(storage: Arc<dyn Storage>, vault: &Path, app: bool, label: &str, json: bool) -> CmdResult {
     let mut w = open_writer(storage, vault)?;
-    let kind = if app { PointKind::AppConsistent } else { PointKind::CrashConsistent };
+    let kind = if app {
+        PointKind::AppConsistent
+    } else {
+        PointKind::CrashConsistent
+    };
     let p = w.point(kind, label)?;
     w.close()?;
     if json {
-        print_json(&json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label}));
+        print_json(
+            &json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label}),
+        );
     } else {
         println!("{}", p.point_id);
     }

@@ -23,7 +23,9 @@ pub fn op(rng: &mut SmallRng, disk_bytes: u64) -> TortureOp {
             let len = rng.gen_range(1..=(256 << 10).min(disk_bytes));
             let at = rng.gen_range(0..=disk_bytes - len);
             let fill: u8 = rng.r#gen();
-            let data = (0..len).map(|i| fill.wrapping_add((i / 512) as u8)).collect();
+            let data = (0..len)
+                .map(|i| fill.wrapping_add((i / 512) as u8))
+                .collect();
             TortureOp::Write(at, data)
         }
         6 => {
@@ -33,4 +35,3 @@ pub fn op(rng: &mut SmallRng, disk_bytes: u64) -> TortureOp {
         _ => TortureOp::Point,
     }
 }
-

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod bench;
 mod cli;
 mod commands;
 mod demo;
@@ -35,20 +36,29 @@ struct Failure {
 impl From<replog_writer::WriteError> for Failure {
     fn from(e: replog_writer::WriteError) -> Failure {
         let damaged = e.kind == replog_writer::WriteErrorKind::Damaged;
-        Failure { message: e.to_string(), damaged }
+        Failure {
+            message: e.to_string(),
+            damaged,
+        }
     }
 }
 
 impl From<replog_reader::ReadError> for Failure {
     fn from(e: replog_reader::ReadError) -> Failure {
         let damaged = e.kind() == replog_reader::ReadErrorKind::Damaged;
-        Failure { message: e.to_string(), damaged }
+        Failure {
+            message: e.to_string(),
+            damaged,
+        }
     }
 }
 
 impl Failure {
     fn new(message: impl Into<String>) -> Failure {
-        Failure { message: message.into(), damaged: false }
+        Failure {
+            message: message.into(),
+            damaged: false,
+        }
     }
 }
 

@@ -8,13 +8,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// A borderless table with a header row.
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(presets::NOTHING).set_header(header.iter().copied());
+    t.load_preset(presets::NOTHING)
+        .set_header(header.iter().copied());
     t
 }
 
 /// Prints a value as pretty JSON.
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("JSON values always serialize"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values always serialize")
+    );
 }
 
 /// A byte progress bar on stderr, hidden when stderr is not a terminal.
@@ -24,9 +28,11 @@ pub fn progress(total: u64, what: &str) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("the template is valid")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
     );
     bar.set_message(what.to_owned());
     bar
@@ -48,7 +54,11 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// A duration in seconds as a short human string.

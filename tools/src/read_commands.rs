@@ -24,10 +24,19 @@ pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
     }
     let mut t = table(&["id", "lsn", "time", "kind", "label"]);
     for p in v.points() {
-        t.add_row(vec![p.point_id.to_string(), p.lsn.to_string(), rfc3339(p.time_unix_ns), p.kind.name().to_owned(), p.label.clone()]);
+        t.add_row(vec![
+            p.point_id.to_string(),
+            p.lsn.to_string(),
+            rfc3339(p.time_unix_ns),
+            p.kind.name().to_owned(),
+            p.label.clone(),
+        ]);
     }
     if v.points().is_empty() {
-        println!("no recovery points yet; take one with `replog point {}`", vault.display());
+        println!(
+            "no recovery points yet; take one with `replog point {}`",
+            vault.display()
+        );
     } else {
         println!("{t}");
     }
@@ -39,7 +48,9 @@ pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
     let stats = v.stats()?;
     let h = v.header();
     let now = replog_writer::now_unix_ns();
-    let rpo_seconds = v.latest_point().map(|p| (now - p.time_unix_ns).max(0) as f64 / 1e9);
+    let rpo_seconds = v
+        .latest_point()
+        .map(|p| (now - p.time_unix_ns).max(0) as f64 / 1e9);
     let disks: Vec<Value> = v.disks().iter().map(|d| json!({"id": d.disk_id, "name": d.name, "size_bytes": d.disk_bytes, "added_lsn": d.added_lsn})).collect();
     let tail = stats.open_segment.as_ref().map(|s| format!("{:?}", s.end));
     if json {
@@ -65,25 +76,61 @@ pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
         return Ok(EXIT_OK);
     }
     println!("vault       {}", vault.display());
-    println!("created     {} (format {}, block {}, segment {}, compression {:?})", rfc3339(h.created_unix_ns), h.version.as_u32(), human_bytes(u64::from(h.block_bytes)), human_bytes(h.segment_bytes), h.compression);
+    println!(
+        "created     {} (format {}, block {}, segment {}, compression {:?})",
+        rfc3339(h.created_unix_ns),
+        h.version.as_u32(),
+        human_bytes(u64::from(h.block_bytes)),
+        human_bytes(h.segment_bytes),
+        h.compression
+    );
     let mut t = table(&["disk", "id", "size", "added at LSN"]);
     for d in v.disks() {
-        t.add_row(vec![d.name.clone(), d.disk_id.to_string(), human_bytes(d.disk_bytes), d.added_lsn.to_string()]);
+        t.add_row(vec![
+            d.name.clone(),
+            d.disk_id.to_string(),
+            human_bytes(d.disk_bytes),
+            d.added_lsn.to_string(),
+        ]);
     }
     println!("{t}");
-    println!("journal     {} in {} segments ({} sealed), LSN {}..{}", human_bytes(stats.journal_bytes), stats.segments, stats.sealed_segments, stats.base_lsn + 1, stats.last_lsn);
-    println!("bases       {} (apparent size)", human_bytes(stats.base_bytes));
+    println!(
+        "journal     {} in {} segments ({} sealed), LSN {}..{}",
+        human_bytes(stats.journal_bytes),
+        stats.segments,
+        stats.sealed_segments,
+        stats.base_lsn + 1,
+        stats.last_lsn
+    );
+    println!(
+        "bases       {} (apparent size)",
+        human_bytes(stats.base_bytes)
+    );
     match (v.latest_point(), rpo_seconds) {
-        (Some(p), Some(age)) => println!("points      {}; newest {} at {} (RPO {})", stats.points, p.point_id, rfc3339(p.time_unix_ns), human_age(age)),
+        (Some(p), Some(age)) => println!(
+            "points      {}; newest {} at {} (RPO {})",
+            stats.points,
+            p.point_id,
+            rfc3339(p.time_unix_ns),
+            human_age(age)
+        ),
         _ => println!("points      none yet"),
     }
     if let Some(s) = &stats.open_segment {
-        println!("open        segment {} with {} records, {:?}", s.segment_id, s.records, s.end);
+        println!(
+            "open        segment {} with {} records, {:?}",
+            s.segment_id, s.records, s.end
+        );
     }
     Ok(EXIT_OK)
 }
 
-pub fn dump(storage: Arc<dyn Storage>, vault: &Path, segment: Option<u64>, json: bool) -> CmdResult {
+pub fn dump(
+    storage: Arc<dyn Storage>,
+    vault: &Path,
+    segment: Option<u64>,
+    json: bool,
+) -> CmdResult {
     let mut damaged = false;
     replog_reader::dump(
         storage.as_ref(),
@@ -92,13 +139,28 @@ pub fn dump(storage: Arc<dyn Storage>, vault: &Path, segment: Option<u64>, json:
         |r| {
             if json {
                 let point = r.point.as_ref().map(|p| json!({"id": p.point_id, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label}));
-                println!("{}", json!({"segment": r.segment_id, "offset": r.offset, "lsn": r.lsn, "kind": r.kind.name(), "disk": r.disk_id, "disk_offset": r.disk_offset, "length": r.length, "stored": r.stored_len, "lz4": r.lz4, "crc": format!("{:#010x}", r.crc), "checksum": "ok", "point": point}));
+                println!(
+                    "{}",
+                    json!({"segment": r.segment_id, "offset": r.offset, "lsn": r.lsn, "kind": r.kind.name(), "disk": r.disk_id, "disk_offset": r.disk_offset, "length": r.length, "stored": r.stored_len, "lz4": r.lz4, "crc": format!("{:#010x}", r.crc), "checksum": "ok", "point": point})
+                );
             } else {
                 let what = match &r.point {
                     Some(p) => format!("point id={} {} {:?}", p.point_id, p.kind.name(), p.label),
-                    None => format!("disk={} offset={} length={}", r.disk_id, r.disk_offset, r.length),
+                    None => format!(
+                        "disk={} offset={} length={}",
+                        r.disk_id, r.disk_offset, r.length
+                    ),
                 };
-                println!("seg={} off={} lsn={} {:<5} {what} stored={}{} crc={:#010x} ok", r.segment_id, r.offset, r.lsn, r.kind.name(), r.stored_len, if r.lz4 { " lz4" } else { "" }, r.crc);
+                println!(
+                    "seg={} off={} lsn={} {:<5} {what} stored={}{} crc={:#010x} ok",
+                    r.segment_id,
+                    r.offset,
+                    r.lsn,
+                    r.kind.name(),
+                    r.stored_len,
+                    if r.lz4 { " lz4" } else { "" },
+                    r.crc
+                );
             }
         },
         |id, path, end| {
@@ -112,9 +174,16 @@ pub fn dump(storage: Arc<dyn Storage>, vault: &Path, segment: Option<u64>, json:
                 }
             };
             if json {
-                println!("{}", json!({"segment": id, "end": state, "offset": offset, "detail": detail}));
+                println!(
+                    "{}",
+                    json!({"segment": id, "end": state, "offset": offset, "detail": detail})
+                );
             } else {
-                println!("seg={id} {state}{} {} {detail}", offset.map(|o| format!(" at {o}")).unwrap_or_default(), path.display());
+                println!(
+                    "seg={id} {state}{} {} {detail}",
+                    offset.map(|o| format!(" at {o}")).unwrap_or_default(),
+                    path.display()
+                );
             }
         },
     )?;
@@ -131,7 +200,9 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
             .iter()
             .map(|f| json!({"severity": format!("{:?}", f.severity).to_lowercase(), "file": f.path.display().to_string(), "offset": f.offset, "message": f.message}))
             .collect();
-        print_json(&json!({"intact": intact, "files": report.files_checked(), "bytes": report.bytes_checked(), "records": report.records_checked(), "chunks": report.chunks_checked(), "findings": findings}));
+        print_json(
+            &json!({"intact": intact, "files": report.files_checked(), "bytes": report.bytes_checked(), "records": report.records_checked(), "chunks": report.chunks_checked(), "findings": findings}),
+        );
     } else {
         for f in report.findings() {
             let label = match f.severity {
@@ -160,39 +231,76 @@ pub fn failover(storage: Arc<dyn Storage>, args: &FailoverArgs) -> CmdResult {
     let view = v.view(&point)?;
     let bar = progress(view.total_bytes(), "failover");
     let started = Instant::now();
-    let opts = MaterializeOptions { force: args.force, sync: !args.no_sync };
-    let stats = replog_reader::materialize_with_progress(&view, &args.out, &opts, &|n| bar.set_position(n))?;
+    let opts = MaterializeOptions {
+        force: args.force,
+        sync: !args.no_sync,
+    };
+    let stats = replog_reader::materialize_with_progress(&view, &args.out, &opts, &|n| {
+        bar.set_position(n)
+    })?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let disks: Vec<Value> = view.disks().iter().map(|d| json!({"name": d.name(), "path": args.out.join(format!("{}.raw", d.name())).display().to_string(), "size_bytes": d.size()})).collect();
     if args.json {
-        print_json(&json!({"point": point_json(&point), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync}));
+        print_json(
+            &json!({"point": point_json(&point), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync}),
+        );
     } else {
         for d in view.disks() {
-            println!("{}  {}", args.out.join(format!("{}.raw", d.name())).display(), human_bytes(d.size()));
+            println!(
+                "{}  {}",
+                args.out.join(format!("{}.raw", d.name())).display(),
+                human_bytes(d.size())
+            );
         }
         println!(
             "failed over to point {} ({}, {}{}) in {seconds:.2}s: {} written{}",
             point.point_id,
             rfc3339(point.time_unix_ns),
             point.kind.name(),
-            if point.label.is_empty() { String::new() } else { format!(", {:?}", point.label) },
+            if point.label.is_empty() {
+                String::new()
+            } else {
+                format!(", {:?}", point.label)
+            },
             human_bytes(stats.written_bytes),
-            if args.no_sync { ", not synced" } else { ", synced" }
+            if args.no_sync {
+                ", not synced"
+            } else {
+                ", synced"
+            }
         );
     }
     Ok(EXIT_OK)
 }
 
 fn select_point<'a>(v: &'a Vault, args: &FailoverArgs) -> Result<&'a PointInfo, Failure> {
-    let none = || Failure::new(format!("{}: the vault has no recovery point yet", args.vault.display()));
+    let none = || {
+        Failure::new(format!(
+            "{}: the vault has no recovery point yet",
+            args.vault.display()
+        ))
+    };
     if let Some(id) = args.point {
-        return v.point(id).ok_or_else(|| Failure::new(format!("{}: no recovery point {id}; `replog points` lists them", args.vault.display())));
+        return v.point(id).ok_or_else(|| {
+            Failure::new(format!(
+                "{}: no recovery point {id}; `replog points` lists them",
+                args.vault.display()
+            ))
+        });
     }
     if let Some(at) = &args.at {
-        let t: jiff::Timestamp = at.parse().map_err(|e| Failure::new(format!("--at {at:?} is not an RFC 3339 time: {e}")))?;
-        let ns = i64::try_from(t.as_nanosecond()).map_err(|_| Failure::new(format!("--at {at:?} is out of range")))?;
-        return v.point_at_or_before(ns).ok_or_else(|| Failure::new(format!("{}: no recovery point at or before {at}", args.vault.display())));
+        let t: jiff::Timestamp = at
+            .parse()
+            .map_err(|e| Failure::new(format!("--at {at:?} is not an RFC 3339 time: {e}")))?;
+        let ns = i64::try_from(t.as_nanosecond())
+            .map_err(|_| Failure::new(format!("--at {at:?} is out of range")))?;
+        return v.point_at_or_before(ns).ok_or_else(|| {
+            Failure::new(format!(
+                "{}: no recovery point at or before {at}",
+                args.vault.display()
+            ))
+        });
     }
     v.latest_point().ok_or_else(none)
 }

@@ -17,13 +17,21 @@ use replog_writer::PointKind;
 use crate::{CmdResult, EXIT_OK, Failure};
 
 /// Runs the load until killed (or `ops_max` operations).
-pub fn run(storage: Arc<dyn Storage>, vault: &Path, name: &str, seed: u64, ops_max: u64) -> CmdResult {
+pub fn run(
+    storage: Arc<dyn Storage>,
+    vault: &Path,
+    name: &str,
+    seed: u64,
+    ops_max: u64,
+) -> CmdResult {
     let mut w = crate::commands::open_writer(storage, vault)?;
     let disk = w.disk(name)?;
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut out = std::io::stdout().lock();
     let say = |out: &mut std::io::StdoutLock<'_>, line: String| -> Result<(), Failure> {
-        writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| Failure::new(format!("stdout: {e}")))
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::new(format!("stdout: {e}")))
     };
     say(&mut out, format!("start {}", w.last_lsn() + 1))?;
     for _ in 0..ops_max {
