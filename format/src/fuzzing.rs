@@ -9,21 +9,26 @@
 //!   checksum is checked), so two different byte strings never decode to the same value;
 //! - decoding the encoding must give the same value.
 //!
+//! Random bytes almost never carry a valid CRC, so each oracle runs twice: on the input as
+//! given, and on a copy whose checksums were recomputed (every record's, in a segment), which
+//! lets the fuzzer reach the field rules behind the checksum.
+//!
 //! Structures whose checksum is seeded are decoded with [`seed`], the seed of [`VAULT_ID`];
 //! segment scans expect segment [`SEGMENT_ID`] of that vault. Nothing here does I/O.
 
 use crate::base::{
-    BaseHeader, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES, decode_table_page, encode_table_page,
+    BASE_HEADER_BYTES, BaseHeader, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES, decode_table_page,
+    encode_table_page,
 };
-use crate::digest::DigestHeader;
-use crate::header::VaultHeader;
-use crate::manifest::Manifest;
+use crate::digest::{DIGEST_HEADER_BYTES, DigestHeader};
+use crate::header::{VAULT_HEADER_BYTES, VaultHeader};
+use crate::manifest::{MANIFEST_HEADER_BYTES, Manifest};
 use crate::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use crate::segment::{
     Expect, FooterIndex, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, TRAILER_BYTES, Trailer,
     scan,
 };
-use crate::{DecodeError, VaultId, vault_seed};
+use crate::{DecodeError, VaultId, crc32_seeded, vault_seed};
 use std::fmt::Debug;
 
 /// The vault every seeded structure fed to the oracles belongs to.
@@ -43,6 +48,64 @@ pub fn expect() -> Expect {
         vault_id: VAULT_ID,
         seed: seed(),
         segment_id: SEGMENT_ID,
+    }
+}
+
+/// Runs `oracle` on `data`, then on a copy whose checksums `fix` recomputed, if that changed it.
+fn with_fixed_checksums(data: &[u8], fix: impl Fn(&mut [u8]), oracle: impl Fn(&[u8])) {
+    oracle(data);
+    let mut fixed = data.to_vec();
+    fix(&mut fixed);
+    if fixed != data {
+        oracle(&fixed);
+    }
+}
+
+/// Stores the CRC of the first `len - 4` bytes in bytes `len - 4..len`, if there are `len`.
+fn fix_page(bytes: &mut [u8], len: usize, seed: u32) {
+    if let Some(page) = bytes.get_mut(..len) {
+        let crc = crc32_seeded(seed, &[&page[..len - 4]]);
+        page[len - 4..].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Stores the CRC of the record at the start of `bytes`, if its header decodes and its payload
+/// is all there; returns the header.
+fn fix_record(bytes: &mut [u8], seed: u32) -> Option<RecordHeader> {
+    let h = RecordHeader::decode(bytes).ok()?;
+    let end = RECORD_HEADER_BYTES.checked_add(h.stored_len as usize)?;
+    let whole = bytes.get_mut(..end)?;
+    let crc = crc32_seeded(seed, &[&whole[4..]]);
+    whole[..4].copy_from_slice(&crc.to_le_bytes());
+    Some(h)
+}
+
+/// Sets the manifest's body length to the bytes present and recomputes both CRCs.
+fn fix_manifest(bytes: &mut [u8]) {
+    if bytes.len() < MANIFEST_HEADER_BYTES {
+        return;
+    }
+    let (header, body) = bytes.split_at_mut(MANIFEST_HEADER_BYTES);
+    header[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    header[24..28].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    let header_crc = crc32fast::hash(&header[..28]);
+    header[28..32].copy_from_slice(&header_crc.to_le_bytes());
+}
+
+/// Recomputes the segment header's CRC, then each record's in turn while they decode, and the
+/// trailer's after a footer record.
+fn fix_segment(bytes: &mut [u8]) {
+    let seed = seed();
+    fix_page(bytes, SEGMENT_HEADER_BYTES, seed);
+    let mut pos = SEGMENT_HEADER_BYTES;
+    while let Some(h) = bytes.get_mut(pos..).and_then(|rest| fix_record(rest, seed)) {
+        pos += h.total_bytes() as usize;
+        if h.kind == RecordKind::Footer {
+            if let Some(trailer) = bytes.get_mut(pos..) {
+                fix_page(trailer, TRAILER_BYTES, seed);
+            }
+            return;
+        }
     }
 }
 
@@ -68,6 +131,14 @@ fn round_trip<T: PartialEq + Debug>(
 
 /// `VAULT`: [`VaultHeader::decode`].
 pub fn vault_header(data: &[u8]) {
+    with_fixed_checksums(
+        data,
+        |b| fix_page(b, VAULT_HEADER_BYTES, 0),
+        vault_header_as_is,
+    );
+}
+
+fn vault_header_as_is(data: &[u8]) {
     if let Ok(h) = VaultHeader::decode(data) {
         round_trip(
             "vault header",
@@ -82,6 +153,14 @@ pub fn vault_header(data: &[u8]) {
 /// A segment file's first page: [`SegmentHeader::decode`]. Bytes after the page are ignored
 /// by the decoder (a scan hands it the whole file), so only the page must round-trip.
 pub fn segment_header(data: &[u8]) {
+    with_fixed_checksums(
+        data,
+        |b| fix_page(b, SEGMENT_HEADER_BYTES, seed()),
+        segment_header_as_is,
+    );
+}
+
+fn segment_header_as_is(data: &[u8]) {
     let seed = seed();
     if let Ok(h) = SegmentHeader::decode(data, seed) {
         round_trip(
@@ -98,6 +177,16 @@ pub fn segment_header(data: &[u8]) {
 /// there, a point or footer payload is decoded too (its decoder must survive anything, even
 /// bytes whose CRC fails), and when the CRC holds the header is sealed again and compared.
 pub fn record(data: &[u8]) {
+    with_fixed_checksums(
+        data,
+        |b| {
+            fix_record(b, seed());
+        },
+        record_as_is,
+    );
+}
+
+fn record_as_is(data: &[u8]) {
     let Ok(h) = RecordHeader::decode(data) else {
         return;
     };
@@ -160,6 +249,10 @@ pub fn footer_index(data: &[u8]) {
 
 /// The last 64 bytes of a sealed segment: [`Trailer::decode`].
 pub fn trailer(data: &[u8]) {
+    with_fixed_checksums(data, |b| fix_page(b, TRAILER_BYTES, seed()), trailer_as_is);
+}
+
+fn trailer_as_is(data: &[u8]) {
     let seed = seed();
     if let Ok(t) = Trailer::decode(data, seed) {
         round_trip(
@@ -174,6 +267,10 @@ pub fn trailer(data: &[u8]) {
 
 /// A whole `MANIFEST` file: [`Manifest::decode`].
 pub fn manifest(data: &[u8]) {
+    with_fixed_checksums(data, fix_manifest, manifest_as_is);
+}
+
+fn manifest_as_is(data: &[u8]) {
     if let Ok(m) = Manifest::decode(data) {
         round_trip("manifest", data, &m, Manifest::encode, Manifest::decode);
     }
@@ -181,6 +278,14 @@ pub fn manifest(data: &[u8]) {
 
 /// A base file's header page: [`BaseHeader::decode`].
 pub fn base_header(data: &[u8]) {
+    with_fixed_checksums(
+        data,
+        |b| fix_page(b, BASE_HEADER_BYTES, seed()),
+        base_header_as_is,
+    );
+}
+
+fn base_header_as_is(data: &[u8]) {
     let seed = seed();
     if let Ok(h) = BaseHeader::decode(data, seed) {
         round_trip(
@@ -201,6 +306,18 @@ pub const TABLE_PAGE_PREFIX_BYTES: usize = 6;
 /// `entry_count` u16 (taken modulo 512, so at most one past the page's capacity) and
 /// `page_index` u32, then the page: [`decode_table_page`].
 pub fn base_table_page(data: &[u8]) {
+    with_fixed_checksums(
+        data,
+        |b| {
+            if let Some(page) = b.get_mut(TABLE_PAGE_PREFIX_BYTES..) {
+                fix_page(page, TABLE_PAGE_BYTES, seed());
+            }
+        },
+        base_table_page_as_is,
+    );
+}
+
+fn base_table_page_as_is(data: &[u8]) {
     let Some((params, page)) = data.split_at_checked(TABLE_PAGE_PREFIX_BYTES) else {
         return;
     };
@@ -222,6 +339,14 @@ pub fn base_table_page(data: &[u8]) {
 
 /// A digest cache's header page: [`DigestHeader::decode`].
 pub fn digest_header(data: &[u8]) {
+    with_fixed_checksums(
+        data,
+        |b| fix_page(b, DIGEST_HEADER_BYTES, seed()),
+        digest_header_as_is,
+    );
+}
+
+fn digest_header_as_is(data: &[u8]) {
     let seed = seed();
     if let Ok(h) = DigestHeader::decode(data, seed) {
         round_trip(
@@ -241,6 +366,10 @@ pub fn digest_header(data: &[u8]) {
 ///   does), scans as a clean end at the same offset with the same records;
 /// - a sealed segment's footer and trailer round-trip, and only zeros follow the trailer.
 pub fn segment_scan(data: &[u8]) {
+    with_fixed_checksums(data, fix_segment, segment_scan_as_is);
+}
+
+fn segment_scan_as_is(data: &[u8]) {
     let expect = expect();
     let mut visited = Vec::new();
     let Ok(s) = scan(data, &expect, |h, _| visited.push(*h)) else {
@@ -261,7 +390,7 @@ pub fn segment_scan(data: &[u8]) {
         assert_ne!(h.kind, RecordKind::Footer, "scan: visited a footer");
         let start = h.segment_offset as usize;
         let payload = &data[start + RECORD_HEADER_BYTES..start + h.total_bytes() as usize];
-        record(&data[start..start + h.total_bytes() as usize]);
+        record_as_is(&data[start..start + h.total_bytes() as usize]);
         let mut again = *h;
         assert!(again.seal(expect.seed, payload)[..] == data[start..start + RECORD_HEADER_BYTES]);
         next_lsn += 1;
@@ -329,7 +458,7 @@ pub fn segment_scan(data: &[u8]) {
                 FooterIndex::encode,
                 FooterIndex::decode,
             );
-            trailer(&data[end..end + TRAILER_BYTES]);
+            trailer_as_is(&data[end..end + TRAILER_BYTES]);
             assert_eq!(t.footer_offset, *footer_offset);
             assert_eq!(
                 Trailer::decode(&data[end..end + TRAILER_BYTES], expect.seed).as_ref(),

@@ -310,7 +310,7 @@ fn check_base_chunks(c: &mut Checker<'_>, path: &Path, file: &dyn replog_io::Fil
     let chunks = base.chunk_count();
     let mut table_crc = seed;
     let mut page = vec![0u8; TABLE_PAGE_BYTES];
-    let mut window = vec![0u8; BASE_WINDOW_BYTES.max(block) as usize];
+    let mut window = vec![0u8; BASE_WINDOW_BYTES.max(block).min(chunks.max(1) * block) as usize];
     let chunks_per_window = (window.len() as u64 / block).max(1);
     let mut page_sums = Vec::new();
     let mut page_loaded = u64::MAX;

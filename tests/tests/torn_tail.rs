@@ -58,6 +58,8 @@ struct Fixture {
     image: SimImage,
     dir: PathBuf,
     model: PointModel,
+    /// The model with the first of the two records applied: what a recovery that keeps it holds.
+    model_a: PointModel,
     /// The last acknowledged point's LSN.
     p_lsn: u64,
     /// The open segment.
@@ -115,12 +117,14 @@ fn build(tail: Tail) -> Fixture {
         }
     }
     let p_lsn = point(&mut w, &mut model, "P");
+    let mut model_a = model.clone();
     match tail {
         Tail::Writes => {
-            w.write(a, 100, &noise(1000, 150)).expect("staged");
+            write(&mut w, &mut model_a, a, 100, &noise(1000, 150));
             w.write(b, 5000, &noise(1001, 230)).expect("staged");
         }
         Tail::ZeroThenLz4 => {
+            model_a.zero(b, 8192, 4096);
             w.zero(b, 8192, 4096).expect("staged");
             w.write(a, 300, &[0x5a; 1024]).expect("staged");
         }
@@ -136,7 +140,7 @@ fn build(tail: Tail) -> Fixture {
     let end = sim.live_bytes(&segment).expect("the open segment exists").len() as u64;
     assert_eq!(end, rb.offset + 64 + u64::from(rb.stored_len), "the last record ends the file");
     let image = SimImage::capture(&sim, &vault_dirs(&dir));
-    Fixture { image, dir, model, p_lsn, segment, a: ra.offset, b: rb.offset, end, a_lsn: ra.lsn }
+    Fixture { image, dir, model, model_a, p_lsn, segment, a: ra.offset, b: rb.offset, end, a_lsn: ra.lsn }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,14 +203,24 @@ fn read_file(storage: &dyn Storage, path: &Path) -> Vec<u8> {
     f.map().expect("the file maps").to_vec()
 }
 
-/// Runs one torn-tail case and checks everything the module promises.
-fn run_case(fx: &Fixture, case: &Case, at: u64, damage: Damage, bytes: &[u8], label: &str) {
+/// Runs one torn-tail case and checks everything the module promises; returns whether a tail
+/// was cut.
+fn run_case(fx: &Fixture, case: &Case, at: u64, damage: Damage, bytes: &[u8], label: &str) -> bool {
     let segment = case.dir.join(fx.segment.strip_prefix(&fx.dir).expect("inside the vault"));
     let original = &fx.image.files[&fx.segment];
-    let cut = if at < fx.b { fx.a } else { fx.b };
+    // The first changed byte decides which record fails: a zero or garbage byte can equal the
+    // byte it replaces, so the damage may start later than `at`, or change nothing.
+    let changed = match damage {
+        Damage::Cut => Some(at),
+        _ => bytes.iter().zip(original).position(|(x, y)| x != y).map(|i| i as u64),
+    };
+    let (cut, want_last, model) = match changed {
+        Some(c) if c < fx.b => (fx.a, fx.a_lsn - 1, &fx.model),
+        Some(_) => (fx.b, fx.a_lsn, &fx.model_a),
+        None => (fx.end, fx.a_lsn + 1, &fx.model_a),
+    };
     let tail = bytes[cut as usize..].to_vec();
     let torn = tail.iter().any(|&x| x != 0);
-    let want_last = if at < fx.b { fx.a_lsn - 1 } else { fx.a_lsn };
 
     let w = Writer::open(case.storage.clone(), &case.dir).unwrap_or_else(|e| panic!("{label}: Writer::open failed: {e}"));
     assert_eq!(w.last_lsn(), want_last, "{label}: recovery resumed at the wrong LSN");
@@ -238,12 +252,13 @@ fn run_case(fx: &Fixture, case: &Case, at: u64, damage: Damage, bytes: &[u8], la
     let w = Writer::open(case.storage.clone(), &case.dir).unwrap_or_else(|e| panic!("{label}: second open failed: {e}"));
     assert_eq!(w.last_lsn(), want_last, "{label}: recovery is not idempotent");
     assert_eq!(w.recovery_report().torn_tail, None, "{label}: the second open cut again");
-    after_recovery(fx, case, w, label);
+    after_recovery(fx, model, case, w, label);
+    torn
 }
 
 /// New records and a point after recovery are acknowledged, read back, and survive a crash.
-fn after_recovery(fx: &Fixture, case: &Case, mut w: Writer, label: &str) {
-    let mut model = fx.model.clone();
+fn after_recovery(fx: &Fixture, model: &PointModel, case: &Case, mut w: Writer, label: &str) {
+    let mut model = model.clone();
     let data = noise(4242, 5000);
     write(&mut w, &mut model, 1, 20_000, &data);
     model.zero(2, 0, 4096);
@@ -279,10 +294,8 @@ fn run_matrix(tail: Tail, on_files: bool) -> (u64, u64) {
             let label = format!("{tail:?} {damage:?} at byte {at} (records at {}, {}, end {})", fx.a, fx.b, fx.end);
             let bytes = damaged(&fx.image.files[&fx.segment], at, damage);
             let case = if on_files { file_case(&fx, bytes.clone()) } else { sim_case(&fx, bytes.clone(), at) };
-            run_case(&fx, &case, at, damage, &bytes, &label);
+            cut_cases += u64::from(run_case(&fx, &case, at, damage, &bytes, &label));
             cases += 1;
-            let cut = if at < fx.b { fx.a } else { fx.b };
-            cut_cases += u64::from(bytes[cut as usize..].iter().any(|&x| x != 0));
         }
     }
     (cases, cut_cases)
@@ -368,6 +381,13 @@ fn damage_before_records_synced_past_it_is_refused_never_cut() {
                     unchanged += 1;
                     continue;
                 }
+                // The first record whose bytes changed is the one refused (a span may reach
+                // into the next record while leaving this one's zero bytes as they were).
+                let first = bytes.iter().zip(original.iter()).position(|(x, y)| x != y).expect("changed") as u64;
+                let r = records
+                    .iter()
+                    .find(|q| q.segment_id == r.segment_id && (q.offset..q.offset + 64 + u64::from(q.stored_len)).contains(&first))
+                    .expect("the damage is inside a record");
                 let label = format!("damage kind {kind} at byte {at} of the record at {}", r.offset);
                 let mut case_image = image.clone();
                 case_image.files.insert(segment.clone(), bytes.clone());

@@ -257,7 +257,7 @@ const SEED: [&[&str]; 2] = [
 
 /// Changes per cycle, per disk (same order as `DISKS`): pattern writes at aligned and unaligned
 /// offsets, across chunk boundaries and up to the end of the disk, zero writes and discards.
-/// Cycle 3 leaves `os` unchanged.
+/// The last cycle leaves `os` unchanged (its ingest must find nothing to journal).
 const CYCLES: [[&[&str]; 2]; 4] = [
     [
         &["write -P 0x11 12345 70001", "write -P 0x12 1048576 131072"],
@@ -932,11 +932,10 @@ fn verify_and_failover_report_a_flipped_base_byte_by_file_and_chunk_offset() {
     assert_identical(&out.join("d.raw"), &copies[0], "after the byte is restored");
 }
 
-#[test]
-fn inspect_and_dump_describe_disks_segments_records_and_points() {
-    let r = replog();
-    let tmp = tempfile::tempdir().expect("a temporary directory");
-    let (vault, image) = (tmp.path().join("V"), tmp.path().join("os.raw"));
+/// A one-disk vault (`os`, 8 MiB) with 64 KiB segments, points `first` and `second` (the second
+/// app-consistent) and a write and a zero between them.
+fn small_vault_with_two_points(r: &Replog, root: &Path) -> PathBuf {
+    let (vault, image) = (root.join("V"), root.join("os.raw"));
     create_image(&image, 8 * MIB);
     r.ok(&["init", s(&vault), "--segment-size", "64KiB"]);
     r.ok(&["disk", "add", s(&vault), "os", "--from", s(&image)]);
@@ -947,6 +946,20 @@ fn inspect_and_dump_describe_disks_segments_records_and_points() {
     );
     r.ok(&["ingest", s(&vault), "os", "--from", s(&image)]);
     r.ok(&["point", s(&vault), "--app-consistent", "--label", "second"]);
+    vault
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    let line =
+        |l: &str| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}"));
+    stdout.lines().map(line).collect()
+}
+
+#[test]
+fn inspect_describes_disks_segments_journal_points_and_rpo() {
+    let r = replog();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vault = small_vault_with_two_points(&r, tmp.path());
 
     let inspect = r.json(&["inspect", s(&vault), "--json"]);
     assert_eq!(inspect["disks"][0]["name"], "os", "{inspect}");
@@ -962,42 +975,43 @@ fn inspect_and_dump_describe_disks_segments_records_and_points() {
         .expect("journal/ lists")
         .map(|e| e.expect("an entry").metadata().expect("metadata").len())
         .sum();
+    let plausible = journal_bytes > 4096 * segments && journal_bytes <= on_disk_bytes;
     assert!(
-        journal_bytes > 4096 * segments && journal_bytes <= on_disk_bytes,
+        plausible,
         "{journal_bytes} journal bytes, {on_disk_bytes} in files: {inspect}"
     );
     let rpo_seconds = inspect["rpo_seconds"]
         .as_f64()
         .expect("rpo_seconds is a number");
     assert!((0.0..600.0).contains(&rpo_seconds), "{inspect}");
+
     let text = r.ok(&["inspect", s(&vault)]);
-    for word in [
-        "os",
-        "8.0 MiB",
-        "journal",
-        &format!("{segments} segments"),
-        "points      2",
-    ] {
+    let segments_text = format!("{segments} segments");
+    for word in ["os", "8.0 MiB", "journal", &segments_text, "points      2"] {
         assert!(text.contains(word), "inspect shows {word:?}:\n{text}");
     }
+}
+
+#[test]
+fn dump_prints_every_record_and_segment_end_and_filters_by_segment() {
+    let r = replog();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vault = small_vault_with_two_points(&r, tmp.path());
+    let inspect = r.json(&["inspect", s(&vault), "--json"]);
 
     let lines = check_dump_json(&r, &vault, &inspect);
     let text = r.ok(&["dump", s(&vault)]);
-    assert_eq!(
-        text.lines().count(),
-        lines.len(),
-        "text and JSON dumps have a line each per record and segment end:\n{text}"
+    let same_count = text.lines().count() == lines.len();
+    assert!(
+        same_count,
+        "text and JSON dumps have a line per record and segment end:\n{text}"
     );
     assert!(
         text.contains("point id=2 app-consistent \"second\""),
         "{text}"
     );
 
-    let first: Vec<Value> = r
-        .ok(&["dump", s(&vault), "--segment", "1", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let first = json_lines(&r.ok(&["dump", s(&vault), "--segment", "1", "--json"]));
     assert!(
         !first.is_empty() && first.len() < lines.len(),
         "--segment 1 is a part of the dump"
@@ -1010,28 +1024,23 @@ fn inspect_and_dump_describe_disks_segments_records_and_points() {
 /// Checks `dump --json`: one JSON object per line, records in LSN order from 1 to `last_lsn`, each
 /// checksum ok, and a sealed or clean end per segment. Returns the lines.
 fn check_dump_json(r: &Replog, vault: &Path, inspect: &Value) -> Vec<Value> {
-    let lines: Vec<Value> = r
-        .ok(&["dump", s(vault), "--json"])
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
+    let lines = json_lines(&r.ok(&["dump", s(vault), "--json"]));
     let records: Vec<&Value> = lines.iter().filter(|l| l.get("lsn").is_some()).collect();
     let ends: Vec<&Value> = lines.iter().filter(|l| l.get("end").is_some()).collect();
     assert_eq!(
         records.len() + ends.len(),
         lines.len(),
-        "every line is a record or a segment end"
+        "every line is a record or an end"
     );
     assert_eq!(
         ends.len() as u64,
         inspect["segments"].as_u64().expect("segments"),
         "{ends:?}"
     );
-    assert!(
-        ends.iter()
-            .all(|e| e["end"] == "sealed" || e["end"] == "end"),
-        "{ends:?}"
-    );
+    let clean = ends
+        .iter()
+        .all(|e| e["end"] == "sealed" || e["end"] == "end");
+    assert!(clean, "{ends:?}");
     for (i, rec) in records.iter().enumerate() {
         assert_eq!(
             rec["lsn"],
@@ -1039,105 +1048,233 @@ fn check_dump_json(r: &Replog, vault: &Path, inspect: &Value) -> Vec<Value> {
             "LSNs run from 1 without gaps: {rec}"
         );
         assert_eq!(rec["checksum"], "ok", "{rec}");
-        assert!(rec["disk"].is_u64(), "{rec}");
         match rec["kind"].as_str().expect("kind is a string") {
             "write" | "zero" => assert_eq!(rec["disk"], 1, "{rec}"),
             "point" => assert_eq!(rec["disk"], 0, "{rec}"),
             other => panic!("unexpected record kind {other}: {rec}"),
         }
     }
-    assert_eq!(
-        records.len() as u64,
-        inspect["last_lsn"].as_u64().expect("last_lsn"),
-        "{inspect}"
-    );
+    let last_lsn = inspect["last_lsn"].as_u64().expect("last_lsn");
+    assert_eq!(records.len() as u64, last_lsn, "{inspect}");
     assert_eq!(records.iter().filter(|r| r["kind"] == "point").count(), 2);
     lines
 }
 
+/// Asserts a failure message is one line, `replog: ...`, that mentions every one of `parts`.
+fn assert_message(run: &Run, parts: &[&str]) {
+    let one_line = run.stderr.starts_with("replog: ") && run.stderr.lines().count() == 1;
+    assert!(
+        one_line,
+        "the message is one line starting `replog: `: {:?}",
+        run.stderr
+    );
+    for part in parts {
+        assert!(
+            run.stderr.contains(part),
+            "the message names {part:?}: {}",
+            run.stderr
+        );
+    }
+}
+
 #[test]
-fn errors_are_sentences_naming_the_path_or_value() {
+fn missing_vault_and_non_empty_directory_are_refused_naming_the_path() {
     let r = replog();
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let missing = tmp.path().join("nonexistent");
-    let run = r.expect(EXIT_FAILED, &["points", s(&missing)]);
-    assert!(run.stderr.contains(s(&missing)), "{}", run.stderr);
+    assert_message(
+        &r.expect(EXIT_FAILED, &["points", s(&missing)]),
+        &[s(&missing)],
+    );
+    assert!(!missing.exists(), "reading a vault creates nothing");
 
     let busy = tmp.path().join("busy");
     fs::create_dir(&busy).expect("the directory is created");
     fs::write(busy.join("something"), b"x").expect("the file is written");
-    let run = r.expect(EXIT_FAILED, &["init", s(&busy)]);
-    assert!(
-        run.stderr.contains(s(&busy)) && run.stderr.contains("not empty"),
-        "{}",
-        run.stderr
+    assert_message(
+        &r.expect(EXIT_FAILED, &["init", s(&busy)]),
+        &[s(&busy), "not empty"],
     );
+    let left: Vec<_> = fs::read_dir(&busy).expect("the directory lists").collect();
+    assert_eq!(left.len(), 1, "a refused init adds nothing");
+}
 
+#[test]
+fn disk_names_that_could_escape_the_vault_are_refused() {
+    let r = replog();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
     let vault = tmp.path().join("V");
     r.ok(&["init", s(&vault)]);
-    for bad in ["a/b", "..", "../escape", ".hidden", ""] {
+    for bad in ["a/b", "..", "../escape", ".hidden", "", &"x".repeat(65)] {
         let run = r.expect(
             EXIT_FAILED,
             &["disk", "add", s(&vault), bad, "--size", "1MiB"],
         );
-        assert!(
-            run.stderr
-                .contains(&format!("{bad:?} is not a valid disk name")),
-            "{}",
-            run.stderr
-        );
+        assert_message(&run, &[&format!("{bad:?} is not a valid disk name")]);
     }
     assert!(
         !tmp.path().join("escape").exists(),
         "nothing is created outside the vault"
     );
+    let inspect = r.json(&["inspect", s(&vault), "--json"]);
+    assert_eq!(
+        inspect["disks"],
+        Value::Array(Vec::new()),
+        "no disk was added: {inspect}"
+    );
+}
 
-    let image = tmp.path().join("d.raw");
+#[test]
+fn image_and_disk_errors_name_the_image_sizes_and_disk() {
+    let r = replog();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (vault, image) = (tmp.path().join("V"), tmp.path().join("d.raw"));
+    r.ok(&["init", s(&vault)]);
     create_image(&image, 8 * MIB);
     r.ok(&["disk", "add", s(&vault), "d", "--from", s(&image)]);
+
     let small = tmp.path().join("small.raw");
     create_image(&small, 4 * MIB);
     let run = r.expect(
         EXIT_FAILED,
         &["ingest", s(&vault), "d", "--from", s(&small)],
     );
-    for part in [s(&small), &(4 * MIB).to_string(), &(8 * MIB).to_string()] {
-        assert!(
-            run.stderr.contains(part),
-            "the message names {part}: {}",
-            run.stderr
-        );
-    }
+    let (small_bytes, disk_bytes) = ((4 * MIB).to_string(), (8 * MIB).to_string());
+    assert_message(&run, &[s(&small), &small_bytes, &disk_bytes]);
+
     let absent = tmp.path().join("absent.raw");
     let run = r.expect(
         EXIT_FAILED,
         &["disk", "add", s(&vault), "e", "--from", s(&absent)],
     );
-    assert!(run.stderr.contains(s(&absent)), "{}", run.stderr);
+    assert_message(&run, &[s(&absent)]);
     let run = r.expect(
         EXIT_FAILED,
         &["ingest", s(&vault), "nosuch", "--from", s(&image)],
     );
-    assert!(run.stderr.contains("\"nosuch\""), "{}", run.stderr);
+    assert_message(&run, &["\"nosuch\""]);
     let run = r.expect(
         EXIT_FAILED,
         &["disk", "add", s(&vault), "d", "--size", "1MiB"],
     );
-    assert!(
-        run.stderr.contains("\"d\""),
-        "a duplicate name is refused: {}",
-        run.stderr
-    );
+    assert_message(&run, &["\"d\""]);
+    let run = r.expect(EXIT_FAILED, &["disk", "add", s(&vault), "z", "--size", "0"]);
+    assert_message(&run, &["size 0"]);
+}
 
-    for line in [
-        r.run(&["points", s(&missing)]).stderr,
-        r.run(&["init", s(&busy)]).stderr,
-    ] {
-        assert!(
-            line.starts_with("replog: ") && line.ends_with('\n') && line.lines().count() == 1,
-            "one line: {line:?}"
-        );
-    }
+#[test]
+fn invalid_command_lines_exit_64() {
+    let r = replog();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vault = tmp.path().join("V");
     r.expect(EXIT_USAGE, &["frobnicate"]);
+    r.expect(EXIT_USAGE, &["init"]);
+    r.expect(EXIT_USAGE, &["init", s(&vault), "--segment-size", "lots"]);
     r.expect(EXIT_USAGE, &["disk", "add", s(&vault), "x"]);
+    r.expect(
+        EXIT_USAGE,
+        &[
+            "disk",
+            "add",
+            s(&vault),
+            "x",
+            "--size",
+            "1M",
+            "--from",
+            "x.raw",
+        ],
+    );
+    r.expect(EXIT_USAGE, &["--backend", "floppy", "points", s(&vault)]);
+    assert!(!vault.exists(), "no usage error created the vault");
+    r.ok(&["--help"]);
+}
+
+#[test]
+fn damage_in_a_sealed_segment_blocks_only_the_points_after_it() {
+    let r = replog();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let vault = small_vault_with_two_points(&r, tmp.path());
+    let lines = json_lines(&r.ok(&["dump", s(&vault), "--json"]));
+    let sealed: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["end"] == "sealed")
+        .map(|l| &l["segment"])
+        .collect();
+    let write = lines
+        .iter()
+        .find(|l| l["kind"] == "write" && sealed.contains(&&l["segment"]))
+        .expect("a write record in a sealed segment");
+    let record_offset = write["offset"].as_u64().expect("offset is a number");
+    let stored_bytes = write["stored"].as_u64().expect("stored is a number");
+    let segment_id = write["segment"].as_u64().expect("segment is a number");
+    let segment = vault.join("journal").join(format!("{segment_id:016x}.seg"));
+    flip_byte(&segment, record_offset + 64 + stored_bytes / 2);
+
+    assert_verify_finds(&r, &vault, &segment, record_offset);
+    let out = tmp.path().join("out");
+    r.ok(&["failover", s(&vault), "--point", "1", "--out", s(&out)]);
+    let zeros = tmp.path().join("zeros.raw");
+    create_image(&zeros, 8 * MIB);
+    assert_identical(&out.join("os.raw"), &zeros, "point 1, before the damage");
+    let failed = r.expect(
+        EXIT_DAMAGED,
+        &[
+            "failover",
+            s(&vault),
+            "--point",
+            "2",
+            "--out",
+            s(&out),
+            "--force",
+        ],
+    );
+    let name = segment
+        .file_name()
+        .expect("a file name")
+        .to_str()
+        .expect("UTF-8");
+    assert!(
+        failed.stderr.contains(name),
+        "failover names the damaged file: {}",
+        failed.stderr
+    );
+}
+
+/// Bug: when an ingest seals a segment part-way, the footer is framed before any sync of the
+/// segment (its `synced_upto` is 4096), so nothing vouches for the records before it, and a
+/// damaged record there is classified as a torn tail. `dump` then prints `torn-tail` and exits 0, and `verify` says the segment "has no
+/// valid footer and trailer" although both are intact. A segment the manifest lists as sealed was
+/// acknowledged whole, so this is damage: `dump` must exit 2 and name the record.
+#[test]
+#[ignore = "bug: dump calls damage in a sealed segment a torn tail and exits 0"]
+fn damage_in_a_sealed_segment_written_in_one_batch_is_not_a_torn_tail() {
+    let r = replog();
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let (vault, image) = (tmp.path().join("V"), tmp.path().join("d.raw"));
+    create_image(&image, 16 * MIB);
+    r.ok(&["init", s(&vault), "--segment-size", "64KiB"]);
+    r.ok(&["disk", "add", s(&vault), "d", "--from", s(&image)]);
+    r.ok(&["point", s(&vault)]);
+    // Two changed ranges: the ingest seals segment 2 after the first and goes on in segment 3.
+    qemu_io(
+        &image,
+        &[
+            "write -P 0x11 12345 1000000",
+            "write -P 0x22 3000000 300000",
+        ],
+    );
+    r.ok(&["ingest", s(&vault), "d", "--from", s(&image)]);
+    r.ok(&["point", s(&vault)]);
+    // Segment 2 holds the 1 MiB write record at 4096, then its footer and trailer.
+    let segment = vault.join("journal").join("0000000000000002.seg");
+    flip_byte(&segment, 4096 + 64 + 5000);
+
+    let dump = r.expect(EXIT_DAMAGED, &["dump", s(&vault), "--segment", "2"]);
+    assert!(dump.stdout.contains("damaged"), "{}", dump.stdout);
+    let verify = r.expect(EXIT_DAMAGED, &["verify", s(&vault)]);
+    assert!(
+        verify.stdout.contains("checksum"),
+        "verify names the failing checksum: {}",
+        verify.stdout
+    );
 }
