@@ -74,10 +74,18 @@ impl SegmentHeader {
         }
         let version = c.u32()?;
         if FormatVersion::from_u32(version).is_none() {
-            return Err(c.error_at(DecodeErrorKind::UnsupportedVersion, 8, format!("format version {version}")));
+            return Err(c.error_at(
+                DecodeErrorKind::UnsupportedVersion,
+                8,
+                format!("format version {version}"),
+            ));
         }
         if bytes.len() < SEGMENT_HEADER_BYTES {
-            return Err(c.error_at(DecodeErrorKind::Truncated, bytes.len(), "segment header is cut short"));
+            return Err(c.error_at(
+                DecodeErrorKind::Truncated,
+                bytes.len(),
+                "segment header is cut short",
+            ));
         }
         check_page_crc(&bytes[..SEGMENT_HEADER_BYTES], WHAT, seed)?;
         if c.u32()? as usize != SEGMENT_HEADER_BYTES {
@@ -91,7 +99,11 @@ impl SegmentHeader {
         };
         c.zeros(SEGMENT_HEADER_BYTES - 4 - c.position())?;
         if h.segment_id == 0 || h.first_lsn == 0 {
-            return Err(c.error_at(DecodeErrorKind::BadField, 32, "segment id and first LSN start at 1"));
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                32,
+                "segment id and first LSN start at 1",
+            ));
         }
         Ok(h)
     }
@@ -172,7 +184,8 @@ impl FooterIndex {
     pub fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(8 + self.extents.len() * FOOTER_EXTENT_BYTES);
         let mut p = Put::new(&mut buf);
-        p.u32(self.extents.len() as u32).u32(self.points.len() as u32);
+        p.u32(self.extents.len() as u32)
+            .u32(self.points.len() as u32);
         for e in &self.extents {
             p.u64(e.lsn)
                 .u64(e.record_offset)
@@ -206,25 +219,46 @@ impl FooterIndex {
         let point_count = c.u32()? as usize;
         let need = extent_count as u64 * FOOTER_EXTENT_BYTES as u64
             + point_count as u64 * FOOTER_POINT_FIXED_BYTES as u64;
-        if need > c.remaining() as u64 || extent_count + point_count > SEGMENT_RECORDS_MAX as usize {
+        if need > c.remaining() as u64 || extent_count + point_count > SEGMENT_RECORDS_MAX as usize
+        {
             return Err(c.error_at(
                 DecodeErrorKind::BadField,
                 0,
-                format!("{extent_count} extents and {point_count} points do not fit in {} bytes", bytes.len()),
+                format!(
+                    "{extent_count} extents and {point_count} points do not fit in {} bytes",
+                    bytes.len()
+                ),
             ));
         }
         let mut extents = Vec::with_capacity(extent_count);
         for _ in 0..extent_count {
             let at = c.position();
-            let (lsn, record_offset, disk_offset, length) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+            let (lsn, record_offset, disk_offset, length) =
+                (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
             let (disk_id, stored_len, record_crc) = (c.u32()?, c.u32()?, c.u32()?);
             let kind = match RecordKind::from_u8(c.u8()?) {
                 Some(k @ (RecordKind::Write | RecordKind::Zero)) => k,
-                _ => return Err(c.error_at(DecodeErrorKind::BadField, at + 44, "extent kind is not write or zero")),
+                _ => {
+                    return Err(c.error_at(
+                        DecodeErrorKind::BadField,
+                        at + 44,
+                        "extent kind is not write or zero",
+                    ));
+                }
             };
             let flags = c.u8()?;
             c.zeros(2)?;
-            extents.push(ExtentEntry { lsn, record_offset, disk_offset, length, disk_id, stored_len, record_crc, kind, flags });
+            extents.push(ExtentEntry {
+                lsn,
+                record_offset,
+                disk_offset,
+                length,
+                disk_id,
+                stored_len,
+                record_crc,
+                kind,
+                flags,
+            });
         }
         let mut points = Vec::with_capacity(point_count);
         for _ in 0..point_count {
@@ -233,17 +267,31 @@ impl FooterIndex {
             let record_offset = c.u64()?;
             let point_id = c.u64()?;
             let time_unix_ns = c.i64()?;
-            let kind = PointKind::from_u8(c.u8()?)
-                .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 32, "unknown point kind"))?;
+            let kind = PointKind::from_u8(c.u8()?).ok_or_else(|| {
+                c.error_at(DecodeErrorKind::BadField, at + 32, "unknown point kind")
+            })?;
             c.zeros(1)?;
             let label_len = c.u16()? as usize;
             if label_len > LABEL_BYTES_MAX {
-                return Err(c.error_at(DecodeErrorKind::BadField, at + 34, "label over 1024 bytes"));
+                return Err(c.error_at(
+                    DecodeErrorKind::BadField,
+                    at + 34,
+                    "label over 1024 bytes",
+                ));
             }
             let label = std::str::from_utf8(c.take(label_len)?)
                 .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 36, "label is not UTF-8"))?
                 .to_owned();
-            points.push(PointEntry { lsn, record_offset, point: PointPayload { point_id, time_unix_ns, kind, label } });
+            points.push(PointEntry {
+                lsn,
+                record_offset,
+                point: PointPayload {
+                    point_id,
+                    time_unix_ns,
+                    kind,
+                    label,
+                },
+            });
         }
         c.finish()?;
         footer_sorted(FooterIndex { extents, points })
@@ -251,12 +299,20 @@ impl FooterIndex {
 }
 
 fn footer_sorted(f: FooterIndex) -> Result<FooterIndex, DecodeError> {
-    let in_order = f.extents.windows(2).all(|w| w[0].lsn < w[1].lsn && w[0].record_offset < w[1].record_offset)
+    let in_order = f
+        .extents
+        .windows(2)
+        .all(|w| w[0].lsn < w[1].lsn && w[0].record_offset < w[1].record_offset)
         && f.points.windows(2).all(|w| w[0].lsn < w[1].lsn);
     if in_order {
         Ok(f)
     } else {
-        Err(DecodeError::new(DecodeErrorKind::BadField, "footer index", 8, "entries are not in LSN order"))
+        Err(DecodeError::new(
+            DecodeErrorKind::BadField,
+            "footer index",
+            8,
+            "entries are not in LSN order",
+        ))
     }
 }
 
@@ -310,7 +366,11 @@ impl Trailer {
     pub fn decode(bytes: &[u8], seed: u32) -> Result<Trailer, DecodeError> {
         let mut c = Cursor::new(bytes, "segment trailer");
         if bytes.len() != TRAILER_BYTES {
-            return Err(c.error_at(DecodeErrorKind::Truncated, 0, format!("expected 64 bytes, found {}", bytes.len())));
+            return Err(c.error_at(
+                DecodeErrorKind::Truncated,
+                0,
+                format!("expected 64 bytes, found {}", bytes.len()),
+            ));
         }
         if c.array::<8>()? != magic::FOOTER_TRAILER {
             return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "no segment trailer"));
@@ -401,9 +461,16 @@ pub fn record_at<'a>(
     expect: &Expect,
 ) -> Result<(RecordHeader, &'a [u8]), DecodeError> {
     let start = pos as usize;
-    let head = bytes.get(start..start + RECORD_HEADER_BYTES).ok_or_else(|| {
-        DecodeError::new(DecodeErrorKind::Truncated, "record header", pos, "the file ends inside a record header")
-    })?;
+    let head = bytes
+        .get(start..start + RECORD_HEADER_BYTES)
+        .ok_or_else(|| {
+            DecodeError::new(
+                DecodeErrorKind::Truncated,
+                "record header",
+                pos,
+                "the file ends inside a record header",
+            )
+        })?;
     let h = RecordHeader::decode(head).map_err(|e| e.at(pos))?;
     if h.segment_id != expect.segment_id || h.segment_offset != pos {
         return Err(DecodeError::new(
@@ -417,10 +484,18 @@ pub fn record_at<'a>(
         ));
     }
     let end = start as u64 + h.total_bytes();
-    let payload = bytes.get(start + RECORD_HEADER_BYTES..end as usize).ok_or_else(|| {
-        DecodeError::new(DecodeErrorKind::Truncated, "record", pos, format!("the file ends before the record's end at {end}"))
-    })?;
-    h.verify(expect.seed, head, payload).map_err(|e| e.at(pos))?;
+    let payload = bytes
+        .get(start + RECORD_HEADER_BYTES..end as usize)
+        .ok_or_else(|| {
+            DecodeError::new(
+                DecodeErrorKind::Truncated,
+                "record",
+                pos,
+                format!("the file ends before the record's end at {end}"),
+            )
+        })?;
+    h.verify(expect.seed, head, payload)
+        .map_err(|e| e.at(pos))?;
     Ok((h, payload))
 }
 
@@ -443,7 +518,10 @@ pub fn scan(
             DecodeErrorKind::Misplaced,
             "segment header",
             16,
-            format!("segment {} of another vault or place, expected segment {}", header.segment_id, expect.segment_id),
+            format!(
+                "segment {} of another vault or place, expected segment {}",
+                header.segment_id, expect.segment_id
+            ),
         ));
     }
     let mut pos = SEGMENT_HEADER_BYTES as u64;
@@ -452,17 +530,40 @@ pub fn scan(
     let failure = loop {
         if pos == bytes.len() as u64 {
             let end = SegmentEnd::Clean { offset: pos };
-            return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None, valid_end: pos });
+            return Ok(Scan {
+                header,
+                end,
+                last_lsn: next_lsn - 1,
+                record_count,
+                footer: None,
+                valid_end: pos,
+            });
         }
         let (h, payload) = match record_at(bytes, pos, expect) {
             Ok(found) => found,
             Err(e) => break e,
         };
         if h.kind == RecordKind::Footer {
-            match sealed_end(bytes, pos, &h, payload, expect, &header, next_lsn, record_count) {
+            match sealed_end(
+                bytes,
+                pos,
+                &h,
+                payload,
+                expect,
+                &header,
+                next_lsn,
+                record_count,
+            ) {
                 Ok((end, footer)) => {
                     let valid_end = pos + h.total_bytes() + TRAILER_BYTES as u64;
-                    return Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: Some(footer), valid_end });
+                    return Ok(Scan {
+                        header,
+                        end,
+                        last_lsn: next_lsn - 1,
+                        record_count,
+                        footer: Some(footer),
+                        valid_end,
+                    });
                 }
                 Err(SealError::NoTrailer(e)) => break e,
                 Err(SealError::Damage(e)) => return Err(e),
@@ -482,7 +583,14 @@ pub fn scan(
         pos += h.total_bytes();
     };
     let end = classify_invalid_tail(bytes, pos, expect, failure)?;
-    Ok(Scan { header, end, last_lsn: next_lsn - 1, record_count, footer: None, valid_end: pos })
+    Ok(Scan {
+        header,
+        end,
+        last_lsn: next_lsn - 1,
+        record_count,
+        footer: None,
+        valid_end: pos,
+    })
 }
 
 /// Why a footer record did not end its segment.
@@ -517,8 +625,12 @@ fn sealed_end(
                 "the file ends inside the trailer",
             ))
         })?;
-    let trailer = Trailer::decode(trailer_bytes, expect.seed).map_err(|e| SealError::NoTrailer(e.at(trailer_at)))?;
-    if trailer.segment_id != expect.segment_id || trailer.footer_offset != pos || trailer.footer_crc != h.crc {
+    let trailer = Trailer::decode(trailer_bytes, expect.seed)
+        .map_err(|e| SealError::NoTrailer(e.at(trailer_at)))?;
+    if trailer.segment_id != expect.segment_id
+        || trailer.footer_offset != pos
+        || trailer.footer_crc != h.crc
+    {
         return Err(SealError::NoTrailer(DecodeError::new(
             DecodeErrorKind::Misplaced,
             "segment trailer",
@@ -529,7 +641,9 @@ fn sealed_end(
             ),
         )));
     }
-    let damage = |kind, what, offset, detail: String| SealError::Damage(DecodeError::new(kind, what, offset, detail));
+    let damage = |kind, what, offset, detail: String| {
+        SealError::Damage(DecodeError::new(kind, what, offset, detail))
+    };
     let last_lsn = next_lsn - 1;
     if trailer.first_lsn != header.first_lsn
         || trailer.last_lsn != last_lsn
@@ -546,7 +660,8 @@ fn sealed_end(
             ),
         ));
     }
-    let footer = FooterIndex::decode(payload).map_err(|e| SealError::Damage(e.at(pos + RECORD_HEADER_BYTES as u64)))?;
+    let footer = FooterIndex::decode(payload)
+        .map_err(|e| SealError::Damage(e.at(pos + RECORD_HEADER_BYTES as u64)))?;
     if footer.extents.len() + footer.points.len() != record_count as usize {
         return Err(damage(
             DecodeErrorKind::BadField,
@@ -569,7 +684,13 @@ fn sealed_end(
             "non-zero bytes after the trailer of a sealed segment".to_owned(),
         ));
     }
-    Ok((SegmentEnd::Sealed { footer_offset: pos, trailer }, footer))
+    Ok((
+        SegmentEnd::Sealed {
+            footer_offset: pos,
+            trailer,
+        },
+        footer,
+    ))
 }
 
 /// Decides whether the invalid bytes at `pos` are a torn tail, a clean end, or damage.
@@ -594,7 +715,10 @@ fn classify_invalid_tail(
             ),
         ));
     }
-    Ok(SegmentEnd::Torn { offset: pos, reason: failure })
+    Ok(SegmentEnd::Torn {
+        offset: pos,
+        reason: failure,
+    })
 }
 
 /// The offset of a valid record after `pos` whose writer had synced past `pos`, if any.

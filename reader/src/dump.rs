@@ -65,7 +65,10 @@ pub fn dump(
 ) -> Result<()> {
     let read = |name: &str| -> Result<(PathBuf, replog_io::Mapped)> {
         let path = dir.join(name);
-        let m = storage.open(&path, OpenMode::Read).and_then(|f| f.map()).map_err(|e| ReadError::io(&path, "read", e))?;
+        let m = storage
+            .open(&path, OpenMode::Read)
+            .and_then(|f| f.map())
+            .map_err(|e| ReadError::io(&path, "read", e))?;
         Ok((path, m))
     };
     let (vpath, vbytes) = read(layout::VAULT_FILE)?;
@@ -73,14 +76,33 @@ pub fn dump(
     let (mpath, mbytes) = read(layout::MANIFEST_FILE)?;
     let manifest = Manifest::decode(&mbytes).map_err(|e| ReadError::decode(&mpath, 0, e))?;
     let seed = vault_seed(&header.vault_id);
-    let ids: Vec<u64> = manifest.segments.iter().map(|s| s.segment_id).filter(|&id| only_segment.is_none_or(|o| o == id)).collect();
+    let ids: Vec<u64> = manifest
+        .segments
+        .iter()
+        .map(|s| s.segment_id)
+        .filter(|&id| only_segment.is_none_or(|o| o == id))
+        .collect();
     if let (Some(want), true) = (only_segment, ids.is_empty()) {
-        return Err(ReadError::new(ReadErrorKind::InvalidRequest, format!("the vault has no segment {want}")));
+        return Err(ReadError::new(
+            ReadErrorKind::InvalidRequest,
+            format!("the vault has no segment {want}"),
+        ));
     }
     for id in ids {
+        let sealed = manifest
+            .segments
+            .iter()
+            .any(|s| s.segment_id == id && s.sealed.is_some());
         let path = layout::segment_path(dir, id);
-        let bytes = storage.open(&path, OpenMode::Read).and_then(|f| f.map()).map_err(|e| ReadError::io(&path, "read", e))?;
-        let expect = Expect { vault_id: header.vault_id, seed, segment_id: id };
+        let bytes = storage
+            .open(&path, OpenMode::Read)
+            .and_then(|f| f.map())
+            .map_err(|e| ReadError::io(&path, "read", e))?;
+        let expect = Expect {
+            vault_id: header.vault_id,
+            seed,
+            segment_id: id,
+        };
         let result = segment::scan(&bytes, &expect, |h, payload| {
             record(&DumpRecord {
                 segment_id: id,
@@ -93,13 +115,20 @@ pub fn dump(
                 stored_len: h.stored_len,
                 lz4: h.is_lz4(),
                 crc: h.crc,
-                point: (h.kind == RecordKind::Point).then(|| PointPayload::decode(payload).ok()).flatten(),
+                point: (h.kind == RecordKind::Point)
+                    .then(|| PointPayload::decode(payload).ok())
+                    .flatten(),
             })
         });
         let outcome = match result {
             Ok(scan) => match scan.end {
                 SegmentEnd::Clean { offset } => DumpEnd::Clean(offset),
                 SegmentEnd::Sealed { footer_offset, .. } => DumpEnd::Sealed(footer_offset),
+                // A sealed segment was acknowledged whole: an invalid record in it is damage.
+                SegmentEnd::Torn { offset, reason } if sealed => DumpEnd::Damaged(format!(
+                    "byte {offset}: {} (in a sealed segment)",
+                    reason.detail
+                )),
                 SegmentEnd::Torn { offset, reason } => DumpEnd::Torn(offset, reason.detail),
             },
             Err(e) => DumpEnd::Damaged(e.to_string()),

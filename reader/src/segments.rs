@@ -60,6 +60,9 @@ pub(crate) struct OpenSnapshot {
     pub end: SegmentEnd,
     /// The LSN of its last valid record (`first_lsn - 1` when none).
     pub last_lsn: u64,
+    /// Damage found before the tail: the records before it are served, the points after it
+    /// cannot be reached, and the writer refuses to open until it is dealt with.
+    pub damage: Option<DecodeError>,
 }
 
 impl SegmentSlot {
@@ -349,6 +352,7 @@ fn scan_snapshot(
             points,
             end,
             last_lsn: first_lsn - 1,
+            damage: None,
         });
     }
     let mut bad_point = None;
@@ -365,8 +369,32 @@ fn scan_snapshot(
             }
         },
         RecordKind::Footer => {}
-    })
-    .map_err(ScanFailure::Decode)?;
+    });
+    let scan = match scan {
+        Ok(scan) => scan,
+        // Damage past the header: every record before it was visited and verified, so the
+        // points before it stay readable (during an outage an earlier point is worth having).
+        Err(e) if e.offset >= SEGMENT_HEADER_BYTES as u64 => {
+            let last_lsn = extents
+                .last()
+                .map(|x| x.lsn)
+                .max(points.last().map(|p| p.lsn))
+                .unwrap_or(first_lsn - 1);
+            let end = SegmentEnd::Torn {
+                offset: e.offset,
+                reason: e.clone(),
+            };
+            return Ok(OpenSnapshot {
+                bytes,
+                extents,
+                points,
+                end,
+                last_lsn,
+                damage: Some(e),
+            });
+        }
+        Err(e) => return Err(ScanFailure::Decode(e)),
+    };
     if let Some(e) = bad_point {
         return Err(ScanFailure::Decode(e));
     }
@@ -379,6 +407,7 @@ fn scan_snapshot(
         points,
         end: scan.end,
         last_lsn: scan.last_lsn,
+        damage: None,
     })
 }
 

@@ -187,6 +187,21 @@ impl Vault {
         self.inner.manifest.base_lsn
     }
 
+    /// Damage found in the open segment before its tail, naming the file and offset. The points
+    /// before it are listed and readable; none after it is. `verify` names it too.
+    pub fn damage(&self) -> Option<ReadError> {
+        let slot = self.inner.segments.last()?;
+        let SlotState::Open(snap) = &slot.state else {
+            return None;
+        };
+        let e = snap.damage.clone()?;
+        Some(ReadError::decode(
+            replog_format::layout::segment_path(Path::new(""), slot.id),
+            0,
+            e,
+        ))
+    }
+
     /// The open segment as scanned, if the manifest lists one.
     pub fn open_segment(&self) -> Option<OpenSegmentInfo> {
         let slot = self.inner.segments.last()?;

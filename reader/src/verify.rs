@@ -13,13 +13,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use replog_format::base::{BASE_HEADER_BYTES, BaseHeader, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES, decode_table_page, table_crc_update};
+use replog_format::base::{
+    BASE_HEADER_BYTES, BaseHeader, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES, decode_table_page,
+    table_crc_update,
+};
 use replog_format::digest::{DIGEST_BYTES, DIGEST_HEADER_BYTES, DigestHeader};
 use replog_format::header::VaultHeader;
 use replog_format::layout;
 use replog_format::manifest::{DiskEntry, Manifest, SegmentEntry};
 use replog_format::record::{PointPayload, RecordKind};
-use replog_format::segment::{self, ExtentEntry, Expect, PointEntry, SegmentEnd};
+use replog_format::segment::{self, Expect, ExtentEntry, PointEntry, SegmentEnd};
 use replog_format::{DecodeError, vault_seed};
 use replog_io::{OpenMode, Storage};
 
@@ -101,10 +104,21 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn find(&mut self, severity: Severity, path: impl AsRef<Path>, offset: Option<u64>, message: impl Into<String>) {
+    fn find(
+        &mut self,
+        severity: Severity,
+        path: impl AsRef<Path>,
+        offset: Option<u64>,
+        message: impl Into<String>,
+    ) {
         let path = path.as_ref();
         let rel = path.strip_prefix(self.dir).unwrap_or(path).to_path_buf();
-        self.report.findings.push(Finding { severity, path: rel, offset, message: message.into() });
+        self.report.findings.push(Finding {
+            severity,
+            path: rel,
+            offset,
+            message: message.into(),
+        });
     }
 
     fn damage(&mut self, path: impl AsRef<Path>, offset: Option<u64>, message: impl Into<String>) {
@@ -118,7 +132,10 @@ impl Checker<'_> {
 
     /// The whole file, or a finding and `None`.
     fn read_all(&mut self, path: &Path) -> Option<replog_io::Mapped> {
-        let mapped = self.storage.open(path, OpenMode::Read).and_then(|f| f.map());
+        let mapped = self
+            .storage
+            .open(path, OpenMode::Read)
+            .and_then(|f| f.map());
         match mapped {
             Ok(m) => {
                 self.report.files_checked += 1;
@@ -135,9 +152,15 @@ impl Checker<'_> {
 
 /// Checks the vault at `dir`. Problems are findings in the report, never errors.
 pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
-    let mut c = Checker { storage, dir, report: VerifyReport::default() };
+    let mut c = Checker {
+        storage,
+        dir,
+        report: VerifyReport::default(),
+    };
     let vault_path = dir.join(layout::VAULT_FILE);
-    let Some(bytes) = c.read_all(&vault_path) else { return c.report };
+    let Some(bytes) = c.read_all(&vault_path) else {
+        return c.report;
+    };
     let header = match VaultHeader::decode(&bytes) {
         Ok(h) => h,
         Err(e) => {
@@ -146,22 +169,42 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         }
     };
     let manifest_path = dir.join(layout::MANIFEST_FILE);
-    let manifest = c.read_all(&manifest_path).and_then(|bytes| match Manifest::decode(&bytes) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            c.decode_damage(&manifest_path, 0, e);
-            None
-        }
-    });
-    let Some(manifest) = manifest else { return c.report };
+    let manifest = c
+        .read_all(&manifest_path)
+        .and_then(|bytes| match Manifest::decode(&bytes) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                c.decode_damage(&manifest_path, 0, e);
+                None
+            }
+        });
+    let Some(manifest) = manifest else {
+        return c.report;
+    };
     if manifest.vault_id != header.vault_id {
-        c.damage(&manifest_path, Some(32), "belongs to another vault than VAULT");
+        c.damage(
+            &manifest_path,
+            Some(32),
+            "belongs to another vault than VAULT",
+        );
         return c.report;
     }
     let seed = vault_seed(&header.vault_id);
     for (i, seg) in manifest.segments.iter().enumerate() {
-        let points: Vec<_> = manifest.points.iter().filter(|p| p.segment_id == seg.segment_id).collect();
-        check_segment(&mut c, &header, seed, &manifest, seg, &points, i + 1 == manifest.segments.len());
+        let points: Vec<_> = manifest
+            .points
+            .iter()
+            .filter(|p| p.segment_id == seg.segment_id)
+            .collect();
+        check_segment(
+            &mut c,
+            &header,
+            seed,
+            &manifest,
+            seg,
+            &points,
+            i + 1 == manifest.segments.len(),
+        );
     }
     for disk in &manifest.disks {
         check_base(&mut c, &header, seed, disk);
@@ -181,25 +224,36 @@ fn check_segment(
     is_last: bool,
 ) {
     let path = layout::segment_path(c.dir, seg.segment_id);
-    let Some(bytes) = c.read_all(&path) else { return };
-    let expect = Expect { vault_id: header.vault_id, seed, segment_id: seg.segment_id };
+    let Some(bytes) = c.read_all(&path) else {
+        return;
+    };
+    let expect = Expect {
+        vault_id: header.vault_id,
+        seed,
+        segment_id: seg.segment_id,
+    };
     let mut extents = Vec::new();
     let mut points = Vec::new();
     let mut problems = Vec::new();
-    let scan = segment::scan(&bytes, &expect, |h, payload| {
-        match h.kind {
-            RecordKind::Write | RecordKind::Zero => {
-                if let Some(problem) = check_extent(manifest, h, payload) {
-                    problems.push((h.segment_offset, problem));
-                }
-                extents.push(ExtentEntry::from_header(h));
+    let scan = segment::scan(&bytes, &expect, |h, payload| match h.kind {
+        RecordKind::Write | RecordKind::Zero => {
+            if let Some(problem) = check_extent(manifest, h, payload) {
+                problems.push((h.segment_offset, problem));
             }
-            RecordKind::Point => match PointPayload::decode(payload) {
-                Ok(point) => points.push(PointEntry { lsn: h.lsn, record_offset: h.segment_offset, point }),
-                Err(e) => problems.push((h.segment_offset + 64 + e.offset, format!("point payload: {}", e.detail))),
-            },
-            RecordKind::Footer => {}
+            extents.push(ExtentEntry::from_header(h));
         }
+        RecordKind::Point => match PointPayload::decode(payload) {
+            Ok(point) => points.push(PointEntry {
+                lsn: h.lsn,
+                record_offset: h.segment_offset,
+                point,
+            }),
+            Err(e) => problems.push((
+                h.segment_offset + 64 + e.offset,
+                format!("point payload: {}", e.detail),
+            )),
+        },
+        RecordKind::Footer => {}
     });
     c.report.records_checked += (extents.len() + points.len()) as u64;
     for (offset, problem) in problems {
@@ -210,7 +264,14 @@ fn check_segment(
         Err(e) => return c.decode_damage(&path, 0, e),
     };
     if scan.header.first_lsn != seg.first_lsn {
-        c.damage(&path, Some(40), format!("starts at LSN {}, the manifest says {}", scan.header.first_lsn, seg.first_lsn));
+        c.damage(
+            &path,
+            Some(40),
+            format!(
+                "starts at LSN {}, the manifest says {}",
+                scan.header.first_lsn, seg.first_lsn
+            ),
+        );
     }
     match (&scan.end, seg.sealed) {
         (SegmentEnd::Sealed { footer_offset, trailer }, Some(info)) => {
@@ -237,7 +298,12 @@ fn check_segment(
             Some(*footer_offset),
             "sealed, but the manifest does not record it yet (an interrupted rotation; the next writer open completes it)",
         ),
-        (_, Some(_)) => c.damage(&path, Some(scan.end.append_offset()), "the manifest says this segment is sealed, but it has no valid footer and trailer"),
+        (SegmentEnd::Torn { offset, reason }, Some(_)) => c.damage(
+            &path,
+            Some(*offset),
+            format!("{} (the manifest says this segment was sealed, so every byte of it was acknowledged: this is damage, not a torn tail)", reason.detail),
+        ),
+        (SegmentEnd::Clean { offset }, Some(_)) => c.damage(&path, Some(*offset), "the manifest says this segment is sealed, but its records end here with no footer and trailer"),
         (SegmentEnd::Torn { offset, reason }, None) => c.find(
             Severity::TornTail,
             &path,
@@ -253,20 +319,41 @@ fn check_segment(
 }
 
 /// Cross-checks a write or zero record against the manifest; returns a problem sentence.
-fn check_extent(manifest: &Manifest, h: &replog_format::record::RecordHeader, payload: &[u8]) -> Option<String> {
+fn check_extent(
+    manifest: &Manifest,
+    h: &replog_format::record::RecordHeader,
+    payload: &[u8],
+) -> Option<String> {
     let Some(disk) = manifest.disks.iter().find(|d| d.disk_id == h.disk_id) else {
-        return Some(format!("record LSN {} targets disk id {}, which the manifest does not list", h.lsn, h.disk_id));
+        return Some(format!(
+            "record LSN {} targets disk id {}, which the manifest does not list",
+            h.lsn, h.disk_id
+        ));
     };
     if h.lsn < disk.added_lsn {
-        return Some(format!("record LSN {} targets disk {:?}, added at LSN {}", h.lsn, disk.name, disk.added_lsn));
+        return Some(format!(
+            "record LSN {} targets disk {:?}, added at LSN {}",
+            h.lsn, disk.name, disk.added_lsn
+        ));
     }
     if h.disk_offset + h.length > disk.disk_bytes {
-        return Some(format!("record LSN {} ends at byte {} of disk {:?}, which has {}", h.lsn, h.disk_offset + h.length, disk.name, disk.disk_bytes));
+        return Some(format!(
+            "record LSN {} ends at byte {} of disk {:?}, which has {}",
+            h.lsn,
+            h.disk_offset + h.length,
+            disk.name,
+            disk.disk_bytes
+        ));
     }
     if h.kind == RecordKind::Write && h.is_lz4() {
         match lz4_flex::block::decompress(payload, h.length as usize) {
             Ok(out) if out.len() as u64 == h.length => {}
-            _ => return Some(format!("record LSN {} has an LZ4 payload that does not decompress to {} bytes", h.lsn, h.length)),
+            _ => {
+                return Some(format!(
+                    "record LSN {} has an LZ4 payload that does not decompress to {} bytes",
+                    h.lsn, h.length
+                ));
+            }
         }
     }
     None
@@ -291,21 +378,42 @@ fn check_base(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, disk: &DiskE
         Err(e) => return c.decode_damage(&path, 0, e),
     };
     let stored_crc = u32::from_le_bytes(head[BASE_HEADER_BYTES - 4..].try_into().expect("4 bytes"));
-    if stored_crc != disk.base_header_crc || base.disk_id != disk.disk_id || base.disk_bytes != disk.disk_bytes
-        || base.generation != disk.base_generation || base.vault_id != header.vault_id || base.block_bytes != header.block_bytes
+    if stored_crc != disk.base_header_crc
+        || base.disk_id != disk.disk_id
+        || base.disk_bytes != disk.disk_bytes
+        || base.generation != disk.base_generation
+        || base.vault_id != header.vault_id
+        || base.block_bytes != header.block_bytes
     {
-        c.damage(&path, Some(0), format!("the base header does not describe disk {:?} as the manifest does", disk.name));
+        c.damage(
+            &path,
+            Some(0),
+            format!(
+                "the base header does not describe disk {:?} as the manifest does",
+                disk.name
+            ),
+        );
         return;
     }
     match file.len() {
         Ok(len) if len == base.file_bytes() => {}
-        Ok(len) => c.damage(&path, Some(len.min(base.file_bytes())), format!("is {len} bytes, the layout needs {}", base.file_bytes())),
+        Ok(len) => c.damage(
+            &path,
+            Some(len.min(base.file_bytes())),
+            format!("is {len} bytes, the layout needs {}", base.file_bytes()),
+        ),
         Err(e) => c.damage(&path, None, format!("cannot be measured: {e}")),
     }
     check_base_chunks(c, &path, file.as_ref(), &base, seed);
 }
 
-fn check_base_chunks(c: &mut Checker<'_>, path: &Path, file: &dyn replog_io::File, base: &BaseHeader, seed: u32) {
+fn check_base_chunks(
+    c: &mut Checker<'_>,
+    path: &Path,
+    file: &dyn replog_io::File,
+    base: &BaseHeader,
+    seed: u32,
+) {
     let block = u64::from(base.block_bytes);
     let chunks = base.chunk_count();
     let mut table_crc = seed;
@@ -322,10 +430,15 @@ fn check_base_chunks(c: &mut Checker<'_>, path: &Path, file: &dyn replog_io::Fil
             let page_index = chunk / TABLE_ENTRIES_PER_PAGE as u64;
             if page_index != page_loaded {
                 let offset = base.table_offset() + page_index * TABLE_PAGE_BYTES as u64;
-                let entries = (chunks - page_index * TABLE_ENTRIES_PER_PAGE as u64).min(TABLE_ENTRIES_PER_PAGE as u64) as usize;
-                page_sums = match file.read_exact_at(&mut page, offset).map_err(|e| e.to_string()).and_then(|()| {
-                    decode_table_page(&page, page_index as u32, entries, seed).map_err(|e| format!("{}: {}", e.what, e.detail))
-                }) {
+                let entries = (chunks - page_index * TABLE_ENTRIES_PER_PAGE as u64)
+                    .min(TABLE_ENTRIES_PER_PAGE as u64) as usize;
+                page_sums = match file
+                    .read_exact_at(&mut page, offset)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        decode_table_page(&page, page_index as u32, entries, seed)
+                            .map_err(|e| format!("{}: {}", e.what, e.detail))
+                    }) {
                     Ok(s) => s,
                     Err(m) => {
                         c.damage(path, Some(offset), m);
@@ -341,7 +454,11 @@ fn check_base_chunks(c: &mut Checker<'_>, path: &Path, file: &dyn replog_io::Fil
         let len = (n * block) as usize;
         let data = &mut window[..len];
         if let Err(e) = file.read_exact_at(data, base.data_offset() + start) {
-            return c.damage(path, Some(base.data_offset() + start), format!("base data cannot be read: {e}"));
+            return c.damage(
+                path,
+                Some(base.data_offset() + start),
+                format!("base data cannot be read: {e}"),
+            );
         }
         let bad: Vec<(u64, String)> = data
             .par_chunks(block as usize)
@@ -353,13 +470,31 @@ fn check_base_chunks(c: &mut Checker<'_>, path: &Path, file: &dyn replog_io::Fil
                 let (inside, padding) = bytes.split_at(within);
                 let at = base.data_offset() + chunk_start;
                 if padding.iter().any(|&b| b != 0) {
-                    return Some((at + within as u64, "bytes after the end of the disk are not zero".to_owned()));
+                    return Some((
+                        at + within as u64,
+                        "bytes after the end of the disk are not zero".to_owned(),
+                    ));
                 }
                 if sum.zero && inside.iter().any(|&b| b != 0) {
-                    return Some((at, format!("chunk {} is recorded as a hole but holds data", k + i as u64)));
+                    return Some((
+                        at,
+                        format!(
+                            "chunk {} is recorded as a hole but holds data",
+                            k + i as u64
+                        ),
+                    ));
                 }
                 let crc = crc32fast::hash(inside);
-                (crc != sum.crc).then(|| (at, format!("chunk {} fails its checksum (table {:#010x}, data {crc:#010x})", k + i as u64, sum.crc)))
+                (crc != sum.crc).then(|| {
+                    (
+                        at,
+                        format!(
+                            "chunk {} fails its checksum (table {:#010x}, data {crc:#010x})",
+                            k + i as u64,
+                            sum.crc
+                        ),
+                    )
+                })
             })
             .collect();
         for (offset, message) in bad {
@@ -370,7 +505,11 @@ fn check_base_chunks(c: &mut Checker<'_>, path: &Path, file: &dyn replog_io::Fil
         k += n;
     }
     if table_crc != base.table_crc {
-        c.damage(path, Some(88), "the checksum table does not match the table CRC in the header");
+        c.damage(
+            path,
+            Some(88),
+            "the checksum table does not match the table CRC in the header",
+        );
     }
 }
 
@@ -378,11 +517,25 @@ fn check_digest(c: &mut Checker<'_>, seed: u32, disk: &DiskEntry) {
     let path = layout::digest_path(c.dir, disk.disk_id);
     let exists = c.storage.exists(&path).unwrap_or(false);
     if !exists {
-        return c.find(Severity::Notice, &path, None, format!("no digest cache for disk {:?}; the next ingest sends every block", disk.name));
+        return c.find(
+            Severity::Notice,
+            &path,
+            None,
+            format!(
+                "no digest cache for disk {:?}; the next ingest sends every block",
+                disk.name
+            ),
+        );
     }
-    let Some(bytes) = c.read_all(&path) else { return };
+    let Some(bytes) = c.read_all(&path) else {
+        return;
+    };
     if bytes.len() < DIGEST_HEADER_BYTES {
-        return c.damage(&path, Some(0), "the digest cache is shorter than its header");
+        return c.damage(
+            &path,
+            Some(0),
+            "the digest cache is shorter than its header",
+        );
     }
     let header = match DigestHeader::decode(&bytes[..DIGEST_HEADER_BYTES], seed) {
         Ok(h) => h,
@@ -390,7 +543,11 @@ fn check_digest(c: &mut Checker<'_>, seed: u32, disk: &DiskEntry) {
     };
     let body = &bytes[DIGEST_HEADER_BYTES..];
     if body.len() as u64 != header.block_count() * DIGEST_BYTES as u64 {
-        return c.damage(&path, Some(DIGEST_HEADER_BYTES as u64), "the digest cache body has the wrong length");
+        return c.damage(
+            &path,
+            Some(DIGEST_HEADER_BYTES as u64),
+            "the digest cache body has the wrong length",
+        );
     }
     if replog_format::crc32_seeded(seed, &[body]) != header.body_crc {
         c.damage(&path, Some(DIGEST_HEADER_BYTES as u64), "the digest cache body fails its checksum (advisory data: the next ingest re-sends the disk)");
@@ -400,13 +557,19 @@ fn check_digest(c: &mut Checker<'_>, seed: u32, disk: &DiskEntry) {
 fn check_leftovers(c: &mut Checker<'_>, manifest: &Manifest) {
     let journal = c.dir.join(layout::JOURNAL_DIR);
     for name in c.storage.read_dir(&journal).unwrap_or_default() {
-        let listed = layout::parse_segment_file_name(&name).is_some_and(|id| manifest.segments.iter().any(|s| s.segment_id == id));
+        let listed = layout::parse_segment_file_name(&name)
+            .is_some_and(|id| manifest.segments.iter().any(|s| s.segment_id == id));
         if !listed {
             c.find(Severity::Notice, journal.join(&name), None, "not listed in the manifest (left by an interrupted rotation; the next writer open removes it)");
         }
     }
     let quarantine = c.dir.join(layout::QUARANTINE_DIR);
     for name in c.storage.read_dir(&quarantine).unwrap_or_default() {
-        c.find(Severity::Notice, quarantine.join(&name), None, "a torn tail cut by recovery, kept for inspection");
+        c.find(
+            Severity::Notice,
+            quarantine.join(&name),
+            None,
+            "a torn tail cut by recovery, kept for inspection",
+        );
     }
 }

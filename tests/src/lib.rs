@@ -35,16 +35,29 @@ pub fn backends(sim_seed: u64) -> Vec<Backend> {
         match replog_io::backend(name) {
             Ok(storage) => {
                 let tmp = tempfile::tempdir().expect("a temporary directory");
-                out.push(Backend { name, storage, sim: None, root: tmp.path().to_path_buf(), _tmp: Some(tmp) });
+                out.push(Backend {
+                    name,
+                    storage,
+                    sim: None,
+                    root: tmp.path().to_path_buf(),
+                    _tmp: Some(tmp),
+                });
             }
             Err(e) => eprintln!("note: the {name} backend is unavailable here ({e}); skipped"),
         }
     }
     let sim = SimStorage::new(sim_seed);
-    sim.create_dir_all(std::path::Path::new("/sim")).expect("the simulator creates directories");
+    sim.create_dir_all(std::path::Path::new("/sim"))
+        .expect("the simulator creates directories");
     sim.make_all_durable();
     let storage: Arc<dyn Storage> = sim.clone();
-    out.push(Backend { name: "sim", storage, sim: Some(sim), root: PathBuf::from("/sim"), _tmp: None });
+    out.push(Backend {
+        name: "sim",
+        storage,
+        sim: Some(sim),
+        root: PathBuf::from("/sim"),
+        _tmp: None,
+    });
     out
 }
 
@@ -56,7 +69,11 @@ pub fn env_storage() -> Arc<dyn Storage> {
 /// The multiplier for case counts of the fault, flip and crash tests: `REPLOG_STRESS=n` runs `n`
 /// times as many seeds or cases (default 1), for longer runs than `cargo test` makes by default.
 pub fn stress() -> u64 {
-    std::env::var("REPLOG_STRESS").ok().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).unwrap_or(1)
+    std::env::var("REPLOG_STRESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
 }
 
 /// A vault directory and its subdirectories, which must exist even when empty.
@@ -89,7 +106,10 @@ impl SimImage {
                 (p, bytes)
             })
             .collect();
-        SimImage { files, dirs: dirs.to_vec() }
+        SimImage {
+            files,
+            dirs: dirs.to_vec(),
+        }
     }
 
     /// A new simulator (seeded with `seed`) holding exactly these files, all durable.
@@ -97,13 +117,24 @@ impl SimImage {
         use replog_io::{OpenMode, WriteAt};
         let sim = SimStorage::new(seed);
         for d in &self.dirs {
-            sim.create_dir_all(d).expect("the simulator creates directories");
+            sim.create_dir_all(d)
+                .expect("the simulator creates directories");
         }
         for (path, bytes) in &self.files {
             let parent = path.parent().expect("files live in directories");
-            sim.create_dir_all(parent).expect("the simulator creates directories");
-            let f = sim.open(path, OpenMode::CreateTruncate).expect("the simulator creates files");
-            f.write_batch(&[WriteAt { offset: 0, data: bytes }], false).expect("the simulator writes");
+            sim.create_dir_all(parent)
+                .expect("the simulator creates directories");
+            let f = sim
+                .open(path, OpenMode::CreateTruncate)
+                .expect("the simulator creates files");
+            f.write_batch(
+                &[WriteAt {
+                    offset: 0,
+                    data: bytes,
+                }],
+                false,
+            )
+            .expect("the simulator writes");
         }
         sim.make_all_durable();
         sim
@@ -112,17 +143,34 @@ impl SimImage {
 
 /// Writes `bytes` to a new file at `path`, synced: a raw disk image for `add_disk_from_image` or
 /// `ingest`.
-pub fn write_image(storage: &dyn Storage, path: &std::path::Path, bytes: &[u8]) -> Arc<dyn replog_io::File> {
-    let f = storage.open(path, replog_io::OpenMode::CreateTruncate).expect("the image file is created");
-    f.write_batch(&[replog_io::WriteAt { offset: 0, data: bytes }], true).expect("the image file is written");
+pub fn write_image(
+    storage: &dyn Storage,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Arc<dyn replog_io::File> {
+    let f = storage
+        .open(path, replog_io::OpenMode::CreateTruncate)
+        .expect("the image file is created");
+    f.write_batch(
+        &[replog_io::WriteAt {
+            offset: 0,
+            data: bytes,
+        }],
+        true,
+    )
+    .expect("the image file is written");
     f
 }
 
 /// Every record of every listed segment of the vault at `dir`, in LSN order (see
 /// [`replog_reader::dump`]).
-pub fn journal_records(storage: &dyn Storage, dir: &std::path::Path) -> Vec<replog_reader::DumpRecord> {
+pub fn journal_records(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+) -> Vec<replog_reader::DumpRecord> {
     let mut out = Vec::new();
-    replog_reader::dump(storage, dir, None, |r| out.push(r.clone()), |_, _, _| {}).expect("the journal can be dumped");
+    replog_reader::dump(storage, dir, None, |r| out.push(r.clone()), |_, _, _| {})
+        .expect("the journal can be dumped");
     out
 }
 
@@ -176,7 +224,11 @@ impl PointModel {
 /// Checks the vault at `dir` against `model` through the reader, returning every violation:
 /// the vault must open, list every acknowledged point, and every listed point (acknowledged or
 /// not) must be one the workload took and read back byte-exact on every disk that existed then.
-pub fn check_vault(storage: &Arc<dyn Storage>, dir: &std::path::Path, model: &PointModel) -> Vec<String> {
+pub fn check_vault(
+    storage: &Arc<dyn Storage>,
+    dir: &std::path::Path,
+    model: &PointModel,
+) -> Vec<String> {
     let vault = match replog_reader::Vault::open(storage.clone(), dir) {
         Ok(v) => v,
         Err(e) => return vec![format!("the vault does not open for reading: {e}")],
@@ -185,12 +237,17 @@ pub fn check_vault(storage: &Arc<dyn Storage>, dir: &std::path::Path, model: &Po
     let listed: Vec<(u64, u64)> = vault.points().iter().map(|p| (p.point_id, p.lsn)).collect();
     for acked in &model.acked {
         if !listed.contains(acked) {
-            violations.push(format!("acknowledged point {acked:?} (id, lsn) is not listed; listed: {listed:?}"));
+            violations.push(format!(
+                "acknowledged point {acked:?} (id, lsn) is not listed; listed: {listed:?}"
+            ));
         }
     }
     for p in vault.points() {
         let Some(want) = model.at_point.get(&p.lsn) else {
-            violations.push(format!("point {} at LSN {} was never taken", p.point_id, p.lsn));
+            violations.push(format!(
+                "point {} at LSN {} was never taken",
+                p.point_id, p.lsn
+            ));
             continue;
         };
         if let Err(v) = check_point(&vault, p, want) {
@@ -206,16 +263,27 @@ fn check_point(
     p: &replog_reader::PointInfo,
     want: &std::collections::BTreeMap<u32, Vec<u8>>,
 ) -> Result<(), String> {
-    let view = vault.view(p).map_err(|e| format!("point {} (LSN {}): view failed: {e}", p.point_id, p.lsn))?;
+    let view = vault
+        .view(p)
+        .map_err(|e| format!("point {} (LSN {}): view failed: {e}", p.point_id, p.lsn))?;
     let ids: Vec<u32> = view.disks().iter().map(|d| d.disk_id()).collect();
     let want_ids: Vec<u32> = want.keys().copied().collect();
     if ids != want_ids {
-        return Err(format!("point {} (LSN {}): disks {ids:?}, the model has {want_ids:?}", p.point_id, p.lsn));
+        return Err(format!(
+            "point {} (LSN {}): disks {ids:?}, the model has {want_ids:?}",
+            p.point_id, p.lsn
+        ));
     }
     for d in view.disks() {
         let mut got = vec![0u8; d.size() as usize];
-        d.read_at(0, &mut got)
-            .map_err(|e| format!("point {} (LSN {}): reading disk {} failed: {e}", p.point_id, p.lsn, d.name()))?;
+        d.read_at(0, &mut got).map_err(|e| {
+            format!(
+                "point {} (LSN {}): reading disk {} failed: {e}",
+                p.point_id,
+                p.lsn,
+                d.name()
+            )
+        })?;
         let expected = &want[&d.disk_id()];
         if &got != expected {
             let at = got.iter().zip(expected).position(|(a, b)| a != b);

@@ -23,8 +23,16 @@ use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 /// One staged change, as the model replays it.
 #[derive(Clone, Debug)]
 enum Change {
-    Write { disk: u32, offset: u64, data: Vec<u8> },
-    Zero { disk: u32, offset: u64, len: u64 },
+    Write {
+        disk: u32,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Zero {
+        disk: u32,
+        offset: u64,
+        len: u64,
+    },
 }
 
 struct Model {
@@ -39,7 +47,13 @@ struct Model {
 impl Model {
     /// The content of disk `id` after every change with LSN <= `lsn`.
     fn disk_at(&self, id: u32, lsn: u64) -> Vec<u8> {
-        let mut bytes = self.disks.iter().find(|d| d.0 == id).expect("known disk").2.clone();
+        let mut bytes = self
+            .disks
+            .iter()
+            .find(|d| d.0 == id)
+            .expect("known disk")
+            .2
+            .clone();
         for (l, c) in &self.log {
             if *l > lsn {
                 break;
@@ -48,7 +62,9 @@ impl Model {
                 Change::Write { disk, offset, data } if *disk == id => {
                     bytes[*offset as usize..*offset as usize + data.len()].copy_from_slice(data);
                 }
-                Change::Zero { disk, offset, len } if *disk == id => bytes[*offset as usize..(*offset + *len) as usize].fill(0),
+                Change::Zero { disk, offset, len } if *disk == id => {
+                    bytes[*offset as usize..(*offset + *len) as usize].fill(0)
+                }
                 _ => {}
             }
         }
@@ -60,7 +76,11 @@ fn settings(rng: &mut SmallRng) -> VaultSettings {
     VaultSettings {
         block_bytes: 4096,
         segment_bytes: 64 << 10,
-        compression: if rng.gen_bool(0.5) { Compression::Lz4 } else { Compression::None },
+        compression: if rng.gen_bool(0.5) {
+            Compression::Lz4
+        } else {
+            Compression::None
+        },
     }
 }
 
@@ -74,20 +94,37 @@ fn data(rng: &mut SmallRng, len: usize) -> Vec<u8> {
 
 /// Checks every point the reader lists against the model, and that every acked point is there.
 fn check(b: &Backend, dir: &Path, model: &Model, case: &str) {
-    let vault = Vault::open(b.storage.clone(), dir).unwrap_or_else(|e| panic!("{case}: reopen for reading failed: {e}"));
+    let vault = Vault::open(b.storage.clone(), dir)
+        .unwrap_or_else(|e| panic!("{case}: reopen for reading failed: {e}"));
     let listed: Vec<(u64, u64)> = vault.points().iter().map(|p| (p.point_id, p.lsn)).collect();
     for acked in &model.acked {
-        assert!(listed.contains(acked), "{case}: acknowledged point {acked:?} lost; listed {listed:?}");
+        assert!(
+            listed.contains(acked),
+            "{case}: acknowledged point {acked:?} lost; listed {listed:?}"
+        );
     }
     for p in vault.points() {
-        let view = vault.view(p).unwrap_or_else(|e| panic!("{case}: view of point {} failed: {e}", p.point_id));
+        let view = vault
+            .view(p)
+            .unwrap_or_else(|e| panic!("{case}: view of point {} failed: {e}", p.point_id));
         for d in view.disks() {
             let mut got = vec![0u8; d.size() as usize];
-            d.read_at(0, &mut got).unwrap_or_else(|e| panic!("{case}: read of {} at point {} failed: {e}", d.name(), p.point_id));
+            d.read_at(0, &mut got).unwrap_or_else(|e| {
+                panic!(
+                    "{case}: read of {} at point {} failed: {e}",
+                    d.name(),
+                    p.point_id
+                )
+            });
             let want = model.disk_at(d.disk_id(), p.lsn);
             if got != want {
                 let at = got.iter().zip(&want).position(|(a, b)| a != b);
-                panic!("{case}: disk {} at point {} (lsn {}) differs from the model at byte {at:?}", d.name(), p.point_id, p.lsn);
+                panic!(
+                    "{case}: disk {} at point {} (lsn {}) differs from the model at byte {at:?}",
+                    d.name(),
+                    p.point_id,
+                    p.lsn
+                );
             }
         }
     }
@@ -104,16 +141,25 @@ fn after_recovery(w: &Writer, model: &mut Model, pending_disk: &mut Option<(u32,
     }
 }
 
-fn reopen(b: &Backend, dir: &Path, model: &mut Model, pending_disk: &mut Option<(u32, u64, Vec<u8>)>, rng: &mut SmallRng, case: &str) -> Writer {
+fn reopen(
+    b: &Backend,
+    dir: &Path,
+    model: &mut Model,
+    pending_disk: &mut Option<(u32, u64, Vec<u8>)>,
+    rng: &mut SmallRng,
+    case: &str,
+) -> Writer {
     if let Some(sim) = &b.sim {
         sim.crash(rng.r#gen());
     }
-    let w = Writer::open(b.storage.clone(), dir).unwrap_or_else(|e| panic!("{case}: reopen after crash failed: {e}"));
+    let w = Writer::open(b.storage.clone(), dir)
+        .unwrap_or_else(|e| panic!("{case}: reopen after crash failed: {e}"));
     after_recovery(&w, model, pending_disk);
     let before = w.last_lsn();
     drop(w);
     // Recovery twice gives the same state.
-    let w = Writer::open(b.storage.clone(), dir).unwrap_or_else(|e| panic!("{case}: second reopen failed: {e}"));
+    let w = Writer::open(b.storage.clone(), dir)
+        .unwrap_or_else(|e| panic!("{case}: second reopen failed: {e}"));
     assert_eq!(w.last_lsn(), before, "{case}: recovery is not idempotent");
     check(b, dir, model, case);
     w
@@ -126,7 +172,18 @@ fn run_case(b: &Backend, seed: u64, steps: usize) {
     let mut w = Writer::create(b.storage.clone(), &dir, settings(&mut rng)).unwrap();
     let a = w.add_disk("a", 256 << 10).unwrap();
     let big = w.add_disk("big", 5 << 20).unwrap();
-    let mut model = Model { disks: vec![(a.disk_id, a.disk_bytes, vec![0; a.disk_bytes as usize]), (big.disk_id, big.disk_bytes, vec![0; big.disk_bytes as usize])], log: Vec::new(), acked: Vec::new() };
+    let mut model = Model {
+        disks: vec![
+            (a.disk_id, a.disk_bytes, vec![0; a.disk_bytes as usize]),
+            (
+                big.disk_id,
+                big.disk_bytes,
+                vec![0; big.disk_bytes as usize],
+            ),
+        ],
+        log: Vec::new(),
+        acked: Vec::new(),
+    };
     let mut pending_disk = None;
     let mut added_later = false;
     let mut crashes = 0;
@@ -137,8 +194,19 @@ fn run_case(b: &Backend, seed: u64, steps: usize) {
         {
             sim.set_crash_at(Some(sim.ops() + rng.gen_range(0..40)));
         }
-        let result = step_once(&mut w, &b.storage, &b.root, &mut model, &mut pending_disk, &mut added_later, &mut rng, seed, step);
-        let crash_now = b.sim.as_ref().is_some_and(|s| s.crashed()) || (b.sim.is_none() && rng.gen_bool(0.03));
+        let result = step_once(
+            &mut w,
+            &b.storage,
+            &b.root,
+            &mut model,
+            &mut pending_disk,
+            &mut added_later,
+            &mut rng,
+            seed,
+            step,
+        );
+        let crash_now =
+            b.sim.as_ref().is_some_and(|s| s.crashed()) || (b.sim.is_none() && rng.gen_bool(0.03));
         match result {
             Ok(()) if !crash_now => {}
             Ok(()) | Err(_) => {
@@ -166,8 +234,15 @@ fn run_case(b: &Backend, seed: u64, steps: usize) {
     w.close().unwrap();
     check(b, &dir, &model, &case);
     let report = replog_reader::verify(b.storage.as_ref(), &dir);
-    assert!(report.is_intact(), "{case}: verify after a clean close: {:?}", report.findings());
-    eprintln!("{case}: {steps} steps, {crashes} crashes and recoveries, {} acknowledged points, all byte-exact", model.acked.len());
+    assert!(
+        report.is_intact(),
+        "{case}: verify after a clean close: {:?}",
+        report.findings()
+    );
+    eprintln!(
+        "{case}: {steps} steps, {crashes} crashes and recoveries, {} acknowledged points, all byte-exact",
+        model.acked.len()
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -186,7 +261,11 @@ fn step_once(
     let d = &disks[rng.gen_range(0..disks.len())];
     match rng.gen_range(0..100) {
         0..=54 => {
-            let len = if rng.gen_bool(0.02) { rng.gen_range(1..=d.disk_bytes.min(4_300_000)) } else { rng.gen_range(1..=d.disk_bytes.min(20_000)) };
+            let len = if rng.gen_bool(0.02) {
+                rng.gen_range(1..=d.disk_bytes.min(4_300_000))
+            } else {
+                rng.gen_range(1..=d.disk_bytes.min(20_000))
+            };
             let offset = rng.gen_range(0..=d.disk_bytes - len);
             let bytes = data(rng, len as usize);
             // The model learns of every record before the writer stages it: a crash inside the
@@ -194,7 +273,14 @@ fn step_once(
             let first = w.last_lsn() + 1;
             let piece = replog_format::limits::RECORD_DATA_BYTES_MAX as usize;
             for (i, chunk) in bytes.chunks(piece).enumerate() {
-                model.log.push((first + i as u64, Change::Write { disk: d.disk_id, offset: offset + (i * piece) as u64, data: chunk.to_vec() }));
+                model.log.push((
+                    first + i as u64,
+                    Change::Write {
+                        disk: d.disk_id,
+                        offset: offset + (i * piece) as u64,
+                        data: chunk.to_vec(),
+                    },
+                ));
             }
             let last = w.write(d.disk_id, offset, &bytes)?;
             assert_eq!(last, first + (bytes.len().div_ceil(piece) as u64) - 1);
@@ -202,11 +288,22 @@ fn step_once(
         55..=69 => {
             let len = rng.gen_range(1..=d.disk_bytes.min(100_000));
             let offset = rng.gen_range(0..=d.disk_bytes - len);
-            model.log.push((w.last_lsn() + 1, Change::Zero { disk: d.disk_id, offset, len }));
+            model.log.push((
+                w.last_lsn() + 1,
+                Change::Zero {
+                    disk: d.disk_id,
+                    offset,
+                    len,
+                },
+            ));
             w.zero(d.disk_id, offset, len)?;
         }
         70..=89 => {
-            let kind = if rng.gen_bool(0.3) { PointKind::AppConsistent } else { PointKind::CrashConsistent };
+            let kind = if rng.gen_bool(0.3) {
+                PointKind::AppConsistent
+            } else {
+                PointKind::CrashConsistent
+            };
             let p = w.point(kind, &format!("step {step}"))?;
             model.acked.push((p.point_id, p.lsn));
         }
@@ -217,7 +314,14 @@ fn step_once(
             let image = data(rng, size as usize);
             let path = root.join(format!("image-{seed}"));
             let f = storage.open(&path, OpenMode::CreateTruncate).unwrap();
-            f.write_batch(&[WriteAt { offset: 0, data: &image }], true).unwrap();
+            f.write_batch(
+                &[WriteAt {
+                    offset: 0,
+                    data: &image,
+                }],
+                true,
+            )
+            .unwrap();
             let id = disks.last().map_or(1, |x| x.disk_id + 1);
             *pending_disk = Some((id, size, image.clone()));
             *added_later = true;
@@ -231,7 +335,10 @@ fn step_once(
 }
 
 fn cases() -> u64 {
-    std::env::var("REPLOG_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
+    std::env::var("REPLOG_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
 }
 
 #[test]

@@ -26,7 +26,9 @@ use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::{Severity, Vault};
-use replog_tests::{PointModel, SimImage, check_vault, journal_records, stress, vault_dirs, write_image};
+use replog_tests::{
+    PointModel, SimImage, check_vault, journal_records, stress, vault_dirs, write_image,
+};
 use replog_writer::{Compression, PointKind, VaultSettings, WriteErrorKind, Writer};
 
 const DISK_BYTES: u64 = 64 << 10;
@@ -81,7 +83,9 @@ fn write(w: &mut Writer, model: &mut PointModel, disk: u32, offset: u64, data: &
 /// Takes a point in the writer and the model.
 fn point(w: &mut Writer, model: &mut PointModel, label: &str) -> u64 {
     model.expect_point(w.last_lsn() + 1);
-    let p = w.point(PointKind::CrashConsistent, label).expect("the point is acknowledged");
+    let p = w
+        .point(PointKind::CrashConsistent, label)
+        .expect("the point is acknowledged");
     model.ack(p.point_id, p.lsn);
     p.lsn
 }
@@ -94,20 +98,36 @@ fn build(tail: Tail) -> Fixture {
         Tail::Writes => Compression::None,
         Tail::ZeroThenLz4 => Compression::Lz4,
     };
-    let settings = VaultSettings { block_bytes: 4096, segment_bytes: 64 << 10, compression };
+    let settings = VaultSettings {
+        block_bytes: 4096,
+        segment_bytes: 64 << 10,
+        compression,
+    };
     let mut w = Writer::create(storage.clone(), &dir, settings).expect("the vault is created");
     let mut model = PointModel::default();
-    let a = w.add_disk("a", DISK_BYTES).expect("disk a is added").disk_id;
+    let a = w
+        .add_disk("a", DISK_BYTES)
+        .expect("disk a is added")
+        .disk_id;
     model.add_disk(a, vec![0; DISK_BYTES as usize]);
     let image = noise(99, DISK_BYTES as usize);
     let img = write_image(storage.as_ref(), Path::new("/image"), &image);
-    let b = w.add_disk_from_image("b", img.as_ref(), Path::new("/image")).expect("disk b is added").disk_id;
+    let b = w
+        .add_disk_from_image("b", img.as_ref(), Path::new("/image"))
+        .expect("disk b is added")
+        .disk_id;
     model.add_disk(b, image);
     // More than one segment's worth of records, with points along the way: a sealed segment,
     // points in the manifest and in the open segment.
     for i in 0..24u64 {
         let disk = if i % 3 == 0 { b } else { a };
-        write(&mut w, &mut model, disk, (i * 2600) % (DISK_BYTES - 4000), &noise(i, 3000 + i as usize * 10));
+        write(
+            &mut w,
+            &mut model,
+            disk,
+            (i * 2600) % (DISK_BYTES - 4000),
+            &noise(i, 3000 + i as usize * 10),
+        );
         if i % 4 == 1 {
             model.zero(a, i * 1000, 700);
             w.zero(a, i * 1000, 700).expect("the zero range is staged");
@@ -132,15 +152,38 @@ fn build(tail: Tail) -> Fixture {
     w.sync().expect("the tail is synced");
     drop(w);
     let records = journal_records(storage.as_ref(), &dir);
-    let [.., ra, rb] = records.as_slice() else { panic!("the journal has records") };
-    assert_eq!(ra.segment_id, rb.segment_id, "the last two records share the open segment");
+    let [.., ra, rb] = records.as_slice() else {
+        panic!("the journal has records")
+    };
+    assert_eq!(
+        ra.segment_id, rb.segment_id,
+        "the last two records share the open segment"
+    );
     assert!(ra.segment_id > 1, "the fixture has a sealed segment");
     assert_eq!(ra.lsn, p_lsn + 1, "the two records follow P");
     let segment = layout::segment_path(&dir, ra.segment_id);
-    let end = sim.live_bytes(&segment).expect("the open segment exists").len() as u64;
-    assert_eq!(end, rb.offset + 64 + u64::from(rb.stored_len), "the last record ends the file");
+    let end = sim
+        .live_bytes(&segment)
+        .expect("the open segment exists")
+        .len() as u64;
+    assert_eq!(
+        end,
+        rb.offset + 64 + u64::from(rb.stored_len),
+        "the last record ends the file"
+    );
     let image = SimImage::capture(&sim, &vault_dirs(&dir));
-    Fixture { image, dir, model, model_a, p_lsn, segment, a: ra.offset, b: rb.offset, end, a_lsn: ra.lsn }
+    Fixture {
+        image,
+        dir,
+        model,
+        model_a,
+        p_lsn,
+        segment,
+        a: ra.offset,
+        b: rb.offset,
+        end,
+        a_lsn: ra.lsn,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +220,12 @@ fn sim_case(fx: &Fixture, bytes: Vec<u8>, seed: u64) -> Case {
     let mut image = fx.image.clone();
     image.files.insert(fx.segment.clone(), bytes);
     let sim = image.restore(seed);
-    Case { storage: sim.clone(), sim: Some(sim), dir: fx.dir.clone(), _tmp: None }
+    Case {
+        storage: sim.clone(),
+        sim: Some(sim),
+        dir: fx.dir.clone(),
+        _tmp: None,
+    }
 }
 
 /// The fixture on real files, through the plain-syscall backend.
@@ -195,24 +243,37 @@ fn file_case(fx: &Fixture, bytes: Vec<u8>) -> Case {
         }
     }
     let storage = replog_io::backend("sync").expect("the sync backend");
-    Case { storage, sim: None, dir, _tmp: Some(tmp) }
+    Case {
+        storage,
+        sim: None,
+        dir,
+        _tmp: Some(tmp),
+    }
 }
 
 fn read_file(storage: &dyn Storage, path: &Path) -> Vec<u8> {
-    let f = storage.open(path, replog_io::OpenMode::Read).expect("the file opens");
+    let f = storage
+        .open(path, replog_io::OpenMode::Read)
+        .expect("the file opens");
     f.map().expect("the file maps").to_vec()
 }
 
 /// Runs one torn-tail case and checks everything the module promises; returns whether a tail
 /// was cut.
 fn run_case(fx: &Fixture, case: &Case, at: u64, damage: Damage, bytes: &[u8], label: &str) -> bool {
-    let segment = case.dir.join(fx.segment.strip_prefix(&fx.dir).expect("inside the vault"));
+    let segment = case
+        .dir
+        .join(fx.segment.strip_prefix(&fx.dir).expect("inside the vault"));
     let original = &fx.image.files[&fx.segment];
     // The first changed byte decides which record fails: a zero or garbage byte can equal the
     // byte it replaces, so the damage may start later than `at`, or change nothing.
     let changed = match damage {
         Damage::Cut => Some(at),
-        _ => bytes.iter().zip(original).position(|(x, y)| x != y).map(|i| i as u64),
+        _ => bytes
+            .iter()
+            .zip(original)
+            .position(|(x, y)| x != y)
+            .map(|i| i as u64),
     };
     let (cut, want_last, model) = match changed {
         Some(c) if c < fx.b => (fx.a, fx.a_lsn - 1, &fx.model),
@@ -222,8 +283,13 @@ fn run_case(fx: &Fixture, case: &Case, at: u64, damage: Damage, bytes: &[u8], la
     let tail = bytes[cut as usize..].to_vec();
     let torn = tail.iter().any(|&x| x != 0);
 
-    let w = Writer::open(case.storage.clone(), &case.dir).unwrap_or_else(|e| panic!("{label}: Writer::open failed: {e}"));
-    assert_eq!(w.last_lsn(), want_last, "{label}: recovery resumed at the wrong LSN");
+    let w = Writer::open(case.storage.clone(), &case.dir)
+        .unwrap_or_else(|e| panic!("{label}: Writer::open failed: {e}"));
+    assert_eq!(
+        w.last_lsn(),
+        want_last,
+        "{label}: recovery resumed at the wrong LSN"
+    );
     let report = w.recovery_report().clone();
     let qpath = case.dir.join(layout::QUARANTINE_DIR).join(format!(
         "{}.{cut}.tail",
@@ -235,23 +301,53 @@ fn run_case(fx: &Fixture, case: &Case, at: u64, damage: Damage, bytes: &[u8], la
             Some((segment.clone(), cut, tail.len() as u64, qpath.clone())),
             "{label}: the recovery report does not say what was cut"
         );
-        assert_eq!(read_file(case.storage.as_ref(), &qpath), tail, "{label}: the quarantine copy differs from the cut bytes");
+        assert_eq!(
+            read_file(case.storage.as_ref(), &qpath),
+            tail,
+            "{label}: the quarantine copy differs from the cut bytes"
+        );
         if let Some(sim) = &case.sim {
-            assert_eq!(sim.durable_bytes(&qpath).as_deref(), Some(tail.as_slice()), "{label}: the quarantine copy is not durable");
+            assert_eq!(
+                sim.durable_bytes(&qpath).as_deref(),
+                Some(tail.as_slice()),
+                "{label}: the quarantine copy is not durable"
+            );
         }
     } else {
-        assert_eq!(report.torn_tail, None, "{label}: nothing but zeros follows the records, yet something was cut");
+        assert_eq!(
+            report.torn_tail, None,
+            "{label}: nothing but zeros follows the records, yet something was cut"
+        );
     }
     let now = read_file(case.storage.as_ref(), &segment);
-    assert_eq!(&now[..cut as usize], &original[..cut as usize], "{label}: bytes before the cut changed");
-    assert!(now[cut as usize..].iter().all(|&x| x == 0), "{label}: the cut tail does not read as zeros");
+    assert_eq!(
+        &now[..cut as usize],
+        &original[..cut as usize],
+        "{label}: bytes before the cut changed"
+    );
+    assert!(
+        now[cut as usize..].iter().all(|&x| x == 0),
+        "{label}: the cut tail does not read as zeros"
+    );
     drop(w);
 
     let violations = check_vault(&case.storage, &case.dir, &fx.model);
-    assert!(violations.is_empty(), "{label}: after recovery: {violations:?}");
-    let w = Writer::open(case.storage.clone(), &case.dir).unwrap_or_else(|e| panic!("{label}: second open failed: {e}"));
-    assert_eq!(w.last_lsn(), want_last, "{label}: recovery is not idempotent");
-    assert_eq!(w.recovery_report().torn_tail, None, "{label}: the second open cut again");
+    assert!(
+        violations.is_empty(),
+        "{label}: after recovery: {violations:?}"
+    );
+    let w = Writer::open(case.storage.clone(), &case.dir)
+        .unwrap_or_else(|e| panic!("{label}: second open failed: {e}"));
+    assert_eq!(
+        w.last_lsn(),
+        want_last,
+        "{label}: recovery is not idempotent"
+    );
+    assert_eq!(
+        w.recovery_report().torn_tail,
+        None,
+        "{label}: the second open cut again"
+    );
     after_recovery(fx, model, case, w, label);
     torn
 }
@@ -265,16 +361,25 @@ fn after_recovery(fx: &Fixture, model: &PointModel, case: &Case, mut w: Writer, 
     w.zero(2, 0, 4096).expect("staged");
     let lsn = point(&mut w, &mut model, "after");
     assert!(lsn > fx.p_lsn);
-    w.close().unwrap_or_else(|e| panic!("{label}: close after recovery failed: {e}"));
+    w.close()
+        .unwrap_or_else(|e| panic!("{label}: close after recovery failed: {e}"));
     if let Some(sim) = &case.sim {
         sim.crash(lsn);
     }
-    let w = Writer::open(case.storage.clone(), &case.dir).unwrap_or_else(|e| panic!("{label}: open after the new point failed: {e}"));
+    let w = Writer::open(case.storage.clone(), &case.dir)
+        .unwrap_or_else(|e| panic!("{label}: open after the new point failed: {e}"));
     drop(w);
     let violations = check_vault(&case.storage, &case.dir, &model);
-    assert!(violations.is_empty(), "{label}: after new writes: {violations:?}");
+    assert!(
+        violations.is_empty(),
+        "{label}: after new writes: {violations:?}"
+    );
     let report = replog_reader::verify(case.storage.as_ref(), &case.dir);
-    assert!(report.is_intact(), "{label}: verify after recovery: {:?}", report.findings());
+    assert!(
+        report.is_intact(),
+        "{label}: verify after recovery: {:?}",
+        report.findings()
+    );
 }
 
 /// Offsets across the last two records; `stride` > 1 samples them.
@@ -287,13 +392,24 @@ fn offsets(fx: &Fixture, stride: usize) -> impl Iterator<Item = u64> {
 
 fn run_matrix(tail: Tail, on_files: bool) -> (u64, u64) {
     let fx = build(tail);
-    let stride = if on_files { (13 / stress() as usize).max(1) } else { 1 };
+    let stride = if on_files {
+        (13 / stress() as usize).max(1)
+    } else {
+        1
+    };
     let (mut cases, mut cut_cases) = (0, 0);
     for at in offsets(&fx, stride) {
         for damage in [Damage::Cut, Damage::Zeros, Damage::Garbage] {
-            let label = format!("{tail:?} {damage:?} at byte {at} (records at {}, {}, end {})", fx.a, fx.b, fx.end);
+            let label = format!(
+                "{tail:?} {damage:?} at byte {at} (records at {}, {}, end {})",
+                fx.a, fx.b, fx.end
+            );
             let bytes = damaged(&fx.image.files[&fx.segment], at, damage);
-            let case = if on_files { file_case(&fx, bytes.clone()) } else { sim_case(&fx, bytes.clone(), at) };
+            let case = if on_files {
+                file_case(&fx, bytes.clone())
+            } else {
+                sim_case(&fx, bytes.clone(), at)
+            };
             cut_cases += u64::from(run_case(&fx, &case, at, damage, &bytes, &label));
             cases += 1;
         }
@@ -341,7 +457,11 @@ fn damage_before_records_synced_past_it_is_refused_never_cut() {
     let sim = SimStorage::new(3);
     let storage: Arc<dyn Storage> = sim.clone();
     let dir = PathBuf::from("/vault");
-    let settings = VaultSettings { block_bytes: 4096, segment_bytes: 1 << 20, compression: Compression::None };
+    let settings = VaultSettings {
+        block_bytes: 4096,
+        segment_bytes: 1 << 20,
+        compression: Compression::None,
+    };
     let mut w = Writer::create(storage.clone(), &dir, settings).expect("created");
     let mut model = PointModel::default();
     let a = w.add_disk("a", DISK_BYTES).expect("added").disk_id;
@@ -359,7 +479,10 @@ fn damage_before_records_synced_past_it_is_refused_never_cut() {
     point(&mut w, &mut model, "p3");
     w.close().expect("closed");
     let records = journal_records(storage.as_ref(), &dir);
-    let middle: Vec<_> = records.iter().filter(|r| (first..=last).contains(&r.lsn)).collect();
+    let middle: Vec<_> = records
+        .iter()
+        .filter(|r| (first..=last).contains(&r.lsn))
+        .collect();
     let segment = layout::segment_path(&dir, middle[0].segment_id);
     let rel = Path::new(layout::JOURNAL_DIR).join(segment.file_name().expect("named"));
     let image = SimImage::capture(&sim, &vault_dirs(&dir));
@@ -383,12 +506,22 @@ fn damage_before_records_synced_past_it_is_refused_never_cut() {
                 }
                 // The first record whose bytes changed is the one refused (a span may reach
                 // into the next record while leaving this one's zero bytes as they were).
-                let first = bytes.iter().zip(original.iter()).position(|(x, y)| x != y).expect("changed") as u64;
+                let first = bytes
+                    .iter()
+                    .zip(original.iter())
+                    .position(|(x, y)| x != y)
+                    .expect("changed") as u64;
                 let r = records
                     .iter()
-                    .find(|q| q.segment_id == r.segment_id && (q.offset..q.offset + 64 + u64::from(q.stored_len)).contains(&first))
+                    .find(|q| {
+                        q.segment_id == r.segment_id
+                            && (q.offset..q.offset + 64 + u64::from(q.stored_len)).contains(&first)
+                    })
                     .expect("the damage is inside a record");
-                let label = format!("damage kind {kind} at byte {at} of the record at {}", r.offset);
+                let label = format!(
+                    "damage kind {kind} at byte {at} of the record at {}",
+                    r.offset
+                );
                 let mut case_image = image.clone();
                 case_image.files.insert(segment.clone(), bytes.clone());
                 let sim = case_image.restore(at);
@@ -397,7 +530,8 @@ fn damage_before_records_synced_past_it_is_refused_never_cut() {
                 assert_eq!(err.kind, WriteErrorKind::Damaged, "{label}: {err}");
                 let msg = err.to_string();
                 assert!(
-                    msg.contains(&rel.to_string_lossy().to_string()) && msg.contains(&format!("at byte {}", r.offset)),
+                    msg.contains(&rel.to_string_lossy().to_string())
+                        && msg.contains(&format!("at byte {}", r.offset)),
                     "{label}: the writer's error does not name the segment and offset {}: {msg}",
                     r.offset
                 );
@@ -406,13 +540,30 @@ fn damage_before_records_synced_past_it_is_refused_never_cut() {
                 assert_eq!(err.offset(), Some(r.offset), "{label}: {err}");
                 let report = replog_reader::verify(storage.as_ref(), &dir);
                 assert!(
-                    report.findings().iter().any(|f| f.severity == Severity::Damage && f.path == rel && f.offset == Some(r.offset)),
+                    report
+                        .findings()
+                        .iter()
+                        .any(|f| f.severity == Severity::Damage
+                            && f.path == rel
+                            && f.offset == Some(r.offset)),
                     "{label}: verify does not report the damage: {:?}",
                     report.findings()
                 );
-                assert_eq!(sim.live_bytes(&segment), Some(bytes.clone()), "{label}: the segment was changed");
-                assert_eq!(sim.durable_bytes(&segment), Some(bytes), "{label}: the segment was changed");
-                let quarantined = sim.file_paths().iter().filter(|p| p.starts_with(dir.join(layout::QUARANTINE_DIR))).count();
+                assert_eq!(
+                    sim.live_bytes(&segment),
+                    Some(bytes.clone()),
+                    "{label}: the segment was changed"
+                );
+                assert_eq!(
+                    sim.durable_bytes(&segment),
+                    Some(bytes),
+                    "{label}: the segment was changed"
+                );
+                let quarantined = sim
+                    .file_paths()
+                    .iter()
+                    .filter(|p| p.starts_with(dir.join(layout::QUARANTINE_DIR)))
+                    .count();
                 assert_eq!(quarantined, 0, "{label}: something was quarantined");
                 cases += 1;
             }

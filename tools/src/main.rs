@@ -65,6 +65,7 @@ impl Failure {
 type CmdResult = Result<u8, Failure>;
 
 fn main() -> ExitCode {
+    reset_sigpipe();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -79,5 +80,15 @@ fn main() -> ExitCode {
             eprintln!("replog: {}", f.message);
             ExitCode::from(if f.damaged { EXIT_DAMAGED } else { EXIT_FAILED })
         }
+    }
+}
+
+/// Restores the default SIGPIPE action, so `replog dump | head` ends quietly like other Unix
+/// tools instead of failing on a closed pipe.
+fn reset_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid action
+    // for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

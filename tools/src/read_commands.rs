@@ -12,12 +12,24 @@ use crate::cli::FailoverArgs;
 use crate::output::{human_age, human_bytes, print_json, progress, rfc3339, table};
 use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK, Failure};
 
+/// Opens a vault for reading, warning on stderr about damage that hides later points.
+fn open_vault(storage: Arc<dyn Storage>, vault: &Path) -> Result<Vault, Failure> {
+    let v = Vault::open(storage, vault)?;
+    if let Some(damage) = v.damage() {
+        eprintln!(
+            "replog: warning: {}: {damage}; the points before it are intact and listed, any after it cannot be read; run `replog verify`",
+            vault.display()
+        );
+    }
+    Ok(v)
+}
+
 fn point_json(p: &PointInfo) -> Value {
     json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label})
 }
 
 pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
-    let v = Vault::open(storage, vault)?;
+    let v = open_vault(storage, vault)?;
     if json {
         print_json(&Value::Array(v.points().iter().map(point_json).collect()));
         return Ok(EXIT_OK);
@@ -44,7 +56,7 @@ pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
 }
 
 pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
-    let v = Vault::open(storage, vault)?;
+    let v = open_vault(storage, vault)?;
     let stats = v.stats()?;
     let h = v.header();
     let now = replog_writer::now_unix_ns();
@@ -226,7 +238,7 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
 }
 
 pub fn failover(storage: Arc<dyn Storage>, args: &FailoverArgs) -> CmdResult {
-    let v = Vault::open(storage, &args.vault)?;
+    let v = open_vault(storage, &args.vault)?;
     let point = select_point(&v, args)?.clone();
     let view = v.view(&point)?;
     let bar = progress(view.total_bytes(), "failover");
@@ -235,9 +247,16 @@ pub fn failover(storage: Arc<dyn Storage>, args: &FailoverArgs) -> CmdResult {
         force: args.force,
         sync: !args.no_sync,
     };
-    let stats = replog_reader::materialize_with_progress(&view, &args.out, &opts, &|n| {
-        bar.set_position(n)
-    })?;
+    let stats =
+        replog_reader::materialize_with_progress(&view, &args.out, &opts, &|n| bar.set_position(n))
+            .map_err(|e| {
+                let refused = e.kind() == replog_reader::ReadErrorKind::AlreadyExists;
+                let mut f = Failure::from(e);
+                if refused {
+                    f.message += "; pass --force to overwrite";
+                }
+                f
+            })?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let disks: Vec<Value> = view.disks().iter().map(|d| json!({"name": d.name(), "path": args.out.join(format!("{}.raw", d.name())).display().to_string(), "size_bytes": d.size()})).collect();
@@ -282,11 +301,19 @@ fn select_point<'a>(v: &'a Vault, args: &FailoverArgs) -> Result<&'a PointInfo, 
         ))
     };
     if let Some(id) = args.point {
-        return v.point(id).ok_or_else(|| {
-            Failure::new(format!(
+        return v.point(id).ok_or_else(|| match v.damage() {
+            // The point may lie beyond damage that hides it: that is damage, not a typo.
+            Some(damage) => Failure {
+                message: format!(
+                    "{}: no readable recovery point {id}: {damage}",
+                    args.vault.display()
+                ),
+                damaged: true,
+            },
+            None => Failure::new(format!(
                 "{}: no recovery point {id}; `replog points` lists them",
                 args.vault.display()
-            ))
+            )),
         });
     }
     if let Some(at) = &args.at {

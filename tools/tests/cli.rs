@@ -1240,13 +1240,13 @@ fn damage_in_a_sealed_segment_blocks_only_the_points_after_it() {
     );
 }
 
-/// Bug: when an ingest seals a segment part-way, the footer is framed before any sync of the
-/// segment (its `synced_upto` is 4096), so nothing vouches for the records before it, and a
-/// damaged record there is classified as a torn tail. `dump` then prints `torn-tail` and exits 0, and `verify` says the segment "has no
-/// valid footer and trailer" although both are intact. A segment the manifest lists as sealed was
-/// acknowledged whole, so this is damage: `dump` must exit 2 and name the record.
+/// Regression: when an ingest sealed a segment part-way, the footer was framed before any sync of
+/// the segment (its `synced_upto` was 4096), so nothing vouched for the records before it and a
+/// damaged record there was classified as a torn tail: `dump` printed `torn-tail` and exited 0,
+/// and `verify` said the segment "has no valid footer and trailer" although both were intact. A
+/// segment the manifest lists as sealed was acknowledged whole, so this is damage: `dump` exits 2
+/// and names the record. (The writer now also syncs the records before framing the footer.)
 #[test]
-#[ignore = "bug: dump calls damage in a sealed segment a torn tail and exits 0"]
 fn damage_in_a_sealed_segment_written_in_one_batch_is_not_a_torn_tail() {
     let r = replog();
     let tmp = tempfile::tempdir().expect("a temporary directory");

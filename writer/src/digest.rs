@@ -30,9 +30,16 @@ pub(crate) struct DigestWriter {
 }
 
 impl DigestWriter {
-    pub(crate) fn create(storage: &dyn Storage, dir: &Path, disk_id: u32, seed: u32) -> Result<DigestWriter> {
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        disk_id: u32,
+        seed: u32,
+    ) -> Result<DigestWriter> {
         let tmp = layout::digest_path(dir, disk_id).with_extension("dig.tmp");
-        let file = storage.open(&tmp, OpenMode::CreateTruncate).map_err(|e| WriteError::io(&tmp, None, "creating", e))?;
+        let file = storage
+            .open(&tmp, OpenMode::CreateTruncate)
+            .map_err(|e| WriteError::io(&tmp, None, "creating", e))?;
         Ok(DigestWriter {
             file,
             tmp,
@@ -46,7 +53,11 @@ impl DigestWriter {
         let bytes = digest.to_le_bytes();
         self.crc.update(&bytes);
         self.buf.extend_from_slice(&bytes);
-        if self.buf.len() >= BUFFER_BYTES { self.drain() } else { Ok(()) }
+        if self.buf.len() >= BUFFER_BYTES {
+            self.drain()
+        } else {
+            Ok(())
+        }
     }
 
     fn drain(&mut self) -> Result<()> {
@@ -59,18 +70,37 @@ impl DigestWriter {
     }
 
     /// Writes the header, syncs, and renames the cache into place (directory synced).
-    pub(crate) fn finish(mut self, storage: &dyn Storage, mut header: DigestHeader, seed: u32) -> Result<()> {
+    pub(crate) fn finish(
+        mut self,
+        storage: &dyn Storage,
+        mut header: DigestHeader,
+        seed: u32,
+    ) -> Result<()> {
         self.drain()?;
         let expected = DIGEST_HEADER_BYTES as u64 + header.block_count() * DIGEST_BYTES as u64;
         assert_eq!(self.offset, expected, "one digest per block");
         header.body_crc = self.crc.clone().finalize();
         self.file
-            .write_batch(&[WriteAt { offset: 0, data: &header.encode(seed) }], true)
+            .write_batch(
+                &[WriteAt {
+                    offset: 0,
+                    data: &header.encode(seed),
+                }],
+                true,
+            )
             .map_err(|e| WriteError::io(&self.tmp, Some(0), "writing and syncing", e))?;
-        let dir = self.tmp.parent().expect("digests live in a directory").to_path_buf();
+        let dir = self
+            .tmp
+            .parent()
+            .expect("digests live in a directory")
+            .to_path_buf();
         let target = self.tmp.with_extension("");
-        storage.rename(&self.tmp, &target).map_err(|e| WriteError::io(&target, None, "renaming into place", e))?;
-        storage.sync_dir(&dir).map_err(|e| WriteError::io(&dir, None, "syncing the directory", e))
+        storage
+            .rename(&self.tmp, &target)
+            .map_err(|e| WriteError::io(&target, None, "renaming into place", e))?;
+        storage
+            .sync_dir(&dir)
+            .map_err(|e| WriteError::io(&dir, None, "syncing the directory", e))
     }
 }
 
@@ -86,14 +116,28 @@ pub(crate) struct DigestReader {
 impl DigestReader {
     /// The cache of `disk_id` if it exists and its header is valid for this disk; `None`
     /// otherwise (the caller then treats every block as changed).
-    pub(crate) fn open(storage: &dyn Storage, dir: &Path, disk_id: u32, seed: u32, disk_bytes: u64, block_bytes: u32) -> Option<DigestReader> {
+    pub(crate) fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        disk_id: u32,
+        seed: u32,
+        disk_bytes: u64,
+        block_bytes: u32,
+    ) -> Option<DigestReader> {
         let path = layout::digest_path(dir, disk_id);
         let file = storage.open(&path, OpenMode::Read).ok()?;
         let mut head = vec![0u8; DIGEST_HEADER_BYTES];
         file.read_exact_at(&mut head, 0).ok()?;
         let header = DigestHeader::decode(&head, seed).ok()?;
-        let fits = header.disk_id == disk_id && header.disk_bytes == disk_bytes && header.block_bytes == block_bytes;
-        fits.then(|| DigestReader { file, header, offset: DIGEST_HEADER_BYTES as u64, crc: crc32fast::Hasher::new_with_initial(seed) })
+        let fits = header.disk_id == disk_id
+            && header.disk_bytes == disk_bytes
+            && header.block_bytes == block_bytes;
+        fits.then(|| DigestReader {
+            file,
+            header,
+            offset: DIGEST_HEADER_BYTES as u64,
+            crc: crc32fast::Hasher::new_with_initial(seed),
+        })
     }
 
     /// The next `count` digests; a read failure yields `None` (treated as changed).
@@ -102,7 +146,12 @@ impl DigestReader {
         self.file.read_exact_at(&mut bytes, self.offset).ok()?;
         self.offset += bytes.len() as u64;
         self.crc.update(&bytes);
-        Some(bytes.chunks_exact(DIGEST_BYTES).map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes"))).collect())
+        Some(
+            bytes
+                .chunks_exact(DIGEST_BYTES)
+                .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
+                .collect(),
+        )
     }
 
     /// Whether every digest read matched the body CRC.

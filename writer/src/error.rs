@@ -38,7 +38,11 @@ pub struct WriteError {
 impl WriteError {
     /// An error with no underlying I/O error.
     pub fn new(kind: WriteErrorKind, message: impl Into<String>) -> WriteError {
-        WriteError { kind, message: message.into(), source: None }
+        WriteError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An I/O error while doing `what` on `path` at byte `offset` (if one applies).

@@ -11,10 +11,10 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use replog_format::digest::DigestHeader;
+use replog_format::layout;
 use replog_format::limits::RECORD_DATA_BYTES_MAX;
 use replog_format::record::RecordKind;
 use replog_format::segment::{self, Expect, FooterIndex};
-use replog_format::layout;
 use replog_io::{File, OpenMode};
 
 use crate::base::{WINDOW_BYTES, block_facts};
@@ -48,18 +48,37 @@ struct Run {
 impl Writer {
     /// Journals the blocks of `image` that differ from disk `name`'s latest state, makes them
     /// durable, and updates the digest cache. `progress` is called with the bytes scanned.
-    pub fn ingest(&mut self, name: &str, image: &dyn File, image_path: &Path, progress: &dyn Fn(u64)) -> Result<IngestStats> {
+    pub fn ingest(
+        &mut self,
+        name: &str,
+        image: &dyn File,
+        image_path: &Path,
+        progress: &dyn Fn(u64),
+    ) -> Result<IngestStats> {
         self.check_poison()?;
         let disk = self.disk(name)?;
-        let len = image.len().map_err(|e| WriteError::io(image_path, None, "reading the length of", e))?;
+        let len = image
+            .len()
+            .map_err(|e| WriteError::io(image_path, None, "reading the length of", e))?;
         if len != disk.disk_bytes {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,
-                format!("{}: the image is {len} bytes but disk {name:?} is {} bytes", image_path.display(), disk.disk_bytes),
+                format!(
+                    "{}: the image is {len} bytes but disk {name:?} is {} bytes",
+                    image_path.display(),
+                    disk.disk_bytes
+                ),
             ));
         }
         let block = self.header.block_bytes as usize;
-        let mut cache = DigestReader::open(self.storage.as_ref(), &self.dir, disk.disk_id, self.seed, disk.disk_bytes, self.header.block_bytes);
+        let mut cache = DigestReader::open(
+            self.storage.as_ref(),
+            &self.dir,
+            disk.disk_id,
+            self.seed,
+            disk.disk_bytes,
+            self.header.block_bytes,
+        );
         let stale = match &cache {
             Some(c) => self.ranges_touched_after(disk.disk_id, c.header.valid_lsn)?,
             None => Vec::new(),
@@ -72,13 +91,16 @@ impl Writer {
             },
             ..IngestStats::default()
         };
-        let mut digests = DigestWriter::create(self.storage.as_ref(), &self.dir, disk.disk_id, self.seed)?;
+        let mut digests =
+            DigestWriter::create(self.storage.as_ref(), &self.dir, disk.disk_id, self.seed)?;
         let mut window = vec![0u8; WINDOW_BYTES as usize];
         let mut at = 0u64;
         while at < len {
             let n = (len - at).min(WINDOW_BYTES) as usize;
             let buf = &mut window[..n];
-            image.read_exact_at(buf, at).map_err(|e| WriteError::io(image_path, Some(at), "reading", e))?;
+            image
+                .read_exact_at(buf, at)
+                .map_err(|e| WriteError::io(image_path, Some(at), "reading", e))?;
             let facts = block_facts(buf, block);
             let old = cache.as_mut().and_then(|c| c.next(facts.len()));
             let changed: Vec<bool> = facts
@@ -86,10 +108,18 @@ impl Writer {
                 .enumerate()
                 .map(|(i, f)| {
                     let start = at + (i * block) as u64;
-                    old.as_ref().is_none_or(|o| o[i] != f.digest) || overlaps(&stale, start, start + block as u64)
+                    old.as_ref().is_none_or(|o| o[i] != f.digest)
+                        || overlaps(&stale, start, start + block as u64)
                 })
                 .collect();
-            self.journal_runs(disk.disk_id, at, buf, &runs(&changed, &facts), block, &mut stats)?;
+            self.journal_runs(
+                disk.disk_id,
+                at,
+                buf,
+                &runs(&changed, &facts),
+                block,
+                &mut stats,
+            )?;
             for f in &facts {
                 digests.push(f.digest)?;
             }
@@ -117,29 +147,53 @@ impl Writer {
     }
 
     /// Removes the digest cache of `name` and ingests with every block treated as changed.
-    fn ingest_all_over(&mut self, name: &str, image: &dyn File, image_path: &Path, progress: &dyn Fn(u64)) -> Result<IngestStats> {
+    fn ingest_all_over(
+        &mut self,
+        name: &str,
+        image: &dyn File,
+        image_path: &Path,
+        progress: &dyn Fn(u64),
+    ) -> Result<IngestStats> {
         let disk = self.disk(name)?;
         let path = layout::digest_path(&self.dir, disk.disk_id);
-        self.storage.remove_file(&path).map_err(|e| WriteError::io(&path, None, "removing the damaged digest cache", e))?;
+        self.storage
+            .remove_file(&path)
+            .map_err(|e| WriteError::io(&path, None, "removing the damaged digest cache", e))?;
         let mut stats = self.ingest(name, image, image_path, progress)?;
         stats.digest_cache = "damaged";
         Ok(stats)
     }
 
     /// Journals each run of changed blocks of one window.
-    fn journal_runs(&mut self, disk_id: u32, at: u64, buf: &[u8], runs: &[Run], block: usize, stats: &mut IngestStats) -> Result<()> {
+    fn journal_runs(
+        &mut self,
+        disk_id: u32,
+        at: u64,
+        buf: &[u8],
+        runs: &[Run],
+        block: usize,
+        stats: &mut IngestStats,
+    ) -> Result<()> {
         let compression = self.header.compression;
         // Split runs into record-sized pieces and encode their payloads in parallel.
         let piece_blocks = (RECORD_DATA_BYTES_MAX as usize / block).max(1);
         let pieces: Vec<(usize, usize, bool)> = runs
             .iter()
-            .flat_map(|r| (r.start..r.end).step_by(piece_blocks).map(move |s| (s, (s + piece_blocks).min(r.end), r.zero)))
+            .flat_map(|r| {
+                (r.start..r.end)
+                    .step_by(piece_blocks)
+                    .map(move |s| (s, (s + piece_blocks).min(r.end), r.zero))
+            })
             .collect();
         let encoded: Vec<_> = pieces
             .par_iter()
             .map(|&(s, e, zero)| {
                 let data = &buf[s * block..(e * block).min(buf.len())];
-                let payload = if zero { None } else { Some(encode_payload(compression, data)) };
+                let payload = if zero {
+                    None
+                } else {
+                    Some(encode_payload(compression, data))
+                };
                 (s, data.len(), payload)
             })
             .collect();
@@ -174,7 +228,10 @@ impl Writer {
             if info.last_lsn <= lsn {
                 continue;
             }
-            for e in self.read_footer(seg.segment_id, info.footer_offset)?.extents {
+            for e in self
+                .read_footer(seg.segment_id, info.footer_offset)?
+                .extents
+            {
                 take(e.lsn, e.disk_id, e.disk_offset, e.length);
             }
         }
@@ -187,12 +244,25 @@ impl Writer {
 
     fn read_footer(&self, segment_id: u64, footer_offset: u64) -> Result<FooterIndex> {
         let path = layout::segment_path(&self.dir, segment_id);
-        let file = self.storage.open(&path, OpenMode::Read).map_err(|e| WriteError::io(&path, None, "opening", e))?;
-        let bytes = file.map().map_err(|e| WriteError::io(&path, None, "reading", e))?;
-        let expect = Expect { vault_id: self.header.vault_id, seed: self.seed, segment_id };
-        let (h, payload) = segment::record_at(&bytes, footer_offset, &expect).map_err(|e| WriteError::damaged(&path, 0, e))?;
+        let file = self
+            .storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| WriteError::io(&path, None, "opening", e))?;
+        let bytes = file
+            .map()
+            .map_err(|e| WriteError::io(&path, None, "reading", e))?;
+        let expect = Expect {
+            vault_id: self.header.vault_id,
+            seed: self.seed,
+            segment_id,
+        };
+        let (h, payload) = segment::record_at(&bytes, footer_offset, &expect)
+            .map_err(|e| WriteError::damaged(&path, 0, e))?;
         if h.kind != RecordKind::Footer {
-            return Err(WriteError::new(WriteErrorKind::Damaged, format!("{}: no footer at byte {footer_offset}", path.display())));
+            return Err(WriteError::new(
+                WriteErrorKind::Damaged,
+                format!("{}: no footer at byte {footer_offset}", path.display()),
+            ));
         }
         FooterIndex::decode(payload).map_err(|e| WriteError::damaged(&path, footer_offset + 64, e))
     }
@@ -213,7 +283,11 @@ fn runs(changed: &[bool], facts: &[crate::base::BlockFacts]) -> Vec<Run> {
         }
         match out.last_mut() {
             Some(r) if r.end == i && r.zero == f.zero => r.end = i + 1,
-            _ => out.push(Run { start: i, end: i + 1, zero: f.zero }),
+            _ => out.push(Run {
+                start: i,
+                end: i + 1,
+                zero: f.zero,
+            }),
         }
     }
     out

@@ -10,13 +10,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use replog_format::layout;
 use replog_format::limits::{FOOTER_BYTES_MAX, LABEL_BYTES_MAX, SEGMENT_RECORDS_MAX};
 use replog_format::manifest::{PointRef, SealedInfo, SegmentEntry};
 use replog_format::record::{RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use replog_format::segment::{
-    ExtentEntry, FOOTER_POINT_FIXED_BYTES, FOOTER_EXTENT_BYTES, FooterIndex, PointEntry, SegmentHeader, Trailer,
+    ExtentEntry, FOOTER_EXTENT_BYTES, FOOTER_POINT_FIXED_BYTES, FooterIndex, PointEntry,
+    SegmentHeader, Trailer,
 };
-use replog_format::layout;
 use replog_io::{File, OpenMode, WriteAt};
 
 use crate::error::{Result, WriteError, WriteErrorKind};
@@ -111,11 +112,18 @@ impl Writer {
             .pending
             .chunks(WRITE_CHUNK_BYTES)
             .enumerate()
-            .map(|(i, data)| WriteAt { offset: seg.written + (i * WRITE_CHUNK_BYTES) as u64, data })
+            .map(|(i, data)| WriteAt {
+                offset: seg.written + (i * WRITE_CHUNK_BYTES) as u64,
+                data,
+            })
             .collect();
         let result = seg.file.write_batch(&writes, sync);
         if let Err(e) = result {
-            let what = if sync { "writing and syncing the journal" } else { "writing the journal" };
+            let what = if sync {
+                "writing and syncing the journal"
+            } else {
+                "writing the journal"
+            };
             let err = WriteError::io(&seg.path, Some(seg.written), what, e);
             self.poisoned = Some(err.message().to_owned());
             return Err(err);
@@ -130,10 +138,18 @@ impl Writer {
 
     /// Appends the footer and trailer, syncs, and moves on to a new segment.
     pub(crate) fn seal_and_rotate(&mut self) -> Result<()> {
+        // The records are made durable before the footer is framed, so the footer vouches for
+        // all of them (`synced_upto`): a damaged record under a footer then reads as damage,
+        // never as a torn tail, even before the manifest records the seal.
+        self.flush(true)?;
         let seg = &mut self.active;
         let last_lsn = self.next_lsn - 1;
         let record_count = seg.record_count();
-        let footer = FooterIndex { extents: std::mem::take(&mut seg.extents), points: seg.points.clone() }.encode();
+        let footer = FooterIndex {
+            extents: std::mem::take(&mut seg.extents),
+            points: seg.points.clone(),
+        }
+        .encode();
         let footer_offset = seg.end();
         let mut h = RecordHeader {
             crc: 0,
@@ -161,14 +177,23 @@ impl Writer {
         seg.pending.extend_from_slice(&footer);
         seg.pending.extend_from_slice(&trailer.encode(self.seed));
         self.flush(true)?;
-        let sealed = SealedInfo { last_lsn, footer_offset, file_bytes: self.active.written, footer_crc: h.crc };
+        let sealed = SealedInfo {
+            last_lsn,
+            footer_offset,
+            file_bytes: self.active.written,
+            footer_crc: h.crc,
+        };
         let points = std::mem::take(&mut self.active.points);
         self.start_next_segment(sealed, points)
     }
 
     /// Records the seal of the open segment in the manifest together with a new, empty open
     /// segment, creating its file (header synced, directory synced) first.
-    pub(crate) fn start_next_segment(&mut self, sealed: SealedInfo, points: Vec<PointEntry>) -> Result<()> {
+    pub(crate) fn start_next_segment(
+        &mut self,
+        sealed: SealedInfo,
+        points: Vec<PointEntry>,
+    ) -> Result<()> {
         let result = self.try_start_next_segment(sealed, points);
         if let Err(e) = &result {
             self.poisoned = Some(e.message().to_owned());
@@ -176,12 +201,22 @@ impl Writer {
         result
     }
 
-    fn try_start_next_segment(&mut self, sealed: SealedInfo, points: Vec<PointEntry>) -> Result<()> {
+    fn try_start_next_segment(
+        &mut self,
+        sealed: SealedInfo,
+        points: Vec<PointEntry>,
+    ) -> Result<()> {
         let old_id = self.active.id;
         let next = create_segment(self, old_id + 1, sealed.last_lsn + 1)?;
         let mut manifest = self.manifest.clone();
-        let last = manifest.segments.last_mut().expect("the open segment is listed");
-        assert_eq!(last.segment_id, old_id, "the manifest's open segment is the active one");
+        let last = manifest
+            .segments
+            .last_mut()
+            .expect("the open segment is listed");
+        assert_eq!(
+            last.segment_id, old_id,
+            "the manifest's open segment is the active one"
+        );
         last.sealed = Some(sealed);
         manifest.points.extend(points.into_iter().map(|p| PointRef {
             lsn: p.lsn,
@@ -189,7 +224,11 @@ impl Writer {
             record_offset: p.record_offset,
             point: p.point,
         }));
-        manifest.segments.push(SegmentEntry { segment_id: next.id, first_lsn: next.first_lsn, sealed: None });
+        manifest.segments.push(SegmentEntry {
+            segment_id: next.id,
+            first_lsn: next.first_lsn,
+            sealed: None,
+        });
         manifest.generation += 1;
         crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest)?;
         self.manifest = manifest;
@@ -202,7 +241,9 @@ impl Writer {
             None => Ok(()),
             Some(cause) => Err(WriteError::new(
                 WriteErrorKind::Poisoned,
-                format!("the writer stopped after an earlier failure ({cause}); nothing after the last acknowledged point was acknowledged; reopen the vault to recover"),
+                format!(
+                    "the writer stopped after an earlier failure ({cause}); nothing after the last acknowledged point was acknowledged; reopen the vault to recover"
+                ),
             )),
         }
     }
@@ -217,12 +258,25 @@ pub(crate) fn create_segment(w: &Writer, id: u64, first_lsn: u64) -> Result<Acti
     let file = storage
         .open(&path, OpenMode::CreateTruncate)
         .map_err(|e| WriteError::io(&path, None, "creating the segment", e))?;
-    let header = SegmentHeader { vault_id: w.header.vault_id, segment_id: id, first_lsn, created_unix_ns: crate::now_unix_ns() };
+    let header = SegmentHeader {
+        vault_id: w.header.vault_id,
+        segment_id: id,
+        first_lsn,
+        created_unix_ns: crate::now_unix_ns(),
+    };
     let bytes = header.encode(w.seed);
-    file.write_batch(&[WriteAt { offset: 0, data: &bytes }], true)
-        .map_err(|e| WriteError::io(&path, Some(0), "writing and syncing the segment header", e))?;
+    file.write_batch(
+        &[WriteAt {
+            offset: 0,
+            data: &bytes,
+        }],
+        true,
+    )
+    .map_err(|e| WriteError::io(&path, Some(0), "writing and syncing the segment header", e))?;
     let journal = w.dir.join(layout::JOURNAL_DIR);
-    storage.sync_dir(&journal).map_err(|e| WriteError::io(&journal, None, "syncing the directory", e))?;
+    storage
+        .sync_dir(&journal)
+        .map_err(|e| WriteError::io(&journal, None, "syncing the directory", e))?;
     Ok(ActiveSegment {
         id,
         first_lsn,

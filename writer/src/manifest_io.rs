@@ -17,8 +17,14 @@ pub(crate) fn store(storage: &dyn Storage, dir: &Path, manifest: &Manifest) -> R
     let file = storage
         .open(&tmp, OpenMode::CreateTruncate)
         .map_err(|e| WriteError::io(&tmp, None, "creating", e))?;
-    file.write_batch(&[replog_io::WriteAt { offset: 0, data: &bytes }], true)
-        .map_err(|e| WriteError::io(&tmp, Some(0), "writing and syncing", e))?;
+    file.write_batch(
+        &[replog_io::WriteAt {
+            offset: 0,
+            data: &bytes,
+        }],
+        true,
+    )
+    .map_err(|e| WriteError::io(&tmp, Some(0), "writing and syncing", e))?;
     let target = dir.join(MANIFEST_FILE);
     storage
         .rename(&tmp, &target)
@@ -35,12 +41,17 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
         if e.kind() == std::io::ErrorKind::NotFound {
             WriteError::new(
                 WriteErrorKind::NotAVault,
-                format!("{}: missing; the vault cannot be opened without its manifest", path.display()),
+                format!(
+                    "{}: missing; the vault cannot be opened without its manifest",
+                    path.display()
+                ),
             )
         } else {
             WriteError::io(&path, None, "opening", e)
         }
     })?;
-    let bytes = file.map().map_err(|e| WriteError::io(&path, None, "reading", e))?;
+    let bytes = file
+        .map()
+        .map_err(|e| WriteError::io(&path, None, "reading", e))?;
     Manifest::decode(&bytes).map_err(|e| WriteError::damaged(&path, 0, e))
 }

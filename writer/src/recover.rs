@@ -14,7 +14,10 @@ use std::path::Path;
 use replog_format::header::VaultHeader;
 use replog_format::layout;
 use replog_format::record::{PointPayload, RecordKind};
-use replog_format::segment::{self, ExtentEntry, Expect, FOOTER_EXTENT_BYTES, FOOTER_POINT_FIXED_BYTES, PointEntry, SegmentEnd};
+use replog_format::segment::{
+    self, Expect, ExtentEntry, FOOTER_EXTENT_BYTES, FOOTER_POINT_FIXED_BYTES, PointEntry,
+    SegmentEnd,
+};
 use replog_io::{OpenMode, Storage, WriteAt};
 
 use crate::error::{Result, WriteError, WriteErrorKind};
@@ -24,14 +27,21 @@ use crate::writer::Writer;
 /// Reads and decodes `VAULT`.
 pub(crate) fn read_vault_header(storage: &dyn Storage, dir: &Path) -> Result<VaultHeader> {
     let path = dir.join(layout::VAULT_FILE);
-    let file = storage.open(&path, OpenMode::Read).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => WriteError::new(
-            WriteErrorKind::NotAVault,
-            format!("{}: not a replog vault (no VAULT file); create one with `replog init`", dir.display()),
-        ),
-        _ => WriteError::io(&path, None, "opening", e),
-    })?;
-    let bytes = file.map().map_err(|e| WriteError::io(&path, None, "reading", e))?;
+    let file = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => WriteError::new(
+                WriteErrorKind::NotAVault,
+                format!(
+                    "{}: not a replog vault (no VAULT file); create one with `replog init`",
+                    dir.display()
+                ),
+            ),
+            _ => WriteError::io(&path, None, "opening", e),
+        })?;
+    let bytes = file
+        .map()
+        .map_err(|e| WriteError::io(&path, None, "reading", e))?;
     VaultHeader::decode(&bytes).map_err(|e| WriteError::damaged(&path, 0, e))
 }
 
@@ -39,25 +49,45 @@ pub(crate) fn read_vault_header(storage: &dyn Storage, dir: &Path) -> Result<Vau
 pub(crate) fn recover(w: &mut Writer) -> Result<()> {
     remove_leftovers(w)?;
     let open = w.manifest.segments.last().cloned().ok_or_else(|| {
-        WriteError::new(WriteErrorKind::Damaged, format!("{}: MANIFEST lists no journal segment", w.dir.display()))
+        WriteError::new(
+            WriteErrorKind::Damaged,
+            format!("{}: MANIFEST lists no journal segment", w.dir.display()),
+        )
     })?;
     if open.sealed.is_some() {
         return Err(WriteError::new(
             WriteErrorKind::Damaged,
-            format!("{}: MANIFEST lists no open segment after segment {}", w.dir.display(), open.segment_id),
+            format!(
+                "{}: MANIFEST lists no open segment after segment {}",
+                w.dir.display(),
+                open.segment_id
+            ),
         ));
     }
     let path = layout::segment_path(&w.dir, open.segment_id);
-    let file = w.storage.open(&path, OpenMode::ReadWrite).map_err(|e| WriteError::io(&path, None, "opening", e))?;
-    let bytes = file.map().map_err(|e| WriteError::io(&path, None, "reading", e))?;
-    let expect = Expect { vault_id: w.header.vault_id, seed: w.seed, segment_id: open.segment_id };
+    let file = w
+        .storage
+        .open(&path, OpenMode::ReadWrite)
+        .map_err(|e| WriteError::io(&path, None, "opening", e))?;
+    let bytes = file
+        .map()
+        .map_err(|e| WriteError::io(&path, None, "reading", e))?;
+    let expect = Expect {
+        vault_id: w.header.vault_id,
+        seed: w.seed,
+        segment_id: open.segment_id,
+    };
     let mut extents = Vec::new();
     let mut points = Vec::new();
     let mut bad_point = None;
     let scan = segment::scan(&bytes, &expect, |h, payload| match h.kind {
         RecordKind::Write | RecordKind::Zero => extents.push(ExtentEntry::from_header(h)),
         RecordKind::Point => match PointPayload::decode(payload) {
-            Ok(point) => points.push(PointEntry { lsn: h.lsn, record_offset: h.segment_offset, point }),
+            Ok(point) => points.push(PointEntry {
+                lsn: h.lsn,
+                record_offset: h.segment_offset,
+                point,
+            }),
             Err(e) => bad_point = Some(e.at(h.segment_offset + 64)),
         },
         RecordKind::Footer => {}
@@ -69,7 +99,12 @@ pub(crate) fn recover(w: &mut Writer) -> Result<()> {
     if scan.header.first_lsn != open.first_lsn {
         return Err(WriteError::new(
             WriteErrorKind::Damaged,
-            format!("{}: starts at LSN {}, the manifest says {}", path.display(), scan.header.first_lsn, open.first_lsn),
+            format!(
+                "{}: starts at LSN {}, the manifest says {}",
+                path.display(),
+                scan.header.first_lsn,
+                open.first_lsn
+            ),
         ));
     }
     let file_len = bytes.len() as u64;
@@ -78,8 +113,12 @@ pub(crate) fn recover(w: &mut Writer) -> Result<()> {
     if let SegmentEnd::Torn { offset, .. } = &scan.end {
         cut_torn_tail(w, &path, file.as_ref(), *offset, file_len)?;
     }
-    let footer_bytes = 8 + (extents.len() * FOOTER_EXTENT_BYTES) as u64
-        + points.iter().map(|p: &PointEntry| (FOOTER_POINT_FIXED_BYTES + p.point.label.len()) as u64).sum::<u64>();
+    let footer_bytes = 8
+        + (extents.len() * FOOTER_EXTENT_BYTES) as u64
+        + points
+            .iter()
+            .map(|p: &PointEntry| (FOOTER_POINT_FIXED_BYTES + p.point.label.len()) as u64)
+            .sum::<u64>();
     w.next_lsn = scan.last_lsn + 1;
     w.next_point_id = points
         .last()
@@ -119,46 +158,75 @@ fn remove_leftovers(w: &mut Writer) -> Result<()> {
     let s = w.storage.as_ref();
     let tmp = w.dir.join(layout::MANIFEST_TMP_FILE);
     let mut removed_in_root = false;
-    if s.exists(&tmp).map_err(|e| WriteError::io(&tmp, None, "checking", e))? {
-        s.remove_file(&tmp).map_err(|e| WriteError::io(&tmp, None, "removing", e))?;
+    if s.exists(&tmp)
+        .map_err(|e| WriteError::io(&tmp, None, "checking", e))?
+    {
+        s.remove_file(&tmp)
+            .map_err(|e| WriteError::io(&tmp, None, "removing", e))?;
         w.recovery.removed.push(tmp);
         removed_in_root = true;
     }
     let journal = w.dir.join(layout::JOURNAL_DIR);
     let mut removed_in_journal = false;
-    for name in s.read_dir(&journal).map_err(|e| WriteError::io(&journal, None, "listing", e))? {
+    for name in s
+        .read_dir(&journal)
+        .map_err(|e| WriteError::io(&journal, None, "listing", e))?
+    {
         let listed = layout::parse_segment_file_name(&name)
             .is_some_and(|id| w.manifest.segments.iter().any(|seg| seg.segment_id == id));
         if !listed && layout::parse_segment_file_name(&name).is_some() {
             let p = journal.join(&name);
-            s.remove_file(&p).map_err(|e| WriteError::io(&p, None, "removing", e))?;
+            s.remove_file(&p)
+                .map_err(|e| WriteError::io(&p, None, "removing", e))?;
             w.recovery.removed.push(p);
             removed_in_journal = true;
         }
     }
     for (dir, removed) in [(&w.dir, removed_in_root), (&journal, removed_in_journal)] {
         if removed {
-            s.sync_dir(dir).map_err(|e| WriteError::io(dir, None, "syncing the directory", e))?;
+            s.sync_dir(dir)
+                .map_err(|e| WriteError::io(dir, None, "syncing the directory", e))?;
         }
     }
     Ok(())
 }
 
 /// Keeps the torn bytes `[offset, file_len)` in `quarantine/`, then zeroes them in the segment.
-fn cut_torn_tail(w: &mut Writer, path: &Path, file: &dyn replog_io::File, offset: u64, file_len: u64) -> Result<()> {
+fn cut_torn_tail(
+    w: &mut Writer,
+    path: &Path,
+    file: &dyn replog_io::File,
+    offset: u64,
+    file_len: u64,
+) -> Result<()> {
     let s = w.storage.as_ref();
     let mut tail = vec![0u8; (file_len - offset) as usize];
-    file.read_exact_at(&mut tail, offset).map_err(|e| WriteError::io(path, Some(offset), "reading the torn tail", e))?;
+    file.read_exact_at(&mut tail, offset)
+        .map_err(|e| WriteError::io(path, Some(offset), "reading the torn tail", e))?;
     let qdir = w.dir.join(layout::QUARANTINE_DIR);
-    let seg_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let seg_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let qpath = qdir.join(format!("{seg_name}.{offset}.tail"));
-    let q = s.open(&qpath, OpenMode::CreateTruncate).map_err(|e| WriteError::io(&qpath, None, "creating", e))?;
-    q.write_batch(&[WriteAt { offset: 0, data: &tail }], true)
-        .map_err(|e| WriteError::io(&qpath, Some(0), "writing and syncing", e))?;
-    s.sync_dir(&qdir).map_err(|e| WriteError::io(&qdir, None, "syncing the directory", e))?;
+    let q = s
+        .open(&qpath, OpenMode::CreateTruncate)
+        .map_err(|e| WriteError::io(&qpath, None, "creating", e))?;
+    q.write_batch(
+        &[WriteAt {
+            offset: 0,
+            data: &tail,
+        }],
+        true,
+    )
+    .map_err(|e| WriteError::io(&qpath, Some(0), "writing and syncing", e))?;
+    s.sync_dir(&qdir)
+        .map_err(|e| WriteError::io(&qdir, None, "syncing the directory", e))?;
     file.zero_range(offset, file_len - offset)
         .map_err(|e| WriteError::io(path, Some(offset), "zeroing the torn tail", e))?;
-    file.sync_data().map_err(|e| WriteError::io(path, Some(offset), "syncing after cutting the torn tail", e))?;
+    file.sync_data().map_err(|e| {
+        WriteError::io(path, Some(offset), "syncing after cutting the torn tail", e)
+    })?;
     w.recovery.torn_tail = Some((path.to_path_buf(), offset, file_len - offset, qpath));
     Ok(())
 }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use replog_format::header::{Compression, VaultHeader};
 use replog_format::layout;
-use replog_format::limits::{BLOCK_BYTES_DEFAULT, DISK_BYTES_MAX, DISKS_MAX, LABEL_BYTES_MAX, RECORD_DATA_BYTES_MAX, SEGMENT_BYTES_DEFAULT};
+use replog_format::limits::{
+    BLOCK_BYTES_DEFAULT, DISK_BYTES_MAX, DISKS_MAX, LABEL_BYTES_MAX, RECORD_DATA_BYTES_MAX,
+    SEGMENT_BYTES_DEFAULT,
+};
 use replog_format::magic::FormatVersion;
 use replog_format::manifest::{DiskEntry, Manifest, SegmentEntry, valid_disk_name};
 use replog_format::record::{FLAG_LZ4, PointKind, PointPayload, RecordHeader, RecordKind};
@@ -31,7 +34,11 @@ pub struct VaultSettings {
 
 impl Default for VaultSettings {
     fn default() -> Self {
-        VaultSettings { block_bytes: BLOCK_BYTES_DEFAULT, segment_bytes: SEGMENT_BYTES_DEFAULT, compression: Compression::None }
+        VaultSettings {
+            block_bytes: BLOCK_BYTES_DEFAULT,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            compression: Compression::None,
+        }
     }
 }
 
@@ -96,7 +103,11 @@ fn io_at<'a>(path: &'a Path, what: &str) -> impl FnOnce(std::io::Error) -> Write
 
 impl Writer {
     /// Creates a vault in `dir`, which must not exist or be empty.
-    pub fn create(storage: Arc<dyn Storage>, dir: &Path, settings: VaultSettings) -> Result<Writer> {
+    pub fn create(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        settings: VaultSettings,
+    ) -> Result<Writer> {
         let mut vault_id: VaultId = [0; 16];
         vault_id[..8].copy_from_slice(&crate::now_unix_ns().to_le_bytes());
         vault_id[8..].copy_from_slice(&rand::random::<u64>().to_le_bytes());
@@ -108,17 +119,30 @@ impl Writer {
             compression: settings.compression,
             segment_bytes: settings.segment_bytes,
         };
-        header.validate_settings().map_err(|e| WriteError::new(WriteErrorKind::InvalidRequest, e))?;
+        header
+            .validate_settings()
+            .map_err(|e| WriteError::new(WriteErrorKind::InvalidRequest, e))?;
         let s = storage.as_ref();
-        if s.exists(dir).map_err(io_at(dir, "checking"))? && !s.read_dir(dir).map_err(io_at(dir, "listing"))?.is_empty() {
+        if s.exists(dir).map_err(io_at(dir, "checking"))?
+            && !s.read_dir(dir).map_err(io_at(dir, "listing"))?.is_empty()
+        {
             return Err(WriteError::new(
                 WriteErrorKind::AlreadyExists,
-                format!("{}: the directory is not empty; a vault is created in a new or empty directory", dir.display()),
+                format!(
+                    "{}: the directory is not empty; a vault is created in a new or empty directory",
+                    dir.display()
+                ),
             ));
         }
-        for sub in [layout::JOURNAL_DIR, layout::BASES_DIR, layout::DIGESTS_DIR, layout::QUARANTINE_DIR] {
+        for sub in [
+            layout::JOURNAL_DIR,
+            layout::BASES_DIR,
+            layout::DIGESTS_DIR,
+            layout::QUARANTINE_DIR,
+        ] {
             let p = dir.join(sub);
-            s.create_dir_all(&p).map_err(io_at(&p, "creating the directory"))?;
+            s.create_dir_all(&p)
+                .map_err(io_at(&p, "creating the directory"))?;
         }
         let lock = VaultLock::acquire(s, dir)?;
         let manifest = Manifest {
@@ -126,7 +150,11 @@ impl Writer {
             generation: 1,
             base_lsn: 0,
             disks: Vec::new(),
-            segments: vec![SegmentEntry { segment_id: 1, first_lsn: 1, sealed: None }],
+            segments: vec![SegmentEntry {
+                segment_id: 1,
+                first_lsn: 1,
+                sealed: None,
+            }],
             points: Vec::new(),
         };
         let mut w = Writer::assemble(storage.clone(), dir, header, manifest, lock, 1, 1);
@@ -134,20 +162,42 @@ impl Writer {
         crate::manifest_io::store(s, dir, &w.manifest)?;
         // VAULT goes last: a directory without it is not a vault, whatever else it holds.
         let vault_path = dir.join(layout::VAULT_FILE);
-        let f = s.open(&vault_path, OpenMode::CreateNew).map_err(io_at(&vault_path, "creating"))?;
-        f.write_batch(&[WriteAt { offset: 0, data: &w.header.encode() }], true)
-            .map_err(io_at(&vault_path, "writing and syncing"))?;
-        for d in [dir.join(layout::BASES_DIR), dir.join(layout::DIGESTS_DIR), dir.join(layout::QUARANTINE_DIR), dir.to_path_buf()] {
+        let f = s
+            .open(&vault_path, OpenMode::CreateNew)
+            .map_err(io_at(&vault_path, "creating"))?;
+        f.write_batch(
+            &[WriteAt {
+                offset: 0,
+                data: &w.header.encode(),
+            }],
+            true,
+        )
+        .map_err(io_at(&vault_path, "writing and syncing"))?;
+        for d in [
+            dir.join(layout::BASES_DIR),
+            dir.join(layout::DIGESTS_DIR),
+            dir.join(layout::QUARANTINE_DIR),
+            dir.to_path_buf(),
+        ] {
             s.sync_dir(&d).map_err(io_at(&d, "syncing the directory"))?;
         }
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            s.sync_dir(parent).map_err(io_at(parent, "syncing the directory"))?;
+            s.sync_dir(parent)
+                .map_err(io_at(parent, "syncing the directory"))?;
         }
         Ok(w)
     }
 
     /// A writer over state already read; the active segment is a placeholder until replaced.
-    fn assemble(storage: Arc<dyn Storage>, dir: &Path, header: VaultHeader, manifest: Manifest, lock: VaultLock, next_lsn: u64, next_point_id: u64) -> Writer {
+    fn assemble(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        header: VaultHeader,
+        manifest: Manifest,
+        lock: VaultLock,
+        next_lsn: u64,
+        next_point_id: u64,
+    ) -> Writer {
         let seed = vault_seed(&header.vault_id);
         let placeholder = ActiveSegment {
             id: 0,
@@ -186,7 +236,10 @@ impl Writer {
         if manifest.vault_id != header.vault_id {
             return Err(WriteError::new(
                 WriteErrorKind::Damaged,
-                format!("{}: MANIFEST belongs to another vault than VAULT", dir.display()),
+                format!(
+                    "{}: MANIFEST belongs to another vault than VAULT",
+                    dir.display()
+                ),
             ));
         }
         let mut w = Writer::assemble(storage, dir, header, manifest, lock, 0, 0);
@@ -214,15 +267,28 @@ impl Writer {
         self.manifest
             .disks
             .iter()
-            .map(|d| DiskInfo { disk_id: d.disk_id, name: d.name.clone(), disk_bytes: d.disk_bytes })
+            .map(|d| DiskInfo {
+                disk_id: d.disk_id,
+                name: d.name.clone(),
+                disk_bytes: d.disk_bytes,
+            })
             .collect()
     }
 
     /// The disk called `name`.
     pub fn disk(&self, name: &str) -> Result<DiskInfo> {
-        self.disks().into_iter().find(|d| d.name == name).ok_or_else(|| {
-            WriteError::new(WriteErrorKind::InvalidRequest, format!("{}: the vault has no disk named {name:?}", self.dir.display()))
-        })
+        self.disks()
+            .into_iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                WriteError::new(
+                    WriteErrorKind::InvalidRequest,
+                    format!(
+                        "{}: the vault has no disk named {name:?}",
+                        self.dir.display()
+                    ),
+                )
+            })
     }
 
     /// The LSN of the last record staged (0 when there is none).
@@ -234,7 +300,10 @@ impl Writer {
     pub fn points(&self) -> Vec<PointInfo> {
         let sealed = self.manifest.points.iter().map(|r| (r.lsn, &r.point));
         let open = self.active.points.iter().map(|p| (p.lsn, &p.point));
-        sealed.chain(open).map(|(lsn, p)| point_info(lsn, p)).collect()
+        sealed
+            .chain(open)
+            .map(|(lsn, p)| point_info(lsn, p))
+            .collect()
     }
 
     /// Adds an empty (all-zero) disk of `disk_bytes`.
@@ -243,22 +312,41 @@ impl Writer {
     }
 
     /// Adds a disk seeded from `image`, a raw image whose length is the disk's size.
-    pub fn add_disk_from_image(&mut self, name: &str, image: &dyn File, image_path: &Path) -> Result<DiskInfo> {
-        let len = image.len().map_err(io_at(image_path, "reading the length of"))?;
+    pub fn add_disk_from_image(
+        &mut self,
+        name: &str,
+        image: &dyn File,
+        image_path: &Path,
+    ) -> Result<DiskInfo> {
+        let len = image
+            .len()
+            .map_err(io_at(image_path, "reading the length of"))?;
         self.add_disk_inner(name, len, Some((image, image_path)))
     }
 
-    fn add_disk_inner(&mut self, name: &str, disk_bytes: u64, image: Option<(&dyn File, &Path)>) -> Result<DiskInfo> {
+    fn add_disk_inner(
+        &mut self,
+        name: &str,
+        disk_bytes: u64,
+        image: Option<(&dyn File, &Path)>,
+    ) -> Result<DiskInfo> {
         self.check_poison()?;
         let invalid = |m: String| Err(WriteError::new(WriteErrorKind::InvalidRequest, m));
         if !valid_disk_name(name) {
-            return invalid(format!("{name:?} is not a valid disk name: use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with ."));
+            return invalid(format!(
+                "{name:?} is not a valid disk name: use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with ."
+            ));
         }
         if self.manifest.disks.iter().any(|d| d.name == name) {
-            return Err(WriteError::new(WriteErrorKind::AlreadyExists, format!("the vault already has a disk named {name:?}")));
+            return Err(WriteError::new(
+                WriteErrorKind::AlreadyExists,
+                format!("the vault already has a disk named {name:?}"),
+            ));
         }
         if disk_bytes == 0 || disk_bytes > DISK_BYTES_MAX {
-            return invalid(format!("disk size {disk_bytes} is not between 1 byte and 64 TiB"));
+            return invalid(format!(
+                "disk size {disk_bytes} is not between 1 byte and 64 TiB"
+            ));
         }
         if self.manifest.disks.len() >= DISKS_MAX as usize {
             return invalid(format!("the vault already has {DISKS_MAX} disks"));
@@ -270,21 +358,47 @@ impl Writer {
         let added_lsn = self.next_lsn;
         let base_header_crc = crate::base::write_base(self, disk_id, 1, disk_bytes, image)?;
         let mut manifest = self.manifest.clone();
-        manifest.disks.push(DiskEntry { disk_id, name: name.to_owned(), disk_bytes, added_lsn, base_generation: 1, base_header_crc });
+        manifest.disks.push(DiskEntry {
+            disk_id,
+            name: name.to_owned(),
+            disk_bytes,
+            added_lsn,
+            base_generation: 1,
+            base_header_crc,
+        });
         manifest.generation += 1;
         crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest)?;
         self.manifest = manifest;
-        Ok(DiskInfo { disk_id, name: name.to_owned(), disk_bytes })
+        Ok(DiskInfo {
+            disk_id,
+            name: name.to_owned(),
+            disk_bytes,
+        })
     }
 
     fn check_range(&self, disk_id: u32, offset: u64, len: u64) -> Result<()> {
-        let disk = self.manifest.disks.iter().find(|d| d.disk_id == disk_id).ok_or_else(|| {
-            WriteError::new(WriteErrorKind::InvalidRequest, format!("the vault has no disk with id {disk_id}"))
-        })?;
-        if len == 0 || offset.checked_add(len).is_none_or(|end| end > disk.disk_bytes) {
+        let disk = self
+            .manifest
+            .disks
+            .iter()
+            .find(|d| d.disk_id == disk_id)
+            .ok_or_else(|| {
+                WriteError::new(
+                    WriteErrorKind::InvalidRequest,
+                    format!("the vault has no disk with id {disk_id}"),
+                )
+            })?;
+        if len == 0
+            || offset
+                .checked_add(len)
+                .is_none_or(|end| end > disk.disk_bytes)
+        {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,
-                format!("range {offset}+{len} is empty or ends past the end of disk {:?} ({} bytes)", disk.name, disk.disk_bytes),
+                format!(
+                    "range {offset}+{len} is empty or ends past the end of disk {:?} ({} bytes)",
+                    disk.name, disk.disk_bytes
+                ),
             ));
         }
         Ok(())
@@ -297,14 +411,34 @@ impl Writer {
         let mut lsn = 0;
         for (i, piece) in data.chunks(RECORD_DATA_BYTES_MAX as usize).enumerate() {
             let (payload, flags) = encode_payload(self.header.compression, piece);
-            lsn = self.append_data(disk_id, offset + (i as u64 * RECORD_DATA_BYTES_MAX), piece.len() as u64, flags, &payload)?;
+            lsn = self.append_data(
+                disk_id,
+                offset + (i as u64 * RECORD_DATA_BYTES_MAX),
+                piece.len() as u64,
+                flags,
+                &payload,
+            )?;
         }
         Ok(lsn)
     }
 
     /// Stages a write whose payload was already encoded by [`encode_payload`].
-    pub(crate) fn append_data(&mut self, disk_id: u32, offset: u64, length: u64, flags: u8, payload: &[u8]) -> Result<u64> {
-        let h = record(RecordKind::Write, flags, disk_id, payload.len() as u32, offset, length);
+    pub(crate) fn append_data(
+        &mut self,
+        disk_id: u32,
+        offset: u64,
+        length: u64,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<u64> {
+        let h = record(
+            RecordKind::Write,
+            flags,
+            disk_id,
+            payload.len() as u32,
+            offset,
+            length,
+        );
         self.append(h, payload)
     }
 
@@ -327,14 +461,34 @@ impl Writer {
     pub fn point(&mut self, kind: PointKind, label: &str) -> Result<PointInfo> {
         self.check_poison()?;
         if label.len() > LABEL_BYTES_MAX {
-            return Err(WriteError::new(WriteErrorKind::InvalidRequest, format!("the label is {} bytes; the limit is {LABEL_BYTES_MAX}", label.len())));
+            return Err(WriteError::new(
+                WriteErrorKind::InvalidRequest,
+                format!(
+                    "the label is {} bytes; the limit is {LABEL_BYTES_MAX}",
+                    label.len()
+                ),
+            ));
         }
-        let point = PointPayload { point_id: self.next_point_id, time_unix_ns: crate::now_unix_ns(), kind, label: label.to_owned() };
+        let point = PointPayload {
+            point_id: self.next_point_id,
+            time_unix_ns: crate::now_unix_ns(),
+            kind,
+            label: label.to_owned(),
+        };
         let payload = point.encode();
-        let lsn = self.append(record(RecordKind::Point, 0, 0, payload.len() as u32, 0, 0), &payload)?;
-        let record_offset = self.active.end() - payload.len() as u64 - replog_format::record::RECORD_HEADER_BYTES as u64;
+        let lsn = self.append(
+            record(RecordKind::Point, 0, 0, payload.len() as u32, 0, 0),
+            &payload,
+        )?;
+        let record_offset = self.active.end()
+            - payload.len() as u64
+            - replog_format::record::RECORD_HEADER_BYTES as u64;
         self.active.footer_bytes += (FOOTER_POINT_FIXED_BYTES + label.len()) as u64;
-        self.active.points.push(PointEntry { lsn, record_offset, point: point.clone() });
+        self.active.points.push(PointEntry {
+            lsn,
+            record_offset,
+            point: point.clone(),
+        });
         self.next_point_id += 1;
         self.flush(true)?;
         Ok(point_info(lsn, &point))
@@ -351,12 +505,37 @@ impl Writer {
     }
 }
 
-fn record(kind: RecordKind, flags: u8, disk_id: u32, stored_len: u32, disk_offset: u64, length: u64) -> RecordHeader {
-    RecordHeader { crc: 0, kind, flags, lsn: 0, segment_id: 0, segment_offset: 0, synced_upto: 0, disk_id, stored_len, disk_offset, length }
+fn record(
+    kind: RecordKind,
+    flags: u8,
+    disk_id: u32,
+    stored_len: u32,
+    disk_offset: u64,
+    length: u64,
+) -> RecordHeader {
+    RecordHeader {
+        crc: 0,
+        kind,
+        flags,
+        lsn: 0,
+        segment_id: 0,
+        segment_offset: 0,
+        synced_upto: 0,
+        disk_id,
+        stored_len,
+        disk_offset,
+        length,
+    }
 }
 
 pub(crate) fn point_info(lsn: u64, p: &PointPayload) -> PointInfo {
-    PointInfo { point_id: p.point_id, lsn, time_unix_ns: p.time_unix_ns, kind: p.kind, label: p.label.clone() }
+    PointInfo {
+        point_id: p.point_id,
+        lsn,
+        time_unix_ns: p.time_unix_ns,
+        kind: p.kind,
+        label: p.label.clone(),
+    }
 }
 
 /// The payload to store for `data`: LZ4 when compression is on and saves at least 1/8,
