@@ -247,7 +247,7 @@ pub fn footer_index(data: &[u8]) {
     }
 }
 
-/// The last 64 bytes of a sealed segment: [`Trailer::decode`].
+/// The 64-byte trailer of a sealed segment: [`Trailer::decode`].
 pub fn trailer(data: &[u8]) {
     with_fixed_checksums(data, |b| fix_page(b, TRAILER_BYTES, seed()), trailer_as_is);
 }

@@ -2,8 +2,10 @@
 //! records of a segment end.
 //!
 //! A segment file is a 4096-byte header, then records packed back to back. A sealed segment ends
-//! with a footer record (kind 4) whose payload indexes every record, then a 64-byte trailer, so
-//! readers open sealed segments from their last 64 bytes without scanning.
+//! with a footer record (kind 4) whose payload indexes every record, then a 64-byte trailer;
+//! only zeros may follow it (a torn tail cut before the seal is zeroed, not truncated). The
+//! manifest keeps the footer's offset and CRC and the trailer's end, so readers open sealed
+//! segments without scanning.
 //!
 //! Segment header:
 //! ```text
@@ -316,7 +318,7 @@ fn footer_sorted(f: FooterIndex) -> Result<FooterIndex, DecodeError> {
     }
 }
 
-/// The last 64 bytes of a sealed segment.
+/// The 64 bytes after the footer record of a sealed segment; only zeros may follow them.
 ///
 /// ```text
 /// offset size field

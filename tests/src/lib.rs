@@ -215,6 +215,39 @@ impl PointModel {
         self.acked.push((point_id, lsn));
     }
 
+    /// After a recovery, the staged state becomes what the vault holds at `w.last_lsn()`:
+    /// unacknowledged records may or may not have survived, and the reader says which. Disks
+    /// with no record yet read as `base_of(name, disk_bytes)`. Points are unaffected.
+    pub fn resync(
+        &mut self,
+        storage: &Arc<dyn Storage>,
+        dir: &std::path::Path,
+        w: &replog_writer::Writer,
+        base_of: impl Fn(&str, u64) -> Vec<u8>,
+    ) -> Result<(), String> {
+        let vault = replog_reader::Vault::open(storage.clone(), dir)
+            .map_err(|e| format!("the recovered vault does not open for reading: {e}"))?;
+        let view = vault
+            .view_at_lsn(w.last_lsn())
+            .map_err(|e| format!("no view at the recovered LSN {}: {e}", w.last_lsn()))?;
+        let mut disks = std::collections::BTreeMap::new();
+        for d in w.disks() {
+            let content = match view.disks().iter().find(|v| v.disk_id() == d.disk_id) {
+                Some(v) => {
+                    let mut bytes = vec![0u8; v.size() as usize];
+                    v.read_at(0, &mut bytes).map_err(|e| {
+                        format!("reading disk {} at the recovered LSN: {e}", d.name)
+                    })?;
+                    bytes
+                }
+                None => base_of(&d.name, d.disk_bytes),
+            };
+            disks.insert(d.disk_id, content);
+        }
+        self.disks = disks;
+        Ok(())
+    }
+
     /// The points acknowledged so far, as the writer listed them.
     pub fn acked_lsns(&self) -> Vec<u64> {
         self.acked.iter().map(|a| a.1).collect()
@@ -234,6 +267,9 @@ pub fn check_vault(
         Err(e) => return vec![format!("the vault does not open for reading: {e}")],
     };
     let mut violations = Vec::new();
+    if let Some(e) = vault.damage() {
+        violations.push(format!("the reader finds damage in the open segment: {e}"));
+    }
     let listed: Vec<(u64, u64)> = vault.points().iter().map(|p| (p.point_id, p.lsn)).collect();
     for acked in &model.acked {
         if !listed.contains(acked) {
@@ -242,6 +278,14 @@ pub fn check_vault(
             ));
         }
     }
+    violations.extend(check_listed_points(&vault, model));
+    violations
+}
+
+/// Reads every disk at every point `vault` lists and compares it with `model`; returns every
+/// violation (a point the workload never took, a failed read, a wrong byte).
+pub fn check_listed_points(vault: &replog_reader::Vault, model: &PointModel) -> Vec<String> {
+    let mut violations = Vec::new();
     for p in vault.points() {
         let Some(want) = model.at_point.get(&p.lsn) else {
             violations.push(format!(
@@ -250,7 +294,7 @@ pub fn check_vault(
             ));
             continue;
         };
-        if let Err(v) = check_point(&vault, p, want) {
+        if let Err(v) = check_point(vault, p, want) {
             violations.push(v);
         }
     }
