@@ -15,14 +15,21 @@ use xxhash_rust::xxh3::xxh3_128;
 const DISK_BYTES: usize = 1 << 20;
 
 fn stress() -> u64 {
-    std::env::var("REPLOG_STRESS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+    std::env::var("REPLOG_STRESS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 #[test]
 fn a_reader_at_point_p_sees_exactly_p_while_the_writer_appends_and_seals() {
     for b in backends(1).into_iter().filter(|b| b.sim.is_none()) {
         let dir = b.root.join("vault");
-        let settings = VaultSettings { block_bytes: 4096, segment_bytes: 128 << 10, ..VaultSettings::default() };
+        let settings = VaultSettings {
+            block_bytes: 4096,
+            segment_bytes: 128 << 10,
+            ..VaultSettings::default()
+        };
         let mut w = Writer::create(b.storage.clone(), &dir, settings).unwrap();
         let disk = w.add_disk("d", DISK_BYTES as u64).unwrap();
         w.point(PointKind::CrashConsistent, "empty").unwrap();
@@ -33,21 +40,36 @@ fn a_reader_at_point_p_sees_exactly_p_while_the_writer_appends_and_seals() {
 
         let readers: Vec<_> = (0..2)
             .map(|r| {
-                let (storage, dir, published, done) = (b.storage.clone(), dir.clone(), published.clone(), done.clone());
+                let (storage, dir, published, done) = (
+                    b.storage.clone(),
+                    dir.clone(),
+                    published.clone(),
+                    done.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut rng = SmallRng::seed_from_u64(r);
                     let (mut opens, mut checked) = (0u64, 0u64);
                     while !done.load(Ordering::Relaxed) {
-                        let vault = Vault::open(storage.clone(), &dir).expect("a reader opens the vault while it is written");
+                        let vault = Vault::open(storage.clone(), &dir)
+                            .expect("a reader opens the vault while it is written");
                         opens += 1;
                         let known = published.lock().unwrap().clone();
                         let listed = vault.points();
                         let p = &listed[rng.gen_range(0..listed.len())];
-                        let Some((_, want)) = known.iter().find(|(id, _)| *id == p.point_id) else { continue };
+                        let Some((_, want)) = known.iter().find(|(id, _)| *id == p.point_id) else {
+                            continue;
+                        };
                         let view = vault.view(p).expect("view of a listed point");
                         let mut buf = vec![0u8; DISK_BYTES];
-                        view.disks()[0].read_at(0, &mut buf).expect("read of a listed point");
-                        assert_eq!(xxh3_128(&buf), *want, "point {} read back different bytes", p.point_id);
+                        view.disks()[0]
+                            .read_at(0, &mut buf)
+                            .expect("read of a listed point");
+                        assert_eq!(
+                            xxh3_128(&buf),
+                            *want,
+                            "point {} read back different bytes",
+                            p.point_id
+                        );
                         checked += 1;
                     }
                     (opens, checked)
@@ -66,7 +88,10 @@ fn a_reader_at_point_p_sees_exactly_p_while_the_writer_appends_and_seals() {
                 model[at..at + len].copy_from_slice(&data);
             }
             let p = w.point(PointKind::CrashConsistent, "").unwrap();
-            published.lock().unwrap().push((p.point_id, xxh3_128(&model)));
+            published
+                .lock()
+                .unwrap()
+                .push((p.point_id, xxh3_128(&model)));
         }
         done.store(true, Ordering::Relaxed);
         let (mut opens, mut checked) = (0, 0);
@@ -76,7 +101,11 @@ fn a_reader_at_point_p_sees_exactly_p_while_the_writer_appends_and_seals() {
             checked += c;
         }
         w.close().unwrap();
-        let segments = Vault::open(b.storage.clone(), &dir).unwrap().stats().unwrap().segments;
+        let segments = Vault::open(b.storage.clone(), &dir)
+            .unwrap()
+            .stats()
+            .unwrap()
+            .segments;
         assert!(segments > 3, "the writer sealed segments during the run");
         assert!(checked > 0, "the readers checked points");
         eprintln!(

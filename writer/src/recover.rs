@@ -16,7 +16,7 @@ use replog_format::layout;
 use replog_format::record::{PointPayload, RecordKind};
 use replog_format::segment::{
     self, Expect, ExtentEntry, FOOTER_EXTENT_BYTES, FOOTER_POINT_FIXED_BYTES, PointEntry,
-    SegmentEnd,
+    SEGMENT_HEADER_BYTES, SegmentEnd,
 };
 use replog_io::{OpenMode, Storage, WriteAt};
 
@@ -80,17 +80,21 @@ pub(crate) fn recover(w: &mut Writer) -> Result<()> {
     let mut extents = Vec::new();
     let mut points = Vec::new();
     let mut bad_point = None;
-    let scan = segment::scan(&bytes, &expect, |h, payload| match h.kind {
-        RecordKind::Write | RecordKind::Zero => extents.push(ExtentEntry::from_header(h)),
-        RecordKind::Point => match PointPayload::decode(payload) {
-            Ok(point) => points.push(PointEntry {
-                lsn: h.lsn,
-                record_offset: h.segment_offset,
-                point,
-            }),
-            Err(e) => bad_point = Some(e.at(h.segment_offset + 64)),
-        },
-        RecordKind::Footer => {}
+    let mut vouched = SEGMENT_HEADER_BYTES as u64;
+    let scan = segment::scan(&bytes, &expect, |h, payload| {
+        vouched = h.synced_upto;
+        match h.kind {
+            RecordKind::Write | RecordKind::Zero => extents.push(ExtentEntry::from_header(h)),
+            RecordKind::Point => match PointPayload::decode(payload) {
+                Ok(point) => points.push(PointEntry {
+                    lsn: h.lsn,
+                    record_offset: h.segment_offset,
+                    point,
+                }),
+                Err(e) => bad_point = Some(e.at(h.segment_offset + 64)),
+            },
+            RecordKind::Footer => {}
+        }
     })
     .map_err(|e| WriteError::damaged(&path, 0, e))?;
     if let Some(e) = bad_point {
@@ -107,6 +111,12 @@ pub(crate) fn recover(w: &mut Writer) -> Result<()> {
             ),
         ));
     }
+    if let SegmentEnd::Sealed { footer_offset, .. } = scan.end {
+        let (footer, _) = segment::record_at(&bytes, footer_offset, &expect)
+            .map_err(|e| WriteError::damaged(&path, 0, e))?;
+        vouched = footer.synced_upto;
+    }
+    repersist(&path, file.as_ref(), &bytes, vouched, scan.valid_end)?;
     let file_len = bytes.len() as u64;
     drop(bytes);
     let end = scan.end.append_offset();
@@ -149,6 +159,53 @@ pub(crate) fn recover(w: &mut Writer) -> Result<()> {
         w.active.extents.clear();
         w.start_next_segment(sealed, points)?;
         w.recovery.completed_rotation = true;
+    }
+    Ok(())
+}
+
+/// Writes `[from, to)` of the open segment again and syncs it. No record vouches that those
+/// bytes were ever durable: the writer that framed them may have died, or its sync may have
+/// failed, in which case the kernel may have dropped them while reads still show them
+/// (fsyncgate). Building on them unsynced could acknowledge a point that a power loss then
+/// takes away. At most one staging batch and a footer, so it is cheap.
+fn repersist(
+    path: &Path,
+    file: &dyn replog_io::File,
+    bytes: &[u8],
+    from: u64,
+    to: u64,
+) -> Result<()> {
+    if from >= to {
+        return Ok(());
+    }
+    let again = bytes[from as usize..to as usize].to_vec();
+    file.write_batch(
+        &[WriteAt {
+            offset: from,
+            data: &again,
+        }],
+        true,
+    )
+    .map_err(|e| WriteError::io(path, Some(from), "re-persisting the unsynced records", e))
+}
+
+/// Syncs the directories whose entries recovery is about to trust: a rename or creation whose
+/// directory sync failed may show in the namespace without being durable.
+pub(crate) fn sync_dirs(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    for sub in [
+        "",
+        layout::JOURNAL_DIR,
+        layout::BASES_DIR,
+        layout::DIGESTS_DIR,
+    ] {
+        let d = if sub.is_empty() {
+            dir.to_path_buf()
+        } else {
+            dir.join(sub)
+        };
+        storage
+            .sync_dir(&d)
+            .map_err(|e| WriteError::io(&d, None, "syncing the directory", e))?;
     }
     Ok(())
 }

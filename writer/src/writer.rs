@@ -232,6 +232,7 @@ impl Writer {
     pub fn open(storage: Arc<dyn Storage>, dir: &Path) -> Result<Writer> {
         let header = crate::recover::read_vault_header(storage.as_ref(), dir)?;
         let lock = VaultLock::acquire(storage.as_ref(), dir)?;
+        crate::recover::sync_dirs(storage.as_ref(), dir)?;
         let manifest = crate::manifest_io::load(storage.as_ref(), dir)?;
         if manifest.vault_id != header.vault_id {
             return Err(WriteError::new(
