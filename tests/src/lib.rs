@@ -1,6 +1,8 @@
 //! Shared helpers for replog's end-to-end, model and fault tests: the list of storage backends
 //! every shared test runs against, and a model of the disks to check the vault against.
 
+pub mod fuzz_vault;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
