@@ -14,11 +14,14 @@ use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 
 use crate::{SimImage, vault_dirs};
 
+/// Every disk's bytes at one point, by disk name.
+type PointDisks = Vec<(String, Vec<u8>)>;
+
 struct Fixture {
     image: SimImage,
     dir: PathBuf,
     /// Per point id: every disk's bytes (by disk name).
-    points: Vec<(u64, Vec<(String, Vec<u8>)>)>,
+    points: Vec<(u64, PointDisks)>,
 }
 
 fn fixture() -> &'static Fixture {
