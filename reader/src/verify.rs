@@ -101,6 +101,8 @@ struct Checker<'a> {
     storage: &'a dyn Storage,
     dir: &'a Path,
     report: VerifyReport,
+    /// The LSN of the last valid record of the journal, once the open segment scanned cleanly.
+    journal_end: Option<u64>,
 }
 
 impl Checker<'_> {
@@ -156,6 +158,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         storage,
         dir,
         report: VerifyReport::default(),
+        journal_end: None,
     };
     let vault_path = dir.join(layout::VAULT_FILE);
     let Some(bytes) = c.read_all(&vault_path) else {
@@ -209,6 +212,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
     for disk in &manifest.disks {
         check_base(&mut c, &header, seed, disk);
         check_digest(&mut c, seed, disk);
+        check_added_lsn(&mut c, disk);
     }
     check_leftovers(&mut c, &manifest);
     c.report
@@ -263,6 +267,9 @@ fn check_segment(
         Ok(scan) => scan,
         Err(e) => return c.decode_damage(&path, 0, e),
     };
+    if is_last {
+        c.journal_end = Some(scan.last_lsn);
+    }
     if scan.header.first_lsn != seg.first_lsn {
         c.damage(
             &path,
@@ -513,6 +520,19 @@ fn check_base_chunks(
     }
 }
 
+/// A disk is added only after every record before it is durable: the journal must reach there.
+fn check_added_lsn(c: &mut Checker<'_>, disk: &DiskEntry) {
+    if let Some(end) = c.journal_end
+        && disk.added_lsn > end + 1
+    {
+        c.damage(
+            c.dir.join(layout::MANIFEST_FILE),
+            None,
+            format!("disk {:?} was added after LSN {} was durable, but the journal ends at LSN {end}: acknowledged records are missing", disk.name, disk.added_lsn - 1),
+        );
+    }
+}
+
 fn check_digest(c: &mut Checker<'_>, seed: u32, disk: &DiskEntry) {
     let path = layout::digest_path(c.dir, disk.disk_id);
     let exists = c.storage.exists(&path).unwrap_or(false);
@@ -547,6 +567,15 @@ fn check_digest(c: &mut Checker<'_>, seed: u32, disk: &DiskEntry) {
             &path,
             Some(DIGEST_HEADER_BYTES as u64),
             "the digest cache body has the wrong length",
+        );
+    }
+    if let Some(end) = c.journal_end
+        && header.valid_lsn > end
+    {
+        c.damage(
+            &path,
+            Some(48),
+            format!("the digest cache was written after LSN {} was durable, but the journal ends at LSN {end}: acknowledged records are missing", header.valid_lsn),
         );
     }
     if replog_format::crc32_seeded(seed, &[body]) != header.body_crc {
