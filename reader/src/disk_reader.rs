@@ -62,7 +62,6 @@ pub(crate) struct ReadCache {
     /// `(segment index, record offset)` of the record in `record_data`.
     record_key: Option<(u32, u64)>,
     record_data: Vec<u8>,
-    record_raw: Vec<u8>,
     chunk_key: Option<u64>,
     chunk_data: Vec<u8>,
     table: TablePageCache,
@@ -138,7 +137,7 @@ impl ReadCache {
             let slot = &disk.vault.segments[r.segment_index as usize];
             let ctx = disk.vault.segment_ctx();
             let total = RECORD_HEADER_BYTES as u64 + u64::from(r.stored_len);
-            let bytes = slot.record_bytes(&ctx, r.record_offset, total, &mut self.record_raw)?;
+            let bytes = slot.record_bytes(&ctx, r.record_offset, total)?;
             let (h, payload) = slot.verify_record(&ctx, bytes, r.record_offset)?;
             check_matches(&h, r).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
             decode_write(&h, payload, &mut self.record_data)

@@ -42,6 +42,8 @@ pub(crate) enum SlotState {
         info: SealedInfo,
         file: OnceLock<Arc<dyn File>>,
         footer: OnceLock<FooterIndex>,
+        /// The whole file mapped, on the first record read: records are sliced out of it.
+        map: OnceLock<Mapped>,
     },
     /// Open when the manifest was read: a scanned snapshot.
     Open(OpenSnapshot),
@@ -76,6 +78,7 @@ impl SegmentSlot {
                 info,
                 file: OnceLock::new(),
                 footer: OnceLock::new(),
+                map: OnceLock::new(),
             },
         }
     }
@@ -267,13 +270,12 @@ impl SegmentSlot {
     }
 
     /// The bytes of the record of `total_bytes` at `offset`: a slice of the open segment's
-    /// snapshot, or read into `scratch` from a sealed segment.
+    /// snapshot, or of the sealed segment's map (made on the first read).
     pub fn record_bytes<'a>(
         &'a self,
         ctx: &SegmentCtx<'_>,
         offset: u64,
         total_bytes: u64,
-        scratch: &'a mut Vec<u8>,
     ) -> Result<&'a [u8]> {
         match &self.state {
             SlotState::Open(s) => {
@@ -290,10 +292,27 @@ impl SegmentSlot {
                 }
                 Ok(&s.bytes[offset as usize..end as usize])
             }
-            SlotState::Sealed { .. } => {
-                scratch.resize(total_bytes as usize, 0);
-                self.read(ctx, offset, scratch)?;
-                Ok(scratch)
+            SlotState::Sealed { map, .. } => {
+                if map.get().is_none() {
+                    let mapped = self
+                        .file(ctx)?
+                        .map()
+                        .map_err(|e| ReadError::io(&self.rel_path, "map", e))?;
+                    let _ = map.set(mapped);
+                }
+                let bytes = map.get().expect("the map was just set");
+                let end = offset.saturating_add(total_bytes);
+                if end > bytes.len() as u64 {
+                    return Err(ReadError::damaged(
+                        &self.rel_path,
+                        offset,
+                        format!(
+                            "a record ending at byte {end} lies past the end of the {}-byte file",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                Ok(&bytes[offset as usize..end as usize])
             }
         }
     }
