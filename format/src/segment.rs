@@ -456,23 +456,31 @@ pub struct Scan {
 }
 
 /// Decodes the record at `pos` and checks that it belongs there: its own offset and segment,
-/// the expected LSN, and its CRC. Returns the header and payload.
+/// and its CRC. Returns the header and payload. (The LSN order is the scan's to check.)
 pub fn record_at<'a>(
     bytes: &'a [u8],
     pos: u64,
     expect: &Expect,
 ) -> Result<(RecordHeader, &'a [u8]), DecodeError> {
-    let start = pos as usize;
-    let head = bytes
-        .get(start..start + RECORD_HEADER_BYTES)
-        .ok_or_else(|| {
-            DecodeError::new(
-                DecodeErrorKind::Truncated,
-                "record header",
-                pos,
-                "the file ends inside a record header",
-            )
-        })?;
+    let rest = bytes.get(pos as usize..).unwrap_or_default();
+    record_in(rest, pos, expect)
+}
+
+/// [`record_at`] for a buffer that starts with the record, found at byte `pos` of its segment
+/// (a record read on its own). Offsets in errors are offsets in the segment file.
+pub fn record_in<'a>(
+    bytes: &'a [u8],
+    pos: u64,
+    expect: &Expect,
+) -> Result<(RecordHeader, &'a [u8]), DecodeError> {
+    let head = bytes.get(..RECORD_HEADER_BYTES).ok_or_else(|| {
+        DecodeError::new(
+            DecodeErrorKind::Truncated,
+            "record header",
+            pos,
+            "the file ends inside a record header",
+        )
+    })?;
     let h = RecordHeader::decode(head).map_err(|e| e.at(pos))?;
     if h.segment_id != expect.segment_id || h.segment_offset != pos {
         return Err(DecodeError::new(
@@ -485,9 +493,9 @@ pub fn record_at<'a>(
             ),
         ));
     }
-    let end = start as u64 + h.total_bytes();
+    let end = pos + h.total_bytes();
     let payload = bytes
-        .get(start + RECORD_HEADER_BYTES..end as usize)
+        .get(RECORD_HEADER_BYTES..h.total_bytes() as usize)
         .ok_or_else(|| {
             DecodeError::new(
                 DecodeErrorKind::Truncated,

@@ -3,56 +3,11 @@
 //! the index pointed at, and turning a write's payload back into its logical bytes.
 
 use replog_format::record::{RECORD_HEADER_BYTES, RecordHeader, RecordKind};
-use replog_format::segment::Expect;
 use replog_format::{DecodeError, DecodeErrorKind};
 
 use crate::extent_map::RecordRef;
 
-/// Decodes and verifies the record whose header starts at `bytes[0]`, found at byte `pos` of its
-/// segment: the same checks as `segment::record_at`, for a buffer that holds just the record.
-/// Offsets in errors are offsets in the segment file.
-pub(crate) fn record_in<'a>(
-    bytes: &'a [u8],
-    pos: u64,
-    expect: &Expect,
-) -> Result<(RecordHeader, &'a [u8]), DecodeError> {
-    let head = bytes.get(..RECORD_HEADER_BYTES).ok_or_else(|| {
-        DecodeError::new(
-            DecodeErrorKind::Truncated,
-            "record header",
-            pos,
-            "the file ends inside a record header",
-        )
-    })?;
-    let h = RecordHeader::decode(head).map_err(|e| e.at(pos))?;
-    if h.segment_id != expect.segment_id || h.segment_offset != pos {
-        return Err(DecodeError::new(
-            DecodeErrorKind::Misplaced,
-            "record",
-            pos,
-            format!(
-                "record says it is at segment {} offset {}, found in segment {} offset {pos}",
-                h.segment_id, h.segment_offset, expect.segment_id
-            ),
-        ));
-    }
-    let payload = bytes
-        .get(RECORD_HEADER_BYTES..h.total_bytes() as usize)
-        .ok_or_else(|| {
-            DecodeError::new(
-                DecodeErrorKind::Truncated,
-                "record",
-                pos,
-                format!(
-                    "the file ends before the record's end at {}",
-                    pos + h.total_bytes()
-                ),
-            )
-        })?;
-    h.verify(expect.seed, head, payload)
-        .map_err(|e| e.at(pos))?;
-    Ok((h, payload))
-}
+pub(crate) use replog_format::segment::record_in;
 
 /// Checks that a verified write record is the one the index described. A mismatch means the
 /// index and the segment disagree: an intact record in a place the index did not mean.
@@ -125,6 +80,7 @@ pub(crate) fn decode_write(
 mod tests {
     use super::*;
     use replog_format::record::FLAG_LZ4;
+    use replog_format::segment::Expect;
 
     fn expect() -> Expect {
         Expect {

@@ -343,3 +343,16 @@ fn check_point(
     }
     Ok(())
 }
+
+/// Deterministic bytes that do not compress (xorshift64), for payloads and images.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

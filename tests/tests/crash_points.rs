@@ -23,24 +23,11 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
-use replog_tests::{PointModel, SimImage, check_vault, stress, vault_dirs, write_image};
+use replog_tests::{PointModel, SimImage, check_vault, noise, stress, vault_dirs, write_image};
 use replog_writer::{Compression, PointKind, VaultSettings, WriteError, Writer};
 
 const DIR: &str = "/vault";
 const IMAGES: &str = "/images";
-
-/// Deterministic bytes that do not compress.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn image_path(name: &str) -> PathBuf {
     Path::new(IMAGES).join(name)

@@ -27,26 +27,13 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
-use replog_tests::{PointModel, SimImage, check_vault, stress, vault_dirs, write_image};
+use replog_tests::{PointModel, SimImage, check_vault, noise, stress, vault_dirs, write_image};
 use replog_writer::{Compression, PointKind, VaultSettings, WriteError, WriteErrorKind, Writer};
 
 const DIR: &str = "/vault";
 const DISK_BYTES: u64 = 64 << 10;
 const IMAGE_C: &str = "/images/c.img";
 const IMAGE_B2: &str = "/images/b2.img";
-
-/// Deterministic bytes that do not compress.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// The vault before the workload, and what it holds.
 struct Setup {

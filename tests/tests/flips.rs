@@ -29,21 +29,8 @@ use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::Vault;
-use replog_tests::{PointModel, SimImage, stress, vault_dirs, write_image};
+use replog_tests::{PointModel, SimImage, noise, stress, vault_dirs, write_image};
 use replog_writer::{Compression, PointKind, VaultSettings, Writer};
-
-/// Deterministic bytes that do not compress.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Bytes that compress well.
 fn text(seed: u64, len: usize) -> Vec<u8> {

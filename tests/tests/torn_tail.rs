@@ -28,25 +28,12 @@ use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::{Severity, Vault};
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, check_vault, journal_records, stress, vault_dirs,
-    write_image,
+    PointModel, SimImage, check_listed_points, check_vault, journal_records, noise, stress,
+    vault_dirs, write_image,
 };
 use replog_writer::{Compression, PointKind, VaultSettings, WriteErrorKind, Writer};
 
 const DISK_BYTES: u64 = 64 << 10;
-
-/// Deterministic bytes that do not compress.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// The two records damaged, and what recovery must keep.
 #[derive(Clone, Copy, Debug)]
