@@ -318,6 +318,39 @@ fn footer_sorted(f: FooterIndex) -> Result<FooterIndex, DecodeError> {
     }
 }
 
+/// Builds a segment's index while it is scanned (pass [`IndexBuilder::visit`] to [`scan`]): what
+/// its footer holds, plus the first point payload that failed to decode, which is damage.
+#[derive(Clone, Debug, Default)]
+pub struct IndexBuilder {
+    /// Writes and zeroes, in LSN order.
+    pub extents: Vec<ExtentEntry>,
+    /// Points, in LSN order.
+    pub points: Vec<PointEntry>,
+    /// The first point whose payload did not decode, offset within the segment.
+    pub bad_point: Option<DecodeError>,
+}
+
+impl IndexBuilder {
+    /// Adds one record, as `scan` visits it.
+    pub fn visit(&mut self, h: &RecordHeader, payload: &[u8]) {
+        match h.kind {
+            RecordKind::Write | RecordKind::Zero => self.extents.push(ExtentEntry::from_header(h)),
+            RecordKind::Point => match PointPayload::decode(payload) {
+                Ok(point) => self.points.push(PointEntry {
+                    lsn: h.lsn,
+                    record_offset: h.segment_offset,
+                    point,
+                }),
+                Err(e) => {
+                    self.bad_point
+                        .get_or_insert(e.at(h.segment_offset + RECORD_HEADER_BYTES as u64));
+                }
+            },
+            RecordKind::Footer => {}
+        }
+    }
+}
+
 /// The 64 bytes after the footer record of a sealed segment; only zeros may follow them.
 ///
 /// ```text

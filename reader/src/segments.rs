@@ -10,10 +10,10 @@ use std::sync::{Arc, OnceLock};
 
 use replog_format::limits::FOOTER_BYTES_MAX;
 use replog_format::manifest::{SealedInfo, SegmentEntry};
-use replog_format::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
+use replog_format::record::{RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use replog_format::segment::{
-    self, Expect, ExtentEntry, FooterIndex, PointEntry, SEGMENT_HEADER_BYTES, SegmentEnd,
-    TRAILER_BYTES,
+    self, Expect, ExtentEntry, FooterIndex, IndexBuilder, PointEntry, SEGMENT_HEADER_BYTES,
+    SegmentEnd, TRAILER_BYTES,
 };
 use replog_format::{DecodeError, layout};
 use replog_io::{File, Mapped, OpenMode, Storage};
@@ -361,34 +361,24 @@ fn scan_snapshot(
     first_lsn: u64,
     expect: &Expect,
 ) -> Result<OpenSnapshot, ScanFailure> {
-    let mut extents = Vec::new();
-    let mut points = Vec::new();
     if bytes.len() < SEGMENT_HEADER_BYTES || bytes.iter().all(|&b| b == 0) {
         let end = SegmentEnd::Clean { offset: 0 };
         return Ok(OpenSnapshot {
             bytes,
-            extents,
-            points,
+            extents: Vec::new(),
+            points: Vec::new(),
             end,
             last_lsn: first_lsn - 1,
             damage: None,
         });
     }
-    let mut bad_point = None;
-    let scan = segment::scan(&bytes, expect, |h, payload| match h.kind {
-        RecordKind::Write | RecordKind::Zero => extents.push(ExtentEntry::from_header(h)),
-        RecordKind::Point => match PointPayload::decode(payload) {
-            Ok(point) => points.push(PointEntry {
-                lsn: h.lsn,
-                record_offset: h.segment_offset,
-                point,
-            }),
-            Err(e) => {
-                bad_point.get_or_insert(e.at(h.segment_offset + RECORD_HEADER_BYTES as u64));
-            }
-        },
-        RecordKind::Footer => {}
-    });
+    let mut index = IndexBuilder::default();
+    let scan = segment::scan(&bytes, expect, |h, payload| index.visit(h, payload));
+    let IndexBuilder {
+        extents,
+        points,
+        bad_point,
+    } = index;
     let scan = match scan {
         Ok(scan) => scan,
         // Damage past the header: every record before it was visited and verified, so the

@@ -13,9 +13,8 @@ use std::path::Path;
 
 use replog_format::header::VaultHeader;
 use replog_format::layout;
-use replog_format::record::{PointPayload, RecordKind};
 use replog_format::segment::{
-    self, Expect, ExtentEntry, FOOTER_EXTENT_BYTES, FOOTER_POINT_FIXED_BYTES, PointEntry,
+    self, Expect, FOOTER_EXTENT_BYTES, FOOTER_POINT_FIXED_BYTES, IndexBuilder, PointEntry,
     SEGMENT_HEADER_BYTES, SegmentEnd,
 };
 use replog_io::{OpenMode, Storage, WriteAt};
@@ -77,26 +76,18 @@ pub(crate) fn recover(w: &mut Writer) -> Result<()> {
         seed: w.seed,
         segment_id: open.segment_id,
     };
-    let mut extents = Vec::new();
-    let mut points = Vec::new();
-    let mut bad_point = None;
+    let mut index = IndexBuilder::default();
     let mut vouched = SEGMENT_HEADER_BYTES as u64;
     let scan = segment::scan(&bytes, &expect, |h, payload| {
         vouched = h.synced_upto;
-        match h.kind {
-            RecordKind::Write | RecordKind::Zero => extents.push(ExtentEntry::from_header(h)),
-            RecordKind::Point => match PointPayload::decode(payload) {
-                Ok(point) => points.push(PointEntry {
-                    lsn: h.lsn,
-                    record_offset: h.segment_offset,
-                    point,
-                }),
-                Err(e) => bad_point = Some(e.at(h.segment_offset + 64)),
-            },
-            RecordKind::Footer => {}
-        }
+        index.visit(h, payload);
     })
     .map_err(|e| WriteError::damaged(&path, 0, e))?;
+    let IndexBuilder {
+        extents,
+        points,
+        bad_point,
+    } = index;
     if let Some(e) = bad_point {
         return Err(WriteError::damaged(&path, 0, e));
     }
