@@ -125,6 +125,27 @@ pub trait File: Send + Sync + Debug {
     /// A read-only view of the whole file as it is now.
     fn map(&self) -> io::Result<Mapped>;
 
+    /// The descriptor of a real file, so two files of one backend can be copied between in the
+    /// kernel; `None` for the simulator.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// Copies `len` bytes at `src_offset` of `src` to `offset` of this file, without syncing.
+    /// Between real files this is `copy_file_range`: the kernel copies from its page cache (or
+    /// shares the blocks, on filesystems that reflink) and the bytes never pass through this
+    /// process. Otherwise, or where the kernel refuses, the bytes are read and written.
+    fn copy_from(&self, src: &dyn File, src_offset: u64, offset: u64, len: u64) -> io::Result<()> {
+        if let (Some(from), Some(to)) = (src.raw_fd(), self.raw_fd()) {
+            match sync::copy_file_range_all(from, src_offset, to, offset, len) {
+                Ok(()) => return Ok(()),
+                Err(e) if sync::is_copy_unsupported(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        copy_through_buffer(src, src_offset, self, offset, len)
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -150,6 +171,26 @@ pub trait File: Send + Sync + Debug {
     fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         self.write_batch(&[WriteAt { offset, data }], false)
     }
+}
+
+/// [`File::copy_from`] for files the kernel cannot copy between: 1 MiB at a time.
+fn copy_through_buffer<T: File + ?Sized>(
+    src: &dyn File,
+    src_offset: u64,
+    dst: &T,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    const STEP_BYTES: u64 = 1 << 20;
+    let mut buf = vec![0u8; STEP_BYTES.min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = STEP_BYTES.min(len - done) as usize;
+        src.read_exact_at(&mut buf[..n], src_offset + done)?;
+        dst.write_all_at(&buf[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// A namespace of files: the real filesystem, or the simulator's.

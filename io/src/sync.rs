@@ -152,6 +152,53 @@ fn to_off_range(offset: u64, len: u64) -> io::Result<(libc::off_t, libc::off_t)>
     }
 }
 
+/// Copies `len` bytes from `from` at `from_offset` to `to` at `to_offset` with
+/// `copy_file_range`, looping over short copies. An error of the first call that means the
+/// kernel cannot copy between these files is returned as is; see [`is_copy_unsupported`].
+pub(crate) fn copy_file_range_all(
+    from: RawFd,
+    from_offset: u64,
+    to: RawFd,
+    to_offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    let (mut src, _) = to_off_range(from_offset, len)?;
+    let (mut dst, _) = to_off_range(to_offset, len)?;
+    let mut left = len;
+    while left > 0 {
+        let step = left.min(1 << 30) as usize;
+        // SAFETY: both descriptors are open for the call (the callers hold the files that own
+        // them), and the offsets are plain integers the kernel reads and advances; no memory
+        // of this process is passed.
+        let n = unsafe { libc::copy_file_range(from, &mut src, to, &mut dst, step, 0) };
+        match n {
+            n if n > 0 => left -= n as u64,
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the source ends before byte {}", src as u64 + left),
+                ));
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a `copy_file_range` error means "not between these files" (another filesystem, an
+/// old kernel, a filesystem without the operation), so a read-and-write copy should be used.
+pub(crate) fn is_copy_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
+    )
+}
+
 /// Whether an error means the filesystem does not implement the requested `fallocate` mode.
 fn is_unsupported(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS))
@@ -216,6 +263,10 @@ impl File for SyncFile {
             Err(e) if is_unsupported(&e) => self.write_zeros(offset, len),
             other => other,
         }
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
     }
 
     fn map(&self) -> io::Result<Mapped> {

@@ -327,6 +327,10 @@ impl File for UringFile {
         self.file.zero_range(offset, len)
     }
 
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.file.raw_fd()
+    }
+
     fn map(&self) -> io::Result<Mapped> {
         self.file.map()
     }

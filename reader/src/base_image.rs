@@ -107,6 +107,11 @@ impl BaseImage {
         })
     }
 
+    /// The base file, for kernel copies of verified ranges.
+    pub fn file(&self) -> &dyn File {
+        self.file.as_ref()
+    }
+
     /// The chunk size.
     pub fn block_bytes(&self) -> u64 {
         u64::from(self.header.block_bytes)

@@ -40,6 +40,26 @@ impl<'a> DiskReader<'a> {
         self.cache.read(self.disk, offset, buf)
     }
 
+    /// Whether the base image stores the chunk holding disk byte `offset` as a hole (its
+    /// checksum table marks the chunk all zero), and the disk offset where that chunk ends.
+    /// Reads at most one page of the checksum table and no data: for allocation maps, such as
+    /// NBD block status, that show where a disk's base holds nothing.
+    pub fn base_hole_at(&mut self, offset: u64) -> Result<(bool, u64)> {
+        if offset >= self.disk.size() {
+            return Err(ReadError::new(
+                ReadErrorKind::InvalidRequest,
+                format!(
+                    "byte {offset} is past the end of disk {} ({} bytes)",
+                    self.disk.name(),
+                    self.disk.size()
+                ),
+            ));
+        }
+        let k = offset / self.disk.base.block_bytes();
+        let sum = self.chunk_sum(k)?;
+        Ok((sum.zero, self.disk.base.chunk_range(k).1))
+    }
+
     /// The logical bytes of the write record `r`, verified.
     pub(crate) fn record(&mut self, r: &RecordRef) -> Result<&[u8]> {
         self.cache.record(self.disk, r)
@@ -62,6 +82,8 @@ pub(crate) struct ReadCache {
     /// `(segment index, record offset)` of the record in `record_data`.
     record_key: Option<(u32, u64)>,
     record_data: Vec<u8>,
+    /// The record as stored (header and payload), before decoding.
+    record_raw: Vec<u8>,
     chunk_key: Option<u64>,
     chunk_data: Vec<u8>,
     table: TablePageCache,
@@ -137,8 +159,8 @@ impl ReadCache {
             let slot = &disk.vault.segments[r.segment_index as usize];
             let ctx = disk.vault.segment_ctx();
             let total = RECORD_HEADER_BYTES as u64 + u64::from(r.stored_len);
-            let bytes = slot.record_bytes(&ctx, r.record_offset, total)?;
-            let (h, payload) = slot.verify_record(&ctx, bytes, r.record_offset)?;
+            slot.read_record(&ctx, r.record_offset, total, &mut self.record_raw)?;
+            let (h, payload) = slot.verify_record(&ctx, &self.record_raw, r.record_offset)?;
             check_matches(&h, r).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
             decode_write(&h, payload, &mut self.record_data)
                 .map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;

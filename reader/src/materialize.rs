@@ -261,8 +261,10 @@ fn copy_range(disk: &DiskView, file: &dyn File, path: &Path, start: u64, end: u6
     let mut out = Batch {
         file,
         path,
+        base: disk.base.file(),
         buf: Vec::new(),
         spans: Vec::new(),
+        copy: None,
         written: 0,
     };
     for (at, piece) in disk.map.pieces_in(start, end) {
@@ -280,10 +282,15 @@ fn copy_range(disk: &DiskView, file: &dyn File, path: &Path, start: u64, end: u6
     Ok(out.written)
 }
 
-/// Copies base bytes `[start, end)` chunk by chunk, skipping chunks stored as holes.
+/// Copies base bytes `[start, end)` chunk by chunk, skipping chunks stored as holes. Each chunk
+/// is read and checked against its checksum, and then, block by block, the chunk's non-zero
+/// blocks are copied by the kernel from the base file (`copy_file_range`): the check's read has
+/// just brought those pages into the page cache, so the disk is read once and the bytes are
+/// not copied through this process a second time.
 fn copy_base(reader: &mut DiskReader<'_>, out: &mut Batch<'_>, start: u64, end: u64) -> Result<()> {
     let base = &reader.disk().base;
     let block = base.block_bytes();
+    let data_offset = base.header.data_offset();
     let mut at = start;
     while at < end {
         let k = at / block;
@@ -292,23 +299,58 @@ fn copy_base(reader: &mut DiskReader<'_>, out: &mut Batch<'_>, start: u64, end: 
         let sum = reader.chunk_sum(k)?;
         if !sum.zero {
             let data = reader.chunk(k, sum)?;
-            out.push(
-                at,
-                &data[(at - chunk_start) as usize..(upto - chunk_start) as usize],
-            )?;
+            let part = &data[(at - chunk_start) as usize..(upto - chunk_start) as usize];
+            for_each_nonzero_run(at, part, |offset, len| {
+                out.copy_base(offset, data_offset + offset, len)
+            })?;
         }
         at = upto;
     }
     Ok(())
 }
 
-/// Gathers non-zero data and writes it with one `write_batch` per [`BATCH_BYTES`].
+/// Calls `f(offset, len)` for every maximal run of [`ZERO_BLOCK_BYTES`] blocks of `data` (which
+/// starts at `offset`) that are not all zero; block boundaries are aligned to the file.
+fn for_each_nonzero_run(
+    offset: u64,
+    data: &[u8],
+    mut f: impl FnMut(u64, u64) -> Result<()>,
+) -> Result<()> {
+    let mut run: Option<(u64, u64)> = None;
+    let mut at = 0;
+    while at < data.len() {
+        let file_at = offset + at as u64;
+        let block_end = (file_at / ZERO_BLOCK_BYTES + 1) * ZERO_BLOCK_BYTES;
+        let len = ((block_end - file_at) as usize).min(data.len() - at);
+        if is_zero(&data[at..at + len]) {
+            if let Some((o, l)) = run.take() {
+                f(o, l)?;
+            }
+        } else {
+            match &mut run {
+                Some((_, l)) => *l += len as u64,
+                None => run = Some((file_at, len as u64)),
+            }
+        }
+        at += len;
+    }
+    match run {
+        Some((o, l)) => f(o, l),
+        None => Ok(()),
+    }
+}
+
+/// Gathers non-zero data and writes it with one `write_batch` per [`BATCH_BYTES`], and
+/// gathers contiguous ranges of the base file into one kernel copy of at most [`BATCH_BYTES`].
 struct Batch<'a> {
     file: &'a dyn File,
     path: &'a Path,
+    base: &'a dyn File,
     buf: Vec<u8>,
     /// `(file offset, start in buf, length)`, merged when contiguous.
     spans: Vec<(u64, usize, usize)>,
+    /// `(file offset, base file offset, length)` of a pending kernel copy.
+    copy: Option<(u64, u64, u64)>,
     written: u64,
 }
 
@@ -329,6 +371,37 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Queues a copy of `len` verified bytes at `base_offset` of the base file to `offset`.
+    fn copy_base(&mut self, offset: u64, base_offset: u64, len: u64) -> Result<()> {
+        if let Some((o, b, l)) = &mut self.copy {
+            if *o + *l == offset && *b + *l == base_offset && *l + len <= BATCH_BYTES as u64 {
+                *l += len;
+                return Ok(());
+            }
+        }
+        self.flush_copy()?;
+        self.copy = Some((offset, base_offset, len));
+        Ok(())
+    }
+
+    fn flush_copy(&mut self) -> Result<()> {
+        let Some((offset, base_offset, len)) = self.copy.take() else {
+            return Ok(());
+        };
+        self.file
+            .copy_from(self.base, base_offset, offset, len)
+            .map_err(|e| {
+                ReadError::io(
+                    self.path,
+                    &format!("copy {len} bytes of the base image to byte {offset} of"),
+                    e,
+                )
+                .at(offset)
+            })?;
+        self.written += len;
+        Ok(())
+    }
+
     fn append(&mut self, offset: u64, part: &[u8]) -> Result<()> {
         if self.buf.len() + part.len() > BATCH_BYTES {
             self.flush()?;
@@ -343,6 +416,7 @@ impl Batch<'_> {
     }
 
     fn flush(&mut self) -> Result<()> {
+        self.flush_copy()?;
         if self.spans.is_empty() {
             return Ok(());
         }

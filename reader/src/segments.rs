@@ -42,8 +42,6 @@ pub(crate) enum SlotState {
         info: SealedInfo,
         file: OnceLock<Arc<dyn File>>,
         footer: OnceLock<FooterIndex>,
-        /// The whole file mapped, on the first record read: records are sliced out of it.
-        map: OnceLock<Mapped>,
     },
     /// Open when the manifest was read: a scanned snapshot.
     Open(OpenSnapshot),
@@ -78,7 +76,6 @@ impl SegmentSlot {
                 info,
                 file: OnceLock::new(),
                 footer: OnceLock::new(),
-                map: OnceLock::new(),
             },
         }
     }
@@ -269,17 +266,19 @@ impl SegmentSlot {
         Ok(())
     }
 
-    /// The bytes of the record of `total_bytes` at `offset`: a slice of the open segment's
-    /// snapshot, or of the sealed segment's map (made on the first read).
-    pub fn record_bytes<'a>(
-        &'a self,
+    /// Reads the record of `total_bytes` at `offset` into `buf`: a copy from the open segment's
+    /// snapshot, or a positional read of the sealed segment's file. Sealed segments are read,
+    /// not mapped, so a failover's resident memory is its buffers, not the journal it touched.
+    pub fn read_record(
+        &self,
         ctx: &SegmentCtx<'_>,
         offset: u64,
         total_bytes: u64,
-    ) -> Result<&'a [u8]> {
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let end = offset.saturating_add(total_bytes);
         match &self.state {
             SlotState::Open(s) => {
-                let end = offset.saturating_add(total_bytes);
                 let valid = s.end.append_offset();
                 if end > valid {
                     return Err(ReadError::damaged(
@@ -290,34 +289,30 @@ impl SegmentSlot {
                         ),
                     ));
                 }
-                Ok(&s.bytes[offset as usize..end as usize])
+                buf.clear();
+                buf.extend_from_slice(&s.bytes[offset as usize..end as usize]);
+                Ok(())
             }
-            SlotState::Sealed { map, .. } => {
-                if map.get().is_none() {
-                    let mapped = self
-                        .file(ctx)?
-                        .map()
-                        .map_err(|e| ReadError::io(&self.rel_path, "map", e))?;
-                    let _ = map.set(mapped);
-                }
-                let bytes = map.get().expect("the map was just set");
-                let end = offset.saturating_add(total_bytes);
-                if end > bytes.len() as u64 {
+            SlotState::Sealed { info, .. } => {
+                if end > info.file_bytes {
                     return Err(ReadError::damaged(
                         &self.rel_path,
                         offset,
                         format!(
                             "a record ending at byte {end} lies past the end of the {}-byte file",
-                            bytes.len()
+                            info.file_bytes
                         ),
                     ));
                 }
-                Ok(&bytes[offset as usize..end as usize])
+                buf.resize(total_bytes as usize, 0);
+                self.file(ctx)?
+                    .read_exact_at(buf, offset)
+                    .map_err(|e| ReadError::read(&self.rel_path, offset, total_bytes, e))
             }
         }
     }
 
-    /// Verifies the record at `offset` as read by [`SegmentSlot::record_bytes`].
+    /// Verifies the record at `offset` as read by [`SegmentSlot::read_record`].
     pub fn verify_record<'a>(
         &self,
         ctx: &SegmentCtx<'_>,
