@@ -8,6 +8,7 @@
 //! journal/<id>.seg            journal segment <id> (16 lower-case hex digits)
 //! digests/<disk>.dig          block digest cache of disk <disk>
 //! quarantine/                 torn tails cut by recovery, kept for inspection
+//! index/<lsn>.idx             checkpoint index at LSN <lsn> (16 lower-case hex digits)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,23 @@ pub const JOURNAL_DIR: &str = "journal";
 pub const DIGESTS_DIR: &str = "digests";
 /// Directory of cut tails.
 pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// Directory of checkpoint indexes.
+pub const INDEX_DIR: &str = "index";
+
+/// `index/<lsn>.idx`.
+pub fn checkpoint_path(vault: &Path, lsn: u64) -> PathBuf {
+    vault.join(INDEX_DIR).join(format!("{lsn:016x}.idx"))
+}
+
+/// Parses a checkpoint file name back to its LSN.
+pub fn parse_checkpoint_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".idx")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
 
 /// `journal/<id>.seg`.
 pub fn segment_path(vault: &Path, segment_id: u64) -> PathBuf {

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod base;
+pub mod checkpoint;
 pub mod codec;
 pub mod digest;
 pub mod error;

@@ -13,6 +13,8 @@ pub const SEGMENT: [u8; 8] = *b"RPLG-SEG";
 pub const FOOTER_TRAILER: [u8; 8] = *b"RPLG-FTR";
 /// A base image, `bases/<disk>.<generation>.base`.
 pub const BASE: [u8; 8] = *b"RPLG-BAS";
+/// A checkpoint index, `index/<lsn>.idx`.
+pub const CHECKPOINT: [u8; 8] = *b"RPLG-IDX";
 /// A block digest cache, `digests/<disk>.dig`.
 pub const DIGEST: [u8; 8] = *b"RPLG-DIG";
 

@@ -223,6 +223,62 @@ impl ExtentMap {
     }
 }
 
+/// Builds a map from pieces given in increasing disk order, such as a checkpoint holds; the
+/// ranges between them read from the base. One append per piece.
+#[derive(Debug)]
+pub struct SortedBuilder {
+    map: ExtentMap,
+    at: u64,
+}
+
+impl SortedBuilder {
+    /// A builder for a disk of `size` bytes.
+    pub fn new(size: u64) -> SortedBuilder {
+        SortedBuilder {
+            map: ExtentMap {
+                size,
+                pieces: BTreeMap::new(),
+            },
+            at: 0,
+        }
+    }
+
+    /// Appends `[start, end)` read from `source`; false, appending nothing, if the piece is
+    /// empty, starts before the end of the previous one, or runs past the disk.
+    pub fn push(&mut self, start: u64, end: u64, source: Source) -> bool {
+        if start < self.at || end <= start || end > self.map.size {
+            return false;
+        }
+        if start > self.at {
+            self.map.pieces.insert(
+                self.at,
+                Piece {
+                    end: start,
+                    source: Source::Base,
+                },
+            );
+        }
+        self.map.pieces.insert(start, Piece { end, source });
+        self.at = end;
+        true
+    }
+
+    /// The map, the rest of the disk reading from the base.
+    pub fn finish(mut self) -> ExtentMap {
+        let size = self.map.size;
+        if self.at < size {
+            self.map.pieces.insert(
+                self.at,
+                Piece {
+                    end: size,
+                    source: Source::Base,
+                },
+            );
+        }
+        self.map
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

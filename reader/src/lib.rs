@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod base_image;
+pub mod checkpoint;
 mod disk_reader;
 pub mod dump;
 pub mod error;

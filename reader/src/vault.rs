@@ -132,6 +132,19 @@ impl Vault {
         })
     }
 
+    /// The last LSN of every sealed segment at or after the base, increasing: where checkpoint
+    /// indexes can stand.
+    pub fn sealed_segment_ends(&self) -> Vec<u64> {
+        let base_lsn = self.inner.manifest.base_lsn;
+        self.inner
+            .manifest
+            .segments
+            .iter()
+            .filter_map(|s| s.sealed.map(|i| i.last_lsn))
+            .filter(|&l| l >= base_lsn)
+            .collect()
+    }
+
     /// The vault directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

@@ -215,7 +215,51 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         check_added_lsn(&mut c, disk);
     }
     check_leftovers(&mut c, &manifest);
+    check_checkpoints(&mut c, &header, seed, &manifest);
     c.report
+}
+
+/// Every checkpoint at or after the base must load against the manifest; older ones are
+/// leftovers the next checkpoint maintenance removes.
+fn check_checkpoints(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, manifest: &Manifest) {
+    let index = c.dir.join(layout::INDEX_DIR);
+    for name in c.storage.read_dir(&index).unwrap_or_default() {
+        let path = index.join(&name);
+        let Some(lsn) = layout::parse_checkpoint_file_name(&name) else {
+            c.find(
+                Severity::Notice,
+                &path,
+                None,
+                "not a checkpoint (a temporary file of an interrupted checkpoint write)",
+            );
+            continue;
+        };
+        if lsn < manifest.base_lsn {
+            c.find(
+                Severity::Notice,
+                &path,
+                None,
+                "older than the base images; no longer used",
+            );
+            continue;
+        }
+        c.report.files_checked += 1;
+        let checked = crate::checkpoint::check(
+            c.storage,
+            c.dir,
+            header.vault_id,
+            seed,
+            manifest,
+            lsn,
+        );
+        if let Err(e) = checked {
+            c.damage(
+                &path,
+                e.offset(),
+                format!("checkpoint: {} (views pass it over and replay the journal)", e.detail()),
+            );
+        }
+    }
 }
 
 fn check_segment(

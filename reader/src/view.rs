@@ -14,6 +14,7 @@ use replog_format::record::RecordKind;
 use replog_format::segment::ExtentEntry;
 
 use crate::base_image::BaseImage;
+use crate::checkpoint;
 use crate::disk_reader::{DiskReader, ReadCache};
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::{ExtentMap, RecordRef, Source};
@@ -28,6 +29,8 @@ pub struct PointView {
     lsn: u64,
     point: Option<PointInfo>,
     disks: Vec<DiskView>,
+    /// The checkpoint the maps started from, if one was used.
+    checkpoint_lsn: Option<u64>,
 }
 
 /// One disk at the view's LSN.
@@ -108,13 +111,30 @@ impl Vault {
         let included: Vec<usize> = (0..inner.manifest.disks.len())
             .filter(|&i| inner.manifest.disks[i].added_lsn <= lsn)
             .collect();
+        // Start from the newest checkpoint at or before `lsn`, if one loads; the journal is the
+        // authority, so a checkpoint that does not load is passed over (verify reports it).
+        let start = match checkpoint::best_for(inner, lsn)? {
+            Some((segment_id, cp_lsn)) => {
+                let ids: Vec<u64> = inner.segments.iter().map(|s| s.id).collect();
+                let ctx = checkpoint::LoadCtx::of(inner, &ids);
+                checkpoint::load(&ctx, cp_lsn, segment_id, &included)
+                    .ok()
+                    .map(|maps| (cp_lsn, maps))
+            }
+            None => None,
+        };
+        let (start_lsn, maps) = start.unwrap_or_else(|| {
+            let maps = included
+                .iter()
+                .map(|&i| ExtentMap::new(inner.manifest.disks[i].disk_bytes))
+                .collect();
+            (base_lsn, maps)
+        });
         let mut builder = MapBuilder {
             inner,
             lsn,
-            maps: included
-                .iter()
-                .map(|&i| ExtentMap::new(inner.manifest.disks[i].disk_bytes))
-                .collect(),
+            start_lsn,
+            maps,
             included: &included,
         };
         builder.apply_journal()?;
@@ -134,6 +154,7 @@ impl Vault {
             lsn,
             point: None,
             disks,
+            checkpoint_lsn: (start_lsn != base_lsn).then_some(start_lsn),
         })
     }
 }
@@ -142,6 +163,8 @@ impl Vault {
 struct MapBuilder<'a> {
     inner: &'a VaultInner,
     lsn: u64,
+    /// The maps already hold every record up to this LSN (the base's, or a checkpoint's).
+    start_lsn: u64,
     /// Indices into the manifest's disks, increasing, so also in disk id order.
     included: &'a [usize],
     maps: Vec<ExtentMap>,
@@ -154,16 +177,20 @@ impl MapBuilder<'_> {
             return Ok(());
         }
         self.check_coverage(base_lsn)?;
+        let from = self.start_lsn;
+        if self.lsn == from {
+            return Ok(());
+        }
         let ctx = self.inner.segment_ctx();
         for (index, slot) in self.inner.segments.iter().enumerate() {
             if slot.first_lsn > self.lsn {
                 break;
             }
-            if slot.last_lsn() <= base_lsn {
+            if slot.last_lsn() <= from {
                 continue;
             }
             for e in slot.extents(&ctx)? {
-                if e.lsn <= base_lsn {
+                if e.lsn <= from {
                     continue;
                 }
                 if e.lsn > self.lsn {
@@ -270,6 +297,12 @@ impl PointView {
     /// The LSN the view shows.
     pub fn lsn(&self) -> u64 {
         self.lsn
+    }
+
+    /// The LSN of the checkpoint index the view started from, or `None` if it replayed the
+    /// journal from the base.
+    pub fn checkpoint_lsn(&self) -> Option<u64> {
+        self.checkpoint_lsn
     }
 
     /// The point the view was built for, if it was built for one.
