@@ -125,7 +125,10 @@ impl CheckpointHeader {
         }
         let unit_count = c.u64()?;
         let body_crc = c.u32()?;
-        if bytes[68..CHECKPOINT_HEADER_BYTES - 4].iter().any(|&b| b != 0) {
+        if bytes[68..CHECKPOINT_HEADER_BYTES - 4]
+            .iter()
+            .any(|&b| b != 0)
+        {
             return Err(c.error_at(DecodeErrorKind::BadField, 68, "reserved bytes are not zero"));
         }
         if disk_count > CHECKPOINT_DISKS_MAX {

@@ -17,6 +17,8 @@ pub mod error;
 pub mod fuzzing;
 pub mod header;
 pub mod layout;
+pub mod lease;
+pub mod lifecycle;
 pub mod limits;
 pub mod magic;
 pub mod manifest;

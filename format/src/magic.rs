@@ -17,6 +17,14 @@ pub const BASE: [u8; 8] = *b"RPLG-BAS";
 pub const CHECKPOINT: [u8; 8] = *b"RPLG-IDX";
 /// A block digest cache, `digests/<disk>.dig`.
 pub const DIGEST: [u8; 8] = *b"RPLG-DIG";
+/// A reader's lease on a recovery point, `leases/<name>.lease`.
+pub const LEASE: [u8; 8] = *b"RPLG-LSE";
+
+/// The manifest versions this code reads. Version 1 is the initial manifest; version 2 appends
+/// the lifecycle section (retention policy, pins, retired points, migration record). A manifest
+/// is written as version 2 exactly when that section has something in it, so a vault that never
+/// used those features keeps a version 1 manifest that older code still reads.
+pub const MANIFEST_VERSIONS: [u32; 2] = [1, 2];
 
 /// The format versions this code knows. Capabilities hang off the version so that a later
 /// version can add structures while old vaults keep opening.

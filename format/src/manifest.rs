@@ -28,11 +28,16 @@
 //!      .    . points of sealed segments, 44 bytes + label each, in LSN order:
 //!             lsn u64, segment_id u64, record_offset u64, point_id u64, time_unix_ns i64,
 //!             kind u8, reserved u8, label_len u16, label
+//!      .    . version 2 only: the lifecycle section (see `lifecycle`)
 //! ```
+//!
+//! Version 2 appends the lifecycle section and is written exactly when that section is not
+//! empty; version 1 manifests are read as having an empty one.
 
 use crate::codec::{Cursor, Put};
+use crate::lifecycle::Lifecycle;
 use crate::limits::*;
-use crate::magic::{self, FormatVersion};
+use crate::magic;
 use crate::record::{PointKind, PointPayload};
 use crate::{DecodeError, DecodeErrorKind, VaultId};
 
@@ -109,8 +114,13 @@ pub struct Manifest {
     pub disks: Vec<DiskEntry>,
     /// Segments, in id order; only the last may be open.
     pub segments: Vec<SegmentEntry>,
-    /// Points of sealed segments, in LSN order.
+    /// Points of sealed segments, in LSN order. After the base moved forward, the point at the
+    /// base LSN stays listed even once its segment is deleted (it reads as the base), and points
+    /// of kept segments older than the base stay listed (their footers hold them) but are no
+    /// longer offered: see [`Manifest::offers`].
     pub points: Vec<PointRef>,
+    /// Retention policy, pins, retired points and migration record (version 2).
+    pub lifecycle: Lifecycle,
 }
 
 /// Whether `name` is a valid disk name: it becomes a file name, so it is confined.
@@ -124,6 +134,17 @@ pub fn valid_disk_name(name: &str) -> bool {
 }
 
 impl Manifest {
+    /// Whether the point with `point_id` at `lsn` is offered to readers: not older than the
+    /// base images and not retired by retention.
+    pub fn offers(&self, point_id: u64, lsn: u64) -> bool {
+        lsn >= self.base_lsn && self.lifecycle.retired.binary_search(&point_id).is_err()
+    }
+
+    /// The version this manifest is written with: 2 when it has a lifecycle section.
+    pub fn version(&self) -> u32 {
+        if self.lifecycle.is_empty() { 1 } else { 2 }
+    }
+
     /// Encodes header and body.
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
@@ -173,10 +194,13 @@ impl Manifest {
                 .u16(r.point.label.len() as u16)
                 .bytes(r.point.label.as_bytes());
         }
+        if !self.lifecycle.is_empty() {
+            self.lifecycle.encode(&mut body);
+        }
         let mut out = Vec::with_capacity(MANIFEST_HEADER_BYTES + body.len());
         Put::new(&mut out)
             .bytes(&magic::MANIFEST)
-            .u32(FormatVersion::CURRENT.as_u32())
+            .u32(self.version())
             .u32(0)
             .u64(body.len() as u64)
             .u32(crc32fast::hash(&body));
@@ -192,11 +216,11 @@ impl Manifest {
             return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog manifest"));
         }
         let version = c.u32()?;
-        if FormatVersion::from_u32(version).is_none() {
+        if !magic::MANIFEST_VERSIONS.contains(&version) {
             return Err(c.error_at(
                 DecodeErrorKind::UnsupportedVersion,
                 8,
-                format!("format version {version}"),
+                format!("manifest version {version}; this replog reads versions 1 and 2"),
             ));
         }
         c.zeros(4)?;
@@ -228,7 +252,7 @@ impl Manifest {
                 "manifest body checksum does not match",
             ));
         }
-        let m = decode_body(body).map_err(|e| e.at(MANIFEST_HEADER_BYTES as u64))?;
+        let m = decode_body(body, version).map_err(|e| e.at(MANIFEST_HEADER_BYTES as u64))?;
         m.validate().map_err(|detail| {
             DecodeError::new(
                 DecodeErrorKind::BadField,
@@ -297,7 +321,7 @@ impl Manifest {
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<Manifest, DecodeError> {
+fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
     let mut c = Cursor::new(body, "manifest body");
     let vault_id = c.array()?;
     let generation = c.u64()?;
@@ -383,6 +407,11 @@ fn decode_body(body: &[u8]) -> Result<Manifest, DecodeError> {
             },
         });
     }
+    let lifecycle = if version >= 2 {
+        Lifecycle::decode(&mut c)?
+    } else {
+        Lifecycle::default()
+    };
     c.finish()?;
     Ok(Manifest {
         vault_id,
@@ -391,6 +420,7 @@ fn decode_body(body: &[u8]) -> Result<Manifest, DecodeError> {
         disks,
         segments,
         points,
+        lifecycle,
     })
 }
 
@@ -466,6 +496,7 @@ mod tests {
                     label: "x".into(),
                 },
             }],
+            lifecycle: Lifecycle::default(),
         }
     }
 
@@ -477,12 +508,47 @@ mod tests {
 
     #[test]
     fn every_flipped_byte_of_a_manifest_is_rejected() {
-        let bytes = sample().encode();
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x10;
-            assert!(Manifest::decode(&b).is_err(), "flip at {i} accepted");
+        for m in [sample(), sample_v2()] {
+            let bytes = m.encode();
+            for i in 0..bytes.len() {
+                let mut b = bytes.clone();
+                b[i] ^= 0x10;
+                assert!(Manifest::decode(&b).is_err(), "flip at {i} accepted");
+            }
         }
+    }
+
+    fn sample_v2() -> Manifest {
+        let mut m = sample();
+        m.lifecycle.retention = Some(crate::lifecycle::RetentionPolicy::with_window(3600));
+        m.lifecycle.pins = vec![1];
+        m
+    }
+
+    #[test]
+    fn a_manifest_is_version_2_exactly_when_it_has_a_lifecycle_section() {
+        let v1 = sample().encode();
+        assert_eq!(u32::from_le_bytes(v1[8..12].try_into().unwrap()), 1);
+        let m = sample_v2();
+        let v2 = m.encode();
+        assert_eq!(u32::from_le_bytes(v2[8..12].try_into().unwrap()), 2);
+        assert_eq!(Manifest::decode(&v2).unwrap(), m);
+        // A version 2 header over a body without the section is refused, not misread.
+        let mut forged = v1.clone();
+        forged[8] = 2;
+        let crc = crc32fast::hash(&forged[..28]);
+        forged[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(Manifest::decode(&forged).is_err());
+    }
+
+    #[test]
+    fn retired_and_older_points_are_not_offered() {
+        let mut m = sample();
+        m.base_lsn = 10;
+        m.lifecycle.retired = vec![4];
+        assert!(m.offers(1, 10));
+        assert!(!m.offers(1, 9));
+        assert!(!m.offers(4, 20));
     }
 
     /// Regression: a sealed segment ending at LSN u64::MAX made `validate` compute the next

@@ -242,6 +242,7 @@ fn the_manifest_header_is_laid_out_as_documented() {
         disks: vec![],
         segments: vec![],
         points: vec![],
+        lifecycle: Default::default(),
     };
     let b = m.encode();
     assert_eq!(

@@ -276,6 +276,7 @@ fn manifest(disks: Vec<DiskEntry>, segments: Vec<SegmentEntry>, points: Vec<Poin
         disks,
         segments,
         points,
+        lifecycle: Default::default(),
     }
 }
 

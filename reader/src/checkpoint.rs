@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use replog_format::checkpoint::{
-    CHECKPOINT_HEADER_BYTES, CheckpointHeader, CheckpointPiece, DiskUnit, PieceSource,
-    RecordPiece, UNIT_BYTES, decode_disk_unit, decode_piece_unit,
+    CHECKPOINT_HEADER_BYTES, CheckpointHeader, CheckpointPiece, DiskUnit, PieceSource, RecordPiece,
+    UNIT_BYTES, decode_disk_unit, decode_piece_unit,
 };
 use replog_format::layout::{self, INDEX_DIR};
 use replog_io::{File, OpenMode, WriteAt};
@@ -220,8 +220,8 @@ fn load_disk(
         let at = units.next_offset;
         let piece = decode_piece_unit(units.next()?, header)
             .map_err(|e| ReadError::decode(units.rel, at, e))?;
-        let source =
-            source_of(inner, &piece, base_lsn).map_err(|why| ReadError::damaged(units.rel, at, why))?;
+        let source = source_of(inner, &piece, base_lsn)
+            .map_err(|why| ReadError::damaged(units.rel, at, why))?;
         if !map.push(piece.start, piece.start + piece.len, source) {
             return Err(ReadError::damaged(
                 units.rel,

@@ -93,27 +93,23 @@ pub struct Piece {
     pub source: Source,
 }
 
-/// Disjoint pieces covering `[0, size)`.
+/// Disjoint pieces covering `[0, size)`. Only pieces that do not read from the base are
+/// stored: every range between them reads from the base, so a disk with a few scattered writes
+/// costs one entry per write, not three.
 #[derive(Clone, Debug)]
 pub struct ExtentMap {
     size: u64,
+    /// Pieces whose source is not [`Source::Base`], keyed by their start.
     pieces: BTreeMap<u64, Piece>,
 }
 
 impl ExtentMap {
     /// A map of a disk of `size` bytes that reads entirely from its base.
     pub fn new(size: u64) -> ExtentMap {
-        let mut pieces = BTreeMap::new();
-        if size > 0 {
-            pieces.insert(
-                0,
-                Piece {
-                    end: size,
-                    source: Source::Base,
-                },
-            );
+        ExtentMap {
+            size,
+            pieces: BTreeMap::new(),
         }
-        ExtentMap { size, pieces }
     }
 
     /// The size of the disk the map covers.
@@ -121,12 +117,12 @@ impl ExtentMap {
         self.size
     }
 
-    /// The number of pieces.
+    /// The number of pieces that do not read from the base (journal and zero pieces).
     pub fn len(&self) -> usize {
         self.pieces.len()
     }
 
-    /// Whether the map has no piece (a disk of zero bytes).
+    /// Whether every byte reads from the base.
     pub fn is_empty(&self) -> bool {
         self.pieces.is_empty()
     }
@@ -144,6 +140,9 @@ impl ExtentMap {
         while let Some((&key, _)) = self.pieces.range(start..end).next() {
             self.pieces.remove(&key);
         }
+        if source == Source::Base {
+            return;
+        }
         self.pieces.insert(start, Piece { end, source });
         self.merge_with_next(start);
         if let Some((&prev, _)) = self.pieces.range(..start).next_back() {
@@ -151,7 +150,7 @@ impl ExtentMap {
         }
     }
 
-    /// Ensures a piece starts at `at` (unless `at` is the end of the disk).
+    /// Ensures no stored piece spans `at`: one that does is cut in two there.
     fn split_at(&mut self, at: u64) {
         let Some((&key, &piece)) = self.pieces.range(..=at).next_back() else {
             return;
@@ -175,7 +174,7 @@ impl ExtentMap {
         );
     }
 
-    /// Merges the piece starting at `key` with the next one when the two read as one.
+    /// Merges the piece starting at `key` with the next one when they touch and read as one.
     fn merge_with_next(&mut self, key: u64) {
         let piece = self.pieces[&key];
         let Some(&next) = self.pieces.get(&piece.end) else {
@@ -193,21 +192,23 @@ impl ExtentMap {
         }
     }
 
-    /// Every piece in disk order, as `(start, piece)`.
+    /// Every piece in disk order, as `(start, piece)`, base ranges included.
     pub fn iter(&self) -> impl Iterator<Item = (u64, Piece)> + '_ {
-        self.pieces.iter().map(|(&start, &piece)| (start, piece))
+        self.pieces_in(0, self.size)
     }
 
-    /// The pieces overlapping `[start, end)`, clipped to it, as `(start, piece)`: a clipped
-    /// journal piece has its data offset moved to match its new start.
+    /// The pieces overlapping `[start, end)`, clipped to it, as `(start, piece)`, base ranges
+    /// included: a clipped journal piece has its data offset moved to match its new start.
     pub fn pieces_in(&self, start: u64, end: u64) -> impl Iterator<Item = (u64, Piece)> + '_ {
+        let end = end.min(self.size);
         let first = self
             .pieces
             .range(..=start)
             .next_back()
             .map_or(start, |(&k, _)| k);
-        self.pieces
-            .range(first..end)
+        let stored = self
+            .pieces
+            .range(first..end.max(first))
             .filter(move |(_, p)| p.end > start)
             .map(move |(&k, &p)| {
                 let clipped_start = k.max(start);
@@ -220,6 +221,48 @@ impl ExtentMap {
                     },
                 )
             })
+            .peekable();
+        WithGaps {
+            stored,
+            at: start,
+            end,
+        }
+    }
+}
+
+/// Fills the ranges between stored pieces with base pieces.
+struct WithGaps<I: Iterator<Item = (u64, Piece)>> {
+    stored: std::iter::Peekable<I>,
+    /// Where the next piece starts.
+    at: u64,
+    end: u64,
+}
+
+impl<I: Iterator<Item = (u64, Piece)>> Iterator for WithGaps<I> {
+    type Item = (u64, Piece);
+
+    fn next(&mut self) -> Option<(u64, Piece)> {
+        if self.at >= self.end {
+            return None;
+        }
+        let gap_end = match self.stored.peek() {
+            Some(&(start, _)) if start <= self.at => {
+                let (start, piece) = self.stored.next().expect("peeked");
+                self.at = piece.end;
+                return Some((start, piece));
+            }
+            Some(&(start, _)) => start,
+            None => self.end,
+        };
+        let start = self.at;
+        self.at = gap_end;
+        Some((
+            start,
+            Piece {
+                end: gap_end,
+                source: Source::Base,
+            },
+        ))
     }
 }
 
@@ -235,10 +278,7 @@ impl SortedBuilder {
     /// A builder for a disk of `size` bytes.
     pub fn new(size: u64) -> SortedBuilder {
         SortedBuilder {
-            map: ExtentMap {
-                size,
-                pieces: BTreeMap::new(),
-            },
+            map: ExtentMap::new(size),
             at: 0,
         }
     }
@@ -249,32 +289,15 @@ impl SortedBuilder {
         if start < self.at || end <= start || end > self.map.size {
             return false;
         }
-        if start > self.at {
-            self.map.pieces.insert(
-                self.at,
-                Piece {
-                    end: start,
-                    source: Source::Base,
-                },
-            );
+        if source != Source::Base {
+            self.map.pieces.insert(start, Piece { end, source });
         }
-        self.map.pieces.insert(start, Piece { end, source });
         self.at = end;
         true
     }
 
     /// The map, the rest of the disk reading from the base.
-    pub fn finish(mut self) -> ExtentMap {
-        let size = self.map.size;
-        if self.at < size {
-            self.map.pieces.insert(
-                self.at,
-                Piece {
-                    end: size,
-                    source: Source::Base,
-                },
-            );
-        }
+    pub fn finish(self) -> ExtentMap {
         self.map
     }
 }
@@ -331,7 +354,8 @@ mod tests {
                 }
             )]
         );
-        assert!(ExtentMap::new(0).is_empty());
+        assert!(ExtentMap::new(100).is_empty());
+        assert_eq!(ExtentMap::new(0).iter().count(), 0);
     }
 
     #[test]
@@ -360,9 +384,15 @@ mod tests {
         for i in 1..1000u32 {
             map.insert(4096, 8192, record(i, 4096));
         }
-        assert_eq!(map.len(), 3);
+        assert_eq!(map.len(), 1);
+        assert_eq!(map.iter().count(), 3);
         map.insert(4096, 8192, Source::Base);
-        assert_eq!(map.len(), 1, "base next to base merges back into one piece");
+        assert_eq!(map.len(), 0);
+        assert_eq!(
+            map.iter().count(),
+            1,
+            "base next to base reads as one piece"
+        );
     }
 
     #[test]

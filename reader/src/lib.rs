@@ -14,6 +14,7 @@ mod disk_reader;
 pub mod dump;
 pub mod error;
 pub mod extent_map;
+pub mod lease;
 pub mod materialize;
 mod points;
 mod records;
@@ -25,6 +26,10 @@ mod view;
 pub use disk_reader::DiskReader;
 pub use dump::{DumpEnd, DumpRecord, dump};
 pub use error::{ReadError, ReadErrorKind, Result};
+pub use lease::{
+    Lease, LeaseOptions, LeaseStatus, LeasedVault, LiveLease, Registrations, list_leases,
+    release_test_failover, test_failover_lease,
+};
 pub use materialize::{
     DiskStats, MaterializeOptions, MaterializeStats, materialize, materialize_with_progress,
 };

@@ -373,11 +373,13 @@ impl Batch<'_> {
 
     /// Queues a copy of `len` verified bytes at `base_offset` of the base file to `offset`.
     fn copy_base(&mut self, offset: u64, base_offset: u64, len: u64) -> Result<()> {
-        if let Some((o, b, l)) = &mut self.copy {
-            if *o + *l == offset && *b + *l == base_offset && *l + len <= BATCH_BYTES as u64 {
-                *l += len;
-                return Ok(());
-            }
+        if let Some((o, b, l)) = &mut self.copy
+            && *o + *l == offset
+            && *b + *l == base_offset
+            && *l + len <= BATCH_BYTES as u64
+        {
+            *l += len;
+            return Ok(());
         }
         self.flush_copy()?;
         self.copy = Some((offset, base_offset, len));

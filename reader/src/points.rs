@@ -1,7 +1,7 @@
 //! Recovery points as the reader lists them: the manifest's (points of sealed segments) followed
 //! by those found while scanning the open segment, in LSN order, with the lookups the CLI needs.
 
-use replog_format::manifest::PointRef;
+use replog_format::manifest::{Manifest, PointRef};
 use replog_format::record::PointKind;
 use replog_format::segment::PointEntry;
 
@@ -50,8 +50,16 @@ impl PointInfo {
     }
 }
 
-/// Merges the manifest's points with the open segment's: LSN order, each LSN once.
-pub(crate) fn merge(manifest: &[PointRef], open: Option<(u64, &[PointEntry])>) -> Vec<PointInfo> {
+/// Merges the manifest's points with the open segment's: LSN order, each LSN once, only those
+/// the manifest offers (not older than the base images, not retired by retention).
+pub(crate) fn merge(manifest: &Manifest, open: Option<(u64, &[PointEntry])>) -> Vec<PointInfo> {
+    let mut points = merge_all(&manifest.points, open);
+    points.retain(|p| manifest.offers(p.point_id, p.lsn));
+    points
+}
+
+/// Every point of the manifest and the open segment, offered or not.
+fn merge_all(manifest: &[PointRef], open: Option<(u64, &[PointEntry])>) -> Vec<PointInfo> {
     let mut points: Vec<PointInfo> = manifest.iter().map(PointInfo::from_manifest).collect();
     if let Some((segment_id, entries)) = open {
         points.extend(
@@ -104,7 +112,7 @@ mod tests {
                 point: payload(3, 300),
             },
         ];
-        let points = merge(&manifest, Some((2, &open)));
+        let points = merge_all(&manifest, Some((2, &open)));
         assert_eq!(
             points.iter().map(|p| p.point_id).collect::<Vec<_>>(),
             vec![1, 2, 3]

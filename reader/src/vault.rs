@@ -110,7 +110,7 @@ impl Vault {
             SlotState::Open(snap) => Some((s.id, snap.points.as_slice())),
             SlotState::Sealed { .. } => None,
         });
-        let points = points::merge(&manifest.points, open_points);
+        let points = points::merge(&manifest, open_points);
         let last_lsn = segments
             .last()
             .map_or(0, SegmentSlot::last_lsn)

@@ -244,19 +244,16 @@ fn check_checkpoints(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, manif
             continue;
         }
         c.report.files_checked += 1;
-        let checked = crate::checkpoint::check(
-            c.storage,
-            c.dir,
-            header.vault_id,
-            seed,
-            manifest,
-            lsn,
-        );
+        let checked =
+            crate::checkpoint::check(c.storage, c.dir, header.vault_id, seed, manifest, lsn);
         if let Err(e) = checked {
             c.damage(
                 &path,
                 e.offset(),
-                format!("checkpoint: {} (views pass it over and replay the journal)", e.detail()),
+                format!(
+                    "checkpoint: {} (views pass it over and replay the journal)",
+                    e.detail()
+                ),
             );
         }
     }

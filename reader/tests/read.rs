@@ -267,7 +267,10 @@ fn records_already_in_the_base_are_skipped() {
     let view = vault.view(vault.point(2).unwrap()).unwrap();
     assert!(read_disk(&view.disks()[0], 4096) == b.expected(4)[&1]);
     assert!(read_disk(&vault.view_at_lsn(3).unwrap().disks()[0], 4096) == b.expected(3)[&1]);
-    let e = vault.view(vault.point(1).unwrap()).unwrap_err();
+    // A point below the base no longer exists: it is not offered, and its LSN cannot be viewed.
+    assert!(vault.point(1).is_none());
+    assert_eq!(vault.points().len(), 1);
+    let e = vault.view_at_lsn(2).unwrap_err();
     assert_eq!(e.kind(), ReadErrorKind::InvalidRequest);
 }
 

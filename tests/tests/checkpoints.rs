@@ -77,7 +77,9 @@ fn views_from_checkpoints_read_exactly_what_a_replay_reads() {
         // nothing until enough new LSNs are sealed.
         let vault = Vault::open(b.storage.clone(), &dir).unwrap();
         let newest = *vault.sealed_segment_ends().last().unwrap();
-        let info = checkpoint::maintain(&vault, 40).unwrap().expect("a checkpoint");
+        let info = checkpoint::maintain(&vault, 40)
+            .unwrap()
+            .expect("a checkpoint");
         assert_eq!(info.lsn, newest);
         assert!(info.pieces > 0, "{info:?}");
         assert_eq!(checkpoint::maintain(&vault, 40).unwrap(), None);
@@ -100,7 +102,12 @@ fn every_sealed_segment_end_can_hold_a_checkpoint_and_views_stay_exact() {
             let vault = Vault::open(b.storage.clone(), &dir).unwrap();
             vault.sealed_segment_ends()
         };
-        assert!(ends.len() >= 5, "{}: only {} sealed segments", b.name, ends.len());
+        assert!(
+            ends.len() >= 5,
+            "{}: only {} sealed segments",
+            b.name,
+            ends.len()
+        );
         for &lsn in &ends {
             let vault = Vault::open(b.storage.clone(), &dir).unwrap();
             checkpoint::write(&vault, lsn).unwrap();
@@ -138,7 +145,11 @@ fn a_damaged_checkpoint_is_passed_over_and_verify_names_it() {
             file.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
             let vault = Vault::open(b.storage.clone(), &dir).unwrap();
             let violations = check_listed_points(&vault, &model);
-            assert!(violations.is_empty(), "{} byte {at}: {violations:?}", b.name);
+            assert!(
+                violations.is_empty(),
+                "{} byte {at}: {violations:?}",
+                b.name
+            );
             let latest = vault.view_at_lsn(vault.last_lsn()).unwrap();
             assert_eq!(latest.checkpoint_lsn(), None, "{} byte {at}", b.name);
             let report = verify(b.storage.as_ref(), &dir);

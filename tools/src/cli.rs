@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::export::OutputFormat;
+pub use crate::import::SourceFormat;
+
 /// replog: a replica disk store for disaster recovery and migration.
 ///
 /// A vault holds base images of a machine's disks and a journal of their changes, with recovery
@@ -70,9 +73,13 @@ pub enum Command {
         vault: PathBuf,
         /// The disk's name.
         name: String,
-        /// The raw image with the disk's current content (same size as the disk).
+        /// The image with the disk's current content (same size as the disk).
         #[arg(long)]
         from: PathBuf,
+        /// The image's format: auto detects it; formats other than raw and fixed VHD need
+        /// qemu-img.
+        #[arg(long, value_enum, default_value = "auto")]
+        format: SourceFormat,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -126,8 +133,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Materialize every disk at a recovery point as DIR/NAME.raw.
+    /// Write a checkpoint index (the merged extent map) at the end of the newest sealed journal
+    /// segment, so resolving later points starts there. `ingest` and `point` keep one current.
+    Checkpoint {
+        /// The vault directory.
+        vault: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Materialize every disk at a recovery point as DIR/NAME.raw, or in another --format.
     Failover(FailoverArgs),
+    /// Serve a recovery point over NBD (read-only, or writable through a discarded overlay),
+    /// or capture NBD writes into the journal (--capture).
+    ServeNbd(crate::nbd::ServeNbdArgs),
+    /// Show or set the retention policy (window, thinning tiers) and pinned points.
+    Retention(RetentionArgs),
+    /// Apply the retention policy (or keep the newest N points): drop points, reclaim space.
+    Prune(PruneArgs),
+    /// Materialize a point for a test without touching replication; --cleanup ends it.
+    TestFailover(TestFailoverArgs),
+    /// End a migration: materialize and verify the disks, seal the vault, remove its journal.
+    CompleteMigration(CompleteMigrationArgs),
     /// Measure the writer.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -155,6 +182,15 @@ pub enum Command {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Open VAULT and resolve its newest, middle and oldest point: the time to the first byte
+    /// of a failover, and which checkpoint index each started from.
+    Resolve {
+        /// The vault directory.
+        vault: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write through the writer API into disk "bench" of VAULT (created if missing) and report
     /// MB/s, IOPS, point latency p50/p99 and peak memory.
     Write {
@@ -205,9 +241,14 @@ pub enum DiskCommand {
         vault: PathBuf,
         /// The disk's name: 1-64 of A-Z a-z 0-9 . _ -
         name: String,
-        /// Seed the disk from this raw image; its length is the disk's size.
+        /// Seed the disk from this image (raw, VHD, or any format qemu-img reads); its virtual
+        /// size is the disk's size.
         #[arg(long, conflicts_with = "size", required_unless_present = "size")]
         from: Option<PathBuf>,
+        /// The image's format (default: auto, which detects it); formats other than raw and
+        /// fixed VHD need qemu-img.
+        #[arg(long, value_enum, requires = "from", conflicts_with = "size")]
+        format: Option<SourceFormat>,
         /// Size of an empty disk (bytes, or with a suffix: 10GiB, 512M).
         #[arg(long, value_parser = parse_bytes)]
         size: Option<u64>,
@@ -229,9 +270,13 @@ pub struct FailoverArgs {
     /// The newest point.
     #[arg(long)]
     pub latest: bool,
-    /// Output directory; DIR/NAME.raw is written for every disk.
+    /// Output directory; DIR/NAME.FORMAT is written for every disk.
     #[arg(long)]
     pub out: PathBuf,
+    /// Image format: raw (sparse) and vhd (fixed, Azure's upload format) are written natively;
+    /// qcow2, vhdx and vmdk by qemu-img.
+    #[arg(long, value_enum, default_value = "raw")]
+    pub format: OutputFormat,
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
@@ -249,4 +294,108 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .with_binary()
         .parse_size(s)
         .map_err(|e| format!("{s:?} is not a size: {e}"))
+}
+
+/// `replog retention`.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Keep points this long (e.g. 72h); sets the default tiers: every point of the last 2h,
+    /// one per hour beyond, app-consistent points for the whole window.
+    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    pub window: Option<u64>,
+    /// Keep every point younger than this (default 2h).
+    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    pub recent: Option<u64>,
+    /// Beyond --recent, keep one point per this span (default 1h; 0 keeps every point).
+    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    pub thin: Option<u64>,
+    /// Keep app-consistent points this long (default: the window).
+    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    pub app_window: Option<u64>,
+    /// Keep one app-consistent point per this span (default 0: every one).
+    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    pub app_thin: Option<u64>,
+    /// Remove the policy.
+    #[arg(long, conflicts_with_all = ["window", "recent", "thin", "app_window", "app_thin"])]
+    pub clear: bool,
+    /// Pin a point: it is never pruned (repeatable).
+    #[arg(long)]
+    pub pin: Vec<u64>,
+    /// Unpin a point (repeatable).
+    #[arg(long)]
+    pub unpin: Vec<u64>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `replog prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Keep only the newest N points (and pinned ones, and a test failover's) instead of the
+    /// policy.
+    #[arg(long)]
+    pub keep_last: Option<usize>,
+    /// Report what would be dropped and reclaimed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait up to this many seconds for readers holding older points (default 0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub wait_for_leases: u64,
+    /// Evaluate the policy as if now were this time (RFC 3339).
+    #[arg(long, hide = true)]
+    pub now: Option<String>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `replog test-failover`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").args(["point", "latest", "cleanup"]).required(true)))]
+pub struct TestFailoverArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The point's id.
+    #[arg(long)]
+    pub point: Option<u64>,
+    /// The newest point.
+    #[arg(long)]
+    pub latest: bool,
+    /// Output directory; DIR/NAME.raw is written for every disk.
+    #[arg(long, required_unless_present = "cleanup")]
+    pub out: Option<PathBuf>,
+    /// End the active test failover: remove its disks and release its point.
+    #[arg(long, conflicts_with_all = ["point", "latest", "out"])]
+    pub cleanup: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `replog complete-migration`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").args(["point", "latest"])))]
+pub struct CompleteMigrationArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Output directory; DIR/NAME.raw is written for every disk.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The point to migrate to.
+    #[arg(long)]
+    pub point: Option<u64>,
+    /// The newest point (the default: the no-data-loss path after a final ingest).
+    #[arg(long)]
+    pub latest: bool,
+    /// Report what would happen; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -7,14 +7,29 @@ use replog_io::{OpenMode, Storage};
 use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 use serde_json::json;
 
-use crate::cli::{Backend, BenchCommand, Cli, Command, CompressionArg, DiskCommand, Pattern};
+use crate::cli::{
+    Backend, BenchCommand, Cli, Command, CompressionArg, DiskCommand, Pattern, SourceFormat,
+};
 use crate::output::{human_bytes, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> CmdResult {
     let storage = storage(cli.backend)?;
-    match cli.command {
+    let journaled = match &cli.command {
+        Command::Ingest { vault, .. } | Command::Point { vault, .. } => Some(vault.clone()),
+        _ => None,
+    };
+    let result = dispatch(storage.clone(), cli.command);
+    if let (Ok(_), Some(vault)) = (&result, journaled) {
+        crate::checkpoints::maintain(storage, &vault);
+    }
+    result
+}
+
+/// Runs one command.
+fn dispatch(storage: Arc<dyn Storage>, command: Command) -> CmdResult {
+    match command {
         Command::Init {
             vault,
             block_size,
@@ -25,14 +40,19 @@ pub fn run(cli: Cli) -> CmdResult {
             vault,
             name,
             from,
+            format,
             size,
-        }) => disk_add(storage, &vault, &name, from.as_deref(), size),
+        }) => {
+            let format = format.unwrap_or(SourceFormat::Auto);
+            disk_add(storage, &vault, &name, from.as_deref(), format, size)
+        }
         Command::Ingest {
             vault,
             name,
             from,
+            format,
             json,
-        } => ingest(storage, &vault, &name, &from, json),
+        } => ingest(storage, &vault, &name, &from, format, json),
         Command::Point {
             vault,
             app_consistent,
@@ -48,7 +68,18 @@ pub fn run(cli: Cli) -> CmdResult {
         } => crate::read_commands::dump(storage, &vault, segment, json),
         Command::Verify { vault, json } => crate::read_commands::verify(storage, &vault, json),
         Command::Failover(args) => crate::read_commands::failover(storage, &args),
+        Command::Retention(args) => crate::lifecycle_commands::retention(storage, &args),
+        Command::Prune(args) => crate::lifecycle_commands::prune(storage, &args),
+        Command::TestFailover(args) => crate::lifecycle_commands::test_failover(storage, &args),
+        Command::CompleteMigration(args) => crate::lifecycle_commands::complete(storage, &args),
+        Command::ServeNbd(args) => crate::nbd::run(storage, &args),
         Command::Demo { dir } => crate::demo::run(storage, dir),
+        Command::Checkpoint { vault, json } => {
+            crate::bench_resolve::checkpoint(storage, &vault, json)
+        }
+        Command::Bench(BenchCommand::Resolve { vault, json }) => {
+            crate::bench_resolve::resolve(storage, &vault, json)
+        }
         Command::Bench(BenchCommand::Write {
             vault,
             pattern,
@@ -128,20 +159,25 @@ fn disk_add(
     vault: &Path,
     name: &str,
     from: Option<&Path>,
+    format: SourceFormat,
     size: Option<u64>,
 ) -> CmdResult {
     let mut w = open_writer(storage.clone(), vault)?;
+    let mut read_as = String::new();
     let disk = match (from, size) {
         (Some(image_path), _) => {
-            let image = open_image(storage.as_ref(), image_path)?;
-            w.add_disk_from_image(name, image.as_ref(), image_path)?
+            let image = crate::import::open(storage.as_ref(), image_path, format, vault)?;
+            if image.format != "raw" {
+                read_as = format!(" from a {} image", image.format);
+            }
+            w.add_disk_from_image(name, image.file.as_ref(), image_path)?
         }
         (None, Some(bytes)) => w.add_disk(name, bytes)?,
         (None, None) => return Err(Failure::new("give --from IMAGE or --size BYTES")),
     };
     w.close()?;
     println!(
-        "added disk {} ({}, {} bytes) as id {}",
+        "added disk {} ({}, {} bytes) as id {}{read_as}",
         disk.name,
         human_bytes(disk.disk_bytes),
         disk.disk_bytes,
@@ -155,14 +191,17 @@ fn ingest(
     vault: &Path,
     name: &str,
     from: &Path,
+    format: SourceFormat,
     json: bool,
 ) -> CmdResult {
     let mut w = open_writer(storage.clone(), vault)?;
-    let image = open_image(storage.as_ref(), from)?;
     let total = w.disk(name)?.disk_bytes;
+    let image = crate::import::open(storage.as_ref(), from, format, vault)?;
     let bar = progress(total, "ingest");
     let started = std::time::Instant::now();
-    let stats = w.ingest(name, image.as_ref(), from, &|done| bar.set_position(done))?;
+    let stats = w.ingest(name, image.file.as_ref(), from, &|done| {
+        bar.set_position(done)
+    })?;
     bar.finish_and_clear();
     w.close()?;
     let seconds = started.elapsed().as_secs_f64();
@@ -174,6 +213,7 @@ fn ingest(
             "bytes_stored": stats.bytes_stored,
             "records": stats.records,
             "digest_cache": stats.digest_cache,
+            "image_format": image.format,
             "seconds": seconds,
         }));
     } else {
@@ -191,14 +231,28 @@ fn ingest(
 }
 
 fn point(storage: Arc<dyn Storage>, vault: &Path, app: bool, label: &str, json: bool) -> CmdResult {
-    let mut w = open_writer(storage, vault)?;
     let kind = if app {
         PointKind::AppConsistent
     } else {
         PointKind::CrashConsistent
     };
-    let p = w.point(kind, label)?;
-    w.close()?;
+    let p = match Writer::open(storage, vault) {
+        Ok(w) => {
+            let mut w = reported(w);
+            let p = w.point(kind, label)?;
+            w.close()?;
+            p
+        }
+        // A capturing NBD server holds the writer: it takes the point, which then covers every
+        // write it acknowledged.
+        Err(e) if e.kind == replog_writer::WriteErrorKind::Locked => {
+            match crate::nbd::control::request_point(vault, kind, label)? {
+                Some(p) => p,
+                None => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
     if json {
         print_json(
             &json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label}),
@@ -211,7 +265,11 @@ fn point(storage: Arc<dyn Storage>, vault: &Path, app: bool, label: &str, json: 
 
 /// Opens the vault for writing and tells the operator what recovery did, if anything.
 pub fn open_writer(storage: Arc<dyn Storage>, vault: &Path) -> Result<Writer, Failure> {
-    let w = Writer::open(storage, vault)?;
+    Ok(reported(Writer::open(storage, vault)?))
+}
+
+/// Tells the operator what opening `w` recovered, if anything.
+fn reported(w: Writer) -> Writer {
     let r = w.recovery_report();
     if let Some((path, offset, bytes, kept)) = &r.torn_tail {
         eprintln!(
@@ -223,7 +281,7 @@ pub fn open_writer(storage: Arc<dyn Storage>, vault: &Path) -> Result<Writer, Fa
     if r.completed_rotation {
         eprintln!("replog: completed an interrupted segment rotation");
     }
-    Ok(w)
+    w
 }
 
 /// Opens a source image for reading, with a message naming it when that fails.

@@ -10,9 +10,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod bench;
+mod bench_resolve;
+mod checkpoints;
 mod cli;
 mod commands;
 mod demo;
+mod export;
+mod import;
+mod lifecycle_commands;
+mod nbd;
 mod output;
 mod read_commands;
 mod torture;

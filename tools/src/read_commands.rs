@@ -15,13 +15,18 @@ use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK, Failure};
 /// Opens a vault for reading, warning on stderr about damage that hides later points.
 fn open_vault(storage: Arc<dyn Storage>, vault: &Path) -> Result<Vault, Failure> {
     let v = Vault::open(storage, vault)?;
+    warn_of_damage(&v, vault);
+    Ok(v)
+}
+
+/// Warns on stderr about damage that hides the points after it.
+fn warn_of_damage(v: &Vault, vault: &Path) {
     if let Some(damage) = v.damage() {
         eprintln!(
             "replog: warning: {}: {damage}; the points before it are intact and listed, any after it cannot be read; run `replog verify`",
             vault.display()
         );
     }
-    Ok(v)
 }
 
 fn point_json(p: &PointInfo) -> Value {
@@ -56,8 +61,9 @@ pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
 }
 
 pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
-    let v = open_vault(storage, vault)?;
+    let v = open_vault(storage.clone(), vault)?;
     let stats = v.stats()?;
+    let lifecycle = crate::lifecycle_commands::inspect_lifecycle(&storage, &v);
     let h = v.header();
     let now = replog_writer::now_unix_ns();
     let rpo_seconds = v
@@ -84,6 +90,8 @@ pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
             "latest_point": v.latest_point().map(point_json),
             "rpo_seconds": rpo_seconds,
             "open_segment_end": tail,
+            "manifest_version": v.manifest().version(),
+            "lifecycle": lifecycle,
         }));
         return Ok(EXIT_OK);
     }
@@ -134,6 +142,7 @@ pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
             s.segment_id, s.records, s.end
         );
     }
+    crate::lifecycle_commands::print_lifecycle(&lifecycle);
     Ok(EXIT_OK)
 }
 
@@ -238,8 +247,16 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
 }
 
 pub fn failover(storage: Arc<dyn Storage>, args: &FailoverArgs) -> CmdResult {
-    let v = open_vault(storage, &args.vault)?;
-    let point = select_point(&v, args)?.clone();
+    // The lease keeps a concurrent prune from moving the base past the point or deleting the
+    // files this snapshot reads, until the images are complete.
+    let leased = Vault::open_leased(
+        storage,
+        &args.vault,
+        &replog_reader::LeaseOptions::new("failover"),
+        |v| select_point(v, args).cloned(),
+    )?;
+    warn_of_damage(&leased.vault, &args.vault);
+    let (v, point, _lease) = (leased.vault, leased.point, leased.lease);
     let view = v.view(&point)?;
     let bar = progress(view.total_bytes(), "failover");
     let started = Instant::now();
@@ -247,30 +264,19 @@ pub fn failover(storage: Arc<dyn Storage>, args: &FailoverArgs) -> CmdResult {
         force: args.force,
         sync: !args.no_sync,
     };
-    let stats =
-        replog_reader::materialize_with_progress(&view, &args.out, &opts, &|n| bar.set_position(n))
-            .map_err(|e| {
-                let refused = e.kind() == replog_reader::ReadErrorKind::AlreadyExists;
-                let mut f = Failure::from(e);
-                if refused {
-                    f.message += "; pass --force to overwrite";
-                }
-                f
-            })?;
+    let stats = crate::export::export(&view, &args.out, args.format, &opts, &|n| {
+        bar.set_position(n)
+    })?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    let disks: Vec<Value> = view.disks().iter().map(|d| json!({"name": d.name(), "path": args.out.join(format!("{}.raw", d.name())).display().to_string(), "size_bytes": d.size()})).collect();
+    let disks: Vec<Value> = stats.disks.iter().map(|d| json!({"name": d.name, "path": d.path.display().to_string(), "format": args.format.name(), "size_bytes": d.size_bytes, "virtual_size_bytes": d.virtual_bytes})).collect();
     if args.json {
         print_json(
-            &json!({"point": point_json(&point), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync}),
+            &json!({"point": point_json(&point), "format": args.format.name(), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync, "peak_rss_bytes": crate::bench::peak_rss_bytes()}),
         );
     } else {
-        for d in view.disks() {
-            println!(
-                "{}  {}",
-                args.out.join(format!("{}.raw", d.name())).display(),
-                human_bytes(d.size())
-            );
+        for d in &stats.disks {
+            println!("{}  {}", d.path.display(), human_bytes(d.virtual_bytes));
         }
         println!(
             "failed over to point {} ({}, {}{}) in {seconds:.2}s: {} written{}",

@@ -1278,3 +1278,60 @@ fn damage_in_a_sealed_segment_written_in_one_batch_is_not_a_torn_tail() {
         verify.stdout
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint indexes
+// ---------------------------------------------------------------------------------------------
+
+/// `replog checkpoint` indexes the newest sealed segment; failovers from the index read the same
+/// bytes as a full replay; `bench resolve` says which index each point started from; a damaged
+/// index is reported by verify (exit 2) and passed over by failover.
+#[test]
+fn checkpoint_index_is_used_by_failover_and_checked_by_verify() {
+    require_qemu();
+    let r = replog();
+    let root = tempfile::tempdir().unwrap();
+    let sc = build_scenario(&r, root.path(), &["--segment-size", "64KiB"]);
+    let replayed = root.path().join("replayed");
+    r.ok(&["failover", s(&sc.vault), "--latest", "--out", s(&replayed)]);
+    let before = r.json(&["bench", "resolve", s(&sc.vault), "--json"]);
+    assert!(before["open_ms"].as_f64().unwrap() >= 0.0);
+    let cp = r.json(&["checkpoint", s(&sc.vault), "--json"]);
+    let lsn = cp["lsn"].as_u64().unwrap();
+    assert!(lsn > 0 && cp["pieces"].as_u64().unwrap() > 0, "{cp}");
+    let path = PathBuf::from(cp["path"].as_str().unwrap());
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        cp["file_bytes"].as_u64().unwrap()
+    );
+    let after = r.json(&["bench", "resolve", s(&sc.vault), "--json"]);
+    let newest = &after["resolve"][0];
+    assert_eq!(newest["point"], "newest");
+    if newest["lsn"].as_u64().unwrap() >= lsn {
+        assert_eq!(newest["checkpoint_lsn"].as_u64(), Some(lsn), "{after}");
+    }
+    let indexed = root.path().join("indexed");
+    r.ok(&["failover", s(&sc.vault), "--latest", "--out", s(&indexed)]);
+    for name in ["os", "data"] {
+        let file = format!("{name}.raw");
+        assert_identical(
+            &indexed.join(&file),
+            &replayed.join(&file),
+            "a failover from the index",
+        );
+    }
+    r.ok(&["verify", s(&sc.vault)]);
+    flip_byte(&path, fs::metadata(&path).unwrap().len() - 7);
+    let run = r.expect(EXIT_DAMAGED, &["verify", s(&sc.vault)]);
+    assert!(run.stdout.contains(".idx"), "{}", run.stdout);
+    let damaged = root.path().join("damaged");
+    r.ok(&["failover", s(&sc.vault), "--latest", "--out", s(&damaged)]);
+    for name in ["os", "data"] {
+        let file = format!("{name}.raw");
+        assert_identical(
+            &damaged.join(&file),
+            &replayed.join(&file),
+            "a failover past a damaged index",
+        );
+    }
+}

@@ -22,6 +22,10 @@ pub enum WriteErrorKind {
     Locked,
     /// An earlier write or sync failed; nothing more is acknowledged until the vault is reopened.
     Poisoned,
+    /// A migration of the vault started or completed: it takes no more writes or points.
+    Migrated,
+    /// A reader's lease stands in the way, and waiting for it was not asked for or timed out.
+    Leased,
 }
 
 /// A writer operation failed.

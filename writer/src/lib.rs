@@ -25,20 +25,31 @@
 //! `SEGMENT_RECORDS_MAX` entries), whatever the disk and journal sizes.
 
 mod base;
+mod compact;
 mod digest;
 mod error;
 mod ingest;
 mod journal;
 mod lock;
 mod manifest_io;
+mod migration;
 mod recover;
+mod retention;
 mod writer;
 
+pub use compact::{CompactReport, LeaseOutcome, LeaseWait};
 pub use error::{Result, WriteError, WriteErrorKind};
 pub use ingest::IngestStats;
 pub use journal::FLUSH_BYTES;
+pub use migration::{
+    MigratedDisk, MigrationOptions, MigrationReport, complete_migration, migration_plan,
+};
 pub use replog_format::header::Compression;
+pub use replog_format::lifecycle::{
+    MigrationDisk, MigrationPhase, MigrationRecord, RetentionPolicy,
+};
 pub use replog_format::record::PointKind;
+pub use retention::{PruneOptions, PruneReport, RetentionPlan, plan_retention};
 pub use writer::{DiskInfo, PointInfo, RecoveryReport, VaultSettings, Writer};
 
 /// Nanoseconds since the Unix epoch, now.

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `MANIFEST.tmp` | removed: an interrupted manifest replacement, never trusted |
 //! | a segment file the manifest does not list | removed: an interrupted rotation; records are only appended to listed segments |
+//! | a base generation newer than the manifest's, or of a disk it does not list | removed: an interrupted compaction or disk addition |
+//! | an older base generation, a segment before the first listed | removed once no reader's lease names an older manifest: a compaction committed but did not finish deleting |
 //! | open segment ends cleanly (EOF or zeros) | append from there |
 //! | open segment has a torn tail at X | bytes from X copied to `quarantine/`, zeroed, synced; append from X |
 //! | open segment is sealed (footer + trailer) | the rotation is completed: next segment created, manifest updated |
@@ -134,7 +136,7 @@ pub(crate) fn recover(w: &mut Writer) -> Result<()> {
         file,
         written: end,
         synced: end,
-        pending: Vec::with_capacity(crate::journal::FLUSH_BYTES + (1 << 20)),
+        pending: Default::default(),
         extents,
         points,
         footer_bytes,
@@ -220,9 +222,13 @@ fn remove_leftovers(w: &mut Writer) -> Result<()> {
         .read_dir(&journal)
         .map_err(|e| WriteError::io(&journal, None, "listing", e))?
     {
-        let listed = layout::parse_segment_file_name(&name)
-            .is_some_and(|id| w.manifest.segments.iter().any(|seg| seg.segment_id == id));
-        if !listed && layout::parse_segment_file_name(&name).is_some() {
+        let first_listed = w.manifest.segments.first().map(|seg| seg.segment_id);
+        let Some(id) = layout::parse_segment_file_name(&name) else {
+            continue;
+        };
+        let listed = w.manifest.segments.iter().any(|seg| seg.segment_id == id);
+        // Segments before the first listed are a compaction's; `remove_superseded` decides.
+        if !listed && first_listed.is_none_or(|first| id > first) {
             let p = journal.join(&name);
             s.remove_file(&p)
                 .map_err(|e| WriteError::io(&p, None, "removing", e))?;
@@ -236,7 +242,66 @@ fn remove_leftovers(w: &mut Writer) -> Result<()> {
                 .map_err(|e| WriteError::io(dir, None, "syncing the directory", e))?;
         }
     }
+    remove_superseded(w)
+}
+
+/// Removes what an interrupted compaction left: base generations newer than the manifest's
+/// (written, never committed) and files an older manifest named that a committed compaction did
+/// not get to delete (older base generations, segments before the first listed one). The
+/// latter only once no live lease was taken against an older manifest: a reader's snapshot may
+/// still name them (they are then left for a later open or prune). `leases/` and `index/` are
+/// not touched.
+fn remove_superseded(w: &mut Writer) -> Result<()> {
+    let s = w.storage.as_ref();
+    let bases = w.dir.join(layout::BASES_DIR);
+    let journal = w.dir.join(layout::JOURNAL_DIR);
+    let mut newer = Vec::new();
+    let mut older = Vec::new();
+    for name in s
+        .read_dir(&bases)
+        .map_err(|e| WriteError::io(&bases, None, "listing", e))?
+    {
+        let Some((disk_id, generation)) = parse_base_file_name(&name) else {
+            continue;
+        };
+        match w.manifest.disks.iter().find(|d| d.disk_id == disk_id) {
+            Some(d) if generation == d.base_generation => {}
+            Some(d) if generation < d.base_generation => older.push(bases.join(&name)),
+            _ => newer.push(bases.join(&name)),
+        }
+    }
+    let first_listed = w.manifest.segments.first().map(|seg| seg.segment_id);
+    for name in s
+        .read_dir(&journal)
+        .map_err(|e| WriteError::io(&journal, None, "listing", e))?
+    {
+        if let Some(id) = layout::parse_segment_file_name(&name)
+            && first_listed.is_some_and(|first| id < first)
+        {
+            older.push(journal.join(&name));
+        }
+    }
+    if !older.is_empty() {
+        let (registrations, live) = w.live_leases()?;
+        let base_lsn = w.manifest.base_lsn;
+        if live.iter().all(|l| l.snapshot_base_lsn() >= base_lsn) {
+            newer.append(&mut older);
+        }
+        drop(registrations);
+    }
+    w.remove_files(newer.iter().cloned())?;
+    w.recovery.removed.extend(newer);
     Ok(())
+}
+
+/// Parses `<disk>.<gen>.base` (decimal numbers) back to its disk id and generation.
+fn parse_base_file_name(name: &str) -> Option<(u32, u64)> {
+    let (disk, generation) = name.strip_suffix(".base")?.split_once('.')?;
+    let canonical = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !canonical(disk) || !canonical(generation) {
+        return None;
+    }
+    Some((disk.parse().ok()?, generation.parse().ok()?))
 }
 
 /// Keeps the torn bytes `[offset, file_len)` in `quarantine/`, then zeroes them in the segment.

@@ -156,6 +156,7 @@ impl Writer {
                 sealed: None,
             }],
             points: Vec::new(),
+            lifecycle: Default::default(),
         };
         let mut w = Writer::assemble(storage.clone(), dir, header, manifest, lock, 1, 1);
         w.active = create_segment(&w, 1, 1)?;
@@ -229,7 +230,19 @@ impl Writer {
     /// Opens an existing vault for writing, recovering from any crash first (see `FORMAT.md`,
     /// recovery rules): leftovers of interrupted operations are removed, a torn tail is kept in
     /// `quarantine/` and cut, and an interrupted segment rotation is completed.
+    ///
+    /// A vault whose migration has started (see `complete_migration`) is refused with
+    /// [`WriteErrorKind::Migrated`]: it takes no more writes or points.
     pub fn open(storage: Arc<dyn Storage>, dir: &Path) -> Result<Writer> {
+        Writer::open_with(storage, dir, false)
+    }
+
+    /// [`Writer::open`] without the migration check, for the migration itself.
+    pub(crate) fn open_any(storage: Arc<dyn Storage>, dir: &Path) -> Result<Writer> {
+        Writer::open_with(storage, dir, true)
+    }
+
+    fn open_with(storage: Arc<dyn Storage>, dir: &Path, migrating: bool) -> Result<Writer> {
         let header = crate::recover::read_vault_header(storage.as_ref(), dir)?;
         let lock = VaultLock::acquire(storage.as_ref(), dir)?;
         crate::recover::sync_dirs(storage.as_ref(), dir)?;
@@ -242,6 +255,9 @@ impl Writer {
                     dir.display()
                 ),
             ));
+        }
+        if !migrating && let Some(e) = crate::migration::refusal(&manifest, dir) {
+            return Err(e);
         }
         let mut w = Writer::assemble(storage, dir, header, manifest, lock, 0, 0);
         crate::recover::recover(&mut w)?;
@@ -297,14 +313,21 @@ impl Writer {
         self.next_lsn - 1
     }
 
-    /// Every recovery point, oldest first.
+    /// Every recovery point offered to readers, oldest first: not older than the base images,
+    /// not retired by retention.
     pub fn points(&self) -> Vec<PointInfo> {
         let sealed = self.manifest.points.iter().map(|r| (r.lsn, &r.point));
         let open = self.active.points.iter().map(|p| (p.lsn, &p.point));
         sealed
             .chain(open)
+            .filter(|(lsn, p)| self.manifest.offers(p.point_id, *lsn))
             .map(|(lsn, p)| point_info(lsn, p))
             .collect()
+    }
+
+    /// The manifest as last stored: disks, segments, base LSN and the lifecycle section.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
     }
 
     /// Adds an empty (all-zero) disk of `disk_bytes`.
@@ -332,6 +355,7 @@ impl Writer {
         image: Option<(&dyn File, &Path)>,
     ) -> Result<DiskInfo> {
         self.check_poison()?;
+        self.check_not_migrated()?;
         let invalid = |m: String| Err(WriteError::new(WriteErrorKind::InvalidRequest, m));
         if !valid_disk_name(name) {
             return invalid(format!(
@@ -378,6 +402,7 @@ impl Writer {
     }
 
     fn check_range(&self, disk_id: u32, offset: u64, len: u64) -> Result<()> {
+        self.check_not_migrated()?;
         let disk = self
             .manifest
             .disks
@@ -461,6 +486,7 @@ impl Writer {
     /// before it are durable.
     pub fn point(&mut self, kind: PointKind, label: &str) -> Result<PointInfo> {
         self.check_poison()?;
+        self.check_not_migrated()?;
         if label.len() > LABEL_BYTES_MAX {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,

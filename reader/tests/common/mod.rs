@@ -419,6 +419,7 @@ impl VaultBuilder {
             disks,
             segments,
             points,
+            lifecycle: Default::default(),
         };
         self.write_manifest(&manifest);
         manifest

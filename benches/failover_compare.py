@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Failover against the peers, on the same data and disk, in one run.
+
+  benches/failover_compare.py WORKDIR [--reps 3] [--out FILE]
+  benches/failover_compare.py WORKDIR --resolve [--records 1000000,10000000]
+
+The workload is ../shared/peers/make_chain.py with its defaults: a 4 GiB disk (3 GiB of real
+binary data) and 20 layers of 50 MiB of writes, as a qcow2 backing chain. The same data goes
+into a vault: `disk add --from base.raw`, then for each layer the writes are applied to a
+working copy of the image, `replog ingest` journals what changed and `replog point` marks it.
+Then, interleaved (A B A B ...) with medians:
+
+- `replog failover --latest` (synced before it returns) against
+  `qemu-img convert -t writeback -O raw ov20.qcow2` (flushed before it returns) and against
+  `cp --sparse=always base.raw` followed by `sync` of the copy;
+- `replog failover --latest --no-sync` against `qemu-img convert -O raw ov20.qcow2` (its default
+  cache mode, no flush);
+- the middle point (layer 10) against ov10.qcow2, both synced;
+- the vault's size on disk against the qcow2 chain's.
+
+Every output is compared byte for byte with qemu-img's (`cmp`) once. Caches are warm for every
+contender alike (the inputs fit in memory); dirty pages are flushed before each run.
+
+With --resolve it measures opening a vault and resolving points with 10^6 and 10^7 journal
+records (random 64-byte writes over a 100 GiB sparse disk, so every record is its own extent),
+without and then with a checkpoint index.
+"""
+import json, os, shutil, statistics, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPLOG = os.path.join(ROOT, "target", "release", "replog")
+PEERS = os.path.join(ROOT, "..", "shared", "peers")
+MiB, GiB = 1 << 20, 1 << 30
+
+
+def arg(name, default):
+    a = sys.argv
+    return type(default)(a[a.index(name) + 1]) if name in a else default
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def drop(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def du(path):
+    """Bytes allocated on disk under path."""
+    return int(run(["du", "-s", "--block-size=1", path]).split()[0])
+
+
+def timed(cmd):
+    """Runs cmd after flushing dirty pages; returns (wall seconds, peak RSS bytes)."""
+    subprocess.run(["sync"], check=True)
+    t = time.monotonic()
+    out = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, check=True, capture_output=True, text=True)
+    wall = time.monotonic() - t
+    rss = int(out.stderr.strip().splitlines()[-1]) * 1024
+    return wall, rss
+
+
+def chain(work):
+    d = os.path.join(work, "chain")
+    if not os.path.exists(os.path.join(d, "ov20.qcow2")):
+        run([sys.executable, os.path.join(PEERS, "make_chain.py"), d])
+    return d
+
+
+def import_chain(work, c):
+    """The chain's data as a vault: base, then one ingest and point per layer."""
+    v = os.path.join(work, "failover-vault")
+    img = os.path.join(work, "failover-work.raw")
+    if os.path.exists(os.path.join(v, "MANIFEST")) and len(json.loads(run([REPLOG, "points", v, "--json"]))) == 21:
+        return v
+    drop(v)
+    run([REPLOG, "init", v, "--block-size", "4KiB"])
+    run(["cp", "--sparse=always", os.path.join(c, "base.raw"), img])
+    t = time.monotonic()
+    run([REPLOG, "disk", "add", v, "d", "--from", img])
+    run([REPLOG, "point", v, "--label", "base"])
+    for k in range(1, 21):
+        with open(img, "r+b") as f, open(os.path.join(c, f"layer{k:02d}.writes")) as w:
+            for line in w:
+                o, n, p = map(int, line.split())
+                f.seek(o)
+                f.write(bytes([p]) * n)
+        run([REPLOG, "ingest", v, "d", "--from", img])
+        run([REPLOG, "point", v, "--label", f"layer{k:02d}"])
+    print(f"imported the chain into {v} in {time.monotonic() - t:.1f} s")
+    drop(img)
+    return v
+
+
+def table(title, header, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def failover(work, reps):
+    c = chain(work)
+    v = import_chain(work, c)
+    points = json.loads(run([REPLOG, "points", v, "--json"]))
+    middle = next(p["id"] for p in points if p["label"] == "layer10")
+    out = os.path.join(work, "out")
+
+    def fo(*extra):
+        def go():
+            drop(out)
+            return timed([REPLOG, "failover", v, "--out", out] + list(extra))
+        return go
+
+    def qemu(src, *extra):
+        def go():
+            drop(out)
+            os.makedirs(out)
+            return timed(["qemu-img", "convert"] + list(extra) + ["-O", "raw", os.path.join(c, src), os.path.join(out, "q.raw")])
+        return go
+
+    def cp():
+        drop(out)
+        os.makedirs(out)
+        dst = os.path.join(out, "cp.raw")
+        return timed(["sh", "-c", f"cp --sparse=always {os.path.join(c, 'base.raw')} {dst} && sync {dst}"])
+
+    # Same bytes: the newest and middle points against qemu-img's output.
+    for point, src in (("--latest", "ov20.qcow2"), (str(middle), "ov10.qcow2")):
+        drop(out)
+        run([REPLOG, "failover", v, "--out", out] + (["--latest"] if point == "--latest" else ["--point", point]))
+        run(["qemu-img", "convert", "-O", "raw", os.path.join(c, src), os.path.join(out, "q.raw")])
+        run(["cmp", os.path.join(out, "d.raw"), os.path.join(out, "q.raw")])
+    print("outputs identical to qemu-img's for the newest and the middle point")
+
+    contenders = {
+        "replog failover --latest": fo("--latest"),
+        "qemu-img convert -t writeback ov20": qemu("ov20.qcow2", "-t", "writeback"),
+        "cp --sparse=always + sync": cp,
+        "replog failover --latest --no-sync": fo("--latest", "--no-sync"),
+        "qemu-img convert ov20 (default, no flush)": qemu("ov20.qcow2"),
+        "replog failover --point middle": fo("--point", str(middle)),
+        "qemu-img convert -t writeback ov10": qemu("ov10.qcow2", "-t", "writeback"),
+    }
+    results = {k: [] for k in contenders}
+    for _ in range(reps):
+        for name, go in contenders.items():
+            results[name].append(go())
+    drop(out)
+    med = {k: statistics.median(w for w, _ in r) for k, r in results.items()}
+    rss = {k: max(m for _, m in r) for k, r in results.items()}
+    pairs = [
+        ("replog failover --latest", "qemu-img convert -t writeback ov20", 0.5),
+        ("replog failover --latest", "cp --sparse=always + sync", 1.3),
+        ("replog failover --latest --no-sync", "qemu-img convert ov20 (default, no flush)", 0.5),
+        ("replog failover --point middle", "qemu-img convert -t writeback ov10", 0.5),
+    ]
+    table(f"Failover of the 4 GiB disk, 20 layers of 50 MiB (median of {reps}, interleaved)",
+          ["replog", "s", "peer", "s", "ratio", "target"],
+          [[a, f"{med[a]:.2f}", b, f"{med[b]:.2f}", f"{med[a] / med[b]:.2f}x", f"<= {t}x"] for a, b, t in pairs])
+    table("Peak resident memory", ["command", "MiB"], [[k, f"{v / MiB:.0f}"] for k, v in rss.items()])
+    chain_files = [os.path.join(c, "base.qcow2")] + [os.path.join(c, f"ov{k:02d}.qcow2") for k in range(1, 21)]
+    chain_bytes = sum(du(f) for f in chain_files)
+    vault_bytes = du(v)
+    table("Size on disk", ["vault", "qcow2 chain (base + 20 overlays)", "ratio"],
+          [[f"{vault_bytes / MiB:.0f} MiB", f"{chain_bytes / MiB:.0f} MiB", f"{vault_bytes / chain_bytes:.2f}x"]])
+    return {"median_s": med, "peak_rss_bytes": rss, "vault_bytes": vault_bytes, "chain_bytes": chain_bytes}
+
+
+def resolve(work):
+    rows, out = [], {}
+    for records in [int(x) for x in arg("--records", "1000000,10000000").split(",")]:
+        v = os.path.join(work, f"resolve-{records}")
+        drop(v)
+        run([REPLOG, "init", v, "--segment-size", "64MiB"])
+        run([REPLOG, "bench", "write", v, "--pattern", "rand", "--block", "64", "--total", str(64 * records),
+             "--point-every", str(64 * records // 1000), "--disk-size", "100GiB", "--json"])
+        before = json.loads(run([REPLOG, "bench", "resolve", v, "--json"]))
+        cp = json.loads(run([REPLOG, "checkpoint", v, "--json"]))
+        after = json.loads(run([REPLOG, "bench", "resolve", v, "--json"]))
+        out[records] = {"without": before, "checkpoint": cp, "with": after}
+        for label, r in (("journal replay", before), ("from checkpoint", after)):
+            newest = next(x for x in r["resolve"] if x["point"] == "newest")
+            middle = next(x for x in r["resolve"] if x["point"] == "middle")
+            rows.append([f"{records:,}", label, f"{r['open_ms']:.1f}", f"{newest['resolve_ms']:.0f}",
+                         f"{middle['resolve_ms']:.0f}", f"{newest['pieces']:,}", f"{r['peak_rss_bytes'] / MiB:.0f}"])
+        rows.append([f"{records:,}", f"(checkpoint: {cp['pieces']:,} pieces, {cp['file_bytes'] / MiB:.0f} MiB, "
+                     f"written in {cp['seconds']:.1f} s)", "", "", "", "", ""])
+        drop(v)
+    table("Open and resolve, 100 GiB sparse disk, random 64-byte writes (one extent each), 1000 points",
+          ["records", "start", "open ms", "newest point ms", "middle point ms", "pieces at newest", "peak MiB"], rows)
+    return out
+
+
+def main():
+    work = os.path.abspath(sys.argv[1])
+    os.makedirs(work, exist_ok=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "replog"], cwd=ROOT, check=True)
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}, load {load:.1f}; "
+          f"disk: {run(['df', '-h', work]).splitlines()[-1]}")
+    out = resolve(work) if "--resolve" in sys.argv else failover(work, arg("--reps", 3))
+    if "--out" in sys.argv:
+        with open(arg("--out", ""), "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,530 @@
+//! Leases: how a reader keeps compaction from rolling the base images past the point it reads,
+//! and from deleting a file its snapshot still names.
+//!
+//! A lease is a file in `VAULT/leases/` holding the point's id and LSN, the base LSN of the
+//! manifest the reader read, a purpose, the holder's pid and the time. Its holder keeps an
+//! advisory lock (`flock`) on it for as long as it runs, so a lease whose holder died is found
+//! unlocked, taken as stale, and removed by the next compaction. A persistent lease (a test
+//! failover) is never stale: it lasts until it is released explicitly.
+//!
+//! **No window between reading and registering.** A reader takes the registration lock
+//! (`leases/.lock`) shared, opens the vault (reads the manifest), picks its point and writes its
+//! lease, and only then lets the lock go ([`Vault::open_leased`]). Compaction takes the same lock
+//! exclusive while it lists the leases and commits its manifest ([`Registrations`]). So either
+//! the reader registered before compaction looked, and compaction sees the lease, or the reader
+//! read the manifest after compaction committed, and its snapshot names only files that stay.
+//! Compaction deletes the files an older manifest named only once no live lease was taken
+//! against an older base ([`LiveLease::snapshot_base_lsn`]).
+//!
+//! The simulated backend has no processes: there, like the writer's lock, leases are not
+//! recorded and [`Registrations::live`] is empty. A vault on a read-only filesystem takes no
+//! lease either (nothing can compact it).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use replog_format::lease::{
+    LEASE_DETAIL_BYTES_MAX, LEASE_LOCK_FILE, LEASE_SUFFIX, LEASES_DIR, LeaseRecord,
+    TEST_FAILOVER_LEASE_FILE, valid_purpose,
+};
+use replog_format::manifest::{MANIFEST_HEADER_BYTES, Manifest};
+use replog_format::{layout, vault_seed};
+use replog_io::{BackendKind, OpenMode, Storage};
+
+use crate::error::{ReadError, ReadErrorKind, Result};
+use crate::points::PointInfo;
+use crate::vault::Vault;
+
+/// What a lease is for and how long it lasts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseOptions {
+    /// 1 to 32 of `[a-z0-9-]`: `failover`, `test-failover`, `migration`, `nbd-export`, ...
+    pub purpose: String,
+    /// Outlives the process; released only by [`Lease::release`] or [`release_test_failover`].
+    pub persistent: bool,
+    /// Free text kept in the lease (a test failover's output directory), at most 4096 bytes.
+    pub detail: String,
+}
+
+impl LeaseOptions {
+    /// A lease held while this process uses the point.
+    pub fn new(purpose: &str) -> LeaseOptions {
+        LeaseOptions {
+            purpose: purpose.to_owned(),
+            persistent: false,
+            detail: String::new(),
+        }
+    }
+}
+
+/// A registered lease. Dropping it releases a process lease; a persistent lease stays until
+/// [`Lease::release`].
+#[derive(Debug)]
+pub struct Lease {
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    path: PathBuf,
+    record: LeaseRecord,
+    /// Holds the lock that says the holder is alive.
+    _file: File,
+}
+
+/// A vault opened under a lease on the point chosen from it.
+#[derive(Debug)]
+pub struct LeasedVault {
+    /// The snapshot.
+    pub vault: Vault,
+    /// The point chosen.
+    pub point: PointInfo,
+    /// The lease on it; keep it until done with the point.
+    pub lease: Lease,
+}
+
+impl Lease {
+    /// A lease that records nothing: the simulated backend, a read-only vault.
+    fn none() -> Lease {
+        Lease { held: None }
+    }
+
+    /// What the lease file holds; `None` when no lease could be recorded (simulated backend,
+    /// read-only filesystem).
+    pub fn record(&self) -> Option<&LeaseRecord> {
+        self.held.as_ref().map(|h| &h.record)
+    }
+
+    /// The lease file.
+    pub fn path(&self) -> Option<&Path> {
+        self.held.as_ref().map(|h| h.path.as_path())
+    }
+
+    /// Removes the lease now, persistent or not, and makes the removal durable.
+    pub fn release(mut self) -> Result<()> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        remove_and_sync(&held.path)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take()
+            && !held.record.persistent
+        {
+            // Best effort: a lease file left behind is unlocked once `held` closes, so the next
+            // compaction finds it stale and removes it.
+            let _ = std::fs::remove_file(&held.path);
+        }
+    }
+}
+
+fn remove_and_sync(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ReadError::io(path, "remove the lease", e)),
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(|e| ReadError::io(dir, "sync the directory", e))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The registration lock, held shared by a reader while it registers.
+struct Registration {
+    leases: PathBuf,
+    _lock: File,
+}
+
+/// The `leases/` directory of a vault, unless leases are not kept there (simulated backend).
+fn leases_dir(storage: &dyn Storage, dir: &Path) -> Option<PathBuf> {
+    (storage.kind() != BackendKind::Sim).then(|| dir.join(LEASES_DIR))
+}
+
+/// Opens (creating it and `leases/` when missing) and locks the registration lock. `None` on a
+/// read-only filesystem.
+fn lock_registration(leases: &Path, exclusive: bool) -> Result<Option<File>> {
+    match std::fs::create_dir_all(leases) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc_erofs()) => return Ok(None),
+        Err(e) => return Err(ReadError::io(leases, "create the lease directory", e)),
+    }
+    let path = leases.join(LEASE_LOCK_FILE);
+    let file = match OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc_erofs()) => return Ok(None),
+        Err(e) => return Err(ReadError::io(&path, "open the lease registration lock", e)),
+    };
+    let locked = if exclusive {
+        file.lock()
+    } else {
+        file.lock_shared()
+    };
+    locked.map_err(|e| ReadError::io(&path, "lock the lease registration lock", e))?;
+    Ok(Some(file))
+}
+
+/// `EROFS`, without a libc dependency in this crate.
+const fn libc_erofs() -> i32 {
+    30
+}
+
+impl Registration {
+    fn shared(storage: &dyn Storage, dir: &Path) -> Result<Option<Registration>> {
+        let Some(leases) = leases_dir(storage, dir) else {
+            return Ok(None);
+        };
+        Ok(lock_registration(&leases, false)?.map(|lock| Registration {
+            leases,
+            _lock: lock,
+        }))
+    }
+
+    /// Writes and locks a lease file for `point` of `vault`.
+    fn register(&self, vault: &Vault, point: &PointInfo, opts: &LeaseOptions) -> Result<Lease> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let record = LeaseRecord {
+            vault_id: vault.header().vault_id,
+            persistent: opts.persistent,
+            point_id: point.point_id,
+            lsn: point.lsn,
+            snapshot_base_lsn: vault.base_lsn(),
+            time_unix_ns: now_unix_ns(),
+            pid: std::process::id(),
+            purpose: opts.purpose.clone(),
+            detail: opts.detail.clone(),
+        };
+        let name = if opts.purpose == "test-failover" {
+            TEST_FAILOVER_LEASE_FILE.to_owned()
+        } else {
+            format!(
+                "{}-{}-{}{LEASE_SUFFIX}",
+                record.pid,
+                record.time_unix_ns,
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )
+        };
+        let path = self.leases.join(name);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    ReadError::new(
+                        ReadErrorKind::AlreadyExists,
+                        format!(
+                            "{}: a lease of this kind is already held; release it first",
+                            path.display()
+                        ),
+                    )
+                } else {
+                    ReadError::io(&path, "create the lease", e)
+                }
+            })?;
+        file.lock()
+            .map_err(|e| ReadError::io(&path, "lock the lease", e))?;
+        let bytes = record.encode(vault_seed(&record.vault_id));
+        let written = file.write_all(&bytes).and_then(|()| {
+            if opts.persistent {
+                file.sync_all()?;
+                sync_dir(&self.leases)?;
+                if let Some(vault_dir) = self.leases.parent() {
+                    sync_dir(vault_dir)?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            return Err(ReadError::io(&path, "write the lease", e));
+        }
+        Ok(Lease {
+            held: Some(Held {
+                path,
+                record,
+                _file: file,
+            }),
+        })
+    }
+}
+
+fn check_options(opts: &LeaseOptions) -> Result<()> {
+    if !valid_purpose(&opts.purpose) || opts.detail.len() > LEASE_DETAIL_BYTES_MAX {
+        return Err(ReadError::new(
+            ReadErrorKind::InvalidRequest,
+            format!(
+                "lease purpose {:?} is not 1 to 32 of a-z 0-9 -, or its detail is over {LEASE_DETAIL_BYTES_MAX} bytes",
+                opts.purpose
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Vault {
+    /// Opens the vault at `dir`, lets `choose` pick a point from the snapshot, and leases that
+    /// point, all under the registration lock: compaction cannot commit between the manifest
+    /// being read and the lease being recorded, so it never rolls past the point or deletes a
+    /// file the snapshot names while the lease is held.
+    ///
+    /// `choose` returns the point to lease (or an error, which is returned and leases nothing).
+    pub fn open_leased<E: From<ReadError>>(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        opts: &LeaseOptions,
+        choose: impl FnOnce(&Vault) -> std::result::Result<PointInfo, E>,
+    ) -> std::result::Result<LeasedVault, E> {
+        check_options(opts)?;
+        let registration = Registration::shared(storage.as_ref(), dir)?;
+        let vault = Vault::open(storage, dir)?;
+        let point = choose(&vault)?;
+        let lease = match &registration {
+            Some(r) => r.register(&vault, &point, opts)?,
+            None => Lease::none(),
+        };
+        Ok(LeasedVault {
+            vault,
+            point,
+            lease,
+        })
+    }
+
+    /// Leases `point` of this already open snapshot. Fails if a compaction or migration
+    /// committed since the snapshot was opened (its files may be gone): open the vault again,
+    /// preferably with [`Vault::open_leased`], which has no such window.
+    pub fn lease(&self, point: &PointInfo, opts: &LeaseOptions) -> Result<Lease> {
+        check_options(opts)?;
+        let Some(registration) = Registration::shared(self.storage().as_ref(), self.dir())? else {
+            return Ok(Lease::none());
+        };
+        let current = read_manifest(self.storage().as_ref(), self.dir())?;
+        let first_segment = |m: &Manifest| m.segments.first().map(|s| s.segment_id);
+        if current.base_lsn != self.base_lsn()
+            || first_segment(&current) != first_segment(self.manifest())
+        {
+            return Err(ReadError::new(
+                ReadErrorKind::InvalidRequest,
+                format!(
+                    "{}: the vault was compacted since this snapshot was opened (base LSN {} then, {} now); open it again",
+                    self.dir().display(),
+                    self.base_lsn(),
+                    current.base_lsn
+                ),
+            ));
+        }
+        registration.register(self, point, opts)
+    }
+}
+
+fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
+    let path = dir.join(layout::MANIFEST_FILE);
+    let file = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| ReadError::io(layout::MANIFEST_FILE, "open", e))?;
+    let bytes = file
+        .map()
+        .map_err(|e| ReadError::io(layout::MANIFEST_FILE, "read", e))?;
+    if bytes.len() < MANIFEST_HEADER_BYTES {
+        return Err(ReadError::damaged(
+            layout::MANIFEST_FILE,
+            0,
+            "the manifest is cut short",
+        ));
+    }
+    Manifest::decode(&bytes).map_err(|e| ReadError::decode(layout::MANIFEST_FILE, 0, e))
+}
+
+/// A lease that is held: by a running process (its file is locked) or persistently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveLease {
+    /// Its file.
+    pub file: PathBuf,
+    /// What it holds; `None` if a live holder's file does not decode (then it is taken as
+    /// holding LSN 0, which blocks every compaction, rather than ignored).
+    pub record: Option<LeaseRecord>,
+}
+
+impl LiveLease {
+    /// The LSN compaction must not roll past.
+    pub fn lsn(&self) -> u64 {
+        self.record.as_ref().map_or(0, |r| r.lsn)
+    }
+
+    /// The base LSN of the snapshot it was taken against.
+    pub fn snapshot_base_lsn(&self) -> u64 {
+        self.record.as_ref().map_or(0, |r| r.snapshot_base_lsn)
+    }
+
+    /// A sentence naming it, for reports.
+    pub fn describe(&self) -> String {
+        match &self.record {
+            Some(r) => format!(
+                "{} lease on point {} (LSN {}) held by pid {}{}",
+                r.purpose,
+                r.point_id,
+                r.lsn,
+                r.pid,
+                if r.persistent { ", persistent" } else { "" }
+            ),
+            None => format!("an unreadable live lease {}", self.file.display()),
+        }
+    }
+}
+
+/// The registration lock held exclusive, for compaction and other deleters: no reader
+/// registers while it is held, so the leases listed stay the complete set until it is dropped.
+#[derive(Debug)]
+pub struct Registrations {
+    leases: Option<PathBuf>,
+    seed: u32,
+    _lock: Option<File>,
+}
+
+impl Registrations {
+    /// Waits for readers that are registering, then holds the registration lock exclusive.
+    pub fn lock(storage: &dyn Storage, dir: &Path, seed: u32) -> Result<Registrations> {
+        let Some(leases) = leases_dir(storage, dir) else {
+            return Ok(Registrations {
+                leases: None,
+                seed,
+                _lock: None,
+            });
+        };
+        let lock = lock_registration(&leases, true)?;
+        Ok(Registrations {
+            leases: lock.is_some().then_some(leases),
+            seed,
+            _lock: lock,
+        })
+    }
+
+    /// Every live lease. Stale ones (nobody holds their lock, not persistent) are removed.
+    pub fn live(&self) -> Result<Vec<LiveLease>> {
+        let Some(leases) = &self.leases else {
+            return Ok(Vec::new());
+        };
+        let mut live = Vec::new();
+        for status in scan(leases, self.seed)? {
+            if status.live {
+                live.push(LiveLease {
+                    file: status.file,
+                    record: status.record,
+                });
+            } else {
+                match std::fs::remove_file(&status.file) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(ReadError::io(&status.file, "remove the stale lease", e)),
+                }
+            }
+        }
+        Ok(live)
+    }
+}
+
+/// One lease file as found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// Its file.
+    pub file: PathBuf,
+    /// What it holds, if it decodes.
+    pub record: Option<LeaseRecord>,
+    /// Whether it is held (locked by a running process, or persistent).
+    pub live: bool,
+}
+
+/// Every lease file of the vault at `dir`, live or stale, without changing anything.
+pub fn list_leases(storage: &dyn Storage, dir: &Path, seed: u32) -> Result<Vec<LeaseStatus>> {
+    match leases_dir(storage, dir) {
+        Some(leases) if leases.exists() => scan(&leases, seed),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn scan(leases: &Path, seed: u32) -> Result<Vec<LeaseStatus>> {
+    let entries =
+        std::fs::read_dir(leases).map_err(|e| ReadError::io(leases, "list the leases", e))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(LEASE_SUFFIX))
+        .collect();
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let file = leases.join(name);
+        let mut f = match File::open(&file) {
+            Ok(f) => f,
+            // Released between the listing and now.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ReadError::io(&file, "open the lease", e)),
+        };
+        let locked = match f.try_lock_shared() {
+            Ok(()) => false,
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(e)) => return Err(ReadError::io(&file, "test the lease", e)),
+        };
+        let mut bytes = Vec::new();
+        let record = Read::take(&mut f, 4 * LEASE_DETAIL_BYTES_MAX as u64)
+            .read_to_end(&mut bytes)
+            .ok()
+            .and_then(|_| LeaseRecord::decode(&bytes, seed).ok());
+        let persistent = record.as_ref().is_some_and(|r| r.persistent);
+        out.push(LeaseStatus {
+            file,
+            live: locked || persistent,
+            record,
+        });
+    }
+    Ok(out)
+}
+
+/// The vault's active test failover lease, if any.
+pub fn test_failover_lease(
+    storage: &dyn Storage,
+    dir: &Path,
+    seed: u32,
+) -> Result<Option<LeaseRecord>> {
+    Ok(list_leases(storage, dir, seed)?
+        .into_iter()
+        .find(|s| {
+            s.file
+                .file_name()
+                .is_some_and(|n| n == TEST_FAILOVER_LEASE_FILE)
+        })
+        .and_then(|s| s.record))
+}
+
+/// Removes the vault's test failover lease; returns whether there was one.
+pub fn release_test_failover(storage: &dyn Storage, dir: &Path) -> Result<bool> {
+    let Some(leases) = leases_dir(storage, dir) else {
+        return Ok(false);
+    };
+    let path = leases.join(TEST_FAILOVER_LEASE_FILE);
+    if !path.exists() {
+        return Ok(false);
+    }
+    remove_and_sync(&path)?;
+    Ok(true)
+}
+
+fn now_unix_ns() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}

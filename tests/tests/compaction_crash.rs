@@ -1,0 +1,349 @@
+//! A crash at every I/O operation of compaction, on the simulator.
+//!
+//! Each workload starts from a durable vault with two disks, several sealed segments and many
+//! points, and runs one prune (which rolls the base images forward, deletes segments and retires
+//! points). It is run once without a crash to learn its operation count N and the points it keeps;
+//! then, for every operation index in `0..N` and several crash seeds, it is run again with the
+//! simulated machine losing power there. After each crash:
+//! - `Writer::open` succeeds, and a second open changes no byte;
+//! - every point the prune keeps is listed and reads byte-exact (no point still in the window
+//!   changed a byte); every listed point matches the model at its LSN;
+//! - no leftover: `bases/` holds exactly the manifest's generations and `journal/` exactly its
+//!   segments (deletions a crash interrupted were redone);
+//! - `verify` finds no damage;
+//! - running the prune again completes it: the points offered are exactly the ones kept.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use replog_format::layout;
+use replog_io::Storage;
+use replog_io::sim::SimStorage;
+use replog_tests::{
+    PointModel, SimImage, check_listed_points, noise, stress, vault_dirs, write_image,
+};
+use replog_writer::{
+    Compression, PointKind, PruneOptions, PruneReport, RetentionPolicy, VaultSettings, Writer,
+};
+
+const DIR: &str = "/vault";
+const H_NS: i64 = 3_600_000_000_000;
+
+/// A prune to run, from a prepared vault.
+struct Workload {
+    name: &'static str,
+    image: SimImage,
+    model: PointModel,
+    opts: PruneOptions,
+}
+
+/// Builds the vault: disk `a` from an image, empty disk `b`, 64 KiB segments, about 30 points
+/// over writes, zero ranges and both disks; `policy` set if given, `pins` pinned.
+fn prepare(
+    policy: Option<RetentionPolicy>,
+    pins: &[u64],
+    compression: Compression,
+) -> (SimImage, PointModel) {
+    let sim = SimStorage::new(3);
+    let storage: Arc<dyn Storage> = sim.clone();
+    let settings = VaultSettings {
+        block_bytes: 4096,
+        segment_bytes: 64 << 10,
+        compression,
+    };
+    let mut w = Writer::create(storage.clone(), Path::new(DIR), settings).expect("created");
+    sim.create_dir_all(Path::new("/images")).expect("created");
+    let mut m = PointModel::default();
+    let a_image = noise(1, 48 << 10);
+    let img = write_image(storage.as_ref(), Path::new("/images/a"), &a_image);
+    let a = w
+        .add_disk_from_image("a", img.as_ref(), Path::new("/images/a"))
+        .expect("added")
+        .disk_id;
+    m.add_disk(a, a_image);
+    let b = w.add_disk("b", 96 << 10).expect("added").disk_id;
+    m.add_disk(b, vec![0; 96 << 10]);
+    for i in 0..30u64 {
+        let (disk, size) = if i % 3 == 0 {
+            (b, 96 << 10)
+        } else {
+            (a, 48 << 10)
+        };
+        let len = 2000 + (i as usize * 397) % 9000;
+        let at = (i * 7919) % (size - len as u64);
+        let data = noise(100 + i, len);
+        m.write(disk, at, &data);
+        w.write(disk, at, &data).expect("staged");
+        if i % 7 == 3 {
+            m.zero(disk, at / 2, 3000);
+            w.zero(disk, at / 2, 3000).expect("staged");
+        }
+        m.expect_point(w.last_lsn() + 1);
+        let kind = if i % 5 == 0 {
+            PointKind::AppConsistent
+        } else {
+            PointKind::CrashConsistent
+        };
+        let p = w.point(kind, &format!("p{i}")).expect("acknowledged");
+        m.ack(p.point_id, p.lsn);
+    }
+    w.set_retention(policy).expect("policy set");
+    for &id in pins {
+        w.pin(id).expect("pinned");
+    }
+    w.close().expect("closed");
+    let mut dirs = vault_dirs(Path::new(DIR));
+    dirs.push(PathBuf::from("/images"));
+    (SimImage::capture(&sim, &dirs), m)
+}
+
+fn workloads() -> Vec<Workload> {
+    let (image, model) = prepare(None, &[], Compression::None);
+    let keep_last = Workload {
+        name: "keep the last 4 points",
+        image,
+        model,
+        opts: PruneOptions {
+            keep_last: Some(4),
+            ..PruneOptions::default()
+        },
+    };
+    // The policy keeps app-consistent points for the whole window and one point per hour; run
+    // as if a day had passed, every point is past the window but the pinned and the newest, so
+    // the base moves to the pinned point and the points between it and the newest are retired.
+    let (image, model) = prepare(
+        Some(RetentionPolicy::with_window(3600)),
+        &[20],
+        Compression::Lz4,
+    );
+    let policy = Workload {
+        name: "policy with a pin",
+        image,
+        model,
+        opts: PruneOptions {
+            now_unix_ns: Some(replog_writer::now_unix_ns() + 24 * H_NS),
+            ..PruneOptions::default()
+        },
+    };
+    let (image, model) = prepare(None, &[], Compression::None);
+    let into_open = Workload {
+        name: "base into the open segment",
+        image,
+        model,
+        opts: PruneOptions {
+            keep_last: Some(1),
+            ..PruneOptions::default()
+        },
+    };
+    vec![keep_last, policy, into_open]
+}
+
+/// Runs the prune on a fresh copy; returns the report and the simulator.
+fn run_prune(
+    wl: &Workload,
+    seed: u64,
+    crash_at: Option<u64>,
+) -> (Result<PruneReport, String>, Arc<SimStorage>, u64) {
+    let sim = wl.image.restore(seed);
+    let storage: Arc<dyn Storage> = sim.clone();
+    let mut w = Writer::open(storage, Path::new(DIR)).expect("the prepared vault opens");
+    let start = sim.ops();
+    if let Some(op) = crash_at {
+        sim.set_crash_at(Some(start + op));
+    }
+    let result = w.prune(&wl.opts).map_err(|e| e.to_string());
+    let used = sim.ops() - start;
+    drop(w);
+    (result, sim, used)
+}
+
+/// Files of the vault that the manifest does not name (bases and segments), and the reverse.
+fn leftovers(sim: &Arc<SimStorage>) -> Vec<String> {
+    let storage: Arc<dyn Storage> = sim.clone();
+    let dir = Path::new(DIR);
+    let vault = match replog_reader::Vault::open(storage.clone(), dir) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the vault does not open: {e}")],
+    };
+    let m = vault.manifest();
+    let want_bases: BTreeSet<String> = m
+        .disks
+        .iter()
+        .map(|d| format!("{}.{}.base", d.disk_id, d.base_generation))
+        .collect();
+    let want_segments: BTreeSet<String> = m
+        .segments
+        .iter()
+        .map(|s| layout::segment_file_name(s.segment_id))
+        .collect();
+    let bases: BTreeSet<String> = storage
+        .read_dir(&dir.join(layout::BASES_DIR))
+        .expect("listed")
+        .into_iter()
+        .collect();
+    let segments: BTreeSet<String> = storage
+        .read_dir(&dir.join(layout::JOURNAL_DIR))
+        .expect("listed")
+        .into_iter()
+        .collect();
+    let mut out = Vec::new();
+    if bases != want_bases {
+        out.push(format!(
+            "bases/ holds {bases:?}, the manifest names {want_bases:?}"
+        ));
+    }
+    if segments != want_segments {
+        out.push(format!(
+            "journal/ holds {segments:?}, the manifest names {want_segments:?}"
+        ));
+    }
+    out
+}
+
+fn files(sim: &SimStorage) -> Vec<(PathBuf, Vec<u8>)> {
+    sim.file_paths()
+        .into_iter()
+        .map(|p| {
+            let b = sim.live_bytes(&p).expect("listed");
+            (p, b)
+        })
+        .collect()
+}
+
+/// Recovers after the crash and checks everything; returns the violations.
+fn after_crash(
+    sim: &Arc<SimStorage>,
+    wl: &Workload,
+    kept: &[(u64, u64)],
+    seed: u64,
+) -> Vec<String> {
+    let storage: Arc<dyn Storage> = sim.clone();
+    let dir = Path::new(DIR);
+    sim.crash(seed);
+    let mut violations = Vec::new();
+    match Writer::open(storage.clone(), dir) {
+        Ok(w) => drop(w),
+        Err(e) => return vec![format!("Writer::open after the crash failed: {e}")],
+    }
+    let before = files(sim);
+    match Writer::open(storage.clone(), dir) {
+        Ok(w) => drop(w),
+        Err(e) => return vec![format!("the second Writer::open failed: {e}")],
+    }
+    if files(sim) != before {
+        violations.push("a second recovery changed files".to_owned());
+    }
+    violations.extend(leftovers(sim));
+    let vault = match replog_reader::Vault::open(storage.clone(), dir) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the vault does not open for reading: {e}")],
+    };
+    let listed: Vec<(u64, u64)> = vault.points().iter().map(|p| (p.point_id, p.lsn)).collect();
+    for k in kept {
+        if !listed.contains(k) {
+            violations.push(format!(
+                "kept point {k:?} (id, lsn) is not listed: {listed:?}"
+            ));
+        }
+    }
+    violations.extend(check_listed_points(&vault, &wl.model));
+    let report = replog_reader::verify(storage.as_ref(), dir);
+    if !report.is_intact() {
+        violations.push(format!("verify: {:?}", report.findings()));
+    }
+    // Running the prune again completes it.
+    let mut w = match Writer::open(storage.clone(), dir) {
+        Ok(w) => w,
+        Err(e) => return vec![format!("reopening for the second prune failed: {e}")],
+    };
+    if let Err(e) = w.prune(&wl.opts) {
+        violations.push(format!("the prune run again fails: {e}"));
+    }
+    let offered: Vec<(u64, u64)> = w.points().iter().map(|p| (p.point_id, p.lsn)).collect();
+    if offered != kept {
+        violations.push(format!(
+            "after the prune ran again, the points are {offered:?}, the prune keeps {kept:?}"
+        ));
+    }
+    drop(w);
+    violations.extend(leftovers(sim));
+    match replog_reader::Vault::open(storage, dir) {
+        Ok(v) => violations.extend(check_listed_points(&v, &wl.model)),
+        Err(e) => violations.push(format!("the vault does not open after the prune: {e}")),
+    }
+    violations
+}
+
+#[test]
+fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
+    let started = std::time::Instant::now();
+    let seeds = 4 * stress();
+    let (mut cases, mut violating) = (0u64, 0u64);
+    let mut all = Vec::new();
+    for wl in workloads() {
+        let (clean, sim, n) = run_prune(&wl, 0, None);
+        let report = clean.unwrap_or_else(|e| panic!("{}: the prune fails: {e}", wl.name));
+        let kept: Vec<(u64, u64)> = report
+            .plan
+            .kept
+            .iter()
+            .map(|p| (p.point_id, p.lsn))
+            .collect();
+        let c = report.compaction.as_ref().expect("the prune compacts");
+        assert!(
+            c.committed && c.base_lsn_after > c.base_lsn_before,
+            "{}: {c:?}",
+            wl.name
+        );
+        assert!(!c.segments_dropped.is_empty(), "{}: {c:?}", wl.name);
+        let clean_violations = leftovers(&sim);
+        assert!(
+            clean_violations.is_empty(),
+            "{}: {clean_violations:?}",
+            wl.name
+        );
+        let t = std::time::Instant::now();
+        let mut wl_violating = 0;
+        for op in 0..n {
+            for seed in 0..seeds {
+                let seed = seed * 7919 + op;
+                let (result, sim, _) = run_prune(&wl, seed, Some(op));
+                let mut v = Vec::new();
+                match result {
+                    Err(e) if !sim.crashed() => v.push(format!("failed without a crash: {e}")),
+                    Ok(_) => v.push("the crash point was never reached".to_owned()),
+                    Err(_) => {}
+                }
+                v.extend(after_crash(&sim, &wl, &kept, seed));
+                cases += 1;
+                if !v.is_empty() {
+                    wl_violating += 1;
+                    all.extend(
+                        v.into_iter()
+                            .map(|v| format!("{} op {op} seed {seed}: {v}", wl.name)),
+                    );
+                }
+            }
+        }
+        violating += wl_violating;
+        eprintln!(
+            "compaction crashes, {}: {n} operations x {seeds} seeds = {} crashes, {wl_violating} with violations, {:.1}s; the prune keeps {} points, drops {} segments",
+            wl.name,
+            n * seeds,
+            t.elapsed().as_secs_f64(),
+            kept.len(),
+            c.segments_dropped.len()
+        );
+    }
+    eprintln!(
+        "compaction crashes: {cases} crashes over 3 workloads, {violating} with violations, {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        all.is_empty(),
+        "{} violations, first ones: {:#?}",
+        all.len(),
+        &all[..all.len().min(10)]
+    );
+}

@@ -1,0 +1,438 @@
+//! Source images for `disk add --from` and `ingest --from`, in whatever format they come.
+//!
+//! The writer reads raw images. A raw image is read as it is; a fixed VHD is read natively, as
+//! its data without the footer; every other format qemu-img reads (qcow2, with its backing
+//! chain; vmdk, vhdx, dynamic VHD, vdi, ...) is checked with `qemu-img check` (every image of
+//! the chain), then converted by `qemu-img convert -O raw` into a sparse temporary file in the
+//! vault directory, read from there and removed.
+//!
+//! The temporary file sits in the vault directory so that it is on the vault's filesystem,
+//! where the disk's base image will go too: the space needed is the image's data (holes stay
+//! holes), next to what the base image then takes. Its name, `.import-*.raw`, is one that no
+//! vault file has and that writer recovery and `verify` pass over; a run killed during the
+//! conversion leaves it behind, and it may be deleted.
+//!
+//! `--format auto` asks qemu-img what the image is (or, without qemu-img, looks for the magic
+//! numbers of the common formats). Like qemu-img's own probing, that trusts the image's first
+//! bytes: for a raw image whose content a guest wrote, pass `--format raw`.
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::ValueEnum;
+use replog_io::{File, Mapped, OpenMode, Storage, WriteAt};
+
+use crate::Failure;
+use crate::export::{qemu_img, vhd};
+
+/// Formats of a source image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceFormat {
+    /// What qemu-img detects (raw without it, unless a known magic number says otherwise).
+    Auto,
+    /// Raw: the image's bytes are the disk's.
+    Raw,
+    /// VHD: fixed natively, dynamic and differencing by qemu-img.
+    Vhd,
+    /// qcow2, by qemu-img.
+    Qcow2,
+    /// VHDX, by qemu-img.
+    Vhdx,
+    /// VMDK, by qemu-img.
+    Vmdk,
+    /// VirtualBox VDI, by qemu-img.
+    Vdi,
+}
+
+/// An opened source image: a raw view of the disk's bytes.
+#[derive(Debug)]
+pub struct Source {
+    /// The disk's bytes, from offset 0 to `len()`.
+    pub file: Arc<dyn File>,
+    /// What the image was read as: `raw`, `vhd`, or the qemu-img format it was converted from.
+    pub format: String,
+    /// The converted copy, removed when the source is dropped.
+    _temp: Option<tempfile::TempPath>,
+}
+
+/// Opens `image` as `format`; a conversion's temporary file goes in `vault`.
+pub fn open(
+    storage: &dyn Storage,
+    image: &Path,
+    format: SourceFormat,
+    vault: &Path,
+) -> Result<Source, Failure> {
+    let file = crate::commands::open_image(storage, image)?;
+    let qemu_format = match format {
+        SourceFormat::Raw => return Ok(native(file, "raw")),
+        SourceFormat::Auto => match detect(&file, image)? {
+            Detected::Raw => return Ok(native(file, "raw")),
+            Detected::FixedVhd(len) => return Ok(native(prefix(file, len), "vhd")),
+            Detected::Qemu(f) => f,
+        },
+        SourceFormat::Vhd => match fixed_vhd(file.as_ref(), image)? {
+            Some(len) => return Ok(native(prefix(file, len), "vhd")),
+            None => "vpc".to_owned(),
+        },
+        SourceFormat::Qcow2 => "qcow2".to_owned(),
+        SourceFormat::Vhdx => "vhdx".to_owned(),
+        SourceFormat::Vmdk => "vmdk".to_owned(),
+        SourceFormat::Vdi => "vdi".to_owned(),
+    };
+    drop(file);
+    convert(storage, image, &qemu_format, vault)
+}
+
+fn native(file: Arc<dyn File>, format: &str) -> Source {
+    Source {
+        file,
+        format: format.to_owned(),
+        _temp: None,
+    }
+}
+
+/// What `--format auto` found.
+enum Detected {
+    Raw,
+    /// A fixed VHD of this many data bytes.
+    FixedVhd(u64),
+    /// A format to convert with qemu-img (its name for it).
+    Qemu(String),
+}
+
+fn detect(file: &Arc<dyn File>, image: &Path) -> Result<Detected, Failure> {
+    let probed = match qemu_img::check() {
+        Ok(()) => {
+            // Detection only reads the header: an image in use is not refused here (a raw one
+            // is then read as before; any other format is opened again with qemu's lock).
+            let info =
+                qemu_img::info(image, None, false, qemu_img::Lock::ForceShare).map_err(|e| {
+                    Failure::new(format!("{}: cannot read the image: {e}", image.display()))
+                })?;
+            info["format"].as_str().map(str::to_owned).ok_or_else(|| {
+                Failure::new(format!(
+                    "{}: qemu-img info names no format: {info}",
+                    image.display()
+                ))
+            })?
+        }
+        Err(why) => match sniff(file.as_ref(), image)? {
+            Some(name) => {
+                return Err(Failure::new(format!(
+                    "{} looks like a {name} image; reading it needs qemu-img (Debian: apt-get install qemu-utils); raw images and fixed VHDs are read natively ({why}); pass --format raw to take its bytes as they are",
+                    image.display()
+                )));
+            }
+            None => "raw".to_owned(),
+        },
+    };
+    if probed != "raw" {
+        return Ok(Detected::Qemu(probed));
+    }
+    Ok(match fixed_vhd(file.as_ref(), image)? {
+        Some(len) => Detected::FixedVhd(len),
+        None => Detected::Raw,
+    })
+}
+
+/// The format whose magic number starts the image, among the common ones qemu-img reads.
+fn sniff(file: &dyn File, image: &Path) -> Result<Option<&'static str>, Failure> {
+    let mut head = [0u8; 72];
+    let n = read_up_to(file, &mut head, 0)
+        .map_err(|e| Failure::new(format!("{}: cannot read byte 0: {e}", image.display())))?;
+    let head = &head[..n];
+    let magics: [(&[u8], &str); 7] = [
+        (b"QFI\xfb", "qcow2"),
+        (b"QED\0", "qed"),
+        (b"KDMV", "vmdk"),
+        (b"COWD", "vmdk"),
+        (b"# Disk DescriptorFile", "vmdk"),
+        (b"vhdxfile", "vhdx"),
+        (b"conectix", "dynamic VHD"),
+    ];
+    if let Some((_, name)) = magics.iter().find(|(m, _)| head.starts_with(m)) {
+        return Ok(Some(name));
+    }
+    // VDI: its signature is a little-endian u32 at byte 64.
+    if head.get(64..68) == Some(&0xbeda_107f_u32.to_le_bytes()) {
+        return Ok(Some("vdi"));
+    }
+    Ok(None)
+}
+
+/// The data bytes of a fixed VHD, when the image ends with a fixed VHD's footer; `None` when it
+/// ends with no VHD footer or with a dynamic disk's.
+fn fixed_vhd(file: &dyn File, image: &Path) -> Result<Option<u64>, Failure> {
+    let fail = |m: String| Failure::new(format!("{}: {m}", image.display()));
+    let len = file
+        .len()
+        .map_err(|e| fail(format!("cannot read the length: {e}")))?;
+    let Some(at) = len.checked_sub(vhd::FOOTER_BYTES as u64) else {
+        return Ok(None);
+    };
+    let mut bytes = [0u8; vhd::FOOTER_BYTES];
+    file.read_exact_at(&mut bytes, at)
+        .map_err(|e| fail(format!("cannot read byte {at}: {e}")))?;
+    let footer = match vhd::decode_footer(&bytes) {
+        Ok(f) => f,
+        Err(vhd::FooterError::NoCookie) => return Ok(None),
+        Err(e) => {
+            return Err(fail(format!(
+                "ends with a damaged VHD footer at byte {at} ({e}); pass --format raw to take its bytes as they are"
+            )));
+        }
+    };
+    if footer.disk_type != vhd::DISK_TYPE_FIXED {
+        return Ok(None);
+    }
+    if footer.current_size > at {
+        return Err(fail(format!(
+            "the VHD footer at byte {at} says the disk is {} bytes, but the file holds only {at}: it is truncated",
+            footer.current_size
+        )));
+    }
+    Ok(Some(footer.current_size))
+}
+
+/// Converts `image` from `format` (qemu-img's name) to a raw temporary file in `vault`.
+fn convert(
+    storage: &dyn Storage,
+    image: &Path,
+    format: &str,
+    vault: &Path,
+) -> Result<Source, Failure> {
+    let shown = if format == "vpc" { "VHD" } else { format };
+    qemu_img::require(
+        &format!("{} is a {shown} image; reading it", image.display()),
+        "raw images and fixed VHDs are read natively",
+    )?;
+    let info = qemu_img::info(image, Some(format), false, qemu_img::Lock::Shared).map_err(|e| {
+        Failure::new(format!(
+            "{}: cannot read it as {shown}: {e}",
+            image.display()
+        ))
+    })?;
+    let chain = qemu_img::info(image, Some(format), true, qemu_img::Lock::Shared).map_err(|e| {
+        Failure::new(match info["backing-filename"].as_str() {
+            Some(backing) => format!(
+                "{}: its backing file {backing:?} cannot be opened: {e}",
+                image.display()
+            ),
+            None => format!("{}: cannot read it as {shown}: {e}", image.display()),
+        })
+    })?;
+    check_chain(image, &chain)?;
+    let temp = tempfile::Builder::new()
+        .prefix(".import-")
+        .suffix(".raw")
+        .tempfile_in(vault)
+        .map_err(|e| {
+            Failure::new(format!(
+                "{}: cannot create a temporary file for the conversion: {e}",
+                vault.display()
+            ))
+        })?
+        .into_temp_path();
+    qemu_img::convert(image, format, &temp, "raw", None, qemu_img::Cache::Unsafe).map_err(|e| {
+        Failure::new(format!(
+            "{}: cannot convert it to raw in {}: {e}",
+            image.display(),
+            temp.display()
+        ))
+    })?;
+    let file = storage.open(&temp, OpenMode::Read).map_err(|e| {
+        Failure::new(format!(
+            "{}: cannot open the converted image: {e}",
+            temp.display()
+        ))
+    })?;
+    Ok(Source {
+        file,
+        format: if format == "vpc" { "vhd" } else { format }.to_owned(),
+        _temp: Some(temp),
+    })
+}
+
+/// Runs `qemu-img check` on every image of the chain (`qemu-img info --backing-chain`), so that
+/// a damaged image is refused rather than read as whatever qemu makes of it (a truncated qcow2,
+/// for one, reads as zeros where its clusters are missing).
+fn check_chain(image: &Path, chain: &serde_json::Value) -> Result<(), Failure> {
+    let links = chain.as_array().map(Vec::as_slice).unwrap_or_default();
+    for link in links {
+        let (Some(file), Some(format)) = (link["filename"].as_str(), link["format"].as_str())
+        else {
+            return Err(Failure::new(format!(
+                "{}: qemu-img info names no file or format in the backing chain: {link}",
+                image.display()
+            )));
+        };
+        qemu_img::check_image(Path::new(file), format).map_err(|e| {
+            let what = if Path::new(file) == image {
+                String::new()
+            } else {
+                format!(" (in its backing file {file})")
+            };
+            Failure::new(format!(
+                "{}: the image is damaged{what}: {e}; it was not read",
+                image.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
+fn read_up_to(file: &dyn File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+fn prefix(inner: Arc<dyn File>, len: u64) -> Arc<dyn File> {
+    Arc::new(Prefix { inner, len })
+}
+
+/// The first `len` bytes of a file, read-only: a fixed VHD's data without its footer.
+#[derive(Debug)]
+struct Prefix {
+    inner: Arc<dyn File>,
+    len: u64,
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "a source image is only read",
+    )
+}
+
+impl File for Prefix {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let left = self.len.saturating_sub(offset);
+        let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+        if n == 0 {
+            return Ok(0);
+        }
+        self.inner.read_at(&mut buf[..n], offset)
+    }
+
+    fn write_batch(&self, _writes: &[WriteAt<'_>], _sync: bool) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.len)
+    }
+
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn allocate(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn zero_range(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn map(&self) -> io::Result<Mapped> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a part of a source image is read, not mapped",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, Arc<dyn File>) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("image");
+        std::fs::write(&path, bytes).expect("the image is written");
+        let storage = replog_io::backend("sync").expect("the sync backend");
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .expect("the image opens");
+        (dir, path, file)
+    }
+
+    #[test]
+    fn sniff_names_the_common_formats_and_nothing_else() {
+        let mut vdi = vec![0u8; 512];
+        vdi[64..68].copy_from_slice(&0xbeda_107f_u32.to_le_bytes());
+        let cases: [(&[u8], Option<&str>); 6] = [
+            (b"QFI\xfb\0\0\0\x03", Some("qcow2")),
+            (b"KDMV\x01\0\0\0", Some("vmdk")),
+            (b"vhdxfile", Some("vhdx")),
+            (b"conectix", Some("dynamic VHD")),
+            (&vdi, Some("vdi")),
+            (b"QFI", None),
+        ];
+        for (bytes, want) in cases {
+            let (_dir, path, file) = file_with(bytes);
+            assert_eq!(sniff(file.as_ref(), &path).expect("readable"), want);
+        }
+        let (_dir, path, file) = file_with(&[0u8; 4096]);
+        assert_eq!(sniff(file.as_ref(), &path).expect("readable"), None);
+    }
+
+    #[test]
+    fn a_fixed_vhd_is_its_data_without_the_footer() {
+        let mut image = vec![0x5au8; 1 << 20];
+        image.extend_from_slice(&vhd::encode_fixed_footer(1 << 20, 0, [1; 16]));
+        let (_dir, path, file) = file_with(&image);
+        let len = fixed_vhd(file.as_ref(), &path)
+            .expect("readable")
+            .expect("a fixed VHD");
+        assert_eq!(len, 1 << 20);
+        let data = prefix(file, len);
+        assert_eq!(data.len().expect("a length"), 1 << 20);
+        let mut tail = [0u8; 16];
+        assert_eq!(data.read_at(&mut tail, (1 << 20) - 8).expect("reads"), 8);
+        assert_eq!(tail[..8], [0x5a; 8]);
+        assert_eq!(data.read_at(&mut tail, 1 << 20).expect("reads"), 0);
+        assert!(data.write_all_at(b"x", 0).is_err(), "the view is read-only");
+    }
+
+    #[test]
+    fn a_damaged_or_truncated_vhd_footer_is_refused_and_no_footer_is_raw() {
+        let footer = vhd::encode_fixed_footer(1 << 20, 0, [1; 16]);
+        let mut damaged = vec![0u8; 4096];
+        let mut bad = footer;
+        bad[40] ^= 1;
+        damaged.extend_from_slice(&bad);
+        let (_dir, path, file) = file_with(&damaged);
+        let err = fixed_vhd(file.as_ref(), &path).expect_err("a damaged footer");
+        assert!(
+            err.message.contains("damaged VHD footer"),
+            "{}",
+            err.message
+        );
+
+        let mut truncated = vec![0u8; 4096];
+        truncated.extend_from_slice(&footer);
+        let (_dir, path, file) = file_with(&truncated);
+        let err = fixed_vhd(file.as_ref(), &path).expect_err("a truncated VHD");
+        assert!(err.message.contains("truncated"), "{}", err.message);
+
+        let (_dir, path, file) = file_with(&[0u8; 100]);
+        assert_eq!(fixed_vhd(file.as_ref(), &path).expect("readable"), None);
+        let (_dir, path, file) = file_with(&[7u8; 8192]);
+        assert_eq!(fixed_vhd(file.as_ref(), &path).expect("readable"), None);
+    }
+}

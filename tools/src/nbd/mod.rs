@@ -1,0 +1,212 @@
+//! `replog serve-nbd`: an NBD server, so hypervisors and disk tools use a vault as a disk.
+//!
+//! Three modes, one export per disk named after it:
+//! - a recovery point, read-only (`--point ID` or `--latest`), held under a lease so compaction
+//!   cannot roll the bases past it while the server runs;
+//! - the same with `--overlay`: writable through a copy-on-write overlay discarded on exit (a
+//!   test failover booted straight from the vault);
+//! - `--capture`: the replica's latest state, writable, every write, trim and write-zeroes
+//!   appended to the journal, flush and FUA durable before the reply; `replog point` takes
+//!   points meanwhile through the control socket.
+//!
+//! The protocol (fixed newstyle, `NBD_OPT_GO`/`INFO`/`LIST`, structured replies, block status
+//! with `base:allocation`) is written here against the protocol document: `proto` holds its
+//! numbers, `wire` and `request` its bytes, `handshake` and `transmission` its two phases,
+//! `server` the connections. Memory: per connection, one buffer of at most one request
+//! (32 MiB) and the reader's caches; per server, the overlay's or the capture's range maps.
+
+mod capture;
+pub mod control;
+mod export;
+mod handshake;
+mod overlay;
+mod point;
+mod proto;
+mod rangemap;
+mod request;
+mod server;
+mod transmission;
+mod wire;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{ArgGroup, Args};
+use replog_io::Storage;
+use replog_reader::{LeaseOptions, PointInfo, Vault};
+use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
+
+use crate::output::human_bytes;
+use crate::{CmdResult, EXIT_OK, Failure};
+use capture::CaptureBackend;
+use control::ControlServer;
+use export::Backend;
+use overlay::OverlayBackend;
+use point::PointBackend;
+use server::{Listener, Waker};
+
+/// Serve a recovery point (read-only, or writable through a discarded overlay), or capture
+/// writes into the journal, over NBD.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["point", "latest", "capture"])))]
+pub struct ServeNbdArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Serve the point with this id.
+    #[arg(long)]
+    pub point: Option<u64>,
+    /// Serve the newest point.
+    #[arg(long)]
+    pub latest: bool,
+    /// Serve the latest state, writable: every write becomes a journal record.
+    #[arg(long, conflicts_with = "overlay")]
+    pub capture: bool,
+    /// Make the point writable with a copy-on-write overlay discarded when the server exits.
+    #[arg(long)]
+    pub overlay: bool,
+    /// Where the overlay's (unlinked, sparse) files go; the system's temporary directory by
+    /// default.
+    #[arg(long, requires = "overlay")]
+    pub overlay_dir: Option<PathBuf>,
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:10809", conflicts_with = "unix")]
+    pub listen: String,
+    /// Listen on this Unix socket instead of TCP.
+    #[arg(long)]
+    pub unix: Option<PathBuf>,
+    /// Clients served at once; more are refused with a message.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_clients: u32,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
+    ignore_sigpipe()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (backend, capture) = open_backend(storage, args)?;
+    let listener = match &args.unix {
+        Some(path) => Listener::unix(path),
+        None => Listener::tcp(&args.listen),
+    }
+    .map_err(Failure::new)?;
+    let control = match &capture {
+        Some(c) => {
+            Some(ControlServer::start(&args.vault, c.clone(), stop.clone()).map_err(Failure::new)?)
+        }
+        None => None,
+    };
+    watch_signals(stop.clone(), listener.waker())?;
+    for e in backend.exports() {
+        println!(
+            "export {}: {} ({} bytes)",
+            e.name,
+            human_bytes(e.size),
+            e.size
+        );
+    }
+    println!("listening on {}", listener.describe());
+    server::serve(&listener, &backend, args.max_clients as usize, &stop);
+    if let Some(c) = control {
+        c.stop();
+    }
+    drop(listener);
+    if let Some(c) = capture {
+        c.close().map_err(|e| Failure::new(e.message))?;
+    }
+    eprintln!("replog: nbd: stopped");
+    Ok(EXIT_OK)
+}
+
+type Opened = (Arc<dyn Backend>, Option<Arc<CaptureBackend>>);
+
+fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened, Failure> {
+    let vault_name = args.vault.display().to_string();
+    if args.capture {
+        let writer = crate::commands::open_writer(storage.clone(), &args.vault)?;
+        let (capture, started) = CaptureBackend::new(storage, &args.vault, writer)
+            .map_err(|e| Failure::new(e.message))?;
+        if let Some(p) = started {
+            eprintln!(
+                "replog: nbd: took point {} (capture start): a disk had no journal record yet",
+                p.point_id
+            );
+        }
+        println!("capturing writes into {vault_name}");
+        let capture = Arc::new(capture);
+        return Ok((capture.clone(), Some(capture)));
+    }
+    let leased = Vault::open_leased(
+        storage,
+        &args.vault,
+        &LeaseOptions::new("nbd-export"),
+        |v: &Vault| choose_point(v, args),
+    )?;
+    if let Some(damage) = leased.vault.damage() {
+        eprintln!("replog: warning: {vault_name}: {damage}; run `replog verify`");
+    }
+    let view = leased.vault.view(&leased.point)?;
+    let p = leased.point.clone();
+    let point = PointBackend::new(view, &p, leased.lease, &vault_name);
+    let mode = if args.overlay {
+        "writable through an overlay discarded on exit"
+    } else {
+        "read-only"
+    };
+    println!("serving point {} of {vault_name}, {mode}", p.point_id);
+    if !args.overlay {
+        return Ok((Arc::new(point), None));
+    }
+    let dir = args.overlay_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let overlay = OverlayBackend::new(point, &dir).map_err(Failure::new)?;
+    Ok((Arc::new(overlay), None))
+}
+
+fn choose_point(v: &Vault, args: &ServeNbdArgs) -> Result<PointInfo, Failure> {
+    let found = match args.point {
+        Some(id) => v.point(id).ok_or_else(|| {
+            Failure::new(format!(
+                "{}: there is no point {id}; `replog points` lists them",
+                args.vault.display()
+            ))
+        })?,
+        None => v.latest_point().ok_or_else(|| {
+            Failure::new(format!(
+                "{}: the vault has no recovery points yet; take one with `replog point`",
+                args.vault.display()
+            ))
+        })?,
+    };
+    Ok(found.clone())
+}
+
+/// `main` restores SIGPIPE's default action so that `replog dump | head` ends quietly; a server
+/// must instead see `EPIPE` when a client vanishes while it writes (writes to a Unix socket
+/// raise SIGPIPE). A handler that only sets a flag nobody reads makes the signal harmless.
+fn ignore_sigpipe() -> Result<(), Failure> {
+    signal_hook::flag::register(SIGPIPE, Arc::new(AtomicBool::new(false)))
+        .map(drop)
+        .map_err(|e| Failure::new(format!("cannot handle SIGPIPE: {e}")))
+}
+
+/// On the first SIGINT or SIGTERM, sets `stop` and wakes the accept loop; a second one, while
+/// the server is still stopping, ends the process at once with exit code 1 (like `kill -9`:
+/// writes acknowledged but not flushed may be lost).
+fn watch_signals(stop: Arc<AtomicBool>, waker: Waker) -> Result<(), Failure> {
+    let failed = |e: std::io::Error| Failure::new(format!("cannot handle SIGINT and SIGTERM: {e}"));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .map_err(failed)?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(failed)?;
+    std::thread::Builder::new()
+        .name("nbd-signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                stop.store(true, Ordering::SeqCst);
+                waker.wake();
+            }
+        })
+        .map(drop)
+        .map_err(|e| Failure::new(format!("cannot start the signal thread: {e}")))
+}
