@@ -164,3 +164,49 @@ fn a_damaged_checkpoint_is_passed_over_and_verify_names_it() {
         assert!(verify(b.storage.as_ref(), &dir).is_intact());
     }
 }
+
+/// A compaction after checkpoints were written: views from a checkpoint whose pieces now lie
+/// partly in the new base read exactly, and maintenance removes checkpoints below the base.
+#[test]
+fn checkpoints_stay_exact_across_a_compaction() {
+    for b in backends(10).into_iter().filter(|b| b.name != "uring") {
+        let dir = b.root.join("vault");
+        let model = workload(&b.storage, &dir, 13);
+        let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+        let ends = vault.sealed_segment_ends();
+        for &lsn in &ends {
+            checkpoint::write(&vault, lsn).unwrap();
+        }
+        let kept = vault.points().len() / 3;
+        drop(vault);
+        let mut w = Writer::open(b.storage.clone(), &dir).unwrap();
+        let report = w
+            .prune(&replog_writer::PruneOptions {
+                keep_last: Some(kept),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(report.compaction.is_some(), "{}: {report:?}", b.name);
+        w.close().unwrap();
+        let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+        assert!(vault.base_lsn() > ends[0], "{}", b.name);
+        assert_eq!(vault.points().len(), kept, "{}", b.name);
+        let violations = check_listed_points(&vault, &model);
+        assert!(violations.is_empty(), "{}: {violations:?}", b.name);
+        let newest = vault.view_at_lsn(vault.last_lsn()).unwrap();
+        assert!(newest.checkpoint_lsn().is_some(), "{}", b.name);
+        assert!(verify(b.storage.as_ref(), &dir).is_intact(), "{}", b.name);
+        checkpoint::maintain(&vault, u64::MAX).unwrap();
+        let left = checkpoints(b.storage.as_ref(), &dir);
+        let base = vault.base_lsn();
+        for name in &left {
+            let lsn = layout::parse_checkpoint_file_name(name).unwrap();
+            assert!(
+                lsn >= base,
+                "{}: {name} is below the base LSN {base}",
+                b.name
+            );
+        }
+        assert!(left.len() < ends.len(), "{}: {left:?}", b.name);
+    }
+}
