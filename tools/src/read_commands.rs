@@ -213,7 +213,23 @@ pub fn dump(
 
 pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
     let started = Instant::now();
+    // A lease on the oldest point keeps a concurrent prune from moving the base or deleting the
+    // files being checked. Best effort: a vault too damaged to open is still verified.
+    let lease = Vault::open_leased(
+        storage.clone(),
+        vault,
+        &replog_reader::LeaseOptions::new("verify"),
+        |v| {
+            v.points().first().cloned().ok_or_else(|| {
+                replog_reader::ReadError::new(
+                    replog_reader::ReadErrorKind::InvalidRequest,
+                    "no point to lease",
+                )
+            })
+        },
+    );
     let report = replog_reader::verify(storage.as_ref(), vault);
+    drop(lease);
     let intact = report.is_intact();
     if json {
         let findings: Vec<Value> = report
