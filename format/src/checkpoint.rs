@@ -294,9 +294,10 @@ pub fn decode_disk_unit(bytes: &[u8]) -> Result<DiskUnit, DecodeError> {
 }
 
 /// Decodes one 64-byte piece unit and checks what it can alone: known kind, zero reserved
-/// bytes, a non-empty range that stays inside its record, and a record that lies at or before
-/// the checkpoint's `lsn` and `last_segment_id`. Order and disk bounds are the caller's, which
-/// sees the neighbours and the disk.
+/// bytes, a non-empty range that stays inside its record, a record that starts at or after
+/// disk byte 0 (`data_offset <= start`, so `start - data_offset` is the record's disk offset),
+/// and a record that lies at or before the checkpoint's `lsn` and `last_segment_id`. Order and
+/// disk bounds are the caller's, which sees the neighbours and the disk.
 pub fn decode_piece_unit(
     bytes: &[u8],
     header: &CheckpointHeader,
@@ -356,12 +357,22 @@ pub fn decode_piece_unit(
                     format!("{stored_len} payload bytes for {length} logical bytes"),
                 );
             }
-            if u64::from(data_offset) + len > u64::from(length) {
+            // `len` is any u64 short of overflowing `start`, so the sum is checked.
+            if u64::from(data_offset)
+                .checked_add(len)
+                .is_none_or(|end| end > u64::from(length))
+            {
+                return bad(
+                    20,
+                    format!("{len} bytes from byte {data_offset} of a record of {length} bytes"),
+                );
+            }
+            if u64::from(data_offset) > start {
                 return bad(
                     20,
                     format!(
-                        "bytes {data_offset}..{} of a record of {length} bytes",
-                        u64::from(data_offset) + len
+                        "a piece at disk byte {start} reads from byte {data_offset} of its record, \
+                         which would start before the disk"
                     ),
                 );
             }
@@ -490,5 +501,48 @@ mod tests {
             assert!(decode_piece_unit(&bad, &h).is_err(), "change at byte {at}");
         }
         assert!(decode_piece_unit(&good[..63], &h).is_err());
+    }
+
+    /// Found by the `checkpoint` fuzz target: a record piece whose `data_offset` exceeded its
+    /// `start` decoded, and the reader, which takes `start - data_offset` as the record's disk
+    /// offset, underflowed (a panic with overflow checks, a wrapped offset and a failed read
+    /// instead of a passed-over checkpoint without them). Kept as
+    /// `fuzz/corpus/checkpoint/regression-record-before-disk-start` too.
+    #[test]
+    fn a_piece_whose_record_would_start_before_the_disk_is_refused() {
+        let h = header();
+        let mut piece = record_piece();
+        let PieceSource::Record(r) = &mut piece.source else {
+            unreachable!("a record piece")
+        };
+        r.data_offset = 10;
+        piece.start = 9;
+        let mut bytes = Vec::new();
+        piece.encode(&mut bytes);
+        let e = decode_piece_unit(&bytes, &h).unwrap_err();
+        assert_eq!((e.kind, e.offset), (DecodeErrorKind::BadField, 20));
+        piece.start = 10;
+        bytes.clear();
+        piece.encode(&mut bytes);
+        assert_eq!(decode_piece_unit(&bytes, &h).unwrap(), piece);
+    }
+
+    /// Found reading the check above, next to that finding: a piece length near 2^64 with a
+    /// non-zero `data_offset` overflowed the check that the range stays inside its record (a
+    /// panic with overflow checks, an accepted piece without them).
+    #[test]
+    fn a_piece_length_near_2_to_the_64_is_refused_without_overflow() {
+        let h = header();
+        let mut piece = record_piece();
+        piece.start = 0;
+        piece.len = u64::MAX;
+        if let PieceSource::Record(r) = &mut piece.source {
+            r.data_offset = 0;
+        }
+        let mut bytes = Vec::new();
+        piece.encode(&mut bytes);
+        bytes[20..24].copy_from_slice(&1u32.to_le_bytes());
+        let e = decode_piece_unit(&bytes, &h).unwrap_err();
+        assert_eq!((e.kind, e.offset), (DecodeErrorKind::BadField, 20));
     }
 }

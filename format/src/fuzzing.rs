@@ -15,13 +15,22 @@
 //!
 //! Structures whose checksum is seeded are decoded with [`seed`], the seed of [`VAULT_ID`];
 //! segment scans expect segment [`SEGMENT_ID`] of that vault. Nothing here does I/O.
+//!
+//! The lifecycle section of a version 2 manifest has no target of its own: it is only ever
+//! decoded as the tail of a manifest body, so the [`manifest`] oracle reaches it.
 
 use crate::base::{
     BASE_HEADER_BYTES, BaseHeader, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES, decode_table_page,
     encode_table_page,
 };
+use crate::checkpoint::{
+    CHECKPOINT_HEADER_BYTES, CheckpointHeader, CheckpointPiece, DiskUnit, PieceSource, UNIT_BYTES,
+    decode_disk_unit, decode_piece_unit,
+};
 use crate::digest::{DIGEST_HEADER_BYTES, DigestHeader};
 use crate::header::{VAULT_HEADER_BYTES, VaultHeader};
+use crate::lease::{LEASE_FIXED_BYTES, LeaseRecord};
+use crate::limits::RECORD_DATA_BYTES_MAX;
 use crate::manifest::{MANIFEST_HEADER_BYTES, Manifest};
 use crate::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use crate::segment::{
@@ -469,5 +478,184 @@ fn segment_scan_as_is(data: &[u8]) {
                 "scan: sealed with non-zero bytes after the trailer"
             );
         }
+    }
+}
+
+/// A whole checkpoint index file, `index/<lsn>.idx`, walked as a reader walks it:
+/// [`CheckpointHeader::decode`] on the header page, then for each of its `disk_count` disks
+/// [`decode_disk_unit`] on the disk's unit and [`decode_piece_unit`] on each of its pieces, up
+/// to the first unit that fails or the end of the units the header counts. Every header and
+/// unit that decodes must round-trip, and every piece must keep the promises readers rely on
+/// (see [`check_piece`]). When the whole file decodes (every unit the header counts is used,
+/// nothing follows them, and the body CRC holds), header and units encode back to the file.
+///
+/// The checksum fix-up also sets `unit_count` to the whole units present, so that the fuzzer
+/// reaches the body without having to keep the header in step with the length it gives.
+pub fn checkpoint(data: &[u8]) {
+    with_fixed_checksums(data, fix_checkpoint, checkpoint_as_is);
+}
+
+/// Sets the header's unit count to the whole units after the page, then recomputes the body
+/// CRC and the page CRC.
+fn fix_checkpoint(bytes: &mut [u8]) {
+    let seed = seed();
+    let Some((page, body)) = bytes.split_at_mut_checked(CHECKPOINT_HEADER_BYTES) else {
+        return;
+    };
+    let unit_count = (body.len() / UNIT_BYTES) as u64;
+    page[56..64].copy_from_slice(&unit_count.to_le_bytes());
+    page[64..68].copy_from_slice(&crc32_seeded(seed, &[body]).to_le_bytes());
+    fix_page(page, CHECKPOINT_HEADER_BYTES, seed);
+}
+
+fn checkpoint_as_is(data: &[u8]) {
+    let seed = seed();
+    let page = data.get(..CHECKPOINT_HEADER_BYTES).unwrap_or(data);
+    let Ok(header) = CheckpointHeader::decode(page, seed) else {
+        return;
+    };
+    round_trip(
+        "checkpoint header",
+        page,
+        &header,
+        |h| h.encode(seed),
+        |b| CheckpointHeader::decode(b, seed),
+    );
+    let body = &data[CHECKPOINT_HEADER_BYTES..];
+    let Some(disks) = checkpoint_body(&header, body) else {
+        return;
+    };
+    assert_eq!(
+        header.file_bytes(),
+        Some(data.len() as u64),
+        "checkpoint: a whole file that is not as long as its header says"
+    );
+    let mut again = header.encode(seed);
+    for (disk, pieces) in &disks {
+        disk.encode(&mut again);
+        for piece in pieces {
+            piece.encode(&mut again);
+        }
+    }
+    assert!(
+        again == data,
+        "checkpoint: re-encoding the whole file changed the bytes"
+    );
+}
+
+/// A disk unit of a checkpoint and its pieces.
+type CheckpointDisk = (DiskUnit, Vec<CheckpointPiece>);
+
+/// Walks the body of a checkpoint whose header is `header`, round-tripping every unit that
+/// decodes. Returns the disks when the whole body decodes; memory is bounded by the bytes
+/// present, whatever the counts say.
+fn checkpoint_body(header: &CheckpointHeader, body: &[u8]) -> Option<Vec<CheckpointDisk>> {
+    let counted = usize::try_from(header.unit_count).unwrap_or(usize::MAX);
+    let mut units = body.chunks_exact(UNIT_BYTES).take(counted);
+    let mut disks = Vec::new();
+    let mut used = 0usize;
+    for _ in 0..header.disk_count {
+        let unit = units.next()?;
+        let disk = decode_disk_unit(unit).ok()?;
+        round_trip(
+            "checkpoint disk unit",
+            unit,
+            &disk,
+            |d| encoded(|out| d.encode(out)),
+            decode_disk_unit,
+        );
+        let mut pieces = Vec::new();
+        for _ in 0..disk.piece_count {
+            let unit = units.next()?;
+            let piece = decode_piece_unit(unit, header).ok()?;
+            check_piece(header, &piece);
+            round_trip(
+                "checkpoint piece unit",
+                unit,
+                &piece,
+                |p| encoded(|out| p.encode(out)),
+                |b| decode_piece_unit(b, header),
+            );
+            pieces.push(piece);
+        }
+        used += 1 + pieces.len();
+        disks.push((disk, pieces));
+    }
+    let whole = used as u64 == header.unit_count
+        && body.len() == used * UNIT_BYTES
+        && crc32_seeded(seed(), &[body]) == header.body_crc;
+    whole.then_some(disks)
+}
+
+/// The bytes an appending encoder writes into an empty buffer.
+fn encoded(encode: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(UNIT_BYTES);
+    encode(&mut out);
+    out
+}
+
+/// Asserts what [`decode_piece_unit`] promises of a piece it accepts. Readers rely on it
+/// without checking again: they compute the piece's end `start + len`, the disk offset of the
+/// record it reads, `start - data_offset`, and read `len` bytes from `data_offset` of the
+/// record's logical data.
+fn check_piece(header: &CheckpointHeader, piece: &CheckpointPiece) {
+    assert!(
+        piece.len >= 1 && piece.start.checked_add(piece.len).is_some(),
+        "checkpoint piece: accepted {piece:?}, an empty range or one past 2^64"
+    );
+    let PieceSource::Record(r) = piece.source else {
+        return;
+    };
+    let data_end = u64::from(r.data_offset).checked_add(piece.len);
+    assert!(
+        (1..=RECORD_DATA_BYTES_MAX).contains(&u64::from(r.length))
+            && (1..=r.length).contains(&r.stored_len)
+            && data_end.is_some_and(|end| end <= u64::from(r.length)),
+        "checkpoint piece: accepted {piece:?}, a range outside its record"
+    );
+    assert!(
+        u64::from(r.data_offset) <= piece.start,
+        "checkpoint piece: accepted {piece:?}, whose record would start before disk byte 0"
+    );
+    assert!(
+        (1..=header.lsn).contains(&r.lsn) && r.segment_id <= header.last_segment_id,
+        "checkpoint piece: accepted {piece:?}, a record after the checkpoint {header:?}"
+    );
+}
+
+/// A whole lease file, `leases/<name>.lease`: [`LeaseRecord::decode`].
+///
+/// The checksum fix-up also sets `detail_len` to the bytes between the fixed part and the CRC,
+/// so that the fuzzer reaches the fields behind the length check.
+pub fn lease(data: &[u8]) {
+    with_fixed_checksums(data, fix_lease, lease_as_is);
+}
+
+/// Sets the detail length to the bytes present (when it fits its field), then recomputes the
+/// CRC over every byte before the last four.
+fn fix_lease(bytes: &mut [u8]) {
+    let Some(body) = bytes.len().checked_sub(4) else {
+        return;
+    };
+    if body < LEASE_FIXED_BYTES {
+        return;
+    }
+    if let Ok(detail_len) = u16::try_from(body - LEASE_FIXED_BYTES) {
+        bytes[70..72].copy_from_slice(&detail_len.to_le_bytes());
+    }
+    let crc = crc32_seeded(seed(), &[&bytes[..body]]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn lease_as_is(data: &[u8]) {
+    let seed = seed();
+    if let Ok(l) = LeaseRecord::decode(data, seed) {
+        round_trip(
+            "lease",
+            data,
+            &l,
+            |l| l.encode(seed),
+            |b| LeaseRecord::decode(b, seed),
+        );
     }
 }

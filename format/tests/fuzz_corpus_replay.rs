@@ -8,9 +8,17 @@
 //! rewrites them after a format change.
 
 use replog_format::base::{BaseHeader, ChunkSum, TABLE_ENTRIES_PER_PAGE, encode_table_page};
+use replog_format::checkpoint::{
+    CHECKPOINT_HEADER_BYTES, CheckpointHeader, CheckpointPiece, DiskUnit, PieceSource, RecordPiece,
+    UNIT_BYTES, decode_disk_unit, decode_piece_unit,
+};
 use replog_format::digest::DigestHeader;
 use replog_format::fuzzing;
 use replog_format::header::{Compression, VaultHeader};
+use replog_format::lease::LeaseRecord;
+use replog_format::lifecycle::{
+    Lifecycle, MigrationDisk, MigrationPhase, MigrationRecord, RetentionPolicy,
+};
 use replog_format::magic::FormatVersion;
 use replog_format::manifest::{DiskEntry, Manifest, PointRef, SealedInfo, SegmentEntry};
 use replog_format::record::{FLAG_LZ4, PointKind, PointPayload, RecordHeader, RecordKind};
@@ -32,6 +40,8 @@ const TARGETS: &[(&str, Oracle)] = &[
     ("base_table_page", fuzzing::base_table_page),
     ("digest_header", fuzzing::digest_header),
     ("segment_scan", fuzzing::segment_scan),
+    ("checkpoint", fuzzing::checkpoint),
+    ("lease", fuzzing::lease),
 ];
 
 /// Largest seed file, so the corpora stay small enough to commit.
@@ -147,8 +157,40 @@ fn decodes(target: &str, bytes: &[u8]) -> bool {
         "segment_scan" => {
             replog_format::segment::scan(bytes, &fuzzing::expect(), |_, _| {}).is_ok()
         }
+        "checkpoint" => checkpoint_decodes(bytes),
+        "lease" => LeaseRecord::decode(bytes, seed).is_ok(),
         _ => panic!("unknown target {target}"),
     }
+}
+
+/// Whether `bytes` is a whole checkpoint: its header, then every disk unit and its pieces,
+/// exactly the units the header counts, and a body that matches its CRC.
+fn checkpoint_decodes(bytes: &[u8]) -> bool {
+    let seed = fuzzing::seed();
+    let Some((page, body)) = bytes.split_at_checked(CHECKPOINT_HEADER_BYTES) else {
+        return false;
+    };
+    let Ok(header) = CheckpointHeader::decode(page, seed) else {
+        return false;
+    };
+    if header.file_bytes() != Some(bytes.len() as u64)
+        || replog_format::crc32_seeded(seed, &[body]) != header.body_crc
+    {
+        return false;
+    }
+    let mut units = body.chunks_exact(UNIT_BYTES);
+    for _ in 0..header.disk_count {
+        let Some(Ok(disk)) = units.next().map(decode_disk_unit) else {
+            return false;
+        };
+        for _ in 0..disk.piece_count {
+            let piece = units.next().map(|u| decode_piece_unit(u, &header));
+            if !matches!(piece, Some(Ok(_))) {
+                return false;
+            }
+        }
+    }
+    units.next().is_none()
 }
 
 /// Every seed file: (target, file name, bytes). All valid encodings of the fuzzing vault.
@@ -227,6 +269,53 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         manifest(Vec::new(), Vec::new(), Vec::new()).encode(),
     );
     add("manifest", "two-disks", sample_manifest().encode());
+    for (name, lifecycle) in [
+        ("v2-lifecycle", complete_lifecycle()),
+        ("v2-migration-started", started_migration()),
+    ] {
+        let m = Manifest {
+            lifecycle,
+            ..sample_manifest()
+        };
+        assert_eq!(m.version(), 2);
+        add("manifest", name, m.encode());
+    }
+
+    let checkpoint_lsn = sealed.next_lsn() - 1;
+    add(
+        "checkpoint",
+        "no-disks",
+        checkpoint_file(checkpoint_lsn, &[]),
+    );
+    let disks = sample_checkpoint_disks(&sealed);
+    add(
+        "checkpoint",
+        "three-disks",
+        checkpoint_file(checkpoint_lsn, &disks),
+    );
+
+    for (name, persistent, purpose, detail) in [
+        ("failover", false, "failover", ""),
+        (
+            "test-failover",
+            true,
+            "test-failover",
+            "/srv/replog/test-failover",
+        ),
+    ] {
+        let l = LeaseRecord {
+            vault_id: fuzzing::VAULT_ID,
+            persistent,
+            point_id: 3,
+            lsn: 3,
+            snapshot_base_lsn: 0,
+            time_unix_ns: 1_700_000_000_000_000_000,
+            pid: 4242,
+            purpose: purpose.into(),
+            detail: detail.into(),
+        };
+        add("lease", name, l.encode(seed));
+    }
 
     for (name, disk_bytes, block_bytes) in
         [("small", 10 * 65536 + 100, 65536), ("empty-disk", 0, 4096)]
@@ -266,6 +355,127 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add("digest_header", name, h.encode(seed));
     }
     out
+}
+
+/// A lifecycle section with every part: a policy, pins, retired points and a completed
+/// migration of two disks.
+fn complete_lifecycle() -> Lifecycle {
+    Lifecycle {
+        retention: Some(RetentionPolicy {
+            window_s: 72 * 3600,
+            recent_s: 2 * 3600,
+            thin_s: 3600,
+            app_window_s: 7 * 24 * 3600,
+            app_thin_s: 24 * 3600,
+        }),
+        pins: vec![1, 9],
+        retired: vec![2, 4, 5],
+        migration: Some(MigrationRecord {
+            phase: MigrationPhase::Complete,
+            point_id: 1,
+            lsn: 10,
+            started_unix_ns: 1_700_000_000_000_000_000,
+            finished_unix_ns: 1_700_000_600_000_000_000,
+            out_dir: "/srv/migrated".into(),
+            disks: vec![
+                MigrationDisk {
+                    disk_id: 1,
+                    size_bytes: 1 << 30,
+                    xxh3: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+                },
+                MigrationDisk {
+                    disk_id: 2,
+                    size_bytes: 4096,
+                    xxh3: 0xfedc_ba98_7654_3210_8899_aabb_ccdd_eeff,
+                },
+            ],
+        }),
+    }
+}
+
+/// A lifecycle section with only a migration that has just started: no disk recorded yet, no
+/// finish time.
+fn started_migration() -> Lifecycle {
+    Lifecycle {
+        migration: Some(MigrationRecord {
+            phase: MigrationPhase::Started,
+            point_id: 1,
+            lsn: 10,
+            started_unix_ns: 1_700_000_000_000_000_000,
+            finished_unix_ns: 0,
+            out_dir: "/srv/migrating".into(),
+            disks: Vec::new(),
+        }),
+        ..Lifecycle::default()
+    }
+}
+
+/// The maps of a checkpoint at the end of the sealed `segment`: disk 1 reads parts of its two
+/// write records, disk 2 a zero range, disk 3 only its base.
+fn sample_checkpoint_disks(segment: &SegmentImage) -> Vec<(DiskUnit, Vec<CheckpointPiece>)> {
+    let writes: Vec<RecordHeader> = segment
+        .headers
+        .iter()
+        .filter(|h| h.kind == RecordKind::Write)
+        .copied()
+        .collect();
+    let piece = |h: &RecordHeader, data_offset: u32, len: u64| CheckpointPiece {
+        start: h.disk_offset + u64::from(data_offset),
+        len,
+        source: PieceSource::Record(RecordPiece {
+            segment_id: h.segment_id,
+            record_offset: h.segment_offset,
+            lsn: h.lsn,
+            length: h.length as u32,
+            stored_len: h.stored_len,
+            record_crc: h.crc,
+            flags: h.flags,
+            data_offset,
+        }),
+    };
+    let disk = |disk_id, piece_count| DiskUnit {
+        disk_id,
+        disk_bytes: 1 << 20,
+        piece_count,
+    };
+    vec![
+        (
+            disk(1, 2),
+            vec![piece(&writes[0], 0, 512), piece(&writes[1], 1024, 3072)],
+        ),
+        (
+            disk(2, 1),
+            vec![CheckpointPiece {
+                start: 4096,
+                len: 65536,
+                source: PieceSource::Zero,
+            }],
+        ),
+        (disk(3, 0), Vec::new()),
+    ]
+}
+
+/// A checkpoint file of the fuzzing vault at the end of segment 1.
+fn checkpoint_file(lsn: u64, disks: &[(DiskUnit, Vec<CheckpointPiece>)]) -> Vec<u8> {
+    let seed = fuzzing::seed();
+    let mut body = Vec::new();
+    for (disk, pieces) in disks {
+        disk.encode(&mut body);
+        for piece in pieces {
+            piece.encode(&mut body);
+        }
+    }
+    let header = CheckpointHeader {
+        vault_id: fuzzing::VAULT_ID,
+        lsn,
+        last_segment_id: 1,
+        disk_count: disks.len() as u32,
+        unit_count: (body.len() / UNIT_BYTES) as u64,
+        body_crc: replog_format::crc32_seeded(seed, &[&body]),
+    };
+    let mut file = header.encode(seed);
+    file.extend_from_slice(&body);
+    file
 }
 
 fn manifest(disks: Vec<DiskEntry>, segments: Vec<SegmentEntry>, points: Vec<PointRef>) -> Manifest {
