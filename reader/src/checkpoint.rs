@@ -518,9 +518,24 @@ impl UnitWriter<'_> {
     }
 }
 
-/// Writes a checkpoint at the end of the newest sealed segment if at least `every_lsns` LSNs
-/// were sealed since the newest checkpoint (or the base), and removes checkpoints the base has
-/// passed. Cheap when there is nothing to do: it lists `index/` and reads nothing else.
+/// The units of the body of checkpoint `lsn`, from its header; 0 if it has none or it does not
+/// read (the next checkpoint then replaces it).
+fn units_of(inner: &VaultInner, lsn: u64) -> u64 {
+    let path = layout::checkpoint_path(&inner.dir, lsn);
+    let mut page = vec![0u8; CHECKPOINT_HEADER_BYTES];
+    inner
+        .storage
+        .open(&path, OpenMode::Read)
+        .and_then(|f| f.read_exact_at(&mut page, 0))
+        .ok()
+        .and_then(|()| CheckpointHeader::decode(&page, inner.seed).ok())
+        .map_or(0, |h| h.unit_count)
+}
+
+/// Writes a checkpoint at the end of the newest sealed segment if, since the newest checkpoint
+/// (or the base), at least `every_lsns` LSNs were sealed and at least as many as that
+/// checkpoint holds pieces; removes checkpoints the base has passed. Cheap when there is
+/// nothing to do: it lists `index/` and reads one header page.
 /// Returns the checkpoint written, if any.
 pub fn maintain(vault: &Vault, every_lsns: u64) -> Result<Option<CheckpointInfo>> {
     let inner = &vault.inner;
@@ -543,7 +558,11 @@ pub fn maintain(vault: &Vault, every_lsns: u64) -> Result<Option<CheckpointInfo>
         .filter(|&l| l >= base_lsn && l <= newest)
         .max()
         .unwrap_or(base_lsn);
-    if newest - since < every_lsns || on_disk.binary_search(&newest).is_ok() {
+    // A checkpoint costs in proportion to the pieces it holds: spacing them at least that many
+    // LSNs apart keeps the index writes a bounded fraction of the journal's, however
+    // fragmented the disks are, while a view still replays at most that many records.
+    let spacing = every_lsns.max(units_of(inner, since));
+    if newest - since < spacing || on_disk.binary_search(&newest).is_ok() {
         return Ok(None);
     }
     write(vault, newest).map(Some)

@@ -82,13 +82,26 @@ pub fn resolve(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
     Ok(EXIT_OK)
 }
 
-/// `replog checkpoint`: writes a checkpoint index at the end of the newest sealed segment now.
-pub fn checkpoint(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
+/// `replog checkpoint`: writes a checkpoint index now, at the end of the newest sealed segment
+/// that ends at or before `at_lsn` (the newest sealed segment without it).
+pub fn checkpoint(
+    storage: Arc<dyn Storage>,
+    vault: &Path,
+    at_lsn: Option<u64>,
+    json: bool,
+) -> CmdResult {
     let v = Vault::open(storage, vault)?;
-    let Some(&lsn) = v.sealed_segment_ends().last() else {
+    let ends = v.sealed_segment_ends();
+    let Some(lsn) = ends
+        .iter()
+        .copied()
+        .filter(|&e| at_lsn.is_none_or(|at| e <= at))
+        .max()
+    else {
         return Err(Failure::new(format!(
-            "{}: no sealed journal segment yet; nothing to index",
-            vault.display()
+            "{}: no sealed journal segment ends{} at or after the base; nothing to index",
+            vault.display(),
+            at_lsn.map_or(String::new(), |at| format!(" at or before LSN {at}"))
         )));
     };
     let started = Instant::now();

@@ -138,6 +138,9 @@ pub enum Command {
     Checkpoint {
         /// The vault directory.
         vault: PathBuf,
+        /// Index the newest sealed segment that ends at or before this LSN instead.
+        #[arg(long)]
+        at_lsn: Option<u64>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,

@@ -74,9 +74,11 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command) -> CmdResult {
         Command::CompleteMigration(args) => crate::lifecycle_commands::complete(storage, &args),
         Command::ServeNbd(args) => crate::nbd::run(storage, &args),
         Command::Demo { dir } => crate::demo::run(storage, dir),
-        Command::Checkpoint { vault, json } => {
-            crate::bench_resolve::checkpoint(storage, &vault, json)
-        }
+        Command::Checkpoint {
+            vault,
+            at_lsn,
+            json,
+        } => crate::bench_resolve::checkpoint(storage, &vault, at_lsn, json),
         Command::Bench(BenchCommand::Resolve { vault, json }) => {
             crate::bench_resolve::resolve(storage, &vault, json)
         }
