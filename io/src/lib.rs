@@ -6,17 +6,28 @@
 //! - [`sim`]: an in-memory simulator that counts operations, crashes at any of them (dropping,
 //!   keeping or tearing unsynced writes), and injects I/O errors, for tests.
 //!
+//! Writers that want to frame the next buffer while the disk writes the last one use a write
+//! pipe ([`pipe`]): owned, aligned buffers ([`IoBuf`]) submitted asynchronously, returned in
+//! order, with group-committed data syncs and optional direct I/O.
+//!
 //! The trait speaks `std::io::Error`; callers add the path and offset. `unsafe` in this crate
-//! lives only in `uring` (submission queue entries) and in the mapping of files (`Mapped`).
+//! lives only in `uring` (submission queue entries), in the mapping of files (`Mapped`), in the
+//! `fallocate`, `copy_file_range`, `sync_file_range` and `statx` calls.
 
 use std::fmt::Debug;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod buf;
+mod direct;
+pub mod pipe;
 pub mod sim;
 pub mod sync;
 pub mod uring;
+
+pub use buf::IoBuf;
+pub use pipe::{Completion, DirectAlignment, OpenedPipe, PipeOptions, WritePipe, open_pipe};
 
 /// How a file is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +155,14 @@ pub trait File: Send + Sync + Debug {
             }
         }
         copy_through_buffer(src, src_offset, self, offset, len)
+    }
+
+    /// Opens this backend's own write pipe onto the file (see [`pipe`]), which was opened from
+    /// `path` (so that it can be opened again with `O_DIRECT`). `None` where the backend has
+    /// none: [`open_pipe`] then writes through a [`pipe::SyncPipe`] over the file.
+    fn open_pipe(&self, path: &Path, options: PipeOptions) -> io::Result<Option<OpenedPipe>> {
+        let _ = (path, options);
+        Ok(None)
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.

@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use self::fault::{Fault, FaultError, FaultOp};
+pub use self::file::SIM_DIRECT_ALIGNMENT;
 use self::file::SimFile;
 use self::state::State;
 use self::tree::{Node, View, components, errno};

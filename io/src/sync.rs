@@ -11,6 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::pipe::{OpenedPipe, PipeOptions, ThreadPipe};
 use crate::{BackendKind, File, Mapped, OpenMode, Storage, WriteAt};
 
 /// The zero-writing fallback of [`File::zero_range`] writes this much per call.
@@ -280,6 +281,14 @@ impl File for SyncFile {
         // which lie past the mapped range and do not touch it.
         let map = unsafe { memmap2::Mmap::map(&self.file)? };
         Ok(Mapped::Mmap(map))
+    }
+
+    fn open_pipe(&self, path: &Path, options: PipeOptions) -> io::Result<Option<OpenedPipe>> {
+        let (fd, direct, note) = crate::direct::pipe_descriptor(self, path, options)?;
+        Ok(Some(OpenedPipe {
+            pipe: Box::new(ThreadPipe::new(fd, direct)?),
+            note,
+        }))
     }
 }
 

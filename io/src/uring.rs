@@ -14,6 +14,8 @@
 //! submission the kernel took has completed and the ring holding the rest has been closed.
 
 mod batch;
+mod pipe;
+mod pipe_state;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -24,6 +26,7 @@ use std::time::Duration;
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 
 use self::batch::{BatchState, Op};
+use crate::pipe::{OpenedPipe, PipeOptions};
 use crate::sync::{SyncFile, SyncStorage};
 use crate::{BackendKind, File, Mapped, OpenMode, Storage, WriteAt};
 
@@ -333,5 +336,13 @@ impl File for UringFile {
 
     fn map(&self) -> io::Result<Mapped> {
         self.file.map()
+    }
+
+    fn open_pipe(&self, path: &Path, options: PipeOptions) -> io::Result<Option<OpenedPipe>> {
+        let (fd, direct, note) = crate::direct::pipe_descriptor(&self.file, path, options)?;
+        Ok(Some(OpenedPipe {
+            pipe: Box::new(pipe::UringPipe::new(fd, direct)?),
+            note,
+        }))
     }
 }

@@ -3,7 +3,13 @@
 //!
 //! The payload comes from a pool filled before the clock starts (random bytes, zeros, or the
 //! start of a file), so the figures measure replog, not the data generator.
+//!
+//! The writer's pipeline is configurable (`--in-flight`, `--buffer`, `--direct true|false`,
+//! `--preallocate true|false`, `--batch`), and `--points-in-flight K` takes points with `point_async`, waiting only
+//! when more than K are pending, so that group commit shows: a point's latency is then from its
+//! request until the writer first reports it durable.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use replog_io::Storage;
-use replog_writer::{Compression, PointKind, VaultSettings, Writer};
+use replog_writer::{Compression, PointKind, PointTicket, VaultSettings, Writer, WriterOptions};
 use serde_json::json;
 
 use crate::output::{human_bytes, print_json};
@@ -31,7 +37,26 @@ pub struct WriteBench {
     pub disk_bytes: Option<u64>,
     pub compression: Compression,
     pub data: DataSource,
+    pub options: WriterOptions,
+    pub points_in_flight: usize,
+    pub batch: usize,
     pub json: bool,
+}
+
+/// The writer options `bench write` was asked for; unset ones keep the writer's defaults.
+pub fn writer_options(
+    in_flight: usize,
+    buffer_bytes: u64,
+    direct: Option<bool>,
+    preallocate: Option<bool>,
+) -> WriterOptions {
+    let defaults = WriterOptions::default();
+    WriterOptions {
+        buffers_in_flight: in_flight,
+        buffer_bytes: usize::try_from(buffer_bytes).unwrap_or(usize::MAX),
+        direct: direct.unwrap_or(defaults.direct),
+        preallocate: preallocate.unwrap_or(defaults.preallocate),
+    }
 }
 
 /// Where the payload comes from.
@@ -101,6 +126,7 @@ fn open_or_create(
         Some(d) => d,
         None => w.add_disk("bench", disk_bytes)?,
     };
+    w.set_options(b.options)?;
     if disk.disk_bytes < b.block_bytes {
         return Err(Failure::new(format!(
             "disk bench is smaller than one block of {} bytes",
@@ -127,9 +153,10 @@ pub fn write(storage: Arc<dyn Storage>, b: &WriteBench) -> CmdResult {
     let blocks_on_disk = disk_bytes / b.block_bytes;
     let writes = b.total_bytes / b.block_bytes;
     let mut rng = SmallRng::seed_from_u64(11);
-    let mut latencies = Vec::new();
+    let mut points = Points::default();
     let mut since_point = 0;
     let started = Instant::now();
+    let mut batch: Vec<(u64, &[u8])> = Vec::with_capacity(b.batch.max(1));
     for i in 0..writes {
         let offset = if b.random {
             rng.gen_range(0..blocks_on_disk)
@@ -137,22 +164,33 @@ pub fn write(storage: Arc<dyn Storage>, b: &WriteBench) -> CmdResult {
             i % blocks_on_disk
         } * b.block_bytes;
         let at = (i as usize * block) % (data.len() - block + 1);
-        w.write(disk_id, offset, &data[at..at + block])?;
+        batch.push((offset, &data[at..at + block]));
         since_point += b.block_bytes;
-        if since_point >= b.point_every_bytes {
-            let t = Instant::now();
-            w.point(PointKind::CrashConsistent, "")?;
-            latencies.push(t.elapsed());
+        let point_due = since_point >= b.point_every_bytes;
+        if batch.len() >= b.batch.max(1) || point_due || i + 1 == writes {
+            match batch[..] {
+                [(offset, one)] => w.write(disk_id, offset, one)?,
+                _ => w.write_many(disk_id, &batch)?,
+            };
+            batch.clear();
+        }
+        if point_due {
+            points.take(&mut w, b.points_in_flight)?;
             since_point = 0;
         }
+        points.collect(&mut w, false)?;
     }
+    points.collect(&mut w, true)?;
+    let io_note = w.io_note().map(str::to_owned);
     w.close()?;
     let seconds = started.elapsed().as_secs_f64();
+    let mut latencies = points.latencies;
     latencies.sort_unstable();
     let bytes = writes * b.block_bytes;
     let (mb_per_s, iops) = (bytes as f64 / seconds / 1e6, writes as f64 / seconds);
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     let peak = peak_rss_bytes();
+    let o = b.options;
     if b.json {
         print_json(&json!({
             "backend": backend,
@@ -167,6 +205,13 @@ pub fn write(storage: Arc<dyn Storage>, b: &WriteBench) -> CmdResult {
             "point_latency_us_p50": p50,
             "point_latency_us_p99": p99,
             "peak_rss_bytes": peak,
+            "buffers_in_flight": o.buffers_in_flight,
+            "buffer_bytes": o.buffer_bytes,
+            "direct": o.direct && io_note.is_none(),
+            "io_note": io_note,
+            "preallocate": o.preallocate,
+            "points_in_flight": b.points_in_flight,
+            "batch": b.batch,
         }));
     } else {
         println!(
@@ -179,6 +224,50 @@ pub fn write(storage: Arc<dyn Storage>, b: &WriteBench) -> CmdResult {
             p99,
             human_bytes(peak)
         );
+        if let Some(note) = &io_note {
+            println!("note: {note}");
+        }
     }
     Ok(EXIT_OK)
+}
+
+/// Points requested and not yet seen durable, and the latencies of those that were.
+#[derive(Default)]
+struct Points {
+    pending: VecDeque<(PointTicket, Instant)>,
+    latencies: Vec<Duration>,
+}
+
+impl Points {
+    /// Takes a point: waits for it when `in_flight` is 0, otherwise requests it and waits only
+    /// for the oldest ones beyond `in_flight`.
+    fn take(&mut self, w: &mut Writer, in_flight: usize) -> Result<(), Failure> {
+        let t = Instant::now();
+        if in_flight == 0 {
+            w.point(PointKind::CrashConsistent, "")?;
+            self.latencies.push(t.elapsed());
+            return Ok(());
+        }
+        self.pending
+            .push_back((w.point_async(PointKind::CrashConsistent, "")?, t));
+        while self.pending.len() > in_flight {
+            let (ticket, t) = self.pending.pop_front().expect("more than zero");
+            w.wait_point(ticket)?;
+            self.latencies.push(t.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Records the pending points that are durable; with `wait`, waits for all of them.
+    fn collect(&mut self, w: &mut Writer, wait: bool) -> Result<(), Failure> {
+        while let Some((ticket, _)) = self.pending.front() {
+            if !wait && !w.point_is_durable(ticket)? {
+                break;
+            }
+            let (ticket, t) = self.pending.pop_front().expect("checked");
+            w.wait_point(ticket)?;
+            self.latencies.push(t.elapsed());
+        }
+        Ok(())
+    }
 }

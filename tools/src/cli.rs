@@ -220,6 +220,28 @@ pub enum BenchCommand {
         /// Payload: random, zero, or a file whose first 16 MiB are cycled.
         #[arg(long, default_value = "random")]
         data: String,
+        /// Staging buffers handed to the disk at once (memory: this + 1 buffers).
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+        /// Size of each staging buffer.
+        #[arg(long, default_value = "8MiB", value_parser = parse_bytes)]
+        buffer: u64,
+        /// Write the journal with O_DIRECT: true or false (default false; falls back with a
+        /// note where the filesystem refuses it).
+        #[arg(long)]
+        direct: Option<bool>,
+        /// Reserve each segment's space when it is created, when writing through the page
+        /// cache: true or false (default true).
+        #[arg(long)]
+        preallocate: Option<bool>,
+        /// Take points without waiting, waiting only when more than this many are pending
+        /// (0: every point waits; group commit shows with more).
+        #[arg(long, default_value_t = 0)]
+        points_in_flight: usize,
+        /// Hand this many writes to the writer at once (`write_many`: compression and checksums
+        /// in parallel).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,

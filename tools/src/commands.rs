@@ -91,6 +91,12 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command) -> CmdResult {
             disk_size,
             compression,
             data,
+            in_flight,
+            buffer,
+            direct,
+            preallocate,
+            points_in_flight,
+            batch,
             json,
         }) => {
             let data = match data.as_str() {
@@ -107,6 +113,9 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command) -> CmdResult {
                 disk_bytes: disk_size,
                 compression: compression_of(compression),
                 data,
+                options: crate::bench::writer_options(in_flight, buffer, direct, preallocate),
+                points_in_flight,
+                batch,
                 json,
             };
             crate::bench::write(storage, &b)

@@ -7,6 +7,7 @@
 //! does not match the disk, or when a record newer than the cache touched it. Changed runs of
 //! zero blocks become zero records; other changed runs become write records.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -18,6 +19,7 @@ use replog_format::segment::{self, Expect, FooterIndex};
 use replog_io::{File, OpenMode};
 
 use crate::base::{WINDOW_BYTES, block_facts};
+use crate::batch::NewRecord;
 use crate::digest::{DigestReader, DigestWriter};
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::writer::{Writer, encode_payload};
@@ -185,32 +187,34 @@ impl Writer {
                     .map(move |s| (s, (s + piece_blocks).min(r.end), r.zero))
             })
             .collect();
-        let encoded: Vec<_> = pieces
+        let records: Vec<NewRecord<'_>> = pieces
             .par_iter()
             .map(|&(s, e, zero)| {
                 let data = &buf[s * block..(e * block).min(buf.len())];
-                let payload = if zero {
-                    None
+                let disk_offset = at + (s * block) as u64;
+                let (kind, payload, flags) = if zero {
+                    (RecordKind::Zero, Cow::Borrowed(&[][..]), 0)
                 } else {
-                    Some(encode_payload(compression, data))
+                    let (payload, flags) = encode_payload(compression, data);
+                    (RecordKind::Write, payload, flags)
                 };
-                (s, data.len(), payload)
+                NewRecord {
+                    kind,
+                    flags,
+                    disk_id,
+                    disk_offset,
+                    length: data.len() as u64,
+                    payload,
+                }
             })
             .collect();
-        for (s, len, payload) in encoded {
-            let offset = at + (s * block) as u64;
-            match payload {
-                None => {
-                    self.zero(disk_id, offset, len as u64)?;
-                }
-                Some((bytes, flags)) => {
-                    self.append_data(disk_id, offset, len as u64, flags, &bytes)?;
-                    stats.bytes_stored += bytes.len() as u64;
-                }
-            }
+        for r in &records {
+            stats.bytes_stored += r.payload.len() as u64;
             stats.records += 1;
-            stats.bytes_changed += len as u64;
+            stats.bytes_changed += r.length;
         }
+        // Framed and checksummed in parallel, in order.
+        self.append_many(&records)?;
         Ok(())
     }
 

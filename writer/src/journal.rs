@@ -21,12 +21,14 @@ use replog_format::segment::{
 use replog_io::{File, OpenMode, WriteAt};
 
 use crate::error::{Result, WriteError, WriteErrorKind};
+use crate::pipeline::Stage;
 use crate::writer::Writer;
 
-/// Staged bytes that trigger a flush (written, not synced) of the staging buffer.
+/// Staged bytes that trigger handing the staging buffer to the disk (written, not synced), by
+/// default (see `WriterOptions::buffer_bytes`).
 pub const FLUSH_BYTES: usize = 8 << 20;
-/// Size of each write submitted for a flush, so several are in flight at once.
-const WRITE_CHUNK_BYTES: usize = 1 << 20;
+/// Space reserved at a time ahead of the journal's end when preallocating.
+pub const RESERVE_STEP_BYTES: u64 = 64 << 20;
 
 /// The segment records are appended to.
 #[derive(Debug)]
@@ -35,12 +37,14 @@ pub(crate) struct ActiveSegment {
     pub(crate) first_lsn: u64,
     pub(crate) path: PathBuf,
     pub(crate) file: Arc<dyn File>,
-    /// Bytes handed to the file: the offset where `pending` starts.
+    /// Bytes handed to the file (maybe still being written): the offset where the staged
+    /// bytes start.
     pub(crate) written: u64,
     /// Bytes known durable.
     pub(crate) synced: u64,
-    /// Framed records not yet handed to the file.
-    pub(crate) pending: Vec<u8>,
+    /// Framed records not yet handed to the file, the buffers in flight and the write pipe
+    /// (see `pipeline`).
+    pub(crate) pending: Stage,
     /// Index of every write and zero record, for the footer.
     pub(crate) extents: Vec<ExtentEntry>,
     /// Index of every point, for the footer and the manifest.
@@ -55,18 +59,37 @@ impl ActiveSegment {
         self.written + self.pending.len() as u64
     }
 
-    fn record_count(&self) -> u32 {
+    pub(crate) fn record_count(&self) -> u32 {
         (self.extents.len() + self.points.len()) as u32
     }
 
     /// Whether a record of `total` bytes must go to a new segment.
-    fn is_full_for(&self, total: u64, segment_bytes: u64) -> bool {
-        let any = self.record_count() > 0;
-        let worst_footer = (FOOTER_POINT_FIXED_BYTES + LABEL_BYTES_MAX) as u64;
-        any && (self.end() + total > segment_bytes
-            || self.record_count() + 1 >= SEGMENT_RECORDS_MAX
-            || self.footer_bytes + worst_footer > FOOTER_BYTES_MAX)
+    pub(crate) fn is_full_for(&self, total: u64, segment_bytes: u64) -> bool {
+        full_after(
+            self.end(),
+            self.record_count(),
+            self.footer_bytes,
+            total,
+            segment_bytes,
+        )
     }
+}
+
+/// Whether a segment ending at `end` with `records` records and a footer of `footer_bytes` has
+/// no room for one more record of `total` bytes (a first record always fits): past the segment
+/// size, the record limit, or a footer that could not take one more point.
+pub(crate) fn full_after(
+    end: u64,
+    records: u32,
+    footer_bytes: u64,
+    total: u64,
+    segment_bytes: u64,
+) -> bool {
+    let worst_footer = (FOOTER_POINT_FIXED_BYTES + LABEL_BYTES_MAX) as u64;
+    records > 0
+        && (end + total > segment_bytes
+            || records + 1 >= SEGMENT_RECORDS_MAX
+            || footer_bytes + worst_footer > FOOTER_BYTES_MAX)
 }
 
 impl Writer {
@@ -84,8 +107,9 @@ impl Writer {
         h.segment_offset = seg.end();
         h.synced_upto = seg.synced;
         let head = h.seal(self.seed, payload);
-        seg.pending.extend_from_slice(&head);
-        seg.pending.extend_from_slice(payload);
+        let staged = seg.stage(&[&head, payload]);
+        self.poison_on(staged, "reading back the journal's last block")?;
+        let seg = &mut self.active;
         match h.kind {
             RecordKind::Write | RecordKind::Zero => {
                 seg.extents.push(ExtentEntry::from_header(&h));
@@ -94,45 +118,67 @@ impl Writer {
             RecordKind::Point | RecordKind::Footer => {}
         }
         self.next_lsn += 1;
-        if self.active.pending.len() >= FLUSH_BYTES {
+        if self.active.staged() >= self.active.pending.options.buffer_bytes {
             self.flush(false)?;
         }
         Ok(h.lsn)
     }
 
-    /// Hands the staged bytes to the file; with `sync`, makes everything written durable.
-    /// Any failure poisons the writer.
+    /// Hands the staged bytes to the file; with `sync`, waits until everything handed over is
+    /// durable. Without, returns once the bytes are handed over (a buffer in flight may still
+    /// fail, which poisons the writer at a later call). Any failure poisons the writer.
     pub(crate) fn flush(&mut self, sync: bool) -> Result<()> {
         self.check_poison()?;
-        let seg = &mut self.active;
-        if seg.pending.is_empty() && (!sync || seg.synced == seg.written) {
+        let seg = &self.active;
+        if seg.staged() == 0 && (!sync || (seg.synced == seg.written && seg.pending.idle())) {
+            if sync {
+                self.active.pending.durable_lsn = self.next_lsn - 1;
+            }
             return Ok(());
         }
-        let writes: Vec<WriteAt<'_>> = seg
-            .pending
-            .chunks(WRITE_CHUNK_BYTES)
-            .enumerate()
-            .map(|(i, data)| WriteAt {
-                offset: seg.written + (i * WRITE_CHUNK_BYTES) as u64,
-                data,
-            })
-            .collect();
-        let result = seg.file.write_batch(&writes, sync);
-        if let Err(e) = result {
-            let what = if sync {
-                "writing and syncing the journal"
-            } else {
-                "writing the journal"
-            };
-            let err = WriteError::io(&seg.path, Some(seg.written), what, e);
-            self.poisoned = Some(err.message().to_owned());
-            return Err(err);
-        }
-        seg.written += seg.pending.len() as u64;
-        seg.pending.clear();
+        self.reserve_ahead()?;
+        let last_lsn = self.next_lsn - 1;
+        let (what, r) = if sync {
+            let r = self
+                .active
+                .hand_over(true, last_lsn)
+                .and_then(|()| self.active.collect(true));
+            ("writing and syncing the journal", r)
+        } else {
+            (
+                "writing the journal",
+                self.active.hand_over(false, last_lsn),
+            )
+        };
+        self.poison_on(r, what)?;
         if sync {
-            seg.synced = seg.written;
+            assert_eq!(
+                self.active.synced, self.active.written,
+                "a completed sync covers everything handed over"
+            );
+            self.active.pending.durable_lsn = self.next_lsn - 1;
         }
+        Ok(())
+    }
+
+    /// Through the page cache, reserves the segment's space ahead of what is about to be
+    /// written, [`RESERVE_STEP_BYTES`] at a time (up to the segment size), so the filesystem
+    /// does not allocate blocks write by write (measured: sequential ingest through the page
+    /// cache about 15% faster; with direct I/O, converting reserved extents measured slower, so
+    /// it is skipped). Stepping bounds what an idle open segment holds unused. A filesystem
+    /// without the call is skipped by the backend; a full disk is an error, as a write would be.
+    fn reserve_ahead(&mut self) -> Result<()> {
+        let segment_bytes = self.header.segment_bytes;
+        let seg = &mut self.active;
+        let end = seg.end();
+        if !seg.pending.preallocates() || end <= seg.pending.reserved {
+            return Ok(());
+        }
+        let from = seg.pending.reserved.max(seg.written);
+        let to = (end + RESERVE_STEP_BYTES).min(segment_bytes).max(end);
+        let r = seg.file.allocate(from, to - from);
+        self.poison_on(r, "reserving the segment's space")?;
+        self.active.pending.reserved = to;
         Ok(())
     }
 
@@ -173,9 +219,8 @@ impl Writer {
             record_count,
             footer_crc: h.crc,
         };
-        seg.pending.extend_from_slice(&head);
-        seg.pending.extend_from_slice(&footer);
-        seg.pending.extend_from_slice(&trailer.encode(self.seed));
+        let staged = seg.stage(&[&head, &footer, &trailer.encode(self.seed)]);
+        self.poison_on(staged, "reading back the journal's last block")?;
         self.flush(true)?;
         let sealed = SealedInfo {
             last_lsn,
@@ -207,7 +252,7 @@ impl Writer {
         points: Vec<PointEntry>,
     ) -> Result<()> {
         let old_id = self.active.id;
-        let next = create_segment(self, old_id + 1, sealed.last_lsn + 1)?;
+        let mut next = create_segment(self, old_id + 1, sealed.last_lsn + 1)?;
         let mut manifest = self.manifest.clone();
         let last = manifest
             .segments
@@ -232,6 +277,7 @@ impl Writer {
         manifest.generation += 1;
         crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest)?;
         self.manifest = manifest;
+        next.pending = self.active.pending.carry_over();
         self.active = next;
         Ok(())
     }
@@ -284,7 +330,7 @@ pub(crate) fn create_segment(w: &Writer, id: u64, first_lsn: u64) -> Result<Acti
         file,
         written: bytes.len() as u64,
         synced: bytes.len() as u64,
-        pending: Vec::with_capacity(FLUSH_BYTES + (1 << 20)),
+        pending: Stage::default(),
         extents: Vec::new(),
         points: Vec::new(),
         footer_bytes: 8,

@@ -13,6 +13,9 @@
 //!   durable: the segment was written and data-synced after the last byte of the marker, and
 //!   every file created on the way (a new segment, the manifest) was synced along with its
 //!   directory. An acknowledged point is never lost and always reads back byte-exact.
+//! - [`Writer::point_async`] frames a point and hands it to the disk without waiting; the point
+//!   is acknowledged only when [`Writer::wait_point`] returns it, with the same guarantee.
+//!   Points requested while a sync runs share the next one (group commit).
 //! - If a write or sync fails, the writer is poisoned: nothing more is acknowledged, every call
 //!   returns [`WriteErrorKind::Poisoned`], and the vault must be reopened, which recovers the
 //!   durable state. A retried sync is never taken as proof (the kernel may have dropped the
@@ -21,11 +24,14 @@
 //!   that no later record vouches for is copied to `quarantine/` and cut; damage before the tail
 //!   is an error naming the file and offset, never a silent truncation.
 //!
-//! Memory is bounded by the staging buffer and the index of the open segment (at most
+//! Memory is bounded by the staging buffers ([`WriterOptions`]: by default five of about 9 MiB,
+//! one being filled and four in flight) and the index of the open segment (at most
 //! `SEGMENT_RECORDS_MAX` entries), whatever the disk and journal sizes.
 
 mod base;
+mod batch;
 mod compact;
+mod compress;
 mod digest;
 mod error;
 mod ingest;
@@ -33,17 +39,20 @@ mod journal;
 mod lock;
 mod manifest_io;
 mod migration;
+mod pipeline;
 mod recover;
 mod retention;
 mod writer;
 
 pub use compact::{CompactReport, LeaseOutcome, LeaseWait};
+pub use compress::{encode_payload, probe_compresses};
 pub use error::{Result, WriteError, WriteErrorKind};
 pub use ingest::IngestStats;
 pub use journal::FLUSH_BYTES;
 pub use migration::{
     MigratedDisk, MigrationOptions, MigrationReport, complete_migration, migration_plan,
 };
+pub use pipeline::{BUFFER_BYTES_MIN, PointTicket, WriterOptions};
 pub use replog_format::header::Compression;
 pub use replog_format::lifecycle::{
     MigrationDisk, MigrationPhase, MigrationRecord, RetentionPolicy,

@@ -12,7 +12,7 @@ use replog_format::limits::{
 };
 use replog_format::magic::FormatVersion;
 use replog_format::manifest::{DiskEntry, Manifest, SegmentEntry, valid_disk_name};
-use replog_format::record::{FLAG_LZ4, PointKind, PointPayload, RecordHeader, RecordKind};
+use replog_format::record::{PointKind, PointPayload, RecordHeader, RecordKind};
 use replog_format::segment::{FOOTER_POINT_FIXED_BYTES, PointEntry};
 use replog_format::{VaultId, vault_seed};
 use replog_io::{File, OpenMode, Storage, WriteAt};
@@ -207,7 +207,7 @@ impl Writer {
             file: Arc::new(Closed),
             written: 0,
             synced: 0,
-            pending: Vec::new(),
+            pending: Default::default(),
             extents: Vec::new(),
             points: Vec::new(),
             footer_bytes: 8,
@@ -401,7 +401,7 @@ impl Writer {
         })
     }
 
-    fn check_range(&self, disk_id: u32, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn check_range(&self, disk_id: u32, offset: u64, len: u64) -> Result<()> {
         self.check_not_migrated()?;
         let disk = self
             .manifest
@@ -485,6 +485,13 @@ impl Writer {
     /// Takes a recovery point over every disk. Returns only when the point and everything
     /// before it are durable.
     pub fn point(&mut self, kind: PointKind, label: &str) -> Result<PointInfo> {
+        let info = self.frame_point(kind, label)?;
+        self.flush(true)?;
+        Ok(info)
+    }
+
+    /// Frames a point's marker and indexes it; durable only once a sync covers it.
+    pub(crate) fn frame_point(&mut self, kind: PointKind, label: &str) -> Result<PointInfo> {
         self.check_poison()?;
         self.check_not_migrated()?;
         if label.len() > LABEL_BYTES_MAX {
@@ -517,7 +524,6 @@ impl Writer {
             point: point.clone(),
         });
         self.next_point_id += 1;
-        self.flush(true)?;
         Ok(point_info(lsn, &point))
     }
 
@@ -566,15 +572,10 @@ pub(crate) fn point_info(lsn: u64, p: &PointPayload) -> PointInfo {
 }
 
 /// The payload to store for `data`: LZ4 when compression is on and saves at least 1/8,
-/// otherwise the bytes as they are. Pure, so callers can run it in parallel.
+/// otherwise the bytes as they are (see `compress` for the probe that keeps a failed attempt
+/// cheap). Pure, so callers can run it in parallel.
 pub fn encode_payload(compression: Compression, data: &[u8]) -> (std::borrow::Cow<'_, [u8]>, u8) {
-    if compression == Compression::Lz4 && data.len() >= 512 {
-        let packed = lz4_flex::block::compress(data);
-        if !packed.is_empty() && packed.len() <= data.len() - data.len() / 8 {
-            return (std::borrow::Cow::Owned(packed), FLAG_LZ4);
-        }
-    }
-    (std::borrow::Cow::Borrowed(data), 0)
+    crate::compress::encode_payload(compression, data)
 }
 
 /// Stands in for the active segment before recovery has opened the real one.

@@ -13,6 +13,7 @@ use super::fault::{FaultError, FaultOp};
 use super::state::State;
 use super::tree::{Id, Inode, errno, to_usize};
 use super::{FILE_BYTES_MAX, lock};
+use crate::pipe::{DirectAlignment, OpenedPipe, PipeOptions, SyncPipe};
 use crate::{File, Mapped, WriteAt};
 
 /// An open simulated file.
@@ -167,4 +168,35 @@ impl File for SimFile {
         let mut state = self.state()?;
         Ok(Mapped::Owned(self.inode(&mut state).live.clone()))
     }
+
+    /// Direct I/O is emulated: the pipe writes through this file like any other, each piece
+    /// and sync one counted operation, and refuses submissions that are not aligned to
+    /// [`SIM_DIRECT_ALIGNMENT`], as a real file opened with `O_DIRECT` would. So crash tests
+    /// exercise the padded, rewritten tail blocks of direct writes.
+    fn open_pipe(
+        &self,
+        _path: &std::path::Path,
+        options: PipeOptions,
+    ) -> io::Result<Option<OpenedPipe>> {
+        if !options.direct {
+            return Ok(None);
+        }
+        let twin = SimFile {
+            state: Arc::clone(&self.state),
+            inode: self.inode,
+            path: self.path.clone(),
+            writable: self.writable,
+            epoch: self.epoch,
+        };
+        Ok(Some(OpenedPipe {
+            pipe: Box::new(SyncPipe::new(Arc::new(twin), Some(SIM_DIRECT_ALIGNMENT))),
+            note: None,
+        }))
+    }
 }
+
+/// The alignment the simulator's emulated direct I/O requires: one sector.
+pub const SIM_DIRECT_ALIGNMENT: DirectAlignment = DirectAlignment {
+    memory_bytes: 512,
+    offset_bytes: 512,
+};

@@ -1,0 +1,387 @@
+//! The ingest pipeline of the open segment: records are framed into one staging buffer while
+//! up to [`WriterOptions::buffers_in_flight`] earlier buffers are being written by the backend's
+//! write pipe (`replog_io::pipe`), and data syncs are group-committed.
+//!
+//! Invariants (on top of `journal`'s):
+//! - The staging buffer holds the file's bytes `[base, base + buf.len())`; its first `head`
+//!   bytes were framed before and already handed over (or were read back from the file), so
+//!   `ActiveSegment::written == base + head` and `end() == written + staged()`.
+//! - Buffered I/O: `head` is always 0 and every buffer goes out whole.
+//! - Direct I/O (alignment `A`): `base` is a multiple of `A`. A buffer handed over without a
+//!   sync goes out up to its last whole block; the partial block stays as the next buffer's
+//!   head. A buffer handed over with a sync goes out padded with zeros to a whole block, and
+//!   its partial block is rewritten, with the same bytes followed by new records, by the next
+//!   buffer. The zeros read as a clean end of the journal (recovery rule A) and the rewritten
+//!   bytes are identical, so a torn rewrite leaves each byte old or new, both valid; the pipe
+//!   never lets the rewrite race the write it replaces.
+//! - Completions come back in order. `synced` and `durable_lsn` advance only on a successful
+//!   completion that asked for a sync: every byte before its end is then durable.
+//! - Memory: at most `buffers_in_flight + 1` buffers of `buffer_bytes` plus 1 MiB and two
+//!   blocks (and growth for a record larger than what is left), whatever the size of the
+//!   journal: about 45 MiB with the defaults.
+
+use std::collections::VecDeque;
+use std::io;
+
+use replog_format::record::PointKind;
+use replog_io::{IoBuf, PipeOptions, WritePipe, open_pipe};
+
+use crate::error::{Result, WriteError};
+use crate::journal::{ActiveSegment, FLUSH_BYTES};
+use crate::writer::{PointInfo, Writer};
+
+/// The smallest staging buffer [`WriterOptions::buffer_bytes`] accepts.
+pub const BUFFER_BYTES_MIN: usize = 16 << 10;
+
+/// How the writer moves bytes to the disk. Not part of the vault: each writer chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Staging buffers handed to the disk and not yet written back, at most (at least 1).
+    /// Memory is about `(buffers_in_flight + 1) * (buffer_bytes + 1 MiB)`.
+    pub buffers_in_flight: usize,
+    /// Staged bytes at which a buffer is handed to the disk (at least [`BUFFER_BYTES_MIN`]).
+    pub buffer_bytes: usize,
+    /// Write the journal with `O_DIRECT` where the filesystem allows it (falls back to the
+    /// page cache with a note, see [`Writer::io_note`]). Off by default: the file then ends
+    /// exactly at its last record, as tools that look at segment files expect; on, a point's
+    /// sync finds its data already on the disk and ingest does not evict the page cache, at the
+    /// price of a zero-padded last block.
+    pub direct: bool,
+    /// Reserve each new segment's space on the disk (`fallocate` keeping the size) when it is
+    /// created, when writing through the page cache. Never with direct I/O, where converting
+    /// the reserved extents on every write measured slower than allocating.
+    pub preallocate: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            buffers_in_flight: 4,
+            buffer_bytes: FLUSH_BYTES,
+            direct: false,
+            preallocate: true,
+        }
+    }
+}
+
+/// A buffer handed to the pipe.
+#[derive(Debug)]
+struct Inflight {
+    ticket: u64,
+    /// The segment offset where its new bytes end.
+    end: u64,
+    sync: bool,
+    /// The LSN of the last record in it (or before it).
+    last_lsn: u64,
+}
+
+/// The staging side of the open segment; see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct Stage {
+    pub(crate) options: WriterOptions,
+    buf: IoBuf,
+    base: u64,
+    head: usize,
+    free: Vec<IoBuf>,
+    buffers_made: usize,
+    pipe: Option<Box<dyn WritePipe>>,
+    /// Direct-I/O alignment, 1 when writing through the page cache.
+    align: u64,
+    inflight: VecDeque<Inflight>,
+    /// Every record up to this LSN is durable.
+    pub(crate) durable_lsn: u64,
+    /// Why direct I/O is not used although asked for.
+    pub(crate) note: Option<String>,
+    /// The segment's space is reserved up to here (see `Writer::reserve_ahead`).
+    pub(crate) reserved: u64,
+}
+
+impl WriterOptions {
+    /// Capacity of each staging buffer: a flush's worth, most records that may start just
+    /// below it, and a block of head and one of padding.
+    fn capacity_bytes(&self) -> usize {
+        self.buffer_bytes + (1 << 20) + 2 * 4096
+    }
+}
+
+impl Stage {
+    /// Whether new segments should be preallocated: asked for, and not written directly (the
+    /// last pipe wrote directly, or, before any, direct I/O is asked for).
+    pub(crate) fn preallocates(&self) -> bool {
+        let direct = match self.pipe {
+            Some(_) => self.align > 1,
+            None => self.options.direct,
+        };
+        self.options.preallocate && !direct
+    }
+
+    /// Bytes framed and not yet handed over.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// Whether nothing handed over is still unreported.
+    pub(crate) fn idle(&self) -> bool {
+        self.inflight.is_empty()
+    }
+
+    /// The stage for the next segment: the options, the buffers and the durable LSN carry
+    /// over; the pipe (of the old file) is closed. Call only when nothing is in flight.
+    pub(crate) fn carry_over(&mut self) -> Stage {
+        assert!(
+            self.idle(),
+            "a segment is left only once everything is written"
+        );
+        let mut old = std::mem::take(self);
+        let mut free = std::mem::take(&mut old.free);
+        if old.buf.capacity() > 0 {
+            free.push(std::mem::take(&mut old.buf));
+        }
+        Stage {
+            options: old.options,
+            free,
+            buffers_made: old.buffers_made,
+            durable_lsn: old.durable_lsn,
+            note: old.note.take(),
+            ..Stage::default()
+        }
+    }
+
+    /// A buffer for framing: a free one, a new one while fewer than the limit exist, or the
+    /// next one the pipe gives back.
+    fn take_buffer(&mut self, seg_synced: &mut u64) -> io::Result<IoBuf> {
+        loop {
+            if let Some(mut b) = self.free.pop() {
+                b.clear();
+                return Ok(b);
+            }
+            if self.buffers_made < self.options.buffers_in_flight.max(1) + 1 {
+                self.buffers_made += 1;
+                return Ok(IoBuf::with_capacity(self.options.capacity_bytes()));
+            }
+            if !self.reap_one(true, seg_synced)? {
+                // Nothing in flight yet every buffer is gone: only after an error dropped one.
+                self.buffers_made -= 1;
+            }
+        }
+    }
+
+    /// Takes the oldest completion (waiting for it with `wait`); `false` if there was none.
+    fn reap_one(&mut self, wait: bool, seg_synced: &mut u64) -> io::Result<bool> {
+        if self.inflight.is_empty() {
+            return Ok(false);
+        }
+        let pipe = self.pipe.as_mut().expect("buffers in flight have a pipe");
+        let Some(c) = pipe.next_completion(wait) else {
+            return Ok(false);
+        };
+        let done = self.inflight.pop_front().expect("checked above");
+        assert_eq!(c.ticket, done.ticket, "the pipe returns tickets in order");
+        self.free.push(c.buf);
+        c.result?;
+        if done.sync {
+            *seg_synced = (*seg_synced).max(done.end);
+            self.durable_lsn = self.durable_lsn.max(done.last_lsn);
+        }
+        Ok(true)
+    }
+}
+
+impl ActiveSegment {
+    /// Bytes framed and not yet handed to the file.
+    pub(crate) fn staged(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Opens the pipe and positions the staging buffer at `written`, reading back the partial
+    /// block a direct write must rewrite.
+    fn bind(&mut self) -> io::Result<()> {
+        if self.pending.pipe.is_some() {
+            return Ok(());
+        }
+        let options = PipeOptions {
+            direct: self.pending.options.direct,
+        };
+        let opened = open_pipe(&self.file, &self.path, options)?;
+        let st = &mut self.pending;
+        st.align = opened.pipe.direct().map_or(1, |a| a.offset_bytes);
+        st.note = opened.note;
+        st.pipe = Some(opened.pipe);
+        st.base = self.written - self.written % st.align;
+        st.head = (self.written - st.base) as usize;
+        if st.buf.capacity() == 0 {
+            st.buf = match st.free.pop() {
+                Some(b) => b,
+                None => {
+                    st.buffers_made += 1;
+                    IoBuf::with_capacity(st.options.capacity_bytes())
+                }
+            };
+        }
+        st.buf.clear();
+        let head = st.buf.extend_uninit(st.head);
+        self.file.read_exact_at(head, st.base)
+    }
+
+    /// Frames bytes (a sealed record header, its payload, a trailer) into the staging buffer.
+    pub(crate) fn stage(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        self.bind()?;
+        let buf = &mut self.pending.buf;
+        for part in parts {
+            buf.extend_from_slice(part);
+        }
+        Ok(())
+    }
+
+    /// Hands the staged bytes to the pipe (padded and with a data sync if `sync`), takes the
+    /// next buffer, and collects the completions that are ready. `last_lsn` is the LSN of the
+    /// last record staged.
+    pub(crate) fn hand_over(&mut self, sync: bool, last_lsn: u64) -> io::Result<()> {
+        self.bind()?;
+        let st = &mut self.pending;
+        let total = st.buf.len();
+        let whole = total - total % st.align as usize;
+        if !sync && whole == 0 {
+            return Ok(());
+        }
+        let mut next = st.take_buffer(&mut self.synced)?;
+        next.extend_from_slice(&st.buf.as_slice()[whole..total]);
+        let mut buf = std::mem::replace(&mut st.buf, next);
+        if sync {
+            buf.pad_to(st.align as usize);
+        } else {
+            buf.truncate(whole);
+        }
+        let pipe = st.pipe.as_mut().expect("bound above");
+        let ticket = pipe.submit(st.base, buf, sync);
+        let end = st.base + total as u64;
+        st.inflight.push_back(Inflight {
+            ticket,
+            end,
+            sync,
+            last_lsn,
+        });
+        st.base += whole as u64;
+        st.head = total - whole;
+        self.written = end;
+        while st.reap_one(false, &mut self.synced)? {}
+        Ok(())
+    }
+
+    /// Collects completions: all of them with `wait`, otherwise those that are ready.
+    pub(crate) fn collect(&mut self, wait: bool) -> io::Result<()> {
+        while self.pending.reap_one(wait, &mut self.synced)? {}
+        Ok(())
+    }
+
+    /// Waits until every buffer handed over is written, then closes the pipe so that the next
+    /// write opens one with the current options. Call only after a sync with nothing staged
+    /// since: the next pipe reads a partial last block back from the file.
+    pub(crate) fn close_pipe(&mut self) -> io::Result<()> {
+        self.collect(true)?;
+        let st = &mut self.pending;
+        st.pipe = None;
+        assert_eq!(st.len(), 0, "a pipe is closed only with nothing staged");
+        st.buf.clear();
+        st.head = 0;
+        Ok(())
+    }
+}
+
+/// A recovery point that was framed and handed to the disk with a sync, not yet known durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "a point is acknowledged only by Writer::wait_point"]
+pub struct PointTicket {
+    info: PointInfo,
+}
+
+impl PointTicket {
+    /// The point as it will be acknowledged.
+    pub fn info(&self) -> &PointInfo {
+        &self.info
+    }
+}
+
+impl Writer {
+    /// Sets how this writer moves bytes to the disk. Waits for every buffer in flight first;
+    /// the next write uses the new options.
+    pub fn set_options(&mut self, options: WriterOptions) -> Result<()> {
+        // Synced, so that a partial block a direct write carried is on the file for the next
+        // pipe to read back.
+        self.flush(true)?;
+        let r = self.active.close_pipe();
+        self.poison_on(r, "writing the journal")?;
+        let st = &mut self.active.pending;
+        if options.buffer_bytes != st.options.buffer_bytes {
+            // Buffers of the old size are let go (none is in flight after the sync above); new
+            // ones are made as needed.
+            st.buffers_made = 0;
+            st.free.clear();
+            st.buf = IoBuf::default();
+        }
+        st.options = WriterOptions {
+            buffers_in_flight: options.buffers_in_flight.max(1),
+            buffer_bytes: options.buffer_bytes.max(BUFFER_BYTES_MIN),
+            ..options
+        };
+        Ok(())
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> WriterOptions {
+        self.active.pending.options
+    }
+
+    /// Why the journal is not written as the options ask (direct I/O refused by the
+    /// filesystem), once the open segment has been written to.
+    pub fn io_note(&self) -> Option<&str> {
+        self.active.pending.note.as_deref()
+    }
+
+    /// Takes a recovery point without waiting for it to be durable: the marker is framed and
+    /// handed to the disk with a data sync, and the caller goes on writing. The point is
+    /// acknowledged only when [`Writer::wait_point`] returns it. Points taken while a sync is
+    /// running share the next one (group commit).
+    pub fn point_async(&mut self, kind: PointKind, label: &str) -> Result<PointTicket> {
+        let info = self.frame_point(kind, label)?;
+        let last = self.last_lsn();
+        let r = self.active.hand_over(true, last);
+        self.poison_on(r, "writing and syncing the journal")?;
+        Ok(PointTicket { info })
+    }
+
+    /// Whether the point of `ticket` is durable already, without waiting.
+    pub fn point_is_durable(&mut self, ticket: &PointTicket) -> Result<bool> {
+        self.check_poison()?;
+        let r = self.active.collect(false);
+        self.poison_on(r, "writing and syncing the journal")?;
+        Ok(self.active.pending.durable_lsn >= ticket.info.lsn)
+    }
+
+    /// Waits until the point of `ticket` and everything before it are durable, and returns
+    /// it: the point is then acknowledged.
+    pub fn wait_point(&mut self, ticket: PointTicket) -> Result<PointInfo> {
+        while self.active.pending.durable_lsn < ticket.info.lsn {
+            self.check_poison()?;
+            if self.active.pending.idle() {
+                // Nothing in flight yet not durable: make everything durable (afterwards
+                // `durable_lsn` is the last LSN).
+                self.flush(true)?;
+                continue;
+            }
+            let r = self.active.pending.reap_one(true, &mut self.active.synced);
+            self.poison_on(r.map(|_| ()), "writing and syncing the journal")?;
+        }
+        Ok(ticket.info)
+    }
+
+    /// Poisons the writer if `r` failed, naming the open segment.
+    pub(crate) fn poison_on(&mut self, r: io::Result<()>, what: &str) -> Result<()> {
+        r.map_err(|e| {
+            let seg = &self.active;
+            let err = WriteError::io(&seg.path, Some(seg.written), what, e);
+            self.poisoned = Some(err.message().to_owned());
+            err
+        })
+    }
+}
