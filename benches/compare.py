@@ -27,10 +27,15 @@ def run(cmd, **kw):
 
 
 def drop(path):
+    """Deletes a contender's files, then lets the disk settle: on a filesystem mounted with
+    `discard`, the deletes turn into discards at the next journal commit, and without the sync and
+    pause they would land in the middle of the next contender's run."""
     if os.path.isdir(path):
         shutil.rmtree(path)
     elif os.path.exists(path):
         os.remove(path)
+    os.sync()
+    time.sleep(2)
 
 
 def fio(work, name, extra):
@@ -78,14 +83,22 @@ def seq_writes(work, reps, total_gib):
     c = {
         "fio": lambda: fio(work, "seq", ["--rw=write", f"--size={total}", "--ioengine=io_uring", "--bs=1m",
                                         "--iodepth=32", "--fdatasync=64"]),
+        "fio --direct=1": lambda: fio(work, "seq", ["--rw=write", f"--size={total}", "--ioengine=io_uring", "--bs=1m",
+                                                    "--iodepth=32", "--fdatasync=64", "--direct=1"]),
         "replog uring": lambda: bench_write(work, "uring", ["--total", total, "--block", "1MiB", "--point-every", "64MiB"]),
+        "replog uring --direct": lambda: bench_write(work, "uring", ["--total", total, "--block", "1MiB", "--point-every", "64MiB",
+                                                                   "--direct", "true"]),
         "replog sync": lambda: bench_write(work, "sync", ["--total", total, "--block", "1MiB", "--point-every", "64MiB"]),
+        "replog uring, 2 points in flight": lambda: bench_write(work, "uring", ["--total", total, "--block", "1MiB", "--point-every", "64MiB",
+                                                                              "--points-in-flight", "2"]),
     }
     r = interleave(reps, c)
     f = med(r["fio"], "mb_per_s")
-    rows = [[k, f"{med(v, 'mb_per_s'):.0f}", f"{med(v, 'mb_per_s') / f:.2f}x"] for k, v in r.items()]
+    fd = med(r["fio --direct=1"], "mb_per_s")
+    rows = [[k, f"{med(v, 'mb_per_s'):.0f}", f"{med(v, 'mb_per_s') / f:.2f}x", f"{med(v, 'mb_per_s') / fd:.2f}x"]
+            for k, v in r.items()]
     table(f"1. Sequential 1 MiB writes, a point every 64 MiB, {total_gib} GiB (median of {reps})",
-          ["contender", "MB/s", "vs fio"], rows)
+          ["contender", "MB/s", "vs fio", "vs fio --direct=1"], rows)
     return r
 
 
