@@ -152,8 +152,29 @@ pub struct SyncPipe {
     direct: Option<DirectAlignment>,
     next_ticket: u64,
     done: VecDeque<Done>,
-    /// The first failure, after which nothing more is written.
-    failed: Option<(io::ErrorKind, String)>,
+    failed: FirstFailure,
+}
+
+/// The first error a pipe met. After it the pipe refuses every submission: a write after a
+/// failed one could leave a hole behind it, and a sync after a failed one proves nothing.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FirstFailure(Option<(io::ErrorKind, String)>);
+
+impl FirstFailure {
+    /// The error a submission gets once the pipe has failed.
+    pub(crate) fn refusal(&self) -> Option<io::Error> {
+        self.0.as_ref().map(|(kind, msg)| {
+            io::Error::new(
+                *kind,
+                format!("an earlier write or sync of this file failed: {msg}"),
+            )
+        })
+    }
+
+    /// Keeps `e` unless an earlier failure is already kept.
+    pub(crate) fn record(&mut self, e: &io::Error) {
+        self.0.get_or_insert_with(|| (e.kind(), e.to_string()));
+    }
 }
 
 impl SyncPipe {
@@ -165,21 +186,8 @@ impl SyncPipe {
             direct,
             next_ticket: 1,
             done: VecDeque::new(),
-            failed: None,
+            failed: FirstFailure::default(),
         }
-    }
-
-    fn refused(&self) -> Option<io::Error> {
-        self.failed.as_ref().map(|(kind, msg)| {
-            io::Error::new(
-                *kind,
-                format!("an earlier write or sync of this file failed: {msg}"),
-            )
-        })
-    }
-
-    fn fail(&mut self, e: &io::Error) {
-        self.failed.get_or_insert_with(|| (e.kind(), e.to_string()));
     }
 }
 
@@ -191,7 +199,7 @@ impl WritePipe for SyncPipe {
     fn submit(&mut self, offset: u64, buf: IoBuf, sync: bool) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        let result = match self.refused() {
+        let result = match self.failed.refusal() {
             Some(e) => Some(Err(e)),
             None => {
                 let written = match self.direct {
@@ -202,7 +210,7 @@ impl WritePipe for SyncPipe {
                 };
                 match written {
                     Err(e) => {
-                        self.fail(&e);
+                        self.failed.record(&e);
                         Some(Err(e))
                     }
                     Ok(()) if sync => None,
@@ -225,19 +233,19 @@ impl WritePipe for SyncPipe {
                 return None;
             }
             // One sync covers every submission written so far: all waiting ones share it.
-            let outcome = match self.refused() {
+            let outcome = match self.failed.refusal() {
                 Some(e) => Err(e),
                 None => self.file.sync_data(),
             };
             if let Err(e) = &outcome {
-                self.fail(e);
+                self.failed.record(e);
             }
             let mut first = Some(outcome);
             let failed = self.failed.clone();
             for d in self.done.iter_mut().filter(|d| d.result.is_none()) {
                 d.result = Some(match first.take() {
                     Some(r) => r,
-                    None => match &failed {
+                    None => match &failed.0 {
                         Some((kind, msg)) => Err(io::Error::new(
                             *kind,
                             format!("a data sync of this file failed: {msg}"),

@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use crate::buf::IoBuf;
-use crate::pipe::{Completion, DirectAlignment, PIPE_CHUNK_BYTES, WritePipe};
+use crate::pipe::{Completion, DirectAlignment, FirstFailure, PIPE_CHUNK_BYTES, WritePipe};
 
 /// Submissions written after one that asked for a sync, before that sync is issued.
 pub const GROUP_MAX: usize = 8;
@@ -156,7 +156,7 @@ struct Worker {
     outbox: mpsc::Sender<Completion>,
     /// Written, waiting for a sync (or behind one that is), in order.
     waiting: VecDeque<(Job, io::Result<()>)>,
-    failed: Option<(io::ErrorKind, String)>,
+    failed: FirstFailure,
 }
 
 impl Worker {
@@ -170,7 +170,7 @@ impl Worker {
             direct,
             outbox,
             waiting: VecDeque::new(),
-            failed: None,
+            failed: FirstFailure::default(),
         }
     }
 
@@ -191,23 +191,10 @@ impl Worker {
         self.sync_and_report();
     }
 
-    fn refused(&self) -> Option<io::Error> {
-        self.failed.as_ref().map(|(kind, msg)| {
-            io::Error::new(
-                *kind,
-                format!("an earlier write or sync of this file failed: {msg}"),
-            )
-        })
-    }
-
-    fn fail(&mut self, e: &io::Error) {
-        self.failed.get_or_insert_with(|| (e.kind(), e.to_string()));
-    }
-
     /// Writes one submission and queues its outcome; a submission with nothing waiting ahead
     /// and no sync asked is reported at once.
     fn write(&mut self, job: Job) {
-        let result = match self.refused() {
+        let result = match self.failed.refusal() {
             Some(e) => Err(e),
             None => match self.direct {
                 Some(a) if !a.admits(job.offset, &job.buf) => {
@@ -221,7 +208,7 @@ impl Worker {
             },
         };
         if let Err(e) = &result {
-            self.fail(e);
+            self.failed.record(e);
         }
         if self.waiting.is_empty() && !job.sync {
             self.report(job, result);
@@ -235,12 +222,12 @@ impl Worker {
         if self.waiting.is_empty() {
             return;
         }
-        let synced = match self.refused() {
+        let synced = match self.failed.refusal() {
             Some(e) => Err(e),
             None => self.file.sync_data(),
         };
         if let Err(e) = &synced {
-            self.fail(e);
+            self.failed.record(e);
         }
         let mut first_error = synced.err();
         while let Some((job, written)) = self.waiting.pop_front() {
@@ -249,7 +236,7 @@ impl Worker {
                 (Ok(()), false) => Ok(()),
                 (Ok(()), true) => match first_error.take() {
                     Some(e) => Err(e),
-                    None => self.refused().map_or(Ok(()), Err),
+                    None => self.failed.refusal().map_or(Ok(()), Err),
                 },
             };
             self.report(job, result);
