@@ -1335,3 +1335,20 @@ fn checkpoint_index_is_used_by_failover_and_checked_by_verify() {
         );
     }
 }
+
+/// README's first command: the demo runs the whole lifecycle and checks every point itself; a
+/// directory that is not empty is refused rather than overwritten.
+#[test]
+fn the_demo_checks_every_point_and_refuses_a_directory_in_use() {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let dir = root.path().join("demo");
+    let out = replog().ok(&["demo", s(&dir)]);
+    let checked = out
+        .lines()
+        .filter(|l| l.contains("both disks match the sources byte for byte"))
+        .count();
+    assert_eq!(checked, 5, "{out}");
+    assert!(out.contains("is intact"), "{out}");
+    let run = replog().expect(EXIT_FAILED, &["demo", s(&dir)]);
+    assert!(run.stderr.contains(s(&dir)), "{}", run.stderr);
+}
