@@ -5,6 +5,7 @@
 //! payload (or segment) per second.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use replog_benches::{compressible_bytes, random_bytes};
 use replog_format::record::{RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use replog_format::segment::{Expect, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, scan};
 use replog_format::{VaultId, crc32_seeded, vault_seed};
@@ -14,34 +15,6 @@ const VAULT: VaultId = [0x5A; 16];
 const SEGMENT: u64 = 1;
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
-
-/// Deterministic bytes that do not compress (xorshift64).
-fn random_bytes(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Bytes that compress about as well as a file system block of text or structured data: short
-/// repeated phrases with counters and some noise.
-fn compressible_bytes(len: usize) -> Vec<u8> {
-    let noise = random_bytes(len / 16 + 1, 7);
-    let mut out = Vec::with_capacity(len + 64);
-    let mut i = 0usize;
-    while out.len() < len {
-        out.extend_from_slice(format!("row {i:08} status=ok bytes={} ", i * 4096).as_bytes());
-        out.push(noise[i % noise.len()]);
-        i += 1;
-    }
-    out.truncate(len);
-    out
-}
 
 fn write_header(lsn: u64, segment_offset: u64, len: usize) -> RecordHeader {
     RecordHeader {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
+use replog_benches::{compressible_bytes, random_bytes};
 use replog_format::record::{RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use replog_format::{VaultId, vault_seed};
 use replog_io::IoBuf;
@@ -24,33 +25,6 @@ use replog_writer::{Compression, FLUSH_BYTES, VaultSettings, Writer, encode_payl
 
 const VAULT: VaultId = [0x5A; 16];
 const MIB: usize = 1 << 20;
-
-/// Deterministic bytes that do not compress (xorshift64).
-fn random_bytes(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Text-like bytes that compress by about 3 to 4 times.
-fn compressible_bytes(len: usize) -> Vec<u8> {
-    let noise = random_bytes(len / 16 + 1, 7);
-    let mut out = Vec::with_capacity(len + 64);
-    let mut i = 0usize;
-    while out.len() < len {
-        out.extend_from_slice(format!("row {i:08} status=ok bytes={} ", i * 4096).as_bytes());
-        out.push(noise[i % noise.len()]);
-        i += 1;
-    }
-    out.truncate(len);
-    out
-}
 
 fn header(lsn: u64, len: usize) -> RecordHeader {
     RecordHeader {
