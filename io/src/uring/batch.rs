@@ -269,8 +269,9 @@ impl BatchState {
     }
 }
 
-/// Whether a failure with `errno` may be retried, counting the retry in `retries`.
-fn retry_budget(errno: i32, retries: &mut u32) -> io::Result<()> {
+/// Whether a failure with `errno` may be retried, counting the retry in `retries`. The batch and
+/// the write pipe share this rule.
+pub(crate) fn retry_budget(errno: i32, retries: &mut u32) -> io::Result<()> {
     let err = io::Error::from_raw_os_error(errno);
     if !matches!(errno, libc::EAGAIN | libc::EINTR | libc::ECANCELED) {
         return Err(err);

@@ -5,7 +5,8 @@
 //! The rules:
 //!
 //! - A piece that completes short is resubmitted for its remainder; a piece or sync that fails
-//!   with `EAGAIN`, `EINTR` or `ECANCELED` is resubmitted, at most [`RETRIES_MAX`] times each.
+//!   with `EAGAIN`, `EINTR` or `ECANCELED` is resubmitted, at most
+//!   [`RETRIES_MAX`](crate::uring::batch::RETRIES_MAX) times each.
 //!   Any other failure, or a write of zero bytes, fails the pipe: nothing new is submitted.
 //! - A ticket's pieces are submitted only when no earlier ticket that overlaps it is still
 //!   being written (the padded tail block of a direct write is rewritten by the next ticket).
@@ -24,7 +25,7 @@
 use std::collections::VecDeque;
 use std::io;
 
-use crate::uring::batch::RETRIES_MAX;
+use crate::uring::batch::retry_budget;
 
 /// The user data of the sync and of write-back hints; writes carry `ticket << PIECE_BITS |
 /// piece`, which never reaches these.
@@ -353,22 +354,6 @@ impl PipeState {
         let t = self.tickets.pop_front().expect("checked above");
         Some((t.id, outcome))
     }
-}
-
-/// Whether a failure with `errno` may be retried, counting the retry in `retries`.
-fn retry_budget(errno: i32, retries: &mut u32) -> io::Result<()> {
-    let err = io::Error::from_raw_os_error(errno);
-    if !matches!(errno, libc::EAGAIN | libc::EINTR | libc::ECANCELED) {
-        return Err(err);
-    }
-    *retries += 1;
-    if *retries > RETRIES_MAX {
-        return Err(io::Error::new(
-            err.kind(),
-            format!("io_uring still failed after {RETRIES_MAX} retries: {err}"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The pipe's rules fed with made-up completions.
 
 use super::*;
+use crate::uring::batch::RETRIES_MAX;
 
 const EIO: i32 = -libc::EIO;
 const EAGAIN: i32 = -libc::EAGAIN;
