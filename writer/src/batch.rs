@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 
 use rayon::prelude::*;
+use replog_format::header::Compression;
 use replog_format::limits::RECORD_DATA_BYTES_MAX;
 use replog_format::record::{RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use replog_format::segment::{ExtentEntry, FOOTER_EXTENT_BYTES};
@@ -35,6 +36,27 @@ pub(crate) struct NewRecord<'a> {
     pub(crate) payload: Cow<'a, [u8]>,
 }
 
+impl<'a> NewRecord<'a> {
+    /// A write record of `data` at `disk_offset`, its payload compressed as `compression` and
+    /// [`encode_payload`] decide.
+    pub(crate) fn write(
+        compression: Compression,
+        disk_id: u32,
+        disk_offset: u64,
+        data: &'a [u8],
+    ) -> NewRecord<'a> {
+        let (payload, flags) = encode_payload(compression, data);
+        NewRecord {
+            kind: RecordKind::Write,
+            flags,
+            disk_id,
+            disk_offset,
+            length: data.len() as u64,
+            payload,
+        }
+    }
+}
+
 impl Writer {
     /// Stages the writes `(offset, data)` to disk `disk_id`, as [`Writer::write`] would one
     /// after the other, but with compression and checksums computed in parallel. Returns the
@@ -56,17 +78,7 @@ impl Writer {
         let compression = self.header.compression;
         let records: Vec<NewRecord<'_>> = pieces
             .par_iter()
-            .map(|&(disk_offset, data)| {
-                let (payload, flags) = encode_payload(compression, data);
-                NewRecord {
-                    kind: RecordKind::Write,
-                    flags,
-                    disk_id,
-                    disk_offset,
-                    length: data.len() as u64,
-                    payload,
-                }
-            })
+            .map(|&(disk_offset, data)| NewRecord::write(compression, disk_id, disk_offset, data))
             .collect();
         self.append_many(&records)
     }

@@ -22,7 +22,7 @@ use crate::base::{WINDOW_BYTES, block_facts};
 use crate::batch::NewRecord;
 use crate::digest::{DigestReader, DigestWriter};
 use crate::error::{Result, WriteError, WriteErrorKind};
-use crate::writer::{Writer, encode_payload};
+use crate::writer::Writer;
 
 /// What an ingest did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -192,19 +192,17 @@ impl Writer {
             .map(|&(s, e, zero)| {
                 let data = &buf[s * block..(e * block).min(buf.len())];
                 let disk_offset = at + (s * block) as u64;
-                let (kind, payload, flags) = if zero {
-                    (RecordKind::Zero, Cow::Borrowed(&[][..]), 0)
+                if zero {
+                    NewRecord {
+                        kind: RecordKind::Zero,
+                        flags: 0,
+                        disk_id,
+                        disk_offset,
+                        length: data.len() as u64,
+                        payload: Cow::Borrowed(&[][..]),
+                    }
                 } else {
-                    let (payload, flags) = encode_payload(compression, data);
-                    (RecordKind::Write, payload, flags)
-                };
-                NewRecord {
-                    kind,
-                    flags,
-                    disk_id,
-                    disk_offset,
-                    length: data.len() as u64,
-                    payload,
+                    NewRecord::write(compression, disk_id, disk_offset, data)
                 }
             })
             .collect();
