@@ -256,6 +256,18 @@ impl PointModel {
     }
 }
 
+/// Every file of `sim` with its live bytes (what a reader would see now), to compare the state
+/// before and after a recovery: recovering twice must leave them the same.
+pub fn live_files(sim: &SimStorage) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    sim.file_paths()
+        .into_iter()
+        .map(|p| {
+            let b = sim.live_bytes(&p).expect("listed");
+            (p, b)
+        })
+        .collect()
+}
+
 /// Checks the vault at `dir` against `model` through the reader, returning every violation:
 /// the vault must open, list every acknowledged point, and every listed point (acknowledged or
 /// not) must be one the workload took and read back byte-exact on every disk that existed then.

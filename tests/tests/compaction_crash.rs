@@ -21,7 +21,7 @@ use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, noise, stress, vault_dirs, write_image,
+    PointModel, SimImage, check_listed_points, live_files, noise, stress, vault_dirs, write_image,
 };
 use replog_writer::{
     Compression, PointKind, PruneOptions, PruneReport, RetentionPolicy, VaultSettings, Writer,
@@ -201,16 +201,6 @@ fn leftovers(sim: &Arc<SimStorage>) -> Vec<String> {
     out
 }
 
-fn files(sim: &SimStorage) -> Vec<(PathBuf, Vec<u8>)> {
-    sim.file_paths()
-        .into_iter()
-        .map(|p| {
-            let b = sim.live_bytes(&p).expect("listed");
-            (p, b)
-        })
-        .collect()
-}
-
 /// Recovers after the crash and checks everything; returns the violations.
 fn after_crash(
     sim: &Arc<SimStorage>,
@@ -226,12 +216,12 @@ fn after_crash(
         Ok(w) => drop(w),
         Err(e) => return vec![format!("Writer::open after the crash failed: {e}")],
     }
-    let before = files(sim);
+    let before = live_files(sim);
     match Writer::open(storage.clone(), dir) {
         Ok(w) => drop(w),
         Err(e) => return vec![format!("the second Writer::open failed: {e}")],
     }
-    if files(sim) != before {
+    if live_files(sim) != before {
         violations.push("a second recovery changed files".to_owned());
     }
     violations.extend(leftovers(sim));

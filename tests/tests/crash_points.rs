@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
-use replog_tests::{PointModel, SimImage, check_vault, noise, stress, vault_dirs, write_image};
+use replog_tests::{
+    PointModel, SimImage, check_vault, live_files, noise, stress, vault_dirs, write_image,
+};
 use replog_writer::{Compression, PointKind, VaultSettings, WriteError, Writer};
 
 const DIR: &str = "/vault";
@@ -255,17 +257,6 @@ fn workloads() -> Vec<Workload> {
     ]
 }
 
-/// Every file's bytes, to compare the state before and after a recovery.
-fn files(sim: &SimStorage) -> BTreeMap<PathBuf, Vec<u8>> {
-    sim.file_paths()
-        .into_iter()
-        .map(|p| {
-            let bytes = sim.live_bytes(&p).expect("listed");
-            (p, bytes)
-        })
-        .collect()
-}
-
 /// What the recoveries did, for the summary.
 #[derive(Default, Clone, Copy)]
 struct Recoveries {
@@ -301,7 +292,7 @@ fn after_crash(
     let state = (w.last_lsn(), w.points(), w.disks());
     drop(w);
     let mut violations = check_vault(&storage, dir, model);
-    let before = files(sim);
+    let before = live_files(sim);
     let mut w = match Writer::open(storage.clone(), dir) {
         Ok(w) => w,
         Err(e) => return vec![format!("the second Writer::open failed: {e}")],
@@ -309,7 +300,7 @@ fn after_crash(
     if (w.last_lsn(), w.points(), w.disks()) != state {
         violations.push("a second recovery found another LSN, points or disks".to_owned());
     }
-    if files(sim) != before {
+    if live_files(sim) != before {
         violations.push("a second recovery changed files".to_owned());
     }
     let bases = &wl.prefix.bases;

@@ -12,12 +12,14 @@
 //!   point.
 //! - Direct I/O on a filesystem that refuses it falls back with a note.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
-use replog_tests::{PointModel, SimImage, backends, check_vault, noise, stress, vault_dirs};
+use replog_tests::{
+    PointModel, SimImage, backends, check_vault, live_files, noise, stress, vault_dirs,
+};
 use replog_writer::{
     BUFFER_BYTES_MIN, Compression, PointKind, PointTicket, VaultSettings, WriteError,
     WriteErrorKind, Writer, WriterOptions,
@@ -139,16 +141,7 @@ fn after_crash(sim: &Arc<SimStorage>, m: &mut PointModel, seed: u64, direct: boo
     let state = (w.last_lsn(), w.points());
     drop(w);
     let mut violations = check_vault(&storage, dir, m);
-    let files = |sim: &SimStorage| -> Vec<(PathBuf, Vec<u8>)> {
-        sim.file_paths()
-            .into_iter()
-            .map(|p| {
-                let b = sim.live_bytes(&p).expect("listed");
-                (p, b)
-            })
-            .collect()
-    };
-    let before = files(sim);
+    let before = live_files(sim);
     let mut w = match Writer::open(storage.clone(), dir) {
         Ok(w) => w,
         Err(e) => return vec![format!("the second Writer::open failed: {e}")],
@@ -156,7 +149,7 @@ fn after_crash(sim: &Arc<SimStorage>, m: &mut PointModel, seed: u64, direct: boo
     if (w.last_lsn(), w.points()) != state {
         violations.push("a second recovery found another LSN or points".into());
     }
-    if files(sim) != before {
+    if live_files(sim) != before {
         violations.push("a second recovery changed files".into());
     }
     let resumed = m
