@@ -17,9 +17,10 @@ use replog_format::limits::RECORD_DATA_BYTES_MAX;
 use replog_format::record::{RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use replog_format::segment::{ExtentEntry, FOOTER_EXTENT_BYTES};
 
+use crate::compress::encode_payload;
 use crate::error::Result;
 use crate::journal::full_after;
-use crate::writer::{Writer, encode_payload};
+use crate::writer::Writer;
 
 /// A write or zero record to frame: at most `RECORD_DATA_BYTES_MAX` bytes of the disk.
 #[derive(Debug)]

@@ -17,6 +17,7 @@ use replog_format::segment::{FOOTER_POINT_FIXED_BYTES, PointEntry};
 use replog_format::{VaultId, vault_seed};
 use replog_io::{File, OpenMode, Storage, WriteAt};
 
+use crate::compress::encode_payload;
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::journal::{ActiveSegment, create_segment};
 use crate::lock::VaultLock;
@@ -569,13 +570,6 @@ pub(crate) fn point_info(lsn: u64, p: &PointPayload) -> PointInfo {
         kind: p.kind,
         label: p.label.clone(),
     }
-}
-
-/// The payload to store for `data`: LZ4 when compression is on and saves at least 1/8,
-/// otherwise the bytes as they are (see `compress` for the probe that keeps a failed attempt
-/// cheap). Pure, so callers can run it in parallel.
-pub fn encode_payload(compression: Compression, data: &[u8]) -> (std::borrow::Cow<'_, [u8]>, u8) {
-    crate::compress::encode_payload(compression, data)
 }
 
 /// Stands in for the active segment before recovery has opened the real one.
