@@ -5,9 +5,9 @@
 //! start of a file), so the figures measure replog, not the data generator.
 //!
 //! The writer's pipeline is configurable (`--in-flight`, `--buffer`, `--direct true|false`,
-//! `--preallocate true|false`, `--batch`), and `--points-in-flight K` takes points with `point_async`, waiting only
-//! when more than K are pending, so that group commit shows: a point's latency is then from its
-//! request until the writer first reports it durable.
+//! `--preallocate true|false`, `--batch`), and `--points-in-flight K` takes points with
+//! `point_async`, waiting only when more than K are pending, so that group commit shows: a
+//! point's latency is then from its request until the writer first reports it durable.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
