@@ -256,6 +256,77 @@ impl PointModel {
     }
 }
 
+/// What happened after a crash, as [`recover_and_resume`] saw it.
+#[derive(Debug, Default)]
+pub struct AfterCrash {
+    /// What the first recovery found and did, when it opened.
+    pub recovery: Option<replog_writer::RecoveryReport>,
+    /// Every broken promise found, empty when there was none.
+    pub violations: Vec<String>,
+}
+
+/// After a crash of `sim` (with `seed`): recovers the vault at `dir`, checks every point
+/// against `model`, checks that a second recovery finds the same LSN, points and disks and
+/// changes no file, resyncs the model (`base_of` gives an added disk's base content), lets
+/// `resume` write on with the recovered writer, crashes again and checks everything once more.
+pub fn recover_and_resume(
+    sim: &Arc<SimStorage>,
+    dir: &std::path::Path,
+    model: &mut PointModel,
+    seed: u64,
+    base_of: impl Fn(&str, u64) -> Vec<u8>,
+    resume: impl FnOnce(replog_writer::Writer, &mut PointModel) -> Result<(), String>,
+) -> AfterCrash {
+    use replog_writer::Writer;
+    let storage: Arc<dyn Storage> = sim.clone();
+    let mut out = AfterCrash::default();
+    sim.crash(seed);
+    let w = match Writer::open(storage.clone(), dir) {
+        Ok(w) => w,
+        Err(e) => {
+            out.violations = vec![format!("Writer::open after the crash failed: {e}")];
+            return out;
+        }
+    };
+    out.recovery = Some(w.recovery_report().clone());
+    let state = (w.last_lsn(), w.points(), w.disks());
+    drop(w);
+    out.violations = check_vault(&storage, dir, model);
+    let before = live_files(sim);
+    let w = match Writer::open(storage.clone(), dir) {
+        Ok(w) => w,
+        Err(e) => {
+            out.violations = vec![format!("the second Writer::open failed: {e}")];
+            return out;
+        }
+    };
+    if (w.last_lsn(), w.points(), w.disks()) != state {
+        out.violations
+            .push("a second recovery found another LSN, points or disks".to_owned());
+    }
+    if live_files(sim) != before {
+        out.violations
+            .push("a second recovery changed files".to_owned());
+    }
+    let resumed = match model.resync(&storage, dir, &w, base_of) {
+        Ok(()) => resume(w, model),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = resumed {
+        out.violations
+            .push(format!("the recovered writer fails: {e}"));
+        return out;
+    }
+    sim.crash(seed ^ 0xabcd);
+    match Writer::open(storage.clone(), dir) {
+        Ok(_) => out.violations.extend(check_vault(&storage, dir, model)),
+        Err(e) => out
+            .violations
+            .push(format!("Writer::open after the new point failed: {e}")),
+    }
+    out
+}
+
 /// Every file of `sim` with its live bytes (what a reader would see now), to compare the state
 /// before and after a recovery: recovering twice must leave them the same.
 pub fn live_files(sim: &SimStorage) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_tests::{
-    PointModel, SimImage, check_vault, live_files, noise, stress, vault_dirs, write_image,
+    PointModel, SimImage, check_vault, noise, recover_and_resume, stress, vault_dirs, write_image,
 };
 use replog_writer::{Compression, PointKind, VaultSettings, WriteError, Writer};
 
@@ -273,7 +273,8 @@ impl Recoveries {
     }
 }
 
-/// Recovers after the crash and checks everything; returns the violations.
+/// Recovers after the crash and checks everything (see `recover_and_resume`); returns the
+/// violations.
 fn after_crash(
     sim: &Arc<SimStorage>,
     wl: &Workload,
@@ -281,52 +282,24 @@ fn after_crash(
     seed: u64,
     recoveries: &mut Recoveries,
 ) -> Vec<String> {
-    let storage: Arc<dyn Storage> = sim.clone();
-    let dir = Path::new(DIR);
-    sim.crash(seed);
-    let w = match Writer::open(storage.clone(), dir) {
-        Ok(w) => w,
-        Err(e) => return vec![format!("Writer::open after the crash failed: {e}")],
-    };
-    recoveries.add(w.recovery_report());
-    let state = (w.last_lsn(), w.points(), w.disks());
-    drop(w);
-    let mut violations = check_vault(&storage, dir, model);
-    let before = live_files(sim);
-    let mut w = match Writer::open(storage.clone(), dir) {
-        Ok(w) => w,
-        Err(e) => return vec![format!("the second Writer::open failed: {e}")],
-    };
-    if (w.last_lsn(), w.points(), w.disks()) != state {
-        violations.push("a second recovery found another LSN, points or disks".to_owned());
-    }
-    if live_files(sim) != before {
-        violations.push("a second recovery changed files".to_owned());
-    }
     let bases = &wl.prefix.bases;
-    let resumed = model
-        .resync(&storage, dir, &w, |name, bytes| {
-            bases
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| vec![0; bytes as usize])
-        })
-        .and_then(|()| {
-            let d = w.disks()[0].disk_id;
-            write(&mut w, model, d, 4096, &noise(seed, 900)).map_err(|e| e.to_string())?;
-            point(&mut w, model, "after recovery").map_err(|e| e.to_string())?;
-            w.close().map_err(|e| e.to_string())
-        });
-    if let Err(e) = resumed {
-        violations.push(format!("the recovered writer fails: {e}"));
-        return violations;
+    let base_of = |name: &str, bytes: u64| {
+        bases
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| vec![0; bytes as usize])
+    };
+    let resume = |mut w: Writer, model: &mut PointModel| -> Result<(), String> {
+        let d = w.disks()[0].disk_id;
+        write(&mut w, model, d, 4096, &noise(seed, 900)).map_err(|e| e.to_string())?;
+        point(&mut w, model, "after recovery").map_err(|e| e.to_string())?;
+        w.close().map_err(|e| e.to_string())
+    };
+    let after = recover_and_resume(sim, Path::new(DIR), model, seed, base_of, resume);
+    if let Some(r) = &after.recovery {
+        recoveries.add(r);
     }
-    sim.crash(seed ^ 0xabcd);
-    match Writer::open(storage.clone(), dir) {
-        Ok(_) => violations.extend(check_vault(&storage, dir, model)),
-        Err(e) => violations.push(format!("Writer::open after the new point failed: {e}")),
-    }
-    violations
+    after.violations
 }
 
 /// Runs the workload with a crash at operation `op` (relative to its start).

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use replog_io::Storage;
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
 use replog_tests::{
-    PointModel, SimImage, backends, check_vault, live_files, noise, stress, vault_dirs,
+    PointModel, SimImage, backends, check_vault, noise, recover_and_resume, stress, vault_dirs,
 };
 use replog_writer::{
     BUFFER_BYTES_MIN, Compression, PointKind, PointTicket, VaultSettings, WriteError,
@@ -129,52 +129,20 @@ fn prefix() -> (SimImage, PointModel) {
     (SimImage::capture(&sim, &vault_dirs(Path::new(DIR))), m)
 }
 
-/// Recovers, checks, checks that recovering again changes nothing, and writes on pipelined.
+/// Recovers and checks (see `recover_and_resume`), then writes on pipelined.
 fn after_crash(sim: &Arc<SimStorage>, m: &mut PointModel, seed: u64, direct: bool) -> Vec<String> {
-    let storage: Arc<dyn Storage> = sim.clone();
-    let dir = Path::new(DIR);
-    sim.crash(seed);
-    let w = match Writer::open(storage.clone(), dir) {
-        Ok(w) => w,
-        Err(e) => return vec![format!("Writer::open after the crash failed: {e}")],
+    let resume = |mut w: Writer, m: &mut PointModel| -> Result<(), String> {
+        let run = |w: &mut Writer, m: &mut PointModel| -> Result<(), WriteError> {
+            w.set_options(options(direct))?;
+            write(w, m, 5000, &noise(seed, 1234))?;
+            let t = point_async(w, m, "after recovery")?;
+            wait(w, m, t)?;
+            w.sync()
+        };
+        run(&mut w, m).map_err(|e| e.to_string())
     };
-    let state = (w.last_lsn(), w.points());
-    drop(w);
-    let mut violations = check_vault(&storage, dir, m);
-    let before = live_files(sim);
-    let mut w = match Writer::open(storage.clone(), dir) {
-        Ok(w) => w,
-        Err(e) => return vec![format!("the second Writer::open failed: {e}")],
-    };
-    if (w.last_lsn(), w.points()) != state {
-        violations.push("a second recovery found another LSN or points".into());
-    }
-    if live_files(sim) != before {
-        violations.push("a second recovery changed files".into());
-    }
-    let resumed = m
-        .resync(&storage, dir, &w, |_, bytes| vec![0; bytes as usize])
-        .and_then(|()| {
-            let run = |w: &mut Writer, m: &mut PointModel| -> Result<(), WriteError> {
-                w.set_options(options(direct))?;
-                write(w, m, 5000, &noise(seed, 1234))?;
-                let t = point_async(w, m, "after recovery")?;
-                wait(w, m, t)?;
-                w.sync()
-            };
-            run(&mut w, m).map_err(|e| e.to_string())
-        });
-    drop(w);
-    if let Err(e) = resumed {
-        violations.push(format!("the recovered writer fails: {e}"));
-        return violations;
-    }
-    sim.crash(seed ^ 0xabcd);
-    match Writer::open(storage.clone(), dir) {
-        Ok(_) => violations.extend(check_vault(&storage, dir, m)),
-        Err(e) => violations.push(format!("Writer::open after the new point failed: {e}")),
-    }
-    violations
+    let zeros = |_: &str, bytes: u64| vec![0; bytes as usize];
+    recover_and_resume(sim, Path::new(DIR), m, seed, zeros, resume).violations
 }
 
 #[test]
