@@ -23,6 +23,7 @@ pub mod limits;
 pub mod magic;
 pub mod manifest;
 pub mod record;
+pub mod remote;
 pub mod segment;
 
 pub use error::{DecodeError, DecodeErrorKind};

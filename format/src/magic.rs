@@ -19,6 +19,12 @@ pub const CHECKPOINT: [u8; 8] = *b"RPLG-IDX";
 pub const DIGEST: [u8; 8] = *b"RPLG-DIG";
 /// A reader's lease on a recovery point, `leases/<name>.lease`.
 pub const LEASE: [u8; 8] = *b"RPLG-LSE";
+/// A remote manifest, `manifests/<seq>.rman` in object storage.
+pub const REMOTE_MANIFEST: [u8; 8] = *b"RPLG-RMN";
+/// A remote file map, `maps/<hash>.map` in object storage.
+pub const REMOTE_FILE_MAP: [u8; 8] = *b"RPLG-RFM";
+/// A vault's remote configuration, `remote/CONFIG`.
+pub const REMOTE_CONFIG: [u8; 8] = *b"RPLG-RCF";
 
 /// The manifest versions this code reads. Version 1 is the initial manifest; version 2 appends
 /// the lifecycle section (retention policy, pins, retired points, migration record). A manifest
