@@ -1,0 +1,613 @@
+//! `sync`: upload what a vault's manifest needs, publish a remote manifest, evict what the cache
+//! limit says, and delete remote objects no kept manifest needs.
+//!
+//! The order is what makes a crash at any step harmless:
+//!
+//! 1. Every chunk and file map is written under its hash (create-if-absent) and read back and
+//!    compared before anything names it. A chunk already there is read back and compared
+//!    instead of written. Keys name their bytes, so a retry rewrites nothing and nothing is
+//!    stored twice.
+//! 2. The remote manifest, numbered one above every number in `manifests/`, is written (create-
+//!    if-absent) and read back. Only now does the remote name the new files. A run that finds
+//!    the newest remote manifest already says what it would publish adopts it instead.
+//! 3. `remote/LATEST` records it locally (written, synced, renamed, directory synced).
+//! 4. Local sealed segments and base images it names may now be evicted, oldest first, until
+//!    the local cache limit holds.
+//! 5. Remote manifests beyond the newest `keep_manifests` are deleted, then maps and chunks no
+//!    kept manifest needs (left over by retention, compaction or a crashed run).
+//!
+//! A crash before 2 leaves objects nothing names, deleted by the next run's step 5. A crash
+//! after 2 leaves a manifest the next run adopts. Memory: `concurrency` chunks in flight, each
+//! with its read-back (8 MiB each), plus 32 bytes per remote chunk listed.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use replog_format::remote::{
+    self, FileId, FileKind, FileMap, REMOTE_CHUNK_BYTES, RemoteFile, RemoteManifest, ZERO_CHUNK,
+};
+use replog_format::{VaultId, layout};
+use replog_io::Storage;
+use replog_reader::{LeaseOptions, Vault};
+
+use crate::error::{RemoteError, Result};
+use crate::files::{check_chunk, file_path};
+use crate::local::{LocalVault, sync_dir};
+use crate::store::{Put, Remote};
+
+/// How to sync.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncOptions {
+    /// Chunks uploaded (and read back) at once.
+    pub concurrency: usize,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions { concurrency: 8 }
+    }
+}
+
+/// What a sync did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The remote manifest now newest and recorded in `remote/LATEST`.
+    pub manifest_seq: u64,
+    /// Whether this run wrote it (false: an earlier run had, and it was adopted).
+    pub published: bool,
+    /// Files the manifest names.
+    pub files: usize,
+    /// Files read and cut into chunks by this run.
+    pub files_uploaded: usize,
+    /// Chunks written.
+    pub chunks_written: u64,
+    /// Bytes of chunks written.
+    pub bytes_written: u64,
+    /// Chunks found on the remote already (read back and compared, not written).
+    pub chunks_present: u64,
+    /// Chunks of zeros (not stored).
+    pub zero_chunks: u64,
+    /// Local files evicted, and their bytes.
+    pub evicted_files: usize,
+    /// Bytes evicted.
+    pub evicted_bytes: u64,
+    /// Bytes of sealed files still local after eviction.
+    pub local_bytes: u64,
+    /// Remote objects deleted (manifests, maps and chunks).
+    pub deleted_objects: u64,
+}
+
+/// Progress: bytes of files read so far, out of a total known at the start.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// Claims `remote` for the vault, or checks that it is already the vault's: its `VAULT` object
+/// is written if missing (create-if-absent, read back) and must equal the local `VAULT`.
+pub fn claim(local: &LocalVault, remote: &Remote) -> Result<()> {
+    let key = remote::VAULT_KEY;
+    let local_bytes = Bytes::from(local.header_bytes.clone());
+    if remote.get(key)?.is_none() {
+        remote.put_create(key, local_bytes.clone())?;
+    }
+    let found = remote.get(key)?.ok_or_else(|| {
+        remote.damaged(key, "the vault header was written but cannot be read back")
+    })?;
+    if found != local_bytes {
+        return Err(RemoteError::Refused(format!(
+            "{} holds another vault (its VAULT differs from {}'s): give another prefix",
+            remote.url(),
+            local.dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The newest remote manifest of the vault that decodes, with every manifest number listed (a
+/// damaged one included, so no number is ever reused).
+pub fn newest_manifest(
+    remote: &Remote,
+    vault_id: &VaultId,
+    seed: u32,
+) -> Result<(Option<RemoteManifest>, Vec<u64>)> {
+    let mut seqs: Vec<u64> = remote
+        .list(remote::MANIFESTS_DIR)?
+        .iter()
+        .filter_map(|(k, _)| remote::parse_manifest_key(k))
+        .collect();
+    seqs.sort_unstable();
+    for &seq in seqs.iter().rev() {
+        let key = remote::manifest_key(seq);
+        let Some(bytes) = remote.get(&key)? else {
+            continue;
+        };
+        match RemoteManifest::decode(&bytes, seed) {
+            Ok(m) if m.seq == seq && m.vault_id == *vault_id => return Ok((Some(m), seqs)),
+            // A damaged or misplaced manifest is passed over; an older one stands.
+            _ => continue,
+        }
+    }
+    Ok((None, seqs))
+}
+
+/// What the vault's manifest needs, with the local file of each (`None`: evicted).
+struct Wanted {
+    manifest: Vec<u8>,
+    files: Vec<(FileId, u64)>,
+}
+
+fn wanted(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    url: &str,
+) -> Result<(Wanted, Option<replog_reader::Lease>)> {
+    let lease_opts = LeaseOptions {
+        purpose: "sync".into(),
+        persistent: false,
+        detail: url.chars().take(4096).collect(),
+    };
+    // A lease keeps compaction from deleting what this snapshot names while it is uploaded.
+    let (vault, lease) = match Vault::open_leased(storage.clone(), dir, &lease_opts, |v| {
+        v.latest_point()
+            .cloned()
+            .ok_or_else(|| RemoteError::Refused(String::new()))
+    }) {
+        Ok(leased) => (leased.vault, Some(leased.lease)),
+        Err(RemoteError::Refused(_)) => (Vault::open(storage, dir)?, None),
+        Err(e) => return Err(e),
+    };
+    let m = vault.manifest();
+    let mut files = Vec::new();
+    let mut last_sealed = 0;
+    for s in &m.segments {
+        if let Some(info) = s.sealed {
+            let id = FileId {
+                kind: FileKind::Segment,
+                a: s.segment_id,
+                b: 0,
+            };
+            files.push((id, info.file_bytes));
+            last_sealed = info.last_lsn;
+        }
+    }
+    for d in &m.disks {
+        let id = FileId {
+            kind: FileKind::Base,
+            a: u64::from(d.disk_id),
+            b: d.base_generation,
+        };
+        let path = dir.join(file_path(&id));
+        let len = std::fs::metadata(&path).map(|m| m.len()).ok();
+        files.push((id, len.unwrap_or(u64::MAX)));
+    }
+    let index = dir.join(layout::INDEX_DIR);
+    if let Ok(names) = std::fs::read_dir(&index) {
+        for e in names.flatten() {
+            let Some(lsn) = e
+                .file_name()
+                .to_str()
+                .and_then(layout::parse_checkpoint_file_name)
+            else {
+                continue;
+            };
+            if lsn >= m.base_lsn
+                && lsn <= last_sealed
+                && let Ok(meta) = e.metadata()
+            {
+                let id = FileId {
+                    kind: FileKind::Checkpoint,
+                    a: lsn,
+                    b: 0,
+                };
+                files.push((id, meta.len()));
+            }
+        }
+    }
+    files.sort_by_key(|(id, _)| *id);
+    Ok((
+        Wanted {
+            manifest: m.encode(),
+            files,
+        },
+        lease,
+    ))
+}
+
+/// Shared by the uploads of one run.
+struct Uploader<'a> {
+    remote: &'a Remote,
+    seed: u32,
+    vault_id: VaultId,
+    concurrency: usize,
+    /// Chunks known to be on the remote: listed at the start, or confirmed by this run.
+    present: Mutex<HashSet<[u8; 32]>>,
+    /// Chunks confirmed (written or read back) by this run.
+    confirmed: Mutex<HashSet<[u8; 32]>>,
+    done_bytes: AtomicU64,
+    chunks_written: AtomicU64,
+    bytes_written: AtomicU64,
+    chunks_present: AtomicU64,
+    zero_chunks: AtomicU64,
+}
+
+impl Uploader<'_> {
+    /// Writes `bytes` under `key` unless an identical object is there, then reads it back and
+    /// compares. `present` says the listing saw the key.
+    async fn ensure(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        hash: &[u8; 32],
+        present: bool,
+    ) -> Result<bool> {
+        if !present {
+            match self.remote.put_create_async(key, bytes.clone()).await? {
+                Put::Created => {}
+                Put::Existed => return self.confirm_existing(key, bytes, hash).await,
+            }
+            let back = self.remote.get_required_async(key).await?;
+            check_chunk(self.remote, key, &back, hash, bytes.len() as u64)?;
+            return Ok(true);
+        }
+        self.confirm_existing(key, bytes, hash).await
+    }
+
+    /// An object that was there already: read back and compared. Returns whether it had to be
+    /// written (it was damaged, and is replaced: its key names these bytes).
+    async fn confirm_existing(&self, key: &str, bytes: Bytes, hash: &[u8; 32]) -> Result<bool> {
+        let back = self.remote.get_async(key).await?;
+        if let Some(back) = back
+            && check_chunk(self.remote, key, &back, hash, bytes.len() as u64).is_ok()
+        {
+            return Ok(false);
+        }
+        self.remote.delete_async(key).await?;
+        self.remote.put_create_async(key, bytes.clone()).await?;
+        let back = self.remote.get_required_async(key).await?;
+        check_chunk(self.remote, key, &back, hash, bytes.len() as u64)?;
+        Ok(true)
+    }
+
+    async fn chunk(
+        &self,
+        file: &std::fs::File,
+        path: &Path,
+        k: u64,
+        file_bytes: u64,
+    ) -> Result<[u8; 32]> {
+        use std::os::unix::fs::FileExt;
+        let start = k * REMOTE_CHUNK_BYTES;
+        let len = REMOTE_CHUNK_BYTES.min(file_bytes - start) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, start)
+            .map_err(|e| RemoteError::local(path, "read for upload", e))?;
+        self.done_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if buf.iter().all(|&b| b == 0) {
+            self.zero_chunks.fetch_add(1, Ordering::Relaxed);
+            return Ok(ZERO_CHUNK);
+        }
+        let hash = *blake3::hash(&buf).as_bytes();
+        if self.confirmed.lock().expect("lock").contains(&hash) {
+            self.chunks_present.fetch_add(1, Ordering::Relaxed);
+            return Ok(hash);
+        }
+        let present = self.present.lock().expect("lock").contains(&hash);
+        let written = self
+            .ensure(&remote::chunk_key(&hash), Bytes::from(buf), &hash, present)
+            .await?;
+        if written {
+            self.chunks_written.fetch_add(1, Ordering::Relaxed);
+            self.bytes_written.fetch_add(len as u64, Ordering::Relaxed);
+        } else {
+            self.chunks_present.fetch_add(1, Ordering::Relaxed);
+        }
+        self.present.lock().expect("lock").insert(hash);
+        self.confirmed.lock().expect("lock").insert(hash);
+        Ok(hash)
+    }
+
+    /// Cuts one local file into chunks, uploads them and its map.
+    async fn file(
+        &self,
+        dir: &Path,
+        id: FileId,
+        file_bytes: u64,
+        maps: &HashSet<[u8; 32]>,
+    ) -> Result<RemoteFile> {
+        let path = dir.join(file_path(&id));
+        let file = std::fs::File::open(&path)
+            .map_err(|e| RemoteError::local(&path, "open for upload", e))?;
+        let chunks: Vec<[u8; 32]> = stream::iter(0..remote::chunk_count(file_bytes))
+            .map(|k| self.chunk(&file, &path, k, file_bytes))
+            .buffered(self.concurrency)
+            .try_collect()
+            .await?;
+        let map = FileMap {
+            vault_id: self.vault_id,
+            id,
+            file_bytes,
+            chunks,
+        };
+        let bytes = Bytes::from(map.encode(self.seed));
+        let hash = *blake3::hash(&bytes).as_bytes();
+        self.ensure(&remote::map_key(&hash), bytes, &hash, maps.contains(&hash))
+            .await?;
+        Ok(RemoteFile {
+            id,
+            file_bytes,
+            map: hash,
+        })
+    }
+}
+
+/// Syncs the vault in `dir` to its remote; see the module documentation. `storage` reads the
+/// local vault (a tiered one, so a file evicted earlier is found remote).
+pub fn sync(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    remote: &Remote,
+    opts: &SyncOptions,
+    progress: Progress<'_>,
+) -> Result<SyncReport> {
+    let local = LocalVault::open(dir)?;
+    let _lock = local.lock_sync()?;
+    let config = local.required_config()?;
+    claim(&local, remote)?;
+    let latest = local.latest()?;
+    let (wanted, lease) = wanted(storage, dir, remote.url())?;
+
+    // What must be read and uploaded, and what the last confirmed manifest already holds.
+    let mut files = Vec::with_capacity(wanted.files.len());
+    let mut to_upload = Vec::new();
+    for &(id, len) in &wanted.files {
+        let known = latest.as_ref().and_then(|l| l.file(&id));
+        let local_len = std::fs::metadata(dir.join(file_path(&id))).map(|m| m.len());
+        match (known, local_len) {
+            // A sealed file's id names its bytes: confirmed once, it never changes.
+            (Some(f), _) if id.kind != FileKind::Segment || f.file_bytes == len => files.push(*f),
+            (_, Ok(local_len)) => {
+                let file_bytes = if id.kind == FileKind::Segment {
+                    len
+                } else {
+                    local_len
+                };
+                to_upload.push((id, file_bytes));
+            }
+            (None, Err(e)) => {
+                return Err(RemoteError::local(
+                    dir.join(file_path(&id)),
+                    "read for upload",
+                    e,
+                ));
+            }
+            (Some(_), Err(e)) => {
+                return Err(RemoteError::local(
+                    dir.join(file_path(&id)),
+                    "read for upload",
+                    e,
+                ));
+            }
+        }
+    }
+
+    let listed_chunks: HashSet<[u8; 32]> = remote
+        .list(remote::CHUNKS_DIR)?
+        .iter()
+        .filter_map(|(k, _)| remote::parse_chunk_key(k))
+        .collect();
+    let listed_maps: HashSet<[u8; 32]> = remote
+        .list(remote::MAPS_DIR)?
+        .iter()
+        .filter_map(|(k, _)| remote::parse_map_key(k))
+        .collect();
+    let up = Uploader {
+        remote,
+        seed: local.seed,
+        vault_id: local.vault_id,
+        concurrency: opts.concurrency.max(1),
+        present: Mutex::new(listed_chunks.clone()),
+        confirmed: Mutex::new(HashSet::new()),
+        done_bytes: AtomicU64::new(0),
+        chunks_written: AtomicU64::new(0),
+        bytes_written: AtomicU64::new(0),
+        chunks_present: AtomicU64::new(0),
+        zero_chunks: AtomicU64::new(0),
+    };
+    let total: u64 = to_upload.iter().map(|(_, n)| n).sum();
+    progress(0, total);
+    for &(id, file_bytes) in &to_upload {
+        let f = remote.block_on(async {
+            let upload = up.file(dir, id, file_bytes, &listed_maps);
+            tokio::pin!(upload);
+            loop {
+                tokio::select! {
+                    r = &mut upload => break r,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                        progress(up.done_bytes.load(Ordering::Relaxed), total);
+                    }
+                }
+            }
+        })?;
+        files.push(f);
+        progress(up.done_bytes.load(Ordering::Relaxed), total);
+    }
+    files.sort_by_key(|f| f.id);
+
+    // Publish, or adopt what an earlier run published.
+    let (newest, seqs) = newest_manifest(remote, &local.vault_id, local.seed)?;
+    let (manifest, published) = match newest {
+        Some(n) if n.manifest == wanted.manifest && n.files == files => (n, false),
+        _ => {
+            let seq = seqs.last().copied().unwrap_or(0) + 1;
+            let m = RemoteManifest {
+                vault_id: local.vault_id,
+                seq,
+                time_unix_ns: now_ns(),
+                manifest: wanted.manifest,
+                files,
+            };
+            let key = remote::manifest_key(seq);
+            let bytes = Bytes::from(m.encode(local.seed));
+            if remote.put_create(&key, bytes.clone())? == Put::Existed {
+                return Err(RemoteError::Refused(format!(
+                    "{}/{key} appeared while this sync ran: another sync of the vault is \
+                     writing to the remote",
+                    remote.url()
+                )));
+            }
+            let back = remote.get(&key)?;
+            if back.as_ref() != Some(&bytes) {
+                return Err(
+                    remote.damaged(&key, "the manifest read back differs from what was written")
+                );
+            }
+            (m, true)
+        }
+    };
+    local.write_latest(&manifest)?;
+    drop(lease);
+
+    let mut report = SyncReport {
+        manifest_seq: manifest.seq,
+        published,
+        files: manifest.files.len(),
+        files_uploaded: to_upload.len(),
+        chunks_written: up.chunks_written.load(Ordering::Relaxed),
+        bytes_written: up.bytes_written.load(Ordering::Relaxed),
+        chunks_present: up.chunks_present.load(Ordering::Relaxed),
+        zero_chunks: up.zero_chunks.load(Ordering::Relaxed),
+        ..SyncReport::default()
+    };
+    (
+        report.evicted_files,
+        report.evicted_bytes,
+        report.local_bytes,
+    ) = evict(&local, &manifest, config.cache_limit_bytes)?;
+    report.deleted_objects = collect_garbage(
+        remote,
+        &local,
+        config.keep_manifests as usize,
+        &listed_chunks,
+        &listed_maps,
+    )?;
+    Ok(report)
+}
+
+fn now_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
+/// Removes local sealed segments, then base images, oldest first, that `manifest` (confirmed)
+/// names, until the rest fit in `limit` bytes (0: no limit). Returns (files, bytes) evicted and
+/// the bytes left.
+fn evict(local: &LocalVault, manifest: &RemoteManifest, limit: u64) -> Result<(usize, u64, u64)> {
+    let mut candidates = Vec::new();
+    for f in &manifest.files {
+        if f.id.kind == FileKind::Checkpoint {
+            continue;
+        }
+        let path = local.dir.join(file_path(&f.id));
+        if let Ok(meta) = std::fs::metadata(&path) {
+            candidates.push((f.id.kind != FileKind::Segment, f.id, path, meta.len()));
+        }
+    }
+    let mut held: u64 = candidates.iter().map(|c| c.3).sum();
+    if limit == 0 || held <= limit {
+        return Ok((0, 0, held));
+    }
+    // Segments before bases, each oldest first.
+    candidates.sort_by_key(|c| (c.0, c.1));
+    let (mut files, mut bytes) = (0, 0);
+    let mut dirs = HashSet::new();
+    for (_, _, path, len) in candidates {
+        if held <= limit {
+            break;
+        }
+        std::fs::remove_file(&path).map_err(|e| RemoteError::local(&path, "evict", e))?;
+        dirs.insert(path.parent().expect("a file in a directory").to_path_buf());
+        held -= len;
+        files += 1;
+        bytes += len;
+    }
+    for d in dirs {
+        sync_dir(&d)?;
+    }
+    Ok((files, bytes, held))
+}
+
+/// Deletes remote manifests beyond the newest `keep`, then maps and chunks (of those listed
+/// at the start) that no kept manifest needs. Returns how many objects it deleted.
+fn collect_garbage(
+    remote: &Remote,
+    local: &LocalVault,
+    keep: usize,
+    listed_chunks: &HashSet<[u8; 32]>,
+    listed_maps: &HashSet<[u8; 32]>,
+) -> Result<u64> {
+    let mut seqs: Vec<u64> = remote
+        .list(remote::MANIFESTS_DIR)?
+        .iter()
+        .filter_map(|(k, _)| remote::parse_manifest_key(k))
+        .collect();
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    let mut kept = Vec::new();
+    let mut doomed = Vec::new();
+    for seq in seqs {
+        if kept.len() >= keep.max(1) {
+            doomed.push(remote::manifest_key(seq));
+            continue;
+        }
+        let key = remote::manifest_key(seq);
+        match remote
+            .get(&key)?
+            .map(|b| RemoteManifest::decode(&b, local.seed))
+        {
+            Some(Ok(m)) if m.seq == seq && m.vault_id == local.vault_id => kept.push(m),
+            _ => doomed.push(key),
+        }
+    }
+    if kept.is_empty() {
+        return Ok(0);
+    }
+    let live_maps: HashSet<[u8; 32]> = kept
+        .iter()
+        .flat_map(|m| m.files.iter().map(|f| f.map))
+        .collect();
+    let maps: Vec<FileMap> = remote.block_on(
+        stream::iter(live_maps.iter().copied())
+            .map(|h| async move { fetch_map_async(remote, h, local.seed).await })
+            .buffer_unordered(16)
+            .try_collect(),
+    )?;
+    let live_chunks: HashSet<[u8; 32]> =
+        maps.iter().flat_map(|m| m.chunks.iter().copied()).collect();
+    doomed.extend(listed_maps.difference(&live_maps).map(remote::map_key));
+    doomed.extend(
+        listed_chunks
+            .difference(&live_chunks)
+            .map(remote::chunk_key),
+    );
+    let n = doomed.len() as u64;
+    // In order: manifests first, so no manifest ever names a deleted object.
+    for key in doomed {
+        remote.block_on(remote.delete_async(&key))?;
+    }
+    Ok(n)
+}
+
+async fn fetch_map_async(remote: &Remote, hash: [u8; 32], seed: u32) -> Result<FileMap> {
+    let key = remote::map_key(&hash);
+    let bytes = remote.get_async(&key).await?.ok_or_else(|| {
+        remote.damaged(
+            &key,
+            "a kept remote manifest names this file map, which is missing",
+        )
+    })?;
+    if blake3::hash(&bytes).as_bytes() != &hash {
+        return Err(remote.damaged(&key, "the file map's bytes do not hash to its key"));
+    }
+    FileMap::decode(&bytes, seed).map_err(|e| remote.damaged(&key, e.to_string()))
+}
