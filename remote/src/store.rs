@@ -11,7 +11,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
     RetryConfig,
 };
 
@@ -91,32 +91,36 @@ impl Remote {
             max_retries: opts.retries,
             retry_timeout: opts.retry_timeout,
         };
-        let client = ClientOptions::new()
-            .with_timeout(opts.request_timeout)
-            .with_connect_timeout(Duration::from_secs(10));
+        // Client settings go through the configuration keys, so that the ones the environment
+        // sets (`AWS_ALLOW_HTTP`, ...) are kept.
+        let config: Vec<(String, String)> = [
+            ("timeout".to_owned(), format!("{}s", opts.request_timeout.as_secs().max(1))),
+            ("connect_timeout".to_owned(), "10s".to_owned()),
+        ]
+        .into_iter()
+        .chain(opts.config.iter().cloned())
+        .collect();
         let refuse =
             |e: object_store::Error| RemoteError::Refused(format!("cannot use {url}: {e}"));
         let store: Arc<dyn ObjectStore> = if scheme == "s3" {
             let mut b = AmazonS3Builder::from_env();
-            for (k, v) in &opts.config {
+            for (k, v) in &config {
                 b = b.with_config(k.parse().map_err(refuse)?, v);
             }
             Arc::new(
                 b.with_bucket_name(bucket)
                     .with_retry(retry)
-                    .with_client_options(client)
                     .build()
                     .map_err(refuse)?,
             )
         } else {
             let mut b = MicrosoftAzureBuilder::from_env();
-            for (k, v) in &opts.config {
+            for (k, v) in &config {
                 b = b.with_config(k.parse().map_err(refuse)?, v);
             }
             Arc::new(
                 b.with_container_name(bucket)
                     .with_retry(retry)
-                    .with_client_options(client)
                     .build()
                     .map_err(refuse)?,
             )

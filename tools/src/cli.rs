@@ -23,6 +23,14 @@ pub struct Cli {
         default_value = "auto"
     )]
     pub backend: Backend,
+    /// An `object_store` setting for the remote, KEY=VALUE (`aws_endpoint=http://...`,
+    /// `azure_storage_account_key=...`); repeatable. Endpoint and credentials are otherwise read
+    /// from the standard variables (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AZURE_STORAGE_*`, ...).
+    #[arg(long = "remote-option", global = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub remote_options: Vec<(String, String)>,
+    /// Retries of a failed request to the remote before giving up.
+    #[arg(long, global = true, default_value_t = 5)]
+    pub remote_retries: usize,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,7 +108,7 @@ pub enum Command {
     },
     /// List recovery points.
     Points {
-        /// The vault directory.
+        /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
         vault: PathBuf,
         /// Print as JSON.
         #[arg(long)]
@@ -108,7 +116,7 @@ pub enum Command {
     },
     /// Show disks, sizes, segments, bytes, points and RPO.
     Inspect {
-        /// The vault directory.
+        /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
         vault: PathBuf,
         /// Print as JSON.
         #[arg(long)]
@@ -147,6 +155,22 @@ pub enum Command {
     },
     /// Materialize every disk at a recovery point as DIR/NAME.raw, or in another --format.
     Failover(FailoverArgs),
+    /// Configure the vault's object storage remote.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
+    /// Upload sealed segments, checkpoints and bases to the remote, publish a remote manifest,
+    /// evict local files beyond the cache limit, and delete remote objects no longer needed.
+    /// Resumable: run it again after any failure.
+    Sync {
+        /// The vault directory.
+        vault: PathBuf,
+        /// Chunks (4 MiB) uploaded at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve a recovery point over NBD (read-only, or writable through a discarded overlay),
     /// or capture NBD writes into the journal (--capture).
     ServeNbd(crate::nbd::ServeNbdArgs),
@@ -280,11 +304,48 @@ pub enum DiskCommand {
     },
 }
 
+/// `replog remote`.
+#[derive(Debug, Subcommand)]
+pub enum RemoteCommand {
+    /// Set the vault's remote, s3://BUCKET/PREFIX or az://CONTAINER/PREFIX, and claim the
+    /// prefix for the vault (a prefix holding another vault is refused). Run again to change
+    /// the cache limit or the manifests kept.
+    Add {
+        /// The vault directory.
+        vault: PathBuf,
+        /// s3://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX].
+        url: String,
+        /// Keep at most this many bytes of sealed segments and base images locally; `sync`
+        /// evicts the oldest confirmed ones beyond it (0: keep everything).
+        #[arg(long, value_parser = parse_bytes, default_value = "0")]
+        cache_limit: u64,
+        /// Remote manifests kept, with every object they need (older ones and what only they
+        /// need are deleted by `sync`).
+        #[arg(long, default_value_t = 2)]
+        keep_manifests: u32,
+    },
+    /// Show the vault's remote and what its last sync confirmed.
+    Show {
+        /// The vault directory.
+        vault: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses KEY=VALUE.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
 /// Which point to fail over to, and where.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["point", "at", "latest"])))]
 pub struct FailoverArgs {
-    /// The vault directory.
+    /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
     pub vault: PathBuf,
     /// The point's id.
     #[arg(long)]
@@ -308,6 +369,9 @@ pub struct FailoverArgs {
     /// Do not sync the output before returning.
     #[arg(long)]
     pub no_sync: bool,
+    /// From a remote: chunks fetched (and disk ranges written) at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallel: usize,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

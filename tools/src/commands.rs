@@ -8,19 +8,22 @@ use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 use serde_json::json;
 
 use crate::cli::{
-    Backend, BenchCommand, Cli, Command, CompressionArg, DiskCommand, Pattern, SourceFormat,
+    Backend, BenchCommand, Cli, Command, CompressionArg, DiskCommand, Pattern, RemoteCommand,
+    SourceFormat,
 };
+use replog_remote::RemoteOptions;
 use crate::output::{human_bytes, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> CmdResult {
     let storage = storage(cli.backend)?;
+    let remote = crate::remote_commands::options(&cli);
     let journaled = match &cli.command {
         Command::Ingest { vault, .. } | Command::Point { vault, .. } => Some(vault.clone()),
         _ => None,
     };
-    let result = dispatch(storage.clone(), cli.command);
+    let result = dispatch(storage.clone(), cli.command, &remote);
     if let (Ok(_), Some(vault)) = (&result, journaled) {
         crate::checkpoints::maintain(storage, &vault);
     }
@@ -28,7 +31,9 @@ pub fn run(cli: Cli) -> CmdResult {
 }
 
 /// Runs one command.
-fn dispatch(storage: Arc<dyn Storage>, command: Command) -> CmdResult {
+fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions) -> CmdResult {
+    // A local vault whose sync evicted files reads them from its remote.
+    let tiered = |vault: &Path| crate::remote_commands::tiered(storage.clone(), vault, remote);
     match command {
         Command::Init {
             vault,
@@ -59,19 +64,45 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command) -> CmdResult {
             label,
             json,
         } => point(storage, &vault, app_consistent, &label, json),
-        Command::Points { vault, json } => crate::read_commands::points(storage, &vault, json),
-        Command::Inspect { vault, json } => crate::read_commands::inspect(storage, &vault, json),
+        Command::Points { vault, json } => {
+            let (storage, vault) = crate::remote_commands::resolve(storage, &vault, remote)?;
+            crate::read_commands::points(storage, &vault, json)
+        }
+        Command::Inspect { vault, json } => {
+            let (storage, vault) = crate::remote_commands::resolve(storage, &vault, remote)?;
+            crate::read_commands::inspect(storage, &vault, json)
+        }
         Command::Dump {
             vault,
             segment,
             json,
-        } => crate::read_commands::dump(storage, &vault, segment, json),
-        Command::Verify { vault, json } => crate::read_commands::verify(storage, &vault, json),
-        Command::Failover(args) => crate::read_commands::failover(storage, &args),
+        } => crate::read_commands::dump(tiered(&vault)?, &vault, segment, json),
+        Command::Verify { vault, json } => {
+            crate::read_commands::verify(tiered(&vault)?, &vault, json)
+        }
+        Command::Failover(args) => crate::read_commands::failover(storage, &args, remote),
+        Command::Remote(RemoteCommand::Add {
+            vault,
+            url,
+            cache_limit,
+            keep_manifests,
+        }) => crate::remote_commands::add(&vault, &url, cache_limit, keep_manifests, remote),
+        Command::Remote(RemoteCommand::Show { vault, json }) => {
+            crate::remote_commands::show(&vault, json)
+        }
+        Command::Sync {
+            vault,
+            concurrency,
+            json,
+        } => crate::remote_commands::sync(tiered(&vault)?, &vault, concurrency, json, remote),
         Command::Retention(args) => crate::lifecycle_commands::retention(storage, &args),
-        Command::Prune(args) => crate::lifecycle_commands::prune(storage, &args),
-        Command::TestFailover(args) => crate::lifecycle_commands::test_failover(storage, &args),
-        Command::CompleteMigration(args) => crate::lifecycle_commands::complete(storage, &args),
+        Command::Prune(args) => crate::lifecycle_commands::prune(tiered(&args.vault)?, &args),
+        Command::TestFailover(args) => {
+            crate::lifecycle_commands::test_failover(tiered(&args.vault)?, &args)
+        }
+        Command::CompleteMigration(args) => {
+            crate::lifecycle_commands::complete(tiered(&args.vault)?, &args)
+        }
         Command::ServeNbd(args) => crate::nbd::run(storage, &args),
         Command::Demo { dir } => crate::demo::run(storage, dir),
         Command::Checkpoint {

@@ -21,6 +21,7 @@ mod lifecycle_commands;
 mod nbd;
 mod output;
 mod read_commands;
+mod remote_commands;
 mod torture;
 
 /// Success.
@@ -52,6 +53,16 @@ impl From<replog_writer::WriteError> for Failure {
 impl From<replog_reader::ReadError> for Failure {
     fn from(e: replog_reader::ReadError) -> Failure {
         let damaged = e.kind() == replog_reader::ReadErrorKind::Damaged;
+        Failure {
+            message: e.to_string(),
+            damaged,
+        }
+    }
+}
+
+impl From<replog_remote::RemoteError> for Failure {
+    fn from(e: replog_remote::RemoteError) -> Failure {
+        let damaged = matches!(e, replog_remote::RemoteError::Damaged { .. });
         Failure {
             message: e.to_string(),
             damaged,

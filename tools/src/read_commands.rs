@@ -262,27 +262,59 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
     Ok(if intact { EXIT_OK } else { EXIT_DAMAGED })
 }
 
-pub fn failover(storage: Arc<dyn Storage>, args: &FailoverArgs) -> CmdResult {
-    // The lease keeps a concurrent prune from moving the base past the point or deleting the
-    // files this snapshot reads, until the images are complete.
-    let leased = Vault::open_leased(
-        storage,
-        &args.vault,
-        &replog_reader::LeaseOptions::new("failover"),
-        |v| select_point(v, args).cloned(),
-    )?;
-    warn_of_damage(&leased.vault, &args.vault);
-    let (v, point, _lease) = (leased.vault, leased.point, leased.lease);
+pub fn failover(
+    storage: Arc<dyn Storage>,
+    args: &FailoverArgs,
+    remote: &replog_remote::RemoteOptions,
+) -> CmdResult {
+    let started = Instant::now();
+    let (v, point, _lease, threads) = match crate::remote_commands::remote_url(&args.vault) {
+        // From a remote: no lease (the remote keeps its newest manifests whole), and more
+        // workers than cores, since each mostly waits for a chunk to arrive.
+        Some(url) => {
+            let parallel = args.parallel.max(1);
+            let (v, rv) = crate::remote_commands::open(storage, url, remote, 2 * parallel + 4)?;
+            eprintln!(
+                "replog: reading {url} as of its remote manifest {} ({})",
+                rv.manifest_seq,
+                rfc3339(rv.manifest_time_unix_ns)
+            );
+            let point = select_point(&v, args)?.clone();
+            (v, point, None, Some(parallel))
+        }
+        None => {
+            let storage = crate::remote_commands::tiered(storage, &args.vault, remote)?;
+            // The lease keeps a concurrent prune from moving the base past the point or
+            // deleting the files this snapshot reads, until the images are complete.
+            let leased = Vault::open_leased(
+                storage,
+                &args.vault,
+                &replog_reader::LeaseOptions::new("failover"),
+                |v| select_point(v, args).cloned(),
+            )?;
+            (leased.vault, leased.point, Some(leased.lease), None)
+        }
+    };
+    warn_of_damage(&v, &args.vault);
     let view = v.view(&point)?;
     let bar = progress(view.total_bytes(), "failover");
-    let started = Instant::now();
     let opts = MaterializeOptions {
         force: args.force,
         sync: !args.no_sync,
     };
-    let stats = crate::export::export(&view, &args.out, args.format, &opts, &|n| {
-        bar.set_position(n)
-    })?;
+    let export = || {
+        crate::export::export(&view, &args.out, args.format, &opts, &|n| {
+            bar.set_position(n)
+        })
+    };
+    let stats = match threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| Failure::new(format!("cannot start {n} workers: {e}")))?
+            .install(export)?,
+        None => export()?,
+    };
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let disks: Vec<Value> = stats.disks.iter().map(|d| json!({"name": d.name, "path": d.path.display().to_string(), "format": args.format.name(), "size_bytes": d.size_bytes, "virtual_size_bytes": d.virtual_bytes})).collect();
