@@ -167,6 +167,10 @@ pub enum Command {
         /// Chunks (4 MiB) uploaded at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Seal the open segment first, so the newest point is uploaded too (takes the writer
+        /// lock: refused while another writer has the vault open).
+        #[arg(long)]
+        seal: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

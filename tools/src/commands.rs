@@ -93,8 +93,19 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions)
         Command::Sync {
             vault,
             concurrency,
+            seal,
             json,
-        } => crate::remote_commands::sync(tiered(&vault)?, &vault, concurrency, json, remote),
+        } => {
+            if seal {
+                let mut w = open_writer(storage.clone(), &vault)?;
+                let sealed = w.seal_segment()?;
+                w.close()?;
+                if sealed && !json {
+                    println!("sealed the open segment of {}", vault.display());
+                }
+            }
+            crate::remote_commands::sync(tiered(&vault)?, &vault, concurrency, json, remote)
+        }
         Command::Retention(args) => crate::lifecycle_commands::retention(storage, &args),
         Command::Prune(args) => crate::lifecycle_commands::prune(tiered(&args.vault)?, &args),
         Command::TestFailover(args) => {

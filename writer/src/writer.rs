@@ -533,6 +533,18 @@ impl Writer {
         self.flush(true)
     }
 
+    /// Seals the open segment, when it holds any record, and opens the next: its points become
+    /// part of the manifest and its file immutable (what `sync` ships). Returns whether it
+    /// sealed.
+    pub fn seal_segment(&mut self) -> Result<bool> {
+        self.check_poison()?;
+        if self.active.record_count() == 0 {
+            return Ok(false);
+        }
+        self.seal_and_rotate()?;
+        Ok(true)
+    }
+
     /// Makes every staged record durable and releases the vault.
     pub fn close(mut self) -> Result<()> {
         self.flush(true)
