@@ -202,7 +202,11 @@ pub fn hex(hash: &[u8; 32]) -> String {
 
 /// Parses 64 lower-case hex digits.
 pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; 32];
@@ -229,9 +233,12 @@ pub fn manifest_key(seq: u64) -> String {
 /// The sequence number in a remote manifest's key, or `None` for any other name.
 pub fn parse_manifest_key(key: &str) -> Option<u64> {
     let hex = key.strip_prefix("manifests/")?.strip_suffix(".rman")?;
-    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then(|| u64::from_str_radix(hex, 16).ok())
-        .flatten()
+    (hex.len() == 16
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then(|| u64::from_str_radix(hex, 16).ok())
+    .flatten()
 }
 
 /// Key of a file map.
@@ -310,7 +317,11 @@ fn seal(mut out: Vec<u8>, seed: u32) -> Vec<u8> {
 fn decode_id(c: &mut Cursor<'_>, at: usize) -> Result<FileId, DecodeError> {
     let raw = c.u8()?;
     let kind = FileKind::from_u8(raw).ok_or_else(|| {
-        c.error_at(DecodeErrorKind::BadField, at, format!("unknown file kind {raw}"))
+        c.error_at(
+            DecodeErrorKind::BadField,
+            at,
+            format!("unknown file kind {raw}"),
+        )
     })?;
     c.zeros(7)?;
     let (a, b) = (c.u64()?, c.u64()?);
@@ -639,7 +650,10 @@ mod tests {
         };
         let bytes = m.encode(SEED);
         assert_eq!(FileMap::decode(&bytes, SEED).unwrap(), m);
-        assert_eq!(m.chunk_range(1), (REMOTE_CHUNK_BYTES, REMOTE_CHUNK_BYTES + 1));
+        assert_eq!(
+            m.chunk_range(1),
+            (REMOTE_CHUNK_BYTES, REMOTE_CHUNK_BYTES + 1)
+        );
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x01;

@@ -267,3 +267,59 @@ fn the_manifest_header_is_laid_out_as_documented() {
         "an empty manifest body"
     );
 }
+
+#[test]
+fn the_remote_manifest_and_file_map_are_laid_out_as_documented() {
+    use replog_format::remote::{FileId, FileKind, FileMap, RemoteFile, RemoteManifest};
+    let seed = 0xfeed_f00d;
+    let m = RemoteManifest {
+        vault_id: [3; 16],
+        seq: 9,
+        time_unix_ns: 77,
+        manifest: vec![0xaa; 10],
+        files: vec![RemoteFile {
+            id: FileId {
+                kind: FileKind::Base,
+                a: 2,
+                b: 5,
+            },
+            file_bytes: 123,
+            map: [0x5c; 32],
+        }],
+    };
+    let b = m.encode(seed);
+    assert_eq!(&b[0..8], b"RPLG-RMN");
+    assert_eq!(u32_at(&b, 8), 1);
+    assert_eq!(&b[16..32], &[3; 16]);
+    assert_eq!(u64_at(&b, 32), 9);
+    assert_eq!(u64_at(&b, 48), 10);
+    assert_eq!(u32_at(&b, 56), 1);
+    assert_eq!(&b[64..74], &[0xaa; 10]);
+    let e = 74;
+    assert_eq!(b[e], 3);
+    assert_eq!((u64_at(&b, e + 8), u64_at(&b, e + 16), u64_at(&b, e + 24)), (2, 5, 123));
+    assert_eq!(&b[e + 32..e + 64], &[0x5c; 32]);
+    assert_eq!(b.len(), e + 64 + 4);
+    let crc = replog_format::crc32_seeded(seed, &[&b[..b.len() - 4]]);
+    assert_eq!(u32_at(&b, b.len() - 4), crc);
+
+    let map = FileMap {
+        vault_id: [3; 16],
+        id: FileId {
+            kind: FileKind::Segment,
+            a: 4,
+            b: 0,
+        },
+        file_bytes: 5 << 20,
+        chunks: vec![[1; 32], [0; 32]],
+    };
+    let b = map.encode(seed);
+    assert_eq!(&b[0..8], b"RPLG-RFM");
+    assert_eq!(u32_at(&b, 12), 4 << 20);
+    assert_eq!(b[32], 1);
+    assert_eq!(u64_at(&b, 40), 4);
+    assert_eq!(u64_at(&b, 56), 5 << 20);
+    assert_eq!(u64_at(&b, 64), 2);
+    assert_eq!(&b[72..104], &[1; 32]);
+    assert_eq!(b.len(), 72 + 64 + 4);
+}
