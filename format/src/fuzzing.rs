@@ -33,6 +33,7 @@ use crate::lease::{LEASE_FIXED_BYTES, LeaseRecord};
 use crate::limits::RECORD_DATA_BYTES_MAX;
 use crate::manifest::{MANIFEST_HEADER_BYTES, Manifest};
 use crate::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
+use crate::remote::{FileMap, RemoteConfig, RemoteManifest};
 use crate::segment::{
     Expect, FooterIndex, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, TRAILER_BYTES, Trailer,
     scan,
@@ -656,6 +657,54 @@ fn lease_as_is(data: &[u8]) {
             &l,
             |l| l.encode(seed),
             |b| LeaseRecord::decode(b, seed),
+        );
+    }
+}
+
+/// The remote objects and the local remote configuration: [`RemoteManifest::decode`],
+/// [`FileMap::decode`] and [`RemoteConfig::decode`] each get the same bytes.
+///
+/// The checksum fix-up recomputes the trailing CRC, which all three share, so that the fuzzer
+/// reaches the fields behind it.
+pub fn remote(data: &[u8]) {
+    with_fixed_checksums(data, fix_trailing_crc, remote_as_is);
+}
+
+fn fix_trailing_crc(bytes: &mut [u8]) {
+    let Some(body) = bytes.len().checked_sub(4) else {
+        return;
+    };
+    let crc = crc32_seeded(seed(), &[&bytes[..body]]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn remote_as_is(data: &[u8]) {
+    let seed = seed();
+    if let Ok(m) = RemoteManifest::decode(data, seed) {
+        round_trip(
+            "remote manifest",
+            data,
+            &m,
+            |m| m.encode(seed),
+            |b| RemoteManifest::decode(b, seed),
+        );
+    }
+    if let Ok(m) = FileMap::decode(data, seed) {
+        round_trip(
+            "file map",
+            data,
+            &m,
+            |m| m.encode(seed),
+            |b| FileMap::decode(b, seed),
+        );
+    }
+    if let Ok(c) = RemoteConfig::decode(data, seed) {
+        round_trip(
+            "remote configuration",
+            data,
+            &c,
+            |c| c.encode(seed),
+            |b| RemoteConfig::decode(b, seed),
         );
     }
 }

@@ -297,7 +297,10 @@ fn the_remote_manifest_and_file_map_are_laid_out_as_documented() {
     assert_eq!(&b[64..74], &[0xaa; 10]);
     let e = 74;
     assert_eq!(b[e], 3);
-    assert_eq!((u64_at(&b, e + 8), u64_at(&b, e + 16), u64_at(&b, e + 24)), (2, 5, 123));
+    assert_eq!(
+        (u64_at(&b, e + 8), u64_at(&b, e + 16), u64_at(&b, e + 24)),
+        (2, 5, 123)
+    );
     assert_eq!(&b[e + 32..e + 64], &[0x5c; 32]);
     assert_eq!(b.len(), e + 64 + 4);
     let crc = replog_format::crc32_seeded(seed, &[&b[..b.len() - 4]]);

@@ -22,6 +22,7 @@ use replog_format::lifecycle::{
 use replog_format::magic::FormatVersion;
 use replog_format::manifest::{DiskEntry, Manifest, PointRef, SealedInfo, SegmentEntry};
 use replog_format::record::{FLAG_LZ4, PointKind, PointPayload, RecordHeader, RecordKind};
+use replog_format::remote::{FileId, FileKind, FileMap, RemoteConfig, RemoteFile, RemoteManifest};
 use replog_format::segment::{ExtentEntry, FooterIndex, PointEntry, SegmentHeader, Trailer};
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,7 @@ const TARGETS: &[(&str, Oracle)] = &[
     ("segment_scan", fuzzing::segment_scan),
     ("checkpoint", fuzzing::checkpoint),
     ("lease", fuzzing::lease),
+    ("remote", fuzzing::remote),
 ];
 
 /// Largest seed file, so the corpora stay small enough to commit.
@@ -159,6 +161,11 @@ fn decodes(target: &str, bytes: &[u8]) -> bool {
         }
         "checkpoint" => checkpoint_decodes(bytes),
         "lease" => LeaseRecord::decode(bytes, seed).is_ok(),
+        "remote" => {
+            RemoteManifest::decode(bytes, seed).is_ok()
+                || FileMap::decode(bytes, seed).is_ok()
+                || RemoteConfig::decode(bytes, seed).is_ok()
+        }
         _ => panic!("unknown target {target}"),
     }
 }
@@ -316,6 +323,46 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         };
         add("lease", name, l.encode(seed));
     }
+
+    let file = |kind, a, b| FileId { kind, a, b };
+    let manifest = RemoteManifest {
+        vault_id: fuzzing::VAULT_ID,
+        seq: 2,
+        time_unix_ns: 1_700_000_000_000_000_000,
+        manifest: vec![0x4d; 100],
+        files: vec![
+            RemoteFile {
+                id: file(FileKind::Segment, 1, 0),
+                file_bytes: 9 << 20,
+                map: [0x11; 32],
+            },
+            RemoteFile {
+                id: file(FileKind::Checkpoint, 40, 0),
+                file_bytes: 8192,
+                map: [0x22; 32],
+            },
+            RemoteFile {
+                id: file(FileKind::Base, 1, 3),
+                file_bytes: 5 << 20,
+                map: [0x33; 32],
+            },
+        ],
+    };
+    add("remote", "manifest", manifest.encode(seed));
+    let map = FileMap {
+        vault_id: fuzzing::VAULT_ID,
+        id: file(FileKind::Segment, 1, 0),
+        file_bytes: 9 << 20,
+        chunks: vec![[0x44; 32], [0; 32], [0x55; 32]],
+    };
+    add("remote", "file-map", map.encode(seed));
+    let config = RemoteConfig {
+        vault_id: fuzzing::VAULT_ID,
+        url: "s3://bucket/vaults/one".into(),
+        cache_limit_bytes: 1 << 30,
+        keep_manifests: 2,
+    };
+    add("remote", "config", config.encode(seed));
 
     for (name, disk_bytes, block_bytes) in
         [("small", 10 * 65536 + 100, 65536), ("empty-disk", 0, 4096)]
