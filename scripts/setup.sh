@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
 # Installs what replog's tests and benchmarks use, on a fresh Debian machine: qemu-utils
-# (qemu-img, qemu-io), libnbd-bin (nbdinfo, nbdcopy) and fio. Does nothing for what is present.
+# (qemu-img, qemu-io), libnbd-bin (nbdinfo, nbdcopy) and fio; and the object stores the remote
+# tests start on loopback: s3s-fs (an S3 server over a directory, from crates.io) and Azurite
+# (Azure's blob emulator, from npm, with nodejs and npm from apt when missing). Does nothing for
+# what is present.
 set -euo pipefail
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 need=()
 command -v qemu-img >/dev/null 2>&1 && command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v fio >/dev/null 2>&1 || need+=(fio)
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+fi
 if [ ${#need[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "setup: installing ${need[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)"; exit 1; }
-echo "setup: qemu-img $(qemu-img --version | head -1 | awk '{print $3}'), fio $(fio --version), cargo $(cargo --version | awk '{print $2}')"
+# cargo installs into ~/.cargo/bin, which must be on PATH for the tests to find s3s-fs.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "setup: installing s3s-fs (a few minutes of building)"
+  # --locked keeps to the versions s3s-fs was released with; newer ones may need a newer rustc.
+  cargo install -q s3s-fs@0.14.1 --features binary --locked \
+    || cargo install -q s3s-fs@0.14.1 --features binary
+fi
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  echo "setup: installing azurite"
+  $sudo npm install -g --silent --no-fund --no-audit azurite@3.35.0 >/dev/null
+fi
+echo "setup: qemu-img $(qemu-img --version | head -1 | awk '{print $3}'), fio $(fio --version)," \
+  "cargo $(cargo --version | awk '{print $2}'), s3s-fs $(s3s-fs --version | awk '{print $2}')," \
+  "azurite $(azurite-blob --version)"

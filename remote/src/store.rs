@@ -11,8 +11,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig,
+    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
 use crate::error::{RemoteError, Result};
@@ -94,7 +93,10 @@ impl Remote {
         // Client settings go through the configuration keys, so that the ones the environment
         // sets (`AWS_ALLOW_HTTP`, ...) are kept.
         let config: Vec<(String, String)> = [
-            ("timeout".to_owned(), format!("{}s", opts.request_timeout.as_secs().max(1))),
+            (
+                "timeout".to_owned(),
+                format!("{}s", opts.request_timeout.as_secs().max(1)),
+            ),
             ("connect_timeout".to_owned(), "10s".to_owned()),
         ]
         .into_iter()

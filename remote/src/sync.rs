@@ -45,11 +45,17 @@ use crate::store::{Put, Remote};
 pub struct SyncOptions {
     /// Chunks uploaded (and read back) at once.
     pub concurrency: usize,
+    /// Read back every chunk of every local file, not only the new ones, and replace any that
+    /// is damaged or missing on the remote.
+    pub scrub: bool,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { concurrency: 8 }
+        SyncOptions {
+            concurrency: 8,
+            scrub: false,
+        }
     }
 }
 
@@ -366,8 +372,14 @@ pub fn sync(
         let known = latest.as_ref().and_then(|l| l.file(&id));
         let local_len = std::fs::metadata(dir.join(file_path(&id))).map(|m| m.len());
         match (known, local_len) {
-            // A sealed file's id names its bytes: confirmed once, it never changes.
-            (Some(f), _) if id.kind != FileKind::Segment || f.file_bytes == len => files.push(*f),
+            // A sealed file's id names its bytes: confirmed once, it never changes (a scrub
+            // confirms it again when it is local).
+            (Some(f), local_len)
+                if (id.kind != FileKind::Segment || f.file_bytes == len)
+                    && !(opts.scrub && local_len.is_ok()) =>
+            {
+                files.push(*f)
+            }
             (_, Ok(local_len)) => {
                 let file_bytes = if id.kind == FileKind::Segment {
                     len

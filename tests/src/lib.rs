@@ -2,6 +2,7 @@
 //! every shared test runs against, and a model of the disks to check the vault against.
 
 pub mod fuzz_vault;
+pub mod servers;
 
 use std::path::PathBuf;
 use std::sync::Arc;

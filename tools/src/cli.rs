@@ -171,6 +171,10 @@ pub enum Command {
         /// lock: refused while another writer has the vault open).
         #[arg(long)]
         seal: bool,
+        /// Read back every remote chunk of every local file, not only new ones, and replace
+        /// any that is damaged or missing.
+        #[arg(long)]
+        scrub: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -11,9 +11,9 @@ use crate::cli::{
     Backend, BenchCommand, Cli, Command, CompressionArg, DiskCommand, Pattern, RemoteCommand,
     SourceFormat,
 };
-use replog_remote::RemoteOptions;
 use crate::output::{human_bytes, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
+use replog_remote::RemoteOptions;
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> CmdResult {
@@ -94,6 +94,7 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions)
             vault,
             concurrency,
             seal,
+            scrub,
             json,
         } => {
             if seal {
@@ -104,7 +105,8 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions)
                     println!("sealed the open segment of {}", vault.display());
                 }
             }
-            crate::remote_commands::sync(tiered(&vault)?, &vault, concurrency, json, remote)
+            let opts = replog_remote::SyncOptions { concurrency, scrub };
+            crate::remote_commands::sync(tiered(&vault)?, &vault, &opts, json, remote)
         }
         Command::Retention(args) => crate::lifecycle_commands::retention(storage, &args),
         Command::Prune(args) => crate::lifecycle_commands::prune(tiered(&args.vault)?, &args),

@@ -170,7 +170,7 @@ pub fn show(vault: &Path, json: bool) -> CmdResult {
 pub fn sync(
     storage: Arc<dyn Storage>,
     vault: &Path,
-    concurrency: usize,
+    sync_opts: &SyncOptions,
     json: bool,
     opts: &RemoteOptions,
 ) -> CmdResult {
@@ -179,16 +179,10 @@ pub fn sync(
     let remote = Remote::open(&config.url, opts)?;
     let bar = progress(0, "sync");
     let started = Instant::now();
-    let report = replog_remote::sync(
-        storage,
-        vault,
-        &remote,
-        &SyncOptions { concurrency },
-        &|done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
-    )?;
+    let report = replog_remote::sync(storage, vault, &remote, sync_opts, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let mb_per_s = report.bytes_written as f64 / 1e6 / seconds.max(1e-9);

@@ -1,0 +1,478 @@
+//! Object storage tiering against real servers on loopback (s3s-fs for S3, Azurite for Azure
+//! Blob, started by the tests themselves; `scripts/setup.sh` installs both): upload, eviction,
+//! failover from the bucket with the local vault deleted, a crash at every request of a sync,
+//! a server that disappears mid-upload, and damaged remote objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use replog_format::remote::{self, RemoteConfig};
+use replog_reader::Vault;
+use replog_remote::fault::{FaultMode, FaultPlan, FaultStore};
+use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions, SyncReport};
+use replog_tests::noise;
+use replog_tests::servers::{AzuriteServer, S3Server};
+use replog_writer::{Compression, PointKind, VaultSettings, Writer};
+
+const DISK_BYTES: u64 = 12 << 20;
+/// Disks of the crash test, which syncs once per request of a sync.
+const SMALL_DISK_BYTES: u64 = 2 << 20;
+
+/// Every offered point's disks, by point id, read byte for byte.
+type Contents = BTreeMap<u64, Vec<Vec<u8>>>;
+
+fn settings() -> VaultSettings {
+    VaultSettings {
+        block_bytes: 64 << 10,
+        segment_bytes: 1 << 20,
+        compression: Compression::Lz4,
+    }
+}
+
+/// `object_store` configuration keys from a server's environment variables.
+fn options(env: Vec<(String, String)>) -> RemoteOptions {
+    RemoteOptions {
+        config: env
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
+        retries: 2,
+        retry_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Writes `rounds` rounds of changes to two disks, a point after each, and seals the segment
+/// so every point is in a sealed segment. Creates the vault when `dir` has none.
+fn write_rounds(dir: &Path, first_round: u64, rounds: u64, disk_bytes: u64) {
+    let storage = replog_tests::env_storage();
+    let mut w = if dir.join("VAULT").exists() {
+        Writer::open(storage, dir).expect("opened")
+    } else {
+        let mut w = Writer::create(storage, dir, settings()).expect("created");
+        w.add_disk("os", disk_bytes).expect("added");
+        w.add_disk("data", disk_bytes / 2).expect("added");
+        w
+    };
+    for round in first_round..first_round + rounds {
+        for i in 0..6u64 {
+            let disk = 1 + (i % 2) as u32;
+            let size = if disk == 1 {
+                disk_bytes
+            } else {
+                disk_bytes / 2
+            };
+            let len = 40_000 + ((round * 7 + i) * 9_973) % 300_000;
+            let at = ((round * 31 + i) * 1_048_573) % (size - len);
+            w.write(disk, at, &noise(round * 100 + i, len as usize))
+                .expect("staged");
+        }
+        w.point(PointKind::CrashConsistent, &format!("round {round}"))
+            .expect("acknowledged");
+    }
+    w.seal_segment().expect("sealed");
+    w.close().expect("closed");
+}
+
+/// Every offered point of the vault in `dir`, read through `storage`.
+fn contents(storage: Arc<dyn replog_io::Storage>, dir: &Path) -> Contents {
+    let v = Vault::open(storage, dir).expect("opened");
+    v.points()
+        .iter()
+        .map(|p| {
+            let view = v.view(p).expect("resolved");
+            let disks = view
+                .disks()
+                .iter()
+                .map(|d| {
+                    let mut buf = vec![0u8; d.size() as usize];
+                    d.read_at(0, &mut buf).expect("read and verified");
+                    buf
+                })
+                .collect();
+            (p.point_id, disks)
+        })
+        .collect()
+}
+
+/// The local vault's points, read from local files and, where evicted, from its remote.
+fn local_contents(dir: &Path, opts: &RemoteOptions) -> Contents {
+    let storage =
+        replog_remote::storage_for_vault(replog_tests::env_storage(), dir, opts).expect("storage");
+    contents(storage, dir)
+}
+
+/// The points of the vault at `url`, read from the remote alone.
+fn remote_contents(remote: Arc<Remote>) -> Contents {
+    let rv = replog_remote::open_remote(remote, replog_tests::env_storage(), 8)
+        .expect("remote vault opened");
+    contents(rv.storage, &rv.root)
+}
+
+fn add_remote(dir: &Path, url: &str, remote: &Remote, cache_limit_bytes: u64) {
+    let local = LocalVault::open(dir).expect("local vault");
+    replog_remote::claim(&local, remote).expect("claimed");
+    local
+        .write_config(&RemoteConfig {
+            vault_id: local.vault_id,
+            url: url.to_owned(),
+            cache_limit_bytes,
+            keep_manifests: 2,
+        })
+        .expect("configured");
+}
+
+fn sync(dir: &Path, remote: &Remote) -> replog_remote::Result<SyncReport> {
+    sync_with(dir, remote, false)
+}
+
+fn sync_with(dir: &Path, remote: &Remote, scrub: bool) -> replog_remote::Result<SyncReport> {
+    let storage = replog_remote::storage_for_vault(
+        replog_tests::env_storage(),
+        dir,
+        &RemoteOptions::default(),
+    )?;
+    replog_remote::sync(
+        storage,
+        dir,
+        remote,
+        &SyncOptions {
+            concurrency: 4,
+            scrub,
+        },
+        &|_, _| {},
+    )
+}
+
+/// Every key under the remote's prefix.
+fn keys(remote: &Remote) -> BTreeSet<String> {
+    let vault = remote
+        .get(remote::VAULT_KEY)
+        .expect("read")
+        .map(|_| remote::VAULT_KEY.to_owned());
+    [remote::MANIFESTS_DIR, remote::MAPS_DIR, remote::CHUNKS_DIR]
+        .iter()
+        .flat_map(|d| remote.list(d).expect("listed"))
+        .map(|(k, _)| k)
+        .chain(vault)
+        .collect()
+}
+
+/// The keys the kept manifests need: nothing else may be left on the remote.
+fn needed_keys(remote: &Remote, seed: u32, vault_id: [u8; 16]) -> BTreeSet<String> {
+    let mut out = BTreeSet::from(["VAULT".to_owned()]);
+    for (key, _) in remote.list(remote::MANIFESTS_DIR).expect("listed") {
+        let m = remote::RemoteManifest::decode(&remote.get(&key).unwrap().unwrap(), seed)
+            .expect("a manifest left on the remote decodes");
+        assert_eq!(m.vault_id, vault_id);
+        out.insert(key);
+        for f in &m.files {
+            out.insert(remote::map_key(&f.map));
+            let map = remote::FileMap::decode(
+                &remote.get(&remote::map_key(&f.map)).unwrap().unwrap(),
+                seed,
+            )
+            .expect("a map a manifest names is there and decodes");
+            out.extend(
+                map.chunks
+                    .iter()
+                    .filter(|c| **c != remote::ZERO_CHUNK)
+                    .map(remote::chunk_key),
+            );
+        }
+    }
+    out
+}
+
+fn s3_remote(server: &S3Server, prefix: &str) -> (String, Arc<Remote>, RemoteOptions) {
+    let url = server.url(prefix);
+    let opts = options(server.env());
+    let remote = Arc::new(Remote::open(&url, &opts).expect("remote"));
+    (url, remote, opts)
+}
+
+#[test]
+fn s3_upload_evict_and_fail_over_from_the_bucket_with_the_local_vault_deleted() {
+    let server = S3Server::start().expect("s3s-fs started");
+    let (url, remote, opts) = s3_remote(&server, "vaults/one");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    write_rounds(&dir, 0, 4, DISK_BYTES);
+    let expected = local_contents(&dir, &opts);
+    assert_eq!(expected.len(), 4);
+
+    // Upload, with a cache limit that evicts every sealed file.
+    add_remote(&dir, &url, &remote, 1);
+    let report = sync(&dir, &remote).expect("synced");
+    assert!(report.published && report.chunks_written > 0, "{report:?}");
+    assert!(
+        report.evicted_files > 0 && report.local_bytes <= 1,
+        "{report:?}"
+    );
+    let local = LocalVault::open(&dir).unwrap();
+    let latest = local.latest().unwrap().expect("LATEST recorded");
+    assert_eq!(latest.seq, report.manifest_seq);
+    for f in &latest.files {
+        if f.id.kind != remote::FileKind::Checkpoint {
+            assert!(!dir.join(replog_remote::file_path(&f.id)).exists());
+        }
+    }
+    // Evicted files are read from the remote, and every point reads as before.
+    assert_eq!(local_contents(&dir, &opts), expected);
+    // A second sync changes nothing and rewrites nothing.
+    let again = sync(&dir, &remote).expect("synced again");
+    assert!(!again.published && again.chunks_written == 0, "{again:?}");
+
+    // More changes, retention locally, then sync: the remote follows, and what only the
+    // dropped manifests needed is deleted.
+    write_rounds(&dir, 4, 2, DISK_BYTES);
+    sync(&dir, &remote).expect("synced");
+    let storage = replog_remote::storage_for_vault(replog_tests::env_storage(), &dir, &opts)
+        .expect("storage");
+    let mut w = Writer::open(storage, &dir).expect("opened");
+    w.prune(&replog_writer::PruneOptions {
+        keep_last: Some(3),
+        ..Default::default()
+    })
+    .expect("pruned");
+    w.close().unwrap();
+    let expected = local_contents(&dir, &opts);
+    assert_eq!(expected.len(), 3);
+    sync(&dir, &remote).expect("synced after prune");
+    sync(&dir, &remote).expect("synced again after prune");
+    assert_eq!(
+        keys(&remote),
+        needed_keys(&remote, local.seed, local.vault_id),
+        "nothing left on the remote that no kept manifest needs"
+    );
+
+    // The machine is gone: fail over from the bucket alone.
+    drop(tmp);
+    assert_eq!(remote_contents(remote), expected);
+}
+
+#[test]
+fn azure_upload_and_fail_over_from_the_container_with_the_local_vault_deleted() {
+    let server = AzuriteServer::start().expect("Azurite started");
+    let url = server.url("vaults/az");
+    let opts = options(server.env());
+    let remote = Arc::new(Remote::open(&url, &opts).expect("remote"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    write_rounds(&dir, 0, 3, DISK_BYTES);
+    let expected = local_contents(&dir, &opts);
+    add_remote(&dir, &url, &remote, 0);
+    let report = sync(&dir, &remote).expect("synced");
+    assert!(report.published && report.evicted_files == 0, "{report:?}");
+    // A key is written once: a second create of it is refused by Azure, and sync copes.
+    let again = sync(&dir, &remote).expect("synced again");
+    assert!(!again.published && again.chunks_written == 0, "{again:?}");
+    drop(tmp);
+    assert_eq!(remote_contents(remote), expected);
+}
+
+#[test]
+fn a_crash_at_every_request_of_a_sync_loses_nothing_and_leaves_nothing_twice() {
+    let server = S3Server::start().expect("s3s-fs started");
+    let opts = options(server.env());
+    let tmp = tempfile::tempdir().unwrap();
+    let template = tmp.path().join("template");
+    write_rounds(&template, 0, 3, SMALL_DISK_BYTES);
+
+    // Count the requests of the sync under test (the second one, after more changes).
+    let run = |n: u64, mode: FaultMode| -> Option<u64> {
+        let dir = tmp.path().join(format!("v-{n}-{mode:?}"));
+        copy_dir(&template, &dir);
+        let url = server.url(&format!("crash/{n}-{mode:?}"));
+        let plain = Remote::open(&url, &opts).expect("remote");
+        add_remote(&dir, &url, &plain, 1);
+        sync(&dir, &plain).expect("first sync");
+        write_rounds(&dir, 3, 2, SMALL_DISK_BYTES);
+        let expected = local_contents(&dir, &opts);
+
+        let inner: Arc<dyn ObjectStore> = plain_store(&server);
+        let plan = FaultPlan::new(n, mode);
+        let faulty =
+            Remote::with_store(Arc::new(FaultStore::new(inner, plan.clone())), &url).unwrap();
+        let crashed = sync(&dir, &faulty);
+        assert_eq!(crashed.is_err(), plan.crashed(), "request {n}: {crashed:?}");
+        // Whatever happened, the local vault reads every point as before.
+        assert_eq!(
+            local_contents(&dir, &opts),
+            expected,
+            "request {n} {mode:?}"
+        );
+        // Resume with the store back.
+        sync(&dir, &plain).unwrap_or_else(|e| panic!("resume after request {n}: {e}"));
+        assert_eq!(
+            local_contents(&dir, &opts),
+            expected,
+            "request {n} {mode:?}"
+        );
+        let local = LocalVault::open(&dir).unwrap();
+        assert_eq!(
+            keys(&plain),
+            needed_keys(&plain, local.seed, local.vault_id),
+            "request {n} {mode:?}: an object left over"
+        );
+        let remote = Arc::new(plain);
+        assert_eq!(remote_contents(remote), expected, "request {n} {mode:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        (!plan.crashed()).then(|| plan.requests())
+    };
+    let total = run(u64::MAX, FaultMode::BeforeApply).expect("a clean run");
+    assert!(total > 10, "a sync makes {total} requests");
+    for mode in [FaultMode::BeforeApply, FaultMode::AfterApply] {
+        for n in 0..total {
+            assert_eq!(run(n, mode), None, "request {n} of {total} must crash");
+        }
+    }
+}
+
+#[test]
+fn a_server_that_disappears_mid_upload_fails_the_sync_cleanly_and_a_rerun_completes() {
+    let mut server = S3Server::start().expect("s3s-fs started");
+    let (url, remote, opts) = s3_remote(&server, "gone");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    write_rounds(&dir, 0, 12, DISK_BYTES);
+    let expected = local_contents(&dir, &opts);
+    add_remote(&dir, &url, &remote, 1);
+
+    let syncing = {
+        let dir = dir.clone();
+        let remote = remote.clone();
+        std::thread::spawn(move || sync(&dir, &remote))
+    };
+    // Wait until chunks are arriving, then take the server away.
+    let chunks = server.root().join(server.bucket());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline && count_files(&chunks) < 4 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.kill();
+    let result = syncing.join().unwrap();
+    let e = result.expect_err("the sync cannot finish without its server");
+    assert!(
+        e.to_string().contains(&url),
+        "the error names the remote: {e}"
+    );
+    // Nothing was evicted, nothing recorded as confirmed: the local vault is whole.
+    let local = LocalVault::open(&dir).unwrap();
+    assert!(local.latest().unwrap().is_none());
+    assert_eq!(local_contents(&dir, &opts), expected);
+
+    server.restart().expect("s3s-fs restarted");
+    let report = sync(&dir, &remote).expect("the rerun completes");
+    assert!(report.published, "{report:?}");
+    assert_eq!(local_contents(&dir, &opts), expected);
+    drop(tmp);
+    assert_eq!(remote_contents(remote), expected);
+}
+
+#[test]
+fn a_damaged_or_missing_remote_object_is_an_error_naming_it_never_wrong_bytes() {
+    let server = S3Server::start().expect("s3s-fs started");
+    let (url, remote, opts) = s3_remote(&server, "damaged");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    write_rounds(&dir, 0, 2, DISK_BYTES);
+    add_remote(&dir, &url, &remote, 0);
+    sync(&dir, &remote).expect("synced");
+    let store = plain_store(&server);
+    let chunk = remote
+        .list(remote::CHUNKS_DIR)
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .next()
+        .expect("a chunk");
+    let key = object_store::path::Path::from(format!("damaged/{chunk}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let original = rt.block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
+    let mut flipped = original.to_vec();
+    flipped[original.len() / 2] ^= 1;
+    rt.block_on(store.put(&key, PutPayload::from(flipped)))
+        .unwrap();
+
+    let read_all = || {
+        let rv = replog_remote::open_remote(remote.clone(), replog_tests::env_storage(), 8)?;
+        let v = Vault::open(rv.storage.clone(), &rv.root)?;
+        for p in v.points() {
+            let view = v.view(p)?;
+            for d in view.disks() {
+                let mut buf = vec![0u8; d.size() as usize];
+                d.read_at(0, &mut buf)?;
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    let e = read_all().expect_err("a flipped chunk is refused");
+    assert!(
+        e.to_string().contains(&chunk),
+        "the error names the object: {e}"
+    );
+
+    // A plain sync trusts what it confirmed before; a scrub reads every chunk back, finds the
+    // damaged one and replaces it from the local copy: reads are whole again.
+    let plain = sync(&dir, &remote).expect("synced");
+    assert_eq!(plain.chunks_written, 0, "{plain:?}");
+    let scrub = sync_with(&dir, &remote, true).expect("scrubbed");
+    assert_eq!(scrub.chunks_written, 1, "{scrub:?}");
+    read_all().expect("repaired by the scrub");
+    rt.block_on(store.delete(&key)).unwrap();
+    let e = read_all().expect_err("a missing chunk is refused");
+    assert!(
+        e.to_string().contains(&chunk),
+        "the error names the object: {e}"
+    );
+    let _ = opts;
+}
+
+/// A client for the server's bucket, without replog's prefix handling.
+fn plain_store(server: &S3Server) -> Arc<dyn ObjectStore> {
+    let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(server.bucket());
+    for (k, v) in server.env() {
+        b = b.with_config(k.to_ascii_lowercase().parse().unwrap(), v);
+    }
+    Arc::new(b.build().unwrap())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    walk(dir).len()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path())
+            } else {
+                vec![e.path()]
+            }
+        })
+        .collect()
+}
