@@ -237,7 +237,8 @@ impl RemoteFiles {
         let hash = map.chunks[k];
         let (start, end) = map.chunk_range(k);
         if hash == ZERO_CHUNK {
-            return Ok(Bytes::from(vec![0u8; (end - start) as usize]));
+            static ZEROS: [u8; REMOTE_CHUNK_BYTES as usize] = [0; REMOTE_CHUNK_BYTES as usize];
+            return Ok(Bytes::from_static(&ZEROS[..(end - start) as usize]));
         }
         if let Some(b) = self.cache.lock().expect("cache lock").get(&hash) {
             return Ok(b);
