@@ -5,7 +5,8 @@
 //! file from the local disk when it is there and from the remote when the vault's last confirmed
 //! remote manifest (`remote/LATEST`) names it. Over a remote alone (no local vault), it also
 //! serves `VAULT` (the remote's copy), `MANIFEST` (the one embedded in the remote manifest) and
-//! the open segment (empty: only sealed segments are remote), and it is read-only. Paths outside
+//! the open segment (a header and no record: only sealed segments are remote), and it is
+//! read-only. Paths outside
 //! the vault go to the local backend either way, so images are written locally.
 //!
 //! A remote file is read a chunk at a time: the chunk's object is fetched whole, its BLAKE3
@@ -23,6 +24,7 @@ use replog_format::layout;
 use replog_format::remote::{
     self, FileId, FileKind, FileMap, REMOTE_CHUNK_BYTES, RemoteManifest, ZERO_CHUNK,
 };
+use replog_format::segment::SegmentHeader;
 use replog_io::{BackendKind, File, Mapped, OpenMode, Storage, WriteAt};
 
 use crate::error::{RemoteError, Result};
@@ -442,19 +444,24 @@ impl TieredStorage {
         }))
     }
 
-    /// Whether `rel` is the open segment of the embedded manifest (remote only: it reads as
-    /// empty, since only sealed segments are uploaded).
-    fn is_open_segment(&self, id: &FileId) -> bool {
-        id.kind == FileKind::Segment
-            && self.files.manifest.file(id).is_none()
-            && replog_format::manifest::Manifest::decode(&self.files.manifest.manifest)
-                .ok()
-                .and_then(|m| {
-                    m.segments
-                        .last()
-                        .map(|s| (s.segment_id, s.sealed.is_none()))
-                })
-                == Some((id.a, true))
+    /// The open segment of the embedded manifest, when `id` names it (remote only: only sealed
+    /// segments are uploaded, so it reads as a header and no record).
+    fn open_segment(&self, id: &FileId) -> Option<Vec<u8>> {
+        if id.kind != FileKind::Segment || self.files.manifest.file(id).is_some() {
+            return None;
+        }
+        let m = replog_format::manifest::Manifest::decode(&self.files.manifest.manifest).ok()?;
+        let open = m
+            .segments
+            .last()
+            .filter(|s| s.sealed.is_none() && s.segment_id == id.a)?;
+        let header = SegmentHeader {
+            vault_id: self.files.manifest.vault_id,
+            segment_id: open.segment_id,
+            first_lsn: open.first_lsn,
+            created_unix_ns: self.files.manifest.time_unix_ns,
+        };
+        Some(header.encode(self.files.seed))
     }
 
     fn names_in(&self, dir: &str) -> Vec<String> {
@@ -502,11 +509,13 @@ impl Storage for TieredStorage {
         }
         match id {
             Some(id) if self.files.manifest.file(&id).is_some() => self.remote_file(&id),
-            Some(id) if self.is_open_segment(&id) => Ok(Arc::new(MemFile(Vec::new()))),
-            _ => Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} is not in the remote vault", rel.display()),
-            )),
+            _ => match id.and_then(|id| self.open_segment(&id)) {
+                Some(header) => Ok(Arc::new(MemFile(header))),
+                None => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} is not in the remote vault", rel.display()),
+                )),
+            },
         }
     }
 

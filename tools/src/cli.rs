@@ -124,7 +124,7 @@ pub enum Command {
     },
     /// Print journal records one per line, for debugging the format.
     Dump {
-        /// The vault directory.
+        /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
         vault: PathBuf,
         /// Only this segment id.
         #[arg(long)]
@@ -135,7 +135,7 @@ pub enum Command {
     },
     /// Check every checksum and cross-reference. Exit 0 when intact, 2 when damaged.
     Verify {
-        /// The vault directory.
+        /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
         vault: PathBuf,
         /// Print as JSON.
         #[arg(long)]

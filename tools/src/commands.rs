@@ -76,9 +76,13 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions)
             vault,
             segment,
             json,
-        } => crate::read_commands::dump(tiered(&vault)?, &vault, segment, json),
+        } => {
+            let (storage, vault) = crate::remote_commands::resolve(storage, &vault, remote)?;
+            crate::read_commands::dump(storage, &vault, segment, json)
+        }
         Command::Verify { vault, json } => {
-            crate::read_commands::verify(tiered(&vault)?, &vault, json)
+            let (storage, vault) = crate::remote_commands::resolve(storage, &vault, remote)?;
+            crate::read_commands::verify(storage, &vault, json)
         }
         Command::Failover(args) => crate::read_commands::failover(storage, &args, remote),
         Command::Remote(RemoteCommand::Add {
