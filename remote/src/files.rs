@@ -302,11 +302,15 @@ pub fn check_chunk(
     Ok(())
 }
 
-/// A file read from the remote.
+/// A file of a remote vault: read from the remote chunk by chunk, or held in memory (the
+/// remote's `VAULT`, the embedded `MANIFEST`, the open segment's header). Read-only.
 #[derive(Debug)]
-struct RemoteFile {
-    files: Arc<RemoteFiles>,
-    map: Arc<FileMap>,
+enum VaultFile {
+    Remote {
+        files: Arc<RemoteFiles>,
+        map: Arc<FileMap>,
+    },
+    Memory(Vec<u8>),
 }
 
 fn read_only() -> io::Error {
@@ -316,17 +320,23 @@ fn read_only() -> io::Error {
     )
 }
 
-impl File for RemoteFile {
+impl File for VaultFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        if offset >= self.map.file_bytes || buf.is_empty() {
+        let (files, map) = match self {
+            VaultFile::Memory(bytes) => {
+                let rest = &bytes[offset.min(bytes.len() as u64) as usize..];
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                return Ok(n);
+            }
+            VaultFile::Remote { files, map } => (files, map),
+        };
+        if offset >= map.file_bytes || buf.is_empty() {
             return Ok(0);
         }
         let k = (offset / REMOTE_CHUNK_BYTES) as usize;
-        let (start, end) = self.map.chunk_range(k);
-        let chunk = self
-            .files
-            .chunk(&self.map, k)
-            .map_err(RemoteError::into_io)?;
+        let (start, end) = map.chunk_range(k);
+        let chunk = files.chunk(map, k).map_err(RemoteError::into_io)?;
         let n = buf.len().min((end - offset) as usize);
         let at = (offset - start) as usize;
         buf[..n].copy_from_slice(&chunk[at..at + n]);
@@ -339,7 +349,10 @@ impl File for RemoteFile {
         Ok(())
     }
     fn len(&self) -> io::Result<u64> {
-        Ok(self.map.file_bytes)
+        Ok(match self {
+            VaultFile::Remote { map, .. } => map.file_bytes,
+            VaultFile::Memory(bytes) => bytes.len() as u64,
+        })
     }
     fn set_len(&self, _: u64) -> io::Result<()> {
         Err(read_only())
@@ -351,46 +364,9 @@ impl File for RemoteFile {
         Err(read_only())
     }
     fn map(&self) -> io::Result<Mapped> {
-        let mut all = vec![0u8; self.map.file_bytes as usize];
+        let mut all = vec![0u8; self.len()? as usize];
         self.read_exact_at(&mut all, 0)?;
         Ok(Mapped::Owned(all))
-    }
-}
-
-/// A small file held in memory: the remote's `VAULT`, the embedded `MANIFEST`, the empty open
-/// segment.
-#[derive(Debug)]
-struct MemFile(Vec<u8>);
-
-impl File for MemFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let Some(rest) = self.0.get(offset.min(self.0.len() as u64) as usize..) else {
-            return Ok(0);
-        };
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        Ok(n)
-    }
-    fn write_batch(&self, _: &[WriteAt<'_>], _: bool) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        Ok(())
-    }
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.0.len() as u64)
-    }
-    fn set_len(&self, _: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn allocate(&self, _: u64, _: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn zero_range(&self, _: u64, _: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-    fn map(&self) -> io::Result<Mapped> {
-        Ok(Mapped::Owned(self.0.clone()))
     }
 }
 
@@ -438,7 +414,7 @@ impl TieredStorage {
 
     fn remote_file(&self, id: &FileId) -> io::Result<Arc<dyn File>> {
         let map = self.files.map(id).map_err(RemoteError::into_io)?;
-        Ok(Arc::new(RemoteFile {
+        Ok(Arc::new(VaultFile::Remote {
             files: self.files.clone(),
             map,
         }))
@@ -502,15 +478,17 @@ impl Storage for TieredStorage {
             return Err(read_only());
         }
         if rel == Path::new(layout::VAULT_FILE) {
-            return Ok(Arc::new(MemFile(vault_header.clone())));
+            return Ok(Arc::new(VaultFile::Memory(vault_header.clone())));
         }
         if rel == Path::new(layout::MANIFEST_FILE) {
-            return Ok(Arc::new(MemFile(self.files.manifest.manifest.clone())));
+            return Ok(Arc::new(VaultFile::Memory(
+                self.files.manifest.manifest.clone(),
+            )));
         }
         match id {
             Some(id) if self.files.manifest.file(&id).is_some() => self.remote_file(&id),
             _ => match id.and_then(|id| self.open_segment(&id)) {
-                Some(header) => Ok(Arc::new(MemFile(header))),
+                Some(header) => Ok(Arc::new(VaultFile::Memory(header))),
                 None => Err(io::Error::new(
                     io::ErrorKind::NotFound,
                     format!("{} is not in the remote vault", rel.display()),

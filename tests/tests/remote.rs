@@ -304,9 +304,17 @@ fn a_crash_at_every_request_of_a_sync_loses_nothing_and_leaves_nothing_twice() {
         // sync published.
         let remote = Arc::new(Remote::open(&url, &opts).expect("remote"));
         let seen = remote_contents(remote);
-        assert!(seen.len() >= 3, "request {n} {mode:?}: {} points", seen.len());
+        assert!(
+            seen.len() >= 3,
+            "request {n} {mode:?}: {} points",
+            seen.len()
+        );
         for (id, disks) in &seen {
-            assert_eq!(Some(disks), expected.get(id), "request {n} {mode:?}: point {id}");
+            assert_eq!(
+                Some(disks),
+                expected.get(id),
+                "request {n} {mode:?}: point {id}"
+            );
         }
         // Whatever happened, the local vault reads every point as before.
         assert_eq!(
