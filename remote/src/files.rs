@@ -19,6 +19,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::local::LocalVault;
+
 use bytes::Bytes;
 use replog_format::layout;
 use replog_format::remote::{
@@ -376,18 +378,37 @@ impl File for VaultFile {
 pub struct TieredStorage {
     local: Arc<dyn Storage>,
     root: PathBuf,
-    files: Arc<RemoteFiles>,
+    /// The remote manifest whose files are served; over a local vault, replaced when a newer
+    /// `remote/LATEST` names a file that is not local.
+    files: Mutex<Option<Arc<RemoteFiles>>>,
+    /// Over a local vault: where to find a newer `remote/LATEST` and how to reach its remote.
+    reload: Option<Reload>,
     /// `Some(VAULT bytes)` when there is no local vault: the remote alone.
     remote_only: Option<Vec<u8>>,
 }
 
+#[derive(Debug)]
+struct Reload {
+    vault: LocalVault,
+    url: String,
+    opts: RemoteOptions,
+}
+
 impl TieredStorage {
-    /// A local vault in `root` whose evicted files are read from `files`.
-    pub fn over_local(local: Arc<dyn Storage>, root: &Path, files: Arc<RemoteFiles>) -> Self {
+    /// The local vault `vault`, whose evicted files are read from the remote at `url` as the
+    /// vault's `remote/LATEST` names them (read again whenever a file is missing locally and the
+    /// copy held does not name it: a sync may have evicted it since).
+    pub fn over_local(
+        local: Arc<dyn Storage>,
+        vault: LocalVault,
+        url: String,
+        opts: RemoteOptions,
+    ) -> Self {
         TieredStorage {
             local,
-            root: root.to_path_buf(),
-            files,
+            root: vault.dir.clone(),
+            files: Mutex::new(None),
+            reload: Some(Reload { vault, url, opts }),
             remote_only: None,
         }
     }
@@ -403,7 +424,8 @@ impl TieredStorage {
         TieredStorage {
             local,
             root: root.to_path_buf(),
-            files,
+            files: Mutex::new(Some(files)),
+            reload: None,
             remote_only: Some(vault_header),
         }
     }
@@ -412,36 +434,62 @@ impl TieredStorage {
         path.strip_prefix(&self.root).ok()
     }
 
-    fn remote_file(&self, id: &FileId) -> io::Result<Arc<dyn File>> {
-        let map = self.files.map(id).map_err(RemoteError::into_io)?;
-        Ok(Arc::new(VaultFile::Remote {
-            files: self.files.clone(),
-            map,
-        }))
+    fn current(&self) -> Option<Arc<RemoteFiles>> {
+        self.files.lock().expect("files lock").clone()
+    }
+
+    /// The remote files that name `id`: the ones held, or those of a newer `remote/LATEST`.
+    fn naming(&self, id: &FileId) -> Option<Arc<RemoteFiles>> {
+        let current = self.current();
+        if current
+            .as_ref()
+            .is_some_and(|f| f.manifest.file(id).is_some())
+        {
+            return current;
+        }
+        let reload = self.reload.as_ref()?;
+        let latest = reload.vault.latest().ok()??;
+        if current.is_some_and(|f| f.manifest.seq == latest.seq) {
+            return None;
+        }
+        let files = Arc::new(RemoteFiles::lazy(
+            reload.url.clone(),
+            reload.opts.clone(),
+            latest,
+            reload.vault.seed,
+            CACHE_CHUNKS_DEFAULT,
+        ));
+        *self.files.lock().expect("files lock") = Some(files.clone());
+        files.manifest.file(id).is_some().then_some(files)
+    }
+
+    fn remote_file(files: Arc<RemoteFiles>, id: &FileId) -> io::Result<Arc<dyn File>> {
+        let map = files.map(id).map_err(RemoteError::into_io)?;
+        Ok(Arc::new(VaultFile::Remote { files, map }))
     }
 
     /// The open segment of the embedded manifest, when `id` names it (remote only: only sealed
     /// segments are uploaded, so it reads as a header and no record).
-    fn open_segment(&self, id: &FileId) -> Option<Vec<u8>> {
-        if id.kind != FileKind::Segment || self.files.manifest.file(id).is_some() {
+    fn open_segment(files: &RemoteFiles, id: &FileId) -> Option<Vec<u8>> {
+        if id.kind != FileKind::Segment || files.manifest.file(id).is_some() {
             return None;
         }
-        let m = replog_format::manifest::Manifest::decode(&self.files.manifest.manifest).ok()?;
+        let m = replog_format::manifest::Manifest::decode(&files.manifest.manifest).ok()?;
         let open = m
             .segments
             .last()
             .filter(|s| s.sealed.is_none() && s.segment_id == id.a)?;
         let header = SegmentHeader {
-            vault_id: self.files.manifest.vault_id,
+            vault_id: files.manifest.vault_id,
             segment_id: open.segment_id,
             first_lsn: open.first_lsn,
-            created_unix_ns: self.files.manifest.time_unix_ns,
+            created_unix_ns: files.manifest.time_unix_ns,
         };
-        Some(header.encode(self.files.seed))
+        Some(header.encode(files.seed))
     }
 
-    fn names_in(&self, dir: &str) -> Vec<String> {
-        self.files
+    fn names_in(files: &RemoteFiles, dir: &str) -> Vec<String> {
+        files
             .manifest
             .files
             .iter()
@@ -462,14 +510,15 @@ impl Storage for TieredStorage {
             return self.local.open(path, mode);
         };
         let id = file_id(rel);
-        let Some(vault_header) = &self.remote_only else {
+        let (Some(vault_header), Some(files)) = (&self.remote_only, self.current()) else {
             return match (self.local.open(path, mode), id) {
                 (Err(e), Some(id))
-                    if e.kind() == io::ErrorKind::NotFound
-                        && mode == OpenMode::Read
-                        && self.files.manifest.file(&id).is_some() =>
+                    if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::Read =>
                 {
-                    self.remote_file(&id)
+                    match self.naming(&id) {
+                        Some(files) => Self::remote_file(files, &id),
+                        None => Err(e),
+                    }
                 }
                 (result, _) => result,
             };
@@ -481,13 +530,11 @@ impl Storage for TieredStorage {
             return Ok(Arc::new(VaultFile::Memory(vault_header.clone())));
         }
         if rel == Path::new(layout::MANIFEST_FILE) {
-            return Ok(Arc::new(VaultFile::Memory(
-                self.files.manifest.manifest.clone(),
-            )));
+            return Ok(Arc::new(VaultFile::Memory(files.manifest.manifest.clone())));
         }
         match id {
-            Some(id) if self.files.manifest.file(&id).is_some() => self.remote_file(&id),
-            _ => match id.and_then(|id| self.open_segment(&id)) {
+            Some(id) if files.manifest.file(&id).is_some() => Self::remote_file(files, &id),
+            _ => match id.and_then(|id| Self::open_segment(&files, &id)) {
                 Some(header) => Ok(Arc::new(VaultFile::Memory(header))),
                 None => Err(io::Error::new(
                     io::ErrorKind::NotFound,
@@ -507,9 +554,9 @@ impl Storage for TieredStorage {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         match (self.rel(path), &self.remote_only) {
             (Some(rel), Some(_)) => match rel.to_str() {
-                Some(d @ (layout::JOURNAL_DIR | layout::INDEX_DIR | layout::BASES_DIR)) => {
-                    Ok(self.names_in(d))
-                }
+                Some(d @ (layout::JOURNAL_DIR | layout::INDEX_DIR | layout::BASES_DIR)) => Ok(self
+                    .current()
+                    .map_or_else(Vec::new, |files| Self::names_in(&files, d))),
                 Some("") => Ok([layout::VAULT_FILE, layout::MANIFEST_FILE]
                     .into_iter()
                     .chain([layout::JOURNAL_DIR, layout::INDEX_DIR, layout::BASES_DIR])
@@ -528,7 +575,7 @@ impl Storage for TieredStorage {
         let Some(rel) = self.rel(path) else {
             return self.local.exists(path);
         };
-        let remote_has = file_id(rel).is_some_and(|id| self.files.manifest.file(&id).is_some());
+        let id = file_id(rel);
         if self.remote_only.is_some() {
             let fixed = [
                 "",
@@ -538,9 +585,13 @@ impl Storage for TieredStorage {
                 layout::INDEX_DIR,
                 layout::BASES_DIR,
             ];
+            let remote_has = id.is_some_and(|id| {
+                self.current()
+                    .is_some_and(|f| f.manifest.file(&id).is_some())
+            });
             return Ok(remote_has || rel.to_str().is_some_and(|r| fixed.contains(&r)));
         }
-        Ok(remote_has || self.local.exists(path)?)
+        Ok(self.local.exists(path)? || id.is_some_and(|id| self.naming(&id).is_some()))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -77,34 +77,28 @@ pub fn open_remote(
     })
 }
 
-/// The storage to read the local vault in `dir` through: `local` itself when no sync ever
-/// confirmed a remote manifest, otherwise a [`TieredStorage`] that reads evicted files from the
-/// remote (connecting, with `opts`, only when one is read).
+/// The storage to read the local vault in `dir` through: `local` itself when the vault has no
+/// remote, otherwise a [`TieredStorage`] that reads evicted files from the remote (connecting,
+/// with `opts`, only when one is read).
 pub fn storage_for_vault(
     local: Arc<dyn Storage>,
     dir: &Path,
     opts: &RemoteOptions,
 ) -> Result<Arc<dyn Storage>> {
-    let latest_path = dir
+    let config_path = dir
         .join(replog_format::remote::REMOTE_DIR)
-        .join(replog_format::remote::REMOTE_LATEST_FILE);
-    if !latest_path.exists() {
+        .join(replog_format::remote::REMOTE_CONFIG_FILE);
+    if !config_path.exists() {
         return Ok(local);
     }
     let vault = LocalVault::open(dir)?;
-    let (Some(config), Some(latest)) = (vault.config()?, vault.latest()?) else {
+    let Some(config) = vault.config()? else {
         return Ok(local);
     };
-    let files = RemoteFiles::lazy(
-        config.url,
-        opts.clone(),
-        latest,
-        vault.seed,
-        CACHE_CHUNKS_DEFAULT,
-    );
     Ok(Arc::new(TieredStorage::over_local(
         local,
-        dir,
-        Arc::new(files),
+        vault,
+        config.url,
+        opts.clone(),
     )))
 }

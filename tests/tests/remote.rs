@@ -206,8 +206,16 @@ fn s3_upload_evict_and_fail_over_from_the_bucket_with_the_local_vault_deleted() 
 
     // Upload, with a cache limit that evicts every sealed file.
     add_remote(&dir, &url, &remote, 1);
+    // A long-running process (a capturing NBD server, say) opened its storage before the sync.
+    let opened_before = replog_remote::storage_for_vault(replog_tests::env_storage(), &dir, &opts)
+        .expect("storage");
     let report = sync(&dir, &remote).expect("synced");
     assert!(report.published && report.chunks_written > 0, "{report:?}");
+    assert_eq!(
+        contents(opened_before, &dir),
+        expected,
+        "files evicted after the storage was made are found on the remote"
+    );
     assert!(
         report.evicted_files > 0 && report.local_bytes <= 1,
         "{report:?}"

@@ -25,6 +25,9 @@ pub fn run(cli: Cli) -> CmdResult {
     };
     let result = dispatch(storage.clone(), cli.command, &remote);
     if let (Ok(_), Some(vault)) = (&result, journaled) {
+        // Indexing reads sealed segments' footers, which a sync may have evicted.
+        let storage =
+            crate::remote_commands::tiered(storage.clone(), &vault, &remote).unwrap_or(storage);
         crate::checkpoints::maintain(storage, &vault);
     }
     result
@@ -120,13 +123,13 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions)
         Command::CompleteMigration(args) => {
             crate::lifecycle_commands::complete(tiered(&args.vault)?, &args)
         }
-        Command::ServeNbd(args) => crate::nbd::run(storage, &args),
+        Command::ServeNbd(args) => crate::nbd::run(tiered(&args.vault)?, &args),
         Command::Demo { dir } => crate::demo::run(storage, dir),
         Command::Checkpoint {
             vault,
             at_lsn,
             json,
-        } => crate::bench_resolve::checkpoint(storage, &vault, at_lsn, json),
+        } => crate::bench_resolve::checkpoint(tiered(&vault)?, &vault, at_lsn, json),
         Command::Bench(BenchCommand::Resolve { vault, json }) => {
             crate::bench_resolve::resolve(storage, &vault, json)
         }
