@@ -13,6 +13,15 @@
 //! checked against its key and its length against the map, and then kept in a cache of a fixed
 //! number of chunks shared by every file. Memory: `cache_chunks` x 4 MiB, plus the file maps
 //! (32 bytes per 4 MiB of file).
+//!
+//! Journal segments are the exception for small reads. A failover reads a segment's records in
+//! the order of the disk, not of the journal, so whole-chunk reads of a journal whose changes
+//! are spread over the disk fetch each chunk once per disk range that needs a record of it. A
+//! read of less than half of a segment's chunk, when the chunk is not cached, is therefore a
+//! ranged GET of just those bytes of the chunk's object. The chunk's BLAKE3 cannot be checked
+//! on part of it; what is read is a record, a footer or a header, each of which the reader
+//! checks against its own CRC before it uses a byte of it (FORMAT.md), so damage is still found,
+//! and named by the segment and offset it is at.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -236,6 +245,36 @@ impl RemoteFiles {
         Ok(map)
     }
 
+    /// Bytes `[at, at + len)` of chunk `k` of `map`, from the cache when the chunk is there and
+    /// otherwise by a ranged read of its object, checked for length only: the caller verifies
+    /// them (see the module documentation).
+    fn chunk_part(&self, map: &FileMap, k: usize, at: usize, len: usize) -> Result<Bytes> {
+        let hash = map.chunks[k];
+        let (start, end) = map.chunk_range(k);
+        if hash == ZERO_CHUNK || at + len > (end - start) as usize {
+            return Ok(self.chunk(map, k)?.slice(at..at + len));
+        }
+        if let Some(b) = self.cache.lock().expect("cache lock").get(&hash) {
+            return Ok(b.slice(at..at + len));
+        }
+        let remote = self.remote()?;
+        let key = remote::chunk_key(&hash);
+        let bytes = remote.get_range(&key, at as u64..(at + len) as u64)?;
+        if bytes.len() != len {
+            return Err(remote.damaged(
+                &key,
+                format!(
+                    "a read of bytes {at}..{} of the chunk returned {} bytes (chunk {k} of {}, \
+                     bytes {start}..{end})",
+                    at + len,
+                    bytes.len(),
+                    file_path(&map.id).display()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// Chunk `k` of `map`, verified.
     fn chunk(&self, map: &FileMap, k: usize) -> Result<Bytes> {
         let hash = map.chunks[k];
@@ -338,9 +377,16 @@ impl File for VaultFile {
         }
         let k = (offset / REMOTE_CHUNK_BYTES) as usize;
         let (start, end) = map.chunk_range(k);
-        let chunk = files.chunk(map, k).map_err(RemoteError::into_io)?;
         let n = buf.len().min((end - offset) as usize);
         let at = (offset - start) as usize;
+        if map.id.kind == FileKind::Segment && 2 * n < (end - start) as usize {
+            let part = files
+                .chunk_part(map, k, at, n)
+                .map_err(RemoteError::into_io)?;
+            buf[..n].copy_from_slice(&part);
+            return Ok(n);
+        }
+        let chunk = files.chunk(map, k).map_err(RemoteError::into_io)?;
         buf[..n].copy_from_slice(&chunk[at..at + n]);
         Ok(n)
     }

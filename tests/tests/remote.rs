@@ -421,24 +421,11 @@ fn a_damaged_or_missing_remote_object_is_an_error_naming_it_never_wrong_bytes() 
     add_remote(&dir, &url, &remote, 0);
     sync(&dir, &remote).expect("synced");
     let store = plain_store(&server);
-    let chunk = remote
-        .list(remote::CHUNKS_DIR)
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .next()
-        .expect("a chunk");
-    let key = object_store::path::Path::from(format!("damaged/{chunk}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let original = rt.block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
-    let mut flipped = original.to_vec();
-    flipped[original.len() / 2] ^= 1;
-    rt.block_on(store.put(&key, PutPayload::from(flipped)))
-        .unwrap();
-
+    let object = |chunk: &str| object_store::path::Path::from(format!("damaged/{chunk}"));
     let read_all = || {
         let rv = replog_remote::open_remote(remote.clone(), replog_tests::env_storage(), 8)?;
         let v = Vault::open(rv.storage.clone(), &rv.root)?;
@@ -451,26 +438,70 @@ fn a_damaged_or_missing_remote_object_is_an_error_naming_it_never_wrong_bytes() 
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     };
-    let e = read_all().expect_err("a flipped chunk is refused");
-    assert!(
-        e.to_string().contains(&chunk),
-        "the error names the object: {e}"
-    );
 
-    // A plain sync trusts what it confirmed before; a scrub reads every chunk back, finds the
-    // damaged one and replaces it from the local copy: reads are whole again.
-    let plain = sync(&dir, &remote).expect("synced");
-    assert_eq!(plain.chunks_written, 0, "{plain:?}");
-    let scrub = sync_with(&dir, &remote, true).expect("scrubbed");
-    assert_eq!(scrub.chunks_written, 1, "{scrub:?}");
-    read_all().expect("repaired by the scrub");
-    rt.block_on(store.delete(&key)).unwrap();
-    let e = read_all().expect_err("a missing chunk is refused");
-    assert!(
-        e.to_string().contains(&chunk),
-        "the error names the object: {e}"
-    );
+    // A base chunk is read whole and checked against its key; a journal segment's records are
+    // read by ranged GETs and checked by their CRCs, so damage there is named by the segment.
+    for (kind, names) in [
+        (remote::FileKind::Base, None),
+        (remote::FileKind::Segment, Some("journal/")),
+    ] {
+        let (chunk, file) = chunk_of(&remote, kind);
+        let key = object(&chunk);
+        let original = rt.block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
+        // Every byte is changed, so whatever part of the object a read needs is wrong.
+        let flipped: Vec<u8> = original.iter().map(|b| b ^ 0x5a).collect();
+        rt.block_on(store.put(&key, PutPayload::from(flipped)))
+            .unwrap();
+        let e = read_all().expect_err("a damaged chunk is refused");
+        let names = names.unwrap_or(&chunk);
+        assert!(
+            e.to_string().contains(names),
+            "the error names {names} ({} in {file}): {e}",
+            chunk
+        );
+
+        // A plain sync trusts what it confirmed before; a scrub reads every chunk back, finds
+        // the damaged one and replaces it from the local copy: reads are whole again.
+        let plain = sync(&dir, &remote).expect("synced");
+        assert_eq!(plain.chunks_written, 0, "{plain:?}");
+        let scrub = sync_with(&dir, &remote, true).expect("scrubbed");
+        assert_eq!(scrub.chunks_written, 1, "{scrub:?}");
+        read_all().expect("repaired by the scrub");
+
+        rt.block_on(store.delete(&key)).unwrap();
+        let e = read_all().expect_err("a missing chunk is refused");
+        assert!(
+            e.to_string().contains(&chunk),
+            "the error names the object {chunk} of {file}: {e}"
+        );
+        let scrub = sync_with(&dir, &remote, true).expect("scrubbed");
+        assert_eq!(scrub.chunks_written, 1, "{scrub:?}");
+        read_all().expect("repaired by the scrub");
+    }
     let _ = opts;
+}
+
+/// The key of a chunk of a file of `kind` in the newest remote manifest, and the file's path.
+fn chunk_of(remote: &Remote, kind: remote::FileKind) -> (String, String) {
+    let header = replog_format::header::VaultHeader::decode(
+        &remote.get(remote::VAULT_KEY).unwrap().unwrap(),
+    )
+    .unwrap();
+    let seed = replog_format::vault_seed(&header.vault_id);
+    let (manifest, _) = replog_remote::newest_manifest(remote, &header.vault_id, seed).unwrap();
+    let manifest = manifest.expect("a remote manifest");
+    for f in manifest.files.iter().filter(|f| f.id.kind == kind) {
+        let map = remote::FileMap::decode(
+            &remote.get(&remote::map_key(&f.map)).unwrap().unwrap(),
+            seed,
+        )
+        .unwrap();
+        if let Some(c) = map.chunks.iter().find(|c| **c != remote::ZERO_CHUNK) {
+            let path = replog_remote::file_path(&f.id).display().to_string();
+            return (remote::chunk_key(c), path);
+        }
+    }
+    panic!("no stored chunk of a {kind:?} file");
 }
 
 /// A client for the server's bucket, without replog's prefix handling.
