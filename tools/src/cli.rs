@@ -212,6 +212,17 @@ pub enum Command {
         /// Where to put the demo (a new or empty directory); a fresh temporary one by default.
         dir: Option<PathBuf>,
     },
+    /// Print the completion script for SHELL (install: see README, "Shell completions").
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, replog.1 and one per command (replog-failover.1, ...), into DIR.
+    Man {
+        /// The directory to write into; created if missing.
+        dir: PathBuf,
+    },
 }
 
 /// Benchmarks.

@@ -125,6 +125,8 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions)
         }
         Command::ServeNbd(args) => crate::nbd::run(tiered(&args.vault)?, &args),
         Command::Demo { dir } => crate::demo::run(storage, dir),
+        Command::Completions { shell } => crate::docs::completions(shell),
+        Command::Man { dir } => crate::docs::man_pages(&dir),
         Command::Checkpoint {
             vault,
             at_lsn,

@@ -15,6 +15,7 @@ mod checkpoints;
 mod cli;
 mod commands;
 mod demo;
+mod docs;
 mod export;
 mod import;
 mod lifecycle_commands;
