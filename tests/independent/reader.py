@@ -2,10 +2,10 @@
 """An independent reader of replog vaults, written from FORMAT.md alone.
 
 It shares no code with the Rust crates: it was written by reading FORMAT.md, not the code, so
-that it checks the spec against the code. The test `tests/tests/independent_reader.rs` (package
-replog-tests, run by `cargo test`) builds vaults through the library, runs this reader on them
-and requires every disk at every point to match the Rust reader byte for byte. When they
-disagree, either FORMAT.md or the code is wrong: fix the one that is.
+that it checks the spec against the code. CI runs it: the test `tests/tests/independent_reader.rs`
+(package replog-tests, part of `cargo test --workspace`) builds vaults through the library, runs
+this reader on them and requires every disk at every point to match the Rust reader byte for
+byte. When they disagree, either FORMAT.md or the code is wrong: fix the one that is.
 
 Python 3.11, standard library only (LZ4 blocks are decoded here, in `lz4_block_decompress`).
 
@@ -611,7 +611,8 @@ def apply(disks, m_disks, r):
     disk = m_disks.get(r["disk_id"])
     rel = segment_rel(r["segment_id"])
     if disk is None or r["lsn"] < disk["added_lsn"]:
-        fail(rel, r["offset"], f"record LSN {r['lsn']} targets disk {r['disk_id']} before it exists")
+        what = f"record LSN {r['lsn']} targets disk {r['disk_id']} before it exists"
+        fail(rel, r["offset"], what)
     start, length = r["disk_offset"], r["length"]
     if start + length > disk["disk_bytes"]:
         fail(rel, r["offset"], "the record ends past the end of its disk")

@@ -145,23 +145,7 @@ fn compacted(storage: &Arc<dyn Storage>, root: &Path) -> Vec<Built> {
     w.close().expect("closed");
     write_checkpoints(storage, &dir);
     let mut w = Writer::open(storage.clone(), &dir).expect("vault opened");
-    // A base point neither first nor last in its segment, so that segment straddles the base.
-    let edges: Vec<u64> = w
-        .manifest()
-        .segments
-        .iter()
-        .flat_map(|s| [s.first_lsn, s.sealed.map_or(0, |i| i.last_lsn)])
-        .collect();
-    let points = w.points();
-    let n = (10..=14)
-        .find(|&n| !edges.contains(&points[points.len() - n].lsn))
-        .expect("a point inside a segment");
-    prune(&mut w, keep_last(n));
-    let first = w.manifest().segments[0].first_lsn;
-    assert!(
-        first < w.manifest().base_lsn,
-        "the first segment straddles the base"
-    );
+    prune_into_a_segment(&mut w);
     w.close().expect("closed");
     let stage1 = snapshot(&dir, root, "compacted-1");
     let mut w = Writer::open(storage.clone(), &dir).expect("vault opened");
@@ -180,22 +164,8 @@ fn compacted(storage: &Arc<dyn Storage>, root: &Path) -> Vec<Built> {
     let stage2 = snapshot(&dir, root, "compacted-2");
     let mut w = Writer::open(storage.clone(), &dir).expect("vault opened");
     // The pin, the new base, is also before "late" was added, whose base then stays older
-    // than the manifest's `base_lsn`; every point between the pin and the newest is retired.
-    let pin = w.points()[1].point_id;
-    w.pin(pin).expect("pinned");
-    w.set_retention(Some(RetentionPolicy::with_window(3600)))
-        .expect("policy set");
-    prune(
-        &mut w,
-        PruneOptions {
-            now_unix_ns: Some(replog_writer::now_unix_ns() + 24 * 3600 * 1_000_000_000),
-            ..PruneOptions::default()
-        },
-    );
-    assert!(
-        !w.manifest().lifecycle.retired.is_empty(),
-        "the policy retires points"
-    );
+    // than the manifest's `base_lsn`.
+    prune_to_pin_retiring(&mut w, 1);
     churn(&mut w, &[a, b, c], 10, 8, false);
     w.close().expect("closed");
     vec![
@@ -206,6 +176,47 @@ fn compacted(storage: &Arc<dyn Storage>, root: &Path) -> Vec<Built> {
             dir,
         },
     ]
+}
+
+/// Prunes with `keep_last` to a point neither first nor last in its segment, so that segment
+/// straddles the new base.
+fn prune_into_a_segment(w: &mut Writer) {
+    let edges: Vec<u64> = w
+        .manifest()
+        .segments
+        .iter()
+        .flat_map(|s| [s.first_lsn, s.sealed.map_or(0, |i| i.last_lsn)])
+        .collect();
+    let points = w.points();
+    let n = (10..=14)
+        .find(|&n| !edges.contains(&points[points.len() - n].lsn))
+        .expect("a point inside a segment");
+    prune(w, keep_last(n));
+    let first = w.manifest().segments[0].first_lsn;
+    assert!(
+        first < w.manifest().base_lsn,
+        "the first segment straddles the base"
+    );
+}
+
+/// Pins the offered point at `index` and prunes by a policy as if a day had passed: the base
+/// moves to the pin and every point between it and the newest is retired.
+fn prune_to_pin_retiring(w: &mut Writer, index: usize) {
+    let pin = w.points()[index].point_id;
+    w.pin(pin).expect("pinned");
+    w.set_retention(Some(RetentionPolicy::with_window(3600)))
+        .expect("policy set");
+    prune(
+        w,
+        PruneOptions {
+            now_unix_ns: Some(replog_writer::now_unix_ns() + 24 * 3600 * 1_000_000_000),
+            ..PruneOptions::default()
+        },
+    );
+    assert!(
+        !w.manifest().lifecycle.retired.is_empty(),
+        "the policy retires points"
+    );
 }
 
 /// A copy of the closed vault at `dir`, as it is now.
@@ -255,9 +266,10 @@ fn write_checkpoints(storage: &Arc<dyn Storage>, dir: &Path) {
 
 /// Checks that the vaults hold what the test claims to cover, so a change to the writer cannot
 /// quietly make it test less: several sealed segments and an open one with points, LZ4 records
-/// and raw ones, zero records, a point at a disk's `added_lsn`.
+/// and raw ones, zero records, a point at a disk's `added_lsn`, views the Rust reader starts from
+/// a checkpoint (which the independent reader ignores).
 fn check_coverage(storage: &Arc<dyn Storage>, vaults: &[Built]) {
-    let (mut lz4, mut raw, mut zero, mut at_added) = (0, 0, 0, 0);
+    let (mut lz4, mut raw, mut zero, mut at_added, mut from_checkpoint) = (0, 0, 0, 0, 0);
     for built in vaults {
         let vault = Vault::open(storage.clone(), &built.dir).expect("vault opened");
         let m = vault.manifest();
@@ -295,10 +307,16 @@ fn check_coverage(storage: &Arc<dyn Storage>, vaults: &[Built]) {
             .iter()
             .filter(|p| vault.disks().iter().any(|d| d.added_lsn == p.lsn))
             .count();
+        from_checkpoint += vault
+            .points()
+            .iter()
+            .filter(|p| vault.view(p).expect("view").checkpoint_lsn().is_some())
+            .count();
     }
     assert!(
-        lz4 > 0 && raw > 0 && zero > 0 && at_added > 0,
-        "LZ4 {lz4}, raw {raw}, zero {zero} records; {at_added} points at added_lsn"
+        lz4 > 0 && raw > 0 && zero > 0 && at_added > 0 && from_checkpoint > 0,
+        "LZ4 {lz4}, raw {raw}, zero {zero} records; {at_added} points at added_lsn, \
+         {from_checkpoint} read from a checkpoint"
     );
 }
 
