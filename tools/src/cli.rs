@@ -291,6 +291,40 @@ pub enum BenchCommand {
     },
 }
 
+impl Command {
+    /// The vault the command works on, if it names one: errors about the vault's files name
+    /// them relative to it, and the tool names the vault in front.
+    pub fn vault(&self) -> Option<&std::path::Path> {
+        let vault = match self {
+            Command::Init { vault, .. }
+            | Command::Disk(DiskCommand::Add { vault, .. })
+            | Command::Ingest { vault, .. }
+            | Command::Point { vault, .. }
+            | Command::Points { vault, .. }
+            | Command::Inspect { vault, .. }
+            | Command::Dump { vault, .. }
+            | Command::Verify { vault, .. }
+            | Command::Checkpoint { vault, .. }
+            | Command::Remote(RemoteCommand::Add { vault, .. })
+            | Command::Remote(RemoteCommand::Show { vault, .. })
+            | Command::Sync { vault, .. }
+            | Command::Torture { vault, .. }
+            | Command::Bench(BenchCommand::Resolve { vault, .. })
+            | Command::Bench(BenchCommand::Write { vault, .. }) => vault,
+            Command::Failover(args) => &args.vault,
+            Command::ServeNbd(args) => &args.vault,
+            Command::Retention(args) => &args.vault,
+            Command::Prune(args) => &args.vault,
+            Command::TestFailover(args) => &args.vault,
+            Command::CompleteMigration(args) => &args.vault,
+            Command::Demo { .. } | Command::Completions { .. } | Command::Man { .. } => {
+                return None;
+            }
+        };
+        Some(vault)
+    }
+}
+
 /// Offsets of a write benchmark.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Pattern {

@@ -19,11 +19,17 @@ use replog_remote::RemoteOptions;
 pub fn run(cli: Cli) -> CmdResult {
     let storage = storage(cli.backend)?;
     let remote = crate::remote_commands::options(&cli);
+    let vault = cli.command.vault().map(Path::to_path_buf);
     let journaled = match &cli.command {
         Command::Ingest { vault, .. } | Command::Point { vault, .. } => Some(vault.clone()),
         _ => None,
     };
-    let result = dispatch(storage.clone(), cli.command, &remote);
+    let result = dispatch(storage.clone(), cli.command, &remote).map_err(|mut f| {
+        if let (Some(vault), true) = (&vault, f.vault_relative) {
+            f.message = format!("vault {}: {}", vault.display(), f.message);
+        }
+        f
+    });
     if let (Ok(_), Some(vault)) = (&result, journaled) {
         // Indexing reads sealed segments' footers, which a sync may have evicted.
         let storage =

@@ -49,7 +49,10 @@ fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut Vec<String>) -> Re
     let path = dir.join(man.get_filename());
     let mut page = Vec::new();
     man.render(&mut page).map_err(|e| {
-        Failure::new(format!("{}: cannot render the man page: {e}", path.display()))
+        Failure::new(format!(
+            "{}: cannot render the man page: {e}",
+            path.display()
+        ))
     })?;
     write_file(&path, &page)?;
     written.push(path.display().to_string());
