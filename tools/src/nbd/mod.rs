@@ -84,9 +84,9 @@ pub struct ServeNbdArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handshake_timeout: u64,
-    /// Seconds a negotiated client may send no request and still keep its slot when every slot
-    /// is taken and a new client arrives (0: always keep it). An idle client is never cut while
-    /// slots are free, so a VM booted from an export may idle as long as it likes.
+    /// When every slot is taken and a new client arrives, a negotiated client that has sent
+    /// nothing for this many seconds gives its slot to it (0: never). No client is cut while a
+    /// slot is free, so a VM booted from an export may idle as long as it likes.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
 }
