@@ -142,6 +142,17 @@ pub trait File: Send + Sync + Debug {
         None
     }
 
+    /// The next run of data at or after `offset`, as `(start, end)` with `end` the start of the
+    /// hole after it, or `None` when only holes are left; holes read as zeros, so a reader of a
+    /// sparse image need not read them. A real file asks the filesystem (`SEEK_DATA`,
+    /// `SEEK_HOLE`); a file that cannot tell says all of it is data (`end` is `u64::MAX`).
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        match self.raw_fd() {
+            Some(fd) => sync::next_data(fd, offset),
+            None => Ok(Some((offset, u64::MAX))),
+        }
+    }
+
     /// Copies `len` bytes at `src_offset` of `src` to `offset` of this file, without syncing.
     /// Between real files this is `copy_file_range`: the kernel copies from its page cache (or
     /// shares the blocks, on filesystems that reflink) and the bytes never pass through this

@@ -191,6 +191,34 @@ pub(crate) fn copy_file_range_all(
     Ok(())
 }
 
+/// [`crate::File::next_data`] of a real file: `lseek(SEEK_DATA)` from `offset`, then
+/// `lseek(SEEK_HOLE)` from what it found. A filesystem without them reports everything up to
+/// the end of the file as data, which is always right. Moving the descriptor's position harms
+/// nothing: every read and write here names its offset.
+pub(crate) fn next_data(fd: RawFd, offset: u64) -> io::Result<Option<(u64, u64)>> {
+    let Ok(at) = libc::off_t::try_from(offset) else {
+        return Ok(None);
+    };
+    // SAFETY: lseek takes only integers and touches no memory of this process; the caller
+    // holds the file that owns the descriptor for the call.
+    let start = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+    if start < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // No data at or after `offset`.
+            Some(libc::ENXIO) => Ok(None),
+            Some(libc::EINVAL | libc::EOPNOTSUPP) => Ok(Some((offset, u64::MAX))),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: as above.
+    let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+    if end < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some((start as u64, end as u64)))
+}
+
 /// Whether a `copy_file_range` error means "not between these files" (another filesystem, an
 /// old kernel, a filesystem without the operation), so a read-and-write copy should be used.
 pub(crate) fn is_copy_unsupported(err: &io::Error) -> bool {

@@ -354,6 +354,9 @@ pub enum DiskCommand {
         /// Size of an empty disk (bytes, or with a suffix: 10GiB, 512M).
         #[arg(long, value_parser = parse_bytes)]
         size: Option<u64>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
