@@ -6,8 +6,14 @@
 //! segment record by record (CRC, own position, LSN order, disk and range against the manifest,
 //! LZ4 payloads decompress to their length); every sealed segment's footer and trailer against its
 //! records and the manifest; every base header, checksum table page and chunk, including that
-//! hole chunks and the padding after the disk's end read as zero; every digest cache's body CRC.
+//! hole chunks and the padding after the disk's end read as zero; every digest cache's body CRC;
+//! every lease file's CRC; that no segment file the manifest does not list holds records (a
+//! manifest rolled back to an older copy).
 //! Memory is one segment mapping and one window of base chunks at a time.
+//!
+//! A file verify is not allowed to read (`EACCES`, `EPERM`) says nothing about the vault's bytes:
+//! it is not damage but a finding of its own ([`VerifyReport::unreadable`]), and the vault is then
+//! not reported intact either.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +26,7 @@ use replog_format::base::{
 use replog_format::digest::{DIGEST_BYTES, DIGEST_HEADER_BYTES, DigestHeader};
 use replog_format::header::VaultHeader;
 use replog_format::layout;
+use replog_format::lease::{LEASE_SUFFIX, LEASES_DIR, LeaseRecord};
 use replog_format::manifest::{DiskEntry, Manifest, SegmentEntry};
 use replog_format::record::{PointPayload, RecordKind};
 use replog_format::segment::{self, Expect, ExtentEntry, PointEntry, SegmentEnd};
@@ -64,6 +71,7 @@ impl fmt::Display for Finding {
 #[derive(Clone, Debug, Default)]
 pub struct VerifyReport {
     findings: Vec<Finding>,
+    unreadable: Vec<Finding>,
     files_checked: u64,
     bytes_checked: u64,
     records_checked: u64,
@@ -71,13 +79,22 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// True when nothing is damaged and no torn tail is pending.
+    /// True when every file was read, nothing is damaged and no torn tail is pending.
     pub fn is_intact(&self) -> bool {
-        self.findings.iter().all(|f| f.severity == Severity::Notice)
+        self.unreadable.is_empty() && !self.is_damaged()
+    }
+    /// True when damage or a torn tail was found.
+    pub fn is_damaged(&self) -> bool {
+        self.findings.iter().any(|f| f.severity != Severity::Notice)
     }
     /// Every finding, in the order found.
     pub fn findings(&self) -> &[Finding] {
         &self.findings
+    }
+    /// Files verify was not allowed to read or list (permission denied): not damage, but
+    /// nothing was checked in them. Each finding's message is the operating system's error.
+    pub fn unreadable(&self) -> &[Finding] {
+        &self.unreadable
     }
     /// Files read.
     pub fn files_checked(&self) -> u64 {
@@ -103,6 +120,8 @@ struct Checker<'a> {
     report: VerifyReport,
     /// The LSN of the last valid record of the journal, once the open segment scanned cleanly.
     journal_end: Option<u64>,
+    /// Unlisted segments hold records past the manifest: it was rolled back.
+    rolled_back: bool,
 }
 
 impl Checker<'_> {
@@ -145,8 +164,38 @@ impl Checker<'_> {
                 Some(m)
             }
             Err(e) => {
-                self.damage(path, None, format!("cannot be read: {e}"));
+                self.cannot_read(path, "cannot be read", &e);
                 None
+            }
+        }
+    }
+
+    /// Records a failure to open or read `path`: a permission error is no statement about the
+    /// bytes, so it goes to the unreadable list; any other error (the file is missing, the
+    /// medium fails) is damage.
+    fn cannot_read(&mut self, path: &Path, what: &str, e: &std::io::Error) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            let rel = path.strip_prefix(self.dir).unwrap_or(path).to_path_buf();
+            self.report.unreadable.push(Finding {
+                severity: Severity::Notice,
+                path: rel,
+                offset: None,
+                message: e.to_string(),
+            });
+        } else {
+            self.damage(path, None, format!("{what}: {e}"));
+        }
+    }
+
+    /// The names in directory `dir`; none when it does not exist. A directory that cannot be
+    /// listed is reported like a file that cannot be read.
+    fn list(&mut self, dir: &Path) -> Vec<String> {
+        match self.storage.read_dir(dir) {
+            Ok(names) => names,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                self.cannot_read(dir, "cannot be listed", &e);
+                Vec::new()
             }
         }
     }
@@ -159,6 +208,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         dir,
         report: VerifyReport::default(),
         journal_end: None,
+        rolled_back: false,
     };
     let vault_path = dir.join(layout::VAULT_FILE);
     let Some(bytes) = c.read_all(&vault_path) else {
@@ -193,6 +243,8 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         return c.report;
     }
     let seed = vault_seed(&header.vault_id);
+    // First: whether the manifest was rolled back changes what a sealed open segment means.
+    check_leftovers(&mut c, &header, seed, &manifest);
     for (i, seg) in manifest.segments.iter().enumerate() {
         let points: Vec<_> = manifest
             .points
@@ -214,16 +266,18 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         check_digest(&mut c, seed, disk);
         check_added_lsn(&mut c, disk);
     }
-    check_leftovers(&mut c, &manifest);
+    check_leases(&mut c, &header, seed);
     check_checkpoints(&mut c, &header, seed, &manifest);
     c.report
 }
 
 /// Every checkpoint at or after the base must load against the manifest; older ones are
-/// leftovers the next checkpoint maintenance removes.
+/// leftovers the next checkpoint maintenance removes. Once Complete Migration removed the
+/// journal, no checkpoint has a segment to end: any left is a leftover of its interrupted
+/// cleanup, which its next run removes.
 fn check_checkpoints(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, manifest: &Manifest) {
     let index = c.dir.join(layout::INDEX_DIR);
-    for name in c.storage.read_dir(&index).unwrap_or_default() {
+    for name in c.list(&index) {
         let path = index.join(&name);
         let Some(lsn) = layout::parse_checkpoint_file_name(&name) else {
             c.find(
@@ -243,20 +297,52 @@ fn check_checkpoints(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, manif
             );
             continue;
         }
+        if journal_removed(manifest) {
+            c.find(
+                Severity::Notice,
+                &path,
+                None,
+                "left from before Complete Migration removed the journal; no longer used (`replog complete-migration` run again removes it)",
+            );
+            continue;
+        }
         c.report.files_checked += 1;
         let checked =
             crate::checkpoint::check(c.storage, c.dir, header.vault_id, seed, manifest, lsn);
-        if let Err(e) = checked {
-            c.damage(
-                &path,
-                e.offset(),
-                format!(
-                    "checkpoint: {} (views pass it over and replay the journal)",
-                    e.detail()
-                ),
-            );
+        let Err(e) = checked else {
+            continue;
+        };
+        if let Some(io) = permission_error(&e) {
+            let file = e.path().map_or(path.clone(), |p| c.dir.join(p));
+            c.cannot_read(&file, "cannot be read", &io);
+            continue;
         }
+        c.damage(
+            &path,
+            e.offset(),
+            format!(
+                "checkpoint: {} (views pass it over and replay the journal)",
+                e.detail()
+            ),
+        );
     }
+}
+
+/// Whether Complete Migration removed the journal: the manifest lists no segment any more.
+fn journal_removed(manifest: &Manifest) -> bool {
+    manifest.segments.is_empty()
+        && manifest
+            .lifecycle
+            .migration
+            .as_ref()
+            .is_some_and(|m| m.phase == replog_format::lifecycle::MigrationPhase::Complete)
+}
+
+/// The permission error under a reader error, if that is what it is.
+fn permission_error(e: &crate::ReadError) -> Option<std::io::Error> {
+    let io = std::error::Error::source(e)?.downcast_ref::<std::io::Error>()?;
+    (io.kind() == std::io::ErrorKind::PermissionDenied)
+        .then(|| std::io::Error::new(io.kind(), io.to_string()))
 }
 
 fn check_segment(
@@ -340,6 +426,12 @@ fn check_segment(
                 c.damage(c.dir.join(layout::MANIFEST_FILE), None, format!("the points listed for segment {} differ from its footer", seg.segment_id));
             }
         }
+        (SegmentEnd::Sealed { footer_offset, .. }, None) if is_last && c.rolled_back => c.find(
+            Severity::Notice,
+            &path,
+            Some(*footer_offset),
+            "sealed, but the manifest does not record it: the manifest is older than the journal (see the unlisted segments after it)",
+        ),
         (SegmentEnd::Sealed { footer_offset, .. }, None) if is_last => c.find(
             Severity::Notice,
             &path,
@@ -414,7 +506,7 @@ fn check_base(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, disk: &DiskE
     let path = layout::base_path(c.dir, disk.disk_id, disk.base_generation);
     let file = match c.storage.open(&path, OpenMode::Read) {
         Ok(f) => f,
-        Err(e) => return c.damage(&path, None, format!("cannot be opened: {e}")),
+        Err(e) => return c.cannot_read(&path, "cannot be opened", &e),
     };
     c.report.files_checked += 1;
     let mut head = vec![0u8; BASE_HEADER_BYTES];
@@ -624,22 +716,130 @@ fn check_digest(c: &mut Checker<'_>, seed: u32, disk: &DiskEntry) {
     }
 }
 
-fn check_leftovers(c: &mut Checker<'_>, manifest: &Manifest) {
+/// What a segment file that the manifest does not list is, and so what may be done with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnlistedSegment {
+    /// Older than the first listed segment, or any segment once Complete Migration removed the
+    /// journal: a committed compaction or migration had not deleted it yet.
+    Superseded,
+    /// The segment after the manifest's open one, holding no record: an interrupted rotation
+    /// created it and stopped before the manifest listed it. It holds nothing acknowledged.
+    InterruptedRotation,
+    /// Anything else, such as a segment holding records after the manifest's open segment. A
+    /// rotation leaves at most one empty segment, so this is a manifest older than the journal
+    /// (restored from an older copy): the segment holds history that must not be removed.
+    RolledBack,
+}
+
+/// Classifies segment `id`, whose file holds `bytes`, which `manifest` does not list. `expect`
+/// names the vault and segment `id`. Both the writer's recovery and `verify` decide by this.
+pub fn classify_unlisted_segment(
+    manifest: &Manifest,
+    id: u64,
+    bytes: &[u8],
+    expect: &Expect,
+) -> UnlistedSegment {
+    let (Some(first), Some(open)) = (manifest.segments.first(), manifest.segments.last()) else {
+        return UnlistedSegment::Superseded;
+    };
+    if id < first.segment_id {
+        return UnlistedSegment::Superseded;
+    }
+    // A rotation writes the header, syncs it and then lists the segment before any record
+    // goes in: a crash leaves the header at most, maybe torn.
+    let empty = bytes.len() <= segment::SEGMENT_HEADER_BYTES
+        || segment::scan(bytes, expect, |_, _| {}).is_ok_and(|s| {
+            s.record_count == 0 && s.footer.is_none() && matches!(s.end, SegmentEnd::Clean { .. })
+        });
+    if id == open.segment_id + 1 && empty {
+        UnlistedSegment::InterruptedRotation
+    } else {
+        UnlistedSegment::RolledBack
+    }
+}
+
+/// What an unlisted segment that is not an interrupted rotation's holds, in a few words.
+pub fn describe_unlisted_segment(bytes: &[u8], expect: &Expect) -> String {
+    match segment::scan(bytes, expect, |_, _| {}) {
+        Ok(s) if s.record_count > 0 => format!(
+            "holds {} record{}, LSN {} to {}",
+            s.record_count,
+            if s.record_count == 1 { "" } else { "s" },
+            s.header.first_lsn,
+            s.last_lsn
+        ),
+        Ok(_) => "is not the one empty segment an interrupted rotation leaves".to_owned(),
+        Err(e) => format!("is not an empty segment ({}: {})", e.what, e.detail),
+    }
+}
+
+fn check_leftovers(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, manifest: &Manifest) {
     let journal = c.dir.join(layout::JOURNAL_DIR);
-    for name in c.storage.read_dir(&journal).unwrap_or_default() {
-        let listed = layout::parse_segment_file_name(&name)
-            .is_some_and(|id| manifest.segments.iter().any(|s| s.segment_id == id));
-        if !listed {
-            c.find(Severity::Notice, journal.join(&name), None, "not listed in the manifest (left by an interrupted rotation; the next writer open removes it)");
+    for name in c.list(&journal) {
+        let Some(id) = layout::parse_segment_file_name(&name) else {
+            continue;
+        };
+        if manifest.segments.iter().any(|s| s.segment_id == id) {
+            continue;
+        }
+        let path = journal.join(&name);
+        let Some(bytes) = c.read_all(&path) else {
+            continue;
+        };
+        let expect = Expect {
+            vault_id: header.vault_id,
+            seed,
+            segment_id: id,
+        };
+        match classify_unlisted_segment(manifest, id, &bytes, &expect) {
+            UnlistedSegment::Superseded => c.find(Severity::Notice, &path, None, "not listed in the manifest and older than its journal (a compaction or migration had not deleted it yet; the next writer open or migration run removes it)"),
+            UnlistedSegment::InterruptedRotation => c.find(Severity::Notice, &path, None, "not listed in the manifest (left empty by an interrupted rotation; the next writer open removes it)"),
+            UnlistedSegment::RolledBack => {
+                c.rolled_back = true;
+                let what = describe_unlisted_segment(&bytes, &expect);
+                c.damage(&path, None, format!("not listed in the manifest, but {what}: an interrupted rotation leaves at most one empty segment, so MANIFEST is older than the journal (restored from an older copy?). The writer refuses to open the vault; put back the MANIFEST that belongs with this journal"));
+            }
         }
     }
     let quarantine = c.dir.join(layout::QUARANTINE_DIR);
-    for name in c.storage.read_dir(&quarantine).unwrap_or_default() {
+    for name in c.list(&quarantine) {
         c.find(
             Severity::Notice,
             quarantine.join(&name),
             None,
             "a torn tail cut by recovery, kept for inspection",
         );
+    }
+}
+
+/// Every lease file must decode and pass its CRC, and belong to this vault. An empty one is a
+/// lease being registered right now (created, not yet written) or left by a holder that died in
+/// between: compaction removes it once nobody holds it.
+fn check_leases(c: &mut Checker<'_>, header: &VaultHeader, seed: u32) {
+    let leases = c.dir.join(LEASES_DIR);
+    for name in c.list(&leases) {
+        if !name.ends_with(LEASE_SUFFIX) {
+            continue;
+        }
+        let path = leases.join(&name);
+        let Some(bytes) = c.read_all(&path) else {
+            continue;
+        };
+        if bytes.is_empty() {
+            c.find(
+                Severity::Notice,
+                &path,
+                None,
+                "an empty lease: being registered, or its holder died before writing it",
+            );
+            continue;
+        }
+        match LeaseRecord::decode(&bytes, seed) {
+            Ok(lease) if lease.vault_id != header.vault_id => {
+                c.damage(&path, Some(16), "the lease belongs to another vault")
+            }
+            Ok(_) => {}
+            Err(e) => c.decode_damage(&path, 0, e),
+        }
     }
 }

@@ -291,7 +291,13 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
         }
         println!(
             "{}: {}: checked {} files, {} records, {} base chunks, {} in {:.2}s",
-            if intact { "intact" } else { "DAMAGED" },
+            if intact {
+                "intact"
+            } else if report.is_damaged() {
+                "DAMAGED"
+            } else {
+                "INCOMPLETE"
+            },
             vault.display(),
             report.files_checked(),
             report.records_checked(),
@@ -299,6 +305,22 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
             human_bytes(report.bytes_checked()),
             started.elapsed().as_secs_f64()
         );
+    }
+    // A file verify may not read is no finding about the bytes: a failure (exit 1), unless
+    // damage was found in what could be read.
+    if !report.is_damaged() && !report.unreadable().is_empty() {
+        let lines: Vec<String> = report
+            .unreadable()
+            .iter()
+            .map(|f| {
+                format!(
+                    "cannot read {}: {}",
+                    vault.join(&f.path).display(),
+                    f.message
+                )
+            })
+            .collect();
+        return Err(Failure::new(lines.join("\nreplog: ")));
     }
     Ok(if intact { EXIT_OK } else { EXIT_DAMAGED })
 }

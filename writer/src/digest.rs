@@ -19,6 +19,9 @@ pub(crate) fn block_digest(block: &[u8]) -> u128 {
 
 const BUFFER_BYTES: usize = 1 << 20;
 
+/// Suffix of a digest cache being written: `digests/<disk>.dig.tmp`.
+pub(crate) const DIGEST_TMP_SUFFIX: &str = ".dig.tmp";
+
 /// Streams digests to `digests/<disk>.dig.tmp`, then renames it into place.
 #[derive(Debug)]
 pub(crate) struct DigestWriter {
@@ -36,9 +39,17 @@ impl DigestWriter {
         disk_id: u32,
         seed: u32,
     ) -> Result<DigestWriter> {
-        let tmp = layout::digest_path(dir, disk_id).with_extension("dig.tmp");
+        let tmp = layout::digest_path(dir, disk_id).with_extension(&DIGEST_TMP_SUFFIX[1..]);
+        // A stale one (a run stopped before its rename; the writer lock keeps out any live one)
+        // is removed and a new file created exclusively: whatever stands at the name, a
+        // symbolic link included, is never opened, so no other file is ever written through it.
+        match storage.remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(WriteError::io(&tmp, None, "removing the stale", e)),
+        }
         let file = storage
-            .open(&tmp, OpenMode::CreateTruncate)
+            .open(&tmp, OpenMode::CreateNew)
             .map_err(|e| WriteError::io(&tmp, None, "creating", e))?;
         Ok(DigestWriter {
             file,

@@ -9,8 +9,8 @@
 //! | (none) | | recovers the journal, picks the point (default: the newest), refuses if an output exists, commits `started` |
 //! | `started` | the point and output directory are fixed; the writer refuses writes and points from here | materializes every disk of the point into the output directory (synced), reads each image back, compares it with the vault and hashes it (xxh3-128), commits `verified` with the hashes |
 //! | `verified` | every image is durable and checked | commits `sealed` |
-//! | `sealed` | the migration will complete | waits for no reader lease, commits `complete` with the journal removed from the manifest (no segments, no points), then deletes the segment files |
-//! | `complete` | the output disks are the result | nothing: reports the record (and deletes any segment file a crash left) |
+//! | `sealed` | the migration will complete | waits for no reader lease, commits `complete` with the journal removed from the manifest (no segments, no points), then deletes the segment files and the checkpoint indexes (`index/`: each is the map at the end of a segment that no longer exists) |
+//! | `complete` | the output disks are the result | nothing: reports the record (and deletes any segment file or checkpoint index a crash left) |
 //!
 //! The base images stay: they hold the disks at the vault's base LSN, `verify` keeps checking
 //! them, and removing the vault directory once the migrated disks are in service frees them.
@@ -474,27 +474,43 @@ fn remove_journal(w: &mut Writer, record: &mut MigrationRecord) -> Result<u64> {
     Ok(removed)
 }
 
-/// Deletes every segment file (after the journal's removal none is listed) and syncs
-/// `journal/`; returns how many there were.
+/// Deletes every segment file (after the journal's removal none is listed) and every
+/// checkpoint index (each maps the end of a segment, so none describes anything any more; a
+/// reader or `verify` would take one left for damage), syncing each directory; returns how many
+/// segment files there were. Run again by every later run, so a crash in between only delays it.
 fn remove_segment_files(storage: &dyn Storage, dir: &Path) -> Result<u64> {
-    let journal = dir.join(layout::JOURNAL_DIR);
+    let removed = remove_matching(storage, &dir.join(layout::JOURNAL_DIR), |name| {
+        layout::parse_segment_file_name(name).is_some()
+    })?;
+    // Temporaries of an interrupted checkpoint write go too: `index/` holds nothing else.
+    remove_matching(storage, &dir.join(layout::INDEX_DIR), |_| true)?;
+    Ok(removed)
+}
+
+/// Deletes the files of `dir` whose names `matches` accepts, then syncs `dir`; a missing `dir`
+/// holds none. Returns how many were deleted.
+fn remove_matching(
+    storage: &dyn Storage,
+    dir: &Path,
+    matches: impl Fn(&str) -> bool,
+) -> Result<u64> {
+    let names = match storage.read_dir(dir) {
+        Ok(names) => names,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(WriteError::io(dir, None, "listing", e)),
+    };
     let mut removed = 0;
-    for name in storage
-        .read_dir(&journal)
-        .map_err(|e| WriteError::io(&journal, None, "listing", e))?
-    {
-        if layout::parse_segment_file_name(&name).is_some() {
-            let p = journal.join(&name);
-            storage
-                .remove_file(&p)
-                .map_err(|e| WriteError::io(&p, None, "removing", e))?;
-            removed += 1;
-        }
+    for name in names.iter().filter(|n| matches(n)) {
+        let p = dir.join(name);
+        storage
+            .remove_file(&p)
+            .map_err(|e| WriteError::io(&p, None, "removing", e))?;
+        removed += 1;
     }
     if removed > 0 {
         storage
-            .sync_dir(&journal)
-            .map_err(|e| WriteError::io(&journal, None, "syncing the directory", e))?;
+            .sync_dir(dir)
+            .map_err(|e| WriteError::io(dir, None, "syncing the directory", e))?;
     }
     Ok(removed)
 }

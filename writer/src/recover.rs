@@ -3,7 +3,9 @@
 //! | found | action |
 //! |---|---|
 //! | `MANIFEST.tmp` | removed: an interrupted manifest replacement, never trusted |
-//! | a segment file the manifest does not list | removed: an interrupted rotation; records are only appended to listed segments |
+//! | the segment after the open one, not listed, holding no record | removed: an interrupted rotation; records are only appended to listed segments |
+//! | any other unlisted segment at or after the first listed (one holding records that continue the journal) | refused, naming the segments, nothing removed: the manifest is older than the journal (restored from an older copy), and removing them would lose history and reuse point ids |
+//! | `digests/<disk>.dig.tmp` | removed: an interrupted ingest or disk addition; never renamed into place |
 //! | a base generation newer than the manifest's, or of a disk it does not list | removed: an interrupted compaction or disk addition |
 //! | an older base generation, a segment before the first listed | removed once no reader's lease names an older manifest: a compaction committed but did not finish deleting |
 //! | open segment ends cleanly (EOF or zeros) | append from there |
@@ -11,7 +13,7 @@
 //! | open segment is sealed (footer + trailer) | the rotation is completed: next segment created, manifest updated |
 //! | damage before the tail, a bad header, a manifest that fails its checksum | refused, naming the file and offset |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use replog_format::header::VaultHeader;
 use replog_format::layout;
@@ -20,6 +22,9 @@ use replog_format::segment::{
     SEGMENT_HEADER_BYTES, SegmentEnd,
 };
 use replog_io::{OpenMode, Storage, WriteAt};
+use replog_reader::verify::{
+    UnlistedSegment, classify_unlisted_segment, describe_unlisted_segment,
+};
 
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::journal::ActiveSegment;
@@ -203,8 +208,10 @@ pub(crate) fn sync_dirs(storage: &dyn Storage, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes `MANIFEST.tmp` and segment files the manifest does not list.
+/// Removes `MANIFEST.tmp`, the empty segment an interrupted rotation left and digest caches an
+/// interrupted ingest left, after refusing a manifest older than the journal.
 fn remove_leftovers(w: &mut Writer) -> Result<()> {
+    let debris = unlisted_segments(w)?;
     let s = w.storage.as_ref();
     let tmp = w.dir.join(layout::MANIFEST_TMP_FILE);
     let mut removed_in_root = false;
@@ -217,32 +224,91 @@ fn remove_leftovers(w: &mut Writer) -> Result<()> {
         removed_in_root = true;
     }
     let journal = w.dir.join(layout::JOURNAL_DIR);
-    let mut removed_in_journal = false;
-    for name in s
-        .read_dir(&journal)
-        .map_err(|e| WriteError::io(&journal, None, "listing", e))?
-    {
-        let first_listed = w.manifest.segments.first().map(|seg| seg.segment_id);
-        let Some(id) = layout::parse_segment_file_name(&name) else {
-            continue;
-        };
-        let listed = w.manifest.segments.iter().any(|seg| seg.segment_id == id);
-        // Segments before the first listed are a compaction's; `remove_superseded` decides.
-        if !listed && first_listed.is_none_or(|first| id > first) {
-            let p = journal.join(&name);
-            s.remove_file(&p)
-                .map_err(|e| WriteError::io(&p, None, "removing", e))?;
-            w.recovery.removed.push(p);
-            removed_in_journal = true;
-        }
+    for p in &debris {
+        s.remove_file(p)
+            .map_err(|e| WriteError::io(p, None, "removing", e))?;
     }
-    for (dir, removed) in [(&w.dir, removed_in_root), (&journal, removed_in_journal)] {
+    for (dir, removed) in [(&w.dir, removed_in_root), (&journal, !debris.is_empty())] {
         if removed {
             s.sync_dir(dir)
                 .map_err(|e| WriteError::io(dir, None, "syncing the directory", e))?;
         }
     }
+    w.recovery.removed.extend(debris);
+    remove_digest_temporaries(w)?;
     remove_superseded(w)
+}
+
+/// The unlisted segment files at or after the first listed one that an interrupted rotation
+/// left (at most one, empty), to be removed. Any other is evidence that the manifest was
+/// rolled back: the open is refused, naming them, and nothing is removed. (Segments before the
+/// first listed are a compaction's; `remove_superseded` decides.)
+fn unlisted_segments(w: &Writer) -> Result<Vec<PathBuf>> {
+    let s = w.storage.as_ref();
+    let journal = w.dir.join(layout::JOURNAL_DIR);
+    let mut debris = Vec::new();
+    let mut rolled_back = Vec::new();
+    let first_listed = w.manifest.segments.first().map(|seg| seg.segment_id);
+    for name in s
+        .read_dir(&journal)
+        .map_err(|e| WriteError::io(&journal, None, "listing", e))?
+    {
+        let Some(id) = layout::parse_segment_file_name(&name) else {
+            continue;
+        };
+        let listed = w.manifest.segments.iter().any(|seg| seg.segment_id == id);
+        if listed || first_listed.is_none_or(|first| id < first) {
+            continue;
+        }
+        let p = journal.join(&name);
+        let bytes = s
+            .open(&p, OpenMode::Read)
+            .and_then(|f| f.map())
+            .map_err(|e| WriteError::io(&p, None, "reading", e))?;
+        let expect = Expect {
+            vault_id: w.header.vault_id,
+            seed: w.seed,
+            segment_id: id,
+        };
+        match classify_unlisted_segment(&w.manifest, id, &bytes, &expect) {
+            UnlistedSegment::InterruptedRotation | UnlistedSegment::Superseded => debris.push(p),
+            UnlistedSegment::RolledBack => rolled_back.push(format!(
+                "{}/{name} ({})",
+                layout::JOURNAL_DIR,
+                describe_unlisted_segment(&bytes, &expect)
+            )),
+        }
+    }
+    if rolled_back.is_empty() {
+        return Ok(debris);
+    }
+    Err(WriteError::new(
+        WriteErrorKind::Damaged,
+        format!(
+            "{}: MANIFEST is older than the journal: it does not list {}. An interrupted rotation leaves at most one empty segment, so MANIFEST was rolled back (restored from an older copy?). Nothing was changed: opening for writing would remove that history and hand out its point ids again. Put back the MANIFEST that belongs with this journal; `replog verify` names what does not agree",
+            w.dir.display(),
+            rolled_back.join(", ")
+        ),
+    ))
+}
+
+/// Removes `digests/*.dig.tmp`: a digest cache an ingest or disk addition was writing when it
+/// was stopped. It was never renamed into place, so nothing relies on it; left, it would hold
+/// up to a digest per block of the disk.
+fn remove_digest_temporaries(w: &mut Writer) -> Result<()> {
+    let s = w.storage.as_ref();
+    let digests = w.dir.join(layout::DIGESTS_DIR);
+    let names = s
+        .read_dir(&digests)
+        .map_err(|e| WriteError::io(&digests, None, "listing", e))?;
+    let stale: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| n.ends_with(crate::digest::DIGEST_TMP_SUFFIX))
+        .map(|n| digests.join(n))
+        .collect();
+    w.remove_files(stale.iter().cloned())?;
+    w.recovery.removed.extend(stale);
+    Ok(())
 }
 
 /// Removes what an interrupted compaction left: base generations newer than the manifest's
