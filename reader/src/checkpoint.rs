@@ -541,7 +541,8 @@ pub fn maintain(vault: &Vault, every_lsns: u64) -> Result<Option<CheckpointInfo>
     let inner = &vault.inner;
     let base_lsn = inner.manifest.base_lsn;
     let on_disk = list(inner)?;
-    for &old in on_disk.iter().filter(|&&l| l < base_lsn) {
+    // At the base LSN too: compaction dropped the segment that ended there.
+    for &old in on_disk.iter().filter(|&&l| l <= base_lsn && base_lsn > 0) {
         let path = layout::checkpoint_path(&inner.dir, old);
         match inner.storage.remove_file(&path) {
             Ok(()) => {}

@@ -210,3 +210,46 @@ fn checkpoints_stay_exact_across_a_compaction() {
         assert!(left.len() < ends.len(), "{}: {left:?}", b.name);
     }
 }
+
+/// Regression (found by the independent reader's tests): a checkpoint at exactly the LSN a
+/// compaction moved the base to names the segment that ended there, which compaction drops
+/// (it drops every segment ending at or below the base). `verify` called it damage ("does not
+/// end a sealed segment") and maintenance, which removed only checkpoints below the base, kept
+/// it forever. It is now superseded like those below the base: a note, then removed.
+#[test]
+fn a_checkpoint_at_the_new_base_lsn_is_superseded_not_damage() {
+    for b in backends(12).into_iter().filter(|b| b.name != "uring") {
+        let dir = b.root.join("vault");
+        let mut w = Writer::create(b.storage.clone(), &dir, VaultSettings::default()).unwrap();
+        let disk = w.add_disk("os", DISK_BYTES).unwrap().disk_id;
+        w.write(disk, 0, &[1u8; 4096]).unwrap();
+        w.point(PointKind::CrashConsistent, "p1").unwrap();
+        w.write(disk, 4096, &[2u8; 4096]).unwrap();
+        let p2 = w.point(PointKind::CrashConsistent, "p2").unwrap();
+        assert!(w.seal_segment().unwrap(), "{}", b.name);
+        w.write(disk, 8192, &[3u8; 4096]).unwrap();
+        w.point(PointKind::CrashConsistent, "p3").unwrap();
+        w.close().unwrap();
+        let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+        assert_eq!(vault.sealed_segment_ends(), vec![p2.lsn], "{}", b.name);
+        checkpoint::write(&vault, p2.lsn).unwrap();
+        drop(vault);
+        let mut w = Writer::open(b.storage.clone(), &dir).unwrap();
+        w.prune(&replog_writer::PruneOptions {
+            keep_last: Some(2),
+            ..Default::default()
+        })
+        .unwrap();
+        w.close().unwrap();
+        let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+        assert_eq!(vault.base_lsn(), p2.lsn, "{}", b.name);
+        let report = verify(b.storage.as_ref(), &dir);
+        assert!(report.is_intact(), "{}: {:?}", b.name, report.findings());
+        checkpoint::maintain(&vault, u64::MAX).unwrap();
+        assert!(
+            checkpoints(b.storage.as_ref(), &dir).is_empty(),
+            "{}: a checkpoint at the base LSN was kept",
+            b.name
+        );
+    }
+}
