@@ -205,45 +205,49 @@ fn finding_1_concurrent_failovers_into_one_directory_never_mix_points() {
     );
 }
 
-/// What is wrong with one pair's outcome, if anything.
+/// What is wrong with one pair's outcome, if anything: the bytes under the final names first
+/// (the harm), then the exit codes and messages.
 fn check_pair(out: &Path, runs: &[(u64, Run)], want: &[(u64, Vec<Vec<u8>>)]) -> Option<String> {
     let winners: Vec<&(u64, Run)> = runs.iter().filter(|(_, r)| r.code == EXIT_OK).collect();
-    let [(point, winner)] = winners[..] else {
-        return Some(format!("{} runs exited 0: {runs:?}", winners.len()));
-    };
-    let (_, loser) = runs.iter().find(|(_, r)| r.code != EXIT_OK)?;
-    let clear = ["in use by another replog", "exists already"];
-    if loser.code != EXIT_FAILED || !clear.iter().any(|c| loser.stderr.contains(c)) {
-        return Some(format!("the refused run is unclear: {loser:?}"));
-    }
-    if !winner
-        .stdout
-        .contains(&format!("failed over to point {point} "))
-    {
-        return Some(format!("the run that exited 0 says: {}", winner.stdout));
-    }
-    if entries(out) != image_names("raw") {
-        return Some(format!("the directory holds {:?}", entries(out)));
-    }
     let bytes: Vec<Vec<u8>> = DISKS
         .iter()
         .map(|(name, _)| fs::read(out.join(format!("{name}.raw"))).unwrap_or_default())
         .collect();
-    let (_, expected) = want.iter().find(|(p, _)| p == point)?;
-    if &bytes != expected {
-        let held: Vec<String> = bytes
-            .iter()
-            .enumerate()
-            .map(|(d, b)| match want.iter().find(|(_, w)| &w[d] == b) {
-                Some((p, _)) => format!("{} of point {p}", DISKS[d].0),
-                None => format!("{} of no point", DISKS[d].0),
-            })
-            .collect();
-        return Some(format!(
-            "exit 0 said point {point}; the images hold {held:?}"
-        ));
+    let held: Vec<String> = bytes
+        .iter()
+        .enumerate()
+        .map(|(d, b)| match want.iter().find(|(_, w)| &w[d] == b) {
+            Some((p, _)) => format!("{} of point {p}", DISKS[d].0),
+            None => format!("{} of no point", DISKS[d].0),
+        })
+        .collect();
+    let mut wrong = Vec::new();
+    for (point, _) in &winners {
+        let (_, expected) = want.iter().find(|(p, _)| p == point)?;
+        if &bytes != expected {
+            wrong.push(format!(
+                "exit 0 said point {point}; the images hold {held:?}"
+            ));
+        }
     }
-    None
+    if winners.len() != 1 {
+        wrong.push(format!("{} runs exited 0", winners.len()));
+    }
+    let clear = ["in use by another replog", "exists already"];
+    for (_, r) in runs.iter().filter(|(_, r)| r.code != EXIT_OK) {
+        if r.code != EXIT_FAILED || !clear.iter().any(|c| r.stderr.contains(c)) {
+            wrong.push(format!("a refused run is unclear: {}", r.stderr.trim()));
+        }
+    }
+    for (point, r) in &winners {
+        if !r.stdout.contains(&format!("failed over to point {point} ")) {
+            wrong.push(format!("the run that exited 0 says: {}", r.stdout));
+        }
+    }
+    if entries(out) != image_names("raw") {
+        wrong.push(format!("the directory holds {:?}", entries(out)));
+    }
+    (!wrong.is_empty()).then(|| wrong.join("; "))
 }
 
 /// Holds the lock of `dir` the way a running replog does, with `pid` written in it.
