@@ -431,12 +431,16 @@ pub fn place_images(
         let _ = sync_out_dir(storage, out_dir, sync);
         return Err(e);
     }
-    for backup in steps.iter().filter_map(|s| s.backup.as_ref()) {
+    let backups: Vec<&PathBuf> = steps.iter().filter_map(|s| s.backup.as_ref()).collect();
+    for backup in &backups {
         // Best effort: the new set is in place and durable; a backup left behind is only space.
         let _ = storage.remove_file(backup);
     }
-    // The new images are durable already; this makes the removals durable, which can wait.
-    let _ = sync_out_dir(storage, out_dir, sync);
+    if !backups.is_empty() {
+        // The new images are durable already; this makes the removals durable, which can wait,
+        // so its failure does not fail a run whose images are in place.
+        let _ = sync_out_dir(storage, out_dir, sync);
+    }
     Ok(())
 }
 
