@@ -16,7 +16,8 @@
 //!     48    8 disk_bytes u64
 //!     56    8 base_lsn u64: the journal LSN the base reflects (0 = before any record)
 //!     64    8 data_offset u64 (4096)
-//!     72    8 table_offset u64 = data_offset + disk_bytes rounded up to block_bytes
+//!     72    8 table_offset u64 = data_offset + (disk_bytes rounded up to block_bytes); data_offset
+//!               is 4096, so this differs from rounding the sum once block_bytes is over 4096
 //!     80    8 chunk_count u64 = ceil(disk_bytes / block_bytes)
 //!     88    4 table_crc: crc32 (vault seed) over every table page's stored CRC, in order
 //!     92 4000 reserved, zero

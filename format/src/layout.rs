@@ -13,6 +13,30 @@
 
 use std::path::{Path, PathBuf};
 
+/// Whether `path` names a vault file the way errors do: relative to the vault directory,
+/// starting with one of the vault's own top-level names (`MANIFEST`, `journal/…`, ...).
+pub fn is_vault_file(path: &Path) -> bool {
+    let Some(std::path::Component::Normal(first)) = path.components().next() else {
+        return false;
+    };
+    path.is_relative()
+        && [
+            VAULT_FILE,
+            MANIFEST_FILE,
+            MANIFEST_TMP_FILE,
+            LOCK_FILE,
+            BASES_DIR,
+            JOURNAL_DIR,
+            DIGESTS_DIR,
+            QUARANTINE_DIR,
+            INDEX_DIR,
+            crate::lease::LEASES_DIR,
+            crate::remote::REMOTE_DIR,
+        ]
+        .iter()
+        .any(|name| first == *name)
+}
+
 /// The vault header file.
 pub const VAULT_FILE: &str = "VAULT";
 /// The manifest.

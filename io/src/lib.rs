@@ -174,6 +174,17 @@ pub trait File: Send + Sync + Debug {
         None
     }
 
+    /// The next run of data at or after `offset`, as `(start, end)` with `end` the start of the
+    /// hole after it, or `None` when only holes are left; holes read as zeros, so a reader of a
+    /// sparse image need not read them. A real file asks the filesystem (`SEEK_DATA`,
+    /// `SEEK_HOLE`); a file that cannot tell says all of it is data (`end` is `u64::MAX`).
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        match self.raw_fd() {
+            Some(fd) => sync::next_data(fd, offset),
+            None => Ok(Some((offset, u64::MAX))),
+        }
+    }
+
     /// Copies `len` bytes at `src_offset` of `src` to `offset` of this file, without syncing.
     /// Between real files this is `copy_file_range`: the kernel copies from its page cache (or
     /// shares the blocks, on filesystems that reflink) and the bytes never pass through this
@@ -195,15 +206,6 @@ pub trait File: Send + Sync + Debug {
     fn open_pipe(&self, path: &Path, options: PipeOptions) -> io::Result<Option<OpenedPipe>> {
         let _ = (path, options);
         Ok(None)
-    }
-
-    /// The next range `[start, end)` at or after `offset` that may hold data, skipping holes
-    /// where the filesystem says where they are (`SEEK_DATA`, `SEEK_HOLE`); `None` past the last
-    /// data. Holes read as zeros, so a reader that treats zeros as nothing may skip them. The
-    /// default knows of no holes: the rest of the file is one range.
-    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        let len = self.len()?;
-        Ok((offset < len).then_some((offset, len)))
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.

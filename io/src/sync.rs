@@ -100,24 +100,6 @@ pub(crate) fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
     }))
 }
 
-/// `lseek(fd, offset, whence)` for `SEEK_DATA`/`SEEK_HOLE`; `None` for `ENXIO` (no data at or
-/// after `offset`).
-fn seek(fd: RawFd, offset: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
-    let Ok(at) = libc::off_t::try_from(offset) else {
-        return Ok(None);
-    };
-    // SAFETY: lseek takes no pointers; the caller keeps the descriptor open for the call.
-    let rc = unsafe { libc::lseek(fd, at, whence) };
-    if rc >= 0 {
-        return Ok(Some(rc as u64));
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::ENXIO) => Ok(None),
-        _ => Err(err),
-    }
-}
-
 /// A file of the real filesystem, accessed with plain positional syscalls.
 #[derive(Debug)]
 pub struct SyncFile {
@@ -242,6 +224,34 @@ pub(crate) fn copy_file_range_all(
     Ok(())
 }
 
+/// [`crate::File::next_data`] of a real file: `lseek(SEEK_DATA)` from `offset`, then
+/// `lseek(SEEK_HOLE)` from what it found. A filesystem without them reports everything up to
+/// the end of the file as data, which is always right. Moving the descriptor's position harms
+/// nothing: every read and write here names its offset.
+pub(crate) fn next_data(fd: RawFd, offset: u64) -> io::Result<Option<(u64, u64)>> {
+    let Ok(at) = libc::off_t::try_from(offset) else {
+        return Ok(None);
+    };
+    // SAFETY: lseek takes only integers and touches no memory of this process; the caller
+    // holds the file that owns the descriptor for the call.
+    let start = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+    if start < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // No data at or after `offset`.
+            Some(libc::ENXIO) => Ok(None),
+            Some(libc::EINVAL | libc::EOPNOTSUPP) => Ok(Some((offset, u64::MAX))),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: as above.
+    let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+    if end < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some((start as u64, end as u64)))
+}
+
 /// Whether a `copy_file_range` error means "not between these files" (another filesystem, an
 /// old kernel, a filesystem without the operation), so a read-and-write copy should be used.
 pub(crate) fn is_copy_unsupported(err: &io::Error) -> bool {
@@ -319,28 +329,6 @@ impl File for SyncFile {
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.file.as_raw_fd())
-    }
-
-    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        let fd = self.file.as_raw_fd();
-        let start = match seek(fd, offset, libc::SEEK_DATA) {
-            Ok(start) => start,
-            // A filesystem without SEEK_DATA: no holes known, the rest is data.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
-                let len = self.len()?;
-                return Ok((offset < len).then_some((offset, len)));
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(start) = start else {
-            return Ok(None);
-        };
-        // Every file ends in a virtual hole, so SEEK_HOLE past data finds one.
-        let end = match seek(fd, start, libc::SEEK_HOLE)? {
-            Some(end) => end,
-            None => self.len()?,
-        };
-        Ok(Some((start, end)))
     }
 
     fn map(&self) -> io::Result<Mapped> {

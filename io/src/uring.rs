@@ -334,10 +334,6 @@ impl File for UringFile {
         self.file.raw_fd()
     }
 
-    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        self.file.next_data(offset)
-    }
-
     fn map(&self) -> io::Result<Mapped> {
         self.file.map()
     }

@@ -2,11 +2,9 @@
 //! visited straight from the segment files (the manifest only says which files), so a record
 //! that fails its checksum shows up as the place where a segment's valid records end.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use replog_format::header::VaultHeader;
 use replog_format::layout;
-use replog_format::manifest::Manifest;
 use replog_format::record::{PointPayload, RecordKind};
 use replog_format::segment::{self, Expect, SegmentEnd};
 use replog_format::vault_seed;
@@ -63,18 +61,9 @@ pub fn dump(
     mut record: impl FnMut(&DumpRecord),
     mut end: impl FnMut(u64, &Path, &DumpEnd),
 ) -> Result<()> {
-    let read = |name: &str| -> Result<(PathBuf, replog_io::Mapped)> {
-        let path = dir.join(name);
-        let m = storage
-            .open(&path, OpenMode::Read)
-            .and_then(|f| f.map())
-            .map_err(|e| ReadError::io(&path, "read", e))?;
-        Ok((path, m))
-    };
-    let (vpath, vbytes) = read(layout::VAULT_FILE)?;
-    let header = VaultHeader::decode(&vbytes).map_err(|e| ReadError::decode(&vpath, 0, e))?;
-    let (mpath, mbytes) = read(layout::MANIFEST_FILE)?;
-    let manifest = Manifest::decode(&mbytes).map_err(|e| ReadError::decode(&mpath, 0, e))?;
+    // The same checks, errors and exit codes as every other command that opens a vault.
+    let header = crate::vault::read_vault_header(storage, dir)?;
+    let manifest = crate::vault::read_manifest(storage, dir)?;
     let seed = vault_seed(&header.vault_id);
     let ids: Vec<u64> = manifest
         .segments

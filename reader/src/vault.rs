@@ -317,7 +317,7 @@ fn read_small_file(
     Ok(bytes)
 }
 
-fn read_vault_header(storage: &dyn Storage, dir: &Path) -> Result<VaultHeader> {
+pub(crate) fn read_vault_header(storage: &dyn Storage, dir: &Path) -> Result<VaultHeader> {
     let name = layout::VAULT_FILE;
     let not_a_vault = |why: &str| {
         ReadError::new(
@@ -327,8 +327,19 @@ fn read_vault_header(storage: &dyn Storage, dir: &Path) -> Result<VaultHeader> {
     };
     match storage.exists(&dir.join(name)) {
         Ok(true) => {}
-        Ok(false) => return Err(not_a_vault("it has no VAULT file")),
-        Err(e) => return Err(ReadError::io(name, "look for", e)),
+        Ok(false) if storage.exists(dir).unwrap_or(true) => {
+            return Err(not_a_vault("it has no VAULT file"));
+        }
+        Ok(false) => {
+            return Err(ReadError::new(
+                ReadErrorKind::NotFound,
+                format!("{}: no such vault directory", dir.display()),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return Err(not_a_vault("it is not a directory"));
+        }
+        Err(e) => return Err(ReadError::io(dir.join(name), "look for", e)),
     }
     // A longer file is read far enough to report its length as a decode error.
     let bytes =
@@ -345,13 +356,23 @@ fn read_vault_header(storage: &dyn Storage, dir: &Path) -> Result<VaultHeader> {
     VaultHeader::decode(&bytes).map_err(|e| ReadError::decode(name, 0, e))
 }
 
-fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
+/// Reads `MANIFEST`. A vault has one from `replog init` on (it is only ever replaced by a
+/// rename), so one that is missing next to a `VAULT` file is damage, as for every command.
+pub(crate) fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
     let name = layout::MANIFEST_FILE;
     let bytes = read_small_file(
         storage,
         dir,
         name,
         MANIFEST_HEADER_BYTES as u64 + MANIFEST_BYTES_MAX,
-    )?;
+    )
+    .map_err(|e| match e.kind() {
+        ReadErrorKind::NotFound => ReadError::damaged(
+            name,
+            0,
+            "the file is missing; every vault has one from `replog init` on",
+        ),
+        _ => e,
+    })?;
     Manifest::decode(&bytes).map_err(|e| ReadError::decode(name, 0, e))
 }

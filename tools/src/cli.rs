@@ -212,6 +212,17 @@ pub enum Command {
         /// Where to put the demo (a new or empty directory); a fresh temporary one by default.
         dir: Option<PathBuf>,
     },
+    /// Print the completion script for SHELL (install: see README, "Shell completions").
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, replog.1 and one per command (replog-failover.1, ...), into DIR.
+    Man {
+        /// The directory to write into; created if missing.
+        dir: PathBuf,
+    },
 }
 
 /// Benchmarks.
@@ -280,6 +291,40 @@ pub enum BenchCommand {
     },
 }
 
+impl Command {
+    /// The vault the command works on, if it names one: errors about the vault's files name
+    /// them relative to it, and the tool names the vault in front.
+    pub fn vault(&self) -> Option<&std::path::Path> {
+        let vault = match self {
+            Command::Init { vault, .. }
+            | Command::Disk(DiskCommand::Add { vault, .. })
+            | Command::Ingest { vault, .. }
+            | Command::Point { vault, .. }
+            | Command::Points { vault, .. }
+            | Command::Inspect { vault, .. }
+            | Command::Dump { vault, .. }
+            | Command::Verify { vault, .. }
+            | Command::Checkpoint { vault, .. }
+            | Command::Remote(RemoteCommand::Add { vault, .. })
+            | Command::Remote(RemoteCommand::Show { vault, .. })
+            | Command::Sync { vault, .. }
+            | Command::Torture { vault, .. }
+            | Command::Bench(BenchCommand::Resolve { vault, .. })
+            | Command::Bench(BenchCommand::Write { vault, .. }) => vault,
+            Command::Failover(args) => &args.vault,
+            Command::ServeNbd(args) => &args.vault,
+            Command::Retention(args) => &args.vault,
+            Command::Prune(args) => &args.vault,
+            Command::TestFailover(args) => &args.vault,
+            Command::CompleteMigration(args) => &args.vault,
+            Command::Demo { .. } | Command::Completions { .. } | Command::Man { .. } => {
+                return None;
+            }
+        };
+        Some(vault)
+    }
+}
+
 /// Offsets of a write benchmark.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Pattern {
@@ -309,6 +354,9 @@ pub enum DiskCommand {
         /// Size of an empty disk (bytes, or with a suffix: 10GiB, 512M).
         #[arg(long, value_parser = parse_bytes)]
         size: Option<u64>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

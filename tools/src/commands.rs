@@ -19,11 +19,17 @@ use replog_remote::RemoteOptions;
 pub fn run(cli: Cli) -> CmdResult {
     let storage = storage(cli.backend)?;
     let remote = crate::remote_commands::options(&cli);
+    let vault = cli.command.vault().map(Path::to_path_buf);
     let journaled = match &cli.command {
         Command::Ingest { vault, .. } | Command::Point { vault, .. } => Some(vault.clone()),
         _ => None,
     };
-    let result = dispatch(storage.clone(), cli.command, &remote);
+    let result = dispatch(storage.clone(), cli.command, &remote).map_err(|mut f| {
+        if let (Some(vault), true) = (&vault, f.vault_relative) {
+            f.message = format!("vault {}: {}", vault.display(), f.message);
+        }
+        f
+    });
     if let (Ok(_), Some(vault)) = (&result, journaled) {
         // Indexing reads sealed segments' footers, which a sync may have evicted.
         let storage =
@@ -50,9 +56,11 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions)
             from,
             format,
             size,
+            json,
         }) => {
             let format = format.unwrap_or(SourceFormat::Auto);
-            disk_add(storage, &vault, &name, from.as_deref(), format, size)
+            let source = from.as_deref().map(|f| (f, format));
+            disk_add(storage, &vault, &name, source, size, json)
         }
         Command::Ingest {
             vault,
@@ -125,6 +133,8 @@ fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions)
         }
         Command::ServeNbd(args) => crate::nbd::run(tiered(&args.vault)?, &args),
         Command::Demo { dir } => crate::demo::run(storage, dir),
+        Command::Completions { shell } => crate::docs::completions(shell),
+        Command::Man { dir } => crate::docs::man_pages(&dir),
         Command::Checkpoint {
             vault,
             at_lsn,
@@ -220,24 +230,37 @@ fn disk_add(
     storage: Arc<dyn Storage>,
     vault: &Path,
     name: &str,
-    from: Option<&Path>,
-    format: SourceFormat,
+    from: Option<(&Path, SourceFormat)>,
     size: Option<u64>,
+    json: bool,
 ) -> CmdResult {
     let mut w = open_writer(storage.clone(), vault)?;
-    let mut read_as = String::new();
+    let mut image = None;
     let disk = match (from, size) {
-        (Some(image_path), _) => {
-            let image = crate::import::open(storage.as_ref(), image_path, format, vault)?;
-            if image.format != "raw" {
-                read_as = format!(" from a {} image", image.format);
-            }
-            w.add_disk_from_image(name, image.file.as_ref(), image_path)?
+        (Some((image_path, format)), _) => {
+            let source = crate::import::open(storage.as_ref(), image_path, format, vault)?;
+            let disk = w.add_disk_from_image(name, source.file.as_ref(), image_path)?;
+            image = Some(source);
+            disk
         }
         (None, Some(bytes)) => w.add_disk(name, bytes)?,
         (None, None) => return Err(Failure::new("give --from IMAGE or --size BYTES")),
     };
     w.close()?;
+    if json {
+        print_json(&json!({
+            "disk": disk.name,
+            "disk_id": disk.disk_id,
+            "disk_bytes": disk.disk_bytes,
+            "image_format": image.as_ref().map(|i| i.format.clone()),
+            "bytes_read": image.as_ref().map_or(0, |i| i.bytes_read()),
+        }));
+        return Ok(EXIT_OK);
+    }
+    let read_as = match &image {
+        Some(i) if i.format != "raw" => format!(" from a {} image", i.format),
+        _ => String::new(),
+    };
     println!(
         "added disk {} ({}, {} bytes) as id {}{read_as}",
         disk.name,
@@ -271,6 +294,7 @@ fn ingest(
         print_json(&json!({
             "disk": name,
             "bytes_scanned": stats.bytes_scanned,
+            "bytes_read": image.bytes_read(),
             "bytes_changed": stats.bytes_changed,
             "bytes_stored": stats.bytes_stored,
             "records": stats.records,

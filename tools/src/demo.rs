@@ -241,18 +241,17 @@ fn compare(got: &Path, want: &Path) -> Result<(), Failure> {
     let b = std::fs::read(want).map_err(|e| fail("reading", want, e))?;
     match a.iter().zip(&b).position(|(x, y)| x != y) {
         None if a.len() == b.len() => Ok(()),
-        None => Err(Failure {
-            message: format!("{}: {} bytes, expected {}", got.display(), a.len(), b.len()),
-            damaged: true,
-        }),
-        Some(i) => Err(Failure {
-            message: format!(
-                "{}: byte {i} differs from {}",
-                got.display(),
-                want.display()
-            ),
-            damaged: true,
-        }),
+        None => Err(Failure::damage(format!(
+            "{}: {} bytes, expected {}",
+            got.display(),
+            a.len(),
+            b.len()
+        ))),
+        Some(i) => Err(Failure::damage(format!(
+            "{}: byte {i} differs from {}",
+            got.display(),
+            want.display()
+        ))),
     }
 }
 

@@ -12,6 +12,10 @@
 //! vault file has and that writer recovery and `verify` pass over; a run killed during the
 //! conversion leaves it behind, and it may be deleted.
 //!
+//! Holes are not read: the writer asks the source where its data is ([`File::next_data`], which
+//! `SEEK_DATA`/`SEEK_HOLE` answer for the image or the converted file), and [`Source`] counts
+//! the bytes actually read, which `--json` reports.
+//!
 //! `--format auto` asks qemu-img what the image is (or, without qemu-img, looks for the magic
 //! numbers of the common formats). Like qemu-img's own probing, that trusts the image's first
 //! bytes: for a raw image whose content a guest wrote, pass `--format raw`.
@@ -19,6 +23,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::ValueEnum;
 use replog_io::{File, Mapped, OpenMode, Storage, WriteAt};
@@ -48,8 +53,10 @@ pub enum SourceFormat {
 /// An opened source image: a raw view of the disk's bytes.
 #[derive(Debug)]
 pub struct Source {
-    /// The disk's bytes, from offset 0 to `len()`.
+    /// The disk's bytes, from offset 0 to `len()`; reads are counted.
     pub file: Arc<dyn File>,
+    /// The bytes read through `file` so far.
+    read: Arc<AtomicU64>,
     /// What the image was read as: `raw`, `vhd`, or the qemu-img format it was converted from.
     pub format: String,
     /// The converted copy, removed when the source is dropped.
@@ -85,10 +92,26 @@ pub fn open(
 }
 
 fn native(file: Arc<dyn File>, format: &str) -> Source {
+    source(file, format, None)
+}
+
+fn source(file: Arc<dyn File>, format: &str, temp: Option<tempfile::TempPath>) -> Source {
+    let read = Arc::new(AtomicU64::new(0));
     Source {
-        file,
+        file: Arc::new(Counted {
+            inner: file,
+            read: read.clone(),
+        }),
+        read,
         format: format.to_owned(),
-        _temp: None,
+        _temp: temp,
+    }
+}
+
+impl Source {
+    /// The bytes of the image (or of its converted copy) read so far: its data, not its holes.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 }
 
@@ -247,11 +270,8 @@ fn convert(
             temp.display()
         ))
     })?;
-    Ok(Source {
-        file,
-        format: if format == "vpc" { "vhd" } else { format }.to_owned(),
-        _temp: Some(temp),
-    })
+    let format = if format == "vpc" { "vhd" } else { format };
+    Ok(source(file, format, Some(temp)))
 }
 
 /// Runs `qemu-img check` on every image of the chain (`qemu-img info --backing-chain`), so that
@@ -324,6 +344,13 @@ impl File for Prefix {
         self.inner.read_at(&mut buf[..n], offset)
     }
 
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        Ok(match self.inner.next_data(offset)? {
+            Some((start, end)) if start < self.len => Some((start, end.min(self.len))),
+            _ => None,
+        })
+    }
+
     fn write_batch(&self, _writes: &[WriteAt<'_>], _sync: bool) -> io::Result<()> {
         Err(read_only())
     }
@@ -352,6 +379,56 @@ impl File for Prefix {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "a part of a source image is read, not mapped",
+        ))
+    }
+}
+
+/// A source image whose reads are counted, so that a command can say how much it read.
+#[derive(Debug)]
+struct Counted {
+    inner: Arc<dyn File>,
+    read: Arc<AtomicU64>,
+}
+
+impl File for Counted {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let n = self.inner.read_at(buf, offset)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        self.inner.next_data(offset)
+    }
+
+    fn write_batch(&self, _writes: &[WriteAt<'_>], _sync: bool) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn set_len(&self, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn allocate(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn zero_range(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn map(&self) -> io::Result<Mapped> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a source image is read through positional reads, which are counted, not mapped",
         ))
     }
 }

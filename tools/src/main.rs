@@ -15,6 +15,7 @@ mod checkpoints;
 mod cli;
 mod commands;
 mod demo;
+mod docs;
 mod export;
 mod import;
 mod lifecycle_commands;
@@ -38,6 +39,9 @@ const EXIT_USAGE: u8 = 64;
 struct Failure {
     message: String,
     damaged: bool,
+    /// The message names a vault file relative to the vault (`journal/….seg`, `MANIFEST`), as
+    /// the reader's errors do; the vault is named in front of it when reported.
+    vault_relative: bool,
 }
 
 impl From<replog_writer::WriteError> for Failure {
@@ -46,6 +50,7 @@ impl From<replog_writer::WriteError> for Failure {
         Failure {
             message: e.to_string(),
             damaged,
+            vault_relative: false,
         }
     }
 }
@@ -56,6 +61,7 @@ impl From<replog_reader::ReadError> for Failure {
         Failure {
             message: e.to_string(),
             damaged,
+            vault_relative: e.path().is_some_and(replog_format::layout::is_vault_file),
         }
     }
 }
@@ -66,15 +72,25 @@ impl From<replog_remote::RemoteError> for Failure {
         Failure {
             message: e.to_string(),
             damaged,
+            vault_relative: false,
         }
     }
 }
 
 impl Failure {
+    /// Damage found: exit 2.
+    fn damage(message: impl Into<String>) -> Failure {
+        Failure {
+            damaged: true,
+            ..Failure::new(message)
+        }
+    }
+
     fn new(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
             damaged: false,
+            vault_relative: false,
         }
     }
 }

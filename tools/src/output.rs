@@ -70,3 +70,18 @@ pub fn human_age(seconds: f64) -> String {
         s => format!("{:.1}d", s / 86400.0),
     }
 }
+
+/// `s` with every control character escaped (`\u{1b}`, `\n`, ...), for text that came from
+/// outside (a point's label) and is printed to a terminal: an escape sequence in a label must
+/// not recolour, move or clear the operator's screen.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -4,12 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use replog_format::header::Compression;
+use replog_format::segment::SegmentEnd;
 use replog_io::Storage;
 use replog_reader::{DumpEnd, MaterializeOptions, PointInfo, Severity, Vault};
 use serde_json::{Value, json};
 
 use crate::cli::FailoverArgs;
-use crate::output::{human_age, human_bytes, print_json, progress, rfc3339, table};
+use crate::output::{human_age, human_bytes, print_json, printable, progress, rfc3339, table};
 use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK, Failure};
 
 /// Opens a vault for reading, warning on stderr about damage that hides later points.
@@ -46,7 +48,7 @@ pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
             p.lsn.to_string(),
             rfc3339(p.time_unix_ns),
             p.kind.name().to_owned(),
-            p.label.clone(),
+            printable(&p.label),
         ]);
     }
     if v.points().is_empty() {
@@ -70,7 +72,10 @@ pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
         .latest_point()
         .map(|p| (now - p.time_unix_ns).max(0) as f64 / 1e9);
     let disks: Vec<Value> = v.disks().iter().map(|d| json!({"id": d.disk_id, "name": d.name, "size_bytes": d.disk_bytes, "added_lsn": d.added_lsn})).collect();
-    let tail = stats.open_segment.as_ref().map(|s| format!("{:?}", s.end));
+    let tail = stats
+        .open_segment
+        .as_ref()
+        .map(|s| segment_end_json(&s.end));
     if json {
         print_json(&json!({
             "vault": vault.display().to_string(),
@@ -78,7 +83,7 @@ pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
             "created": rfc3339(h.created_unix_ns),
             "block_bytes": h.block_bytes,
             "segment_bytes": h.segment_bytes,
-            "compression": format!("{:?}", h.compression).to_lowercase(),
+            "compression": compression_name(h.compression),
             "disks": disks,
             "segments": stats.segments,
             "sealed_segments": stats.sealed_segments,
@@ -97,12 +102,12 @@ pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
     }
     println!("vault       {}", vault.display());
     println!(
-        "created     {} (format {}, block {}, segment {}, compression {:?})",
+        "created     {} (format {}, block {}, segment {}, compression {})",
         rfc3339(h.created_unix_ns),
         h.version.as_u32(),
         human_bytes(u64::from(h.block_bytes)),
         human_bytes(h.segment_bytes),
-        h.compression
+        compression_name(h.compression)
     );
     let mut t = table(&["disk", "id", "size", "added at LSN"]);
     for d in v.disks() {
@@ -138,12 +143,47 @@ pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
     }
     if let Some(s) = &stats.open_segment {
         println!(
-            "open        segment {} with {} records, {:?}",
-            s.segment_id, s.records, s.end
+            "open        segment {} with {} records, {}",
+            s.segment_id,
+            s.records,
+            segment_end_text(&s.end)
         );
     }
     crate::lifecycle_commands::print_lifecycle(&lifecycle);
     Ok(EXIT_OK)
+}
+
+fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "none",
+        Compression::Lz4 => "lz4",
+    }
+}
+
+/// How the open segment's records end, for people.
+fn segment_end_text(end: &SegmentEnd) -> String {
+    match end {
+        SegmentEnd::Clean { offset } => format!("records end cleanly at byte {offset}"),
+        SegmentEnd::Torn { offset, reason } => format!(
+            "records end at byte {offset}, followed by a torn tail ({reason}); the next writer cuts it"
+        ),
+        SegmentEnd::Sealed { footer_offset, .. } => {
+            format!("sealed meanwhile (footer at byte {footer_offset})")
+        }
+    }
+}
+
+/// How the open segment's records end, for programs.
+fn segment_end_json(end: &SegmentEnd) -> Value {
+    match end {
+        SegmentEnd::Clean { offset } => json!({"state": "clean", "offset": offset}),
+        SegmentEnd::Torn { offset, reason } => {
+            json!({"state": "torn", "offset": offset, "reason": reason.to_string()})
+        }
+        SegmentEnd::Sealed { footer_offset, .. } => {
+            json!({"state": "sealed", "footer_offset": footer_offset})
+        }
+    }
 }
 
 pub fn dump(
@@ -250,8 +290,9 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
             println!("{label}: {f}");
         }
         println!(
-            "{}: checked {} files, {} records, {} base chunks, {} in {:.2}s",
+            "{}: {}: checked {} files, {} records, {} base chunks, {} in {:.2}s",
             if intact { "intact" } else { "DAMAGED" },
+            vault.display(),
             report.files_checked(),
             report.records_checked(),
             report.chunks_checked(),
@@ -393,13 +434,10 @@ fn select_point<'a>(v: &'a Vault, args: &FailoverArgs) -> Result<&'a PointInfo, 
     if let Some(id) = args.point {
         return v.point(id).ok_or_else(|| match v.damage() {
             // The point may lie beyond damage that hides it: that is damage, not a typo.
-            Some(damage) => Failure {
-                message: format!(
-                    "{}: no readable recovery point {id}: {damage}",
-                    args.vault.display()
-                ),
-                damaged: true,
-            },
+            Some(damage) => Failure::damage(format!(
+                "{}: no readable recovery point {id}: {damage}",
+                args.vault.display()
+            )),
             None => Failure::new(format!(
                 "{}: no recovery point {id}; `replog points` lists them",
                 args.vault.display()

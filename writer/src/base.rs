@@ -15,6 +15,7 @@ use replog_io::{File, OpenMode, WriteAt};
 
 use crate::digest::{DigestWriter, block_digest};
 use crate::error::{Result, WriteError};
+use crate::sparse::{Window, read_window};
 use crate::writer::Writer;
 
 /// Bytes read from the source image at a time.
@@ -50,7 +51,7 @@ pub(crate) fn is_zero(bytes: &[u8]) -> bool {
 }
 
 /// The facts of `len` bytes of zero blocks, computed once per distinct block length.
-fn zero_facts(len: usize, block_bytes: usize) -> Vec<BlockFacts> {
+pub(crate) fn zero_facts(len: usize, block_bytes: usize) -> Vec<BlockFacts> {
     let facts = |n: usize| {
         let zeros = vec![0u8; n];
         BlockFacts {
@@ -102,11 +103,13 @@ pub(crate) fn write_base(
         let len = (disk_bytes - at).min(WINDOW_BYTES) as usize;
         let buf = &mut window[..len];
         let facts = match image {
-            Some((img, img_path)) => {
-                img.read_exact_at(buf, at)
-                    .map_err(|e| WriteError::io(img_path, Some(at), "reading", e))?;
-                block_facts(buf, block)
-            }
+            // Holes are not read: their blocks are zero, and zero blocks are not written.
+            Some((img, img_path)) => match read_window(img, buf, at)
+                .map_err(|e| WriteError::io(img_path, Some(at), "reading", e))?
+            {
+                Window::Hole => zero_facts(len, block),
+                Window::Data => block_facts(buf, block),
+            },
             None => zero_facts(len, block),
         };
         let writes: Vec<WriteAt<'_>> = facts

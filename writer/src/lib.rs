@@ -42,6 +42,7 @@ mod migration;
 mod pipeline;
 mod recover;
 mod retention;
+mod sparse;
 mod writer;
 
 pub use compact::{CompactReport, LeaseOutcome, LeaseWait};

@@ -39,8 +39,10 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST_FILE);
     let file = storage.open(&path, OpenMode::Read).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
+            // `replog init` writes MANIFEST before VAULT, and it is only ever replaced by a
+            // rename: next to a VAULT file, a missing one is damage, as the reader says too.
             WriteError::new(
-                WriteErrorKind::NotAVault,
+                WriteErrorKind::Damaged,
                 format!(
                     "{}: missing; the vault cannot be opened without its manifest",
                     path.display()

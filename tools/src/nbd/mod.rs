@@ -25,12 +25,14 @@ mod proto;
 mod rangemap;
 mod request;
 mod server;
+mod timed;
 mod transmission;
 mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::{ArgGroup, Args};
 use replog_io::Storage;
@@ -44,7 +46,7 @@ use control::ControlServer;
 use export::Backend;
 use overlay::OverlayBackend;
 use point::PointBackend;
-use server::{Listener, Waker};
+use server::{Limits, Listener, Waker};
 
 /// Serve a recovery point (read-only, or writable through a discarded overlay), or capture
 /// writes into the journal, over NBD.
@@ -78,18 +80,38 @@ pub struct ServeNbdArgs {
     /// Clients served at once; more are refused with a message.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_clients: u32,
+    /// Seconds a client has to finish the whole handshake; one still negotiating then is cut.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout: u64,
+    /// When every slot is taken and a new client arrives, a negotiated client that has sent
+    /// nothing for this many seconds gives its slot to it (0: never). No client is cut while a
+    /// slot is free, so a VM booted from an export may idle as long as it likes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub idle_timeout: u64,
+}
+
+impl ServeNbdArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            handshake: Duration::from_secs(self.handshake_timeout),
+            idle: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+        }
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
     ignore_sigpipe()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (backend, capture) = open_backend(storage, args)?;
+    let (backend, capture, serving) = open_backend(storage, args)?;
     let listener = match &args.unix {
         Some(path) => Listener::unix(path),
         None => Listener::tcp(&args.listen),
     }
     .map_err(Failure::new)?;
+    // Only now that the socket is bound: a server that cannot listen serves nothing.
+    println!("{serving}");
     let control = match &capture {
         Some(c) => {
             Some(ControlServer::start(&args.vault, c.clone(), stop.clone()).map_err(Failure::new)?)
@@ -106,7 +128,13 @@ pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
         );
     }
     println!("listening on {}", listener.describe());
-    server::serve(&listener, &backend, args.max_clients as usize, &stop);
+    server::serve(
+        &listener,
+        &backend,
+        args.max_clients as usize,
+        args.limits(),
+        &stop,
+    );
     if let Some(c) = control {
         c.stop();
     }
@@ -118,7 +146,8 @@ pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
-type Opened = (Arc<dyn Backend>, Option<Arc<CaptureBackend>>);
+/// The backend, the capture when capturing, and the line that says what is served.
+type Opened = (Arc<dyn Backend>, Option<Arc<CaptureBackend>>, String);
 
 fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened, Failure> {
     let vault_name = args.vault.display().to_string();
@@ -132,9 +161,9 @@ fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened
                 p.point_id
             );
         }
-        println!("capturing writes into {vault_name}");
         let capture = Arc::new(capture);
-        return Ok((capture.clone(), Some(capture)));
+        let serving = format!("capturing writes into {vault_name}");
+        return Ok((capture.clone(), Some(capture), serving));
     }
     let leased = Vault::open_leased(
         storage,
@@ -153,13 +182,13 @@ fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened
     } else {
         "read-only"
     };
-    println!("serving point {} of {vault_name}, {mode}", p.point_id);
+    let serving = format!("serving point {} of {vault_name}, {mode}", p.point_id);
     if !args.overlay {
-        return Ok((Arc::new(point), None));
+        return Ok((Arc::new(point), None, serving));
     }
     let dir = args.overlay_dir.clone().unwrap_or_else(std::env::temp_dir);
     let overlay = OverlayBackend::new(point, &dir).map_err(Failure::new)?;
-    Ok((Arc::new(overlay), None))
+    Ok((Arc::new(overlay), None, serving))
 }
 
 fn choose_point(v: &Vault, args: &ServeNbdArgs) -> Result<PointInfo, Failure> {

@@ -1,12 +1,17 @@
 //! Listening, accepting and stopping: one thread per client, at most `--max-clients` served at
 //! once. A client past the limit still gets the greeting and has every option answered with
 //! `NBD_REP_ERR_POLICY` naming the limit, so it fails with a message instead of a reset; such
-//! refusals are themselves capped and time out.
+//! refusals are themselves capped (at [`REFUSING_MIN`] or the limit, whichever is more) and
+//! get [`REFUSAL_TIMEOUT`] at most. A connection past both caps is closed at once, and the
+//! server logs why.
 //!
-//! A client has [`HANDSHAKE_TIMEOUT`] to finish the handshake, so idle connections cannot hold
-//! the slots. Stopping (SIGINT or SIGTERM) closes the listener, then shuts the read side of
-//! every connection: each finishes the request it is serving, replies, reads end-of-file and
-//! leaves. Connections still running after [`DRAIN_TIMEOUT`] are cut.
+//! A client has `--handshake-timeout` (30 s) to finish the whole handshake, however it spaces
+//! its bytes, so slow connections cannot hold the slots. A negotiated client keeps its slot
+//! while idle unless a new client needs it: when every slot is taken, the connection idle the
+//! longest, if for more than `--idle-timeout`, is closed to make room. Stopping (SIGINT or
+//! SIGTERM) closes the listener, then shuts the read side of every connection: each finishes
+//! the request it is serving, replies, reads end-of-file and leaves. Connections still running
+//! after [`DRAIN_TIMEOUT`] are cut.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -20,12 +25,14 @@ use std::time::{Duration, Instant};
 
 use super::export::Backend;
 use super::handshake::{self, Admission, Ended, Offer};
+use super::timed::{Activity, Timed};
 use super::transmission::{self, Closed, Session};
 
-/// How long a client may take to finish the handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a refused client is answered before it is cut.
+/// How long a refused client is answered before it is cut (less if the handshake timeout is).
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Refused clients answered at once, at least: enough that a few slow connections past the
+/// limit do not leave a real client with a bare reset instead of the reason.
+pub const REFUSING_MIN: usize = 64;
 /// How long stopping waits for connections to finish their requests, twice: once before and
 /// once after cutting them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +64,7 @@ impl Stream {
         };
     }
 
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+    pub(super) fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => {
                 s.set_read_timeout(t)?;
@@ -214,6 +221,16 @@ impl Waker {
     }
 }
 
+/// The time limits of connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a client has to finish the whole handshake.
+    pub handshake: Duration,
+    /// How long a negotiated client may move no bytes before its slot may go to a new client;
+    /// `None`: never.
+    pub idle: Option<Duration>,
+}
+
 /// The connections being served, for the limit and for stopping.
 #[derive(Debug, Default)]
 struct Registry {
@@ -221,10 +238,18 @@ struct Registry {
     changed: Condvar,
 }
 
+/// A connection being served.
+#[derive(Debug)]
+struct Served {
+    stream: Stream,
+    peer: String,
+    activity: Arc<Activity>,
+}
+
 #[derive(Debug, Default)]
 struct Clients {
     next_id: u64,
-    served: HashMap<u64, Stream>,
+    served: HashMap<u64, Served>,
     refusing: usize,
 }
 
@@ -235,7 +260,7 @@ impl Registry {
 
     fn shutdown_all(&self, how: Shutdown) {
         for s in self.lock().served.values() {
-            s.shutdown(how);
+            s.stream.shutdown(how);
         }
     }
 
@@ -268,6 +293,7 @@ impl Drop for Registered<'_> {
     fn drop(&mut self) {
         let mut c = self.registry.lock();
         match self.id {
+            // Gone already when its slot was given to a new client.
             Some(id) => drop(c.served.remove(&id)),
             None => c.refusing -= 1,
         }
@@ -276,12 +302,20 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// A connection admitted: how, its id when served, and its activity.
+struct Admitted {
+    admission: Admission,
+    id: Option<u64>,
+    activity: Arc<Activity>,
+}
+
 /// Accepts and serves clients until `stop` is set (and the waker connects), then stops every
 /// connection as the module documentation says.
 pub fn serve(
     listener: &Listener,
     backend: &Arc<dyn Backend>,
     max_clients: usize,
+    limits: Limits,
     stop: &AtomicBool,
 ) {
     let registry = Arc::new(Registry::default());
@@ -299,7 +333,7 @@ pub fn serve(
                     continue;
                 }
             };
-            let Some((admission, id)) = admit(&registry, &stream, max_clients) else {
+            let Some(admitted) = admit(&registry, &stream, &peer, max_clients, limits.idle) else {
                 continue;
             };
             let registry = registry.clone();
@@ -307,9 +341,9 @@ pub fn serve(
             scope.spawn(move || {
                 let _registered = Registered {
                     registry: &registry,
-                    id,
+                    id: admitted.id,
                 };
-                client(stream, &peer, backend.as_ref(), &admission);
+                client(stream, &peer, backend.as_ref(), &admitted, limits);
             });
         }
         registry.shutdown_all(Shutdown::Read);
@@ -321,63 +355,131 @@ pub fn serve(
     });
 }
 
-/// Registers a new connection: served (with its id) under the limit, refused over it, or
-/// dropped at once when even the refusals are at the limit.
+/// Registers a new connection: served (with its id) under the limit, or in the slot of a
+/// connection idle for longer than `idle`; refused over it; or closed at once, with a line in
+/// the log, when even the refusals are at their cap.
 fn admit(
     registry: &Registry,
     stream: &Stream,
+    peer: &str,
     max_clients: usize,
-) -> Option<(Admission, Option<u64>)> {
+    idle: Option<Duration>,
+) -> Option<Admitted> {
     let mut c = registry.lock();
+    let activity = Activity::new();
+    if c.served.len() >= max_clients
+        && let Some(idle) = idle
+    {
+        reclaim_idle(&mut c, idle);
+    }
     if c.served.len() < max_clients {
         let id = c.next_id;
         c.next_id += 1;
-        let clone = stream.try_clone().ok()?;
-        c.served.insert(id, clone);
-        return Some((Admission::Serve, Some(id)));
+        let served = Served {
+            stream: stream.try_clone().ok()?,
+            peer: peer.to_owned(),
+            activity: activity.clone(),
+        };
+        c.served.insert(id, served);
+        return Some(Admitted {
+            admission: Admission::Serve,
+            id: Some(id),
+            activity,
+        });
     }
-    if c.refusing < max_clients {
+    if c.refusing < max_clients.max(REFUSING_MIN) {
         c.refusing += 1;
+        eprintln!(
+            "replog: nbd: {peer}: refused: {max_clients} clients are served, the limit (--max-clients)"
+        );
         let message = format!(
             "the server already serves {max_clients} clients, its limit (--max-clients); try again later"
         );
-        return Some((Admission::Refuse(message), None));
+        return Some(Admitted {
+            admission: Admission::Refuse(message),
+            id: None,
+            activity,
+        });
     }
+    eprintln!(
+        "replog: nbd: {peer}: closed at once: {max_clients} clients are served (--max-clients) and {} more are being refused already",
+        c.refusing
+    );
+    stream.shutdown(Shutdown::Both);
     None
 }
 
-/// One connection, from the greeting to the last reply.
-fn client(stream: Stream, peer: &str, backend: &dyn Backend, admission: &Admission) {
-    let refused = *admission != Admission::Serve;
-    let timeout = if refused {
-        REFUSAL_TIMEOUT
-    } else {
-        HANDSHAKE_TIMEOUT
+/// Closes the negotiated connection idle the longest, if it is idle for `idle` or more, and
+/// frees its slot.
+fn reclaim_idle(c: &mut Clients, idle: Duration) {
+    let longest = c
+        .served
+        .iter()
+        .filter_map(|(id, s)| Some((*id, s.activity.idle_for()?)))
+        .filter(|(_, t)| *t >= idle)
+        .max_by_key(|(_, t)| *t);
+    let Some((id, t)) = longest else { return };
+    let Some(s) = c.served.remove(&id) else {
+        return;
     };
-    let halves = stream
-        .set_timeouts(Some(timeout))
-        .and_then(|()| stream.try_clone());
-    let reader = match halves {
+    eprintln!(
+        "replog: nbd: {}: closed after {} s without a request, to serve a new client (--idle-timeout)",
+        s.peer,
+        t.as_secs()
+    );
+    s.stream.shutdown(Shutdown::Both);
+}
+
+/// One connection, from the greeting to the last reply.
+fn client(stream: Stream, peer: &str, backend: &dyn Backend, admitted: &Admitted, limits: Limits) {
+    let refused = admitted.admission != Admission::Serve;
+    let allowed = if refused {
+        REFUSAL_TIMEOUT.min(limits.handshake)
+    } else {
+        limits.handshake
+    };
+    let deadline = Instant::now() + allowed;
+    let reader = match stream.try_clone() {
         Ok(r) => r,
         Err(e) => return eprintln!("replog: nbd: {peer}: cannot set up the connection: {e}"),
     };
-    let mut r = BufReader::with_capacity(SOCKET_BUFFER_BYTES, reader);
-    let mut w = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, stream);
+    let timed = |s| Timed::new(s, deadline, admitted.activity.clone());
+    let mut r = BufReader::with_capacity(SOCKET_BUFFER_BYTES, timed(reader));
+    let mut w = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, timed(stream));
     let offer = Offer {
         exports: backend.exports(),
         writable: backend.writable(),
     };
-    let terms = match handshake::negotiate(&mut r, &mut w, offer, admission) {
+    let terms = match handshake::negotiate(&mut r, &mut w, offer, &admitted.admission) {
         Ok(Ok(terms)) => terms,
         Ok(Err(Ended::Aborted)) => return,
         Ok(Err(Ended::Violation(why))) => {
             return eprintln!("replog: nbd: {peer}: handshake ended: {why}");
         }
+        Err(e) if refused => return log_io(peer, "while refused", &e),
+        Err(e) if is_timeout(&e) => {
+            return eprintln!(
+                "replog: nbd: {peer}: closed: the handshake was not finished within {} s (--handshake-timeout)",
+                allowed.as_secs_f64()
+            );
+        }
         Err(e) => return log_io(peer, "during the handshake", &e),
     };
-    if let Err(e) = w.get_ref().set_timeouts(None) {
+    if let Err(e) = r.get_mut().negotiated().and(w.get_mut().negotiated()) {
         return eprintln!("replog: nbd: {peer}: cannot clear the handshake timeout: {e}");
     }
+    transmit(&mut r, &mut w, peer, backend, offer, terms);
+}
+
+/// The transmission phase of a negotiated connection.
+fn transmit(
+    r: &mut BufReader<Timed>,
+    w: &mut BufWriter<Timed>,
+    peer: &str,
+    backend: &dyn Backend,
+    offer: Offer<'_>,
+    terms: handshake::Negotiated,
+) {
     let export = &offer.exports[terms.export];
     let session = Session {
         terms,
@@ -386,7 +488,7 @@ fn client(stream: Stream, peer: &str, backend: &dyn Backend, admission: &Admissi
         writable: offer.writable,
     };
     let mut disk = backend.open(terms.export);
-    let ended = transmission::serve(&mut r, &mut w, disk.as_mut(), &session);
+    let ended = transmission::serve(r, w, disk.as_mut(), &session);
     drop(disk);
     backend.connection_closed();
     match ended {
@@ -396,12 +498,19 @@ fn client(stream: Stream, peer: &str, backend: &dyn Backend, admission: &Admissi
     }
 }
 
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 /// Logs an I/O error, except the ordinary ways a client leaves.
 fn log_io(peer: &str, when: &str, e: &io::Error) {
     use io::ErrorKind::*;
     match e.kind() {
-        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted => {}
-        WouldBlock | TimedOut => {
+        UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted | NotConnected => {}
+        _ if is_timeout(e) => {
             eprintln!("replog: nbd: {peer}: closed {when}: the client sent nothing in time");
         }
         _ => eprintln!("replog: nbd: {peer}: connection lost {when}: {e}"),
