@@ -785,6 +785,69 @@ fn is_zero(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use replog_io::sim::SimStorage;
+
+    fn write_file(storage: &dyn Storage, path: &str, data: &[u8]) {
+        let f = storage.open(Path::new(path), OpenMode::CreateNew).unwrap();
+        f.write_all_at(data, 0).unwrap();
+    }
+
+    fn read_file(storage: &dyn Storage, path: &str) -> Vec<u8> {
+        let f = storage.open(Path::new(path), OpenMode::Read).unwrap();
+        let mut buf = vec![0; f.len().unwrap() as usize];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    }
+
+    /// Bug (finding 1): nothing checked that the images under their final names were the ones
+    /// the run wrote before it said so. An image whose bytes differ from the sum computed while
+    /// writing is now refused after placing, the new set is removed, and the images it was to
+    /// replace are renamed back.
+    #[test]
+    fn finding_1_an_image_that_is_not_what_was_written_is_refused_and_the_old_set_restored() {
+        let sim = SimStorage::new(1);
+        let storage: &dyn Storage = sim.as_ref();
+        storage.create_dir_all(Path::new("/out")).unwrap();
+        write_file(storage, "/out/a.raw", b"old a");
+        write_file(storage, "/out/.a.new", b"new a");
+        write_file(storage, "/out/.b.new", b"changed b");
+        let key = ContentKey::random();
+        let staged = |from: &str, to: &str, wrote: &[u8]| {
+            let mut sum = ContentSum::new(key);
+            sum.add(0, wrote);
+            Staged {
+                from: PathBuf::from(from),
+                to: PathBuf::from(to),
+                len: wrote.len() as u64,
+                sum,
+            }
+        };
+        let set = [
+            staged("/out/.a.new", "/out/a.raw", b"new a"),
+            staged("/out/.b.new", "/out/b.raw", b"written b"),
+        ];
+        let err = place_images(storage, Path::new("/out"), &set, true).unwrap_err();
+        assert!(
+            err.to_string().contains("not the one this run wrote"),
+            "{err}"
+        );
+        assert_eq!(read_file(storage, "/out/a.raw"), b"old a");
+        assert_eq!(storage.read_dir(Path::new("/out")).unwrap(), ["a.raw"]);
+
+        write_file(storage, "/out/.b.new2", b"written b");
+        write_file(storage, "/out/.a.new2", b"new a");
+        let set = [
+            staged("/out/.a.new2", "/out/a.raw", b"new a"),
+            staged("/out/.b.new2", "/out/b.raw", b"written b"),
+        ];
+        place_images(storage, Path::new("/out"), &set, true).unwrap();
+        assert_eq!(read_file(storage, "/out/a.raw"), b"new a");
+        assert_eq!(read_file(storage, "/out/b.raw"), b"written b");
+        assert_eq!(
+            storage.read_dir(Path::new("/out")).unwrap(),
+            ["a.raw", "b.raw"]
+        );
+    }
 
     #[test]
     fn is_zero_finds_a_single_set_byte_anywhere() {
