@@ -27,11 +27,12 @@ pub(crate) enum Refusal {
 }
 
 /// Opens `path` for writing with `O_DIRECT` and returns the descriptor and the alignment its
-/// writes need.
+/// writes need. A symbolic link at `path` is refused (`O_NOFOLLOW`): the file is one replog
+/// opened already, never a link to somewhere else.
 pub(crate) fn open_direct(path: &Path) -> Result<(fs::File, DirectAlignment), Refusal> {
     let file = fs::OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_DIRECT)
+        .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::EINVAL | libc::EOPNOTSUPP) => Refusal::Fallback(format!(
@@ -60,7 +61,10 @@ pub(crate) fn pipe_descriptor(
 ) -> io::Result<(fs::File, Option<DirectAlignment>, Option<String>)> {
     if options.direct {
         match open_direct(path) {
-            Ok((fd, align)) => return Ok((fd, Some(align), None)),
+            Ok((fd, align)) => {
+                same_file(file.std_file(), &fd, path)?;
+                return Ok((fd, Some(align), None));
+            }
             Err(Refusal::Error(e)) => return Err(e),
             Err(Refusal::Fallback(note)) => {
                 return Ok((file.std_file().try_clone()?, None, Some(note)));
@@ -68,6 +72,21 @@ pub(crate) fn pipe_descriptor(
         }
     }
     Ok((file.std_file().try_clone()?, None, None))
+}
+
+/// Refuses a second descriptor that is not the file the first was opened on (the name was
+/// replaced in between), so a pipe never writes a file other than the one opened.
+fn same_file(first: &fs::File, second: &fs::File, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (first.metadata()?, second.metadata()?);
+    if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{}: the file was replaced while it was being opened for direct I/O",
+            path.display()
+        )))
+    }
 }
 
 /// The direct-I/O alignment `statx` reports for `file`.

@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub mod buf;
+pub mod content_sum;
+pub mod dir_lock;
 mod direct;
 pub mod pipe;
 pub mod sim;
@@ -27,6 +29,8 @@ pub mod sync;
 pub mod uring;
 
 pub use buf::IoBuf;
+pub use content_sum::ContentSum;
+pub use dir_lock::{DirLock, DirLockError};
 pub use pipe::{Completion, DirectAlignment, OpenedPipe, PipeOptions, WritePipe, open_pipe};
 
 /// How a file is opened.
@@ -36,10 +40,38 @@ pub enum OpenMode {
     Read,
     /// Read and write; the file must exist.
     ReadWrite,
-    /// Read and write a new file; fails with `AlreadyExists` if it exists.
+    /// Read and write a new file; fails with `AlreadyExists` if anything exists under the name,
+    /// a symbolic link included (`O_CREAT | O_EXCL | O_NOFOLLOW`).
     CreateNew,
-    /// Read and write, created if missing, truncated to zero if present.
+    /// Read and write, created if missing, truncated to zero if present. A symbolic link under
+    /// the name is refused, never followed (`O_NOFOLLOW`): a link planted at a predictable name
+    /// must not make replog truncate the file it points to.
     CreateTruncate,
+}
+
+/// What a directory entry is, without following a symbolic link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (whatever it points to, or nothing).
+    Symlink,
+    /// Anything else: a device, a socket, a pipe.
+    Other,
+}
+
+impl EntryKind {
+    /// The kind in words, for messages: "a directory".
+    pub fn describe(self) -> &'static str {
+        match self {
+            EntryKind::File => "a regular file",
+            EntryKind::Dir => "a directory",
+            EntryKind::Symlink => "a symbolic link",
+            EntryKind::Other => "a device, socket or pipe",
+        }
+    }
 }
 
 /// One positional write of a batch.
@@ -239,6 +271,12 @@ pub trait Storage: Send + Sync + Debug {
 
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> io::Result<bool>;
+
+    /// What is at `path`, not following a symbolic link there; `None` if nothing is. The default
+    /// looks at the real filesystem (`lstat`); the simulator answers from its own tree.
+    fn entry_kind(&self, path: &Path) -> io::Result<Option<EntryKind>> {
+        sync::entry_kind(path)
+    }
 
     /// Renames `from` to `to`, replacing `to` atomically. Durable once the parent is synced.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;

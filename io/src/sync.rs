@@ -7,12 +7,12 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::pipe::{OpenedPipe, PipeOptions, ThreadPipe};
-use crate::{BackendKind, File, Mapped, OpenMode, Storage, WriteAt};
+use crate::{BackendKind, EntryKind, File, Mapped, OpenMode, Storage, WriteAt};
 
 /// The zero-writing fallback of [`File::zero_range`] writes this much per call.
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
@@ -80,6 +80,26 @@ impl Storage for SyncStorage {
     }
 }
 
+/// What is at `path` on the real filesystem, not following a symbolic link there.
+pub(crate) fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let t = meta.file_type();
+    Ok(Some(if t.is_symlink() {
+        EntryKind::Symlink
+    } else if t.is_dir() {
+        EntryKind::Dir
+    } else if t.is_file() {
+        EntryKind::File
+    } else {
+        debug_assert!(t.is_block_device() || t.is_char_device() || t.is_fifo() || t.is_socket());
+        EntryKind::Other
+    }))
+}
+
 /// A file of the real filesystem, accessed with plain positional syscalls.
 #[derive(Debug)]
 pub struct SyncFile {
@@ -87,7 +107,8 @@ pub struct SyncFile {
 }
 
 impl SyncFile {
-    /// Opens `path` as `mode` says.
+    /// Opens `path` as `mode` says. The modes that create never follow a symbolic link at
+    /// `path` (`O_NOFOLLOW`; `CreateNew` is `O_EXCL` as well): a link there is refused.
     pub fn open(path: &Path, mode: OpenMode) -> io::Result<Self> {
         let mut options = fs::OpenOptions::new();
         match mode {
@@ -96,9 +117,21 @@ impl SyncFile {
             OpenMode::CreateNew => options.read(true).write(true).create_new(true),
             OpenMode::CreateTruncate => options.read(true).write(true).create(true).truncate(true),
         };
-        Ok(SyncFile {
-            file: options.open(path)?,
-        })
+        let creates = matches!(mode, OpenMode::CreateNew | OpenMode::CreateTruncate);
+        if creates {
+            options.custom_flags(libc::O_NOFOLLOW);
+        }
+        match options.open(path) {
+            Ok(file) => Ok(SyncFile { file }),
+            // O_NOFOLLOW reports a link as ELOOP, "too many levels of symbolic links", which
+            // tells an operator nothing about what was refused.
+            Err(e) if creates && e.raw_os_error() == Some(libc::ELOOP) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a symbolic link is in its place, and replog never creates or truncates a file \
+                 through a link (remove the link)",
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// The underlying standard library file.
@@ -352,6 +385,46 @@ mod tests {
         for (i, &b) in map.iter().enumerate() {
             assert_eq!(b, if zeroed(i) { 0 } else { 0x5a }, "byte {i}");
         }
+    }
+
+    /// Bug: `CreateTruncate` opened with `O_TRUNC` through a symbolic link, so a link planted at
+    /// a predictable name (a failover's partial image, a digest cache's `.dig.tmp`) made replog
+    /// truncate and overwrite the file it pointed to. Both create modes of both real backends
+    /// now refuse a link, dangling or not, and leave its target alone.
+    #[test]
+    fn finding_4_create_modes_never_follow_a_symbolic_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"victim").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        let mut backends: Vec<Box<dyn Storage>> = vec![Box::new(SyncStorage::new())];
+        if let Ok(uring) = crate::uring::UringStorage::new() {
+            backends.push(Box::new(uring));
+        }
+        for storage in &backends {
+            for mode in [OpenMode::CreateNew, OpenMode::CreateTruncate] {
+                for path in [&link, &dangling] {
+                    let opened = storage.open(path, mode);
+                    assert!(
+                        opened.is_err(),
+                        "{:?} {mode:?} opened {path:?}",
+                        storage.kind()
+                    );
+                }
+            }
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"victim");
+        assert!(!dir.path().join("nothing").exists());
+        assert!(
+            SyncStorage::new()
+                .open(&link, OpenMode::CreateTruncate)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
     }
 
     #[test]

@@ -348,6 +348,20 @@ fn read_manifest(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
     Manifest::decode(&bytes).map_err(|e| ReadError::decode(layout::MANIFEST_FILE, 0, e))
 }
 
+/// Whether `e` (from [`Vault::open_leased`] or [`Vault::lease`]) says that this process may read
+/// the vault but not register a lease in it: the operating system refused access to `leases/`
+/// or its registration lock. A reader that can do without protection from compaction (a
+/// failover of a vault it cannot write) may then read without a lease, and should say so.
+pub fn lease_not_permitted(e: &ReadError) -> bool {
+    let denied = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<io::Error>())
+        .is_some_and(|io| io.kind() == io::ErrorKind::PermissionDenied);
+    let in_leases = e
+        .path()
+        .is_some_and(|p| p.components().any(|c| c.as_os_str() == LEASES_DIR));
+    e.kind() == ReadErrorKind::Io && denied && in_leases
+}
+
 /// A lease that is held: by a running process (its file is locked) or persistently.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveLease {

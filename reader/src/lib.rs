@@ -27,11 +27,12 @@ pub use disk_reader::DiskReader;
 pub use dump::{DumpEnd, DumpRecord, dump};
 pub use error::{ReadError, ReadErrorKind, Result};
 pub use lease::{
-    Lease, LeaseOptions, LeaseStatus, LeasedVault, LiveLease, Registrations, list_leases,
-    release_test_failover, test_failover_lease,
+    Lease, LeaseOptions, LeaseStatus, LeasedVault, LiveLease, Registrations, lease_not_permitted,
+    list_leases, release_test_failover, test_failover_lease,
 };
 pub use materialize::{
-    DiskStats, MaterializeOptions, MaterializeStats, materialize, materialize_with_progress,
+    DiskStats, MaterializeOptions, MaterializeStats, OUTPUT_LOCK_FILE, OutputDir, Staged,
+    check_targets, materialize, materialize_into, materialize_with_progress, place_images,
 };
 pub use points::PointInfo;
 pub use vault::{OpenSegmentInfo, Vault, VaultStats};

@@ -1,22 +1,40 @@
 //! Materializing a view: one raw image file per disk, `<out>/<name>.raw`.
 //!
-//! Each image is written to `<out>/.<name>.raw.partial`, sized first so that everything never
-//! written stays a hole, then filled with only non-zero data: base chunks the checksum table
-//! marks as holes and zero records are skipped without reading, and blocks of data that happen
-//! to be all zero are not written. Disks are written in parallel, and each disk in ranges of
-//! [`RANGE_BYTES`] in parallel; each range works with buffers of a few MiB, never the whole disk.
+//! **One run at a time in a directory.** The output directory is locked ([`OutputDir`]: an
+//! `flock` on `<out>/.replog-out.lock`, taken without waiting) for the whole run, so a second
+//! run into the same directory fails at once, naming the holder's pid, instead of mixing its
+//! images with the first's. The targets are checked under that lock: a target that exists is
+//! refused unless asked to overwrite it, and one that is not a regular file (a directory, a
+//! symbolic link, a device) is refused always, before anything is written.
 //!
-//! Every record and base chunk is verified as it is read. Only when every disk is complete are
-//! the partial files synced (if asked), then renamed into place, then the directory synced; on
-//! any error every partial file and every image this run renamed into place is removed, so a
-//! failed run never leaves part of a point's disks under their final names.
+//! Each image is written to a new file of a name no other run uses,
+//! `<out>/.<name>.raw.<nonce>.partial`, created exclusively and never through a symbolic link,
+//! sized first so that everything never written stays a hole, then filled with only non-zero
+//! data: base chunks the checksum table marks as holes and zero records are skipped without
+//! reading, and blocks of data that happen to be all zero are not written. Disks are written in
+//! parallel, and each disk in ranges of [`RANGE_BYTES`] in parallel; each range works with
+//! buffers of a few MiB, never the whole disk. Every record and base chunk is verified as it is
+//! read, and every byte written is added to a [`ContentSum`] of its image.
+//!
+//! Only when every disk is complete are the partial files synced (if asked), then placed
+//! ([`place_images`]): an image being replaced is first renamed to a backup name, then the new
+//! one renamed into place; then every image is read back under its final name and its sum
+//! compared with the one computed while writing; then the directory is synced, and only then are
+//! the backups removed. On any error every partial file and every image this run placed is
+//! removed and the backups are renamed back, so a failed run never leaves part of a point's
+//! disks under their final names and never loses the images it was to replace. A run killed
+//! midway leaves `.<name>.raw.*.partial` or `.<name>.raw.*.replaced` files, safe to delete.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
-use replog_io::{File, OpenMode, Storage, WriteAt};
+use replog_io::content_sum::ContentKey;
+use replog_io::{ContentSum, DirLock, DirLockError, EntryKind, File, OpenMode, Storage, WriteAt};
 
 use crate::disk_reader::DiskReader;
 use crate::error::{ReadError, ReadErrorKind, Result};
@@ -30,6 +48,10 @@ pub const RANGE_BYTES: u64 = 64 << 20;
 const BATCH_BYTES: usize = 4 << 20;
 /// Granularity of the all-zero test: an all-zero block of this size is left as a hole.
 const ZERO_BLOCK_BYTES: u64 = 4096;
+/// The lock file of an output directory; see [`OutputDir`].
+pub const OUTPUT_LOCK_FILE: &str = ".replog-out.lock";
+/// How many fresh names a new partial file or backup is tried under before giving up.
+const NAME_ATTEMPTS_MAX: u32 = 16;
 
 /// How to materialize.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +75,9 @@ pub struct DiskStats {
     pub written_bytes: u64,
     /// Bytes left as holes (they read as zeros).
     pub hole_bytes: u64,
+    /// The sum of the image's bytes, computed while writing and checked against the image read
+    /// back under its final name.
+    pub sum: ContentSum,
 }
 
 /// What materializing a view did.
@@ -64,6 +89,105 @@ pub struct MaterializeStats {
     pub written_bytes: u64,
     /// Bytes left as holes over all disks.
     pub hole_bytes: u64,
+}
+
+/// An output directory, created if it was missing and locked against every other replog run
+/// for as long as this value lives (see the module documentation). On the simulator, which has
+/// no processes, nothing is locked.
+#[derive(Debug)]
+pub struct OutputDir {
+    path: PathBuf,
+    _lock: DirLock,
+}
+
+impl OutputDir {
+    /// Creates `dir` and its missing parents (with `sync`, durably) and locks it; fails at once
+    /// if another run holds it.
+    pub fn lock(storage: &dyn Storage, dir: &Path, sync: bool) -> Result<OutputDir> {
+        match storage
+            .entry_kind(dir)
+            .map_err(|e| os_err(dir, "look at", e))?
+        {
+            None | Some(EntryKind::Dir | EntryKind::Symlink) => {}
+            Some(kind) => {
+                return Err(ReadError::new(
+                    ReadErrorKind::InvalidRequest,
+                    format!(
+                        "is {}, not a directory: the output must be a directory the images go into",
+                        kind.describe()
+                    ),
+                )
+                .in_file(dir));
+            }
+        }
+        create_out_dir(storage, dir, sync)?;
+        let lock = DirLock::try_lock(storage, dir, OUTPUT_LOCK_FILE).map_err(|e| match e {
+            DirLockError::Held { pid, .. } => ReadError::new(
+                ReadErrorKind::InvalidRequest,
+                format!(
+                    "the output directory is in use by another replog{}; wait for it to finish or choose another directory",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                ),
+            )
+            .in_file(dir),
+            DirLockError::Io { path, op, source } => os_err(path, op, source),
+        })?;
+        Ok(OutputDir {
+            path: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// An I/O error on an output file. An `EEXIST` from the operating system (`--out` naming a
+/// file, a name taken) is reported as an I/O error, never as [`ReadErrorKind::AlreadyExists`],
+/// which means only "an image is there and overwriting it was not asked for".
+fn os_err(path: impl Into<PathBuf>, op: &str, e: io::Error) -> ReadError {
+    let e = if e.kind() == io::ErrorKind::AlreadyExists {
+        io::Error::other(e)
+    } else {
+        e
+    };
+    ReadError::io(path, op, e)
+}
+
+/// Checks, before anything is written, that every target can be written: absent, or a regular
+/// file when `force` asks to replace it. A target that is a directory, a symbolic link or a
+/// device is refused even with `force` (replog replaces only regular files). Call it holding
+/// the directory's [`OutputDir`] lock, so that no other run creates a target meanwhile.
+pub fn check_targets(storage: &dyn Storage, targets: &[PathBuf], force: bool) -> Result<()> {
+    for target in targets {
+        match storage
+            .entry_kind(target)
+            .map_err(|e| os_err(target, "look for", e))?
+        {
+            None => {}
+            Some(EntryKind::File) if force => {}
+            Some(EntryKind::File) => {
+                return Err(ReadError::new(
+                    ReadErrorKind::AlreadyExists,
+                    "the image exists already; remove it or ask to overwrite it (force)",
+                )
+                .in_file(target));
+            }
+            Some(kind) => {
+                return Err(ReadError::new(
+                    ReadErrorKind::InvalidRequest,
+                    format!(
+                        "is {}, not an image file; replog replaces only regular files: remove it or choose another output directory",
+                        kind.describe()
+                    ),
+                )
+                .in_file(target));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes every disk of `view` to `out_dir/<name>.raw`; see the module documentation.
@@ -83,38 +207,45 @@ pub fn materialize_with_progress(
     opts: &MaterializeOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<MaterializeStats> {
+    let out = OutputDir::lock(view.storage().as_ref(), out_dir, opts.sync)?;
+    materialize_into(view, &out, opts, progress)
+}
+
+/// [`materialize_with_progress`] into a directory the caller has locked already.
+pub fn materialize_into(
+    view: &PointView,
+    out: &OutputDir,
+    opts: &MaterializeOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<MaterializeStats> {
     let storage = view.storage().as_ref();
-    create_out_dir(storage, out_dir, opts.sync)?;
-    for disk in view.disks() {
-        let target = final_path(out_dir, disk);
-        let exists = storage
-            .exists(&target)
-            .map_err(|e| ReadError::io(&target, "look for", e))?;
-        if exists && !opts.force {
-            return Err(ReadError::new(
-                ReadErrorKind::AlreadyExists,
-                "the image exists already; remove it or ask to overwrite it (force)",
-            )
-            .in_file(target));
-        }
-    }
+    let out_dir = out.path();
+    let targets: Vec<PathBuf> = view
+        .disks()
+        .iter()
+        .map(|d| final_path(out_dir, d))
+        .collect();
+    check_targets(storage, &targets, opts.force)?;
     let done = AtomicU64::new(0);
     let job = Job {
         storage,
         out_dir,
         done: &done,
         progress,
+        key: ContentKey::random(),
+        created: Mutex::new(Vec::new()),
     };
     let written: Result<Vec<_>> = view
         .disks()
         .par_iter()
         .map(|disk| job.write_partial(disk))
         .collect();
-    let result = written.and_then(|written| job.finish(view, written, opts));
-    if result.is_err() {
-        for disk in view.disks() {
-            // Best effort: the error being returned is the one that matters.
-            let _ = storage.remove_file(&partial_path(out_dir, disk));
+    let result = written.and_then(|written| job.finish(view, written, &targets, opts));
+    // Best effort: on success the partial files were renamed away; on failure the error being
+    // returned is the one that matters.
+    for path in job.created.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if result.is_err() {
+            let _ = storage.remove_file(&path);
         }
     }
     result
@@ -124,8 +255,40 @@ fn final_path(out_dir: &Path, disk: &DiskView) -> PathBuf {
     out_dir.join(format!("{}.raw", disk.name()))
 }
 
-fn partial_path(out_dir: &Path, disk: &DiskView) -> PathBuf {
-    out_dir.join(format!(".{}.raw.partial", disk.name()))
+/// A name in `dir` no other run uses: `.<name>.<nonce>.<suffix>`, the nonce random.
+fn unique_path(dir: &Path, name: &str, suffix: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let random = RandomState::new().hash_one((n, std::process::id()));
+    dir.join(format!(
+        ".{name}.{}-{random:016x}.{suffix}",
+        std::process::id()
+    ))
+}
+
+/// Creates a new file under a fresh unique name next to `target` (`O_EXCL | O_NOFOLLOW`).
+fn create_partial(storage: &dyn Storage, target: &Path) -> Result<(PathBuf, Arc<dyn File>)> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let mut last = None;
+    for _ in 0..NAME_ATTEMPTS_MAX {
+        let path = unique_path(dir, &name, "partial");
+        match storage.open(&path, OpenMode::CreateNew) {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((path, e)),
+            Err(e) => return Err(os_err(&path, "create", e)),
+        }
+    }
+    let (path, e) = last.expect("at least one attempt");
+    Err(os_err(path, "create (every fresh name was taken)", e))
+}
+
+/// One disk's partial image, written.
+struct Partial {
+    path: PathBuf,
+    file: Arc<dyn File>,
+    written_bytes: u64,
+    sum: ContentSum,
 }
 
 /// What every task of one run shares.
@@ -134,93 +297,244 @@ struct Job<'a> {
     out_dir: &'a Path,
     done: &'a AtomicU64,
     progress: &'a (dyn Fn(u64) + Sync),
+    key: ContentKey,
+    /// Every partial file created, to remove on failure.
+    created: Mutex<Vec<PathBuf>>,
 }
 
 impl Job<'_> {
-    /// Writes one disk's partial image; returns its open file and the bytes written.
-    fn write_partial(&self, disk: &DiskView) -> Result<(Arc<dyn File>, u64)> {
-        let path = partial_path(self.out_dir, disk);
-        let file = self
-            .storage
-            .open(&path, OpenMode::CreateTruncate)
-            .map_err(|e| ReadError::io(&path, "create", e))?;
+    /// Writes one disk's partial image.
+    fn write_partial(&self, disk: &DiskView) -> Result<Partial> {
+        let (path, file) = create_partial(self.storage, &final_path(self.out_dir, disk))?;
+        self.created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path.clone());
         file.set_len(disk.size())
-            .map_err(|e| ReadError::io(&path, "set the length of", e))?;
+            .map_err(|e| os_err(&path, "set the length of", e))?;
         let ranges = disk.size().div_ceil(RANGE_BYTES);
-        let written = (0..ranges)
+        let (written_bytes, sum) = (0..ranges)
             .into_par_iter()
             .map(|i| {
                 let start = i * RANGE_BYTES;
                 let end = (start + RANGE_BYTES).min(disk.size());
-                let written = copy_range(disk, file.as_ref(), &path, start, end)?;
+                let done = copy_range(disk, file.as_ref(), &path, start, end, self.key)?;
                 (self.progress)(
                     self.done.fetch_add(end - start, Ordering::Relaxed) + (end - start),
                 );
-                Ok(written)
+                Ok(done)
             })
-            .try_reduce(|| 0, |a, b| Ok(a + b))?;
-        Ok((file, written))
+            .try_reduce(
+                || (0, ContentSum::new(self.key)),
+                |(a, mut sa), (b, sb)| {
+                    sa.merge(&sb);
+                    Ok((a + b, sa))
+                },
+            )?;
+        Ok(Partial {
+            path,
+            file,
+            written_bytes,
+            sum,
+        })
     }
 
-    /// Syncs (if asked) and renames every partial image into place.
+    /// Syncs (if asked) every partial image, then places them all.
     fn finish(
         &self,
         view: &PointView,
-        written: Vec<(Arc<dyn File>, u64)>,
+        written: Vec<Partial>,
+        targets: &[PathBuf],
         opts: &MaterializeOptions,
     ) -> Result<MaterializeStats> {
-        // Every image is made durable before any is renamed, so a failure leaves no final name.
+        // Every image is made durable before any is placed, so a failure leaves no final name.
         if opts.sync {
-            for (disk, (file, _)) in view.disks().iter().zip(&written) {
-                file.sync_data()
-                    .map_err(|e| ReadError::io(partial_path(self.out_dir, disk), "sync", e))?;
+            for p in &written {
+                p.file.sync_data().map_err(|e| os_err(&p.path, "sync", e))?;
             }
         }
-        let mut renamed = Vec::with_capacity(written.len());
-        let result = self.rename_all(view, written, opts, &mut renamed);
-        if result.is_err() {
-            // A partial set of a point's disks is worse than none: remove this run's images.
-            for path in &renamed {
-                let _ = self.storage.remove_file(path);
-            }
-        }
-        result
-    }
-
-    fn rename_all(
-        &self,
-        view: &PointView,
-        written: Vec<(Arc<dyn File>, u64)>,
-        opts: &MaterializeOptions,
-        renamed: &mut Vec<PathBuf>,
-    ) -> Result<MaterializeStats> {
+        let staged: Vec<Staged> = written
+            .iter()
+            .zip(view.disks())
+            .zip(targets)
+            .map(|((p, disk), target)| Staged {
+                from: p.path.clone(),
+                to: target.clone(),
+                len: disk.size(),
+                sum: p.sum,
+            })
+            .collect();
+        place_images(self.storage, self.out_dir, &staged, opts.sync)?;
         let mut stats = MaterializeStats::default();
-        for (disk, (file, written_bytes)) in view.disks().iter().zip(written) {
-            drop(file);
-            let partial = partial_path(self.out_dir, disk);
-            let target = final_path(self.out_dir, disk);
-            self.storage
-                .rename(&partial, &target)
-                .map_err(|e| ReadError::io(&partial, "rename", e))?;
-            renamed.push(target.clone());
-            let hole_bytes = disk.size() - written_bytes;
-            stats.written_bytes += written_bytes;
+        for ((p, disk), target) in written.into_iter().zip(view.disks()).zip(targets) {
+            let hole_bytes = disk.size() - p.written_bytes;
+            stats.written_bytes += p.written_bytes;
             stats.hole_bytes += hole_bytes;
             stats.disks.push(DiskStats {
                 name: disk.name().to_owned(),
-                path: target,
+                path: target.clone(),
                 size_bytes: disk.size(),
-                written_bytes,
+                written_bytes: p.written_bytes,
                 hole_bytes,
+                sum: p.sum,
             });
-        }
-        if opts.sync {
-            self.storage
-                .sync_dir(self.out_dir)
-                .map_err(|e| ReadError::io(self.out_dir, "sync the directory", e))?;
         }
         Ok(stats)
     }
+}
+
+/// A complete image under a temporary name, to be placed under its final name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staged {
+    /// The temporary file, in the same directory (or filesystem) as `to`.
+    pub from: PathBuf,
+    /// The final name.
+    pub to: PathBuf,
+    /// The image's length.
+    pub len: u64,
+    /// The sum of its bytes, computed while it was written.
+    pub sum: ContentSum,
+}
+
+/// One step of placing an image, so that it can be undone.
+struct Placed {
+    to: PathBuf,
+    /// Where the image it replaced went.
+    backup: Option<PathBuf>,
+    /// Whether the new image is under `to`.
+    placed: bool,
+}
+
+/// Places every staged image under its final name in `out_dir`, all or none: images being
+/// replaced go to backup names first, the new ones are renamed into place, every one is read
+/// back under its final name and checked against its sum, the directory is synced (with
+/// `sync`), and only then are the backups removed. On any error, the images this call placed are
+/// removed and the backups renamed back. Call it holding the directory's [`OutputDir`] lock,
+/// after [`check_targets`].
+pub fn place_images(
+    storage: &dyn Storage,
+    out_dir: &Path,
+    staged: &[Staged],
+    sync: bool,
+) -> Result<()> {
+    let mut steps = Vec::with_capacity(staged.len());
+    let placed = place_all(storage, staged, &mut steps)
+        .and_then(|()| {
+            staged
+                .par_iter()
+                .try_for_each(|s| verify_placed(storage, s))
+        })
+        .and_then(|()| sync_out_dir(storage, out_dir, sync));
+    if let Err(e) = placed {
+        undo(storage, &steps);
+        // Best effort: the undo is complete in the directory either way.
+        let _ = sync_out_dir(storage, out_dir, sync);
+        return Err(e);
+    }
+    let backups: Vec<&PathBuf> = steps.iter().filter_map(|s| s.backup.as_ref()).collect();
+    for backup in &backups {
+        // Best effort: the new set is in place and durable; a backup left behind is only space.
+        let _ = storage.remove_file(backup);
+    }
+    if !backups.is_empty() {
+        // The new images are durable already; this makes the removals durable, which can wait,
+        // so its failure does not fail a run whose images are in place.
+        let _ = sync_out_dir(storage, out_dir, sync);
+    }
+    Ok(())
+}
+
+fn sync_out_dir(storage: &dyn Storage, out_dir: &Path, sync: bool) -> Result<()> {
+    if sync {
+        storage
+            .sync_dir(out_dir)
+            .map_err(|e| os_err(out_dir, "sync the directory", e))?;
+    }
+    Ok(())
+}
+
+fn place_all(storage: &dyn Storage, staged: &[Staged], steps: &mut Vec<Placed>) -> Result<()> {
+    for s in staged {
+        let mut step = Placed {
+            to: s.to.clone(),
+            backup: None,
+            placed: false,
+        };
+        let replacing = storage
+            .entry_kind(&s.to)
+            .map_err(|e| os_err(&s.to, "look for", e))?;
+        if replacing.is_some() {
+            let dir = s.to.parent().unwrap_or(Path::new("."));
+            let name = s.to.file_name().unwrap_or_default().to_string_lossy();
+            let backup = unique_path(dir, &name, "replaced");
+            storage
+                .rename(&s.to, &backup)
+                .map_err(|e| os_err(&s.to, "move aside the image being replaced", e))?;
+            step.backup = Some(backup);
+        }
+        let renamed = storage
+            .rename(&s.from, &s.to)
+            .map_err(|e| os_err(&s.from, &format!("rename to {}", s.to.display()), e));
+        step.placed = renamed.is_ok();
+        steps.push(step);
+        renamed?;
+    }
+    Ok(())
+}
+
+/// Undoes `steps` in reverse: removes each new image, renames each backup back.
+fn undo(storage: &dyn Storage, steps: &[Placed]) {
+    for step in steps.iter().rev() {
+        // Best effort: each step is independent, and the error that caused the undo is the one
+        // reported.
+        if step.placed {
+            let _ = storage.remove_file(&step.to);
+        }
+        if let Some(backup) = &step.backup {
+            let _ = storage.rename(backup, &step.to);
+        }
+    }
+}
+
+/// Reads the image under its final name and compares its length and sum with what was written.
+fn verify_placed(storage: &dyn Storage, s: &Staged) -> Result<()> {
+    let file = storage
+        .open(&s.to, OpenMode::Read)
+        .map_err(|e| os_err(&s.to, "open again to check", e))?;
+    let len = file.len().map_err(|e| os_err(&s.to, "measure", e))?;
+    let sum = if len == s.len {
+        let ranges = len.div_ceil(RANGE_BYTES);
+        (0..ranges)
+            .into_par_iter()
+            .map(|i| {
+                let mut sum = ContentSum::new(s.sum.key());
+                let start = i * RANGE_BYTES;
+                sum.add_file(file.as_ref(), start, (start + RANGE_BYTES).min(len))
+                    .map_err(|e| os_err(&s.to, "read back", e).at(start))?;
+                Ok(sum)
+            })
+            .try_reduce(
+                || ContentSum::new(s.sum.key()),
+                |mut a, b| {
+                    a.merge(&b);
+                    Ok(a)
+                },
+            )?
+    } else {
+        ContentSum::new(s.sum.key())
+    };
+    if len != s.len || sum != s.sum {
+        return Err(ReadError::new(
+            ReadErrorKind::Io,
+            format!(
+                "the image read back under its final name is not the one this run wrote ({len} bytes, {} expected{}); another process changed it: it was removed, run the command again",
+                s.len,
+                if len == s.len { ", other bytes" } else { "" }
+            ),
+        )
+        .in_file(&s.to));
+    }
+    Ok(())
 }
 
 /// Creates `out_dir` and its missing parents; with `sync`, makes each new directory's entry
@@ -230,7 +544,7 @@ fn create_out_dir(storage: &dyn Storage, out_dir: &Path, sync: bool) -> Result<(
     let mut dir = out_dir;
     while !storage
         .exists(dir)
-        .map_err(|e| ReadError::io(dir, "look for", e))?
+        .map_err(|e| os_err(dir, "look for", e))?
     {
         missing.push(dir);
         match dir.parent() {
@@ -240,7 +554,7 @@ fn create_out_dir(storage: &dyn Storage, out_dir: &Path, sync: bool) -> Result<(
     }
     storage
         .create_dir_all(out_dir)
-        .map_err(|e| ReadError::io(out_dir, "create the output directory", e))?;
+        .map_err(|e| os_err(out_dir, "create the output directory", e))?;
     if sync {
         for created in missing {
             let parent = created
@@ -249,14 +563,21 @@ fn create_out_dir(storage: &dyn Storage, out_dir: &Path, sync: bool) -> Result<(
                 .unwrap_or(Path::new("."));
             storage
                 .sync_dir(parent)
-                .map_err(|e| ReadError::io(parent, "sync the directory", e))?;
+                .map_err(|e| os_err(parent, "sync the directory", e))?;
         }
     }
     Ok(())
 }
 
-/// Copies disk bytes `[start, end)` into `file`; returns the bytes written.
-fn copy_range(disk: &DiskView, file: &dyn File, path: &Path, start: u64, end: u64) -> Result<u64> {
+/// Copies disk bytes `[start, end)` into `file`; returns the bytes written and their sum.
+fn copy_range(
+    disk: &DiskView,
+    file: &dyn File,
+    path: &Path,
+    start: u64,
+    end: u64,
+    key: ContentKey,
+) -> Result<(u64, ContentSum)> {
     let mut reader = disk.reader();
     let mut out = Batch {
         file,
@@ -266,6 +587,7 @@ fn copy_range(disk: &DiskView, file: &dyn File, path: &Path, start: u64, end: u6
         spans: Vec::new(),
         copy: None,
         written: 0,
+        sum: ContentSum::new(key),
     };
     for (at, piece) in disk.map.pieces_in(start, end) {
         match piece.source {
@@ -279,7 +601,7 @@ fn copy_range(disk: &DiskView, file: &dyn File, path: &Path, start: u64, end: u6
         }
     }
     out.flush()?;
-    Ok(out.written)
+    Ok((out.written, out.sum))
 }
 
 /// Copies base bytes `[start, end)` chunk by chunk, skipping chunks stored as holes. Each chunk
@@ -301,6 +623,8 @@ fn copy_base(reader: &mut DiskReader<'_>, out: &mut Batch<'_>, start: u64, end: 
             let data = reader.chunk(k, sum)?;
             let part = &data[(at - chunk_start) as usize..(upto - chunk_start) as usize];
             for_each_nonzero_run(at, part, |offset, len| {
+                let from = (offset - at) as usize;
+                out.sum.add(offset, &part[from..from + len as usize]);
                 out.copy_base(offset, data_offset + offset, len)
             })?;
         }
@@ -352,6 +676,8 @@ struct Batch<'a> {
     /// `(file offset, base file offset, length)` of a pending kernel copy.
     copy: Option<(u64, u64, u64)>,
     written: u64,
+    /// The sum of every byte written or copied, taken from the verified bytes in memory.
+    sum: ContentSum,
 }
 
 impl Batch<'_> {
@@ -364,6 +690,7 @@ impl Batch<'_> {
             let len = ((block_end - file_at) as usize).min(data.len() - at);
             let part = &data[at..at + len];
             if !is_zero(part) {
+                self.sum.add(file_at, part);
                 self.append(file_at, part)?;
             }
             at += len;
@@ -393,7 +720,7 @@ impl Batch<'_> {
         self.file
             .copy_from(self.base, base_offset, offset, len)
             .map_err(|e| {
-                ReadError::io(
+                os_err(
                     self.path,
                     &format!("copy {len} bytes of the base image to byte {offset} of"),
                     e,
@@ -432,7 +759,7 @@ impl Batch<'_> {
             .collect();
         let first = self.spans[0].0;
         self.file.write_batch(&writes, false).map_err(|e| {
-            ReadError::io(
+            os_err(
                 self.path,
                 &format!("write {} bytes at byte {first}", self.buf.len()),
                 e,
@@ -458,6 +785,69 @@ fn is_zero(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use replog_io::sim::SimStorage;
+
+    fn write_file(storage: &dyn Storage, path: &str, data: &[u8]) {
+        let f = storage.open(Path::new(path), OpenMode::CreateNew).unwrap();
+        f.write_all_at(data, 0).unwrap();
+    }
+
+    fn read_file(storage: &dyn Storage, path: &str) -> Vec<u8> {
+        let f = storage.open(Path::new(path), OpenMode::Read).unwrap();
+        let mut buf = vec![0; f.len().unwrap() as usize];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        buf
+    }
+
+    /// Bug (finding 1): nothing checked that the images under their final names were the ones
+    /// the run wrote before it said so. An image whose bytes differ from the sum computed while
+    /// writing is now refused after placing, the new set is removed, and the images it was to
+    /// replace are renamed back.
+    #[test]
+    fn finding_1_an_image_that_is_not_what_was_written_is_refused_and_the_old_set_restored() {
+        let sim = SimStorage::new(1);
+        let storage: &dyn Storage = sim.as_ref();
+        storage.create_dir_all(Path::new("/out")).unwrap();
+        write_file(storage, "/out/a.raw", b"old a");
+        write_file(storage, "/out/.a.new", b"new a");
+        write_file(storage, "/out/.b.new", b"changed b");
+        let key = ContentKey::random();
+        let staged = |from: &str, to: &str, wrote: &[u8]| {
+            let mut sum = ContentSum::new(key);
+            sum.add(0, wrote);
+            Staged {
+                from: PathBuf::from(from),
+                to: PathBuf::from(to),
+                len: wrote.len() as u64,
+                sum,
+            }
+        };
+        let set = [
+            staged("/out/.a.new", "/out/a.raw", b"new a"),
+            staged("/out/.b.new", "/out/b.raw", b"written b"),
+        ];
+        let err = place_images(storage, Path::new("/out"), &set, true).unwrap_err();
+        assert!(
+            err.to_string().contains("not the one this run wrote"),
+            "{err}"
+        );
+        assert_eq!(read_file(storage, "/out/a.raw"), b"old a");
+        assert_eq!(storage.read_dir(Path::new("/out")).unwrap(), ["a.raw"]);
+
+        write_file(storage, "/out/.b.new2", b"written b");
+        write_file(storage, "/out/.a.new2", b"new a");
+        let set = [
+            staged("/out/.a.new2", "/out/a.raw", b"new a"),
+            staged("/out/.b.new2", "/out/b.raw", b"written b"),
+        ];
+        place_images(storage, Path::new("/out"), &set, true).unwrap();
+        assert_eq!(read_file(storage, "/out/a.raw"), b"new a");
+        assert_eq!(read_file(storage, "/out/b.raw"), b"written b");
+        assert_eq!(
+            storage.read_dir(Path::new("/out")).unwrap(),
+            ["a.raw", "b.raw"]
+        );
+    }
 
     #[test]
     fn is_zero_finds_a_single_set_byte_anywhere() {

@@ -11,9 +11,13 @@
 //! so the results are renamed into place, and existing `DIR/NAME.raw` files are left alone).
 //! The staging directory holds every disk's sparse raw image at once, plus one converted image
 //! at a time; it is removed at the end, also on failure (a killed run leaves it behind, as
-//! `DIR/.replog-failover-*`, safe to delete). As for raw output, the results are synced before
-//! they are renamed into place, the directory after, and a failure removes every image of the
-//! run that was already renamed, so a point's disks appear all or none.
+//! `DIR/.replog-failover-*`, safe to delete). As for raw output, `DIR` is locked for the whole
+//! run ([`OutputDir`]), the targets are checked under the lock before anything is written, the
+//! results are synced and then placed by the reader's [`replog_reader::place_images`]: images
+//! being replaced are kept aside until the whole new set is in place and has been read back and
+//! checked against the sums computed while writing (a VHD's is its raw image's plus the
+//! footer's; a qemu-img image's is taken from the file qemu-img wrote), so a point's disks
+//! appear all or none and a failure restores what was there.
 
 pub mod qemu_img;
 pub mod vhd;
@@ -22,8 +26,11 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
-use replog_io::{OpenMode, Storage};
-use replog_reader::{MaterializeOptions, MaterializeStats, PointView, ReadErrorKind};
+use replog_io::{ContentSum, OpenMode, Storage};
+use replog_reader::{
+    DiskStats, MaterializeOptions, MaterializeStats, OutputDir, PointView, ReadError,
+    ReadErrorKind, Staged,
+};
 
 use crate::Failure;
 
@@ -102,7 +109,8 @@ pub fn export(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Exported, Failure> {
     if format == OutputFormat::Raw {
-        let stats = materialize(view, out_dir, opts, progress)?;
+        let stats = replog_reader::materialize_with_progress(view, out_dir, opts, progress)
+            .map_err(hinted)?;
         let paths = stats.disks.iter().map(|d| d.path.clone()).collect();
         return Ok(exported(&stats, paths, format));
     }
@@ -118,11 +126,12 @@ pub fn export(
         .iter()
         .map(|d| out_dir.join(format!("{}.{}", d.name(), format.extension())))
         .collect();
-    refuse_existing(storage, &targets, opts.force)?;
-    create_dir(storage, out_dir, opts.sync)?;
+    // Held until every image is in place: no other run writes into the directory meanwhile.
+    let out = OutputDir::lock(storage, out_dir, opts.sync).map_err(hinted)?;
+    replog_reader::check_targets(storage, &targets, opts.force).map_err(hinted)?;
     let staging = tempfile::Builder::new()
         .prefix(".replog-failover-")
-        .tempdir_in(out_dir)
+        .tempdir_in(out.path())
         .map_err(|e| {
             Failure::new(format!(
                 "{}: cannot create a staging directory: {e}",
@@ -133,28 +142,16 @@ pub fn export(
         force: false,
         sync: false,
     };
-    let stats = materialize(view, staging.path(), &raw_opts, progress)?;
+    let stats =
+        replog_reader::materialize_with_progress(view, staging.path(), &raw_opts, progress)?;
     let mut staged = Vec::with_capacity(stats.disks.len());
-    for disk in &stats.disks {
-        staged.push(convert(
-            storage,
-            &disk.path,
-            disk.size_bytes,
-            format,
-            opts.sync,
-        )?);
+    for (disk, target) in stats.disks.iter().zip(&targets) {
+        staged.push(convert(storage, disk, target, format, opts.sync)?);
     }
-    let mut renamed = Vec::with_capacity(staged.len());
-    let placed = place(storage, &staged, &targets, out_dir, opts.sync, &mut renamed);
-    if placed.is_err() {
-        // A partial set of a point's disks is worse than none.
-        for path in &renamed {
-            let _ = storage.remove_file(path);
-        }
-    }
-    placed?;
+    replog_reader::place_images(storage, out.path(), &staged, opts.sync)?;
     // Everything left in the staging directory is scratch; failing to remove it loses nothing.
     let _ = staging.close();
+    drop(out);
     Ok(exported(&stats, targets, format))
 }
 
@@ -178,86 +175,36 @@ fn exported(stats: &MaterializeStats, paths: Vec<PathBuf>, format: OutputFormat)
     }
 }
 
-/// The reader's materialize, with a hint on the error for existing images.
-fn materialize(
-    view: &PointView,
-    out_dir: &Path,
-    opts: &MaterializeOptions,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<MaterializeStats, Failure> {
-    replog_reader::materialize_with_progress(view, out_dir, opts, progress).map_err(|e| {
-        let refused = e.kind() == ReadErrorKind::AlreadyExists;
-        let mut f = Failure::from(e);
-        if refused {
-            f.message += "; pass --force to overwrite";
-        }
-        f
-    })
+/// The reader's error, with the hint to pass `--force` where that is what would help: an image
+/// that exists already (a regular file). Nothing else gets it: `--force` cannot make a file or
+/// device a directory, nor replace a directory or a link.
+fn hinted(e: ReadError) -> Failure {
+    let refused = e.kind() == ReadErrorKind::AlreadyExists;
+    let mut f = Failure::from(e);
+    if refused {
+        f.message += "; pass --force to overwrite";
+    }
+    f
 }
 
-/// Refuses when an output image exists and `force` is off.
-fn refuse_existing(storage: &dyn Storage, targets: &[PathBuf], force: bool) -> Result<(), Failure> {
-    for target in targets {
-        let exists = storage
-            .exists(target)
-            .map_err(|e| Failure::new(format!("{}: cannot look for it: {e}", target.display())))?;
-        if exists && !force {
-            return Err(Failure::new(format!(
-                "{}: the image exists already; remove it, or pass --force to overwrite",
-                target.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Creates `dir` and its missing parents; with `sync`, makes each new entry durable.
-fn create_dir(storage: &dyn Storage, dir: &Path, sync: bool) -> Result<(), Failure> {
-    let fail = |what: &str, p: &Path, e: std::io::Error| {
-        Failure::new(format!("{}: cannot {what}: {e}", p.display()))
-    };
-    let mut missing = Vec::new();
-    let mut d = dir;
-    while !storage.exists(d).map_err(|e| fail("look for it", d, e))? {
-        missing.push(d);
-        match d.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => d = parent,
-            _ => break,
-        }
-    }
-    storage
-        .create_dir_all(dir)
-        .map_err(|e| fail("create the output directory", dir, e))?;
-    if sync {
-        for created in missing {
-            let parent = created
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            storage
-                .sync_dir(parent)
-                .map_err(|e| fail("sync the directory", parent, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Turns one staged raw image into `format`, next to it; returns the staged result, synced
-/// when `sync`.
+/// Turns one staged raw image into `format`, next to it; returns it staged for `target`, with
+/// its sum (synced when `sync`).
 fn convert(
     storage: &dyn Storage,
-    raw: &Path,
-    disk_bytes: u64,
+    disk: &DiskStats,
+    target: &Path,
     format: OutputFormat,
     sync: bool,
-) -> Result<PathBuf, Failure> {
+) -> Result<Staged, Failure> {
+    let raw = disk.path.as_path();
     let staged = raw.with_extension(format.extension());
-    match format.qemu() {
+    let (len, sum) = match format.qemu() {
         None => {
-            append_vhd_footer(storage, raw, disk_bytes, sync)?;
+            let (len, sum) = append_vhd_footer(storage, disk, sync)?;
             storage
                 .rename(raw, &staged)
                 .map_err(|e| Failure::new(format!("{}: cannot rename: {e}", raw.display())))?;
+            (len, sum)
         }
         Some((qemu_format, options)) => {
             let cache = if sync {
@@ -277,26 +224,46 @@ fn convert(
             if sync {
                 sync_file(storage, &staged)?;
             }
+            sum_of(storage, &staged, ContentSum::new(disk.sum.key()))?
         }
-    }
-    Ok(staged)
+    };
+    Ok(Staged {
+        from: staged,
+        to: target.to_path_buf(),
+        len,
+        sum,
+    })
 }
 
-/// Makes a raw image of `disk_bytes` a fixed VHD in place: pads it to a whole MiB (a hole) and
-/// writes the footer after the padding.
-fn append_vhd_footer(
+/// The length and sum of a file qemu-img wrote, to check it again once it is in place.
+fn sum_of(
     storage: &dyn Storage,
     path: &Path,
-    disk_bytes: u64,
+    mut sum: ContentSum,
+) -> Result<(u64, ContentSum), Failure> {
+    let fail =
+        |e: std::io::Error| Failure::new(format!("{}: cannot read back: {e}", path.display()));
+    let file = storage.open(path, OpenMode::Read).map_err(fail)?;
+    let len = file.len().map_err(fail)?;
+    sum.add_file(file.as_ref(), 0, len).map_err(fail)?;
+    Ok((len, sum))
+}
+
+/// Makes a disk's raw image a fixed VHD in place: pads it to a whole MiB (a hole) and writes the
+/// footer after the padding. Returns the VHD's length and sum: the raw image's, plus the footer.
+fn append_vhd_footer(
+    storage: &dyn Storage,
+    disk: &DiskStats,
     sync: bool,
-) -> Result<(), Failure> {
+) -> Result<(u64, ContentSum), Failure> {
+    let path = disk.path.as_path();
     let fail = |what: &str, e: std::io::Error| {
         Failure::new(format!("{}: cannot {what}: {e}", path.display()))
     };
     let file = storage
         .open(path, OpenMode::ReadWrite)
         .map_err(|e| fail("open", e))?;
-    let size = vhd::padded_size(disk_bytes);
+    let size = vhd::padded_size(disk.size_bytes);
     file.set_len(size)
         .map_err(|e| fail("extend to a whole MiB", e))?;
     let now_s = SystemTime::now()
@@ -309,7 +276,9 @@ fn append_vhd_footer(
     if sync {
         file.sync_data().map_err(|e| fail("sync", e))?;
     }
-    Ok(())
+    let mut sum = disk.sum;
+    sum.add(size, &footer);
+    Ok((size + footer.len() as u64, sum))
 }
 
 fn sync_file(storage: &dyn Storage, path: &Path) -> Result<(), Failure> {
@@ -317,35 +286,4 @@ fn sync_file(storage: &dyn Storage, path: &Path) -> Result<(), Failure> {
         .open(path, OpenMode::ReadWrite)
         .and_then(|f| f.sync_data())
         .map_err(|e| Failure::new(format!("{}: cannot sync: {e}", path.display())))
-}
-
-/// Renames every staged image to its target, then syncs the directory when `sync`; `renamed`
-/// collects the targets in place so far.
-fn place(
-    storage: &dyn Storage,
-    staged: &[PathBuf],
-    targets: &[PathBuf],
-    out_dir: &Path,
-    sync: bool,
-    renamed: &mut Vec<PathBuf>,
-) -> Result<(), Failure> {
-    for (from, to) in staged.iter().zip(targets) {
-        storage.rename(from, to).map_err(|e| {
-            Failure::new(format!(
-                "{}: cannot rename to {}: {e}",
-                from.display(),
-                to.display()
-            ))
-        })?;
-        renamed.push(to.clone());
-    }
-    if sync {
-        storage.sync_dir(out_dir).map_err(|e| {
-            Failure::new(format!(
-                "{}: cannot sync the directory: {e}",
-                out_dir.display()
-            ))
-        })?;
-    }
-    Ok(())
 }

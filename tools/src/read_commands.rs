@@ -347,15 +347,8 @@ pub fn failover(
         }
         None => {
             let storage = crate::remote_commands::tiered(storage, &args.vault, remote)?;
-            // The lease keeps a concurrent prune from moving the base past the point or
-            // deleting the files this snapshot reads, until the images are complete.
-            let leased = Vault::open_leased(
-                storage,
-                &args.vault,
-                &replog_reader::LeaseOptions::new("failover"),
-                |v| select_point(v, args).cloned(),
-            )?;
-            (leased.vault, leased.point, Some(leased.lease), None)
+            let (v, point, lease) = open_failover_point(storage, args)?;
+            (v, point, lease, None)
         }
     };
     warn_of_damage(&v, &args.vault);
@@ -408,6 +401,49 @@ pub fn failover(
         );
     }
     Ok(EXIT_OK)
+}
+
+/// Why opening a vault under a lease failed: reading it, or choosing the point.
+enum LeasedOpen {
+    Read(replog_reader::ReadError),
+    Choose(Failure),
+}
+
+impl From<replog_reader::ReadError> for LeasedOpen {
+    fn from(e: replog_reader::ReadError) -> LeasedOpen {
+        LeasedOpen::Read(e)
+    }
+}
+
+/// Opens a local vault and its point under a lease, which keeps a concurrent prune from moving
+/// the base past the point or deleting the files this snapshot reads until the images are
+/// complete. A user who may read the vault but not write its `leases/` gets the point without a
+/// lease, and a warning that it is not protected.
+fn open_failover_point(
+    storage: Arc<dyn Storage>,
+    args: &FailoverArgs,
+) -> Result<(Vault, PointInfo, Option<replog_reader::Lease>), Failure> {
+    let leased = Vault::open_leased(
+        storage.clone(),
+        &args.vault,
+        &replog_reader::LeaseOptions::new("failover"),
+        |v| select_point(v, args).cloned().map_err(LeasedOpen::Choose),
+    );
+    match leased {
+        Ok(l) => Ok((l.vault, l.point, Some(l.lease))),
+        Err(LeasedOpen::Choose(f)) => Err(f),
+        Err(LeasedOpen::Read(e)) if replog_reader::lease_not_permitted(&e) => {
+            eprintln!(
+                "replog: warning: {}: cannot take a lease ({e}); failing over without one, so the point is not protected from a concurrent prune (run as a user who can write {}, or do not prune meanwhile)",
+                args.vault.display(),
+                args.vault.join("leases").display()
+            );
+            let v = Vault::open(storage, &args.vault)?;
+            let point = select_point(&v, args)?.clone();
+            Ok((v, point, None))
+        }
+        Err(LeasedOpen::Read(e)) => Err(e.into()),
+    }
 }
 
 fn select_point<'a>(v: &'a Vault, args: &FailoverArgs) -> Result<&'a PointInfo, Failure> {

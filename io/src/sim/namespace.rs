@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::fault::FaultOp;
 use super::tree::{Node, View, components, errno};
 use super::{SimStorage, State};
-use crate::{BackendKind, File, OpenMode, Storage};
+use crate::{BackendKind, EntryKind, File, OpenMode, Storage};
 
 impl Storage for SimStorage {
     fn kind(&self) -> BackendKind {
@@ -55,6 +55,18 @@ impl Storage for SimStorage {
         match state.tree.resolve(&components(path)?, View::Live) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn entry_kind(&self, path: &Path) -> io::Result<Option<EntryKind>> {
+        let state = self.lock();
+        state.alive()?;
+        // The simulator has no links, devices or sockets.
+        match state.tree.resolve(&components(path)?, View::Live) {
+            Ok(Node::Dir(_)) => Ok(Some(EntryKind::Dir)),
+            Ok(Node::File(_)) => Ok(Some(EntryKind::File)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
