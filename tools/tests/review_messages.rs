@@ -78,8 +78,8 @@ fn finding_15_inspect_of_a_file_or_a_missing_directory_names_the_path() {
     );
 }
 
-/// Finding 15: a missing `MANIFEST` was damage (exit 2) for `verify` but a plain failure (exit
-/// 1) for `failover`, `points` and `point`. Next to a `VAULT` file it is damage for all of them,
+/// Finding 15: a missing `MANIFEST` was damage (exit 2) for `verify` but a plain failure
+/// (exit 1) for `failover`, `points` and `point`. Next to a `VAULT` file it is damage for all of them,
 /// and the error names the vault as well as the vault-relative file.
 #[test]
 fn finding_15_a_missing_manifest_is_damage_for_every_command_and_names_the_vault() {
