@@ -311,7 +311,7 @@ impl Job<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .push(path.clone());
         file.set_len(disk.size())
-            .map_err(|e| os_err(&path, "set the length of", e))?;
+            .map_err(|e| os_err(&path, "set the length", e))?;
         let ranges = disk.size().div_ceil(RANGE_BYTES);
         let (written_bytes, sum) = (0..ranges)
             .into_par_iter()
@@ -722,7 +722,7 @@ impl Batch<'_> {
             .map_err(|e| {
                 os_err(
                     self.path,
-                    &format!("copy {len} bytes of the base image to byte {offset} of"),
+                    &format!("copy {len} bytes of the base image to byte {offset}"),
                     e,
                 )
                 .at(offset)

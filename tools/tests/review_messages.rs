@@ -208,3 +208,38 @@ fn finding_16_completions_for_every_shell_and_a_man_page_per_command() {
         "a hidden command got a page"
     );
 }
+
+/// Finding 15: a full disk during a failover read "…to byte 19595264 of: No space left on
+/// device", the sentence cut off before its object. The output directory is on a 4 MiB tmpfs
+/// (mounting one needs root, as CI is; the test says so if it cannot).
+#[test]
+fn finding_15_a_full_disk_is_reported_in_a_whole_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v = tmp.path().join("vault");
+    ok(&["init", s(&v)]);
+    let image = tmp.path().join("os.img");
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
+    std::fs::write(&image, &data).unwrap();
+    ok(&["disk", "add", s(&v), "os", "--from", s(&image)]);
+    ok(&["point", s(&v)]);
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs", s(&small)])
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "mounting a small tmpfs needs root (CI runs as root)"
+    );
+    let out = small.join("out");
+    let r = replog(&["failover", s(&v), "--latest", "--out", s(&out)]);
+    let _ = Command::new("umount").arg(s(&small)).status();
+    assert_eq!(r.code, EXIT_FAILED, "{}", r.stderr);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains(" of:") && !r.stderr.contains(" of: "),
+        "{}",
+        r.stderr
+    );
+}

@@ -62,7 +62,7 @@ impl Writer {
         let disk = self.disk(name)?;
         let len = image
             .len()
-            .map_err(|e| WriteError::io(image_path, None, "reading the length of", e))?;
+            .map_err(|e| WriteError::io(image_path, None, "reading the length", e))?;
         if len != disk.disk_bytes {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,

@@ -345,7 +345,7 @@ impl Writer {
     ) -> Result<DiskInfo> {
         let len = image
             .len()
-            .map_err(io_at(image_path, "reading the length of"))?;
+            .map_err(io_at(image_path, "reading the length"))?;
         self.add_disk_inner(name, len, Some((image, image_path)))
     }
 
