@@ -3,18 +3,25 @@
 //!
 //! The order is what makes a crash at any step harmless:
 //!
+//! 0. The remote must still hold the manifest `remote/LATEST` says this vault confirmed (or a
+//!    newer one): a store that lost it (wiped, restored from an old backup, the object deleted
+//!    or damaged) is refused, before anything is uploaded, published or evicted, since what
+//!    the vault evicted may be gone with it. `--scrub` goes on and uploads every local file
+//!    again.
 //! 1. Every chunk and file map is written under its hash (create-if-absent) and read back and
 //!    compared before anything names it. A chunk already there is read back and compared
 //!    instead of written. Keys name their bytes, so a retry rewrites nothing and nothing is
 //!    stored twice.
-//! 2. The remote manifest, numbered one above every number in `manifests/`, is written (create-
-//!    if-absent) and read back. Only now does the remote name the new files. A run that finds
-//!    the newest remote manifest already says what it would publish adopts it instead.
+//! 2. The remote manifest, numbered one above every number in `manifests/`, `marks/` and
+//!    `remote/LATEST`, is written (create-if-absent) and read back, then its mark. Only now
+//!    does the remote name the new files. A run that finds the newest remote manifest already
+//!    says what it would publish adopts it instead (and writes its mark).
 //! 3. `remote/LATEST` records it locally (written, synced, renamed, directory synced).
 //! 4. Local sealed segments and base images it names may now be evicted, oldest first, until
 //!    the local cache limit holds.
 //! 5. Remote manifests beyond the newest `keep_manifests` are deleted, then maps and chunks no
-//!    kept manifest needs (left over by retention, compaction or a crashed run).
+//!    kept manifest needs (left over by retention, compaction or a crashed run), and marks of
+//!    manifests older than every kept one.
 //!
 //! A crash before 2 leaves objects nothing names, deleted by the next run's step 5. A crash
 //! after 2 leaves a manifest the next run adopts. Memory: `concurrency` chunks in flight, each
