@@ -9,6 +9,7 @@
 //! ```text
 //! VAULT                         the vault header, byte for byte: the prefix belongs to this vault
 //! manifests/<seq:016x>.rman     remote manifest number <seq>, from 1
+//! marks/<seq:016x>              empty: manifest <seq> was published and confirmed
 //! maps/<blake3 hex>.map         a file map
 //! chunks/<blake3 hex>           up to 4 MiB of a file, at a multiple of 4 MiB
 //! ```
@@ -220,6 +221,8 @@ pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
 pub const VAULT_KEY: &str = "VAULT";
 /// Directory of remote manifests.
 pub const MANIFESTS_DIR: &str = "manifests";
+/// Directory of manifest marks (see [`mark_key`]).
+pub const MARKS_DIR: &str = "marks";
 /// Directory of file maps.
 pub const MAPS_DIR: &str = "maps";
 /// Directory of chunks.
@@ -233,6 +236,25 @@ pub fn manifest_key(seq: u64) -> String {
 /// The sequence number in a remote manifest's key, or `None` for any other name.
 pub fn parse_manifest_key(key: &str) -> Option<u64> {
     let hex = key.strip_prefix("manifests/")?.strip_suffix(".rman")?;
+    (hex.len() == 16
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then(|| u64::from_str_radix(hex, 16).ok())
+    .flatten()
+}
+
+/// Key of the mark of remote manifest `seq`: an empty object written once the manifest is
+/// confirmed and kept as long as any manifest at or below it, so that a manifest that is later
+/// deleted still leaves its number behind, and a reader can tell that the newest manifest is
+/// missing rather than take the one before it for the newest.
+pub fn mark_key(seq: u64) -> String {
+    format!("{MARKS_DIR}/{seq:016x}")
+}
+
+/// The sequence number in a manifest mark's key, or `None` for any other name.
+pub fn parse_mark_key(key: &str) -> Option<u64> {
+    let hex = key.strip_prefix("marks/")?;
     (hex.len() == 16
         && hex
             .bytes()
@@ -515,7 +537,8 @@ impl FileMap {
 }
 
 /// Whether `url` names a remote replog understands: `s3://BUCKET[/PREFIX]` or
-/// `az://CONTAINER[/PREFIX]` with a non-empty bucket or container.
+/// `az://CONTAINER[/PREFIX]` with a non-empty bucket or container. Says nothing of its length:
+/// [`parse_remote_url`] checks everything.
 pub fn is_remote_url(url: &str) -> bool {
     ["s3://", "az://"].iter().any(|scheme| {
         url.strip_prefix(scheme)
@@ -523,8 +546,75 @@ pub fn is_remote_url(url: &str) -> bool {
     })
 }
 
+/// Whether `s` looks like a URL of some scheme (`gs://b`, `s3:/x`, `https://...`) rather than a
+/// directory: a scheme of letters, digits, `+`, `-` or `.`, starting with a letter, then `:/`.
+pub fn looks_like_url(s: &str) -> bool {
+    s.split_once(":/").is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
+}
+
+/// A remote URL taken apart: `s3://BUCKET/PRE/FIX` is (`s3`, `BUCKET`, `PRE/FIX`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteUrl<'a> {
+    /// `s3` or `az`.
+    pub scheme: &'a str,
+    /// The bucket or container.
+    pub bucket: &'a str,
+    /// The prefix, without leading or trailing slashes; may be empty.
+    pub prefix: &'a str,
+}
+
+/// Why a remote URL cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UrlError {
+    /// Longer than [`REMOTE_URL_BYTES_MAX`] bytes (the remote configuration's limit).
+    TooLong {
+        /// Its length.
+        bytes: usize,
+    },
+    /// Not `s3://BUCKET[/PREFIX]` or `az://CONTAINER[/PREFIX]`.
+    Unsupported,
+}
+
+impl std::fmt::Display for UrlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UrlError::TooLong { bytes } => write!(
+                f,
+                "it is {bytes} bytes long, and a remote URL is at most {REMOTE_URL_BYTES_MAX}"
+            ),
+            UrlError::Unsupported => {
+                f.write_str("give s3://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX]")
+            }
+        }
+    }
+}
+
+/// Checks every limit a remote URL must meet (scheme, bucket, length) and takes it apart. A URL
+/// that passes can be stored in a [`RemoteConfig`].
+pub fn parse_remote_url(url: &str) -> Result<RemoteUrl<'_>, UrlError> {
+    if url.len() > REMOTE_URL_BYTES_MAX {
+        return Err(UrlError::TooLong { bytes: url.len() });
+    }
+    if !is_remote_url(url) {
+        return Err(UrlError::Unsupported);
+    }
+    let (scheme, rest) = url.split_once("://").ok_or(UrlError::Unsupported)?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    Ok(RemoteUrl {
+        scheme,
+        bucket,
+        prefix: prefix.trim_matches('/'),
+    })
+}
+
 impl RemoteConfig {
-    /// Encodes the whole file. Panics on a URL outside the limits: callers check.
+    /// Encodes the whole file. Panics on a URL outside the limits: callers check it first with
+    /// [`parse_remote_url`], before anything is written anywhere.
     pub fn encode(&self, seed: u32) -> Vec<u8> {
         assert!((1..=REMOTE_URL_BYTES_MAX).contains(&self.url.len()));
         let mut out = Vec::with_capacity(RCF_FIXED_BYTES + self.url.len() + 4);
@@ -694,8 +784,35 @@ mod tests {
         assert_eq!(parse_map_key(&map_key(&h)), Some(h));
         assert_eq!(parse_manifest_key(&manifest_key(26)), Some(26));
         assert_eq!(parse_manifest_key("manifests/1a.rman"), None);
+        assert_eq!(parse_mark_key(&mark_key(26)), Some(26));
+        assert_eq!(parse_manifest_key(&mark_key(26)), None);
+        assert_eq!(parse_mark_key(&manifest_key(26)), None);
         assert_eq!(parse_chunk_key("chunks/AB"), None);
         assert!(is_remote_url("s3://b/p") && is_remote_url("az://c"));
         assert!(!is_remote_url("s3://") && !is_remote_url("/tmp/v") && !is_remote_url("gs://b"));
+    }
+
+    #[test]
+    fn remote_urls_are_checked_for_scheme_and_length() {
+        assert_eq!(
+            parse_remote_url("s3://b/p/q/"),
+            Ok(RemoteUrl {
+                scheme: "s3",
+                bucket: "b",
+                prefix: "p/q"
+            })
+        );
+        let long = format!("s3://b/p{}", "/".repeat(2100));
+        assert_eq!(
+            parse_remote_url(&long),
+            Err(UrlError::TooLong { bytes: long.len() })
+        );
+        let longest = format!("az://c/{}", "p".repeat(REMOTE_URL_BYTES_MAX - 7));
+        assert!(parse_remote_url(&longest).is_ok());
+        for bad in ["gs://b", "s3:/x", "s3://", "s3:///p", "b/p"] {
+            assert_eq!(parse_remote_url(bad), Err(UrlError::Unsupported), "{bad}");
+        }
+        assert!(looks_like_url("gs://b") && looks_like_url("s3:/x"));
+        assert!(!looks_like_url("/srv/vault") && !looks_like_url("./a:/b") && !looks_like_url("v"));
     }
 }

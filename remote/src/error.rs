@@ -5,8 +5,9 @@ use std::path::PathBuf;
 /// A remote operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    /// The object store refused or could not be reached.
-    #[error("{url}/{key}: {op}: {source}")]
+    /// The object store refused or could not be reached, after every attempt the retry budget
+    /// allows.
+    #[error("{url}/{key}: cannot {op} (after {attempts} attempt{}): {source}", if *attempts == 1 { "" } else { "s" })]
     Store {
         /// The remote's URL.
         url: String,
@@ -14,9 +15,51 @@ pub enum RemoteError {
         key: String,
         /// What was being done.
         op: &'static str,
+        /// Requests made before giving up.
+        attempts: u32,
         /// The store's error.
         #[source]
         source: Box<object_store::Error>,
+    },
+    /// The URL is not one replog can use (another scheme, a malformed one, too long).
+    #[error("unsupported URL {url:?}: {detail}")]
+    Url {
+        /// The URL as given (cut at 100 characters).
+        url: String,
+        /// What is wrong and what to give instead.
+        detail: String,
+    },
+    /// No credentials were found for the remote.
+    #[error("{url}: no credentials were found: {hint}")]
+    NoCredentials {
+        /// The remote's URL.
+        url: String,
+        /// Which settings provide them.
+        hint: &'static str,
+    },
+    /// The bucket (S3) or container (Azure) does not exist.
+    #[error("{url}: {noun} {bucket} does not exist: create it, or give the right name")]
+    NoBucket {
+        /// The remote's URL.
+        url: String,
+        /// "bucket" (S3) or "container" (Azure).
+        noun: &'static str,
+        /// The bucket or container.
+        bucket: String,
+    },
+    /// The remote no longer holds a remote manifest it held: the newest one is missing or
+    /// damaged, or is older than the one the local vault last confirmed (`remote/LATEST`).
+    /// Reading an older manifest would silently roll the vault back.
+    #[error("{url}: {detail}")]
+    Older {
+        /// The remote's URL.
+        url: String,
+        /// The newest manifest number known (listed, marked or confirmed locally).
+        expected_seq: u64,
+        /// The newest usable manifest on the remote (0: none).
+        found_seq: u64,
+        /// What is missing and what to do.
+        detail: String,
     },
     /// An object is there but its bytes are not what they must be.
     #[error("{url}/{key}: {detail}")]
@@ -71,7 +114,35 @@ impl RemoteError {
             RemoteError::Local { source, .. } => source.kind(),
             _ => std::io::ErrorKind::Other,
         };
-        std::io::Error::new(kind, self.to_string())
+        // The error itself is the payload, so that whoever gets the `io::Error` back (the CLI,
+        // through the reader's error) can still tell damage from a failure.
+        std::io::Error::new(kind, self)
+    }
+
+    /// Whether this error means that something remote is damaged (exit code 2), as opposed to
+    /// a failure to reach or use the remote.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, RemoteError::Damaged { .. })
+    }
+
+    /// The remote error inside `error` or any error it was caused by, looking through the
+    /// `io::Error`s of the storage seam.
+    pub fn find_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a RemoteError> {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(r) = e.downcast_ref::<RemoteError>() {
+                return Some(r);
+            }
+            if let Some(inner) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<RemoteError>())
+            {
+                return Some(inner);
+            }
+            next = e.source();
+        }
+        None
     }
 }
 

@@ -259,7 +259,14 @@ impl RemoteFiles {
         }
         let remote = self.remote()?;
         let key = remote::chunk_key(&hash);
-        let bytes = remote.get_range(&key, at as u64..(at + len) as u64)?;
+        let bytes = match remote.get_range(&key, at as u64..(at + len) as u64) {
+            Ok(bytes) => bytes,
+            // A range the store cannot serve (the object is shorter than its map says, for
+            // one): the whole chunk, read and checked against its key and length, says
+            // whether that is damage.
+            Err(RemoteError::Store { .. }) => return Ok(self.chunk(map, k)?.slice(at..at + len)),
+            Err(e) => return Err(e),
+        };
         if bytes.len() != len {
             return Err(remote.damaged(
                 &key,

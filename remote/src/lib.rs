@@ -25,8 +25,10 @@ use replog_io::Storage;
 pub use error::{RemoteError, Result};
 pub use files::{CACHE_CHUNKS_DEFAULT, RemoteFiles, TieredStorage, file_id, file_path};
 pub use local::LocalVault;
-pub use store::{Put, Remote, RemoteOptions};
-pub use sync::{Progress, SyncOptions, SyncReport, claim, newest_manifest, sync};
+pub use store::{Put, Remote, RemoteOptions, check_url};
+pub use sync::{
+    ManifestScan, Progress, SyncOptions, SyncReport, claim, newest_manifest, scan_manifests, sync,
+};
 
 /// A vault read from a remote alone.
 #[derive(Debug)]
@@ -39,27 +41,39 @@ pub struct RemoteVault {
     pub manifest_seq: u64,
     /// When it was made.
     pub manifest_time_unix_ns: i64,
+    /// Set when an older manifest was read because newer ones are missing or damaged (allowed
+    /// by [`open_remote_with`]'s `allow_older`): a sentence for the operator saying which.
+    pub older_warning: Option<String>,
 }
 
-/// Opens the vault at `remote` for reading, from its newest remote manifest that decodes.
-/// `local` serves every path outside the vault (where images are written); `cache_chunks` bounds
-/// the chunks held in memory.
+/// Opens the vault at `remote` for reading, from its newest remote manifest. `local` serves
+/// every path outside the vault (where images are written); `cache_chunks` bounds the chunks
+/// held in memory. A newest manifest that is damaged is [`RemoteError::Damaged`]; one that is
+/// missing (a higher number is listed or marked) is [`RemoteError::Older`]: never is an older
+/// manifest read in its place (see [`open_remote_with`]).
 pub fn open_remote(
     remote: Arc<Remote>,
     local: Arc<dyn Storage>,
     cache_chunks: usize,
 ) -> Result<RemoteVault> {
-    let header_bytes = remote.get(VAULT_KEY)?.ok_or_else(|| {
-        RemoteError::Refused(format!(
-            "{} holds no replog vault (there is no {VAULT_KEY} object)",
-            remote.url()
-        ))
-    })?;
+    open_remote_with(remote, local, cache_chunks, false)
+}
+
+/// [`open_remote`], but with `allow_older` the newest manifest that decodes is read when newer
+/// ones are missing or damaged, and [`RemoteVault::older_warning`] says so.
+pub fn open_remote_with(
+    remote: Arc<Remote>,
+    local: Arc<dyn Storage>,
+    cache_chunks: usize,
+    allow_older: bool,
+) -> Result<RemoteVault> {
+    let header_bytes = remote_header(&remote)?;
     let header =
         VaultHeader::decode(&header_bytes).map_err(|e| remote.damaged(VAULT_KEY, e.to_string()))?;
     let seed = vault_seed(&header.vault_id);
-    let (newest, _) = newest_manifest(&remote, &header.vault_id, seed)?;
-    let manifest = newest.ok_or_else(|| {
+    let scan = scan_manifests(&remote, &header.vault_id, seed)?;
+    let older_warning = scan.check_newest(&remote, 0, allow_older)?;
+    let manifest = scan.newest.ok_or_else(|| {
         RemoteError::Refused(format!(
             "{} has no remote manifest yet: run `replog sync` on the vault first",
             remote.url()
@@ -74,7 +88,37 @@ pub fn open_remote(
         root,
         manifest_seq,
         manifest_time_unix_ns,
+        older_warning,
     })
+}
+
+/// The remote's `VAULT` object. Its absence is told apart from a missing bucket, and bytes
+/// that fail the header's checksum are damage, whatever field the damage fell in (a flipped
+/// bit in the version must not read as a format this replog does not know).
+fn remote_header(remote: &Remote) -> Result<bytes::Bytes> {
+    let Some(bytes) = remote.get(VAULT_KEY)? else {
+        // A store that says a missing bucket is missing when listed (S3) gives `NoBucket`;
+        // others fail the listing some other way, which is then quoted.
+        return Err(match remote.list(replog_format::remote::MANIFESTS_DIR) {
+            Ok(_) => RemoteError::Refused(format!(
+                "{} holds no replog vault (there is no {VAULT_KEY} object)",
+                remote.url()
+            )),
+            Err(e @ RemoteError::NoBucket { .. }) => e,
+            Err(e) => RemoteError::Refused(format!(
+                "{} holds no replog vault: there is no {VAULT_KEY} object, and it cannot be \
+                 listed either (does the bucket or container exist?): {e}",
+                remote.url()
+            )),
+        });
+    };
+    if bytes.len() == replog_format::header::VAULT_HEADER_BYTES
+        && bytes.starts_with(&replog_format::magic::VAULT)
+        && let Err(e) = replog_format::codec::check_page_crc(&bytes, "vault header", 0)
+    {
+        return Err(remote.damaged(VAULT_KEY, e.to_string()));
+    }
+    Ok(bytes)
 }
 
 /// The storage to read the local vault in `dir` through: `local` itself when the vault has no

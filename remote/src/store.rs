@@ -53,12 +53,22 @@ pub enum Put {
     Existed,
 }
 
+/// Checks the credentials a store would sign its requests with: asked when a request fails, to
+/// tell "no credentials were found" from a store that cannot be reached.
+type CredentialCheck =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, object_store::Result<()>> + Send + Sync>;
+
 /// One remote: a store and a prefix.
 pub struct Remote {
     store: Arc<dyn ObjectStore>,
     url: String,
+    bucket: String,
     prefix: String,
     runtime: tokio::runtime::Runtime,
+    /// Attempts of one request beyond the first, and how long they may take in all.
+    retries: usize,
+    retry_timeout: Duration,
+    credentials: Option<(CredentialCheck, &'static str)>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -67,27 +77,50 @@ impl std::fmt::Debug for Remote {
     }
 }
 
-/// Splits `s3://bucket/a/b` into (`s3`, `bucket`, `a/b`).
-fn split_url(url: &str) -> Result<(&str, &str, String)> {
-    if !replog_format::remote::is_remote_url(url) {
-        return Err(RemoteError::Refused(format!(
-            "{url} is not a remote replog knows: give s3://BUCKET[/PREFIX] or \
-             az://CONTAINER[/PREFIX]"
-        )));
-    }
-    let (scheme, rest) = url.split_once("://").expect("checked above");
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    Ok((scheme, bucket, prefix.trim_matches('/').to_owned()))
+/// Where to set S3 credentials.
+const S3_CREDENTIALS_HINT: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or \
+     --remote-option aws_access_key_id=... --remote-option aws_secret_access_key=...), or \
+     AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, or run on an instance whose role grants access";
+/// Where to set Azure credentials.
+const AZURE_CREDENTIALS_HINT: &str = "set AZURE_STORAGE_ACCOUNT_NAME and \
+     AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_KEY; AZURE_STORAGE_USE_EMULATOR=true for \
+     Azurite), or the same as --remote-option azure_storage_account_key=..., or run where a \
+     managed identity grants access";
+
+/// Takes `url` apart after checking every limit (scheme, bucket, length), before any request.
+pub fn check_url(url: &str) -> Result<replog_format::remote::RemoteUrl<'_>> {
+    replog_format::remote::parse_remote_url(url).map_err(|e| RemoteError::Url {
+        url: url.chars().take(100).collect(),
+        detail: e.to_string(),
+    })
+}
+
+/// Backoff before retry `n` (from 1): 100 ms doubling, at most 5 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_millis(100u64 << n.clamp(1, 7).saturating_sub(1)).min(Duration::from_secs(5))
+}
+
+/// A check of the credentials `provider` gives.
+fn credential_check<T: 'static + Send + Sync>(
+    provider: Arc<dyn object_store::CredentialProvider<Credential = T>>,
+) -> CredentialCheck {
+    Arc::new(move || {
+        let provider = provider.clone();
+        Box::pin(async move { provider.get_credential().await.map(drop) })
+    })
 }
 
 impl Remote {
     /// Connects to `url` (`s3://BUCKET[/PREFIX]` or `az://CONTAINER[/PREFIX]`). No request is
     /// made yet.
     pub fn open(url: &str, opts: &RemoteOptions) -> Result<Remote> {
-        let (scheme, bucket, _) = split_url(url)?;
+        let parts = check_url(url)?;
+        let (scheme, bucket) = (parts.scheme, parts.bucket);
+        // Every request is retried here, by `attempt`, whatever its method, so the store's own
+        // retries are off: a final error then says how many attempts were made.
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
-            max_retries: opts.retries,
+            max_retries: 0,
             retry_timeout: opts.retry_timeout,
         };
         // Client settings go through the configuration keys, so that the ones the environment
@@ -104,36 +137,44 @@ impl Remote {
         .collect();
         let refuse =
             |e: object_store::Error| RemoteError::Refused(format!("cannot use {url}: {e}"));
-        let store: Arc<dyn ObjectStore> = if scheme == "s3" {
+        let (store, check, hint): (Arc<dyn ObjectStore>, _, _) = if scheme == "s3" {
             let mut b = AmazonS3Builder::from_env();
             for (k, v) in &config {
                 b = b.with_config(k.parse().map_err(refuse)?, v);
             }
-            Arc::new(
-                b.with_bucket_name(bucket)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(refuse)?,
-            )
+            let s3 = b
+                .with_bucket_name(bucket)
+                .with_retry(retry)
+                .build()
+                .map_err(refuse)?;
+            let check = credential_check(s3.credentials().clone());
+            (Arc::new(s3), check, S3_CREDENTIALS_HINT)
         } else {
             let mut b = MicrosoftAzureBuilder::from_env();
             for (k, v) in &config {
                 b = b.with_config(k.parse().map_err(refuse)?, v);
             }
-            Arc::new(
-                b.with_container_name(bucket)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(refuse)?,
-            )
+            let az = b
+                .with_container_name(bucket)
+                .with_retry(retry)
+                .build()
+                .map_err(refuse)?;
+            let check = credential_check(az.credentials().clone());
+            (Arc::new(az), check, AZURE_CREDENTIALS_HINT)
         };
-        Remote::with_store(store, url)
+        let mut remote = Remote::with_store(store, url)?;
+        remote.retries = opts.retries;
+        remote.retry_timeout = opts.retry_timeout;
+        remote.credentials = Some((check, hint));
+        Ok(remote)
     }
 
-    /// A remote over a given store (a wrapper that injects faults, in tests); `url` gives the
-    /// prefix and names the remote in messages.
+    /// A remote over a given store (a wrapper that injects faults, in tests), which does its own
+    /// retrying if any: each request is made once. `url` gives the prefix and names the remote in
+    /// messages.
     pub fn with_store(store: Arc<dyn ObjectStore>, url: &str) -> Result<Remote> {
-        let (_, _, prefix) = split_url(url)?;
+        let parts = check_url(url)?;
+        let (bucket, prefix) = (parts.bucket.to_owned(), parts.prefix.to_owned());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("replog-remote")
@@ -143,9 +184,49 @@ impl Remote {
         Ok(Remote {
             store,
             url: url.trim_end_matches('/').to_owned(),
+            bucket,
             prefix,
             runtime,
+            retries: 0,
+            retry_timeout: Duration::ZERO,
+            credentials: None,
         })
+    }
+
+    /// Runs one request, `f`, again while it fails in a way another attempt may cure (the
+    /// store's generic errors: transport failures, timeouts, 5xx), with backoff, until the
+    /// retry budget (retries and time) is spent. A failure then says how many attempts were
+    /// made; one whose credentials cannot be had says so instead.
+    async fn attempt<T, F, Fut>(&self, key: &str, op: &'static str, f: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let started = std::time::Instant::now();
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let e = match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if !matches!(e, object_store::Error::Generic { .. }) {
+                return Err(self.store_error(key, op, attempts, e));
+            }
+            if let Some((check, hint)) = &self.credentials
+                && check().await.is_err()
+            {
+                return Err(RemoteError::NoCredentials {
+                    url: self.url.clone(),
+                    hint,
+                });
+            }
+            let pause = backoff(attempts);
+            if attempts as usize > self.retries || started.elapsed() + pause > self.retry_timeout {
+                return Err(self.store_error(key, op, attempts, e));
+            }
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// The URL, for messages.
@@ -161,11 +242,32 @@ impl Remote {
         }
     }
 
-    fn store_error(&self, key: &str, op: &'static str, source: object_store::Error) -> RemoteError {
+    fn store_error(
+        &self,
+        key: &str,
+        op: &'static str,
+        attempts: u32,
+        source: object_store::Error,
+    ) -> RemoteError {
+        // A write or a listing that finds nothing at all means the bucket itself is missing
+        // (an object's absence never fails those).
+        if matches!(source, object_store::Error::NotFound { .. }) && matches!(op, "write" | "list")
+        {
+            return RemoteError::NoBucket {
+                url: self.url.clone(),
+                noun: if self.url.starts_with("az:") {
+                    "container"
+                } else {
+                    "bucket"
+                },
+                bucket: self.bucket.clone(),
+            };
+        }
         RemoteError::Store {
             url: self.url.clone(),
             key: key.to_owned(),
             op,
+            attempts,
             source: Box::new(source),
         }
     }
@@ -178,15 +280,15 @@ impl Remote {
     /// The whole object, or `None` when there is none.
     pub async fn get_async(&self, key: &str) -> Result<Option<Bytes>> {
         let path = self.path(key);
-        let got = match self.store.get(&path).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.store_error(key, "read", e)),
-        };
-        got.bytes()
-            .await
-            .map(Some)
-            .map_err(|e| self.store_error(key, "read", e))
+        // The body is read inside the attempt, so a connection lost mid-body is retried too.
+        self.attempt(key, "read", || async {
+            match self.store.get(&path).await {
+                Ok(got) => got.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// [`Remote::get_async`], blocking.
@@ -197,47 +299,44 @@ impl Remote {
     /// The object, which must exist.
     pub async fn get_required_async(&self, key: &str) -> Result<Bytes> {
         let path = self.path(key);
-        let got = self
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| self.store_error(key, "read", e))?;
-        got.bytes()
-            .await
-            .map_err(|e| self.store_error(key, "read", e))
+        self.attempt(key, "read", || async {
+            self.store.get(&path).await?.bytes().await
+        })
+        .await
     }
 
     /// Bytes `range` of an object.
     pub fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        self.block_on(async {
-            self.store
-                .get_range(&self.path(key), range)
-                .await
-                .map_err(|e| self.store_error(key, "read a range of", e))
-        })
+        let path = self.path(key);
+        self.block_on(self.attempt(key, "read a range of", || {
+            self.store.get_range(&path, range.clone())
+        }))
     }
 
     /// Writes an object that must not exist yet. Stores that enforce create-if-absent say when
     /// it does ([`Put::Existed`]); the others overwrite, which is harmless because a key always
-    /// names the same bytes.
+    /// names the same bytes. A retry of a write that was carried out but not acknowledged finds
+    /// the object there ([`Put::Existed`]); callers read it back either way.
     pub async fn put_create_async(&self, key: &str, bytes: Bytes) -> Result<Put> {
         let path = self.path(key);
-        let payload = PutPayload::from_bytes(bytes.clone());
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self.store.put_opts(&path, payload, opts).await {
-            Ok(_) => Ok(Put::Created),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::Existed),
-            Err(object_store::Error::NotImplemented { .. }) => self
-                .store
-                .put(&path, PutPayload::from_bytes(bytes))
-                .await
-                .map(|_| Put::Created)
-                .map_err(|e| self.store_error(key, "write", e)),
-            Err(e) => Err(self.store_error(key, "write", e)),
-        }
+        self.attempt(key, "write", || async {
+            let payload = PutPayload::from_bytes(bytes.clone());
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            match self.store.put_opts(&path, payload, opts).await {
+                Ok(_) => Ok(Put::Created),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::Existed),
+                Err(object_store::Error::NotImplemented { .. }) => self
+                    .store
+                    .put(&path, PutPayload::from_bytes(bytes.clone()))
+                    .await
+                    .map(|_| Put::Created),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// [`Remote::put_create_async`], blocking.
@@ -249,34 +348,34 @@ impl Remote {
     pub fn list(&self, dir: &str) -> Result<Vec<(String, u64)>> {
         let path = self.path(dir);
         let strip = format!("{}/", self.path("").as_ref().trim_end_matches('/'));
-        self.block_on(async {
-            let metas: Vec<_> = self
-                .store
-                .list(Some(&path))
-                .try_collect()
-                .await
-                .map_err(|e| self.store_error(dir, "list", e))?;
-            Ok(metas
-                .into_iter()
-                .map(|m| {
-                    let full = m.location.as_ref();
-                    let key = if self.prefix.is_empty() {
-                        full
-                    } else {
-                        full.strip_prefix(strip.as_str()).unwrap_or(full)
-                    };
-                    (key.to_owned(), m.size)
-                })
-                .collect())
-        })
+        let metas: Vec<object_store::ObjectMeta> =
+            self.block_on(
+                self.attempt(dir, "list", || self.store.list(Some(&path)).try_collect()),
+            )?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let full = m.location.as_ref();
+                let key = if self.prefix.is_empty() {
+                    full
+                } else {
+                    full.strip_prefix(strip.as_str()).unwrap_or(full)
+                };
+                (key.to_owned(), m.size)
+            })
+            .collect())
     }
 
     /// Deletes an object; one already gone is not an error.
     pub async fn delete_async(&self, key: &str) -> Result<()> {
-        match self.store.delete(&self.path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.store_error(key, "delete", e)),
-        }
+        let path = self.path(key);
+        self.attempt(key, "delete", || async {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// A `Damaged` error about `key`.

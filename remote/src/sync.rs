@@ -3,18 +3,25 @@
 //!
 //! The order is what makes a crash at any step harmless:
 //!
+//! 0. The remote must still hold the manifest `remote/LATEST` says this vault confirmed (or a
+//!    newer one): a store that lost it (wiped, restored from an old backup, the object deleted
+//!    or damaged) is refused, before anything is uploaded, published or evicted, since what
+//!    the vault evicted may be gone with it. `--scrub` goes on and uploads every local file
+//!    again.
 //! 1. Every chunk and file map is written under its hash (create-if-absent) and read back and
 //!    compared before anything names it. A chunk already there is read back and compared
 //!    instead of written. Keys name their bytes, so a retry rewrites nothing and nothing is
 //!    stored twice.
-//! 2. The remote manifest, numbered one above every number in `manifests/`, is written (create-
-//!    if-absent) and read back. Only now does the remote name the new files. A run that finds
-//!    the newest remote manifest already says what it would publish adopts it instead.
+//! 2. The remote manifest, numbered one above every number in `manifests/`, `marks/` and
+//!    `remote/LATEST`, is written (create-if-absent) and read back, then its mark. Only now
+//!    does the remote name the new files. A run that finds the newest remote manifest already
+//!    says what it would publish adopts it instead (and writes its mark).
 //! 3. `remote/LATEST` records it locally (written, synced, renamed, directory synced).
 //! 4. Local sealed segments and base images it names may now be evicted, oldest first, until
 //!    the local cache limit holds.
 //! 5. Remote manifests beyond the newest `keep_manifests` are deleted, then maps and chunks no
-//!    kept manifest needs (left over by retention, compaction or a crashed run).
+//!    kept manifest needs (left over by retention, compaction or a crashed run), and marks of
+//!    manifests older than every kept one.
 //!
 //! A crash before 2 leaves objects nothing names, deleted by the next run's step 5. A crash
 //! after 2 leaves a manifest the next run adopts. Memory: `concurrency` chunks in flight, each
@@ -112,31 +119,149 @@ pub fn claim(local: &LocalVault, remote: &Remote) -> Result<()> {
     Ok(())
 }
 
-/// The newest remote manifest of the vault that decodes, with every manifest number listed (a
-/// damaged one included, so no number is ever reused).
-pub fn newest_manifest(
-    remote: &Remote,
-    vault_id: &VaultId,
-    seed: u32,
-) -> Result<(Option<RemoteManifest>, Vec<u64>)> {
+/// What the remote's `manifests/` holds.
+#[derive(Clone, Debug, Default)]
+pub struct ManifestScan {
+    /// The newest remote manifest of the vault that decodes and is where its key says.
+    pub newest: Option<RemoteManifest>,
+    /// Every manifest number listed, ascending (a damaged one included, so no number is ever
+    /// reused).
+    pub seqs: Vec<u64>,
+    /// The highest number any manifest or mark shows (0: none).
+    pub highest: u64,
+    /// Manifests above the newest that decodes that are there but damaged: key and what is
+    /// wrong, newest first.
+    pub damaged: Vec<(String, String)>,
+}
+
+impl ManifestScan {
+    /// The number of the newest manifest that decodes (0: none).
+    pub fn newest_seq(&self) -> u64 {
+        self.newest.as_ref().map_or(0, |m| m.seq)
+    }
+
+    /// Checks that the newest manifest that decodes is the newest there is: no manifest above
+    /// it is damaged, and none is missing that a mark shows or that the local vault confirmed
+    /// (`confirmed_seq`, from `remote/LATEST`; 0 when unknown). Otherwise reading it would roll
+    /// the vault back: an error ([`RemoteError::Damaged`] naming the damaged manifest, or
+    /// [`RemoteError::Older`]), or with `allow_older` a warning to print.
+    pub fn check_newest(
+        &self,
+        remote: &Remote,
+        confirmed_seq: u64,
+        allow_older: bool,
+    ) -> Result<Option<String>> {
+        let found = self.newest_seq();
+        let expected = self.highest.max(confirmed_seq);
+        if self.newest.is_none() && !self.damaged.is_empty() {
+            let (key, detail) = &self.damaged[0];
+            let all = self.damaged.len();
+            return Err(remote.damaged(
+                key,
+                format!("{detail}; every remote manifest ({all}) is damaged, none can be read"),
+            ));
+        }
+        if found >= expected {
+            return Ok(None);
+        }
+        let older = if found == 0 {
+            "there is no older one".to_owned()
+        } else {
+            format!("the newest that reads is manifest {found}")
+        };
+        if let Some((key, detail)) = self.damaged.first() {
+            if !allow_older {
+                return Err(remote.damaged(
+                    key,
+                    format!(
+                        "{detail}; {older}, and reading it would roll the vault back \
+                         (allow that with --allow-older)"
+                    ),
+                ));
+            }
+            return Ok(Some(format!(
+                "{}/{key} is damaged ({detail}); reading the older remote manifest {found} \
+                 instead: points after it are not offered",
+                remote.url()
+            )));
+        }
+        let source = if expected > self.highest {
+            "the local vault confirmed it (remote/LATEST)"
+        } else {
+            "its mark is there"
+        };
+        let missing = remote::manifest_key(expected);
+        if !allow_older {
+            return Err(RemoteError::Older {
+                url: remote.url().to_owned(),
+                expected_seq: expected,
+                found_seq: found,
+                detail: format!(
+                    "remote manifest {expected} ({missing}) is missing, though {source}; \
+                     {older}, and reading it would roll the vault back (allow that with \
+                     --allow-older)"
+                ),
+            });
+        }
+        Ok(Some(format!(
+            "{}/{missing} is missing, though {source}; reading the older remote manifest \
+             {found} instead: points after it are not offered",
+            remote.url()
+        )))
+    }
+}
+
+/// Lists `manifests/` and reads the manifests from the newest down to the first that decodes.
+pub fn scan_manifests(remote: &Remote, vault_id: &VaultId, seed: u32) -> Result<ManifestScan> {
     let mut seqs: Vec<u64> = remote
         .list(remote::MANIFESTS_DIR)?
         .iter()
         .filter_map(|(k, _)| remote::parse_manifest_key(k))
         .collect();
     seqs.sort_unstable();
-    for &seq in seqs.iter().rev() {
+    let marks = remote.list(remote::MARKS_DIR)?;
+    let highest = (seqs.iter().copied())
+        .chain(marks.iter().filter_map(|(k, _)| remote::parse_mark_key(k)))
+        .max()
+        .unwrap_or(0);
+    let mut scan = ManifestScan {
+        seqs,
+        highest,
+        ..ManifestScan::default()
+    };
+    for &seq in scan.seqs.iter().rev() {
         let key = remote::manifest_key(seq);
+        // Deleted since the listing (a concurrent garbage collection): passed over.
         let Some(bytes) = remote.get(&key)? else {
             continue;
         };
         match RemoteManifest::decode(&bytes, seed) {
-            Ok(m) if m.seq == seq && m.vault_id == *vault_id => return Ok((Some(m), seqs)),
-            // A damaged or misplaced manifest is passed over; an older one stands.
-            _ => continue,
+            Ok(m) if m.seq == seq && m.vault_id == *vault_id => {
+                scan.newest = Some(m);
+                break;
+            }
+            Ok(m) if m.vault_id != *vault_id => scan
+                .damaged
+                .push((key, "the manifest is another vault's".to_owned())),
+            Ok(m) => scan
+                .damaged
+                .push((key, format!("the manifest says it is number {}", m.seq))),
+            Err(e) => scan.damaged.push((key, e.to_string())),
         }
     }
-    Ok((None, seqs))
+    Ok(scan)
+}
+
+/// The newest remote manifest of the vault that decodes, with every manifest number listed (a
+/// damaged one included, so no number is ever reused). See [`scan_manifests`], which also says
+/// what is damaged or missing above it.
+pub fn newest_manifest(
+    remote: &Remote,
+    vault_id: &VaultId,
+    seed: u32,
+) -> Result<(Option<RemoteManifest>, Vec<u64>)> {
+    let scan = scan_manifests(remote, vault_id, seed)?;
+    Ok((scan.newest, scan.seqs))
 }
 
 /// What the vault's manifest needs, with the local file of each (`None`: evicted).
@@ -363,6 +488,7 @@ pub fn sync(
     let config = local.required_config()?;
     claim(&local, remote)?;
     let latest = local.latest()?;
+    check_remote_holds_latest(remote, &local, latest.as_ref(), opts.scrub)?;
     let (wanted, lease) = wanted(storage, dir, remote.url())?;
 
     // What must be read and uploaded, and what the last confirmed manifest already holds.
@@ -415,6 +541,9 @@ pub fn sync(
         .iter()
         .filter_map(|(k, _)| remote::parse_map_key(k))
         .collect();
+    if opts.scrub {
+        check_evicted_still_remote(remote, &local, &files, &listed_maps, &listed_chunks)?;
+    }
     let up = Uploader {
         remote,
         seed: local.seed,
@@ -449,36 +578,7 @@ pub fn sync(
     files.sort_by_key(|f| f.id);
 
     // Publish, or adopt what an earlier run published.
-    let (newest, seqs) = newest_manifest(remote, &local.vault_id, local.seed)?;
-    let (manifest, published) = match newest {
-        Some(n) if n.manifest == wanted.manifest && n.files == files => (n, false),
-        _ => {
-            let seq = seqs.last().copied().unwrap_or(0) + 1;
-            let m = RemoteManifest {
-                vault_id: local.vault_id,
-                seq,
-                time_unix_ns: now_ns(),
-                manifest: wanted.manifest,
-                files,
-            };
-            let key = remote::manifest_key(seq);
-            let bytes = Bytes::from(m.encode(local.seed));
-            if remote.put_create(&key, bytes.clone())? == Put::Existed {
-                return Err(RemoteError::Refused(format!(
-                    "{}/{key} appeared while this sync ran: another sync of the vault is \
-                     writing to the remote",
-                    remote.url()
-                )));
-            }
-            let back = remote.get(&key)?;
-            if back.as_ref() != Some(&bytes) {
-                return Err(
-                    remote.damaged(&key, "the manifest read back differs from what was written")
-                );
-            }
-            (m, true)
-        }
-    };
+    let (manifest, published) = publish(remote, &local, latest.as_ref(), wanted.manifest, files)?;
     local.write_latest(&manifest)?;
     drop(lease);
 
@@ -506,6 +606,170 @@ pub fn sync(
         &listed_maps,
     )?;
     Ok(report)
+}
+
+/// Publishes a remote manifest of `embedded` and `files`, numbered above every number the
+/// remote and `remote/LATEST` show, or adopts the newest one when it says the same. Returns it
+/// and whether this run wrote it. Its mark is written once it is confirmed.
+fn publish(
+    remote: &Remote,
+    local: &LocalVault,
+    latest: Option<&RemoteManifest>,
+    embedded: Vec<u8>,
+    files: Vec<RemoteFile>,
+) -> Result<(RemoteManifest, bool)> {
+    let scan = scan_manifests(remote, &local.vault_id, local.seed)?;
+    if let Some(n) = &scan.newest
+        && n.seq == scan.highest
+        && n.manifest == embedded
+        && n.files == files
+    {
+        remote.put_create(&remote::mark_key(n.seq), Bytes::new())?;
+        return Ok((n.clone(), false));
+    }
+    let seq = scan.highest.max(latest.map_or(0, |l| l.seq)) + 1;
+    let m = RemoteManifest {
+        vault_id: local.vault_id,
+        seq,
+        time_unix_ns: now_ns(),
+        manifest: embedded,
+        files,
+    };
+    let key = remote::manifest_key(seq);
+    let bytes = Bytes::from(m.encode(local.seed));
+    let put = remote.put_create(&key, bytes.clone())?;
+    let back = remote.get(&key)?;
+    if back.as_ref() != Some(&bytes) {
+        // A retried write finds its own first attempt there, byte for byte (the time makes
+        // every manifest unique); anything else is another writer's.
+        if put == Put::Existed {
+            return Err(RemoteError::Refused(format!(
+                "{}/{key} appeared while this sync ran: another sync of the vault is \
+                 writing to the remote",
+                remote.url()
+            )));
+        }
+        return Err(remote.damaged(&key, "the manifest read back differs from what was written"));
+    }
+    remote.put_create(&remote::mark_key(seq), Bytes::new())?;
+    Ok((m, true))
+}
+
+/// Refuses to sync when the remote no longer holds the manifest `remote/LATEST` says this
+/// vault confirmed (the store lost data, or someone deleted or damaged it): publishing on top
+/// would name objects the store may have lost, and evicting more would lose their last copy.
+/// A scrub goes on: it uploads again every file that is still local, and checks that the
+/// others are still whole on the remote.
+fn check_remote_holds_latest(
+    remote: &Remote,
+    local: &LocalVault,
+    latest: Option<&RemoteManifest>,
+    scrub: bool,
+) -> Result<()> {
+    let Some(latest) = latest else {
+        return Ok(());
+    };
+    let scan = scan_manifests(remote, &local.vault_id, local.seed)?;
+    let e = match scan.check_newest(remote, latest.seq, false) {
+        Ok(_) => return Ok(()),
+        Err(_) if scrub => return Ok(()),
+        Err(e) => e,
+    };
+    let evicted: Vec<String> = latest
+        .files
+        .iter()
+        .map(|f| file_path(&f.id))
+        .filter(|p| !local.dir.join(p).exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    let lost = if evicted.is_empty() {
+        "every file it names is still local".to_owned()
+    } else {
+        format!(
+            "{} files it names were evicted and may be lost with it ({}{})",
+            evicted.len(),
+            evicted[..evicted.len().min(3)].join(", "),
+            if evicted.len() > 3 { ", ..." } else { "" }
+        )
+    };
+    let advice = format!(
+        "{lost}. Nothing was published or evicted: run `replog sync --scrub {}` to upload \
+         again every file that is still local",
+        local.dir.display()
+    );
+    Err(match e {
+        RemoteError::Older {
+            url,
+            expected_seq,
+            found_seq,
+            ..
+        } => RemoteError::Older {
+            detail: format!(
+                "remote manifest {expected_seq}, which this vault confirmed last \
+                 (remote/LATEST), is not there (the newest there is {}): the store lost \
+                 data; {advice}",
+                if found_seq == 0 {
+                    "none".to_owned()
+                } else {
+                    found_seq.to_string()
+                }
+            ),
+            url,
+            expected_seq,
+            found_seq,
+        },
+        RemoteError::Damaged { url, key, detail } => RemoteError::Damaged {
+            url,
+            key,
+            detail: format!("{detail}; {advice}"),
+        },
+        e => e,
+    })
+}
+
+/// Under a scrub: the files the new manifest takes from the last confirmed one without reading
+/// them (they are not local) must still be whole on the remote: their maps there, and every
+/// chunk the maps name. Otherwise the manifest would name what the store lost.
+fn check_evicted_still_remote(
+    remote: &Remote,
+    local: &LocalVault,
+    kept: &[RemoteFile],
+    listed_maps: &HashSet<[u8; 32]>,
+    listed_chunks: &HashSet<[u8; 32]>,
+) -> Result<()> {
+    let mut lost = Vec::new();
+    for f in kept {
+        if local.dir.join(file_path(&f.id)).exists() {
+            continue;
+        }
+        let whole = listed_maps.contains(&f.map)
+            && remote
+                .block_on(fetch_map_async(remote, f.map, local.seed))
+                .is_ok_and(|m| {
+                    m.chunks
+                        .iter()
+                        .all(|c| *c == ZERO_CHUNK || listed_chunks.contains(c))
+                });
+        if !whole {
+            lost.push(file_path(&f.id).display().to_string());
+        }
+    }
+    if lost.is_empty() {
+        return Ok(());
+    }
+    Err(RemoteError::Older {
+        url: remote.url().to_owned(),
+        expected_seq: 0,
+        found_seq: 0,
+        detail: format!(
+            "{} files were evicted from {} and are no longer whole on the remote, so no sync \
+             can upload them again: {}. Their data is lost; points that need them cannot be \
+             served",
+            lost.len(),
+            local.dir.display(),
+            lost.join(", ")
+        ),
+    })
 }
 
 fn now_ns() -> i64 {
@@ -584,6 +848,15 @@ fn collect_garbage(
     if kept.is_empty() {
         return Ok(0);
     }
+    // Marks of manifests older than every kept one say nothing the kept ones do not.
+    let oldest_kept = kept.iter().map(|m| m.seq).min().unwrap_or(0);
+    let old_marks: Vec<String> = remote
+        .list(remote::MARKS_DIR)?
+        .iter()
+        .filter_map(|(k, _)| remote::parse_mark_key(k))
+        .filter(|&seq| seq < oldest_kept)
+        .map(remote::mark_key)
+        .collect();
     let live_maps: HashSet<[u8; 32]> = kept
         .iter()
         .flat_map(|m| m.files.iter().map(|f| f.map))
@@ -602,6 +875,7 @@ fn collect_garbage(
             .difference(&live_chunks)
             .map(remote::chunk_key),
     );
+    doomed.extend(old_marks);
     let n = doomed.len() as u64;
     // In order: manifests first, so no manifest ever names a deleted object.
     for key in doomed {

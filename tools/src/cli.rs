@@ -31,6 +31,11 @@ pub struct Cli {
     /// Retries of a failed request to the remote before giving up.
     #[arg(long, global = true, default_value_t = 5)]
     pub remote_retries: usize,
+    /// Reading a remote (`points`, `inspect`, `failover` of s3://... or az://...): when its
+    /// newest remote manifest is damaged or missing, read the newest one that is whole instead,
+    /// with a warning. Points after it are not offered.
+    #[arg(long, global = true)]
+    pub allow_older: bool,
     #[command(subcommand)]
     pub command: Command,
 }

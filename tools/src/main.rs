@@ -57,7 +57,11 @@ impl From<replog_writer::WriteError> for Failure {
 
 impl From<replog_reader::ReadError> for Failure {
     fn from(e: replog_reader::ReadError) -> Failure {
-        let damaged = e.kind() == replog_reader::ReadErrorKind::Damaged;
+        // A read through the storage seam of a remote object that is damaged (a chunk or a map
+        // that does not hash to its key, a chunk cut short) arrives as the reader's I/O error
+        // with the remote error inside.
+        let damaged = e.kind() == replog_reader::ReadErrorKind::Damaged
+            || replog_remote::RemoteError::find_in(&e).is_some_and(|r| r.is_damage());
         Failure {
             message: e.to_string(),
             damaged,
@@ -68,7 +72,9 @@ impl From<replog_reader::ReadError> for Failure {
 
 impl From<replog_remote::RemoteError> for Failure {
     fn from(e: replog_remote::RemoteError) -> Failure {
-        let damaged = matches!(e, replog_remote::RemoteError::Damaged { .. });
+        let damaged = e.is_damage()
+            || matches!(&e, replog_remote::RemoteError::Read(r)
+                if r.kind() == replog_reader::ReadErrorKind::Damaged);
         Failure {
             message: e.to_string(),
             damaged,
@@ -98,7 +104,9 @@ impl Failure {
 type CmdResult = Result<u8, Failure>;
 
 fn main() -> ExitCode {
-    reset_sigpipe();
+    // SIGPIPE stays ignored (Rust's default): a write to a socket whose peer went away must
+    // fail that request, which is retried or reported, never kill the process in silence.
+    quiet_exit_on_closed_stdout();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -116,12 +124,32 @@ fn main() -> ExitCode {
     }
 }
 
-/// Restores the default SIGPIPE action, so `replog dump | head` ends quietly like other Unix
-/// tools instead of failing on a closed pipe.
-fn reset_sigpipe() {
-    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid action
-    // for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// `println!` panics when stdout is a pipe whose reader has gone (`replog points V | head -1`).
+/// That is not a failure of the command: whoever reads stdout has read all it wanted. So a
+/// panic raised by the standard library's printing while stdout has no reader left ends the
+/// process at once, quietly, with exit 0, and any other panic is reported as usual.
+fn quiet_exit_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_stdio = info
+            .location()
+            .is_some_and(|l| l.file().ends_with("io/stdio.rs"));
+        if in_stdio && stdout_reader_gone() {
+            std::process::exit(i32::from(EXIT_OK));
+        }
+        default(info);
+    }));
+}
+
+/// Whether stdout is a pipe or socket with no reader left: `poll` reports `POLLERR` on a pipe's
+/// write end once its read end is closed.
+fn stdout_reader_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `fd` is a valid pollfd for the duration of the call, and the count is 1.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }

@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig, is_remote_url};
+use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig, is_remote_url, looks_like_url};
 use replog_io::Storage;
 use replog_reader::Vault;
 use replog_remote::{
@@ -17,8 +18,13 @@ use crate::cli::Cli;
 use crate::output::{human_bytes, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
 
+/// `--allow-older`: read an older remote manifest when newer ones are missing or damaged. Set
+/// once, from the command line, by [`options`].
+static ALLOW_OLDER: AtomicBool = AtomicBool::new(false);
+
 /// Remote options from the command line.
 pub fn options(cli: &Cli) -> RemoteOptions {
+    ALLOW_OLDER.store(cli.allow_older, Ordering::Relaxed);
     RemoteOptions {
         config: cli.remote_options.clone(),
         retries: cli.remote_retries,
@@ -39,10 +45,26 @@ pub fn open(
     opts: &RemoteOptions,
     cache_chunks: usize,
 ) -> Result<(Vault, RemoteVault), Failure> {
-    let remote = Arc::new(Remote::open(url, opts)?);
-    let rv = replog_remote::open_remote(remote, storage, cache_chunks)?;
+    let rv = open_remote(storage, url, opts, cache_chunks)?;
     let vault = Vault::open(rv.storage.clone(), &rv.root)?;
     Ok((vault, rv))
+}
+
+/// Opens the remote vault at `url`, reading an older manifest only with `--allow-older`, and
+/// then saying so.
+fn open_remote(
+    storage: Arc<dyn Storage>,
+    url: &str,
+    opts: &RemoteOptions,
+    cache_chunks: usize,
+) -> Result<RemoteVault, Failure> {
+    let remote = Arc::new(Remote::open(url, opts)?);
+    let allow_older = ALLOW_OLDER.load(Ordering::Relaxed);
+    let rv = replog_remote::open_remote_with(remote, storage, cache_chunks, allow_older)?;
+    if let Some(warning) = &rv.older_warning {
+        eprintln!("replog: warning: {warning}");
+    }
+    Ok(rv)
 }
 
 /// The storage and directory to read the vault `vault` names through: a remote URL opens the
@@ -54,20 +76,27 @@ pub fn resolve(
 ) -> Result<(Arc<dyn Storage>, PathBuf), Failure> {
     match remote_url(vault) {
         Some(url) => {
-            let remote = Arc::new(Remote::open(url, opts)?);
-            let rv = replog_remote::open_remote(remote, storage, CACHE_CHUNKS_DEFAULT)?;
+            let rv = open_remote(storage, url, opts, CACHE_CHUNKS_DEFAULT)?;
             Ok((rv.storage, rv.root))
         }
         None => Ok((tiered(storage, vault, opts)?, vault.to_path_buf())),
     }
 }
 
-/// `storage`, or a tiered storage over it when the local vault has evicted files.
+/// `storage`, or a tiered storage over it when the local vault has evicted files. A vault
+/// named by a URL of a scheme replog does not know (`gs://b`, `s3:/x`) is refused as such,
+/// rather than looked for as a directory.
 pub fn tiered(
     storage: Arc<dyn Storage>,
     vault: &Path,
     opts: &RemoteOptions,
 ) -> Result<Arc<dyn Storage>, Failure> {
+    if let Some(s) = vault.to_str()
+        && looks_like_url(s)
+        && !vault.exists()
+    {
+        replog_remote::check_url(s)?;
+    }
     Ok(replog_remote::storage_for_vault(storage, vault, opts)?)
 }
 
@@ -79,6 +108,8 @@ pub fn add(
     keep_manifests: u32,
     opts: &RemoteOptions,
 ) -> CmdResult {
+    // Every limit is checked before anything is read or written, here or on the remote.
+    replog_remote::check_url(url)?;
     if !(1..=KEEP_MANIFESTS_MAX).contains(&keep_manifests) {
         return Err(Failure::new(format!(
             "--keep-manifests must be 1 to {KEEP_MANIFESTS_MAX}"
