@@ -33,7 +33,7 @@ use crate::lease::{LEASE_FIXED_BYTES, LeaseRecord};
 use crate::limits::RECORD_DATA_BYTES_MAX;
 use crate::manifest::{MANIFEST_HEADER_BYTES, Manifest};
 use crate::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
-use crate::remote::{FileMap, RemoteConfig, RemoteManifest};
+use crate::remote::{self, FileMap, RemoteConfig, RemoteManifest};
 use crate::segment::{
     Expect, FooterIndex, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, TRAILER_BYTES, Trailer,
     scan,
@@ -706,5 +706,67 @@ fn remote_as_is(data: &[u8]) {
             |c| c.encode(seed),
             |b| RemoteConfig::decode(b, seed),
         );
+    }
+}
+
+/// Command-line arguments as the `replog` CLI receives them (separated by NUL bytes, each taken
+/// as UTF-8 where it is, lossily otherwise), run through every check a vault or remote argument
+/// meets before anything is read or written: is it a URL of some scheme, a remote URL replog
+/// knows, within the remote configuration's limits, a key of the remote layout. No argument may
+/// panic (an assert reached from a 2,100-slash URL once did), and a URL `parse_remote_url`
+/// accepts must be one a remote configuration stores: it encodes and decodes back to itself.
+pub fn cli_args(data: &[u8]) {
+    for raw in data.split(|&b| b == 0) {
+        let arg = String::from_utf8_lossy(raw);
+        cli_argument(&arg);
+        // The same argument made long, as a careless or hostile operator might: the limits
+        // must be met before any encoder sees it.
+        if !arg.is_empty() && arg.len() < 64 {
+            cli_argument(&arg.repeat(2100 / arg.len() + 1));
+        }
+    }
+}
+
+fn cli_argument(arg: &str) {
+    let url_like = remote::looks_like_url(arg);
+    match remote::parse_remote_url(arg) {
+        Ok(parts) => {
+            assert!(remote::is_remote_url(arg) && url_like, "{arg:?}");
+            assert!(arg.len() <= remote::REMOTE_URL_BYTES_MAX);
+            assert!(matches!(parts.scheme, "s3" | "az"));
+            assert!(!parts.bucket.is_empty() && !parts.bucket.contains('/'));
+            assert!(!parts.prefix.starts_with('/') && !parts.prefix.ends_with('/'));
+            let config = RemoteConfig {
+                vault_id: [7; 16],
+                url: arg.to_owned(),
+                cache_limit_bytes: 1 << 30,
+                keep_manifests: 2,
+            };
+            let bytes = config.encode(0x1234_5678);
+            assert_eq!(
+                RemoteConfig::decode(&bytes, 0x1234_5678).as_ref(),
+                Ok(&config)
+            );
+        }
+        Err(remote::UrlError::TooLong { bytes }) => {
+            assert_eq!(bytes, arg.len());
+            assert!(bytes > remote::REMOTE_URL_BYTES_MAX);
+        }
+        Err(remote::UrlError::Unsupported) => {
+            assert!(!remote::is_remote_url(arg), "{arg:?}")
+        }
+    }
+    // Keys of the remote layout, which listings hand back: each parses to what names it.
+    if let Some(seq) = remote::parse_manifest_key(arg) {
+        assert_eq!(remote::manifest_key(seq), arg);
+    }
+    if let Some(seq) = remote::parse_mark_key(arg) {
+        assert_eq!(remote::mark_key(seq), arg);
+    }
+    if let Some(hash) = remote::parse_chunk_key(arg) {
+        assert_eq!(remote::chunk_key(&hash), arg);
+    }
+    if let Some(hash) = remote::parse_map_key(arg) {
+        assert_eq!(remote::map_key(&hash), arg);
     }
 }

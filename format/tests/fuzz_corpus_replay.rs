@@ -44,6 +44,7 @@ const TARGETS: &[(&str, Oracle)] = &[
     ("checkpoint", fuzzing::checkpoint),
     ("lease", fuzzing::lease),
     ("remote", fuzzing::remote),
+    ("cli_args", fuzzing::cli_args),
 ];
 
 /// Largest seed file, so the corpora stay small enough to commit.
