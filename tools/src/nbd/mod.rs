@@ -25,6 +25,7 @@ mod proto;
 mod rangemap;
 mod request;
 mod server;
+mod stream;
 mod timed;
 mod transmission;
 mod wire;

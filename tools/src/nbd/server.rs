@@ -14,7 +14,7 @@
 //! after [`DRAIN_TIMEOUT`] are cut.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::export::Backend;
 use super::handshake::{self, Admission, Ended, Offer};
+use super::stream::Stream;
 use super::timed::{Activity, Timed};
 use super::transmission::{self, Closed, Session};
 
@@ -38,67 +39,6 @@ pub const REFUSING_MIN: usize = 64;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes buffered per connection for small messages; payloads larger than this pass through.
 const SOCKET_BUFFER_BYTES: usize = 128 << 10;
-
-/// A client connection over TCP or a Unix socket.
-#[derive(Debug)]
-pub enum Stream {
-    /// TCP.
-    Tcp(TcpStream),
-    /// A Unix stream socket.
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
-    fn shutdown(&self, how: Shutdown) {
-        // The peer may be gone already; there is nothing to do about a failure here.
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
-        };
-    }
-
-    pub(super) fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Where the server listens.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::server::Stream;
+use super::stream::Stream;
 
 /// When a connection last sent or received bytes, and whether it is past the handshake.
 #[derive(Debug)]
