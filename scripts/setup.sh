@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what replog's tests and benchmarks use, on a fresh Debian machine: qemu-utils
-# (qemu-img, qemu-io), libnbd-bin (nbdinfo, nbdcopy) and fio; and the object stores the remote
+# (qemu-img, qemu-io), libnbd-bin (nbdinfo, nbdcopy), fio, python3 (the independent reader of
+# FORMAT.md), setpriv (tests that run replog as an unprivileged user) and cargo-nextest (the
+# test runner); and the object stores the remote
 # tests start on loopback: s3s-fs (an S3 server over a directory, from crates.io) and Azurite
 # (Azure's blob emulator, from npm, with nodejs and npm from apt when missing). Does nothing for
 # what is present.
@@ -11,6 +13,8 @@ need=()
 command -v qemu-img >/dev/null 2>&1 && command -v qemu-io >/dev/null 2>&1 || need+=(qemu-utils)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
 command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 if ! command -v azurite-blob >/dev/null 2>&1; then
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)
@@ -23,6 +27,10 @@ fi
 command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)"; exit 1; }
 # cargo installs into ~/.cargo/bin, which must be on PATH for the tests to find s3s-fs.
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest (a few minutes of building)"
+  cargo install -q cargo-nextest --locked
+fi
 if ! command -v s3s-fs >/dev/null 2>&1; then
   echo "setup: installing s3s-fs (a few minutes of building)"
   # --locked keeps to the versions s3s-fs was released with; newer ones may need a newer rustc.
