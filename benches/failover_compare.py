@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Failover against the peers, on the same data and disk, in one run.
 
-  benches/failover_compare.py WORKDIR [--reps 3] [--out FILE]
+  benches/failover_compare.py WORKDIR [--reps 3] [--out FILE] [--baseline OLD_REPLOG]
   benches/failover_compare.py WORKDIR --resolve [--records 1000000,10000000]
 
 The workload is ../shared/peers/make_chain.py with its defaults: a 4 GiB disk (3 GiB of real
@@ -16,7 +16,9 @@ Then, interleaved (A B A B ...) with medians:
 - `replog failover --latest --no-sync` against `qemu-img convert -O raw ov20.qcow2` (its default
   cache mode, no flush);
 - the middle point (layer 10) against ov10.qcow2, both synced;
-- the vault's size on disk against the qcow2 chain's.
+- the vault's size on disk against the qcow2 chain's;
+- with --baseline, the same failovers by another replog binary (an earlier build) on the same
+  vault, interleaved with the rest, to measure what a change costs.
 
 Every output is compared byte for byte with qemu-img's (`cmp`) once. Caches are warm for every
 contender alike (the inputs fit in memory); dirty pages are flushed before each run.
@@ -111,10 +113,10 @@ def failover(work, reps):
     middle = next(p["id"] for p in points if p["label"] == "layer10")
     out = os.path.join(work, "out")
 
-    def fo(*extra):
+    def fo(*extra, binary=REPLOG):
         def go():
             drop(out)
-            return timed([REPLOG, "failover", v, "--out", out] + list(extra))
+            return timed([binary, "failover", v, "--out", out] + list(extra))
         return go
 
     def qemu(src, *extra):
@@ -147,6 +149,10 @@ def failover(work, reps):
         "replog failover --point middle": fo("--point", str(middle)),
         "qemu-img convert -t writeback ov10": qemu("ov10.qcow2", "-t", "writeback"),
     }
+    baseline = arg("--baseline", "")
+    if baseline:
+        contenders["baseline failover --latest"] = fo("--latest", binary=baseline)
+        contenders["baseline failover --latest --no-sync"] = fo("--latest", "--no-sync", binary=baseline)
     results = {k: [] for k in contenders}
     for _ in range(reps):
         for name, go in contenders.items():
@@ -160,9 +166,15 @@ def failover(work, reps):
         ("replog failover --latest --no-sync", "qemu-img convert ov20 (default, no flush)", 0.5),
         ("replog failover --point middle", "qemu-img convert -t writeback ov10", 0.5),
     ]
+    if baseline:
+        pairs += [
+            ("replog failover --latest", "baseline failover --latest", "(the change's cost)"),
+            ("replog failover --latest --no-sync", "baseline failover --latest --no-sync", "(the change's cost)"),
+        ]
     table(f"Failover of the 4 GiB disk, 20 layers of 50 MiB (median of {reps}, interleaved)",
           ["replog", "s", "peer", "s", "ratio", "target"],
-          [[a, f"{med[a]:.2f}", b, f"{med[b]:.2f}", f"{med[a] / med[b]:.2f}x", f"<= {t}x"] for a, b, t in pairs])
+          [[a, f"{med[a]:.2f}", b, f"{med[b]:.2f}", f"{med[a] / med[b]:.2f}x",
+            f"<= {t}x" if isinstance(t, float) else t] for a, b, t in pairs])
     table("Peak resident memory", ["command", "MiB"], [[k, f"{v / MiB:.0f}"] for k, v in rss.items()])
     chain_files = [os.path.join(c, "base.qcow2")] + [os.path.join(c, f"ov{k:02d}.qcow2") for k in range(1, 21)]
     chain_bytes = sum(du(f) for f in chain_files)
