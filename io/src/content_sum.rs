@@ -64,11 +64,7 @@ impl ContentSum {
         }
         let whole = (data.len() - at) / 8 * 8;
         if whole > 0 {
-            let words: Vec<u64> = data[at..at + whole]
-                .chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
-                .collect();
-            self.add_words((offset + at as u64) / 8, &words);
+            self.add_word_bytes((offset + at as u64) / 8, &data[at..at + whole]);
             at += whole;
         }
         if at < data.len() {
@@ -108,6 +104,53 @@ impl ContentSum {
             at = to;
         }
         Ok(())
+    }
+
+    /// Adds the little-endian words of `bytes` (a whole number of them) starting at word index
+    /// `first`. Horner's rule is a chain of dependent multiplications, so the run is split into
+    /// four interleaved sub-runs (words `4m + t`), each summed with `r^4`, for both keys at once:
+    /// eight independent chains the processor overlaps. Then `Σ_t r^t · acc_t`, the few words
+    /// past the last group of four, and the run's place, `r^first`.
+    fn add_word_bytes(&mut self, first: u64, bytes: &[u8]) {
+        debug_assert_eq!(bytes.len() % 8, 0);
+        let word = |j: usize| {
+            reduce(u64::from_le_bytes(
+                bytes[8 * j..8 * j + 8].try_into().expect("8 bytes"),
+            ))
+        };
+        let n = bytes.len() / 8;
+        let groups = n / 4;
+        let keys = self.key.0;
+        let r4 = keys.map(|r| pow(r, 4));
+        let mut acc = [[0u64; 4]; 2];
+        for m in (0..groups).rev() {
+            let w = [
+                word(4 * m),
+                word(4 * m + 1),
+                word(4 * m + 2),
+                word(4 * m + 3),
+            ];
+            for lane in 0..2 {
+                for t in 0..4 {
+                    acc[lane][t] = reduce(mul(acc[lane][t], r4[lane]) + w[t]);
+                }
+            }
+        }
+        for (lane, r) in keys.into_iter().enumerate() {
+            let mut total = 0u64;
+            let mut rt = 1u64;
+            for a in acc[lane] {
+                total = reduce(total + mul(a, rt));
+                rt = mul(rt, r);
+            }
+            let mut tail = 0u64;
+            for j in (4 * groups..n).rev() {
+                tail = reduce(mul(tail, r) + word(j));
+            }
+            total = reduce(total + mul(tail, pow(r, 4 * groups as u64)));
+            let term = mul(total, pow(r, first));
+            self.sum[lane] = reduce(self.sum[lane] + term);
+        }
     }
 
     /// Adds the words starting at word index `first`: Horner's rule over the run, then the run's
@@ -191,6 +234,26 @@ mod tests {
             parts.merge(&first);
             parts.add(5000, &[0; 100]);
             assert_eq!(parts, whole, "cut at {cuts:?}");
+        }
+    }
+
+    /// The interleaved sum of a run equals the plain one-word-at-a-time definition, for every
+    /// run length around the groups of four and at any place.
+    #[test]
+    fn the_interleaved_run_sum_equals_the_definition() {
+        let key = ContentKey::random();
+        for words in 0..70usize {
+            let data = bytes(words * 8, words as u8);
+            for first in [0u64, 1, 5, 1 << 20, (1 << 37) + 3] {
+                let mut fast = ContentSum::new(key);
+                fast.add_word_bytes(first, &data);
+                let mut slow = ContentSum::new(key);
+                for (j, w) in data.chunks_exact(8).enumerate() {
+                    let w = u64::from_le_bytes(w.try_into().unwrap());
+                    slow.add_words(first + j as u64, &[w]);
+                }
+                assert_eq!(fast, slow, "{words} words at word {first}");
+            }
         }
     }
 
