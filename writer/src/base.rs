@@ -50,8 +50,27 @@ pub(crate) fn is_zero(bytes: &[u8]) -> bool {
         && words.remainder().iter().all(|&b| b == 0)
 }
 
+/// The facts of the window of `image` at `at`, read into `buf` except where the image has holes
+/// (seeding a base and ingest both read images this way). A window that is all hole leaves
+/// `buf` as it was: its blocks are all zero, and zero blocks are written or journaled from
+/// their lengths alone.
+pub(crate) fn window_facts(
+    image: &dyn File,
+    image_path: &Path,
+    buf: &mut [u8],
+    at: u64,
+    block: usize,
+) -> Result<Vec<BlockFacts>> {
+    let window = read_window(image, buf, at)
+        .map_err(|e| WriteError::io(image_path, Some(at), "reading", e))?;
+    Ok(match window {
+        Window::Hole => zero_facts(buf.len(), block),
+        Window::Data => block_facts(buf, block),
+    })
+}
+
 /// The facts of `len` bytes of zero blocks, computed once per distinct block length.
-pub(crate) fn zero_facts(len: usize, block_bytes: usize) -> Vec<BlockFacts> {
+fn zero_facts(len: usize, block_bytes: usize) -> Vec<BlockFacts> {
     let facts = |n: usize| {
         let zeros = vec![0u8; n];
         BlockFacts {
@@ -104,12 +123,7 @@ pub(crate) fn write_base(
         let buf = &mut window[..len];
         let facts = match image {
             // Holes are not read: their blocks are zero, and zero blocks are not written.
-            Some((img, img_path)) => match read_window(img, buf, at)
-                .map_err(|e| WriteError::io(img_path, Some(at), "reading", e))?
-            {
-                Window::Hole => zero_facts(len, block),
-                Window::Data => block_facts(buf, block),
-            },
+            Some((img, img_path)) => window_facts(img, img_path, buf, at, block)?,
             None => zero_facts(len, block),
         };
         let writes: Vec<WriteAt<'_>> = facts

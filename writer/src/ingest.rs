@@ -18,11 +18,10 @@ use replog_format::record::RecordKind;
 use replog_format::segment::{self, Expect, FooterIndex};
 use replog_io::{File, OpenMode};
 
-use crate::base::{WINDOW_BYTES, block_facts, zero_facts};
+use crate::base::{WINDOW_BYTES, window_facts};
 use crate::batch::NewRecord;
 use crate::digest::{DigestReader, DigestWriter};
 use crate::error::{Result, WriteError, WriteErrorKind};
-use crate::sparse::{Window, read_window};
 use crate::writer::Writer;
 
 /// What an ingest did.
@@ -266,24 +265,6 @@ impl Writer {
         }
         FooterIndex::decode(payload).map_err(|e| WriteError::damaged(&path, footer_offset + 64, e))
     }
-}
-
-/// The facts of the window of `image` at `at`, read into `buf` except where the image has holes.
-/// A window that is all hole leaves `buf` as it was: its blocks are all zero, and zero runs are
-/// journaled from their lengths alone.
-fn window_facts(
-    image: &dyn File,
-    image_path: &Path,
-    buf: &mut [u8],
-    at: u64,
-    block: usize,
-) -> Result<Vec<crate::base::BlockFacts>> {
-    let window = read_window(image, buf, at)
-        .map_err(|e| WriteError::io(image_path, Some(at), "reading", e))?;
-    Ok(match window {
-        Window::Hole => zero_facts(buf.len(), block),
-        Window::Data => block_facts(buf, block),
-    })
 }
 
 /// Whether `[start, end)` overlaps any of the sorted `ranges`.
