@@ -100,6 +100,33 @@ pub(crate) fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
     }))
 }
 
+/// The error of an `O_NOFOLLOW` open, with a refused link said plainly: the kernel reports it
+/// as ELOOP, "too many levels of symbolic links", which tells an operator nothing.
+fn name_refused_link(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a symbolic link is in its place, and replog never creates or truncates a file \
+             through a link (remove the link)",
+        )
+    } else {
+        e
+    }
+}
+
+/// Opens the lock file at `path` for `flock`: for writing, created if missing, never truncated
+/// (its content, if any, is the holder's business), and never through a symbolic link planted
+/// at its name. The writer's `LOCK`, the lease registration lock and the sync lock use it.
+pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(name_refused_link)
+}
+
 /// A file of the real filesystem, accessed with plain positional syscalls.
 #[derive(Debug)]
 pub struct SyncFile {
@@ -123,13 +150,7 @@ impl SyncFile {
         }
         match options.open(path) {
             Ok(file) => Ok(SyncFile { file }),
-            // O_NOFOLLOW reports a link as ELOOP, "too many levels of symbolic links", which
-            // tells an operator nothing about what was refused.
-            Err(e) if creates && e.raw_os_error() == Some(libc::ELOOP) => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a symbolic link is in its place, and replog never creates or truncates a file \
-                 through a link (remove the link)",
-            )),
+            Err(e) if creates => Err(name_refused_link(e)),
             Err(e) => Err(e),
         }
     }
@@ -425,6 +446,29 @@ mod tests {
                 .to_string()
                 .contains("symbolic link")
         );
+    }
+
+    /// The writer's `LOCK`, the lease registration lock and the sync lock were opened with
+    /// `O_CREAT` through whatever stood at their names; a link planted there is now refused and
+    /// its target (or the dangling name it points to) left alone.
+    #[test]
+    fn finding_4_lock_files_are_never_opened_through_a_symbolic_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"victim").unwrap();
+        let link = dir.path().join("LOCK");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        for path in [&link, &dangling] {
+            let e = open_lock_file(path).unwrap_err();
+            assert!(e.to_string().contains("symbolic link"), "{path:?}: {e}");
+        }
+        assert_eq!(fs::read(&victim).unwrap(), b"victim");
+        assert!(!dir.path().join("nothing").exists());
+        let plain = dir.path().join("plain");
+        open_lock_file(&plain).unwrap();
+        open_lock_file(&plain).unwrap();
     }
 
     #[test]

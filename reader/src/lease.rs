@@ -158,12 +158,7 @@ fn lock_registration(leases: &Path, exclusive: bool) -> Result<Option<File>> {
         Err(e) => return Err(ReadError::io(leases, "create the lease directory", e)),
     }
     let path = leases.join(LEASE_LOCK_FILE);
-    let file = match OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-    {
+    let file = match replog_io::sync::open_lock_file(&path) {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc_erofs()) => return Ok(None),
         Err(e) => return Err(ReadError::io(&path, "open the lease registration lock", e)),

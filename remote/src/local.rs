@@ -113,11 +113,7 @@ impl LocalVault {
         let dir = self.dir.join(REMOTE_DIR);
         fs::create_dir_all(&dir).map_err(|e| RemoteError::local(&dir, "create", e))?;
         let path = dir.join(REMOTE_LOCK_FILE);
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let f = replog_io::sync::open_lock_file(&path)
             .map_err(|e| RemoteError::local(&path, "open", e))?;
         match f.try_lock() {
             Ok(()) => Ok(f),

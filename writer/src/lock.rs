@@ -2,7 +2,7 @@
 //!
 //! The simulated backend has no processes to exclude, so it takes no lock.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::path::Path;
 
 use replog_format::layout::LOCK_FILE;
@@ -23,11 +23,7 @@ impl VaultLock {
             return Ok(VaultLock { _file: None });
         }
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
+        let file = replog_io::sync::open_lock_file(&path)
             .map_err(|e| WriteError::io(&path, None, "opening the lock file", e))?;
         match file.try_lock() {
             Ok(()) => Ok(VaultLock { _file: Some(file) }),
