@@ -75,11 +75,11 @@ pub fn open(
         SourceFormat::Raw => return Ok(native(file, "raw")),
         SourceFormat::Auto => match detect(&file, image)? {
             Detected::Raw => return Ok(native(file, "raw")),
-            Detected::FixedVhd(len) => return Ok(native(prefix(file, len), "vhd")),
+            Detected::FixedVhd(len) => return Ok(source(file, len, "vhd", None)),
             Detected::Qemu(f) => f,
         },
         SourceFormat::Vhd => match fixed_vhd(file.as_ref(), image)? {
-            Some(len) => return Ok(native(prefix(file, len), "vhd")),
+            Some(len) => return Ok(source(file, len, "vhd", None)),
             None => "vpc".to_owned(),
         },
         SourceFormat::Qcow2 => "qcow2".to_owned(),
@@ -92,16 +92,19 @@ pub fn open(
 }
 
 fn native(file: Arc<dyn File>, format: &str) -> Source {
-    source(file, format, None)
+    source(file, u64::MAX, format, None)
 }
 
-fn source(file: Arc<dyn File>, format: &str, temp: Option<tempfile::TempPath>) -> Source {
+/// `file` read up to `limit` bytes (`u64::MAX`: all of it), with its reads counted.
+fn source(
+    file: Arc<dyn File>,
+    limit: u64,
+    format: &str,
+    temp: Option<tempfile::TempPath>,
+) -> Source {
     let read = Arc::new(AtomicU64::new(0));
     Source {
-        file: Arc::new(Counted {
-            inner: file,
-            read: read.clone(),
-        }),
+        file: view(file, limit, read.clone()),
         read,
         format: format.to_owned(),
         _temp: temp,
@@ -271,7 +274,7 @@ fn convert(
         ))
     })?;
     let format = if format == "vpc" { "vhd" } else { format };
-    Ok(source(file, format, Some(temp)))
+    Ok(source(file, u64::MAX, format, Some(temp)))
 }
 
 /// Runs `qemu-img check` on every image of the chain (`qemu-img info --backing-chain`), so that
@@ -316,15 +319,23 @@ fn read_up_to(file: &dyn File, buf: &mut [u8], offset: u64) -> io::Result<usize>
     Ok(done)
 }
 
-fn prefix(inner: Arc<dyn File>, len: u64) -> Arc<dyn File> {
-    Arc::new(Prefix { inner, len })
+/// What a command reads of a source image: the image's bytes up to `limit` (all of them for a
+/// raw image; a fixed VHD's data without its footer), read-only, every read counted into
+/// `read` so that the command can say how much it read.
+#[derive(Debug)]
+struct SourceView {
+    inner: Arc<dyn File>,
+    limit: u64,
+    read: Arc<AtomicU64>,
 }
 
-/// The first `len` bytes of a file, read-only: a fixed VHD's data without its footer.
-#[derive(Debug)]
-struct Prefix {
-    inner: Arc<dyn File>,
-    len: u64,
+/// The first `len` bytes of `inner`, read-only, with reads counted into `read`.
+fn view(inner: Arc<dyn File>, len: u64, read: Arc<AtomicU64>) -> Arc<dyn File> {
+    Arc::new(SourceView {
+        inner,
+        limit: len,
+        read,
+    })
 }
 
 fn read_only() -> io::Error {
@@ -334,19 +345,21 @@ fn read_only() -> io::Error {
     )
 }
 
-impl File for Prefix {
+impl File for SourceView {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let left = self.len.saturating_sub(offset);
+        let left = self.limit.saturating_sub(offset);
         let n = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
         if n == 0 {
             return Ok(0);
         }
-        self.inner.read_at(&mut buf[..n], offset)
+        let n = self.inner.read_at(&mut buf[..n], offset)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 
     fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
         Ok(match self.inner.next_data(offset)? {
-            Some((start, end)) if start < self.len => Some((start, end.min(self.len))),
+            Some((start, end)) if start < self.limit => Some((start, end.min(self.limit))),
             _ => None,
         })
     }
@@ -360,57 +373,7 @@ impl File for Prefix {
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.len)
-    }
-
-    fn set_len(&self, _len: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn allocate(&self, _offset: u64, _len: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn zero_range(&self, _offset: u64, _len: u64) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn map(&self) -> io::Result<Mapped> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "a part of a source image is read, not mapped",
-        ))
-    }
-}
-
-/// A source image whose reads are counted, so that a command can say how much it read.
-#[derive(Debug)]
-struct Counted {
-    inner: Arc<dyn File>,
-    read: Arc<AtomicU64>,
-}
-
-impl File for Counted {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let n = self.inner.read_at(buf, offset)?;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-
-    fn next_data(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
-        self.inner.next_data(offset)
-    }
-
-    fn write_batch(&self, _writes: &[WriteAt<'_>], _sync: bool) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        Err(read_only())
-    }
-
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
+        Ok(self.inner.len()?.min(self.limit))
     }
 
     fn set_len(&self, _len: u64) -> io::Result<()> {
@@ -477,7 +440,7 @@ mod tests {
             .expect("readable")
             .expect("a fixed VHD");
         assert_eq!(len, 1 << 20);
-        let data = prefix(file, len);
+        let data = view(file, len, Arc::new(AtomicU64::new(0)));
         assert_eq!(data.len().expect("a length"), 1 << 20);
         let mut tail = [0u8; 16];
         assert_eq!(data.read_at(&mut tail, (1 << 20) - 8).expect("reads"), 8);
