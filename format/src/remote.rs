@@ -235,7 +235,12 @@ pub fn manifest_key(seq: u64) -> String {
 
 /// The sequence number in a remote manifest's key, or `None` for any other name.
 pub fn parse_manifest_key(key: &str) -> Option<u64> {
-    let hex = key.strip_prefix("manifests/")?.strip_suffix(".rman")?;
+    parse_seq(key.strip_prefix("manifests/")?.strip_suffix(".rman")?)
+}
+
+/// A sequence number as keys spell it: exactly 16 lower-case hex digits, so that each number
+/// has one key and listings sort in number order.
+fn parse_seq(hex: &str) -> Option<u64> {
     (hex.len() == 16
         && hex
             .bytes()
@@ -254,13 +259,7 @@ pub fn mark_key(seq: u64) -> String {
 
 /// The sequence number in a manifest mark's key, or `None` for any other name.
 pub fn parse_mark_key(key: &str) -> Option<u64> {
-    let hex = key.strip_prefix("marks/")?;
-    (hex.len() == 16
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then(|| u64::from_str_radix(hex, 16).ok())
-    .flatten()
+    parse_seq(key.strip_prefix("marks/")?)
 }
 
 /// Key of a file map.
