@@ -408,19 +408,32 @@ mod tests {
         }
     }
 
+    /// A directory with a file `victim`, a link `name` to it, and a link `dangling` to the
+    /// missing `nothing`: what an attacker plants at a name replog is about to create.
+    fn planted_links(
+        name: &str,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        [std::path::PathBuf; 2],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"victim").unwrap();
+        let link = dir.path().join(name);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        (dir, victim, [link, dangling])
+    }
+
     /// Bug: `CreateTruncate` opened with `O_TRUNC` through a symbolic link, so a link planted at
     /// a predictable name (a failover's partial image, a digest cache's `.dig.tmp`) made replog
     /// truncate and overwrite the file it pointed to. Both create modes of both real backends
     /// now refuse a link, dangling or not, and leave its target alone.
     #[test]
     fn finding_4_create_modes_never_follow_a_symbolic_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        fs::write(&victim, b"victim").unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let dangling = dir.path().join("dangling");
-        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        let (dir, victim, [link, dangling]) = planted_links("link");
         let mut backends: Vec<Box<dyn Storage>> = vec![Box::new(SyncStorage::new())];
         if let Ok(uring) = crate::uring::UringStorage::new() {
             backends.push(Box::new(uring));
@@ -453,13 +466,7 @@ mod tests {
     /// its target (or the dangling name it points to) left alone.
     #[test]
     fn finding_4_lock_files_are_never_opened_through_a_symbolic_link() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        fs::write(&victim, b"victim").unwrap();
-        let link = dir.path().join("LOCK");
-        std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let dangling = dir.path().join("dangling");
-        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        let (dir, victim, [link, dangling]) = planted_links("LOCK");
         for path in [&link, &dangling] {
             let e = open_lock_file(path).unwrap_err();
             assert!(e.to_string().contains("symbolic link"), "{path:?}: {e}");
