@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use replog_format::header::{VAULT_HEADER_BYTES, VaultHeader};
 use replog_format::limits::MANIFEST_BYTES_MAX;
 use replog_format::manifest::{DiskEntry, MANIFEST_HEADER_BYTES, Manifest};
-use replog_format::segment::{Expect, SegmentEnd};
+use replog_format::segment::{Expect, ExtentEntry, SegmentEnd};
 use replog_format::{layout, magic, vault_seed};
 use replog_io::{OpenMode, Storage};
 
@@ -229,6 +229,33 @@ impl Vault {
             file_bytes: snap.bytes.len() as u64,
             end: snap.end.clone(),
         })
+    }
+
+    /// The write and zero records of the journal after `lsn`, in LSN order: from the footers of
+    /// the sealed segments that hold any (each read and checked on first use) and from the scan
+    /// of the open segment, whose torn tail or damage already ended its records.
+    pub fn journal_extents_after(&self, lsn: u64) -> Result<Vec<ExtentEntry>> {
+        let ctx = self.inner.segment_ctx();
+        let mut out = Vec::new();
+        for slot in self.inner.segments.iter().filter(|s| s.last_lsn() > lsn) {
+            out.extend(slot.extents(&ctx)?.iter().filter(|e| e.lsn > lsn).copied());
+        }
+        Ok(out)
+    }
+
+    /// The file lengths of the sealed segments whose every record is at or below `lsn`: what
+    /// moving the base to `lsn` would let compaction delete. A segment that cannot be opened
+    /// counts nothing.
+    pub fn sealed_journal_bytes_upto(&self, lsn: u64) -> u64 {
+        let ctx = self.inner.segment_ctx();
+        self.inner
+            .manifest
+            .segments
+            .iter()
+            .zip(&self.inner.segments)
+            .filter(|(entry, _)| entry.sealed.is_some_and(|i| i.last_lsn <= lsn))
+            .filter_map(|(_, slot)| slot.file_bytes(&ctx).ok())
+            .sum()
     }
 
     /// Counts and sizes; opens every segment and base file to learn their lengths.

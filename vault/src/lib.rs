@@ -1,0 +1,26 @@
+//! A replog vault as an operator sees it. This crate owns the operations that span the crates
+//! below: opening a vault wherever it is ([`Vault::open`] with a [`Location`]: a directory, a
+//! directory whose sync evicted files to its remote, or a remote copy's URL), choosing a point
+//! ([`PointChoice`]), and the lifecycle: retention and prune, test failover, complete migration,
+//! and the lifecycle state `inspect` shows. Each returns a typed result or a [`VaultError`] whose
+//! [`VaultErrorKind`] callers match.
+//!
+//! It must not know how it is shown: no command-line parsing, no tables, no JSON, no exit codes
+//! (those are `tools/`'s), and no byte layout (that is `replog-format`'s, read through the
+//! reader and written through the writer).
+#![forbid(unsafe_code)]
+
+mod choose;
+mod error;
+mod location;
+mod migration;
+mod retention;
+mod state;
+mod test_failover;
+
+pub use choose::{PointChoice, choose};
+pub use error::{Result, VaultError, VaultErrorKind};
+pub use location::{Access, Location, Tier, Vault};
+pub use retention::{Pruned, RetentionChange, disk_usage};
+pub use state::{Churn, LifecycleState, Reclaimable};
+pub use test_failover::{EndedTestFailover, TestFailover};
