@@ -20,6 +20,7 @@ use replog_io::Storage;
 use replog_writer::{Compression, PointKind, PointTicket, VaultSettings, Writer, WriterOptions};
 use serde_json::json;
 
+use crate::cli::{BenchWriteArgs, Pattern};
 use crate::output::{human_bytes, print_json};
 use crate::{CmdResult, EXIT_OK, Failure};
 
@@ -43,8 +44,32 @@ pub struct WriteBench {
     pub json: bool,
 }
 
+/// `replog bench write`, as parsed.
+pub fn write_command(storage: Arc<dyn Storage>, a: BenchWriteArgs) -> CmdResult {
+    let data = match a.data.as_str() {
+        "random" => DataSource::Random,
+        "zero" => DataSource::Zero,
+        file => DataSource::File(file.into()),
+    };
+    let b = WriteBench {
+        vault: a.vault,
+        random: matches!(a.pattern, Pattern::Rand),
+        block_bytes: a.block,
+        total_bytes: a.total,
+        point_every_bytes: a.point_every,
+        disk_bytes: a.disk_size,
+        compression: crate::commands::compression_of(a.compression),
+        data,
+        options: writer_options(a.in_flight, a.buffer, a.direct, a.preallocate),
+        points_in_flight: a.points_in_flight,
+        batch: a.batch,
+        json: a.json,
+    };
+    write(storage, &b)
+}
+
 /// The writer options `bench write` was asked for; unset ones keep the writer's defaults.
-pub fn writer_options(
+fn writer_options(
     in_flight: usize,
     buffer_bytes: u64,
     direct: Option<bool>,

@@ -64,100 +64,25 @@ pub enum CompressionArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new, empty vault.
-    Init {
-        /// The vault directory (must not exist, or be empty).
-        vault: PathBuf,
-        /// Block size of base checksums and ingest digests (power of two, 4K..4M).
-        #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
-        block_size: u64,
-        /// Size at which a journal segment is sealed (64K..4G).
-        #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
-        segment_size: u64,
-        /// Payload compression.
-        #[arg(long, value_enum, default_value = "none")]
-        compression: CompressionArg,
-    },
+    Init(InitArgs),
     /// Manage the vault's disks.
     #[command(subcommand)]
     Disk(DiskCommand),
     /// Replicate the current content of a raw image of disk NAME, journaling only what changed.
-    Ingest {
-        /// The vault directory.
-        vault: PathBuf,
-        /// The disk's name.
-        name: String,
-        /// The image with the disk's current content (same size as the disk).
-        #[arg(long)]
-        from: PathBuf,
-        /// The image's format: auto detects it; formats other than raw and fixed VHD need
-        /// qemu-img.
-        #[arg(long, value_enum, default_value = "auto")]
-        format: SourceFormat,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Ingest(IngestArgs),
     /// Take a recovery point over all disks; prints its id.
-    Point {
-        /// The vault directory.
-        vault: PathBuf,
-        /// The source had quiesced its applications.
-        #[arg(long)]
-        app_consistent: bool,
-        /// A label for the point.
-        #[arg(long, default_value = "")]
-        label: String,
-        /// Print the point as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Point(PointArgs),
     /// List recovery points.
-    Points {
-        /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
-        vault: PathBuf,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Points(PointsArgs),
     /// Show disks, sizes, segments, bytes, points and RPO.
-    Inspect {
-        /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
-        vault: PathBuf,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Inspect(InspectArgs),
     /// Print journal records one per line, for debugging the format.
-    Dump {
-        /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
-        vault: PathBuf,
-        /// Only this segment id.
-        #[arg(long)]
-        segment: Option<u64>,
-        /// Print JSON lines.
-        #[arg(long)]
-        json: bool,
-    },
+    Dump(DumpArgs),
     /// Check every checksum and cross-reference. Exit 0 when intact, 2 when damaged.
-    Verify {
-        /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
-        vault: PathBuf,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(VerifyArgs),
     /// Write a checkpoint index (the merged extent map) at the end of the newest sealed journal
     /// segment, so resolving later points starts there. `ingest` and `point` keep one current.
-    Checkpoint {
-        /// The vault directory.
-        vault: PathBuf,
-        /// Index the newest sealed segment that ends at or before this LSN instead.
-        #[arg(long)]
-        at_lsn: Option<u64>,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Checkpoint(CheckpointArgs),
     /// Materialize every disk at a recovery point as DIR/NAME.raw, or in another --format.
     Failover(FailoverArgs),
     /// Configure the vault's object storage remote.
@@ -166,24 +91,7 @@ pub enum Command {
     /// Upload sealed segments, checkpoints and bases to the remote, publish a remote manifest,
     /// evict local files beyond the cache limit, and delete remote objects no longer needed.
     /// Resumable: run it again after any failure.
-    Sync {
-        /// The vault directory.
-        vault: PathBuf,
-        /// Chunks (4 MiB) uploaded at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
-        /// Seal the open segment first, so the newest point is uploaded too (takes the writer
-        /// lock: refused while another writer has the vault open).
-        #[arg(long)]
-        seal: bool,
-        /// Read back every remote chunk of every local file, not only new ones, and replace
-        /// any that is damaged or missing.
-        #[arg(long)]
-        scrub: bool,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Sync(SyncArgs),
     /// Serve a recovery point over NBD (read-only, or writable through a discarded overlay),
     /// or capture NBD writes into the journal (--capture).
     ServeNbd(crate::nbd::ServeNbdArgs),
@@ -200,34 +108,13 @@ pub enum Command {
     Bench(BenchCommand),
     /// A deterministic write load for crash tests; prints each acknowledged point.
     #[command(hide = true)]
-    Torture {
-        /// The vault directory.
-        vault: PathBuf,
-        /// The disk to write.
-        name: String,
-        /// Seed of the operation sequence.
-        #[arg(long)]
-        seed: u64,
-        /// Stop after this many operations.
-        #[arg(long, default_value_t = u64::MAX)]
-        ops: u64,
-    },
+    Torture(TortureArgs),
     /// Run the whole lifecycle on generated disks and check every point byte for byte.
-    Demo {
-        /// Where to put the demo (a new or empty directory); a fresh temporary one by default.
-        dir: Option<PathBuf>,
-    },
+    Demo(DemoArgs),
     /// Print the completion script for SHELL (install: see README, "Shell completions").
-    Completions {
-        /// The shell to complete for.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
+    Completions(CompletionsArgs),
     /// Write the man pages, replog.1 and one per command (replog-failover.1, ...), into DIR.
-    Man {
-        /// The directory to write into; created if missing.
-        dir: PathBuf,
-    },
+    Man(ManArgs),
 }
 
 /// Benchmarks.
@@ -235,65 +122,10 @@ pub enum Command {
 pub enum BenchCommand {
     /// Open VAULT and resolve its newest, middle and oldest point: the time to the first byte
     /// of a failover, and which checkpoint index each started from.
-    Resolve {
-        /// The vault directory.
-        vault: PathBuf,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Resolve(BenchResolveArgs),
     /// Write through the writer API into disk "bench" of VAULT (created if missing) and report
     /// MB/s, IOPS, point latency p50/p99 and peak memory.
-    Write {
-        /// The vault directory; created with a disk big enough if it does not exist.
-        vault: PathBuf,
-        /// Sequential or random offsets.
-        #[arg(long, value_enum, default_value = "seq")]
-        pattern: Pattern,
-        /// Size of each write.
-        #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
-        block: u64,
-        /// Bytes to write in all.
-        #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
-        total: u64,
-        /// Take a recovery point after this many bytes.
-        #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
-        point_every: u64,
-        /// Size of the disk when it is created (default: --total).
-        #[arg(long, value_parser = parse_bytes)]
-        disk_size: Option<u64>,
-        /// Compression of a vault this command creates.
-        #[arg(long, value_enum, default_value = "none")]
-        compression: CompressionArg,
-        /// Payload: random, zero, or a file whose first 16 MiB are cycled.
-        #[arg(long, default_value = "random")]
-        data: String,
-        /// Staging buffers handed to the disk at once (memory: this + 1 buffers).
-        #[arg(long, default_value_t = 4)]
-        in_flight: usize,
-        /// Size of each staging buffer.
-        #[arg(long, default_value = "8MiB", value_parser = parse_bytes)]
-        buffer: u64,
-        /// Write the journal with O_DIRECT: true or false (default false; falls back with a
-        /// note where the filesystem refuses it).
-        #[arg(long)]
-        direct: Option<bool>,
-        /// Reserve each segment's space when it is created, when writing through the page
-        /// cache: true or false (default true).
-        #[arg(long)]
-        preallocate: Option<bool>,
-        /// Take points without waiting, waiting only when more than this many are pending
-        /// (0: every point waits; group commit shows with more).
-        #[arg(long, default_value_t = 0)]
-        points_in_flight: usize,
-        /// Hand this many writes to the writer at once (`write_many`: compression and checksums
-        /// in parallel).
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
+    Write(BenchWriteArgs),
 }
 
 impl Command {
@@ -301,30 +133,28 @@ impl Command {
     /// them relative to it, and the tool names the vault in front.
     pub fn vault(&self) -> Option<&std::path::Path> {
         let vault = match self {
-            Command::Init { vault, .. }
-            | Command::Disk(DiskCommand::Add { vault, .. })
-            | Command::Ingest { vault, .. }
-            | Command::Point { vault, .. }
-            | Command::Points { vault, .. }
-            | Command::Inspect { vault, .. }
-            | Command::Dump { vault, .. }
-            | Command::Verify { vault, .. }
-            | Command::Checkpoint { vault, .. }
-            | Command::Remote(RemoteCommand::Add { vault, .. })
-            | Command::Remote(RemoteCommand::Show { vault, .. })
-            | Command::Sync { vault, .. }
-            | Command::Torture { vault, .. }
-            | Command::Bench(BenchCommand::Resolve { vault, .. })
-            | Command::Bench(BenchCommand::Write { vault, .. }) => vault,
-            Command::Failover(args) => &args.vault,
-            Command::ServeNbd(args) => &args.vault,
-            Command::Retention(args) => &args.vault,
-            Command::Prune(args) => &args.vault,
-            Command::TestFailover(args) => &args.vault,
-            Command::CompleteMigration(args) => &args.vault,
-            Command::Demo { .. } | Command::Completions { .. } | Command::Man { .. } => {
-                return None;
-            }
+            Command::Init(a) => &a.vault,
+            Command::Disk(DiskCommand::Add(a)) => &a.vault,
+            Command::Ingest(a) => &a.vault,
+            Command::Point(a) => &a.vault,
+            Command::Points(a) => &a.vault,
+            Command::Inspect(a) => &a.vault,
+            Command::Dump(a) => &a.vault,
+            Command::Verify(a) => &a.vault,
+            Command::Checkpoint(a) => &a.vault,
+            Command::Remote(RemoteCommand::Add(a)) => &a.vault,
+            Command::Remote(RemoteCommand::Show(a)) => &a.vault,
+            Command::Sync(a) => &a.vault,
+            Command::Torture(a) => &a.vault,
+            Command::Bench(BenchCommand::Resolve(a)) => &a.vault,
+            Command::Bench(BenchCommand::Write(a)) => &a.vault,
+            Command::Failover(a) => &a.vault,
+            Command::ServeNbd(a) => &a.vault,
+            Command::Retention(a) => &a.vault,
+            Command::Prune(a) => &a.vault,
+            Command::TestFailover(a) => &a.vault,
+            Command::CompleteMigration(a) => &a.vault,
+            Command::Demo(_) | Command::Completions(_) | Command::Man(_) => return None,
         };
         Some(vault)
     }
@@ -343,26 +173,7 @@ pub enum Pattern {
 #[derive(Debug, Subcommand)]
 pub enum DiskCommand {
     /// Add a disk, seeded from a raw image (--from) or empty (--size).
-    Add {
-        /// The vault directory.
-        vault: PathBuf,
-        /// The disk's name: 1-64 of A-Z a-z 0-9 . _ -
-        name: String,
-        /// Seed the disk from this image (raw, VHD, or any format qemu-img reads); its virtual
-        /// size is the disk's size.
-        #[arg(long, conflicts_with = "size", required_unless_present = "size")]
-        from: Option<PathBuf>,
-        /// The image's format (default: auto, which detects it); formats other than raw and
-        /// fixed VHD need qemu-img.
-        #[arg(long, value_enum, requires = "from", conflicts_with = "size")]
-        format: Option<SourceFormat>,
-        /// Size of an empty disk (bytes, or with a suffix: 10GiB, 512M).
-        #[arg(long, value_parser = parse_bytes)]
-        size: Option<u64>,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Add(DiskAddArgs),
 }
 
 /// `replog remote`.
@@ -371,28 +182,9 @@ pub enum RemoteCommand {
     /// Set the vault's remote, s3://BUCKET/PREFIX or az://CONTAINER/PREFIX, and claim the
     /// prefix for the vault (a prefix holding another vault is refused). Run again to change
     /// the cache limit or the manifests kept.
-    Add {
-        /// The vault directory.
-        vault: PathBuf,
-        /// s3://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX].
-        url: String,
-        /// Keep at most this many bytes of sealed segments and base images locally; `sync`
-        /// evicts the oldest confirmed ones beyond it (0: keep everything).
-        #[arg(long, value_parser = parse_bytes, default_value = "0")]
-        cache_limit: u64,
-        /// Remote manifests kept, with every object they need (older ones and what only they
-        /// need are deleted by `sync`).
-        #[arg(long, default_value_t = 2)]
-        keep_manifests: u32,
-    },
+    Add(RemoteAddArgs),
     /// Show the vault's remote and what its last sync confirmed.
-    Show {
-        /// The vault directory.
-        vault: PathBuf,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Show(RemoteShowArgs),
 }
 
 /// Parses KEY=VALUE.
@@ -655,4 +447,282 @@ mod tests {
             }
         }
     }
+}
+
+/// Arguments of `replog init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The vault directory (must not exist, or be empty).
+    pub vault: PathBuf,
+    /// Block size of base checksums and ingest digests (power of two, 4K..4M).
+    #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
+    pub block_size: u64,
+    /// Size at which a journal segment is sealed (64K..4G).
+    #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+    pub segment_size: u64,
+    /// Payload compression.
+    #[arg(long, value_enum, default_value = "none")]
+    pub compression: CompressionArg,
+}
+
+/// Arguments of `replog ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The disk's name.
+    pub name: String,
+    /// The image with the disk's current content (same size as the disk).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The image's format: auto detects it; formats other than raw and fixed VHD need
+    /// qemu-img.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: SourceFormat,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog point`.
+#[derive(Debug, Args)]
+pub struct PointArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The source had quiesced its applications.
+    #[arg(long)]
+    pub app_consistent: bool,
+    /// A label for the point.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Print the point as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog points`.
+#[derive(Debug, Args)]
+pub struct PointsArgs {
+    /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
+    pub vault: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
+    pub vault: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog dump`.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
+    pub vault: PathBuf,
+    /// Only this segment id.
+    #[arg(long)]
+    pub segment: Option<u64>,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The vault directory, or a remote: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX.
+    pub vault: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Index the newest sealed segment that ends at or before this LSN instead.
+    #[arg(long)]
+    pub at_lsn: Option<u64>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Chunks (4 MiB) uploaded at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Seal the open segment first, so the newest point is uploaded too (takes the writer
+    /// lock: refused while another writer has the vault open).
+    #[arg(long)]
+    pub seal: bool,
+    /// Read back every remote chunk of every local file, not only new ones, and replace
+    /// any that is damaged or missing.
+    #[arg(long)]
+    pub scrub: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog torture`.
+#[derive(Debug, Args)]
+pub struct TortureArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The disk to write.
+    pub name: String,
+    /// Seed of the operation sequence.
+    #[arg(long)]
+    pub seed: u64,
+    /// Stop after this many operations.
+    #[arg(long, default_value_t = u64::MAX)]
+    pub ops: u64,
+}
+
+/// Arguments of `replog demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to put the demo (a new or empty directory); a fresh temporary one by default.
+    pub dir: Option<PathBuf>,
+}
+
+/// Arguments of `replog completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Arguments of `replog man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// The directory to write into; created if missing.
+    pub dir: PathBuf,
+}
+
+/// Arguments of `replog bench resolve`.
+#[derive(Debug, Args)]
+pub struct BenchResolveArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog bench write`.
+#[derive(Debug, Args)]
+pub struct BenchWriteArgs {
+    /// The vault directory; created with a disk big enough if it does not exist.
+    pub vault: PathBuf,
+    /// Sequential or random offsets.
+    #[arg(long, value_enum, default_value = "seq")]
+    pub pattern: Pattern,
+    /// Size of each write.
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    pub block: u64,
+    /// Bytes to write in all.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub total: u64,
+    /// Take a recovery point after this many bytes.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub point_every: u64,
+    /// Size of the disk when it is created (default: --total).
+    #[arg(long, value_parser = parse_bytes)]
+    pub disk_size: Option<u64>,
+    /// Compression of a vault this command creates.
+    #[arg(long, value_enum, default_value = "none")]
+    pub compression: CompressionArg,
+    /// Payload: random, zero, or a file whose first 16 MiB are cycled.
+    #[arg(long, default_value = "random")]
+    pub data: String,
+    /// Staging buffers handed to the disk at once (memory: this + 1 buffers).
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    /// Size of each staging buffer.
+    #[arg(long, default_value = "8MiB", value_parser = parse_bytes)]
+    pub buffer: u64,
+    /// Write the journal with O_DIRECT: true or false (default false; falls back with a
+    /// note where the filesystem refuses it).
+    #[arg(long)]
+    pub direct: Option<bool>,
+    /// Reserve each segment's space when it is created, when writing through the page
+    /// cache: true or false (default true).
+    #[arg(long)]
+    pub preallocate: Option<bool>,
+    /// Take points without waiting, waiting only when more than this many are pending
+    /// (0: every point waits; group commit shows with more).
+    #[arg(long, default_value_t = 0)]
+    pub points_in_flight: usize,
+    /// Hand this many writes to the writer at once (`write_many`: compression and checksums
+    /// in parallel).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog disk add`.
+#[derive(Debug, Args)]
+pub struct DiskAddArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The disk's name: 1-64 of A-Z a-z 0-9 . _ -
+    pub name: String,
+    /// Seed the disk from this image (raw, VHD, or any format qemu-img reads); its virtual
+    /// size is the disk's size.
+    #[arg(long, conflicts_with = "size", required_unless_present = "size")]
+    pub from: Option<PathBuf>,
+    /// The image's format (default: auto, which detects it); formats other than raw and
+    /// fixed VHD need qemu-img.
+    #[arg(long, value_enum, requires = "from", conflicts_with = "size")]
+    pub format: Option<SourceFormat>,
+    /// Size of an empty disk (bytes, or with a suffix: 10GiB, 512M).
+    #[arg(long, value_parser = parse_bytes)]
+    pub size: Option<u64>,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog remote add`.
+#[derive(Debug, Args)]
+pub struct RemoteAddArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// s3://BUCKET[/PREFIX] or az://CONTAINER[/PREFIX].
+    pub url: String,
+    /// Keep at most this many bytes of sealed segments and base images locally; `sync`
+    /// evicts the oldest confirmed ones beyond it (0: keep everything).
+    #[arg(long, value_parser = parse_bytes, default_value = "0")]
+    pub cache_limit: u64,
+    /// Remote manifests kept, with every object they need (older ones and what only they
+    /// need are deleted by `sync`).
+    #[arg(long, default_value_t = 2)]
+    pub keep_manifests: u32,
+}
+
+/// Arguments of `replog remote show`.
+#[derive(Debug, Args)]
+pub struct RemoteShowArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -8,185 +8,119 @@ use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 use serde_json::json;
 
 use crate::cli::{
-    Backend, BenchCommand, Cli, Command, CompressionArg, DiskCommand, Pattern, RemoteCommand,
-    SourceFormat,
+    Backend, BenchCommand, Cli, Command, CompressionArg, DiskAddArgs, DiskCommand, IngestArgs,
+    InitArgs, PointArgs, RemoteCommand, SourceFormat,
 };
 use crate::output::{human_bytes, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
-use replog_remote::RemoteOptions;
+use replog_remote::{CACHE_CHUNKS_DEFAULT, RemoteOptions};
+use replog_vault::{Access, Location, Vault};
+
+/// What every command shares: the I/O backend and how to reach a remote.
+pub struct Ctx {
+    pub storage: Arc<dyn Storage>,
+    remote: RemoteOptions,
+    allow_older: bool,
+}
+
+impl Ctx {
+    fn access(&self) -> Access {
+        Access {
+            storage: self.storage.clone(),
+            remote: self.remote.clone(),
+            allow_older: self.allow_older,
+        }
+    }
+
+    /// Opens the vault `given` names (a directory, or a remote copy's URL), warning on stderr
+    /// when a remote copy is read as of an older manifest.
+    pub fn open(&self, given: &Path) -> Result<Vault, Failure> {
+        self.open_with_cache(given, CACHE_CHUNKS_DEFAULT)
+    }
+
+    /// [`Ctx::open`], holding at most `cache_chunks` remote chunks in memory.
+    pub fn open_with_cache(&self, given: &Path, cache_chunks: usize) -> Result<Vault, Failure> {
+        let vault = Vault::open_with_cache(&Location::of(given), &self.access(), cache_chunks)?;
+        if let Some(warning) = vault.older_manifest_warning() {
+            eprintln!("replog: warning: {warning}");
+        }
+        Ok(vault)
+    }
+
+    /// The remote options from the command line.
+    pub fn remote(&self) -> &RemoteOptions {
+        &self.remote
+    }
+}
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> CmdResult {
-    let storage = storage(cli.backend)?;
-    let remote = crate::remote_commands::options(&cli);
-    let vault = cli.command.vault().map(Path::to_path_buf);
-    let journaled = match &cli.command {
-        Command::Ingest { vault, .. } | Command::Point { vault, .. } => Some(vault.clone()),
-        _ => None,
+    let ctx = Ctx {
+        storage: storage(cli.backend)?,
+        remote: crate::remote_commands::options(&cli),
+        allow_older: cli.allow_older,
     };
-    let result = dispatch(storage.clone(), cli.command, &remote).map_err(|mut f| {
+    let vault = cli.command.vault().map(Path::to_path_buf);
+    let journaled = matches!(cli.command, Command::Ingest(_) | Command::Point(_));
+    let result = dispatch(&ctx, cli.command).map_err(|mut f| {
         if let (Some(vault), true) = (&vault, f.vault_relative) {
             f.message = format!("vault {}: {}", vault.display(), f.message);
         }
         f
     });
-    if let (Ok(_), Some(vault)) = (&result, journaled) {
+    if let (Ok(_), Some(vault), true) = (&result, vault, journaled) {
         // Indexing reads sealed segments' footers, which a sync may have evicted.
-        let storage =
-            crate::remote_commands::tiered(storage.clone(), &vault, &remote).unwrap_or(storage);
+        let storage = ctx
+            .open(&vault)
+            .map_or_else(|_| ctx.storage.clone(), |v| v.storage().clone());
         crate::checkpoints::maintain(storage, &vault);
     }
     result
 }
 
-/// Runs one command.
-fn dispatch(storage: Arc<dyn Storage>, command: Command, remote: &RemoteOptions) -> CmdResult {
-    // A local vault whose sync evicted files reads them from its remote.
-    let tiered = |vault: &Path| crate::remote_commands::tiered(storage.clone(), vault, remote);
+/// Runs one command: the one table from commands to the code that runs them.
+fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
+    use crate::{bench, bench_resolve, docs, lifecycle_commands as life};
+    use crate::{read_commands as read, remote_commands as remote};
+    let storage = || ctx.storage.clone();
+    // The storage a vault's files are read through (its remote's, for evicted files) and its
+    // directory.
+    let opened = |p: &Path| {
+        ctx.open(p)
+            .map(|v| (v.storage().clone(), v.dir().to_path_buf()))
+    };
     match command {
-        Command::Init {
-            vault,
-            block_size,
-            segment_size,
-            compression,
-        } => init(storage, &vault, block_size, segment_size, compression),
-        Command::Disk(DiskCommand::Add {
-            vault,
-            name,
-            from,
-            format,
-            size,
-            json,
-        }) => {
-            let format = format.unwrap_or(SourceFormat::Auto);
-            let source = from.as_deref().map(|f| (f, format));
-            disk_add(storage, &vault, &name, source, size, json)
+        Command::Init(a) => init(storage(), &a),
+        Command::Disk(DiskCommand::Add(a)) => disk_add(storage(), &a),
+        Command::Ingest(a) => ingest(storage(), &a),
+        Command::Point(a) => point(storage(), &a),
+        Command::Points(a) => opened(&a.vault).and_then(|(s, d)| read::points(s, &d, a.json)),
+        Command::Inspect(a) => read::inspect(&ctx.open(&a.vault)?, a.json),
+        Command::Dump(a) => {
+            opened(&a.vault).and_then(|(s, d)| read::dump(s, &d, a.segment, a.json))
         }
-        Command::Ingest {
-            vault,
-            name,
-            from,
-            format,
-            json,
-        } => ingest(storage, &vault, &name, &from, format, json),
-        Command::Point {
-            vault,
-            app_consistent,
-            label,
-            json,
-        } => point(storage, &vault, app_consistent, &label, json),
-        Command::Points { vault, json } => {
-            let (storage, vault) = crate::remote_commands::resolve(storage, &vault, remote)?;
-            crate::read_commands::points(storage, &vault, json)
+        Command::Verify(a) => opened(&a.vault).and_then(|(s, d)| read::verify(s, &d, a.json)),
+        Command::Failover(a) => read::failover(ctx, &a),
+        Command::Remote(RemoteCommand::Add(a)) => remote::add(&a, ctx.remote()),
+        Command::Remote(RemoteCommand::Show(a)) => remote::show(&a.vault, a.json),
+        Command::Sync(a) => remote::sync(ctx, &a),
+        Command::Retention(a) => life::retention(&ctx.open(&a.vault)?, &a),
+        Command::Prune(a) => life::prune(&ctx.open(&a.vault)?, &a),
+        Command::TestFailover(a) => life::test_failover(&ctx.open(&a.vault)?, &a),
+        Command::CompleteMigration(a) => life::complete(&ctx.open(&a.vault)?, &a),
+        Command::ServeNbd(a) => crate::nbd::run(ctx.open(&a.vault)?.storage().clone(), &a),
+        Command::Demo(a) => crate::demo::run(storage(), a.dir),
+        Command::Completions(a) => docs::completions(a.shell),
+        Command::Man(a) => docs::man_pages(&a.dir),
+        Command::Checkpoint(a) => {
+            let storage = ctx.open(&a.vault)?.storage().clone();
+            bench_resolve::checkpoint(storage, &a.vault, a.at_lsn, a.json)
         }
-        Command::Inspect { vault, json } => {
-            let (storage, vault) = crate::remote_commands::resolve(storage, &vault, remote)?;
-            crate::read_commands::inspect(storage, &vault, json)
+        Command::Bench(BenchCommand::Resolve(a)) => {
+            bench_resolve::resolve(storage(), &a.vault, a.json)
         }
-        Command::Dump {
-            vault,
-            segment,
-            json,
-        } => {
-            let (storage, vault) = crate::remote_commands::resolve(storage, &vault, remote)?;
-            crate::read_commands::dump(storage, &vault, segment, json)
-        }
-        Command::Verify { vault, json } => {
-            let (storage, vault) = crate::remote_commands::resolve(storage, &vault, remote)?;
-            crate::read_commands::verify(storage, &vault, json)
-        }
-        Command::Failover(args) => crate::read_commands::failover(storage, &args, remote),
-        Command::Remote(RemoteCommand::Add {
-            vault,
-            url,
-            cache_limit,
-            keep_manifests,
-        }) => crate::remote_commands::add(&vault, &url, cache_limit, keep_manifests, remote),
-        Command::Remote(RemoteCommand::Show { vault, json }) => {
-            crate::remote_commands::show(&vault, json)
-        }
-        Command::Sync {
-            vault,
-            concurrency,
-            seal,
-            scrub,
-            json,
-        } => {
-            if seal {
-                let mut w = open_writer(storage.clone(), &vault)?;
-                let sealed = w.seal_segment()?;
-                w.close()?;
-                if sealed && !json {
-                    println!("sealed the open segment of {}", vault.display());
-                }
-            }
-            let opts = replog_remote::SyncOptions { concurrency, scrub };
-            crate::remote_commands::sync(tiered(&vault)?, &vault, &opts, json, remote)
-        }
-        Command::Retention(args) => crate::lifecycle_commands::retention(storage, &args),
-        Command::Prune(args) => crate::lifecycle_commands::prune(tiered(&args.vault)?, &args),
-        Command::TestFailover(args) => {
-            crate::lifecycle_commands::test_failover(tiered(&args.vault)?, &args)
-        }
-        Command::CompleteMigration(args) => {
-            crate::lifecycle_commands::complete(tiered(&args.vault)?, &args)
-        }
-        Command::ServeNbd(args) => crate::nbd::run(tiered(&args.vault)?, &args),
-        Command::Demo { dir } => crate::demo::run(storage, dir),
-        Command::Completions { shell } => crate::docs::completions(shell),
-        Command::Man { dir } => crate::docs::man_pages(&dir),
-        Command::Checkpoint {
-            vault,
-            at_lsn,
-            json,
-        } => crate::bench_resolve::checkpoint(tiered(&vault)?, &vault, at_lsn, json),
-        Command::Bench(BenchCommand::Resolve { vault, json }) => {
-            crate::bench_resolve::resolve(storage, &vault, json)
-        }
-        Command::Bench(BenchCommand::Write {
-            vault,
-            pattern,
-            block,
-            total,
-            point_every,
-            disk_size,
-            compression,
-            data,
-            in_flight,
-            buffer,
-            direct,
-            preallocate,
-            points_in_flight,
-            batch,
-            json,
-        }) => {
-            let data = match data.as_str() {
-                "random" => crate::bench::DataSource::Random,
-                "zero" => crate::bench::DataSource::Zero,
-                file => crate::bench::DataSource::File(file.into()),
-            };
-            let b = crate::bench::WriteBench {
-                vault,
-                random: matches!(pattern, Pattern::Rand),
-                block_bytes: block,
-                total_bytes: total,
-                point_every_bytes: point_every,
-                disk_bytes: disk_size,
-                compression: compression_of(compression),
-                data,
-                options: crate::bench::writer_options(in_flight, buffer, direct, preallocate),
-                points_in_flight,
-                batch,
-                json,
-            };
-            crate::bench::write(storage, &b)
-        }
-        Command::Torture {
-            vault,
-            name,
-            seed,
-            ops,
-        } => crate::torture::run(storage, &vault, &name, seed, ops),
+        Command::Bench(BenchCommand::Write(a)) => bench::write_command(storage(), a),
+        Command::Torture(a) => crate::torture::run(storage(), &a.vault, &a.name, a.seed, a.ops),
     }
 }
 
@@ -201,39 +135,30 @@ pub fn storage(backend: Backend) -> Result<Arc<dyn Storage>, Failure> {
         .map_err(|e| Failure::new(format!("the {name} I/O backend is unavailable: {e}")))
 }
 
-fn init(
-    storage: Arc<dyn Storage>,
-    vault: &Path,
-    block: u64,
-    segment: u64,
-    compression: CompressionArg,
-) -> CmdResult {
+fn init(storage: Arc<dyn Storage>, args: &InitArgs) -> CmdResult {
+    let (vault, block) = (&args.vault, args.block_size);
     let settings = VaultSettings {
         block_bytes: u32::try_from(block)
             .map_err(|_| Failure::new(format!("block size {block} is too large")))?,
-        segment_bytes: segment,
-        compression: compression_of(compression),
+        segment_bytes: args.segment_size,
+        compression: compression_of(args.compression),
     };
     Writer::create(storage, vault, settings)?.close()?;
     println!("created vault {}", vault.display());
     Ok(EXIT_OK)
 }
 
-fn compression_of(c: CompressionArg) -> Compression {
+pub fn compression_of(c: CompressionArg) -> Compression {
     match c {
         CompressionArg::None => Compression::None,
         CompressionArg::Lz4 => Compression::Lz4,
     }
 }
 
-fn disk_add(
-    storage: Arc<dyn Storage>,
-    vault: &Path,
-    name: &str,
-    from: Option<(&Path, SourceFormat)>,
-    size: Option<u64>,
-    json: bool,
-) -> CmdResult {
+fn disk_add(storage: Arc<dyn Storage>, args: &DiskAddArgs) -> CmdResult {
+    let (vault, name, size, json) = (&args.vault, &args.name, args.size, args.json);
+    let format = args.format.unwrap_or(SourceFormat::Auto);
+    let from = args.from.as_deref().map(|f| (f, format));
     let mut w = open_writer(storage.clone(), vault)?;
     let mut image = None;
     let disk = match (from, size) {
@@ -271,14 +196,9 @@ fn disk_add(
     Ok(EXIT_OK)
 }
 
-fn ingest(
-    storage: Arc<dyn Storage>,
-    vault: &Path,
-    name: &str,
-    from: &Path,
-    format: SourceFormat,
-    json: bool,
-) -> CmdResult {
+fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
+    let (vault, name, from, format, json) =
+        (&args.vault, &args.name, &args.from, args.format, args.json);
     let mut w = open_writer(storage.clone(), vault)?;
     let total = w.disk(name)?.disk_bytes;
     let image = crate::import::open(storage.as_ref(), from, format, vault)?;
@@ -316,8 +236,9 @@ fn ingest(
     Ok(EXIT_OK)
 }
 
-fn point(storage: Arc<dyn Storage>, vault: &Path, app: bool, label: &str, json: bool) -> CmdResult {
-    let kind = if app {
+fn point(storage: Arc<dyn Storage>, args: &PointArgs) -> CmdResult {
+    let (vault, label, json) = (&args.vault, &args.label, args.json);
+    let kind = if args.app_consistent {
         PointKind::AppConsistent
     } else {
         PointKind::CrashConsistent

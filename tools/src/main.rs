@@ -2,8 +2,7 @@
 //! parsing, output and exit codes live here, everything else in `replog-writer` and
 //! `replog-reader`.
 //!
-//! Exit codes: 0 success; 1 the operation failed (I/O error, invalid input, refused); 2 damage
-//! was found (`verify`, or a checksum failure during a read); 64 the command line is invalid.
+//! Exit codes are one table, in `exit.rs`: each kind of failure maps to one code.
 
 use std::process::ExitCode;
 
@@ -25,60 +24,53 @@ mod read_commands;
 mod remote_commands;
 mod torture;
 
-/// Success.
-const EXIT_OK: u8 = 0;
-/// The operation failed.
-const EXIT_FAILED: u8 = 1;
-/// Damage was found.
-const EXIT_DAMAGED: u8 = 2;
-/// The command line is invalid (EX_USAGE).
-const EXIT_USAGE: u8 = 64;
+mod exit;
 
-/// A failure the tool reports: a sentence, and whether it means damage.
+pub(crate) use exit::{EXIT_DAMAGED, EXIT_OK};
+use exit::{EXIT_USAGE, exit_code};
+use replog_vault::{VaultError, VaultErrorKind};
+
+/// A failure the tool reports: a sentence, and the kind of failure, which picks the exit code.
 #[derive(Debug)]
 struct Failure {
     message: String,
-    damaged: bool,
+    kind: VaultErrorKind,
     /// The message names a vault file relative to the vault (`journal/….seg`, `MANIFEST`), as
     /// the reader's errors do; the vault is named in front of it when reported.
     vault_relative: bool,
 }
 
-impl From<replog_writer::WriteError> for Failure {
-    fn from(e: replog_writer::WriteError) -> Failure {
-        let damaged = e.kind == replog_writer::WriteErrorKind::Damaged;
+impl From<VaultError> for Failure {
+    fn from(e: VaultError) -> Failure {
         Failure {
             message: e.to_string(),
-            damaged,
-            vault_relative: false,
+            kind: e.kind(),
+            vault_relative: e
+                .read_error()
+                .and_then(replog_reader::ReadError::path)
+                .is_some_and(replog_format::layout::is_vault_file),
         }
+    }
+}
+
+impl From<replog_writer::WriteError> for Failure {
+    fn from(e: replog_writer::WriteError) -> Failure {
+        VaultError::from(e).into()
     }
 }
 
 impl From<replog_reader::ReadError> for Failure {
     fn from(e: replog_reader::ReadError) -> Failure {
-        // A read through the storage seam of a remote object that is damaged (a chunk or a map
-        // that does not hash to its key, a chunk cut short) arrives as the reader's I/O error
-        // with the remote error inside.
-        let damaged = e.kind() == replog_reader::ReadErrorKind::Damaged
-            || replog_remote::RemoteError::find_in(&e).is_some_and(|r| r.is_damage());
-        Failure {
-            message: e.to_string(),
-            damaged,
-            vault_relative: e.path().is_some_and(replog_format::layout::is_vault_file),
-        }
+        VaultError::from(e).into()
     }
 }
 
 impl From<replog_remote::RemoteError> for Failure {
     fn from(e: replog_remote::RemoteError) -> Failure {
-        let damaged = e.is_damage()
-            || matches!(&e, replog_remote::RemoteError::Read(r)
-                if r.kind() == replog_reader::ReadErrorKind::Damaged);
         Failure {
-            message: e.to_string(),
-            damaged,
+            // A remote's own message names the remote object, never a vault-relative file.
             vault_relative: false,
+            ..VaultError::from(e).into()
         }
     }
 }
@@ -87,15 +79,16 @@ impl Failure {
     /// Damage found: exit 2.
     fn damage(message: impl Into<String>) -> Failure {
         Failure {
-            damaged: true,
+            kind: VaultErrorKind::Damaged,
             ..Failure::new(message)
         }
     }
 
+    /// A request the tool refuses as given (a missing option, a value out of range): exit 1.
     fn new(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
-            damaged: false,
+            kind: VaultErrorKind::InvalidRequest,
             vault_relative: false,
         }
     }
@@ -119,7 +112,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("replog: {}", f.message);
-            ExitCode::from(if f.damaged { EXIT_DAMAGED } else { EXIT_FAILED })
+            ExitCode::from(exit_code(f.kind))
         }
     }
 }

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::cli::FailoverArgs;
 use crate::output::{human_age, human_bytes, print_json, printable, progress, rfc3339, table};
 use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK, Failure};
+use replog_vault::{PointChoice, Tier};
 
 /// Opens a vault for reading, warning on stderr about damage that hides later points.
 fn open_vault(storage: Arc<dyn Storage>, vault: &Path) -> Result<Vault, Failure> {
@@ -62,10 +63,11 @@ pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
     Ok(EXIT_OK)
 }
 
-pub fn inspect(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
-    let v = open_vault(storage.clone(), vault)?;
+pub fn inspect(opened: &replog_vault::Vault, json: bool) -> CmdResult {
+    let vault = opened.dir();
+    let v = open_vault(opened.storage().clone(), vault)?;
     let stats = v.stats()?;
-    let lifecycle = crate::lifecycle_commands::inspect_lifecycle(&storage, &v);
+    let lifecycle = crate::lifecycle_commands::inspect_lifecycle(opened, &v);
     let h = v.header();
     let now = replog_writer::now_unix_ns();
     let rpo_seconds = v
@@ -325,34 +327,36 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
     Ok(if intact { EXIT_OK } else { EXIT_DAMAGED })
 }
 
-pub fn failover(
-    storage: Arc<dyn Storage>,
-    args: &FailoverArgs,
-    remote: &replog_remote::RemoteOptions,
-) -> CmdResult {
+pub fn failover(ctx: &crate::commands::Ctx, args: &FailoverArgs) -> CmdResult {
     let started = Instant::now();
-    let (v, point, _lease, threads) = match crate::remote_commands::remote_url(&args.vault) {
-        // From a remote: no lease (the remote keeps its newest manifests whole), and more
-        // workers than cores, since each mostly waits for a chunk to arrive.
-        Some(url) => {
-            let parallel = args.parallel.max(1);
-            let (v, rv) = crate::remote_commands::open(storage, url, remote, 2 * parallel + 4)?;
+    // From a remote: more workers than cores, since each mostly waits for a chunk to arrive.
+    let parallel = args.parallel.max(1);
+    let vault = ctx.open_with_cache(&args.vault, 2 * parallel + 4)?;
+    let threads = match vault.tier() {
+        Tier::Remote {
+            manifest_seq,
+            manifest_time_unix_ns,
+        } => {
             eprintln!(
-                "replog: reading {url} as of its remote manifest {} ({})",
-                rv.manifest_seq,
-                rfc3339(rv.manifest_time_unix_ns)
+                "replog: reading {} as of its remote manifest {manifest_seq} ({})",
+                args.vault.display(),
+                rfc3339(*manifest_time_unix_ns)
             );
-            let point = select_point(&v, args)?.clone();
-            (v, point, None, Some(parallel))
+            Some(parallel)
         }
-        None => {
-            let storage = crate::remote_commands::tiered(storage, &args.vault, remote)?;
-            let (v, point, lease) = open_failover_point(storage, args)?;
-            (v, point, lease, None)
-        }
+        Tier::Local => None,
     };
-    warn_of_damage(&v, &args.vault);
-    let view = v.view(&point)?;
+    let source = vault.failover_source(&point_choice(args)?)?;
+    if let Some(e) = &source.unprotected {
+        eprintln!(
+            "replog: warning: {}: cannot take a lease ({e}); failing over without one, so the point is not protected from a concurrent prune (run as a user who can write {}, or do not prune meanwhile)",
+            args.vault.display(),
+            args.vault.join("leases").display()
+        );
+    }
+    let (v, point) = (&source.snapshot, &source.point);
+    warn_of_damage(v, &args.vault);
+    let view = v.view(point)?;
     let bar = progress(view.total_bytes(), "failover");
     let opts = MaterializeOptions {
         force: args.force,
@@ -376,7 +380,7 @@ pub fn failover(
     let disks: Vec<Value> = stats.disks.iter().map(|d| json!({"name": d.name, "path": d.path.display().to_string(), "format": args.format.name(), "size_bytes": d.size_bytes, "virtual_size_bytes": d.virtual_bytes})).collect();
     if args.json {
         print_json(
-            &json!({"point": point_json(&point), "format": args.format.name(), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync, "peak_rss_bytes": crate::bench::peak_rss_bytes()}),
+            &json!({"point": point_json(point), "format": args.format.name(), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync, "peak_rss_bytes": crate::bench::peak_rss_bytes()}),
         );
     } else {
         for d in &stats.disks {
@@ -403,81 +407,21 @@ pub fn failover(
     Ok(EXIT_OK)
 }
 
-/// Why opening a vault under a lease failed: reading it, or choosing the point.
-enum LeasedOpen {
-    Read(replog_reader::ReadError),
-    Choose(Failure),
-}
-
-impl From<replog_reader::ReadError> for LeasedOpen {
-    fn from(e: replog_reader::ReadError) -> LeasedOpen {
-        LeasedOpen::Read(e)
-    }
-}
-
-/// Opens a local vault and its point under a lease, which keeps a concurrent prune from moving
-/// the base past the point or deleting the files this snapshot reads until the images are
-/// complete. A user who may read the vault but not write its `leases/` gets the point without a
-/// lease, and a warning that it is not protected.
-fn open_failover_point(
-    storage: Arc<dyn Storage>,
-    args: &FailoverArgs,
-) -> Result<(Vault, PointInfo, Option<replog_reader::Lease>), Failure> {
-    let leased = Vault::open_leased(
-        storage.clone(),
-        &args.vault,
-        &replog_reader::LeaseOptions::new("failover"),
-        |v| select_point(v, args).cloned().map_err(LeasedOpen::Choose),
-    );
-    match leased {
-        Ok(l) => Ok((l.vault, l.point, Some(l.lease))),
-        Err(LeasedOpen::Choose(f)) => Err(f),
-        Err(LeasedOpen::Read(e)) if replog_reader::lease_not_permitted(&e) => {
-            eprintln!(
-                "replog: warning: {}: cannot take a lease ({e}); failing over without one, so the point is not protected from a concurrent prune (run as a user who can write {}, or do not prune meanwhile)",
-                args.vault.display(),
-                args.vault.join("leases").display()
-            );
-            let v = Vault::open(storage, &args.vault)?;
-            let point = select_point(&v, args)?.clone();
-            Ok((v, point, None))
-        }
-        Err(LeasedOpen::Read(e)) => Err(e.into()),
-    }
-}
-
-fn select_point<'a>(v: &'a Vault, args: &FailoverArgs) -> Result<&'a PointInfo, Failure> {
-    let none = || {
-        Failure::new(format!(
-            "{}: the vault has no recovery point yet",
-            args.vault.display()
-        ))
-    };
+/// The point `--point`, `--at` or `--latest` names.
+fn point_choice(args: &FailoverArgs) -> Result<PointChoice, Failure> {
     if let Some(id) = args.point {
-        return v.point(id).ok_or_else(|| match v.damage() {
-            // The point may lie beyond damage that hides it: that is damage, not a typo.
-            Some(damage) => Failure::damage(format!(
-                "{}: no readable recovery point {id}: {damage}",
-                args.vault.display()
-            )),
-            None => Failure::new(format!(
-                "{}: no recovery point {id}; `replog points` lists them",
-                args.vault.display()
-            )),
-        });
+        return Ok(PointChoice::Id(id));
     }
-    if let Some(at) = &args.at {
-        let t: jiff::Timestamp = at
-            .parse()
-            .map_err(|e| Failure::new(format!("--at {at:?} is not an RFC 3339 time: {e}")))?;
-        let ns = i64::try_from(t.as_nanosecond())
-            .map_err(|_| Failure::new(format!("--at {at:?} is out of range")))?;
-        return v.point_at_or_before(ns).ok_or_else(|| {
-            Failure::new(format!(
-                "{}: no recovery point at or before {at}",
-                args.vault.display()
-            ))
-        });
-    }
-    v.latest_point().ok_or_else(none)
+    let Some(at) = &args.at else {
+        return Ok(PointChoice::Latest);
+    };
+    let t: jiff::Timestamp = at
+        .parse()
+        .map_err(|e| Failure::new(format!("--at {at:?} is not an RFC 3339 time: {e}")))?;
+    let unix_ns = i64::try_from(t.as_nanosecond())
+        .map_err(|_| Failure::new(format!("--at {at:?} is out of range")))?;
+    Ok(PointChoice::At {
+        unix_ns,
+        given: at.clone(),
+    })
 }

@@ -1,30 +1,20 @@
 //! The commands of object storage: `remote add`, `remote show`, `sync`, and opening a vault
 //! named by a remote URL for `points`, `inspect` and `failover`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig, is_remote_url, looks_like_url};
-use replog_io::Storage;
-use replog_reader::Vault;
-use replog_remote::{
-    CACHE_CHUNKS_DEFAULT, LocalVault, Remote, RemoteOptions, RemoteVault, SyncOptions,
-};
+use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig};
+use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions};
 use serde_json::json;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, RemoteAddArgs, SyncArgs};
+use crate::commands::{Ctx, open_writer};
 use crate::output::{human_bytes, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
 
-/// `--allow-older`: read an older remote manifest when newer ones are missing or damaged. Set
-/// once, from the command line, by [`options`].
-static ALLOW_OLDER: AtomicBool = AtomicBool::new(false);
-
 /// Remote options from the command line.
 pub fn options(cli: &Cli) -> RemoteOptions {
-    ALLOW_OLDER.store(cli.allow_older, Ordering::Relaxed);
     RemoteOptions {
         config: cli.remote_options.clone(),
         retries: cli.remote_retries,
@@ -33,81 +23,10 @@ pub fn options(cli: &Cli) -> RemoteOptions {
     }
 }
 
-/// The URL `vault` is, when it names a remote rather than a directory.
-pub fn remote_url(vault: &Path) -> Option<&str> {
-    vault.to_str().filter(|s| is_remote_url(s))
-}
-
-/// Opens the vault at a remote URL, read-only, holding `cache_chunks` chunks in memory.
-pub fn open(
-    storage: Arc<dyn Storage>,
-    url: &str,
-    opts: &RemoteOptions,
-    cache_chunks: usize,
-) -> Result<(Vault, RemoteVault), Failure> {
-    let rv = open_remote(storage, url, opts, cache_chunks)?;
-    let vault = Vault::open(rv.storage.clone(), &rv.root)?;
-    Ok((vault, rv))
-}
-
-/// Opens the remote vault at `url`, reading an older manifest only with `--allow-older`, and
-/// then saying so.
-fn open_remote(
-    storage: Arc<dyn Storage>,
-    url: &str,
-    opts: &RemoteOptions,
-    cache_chunks: usize,
-) -> Result<RemoteVault, Failure> {
-    let remote = Arc::new(Remote::open(url, opts)?);
-    let allow_older = ALLOW_OLDER.load(Ordering::Relaxed);
-    let rv = replog_remote::open_remote_with(remote, storage, cache_chunks, allow_older)?;
-    if let Some(warning) = &rv.older_warning {
-        eprintln!("replog: warning: {warning}");
-    }
-    Ok(rv)
-}
-
-/// The storage and directory to read the vault `vault` names through: a remote URL opens the
-/// remote vault alone; a local vault whose sync evicted files reads them from its remote.
-pub fn resolve(
-    storage: Arc<dyn Storage>,
-    vault: &Path,
-    opts: &RemoteOptions,
-) -> Result<(Arc<dyn Storage>, PathBuf), Failure> {
-    match remote_url(vault) {
-        Some(url) => {
-            let rv = open_remote(storage, url, opts, CACHE_CHUNKS_DEFAULT)?;
-            Ok((rv.storage, rv.root))
-        }
-        None => Ok((tiered(storage, vault, opts)?, vault.to_path_buf())),
-    }
-}
-
-/// `storage`, or a tiered storage over it when the local vault has evicted files. A vault
-/// named by a URL of a scheme replog does not know (`gs://b`, `s3:/x`) is refused as such,
-/// rather than looked for as a directory.
-pub fn tiered(
-    storage: Arc<dyn Storage>,
-    vault: &Path,
-    opts: &RemoteOptions,
-) -> Result<Arc<dyn Storage>, Failure> {
-    if let Some(s) = vault.to_str()
-        && looks_like_url(s)
-        && !vault.exists()
-    {
-        replog_remote::check_url(s)?;
-    }
-    Ok(replog_remote::storage_for_vault(storage, vault, opts)?)
-}
-
 /// `replog remote add`.
-pub fn add(
-    vault: &Path,
-    url: &str,
-    cache_limit: u64,
-    keep_manifests: u32,
-    opts: &RemoteOptions,
-) -> CmdResult {
+pub fn add(args: &RemoteAddArgs, opts: &RemoteOptions) -> CmdResult {
+    let (vault, url) = (&args.vault, &args.url);
+    let (cache_limit, keep_manifests) = (args.cache_limit, args.keep_manifests);
     // Every limit is checked before anything is read or written, here or on the remote.
     replog_remote::check_url(url)?;
     if !(1..=KEEP_MANIFESTS_MAX).contains(&keep_manifests) {
@@ -198,19 +117,27 @@ pub fn show(vault: &Path, json: bool) -> CmdResult {
 }
 
 /// `replog sync`.
-pub fn sync(
-    storage: Arc<dyn Storage>,
-    vault: &Path,
-    sync_opts: &SyncOptions,
-    json: bool,
-    opts: &RemoteOptions,
-) -> CmdResult {
+pub fn sync(ctx: &Ctx, args: &SyncArgs) -> CmdResult {
+    let (vault, json, opts) = (&args.vault, args.json, ctx.remote());
+    if args.seal {
+        let mut w = open_writer(ctx.storage.clone(), vault)?;
+        let sealed = w.seal_segment()?;
+        w.close()?;
+        if sealed && !json {
+            println!("sealed the open segment of {}", vault.display());
+        }
+    }
+    let storage = ctx.open(vault)?.storage().clone();
+    let sync_opts = SyncOptions {
+        concurrency: args.concurrency,
+        scrub: args.scrub,
+    };
     let local = LocalVault::open(vault)?;
     let config = local.required_config()?;
     let remote = Remote::open(&config.url, opts)?;
     let bar = progress(0, "sync");
     let started = Instant::now();
-    let report = replog_remote::sync(storage, vault, &remote, sync_opts, &|done, total| {
+    let report = replog_remote::sync(storage, vault, &remote, &sync_opts, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;

@@ -135,22 +135,26 @@ impl VaultError {
     }
 }
 
+/// The kind of a reader's error. A remote object read through the storage seam arrives as the
+/// reader's I/O error with the remote error inside: its damage is damage.
+fn read_kind(e: &ReadError) -> VaultErrorKind {
+    if RemoteError::find_in(e).is_some_and(RemoteError::is_damage) {
+        return VaultErrorKind::Damaged;
+    }
+    match e.kind() {
+        ReadErrorKind::NotFound => VaultErrorKind::NotFound,
+        ReadErrorKind::NotAVault | ReadErrorKind::Unsupported => VaultErrorKind::NotAVault,
+        ReadErrorKind::Damaged => VaultErrorKind::Damaged,
+        ReadErrorKind::Io => VaultErrorKind::Io,
+        ReadErrorKind::InvalidRequest => VaultErrorKind::InvalidRequest,
+        ReadErrorKind::AlreadyExists => VaultErrorKind::AlreadyExists,
+    }
+}
+
 impl From<ReadError> for VaultError {
     fn from(e: ReadError) -> VaultError {
-        // A remote object read through the storage seam arrives as the reader's I/O error with
-        // the remote error inside: its damage is damage.
-        let remote_damage = RemoteError::find_in(&e).is_some_and(RemoteError::is_damage);
-        let kind = match e.kind() {
-            _ if remote_damage => VaultErrorKind::Damaged,
-            ReadErrorKind::NotFound => VaultErrorKind::NotFound,
-            ReadErrorKind::NotAVault | ReadErrorKind::Unsupported => VaultErrorKind::NotAVault,
-            ReadErrorKind::Damaged => VaultErrorKind::Damaged,
-            ReadErrorKind::Io => VaultErrorKind::Io,
-            ReadErrorKind::InvalidRequest => VaultErrorKind::InvalidRequest,
-            ReadErrorKind::AlreadyExists => VaultErrorKind::AlreadyExists,
-        };
         let path = e.path().map(Path::to_path_buf);
-        VaultError::wrap(kind, path, e)
+        VaultError::wrap(read_kind(&e), path, e)
     }
 }
 
@@ -174,10 +178,10 @@ impl From<WriteError> for VaultError {
 
 impl From<RemoteError> for VaultError {
     fn from(e: RemoteError) -> VaultError {
-        if let RemoteError::Read(r) = e {
-            return r.into();
-        }
+        // A reader's error inside keeps its kind; the remote's message names the object, so
+        // the error stays the remote's (no vault-relative path).
         let kind = match &e {
+            RemoteError::Read(r) => read_kind(r),
             _ if e.is_damage() => VaultErrorKind::Damaged,
             RemoteError::Store { .. } => VaultErrorKind::Io,
             RemoteError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {

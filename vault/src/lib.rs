@@ -1,7 +1,7 @@
 //! A replog vault as an operator sees it. This crate owns the operations that span the crates
 //! below: opening a vault wherever it is ([`Vault::open`] with a [`Location`]: a directory, a
 //! directory whose sync evicted files to its remote, or a remote copy's URL), choosing a point
-//! ([`PointChoice`]), and the lifecycle: retention and prune, test failover, complete migration,
+//! ([`PointChoice`]) and opening it for failover under a lease ([`Vault::failover_source`]), and the lifecycle: retention and prune, test failover, complete migration,
 //! and the lifecycle state `inspect` shows. Each returns a typed result or a [`VaultError`] whose
 //! [`VaultErrorKind`] callers match.
 //!
@@ -12,6 +12,7 @@
 
 mod choose;
 mod error;
+mod failover;
 mod location;
 mod migration;
 mod retention;
@@ -20,6 +21,7 @@ mod test_failover;
 
 pub use choose::{PointChoice, choose};
 pub use error::{Result, VaultError, VaultErrorKind};
+pub use failover::FailoverSource;
 pub use location::{Access, Location, Tier, Vault};
 pub use retention::{Pruned, RetentionChange, disk_usage};
 pub use state::{Churn, LifecycleState, Reclaimable};
