@@ -76,14 +76,6 @@ impl From<replog_remote::RemoteError> for Failure {
 }
 
 impl Failure {
-    /// Damage found: exit 2.
-    fn damage(message: impl Into<String>) -> Failure {
-        Failure {
-            kind: VaultErrorKind::Damaged,
-            ..Failure::new(message)
-        }
-    }
-
     /// A request the tool refuses as given (a missing option, a value out of range): exit 1.
     fn new(message: impl Into<String>) -> Failure {
         Failure {

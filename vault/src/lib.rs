@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod choose;
+mod demo;
 mod error;
 mod failover;
 mod location;
@@ -20,6 +21,7 @@ mod state;
 mod test_failover;
 
 pub use choose::{PointChoice, choose};
+pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use failover::FailoverSource;
 pub use location::{Access, Location, Tier, Vault};
