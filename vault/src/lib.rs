@@ -10,6 +10,7 @@
 //! reader and written through the writer).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod choose;
 mod demo;
 mod error;
@@ -20,6 +21,7 @@ mod retention;
 mod state;
 mod test_failover;
 
+pub use bench::{DataSource, Payload, WriteBenchReport, WriteLoad, run_write_bench};
 pub use choose::{PointChoice, choose};
 pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};
 pub use error::{Result, VaultError, VaultErrorKind};
