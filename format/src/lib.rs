@@ -5,6 +5,9 @@
 //! and what was expected. `FORMAT.md` at the repository root draws the same layouts as tables;
 //! the two must change together.
 //!
+//! It must not know files, processes, the writer's or reader's policies, or the command line:
+//! every crate above reads and writes bytes through it, and it depends on none of them.
+//!
 //! All integers are little-endian and fixed-width. Every header and record carries its own CRC32
 //! (IEEE, via `crc32fast`), seeded per vault so that bytes copied from another vault never verify.
 #![forbid(unsafe_code)]

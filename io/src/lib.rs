@@ -10,6 +10,9 @@
 //! pipe ([`pipe`]): owned, aligned buffers ([`IoBuf`]) submitted asynchronously, returned in
 //! order, with group-committed data syncs and optional direct I/O.
 //!
+//! It must not know what the bytes mean: no vault layout, no records, no recovery policy. Those
+//! are `replog-format`'s and the writer's; this crate only moves and syncs bytes.
+//!
 //! The trait speaks `std::io::Error`; callers add the path and offset. `unsafe` in this crate
 //! lives only in `uring` (submission queue entries), in the mapping of files (`Mapped`), in the
 //! `fallocate`, `copy_file_range`, `sync_file_range` and `statx` calls.

@@ -6,6 +6,10 @@
 //! each disk held at that point, verifying every journal record and base chunk they touch;
 //! [`materialize`] writes a view out as sparse raw images. Every failure is a [`ReadError`]
 //! naming the file and byte offset involved.
+//!
+//! It never writes a vault's journal, manifest or bases (only its own leases and derived
+//! checkpoint indexes), and must not know where a vault lives: a remote vault reaches it through
+//! the `Storage` seam, the command line not at all.
 #![forbid(unsafe_code)]
 
 mod base_image;

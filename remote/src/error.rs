@@ -85,10 +85,43 @@ pub enum RemoteError {
     /// The local vault could not be read.
     #[error(transparent)]
     Read(#[from] replog_reader::ReadError),
-    /// The operation is not allowed as things are (another vault's prefix, a sync already
-    /// running, no remote configured).
-    #[error("{0}")]
-    Refused(String),
+    /// The operation is not allowed as things are: [`Refusal`] says why, for callers to match.
+    #[error("{detail}")]
+    Refused {
+        /// Why.
+        kind: Refusal,
+        /// The sentence for people, naming the vault, file or remote.
+        detail: String,
+    },
+}
+
+/// Why a remote operation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The directory or the remote prefix holds no replog vault.
+    NotAVault,
+    /// The remote prefix or a configuration belongs to another vault.
+    OtherVault,
+    /// The vault has no remote configured.
+    NoRemote,
+    /// Another sync of the vault is running.
+    SyncRunning,
+    /// The remote holds no manifest yet, or its manifest does not name a file.
+    NotOnRemote,
+    /// The vault has no recovery point to sync.
+    NoPoint,
+    /// The remote cannot be used from here (its client or runtime cannot start).
+    Unusable,
+}
+
+impl Refusal {
+    /// The refusal, said in `detail`.
+    pub fn because(self, detail: impl Into<String>) -> RemoteError {
+        RemoteError::Refused {
+            kind: self,
+            detail: detail.into(),
+        }
+    }
 }
 
 impl RemoteError {

@@ -38,7 +38,7 @@ use replog_format::remote::{
 use replog_format::segment::SegmentHeader;
 use replog_io::{BackendKind, File, Mapped, OpenMode, Storage, WriteAt};
 
-use crate::error::{RemoteError, Result};
+use crate::error::{Refusal, RemoteError, Result};
 use crate::store::{Remote, RemoteOptions};
 
 /// Chunks cached by default: 32 x 4 MiB.
@@ -214,7 +214,7 @@ impl RemoteFiles {
             return Ok(m.clone());
         }
         let entry = self.manifest.file(id).ok_or_else(|| {
-            RemoteError::Refused(format!(
+            Refusal::NotOnRemote.because(format!(
                 "remote manifest {} does not name {}",
                 self.manifest.seq,
                 file_path(id).display()

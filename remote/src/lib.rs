@@ -6,6 +6,9 @@
 //! manifests, never rewritten. [`sync()`] uploads, confirms, evicts and collects garbage;
 //! [`TieredStorage`] lets the reader read a vault whose files are partly or wholly remote, so a
 //! machine with no local vault can fail over from the bucket ([`open_remote`]).
+//!
+//! It must not know the command line or how a result is shown, and it never writes a vault's
+//! journal or manifest: it reads the local vault through `replog-reader` and owns only `remote/`.
 
 mod error;
 pub mod fault;
@@ -22,7 +25,7 @@ use replog_format::remote::VAULT_KEY;
 use replog_format::vault_seed;
 use replog_io::Storage;
 
-pub use error::{RemoteError, Result};
+pub use error::{Refusal, RemoteError, Result};
 pub use files::{CACHE_CHUNKS_DEFAULT, RemoteFiles, TieredStorage, file_id, file_path};
 pub use local::LocalVault;
 pub use store::{Put, Remote, RemoteOptions, check_url};
@@ -74,7 +77,7 @@ pub fn open_remote_with(
     let scan = scan_manifests(&remote, &header.vault_id, seed)?;
     let older_warning = scan.check_newest(&remote, 0, allow_older)?;
     let manifest = scan.newest.ok_or_else(|| {
-        RemoteError::Refused(format!(
+        Refusal::NotOnRemote.because(format!(
             "{} has no remote manifest yet: run `replog sync` on the vault first",
             remote.url()
         ))
@@ -100,12 +103,12 @@ fn remote_header(remote: &Remote) -> Result<bytes::Bytes> {
         // A store that says a missing bucket is missing when listed (S3) gives `NoBucket`;
         // others fail the listing some other way, which is then quoted.
         return Err(match remote.list(replog_format::remote::MANIFESTS_DIR) {
-            Ok(_) => RemoteError::Refused(format!(
+            Ok(_) => Refusal::NotAVault.because(format!(
                 "{} holds no replog vault (there is no {VAULT_KEY} object)",
                 remote.url()
             )),
             Err(e @ RemoteError::NoBucket { .. }) => e,
-            Err(e) => RemoteError::Refused(format!(
+            Err(e) => Refusal::NotAVault.because(format!(
                 "{} holds no replog vault: there is no {VAULT_KEY} object, and it cannot be \
                  listed either (does the bucket or container exist?): {e}",
                 remote.url()

@@ -12,7 +12,7 @@ use replog_format::remote::{
 };
 use replog_format::{VaultId, layout, vault_seed};
 
-use crate::error::{RemoteError, Result};
+use crate::error::{Refusal, RemoteError, Result};
 
 /// A local vault's identity, read from its `VAULT`.
 #[derive(Clone, Debug)]
@@ -33,7 +33,7 @@ impl LocalVault {
         let path = dir.join(layout::VAULT_FILE);
         let header_bytes = fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                RemoteError::Refused(format!(
+                Refusal::NotAVault.because(format!(
                     "{} is not a replog vault: it has no VAULT file",
                     dir.display()
                 ))
@@ -69,10 +69,8 @@ impl LocalVault {
         };
         let config = RemoteConfig::decode(&bytes, self.seed).map_err(|e| decode_error(&path, e))?;
         if config.vault_id != self.vault_id {
-            return Err(RemoteError::Refused(format!(
-                "{}: belongs to another vault",
-                path.display()
-            )));
+            return Err(Refusal::OtherVault
+                .because(format!("{}: belongs to another vault", path.display())));
         }
         Ok(Some(config))
     }
@@ -80,7 +78,7 @@ impl LocalVault {
     /// The configuration, which must exist.
     pub fn required_config(&self) -> Result<RemoteConfig> {
         self.config()?.ok_or_else(|| {
-            RemoteError::Refused(format!(
+            Refusal::NoRemote.because(format!(
                 "{} has no remote: add one with `replog remote add {} s3://BUCKET/PREFIX`",
                 self.dir.display(),
                 self.dir.display()
@@ -117,7 +115,7 @@ impl LocalVault {
             .map_err(|e| RemoteError::local(&path, "open", e))?;
         match f.try_lock() {
             Ok(()) => Ok(f),
-            Err(fs::TryLockError::WouldBlock) => Err(RemoteError::Refused(format!(
+            Err(fs::TryLockError::WouldBlock) => Err(Refusal::SyncRunning.because(format!(
                 "another replog sync of {} is running (it holds {})",
                 self.dir.display(),
                 path.display()

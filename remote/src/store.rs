@@ -14,7 +14,7 @@ use object_store::{
     BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
-use crate::error::{RemoteError, Result};
+use crate::error::{Refusal, RemoteError, Result};
 
 /// How to reach a remote. Endpoint and credentials come from the environment variables
 /// `object_store` reads (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -136,7 +136,7 @@ impl Remote {
         .chain(opts.config.iter().cloned())
         .collect();
         let refuse =
-            |e: object_store::Error| RemoteError::Refused(format!("cannot use {url}: {e}"));
+            |e: object_store::Error| Refusal::Unusable.because(format!("cannot use {url}: {e}"));
         let (store, check, hint): (Arc<dyn ObjectStore>, _, _) = if scheme == "s3" {
             let mut b = AmazonS3Builder::from_env();
             for (k, v) in &config {
@@ -180,7 +180,7 @@ impl Remote {
             .thread_name("replog-remote")
             .enable_all()
             .build()
-            .map_err(|e| RemoteError::Refused(format!("cannot start the I/O runtime: {e}")))?;
+            .map_err(|e| Refusal::Unusable.because(format!("cannot start the I/O runtime: {e}")))?;
         Ok(Remote {
             store,
             url: url.trim_end_matches('/').to_owned(),

@@ -42,7 +42,7 @@ use replog_format::{VaultId, layout};
 use replog_io::Storage;
 use replog_reader::{LeaseOptions, Vault};
 
-use crate::error::{RemoteError, Result};
+use crate::error::{Refusal, RemoteError, Result};
 use crate::files::{check_chunk, file_path};
 use crate::local::{LocalVault, sync_dir};
 use crate::store::{Put, Remote};
@@ -110,7 +110,7 @@ pub fn claim(local: &LocalVault, remote: &Remote) -> Result<()> {
         remote.damaged(key, "the vault header was written but cannot be read back")
     })?;
     if found != local_bytes {
-        return Err(RemoteError::Refused(format!(
+        return Err(Refusal::OtherVault.because(format!(
             "{} holds another vault (its VAULT differs from {}'s): give another prefix",
             remote.url(),
             local.dir.display()
@@ -284,10 +284,13 @@ fn wanted(
     let (vault, lease) = match Vault::open_leased(storage.clone(), dir, &lease_opts, |v| {
         v.latest_point()
             .cloned()
-            .ok_or_else(|| RemoteError::Refused(String::new()))
+            .ok_or_else(|| Refusal::NoPoint.because("the vault has no recovery point yet"))
     }) {
         Ok(leased) => (leased.vault, Some(leased.lease)),
-        Err(RemoteError::Refused(_)) => (Vault::open(storage, dir)?, None),
+        Err(RemoteError::Refused {
+            kind: Refusal::NoPoint,
+            ..
+        }) => (Vault::open(storage, dir)?, None),
         Err(e) => return Err(e),
     };
     let m = vault.manifest();
@@ -643,7 +646,7 @@ fn publish(
         // A retried write finds its own first attempt there, byte for byte (the time makes
         // every manifest unique); anything else is another writer's.
         if put == Put::Existed {
-            return Err(RemoteError::Refused(format!(
+            return Err(Refusal::SyncRunning.because(format!(
                 "{}/{key} appeared while this sync ran: another sync of the vault is \
                  writing to the remote",
                 remote.url()

@@ -128,7 +128,10 @@ impl Session {
         if !self.port.is_empty() {
             s = s.replace(&self.port, "<PORT>");
         }
-        blank_after(&blank_after(&blank_after(&s, "manifest 1 ("), "stored checksum "), "hash to ")
+        blank_after(
+            &blank_after(&blank_after(&s, "manifest 1 ("), "stored checksum "),
+            "hash to ",
+        )
     }
 
     fn write(&self, name: &str, data: &[u8]) {
@@ -201,7 +204,14 @@ fn blank_volatile(v: &mut Value) {
 /// lifecycle commands, object storage, and the refusals.
 fn script(s: &mut Session) {
     s.write("os.raw", &image(4 * MIB, 1));
-    s.run(&["init", "V", "--block-size", "64KiB", "--segment-size", "1MiB"]);
+    s.run(&[
+        "init",
+        "V",
+        "--block-size",
+        "64KiB",
+        "--segment-size",
+        "1MiB",
+    ]);
     s.run(&["disk", "add", "V", "os", "--from", "os.raw", "--json"]);
     s.run(&["disk", "add", "V", "data", "--size", "2MiB", "--json"]);
     s.run(&["point", "V", "--label", "first", "--json"]);
@@ -213,7 +223,14 @@ fn script(s: &mut Session) {
         s.run(&["ingest", "V", "os", "--from", "os.raw", "--json"]);
         let label = format!("round-{round}");
         if round == 3 {
-            s.run(&["point", "V", "--app-consistent", "--label", &label, "--json"]);
+            s.run(&[
+                "point",
+                "V",
+                "--app-consistent",
+                "--label",
+                &label,
+                "--json",
+            ]);
         } else {
             s.run(&["point", "V", "--label", &label, "--json"]);
         }
@@ -224,16 +241,32 @@ fn script(s: &mut Session) {
     s.run(&["dump", "V", "--segment", "1", "--json"]);
     s.run(&["bench", "resolve", "V", "--json"]);
     s.run(&["failover", "V", "--point", "1", "--out", "f1", "--json"]);
-    s.run(&["failover", "V", "--latest", "--out", "fv", "--format", "vhd", "--json"]);
-    s.run(&["failover", "V", "--point", "2", "--out", "fq", "--format", "qcow2", "--json"]);
+    s.run(&[
+        "failover", "V", "--latest", "--out", "fv", "--format", "vhd", "--json",
+    ]);
+    s.run(&[
+        "failover", "V", "--point", "2", "--out", "fq", "--format", "qcow2", "--json",
+    ]);
     s.run(&["failover", "V", "--point", "1", "--out", "f1", "--json"]);
-    s.run(&["failover", "V", "--point", "1", "--out", "f1", "--force", "--json"]);
+    s.run(&[
+        "failover", "V", "--point", "1", "--out", "f1", "--force", "--json",
+    ]);
     s.run(&["failover", "V", "--point", "99", "--out", "f99", "--json"]);
-    s.run(&["failover", "nowhere", "--point", "1", "--out", "f0", "--json"]);
+    s.run(&[
+        "failover", "nowhere", "--point", "1", "--out", "f0", "--json",
+    ]);
     s.run(&["retention", "V", "--json"]);
     s.run(&["retention", "V", "--window", "72h", "--pin", "2", "--json"]);
     s.run(&["prune", "V", "--keep-last", "2", "--dry-run", "--json"]);
-    s.run(&["test-failover", "V", "--point", "2", "--out", "tf", "--json"]);
+    s.run(&[
+        "test-failover",
+        "V",
+        "--point",
+        "2",
+        "--out",
+        "tf",
+        "--json",
+    ]);
     s.run(&["prune", "V", "--keep-last", "1", "--json"]);
     s.run(&["test-failover", "V", "--cleanup", "--json"]);
     s.run(&["prune", "V", "--keep-last", "2", "--json"]);
@@ -241,14 +274,39 @@ fn script(s: &mut Session) {
     s.run(&["remote", "show", "V", "--json"]);
     s.run(&["sync", "V", "--json"]);
     remote(s);
-    s.run(&["complete-migration", "V", "--out", "mig", "--dry-run", "--json"]);
-    s.run(&["complete-migration", "V", "--out", "mig", "--latest", "--json"]);
+    s.run(&[
+        "complete-migration",
+        "V",
+        "--out",
+        "mig",
+        "--dry-run",
+        "--json",
+    ]);
+    s.run(&[
+        "complete-migration",
+        "V",
+        "--out",
+        "mig",
+        "--latest",
+        "--json",
+    ]);
     s.run(&["point", "V", "--json"]);
     s.run(&["ingest", "V", "os", "--from", "os.raw", "--json"]);
     s.run(&["points", "V", "--json"]);
     s.run(&["verify", "V", "--json"]);
     damaged(s);
-    s.run(&["bench", "write", "B", "--total", "4MiB", "--block", "256KiB", "--point-every", "1MiB", "--json"]);
+    s.run(&[
+        "bench",
+        "write",
+        "B",
+        "--total",
+        "4MiB",
+        "--block",
+        "256KiB",
+        "--point-every",
+        "1MiB",
+        "--json",
+    ]);
     s.run(&["points", "B", "--json"]);
     s.run(&["inspect", "nowhere", "--json"]);
     s.run(&["point", "V", "--bogus"]);
@@ -256,7 +314,13 @@ fn script(s: &mut Session) {
 
 /// A remote on s3s-fs: add, sync, show, fail over from the URL.
 fn remote(s: &mut Session) {
-    let url = s.env.iter().find(|(k, _)| k == "GOLDEN_URL").unwrap().1.clone();
+    let url = s
+        .env
+        .iter()
+        .find(|(k, _)| k == "GOLDEN_URL")
+        .unwrap()
+        .1
+        .clone();
     s.run(&["remote", "add", "V", &url]);
     s.run(&["sync", "V", "--seal", "--json"]);
     s.run(&["remote", "show", "V", "--json"]);
@@ -315,7 +379,12 @@ fn every_json_output_and_exit_code_matches_the_golden_transcript() {
             .lines()
             .zip(session.transcript.lines())
             .position(|(a, b)| a != b)
-            .unwrap_or(expected.lines().count().min(session.transcript.lines().count()));
+            .unwrap_or(
+                expected
+                    .lines()
+                    .count()
+                    .min(session.transcript.lines().count()),
+            );
         panic!(
             "the CLI's output differs from {} from line {}: see `diff {} {}`",
             golden.display(),

@@ -1,6 +1,7 @@
-//! `replog`: the command-line tool for replog vaults. A thin layer over the library crates:
-//! parsing, output and exit codes live here, everything else in `replog-writer` and
-//! `replog-reader`.
+//! `replog`: the command-line tool for replog vaults. A thin layer over the library crates: the
+//! clap definitions (`cli.rs`), one dispatch table (`commands.rs`), rendering as tables or JSON,
+//! progress bars and exit codes live here; the work is `replog-vault`'s and the crates below it.
+//! It must not decode a format structure or match an error by its message.
 //!
 //! Exit codes are one table, in `exit.rs`: each kind of failure maps to one code.
 

@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use replog_reader::{ReadError, ReadErrorKind};
-use replog_remote::RemoteError;
+use replog_remote::{Refusal, RemoteError};
 use replog_writer::{WriteError, WriteErrorKind};
 
 /// What went wrong, for callers that react to it (the CLI maps each kind to an exit code).
@@ -182,6 +182,15 @@ impl From<RemoteError> for VaultError {
         // the error stays the remote's (no vault-relative path).
         let kind = match &e {
             RemoteError::Read(r) => read_kind(r),
+            RemoteError::Refused { kind, .. } => match kind {
+                Refusal::NotAVault => VaultErrorKind::NotAVault,
+                Refusal::SyncRunning => VaultErrorKind::Locked,
+                Refusal::NoPoint => VaultErrorKind::NoPoints,
+                Refusal::OtherVault
+                | Refusal::NoRemote
+                | Refusal::NotOnRemote
+                | Refusal::Unusable => VaultErrorKind::Remote,
+            },
             _ if e.is_damage() => VaultErrorKind::Damaged,
             RemoteError::Store { .. } => VaultErrorKind::Io,
             RemoteError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {

@@ -4,6 +4,9 @@
 //! from an image), appends writes and zero ranges to any disk in one LSN order across all disks,
 //! and takes recovery points that cover every disk at once.
 //!
+//! It must not know the command line, how results are shown, or object storage: callers above
+//! (`replog-vault`, the CLI) open it and render what it returns.
+//!
 //! # Durability contract
 //!
 //! - [`Writer::write`] and [`Writer::zero`] only stage records: they are not durable, and a
