@@ -120,30 +120,8 @@ impl BaseHeader {
 
     /// Decodes and validates the header page.
     pub fn decode(bytes: &[u8], seed: u32) -> Result<BaseHeader, DecodeError> {
-        const WHAT: &str = "base header";
-        let mut c = Cursor::new(bytes, WHAT);
-        if c.array::<8>()? != magic::BASE {
-            return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog base image"));
-        }
-        let version = c.u32()?;
-        if FormatVersion::from_u32(version).is_none() {
-            return Err(c.error_at(
-                DecodeErrorKind::UnsupportedVersion,
-                8,
-                format!("format version {version}"),
-            ));
-        }
-        if bytes.len() != BASE_HEADER_BYTES {
-            return Err(c.error_at(
-                DecodeErrorKind::Truncated,
-                0,
-                "base header is not 4096 bytes",
-            ));
-        }
-        check_page_crc(bytes, WHAT, seed)?;
-        if c.u32()? as usize != BASE_HEADER_BYTES {
-            return Err(c.error_at(DecodeErrorKind::BadField, 12, "header size is not 4096"));
-        }
+        let mut c = Cursor::new(bytes, BASE_HEADER);
+        check_header_frame(&mut c, bytes, seed)?;
         let vault_id = c.array()?;
         let disk_id = c.u32()?;
         let block_bytes = c.u32()?;
@@ -190,6 +168,36 @@ impl BaseHeader {
         }
         Ok(h)
     }
+}
+
+const BASE_HEADER: &str = "base header";
+
+/// Checks the header page's magic, version, size and checksum, and its own recorded size,
+/// leaving `c` at the vault id.
+fn check_header_frame(c: &mut Cursor<'_>, bytes: &[u8], seed: u32) -> Result<(), DecodeError> {
+    if c.array::<8>()? != magic::BASE {
+        return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog base image"));
+    }
+    let version = c.u32()?;
+    if FormatVersion::from_u32(version).is_none() {
+        return Err(c.error_at(
+            DecodeErrorKind::UnsupportedVersion,
+            8,
+            format!("format version {version}"),
+        ));
+    }
+    if bytes.len() != BASE_HEADER_BYTES {
+        return Err(c.error_at(
+            DecodeErrorKind::Truncated,
+            0,
+            "base header is not 4096 bytes",
+        ));
+    }
+    check_page_crc(bytes, BASE_HEADER, seed)?;
+    if c.u32()? as usize != BASE_HEADER_BYTES {
+        return Err(c.error_at(DecodeErrorKind::BadField, 12, "header size is not 4096"));
+    }
+    Ok(())
 }
 
 /// Encodes one table page from up to [`TABLE_ENTRIES_PER_PAGE`] entries.

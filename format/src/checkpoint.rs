@@ -302,110 +302,130 @@ pub fn decode_piece_unit(
     bytes: &[u8],
     header: &CheckpointHeader,
 ) -> Result<CheckpointPiece, DecodeError> {
-    const WHAT: &str = "checkpoint piece unit";
-    let bad = |offset: u64, detail: String| {
-        Err(DecodeError::new(
-            DecodeErrorKind::BadField,
-            WHAT,
-            offset,
-            detail,
-        ))
-    };
-    unit_len(bytes, WHAT)?;
-    let mut c = Cursor::new(bytes, WHAT);
+    unit_len(bytes, PIECE_UNIT)?;
+    let mut c = Cursor::new(bytes, PIECE_UNIT);
     let start = c.u64()?;
     let len = c.u64()?;
     let kind = c.u8()?;
     if len == 0 || start.checked_add(len).is_none() {
-        return bad(8, format!("a piece of {len} bytes at byte {start}"));
+        return Err(bad_piece(
+            8,
+            format!("a piece of {len} bytes at byte {start}"),
+        ));
     }
-    match kind {
+    let source = match kind {
         KIND_ZERO => {
             if bytes[17..].iter().any(|&b| b != 0) {
-                return bad(17, "a zero piece has non-zero fields".into());
+                return Err(bad_piece(17, "a zero piece has non-zero fields".into()));
             }
-            Ok(CheckpointPiece {
-                start,
-                len,
-                source: PieceSource::Zero,
-            })
+            PieceSource::Zero
         }
         KIND_RECORD => {
-            let flags = c.u8()?;
-            if c.u16()? != 0 {
-                return bad(18, "reserved bytes are not zero".into());
-            }
-            let data_offset = c.u32()?;
-            let segment_id = c.u64()?;
-            let record_offset = c.u64()?;
-            let lsn = c.u64()?;
-            let length = c.u32()?;
-            let stored_len = c.u32()?;
-            let record_crc = c.u32()?;
-            if c.u32()? != 0 {
-                return bad(60, "reserved bytes are not zero".into());
-            }
-            if length == 0 || u64::from(length) > RECORD_DATA_BYTES_MAX {
-                return bad(
-                    48,
-                    format!("record length {length} is outside 1..={RECORD_DATA_BYTES_MAX}"),
-                );
-            }
-            if stored_len == 0 || stored_len > length {
-                return bad(
-                    52,
-                    format!("{stored_len} payload bytes for {length} logical bytes"),
-                );
-            }
-            // `len` is any u64 short of overflowing `start`, so the sum is checked.
-            if u64::from(data_offset)
-                .checked_add(len)
-                .is_none_or(|end| end > u64::from(length))
-            {
-                return bad(
-                    20,
-                    format!("{len} bytes from byte {data_offset} of a record of {length} bytes"),
-                );
-            }
-            if u64::from(data_offset) > start {
-                return bad(
-                    20,
-                    format!(
-                        "a piece at disk byte {start} reads from byte {data_offset} of its record, \
-                         which would start before the disk"
-                    ),
-                );
-            }
-            if lsn == 0 || lsn > header.lsn || segment_id > header.last_segment_id {
-                return bad(
-                    24,
-                    format!(
-                        "record of LSN {lsn} in segment {segment_id}, after the checkpoint's LSN {} \
-                         and segment {}",
-                        header.lsn, header.last_segment_id
-                    ),
-                );
-            }
-            if record_offset < RECORD_HEADER_BYTES as u64 {
-                return bad(32, format!("a record at byte {record_offset}"));
-            }
-            Ok(CheckpointPiece {
-                start,
-                len,
-                source: PieceSource::Record(RecordPiece {
-                    segment_id,
-                    record_offset,
-                    lsn,
-                    length,
-                    stored_len,
-                    record_crc,
-                    flags,
-                    data_offset,
-                }),
-            })
+            let record = decode_record_fields(&mut c)?;
+            check_record_piece(&record, start, len, header)?;
+            PieceSource::Record(record)
         }
-        other => bad(16, format!("unknown piece kind {other}")),
+        other => return Err(bad_piece(16, format!("unknown piece kind {other}"))),
+    };
+    Ok(CheckpointPiece { start, len, source })
+}
+
+const PIECE_UNIT: &str = "checkpoint piece unit";
+
+fn bad_piece(offset: u64, detail: String) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::BadField, PIECE_UNIT, offset, detail)
+}
+
+/// Reads the fields of a record piece after its `kind` byte, refusing non-zero reserved bytes.
+fn decode_record_fields(c: &mut Cursor<'_>) -> Result<RecordPiece, DecodeError> {
+    let flags = c.u8()?;
+    if c.u16()? != 0 {
+        return Err(bad_piece(18, "reserved bytes are not zero".into()));
     }
+    let data_offset = c.u32()?;
+    let segment_id = c.u64()?;
+    let record_offset = c.u64()?;
+    let lsn = c.u64()?;
+    let length = c.u32()?;
+    let stored_len = c.u32()?;
+    let record_crc = c.u32()?;
+    if c.u32()? != 0 {
+        return Err(bad_piece(60, "reserved bytes are not zero".into()));
+    }
+    Ok(RecordPiece {
+        segment_id,
+        record_offset,
+        lsn,
+        length,
+        stored_len,
+        record_crc,
+        flags,
+        data_offset,
+    })
+}
+
+/// Checks a record piece covering `len` bytes at disk byte `start` against its record's sizes
+/// and the checkpoint's `lsn` and `last_segment_id`.
+fn check_record_piece(
+    r: &RecordPiece,
+    start: u64,
+    len: u64,
+    header: &CheckpointHeader,
+) -> Result<(), DecodeError> {
+    let RecordPiece {
+        segment_id,
+        record_offset,
+        lsn,
+        length,
+        stored_len,
+        data_offset,
+        ..
+    } = *r;
+    if length == 0 || u64::from(length) > RECORD_DATA_BYTES_MAX {
+        return Err(bad_piece(
+            48,
+            format!("record length {length} is outside 1..={RECORD_DATA_BYTES_MAX}"),
+        ));
+    }
+    if stored_len == 0 || stored_len > length {
+        return Err(bad_piece(
+            52,
+            format!("{stored_len} payload bytes for {length} logical bytes"),
+        ));
+    }
+    // `len` is any u64 short of overflowing `start`, so the sum is checked.
+    if u64::from(data_offset)
+        .checked_add(len)
+        .is_none_or(|end| end > u64::from(length))
+    {
+        return Err(bad_piece(
+            20,
+            format!("{len} bytes from byte {data_offset} of a record of {length} bytes"),
+        ));
+    }
+    if u64::from(data_offset) > start {
+        return Err(bad_piece(
+            20,
+            format!(
+                "a piece at disk byte {start} reads from byte {data_offset} of its record, \
+                 which would start before the disk"
+            ),
+        ));
+    }
+    if lsn == 0 || lsn > header.lsn || segment_id > header.last_segment_id {
+        return Err(bad_piece(
+            24,
+            format!(
+                "record of LSN {lsn} in segment {segment_id}, after the checkpoint's LSN {} \
+                 and segment {}",
+                header.lsn, header.last_segment_id
+            ),
+        ));
+    }
+    if record_offset < RECORD_HEADER_BYTES as u64 {
+        return Err(bad_piece(32, format!("a record at byte {record_offset}")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

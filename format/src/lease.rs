@@ -113,35 +113,8 @@ impl LeaseRecord {
 
     /// Decodes and validates a whole lease file.
     pub fn decode(bytes: &[u8], seed: u32) -> Result<LeaseRecord, DecodeError> {
-        const WHAT: &str = "lease";
-        let mut c = Cursor::new(bytes, WHAT);
-        if c.array::<8>()? != magic::LEASE {
-            return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog lease"));
-        }
-        let version = c.u32()?;
-        if FormatVersion::from_u32(version).is_none() {
-            return Err(c.error_at(
-                DecodeErrorKind::UnsupportedVersion,
-                8,
-                format!("format version {version}"),
-            ));
-        }
-        if bytes.len() < LEASE_FIXED_BYTES + 4 {
-            return Err(c.error_at(
-                DecodeErrorKind::Truncated,
-                bytes.len(),
-                format!("a lease is at least {} bytes", LEASE_FIXED_BYTES + 4),
-            ));
-        }
-        let body = bytes.len() - 4;
-        let stored = u32::from_le_bytes(bytes[body..].try_into().expect("four bytes"));
-        if crate::crc32_seeded(seed, &[&bytes[..body]]) != stored {
-            return Err(c.error_at(
-                DecodeErrorKind::Checksum,
-                body,
-                "lease checksum does not match",
-            ));
-        }
+        let mut c = Cursor::new(bytes, LEASE);
+        let body = check_frame(&mut c, bytes, seed)?;
         let flags = c.u32()?;
         if flags & !LEASE_PERSISTENT != 0 {
             return Err(c.error_at(
@@ -157,19 +130,7 @@ impl LeaseRecord {
         let purpose_len = c.u8()? as usize;
         c.zeros(1)?;
         let detail_len = c.u16()? as usize;
-        let raw_purpose = c.take(LEASE_PURPOSE_BYTES_MAX)?;
-        let purpose = std::str::from_utf8(&raw_purpose[..purpose_len.min(LEASE_PURPOSE_BYTES_MAX)])
-            .ok()
-            .filter(|p| p.len() == purpose_len && valid_purpose(p))
-            .filter(|_| raw_purpose[purpose_len..].iter().all(|&b| b == 0))
-            .ok_or_else(|| {
-                c.error_at(
-                    DecodeErrorKind::BadField,
-                    72,
-                    "lease purpose is not 1 to 32 of [a-z0-9-] followed by zeros",
-                )
-            })?
-            .to_owned();
+        let purpose = decode_purpose(&mut c, purpose_len)?;
         if detail_len > LEASE_DETAIL_BYTES_MAX || LEASE_FIXED_BYTES + detail_len != body {
             return Err(c.error_at(
                 DecodeErrorKind::BadField,
@@ -200,6 +161,59 @@ impl LeaseRecord {
             detail,
         })
     }
+}
+
+const LEASE: &str = "lease";
+
+/// Checks the lease's magic, version, minimum length and checksum, leaving `c` after the
+/// version. Returns the length of the body, the bytes before the checksum.
+fn check_frame(c: &mut Cursor<'_>, bytes: &[u8], seed: u32) -> Result<usize, DecodeError> {
+    if c.array::<8>()? != magic::LEASE {
+        return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog lease"));
+    }
+    let version = c.u32()?;
+    if FormatVersion::from_u32(version).is_none() {
+        return Err(c.error_at(
+            DecodeErrorKind::UnsupportedVersion,
+            8,
+            format!("format version {version}"),
+        ));
+    }
+    if bytes.len() < LEASE_FIXED_BYTES + 4 {
+        return Err(c.error_at(
+            DecodeErrorKind::Truncated,
+            bytes.len(),
+            format!("a lease is at least {} bytes", LEASE_FIXED_BYTES + 4),
+        ));
+    }
+    let body = bytes.len() - 4;
+    let stored = u32::from_le_bytes(bytes[body..].try_into().expect("four bytes"));
+    if crate::crc32_seeded(seed, &[&bytes[..body]]) != stored {
+        return Err(c.error_at(
+            DecodeErrorKind::Checksum,
+            body,
+            "lease checksum does not match",
+        ));
+    }
+    Ok(body)
+}
+
+/// Reads the fixed purpose field: `purpose_len` bytes of a valid purpose, then zeros.
+fn decode_purpose(c: &mut Cursor<'_>, purpose_len: usize) -> Result<String, DecodeError> {
+    let raw_purpose = c.take(LEASE_PURPOSE_BYTES_MAX)?;
+    let purpose = std::str::from_utf8(&raw_purpose[..purpose_len.min(LEASE_PURPOSE_BYTES_MAX)])
+        .ok()
+        .filter(|p| p.len() == purpose_len && valid_purpose(p))
+        .filter(|_| raw_purpose[purpose_len..].iter().all(|&b| b == 0))
+        .ok_or_else(|| {
+            c.error_at(
+                DecodeErrorKind::BadField,
+                72,
+                "lease purpose is not 1 to 32 of [a-z0-9-] followed by zeros",
+            )
+        })?
+        .to_owned();
+    Ok(purpose)
 }
 
 #[cfg(test)]

@@ -326,6 +326,25 @@ fn decode_migration(c: &mut Cursor<'_>) -> Result<MigrationRecord, DecodeError> 
             )
         })?
         .to_owned();
+    let disks = decode_migration_disks(c, disk_count, at)?;
+    Ok(MigrationRecord {
+        phase,
+        point_id,
+        lsn,
+        started_unix_ns,
+        finished_unix_ns,
+        out_dir,
+        disks,
+    })
+}
+
+/// Reads the `disk_count` migrated disks of the migration record at `at`, in increasing id
+/// order, after checking that they fit the limit and the bytes left.
+fn decode_migration_disks(
+    c: &mut Cursor<'_>,
+    disk_count: u32,
+    at: usize,
+) -> Result<Vec<MigrationDisk>, DecodeError> {
     if disk_count > DISKS_MAX
         || disk_count as u64 * MIGRATION_DISK_BYTES as u64 > c.remaining() as u64
     {
@@ -355,15 +374,7 @@ fn decode_migration(c: &mut Cursor<'_>) -> Result<MigrationRecord, DecodeError> 
             xxh3,
         });
     }
-    Ok(MigrationRecord {
-        phase,
-        point_id,
-        lsn,
-        started_unix_ns,
-        finished_unix_ns,
-        out_dir,
-        disks,
-    })
+    Ok(disks)
 }
 
 /// Bytes the section takes, for size checks.

@@ -328,85 +328,17 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
     let base_lsn = c.u64()?;
     c.zeros(4)?;
     let disk_count = bounded_count(&mut c, DISKS_MAX, DISK_FIXED_BYTES)?;
-    let mut disks = Vec::with_capacity(disk_count);
-    for _ in 0..disk_count {
-        let disk_id = c.u32()?;
-        let name_len = c.u8()? as usize;
-        c.zeros(3)?;
-        let (disk_bytes, added_lsn, base_generation) = (c.u64()?, c.u64()?, c.u64()?);
-        let base_header_crc = c.u32()?;
-        c.zeros(4)?;
-        let at = c.position();
-        let name = std::str::from_utf8(c.take(name_len)?)
-            .map_err(|_| c.error_at(DecodeErrorKind::BadField, at, "disk name is not UTF-8"))?
-            .to_owned();
-        disks.push(DiskEntry {
-            disk_id,
-            name,
-            disk_bytes,
-            added_lsn,
-            base_generation,
-            base_header_crc,
-        });
-    }
+    let disks = (0..disk_count)
+        .map(|_| decode_disk_entry(&mut c))
+        .collect::<Result<Vec<_>, _>>()?;
     let segment_count = bounded_count(&mut c, SEGMENTS_MAX, SEGMENT_ENTRY_BYTES)?;
-    let mut segments = Vec::with_capacity(segment_count);
-    for _ in 0..segment_count {
-        let at = c.position();
-        let (segment_id, first_lsn, last_lsn, footer_offset, file_bytes) =
-            (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
-        let footer_crc = c.u32()?;
-        let sealed = match c.u8()? {
-            1 => Some(SealedInfo {
-                last_lsn,
-                footer_offset,
-                file_bytes,
-                footer_crc,
-            }),
-            0 if last_lsn == 0 && footer_offset == 0 && file_bytes == 0 && footer_crc == 0 => None,
-            _ => {
-                return Err(c.error_at(
-                    DecodeErrorKind::BadField,
-                    at + 44,
-                    "segment state is not open or sealed",
-                ));
-            }
-        };
-        c.zeros(3)?;
-        segments.push(SegmentEntry {
-            segment_id,
-            first_lsn,
-            sealed,
-        });
-    }
+    let segments = (0..segment_count)
+        .map(|_| decode_segment_entry(&mut c))
+        .collect::<Result<Vec<_>, _>>()?;
     let point_count = bounded_count(&mut c, POINTS_MAX, POINT_FIXED_BYTES)?;
-    let mut points = Vec::with_capacity(point_count);
-    for _ in 0..point_count {
-        let at = c.position();
-        let (lsn, segment_id, record_offset, point_id) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
-        let time_unix_ns = c.i64()?;
-        let kind = PointKind::from_u8(c.u8()?)
-            .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 40, "unknown point kind"))?;
-        c.zeros(1)?;
-        let label_len = c.u16()? as usize;
-        if label_len > LABEL_BYTES_MAX {
-            return Err(c.error_at(DecodeErrorKind::BadField, at + 42, "label over 1024 bytes"));
-        }
-        let label = std::str::from_utf8(c.take(label_len)?)
-            .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 44, "label is not UTF-8"))?
-            .to_owned();
-        points.push(PointRef {
-            lsn,
-            segment_id,
-            record_offset,
-            point: PointPayload {
-                point_id,
-                time_unix_ns,
-                kind,
-                label,
-            },
-        });
-    }
+    let points = (0..point_count)
+        .map(|_| decode_point_ref(&mut c))
+        .collect::<Result<Vec<_>, _>>()?;
     let lifecycle = if version >= 2 {
         Lifecycle::decode(&mut c)?
     } else {
@@ -421,6 +353,86 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
         segments,
         points,
         lifecycle,
+    })
+}
+
+/// Decodes one disk entry: its fixed fields, then its UTF-8 name.
+fn decode_disk_entry(c: &mut Cursor<'_>) -> Result<DiskEntry, DecodeError> {
+    let disk_id = c.u32()?;
+    let name_len = c.u8()? as usize;
+    c.zeros(3)?;
+    let (disk_bytes, added_lsn, base_generation) = (c.u64()?, c.u64()?, c.u64()?);
+    let base_header_crc = c.u32()?;
+    c.zeros(4)?;
+    let at = c.position();
+    let name = std::str::from_utf8(c.take(name_len)?)
+        .map_err(|_| c.error_at(DecodeErrorKind::BadField, at, "disk name is not UTF-8"))?
+        .to_owned();
+    Ok(DiskEntry {
+        disk_id,
+        name,
+        disk_bytes,
+        added_lsn,
+        base_generation,
+        base_header_crc,
+    })
+}
+
+/// Decodes one segment entry; an open segment has every sealed field zero.
+fn decode_segment_entry(c: &mut Cursor<'_>) -> Result<SegmentEntry, DecodeError> {
+    let at = c.position();
+    let (segment_id, first_lsn, last_lsn, footer_offset, file_bytes) =
+        (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+    let footer_crc = c.u32()?;
+    let sealed = match c.u8()? {
+        1 => Some(SealedInfo {
+            last_lsn,
+            footer_offset,
+            file_bytes,
+            footer_crc,
+        }),
+        0 if last_lsn == 0 && footer_offset == 0 && file_bytes == 0 && footer_crc == 0 => None,
+        _ => {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                at + 44,
+                "segment state is not open or sealed",
+            ));
+        }
+    };
+    c.zeros(3)?;
+    Ok(SegmentEntry {
+        segment_id,
+        first_lsn,
+        sealed,
+    })
+}
+
+/// Decodes one point entry: its fixed fields, then its UTF-8 label of at most 1024 bytes.
+fn decode_point_ref(c: &mut Cursor<'_>) -> Result<PointRef, DecodeError> {
+    let at = c.position();
+    let (lsn, segment_id, record_offset, point_id) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+    let time_unix_ns = c.i64()?;
+    let kind = PointKind::from_u8(c.u8()?)
+        .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 40, "unknown point kind"))?;
+    c.zeros(1)?;
+    let label_len = c.u16()? as usize;
+    if label_len > LABEL_BYTES_MAX {
+        return Err(c.error_at(DecodeErrorKind::BadField, at + 42, "label over 1024 bytes"));
+    }
+    let label = std::str::from_utf8(c.take(label_len)?)
+        .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 44, "label is not UTF-8"))?
+        .to_owned();
+    Ok(PointRef {
+        lsn,
+        segment_id,
+        record_offset,
+        point: PointPayload {
+            point_id,
+            time_unix_ns,
+            kind,
+            label,
+        },
     })
 }
 

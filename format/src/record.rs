@@ -197,60 +197,69 @@ impl RecordHeader {
         if self.segment_offset < PAGE_BYTES as u64 {
             return Err((24, "a record cannot start inside the segment header".into()));
         }
-        let stored = u64::from(self.stored_len);
         match self.kind {
-            RecordKind::Write | RecordKind::Zero => {
-                if self.length == 0 || self.length > RECORD_DATA_BYTES_MAX {
-                    return Err((
-                        56,
-                        format!("length {} outside 1..={RECORD_DATA_BYTES_MAX}", self.length),
-                    ));
-                }
-                if self
-                    .disk_offset
-                    .checked_add(self.length)
-                    .is_none_or(|end| end > DISK_BYTES_MAX)
-                {
-                    return Err((48, "disk range ends past the largest disk".into()));
-                }
-                if self.kind == RecordKind::Zero && stored != 0 {
-                    return Err((44, "a zero record has no payload".into()));
-                }
-                if self.kind == RecordKind::Write && !self.is_lz4() && stored != self.length {
-                    return Err((
-                        44,
-                        format!("raw payload of {stored} bytes for length {}", self.length),
-                    ));
-                }
-                if self.kind == RecordKind::Write && (stored == 0 || stored > self.length) {
-                    return Err((
-                        44,
-                        format!(
-                            "compressed payload of {stored} bytes for length {}",
-                            self.length
-                        ),
-                    ));
-                }
-            }
-            RecordKind::Point | RecordKind::Footer => {
-                if self.disk_id != 0 || self.disk_offset != 0 || self.length != 0 {
-                    return Err((
-                        40,
-                        format!("a {} record has no disk range", self.kind.name()),
-                    ));
-                }
-                let max = if self.kind == RecordKind::Point {
-                    (POINT_FIXED_BYTES + LABEL_BYTES_MAX) as u64
-                } else {
-                    FOOTER_BYTES_MAX
-                };
-                if stored > max {
-                    return Err((
-                        44,
-                        format!("payload of {stored} bytes over the limit {max}"),
-                    ));
-                }
-            }
+            RecordKind::Write | RecordKind::Zero => self.check_disk_fields(),
+            RecordKind::Point | RecordKind::Footer => self.check_metadata_fields(),
+        }
+    }
+
+    /// Field rules of a write or zero record: a disk range inside the largest disk, and a
+    /// payload that matches the kind (none for zero, raw or LZ4 for write).
+    fn check_disk_fields(&self) -> Result<(), (u64, String)> {
+        let stored = u64::from(self.stored_len);
+        if self.length == 0 || self.length > RECORD_DATA_BYTES_MAX {
+            return Err((
+                56,
+                format!("length {} outside 1..={RECORD_DATA_BYTES_MAX}", self.length),
+            ));
+        }
+        if self
+            .disk_offset
+            .checked_add(self.length)
+            .is_none_or(|end| end > DISK_BYTES_MAX)
+        {
+            return Err((48, "disk range ends past the largest disk".into()));
+        }
+        if self.kind == RecordKind::Zero && stored != 0 {
+            return Err((44, "a zero record has no payload".into()));
+        }
+        if self.kind == RecordKind::Write && !self.is_lz4() && stored != self.length {
+            return Err((
+                44,
+                format!("raw payload of {stored} bytes for length {}", self.length),
+            ));
+        }
+        if self.kind == RecordKind::Write && (stored == 0 || stored > self.length) {
+            return Err((
+                44,
+                format!(
+                    "compressed payload of {stored} bytes for length {}",
+                    self.length
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Field rules of a point or footer record: no disk range, and a payload within its limit.
+    fn check_metadata_fields(&self) -> Result<(), (u64, String)> {
+        let stored = u64::from(self.stored_len);
+        if self.disk_id != 0 || self.disk_offset != 0 || self.length != 0 {
+            return Err((
+                40,
+                format!("a {} record has no disk range", self.kind.name()),
+            ));
+        }
+        let max = if self.kind == RecordKind::Point {
+            (POINT_FIXED_BYTES + LABEL_BYTES_MAX) as u64
+        } else {
+            FOOTER_BYTES_MAX
+        };
+        if stored > max {
+            return Err((
+                44,
+                format!("payload of {stored} bytes over the limit {max}"),
+            ));
         }
         Ok(())
     }

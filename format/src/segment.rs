@@ -232,72 +232,74 @@ impl FooterIndex {
                 ),
             ));
         }
-        let mut extents = Vec::with_capacity(extent_count);
-        for _ in 0..extent_count {
-            let at = c.position();
-            let (lsn, record_offset, disk_offset, length) =
-                (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
-            let (disk_id, stored_len, record_crc) = (c.u32()?, c.u32()?, c.u32()?);
-            let kind = match RecordKind::from_u8(c.u8()?) {
-                Some(k @ (RecordKind::Write | RecordKind::Zero)) => k,
-                _ => {
-                    return Err(c.error_at(
-                        DecodeErrorKind::BadField,
-                        at + 44,
-                        "extent kind is not write or zero",
-                    ));
-                }
-            };
-            let flags = c.u8()?;
-            c.zeros(2)?;
-            extents.push(ExtentEntry {
-                lsn,
-                record_offset,
-                disk_offset,
-                length,
-                disk_id,
-                stored_len,
-                record_crc,
-                kind,
-                flags,
-            });
-        }
-        let mut points = Vec::with_capacity(point_count);
-        for _ in 0..point_count {
-            let at = c.position();
-            let lsn = c.u64()?;
-            let record_offset = c.u64()?;
-            let point_id = c.u64()?;
-            let time_unix_ns = c.i64()?;
-            let kind = PointKind::from_u8(c.u8()?).ok_or_else(|| {
-                c.error_at(DecodeErrorKind::BadField, at + 32, "unknown point kind")
-            })?;
-            c.zeros(1)?;
-            let label_len = c.u16()? as usize;
-            if label_len > LABEL_BYTES_MAX {
-                return Err(c.error_at(
-                    DecodeErrorKind::BadField,
-                    at + 34,
-                    "label over 1024 bytes",
-                ));
-            }
-            let label = std::str::from_utf8(c.take(label_len)?)
-                .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 36, "label is not UTF-8"))?
-                .to_owned();
-            points.push(PointEntry {
-                lsn,
-                record_offset,
-                point: PointPayload {
-                    point_id,
-                    time_unix_ns,
-                    kind,
-                    label,
-                },
-            });
-        }
+        let extents = (0..extent_count)
+            .map(|_| decode_extent_entry(&mut c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let points = (0..point_count)
+            .map(|_| decode_point_entry(&mut c))
+            .collect::<Result<Vec<_>, _>>()?;
         c.finish()?;
         footer_sorted(FooterIndex { extents, points })
     }
+}
+
+/// Decodes one footer extent; only write and zero records are extents.
+fn decode_extent_entry(c: &mut Cursor<'_>) -> Result<ExtentEntry, DecodeError> {
+    let at = c.position();
+    let (lsn, record_offset, disk_offset, length) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+    let (disk_id, stored_len, record_crc) = (c.u32()?, c.u32()?, c.u32()?);
+    let kind = match RecordKind::from_u8(c.u8()?) {
+        Some(k @ (RecordKind::Write | RecordKind::Zero)) => k,
+        _ => {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                at + 44,
+                "extent kind is not write or zero",
+            ));
+        }
+    };
+    let flags = c.u8()?;
+    c.zeros(2)?;
+    Ok(ExtentEntry {
+        lsn,
+        record_offset,
+        disk_offset,
+        length,
+        disk_id,
+        stored_len,
+        record_crc,
+        kind,
+        flags,
+    })
+}
+
+/// Decodes one footer point: its fixed fields, then its UTF-8 label of at most 1024 bytes.
+fn decode_point_entry(c: &mut Cursor<'_>) -> Result<PointEntry, DecodeError> {
+    let at = c.position();
+    let lsn = c.u64()?;
+    let record_offset = c.u64()?;
+    let point_id = c.u64()?;
+    let time_unix_ns = c.i64()?;
+    let kind = PointKind::from_u8(c.u8()?)
+        .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 32, "unknown point kind"))?;
+    c.zeros(1)?;
+    let label_len = c.u16()? as usize;
+    if label_len > LABEL_BYTES_MAX {
+        return Err(c.error_at(DecodeErrorKind::BadField, at + 34, "label over 1024 bytes"));
+    }
+    let label = std::str::from_utf8(c.take(label_len)?)
+        .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 36, "label is not UTF-8"))?
+        .to_owned();
+    Ok(PointEntry {
+        lsn,
+        record_offset,
+        point: PointPayload {
+            point_id,
+            time_unix_ns,
+            kind,
+            label,
+        },
+    })
 }
 
 fn footer_sorted(f: FooterIndex) -> Result<FooterIndex, DecodeError> {
@@ -567,73 +569,72 @@ pub fn scan(
             ),
         ));
     }
-    let mut pos = SEGMENT_HEADER_BYTES as u64;
-    let mut next_lsn = header.first_lsn;
-    let mut record_count = 0u32;
+    let mut at = Progress {
+        pos: SEGMENT_HEADER_BYTES as u64,
+        next_lsn: header.first_lsn,
+        record_count: 0,
+    };
     let failure = loop {
-        if pos == bytes.len() as u64 {
-            let end = SegmentEnd::Clean { offset: pos };
-            return Ok(Scan {
-                header,
-                end,
-                last_lsn: next_lsn - 1,
-                record_count,
-                footer: None,
-                valid_end: pos,
-            });
+        if at.pos == bytes.len() as u64 {
+            let end = SegmentEnd::Clean { offset: at.pos };
+            return Ok(at.scan_result(header, end, None, at.pos));
         }
-        let (h, payload) = match record_at(bytes, pos, expect) {
+        let (h, payload) = match record_at(bytes, at.pos, expect) {
             Ok(found) => found,
             Err(e) => break e,
         };
         if h.kind == RecordKind::Footer {
-            match sealed_end(
-                bytes,
-                pos,
-                &h,
-                payload,
-                expect,
-                &header,
-                next_lsn,
-                record_count,
-            ) {
+            match sealed_end(bytes, &h, payload, expect, &header, &at) {
                 Ok((end, footer)) => {
-                    let valid_end = pos + h.total_bytes() + TRAILER_BYTES as u64;
-                    return Ok(Scan {
-                        header,
-                        end,
-                        last_lsn: next_lsn - 1,
-                        record_count,
-                        footer: Some(footer),
-                        valid_end,
-                    });
+                    let valid_end = at.pos + h.total_bytes() + TRAILER_BYTES as u64;
+                    return Ok(at.scan_result(header, end, Some(footer), valid_end));
                 }
                 Err(SealError::NoTrailer(e)) => break e,
                 Err(SealError::Damage(e)) => return Err(e),
             }
         }
-        if h.lsn != next_lsn {
+        if h.lsn != at.next_lsn {
             break DecodeError::new(
                 DecodeErrorKind::Misplaced,
                 "record",
-                pos,
-                format!("LSN {} where LSN {next_lsn} was expected", h.lsn),
+                at.pos,
+                format!("LSN {} where LSN {} was expected", h.lsn, at.next_lsn),
             );
         }
         visit(&h, payload);
-        record_count += 1;
-        next_lsn += 1;
-        pos += h.total_bytes();
+        at.record_count += 1;
+        at.next_lsn += 1;
+        at.pos += h.total_bytes();
     };
-    let end = classify_invalid_tail(bytes, pos, expect, failure)?;
-    Ok(Scan {
-        header,
-        end,
-        last_lsn: next_lsn - 1,
-        record_count,
-        footer: None,
-        valid_end: pos,
-    })
+    let end = classify_invalid_tail(bytes, at.pos, expect, failure)?;
+    Ok(at.scan_result(header, end, None, at.pos))
+}
+
+/// How far a scan has read: the offset and LSN the next record must have, and the write, zero
+/// and point records seen before it.
+struct Progress {
+    pos: u64,
+    next_lsn: u64,
+    record_count: u32,
+}
+
+impl Progress {
+    fn scan_result(
+        &self,
+        header: SegmentHeader,
+        end: SegmentEnd,
+        footer: Option<FooterIndex>,
+        valid_end: u64,
+    ) -> Scan {
+        Scan {
+            header,
+            end,
+            last_lsn: self.next_lsn - 1,
+            record_count: self.record_count,
+            footer,
+            valid_end,
+        }
+    }
 }
 
 /// Why a footer record did not end its segment.
@@ -646,48 +647,24 @@ enum SealError {
     Damage(DecodeError),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Checks that the footer `h` found at `at.pos` seals its segment: a trailer written for it,
+/// agreeing with the records scanned, a footer indexing each of them, and only zeros after.
 fn sealed_end(
     bytes: &[u8],
-    pos: u64,
     h: &RecordHeader,
     payload: &[u8],
     expect: &Expect,
     header: &SegmentHeader,
-    next_lsn: u64,
-    record_count: u32,
+    at: &Progress,
 ) -> Result<(SegmentEnd, FooterIndex), SealError> {
+    let pos = at.pos;
     let trailer_at = pos + h.total_bytes();
-    let trailer_bytes = bytes
-        .get(trailer_at as usize..trailer_at as usize + TRAILER_BYTES)
-        .ok_or_else(|| {
-            SealError::NoTrailer(DecodeError::new(
-                DecodeErrorKind::Truncated,
-                "segment trailer",
-                trailer_at,
-                "the file ends inside the trailer",
-            ))
-        })?;
-    let trailer = Trailer::decode(trailer_bytes, expect.seed)
-        .map_err(|e| SealError::NoTrailer(e.at(trailer_at)))?;
-    if trailer.segment_id != expect.segment_id
-        || trailer.footer_offset != pos
-        || trailer.footer_crc != h.crc
-    {
-        return Err(SealError::NoTrailer(DecodeError::new(
-            DecodeErrorKind::Misplaced,
-            "segment trailer",
-            trailer_at,
-            format!(
-                "the trailer names segment {} footer {} with CRC {:#010x}, not this footer",
-                trailer.segment_id, trailer.footer_offset, trailer.footer_crc
-            ),
-        )));
-    }
+    let trailer = footer_trailer(bytes, trailer_at, h, pos, expect)?;
     let damage = |kind, what, offset, detail: String| {
         SealError::Damage(DecodeError::new(kind, what, offset, detail))
     };
-    let last_lsn = next_lsn - 1;
+    let last_lsn = at.next_lsn - 1;
+    let record_count = at.record_count;
     if trailer.first_lsn != header.first_lsn
         || trailer.last_lsn != last_lsn
         || h.lsn != last_lsn
@@ -734,6 +711,44 @@ fn sealed_end(
         },
         footer,
     ))
+}
+
+/// Reads the trailer at `trailer_at` and checks it was written for the footer `h` at
+/// `footer_at`; any failure means the seal never completed.
+fn footer_trailer(
+    bytes: &[u8],
+    trailer_at: u64,
+    h: &RecordHeader,
+    footer_at: u64,
+    expect: &Expect,
+) -> Result<Trailer, SealError> {
+    let trailer_bytes = bytes
+        .get(trailer_at as usize..trailer_at as usize + TRAILER_BYTES)
+        .ok_or_else(|| {
+            SealError::NoTrailer(DecodeError::new(
+                DecodeErrorKind::Truncated,
+                "segment trailer",
+                trailer_at,
+                "the file ends inside the trailer",
+            ))
+        })?;
+    let trailer = Trailer::decode(trailer_bytes, expect.seed)
+        .map_err(|e| SealError::NoTrailer(e.at(trailer_at)))?;
+    if trailer.segment_id != expect.segment_id
+        || trailer.footer_offset != footer_at
+        || trailer.footer_crc != h.crc
+    {
+        return Err(SealError::NoTrailer(DecodeError::new(
+            DecodeErrorKind::Misplaced,
+            "segment trailer",
+            trailer_at,
+            format!(
+                "the trailer names segment {} footer {} with CRC {:#010x}, not this footer",
+                trailer.segment_id, trailer.footer_offset, trailer.footer_crc
+            ),
+        )));
+    }
+    Ok(trailer)
 }
 
 /// Decides whether the invalid bytes at `pos` are a torn tail, a clean end, or damage.

@@ -31,6 +31,43 @@ pub(crate) struct TablePageCache {
     page: Option<(u64, Vec<ChunkSum>)>,
 }
 
+/// How the base header in `page`, decoded as `header`, differs from the one the manifest
+/// names for `disk`: its CRC, its vault, or its disk, size and generation.
+fn manifest_mismatch(
+    page: &[u8],
+    header: &BaseHeader,
+    disk: &DiskEntry,
+    vault_id: &replog_format::VaultId,
+) -> Option<String> {
+    let stored_crc = u32::from_le_bytes(
+        page[BASE_HEADER_BYTES - 4..]
+            .try_into()
+            .expect("four bytes"),
+    );
+    if stored_crc != disk.base_header_crc {
+        Some(format!(
+            "header CRC {stored_crc:#010x}, the manifest expects {:#010x}",
+            disk.base_header_crc
+        ))
+    } else if header.vault_id != *vault_id {
+        Some("a base image of another vault".to_owned())
+    } else if (header.disk_id, header.disk_bytes, header.generation)
+        != (disk.disk_id, disk.disk_bytes, disk.base_generation)
+    {
+        Some(format!(
+            "disk {} of {} bytes, generation {}; the manifest expects disk {} of {} bytes, generation {}",
+            header.disk_id,
+            header.disk_bytes,
+            header.generation,
+            disk.disk_id,
+            disk.disk_bytes,
+            disk.base_generation
+        ))
+    } else {
+        None
+    }
+}
+
 impl BaseImage {
     /// Opens the base of `disk` and checks that its header is the one the manifest names.
     pub fn open(
@@ -52,33 +89,7 @@ impl BaseImage {
             .map_err(|e| ReadError::read(&rel_path, 0, BASE_HEADER_BYTES as u64, e))?;
         let header =
             BaseHeader::decode(&page, seed).map_err(|e| ReadError::decode(&rel_path, 0, e))?;
-        let stored_crc = u32::from_le_bytes(
-            page[BASE_HEADER_BYTES - 4..]
-                .try_into()
-                .expect("four bytes"),
-        );
-        let mismatch = if stored_crc != disk.base_header_crc {
-            Some(format!(
-                "header CRC {stored_crc:#010x}, the manifest expects {:#010x}",
-                disk.base_header_crc
-            ))
-        } else if header.vault_id != *vault_id {
-            Some("a base image of another vault".to_owned())
-        } else if (header.disk_id, header.disk_bytes, header.generation)
-            != (disk.disk_id, disk.disk_bytes, disk.base_generation)
-        {
-            Some(format!(
-                "disk {} of {} bytes, generation {}; the manifest expects disk {} of {} bytes, generation {}",
-                header.disk_id,
-                header.disk_bytes,
-                header.generation,
-                disk.disk_id,
-                disk.disk_bytes,
-                disk.base_generation
-            ))
-        } else {
-            None
-        };
+        let mismatch = manifest_mismatch(&page, &header, disk, vault_id);
         if let Some(found) = mismatch {
             return Err(ReadError::damaged(
                 &rel_path,

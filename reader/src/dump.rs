@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use replog_format::layout;
-use replog_format::record::{PointPayload, RecordKind};
+use replog_format::record::{PointPayload, RecordHeader, RecordKind};
 use replog_format::segment::{self, Expect, SegmentEnd};
-use replog_format::vault_seed;
+use replog_format::{DecodeError, vault_seed};
 use replog_io::{OpenMode, Storage};
 
 use crate::error::{ReadError, ReadErrorKind, Result};
@@ -52,6 +52,45 @@ pub enum DumpEnd {
     Damaged(String),
 }
 
+impl DumpRecord {
+    /// The dump line of the record `h` of segment `segment_id`, with its point if it is a
+    /// point record whose payload decodes.
+    fn from_header(segment_id: u64, h: &RecordHeader, payload: &[u8]) -> DumpRecord {
+        DumpRecord {
+            segment_id,
+            offset: h.segment_offset,
+            lsn: h.lsn,
+            kind: h.kind,
+            disk_id: h.disk_id,
+            disk_offset: h.disk_offset,
+            length: h.length,
+            stored_len: h.stored_len,
+            lz4: h.is_lz4(),
+            crc: h.crc,
+            point: (h.kind == RecordKind::Point)
+                .then(|| PointPayload::decode(payload).ok())
+                .flatten(),
+        }
+    }
+}
+
+/// How a segment's scan ended, for a segment the manifest records as `sealed` or not.
+fn dump_end(result: Result<segment::Scan, DecodeError>, sealed: bool) -> DumpEnd {
+    match result {
+        Ok(scan) => match scan.end {
+            SegmentEnd::Clean { offset } => DumpEnd::Clean(offset),
+            SegmentEnd::Sealed { footer_offset, .. } => DumpEnd::Sealed(footer_offset),
+            // A sealed segment was acknowledged whole: an invalid record in it is damage.
+            SegmentEnd::Torn { offset, reason } if sealed => DumpEnd::Damaged(format!(
+                "byte {offset}: {} (in a sealed segment)",
+                reason.detail
+            )),
+            SegmentEnd::Torn { offset, reason } => DumpEnd::Torn(offset, reason.detail),
+        },
+        Err(e) => DumpEnd::Damaged(e.to_string()),
+    }
+}
+
 /// Visits every record of every listed segment (or only `only_segment`), calling `record` for
 /// each and `end` once per segment.
 pub fn dump(
@@ -93,36 +132,9 @@ pub fn dump(
             segment_id: id,
         };
         let result = segment::scan(&bytes, &expect, |h, payload| {
-            record(&DumpRecord {
-                segment_id: id,
-                offset: h.segment_offset,
-                lsn: h.lsn,
-                kind: h.kind,
-                disk_id: h.disk_id,
-                disk_offset: h.disk_offset,
-                length: h.length,
-                stored_len: h.stored_len,
-                lz4: h.is_lz4(),
-                crc: h.crc,
-                point: (h.kind == RecordKind::Point)
-                    .then(|| PointPayload::decode(payload).ok())
-                    .flatten(),
-            })
+            record(&DumpRecord::from_header(id, h, payload))
         });
-        let outcome = match result {
-            Ok(scan) => match scan.end {
-                SegmentEnd::Clean { offset } => DumpEnd::Clean(offset),
-                SegmentEnd::Sealed { footer_offset, .. } => DumpEnd::Sealed(footer_offset),
-                // A sealed segment was acknowledged whole: an invalid record in it is damage.
-                SegmentEnd::Torn { offset, reason } if sealed => DumpEnd::Damaged(format!(
-                    "byte {offset}: {} (in a sealed segment)",
-                    reason.detail
-                )),
-                SegmentEnd::Torn { offset, reason } => DumpEnd::Torn(offset, reason.detail),
-            },
-            Err(e) => DumpEnd::Damaged(e.to_string()),
-        };
-        end(id, &path, &outcome);
+        end(id, &path, &dump_end(result, sealed));
     }
     Ok(())
 }

@@ -169,35 +169,9 @@ impl SegmentSlot {
 
     /// Reads and checks the footer record of a sealed segment against the manifest's promise.
     fn load_footer(&self, ctx: &SegmentCtx<'_>, info: &SealedInfo) -> Result<FooterIndex> {
-        let file_bytes = self
-            .file(ctx)?
-            .len()
-            .map_err(|e| ReadError::io(&self.rel_path, "stat", e))?;
-        // A segment can be longer than its trailer's end: a torn tail cut before the seal is
-        // zeroed, never truncated (a reader may have it mapped). Those zeros are verify's concern.
-        if file_bytes < info.file_bytes {
-            return Err(ReadError::damaged(
-                &self.rel_path,
-                file_bytes,
-                format!(
-                    "the sealed segment is {file_bytes} bytes long, the manifest says it ends at byte {}",
-                    info.file_bytes
-                ),
-            ));
-        }
-        let file_bytes = info.file_bytes;
+        self.check_seal_bounds(ctx, info)?;
         let at = info.footer_offset;
-        let room = file_bytes.saturating_sub(TRAILER_BYTES as u64);
-        if at < SEGMENT_HEADER_BYTES as u64 || at.saturating_add(RECORD_HEADER_BYTES as u64) > room
-        {
-            return Err(ReadError::damaged(
-                &self.rel_path,
-                at,
-                format!(
-                    "the manifest puts the footer at byte {at}, outside the {file_bytes}-byte segment"
-                ),
-            ));
-        }
+        let room = info.file_bytes.saturating_sub(TRAILER_BYTES as u64);
         let mut record = vec![0u8; RECORD_HEADER_BYTES];
         self.read(ctx, at, &mut record)?;
         let h =
@@ -238,6 +212,42 @@ impl SegmentSlot {
             .map_err(|e| ReadError::decode(&self.rel_path, at + RECORD_HEADER_BYTES as u64, e))?;
         self.check_footer_entries(&footer, info)?;
         Ok(footer)
+    }
+
+    /// Checks the file holds the sealed segment the manifest describes, and that the footer it
+    /// names starts after the segment header and leaves room for a record header before the
+    /// trailer.
+    fn check_seal_bounds(&self, ctx: &SegmentCtx<'_>, info: &SealedInfo) -> Result<()> {
+        let file_bytes = self
+            .file(ctx)?
+            .len()
+            .map_err(|e| ReadError::io(&self.rel_path, "stat", e))?;
+        // A segment can be longer than its trailer's end: a torn tail cut before the seal is
+        // zeroed, never truncated (a reader may have it mapped). Those zeros are verify's concern.
+        if file_bytes < info.file_bytes {
+            return Err(ReadError::damaged(
+                &self.rel_path,
+                file_bytes,
+                format!(
+                    "the sealed segment is {file_bytes} bytes long, the manifest says it ends at byte {}",
+                    info.file_bytes
+                ),
+            ));
+        }
+        let file_bytes = info.file_bytes;
+        let at = info.footer_offset;
+        let room = file_bytes.saturating_sub(TRAILER_BYTES as u64);
+        if at < SEGMENT_HEADER_BYTES as u64 || at.saturating_add(RECORD_HEADER_BYTES as u64) > room
+        {
+            return Err(ReadError::damaged(
+                &self.rel_path,
+                at,
+                format!(
+                    "the manifest puts the footer at byte {at}, outside the {file_bytes}-byte segment"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Every indexed record must lie inside this segment's LSNs and before its footer.

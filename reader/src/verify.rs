@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use replog_format::base::{
-    BASE_HEADER_BYTES, BaseHeader, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES, decode_table_page,
-    table_crc_update,
+    BASE_HEADER_BYTES, BaseHeader, ChunkSum, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES,
+    decode_table_page, table_crc_update,
 };
 use replog_format::digest::{DIGEST_BYTES, DIGEST_HEADER_BYTES, DigestHeader};
 use replog_format::header::VaultHeader;
@@ -347,6 +347,8 @@ fn permission_error(e: &crate::ReadError) -> Option<std::io::Error> {
         .then(|| std::io::Error::new(io.kind(), io.to_string()))
 }
 
+/// Checks one listed segment: its records against the manifest, its first LSN, and how it
+/// ends against what the manifest records of its seal.
 fn check_segment(
     c: &mut Checker<'_>,
     header: &VaultHeader,
@@ -365,10 +367,79 @@ fn check_segment(
         seed,
         segment_id: seg.segment_id,
     };
+    let Some((scan, records)) = scan_records(c, &path, &bytes, &expect, manifest) else {
+        return;
+    };
+    if is_last {
+        c.journal_end = Some(scan.last_lsn);
+    }
+    if scan.header.first_lsn != seg.first_lsn {
+        c.damage(
+            &path,
+            Some(40),
+            format!(
+                "starts at LSN {}, the manifest says {}",
+                scan.header.first_lsn, seg.first_lsn
+            ),
+        );
+    }
+    match (&scan.end, seg.sealed) {
+        (
+            SegmentEnd::Sealed {
+                footer_offset,
+                trailer,
+            },
+            Some(info),
+        ) => {
+            if !seal_agrees(&info, *footer_offset, trailer, scan.valid_end) {
+                c.damage(
+                    &path,
+                    Some(*footer_offset),
+                    "the footer and trailer disagree with the manifest's record of the seal",
+                );
+            }
+            let footer = scan.footer.as_ref().expect("a sealed scan has its footer");
+            check_footer_index(
+                c,
+                &path,
+                seg.segment_id,
+                *footer_offset,
+                footer,
+                &records,
+                manifest_points,
+            );
+        }
+        (end, _) => check_unsealed_end(
+            c,
+            &path,
+            end,
+            seg.sealed.is_some(),
+            is_last,
+            bytes.len() as u64,
+        ),
+    }
+}
+
+/// The write, zero and point records a segment scan found, as its footer would index them.
+struct SegmentRecords {
+    extents: Vec<ExtentEntry>,
+    points: Vec<PointEntry>,
+}
+
+/// Scans a segment, collecting its records and reporting each write or zero record that
+/// disagrees with the manifest and each point payload that does not decode. Returns nothing
+/// when the scan itself fails, which is reported too.
+fn scan_records(
+    c: &mut Checker<'_>,
+    path: &Path,
+    bytes: &[u8],
+    expect: &Expect,
+    manifest: &Manifest,
+) -> Option<(segment::Scan, SegmentRecords)> {
     let mut extents = Vec::new();
     let mut points = Vec::new();
     let mut problems = Vec::new();
-    let scan = segment::scan(&bytes, &expect, |h, payload| match h.kind {
+    let scan = segment::scan(bytes, expect, |h, payload| match h.kind {
         RecordKind::Write | RecordKind::Zero => {
             if let Some(problem) = check_extent(manifest, h, payload) {
                 problems.push((h.segment_offset, problem));
@@ -390,73 +461,107 @@ fn check_segment(
     });
     c.report.records_checked += (extents.len() + points.len()) as u64;
     for (offset, problem) in problems {
-        c.damage(&path, Some(offset), problem);
+        c.damage(path, Some(offset), problem);
     }
-    let scan = match scan {
-        Ok(scan) => scan,
-        Err(e) => return c.decode_damage(&path, 0, e),
-    };
-    if is_last {
-        c.journal_end = Some(scan.last_lsn);
+    match scan {
+        Ok(scan) => Some((scan, SegmentRecords { extents, points })),
+        Err(e) => {
+            c.decode_damage(path, 0, e);
+            None
+        }
     }
-    if scan.header.first_lsn != seg.first_lsn {
+}
+
+/// Whether the seal found in a segment is the one the manifest records.
+fn seal_agrees(
+    info: &replog_format::manifest::SealedInfo,
+    footer_offset: u64,
+    trailer: &segment::Trailer,
+    valid_end: u64,
+) -> bool {
+    info.last_lsn == trailer.last_lsn
+        && info.footer_offset == footer_offset
+        && info.footer_crc == trailer.footer_crc
+        && info.file_bytes == valid_end
+}
+
+/// Checks a sealed segment's footer index against the records scanned, and the points the
+/// manifest lists for the segment against the footer's.
+fn check_footer_index(
+    c: &mut Checker<'_>,
+    path: &Path,
+    segment_id: u64,
+    footer_offset: u64,
+    footer: &segment::FooterIndex,
+    records: &SegmentRecords,
+    manifest_points: &[&replog_format::manifest::PointRef],
+) {
+    if footer.extents != records.extents || footer.points != records.points {
         c.damage(
-            &path,
-            Some(40),
-            format!(
-                "starts at LSN {}, the manifest says {}",
-                scan.header.first_lsn, seg.first_lsn
-            ),
+            path,
+            Some(footer_offset),
+            "the footer index does not match the segment's records",
         );
     }
-    match (&scan.end, seg.sealed) {
-        (SegmentEnd::Sealed { footer_offset, trailer }, Some(info)) => {
-            let agrees = info.last_lsn == trailer.last_lsn
-                && info.footer_offset == *footer_offset
-                && info.footer_crc == trailer.footer_crc
-                && info.file_bytes == scan.valid_end;
-            if !agrees {
-                c.damage(&path, Some(*footer_offset), "the footer and trailer disagree with the manifest's record of the seal");
-            }
-            let footer = scan.footer.as_ref().expect("a sealed scan has its footer");
-            if footer.extents != extents || footer.points != points {
-                c.damage(&path, Some(*footer_offset), "the footer index does not match the segment's records");
-            }
-            let listed: Vec<_> = manifest_points.iter().map(|p| (p.lsn, p.record_offset, &p.point)).collect();
-            let found: Vec<_> = points.iter().map(|p| (p.lsn, p.record_offset, &p.point)).collect();
-            if listed != found {
-                c.damage(c.dir.join(layout::MANIFEST_FILE), None, format!("the points listed for segment {} differ from its footer", seg.segment_id));
-            }
-        }
-        (SegmentEnd::Sealed { footer_offset, .. }, None) if is_last && c.rolled_back => c.find(
+    let listed: Vec<_> = manifest_points
+        .iter()
+        .map(|p| (p.lsn, p.record_offset, &p.point))
+        .collect();
+    let found: Vec<_> = records
+        .points
+        .iter()
+        .map(|p| (p.lsn, p.record_offset, &p.point))
+        .collect();
+    if listed != found {
+        c.damage(
+            c.dir.join(layout::MANIFEST_FILE),
+            None,
+            format!("the points listed for segment {segment_id} differ from its footer"),
+        );
+    }
+}
+
+/// Reports how a segment ends when the end and the manifest do not both say sealed: a seal
+/// the manifest does not record yet, a torn or clean end of a segment the manifest says is
+/// sealed (damage), or a torn tail of the open segment.
+fn check_unsealed_end(
+    c: &mut Checker<'_>,
+    path: &Path,
+    end: &SegmentEnd,
+    manifest_sealed: bool,
+    is_last: bool,
+    file_bytes: u64,
+) {
+    match (end, manifest_sealed) {
+        (SegmentEnd::Sealed { footer_offset, .. }, false) if is_last && c.rolled_back => c.find(
             Severity::Notice,
-            &path,
+            path,
             Some(*footer_offset),
             "sealed, but the manifest does not record it: the manifest is older than the journal (see the unlisted segments after it)",
         ),
-        (SegmentEnd::Sealed { footer_offset, .. }, None) if is_last => c.find(
+        (SegmentEnd::Sealed { footer_offset, .. }, false) if is_last => c.find(
             Severity::Notice,
-            &path,
+            path,
             Some(*footer_offset),
             "sealed, but the manifest does not record it yet (an interrupted rotation; the next writer open completes it)",
         ),
-        (SegmentEnd::Torn { offset, reason }, Some(_)) => c.damage(
-            &path,
+        (SegmentEnd::Torn { offset, reason }, true) => c.damage(
+            path,
             Some(*offset),
             format!("{} (the manifest says this segment was sealed, so every byte of it was acknowledged: this is damage, not a torn tail)", reason.detail),
         ),
-        (SegmentEnd::Clean { offset }, Some(_)) => c.damage(&path, Some(*offset), "the manifest says this segment is sealed, but its records end here with no footer and trailer"),
-        (SegmentEnd::Torn { offset, reason }, None) => c.find(
+        (SegmentEnd::Clean { offset }, true) => c.damage(path, Some(*offset), "the manifest says this segment is sealed, but its records end here with no footer and trailer"),
+        (SegmentEnd::Torn { offset, reason }, false) => c.find(
             Severity::TornTail,
-            &path,
+            path,
             Some(*offset),
             format!(
                 "{} bytes after the last valid record are not a valid record ({}): the tail of an interrupted write, which the next writer open cuts, or damage to the last records",
-                bytes.len() as u64 - offset,
+                file_bytes - offset,
                 reason.detail
             ),
         ),
-        (_, None) => {}
+        _ => {}
     }
 }
 
@@ -549,6 +654,8 @@ fn check_base(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, disk: &DiskE
     check_base_chunks(c, &path, file.as_ref(), &base, seed);
 }
 
+/// Checks every chunk of a base against its checksum table, one window of chunks at a time,
+/// and the table against the table CRC in the header.
 fn check_base_chunks(
     c: &mut Checker<'_>,
     path: &Path,
@@ -558,40 +665,19 @@ fn check_base_chunks(
 ) {
     let block = u64::from(base.block_bytes);
     let chunks = base.chunk_count();
-    let mut table_crc = seed;
-    let mut page = vec![0u8; TABLE_PAGE_BYTES];
+    let mut table = TableReader::new(seed);
     let mut window = vec![0u8; BASE_WINDOW_BYTES.max(block).min(chunks.max(1) * block) as usize];
     let chunks_per_window = (window.len() as u64 / block).max(1);
-    let mut page_sums = Vec::new();
-    let mut page_loaded = u64::MAX;
     let mut k = 0;
     while k < chunks {
         let n = (chunks - k).min(chunks_per_window);
-        let mut sums = Vec::with_capacity(n as usize);
-        for chunk in k..k + n {
-            let page_index = chunk / TABLE_ENTRIES_PER_PAGE as u64;
-            if page_index != page_loaded {
-                let offset = base.table_offset() + page_index * TABLE_PAGE_BYTES as u64;
-                let entries = (chunks - page_index * TABLE_ENTRIES_PER_PAGE as u64)
-                    .min(TABLE_ENTRIES_PER_PAGE as u64) as usize;
-                page_sums = match file
-                    .read_exact_at(&mut page, offset)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        decode_table_page(&page, page_index as u32, entries, seed)
-                            .map_err(|e| format!("{}: {}", e.what, e.detail))
-                    }) {
-                    Ok(s) => s,
-                    Err(m) => {
-                        c.damage(path, Some(offset), m);
-                        return;
-                    }
-                };
-                table_crc = table_crc_update(table_crc, &page);
-                page_loaded = page_index;
-            }
-            sums.push(page_sums[(chunk % TABLE_ENTRIES_PER_PAGE as u64) as usize]);
-        }
+        let sums = match (k..k + n)
+            .map(|chunk| table.sum(file, base, chunk))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(sums) => sums,
+            Err((offset, message)) => return c.damage(path, Some(offset), message),
+        };
         let start = k * block;
         let len = (n * block) as usize;
         let data = &mut window[..len];
@@ -606,38 +692,7 @@ fn check_base_chunks(
             .par_chunks(block as usize)
             .zip(sums.par_iter())
             .enumerate()
-            .filter_map(|(i, (bytes, sum))| {
-                let chunk_start = start + i as u64 * block;
-                let within = (base.disk_bytes - chunk_start).min(block) as usize;
-                let (inside, padding) = bytes.split_at(within);
-                let at = base.data_offset() + chunk_start;
-                if padding.iter().any(|&b| b != 0) {
-                    return Some((
-                        at + within as u64,
-                        "bytes after the end of the disk are not zero".to_owned(),
-                    ));
-                }
-                if sum.zero && inside.iter().any(|&b| b != 0) {
-                    return Some((
-                        at,
-                        format!(
-                            "chunk {} is recorded as a hole but holds data",
-                            k + i as u64
-                        ),
-                    ));
-                }
-                let crc = crc32fast::hash(inside);
-                (crc != sum.crc).then(|| {
-                    (
-                        at,
-                        format!(
-                            "chunk {} fails its checksum (table {:#010x}, data {crc:#010x})",
-                            k + i as u64,
-                            sum.crc
-                        ),
-                    )
-                })
-            })
+            .filter_map(|(i, (bytes, sum))| chunk_problem(base, k + i as u64, bytes, sum))
             .collect();
         for (offset, message) in bad {
             c.damage(path, Some(offset), message);
@@ -646,13 +701,99 @@ fn check_base_chunks(
         c.report.bytes_checked += len as u64;
         k += n;
     }
-    if table_crc != base.table_crc {
+    if table.crc != base.table_crc {
         c.damage(
             path,
             Some(88),
             "the checksum table does not match the table CRC in the header",
         );
     }
+}
+
+/// Reads a base's checksum table one page at a time, in order, folding each page into the
+/// table CRC as it is loaded.
+struct TableReader {
+    seed: u32,
+    page: Vec<u8>,
+    sums: Vec<ChunkSum>,
+    loaded: u64,
+    crc: u32,
+}
+
+impl TableReader {
+    fn new(seed: u32) -> TableReader {
+        TableReader {
+            seed,
+            page: vec![0u8; TABLE_PAGE_BYTES],
+            sums: Vec::new(),
+            loaded: u64::MAX,
+            crc: seed,
+        }
+    }
+
+    /// The table entry of `chunk`, loading its page if it is not the current one. A page that
+    /// cannot be read or decoded is returned as its offset and a problem sentence.
+    fn sum(
+        &mut self,
+        file: &dyn replog_io::File,
+        base: &BaseHeader,
+        chunk: u64,
+    ) -> Result<ChunkSum, (u64, String)> {
+        let page_index = chunk / TABLE_ENTRIES_PER_PAGE as u64;
+        if page_index != self.loaded {
+            let offset = base.table_offset() + page_index * TABLE_PAGE_BYTES as u64;
+            let entries = (base.chunk_count() - page_index * TABLE_ENTRIES_PER_PAGE as u64)
+                .min(TABLE_ENTRIES_PER_PAGE as u64) as usize;
+            self.sums = file
+                .read_exact_at(&mut self.page, offset)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    decode_table_page(&self.page, page_index as u32, entries, self.seed)
+                        .map_err(|e| format!("{}: {}", e.what, e.detail))
+                })
+                .map_err(|m| (offset, m))?;
+            self.crc = table_crc_update(self.crc, &self.page);
+            self.loaded = page_index;
+        }
+        Ok(self.sums[(chunk % TABLE_ENTRIES_PER_PAGE as u64) as usize])
+    }
+}
+
+/// Checks chunk `chunk` of a base, read as `bytes`, against its table entry: zero padding after
+/// the disk's end, no data in a hole, and its CRC. Returns the offset and a problem sentence.
+fn chunk_problem(
+    base: &BaseHeader,
+    chunk: u64,
+    bytes: &[u8],
+    sum: &ChunkSum,
+) -> Option<(u64, String)> {
+    let block = u64::from(base.block_bytes);
+    let chunk_start = chunk * block;
+    let within = (base.disk_bytes - chunk_start).min(block) as usize;
+    let (inside, padding) = bytes.split_at(within);
+    let at = base.data_offset() + chunk_start;
+    if padding.iter().any(|&b| b != 0) {
+        return Some((
+            at + within as u64,
+            "bytes after the end of the disk are not zero".to_owned(),
+        ));
+    }
+    if sum.zero && inside.iter().any(|&b| b != 0) {
+        return Some((
+            at,
+            format!("chunk {chunk} is recorded as a hole but holds data"),
+        ));
+    }
+    let crc = crc32fast::hash(inside);
+    (crc != sum.crc).then(|| {
+        (
+            at,
+            format!(
+                "chunk {chunk} fails its checksum (table {:#010x}, data {crc:#010x})",
+                sum.crc
+            ),
+        )
+    })
 }
 
 /// A disk is added only after every record before it is durable: the journal must reach there.
