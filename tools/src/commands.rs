@@ -99,7 +99,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Dump(a) => {
             opened(&a.vault).and_then(|(s, d)| read::dump(s, &d, a.segment, a.json))
         }
-        Command::Verify(a) => opened(&a.vault).and_then(|(s, d)| read::verify(s, &d, a.json)),
+        Command::Verify(a) => read::verify(&ctx.open(&a.vault)?, a.json),
         Command::Failover(a) => read::failover(ctx, &a),
         Command::Remote(RemoteCommand::Add(a)) => remote::add(&a, ctx.remote()),
         Command::Remote(RemoteCommand::Show(a)) => remote::show(&a.vault, a.json),

@@ -7,10 +7,13 @@ use std::time::Instant;
 use replog_format::header::Compression;
 use replog_format::segment::SegmentEnd;
 use replog_io::Storage;
-use replog_reader::{DumpEnd, MaterializeOptions, PointInfo, Severity, Vault};
+use replog_reader::{
+    DumpEnd, MaterializeOptions, PointInfo, Severity, Vault, VaultStats, VerifyReport,
+};
 use serde_json::{Value, json};
 
 use crate::cli::FailoverArgs;
+use crate::export::Exported;
 use crate::output::{human_age, human_bytes, print_json, printable, progress, rfc3339, table};
 use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK, Failure};
 use replog_vault::{PointChoice, Tier};
@@ -64,45 +67,56 @@ pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
 }
 
 pub fn inspect(opened: &replog_vault::Vault, json: bool) -> CmdResult {
-    let vault = opened.dir();
-    let v = open_vault(opened.storage().clone(), vault)?;
+    let v = open_vault(opened.storage().clone(), opened.dir())?;
     let stats = v.stats()?;
     let lifecycle = crate::lifecycle_commands::inspect_lifecycle(opened, &v);
-    let h = v.header();
     let now = replog_writer::now_unix_ns();
     let rpo_seconds = v
         .latest_point()
         .map(|p| (now - p.time_unix_ns).max(0) as f64 / 1e9);
+    if json {
+        let mut doc = inspect_json(&v, &stats, rpo_seconds);
+        doc["lifecycle"] = lifecycle;
+        print_json(&doc);
+        return Ok(EXIT_OK);
+    }
+    print_inspect(&v, &stats, rpo_seconds);
+    crate::lifecycle_commands::print_lifecycle(&lifecycle);
+    Ok(EXIT_OK)
+}
+
+fn inspect_json(v: &Vault, stats: &VaultStats, rpo_seconds: Option<f64>) -> Value {
+    let h = v.header();
     let disks: Vec<Value> = v.disks().iter().map(|d| json!({"id": d.disk_id, "name": d.name, "size_bytes": d.disk_bytes, "added_lsn": d.added_lsn})).collect();
     let tail = stats
         .open_segment
         .as_ref()
         .map(|s| segment_end_json(&s.end));
-    if json {
-        print_json(&json!({
-            "vault": vault.display().to_string(),
-            "format_version": h.version.as_u32(),
-            "created": rfc3339(h.created_unix_ns),
-            "block_bytes": h.block_bytes,
-            "segment_bytes": h.segment_bytes,
-            "compression": compression_name(h.compression),
-            "disks": disks,
-            "segments": stats.segments,
-            "sealed_segments": stats.sealed_segments,
-            "journal_bytes": stats.journal_bytes,
-            "base_bytes": stats.base_bytes,
-            "base_lsn": stats.base_lsn,
-            "last_lsn": stats.last_lsn,
-            "points": stats.points,
-            "latest_point": v.latest_point().map(point_json),
-            "rpo_seconds": rpo_seconds,
-            "open_segment_end": tail,
-            "manifest_version": v.manifest().version(),
-            "lifecycle": lifecycle,
-        }));
-        return Ok(EXIT_OK);
-    }
-    println!("vault       {}", vault.display());
+    json!({
+        "vault": v.dir().display().to_string(),
+        "format_version": h.version.as_u32(),
+        "created": rfc3339(h.created_unix_ns),
+        "block_bytes": h.block_bytes,
+        "segment_bytes": h.segment_bytes,
+        "compression": compression_name(h.compression),
+        "disks": disks,
+        "segments": stats.segments,
+        "sealed_segments": stats.sealed_segments,
+        "journal_bytes": stats.journal_bytes,
+        "base_bytes": stats.base_bytes,
+        "base_lsn": stats.base_lsn,
+        "last_lsn": stats.last_lsn,
+        "points": stats.points,
+        "latest_point": v.latest_point().map(point_json),
+        "rpo_seconds": rpo_seconds,
+        "open_segment_end": tail,
+        "manifest_version": v.manifest().version(),
+    })
+}
+
+fn print_inspect(v: &Vault, stats: &VaultStats, rpo_seconds: Option<f64>) {
+    let h = v.header();
+    println!("vault       {}", v.dir().display());
     println!(
         "created     {} (format {}, block {}, segment {}, compression {})",
         rfc3339(h.created_unix_ns),
@@ -151,8 +165,6 @@ pub fn inspect(opened: &replog_vault::Vault, json: bool) -> CmdResult {
             segment_end_text(&s.end)
         );
     }
-    crate::lifecycle_commands::print_lifecycle(&lifecycle);
-    Ok(EXIT_OK)
 }
 
 fn compression_name(c: Compression) -> &'static str {
@@ -253,25 +265,35 @@ pub fn dump(
     Ok(if damaged { EXIT_DAMAGED } else { EXIT_OK })
 }
 
-pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
+pub fn verify(opened: &replog_vault::Vault, json: bool) -> CmdResult {
     let started = Instant::now();
-    // A lease on the oldest point keeps a concurrent prune from moving the base or deleting the
-    // files being checked. Best effort: a vault too damaged to open is still verified.
-    let lease = Vault::open_leased(
-        storage.clone(),
-        vault,
-        &replog_reader::LeaseOptions::new("verify"),
-        |v| {
-            v.points().first().cloned().ok_or_else(|| {
-                replog_reader::ReadError::new(
-                    replog_reader::ReadErrorKind::InvalidRequest,
-                    "no point to lease",
+    let vault = opened.dir();
+    let report = opened.verify();
+    print_verify(&report, vault, json, started.elapsed().as_secs_f64());
+    // A file verify may not read is no finding about the bytes: a failure (exit 1), unless
+    // damage was found in what could be read.
+    if !report.is_damaged() && !report.unreadable().is_empty() {
+        let lines: Vec<String> = report
+            .unreadable()
+            .iter()
+            .map(|f| {
+                format!(
+                    "cannot read {}: {}",
+                    vault.join(&f.path).display(),
+                    f.message
                 )
             })
-        },
-    );
-    let report = replog_reader::verify(storage.as_ref(), vault);
-    drop(lease);
+            .collect();
+        return Err(Failure::new(lines.join("\nreplog: ")));
+    }
+    Ok(if report.is_intact() {
+        EXIT_OK
+    } else {
+        EXIT_DAMAGED
+    })
+}
+
+fn print_verify(report: &VerifyReport, vault: &Path, json: bool, seconds: f64) {
     let intact = report.is_intact();
     if json {
         let findings: Vec<Value> = report
@@ -305,26 +327,9 @@ pub fn verify(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
             report.records_checked(),
             report.chunks_checked(),
             human_bytes(report.bytes_checked()),
-            started.elapsed().as_secs_f64()
+            seconds
         );
     }
-    // A file verify may not read is no finding about the bytes: a failure (exit 1), unless
-    // damage was found in what could be read.
-    if !report.is_damaged() && !report.unreadable().is_empty() {
-        let lines: Vec<String> = report
-            .unreadable()
-            .iter()
-            .map(|f| {
-                format!(
-                    "cannot read {}: {}",
-                    vault.join(&f.path).display(),
-                    f.message
-                )
-            })
-            .collect();
-        return Err(Failure::new(lines.join("\nreplog: ")));
-    }
-    Ok(if intact { EXIT_OK } else { EXIT_DAMAGED })
 }
 
 pub fn failover(ctx: &crate::commands::Ctx, args: &FailoverArgs) -> CmdResult {
@@ -376,35 +381,38 @@ pub fn failover(ctx: &crate::commands::Ctx, args: &FailoverArgs) -> CmdResult {
         None => export()?,
     };
     bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    let disks: Vec<Value> = stats.disks.iter().map(|d| json!({"name": d.name, "path": d.path.display().to_string(), "format": args.format.name(), "size_bytes": d.size_bytes, "virtual_size_bytes": d.virtual_bytes})).collect();
+    print_failover(args, point, &stats, started.elapsed().as_secs_f64());
+    Ok(EXIT_OK)
+}
+
+fn print_failover(args: &FailoverArgs, point: &PointInfo, stats: &Exported, seconds: f64) {
     if args.json {
+        let disks: Vec<Value> = stats.disks.iter().map(|d| json!({"name": d.name, "path": d.path.display().to_string(), "format": args.format.name(), "size_bytes": d.size_bytes, "virtual_size_bytes": d.virtual_bytes})).collect();
         print_json(
             &json!({"point": point_json(point), "format": args.format.name(), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync, "peak_rss_bytes": crate::bench::peak_rss_bytes()}),
         );
-    } else {
-        for d in &stats.disks {
-            println!("{}  {}", d.path.display(), human_bytes(d.virtual_bytes));
-        }
-        println!(
-            "failed over to point {} ({}, {}{}) in {seconds:.2}s: {} written{}",
-            point.point_id,
-            rfc3339(point.time_unix_ns),
-            point.kind.name(),
-            if point.label.is_empty() {
-                String::new()
-            } else {
-                format!(", {:?}", point.label)
-            },
-            human_bytes(stats.written_bytes),
-            if args.no_sync {
-                ", not synced"
-            } else {
-                ", synced"
-            }
-        );
+        return;
     }
-    Ok(EXIT_OK)
+    for d in &stats.disks {
+        println!("{}  {}", d.path.display(), human_bytes(d.virtual_bytes));
+    }
+    let label = if point.label.is_empty() {
+        String::new()
+    } else {
+        format!(", {:?}", point.label)
+    };
+    println!(
+        "failed over to point {} ({}, {}{label}) in {seconds:.2}s: {} written{}",
+        point.point_id,
+        rfc3339(point.time_unix_ns),
+        point.kind.name(),
+        human_bytes(stats.written_bytes),
+        if args.no_sync {
+            ", not synced"
+        } else {
+            ", synced"
+        }
+    );
 }
 
 /// The point `--point`, `--at` or `--latest` names.

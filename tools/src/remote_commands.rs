@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig};
-use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions};
+use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions, SyncReport};
 use serde_json::json;
 
 use crate::cli::{Cli, RemoteAddArgs, SyncArgs};
@@ -143,10 +143,15 @@ pub fn sync(ctx: &Ctx, args: &SyncArgs) -> CmdResult {
     })?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    print_sync(&report, vault, &config.url, json, seconds);
+    Ok(EXIT_OK)
+}
+
+fn print_sync(report: &SyncReport, vault: &Path, url: &str, json: bool, seconds: f64) {
     let mb_per_s = report.bytes_written as f64 / 1e6 / seconds.max(1e-9);
     if json {
         print_json(&json!({
-            "url": config.url,
+            "url": url,
             "manifest_seq": report.manifest_seq,
             "published": report.published,
             "files": report.files,
@@ -163,12 +168,12 @@ pub fn sync(ctx: &Ctx, args: &SyncArgs) -> CmdResult {
             "mb_per_s": mb_per_s,
             "peak_rss_bytes": crate::bench::peak_rss_bytes(),
         }));
-        return Ok(EXIT_OK);
+        return;
     }
     println!(
         "synced {} to {}: manifest {}{} names {} files; {} files read, {} chunks written ({}, {mb_per_s:.0} MB/s), {} already there, {} of zeros",
         vault.display(),
-        config.url,
+        url,
         report.manifest_seq,
         if report.published {
             ""
@@ -196,5 +201,4 @@ pub fn sync(ctx: &Ctx, args: &SyncArgs) -> CmdResult {
             report.deleted_objects
         );
     }
-    Ok(EXIT_OK)
 }

@@ -20,6 +20,7 @@ mod migration;
 mod retention;
 mod state;
 mod test_failover;
+mod verify;
 
 pub use bench::{DataSource, Payload, WriteBenchReport, WriteLoad, run_write_bench};
 pub use choose::{PointChoice, choose};
