@@ -42,7 +42,7 @@ pub fn write_command(storage: Arc<dyn Storage>, a: BenchWriteArgs) -> CmdResult 
     let b = WriteBench {
         vault: a.vault,
         disk_bytes: a.disk_size,
-        compression: crate::commands::compression_of(a.compression),
+        compression: crate::context::compression_of(a.compression),
         options: writer_options(a.in_flight, a.buffer, a.direct, a.preallocate),
         load: WriteLoad {
             random: matches!(a.pattern, Pattern::Rand),
@@ -96,7 +96,7 @@ fn open_or_create(
         .max(b.load.block_bytes);
     let exists = storage.exists(&b.vault.join("VAULT")).unwrap_or(false);
     let mut w = if exists {
-        crate::commands::open_writer(storage, &b.vault)?
+        crate::context::open_writer(storage, &b.vault)?
     } else {
         let settings = VaultSettings {
             compression: b.compression,

@@ -187,6 +187,28 @@ pub enum RemoteCommand {
     Show(RemoteShowArgs),
 }
 
+/// Parses a duration: a number with a unit, `s`, `m`, `h`, `d` or `w` (`72h`, `30m`, `3d`), or
+/// `0`.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad =
+        || format!("{s:?} is not a duration: use a number and a unit, e.g. 90s, 30m, 72h, 3d");
+    if s == "0" {
+        return Ok(0);
+    }
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = s.split_at(unit_at);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
 /// Parses KEY=VALUE.
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
@@ -245,19 +267,19 @@ pub struct RetentionArgs {
     pub vault: PathBuf,
     /// Keep points this long (e.g. 72h); sets the default tiers: every point of the last 2h,
     /// one per hour beyond, app-consistent points for the whole window.
-    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     pub window: Option<u64>,
     /// Keep every point younger than this (default 2h).
-    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     pub recent: Option<u64>,
     /// Beyond --recent, keep one point per this span (default 1h; 0 keeps every point).
-    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     pub thin: Option<u64>,
     /// Keep app-consistent points this long (default: the window).
-    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     pub app_window: Option<u64>,
     /// Keep one app-consistent point per this span (default 0: every one).
-    #[arg(long, value_parser = crate::lifecycle_commands::parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     pub app_thin: Option<u64>,
     /// Remove the policy.
     #[arg(long, conflicts_with_all = ["window", "recent", "thin", "app_window", "app_thin"])]

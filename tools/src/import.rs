@@ -70,7 +70,7 @@ pub fn open(
     format: SourceFormat,
     vault: &Path,
 ) -> Result<Source, Failure> {
-    let file = crate::commands::open_image(storage, image)?;
+    let file = crate::context::open_image(storage, image)?;
     let qemu_format = match format {
         SourceFormat::Raw => return Ok(native(file, "raw")),
         SourceFormat::Auto => match detect(&file, image)? {

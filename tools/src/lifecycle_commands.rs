@@ -15,28 +15,6 @@ use crate::cli::{CompleteMigrationArgs, PruneArgs, RetentionArgs, TestFailoverAr
 use crate::output::{human_bytes, print_json, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
 
-/// Parses a duration: a number with a unit, `s`, `m`, `h`, `d` or `w` (`72h`, `30m`, `3d`), or
-/// `0`.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad =
-        || format!("{s:?} is not a duration: use a number and a unit, e.g. 90s, 30m, 72h, 3d");
-    if s == "0" {
-        return Ok(0);
-    }
-    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = s.split_at(unit_at);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).ok_or_else(bad)
-}
-
 fn human_duration(seconds: u64) -> String {
     match seconds {
         0 => "0".to_owned(),

@@ -14,6 +14,7 @@ mod bench_resolve;
 mod checkpoints;
 mod cli;
 mod commands;
+mod context;
 mod demo;
 mod docs;
 mod export;
@@ -24,6 +25,7 @@ mod output;
 mod read_commands;
 mod remote_commands;
 mod torture;
+mod write_commands;
 
 mod exit;
 

@@ -332,7 +332,7 @@ fn print_verify(report: &VerifyReport, vault: &Path, json: bool, seconds: f64) {
     }
 }
 
-pub fn failover(ctx: &crate::commands::Ctx, args: &FailoverArgs) -> CmdResult {
+pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
     let started = Instant::now();
     // From a remote: more workers than cores, since each mostly waits for a chunk to arrive.
     let parallel = args.parallel.max(1);

@@ -2,26 +2,16 @@
 //! named by a remote URL for `points`, `inspect` and `failover`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig};
 use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions, SyncReport};
 use serde_json::json;
 
-use crate::cli::{Cli, RemoteAddArgs, SyncArgs};
-use crate::commands::{Ctx, open_writer};
+use crate::cli::{RemoteAddArgs, SyncArgs};
+use crate::context::{Ctx, open_writer};
 use crate::output::{human_bytes, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
-
-/// Remote options from the command line.
-pub fn options(cli: &Cli) -> RemoteOptions {
-    RemoteOptions {
-        config: cli.remote_options.clone(),
-        retries: cli.remote_retries,
-        retry_timeout: Duration::from_secs(60),
-        ..RemoteOptions::default()
-    }
-}
 
 /// `replog remote add`.
 pub fn add(args: &RemoteAddArgs, opts: &RemoteOptions) -> CmdResult {

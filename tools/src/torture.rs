@@ -24,7 +24,7 @@ pub fn run(
     seed: u64,
     ops_max: u64,
 ) -> CmdResult {
-    let mut w = crate::commands::open_writer(storage, vault)?;
+    let mut w = crate::context::open_writer(storage, vault)?;
     let disk = w.disk(name)?;
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut out = std::io::stdout().lock();

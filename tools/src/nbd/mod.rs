@@ -153,7 +153,7 @@ type Opened = (Arc<dyn Backend>, Option<Arc<CaptureBackend>>, String);
 fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened, Failure> {
     let vault_name = args.vault.display().to_string();
     if args.capture {
-        let writer = crate::commands::open_writer(storage.clone(), &args.vault)?;
+        let writer = crate::context::open_writer(storage.clone(), &args.vault)?;
         let (capture, started) = CaptureBackend::new(storage, &args.vault, writer)
             .map_err(|e| Failure::new(e.message))?;
         if let Some(p) = started {
