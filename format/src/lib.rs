@@ -17,6 +17,9 @@ pub mod checkpoint;
 pub mod codec;
 pub mod digest;
 pub mod error;
+/// Fuzz oracles, for `fuzz/` and the corpus replay test only: behind the `fuzzing` feature, so not
+/// part of the crate's API by default.
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod header;
 pub mod layout;

@@ -15,7 +15,6 @@ use std::path::Path;
 
 use crate::buf::IO_BUF_ALIGN_BYTES;
 use crate::pipe::{DirectAlignment, PipeOptions};
-use crate::sync::SyncFile;
 
 /// Why direct I/O is not used for a file, in a sentence for the user.
 #[derive(Debug)]
@@ -55,23 +54,23 @@ pub(crate) fn open_direct(path: &Path) -> Result<(fs::File, DirectAlignment), Re
 /// the file's own; with the alignment direct writes need, and a note when direct I/O was asked
 /// for and is not used.
 pub(crate) fn pipe_descriptor(
-    file: &SyncFile,
+    file: &fs::File,
     path: &Path,
     options: PipeOptions,
 ) -> io::Result<(fs::File, Option<DirectAlignment>, Option<String>)> {
     if options.direct {
         match open_direct(path) {
             Ok((fd, align)) => {
-                same_file(file.std_file(), &fd, path)?;
+                same_file(file, &fd, path)?;
                 return Ok((fd, Some(align), None));
             }
             Err(Refusal::Error(e)) => return Err(e),
             Err(Refusal::Fallback(note)) => {
-                return Ok((file.std_file().try_clone()?, None, Some(note)));
+                return Ok((file.try_clone()?, None, Some(note)));
             }
         }
     }
-    Ok((file.std_file().try_clone()?, None, None))
+    Ok((file.try_clone()?, None, None))
 }
 
 /// Refuses a second descriptor that is not the file the first was opened on (the name was

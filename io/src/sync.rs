@@ -366,7 +366,7 @@ impl File for SyncFile {
     }
 
     fn open_pipe(&self, path: &Path, options: PipeOptions) -> io::Result<Option<OpenedPipe>> {
-        let (fd, direct, note) = crate::direct::pipe_descriptor(self, path, options)?;
+        let (fd, direct, note) = crate::direct::pipe_descriptor(&self.file, path, options)?;
         Ok(Some(OpenedPipe {
             pipe: Box::new(ThreadPipe::new(fd, direct)?),
             note,

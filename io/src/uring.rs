@@ -339,7 +339,8 @@ impl File for UringFile {
     }
 
     fn open_pipe(&self, path: &Path, options: PipeOptions) -> io::Result<Option<OpenedPipe>> {
-        let (fd, direct, note) = crate::direct::pipe_descriptor(&self.file, path, options)?;
+        let (fd, direct, note) =
+            crate::direct::pipe_descriptor(self.file.std_file(), path, options)?;
         Ok(Some(OpenedPipe {
             pipe: Box::new(pipe::UringPipe::new(fd, direct)?),
             note,

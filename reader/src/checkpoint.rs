@@ -21,6 +21,7 @@ use replog_io::{File, OpenMode, WriteAt};
 
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::{ExtentMap, RecordRef, SortedBuilder, Source};
+use crate::point_view::PointView;
 use crate::segments::SlotState;
 use crate::vault::{Vault, VaultInner};
 
@@ -406,7 +407,7 @@ pub fn write(vault: &Vault, lsn: u64) -> Result<CheckpointInfo> {
 
 fn write_file(
     inner: &VaultInner,
-    view: &crate::view::PointView,
+    view: &PointView,
     lsn: u64,
     segment_id: u64,
     tmp: &Path,

@@ -6,14 +6,129 @@
 //! holes read as zeros without I/O. The last record, chunk and table page are kept, so
 //! sequential small reads verify each of them once.
 
+use std::sync::{Arc, Mutex};
+
 use replog_format::base::ChunkSum;
+use replog_format::manifest::DiskEntry;
 use replog_format::record::RECORD_HEADER_BYTES;
 
-use crate::base_image::TablePageCache;
+use crate::base_image::{BaseImage, TablePageCache};
 use crate::error::{ReadError, ReadErrorKind, Result};
-use crate::extent_map::{RecordRef, Source};
+use crate::extent_map::{ExtentMap, RecordRef, Source};
 use crate::records::{check_matches, decode_write};
-use crate::view::DiskView;
+use crate::vault::VaultInner;
+
+/// One disk at the view's LSN.
+#[derive(Debug)]
+pub struct DiskView {
+    pub(crate) vault: Arc<VaultInner>,
+    pub(crate) entry: DiskEntry,
+    pub(crate) base: Arc<BaseImage>,
+    pub(crate) map: ExtentMap,
+    cache: Mutex<ReadCache>,
+}
+
+/// What a range of a disk reads from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtentKind {
+    /// The base image (which may itself hold holes).
+    Base,
+    /// Zeros written by a zero record.
+    Zero,
+    /// Data of journal write records.
+    Journal,
+}
+
+/// A range `[start, end)` of a disk and where its bytes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// The source.
+    pub kind: ExtentKind,
+}
+
+impl DiskView {
+    pub(crate) fn new(
+        vault: Arc<VaultInner>,
+        entry: DiskEntry,
+        base: Arc<BaseImage>,
+        map: ExtentMap,
+    ) -> DiskView {
+        DiskView {
+            vault,
+            entry,
+            base,
+            map,
+            cache: Mutex::new(ReadCache::default()),
+        }
+    }
+    /// The disk's name.
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// The disk's id.
+    pub fn disk_id(&self) -> u32 {
+        self.entry.disk_id
+    }
+
+    /// The disk's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.entry.disk_bytes
+    }
+
+    /// The manifest's entry for the disk.
+    pub fn entry(&self) -> &DiskEntry {
+        &self.entry
+    }
+
+    /// The extent map of the disk at the view's LSN.
+    pub fn extent_map(&self) -> &ExtentMap {
+        &self.map
+    }
+
+    /// Fills `buf` with the disk's bytes at `offset`, verifying every record and base chunk it
+    /// reads. Concurrent callers share one small cache; give each thread its own
+    /// [`DiskView::reader`] to read in parallel.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cache.read(self, offset, buf)
+    }
+
+    /// A reader with its own cache of the last record and chunk it decoded.
+    pub fn reader(&self) -> DiskReader<'_> {
+        DiskReader::new(self)
+    }
+
+    /// The disk's ranges and where their bytes come from, in order; neighbours of the same kind
+    /// are merged.
+    pub fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
+        let mut pieces = self.map.iter().peekable();
+        std::iter::from_fn(move || {
+            let (start, piece) = pieces.next()?;
+            let kind = kind_of(piece.source);
+            let mut end = piece.end;
+            while let Some((_, next)) = pieces.next_if(|(_, p)| kind_of(p.source) == kind) {
+                end = next.end;
+            }
+            Some(Extent { start, end, kind })
+        })
+    }
+}
+
+fn kind_of(source: Source) -> ExtentKind {
+    match source {
+        Source::Base => ExtentKind::Base,
+        Source::Zero => ExtentKind::Zero,
+        Source::Record(_) => ExtentKind::Journal,
+    }
+}
 
 /// A reader of one disk with its own cache, for one thread.
 #[derive(Debug)]

@@ -20,6 +20,7 @@ pub mod error;
 pub mod extent_map;
 pub mod lease;
 pub mod materialize;
+mod point_view;
 mod points;
 mod records;
 mod segments;

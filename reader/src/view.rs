@@ -4,66 +4,21 @@
 //! `base_lsn < lsn <= target` to one [`ExtentMap`] per disk: sealed segments contribute the
 //! extents of their footers (read once per vault and kept), the open segment the records of the
 //! vault's scan. No data is read while building; the cost is proportional to the records
-//! involved. Reading a [`DiskView`] then fetches each byte from the piece that holds it.
-
-use std::sync::{Arc, Mutex};
+//! involved. Reading a [`DiskView`] then fetches each byte from the piece that holds it
+//! (`disk_reader`); the view itself is a [`PointView`] (`point_view`).
 
 use replog_format::limits::RECORD_DATA_BYTES_MAX;
-use replog_format::manifest::DiskEntry;
 use replog_format::record::RecordKind;
 use replog_format::segment::ExtentEntry;
 
-use crate::base_image::BaseImage;
 use crate::checkpoint;
-use crate::disk_reader::{DiskReader, ReadCache};
+pub use crate::disk_reader::{DiskView, Extent, ExtentKind};
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::{ExtentMap, RecordRef, Source};
+pub use crate::point_view::PointView;
 use crate::points::PointInfo;
 use crate::segments::SegmentSlot;
 use crate::vault::{Vault, VaultInner};
-
-/// The disks of a vault at one LSN.
-#[derive(Debug)]
-pub struct PointView {
-    pub(crate) vault: Arc<VaultInner>,
-    lsn: u64,
-    point: Option<PointInfo>,
-    disks: Vec<DiskView>,
-    /// The checkpoint the maps started from, if one was used.
-    checkpoint_lsn: Option<u64>,
-}
-
-/// One disk at the view's LSN.
-#[derive(Debug)]
-pub struct DiskView {
-    pub(crate) vault: Arc<VaultInner>,
-    pub(crate) entry: DiskEntry,
-    pub(crate) base: Arc<BaseImage>,
-    pub(crate) map: ExtentMap,
-    cache: Mutex<ReadCache>,
-}
-
-/// What a range of a disk reads from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExtentKind {
-    /// The base image (which may itself hold holes).
-    Base,
-    /// Zeros written by a zero record.
-    Zero,
-    /// Data of journal write records.
-    Journal,
-}
-
-/// A range `[start, end)` of a disk and where its bytes come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-    /// The source.
-    pub kind: ExtentKind,
-}
 
 impl Vault {
     /// The disks at recovery point `point`, one of [`Vault::points`].
@@ -141,13 +96,12 @@ impl Vault {
         let MapBuilder { maps, .. } = builder;
         let mut disks = Vec::with_capacity(included.len());
         for (&index, map) in included.iter().zip(maps) {
-            disks.push(DiskView {
-                vault: self.inner.clone(),
-                entry: inner.manifest.disks[index].clone(),
-                base: inner.base(index)?,
+            disks.push(DiskView::new(
+                self.inner.clone(),
+                inner.manifest.disks[index].clone(),
+                inner.base(index)?,
                 map,
-                cache: Mutex::new(ReadCache::default()),
-            });
+            ));
         }
         Ok(PointView {
             vault: self.inner.clone(),
@@ -290,109 +244,5 @@ impl MapBuilder<'_> {
         };
         self.maps[position].insert(e.disk_offset, end, source);
         Ok(())
-    }
-}
-
-impl PointView {
-    /// The LSN the view shows.
-    pub fn lsn(&self) -> u64 {
-        self.lsn
-    }
-
-    /// The LSN of the checkpoint index the view started from, or `None` if it replayed the
-    /// journal from the base.
-    pub fn checkpoint_lsn(&self) -> Option<u64> {
-        self.checkpoint_lsn
-    }
-
-    /// The point the view was built for, if it was built for one.
-    pub fn point(&self) -> Option<&PointInfo> {
-        self.point.as_ref()
-    }
-
-    /// The disks that exist at the view's LSN, in id order.
-    pub fn disks(&self) -> &[DiskView] {
-        &self.disks
-    }
-
-    /// The disk named `name`.
-    pub fn disk(&self, name: &str) -> Option<&DiskView> {
-        self.disks.iter().find(|d| d.name() == name)
-    }
-
-    /// The storage the vault is read through (and images are written through).
-    pub fn storage(&self) -> &Arc<dyn replog_io::Storage> {
-        &self.vault.storage
-    }
-
-    /// The sum of the disks' sizes.
-    pub fn total_bytes(&self) -> u64 {
-        self.disks.iter().map(DiskView::size).sum()
-    }
-}
-
-impl DiskView {
-    /// The disk's name.
-    pub fn name(&self) -> &str {
-        &self.entry.name
-    }
-
-    /// The disk's id.
-    pub fn disk_id(&self) -> u32 {
-        self.entry.disk_id
-    }
-
-    /// The disk's size in bytes.
-    pub fn size(&self) -> u64 {
-        self.entry.disk_bytes
-    }
-
-    /// The manifest's entry for the disk.
-    pub fn entry(&self) -> &DiskEntry {
-        &self.entry
-    }
-
-    /// The extent map of the disk at the view's LSN.
-    pub fn extent_map(&self) -> &ExtentMap {
-        &self.map
-    }
-
-    /// Fills `buf` with the disk's bytes at `offset`, verifying every record and base chunk it
-    /// reads. Concurrent callers share one small cache; give each thread its own
-    /// [`DiskView::reader`] to read in parallel.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cache.read(self, offset, buf)
-    }
-
-    /// A reader with its own cache of the last record and chunk it decoded.
-    pub fn reader(&self) -> DiskReader<'_> {
-        DiskReader::new(self)
-    }
-
-    /// The disk's ranges and where their bytes come from, in order; neighbours of the same kind
-    /// are merged.
-    pub fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        let mut pieces = self.map.iter().peekable();
-        std::iter::from_fn(move || {
-            let (start, piece) = pieces.next()?;
-            let kind = kind_of(piece.source);
-            let mut end = piece.end;
-            while let Some((_, next)) = pieces.next_if(|(_, p)| kind_of(p.source) == kind) {
-                end = next.end;
-            }
-            Some(Extent { start, end, kind })
-        })
-    }
-}
-
-fn kind_of(source: Source) -> ExtentKind {
-    match source {
-        Source::Base => ExtentKind::Base,
-        Source::Zero => ExtentKind::Zero,
-        Source::Record(_) => ExtentKind::Journal,
     }
 }
