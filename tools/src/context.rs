@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use replog_io::{OpenMode, Storage};
+use replog_io::Storage;
 use replog_remote::{CACHE_CHUNKS_DEFAULT, RemoteOptions};
 use replog_vault::{Access, Location, Vault};
 use replog_writer::{Compression, Writer};
@@ -102,11 +102,4 @@ pub fn reported(w: Writer) -> Writer {
         eprintln!("replog: completed an interrupted segment rotation");
     }
     w
-}
-
-/// Opens a source image for reading, with a message naming it when that fails.
-pub fn open_image(storage: &dyn Storage, path: &Path) -> Result<Arc<dyn replog_io::File>, Failure> {
-    storage
-        .open(path, OpenMode::Read)
-        .map_err(|e| Failure::new(format!("{}: cannot open the image: {e}", path.display())))
 }

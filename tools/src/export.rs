@@ -19,13 +19,11 @@
 //! footer's; a qemu-img image's is taken from the file qemu-img wrote), so a point's disks
 //! appear all or none and a failure restores what was there.
 
-pub mod qemu_img;
-pub mod vhd;
-
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
+use replog_image::{qemu_img, vhd};
 use replog_io::{ContentSum, OpenMode, Storage};
 use replog_reader::{
     DiskStats, MaterializeOptions, MaterializeStats, OutputDir, PointView, ReadError,
@@ -213,11 +211,13 @@ fn convert(
                 qemu_img::Cache::Unsafe
             };
             qemu_img::convert(raw, "raw", &staged, qemu_format, options, cache).map_err(|e| {
-                Failure::new(format!(
-                    "{}: cannot convert to {}: {e}",
-                    raw.display(),
-                    format.name()
-                ))
+                e.reworded(raw, |m| {
+                    format!(
+                        "{}: cannot convert to {}: {m}",
+                        raw.display(),
+                        format.name()
+                    )
+                })
             })?;
             // The raw image is scratch now; free its space before the next disk.
             let _ = storage.remove_file(raw);

@@ -81,9 +81,14 @@ impl From<replog_remote::RemoteError> for Failure {
 impl Failure {
     /// A request the tool refuses as given (a missing option, a value out of range): exit 1.
     fn new(message: impl Into<String>) -> Failure {
+        Failure::of(VaultErrorKind::InvalidRequest, message)
+    }
+
+    /// A failure of `kind`, said in `message`.
+    fn of(kind: VaultErrorKind, message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
-            kind: VaultErrorKind::InvalidRequest,
+            kind,
             vault_relative: false,
         }
     }

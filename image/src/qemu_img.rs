@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::Failure;
+use crate::{ImageError, ImageErrorKind};
 
 /// The program.
 const QEMU_IMG: &str = "qemu-img";
@@ -32,11 +32,12 @@ pub fn check() -> Result<(), String> {
 
 /// Fails with a message naming `what` needs qemu-img and how to install it, when it does not
 /// run.
-pub fn require(what: &str, native: &str) -> Result<(), Failure> {
+pub fn require(what: &str, native: &str) -> Result<(), ImageError> {
     check().map_err(|why| {
-        Failure::new(format!(
-            "{what} needs {QEMU_IMG} ({INSTALL_HINT}); {native} ({why})"
-        ))
+        ImageError::new(
+            ImageErrorKind::ToolMissing,
+            format!("{what} needs {QEMU_IMG} ({INSTALL_HINT}); {native} ({why})"),
+        )
     })
 }
 
@@ -51,13 +52,13 @@ pub enum Lock {
 
 /// `qemu-img info --output=json [-U] [-f FORMAT] [--backing-chain] IMAGE`; with
 /// `--backing-chain` qemu prints an array, one object per image of the chain, and fails when one
-/// cannot be opened. The error is qemu-img's own message.
+/// cannot be opened. The error's sentence is qemu-img's own message.
 pub fn info(
     image: &Path,
     format: Option<&str>,
     backing_chain: bool,
     lock: Lock,
-) -> Result<Value, String> {
+) -> Result<Value, ImageError> {
     let mut cmd = Command::new(QEMU_IMG);
     cmd.args(["info", "--output=json"]);
     if lock == Lock::ForceShare {
@@ -71,34 +72,43 @@ pub fn info(
     }
     cmd.arg(image);
     let out = run(&mut cmd)?;
-    serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("{QEMU_IMG} info printed something other than JSON: {e}"))
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        ImageError::new(
+            ImageErrorKind::Unsupported,
+            format!("{QEMU_IMG} info printed something other than JSON: {e}"),
+        )
+    })
 }
 
 /// `qemu-img check -f FORMAT IMAGE`: `Ok` when the image is consistent, has only leaked
-/// clusters (harmless to a reader), or its format has no check; the error names what is wrong.
-pub fn check_image(image: &Path, format: &str) -> Result<(), String> {
+/// clusters (harmless to a reader), or its format has no check; the error names what is wrong
+/// ([`ImageErrorKind::Corrupt`] when qemu-img found corruption).
+pub fn check_image(image: &Path, format: &str) -> Result<(), ImageError> {
     let out = Command::new(QEMU_IMG)
         .args(["check", "--output=json", "-f", format])
         .arg(image)
         .output()
-        .map_err(|e| format!("{QEMU_IMG} cannot be run: {e}"))?;
+        .map_err(not_run)?;
     match out.status.code() {
         // 0: consistent; 3: leaked clusters only; 63: the format has no check.
         Some(0 | 3 | 63) => Ok(()),
         Some(2) => {
             let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-            Err(format!(
-                "`{QEMU_IMG} check` found {} corrupted places",
-                report["corruptions"]
-                    .as_u64()
-                    .map_or_else(|| "some".to_owned(), |n| n.to_string())
+            let found = report["corruptions"]
+                .as_u64()
+                .map_or_else(|| "some".to_owned(), |n| n.to_string());
+            Err(ImageError::new(
+                ImageErrorKind::Corrupt,
+                format!("`{QEMU_IMG} check` found {found} corrupted places"),
             ))
         }
-        _ => Err(format!(
-            "`{QEMU_IMG} check` could not complete: {} ({})",
-            stderr_of(&out),
-            out.status
+        _ => Err(ImageError::new(
+            ImageErrorKind::ToolFailed,
+            format!(
+                "`{QEMU_IMG} check` could not complete: {} ({})",
+                stderr_of(&out),
+                out.status
+            ),
         )),
     }
 }
@@ -113,7 +123,8 @@ pub enum Cache {
 }
 
 /// `qemu-img convert -q -f FROM -O TO [-o OPTIONS] SRC DST`. Zeros and holes of the source stay
-/// unallocated in the output (qemu-img's default `-S 4k`). The error is qemu-img's message.
+/// unallocated in the output (qemu-img's default `-S 4k`). The error's sentence is qemu-img's
+/// message.
 pub fn convert(
     src: &Path,
     src_format: &str,
@@ -121,7 +132,7 @@ pub fn convert(
     dst_format: &str,
     options: Option<&str>,
     cache: Cache,
-) -> Result<(), String> {
+) -> Result<(), ImageError> {
     let mut cmd = Command::new(QEMU_IMG);
     cmd.args(["convert", "-q", "-f", src_format, "-O", dst_format]);
     if let Some(o) = options {
@@ -135,16 +146,30 @@ pub fn convert(
 }
 
 /// Runs a qemu-img command; on failure, its message (stderr, on one line) and exit status.
-fn run(cmd: &mut Command) -> Result<Output, String> {
+fn run(cmd: &mut Command) -> Result<Output, ImageError> {
     let out = cmd.output().map_err(|e| match e.kind() {
-        ErrorKind::NotFound => format!("{QEMU_IMG} is not installed ({INSTALL_HINT})"),
-        _ => format!("{QEMU_IMG} cannot be run: {e}"),
+        ErrorKind::NotFound => ImageError::new(
+            ImageErrorKind::ToolMissing,
+            format!("{QEMU_IMG} is not installed ({INSTALL_HINT})"),
+        ),
+        _ => not_run(e),
     })?;
     if out.status.success() {
         Ok(out)
     } else {
-        Err(format!("{} ({QEMU_IMG} {})", stderr_of(&out), out.status))
+        Err(ImageError::new(
+            ImageErrorKind::ToolFailed,
+            format!("{} ({QEMU_IMG} {})", stderr_of(&out), out.status),
+        ))
     }
+}
+
+/// qemu-img could not be started for another reason than its absence.
+fn not_run(e: std::io::Error) -> ImageError {
+    ImageError::new(
+        ImageErrorKind::ToolMissing,
+        format!("{QEMU_IMG} cannot be run: {e}"),
+    )
 }
 
 /// qemu-img's error output, on one line.
