@@ -28,7 +28,9 @@ use replog_io::{IoBuf, PipeOptions, WritePipe, open_pipe};
 
 use crate::error::{Result, WriteError};
 use crate::journal::{ActiveSegment, FLUSH_BYTES};
-use crate::writer::{PointInfo, Writer};
+use replog_reader::PointInfo;
+
+use crate::writer::Writer;
 
 /// The smallest staging buffer [`WriterOptions::buffer_bytes`] accepts.
 pub const BUFFER_BYTES_MIN: usize = 16 << 10;
