@@ -382,7 +382,7 @@ impl Writer {
         r.map_err(|e| {
             let seg = &self.active;
             let err = WriteError::io(&seg.path, Some(seg.written), what, e);
-            self.poisoned = Some(err.message().to_owned());
+            self.poisoned = Some(err.to_string());
             err
         })
     }

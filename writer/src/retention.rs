@@ -222,7 +222,7 @@ impl Writer {
         manifest.generation += 1;
         let stored = crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest);
         if let Err(e) = &stored {
-            self.poisoned = Some(e.message().to_owned());
+            self.poisoned = Some(e.to_string());
         }
         stored?;
         self.manifest = manifest;
