@@ -25,7 +25,8 @@ pub struct PointInfo {
 }
 
 impl PointInfo {
-    pub(crate) fn from_manifest(r: &PointRef) -> PointInfo {
+    /// A point of a sealed segment, as the manifest records it.
+    pub fn from_manifest(r: &PointRef) -> PointInfo {
         PointInfo {
             point_id: r.point.point_id,
             lsn: r.lsn,
@@ -37,7 +38,8 @@ impl PointInfo {
         }
     }
 
-    pub(crate) fn from_segment(segment_id: u64, e: &PointEntry) -> PointInfo {
+    /// A point found in segment `segment_id`'s index (the open segment's, or a footer's).
+    pub fn from_segment(segment_id: u64, e: &PointEntry) -> PointInfo {
         PointInfo {
             point_id: e.point.point_id,
             lsn: e.lsn,

@@ -82,7 +82,7 @@ impl Vault {
             .collect();
         let reclaimable = m.lifecycle.retention.as_ref().map(|policy| {
             let pins = &m.lifecycle.pins;
-            let points: Vec<_> = snapshot.points().iter().map(writer_point).collect();
+            let points: Vec<_> = snapshot.points().to_vec();
             let plan = plan_retention(&points, Some(policy), None, pins, &protected, now_unix_ns);
             let new_base_lsn = plan.base().map_or(0, |p| p.lsn);
             Reclaimable {
@@ -147,15 +147,5 @@ fn churn(v: &replog_reader::Vault, now: i64) -> Churn {
             .into_iter()
             .map(|(_, name, bytes)| (name, bytes))
             .collect(),
-    }
-}
-
-fn writer_point(p: &replog_reader::PointInfo) -> replog_writer::PointInfo {
-    replog_writer::PointInfo {
-        point_id: p.point_id,
-        lsn: p.lsn,
-        time_unix_ns: p.time_unix_ns,
-        kind: p.kind,
-        label: p.label.clone(),
     }
 }

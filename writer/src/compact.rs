@@ -117,7 +117,7 @@ impl Writer {
         self.flush(true)?;
         let result = self.compact_inner(req);
         if let Err(e) = &result {
-            self.poisoned = Some(e.message().to_owned());
+            self.poisoned = Some(e.to_string());
         }
         result
     }

@@ -1,7 +1,7 @@
 //! The writer's error: a small matchable kind plus a sentence that names the file and offset.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What went wrong, for callers that react to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +35,10 @@ pub struct WriteError {
     /// The kind of failure.
     pub kind: WriteErrorKind,
     message: String,
+    /// The file the failure concerns, when one does.
+    path: Option<PathBuf>,
+    /// The byte offset in that file, when one applies.
+    offset: Option<u64>,
     #[source]
     source: Option<io::Error>,
 }
@@ -45,6 +49,8 @@ impl WriteError {
         WriteError {
             kind,
             message: message.into(),
+            path: None,
+            offset: None,
             source: None,
         }
     }
@@ -60,6 +66,8 @@ impl WriteError {
         WriteError {
             kind,
             message: format!("{}: {what}{at} failed: {source}", path.display()),
+            path: Some(path.to_path_buf()),
+            offset,
             source: Some(source),
         }
     }
@@ -70,9 +78,14 @@ impl WriteError {
         WriteError::new(WriteErrorKind::Damaged, format!("{}: {e}", path.display()))
     }
 
-    /// The message, without the kind.
-    pub fn message(&self) -> &str {
-        &self.message
+    /// The file the failure concerns, when one does.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The byte offset in [`WriteError::path`] where it failed, when one applies.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
     }
 }
 

@@ -241,7 +241,7 @@ impl Writer {
     ) -> Result<()> {
         let result = self.try_start_next_segment(sealed, points);
         if let Err(e) = &result {
-            self.poisoned = Some(e.message().to_owned());
+            self.poisoned = Some(e.to_string());
         }
         result
     }

@@ -62,8 +62,9 @@ pub use replog_format::lifecycle::{
     MigrationDisk, MigrationPhase, MigrationRecord, RetentionPolicy,
 };
 pub use replog_format::record::PointKind;
+pub use replog_reader::PointInfo;
 pub use retention::{PruneOptions, PruneReport, RetentionPlan, plan_retention};
-pub use writer::{DiskInfo, PointInfo, RecoveryReport, VaultSettings, Writer};
+pub use writer::{DiskInfo, RecoveryReport, VaultSettings, Writer};
 
 /// Nanoseconds since the Unix epoch, now.
 pub fn now_unix_ns() -> i64 {

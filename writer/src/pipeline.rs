@@ -28,7 +28,9 @@ use replog_io::{IoBuf, PipeOptions, WritePipe, open_pipe};
 
 use crate::error::{Result, WriteError};
 use crate::journal::{ActiveSegment, FLUSH_BYTES};
-use crate::writer::{PointInfo, Writer};
+use replog_reader::PointInfo;
+
+use crate::writer::Writer;
 
 /// The smallest staging buffer [`WriterOptions::buffer_bytes`] accepts.
 pub const BUFFER_BYTES_MIN: usize = 16 << 10;
@@ -380,7 +382,7 @@ impl Writer {
         r.map_err(|e| {
             let seg = &self.active;
             let err = WriteError::io(&seg.path, Some(seg.written), what, e);
-            self.poisoned = Some(err.message().to_owned());
+            self.poisoned = Some(err.to_string());
             err
         })
     }

@@ -16,7 +16,9 @@ use replog_format::record::PointKind;
 
 use crate::compact::{CompactReport, CompactRequest, LeaseWait};
 use crate::error::{Result, WriteError, WriteErrorKind};
-use crate::writer::{PointInfo, Writer};
+use replog_reader::PointInfo;
+
+use crate::writer::Writer;
 
 const NS_PER_S: i64 = 1_000_000_000;
 
@@ -220,7 +222,7 @@ impl Writer {
         manifest.generation += 1;
         let stored = crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest);
         if let Err(e) = &stored {
-            self.poisoned = Some(e.message().to_owned());
+            self.poisoned = Some(e.to_string());
         }
         stored?;
         self.manifest = manifest;
@@ -327,6 +329,8 @@ mod tests {
                 PointKind::CrashConsistent
             },
             label: String::new(),
+            segment_id: 1,
+            record_offset: 0,
         }
     }
 

@@ -16,6 +16,7 @@ use replog_format::record::{PointKind, PointPayload, RecordHeader, RecordKind};
 use replog_format::segment::{FOOTER_POINT_FIXED_BYTES, PointEntry};
 use replog_format::{VaultId, vault_seed};
 use replog_io::{File, OpenMode, Storage, WriteAt};
+use replog_reader::PointInfo;
 
 use crate::compress::encode_payload;
 use crate::error::{Result, WriteError, WriteErrorKind};
@@ -41,21 +42,6 @@ impl Default for VaultSettings {
             compression: Compression::None,
         }
     }
-}
-
-/// A recovery point, as the writer acknowledged or found it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PointInfo {
-    /// Its id.
-    pub point_id: u64,
-    /// The LSN of its marker: it covers every record before.
-    pub lsn: u64,
-    /// When it was taken, nanoseconds since the Unix epoch.
-    pub time_unix_ns: i64,
-    /// Its consistency.
-    pub kind: PointKind,
-    /// Its label.
-    pub label: String,
 }
 
 /// A disk of the vault.
@@ -317,12 +303,15 @@ impl Writer {
     /// Every recovery point offered to readers, oldest first: not older than the base images,
     /// not retired by retention.
     pub fn points(&self) -> Vec<PointInfo> {
-        let sealed = self.manifest.points.iter().map(|r| (r.lsn, &r.point));
-        let open = self.active.points.iter().map(|p| (p.lsn, &p.point));
+        let sealed = self.manifest.points.iter().map(PointInfo::from_manifest);
+        let open = self
+            .active
+            .points
+            .iter()
+            .map(|p| PointInfo::from_segment(self.active.id, p));
         sealed
             .chain(open)
-            .filter(|(lsn, p)| self.manifest.offers(p.point_id, *lsn))
-            .map(|(lsn, p)| point_info(lsn, p))
+            .filter(|p| self.manifest.offers(p.point_id, p.lsn))
             .collect()
     }
 
@@ -519,13 +508,15 @@ impl Writer {
             - payload.len() as u64
             - replog_format::record::RECORD_HEADER_BYTES as u64;
         self.active.footer_bytes += (FOOTER_POINT_FIXED_BYTES + label.len()) as u64;
-        self.active.points.push(PointEntry {
+        let entry = PointEntry {
             lsn,
             record_offset,
-            point: point.clone(),
-        });
+            point,
+        };
+        let info = PointInfo::from_segment(self.active.id, &entry);
+        self.active.points.push(entry);
         self.next_point_id += 1;
-        Ok(point_info(lsn, &point))
+        Ok(info)
     }
 
     /// Makes every staged record durable.
@@ -571,16 +562,6 @@ fn record(
         stored_len,
         disk_offset,
         length,
-    }
-}
-
-pub(crate) fn point_info(lsn: u64, p: &PointPayload) -> PointInfo {
-    PointInfo {
-        point_id: p.point_id,
-        lsn,
-        time_unix_ns: p.time_unix_ns,
-        kind: p.kind,
-        label: p.label.clone(),
     }
 }
 

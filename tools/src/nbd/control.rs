@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! -> {"op":"point","app_consistent":false,"label":"nightly"}
-//! <- {"ok":true,"id":7,"lsn":1234,"time_unix_ns":...,"kind":"crash-consistent","label":"nightly"}
+//! <- {"ok":true,"id":7,"lsn":1234,"time_unix_ns":...,"segment_id":3,"record_offset":4096,"kind":"crash-consistent","label":"nightly"}
 //! <- {"ok":false,"error":"..."}
 //! ```
 //!
@@ -117,6 +117,8 @@ fn answer(conn: UnixStream, capture: &CaptureBackend) {
             "id": p.point_id,
             "lsn": p.lsn,
             "time_unix_ns": p.time_unix_ns,
+            "segment_id": p.segment_id,
+            "record_offset": p.record_offset,
             "kind": p.kind.name(),
             "label": p.label,
             })
@@ -182,9 +184,13 @@ pub fn request_point(
         )));
     }
     let number = |key: &str| reply[key].as_u64();
-    let (Some(point_id), Some(lsn), Some(time)) =
-        (number("id"), number("lsn"), reply["time_unix_ns"].as_i64())
-    else {
+    let at = (number("segment_id"), number("record_offset"));
+    let (Some(point_id), Some(lsn), Some(time), (Some(segment_id), Some(record_offset))) = (
+        number("id"),
+        number("lsn"),
+        reply["time_unix_ns"].as_i64(),
+        at,
+    ) else {
         return Err(Failure::new(format!(
             "{}: the capturing server's reply lacks the point: {line:?}",
             path.display()
@@ -196,5 +202,7 @@ pub fn request_point(
         time_unix_ns: time,
         kind,
         label: reply["label"].as_str().unwrap_or(label).to_owned(),
+        segment_id,
+        record_offset,
     }))
 }
