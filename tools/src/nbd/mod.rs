@@ -9,26 +9,10 @@
 //!   appended to the journal, flush and FUA durable before the reply; `replog point` takes
 //!   points meanwhile through the control socket.
 //!
-//! The protocol (fixed newstyle, `NBD_OPT_GO`/`INFO`/`LIST`, structured replies, block status
-//! with `base:allocation`) is written here against the protocol document: `proto` holds its
-//! numbers, `wire` and `request` its bytes, `handshake` and `transmission` its two phases,
-//! `server` the connections. Memory: per connection, one buffer of at most one request
-//! (32 MiB) and the reader's caches; per server, the overlay's or the capture's range maps.
+//! The protocol and the server are `replog-nbd`'s, the devices `replog_vault::nbd`'s; this
+//! module parses the arguments, opens the device, handles signals and prints what is served.
 
-mod capture;
 pub mod control;
-mod export;
-mod handshake;
-mod overlay;
-mod point;
-mod proto;
-mod rangemap;
-mod request;
-mod server;
-mod stream;
-mod timed;
-mod transmission;
-mod wire;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,12 +26,8 @@ use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
 
 use crate::output::human_bytes;
 use crate::{CmdResult, EXIT_OK, Failure};
-use capture::CaptureBackend;
-use control::ControlServer;
-use export::Backend;
-use overlay::OverlayBackend;
-use point::PointBackend;
-use server::{Limits, Listener, Waker};
+use replog_nbd::{Backend, Limits, Listener, Waker};
+use replog_vault::nbd::{CaptureBackend, ControlServer, OverlayBackend, PointBackend};
 
 /// Serve a recovery point (read-only, or writable through a discarded overlay), or capture
 /// writes into the journal, over NBD.
@@ -129,7 +109,7 @@ pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
         );
     }
     println!("listening on {}", listener.describe());
-    server::serve(
+    replog_nbd::serve(
         &listener,
         &backend,
         args.max_clients as usize,
