@@ -12,6 +12,9 @@
 //! Memory: per connection, one buffer of at most one request (32 MiB) plus what its device keeps.
 #![forbid(unsafe_code)]
 
+mod client;
+mod client_wire;
+mod error;
 mod export;
 mod handshake;
 pub mod proto;
@@ -23,6 +26,8 @@ mod timed;
 mod transmission;
 mod wire;
 
+pub use client::{Client, ClientOptions, Extent};
+pub use error::{NbdError, NbdErrorKind};
 pub use export::{Backend, BlockDevice, DATA, ExportError, ExportInfo, Extents, HOLE};
 pub use rangemap::{Piece, RangeMap};
 pub use server::{Limits, Listener, Waker, serve};
