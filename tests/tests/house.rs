@@ -25,18 +25,11 @@ const KNOWN_CIRCLES: &[&[&str]] = &[
         "writer/src/recover.rs",
         "writer/src/writer.rs",
     ],
-    // tools: `cli` takes `ServeNbdArgs` from `nbd/mod` and `SourceFormat` from `import`, which open
-    // their writer and image through `context`, which takes its options from `cli`.
-    &[
-        "tools/src/cli.rs",
-        "tools/src/context.rs",
-        "tools/src/import.rs",
-        "tools/src/nbd/mod.rs",
-    ],
 ];
 
 const CRATES: &[&str] = &[
-    "format", "io", "writer", "reader", "remote", "vault", "tools", "benches", "tests",
+    "format", "io", "writer", "reader", "remote", "nbd", "vault", "image", "tools", "benches",
+    "tests",
 ];
 
 #[test]

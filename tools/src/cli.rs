@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::export::OutputFormat;
 pub use crate::import::SourceFormat;
@@ -94,7 +94,7 @@ pub enum Command {
     Sync(SyncArgs),
     /// Serve a recovery point over NBD (read-only, or writable through a discarded overlay),
     /// or capture NBD writes into the journal (--capture).
-    ServeNbd(crate::nbd::ServeNbdArgs),
+    ServeNbd(ServeNbdArgs),
     /// Show or set the retention policy (window, thinning tiers) and pinned points.
     Retention(RetentionArgs),
     /// Apply the retention policy (or keep the newest N points): drop points, reclaim space.
@@ -747,4 +747,47 @@ pub struct RemoteShowArgs {
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Serve a recovery point (read-only, or writable through a discarded overlay), or capture
+/// writes into the journal, over NBD.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("what").required(true).args(["point", "latest", "capture"])))]
+pub struct ServeNbdArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// Serve the point with this id.
+    #[arg(long)]
+    pub point: Option<u64>,
+    /// Serve the newest point.
+    #[arg(long)]
+    pub latest: bool,
+    /// Serve the latest state, writable: every write becomes a journal record.
+    #[arg(long, conflicts_with = "overlay")]
+    pub capture: bool,
+    /// Make the point writable with a copy-on-write overlay discarded when the server exits.
+    #[arg(long)]
+    pub overlay: bool,
+    /// Where the overlay's (unlinked, sparse) files go; the system's temporary directory by
+    /// default.
+    #[arg(long, requires = "overlay")]
+    pub overlay_dir: Option<PathBuf>,
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:10809", conflicts_with = "unix")]
+    pub listen: String,
+    /// Listen on this Unix socket instead of TCP.
+    #[arg(long)]
+    pub unix: Option<PathBuf>,
+    /// Clients served at once; more are refused with a message.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_clients: u32,
+    /// Seconds a client has to finish the whole handshake; one still negotiating then is cut.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout: u64,
+    /// When every slot is taken and a new client arrives, a negotiated client that has sent
+    /// nothing for this many seconds gives its slot to it (0: never). No client is cut while a
+    /// slot is free, so a VM booted from an export may idle as long as it likes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub idle_timeout: u64,
 }

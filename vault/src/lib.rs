@@ -17,6 +17,7 @@ mod error;
 mod failover;
 mod location;
 mod migration;
+pub mod nbd;
 mod retention;
 mod state;
 mod test_failover;

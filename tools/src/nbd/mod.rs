@@ -9,97 +9,24 @@
 //!   appended to the journal, flush and FUA durable before the reply; `replog point` takes
 //!   points meanwhile through the control socket.
 //!
-//! The protocol (fixed newstyle, `NBD_OPT_GO`/`INFO`/`LIST`, structured replies, block status
-//! with `base:allocation`) is written here against the protocol document: `proto` holds its
-//! numbers, `wire` and `request` its bytes, `handshake` and `transmission` its two phases,
-//! `server` the connections. Memory: per connection, one buffer of at most one request
-//! (32 MiB) and the reader's caches; per server, the overlay's or the capture's range maps.
+//! The protocol and the server are `replog-nbd`'s, the devices `replog_vault::nbd`'s; this
+//! module parses the arguments, opens the device, handles signals and prints what is served.
 
-mod capture;
 pub mod control;
-mod export;
-mod handshake;
-mod overlay;
-mod point;
-mod proto;
-mod rangemap;
-mod request;
-mod server;
-mod stream;
-mod timed;
-mod transmission;
-mod wire;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::{ArgGroup, Args};
 use replog_io::Storage;
 use replog_reader::{LeaseOptions, PointInfo, Vault};
 use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
 
+use crate::cli::ServeNbdArgs;
 use crate::output::human_bytes;
 use crate::{CmdResult, EXIT_OK, Failure};
-use capture::CaptureBackend;
-use control::ControlServer;
-use export::Backend;
-use overlay::OverlayBackend;
-use point::PointBackend;
-use server::{Limits, Listener, Waker};
-
-/// Serve a recovery point (read-only, or writable through a discarded overlay), or capture
-/// writes into the journal, over NBD.
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("what").required(true).args(["point", "latest", "capture"])))]
-pub struct ServeNbdArgs {
-    /// The vault directory.
-    pub vault: PathBuf,
-    /// Serve the point with this id.
-    #[arg(long)]
-    pub point: Option<u64>,
-    /// Serve the newest point.
-    #[arg(long)]
-    pub latest: bool,
-    /// Serve the latest state, writable: every write becomes a journal record.
-    #[arg(long, conflicts_with = "overlay")]
-    pub capture: bool,
-    /// Make the point writable with a copy-on-write overlay discarded when the server exits.
-    #[arg(long)]
-    pub overlay: bool,
-    /// Where the overlay's (unlinked, sparse) files go; the system's temporary directory by
-    /// default.
-    #[arg(long, requires = "overlay")]
-    pub overlay_dir: Option<PathBuf>,
-    /// TCP address to listen on.
-    #[arg(long, default_value = "127.0.0.1:10809", conflicts_with = "unix")]
-    pub listen: String,
-    /// Listen on this Unix socket instead of TCP.
-    #[arg(long)]
-    pub unix: Option<PathBuf>,
-    /// Clients served at once; more are refused with a message.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub max_clients: u32,
-    /// Seconds a client has to finish the whole handshake; one still negotiating then is cut.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub handshake_timeout: u64,
-    /// When every slot is taken and a new client arrives, a negotiated client that has sent
-    /// nothing for this many seconds gives its slot to it (0: never). No client is cut while a
-    /// slot is free, so a VM booted from an export may idle as long as it likes.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub idle_timeout: u64,
-}
-
-impl ServeNbdArgs {
-    fn limits(&self) -> Limits {
-        Limits {
-            handshake: Duration::from_secs(self.handshake_timeout),
-            idle: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
-        }
-    }
-}
+use replog_nbd::{Backend, Limits, Listener, Waker};
+use replog_vault::nbd::{CaptureBackend, ControlServer, OverlayBackend, PointBackend};
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
@@ -129,11 +56,11 @@ pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
         );
     }
     println!("listening on {}", listener.describe());
-    server::serve(
+    replog_nbd::serve(
         &listener,
         &backend,
         args.max_clients as usize,
-        args.limits(),
+        limits(args),
         &stop,
     );
     if let Some(c) = control {
@@ -239,4 +166,12 @@ fn watch_signals(stop: Arc<AtomicBool>, waker: Waker) -> Result<(), Failure> {
         })
         .map(drop)
         .map_err(|e| Failure::new(format!("cannot start the signal thread: {e}")))
+}
+
+/// The server's limits against clients that stall, from the command line.
+fn limits(args: &ServeNbdArgs) -> Limits {
+    Limits {
+        handshake: Duration::from_secs(args.handshake_timeout),
+        idle: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+    }
 }

@@ -15,7 +15,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::export::{Disk, ExportError, Extents};
+use super::export::{BlockDevice, ExportError, Extents};
 use super::handshake::Negotiated;
 use super::proto::{self, PAYLOAD_BYTES_MAX};
 use super::request::{self, REQUEST_BYTES, Request};
@@ -55,7 +55,7 @@ pub struct Session<'a> {
 pub fn serve(
     r: &mut impl Read,
     w: &mut impl Write,
-    disk: &mut dyn Disk,
+    disk: &mut dyn BlockDevice,
     s: &Session<'_>,
 ) -> io::Result<Closed> {
     let mut buf = Vec::new();
@@ -154,7 +154,7 @@ fn check_writable(s: &Session<'_>) -> Result<(), ExportError> {
 
 fn handle(
     w: &mut impl Write,
-    disk: &mut dyn Disk,
+    disk: &mut dyn BlockDevice,
     s: &Session<'_>,
     req: &Request,
     buf: &mut Vec<u8>,
@@ -221,7 +221,7 @@ fn reply(
 /// `NBD_CMD_READ`.
 fn read(
     w: &mut impl Write,
-    disk: &mut dyn Disk,
+    disk: &mut dyn BlockDevice,
     s: &Session<'_>,
     req: &Request,
     buf: &mut Vec<u8>,
@@ -276,7 +276,10 @@ fn read(
 
 /// Splits a read into `(start, end, hole)` pieces: zero ranges of at least
 /// [`HOLE_CHUNK_BYTES_MIN`] become hole chunks, everything else data (read and sent).
-fn plan_read(disk: &mut dyn Disk, req: &Request) -> Result<Vec<(u64, u64, bool)>, ExportError> {
+fn plan_read(
+    disk: &mut dyn BlockDevice,
+    req: &Request,
+) -> Result<Vec<(u64, u64, bool)>, ExportError> {
     let end = req.offset + u64::from(req.length);
     let mut extents = Extents::new(usize::MAX, LOOKUPS_MAX);
     disk.extents(req.offset, end, &mut extents)?;
@@ -306,7 +309,7 @@ fn plan_read(disk: &mut dyn Disk, req: &Request) -> Result<Vec<(u64, u64, bool)>
 /// `NBD_CMD_BLOCK_STATUS`: the `base:allocation` descriptors from the start of the range.
 fn status(
     w: &mut impl Write,
-    disk: &mut dyn Disk,
+    disk: &mut dyn BlockDevice,
     s: &Session<'_>,
     req: &Request,
 ) -> io::Result<()> {
@@ -352,7 +355,7 @@ fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nbd::export::{DATA, HOLE};
+    use crate::export::{DATA, HOLE};
     use proptest::prelude::*;
 
     /// A disk in memory whose 64 KiB blocks of zeros are holes.
@@ -360,7 +363,7 @@ mod tests {
 
     const BLOCK: u64 = 64 << 10;
 
-    impl Disk for MemDisk {
+    impl BlockDevice for MemDisk {
         fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
             buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
             Ok(())

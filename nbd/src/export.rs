@@ -1,11 +1,7 @@
-//! What the server serves, whatever holds the bytes: a [`Backend`] lists the exports (one per
-//! disk) and opens a [`Disk`] per connection; a `Disk` reads, writes, zeroes and describes its
-//! allocation. Three backends implement them: a point read-only (`point`), a point under a
-//! copy-on-write overlay (`overlay`), and the replica's latest state captured into the journal
-//! (`capture`).
-
-use replog_reader::{ReadError, ReadErrorKind};
-use replog_writer::{WriteError, WriteErrorKind};
+//! What the server serves, whatever holds the bytes: a [`Backend`] lists the exports and
+//! opens a [`BlockDevice`] per connection; a `BlockDevice` reads, writes, zeroes, flushes and
+//! describes its allocation. The server checks every range against the export's size and
+//! refuses writes to a read-only backend before a device sees them.
 
 use super::proto;
 
@@ -27,14 +23,14 @@ pub trait Backend: Send + Sync {
     /// Whether writes are accepted.
     fn writable(&self) -> bool;
     /// A handle on export `index` for one connection (it may keep caches of its own).
-    fn open(&self, index: usize) -> Box<dyn Disk + '_>;
+    fn open(&self, index: usize) -> Box<dyn BlockDevice + '_>;
     /// A connection ended, cleanly or not. Capture makes every write it acknowledged durable,
     /// so a client that vanishes without a flush loses nothing it was told was done.
     fn connection_closed(&self) {}
 }
 
 /// One export as one connection uses it. Ranges are checked against the size by the caller.
-pub trait Disk {
+pub trait BlockDevice {
     /// Fills `buf` with the bytes at `offset`.
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError>;
     /// Pushes the allocation of `[offset, end)` into `out`, in order, until `out` is full.
@@ -71,29 +67,12 @@ impl ExportError {
         }
     }
 
-    fn read_only() -> ExportError {
+    /// `EPERM`: the export does not accept writes.
+    pub fn read_only() -> ExportError {
         ExportError::new(proto::EPERM, "the export is read-only")
     }
 
-    /// A reader error: damage and I/O errors are `EIO`, never wrong bytes.
-    pub fn read(e: ReadError) -> ExportError {
-        let errno = match e.kind() {
-            ReadErrorKind::InvalidRequest => proto::EINVAL,
-            _ => proto::EIO,
-        };
-        ExportError::new(errno, e.to_string())
-    }
-
-    /// A writer error: a full vault is `ENOSPC`, anything else `EIO`.
-    pub fn write(e: WriteError) -> ExportError {
-        let errno = match e.kind {
-            WriteErrorKind::NoSpace => proto::ENOSPC,
-            _ => proto::EIO,
-        };
-        ExportError::new(errno, e.to_string())
-    }
-
-    /// An I/O error on a file of the server's own (the overlay).
+    /// An I/O error on a file the device owns (an overlay's, say).
     pub fn io(what: &str, e: std::io::Error) -> ExportError {
         let errno = if e.kind() == std::io::ErrorKind::StorageFull {
             proto::ENOSPC

@@ -21,9 +21,12 @@ use replog_io::Storage;
 use replog_reader::{PointView, Vault};
 use replog_writer::{PointInfo, PointKind, Writer};
 
-use super::export::{Backend, DATA, Disk, ExportError, ExportInfo, Extents, HOLE};
+use replog_nbd::{
+    Backend, BlockDevice, DATA, ExportError, ExportInfo, Extents, HOLE, Piece, RangeMap,
+};
+
+use super::errors::{read_error, write_error};
 use super::point::view_extents;
-use super::rangemap::{Piece, RangeMap};
 
 /// The most write data kept in memory for reads between two read views.
 pub const STAGED_BYTES_MAX: u64 = 64 << 20;
@@ -107,14 +110,14 @@ impl CaptureBackend {
         let disks = writer.disks();
         if disks.is_empty() {
             return Err(ExportError::new(
-                super::proto::EINVAL,
+                replog_nbd::proto::EINVAL,
                 format!(
                     "{}: the vault has no disks; add one with `replog disk add`",
                     dir.display()
                 ),
             ));
         }
-        let vault = Vault::open(storage.clone(), dir).map_err(ExportError::read)?;
+        let vault = Vault::open(storage.clone(), dir).map_err(read_error)?;
         let started = if vault
             .disks()
             .iter()
@@ -123,13 +126,13 @@ impl CaptureBackend {
             Some(
                 writer
                     .point(PointKind::CrashConsistent, "capture start")
-                    .map_err(ExportError::write)?,
+                    .map_err(write_error)?,
             )
         } else {
             None
         };
         let disk_ids: Vec<u32> = disks.iter().map(|d| d.disk_id).collect();
-        writer.sync().map_err(ExportError::write)?;
+        writer.sync().map_err(write_error)?;
         let (view, view_index) = open_view(storage.clone(), dir, &writer, &disk_ids)?;
         let exports = disks
             .iter()
@@ -170,13 +173,13 @@ impl CaptureBackend {
         self.lock()
             .writer()?
             .point(kind, label)
-            .map_err(ExportError::write)
+            .map_err(write_error)
     }
 
     /// Makes everything durable and releases the vault. Later requests fail with `EIO`.
     pub fn close(&self) -> Result<(), ExportError> {
         match self.lock().writer.take() {
-            Some(w) => w.close().map_err(ExportError::write),
+            Some(w) => w.close().map_err(write_error),
             None => Ok(()),
         }
     }
@@ -187,7 +190,7 @@ impl CaptureBackend {
         let mut s = self.lock();
         if s.stale {
             let w = s.writer()?;
-            w.sync().map_err(ExportError::write)?;
+            w.sync().map_err(write_error)?;
             let (view, view_index) = open_view(self.storage.clone(), &self.dir, w, &self.disk_ids)?;
             s.view = view;
             s.view_index = view_index;
@@ -218,9 +221,9 @@ impl CaptureBackend {
 
 impl State {
     fn writer(&mut self) -> Result<&mut Writer, ExportError> {
-        self.writer
-            .as_mut()
-            .ok_or_else(|| ExportError::new(super::proto::ESHUTDOWN, "the server is shutting down"))
+        self.writer.as_mut().ok_or_else(|| {
+            ExportError::new(replog_nbd::proto::ESHUTDOWN, "the server is shutting down")
+        })
     }
 }
 
@@ -231,10 +234,8 @@ fn open_view(
     writer: &Writer,
     disk_ids: &[u32],
 ) -> Result<(Arc<PointView>, Vec<usize>), ExportError> {
-    let vault = Vault::open(storage, dir).map_err(ExportError::read)?;
-    let view = vault
-        .view_at_lsn(writer.last_lsn())
-        .map_err(ExportError::read)?;
+    let vault = Vault::open(storage, dir).map_err(read_error)?;
+    let view = vault.view_at_lsn(writer.last_lsn()).map_err(read_error)?;
     let index = disk_ids
         .iter()
         .map(|id| {
@@ -243,7 +244,7 @@ fn open_view(
                 .position(|d| d.disk_id() == *id)
                 .ok_or_else(|| {
                     ExportError::new(
-                        super::proto::EIO,
+                        replog_nbd::proto::EIO,
                         format!(
                             "{}: disk {id} is not in the vault's view at LSN {}",
                             dir.display(),
@@ -265,7 +266,7 @@ impl Backend for CaptureBackend {
         true
     }
 
-    fn open(&self, index: usize) -> Box<dyn Disk + '_> {
+    fn open(&self, index: usize) -> Box<dyn BlockDevice + '_> {
         Box::new(CaptureDisk {
             backend: self,
             index,
@@ -276,7 +277,7 @@ impl Backend for CaptureBackend {
         if let Err(e) = self
             .lock()
             .writer()
-            .and_then(|w| w.sync().map_err(ExportError::write))
+            .and_then(|w| w.sync().map_err(write_error))
         {
             eprintln!(
                 "replog: nbd: syncing the journal after a client left failed: {}",
@@ -293,7 +294,7 @@ struct CaptureDisk<'a> {
     index: usize,
 }
 
-impl Disk for CaptureDisk<'_> {
+impl BlockDevice for CaptureDisk<'_> {
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
         let end = offset + buf.len() as u64;
         let Snapshot { view, disk, pieces } = self.backend.snapshot(self.index, offset, end)?;
@@ -302,7 +303,7 @@ impl Disk for CaptureDisk<'_> {
         for (start, stop, staged) in pieces.into_iter().chain([(end, end, Staged::Zero)]) {
             if at < start {
                 let gap = &mut buf[(at - offset) as usize..(start - offset) as usize];
-                disk.read_at(at, gap).map_err(ExportError::read)?;
+                disk.read_at(at, gap).map_err(read_error)?;
             }
             let out = &mut buf[(start - offset) as usize..(stop - offset) as usize];
             match staged {
@@ -340,9 +341,7 @@ impl Disk for CaptureDisk<'_> {
     fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), ExportError> {
         let id = self.backend.disk_ids[self.index];
         let mut s = self.backend.lock();
-        s.writer()?
-            .write(id, offset, data)
-            .map_err(ExportError::write)?;
+        s.writer()?.write(id, offset, data).map_err(write_error)?;
         let end = offset + data.len() as u64;
         CaptureBackend::stage(
             &mut s,
@@ -353,7 +352,7 @@ impl Disk for CaptureDisk<'_> {
             data.len() as u64,
         );
         if fua {
-            s.writer()?.sync().map_err(ExportError::write)?;
+            s.writer()?.sync().map_err(write_error)?;
         }
         Ok(())
     }
@@ -361,9 +360,7 @@ impl Disk for CaptureDisk<'_> {
     fn zero(&mut self, offset: u64, len: u64, fua: bool) -> Result<(), ExportError> {
         let id = self.backend.disk_ids[self.index];
         let mut s = self.backend.lock();
-        s.writer()?
-            .zero(id, offset, len)
-            .map_err(ExportError::write)?;
+        s.writer()?.zero(id, offset, len).map_err(write_error)?;
         CaptureBackend::stage(
             &mut s,
             self.index,
@@ -373,16 +370,12 @@ impl Disk for CaptureDisk<'_> {
             ZERO_ENTRY_BYTES,
         );
         if fua {
-            s.writer()?.sync().map_err(ExportError::write)?;
+            s.writer()?.sync().map_err(write_error)?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), ExportError> {
-        self.backend
-            .lock()
-            .writer()?
-            .sync()
-            .map_err(ExportError::write)
+        self.backend.lock().writer()?.sync().map_err(write_error)
     }
 }

@@ -8,7 +8,9 @@
 use replog_reader::extent_map::Source;
 use replog_reader::{DiskReader, DiskView, Lease, PointInfo, PointView};
 
-use super::export::{Backend, DATA, Disk, ExportError, ExportInfo, Extents, HOLE};
+use replog_nbd::{Backend, BlockDevice, DATA, ExportError, ExportInfo, Extents, HOLE};
+
+use super::errors::read_error;
 
 /// One point's disks, read-only.
 #[derive(Debug)]
@@ -65,7 +67,7 @@ impl Backend for PointBackend {
         false
     }
 
-    fn open(&self, index: usize) -> Box<dyn Disk + '_> {
+    fn open(&self, index: usize) -> Box<dyn BlockDevice + '_> {
         Box::new(self.disk(index))
     }
 }
@@ -77,9 +79,9 @@ pub struct PointDisk<'a> {
     reader: DiskReader<'a>,
 }
 
-impl Disk for PointDisk<'_> {
+impl BlockDevice for PointDisk<'_> {
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
-        self.reader.read_at(offset, buf).map_err(ExportError::read)
+        self.reader.read_at(offset, buf).map_err(read_error)
     }
 
     fn extents(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), ExportError> {
@@ -120,7 +122,7 @@ fn base_extents(
         if !out.charge() {
             return Ok(false);
         }
-        let (hole, chunk_end) = reader.base_hole_at(at).map_err(ExportError::read)?;
+        let (hole, chunk_end) = reader.base_hole_at(at).map_err(read_error)?;
         let upto = chunk_end.min(end);
         if !out.push(upto - at, if hole { HOLE } else { DATA }) {
             return Ok(false);

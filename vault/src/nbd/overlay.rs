@@ -17,9 +17,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::export::{Backend, DATA, Disk, ExportError, ExportInfo, Extents, HOLE};
+use replog_nbd::{
+    Backend, BlockDevice, DATA, ExportError, ExportInfo, Extents, HOLE, Piece, RangeMap,
+};
+
 use super::point::{PointBackend, PointDisk};
-use super::rangemap::{Piece, RangeMap};
 
 /// What the overlay holds for a range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +107,7 @@ impl Backend for OverlayBackend {
         true
     }
 
-    fn open(&self, index: usize) -> Box<dyn Disk + '_> {
+    fn open(&self, index: usize) -> Box<dyn BlockDevice + '_> {
         Box::new(OverlayDisk {
             lower: self.point.disk(index),
             layer: &self.layers[index],
@@ -130,7 +132,7 @@ impl OverlayDisk<'_> {
     }
 }
 
-impl Disk for OverlayDisk<'_> {
+impl BlockDevice for OverlayDisk<'_> {
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
         let end = offset + buf.len() as u64;
         let mut at = offset;

@@ -69,9 +69,13 @@ impl<V: Piece> RangeMap<V> {
     }
 
     /// The number of ranges.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ranges.len()
+    }
+
+    /// Whether no range is held.
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
     }
 
     fn split_at(&mut self, at: u64) {

@@ -1,0 +1,231 @@
+//! The client against real servers: qemu-nbd exporting a qcow2 image with a dirty bitmap, and
+//! this crate's own server over a device in memory.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use replog_nbd::{
+    Backend, BlockDevice, Client, ClientOptions, DATA, ExportError, ExportInfo, Extents, HOLE,
+    Limits, Listener, NbdErrorKind,
+};
+
+const MIB: u64 = 1 << 20;
+
+fn have(binary: &str) -> bool {
+    let found = Command::new("which")
+        .arg(binary)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipped: {binary} is not installed");
+    }
+    found
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits for the server at `sock` to accept a client.
+fn connect(sock: &Path, opts: &ClientOptions) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Client::connect_unix(sock, opts) {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline && e.kind == NbdErrorKind::Io => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("connecting to {}: {e}", sock.display()),
+        }
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn qemu_nbd_dirty_bitmap_and_reads() {
+    if !have("qemu-nbd") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.qcow2");
+    let sock = dir.path().join("nbd.sock");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg("4M"));
+    run(Command::new("qemu-img")
+        .args(["bitmap", "--add"])
+        .arg(&img)
+        .arg("b0"));
+    run(Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0xab 1M 64k"])
+        .arg(&img));
+    let _server = Killed(
+        Command::new("qemu-nbd")
+            .args(["-r", "-t", "-f", "qcow2", "-B", "b0", "-k"])
+            .arg(&sock)
+            .arg(&img)
+            .spawn()
+            .unwrap(),
+    );
+    let mut opts = ClientOptions::new("");
+    opts.meta_contexts = vec!["base:allocation".into(), "qemu:dirty-bitmap:b0".into()];
+    let mut c = connect(&sock, &opts);
+    assert_eq!(c.size(), 4 * MIB);
+    let dirty = c
+        .context_id("qemu:dirty-bitmap:b0")
+        .expect("the bitmap's context");
+    let extents = c.block_status(0, 4 * MIB as u32, dirty).unwrap();
+    let mut at = 0u64;
+    let mut dirty_ranges = Vec::new();
+    for e in &extents {
+        if e.flags & 1 != 0 {
+            dirty_ranges.push((at, at + u64::from(e.length)));
+        }
+        at += u64::from(e.length);
+    }
+    assert_eq!(dirty_ranges, vec![(MIB, MIB + 64 * 1024)]);
+    let mut buf = vec![0u8; 128 * 1024];
+    c.read(MIB - 32 * 1024, &mut buf).unwrap();
+    assert!(buf[..32 * 1024].iter().all(|&b| b == 0));
+    assert!(buf[32 * 1024..96 * 1024].iter().all(|&b| b == 0xab));
+    assert!(buf[96 * 1024..].iter().all(|&b| b == 0));
+    let past = c.read(4 * MIB - 1, &mut buf).unwrap_err();
+    assert_eq!(past.kind, NbdErrorKind::InvalidRequest);
+    c.disconnect().unwrap();
+}
+
+#[test]
+fn qemu_nbd_refuses_an_unknown_export() {
+    if !have("qemu-nbd") || !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("d.raw");
+    let sock = dir.path().join("nbd.sock");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "raw"])
+        .arg(&img)
+        .arg("1M"));
+    let _server = Killed(
+        Command::new("qemu-nbd")
+            .args(["-r", "-t", "-f", "raw", "-x", "disk", "-k"])
+            .arg(&sock)
+            .arg(&img)
+            .spawn()
+            .unwrap(),
+    );
+    connect(&sock, &ClientOptions::new("disk"))
+        .disconnect()
+        .unwrap();
+    let e = Client::connect_unix(&sock, &ClientOptions::new("nope")).unwrap_err();
+    assert_eq!(e.kind, NbdErrorKind::Refused, "{e}");
+}
+
+/// 1 MiB in memory whose first half is data (0x5a) and second half a hole.
+struct Half;
+
+struct HalfDevice;
+
+impl BlockDevice for HalfDevice {
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = if offset + (i as u64) < MIB / 2 {
+                0x5a
+            } else {
+                0
+            };
+        }
+        Ok(())
+    }
+
+    fn extents(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), ExportError> {
+        let half = MIB / 2;
+        if offset < half {
+            out.push(half.min(end) - offset, DATA);
+        }
+        if end > half {
+            out.push(end - half.max(offset), HOLE);
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Half {
+    fn exports(&self) -> &[ExportInfo] {
+        static EXPORTS: std::sync::OnceLock<Vec<ExportInfo>> = std::sync::OnceLock::new();
+        EXPORTS.get_or_init(|| {
+            vec![ExportInfo {
+                name: "half".into(),
+                size: MIB,
+                description: "test".into(),
+            }]
+        })
+    }
+
+    fn writable(&self) -> bool {
+        false
+    }
+
+    fn open(&self, _index: usize) -> Box<dyn BlockDevice + '_> {
+        Box::new(HalfDevice)
+    }
+}
+
+#[test]
+fn own_server_reads_holes_and_block_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("own.sock");
+    let listener = Listener::unix(&sock).unwrap();
+    let waker = listener.waker();
+    let stop = Arc::new(AtomicBool::new(false));
+    let backend: Arc<dyn Backend> = Arc::new(Half);
+    let limits = Limits {
+        handshake: Duration::from_secs(10),
+        idle: None,
+    };
+    std::thread::scope(|s| {
+        let stop_server = stop.clone();
+        s.spawn(move || replog_nbd::serve(&listener, &backend, 4, limits, &stop_server));
+        let mut opts = ClientOptions::new("half");
+        opts.meta_contexts = vec!["base:allocation".into()];
+        let mut c = connect(&sock, &opts);
+        assert_eq!(c.size(), MIB);
+        let mut buf = vec![1u8; MIB as usize];
+        c.read(0, &mut buf).unwrap();
+        assert!(buf[..(MIB / 2) as usize].iter().all(|&b| b == 0x5a));
+        assert!(buf[(MIB / 2) as usize..].iter().all(|&b| b == 0));
+        let id = c.context_id("base:allocation").unwrap();
+        let extents = c.block_status(0, MIB as u32, id).unwrap();
+        let flags: Vec<(u32, u32)> = extents.iter().map(|e| (e.length, e.flags)).collect();
+        assert_eq!(
+            flags,
+            vec![((MIB / 2) as u32, DATA), ((MIB / 2) as u32, HOLE)]
+        );
+        let mut small = ClientOptions::new("half");
+        small.reply_bytes_max = 4096;
+        let mut c2 = connect(&sock, &small);
+        let e = c2.read(0, &mut buf).unwrap_err();
+        assert_eq!(e.kind, NbdErrorKind::InvalidRequest);
+        c.disconnect().unwrap();
+        c2.disconnect().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        waker.wake();
+    });
+}

@@ -1,0 +1,207 @@
+//! The control socket of a capturing server, `VAULT/control.sock`: how `replog point` takes a
+//! recovery point while `serve-nbd --capture` holds the vault's writer lock.
+//!
+//! One request per connection, one JSON line each way, at most [`LINE_BYTES_MAX`]:
+//!
+//! ```text
+//! -> {"op":"point","app_consistent":false,"label":"nightly"}
+//! <- {"ok":true,"id":7,"lsn":1234,"time_unix_ns":...,"segment_id":3,"record_offset":4096,"kind":"crash-consistent","label":"nightly"}
+//! <- {"ok":false,"error":"..."}
+//! ```
+//!
+//! The server takes the point with the writer it serves from, so the point covers every write
+//! the server acknowledged before it. The socket is created when the server starts (a stale one
+//! is replaced: the writer lock proves no other server owns it) and removed when it stops.
+//! Anyone who can connect can take points, as anyone who can write the vault could.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use replog_writer::{PointInfo, PointKind};
+use serde_json::{Value, json};
+
+use super::capture::CaptureBackend;
+
+/// The socket's name in the vault directory.
+pub const SOCKET_FILE: &str = "control.sock";
+/// The longest request or reply line.
+const LINE_BYTES_MAX: u64 = 16 << 10;
+/// How long the server waits for a request once connected.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `replog point` waits for the point (a sync of everything staged).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The socket's path for the vault at `vault`.
+pub fn socket_path(vault: &Path) -> PathBuf {
+    vault.join(SOCKET_FILE)
+}
+
+/// A running control socket.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    thread: JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Listens on the vault's control socket and takes points through `capture`, until `stop`
+    /// is set and [`ControlServer::stop`] is called.
+    pub fn start(
+        vault: &Path,
+        capture: Arc<CaptureBackend>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<ControlServer, String> {
+        let path = socket_path(vault);
+        // The writer lock is held: a socket here is a dead server's.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "{}: cannot remove the old socket: {e}",
+                    path.display()
+                ));
+            }
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        let thread = std::thread::Builder::new()
+            .name("nbd-control".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match conn {
+                        Ok(conn) => answer(conn, &capture),
+                        Err(e) => eprintln!("replog: nbd: control socket: accepting failed: {e}"),
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the control socket's thread: {e}"))?;
+        Ok(ControlServer { path, thread })
+    }
+
+    /// Ends the control socket (the stop flag must be set) and removes it.
+    pub fn stop(self) {
+        drop(UnixStream::connect(&self.path));
+        let _ = self.thread.join();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Answers one connection; a client that sends nothing is dropped after the timeout.
+fn answer(conn: UnixStream, capture: &CaptureBackend) {
+    if conn.set_read_timeout(Some(REQUEST_TIMEOUT)).is_err() {
+        return;
+    }
+    let mut line = String::new();
+    let read = BufReader::new((&conn).take(LINE_BYTES_MAX)).read_line(&mut line);
+    if read.is_err() || line.is_empty() {
+        return;
+    }
+    let reply = match take_point(&line, capture) {
+        Ok(p) => {
+            eprintln!(
+                "replog: nbd: took point {} for a control socket client",
+                p.point_id
+            );
+            json!({
+            "ok": true,
+            "id": p.point_id,
+            "lsn": p.lsn,
+            "time_unix_ns": p.time_unix_ns,
+            "segment_id": p.segment_id,
+            "record_offset": p.record_offset,
+            "kind": p.kind.name(),
+            "label": p.label,
+            })
+        }
+        Err(e) => json!({"ok": false, "error": e}),
+    };
+    let _ = writeln!(&conn, "{reply}");
+}
+
+fn take_point(line: &str, capture: &CaptureBackend) -> Result<PointInfo, String> {
+    let request: Value =
+        serde_json::from_str(line).map_err(|e| format!("the request is not JSON: {e}"))?;
+    if request["op"] != "point" {
+        return Err(format!(
+            "unknown request {:?}; the one request is \"point\"",
+            request["op"]
+        ));
+    }
+    let kind = match request["app_consistent"].as_bool() {
+        Some(true) => PointKind::AppConsistent,
+        Some(false) | None => PointKind::CrashConsistent,
+    };
+    let label = request["label"].as_str().unwrap_or("");
+    capture.point(kind, label).map_err(|e| e.message)
+}
+
+/// Asks the capturing server of `vault`, if one answers on its control socket, to take a point.
+/// `Ok(None)` when no server answers (no socket, or a stale one).
+pub fn request_point(
+    vault: &Path,
+    kind: PointKind,
+    label: &str,
+) -> Result<Option<PointInfo>, String> {
+    let path = socket_path(vault);
+    let Ok(conn) = UnixStream::connect(&path) else {
+        return Ok(None);
+    };
+    let failed = |e: std::io::Error| {
+        format!(
+            "{}: asking the capturing server for a point failed: {e}",
+            path.display()
+        )
+    };
+    conn.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(failed)?;
+    let request =
+        json!({"op": "point", "app_consistent": kind == PointKind::AppConsistent, "label": label});
+    writeln!(&conn, "{request}").map_err(failed)?;
+    let mut line = String::new();
+    BufReader::new((&conn).take(LINE_BYTES_MAX))
+        .read_line(&mut line)
+        .map_err(failed)?;
+    let reply: Value = serde_json::from_str(&line).map_err(|e| {
+        format!(
+            "{}: the capturing server's reply is not JSON ({e}): {line:?}",
+            path.display()
+        )
+    })?;
+    if reply["ok"] != true {
+        let error = reply["error"].as_str().unwrap_or("no reason given");
+        return Err(format!(
+            "the capturing server ({}) could not take the point: {error}",
+            path.display()
+        ));
+    }
+    let number = |key: &str| reply[key].as_u64();
+    let at = (number("segment_id"), number("record_offset"));
+    let (Some(point_id), Some(lsn), Some(time), (Some(segment_id), Some(record_offset))) = (
+        number("id"),
+        number("lsn"),
+        reply["time_unix_ns"].as_i64(),
+        at,
+    ) else {
+        return Err(format!(
+            "{}: the capturing server's reply lacks the point: {line:?}",
+            path.display()
+        ));
+    };
+    Ok(Some(PointInfo {
+        point_id,
+        lsn,
+        time_unix_ns: time,
+        kind,
+        label: reply["label"].as_str().unwrap_or(label).to_owned(),
+        segment_id,
+        record_offset,
+    }))
+}
