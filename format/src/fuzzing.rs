@@ -35,8 +35,8 @@ use crate::manifest::{MANIFEST_HEADER_BYTES, Manifest};
 use crate::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use crate::remote::{self, FileMap, RemoteConfig, RemoteManifest};
 use crate::segment::{
-    Expect, FooterIndex, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, TRAILER_BYTES, Trailer,
-    scan,
+    Expect, FooterIndex, SEGMENT_HEADER_BYTES, Scan, SegmentEnd, SegmentHeader, TRAILER_BYTES,
+    Trailer, scan,
 };
 use crate::{DecodeError, VaultId, crc32_seeded, vault_seed};
 use std::fmt::Debug;
@@ -390,9 +390,45 @@ fn segment_scan_as_is(data: &[u8]) {
         s.record_count as usize,
         "scan: record_count disagrees with the visits"
     );
+    let (next_lsn, next_offset) = check_visited_records(data, &expect, &s, &visited);
+    assert_eq!(
+        s.last_lsn,
+        next_lsn - 1,
+        "scan: last_lsn disagrees with the visits"
+    );
+    match &s.end {
+        SegmentEnd::Clean { offset } | SegmentEnd::Torn { offset, .. } => {
+            assert_eq!(
+                *offset, next_offset,
+                "scan: the end is not after the last visited record"
+            );
+            check_unsealed_end(data, &expect, &s, *offset);
+        }
+        SegmentEnd::Sealed {
+            footer_offset,
+            trailer,
+        } => {
+            assert_eq!(
+                *footer_offset, next_offset,
+                "scan: the footer is not after the last visited record"
+            );
+            check_sealed_end(data, &expect, &s, *footer_offset, trailer);
+        }
+    }
+}
+
+/// Every record [`scan`] visited lies where it says, in LSN order from the header's first LSN,
+/// is no footer, and seals again to the same bytes. Returns the LSN and the offset that follow
+/// the last visited record.
+fn check_visited_records(
+    data: &[u8],
+    expect: &Expect,
+    s: &Scan,
+    visited: &[RecordHeader],
+) -> (u64, u64) {
     let mut next_lsn = s.header.first_lsn;
     let mut next_offset = SEGMENT_HEADER_BYTES as u64;
-    for h in &visited {
+    for h in visited {
         assert!(
             h.lsn == next_lsn && h.segment_offset == next_offset,
             "scan: visited {h:?} out of order"
@@ -406,80 +442,69 @@ fn segment_scan_as_is(data: &[u8]) {
         next_lsn += 1;
         next_offset += h.total_bytes();
     }
+    (next_lsn, next_offset)
+}
+
+/// A clean or torn end at `offset`: a clean end has only zeros after it, a torn end lies inside
+/// the file, and cutting the file there or zeroing everything after it (what recovery does)
+/// scans as a clean end at the same offset with the same records.
+fn check_unsealed_end(data: &[u8], expect: &Expect, s: &Scan, offset: u64) {
     assert_eq!(
-        s.last_lsn,
-        next_lsn - 1,
-        "scan: last_lsn disagrees with the visits"
+        s.valid_end, offset,
+        "scan: valid_end is not the append offset"
     );
-    match &s.end {
-        SegmentEnd::Clean { offset } | SegmentEnd::Torn { offset, .. } => {
-            assert_eq!(
-                *offset, next_offset,
-                "scan: the end is not after the last visited record"
-            );
-            assert_eq!(
-                s.valid_end, *offset,
-                "scan: valid_end is not the append offset"
-            );
-            assert!(s.footer.is_none());
-            let end = *offset as usize;
-            if matches!(s.end, SegmentEnd::Clean { .. }) {
-                assert!(
-                    data[end..].iter().all(|&b| b == 0),
-                    "scan: a clean end followed by non-zero bytes"
-                );
-            } else {
-                assert!(end < data.len(), "scan: a torn end at the end of the file");
-            }
-            let mut zeroed = data.to_vec();
-            zeroed[end..].fill(0);
-            for cut in [&data[..end], &zeroed[..]] {
-                let again =
-                    scan(cut, &expect, |_, _| {}).expect("scan: the cut segment no longer scans");
-                assert_eq!(
-                    again.end,
-                    SegmentEnd::Clean { offset: *offset },
-                    "scan: cutting at the end moved it"
-                );
-                assert_eq!(
-                    (again.record_count, again.last_lsn),
-                    (s.record_count, s.last_lsn)
-                );
-            }
-        }
-        SegmentEnd::Sealed {
-            footer_offset,
-            trailer: t,
-        } => {
-            assert_eq!(
-                *footer_offset, next_offset,
-                "scan: the footer is not after the last visited record"
-            );
-            let footer = s
-                .footer
-                .as_ref()
-                .expect("scan: a sealed segment without its footer");
-            let start = *footer_offset as usize + RECORD_HEADER_BYTES;
-            let end = s.valid_end as usize - TRAILER_BYTES;
-            round_trip(
-                "footer index",
-                &data[start..end],
-                footer,
-                FooterIndex::encode,
-                FooterIndex::decode,
-            );
-            trailer_as_is(&data[end..end + TRAILER_BYTES]);
-            assert_eq!(t.footer_offset, *footer_offset);
-            assert_eq!(
-                Trailer::decode(&data[end..end + TRAILER_BYTES], expect.seed).as_ref(),
-                Ok(t)
-            );
-            assert!(
-                data[end + TRAILER_BYTES..].iter().all(|&b| b == 0),
-                "scan: sealed with non-zero bytes after the trailer"
-            );
-        }
+    assert!(s.footer.is_none());
+    let end = offset as usize;
+    if matches!(s.end, SegmentEnd::Clean { .. }) {
+        assert!(
+            data[end..].iter().all(|&b| b == 0),
+            "scan: a clean end followed by non-zero bytes"
+        );
+    } else {
+        assert!(end < data.len(), "scan: a torn end at the end of the file");
     }
+    let mut zeroed = data.to_vec();
+    zeroed[end..].fill(0);
+    for cut in [&data[..end], &zeroed[..]] {
+        let again = scan(cut, expect, |_, _| {}).expect("scan: the cut segment no longer scans");
+        assert_eq!(
+            again.end,
+            SegmentEnd::Clean { offset },
+            "scan: cutting at the end moved it"
+        );
+        assert_eq!(
+            (again.record_count, again.last_lsn),
+            (s.record_count, s.last_lsn)
+        );
+    }
+}
+
+/// A sealed segment whose footer record starts at `footer_offset`: its footer index and
+/// trailer round-trip, and only zeros follow the trailer.
+fn check_sealed_end(data: &[u8], expect: &Expect, s: &Scan, footer_offset: u64, trailer: &Trailer) {
+    let footer = s
+        .footer
+        .as_ref()
+        .expect("scan: a sealed segment without its footer");
+    let start = footer_offset as usize + RECORD_HEADER_BYTES;
+    let end = s.valid_end as usize - TRAILER_BYTES;
+    round_trip(
+        "footer index",
+        &data[start..end],
+        footer,
+        FooterIndex::encode,
+        FooterIndex::decode,
+    );
+    trailer_as_is(&data[end..end + TRAILER_BYTES]);
+    assert_eq!(trailer.footer_offset, footer_offset);
+    assert_eq!(
+        Trailer::decode(&data[end..end + TRAILER_BYTES], expect.seed).as_ref(),
+        Ok(trailer)
+    );
+    assert!(
+        data[end + TRAILER_BYTES..].iter().all(|&b| b == 0),
+        "scan: sealed with non-zero bytes after the trailer"
+    );
 }
 
 /// A whole checkpoint index file, `index/<lsn>.idx`, walked as a reader walks it:

@@ -19,6 +19,7 @@ use replog_format::checkpoint::{
 use replog_format::layout::{self, INDEX_DIR};
 use replog_io::{File, OpenMode, WriteAt};
 
+use crate::disk_reader::DiskView;
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::{ExtentMap, RecordRef, SortedBuilder, Source};
 use crate::point_view::PointView;
@@ -123,24 +124,7 @@ pub(crate) fn load(
         .storage
         .open(&path, OpenMode::Read)
         .map_err(|e| ReadError::io(&rel, "open the checkpoint", e))?;
-    let mut page = vec![0u8; CHECKPOINT_HEADER_BYTES];
-    file.read_exact_at(&mut page, 0)
-        .map_err(|e| ReadError::read(&rel, 0, page.len() as u64, e))?;
-    let header =
-        CheckpointHeader::decode(&page, inner.seed).map_err(|e| ReadError::decode(&rel, 0, e))?;
-    let misplaced = if header.vault_id != inner.vault_id {
-        Some("it belongs to another vault".to_owned())
-    } else if (header.lsn, header.last_segment_id) != (lsn, segment_id) {
-        Some(format!(
-            "it is for LSN {} at the end of segment {}, its name and the manifest say LSN {lsn} of segment {segment_id}",
-            header.lsn, header.last_segment_id
-        ))
-    } else {
-        None
-    };
-    if let Some(why) = misplaced {
-        return Err(ReadError::damaged(&rel, 0, why));
-    }
+    let header = load_header(inner, file.as_ref(), &rel, lsn, segment_id)?;
     let mut units = UnitReader {
         file: file.as_ref(),
         rel: &rel,
@@ -156,37 +140,93 @@ pub(crate) fn load(
     for _ in 0..header.disk_count {
         let at = units.next_offset;
         let disk = decode_disk_unit(units.next()?).map_err(|e| ReadError::decode(&rel, at, e))?;
-        let position = disks
-            .iter()
-            .position(|&i| manifest_disks[i].disk_id == disk.disk_id);
-        let order_ok = previous_id.is_none_or(|p| p < disk.disk_id);
+        let position = disk_position(inner, disks, &disk, previous_id, &units, at)?;
         previous_id = Some(disk.disk_id);
-        let Some(position) = position.filter(|_| order_ok) else {
-            return Err(ReadError::damaged(
-                &rel,
-                at,
-                format!(
-                    "disk {} is out of order or not a disk of this view",
-                    disk.disk_id
-                ),
-            ));
-        };
-        let entry = &manifest_disks[disks[position]];
-        if entry.disk_bytes != disk.disk_bytes || disk.piece_count > units.left {
-            return Err(ReadError::damaged(
-                &rel,
-                at,
-                format!(
-                    "disk {} of {} bytes with {} pieces; the manifest says {} bytes and {} units remain",
-                    disk.disk_id, disk.disk_bytes, disk.piece_count, entry.disk_bytes, units.left
-                ),
-            ));
-        }
         maps[position] = Some(load_disk(inner, &header, &disk, &mut units)?);
     }
+    check_body_end(&header, units)?;
+    Ok(maps
+        .into_iter()
+        .zip(disks)
+        .map(|(map, &i)| map.unwrap_or_else(|| ExtentMap::new(manifest_disks[i].disk_bytes)))
+        .collect())
+}
+
+/// Reads and decodes the header page of checkpoint `lsn`, which must belong to this vault and
+/// end segment `segment_id`.
+fn load_header(
+    inner: &LoadCtx<'_>,
+    file: &dyn File,
+    rel: &Path,
+    lsn: u64,
+    segment_id: u64,
+) -> Result<CheckpointHeader> {
+    let mut page = vec![0u8; CHECKPOINT_HEADER_BYTES];
+    file.read_exact_at(&mut page, 0)
+        .map_err(|e| ReadError::read(rel, 0, page.len() as u64, e))?;
+    let header =
+        CheckpointHeader::decode(&page, inner.seed).map_err(|e| ReadError::decode(rel, 0, e))?;
+    let misplaced = if header.vault_id != inner.vault_id {
+        Some("it belongs to another vault".to_owned())
+    } else if (header.lsn, header.last_segment_id) != (lsn, segment_id) {
+        Some(format!(
+            "it is for LSN {} at the end of segment {}, its name and the manifest say LSN {lsn} of segment {segment_id}",
+            header.lsn, header.last_segment_id
+        ))
+    } else {
+        None
+    };
+    match misplaced {
+        Some(why) => Err(ReadError::damaged(rel, 0, why)),
+        None => Ok(header),
+    }
+}
+
+/// The position among the view's `disks` of the disk that the unit at byte `at` describes. Disk
+/// units come in increasing id order (after `previous_id`), name a disk of the view with the
+/// size the manifest gives it, and promise no more pieces than units remain.
+fn disk_position(
+    inner: &LoadCtx<'_>,
+    disks: &[usize],
+    disk: &DiskUnit,
+    previous_id: Option<u32>,
+    units: &UnitReader<'_>,
+    at: u64,
+) -> Result<usize> {
+    let manifest_disks = &inner.manifest.disks;
+    let position = disks
+        .iter()
+        .position(|&i| manifest_disks[i].disk_id == disk.disk_id);
+    let order_ok = previous_id.is_none_or(|p| p < disk.disk_id);
+    let Some(position) = position.filter(|_| order_ok) else {
+        return Err(ReadError::damaged(
+            units.rel,
+            at,
+            format!(
+                "disk {} is out of order or not a disk of this view",
+                disk.disk_id
+            ),
+        ));
+    };
+    let entry = &manifest_disks[disks[position]];
+    if entry.disk_bytes != disk.disk_bytes || disk.piece_count > units.left {
+        return Err(ReadError::damaged(
+            units.rel,
+            at,
+            format!(
+                "disk {} of {} bytes with {} pieces; the manifest says {} bytes and {} units remain",
+                disk.disk_id, disk.disk_bytes, disk.piece_count, entry.disk_bytes, units.left
+            ),
+        ));
+    }
+    Ok(position)
+}
+
+/// After the last disk: no unit the header counts is left over, and the body's CRC holds.
+fn check_body_end(header: &CheckpointHeader, units: UnitReader<'_>) -> Result<()> {
     if units.left != 0 {
         return Err(ReadError::damaged(
-            &rel,
+            units.rel,
             units.next_offset,
             format!("{} units after the last disk", units.left),
         ));
@@ -194,7 +234,7 @@ pub(crate) fn load(
     let body_crc = units.crc.finalize();
     if body_crc != header.body_crc {
         return Err(ReadError::damaged(
-            &rel,
+            units.rel,
             CHECKPOINT_HEADER_BYTES as u64,
             format!(
                 "the body fails its checksum (stored {:#010x}, computed {body_crc:#010x})",
@@ -202,11 +242,7 @@ pub(crate) fn load(
             ),
         ));
     }
-    Ok(maps
-        .into_iter()
-        .zip(disks)
-        .map(|(map, &i)| map.unwrap_or_else(|| ExtentMap::new(manifest_disks[i].disk_bytes)))
-        .collect())
+    Ok(())
 }
 
 fn load_disk(
@@ -426,39 +462,7 @@ fn write_file(
     };
     let mut pieces = 0;
     for disk in view.disks() {
-        let stored = |source: &Source| !matches!(source, Source::Base);
-        let count = disk.map.iter().filter(|(_, p)| stored(&p.source)).count() as u64;
-        DiskUnit {
-            disk_id: disk.entry.disk_id,
-            disk_bytes: disk.size(),
-            piece_count: count,
-        }
-        .encode(&mut out.buf);
-        out.unit()?;
-        for (start, piece) in disk.map.iter() {
-            let source = match piece.source {
-                Source::Base => continue,
-                Source::Zero => PieceSource::Zero,
-                Source::Record(r) => PieceSource::Record(RecordPiece {
-                    segment_id: inner.segments[r.segment_index as usize].id,
-                    record_offset: r.record_offset,
-                    lsn: r.lsn,
-                    length: r.length,
-                    stored_len: r.stored_len,
-                    record_crc: r.record_crc,
-                    flags: r.flags,
-                    data_offset: r.data_offset,
-                }),
-            };
-            CheckpointPiece {
-                start,
-                len: piece.end - start,
-                source,
-            }
-            .encode(&mut out.buf);
-            out.unit()?;
-        }
-        pieces += count;
+        pieces += write_disk(inner, disk, &mut out)?;
     }
     out.flush()?;
     let header = CheckpointHeader {
@@ -483,6 +487,44 @@ fn write_file(
         pieces,
         file_bytes: header.file_bytes().unwrap_or(u64::MAX),
     })
+}
+
+/// Writes the unit of `disk` and one unit for each of its pieces that does not read the base.
+/// Returns the number of pieces written.
+fn write_disk(inner: &VaultInner, disk: &DiskView, out: &mut UnitWriter<'_>) -> Result<u64> {
+    let stored = |source: &Source| !matches!(source, Source::Base);
+    let count = disk.map.iter().filter(|(_, p)| stored(&p.source)).count() as u64;
+    DiskUnit {
+        disk_id: disk.entry.disk_id,
+        disk_bytes: disk.size(),
+        piece_count: count,
+    }
+    .encode(&mut out.buf);
+    out.unit()?;
+    for (start, piece) in disk.map.iter() {
+        let source = match piece.source {
+            Source::Base => continue,
+            Source::Zero => PieceSource::Zero,
+            Source::Record(r) => PieceSource::Record(RecordPiece {
+                segment_id: inner.segments[r.segment_index as usize].id,
+                record_offset: r.record_offset,
+                lsn: r.lsn,
+                length: r.length,
+                stored_len: r.stored_len,
+                record_crc: r.record_crc,
+                flags: r.flags,
+                data_offset: r.data_offset,
+            }),
+        };
+        CheckpointPiece {
+            start,
+            len: piece.end - start,
+            source,
+        }
+        .encode(&mut out.buf);
+        out.unit()?;
+    }
+    Ok(count)
 }
 
 /// Gathers encoded units and writes them 1 MiB at a time, hashing them.

@@ -175,6 +175,29 @@ impl MapBuilder<'_> {
     }
 
     fn apply(&mut self, segment_index: usize, slot: &SegmentSlot, e: &ExtentEntry) -> Result<()> {
+        let (position, end) = self.check_extent(slot, e)?;
+        let source = match e.kind {
+            RecordKind::Zero => Source::Zero,
+            _ => Source::Record(RecordRef {
+                segment_index: segment_index as u32,
+                record_offset: e.record_offset,
+                lsn: e.lsn,
+                disk_offset: e.disk_offset,
+                length: e.length as u32,
+                stored_len: e.stored_len,
+                record_crc: e.record_crc,
+                flags: e.flags,
+                data_offset: 0,
+            }),
+        };
+        self.maps[position].insert(e.disk_offset, end, source);
+        Ok(())
+    }
+
+    /// Checks a footer extent of `slot` before it is applied: it targets a disk of the view,
+    /// its length is within the record limit, a write's stored bytes are within its length, and
+    /// it ends inside its disk. Returns the position of the disk's map and the extent's end.
+    fn check_extent(&self, slot: &SegmentSlot, e: &ExtentEntry) -> Result<(usize, u64)> {
         let damaged = |why: String| {
             ReadError::damaged(
                 &slot.rel_path,
@@ -228,21 +251,6 @@ impl MapBuilder<'_> {
                 disk.disk_bytes
             )));
         };
-        let source = match e.kind {
-            RecordKind::Zero => Source::Zero,
-            _ => Source::Record(RecordRef {
-                segment_index: segment_index as u32,
-                record_offset: e.record_offset,
-                lsn: e.lsn,
-                disk_offset: e.disk_offset,
-                length: e.length as u32,
-                stored_len: e.stored_len,
-                record_crc: e.record_crc,
-                flags: e.flags,
-                data_offset: 0,
-            }),
-        };
-        self.maps[position].insert(e.disk_offset, end, source);
-        Ok(())
+        Ok((position, end))
     }
 }
