@@ -31,7 +31,9 @@
 //! ```
 //! Entries past `chunk_count` in the last page are zero.
 
-use crate::codec::{Cursor, Put, check_page_crc, seal_page};
+use crate::codec::{
+    Cursor, Put, check_header_page, check_magic_version, check_page_crc, seal_page,
+};
 use crate::limits::*;
 use crate::magic::{self, FormatVersion};
 use crate::{DecodeError, DecodeErrorKind, VaultId, align_up};
@@ -121,7 +123,8 @@ impl BaseHeader {
     /// Decodes and validates the header page.
     pub fn decode(bytes: &[u8], seed: u32) -> Result<BaseHeader, DecodeError> {
         let mut c = Cursor::new(bytes, BASE_HEADER);
-        check_header_frame(&mut c, bytes, seed)?;
+        check_magic_version(&mut c, magic::BASE, "base image")?;
+        check_header_page(&mut c, bytes, BASE_HEADER_BYTES, BASE_HEADER, seed)?;
         let vault_id = c.array()?;
         let disk_id = c.u32()?;
         let block_bytes = c.u32()?;
@@ -171,34 +174,6 @@ impl BaseHeader {
 }
 
 const BASE_HEADER: &str = "base header";
-
-/// Checks the header page's magic, version, size and checksum, and its own recorded size,
-/// leaving `c` at the vault id.
-fn check_header_frame(c: &mut Cursor<'_>, bytes: &[u8], seed: u32) -> Result<(), DecodeError> {
-    if c.array::<8>()? != magic::BASE {
-        return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog base image"));
-    }
-    let version = c.u32()?;
-    if FormatVersion::from_u32(version).is_none() {
-        return Err(c.error_at(
-            DecodeErrorKind::UnsupportedVersion,
-            8,
-            format!("format version {version}"),
-        ));
-    }
-    if bytes.len() != BASE_HEADER_BYTES {
-        return Err(c.error_at(
-            DecodeErrorKind::Truncated,
-            0,
-            "base header is not 4096 bytes",
-        ));
-    }
-    check_page_crc(bytes, BASE_HEADER, seed)?;
-    if c.u32()? as usize != BASE_HEADER_BYTES {
-        return Err(c.error_at(DecodeErrorKind::BadField, 12, "header size is not 4096"));
-    }
-    Ok(())
-}
 
 /// Encodes one table page from up to [`TABLE_ENTRIES_PER_PAGE`] entries.
 pub fn encode_table_page(page_index: u32, entries: &[ChunkSum], seed: u32) -> Vec<u8> {

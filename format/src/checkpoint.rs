@@ -37,7 +37,7 @@
 //! `record_offset` of segment `segment_id`, whose header must match `lsn`, `length`,
 //! `stored_len`, `flags` and `record_crc`.
 
-use crate::codec::{Cursor, Put, check_page_crc, seal_page};
+use crate::codec::{Cursor, Put, check_header_page, check_magic_version, seal_page};
 use crate::limits::RECORD_DATA_BYTES_MAX;
 use crate::magic::{self, FormatVersion};
 use crate::record::RECORD_HEADER_BYTES;
@@ -94,28 +94,8 @@ impl CheckpointHeader {
     pub fn decode(bytes: &[u8], seed: u32) -> Result<CheckpointHeader, DecodeError> {
         const WHAT: &str = "checkpoint header";
         let mut c = Cursor::new(bytes, WHAT);
-        if c.array::<8>()? != magic::CHECKPOINT {
-            return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog checkpoint"));
-        }
-        let version = c.u32()?;
-        if FormatVersion::from_u32(version).is_none() {
-            return Err(c.error_at(
-                DecodeErrorKind::UnsupportedVersion,
-                8,
-                format!("format version {version}"),
-            ));
-        }
-        if bytes.len() != CHECKPOINT_HEADER_BYTES {
-            return Err(c.error_at(
-                DecodeErrorKind::Truncated,
-                0,
-                "checkpoint header is not 4096 bytes",
-            ));
-        }
-        check_page_crc(bytes, WHAT, seed)?;
-        if c.u32()? as usize != CHECKPOINT_HEADER_BYTES {
-            return Err(c.error_at(DecodeErrorKind::BadField, 12, "header size is not 4096"));
-        }
+        check_magic_version(&mut c, magic::CHECKPOINT, "checkpoint")?;
+        check_header_page(&mut c, bytes, CHECKPOINT_HEADER_BYTES, WHAT, seed)?;
         let vault_id = c.array()?;
         let lsn = c.u64()?;
         let last_segment_id = c.u64()?;

@@ -1,6 +1,7 @@
 //! Bounds-checked little-endian cursors over byte slices. Every read can fail with a
 //! [`DecodeError`] naming the offset; nothing here panics on short input.
 
+use crate::magic::FormatVersion;
 use crate::{DecodeError, DecodeErrorKind};
 
 /// Reads fixed-width little-endian integers from a slice.
@@ -179,6 +180,55 @@ pub fn check_page_crc(page: &[u8], what: &'static str, seed: u32) -> Result<(), 
             format!("stored checksum {stored:#010x}, bytes hash to {actual:#010x}"),
         ))
     }
+}
+
+/// Checks the magic number and the format version a structure starts with, leaving `c` after
+/// the version. `name` ends the sentence "not a replog ..." said of a wrong magic.
+pub fn check_magic_version(
+    c: &mut Cursor<'_>,
+    magic: [u8; 8],
+    name: &str,
+) -> Result<(), DecodeError> {
+    if c.array::<8>()? != magic {
+        return Err(c.error_at(DecodeErrorKind::BadMagic, 0, format!("not a replog {name}")));
+    }
+    let version = c.u32()?;
+    if FormatVersion::from_u32(version).is_none() {
+        return Err(c.error_at(
+            DecodeErrorKind::UnsupportedVersion,
+            8,
+            format!("format version {version}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a page-sized header after its magic and version: it is exactly `page_bytes` long, its
+/// checksum (the last four bytes) holds, and its own size field, at byte 12, says `page_bytes`.
+/// Leaves `c` after the size field. `name` names the header in the error for a wrong length.
+pub fn check_header_page(
+    c: &mut Cursor<'_>,
+    bytes: &[u8],
+    page_bytes: usize,
+    name: &str,
+    seed: u32,
+) -> Result<(), DecodeError> {
+    if bytes.len() != page_bytes {
+        return Err(c.error_at(
+            DecodeErrorKind::Truncated,
+            0,
+            format!("{name} is not {page_bytes} bytes"),
+        ));
+    }
+    check_page_crc(bytes, c.what, seed)?;
+    if c.u32()? as usize != page_bytes {
+        return Err(c.error_at(
+            DecodeErrorKind::BadField,
+            12,
+            format!("header size is not {page_bytes}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Pads a header buffer with zeros to `len - 4` bytes and appends its CRC.

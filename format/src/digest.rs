@@ -22,7 +22,7 @@
 //! body: block_count digests of 16 bytes (xxh3-128, little-endian)
 //! ```
 
-use crate::codec::{Cursor, Put, check_page_crc, seal_page};
+use crate::codec::{Cursor, Put, check_header_page, seal_page};
 use crate::limits::*;
 use crate::magic::{self, FormatVersion};
 use crate::{DecodeError, DecodeErrorKind, VaultId};
@@ -87,17 +87,7 @@ impl DigestHeader {
                 "unknown format version",
             ));
         }
-        if bytes.len() != DIGEST_HEADER_BYTES {
-            return Err(c.error_at(
-                DecodeErrorKind::Truncated,
-                0,
-                "digest header is not 4096 bytes",
-            ));
-        }
-        check_page_crc(bytes, WHAT, seed)?;
-        if c.u32()? as usize != DIGEST_HEADER_BYTES {
-            return Err(c.error_at(DecodeErrorKind::BadField, 12, "header size is not 4096"));
-        }
+        check_header_page(&mut c, bytes, DIGEST_HEADER_BYTES, "digest header", seed)?;
         let vault_id = c.array()?;
         let disk_id = c.u32()?;
         let block_bytes = c.u32()?;

@@ -25,7 +25,7 @@
 //!      .    4 crc32 (vault seed) of every byte before it
 //! ```
 
-use crate::codec::{Cursor, Put};
+use crate::codec::{Cursor, Put, check_magic_version};
 use crate::magic::{self, FormatVersion};
 use crate::{DecodeError, DecodeErrorKind, VaultId};
 
@@ -168,17 +168,7 @@ const LEASE: &str = "lease";
 /// Checks the lease's magic, version, minimum length and checksum, leaving `c` after the
 /// version. Returns the length of the body, the bytes before the checksum.
 fn check_frame(c: &mut Cursor<'_>, bytes: &[u8], seed: u32) -> Result<usize, DecodeError> {
-    if c.array::<8>()? != magic::LEASE {
-        return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog lease"));
-    }
-    let version = c.u32()?;
-    if FormatVersion::from_u32(version).is_none() {
-        return Err(c.error_at(
-            DecodeErrorKind::UnsupportedVersion,
-            8,
-            format!("format version {version}"),
-        ));
-    }
+    check_magic_version(c, magic::LEASE, LEASE)?;
     if bytes.len() < LEASE_FIXED_BYTES + 4 {
         return Err(c.error_at(
             DecodeErrorKind::Truncated,

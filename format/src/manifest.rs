@@ -38,7 +38,7 @@ use crate::codec::{Cursor, Put};
 use crate::lifecycle::Lifecycle;
 use crate::limits::*;
 use crate::magic;
-use crate::record::{PointKind, PointPayload};
+use crate::record::PointPayload;
 use crate::{DecodeError, DecodeErrorKind, VaultId};
 
 /// Size of the manifest header.
@@ -184,15 +184,8 @@ impl Manifest {
         }
         p.u32(self.points.len() as u32);
         for r in &self.points {
-            p.u64(r.lsn)
-                .u64(r.segment_id)
-                .u64(r.record_offset)
-                .u64(r.point.point_id)
-                .i64(r.point.time_unix_ns)
-                .u8(r.point.kind as u8)
-                .u8(0)
-                .u16(r.point.label.len() as u16)
-                .bytes(r.point.label.as_bytes());
+            p.u64(r.lsn).u64(r.segment_id).u64(r.record_offset);
+            r.point.put(&mut p);
         }
         if !self.lifecycle.is_empty() {
             self.lifecycle.encode(&mut body);
@@ -410,29 +403,12 @@ fn decode_segment_entry(c: &mut Cursor<'_>) -> Result<SegmentEntry, DecodeError>
 
 /// Decodes one point entry: its fixed fields, then its UTF-8 label of at most 1024 bytes.
 fn decode_point_ref(c: &mut Cursor<'_>) -> Result<PointRef, DecodeError> {
-    let at = c.position();
-    let (lsn, segment_id, record_offset, point_id) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
-    let time_unix_ns = c.i64()?;
-    let kind = PointKind::from_u8(c.u8()?)
-        .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 40, "unknown point kind"))?;
-    c.zeros(1)?;
-    let label_len = c.u16()? as usize;
-    if label_len > LABEL_BYTES_MAX {
-        return Err(c.error_at(DecodeErrorKind::BadField, at + 42, "label over 1024 bytes"));
-    }
-    let label = std::str::from_utf8(c.take(label_len)?)
-        .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 44, "label is not UTF-8"))?
-        .to_owned();
+    let (lsn, segment_id, record_offset) = (c.u64()?, c.u64()?, c.u64()?);
     Ok(PointRef {
         lsn,
         segment_id,
         record_offset,
-        point: PointPayload {
-            point_id,
-            time_unix_ns,
-            kind,
-            label,
-        },
+        point: PointPayload::decode_in_entry(c)?,
     })
 }
 
@@ -456,6 +432,7 @@ fn bounded_count(c: &mut Cursor<'_>, max: u32, entry_bytes: usize) -> Result<usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::PointKind;
 
     pub(crate) fn sample() -> Manifest {
         Manifest {

@@ -350,14 +350,43 @@ impl PointPayload {
             "label checked by the caller"
         );
         let mut buf = Vec::with_capacity(POINT_FIXED_BYTES + self.label.len());
-        Put::new(&mut buf)
-            .u64(self.point_id)
+        self.put(&mut Put::new(&mut buf));
+        buf
+    }
+
+    /// Appends the payload's bytes, laid out as above: a point record holds them, and so do a
+    /// footer's and a manifest's point entries, after their own fields.
+    pub(crate) fn put(&self, p: &mut Put<'_>) {
+        p.u64(self.point_id)
             .i64(self.time_unix_ns)
             .u8(self.kind as u8)
             .u8(0)
             .u16(self.label.len() as u16)
             .bytes(self.label.as_bytes());
-        buf
+    }
+
+    /// Decodes the payload inside a footer's or a manifest's point entry, where it follows the
+    /// entry's own fields.
+    pub(crate) fn decode_in_entry(c: &mut Cursor<'_>) -> Result<PointPayload, DecodeError> {
+        let at = c.position();
+        let point_id = c.u64()?;
+        let time_unix_ns = c.i64()?;
+        let kind = PointKind::from_u8(c.u8()?)
+            .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 16, "unknown point kind"))?;
+        c.zeros(1)?;
+        let label_len = c.u16()? as usize;
+        if label_len > LABEL_BYTES_MAX {
+            return Err(c.error_at(DecodeErrorKind::BadField, at + 18, "label over 1024 bytes"));
+        }
+        let label = std::str::from_utf8(c.take(label_len)?)
+            .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 20, "label is not UTF-8"))?
+            .to_owned();
+        Ok(PointPayload {
+            point_id,
+            time_unix_ns,
+            kind,
+            label,
+        })
     }
 
     /// Decodes and validates the payload.

@@ -76,7 +76,7 @@
 //! was confirmed (read back and compared), which says what may be evicted and where an evicted
 //! file is.
 
-use crate::codec::{Cursor, Put};
+use crate::codec::{Cursor, Put, check_magic_version};
 use crate::magic::{self, FormatVersion};
 use crate::{DecodeError, DecodeErrorKind, VaultId};
 
@@ -285,21 +285,6 @@ pub fn parse_chunk_key(key: &str) -> Option<[u8; 32]> {
 /// Number of chunks of a file of `file_bytes`.
 pub fn chunk_count(file_bytes: u64) -> u64 {
     file_bytes.div_ceil(REMOTE_CHUNK_BYTES)
-}
-
-fn check_magic_version(c: &mut Cursor<'_>, magic: [u8; 8], what: &str) -> Result<(), DecodeError> {
-    if c.array::<8>()? != magic {
-        return Err(c.error_at(DecodeErrorKind::BadMagic, 0, format!("not a replog {what}")));
-    }
-    let version = c.u32()?;
-    if FormatVersion::from_u32(version).is_none() {
-        return Err(c.error_at(
-            DecodeErrorKind::UnsupportedVersion,
-            8,
-            format!("format version {version}"),
-        ));
-    }
-    Ok(())
 }
 
 /// Checks the CRC in the last four bytes, after a minimum length check.

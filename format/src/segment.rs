@@ -21,7 +21,7 @@
 //!   4092    4 crc32 (vault seed) of bytes 0..4092
 //! ```
 
-use crate::codec::{Cursor, Put, check_page_crc, seal_page};
+use crate::codec::{Cursor, Put, check_magic_version, check_page_crc, seal_page};
 use crate::limits::*;
 use crate::magic::{self, FormatVersion};
 use crate::record::*;
@@ -71,17 +71,7 @@ impl SegmentHeader {
     pub fn decode(bytes: &[u8], seed: u32) -> Result<SegmentHeader, DecodeError> {
         const WHAT: &str = "segment header";
         let mut c = Cursor::new(bytes, WHAT);
-        if c.array::<8>()? != magic::SEGMENT {
-            return Err(c.error_at(DecodeErrorKind::BadMagic, 0, "not a replog segment"));
-        }
-        let version = c.u32()?;
-        if FormatVersion::from_u32(version).is_none() {
-            return Err(c.error_at(
-                DecodeErrorKind::UnsupportedVersion,
-                8,
-                format!("format version {version}"),
-            ));
-        }
+        check_magic_version(&mut c, magic::SEGMENT, "segment")?;
         if bytes.len() < SEGMENT_HEADER_BYTES {
             return Err(c.error_at(
                 DecodeErrorKind::Truncated,
@@ -201,14 +191,8 @@ impl FooterIndex {
                 .u16(0);
         }
         for pt in &self.points {
-            p.u64(pt.lsn)
-                .u64(pt.record_offset)
-                .u64(pt.point.point_id)
-                .i64(pt.point.time_unix_ns)
-                .u8(pt.point.kind as u8)
-                .u8(0)
-                .u16(pt.point.label.len() as u16)
-                .bytes(pt.point.label.as_bytes());
+            p.u64(pt.lsn).u64(pt.record_offset);
+            pt.point.put(&mut p);
         }
         buf
     }
@@ -275,30 +259,11 @@ fn decode_extent_entry(c: &mut Cursor<'_>) -> Result<ExtentEntry, DecodeError> {
 
 /// Decodes one footer point: its fixed fields, then its UTF-8 label of at most 1024 bytes.
 fn decode_point_entry(c: &mut Cursor<'_>) -> Result<PointEntry, DecodeError> {
-    let at = c.position();
-    let lsn = c.u64()?;
-    let record_offset = c.u64()?;
-    let point_id = c.u64()?;
-    let time_unix_ns = c.i64()?;
-    let kind = PointKind::from_u8(c.u8()?)
-        .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 32, "unknown point kind"))?;
-    c.zeros(1)?;
-    let label_len = c.u16()? as usize;
-    if label_len > LABEL_BYTES_MAX {
-        return Err(c.error_at(DecodeErrorKind::BadField, at + 34, "label over 1024 bytes"));
-    }
-    let label = std::str::from_utf8(c.take(label_len)?)
-        .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 36, "label is not UTF-8"))?
-        .to_owned();
+    let (lsn, record_offset) = (c.u64()?, c.u64()?);
     Ok(PointEntry {
         lsn,
         record_offset,
-        point: PointPayload {
-            point_id,
-            time_unix_ns,
-            kind,
-            label,
-        },
+        point: PointPayload::decode_in_entry(c)?,
     })
 }
 
