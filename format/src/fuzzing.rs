@@ -139,6 +139,18 @@ fn round_trip<T: PartialEq + Debug>(
     }
 }
 
+/// When `data` decodes, its value must round-trip (see [`round_trip`]).
+fn round_trip_if_decodes<T: PartialEq + Debug>(
+    what: &str,
+    data: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+    encode: impl Fn(&T) -> Vec<u8>,
+) {
+    if let Ok(value) = decode(data) {
+        round_trip(what, data, &value, encode, decode);
+    }
+}
+
 /// `VAULT`: [`VaultHeader::decode`].
 pub fn vault_header(data: &[u8]) {
     with_fixed_checksums(
@@ -149,15 +161,12 @@ pub fn vault_header(data: &[u8]) {
 }
 
 fn vault_header_as_is(data: &[u8]) {
-    if let Ok(h) = VaultHeader::decode(data) {
-        round_trip(
-            "vault header",
-            data,
-            &h,
-            VaultHeader::encode,
-            VaultHeader::decode,
-        );
-    }
+    round_trip_if_decodes(
+        "vault header",
+        data,
+        VaultHeader::decode,
+        VaultHeader::encode,
+    );
 }
 
 /// A segment file's first page: [`SegmentHeader::decode`]. Bytes after the page are ignored
@@ -264,15 +273,12 @@ pub fn trailer(data: &[u8]) {
 
 fn trailer_as_is(data: &[u8]) {
     let seed = seed();
-    if let Ok(t) = Trailer::decode(data, seed) {
-        round_trip(
-            "segment trailer",
-            data,
-            &t,
-            |t| t.encode(seed),
-            |b| Trailer::decode(b, seed),
-        );
-    }
+    round_trip_if_decodes(
+        "segment trailer",
+        data,
+        |b| Trailer::decode(b, seed),
+        |v| v.encode(seed),
+    );
 }
 
 /// A whole `MANIFEST` file: [`Manifest::decode`].
@@ -281,9 +287,7 @@ pub fn manifest(data: &[u8]) {
 }
 
 fn manifest_as_is(data: &[u8]) {
-    if let Ok(m) = Manifest::decode(data) {
-        round_trip("manifest", data, &m, Manifest::encode, Manifest::decode);
-    }
+    round_trip_if_decodes("manifest", data, Manifest::decode, Manifest::encode);
 }
 
 /// A base file's header page: [`BaseHeader::decode`].
@@ -297,15 +301,12 @@ pub fn base_header(data: &[u8]) {
 
 fn base_header_as_is(data: &[u8]) {
     let seed = seed();
-    if let Ok(h) = BaseHeader::decode(data, seed) {
-        round_trip(
-            "base header",
-            data,
-            &h,
-            |h| h.encode(seed),
-            |b| BaseHeader::decode(b, seed),
-        );
-    }
+    round_trip_if_decodes(
+        "base header",
+        data,
+        |b| BaseHeader::decode(b, seed),
+        |v| v.encode(seed),
+    );
 }
 
 /// Bytes before the page in a [`base_table_page`] input: the entry count (u16) and the page
@@ -358,15 +359,12 @@ pub fn digest_header(data: &[u8]) {
 
 fn digest_header_as_is(data: &[u8]) {
     let seed = seed();
-    if let Ok(h) = DigestHeader::decode(data, seed) {
-        round_trip(
-            "digest header",
-            data,
-            &h,
-            |h| h.encode(seed),
-            |b| DigestHeader::decode(b, seed),
-        );
-    }
+    round_trip_if_decodes(
+        "digest header",
+        data,
+        |b| DigestHeader::decode(b, seed),
+        |v| v.encode(seed),
+    );
 }
 
 /// A whole segment file image: [`scan`]. When the scan succeeds:
@@ -675,15 +673,12 @@ fn fix_lease(bytes: &mut [u8]) {
 
 fn lease_as_is(data: &[u8]) {
     let seed = seed();
-    if let Ok(l) = LeaseRecord::decode(data, seed) {
-        round_trip(
-            "lease",
-            data,
-            &l,
-            |l| l.encode(seed),
-            |b| LeaseRecord::decode(b, seed),
-        );
-    }
+    round_trip_if_decodes(
+        "lease",
+        data,
+        |b| LeaseRecord::decode(b, seed),
+        |v| v.encode(seed),
+    );
 }
 
 /// The remote objects and the local remote configuration: [`RemoteManifest::decode`],
@@ -705,33 +700,24 @@ fn fix_trailing_crc(bytes: &mut [u8]) {
 
 fn remote_as_is(data: &[u8]) {
     let seed = seed();
-    if let Ok(m) = RemoteManifest::decode(data, seed) {
-        round_trip(
-            "remote manifest",
-            data,
-            &m,
-            |m| m.encode(seed),
-            |b| RemoteManifest::decode(b, seed),
-        );
-    }
-    if let Ok(m) = FileMap::decode(data, seed) {
-        round_trip(
-            "file map",
-            data,
-            &m,
-            |m| m.encode(seed),
-            |b| FileMap::decode(b, seed),
-        );
-    }
-    if let Ok(c) = RemoteConfig::decode(data, seed) {
-        round_trip(
-            "remote configuration",
-            data,
-            &c,
-            |c| c.encode(seed),
-            |b| RemoteConfig::decode(b, seed),
-        );
-    }
+    round_trip_if_decodes(
+        "remote manifest",
+        data,
+        |b| RemoteManifest::decode(b, seed),
+        |v| v.encode(seed),
+    );
+    round_trip_if_decodes(
+        "file map",
+        data,
+        |b| FileMap::decode(b, seed),
+        |v| v.encode(seed),
+    );
+    round_trip_if_decodes(
+        "remote configuration",
+        data,
+        |b| RemoteConfig::decode(b, seed),
+        |v| v.encode(seed),
+    );
 }
 
 /// Command-line arguments as the `replog` CLI receives them (separated by NUL bytes, each taken
