@@ -49,6 +49,11 @@ impl DecodeError {
         }
     }
 
+    /// What kind of failure it is (the same as the `kind` field).
+    pub fn kind(&self) -> DecodeErrorKind {
+        self.kind
+    }
+
     /// The same error with its offset moved by `base`, for errors found inside a larger file.
     pub fn at(mut self, base: u64) -> DecodeError {
         self.offset += base;

@@ -552,8 +552,9 @@ pub struct RemoteUrl<'a> {
     pub prefix: &'a str,
 }
 
-/// Why a remote URL cannot be used.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a remote URL cannot be used: a small `Copy` enum callers match, each case with what it
+/// found. Its message says what to give instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UrlError {
     /// Longer than [`REMOTE_URL_BYTES_MAX`] bytes (the remote configuration's limit).
     TooLong {
@@ -577,6 +578,8 @@ impl std::fmt::Display for UrlError {
         }
     }
 }
+
+impl std::error::Error for UrlError {}
 
 /// Checks every limit a remote URL must meet (scheme, bucket, length) and takes it apart. A URL
 /// that passes can be stored in a [`RemoteConfig`].

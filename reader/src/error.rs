@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use replog_format::{DecodeError, DecodeErrorKind};
 
 /// What went wrong, for callers that react differently to each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReadErrorKind {
     /// A file or directory the vault needs is missing.
     NotFound,

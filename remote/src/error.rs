@@ -1,6 +1,14 @@
 //! What can go wrong with a remote, said with the object key or local file it concerns.
+//!
+//! [`RemoteError`] keeps one variant per situation, each with its context as fields (the
+//! remote's URL, the object's key, the local file) and the underlying error as `source`.
+//! Callers decide by [`RemoteError::kind`], a small `Copy` enum that also carries a refusal's
+//! [`Refusal`] and a reader error's kind, never by the message.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use replog_format::remote::UrlError;
+use replog_reader::{ReadError, ReadErrorKind};
 
 /// A remote operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,12 +30,13 @@ pub enum RemoteError {
         source: Box<object_store::Error>,
     },
     /// The URL is not one replog can use (another scheme, a malformed one, too long).
-    #[error("unsupported URL {url:?}: {detail}")]
+    #[error("unsupported URL {url:?}: {source}")]
     Url {
         /// The URL as given (cut at 100 characters).
         url: String,
-        /// What is wrong and what to give instead.
-        detail: String,
+        /// What is wrong; its message says what to give instead.
+        #[source]
+        source: UrlError,
     },
     /// No credentials were found for the remote.
     #[error("{url}: no credentials were found: {hint}")]
@@ -82,9 +91,10 @@ pub enum RemoteError {
         #[source]
         source: std::io::Error,
     },
-    /// The local vault could not be read.
-    #[error(transparent)]
-    Read(#[from] replog_reader::ReadError),
+    /// The local vault could not be read. The message is the reader's; the reader's error is
+    /// the source.
+    #[error("{0}")]
+    Read(#[from] ReadError),
     /// The operation is not allowed as things are: [`Refusal`] says why, for callers to match.
     #[error("{detail}")]
     Refused {
@@ -93,6 +103,32 @@ pub enum RemoteError {
         /// The sentence for people, naming the vault, file or remote.
         detail: String,
     },
+}
+
+/// What went wrong with a remote, for callers that react differently to each: one kind per
+/// variant of [`RemoteError`], with a refusal's reason and a reader error's kind inside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemoteErrorKind {
+    /// The object store refused or could not be reached ([`RemoteError::Store`]).
+    Store,
+    /// The URL is not one replog can use ([`RemoteError::Url`]).
+    BadUrl,
+    /// No credentials were found ([`RemoteError::NoCredentials`]).
+    NoCredentials,
+    /// The bucket or container does not exist ([`RemoteError::NoBucket`]).
+    NoBucket,
+    /// The remote no longer holds a manifest it held ([`RemoteError::Older`]).
+    Older,
+    /// An object's bytes are not what they must be ([`RemoteError::Damaged`]).
+    Damaged,
+    /// A local file does not exist ([`RemoteError::Local`] with `NotFound`).
+    LocalNotFound,
+    /// A local file could not be read or written otherwise ([`RemoteError::Local`]).
+    LocalIo,
+    /// The local vault could not be read ([`RemoteError::Read`]), for this reason.
+    Read(ReadErrorKind),
+    /// The operation is not allowed as things are ([`RemoteError::Refused`]), for this reason.
+    Refused(Refusal),
 }
 
 /// Why a remote operation was refused.
@@ -134,6 +170,64 @@ impl RemoteError {
         }
     }
 
+    /// What went wrong, for callers to match.
+    pub fn kind(&self) -> RemoteErrorKind {
+        match self {
+            RemoteError::Store { .. } => RemoteErrorKind::Store,
+            RemoteError::Url { .. } => RemoteErrorKind::BadUrl,
+            RemoteError::NoCredentials { .. } => RemoteErrorKind::NoCredentials,
+            RemoteError::NoBucket { .. } => RemoteErrorKind::NoBucket,
+            RemoteError::Older { .. } => RemoteErrorKind::Older,
+            RemoteError::Damaged { .. } => RemoteErrorKind::Damaged,
+            RemoteError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                RemoteErrorKind::LocalNotFound
+            }
+            RemoteError::Local { .. } => RemoteErrorKind::LocalIo,
+            RemoteError::Read(e) => RemoteErrorKind::Read(e.kind()),
+            RemoteError::Refused { kind, .. } => RemoteErrorKind::Refused(*kind),
+        }
+    }
+
+    /// The remote's URL (for a bad URL: as given, cut at 100 characters), when the error is
+    /// about a remote.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            RemoteError::Store { url, .. }
+            | RemoteError::Url { url, .. }
+            | RemoteError::NoCredentials { url, .. }
+            | RemoteError::NoBucket { url, .. }
+            | RemoteError::Older { url, .. }
+            | RemoteError::Damaged { url, .. } => Some(url),
+            RemoteError::Local { .. } | RemoteError::Read(_) | RemoteError::Refused { .. } => None,
+        }
+    }
+
+    /// The key of the object the error is about, under the remote's prefix.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            RemoteError::Store { key, .. } | RemoteError::Damaged { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The local file the error is about: the file a local operation failed on, or the file
+    /// (relative to the vault) the reader names.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            RemoteError::Local { path, .. } => Some(path),
+            RemoteError::Read(e) => e.path(),
+            _ => None,
+        }
+    }
+
+    /// The reader's error, when the local vault could not be read.
+    pub fn read_error(&self) -> Option<&ReadError> {
+        match self {
+            RemoteError::Read(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// This error as an `io::Error`, for the storage seam (which speaks `io::Error`): a missing
     /// object is `NotFound`, everything else keeps its message.
     pub fn into_io(self) -> std::io::Error {
@@ -155,7 +249,7 @@ impl RemoteError {
     /// Whether this error means that something remote is damaged (exit code 2), as opposed to
     /// a failure to reach or use the remote.
     pub fn is_damage(&self) -> bool {
-        matches!(self, RemoteError::Damaged { .. })
+        self.kind() == RemoteErrorKind::Damaged
     }
 
     /// The remote error inside `error` or any error it was caused by, looking through the
@@ -181,3 +275,80 @@ impl RemoteError {
 
 /// Results of this crate.
 pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn a_bad_url_keeps_its_message_and_has_the_url_error_as_source() {
+        let e = crate::check_url("http://example.com/x").unwrap_err();
+        assert_eq!(e.kind(), RemoteErrorKind::BadUrl);
+        assert_eq!(e.url(), Some("http://example.com/x"));
+        assert_eq!(
+            e.to_string(),
+            "unsupported URL \"http://example.com/x\": give s3://BUCKET[/PREFIX] or \
+             az://CONTAINER[/PREFIX]"
+        );
+        let source = e.source().and_then(|s| s.downcast_ref::<UrlError>());
+        assert_eq!(source, Some(&UrlError::Unsupported));
+    }
+
+    #[test]
+    fn a_local_error_is_not_found_only_when_the_file_is_missing() {
+        let missing = RemoteError::local(
+            "remote/LATEST",
+            "read",
+            io::Error::from(io::ErrorKind::NotFound),
+        );
+        assert_eq!(missing.kind(), RemoteErrorKind::LocalNotFound);
+        assert_eq!(missing.path(), Some(Path::new("remote/LATEST")));
+        let denied = RemoteError::local(
+            "remote/LATEST",
+            "read",
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(denied.kind(), RemoteErrorKind::LocalIo);
+        assert!(denied.source().is_some_and(|s| s.is::<io::Error>()));
+    }
+
+    #[test]
+    fn a_refusal_and_a_reader_error_say_their_reason_in_the_kind() {
+        let refused = Refusal::SyncRunning.because("another sync of /v is running");
+        assert_eq!(
+            refused.kind(),
+            RemoteErrorKind::Refused(Refusal::SyncRunning)
+        );
+        assert_eq!(refused.to_string(), "another sync of /v is running");
+        assert!(!refused.is_damage());
+
+        let read = ReadError::damaged("MANIFEST", 28, "the header fails its checksum");
+        let message = read.to_string();
+        let e = RemoteError::from(read);
+        assert_eq!(e.kind(), RemoteErrorKind::Read(ReadErrorKind::Damaged));
+        assert_eq!(e.to_string(), message, "the reader's message, unchanged");
+        assert_eq!(e.path(), Some(Path::new("MANIFEST")));
+        let source = e.source().and_then(|s| s.downcast_ref::<ReadError>());
+        assert_eq!(source.map(ReadError::offset), Some(Some(28)));
+    }
+
+    #[test]
+    fn damage_is_found_through_the_io_errors_of_the_storage_seam() {
+        let damaged = RemoteError::Damaged {
+            url: "s3://b/p".into(),
+            key: "chunks/00".into(),
+            detail: "the chunk hashes to another key".into(),
+        };
+        assert_eq!(damaged.kind(), RemoteErrorKind::Damaged);
+        assert_eq!(damaged.key(), Some("chunks/00"));
+        let io = damaged.into_io();
+        assert_eq!(io.kind(), io::ErrorKind::InvalidData);
+        let read = ReadError::io("journal/0000000000000001.seg", "read", io);
+        let found = RemoteError::find_in(&read).expect("the remote error inside");
+        assert!(found.is_damage());
+        assert_eq!(found.url(), Some("s3://b/p"));
+    }
+}

@@ -25,7 +25,7 @@ use replog_format::remote::VAULT_KEY;
 use replog_format::vault_seed;
 use replog_io::Storage;
 
-pub use error::{Refusal, RemoteError, Result};
+pub use error::{Refusal, RemoteError, RemoteErrorKind, Result};
 pub use files::{CACHE_CHUNKS_DEFAULT, RemoteFiles, TieredStorage, file_id, file_path};
 pub use local::LocalVault;
 pub use store::{Put, Remote, RemoteOptions, check_url};

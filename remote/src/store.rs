@@ -89,9 +89,9 @@ const AZURE_CREDENTIALS_HINT: &str = "set AZURE_STORAGE_ACCOUNT_NAME and \
 
 /// Takes `url` apart after checking every limit (scheme, bucket, length), before any request.
 pub fn check_url(url: &str) -> Result<replog_format::remote::RemoteUrl<'_>> {
-    replog_format::remote::parse_remote_url(url).map_err(|e| RemoteError::Url {
+    replog_format::remote::parse_remote_url(url).map_err(|source| RemoteError::Url {
         url: url.chars().take(100).collect(),
-        detail: e.to_string(),
+        source,
     })
 }
 
