@@ -83,6 +83,16 @@ impl ImageError {
         }
     }
 
+    /// The same error with `source` as its cause: the error that made the operation fail, which
+    /// the sentence already quotes.
+    pub fn caused_by(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> ImageError {
+        self.source = Some(Box::new(source));
+        self
+    }
+
     /// The same error naming `path`.
     pub fn in_file(mut self, path: &Path) -> ImageError {
         self.path = Some(path.to_path_buf());

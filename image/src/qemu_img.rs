@@ -16,17 +16,26 @@ const QEMU_IMG: &str = "qemu-img";
 /// What to do when it is missing.
 const INSTALL_HINT: &str = "Debian: apt-get install qemu-utils";
 
-/// Whether `qemu-img` runs; the reason when it does not.
-pub fn check() -> Result<(), String> {
+/// Whether `qemu-img` runs; when it does not, an error saying why:
+/// [`ImageErrorKind::ToolMissing`] when it cannot be started, [`ImageErrorKind::ToolFailed`]
+/// when `qemu-img --version` fails.
+pub fn check() -> Result<(), ImageError> {
     match Command::new(QEMU_IMG).arg("--version").output() {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "`{QEMU_IMG} --version` failed: {} ({})",
-            stderr_of(&out),
-            out.status
+        Ok(out) => Err(ImageError::new(
+            ImageErrorKind::ToolFailed,
+            format!(
+                "`{QEMU_IMG} --version` failed: {} ({})",
+                stderr_of(&out),
+                out.status
+            ),
         )),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(format!("{QEMU_IMG} is not installed")),
-        Err(e) => Err(format!("{QEMU_IMG} cannot be run: {e}")),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(ImageError::new(
+            ImageErrorKind::ToolMissing,
+            format!("{QEMU_IMG} is not installed"),
+        )
+        .caused_by(e)),
+        Err(e) => Err(not_run(e)),
     }
 }
 
@@ -38,6 +47,7 @@ pub fn require(what: &str, native: &str) -> Result<(), ImageError> {
             ImageErrorKind::ToolMissing,
             format!("{what} needs {QEMU_IMG} ({INSTALL_HINT}); {native} ({why})"),
         )
+        .caused_by(why)
     })
 }
 
@@ -77,6 +87,7 @@ pub fn info(
             ImageErrorKind::Unsupported,
             format!("{QEMU_IMG} info printed something other than JSON: {e}"),
         )
+        .caused_by(e)
     })
 }
 
@@ -151,7 +162,8 @@ fn run(cmd: &mut Command) -> Result<Output, ImageError> {
         ErrorKind::NotFound => ImageError::new(
             ImageErrorKind::ToolMissing,
             format!("{QEMU_IMG} is not installed ({INSTALL_HINT})"),
-        ),
+        )
+        .caused_by(e),
         _ => not_run(e),
     })?;
     if out.status.success() {
@@ -170,6 +182,7 @@ fn not_run(e: std::io::Error) -> ImageError {
         ImageErrorKind::ToolMissing,
         format!("{QEMU_IMG} cannot be run: {e}"),
     )
+    .caused_by(e)
 }
 
 /// qemu-img's error output, on one line.

@@ -153,7 +153,7 @@ fn detect(file: &Arc<dyn File>, image: &Path) -> Result<Detected, ImageError> {
                 return Err(ImageError::new(ImageErrorKind::ToolMissing, format!(
                     "{} looks like a {name} image; reading it needs qemu-img (Debian: apt-get install qemu-utils); raw images and fixed VHDs are read natively ({why}); pass --format raw to take its bytes as they are",
                     image.display()
-                )).in_file(image));
+                )).in_file(image).caused_by(why));
             }
             None => "raw".to_owned(),
         },
@@ -219,7 +219,8 @@ fn fixed_vhd(file: &dyn File, image: &Path) -> Result<Option<u64>, ImageError> {
             ));
             return Err(ImageError::new(ImageErrorKind::BadFooter, message)
                 .in_file(image)
-                .at(at));
+                .at(at)
+                .caused_by(e));
         }
     };
     if footer.disk_type != vhd::DISK_TYPE_FIXED {
@@ -473,6 +474,11 @@ mod tests {
         let err = fixed_vhd(file.as_ref(), &path).expect_err("a damaged footer");
         assert_eq!(err.kind(), ImageErrorKind::BadFooter, "{err}");
         assert_eq!(err.offset(), Some(4096));
+        let cause = std::error::Error::source(&err).and_then(|e| e.downcast_ref());
+        assert!(
+            matches!(cause, Some(vhd::FooterError::Checksum { .. })),
+            "the footer's checksum error is the source: {cause:?}"
+        );
 
         let mut truncated = vec![0u8; 4096];
         truncated.extend_from_slice(&footer);
