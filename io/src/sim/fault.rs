@@ -33,6 +33,11 @@ pub enum FaultOp {
 }
 
 /// The error a [`Fault`] returns.
+///
+/// This is a kind to choose, not an error that travels: an operation it hits fails with
+/// [`FaultError::to_io_error`], the bare `io::Error` (errno, no path) the real filesystem
+/// returns. So the code under test meets exactly what it meets in production, and its own error
+/// type adds the file, the offset and the kind, as it does there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FaultError {
     /// `EIO`: the device failed.

@@ -192,14 +192,7 @@ impl VaultBuilder {
     }
 
     fn frame(&self, seg: &mut Segment, mut h: RecordHeader, payload: &[u8]) -> u64 {
-        let offset = seg.bytes.len() as u64;
-        h.segment_id = seg.id;
-        h.segment_offset = offset;
-        h.synced_upto = offset;
-        h.stored_len = payload.len() as u32;
-        let head = h.seal(self.seed, payload);
-        seg.bytes.extend_from_slice(&head);
-        seg.bytes.extend_from_slice(payload);
+        let offset = self.frame_footer(seg, &mut h, payload);
         if matches!(h.kind, RecordKind::Write | RecordKind::Zero) {
             seg.extents.push(ExtentEntry::from_header(&h));
         }
@@ -344,6 +337,8 @@ impl VaultBuilder {
         self.finish_segment(seg, Some(info))
     }
 
+    /// Appends the record `h` with `payload`, sealed where it lands; returns its offset. A
+    /// footer is framed by this alone; other records go through [`Self::frame`].
     fn frame_footer(&self, seg: &mut Segment, h: &mut RecordHeader, payload: &[u8]) -> u64 {
         let offset = seg.bytes.len() as u64;
         h.segment_id = seg.id;
