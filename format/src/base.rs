@@ -143,9 +143,7 @@ impl BaseHeader {
             base_lsn,
             table_crc,
         };
-        if !block_bytes.is_power_of_two()
-            || !(BLOCK_BYTES_MIN..=BLOCK_BYTES_MAX).contains(&block_bytes)
-        {
+        if !block_bytes_ok(block_bytes) {
             return Err(c.error_at(
                 DecodeErrorKind::BadField,
                 36,

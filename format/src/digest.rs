@@ -104,8 +104,7 @@ impl DigestHeader {
             valid_lsn,
             body_crc,
         };
-        if !block_bytes.is_power_of_two()
-            || !(BLOCK_BYTES_MIN..=BLOCK_BYTES_MAX).contains(&block_bytes)
+        if !block_bytes_ok(block_bytes)
             || disk_bytes > DISK_BYTES_MAX
             || block_count != h.block_count()
         {

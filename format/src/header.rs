@@ -64,9 +64,7 @@ pub struct VaultHeader {
 impl VaultHeader {
     /// Checks the settings against the format's limits; the message says which one is off.
     pub fn validate_settings(&self) -> Result<(), String> {
-        if !self.block_bytes.is_power_of_two()
-            || !(BLOCK_BYTES_MIN..=BLOCK_BYTES_MAX).contains(&self.block_bytes)
-        {
+        if !block_bytes_ok(self.block_bytes) {
             return Err(format!(
                 "block size {} is not a power of two between {BLOCK_BYTES_MIN} and {BLOCK_BYTES_MAX}",
                 self.block_bytes

@@ -26,6 +26,14 @@ pub const BLOCK_BYTES_MIN: u32 = 4096;
 pub const BLOCK_BYTES_MAX: u32 = 4 << 20;
 /// See [`BLOCK_BYTES_MIN`].
 pub const BLOCK_BYTES_DEFAULT: u32 = 64 << 10;
+
+/// Whether `block_bytes` is a block size the format allows: a power of two from
+/// [`BLOCK_BYTES_MIN`] to [`BLOCK_BYTES_MAX`].
+pub const fn block_bytes_ok(block_bytes: u32) -> bool {
+    block_bytes.is_power_of_two()
+        && block_bytes >= BLOCK_BYTES_MIN
+        && block_bytes <= BLOCK_BYTES_MAX
+}
 /// Most records (writes, zeroes and points) in one segment; the writer seals before this.
 pub const SEGMENT_RECORDS_MAX: u32 = 1 << 20;
 /// Largest footer payload: the extent and point index of one segment.
