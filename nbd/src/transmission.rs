@@ -7,7 +7,7 @@
 //! and
 //! reads and writes carry at most [`PAYLOAD_BYTES_MAX`] (else `EINVAL`; an oversized write
 //! payload is read and dropped in small pieces, never held). A write is replied to only after
-//! the backend has it, so a client that vanishes mid-request loses only that request, which it
+//! the device has it, so a client that vanishes mid-request loses only that request, which it
 //! was never told was done.
 //!
 //! With structured replies, reads answer ranges the allocation map shows as zero with hole

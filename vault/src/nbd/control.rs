@@ -175,7 +175,17 @@ pub fn request_point(
     BufReader::new((&conn).take(LINE_BYTES_MAX))
         .read_line(&mut line)
         .map_err(failed)?;
-    let reply: Value = serde_json::from_str(&line).map_err(|e| {
+    decode_reply(&path, &line, kind, label).map(Some)
+}
+
+/// The point in the capturing server's reply `line` to a request for a point of `kind`.
+fn decode_reply(
+    path: &Path,
+    line: &str,
+    kind: PointKind,
+    label: &str,
+) -> Result<PointInfo, NbdError> {
+    let reply: Value = serde_json::from_str(line).map_err(|e| {
         let what = format!(
             "{}: the capturing server's reply is not JSON ({e}): {line:?}",
             path.display()
@@ -208,7 +218,7 @@ pub fn request_point(
             ),
         ));
     };
-    Ok(Some(PointInfo {
+    Ok(PointInfo {
         point_id,
         lsn,
         time_unix_ns: time,
@@ -216,5 +226,49 @@ pub fn request_point(
         label: reply["label"].as_str().unwrap_or(label).to_owned(),
         segment_id,
         record_offset,
-    }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(line: &str) -> Result<PointInfo, NbdError> {
+        decode_reply(
+            Path::new("v/control.sock"),
+            line,
+            PointKind::CrashConsistent,
+            "asked",
+        )
+    }
+
+    #[test]
+    fn a_reply_is_a_point_a_refusal_or_a_protocol_error_by_kind() {
+        let p = decode(
+            r#"{"ok":true,"id":7,"lsn":1234,"time_unix_ns":5,"segment_id":3,"record_offset":4096,"kind":"crash-consistent","label":"nightly"}"#,
+        )
+        .unwrap();
+        let got = (
+            p.point_id,
+            p.lsn,
+            p.time_unix_ns,
+            p.segment_id,
+            p.record_offset,
+        );
+        assert_eq!(got, (7, 1234, 5, 3, 4096));
+        assert_eq!(p.label, "nightly");
+        let refused = decode(r#"{"ok":false,"error":"the vault is full"}"#).unwrap_err();
+        assert_eq!(refused.kind, NbdErrorKind::Refused);
+        assert!(
+            refused.to_string().ends_with("the vault is full"),
+            "{refused}"
+        );
+        for broken in ["not json", r#"{"ok":true,"id":7}"#] {
+            assert_eq!(
+                decode(broken).unwrap_err().kind,
+                NbdErrorKind::Protocol,
+                "{broken}"
+            );
+        }
+    }
 }
