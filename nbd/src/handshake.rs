@@ -370,17 +370,18 @@ mod tests {
     use crate::export::{BlockDevice, Extents, HOLE};
     use proptest::prelude::*;
 
-    /// Two read-only exports of 1 MiB, `os` and `data`, reading as zeros.
+    /// Two exports of 1 MiB reading as zeros: `os`, writable, and `data`, read-only.
     struct Disks(Vec<ExportInfo>);
 
-    struct Zeros;
+    /// A disk of zeros; the flag says whether it is read-only.
+    struct Zeros(bool);
 
     impl BlockDevice for Zeros {
         fn size(&self) -> u64 {
             1 << 20
         }
         fn read_only(&self) -> bool {
-            true
+            self.0
         }
         fn read(&mut self, _offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
             buf.fill(0);
@@ -401,8 +402,8 @@ mod tests {
         fn exports(&self) -> &[ExportInfo] {
             &self.0
         }
-        fn open(&self, _index: usize) -> Box<dyn BlockDevice + '_> {
-            Box::new(Zeros)
+        fn open(&self, index: usize) -> Box<dyn BlockDevice + '_> {
+            Box::new(Zeros(self.0[index].name == "data"))
         }
     }
 
@@ -527,6 +528,19 @@ mod tests {
         assert_eq!(&r[1].2[4..], BASE_ALLOCATION.as_bytes());
         assert_eq!(r[3].2, wire::info_export(1 << 20, n.flags));
         assert_eq!(r[5].2, wire::info_text(INFO_NAME, "data"));
+    }
+
+    #[test]
+    fn each_export_gets_the_flags_its_device_asks_for() {
+        let options = [opt(proto::OPT_GO, &go("os", &[]))];
+        let n = run(FIXED, &options, &Admission::Serve).0.unwrap().unwrap();
+        assert_eq!(n.export, 0);
+        assert_eq!(n.flags & proto::FLAG_READ_ONLY, 0, "os is writable");
+        let writes = proto::FLAG_SEND_FLUSH
+            | proto::FLAG_SEND_FUA
+            | proto::FLAG_SEND_TRIM
+            | proto::FLAG_SEND_WRITE_ZEROES;
+        assert_eq!(n.flags & writes, writes);
     }
 
     #[test]
