@@ -1,85 +1,61 @@
-//! What the server serves, whatever holds the bytes: a [`Backend`] lists the exports and
-//! opens a [`BlockDevice`] per connection; a `BlockDevice` reads, writes, zeroes, flushes and
-//! describes its allocation. The server checks every range against the export's size and
-//! refuses writes to a read-only backend before a device sees them.
+//! What the server serves, whatever holds the bytes. A [`BlockDevice`] is the one description
+//! of an export: its size, whether it is read-only, and the commands (read, write, trim,
+//! write-zeroes, flush, block status). A [`Backend`] names the exports and opens a device per
+//! connection, so a device may keep caches of its own. The server checks every range against
+//! the device's size and refuses writes to a read-only device before the device sees them.
 
+use super::error::NbdError;
 use super::proto;
 
-/// One export: a disk.
+/// How an export is listed (`NBD_OPT_LIST`, `NBD_INFO_NAME`, `NBD_INFO_DESCRIPTION`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportInfo {
     /// The export's name: the disk's name.
     pub name: String,
-    /// Bytes.
-    pub size: u64,
     /// Shown by `nbdinfo`: which vault, point and mode.
     pub description: String,
 }
 
-/// The backend of a running server, shared by every connection.
+/// The exports of a running server, shared by every connection.
 pub trait Backend: Send + Sync {
     /// The exports, in disk id order.
     fn exports(&self) -> &[ExportInfo];
-    /// Whether writes are accepted.
-    fn writable(&self) -> bool;
-    /// A handle on export `index` for one connection (it may keep caches of its own).
+    /// A device for export `index`, for one connection. Opening must be cheap: the handshake
+    /// also opens one to learn an export's size and whether it is read-only.
     fn open(&self, index: usize) -> Box<dyn BlockDevice + '_>;
     /// A connection ended, cleanly or not. Capture makes every write it acknowledged durable,
     /// so a client that vanishes without a flush loses nothing it was told was done.
     fn connection_closed(&self) {}
 }
 
-/// One export as one connection uses it. Ranges are checked against the size by the caller.
+/// One export as one connection uses it. Ranges are checked against [`BlockDevice::size`] by
+/// the caller, and writes, trims and write-zeroes reach only a device that is not read-only.
 pub trait BlockDevice {
+    /// Bytes.
+    fn size(&self) -> u64;
+    /// Whether writes, trims and write-zeroes are refused (and no flush is offered).
+    fn read_only(&self) -> bool;
     /// Fills `buf` with the bytes at `offset`.
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError>;
-    /// Pushes the allocation of `[offset, end)` into `out`, in order, until `out` is full.
-    fn extents(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), ExportError>;
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError>;
+    /// Pushes the allocation (`base:allocation`) of `[offset, end)` into `out`, in order, until
+    /// `out` is full.
+    fn block_status(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), NbdError>;
     /// Writes `data` at `offset`; with `fua`, durable before it returns.
-    fn write(&mut self, _offset: u64, _data: &[u8], _fua: bool) -> Result<(), ExportError> {
-        Err(ExportError::read_only())
+    fn write(&mut self, _offset: u64, _data: &[u8], _fua: bool) -> Result<(), NbdError> {
+        Err(NbdError::read_only("the export is read-only"))
     }
-    /// Sets `[offset, offset + len)` to zeros (trim and write-zeroes both); `fua` as for writes.
-    fn zero(&mut self, _offset: u64, _len: u64, _fua: bool) -> Result<(), ExportError> {
-        Err(ExportError::read_only())
+    /// Sets `[offset, offset + len)` to zeros; `fua` as for writes.
+    fn write_zeroes(&mut self, _offset: u64, _len: u64, _fua: bool) -> Result<(), NbdError> {
+        Err(NbdError::read_only("the export is read-only"))
+    }
+    /// Discards `[offset, offset + len)`. What a trimmed range reads as is unspecified, so by
+    /// default it is zeroed, which is also what its block status then says.
+    fn trim(&mut self, offset: u64, len: u64, fua: bool) -> Result<(), NbdError> {
+        self.write_zeroes(offset, len, fua)
     }
     /// Makes every write acknowledged so far durable.
-    fn flush(&mut self) -> Result<(), ExportError> {
+    fn flush(&mut self) -> Result<(), NbdError> {
         Ok(())
-    }
-}
-
-/// A failed request: the NBD error value and a message for the client and the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExportError {
-    /// `EIO`, `EPERM`, `EINVAL`, `ENOSPC`, ...
-    pub errno: u32,
-    /// What failed, naming the vault file and offset when there is one.
-    pub message: String,
-}
-
-impl ExportError {
-    /// `errno` with `message`.
-    pub fn new(errno: u32, message: impl Into<String>) -> ExportError {
-        ExportError {
-            errno,
-            message: message.into(),
-        }
-    }
-
-    /// `EPERM`: the export does not accept writes.
-    pub fn read_only() -> ExportError {
-        ExportError::new(proto::EPERM, "the export is read-only")
-    }
-
-    /// An I/O error on a file the device owns (an overlay's, say).
-    pub fn io(what: &str, e: std::io::Error) -> ExportError {
-        let errno = if e.kind() == std::io::ErrorKind::StorageFull {
-            proto::ENOSPC
-        } else {
-            proto::EIO
-        };
-        ExportError::new(errno, format!("{what}: {e}"))
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::io::{self, Read, Write};
 
-use super::export::ExportInfo;
+use super::export::{Backend, ExportInfo};
 use super::proto::{self, OPTION_DATA_BYTES_MAX};
 use super::wire::{self, OPTION_HEADER_BYTES};
 
@@ -45,13 +45,23 @@ pub enum Admission {
     Refuse(String),
 }
 
-/// What the server offers.
-#[derive(Clone, Copy, Debug)]
+/// What the server offers: the backend's exports, each described by its device.
+#[derive(Clone, Copy)]
 pub struct Offer<'a> {
     /// The exports.
-    pub exports: &'a [ExportInfo],
-    /// Whether they accept writes.
-    pub writable: bool,
+    pub backend: &'a dyn Backend,
+}
+
+impl Offer<'_> {
+    fn exports(&self) -> &[ExportInfo] {
+        self.backend.exports()
+    }
+
+    /// Export `index`'s size and whether it is read-only, as its device says.
+    fn device(&self, index: usize) -> (u64, bool) {
+        let device = self.backend.open(index);
+        (device.size(), device.read_only())
+    }
 }
 
 /// Negotiation state between options.
@@ -147,7 +157,7 @@ fn option(
         proto::OPT_ABORT => return abort(w).map(Some),
         proto::OPT_LIST if !data.is_empty() => invalid(w, "NBD_OPT_LIST takes no data")?,
         proto::OPT_LIST => {
-            for e in offer.exports {
+            for e in offer.exports() {
                 let server = wire::rep_server(&e.name, &e.description);
                 send(w, &wire::option_reply(option, proto::REP_SERVER, &server))?;
             }
@@ -206,12 +216,12 @@ fn unknown_export(exports: &[ExportInfo], name: &str) -> String {
     )
 }
 
-fn transmission_flags(offer: Offer<'_>, structured: bool) -> u16 {
+fn transmission_flags(read_only: bool, structured: bool) -> u16 {
     let mut flags = proto::FLAG_HAS_FLAGS | proto::FLAG_CAN_MULTI_CONN;
     if structured {
         flags |= proto::FLAG_SEND_DF;
     }
-    if offer.writable {
+    if !read_only {
         flags |= proto::FLAG_SEND_FLUSH
             | proto::FLAG_SEND_FUA
             | proto::FLAG_SEND_TRIM
@@ -223,13 +233,16 @@ fn transmission_flags(offer: Offer<'_>, structured: bool) -> u16 {
     flags
 }
 
-fn negotiated(export: usize, offer: Offer<'_>, st: &State) -> Negotiated {
-    Negotiated {
+/// The terms for `export`, and its size.
+fn negotiated(export: usize, offer: Offer<'_>, st: &State) -> (Negotiated, u64) {
+    let (size, read_only) = offer.device(export);
+    let n = Negotiated {
         export,
         structured: st.structured,
         base_allocation: st.structured && st.meta_export == Some(export),
-        flags: transmission_flags(offer, st.structured),
-    }
+        flags: transmission_flags(read_only, st.structured),
+    };
+    (n, size)
 }
 
 /// `NBD_OPT_EXPORT_NAME`: no error reply exists, so an unknown export ends the connection.
@@ -240,11 +253,13 @@ fn export_name(
     st: &State,
 ) -> io::Result<Result<Negotiated, Ended>> {
     let name = String::from_utf8_lossy(data);
-    let Some(export) = resolve(offer.exports, &name) else {
-        return Ok(Err(Ended::Violation(unknown_export(offer.exports, &name))));
+    let Some(export) = resolve(offer.exports(), &name) else {
+        return Ok(Err(Ended::Violation(unknown_export(
+            offer.exports(),
+            &name,
+        ))));
     };
-    let n = negotiated(export, offer, st);
-    let size = offer.exports[export].size;
+    let (n, size) = negotiated(export, offer, st);
     send(w, &wire::export_name_reply(size, n.flags, st.no_zeroes))?;
     Ok(Ok(n))
 }
@@ -266,18 +281,18 @@ fn info_or_go(
             return Ok(None);
         }
     };
-    let Some(export) = resolve(offer.exports, &request.name) else {
-        let message = unknown_export(offer.exports, &request.name);
+    let Some(export) = resolve(offer.exports(), &request.name) else {
+        let message = unknown_export(offer.exports(), &request.name);
         send(
             w,
             &wire::option_error(option, proto::REP_ERR_UNKNOWN, &message),
         )?;
         return Ok(None);
     };
-    let n = negotiated(export, offer, st);
-    let e = &offer.exports[export];
+    let (n, size) = negotiated(export, offer, st);
+    let e = &offer.exports()[export];
     let mut infos = vec![
-        wire::info_export(e.size, n.flags),
+        wire::info_export(size, n.flags),
         wire::info_block_size(1, proto::PREFERRED_BLOCK_BYTES, proto::PAYLOAD_BYTES_MAX),
     ];
     if request.infos.contains(&proto::INFO_NAME) {
@@ -313,8 +328,8 @@ fn meta_context(
             return send(w, &wire::option_error(option, proto::REP_ERR_INVALID, why));
         }
     };
-    let Some(export) = resolve(offer.exports, &request.name) else {
-        let message = unknown_export(offer.exports, &request.name);
+    let Some(export) = resolve(offer.exports(), &request.name) else {
+        let message = unknown_export(offer.exports(), &request.name);
         return send(
             w,
             &wire::option_error(option, proto::REP_ERR_UNKNOWN, &message),
@@ -351,17 +366,56 @@ fn meta_context(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::NbdError;
+    use crate::export::{BlockDevice, Extents, HOLE};
     use proptest::prelude::*;
 
-    fn exports() -> Vec<ExportInfo> {
-        ["os", "data"]
+    /// Two exports of 1 MiB reading as zeros: `os`, writable, and `data`, read-only.
+    struct Disks(Vec<ExportInfo>);
+
+    /// A disk of zeros; the flag says whether it is read-only.
+    struct Zeros(bool);
+
+    impl BlockDevice for Zeros {
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+        fn read_only(&self) -> bool {
+            self.0
+        }
+        fn read(&mut self, _offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
+            buf.fill(0);
+            Ok(())
+        }
+        fn block_status(
+            &mut self,
+            offset: u64,
+            end: u64,
+            out: &mut Extents,
+        ) -> Result<(), NbdError> {
+            out.push(end - offset, HOLE);
+            Ok(())
+        }
+    }
+
+    impl Backend for Disks {
+        fn exports(&self) -> &[ExportInfo] {
+            &self.0
+        }
+        fn open(&self, index: usize) -> Box<dyn BlockDevice + '_> {
+            Box::new(Zeros(self.0[index].name == "data"))
+        }
+    }
+
+    fn disks() -> Disks {
+        let exports = ["os", "data"]
             .iter()
             .map(|n| ExportInfo {
                 name: (*n).into(),
-                size: 1 << 20,
                 description: format!("disk {n}"),
             })
-            .collect()
+            .collect();
+        Disks(exports)
     }
 
     fn opt(option: u32, data: &[u8]) -> Vec<u8> {
@@ -404,11 +458,8 @@ mod tests {
 
     fn run_bytes(input: &[u8], admission: &Admission) -> (Outcome, Vec<u8>) {
         let mut out = Vec::new();
-        let exports = exports();
-        let offer = Offer {
-            exports: &exports,
-            writable: false,
-        };
+        let disks = disks();
+        let offer = Offer { backend: &disks };
         let result = negotiate(&mut &input[..], &mut out, offer, admission);
         (result, out)
     }
@@ -477,6 +528,19 @@ mod tests {
         assert_eq!(&r[1].2[4..], BASE_ALLOCATION.as_bytes());
         assert_eq!(r[3].2, wire::info_export(1 << 20, n.flags));
         assert_eq!(r[5].2, wire::info_text(INFO_NAME, "data"));
+    }
+
+    #[test]
+    fn each_export_gets_the_flags_its_device_asks_for() {
+        let options = [opt(proto::OPT_GO, &go("os", &[]))];
+        let n = run(FIXED, &options, &Admission::Serve).0.unwrap().unwrap();
+        assert_eq!(n.export, 0);
+        assert_eq!(n.flags & proto::FLAG_READ_ONLY, 0, "os is writable");
+        let writes = proto::FLAG_SEND_FLUSH
+            | proto::FLAG_SEND_FUA
+            | proto::FLAG_SEND_TRIM
+            | proto::FLAG_SEND_WRITE_ZEROES;
+        assert_eq!(n.flags & writes, writes);
     }
 
     #[test]

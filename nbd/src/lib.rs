@@ -3,8 +3,10 @@
 //! the bytes), the two phases of a connection (`handshake`: fixed newstyle, `NBD_OPT_GO`,
 //! `INFO`, `LIST`, structured replies, `base:allocation`; `transmission`: read, write, trim,
 //! write-zeroes, flush, block status), the connections themselves (`server`, with `timed`
-//! cutting clients that stall), and what a server serves: a [`Backend`] listing exports and
-//! opening a [`BlockDevice`] per connection. [`RangeMap`] is a generic map of byte ranges for
+//! cutting clients that stall), what a server serves (a [`BlockDevice`], the one description of
+//! an export: size, read-only, read, write, trim, write-zeroes, flush, block status; a
+//! [`Backend`] names the exports and opens a device per connection), the client, and the one
+//! error shape of all of it, [`NbdError`]. [`RangeMap`] is a generic map of byte ranges for
 //! devices that keep state per range (an overlay, staged writes).
 //!
 //! It must not know what holds the bytes: no vaults, journals, points or leases (those devices
@@ -28,6 +30,6 @@ mod wire;
 
 pub use client::{Client, ClientOptions, Extent};
 pub use error::{NbdError, NbdErrorKind};
-pub use export::{Backend, BlockDevice, DATA, ExportError, ExportInfo, Extents, HOLE};
+pub use export::{Backend, BlockDevice, DATA, ExportInfo, Extents, HOLE};
 pub use rangemap::{Piece, RangeMap};
 pub use server::{Limits, Listener, Waker, serve};

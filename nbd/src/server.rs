@@ -23,11 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::error::{NbdError, NbdErrorKind};
 use super::export::Backend;
 use super::handshake::{self, Admission, Ended, Offer};
 use super::stream::Stream;
 use super::timed::{Activity, Timed};
-use super::transmission::{self, Closed, Session};
+use super::transmission::{self, Closed};
 
 /// How long a refused client is answered before it is cut (less if the handshake timeout is).
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,14 +52,14 @@ pub enum Listener {
 
 impl Listener {
     /// Listens on TCP `addr` (`HOST:PORT`; port 0 picks a free one).
-    pub fn tcp(addr: &str) -> Result<Listener, String> {
+    pub fn tcp(addr: &str) -> Result<Listener, NbdError> {
         TcpListener::bind(addr)
             .map(Listener::Tcp)
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))
+            .map_err(|e| NbdError::io(format!("cannot listen on {addr}"), e))
     }
 
     /// Listens on the Unix socket `path`, replacing a stale socket nobody listens on.
-    pub fn unix(path: &Path) -> Result<Listener, String> {
+    pub fn unix(path: &Path) -> Result<Listener, NbdError> {
         bind_unix(path).map(|l| Listener::Unix(l, path.to_path_buf()))
     }
 
@@ -107,27 +108,34 @@ impl Drop for Listener {
 
 /// Binds a Unix socket at `path`: a socket file left by a server that died is replaced, one a
 /// live server answers on is not, and nor is any other kind of file.
-pub fn bind_unix(path: &Path) -> Result<UnixListener, String> {
+pub fn bind_unix(path: &Path) -> Result<UnixListener, NbdError> {
+    let taken = |why: &str| {
+        NbdError::new(
+            NbdErrorKind::AddressInUse,
+            format!("{}: {why}", path.display()),
+        )
+    };
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if UnixStream::connect(path).is_ok() {
-                return Err(format!(
-                    "{}: another server is listening on this socket",
-                    path.display()
-                ));
+                return Err(taken("another server is listening on this socket"));
             }
-            std::fs::remove_file(path)
-                .map_err(|e| format!("{}: cannot remove the stale socket: {e}", path.display()))?;
+            std::fs::remove_file(path).map_err(|e| {
+                NbdError::io(
+                    format!("{}: cannot remove the stale socket", path.display()),
+                    e,
+                )
+            })?;
         }
         Ok(_) => {
-            return Err(format!(
-                "{}: the file exists and is not a socket; choose another path",
-                path.display()
+            return Err(taken(
+                "the file exists and is not a socket; choose another path",
             ));
         }
         Err(_) => {}
     }
-    UnixListener::bind(path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))
+    UnixListener::bind(path)
+        .map_err(|e| NbdError::io(format!("cannot listen on {}", path.display()), e))
 }
 
 fn loopback_if_unspecified(mut a: SocketAddr) -> SocketAddr {
@@ -386,10 +394,7 @@ fn client(stream: Stream, peer: &str, backend: &dyn Backend, admitted: &Admitted
     let timed = |s| Timed::new(s, deadline, admitted.activity.clone());
     let mut r = BufReader::with_capacity(SOCKET_BUFFER_BYTES, timed(reader));
     let mut w = BufWriter::with_capacity(SOCKET_BUFFER_BYTES, timed(stream));
-    let offer = Offer {
-        exports: backend.exports(),
-        writable: backend.writable(),
-    };
+    let offer = Offer { backend };
     let terms = match handshake::negotiate(&mut r, &mut w, offer, &admitted.admission) {
         Ok(Ok(terms)) => terms,
         Ok(Err(Ended::Aborted)) => return,
@@ -408,7 +413,7 @@ fn client(stream: Stream, peer: &str, backend: &dyn Backend, admitted: &Admitted
     if let Err(e) = r.get_mut().negotiated().and(w.get_mut().negotiated()) {
         return eprintln!("replog: nbd: {peer}: cannot clear the handshake timeout: {e}");
     }
-    transmit(&mut r, &mut w, peer, backend, offer, terms);
+    transmit(&mut r, &mut w, peer, backend, terms);
 }
 
 /// The transmission phase of a negotiated connection.
@@ -417,18 +422,11 @@ fn transmit(
     w: &mut BufWriter<Timed>,
     peer: &str,
     backend: &dyn Backend,
-    offer: Offer<'_>,
     terms: handshake::Negotiated,
 ) {
-    let export = &offer.exports[terms.export];
-    let session = Session {
-        terms,
-        name: &export.name,
-        size: export.size,
-        writable: offer.writable,
-    };
+    let name = &backend.exports()[terms.export].name;
     let mut disk = backend.open(terms.export);
-    let ended = transmission::serve(r, w, disk.as_mut(), &session);
+    let ended = transmission::serve(r, w, disk.as_mut(), terms, name);
     drop(disk);
     backend.connection_closed();
     match ended {

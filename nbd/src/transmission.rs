@@ -1,12 +1,13 @@
 //! The transmission phase: requests in, replies out, one at a time per connection (a client
 //! may pipeline; replies go back in request order).
 //!
-//! Every request is checked before it touches the export: flags must be ones the protocol
-//! allows for the command (else `EINVAL`), ranges must lie inside the export (`EINVAL` for
-//! reads and block status, `ENOSPC` for writes), writes to a read-only export get `EPERM`, and
+//! Every request is checked before it touches the device: flags must be ones the protocol
+//! allows for the command (else `EINVAL`), ranges must lie inside the device's size (`EINVAL`
+//! for reads and block status, `ENOSPC` for writes), writes to a read-only device get `EPERM`,
+//! and
 //! reads and writes carry at most [`PAYLOAD_BYTES_MAX`] (else `EINVAL`; an oversized write
 //! payload is read and dropped in small pieces, never held). A write is replied to only after
-//! the backend has it, so a client that vanishes mid-request loses only that request, which it
+//! the device has it, so a client that vanishes mid-request loses only that request, which it
 //! was never told was done.
 //!
 //! With structured replies, reads answer ranges the allocation map shows as zero with hole
@@ -15,7 +16,8 @@
 
 use std::io::{self, Read, Write};
 
-use super::export::{BlockDevice, ExportError, Extents};
+use super::error::{NbdError, NbdErrorKind};
+use super::export::{BlockDevice, Extents};
 use super::handshake::Negotiated;
 use super::proto::{self, PAYLOAD_BYTES_MAX};
 use super::request::{self, REQUEST_BYTES, Request};
@@ -38,26 +40,33 @@ pub enum Closed {
     Violation(String),
 }
 
-/// The connection's terms and its export.
+/// The connection's terms and what its device says of itself.
 #[derive(Debug)]
-pub struct Session<'a> {
+struct Session<'a> {
     /// What the handshake agreed.
-    pub terms: Negotiated,
+    terms: Negotiated,
     /// The export's name, for the log.
-    pub name: &'a str,
-    /// The export's size.
-    pub size: u64,
-    /// Whether writes are accepted.
-    pub writable: bool,
+    name: &'a str,
+    /// The device's size, asked once: an export does not change size while served.
+    size: u64,
+    /// Whether the device accepts writes.
+    writable: bool,
 }
 
-/// Serves requests from `r` until the client leaves.
+/// Serves requests from `r` to the device `disk` of export `name` until the client leaves.
 pub fn serve(
     r: &mut impl Read,
     w: &mut impl Write,
     disk: &mut dyn BlockDevice,
-    s: &Session<'_>,
+    terms: Negotiated,
+    name: &str,
 ) -> io::Result<Closed> {
+    let s = &Session {
+        terms,
+        name,
+        size: disk.size(),
+        writable: !disk.read_only(),
+    };
     let mut buf = Vec::new();
     loop {
         let mut header = [0u8; REQUEST_BYTES];
@@ -99,13 +108,18 @@ fn receive(r: &mut impl Read, req: &Request, buf: &mut Vec<u8>) -> io::Result<bo
     }
 }
 
-fn invalid(message: impl Into<String>) -> ExportError {
-    ExportError::new(proto::EINVAL, message)
+fn invalid(message: impl Into<String>) -> NbdError {
+    NbdError::new(NbdErrorKind::InvalidRequest, message)
 }
 
-/// Checks a request's flags, length and range. `past_end` is the error for a range past the
-/// end of the export.
-fn check(s: &Session<'_>, req: &Request, allowed: u16, past_end: u32) -> Result<(), ExportError> {
+/// Checks a request's flags, length and range. `past_end` is the kind of error for a range past
+/// the end of the export.
+fn check(
+    s: &Session<'_>,
+    req: &Request,
+    allowed: u16,
+    past_end: NbdErrorKind,
+) -> Result<(), NbdError> {
     if req.flags & !allowed != 0 {
         return Err(invalid(format!(
             "flags {:#x} are not valid for command {}",
@@ -117,7 +131,7 @@ fn check(s: &Session<'_>, req: &Request, allowed: u16, past_end: u32) -> Result<
         return Err(invalid("the request has length 0"));
     }
     if req.end().is_none_or(|end| end > s.size) {
-        return Err(ExportError::new(
+        return Err(NbdError::new(
             past_end,
             format!(
                 "bytes {}..{} are past the end of export {} ({} bytes)",
@@ -131,7 +145,7 @@ fn check(s: &Session<'_>, req: &Request, allowed: u16, past_end: u32) -> Result<
     Ok(())
 }
 
-fn check_payload(req: &Request) -> Result<(), ExportError> {
+fn check_payload(req: &Request) -> Result<(), NbdError> {
     if req.length > PAYLOAD_BYTES_MAX {
         return Err(invalid(format!(
             "{} bytes is over the maximum block size of {PAYLOAD_BYTES_MAX}",
@@ -141,14 +155,14 @@ fn check_payload(req: &Request) -> Result<(), ExportError> {
     Ok(())
 }
 
-fn check_writable(s: &Session<'_>) -> Result<(), ExportError> {
+fn check_writable(s: &Session<'_>) -> Result<(), NbdError> {
     if s.writable {
         Ok(())
     } else {
-        Err(ExportError::new(
-            proto::EPERM,
-            format!("export {} is read-only", s.name),
-        ))
+        Err(NbdError::read_only(format!(
+            "export {} is read-only",
+            s.name
+        )))
     }
 }
 
@@ -165,17 +179,17 @@ fn handle(
         proto::CMD_BLOCK_STATUS => return status(w, disk, s, req),
         proto::CMD_WRITE => check_writable(s)
             .and_then(|()| check_payload(req))
-            .and_then(|()| check(s, req, proto::CMD_FLAG_FUA, proto::ENOSPC))
+            .and_then(|()| check(s, req, proto::CMD_FLAG_FUA, NbdErrorKind::NoSpace))
             .and_then(|()| disk.write(req.offset, buf, fua)),
         proto::CMD_TRIM => check_writable(s)
-            .and_then(|()| check(s, req, proto::CMD_FLAG_FUA, proto::ENOSPC))
-            .and_then(|()| disk.zero(req.offset, u64::from(req.length), fua)),
+            .and_then(|()| check(s, req, proto::CMD_FLAG_FUA, NbdErrorKind::NoSpace))
+            .and_then(|()| disk.trim(req.offset, u64::from(req.length), fua)),
         proto::CMD_WRITE_ZEROES => {
             // Zeroing only appends a record or marks a range: always fast, so FAST_ZERO holds.
             let allowed = proto::CMD_FLAG_FUA | proto::CMD_FLAG_NO_HOLE | proto::CMD_FLAG_FAST_ZERO;
             check_writable(s)
-                .and_then(|()| check(s, req, allowed, proto::ENOSPC))
-                .and_then(|()| disk.zero(req.offset, u64::from(req.length), fua))
+                .and_then(|()| check(s, req, allowed, NbdErrorKind::NoSpace))
+                .and_then(|()| disk.write_zeroes(req.offset, u64::from(req.length), fua))
         }
         proto::CMD_FLUSH if !s.writable => {
             Err(invalid("flush is not offered on a read-only export"))
@@ -198,21 +212,23 @@ fn reply(
     w: &mut impl Write,
     s: &Session<'_>,
     req: &Request,
-    result: Result<(), ExportError>,
+    result: Result<(), NbdError>,
 ) -> io::Result<()> {
     match result {
         Ok(()) => w.write_all(&request::simple_reply(0, req.handle)),
         Err(e) => {
-            if e.errno == proto::EIO {
+            let errno = e.reply_errno();
+            let message = e.to_string();
+            if errno == proto::EIO {
                 eprintln!(
-                    "replog: nbd: export {}: command {} at byte {} ({} bytes) failed: {}",
-                    s.name, req.kind, req.offset, req.length, e.message
+                    "replog: nbd: export {}: command {} at byte {} ({} bytes) failed: {message}",
+                    s.name, req.kind, req.offset, req.length
                 );
             }
             if s.terms.structured {
-                w.write_all(&request::error_chunk(req.handle, e.errno, &e.message))
+                w.write_all(&request::error_chunk(req.handle, errno, &message))
             } else {
-                w.write_all(&request::simple_reply(e.errno, req.handle))
+                w.write_all(&request::simple_reply(errno, req.handle))
             }
         }
     }
@@ -230,7 +246,9 @@ fn read(
     if s.terms.structured {
         allowed |= proto::CMD_FLAG_DF;
     }
-    if let Err(e) = check(s, req, allowed, proto::EINVAL).and_then(|()| check_payload(req)) {
+    if let Err(e) =
+        check(s, req, allowed, NbdErrorKind::InvalidRequest).and_then(|()| check_payload(req))
+    {
         return reply(w, s, req, Err(e));
     }
     let len = req.length as usize;
@@ -276,13 +294,10 @@ fn read(
 
 /// Splits a read into `(start, end, hole)` pieces: zero ranges of at least
 /// [`HOLE_CHUNK_BYTES_MIN`] become hole chunks, everything else data (read and sent).
-fn plan_read(
-    disk: &mut dyn BlockDevice,
-    req: &Request,
-) -> Result<Vec<(u64, u64, bool)>, ExportError> {
+fn plan_read(disk: &mut dyn BlockDevice, req: &Request) -> Result<Vec<(u64, u64, bool)>, NbdError> {
     let end = req.offset + u64::from(req.length);
     let mut extents = Extents::new(usize::MAX, LOOKUPS_MAX);
-    disk.extents(req.offset, end, &mut extents)?;
+    disk.block_status(req.offset, end, &mut extents)?;
     let mut plan: Vec<(u64, u64, bool)> = Vec::new();
     let mut at = req.offset;
     let described = extents
@@ -318,7 +333,7 @@ fn status(
         return reply(w, s, req, Err(e));
     }
     let allowed = proto::CMD_FLAG_FUA | proto::CMD_FLAG_REQ_ONE;
-    if let Err(e) = check(s, req, allowed, proto::EINVAL) {
+    if let Err(e) = check(s, req, allowed, NbdErrorKind::InvalidRequest) {
         return reply(w, s, req, Err(e));
     }
     let max = if req.flags & proto::CMD_FLAG_REQ_ONE != 0 {
@@ -328,7 +343,7 @@ fn status(
     };
     let mut extents = Extents::new(max, LOOKUPS_MAX);
     let end = req.offset + u64::from(req.length);
-    if let Err(e) = disk.extents(req.offset, end, &mut extents) {
+    if let Err(e) = disk.block_status(req.offset, end, &mut extents) {
         return reply(w, s, req, Err(e));
     }
     let mut list: Vec<(u32, u32)> = Vec::with_capacity(extents.list().len());
@@ -358,17 +373,28 @@ mod tests {
     use crate::export::{DATA, HOLE};
     use proptest::prelude::*;
 
-    /// A disk in memory whose 64 KiB blocks of zeros are holes.
-    struct MemDisk(Vec<u8>);
+    /// A disk in memory whose 64 KiB blocks of zeros are holes; read-only when the flag is set.
+    struct MemDisk(Vec<u8>, bool);
 
     const BLOCK: u64 = 64 << 10;
 
     impl BlockDevice for MemDisk {
-        fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_only(&self) -> bool {
+            self.1
+        }
+        fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
             buf.copy_from_slice(&self.0[offset as usize..offset as usize + buf.len()]);
             Ok(())
         }
-        fn extents(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), ExportError> {
+        fn block_status(
+            &mut self,
+            offset: u64,
+            end: u64,
+            out: &mut Extents,
+        ) -> Result<(), NbdError> {
             let mut at = offset;
             while at < end {
                 let upto = ((at / BLOCK + 1) * BLOCK).min(end);
@@ -383,11 +409,11 @@ mod tests {
             }
             Ok(())
         }
-        fn write(&mut self, offset: u64, data: &[u8], _fua: bool) -> Result<(), ExportError> {
+        fn write(&mut self, offset: u64, data: &[u8], _fua: bool) -> Result<(), NbdError> {
             self.0[offset as usize..offset as usize + data.len()].copy_from_slice(data);
             Ok(())
         }
-        fn zero(&mut self, offset: u64, len: u64, _fua: bool) -> Result<(), ExportError> {
+        fn write_zeroes(&mut self, offset: u64, len: u64, _fua: bool) -> Result<(), NbdError> {
             self.0[offset as usize..(offset + len) as usize].fill(0);
             Ok(())
         }
@@ -395,18 +421,19 @@ mod tests {
 
     const SIZE: u64 = 1 << 20;
 
-    fn session(structured: bool, writable: bool) -> Session<'static> {
-        Session {
-            terms: Negotiated {
-                export: 0,
-                structured,
-                base_allocation: structured,
-                flags: 0,
-            },
-            name: "test",
-            size: SIZE,
-            writable,
-        }
+    /// What the handshake agreed, and whether the disk is to be writable.
+    fn session(structured: bool, writable: bool) -> (Negotiated, bool) {
+        let terms = Negotiated {
+            export: 0,
+            structured,
+            base_allocation: structured,
+            flags: 0,
+        };
+        (terms, writable)
+    }
+
+    fn disk() -> MemDisk {
+        MemDisk(vec![0; SIZE as usize], false)
     }
 
     fn req(kind: u16, flags: u16, handle: u64, offset: u64, length: u32) -> Vec<u8> {
@@ -419,9 +446,10 @@ mod tests {
         b
     }
 
-    fn run(input: &[u8], disk: &mut MemDisk, s: &Session<'_>) -> (Closed, Vec<u8>) {
+    fn run(input: &[u8], disk: &mut MemDisk, s: &(Negotiated, bool)) -> (Closed, Vec<u8>) {
         let mut out = Vec::new();
-        let closed = serve(&mut &input[..], &mut out, disk, s).unwrap();
+        disk.1 = !s.1;
+        let closed = serve(&mut &input[..], &mut out, disk, s.0, "test").unwrap();
         (closed, out)
     }
 
@@ -478,7 +506,7 @@ mod tests {
 
     #[test]
     fn a_write_reads_back_with_simple_replies() {
-        let mut disk = MemDisk(vec![0; SIZE as usize]);
+        let mut disk = disk();
         let mut input = req(proto::CMD_WRITE, proto::CMD_FLAG_FUA, 1, 4000, 5);
         input.extend_from_slice(b"hello");
         input.extend(req(proto::CMD_READ, 0, 2, 3999, 7));
@@ -492,7 +520,7 @@ mod tests {
 
     #[test]
     fn structured_reads_send_holes_as_hole_chunks_and_data_as_data() {
-        let mut disk = MemDisk(vec![0; SIZE as usize]);
+        let mut disk = disk();
         disk.0[(3 * BLOCK) as usize] = 9;
         let input = req(proto::CMD_READ, 0, 5, 0, (4 * BLOCK) as u32);
         let (_, out) = run(&input, &mut disk, &session(true, false));
@@ -523,7 +551,7 @@ mod tests {
 
     #[test]
     fn bad_requests_get_the_protocol_errors_and_the_connection_goes_on() {
-        let mut disk = MemDisk(vec![0; SIZE as usize]);
+        let mut disk = disk();
         let mut input = Vec::new();
         input.extend(req(proto::CMD_READ, 0, 1, SIZE - 1, 2));
         input.extend(req(proto::CMD_READ, proto::CMD_FLAG_REQ_ONE, 2, 0, 1));
@@ -565,7 +593,7 @@ mod tests {
 
     #[test]
     fn a_read_only_export_refuses_writes_with_eperm() {
-        let mut disk = MemDisk(vec![0; SIZE as usize]);
+        let mut disk = disk();
         let mut input = req(proto::CMD_WRITE, 0, 1, 0, 3);
         input.extend([1, 2, 3]);
         input.extend(req(proto::CMD_TRIM, 0, 2, 0, 4096));
@@ -580,7 +608,7 @@ mod tests {
 
     #[test]
     fn block_status_describes_the_range_and_req_one_gives_one_extent() {
-        let mut disk = MemDisk(vec![0; SIZE as usize]);
+        let mut disk = disk();
         disk.0[BLOCK as usize] = 1;
         let mut input = req(proto::CMD_BLOCK_STATUS, 0, 1, 0, (3 * BLOCK) as u32);
         input.extend(req(
@@ -614,7 +642,7 @@ mod tests {
 
     #[test]
     fn a_write_cut_short_by_a_disconnect_is_not_applied() {
-        let mut disk = MemDisk(vec![0; SIZE as usize]);
+        let mut disk = disk();
         let mut input = req(proto::CMD_WRITE, 0, 1, 0, 2);
         input.extend([7, 7]);
         input.extend(req(proto::CMD_WRITE, 0, 2, 100, 1000));
@@ -640,7 +668,8 @@ mod tests {
             writable in any::<bool>(),
             tail in prop::collection::vec(any::<u8>(), 0..64),
         ) {
-            let mut disk = MemDisk(vec![0; SIZE as usize]);
+            let mut disk = disk();
+            disk.1 = !writable;
             let mut input = Vec::new();
             for (kind, flags, offset, length) in reqs {
                 input.extend(req(kind, flags, 1, offset, length));
@@ -650,7 +679,7 @@ mod tests {
             }
             input.extend(tail);
             let mut out = Vec::new();
-            let _ = serve(&mut &input[..], &mut out, &mut disk, &session(structured, writable));
+            let _ = serve(&mut &input[..], &mut out, &mut disk, session(structured, writable).0, "test");
         }
     }
 }

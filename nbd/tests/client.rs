@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use replog_nbd::{
-    Backend, BlockDevice, Client, ClientOptions, DATA, ExportError, ExportInfo, Extents, HOLE,
-    Limits, Listener, NbdErrorKind,
+    Backend, BlockDevice, Client, ClientOptions, DATA, ExportInfo, Extents, HOLE, Limits, Listener,
+    NbdError, NbdErrorKind,
 };
 
 const MIB: u64 = 1 << 20;
@@ -144,7 +144,15 @@ struct Half;
 struct HalfDevice;
 
 impl BlockDevice for HalfDevice {
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
+    fn size(&self) -> u64 {
+        MIB
+    }
+
+    fn read_only(&self) -> bool {
+        true
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
         for (i, b) in buf.iter_mut().enumerate() {
             *b = if offset + (i as u64) < MIB / 2 {
                 0x5a
@@ -155,7 +163,7 @@ impl BlockDevice for HalfDevice {
         Ok(())
     }
 
-    fn extents(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), ExportError> {
+    fn block_status(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), NbdError> {
         let half = MIB / 2;
         if offset < half {
             out.push(half.min(end) - offset, DATA);
@@ -173,14 +181,9 @@ impl Backend for Half {
         EXPORTS.get_or_init(|| {
             vec![ExportInfo {
                 name: "half".into(),
-                size: MIB,
                 description: "test".into(),
             }]
         })
-    }
-
-    fn writable(&self) -> bool {
-        false
     }
 
     fn open(&self, _index: usize) -> Box<dyn BlockDevice + '_> {

@@ -13,5 +13,7 @@ pub fn request_point(
     kind: PointKind,
     label: &str,
 ) -> Result<Option<PointInfo>, Failure> {
-    replog_vault::nbd::control::request_point(vault, kind, label).map_err(Failure::new)
+    Ok(replog_vault::nbd::control::request_point(
+        vault, kind, label,
+    )?)
 }

@@ -25,8 +25,15 @@ use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
 use crate::cli::ServeNbdArgs;
 use crate::output::human_bytes;
 use crate::{CmdResult, EXIT_OK, Failure};
-use replog_nbd::{Backend, Limits, Listener, Waker};
+use replog_nbd::{Backend, Limits, Listener, NbdError, Waker};
 use replog_vault::nbd::{CaptureBackend, ControlServer, OverlayBackend, PointBackend};
+
+/// Every NBD failure the command reports, in one place: its sentence, exit code 1.
+impl From<NbdError> for Failure {
+    fn from(e: NbdError) -> Failure {
+        Failure::new(e.to_string())
+    }
+}
 
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
@@ -36,24 +43,17 @@ pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
     let listener = match &args.unix {
         Some(path) => Listener::unix(path),
         None => Listener::tcp(&args.listen),
-    }
-    .map_err(Failure::new)?;
+    }?;
     // Only now that the socket is bound: a server that cannot listen serves nothing.
     println!("{serving}");
     let control = match &capture {
-        Some(c) => {
-            Some(ControlServer::start(&args.vault, c.clone(), stop.clone()).map_err(Failure::new)?)
-        }
+        Some(c) => Some(ControlServer::start(&args.vault, c.clone(), stop.clone())?),
         None => None,
     };
     watch_signals(stop.clone(), listener.waker())?;
-    for e in backend.exports() {
-        println!(
-            "export {}: {} ({} bytes)",
-            e.name,
-            human_bytes(e.size),
-            e.size
-        );
+    for (index, e) in backend.exports().iter().enumerate() {
+        let size = backend.open(index).size();
+        println!("export {}: {} ({size} bytes)", e.name, human_bytes(size));
     }
     println!("listening on {}", listener.describe());
     replog_nbd::serve(
@@ -68,7 +68,7 @@ pub fn run(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> CmdResult {
     }
     drop(listener);
     if let Some(c) = capture {
-        c.close().map_err(|e| Failure::new(e.message))?;
+        c.close()?;
     }
     eprintln!("replog: nbd: stopped");
     Ok(EXIT_OK)
@@ -81,8 +81,7 @@ fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened
     let vault_name = args.vault.display().to_string();
     if args.capture {
         let writer = crate::context::open_writer(storage.clone(), &args.vault)?;
-        let (capture, started) = CaptureBackend::new(storage, &args.vault, writer)
-            .map_err(|e| Failure::new(e.message))?;
+        let (capture, started) = CaptureBackend::new(storage, &args.vault, writer)?;
         if let Some(p) = started {
             eprintln!(
                 "replog: nbd: took point {} (capture start): a disk had no journal record yet",
@@ -115,7 +114,7 @@ fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened
         return Ok((Arc::new(point), None, serving));
     }
     let dir = args.overlay_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let overlay = OverlayBackend::new(point, &dir).map_err(Failure::new)?;
+    let overlay = OverlayBackend::new(point, &dir)?;
     Ok((Arc::new(overlay), None, serving))
 }
 

@@ -22,7 +22,7 @@ use replog_reader::{PointView, Vault};
 use replog_writer::{PointInfo, PointKind, Writer};
 
 use replog_nbd::{
-    Backend, BlockDevice, DATA, ExportError, ExportInfo, Extents, HOLE, Piece, RangeMap,
+    Backend, BlockDevice, DATA, ExportInfo, Extents, HOLE, NbdError, NbdErrorKind, Piece, RangeMap,
 };
 
 use super::errors::{read_error, write_error};
@@ -32,6 +32,8 @@ use super::point::view_extents;
 pub const STAGED_BYTES_MAX: u64 = 64 << 20;
 /// What a staged zero range counts against [`STAGED_BYTES_MAX`]: its map entry.
 const ZERO_ENTRY_BYTES: u64 = 64;
+/// What a failed sync was doing.
+const SYNCING: &str = "syncing the journal";
 
 /// A range written since the read view was opened.
 #[derive(Clone, Debug)]
@@ -95,6 +97,8 @@ pub struct CaptureBackend {
     dir: PathBuf,
     exports: Vec<ExportInfo>,
     disk_ids: Vec<u32>,
+    /// Per export: the disk's size in bytes.
+    sizes: Vec<u64>,
     state: Mutex<State>,
 }
 
@@ -106,18 +110,18 @@ impl CaptureBackend {
         storage: Arc<dyn Storage>,
         dir: &Path,
         mut writer: Writer,
-    ) -> Result<(CaptureBackend, Option<PointInfo>), ExportError> {
+    ) -> Result<(CaptureBackend, Option<PointInfo>), NbdError> {
         let disks = writer.disks();
         if disks.is_empty() {
-            return Err(ExportError::new(
-                replog_nbd::proto::EINVAL,
+            return Err(NbdError::new(
+                NbdErrorKind::InvalidRequest,
                 format!(
                     "{}: the vault has no disks; add one with `replog disk add`",
                     dir.display()
                 ),
             ));
         }
-        let vault = Vault::open(storage.clone(), dir).map_err(read_error)?;
+        let vault = Vault::open(storage.clone(), dir).map_err(read_error("opening the vault"))?;
         let started = if vault
             .disks()
             .iter()
@@ -126,19 +130,18 @@ impl CaptureBackend {
             Some(
                 writer
                     .point(PointKind::CrashConsistent, "capture start")
-                    .map_err(write_error)?,
+                    .map_err(write_error("taking the capture start point"))?,
             )
         } else {
             None
         };
         let disk_ids: Vec<u32> = disks.iter().map(|d| d.disk_id).collect();
-        writer.sync().map_err(write_error)?;
+        writer.sync().map_err(write_error(SYNCING))?;
         let (view, view_index) = open_view(storage.clone(), dir, &writer, &disk_ids)?;
         let exports = disks
             .iter()
             .map(|d| ExportInfo {
                 name: d.name.clone(),
-                size: d.disk_bytes,
                 description: format!(
                     "disk {} of vault {}: its latest state, writes captured into the journal",
                     d.name,
@@ -159,6 +162,7 @@ impl CaptureBackend {
             dir: dir.to_path_buf(),
             exports,
             disk_ids,
+            sizes: disks.iter().map(|d| d.disk_bytes).collect(),
             state: Mutex::new(state),
         };
         Ok((backend, started))
@@ -169,28 +173,28 @@ impl CaptureBackend {
     }
 
     /// Takes a recovery point covering every write acknowledged so far.
-    pub fn point(&self, kind: PointKind, label: &str) -> Result<PointInfo, ExportError> {
+    pub fn point(&self, kind: PointKind, label: &str) -> Result<PointInfo, NbdError> {
         self.lock()
             .writer()?
             .point(kind, label)
-            .map_err(write_error)
+            .map_err(write_error("taking the point"))
     }
 
     /// Makes everything durable and releases the vault. Later requests fail with `EIO`.
-    pub fn close(&self) -> Result<(), ExportError> {
+    pub fn close(&self) -> Result<(), NbdError> {
         match self.lock().writer.take() {
-            Some(w) => w.close().map_err(write_error),
+            Some(w) => w.close().map_err(write_error("closing the vault's writer")),
             None => Ok(()),
         }
     }
 
     /// The view and the staged ranges of export `index` over `[offset, end)`, refreshing the
     /// view first when it is stale.
-    fn snapshot(&self, index: usize, offset: u64, end: u64) -> Result<Snapshot, ExportError> {
+    fn snapshot(&self, index: usize, offset: u64, end: u64) -> Result<Snapshot, NbdError> {
         let mut s = self.lock();
         if s.stale {
             let w = s.writer()?;
-            w.sync().map_err(write_error)?;
+            w.sync().map_err(write_error(SYNCING))?;
             let (view, view_index) = open_view(self.storage.clone(), &self.dir, w, &self.disk_ids)?;
             s.view = view;
             s.view_index = view_index;
@@ -220,10 +224,10 @@ impl CaptureBackend {
 }
 
 impl State {
-    fn writer(&mut self) -> Result<&mut Writer, ExportError> {
-        self.writer.as_mut().ok_or_else(|| {
-            ExportError::new(replog_nbd::proto::ESHUTDOWN, "the server is shutting down")
-        })
+    fn writer(&mut self) -> Result<&mut Writer, NbdError> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| NbdError::new(NbdErrorKind::ShuttingDown, "the server is shutting down"))
     }
 }
 
@@ -233,9 +237,12 @@ fn open_view(
     dir: &Path,
     writer: &Writer,
     disk_ids: &[u32],
-) -> Result<(Arc<PointView>, Vec<usize>), ExportError> {
-    let vault = Vault::open(storage, dir).map_err(read_error)?;
-    let view = vault.view_at_lsn(writer.last_lsn()).map_err(read_error)?;
+) -> Result<(Arc<PointView>, Vec<usize>), NbdError> {
+    let opening = "opening a read view of the vault";
+    let vault = Vault::open(storage, dir).map_err(read_error(opening))?;
+    let view = vault
+        .view_at_lsn(writer.last_lsn())
+        .map_err(read_error(opening))?;
     let index = disk_ids
         .iter()
         .map(|id| {
@@ -243,8 +250,8 @@ fn open_view(
                 .iter()
                 .position(|d| d.disk_id() == *id)
                 .ok_or_else(|| {
-                    ExportError::new(
-                        replog_nbd::proto::EIO,
+                    NbdError::new(
+                        NbdErrorKind::Io,
                         format!(
                             "{}: disk {id} is not in the vault's view at LSN {}",
                             dir.display(),
@@ -262,10 +269,6 @@ impl Backend for CaptureBackend {
         &self.exports
     }
 
-    fn writable(&self) -> bool {
-        true
-    }
-
     fn open(&self, index: usize) -> Box<dyn BlockDevice + '_> {
         Box::new(CaptureDisk {
             backend: self,
@@ -277,12 +280,9 @@ impl Backend for CaptureBackend {
         if let Err(e) = self
             .lock()
             .writer()
-            .and_then(|w| w.sync().map_err(write_error))
+            .and_then(|w| w.sync().map_err(write_error(SYNCING)))
         {
-            eprintln!(
-                "replog: nbd: syncing the journal after a client left failed: {}",
-                e.message
-            );
+            eprintln!("replog: nbd: syncing the journal after a client left failed: {e}");
         }
     }
 }
@@ -295,7 +295,15 @@ struct CaptureDisk<'a> {
 }
 
 impl BlockDevice for CaptureDisk<'_> {
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
+    fn size(&self) -> u64 {
+        self.backend.sizes[self.index]
+    }
+
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
         let end = offset + buf.len() as u64;
         let Snapshot { view, disk, pieces } = self.backend.snapshot(self.index, offset, end)?;
         let disk = &view.disks()[disk];
@@ -303,7 +311,8 @@ impl BlockDevice for CaptureDisk<'_> {
         for (start, stop, staged) in pieces.into_iter().chain([(end, end, Staged::Zero)]) {
             if at < start {
                 let gap = &mut buf[(at - offset) as usize..(start - offset) as usize];
-                disk.read_at(at, gap).map_err(read_error)?;
+                disk.read_at(at, gap)
+                    .map_err(read_error("reading the vault"))?;
             }
             let out = &mut buf[(start - offset) as usize..(stop - offset) as usize];
             match staged {
@@ -315,7 +324,7 @@ impl BlockDevice for CaptureDisk<'_> {
         Ok(())
     }
 
-    fn extents(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), ExportError> {
+    fn block_status(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), NbdError> {
         let Snapshot { view, disk, pieces } = self.backend.snapshot(self.index, offset, end)?;
         let mut reader = view.disks()[disk].reader();
         let mut at = offset;
@@ -338,10 +347,12 @@ impl BlockDevice for CaptureDisk<'_> {
         Ok(())
     }
 
-    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), ExportError> {
+    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), NbdError> {
         let id = self.backend.disk_ids[self.index];
         let mut s = self.backend.lock();
-        s.writer()?.write(id, offset, data).map_err(write_error)?;
+        s.writer()?
+            .write(id, offset, data)
+            .map_err(write_error("journaling a write"))?;
         let end = offset + data.len() as u64;
         CaptureBackend::stage(
             &mut s,
@@ -352,15 +363,17 @@ impl BlockDevice for CaptureDisk<'_> {
             data.len() as u64,
         );
         if fua {
-            s.writer()?.sync().map_err(write_error)?;
+            s.writer()?.sync().map_err(write_error(SYNCING))?;
         }
         Ok(())
     }
 
-    fn zero(&mut self, offset: u64, len: u64, fua: bool) -> Result<(), ExportError> {
+    fn write_zeroes(&mut self, offset: u64, len: u64, fua: bool) -> Result<(), NbdError> {
         let id = self.backend.disk_ids[self.index];
         let mut s = self.backend.lock();
-        s.writer()?.zero(id, offset, len).map_err(write_error)?;
+        s.writer()?
+            .zero(id, offset, len)
+            .map_err(write_error("journaling a zeroed range"))?;
         CaptureBackend::stage(
             &mut s,
             self.index,
@@ -370,12 +383,16 @@ impl BlockDevice for CaptureDisk<'_> {
             ZERO_ENTRY_BYTES,
         );
         if fua {
-            s.writer()?.sync().map_err(write_error)?;
+            s.writer()?.sync().map_err(write_error(SYNCING))?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ExportError> {
-        self.backend.lock().writer()?.sync().map_err(write_error)
+    fn flush(&mut self) -> Result<(), NbdError> {
+        self.backend
+            .lock()
+            .writer()?
+            .sync()
+            .map_err(write_error(SYNCING))
     }
 }

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use replog_nbd::{NbdError, NbdErrorKind};
 use replog_writer::{PointInfo, PointKind};
 use serde_json::{Value, json};
 
@@ -55,21 +56,19 @@ impl ControlServer {
         vault: &Path,
         capture: Arc<CaptureBackend>,
         stop: Arc<AtomicBool>,
-    ) -> Result<ControlServer, String> {
+    ) -> Result<ControlServer, NbdError> {
         let path = socket_path(vault);
         // The writer lock is held: a socket here is a dead server's.
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(format!(
-                    "{}: cannot remove the old socket: {e}",
-                    path.display()
-                ));
+                let what = format!("{}: cannot remove the old socket", path.display());
+                return Err(NbdError::io(what, e));
             }
         }
         let listener = UnixListener::bind(&path)
-            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            .map_err(|e| NbdError::io(format!("cannot listen on {}", path.display()), e))?;
         let thread = std::thread::Builder::new()
             .name("nbd-control".into())
             .spawn(move || {
@@ -83,7 +82,7 @@ impl ControlServer {
                     }
                 }
             })
-            .map_err(|e| format!("cannot start the control socket's thread: {e}"))?;
+            .map_err(|e| NbdError::io("cannot start the control socket's thread", e))?;
         Ok(ControlServer { path, thread })
     }
 
@@ -122,18 +121,22 @@ fn answer(conn: UnixStream, capture: &CaptureBackend) {
             "label": p.label,
             })
         }
-        Err(e) => json!({"ok": false, "error": e}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
     let _ = writeln!(&conn, "{reply}");
 }
 
-fn take_point(line: &str, capture: &CaptureBackend) -> Result<PointInfo, String> {
-    let request: Value =
-        serde_json::from_str(line).map_err(|e| format!("the request is not JSON: {e}"))?;
+fn take_point(line: &str, capture: &CaptureBackend) -> Result<PointInfo, NbdError> {
+    let request: Value = serde_json::from_str(line).map_err(|e| {
+        NbdError::new(NbdErrorKind::InvalidRequest, "the request is not JSON").with_source(e)
+    })?;
     if request["op"] != "point" {
-        return Err(format!(
-            "unknown request {:?}; the one request is \"point\"",
-            request["op"]
+        return Err(NbdError::new(
+            NbdErrorKind::InvalidRequest,
+            format!(
+                "unknown request {:?}; the one request is \"point\"",
+                request["op"]
+            ),
         ));
     }
     let kind = match request["app_consistent"].as_bool() {
@@ -141,25 +144,28 @@ fn take_point(line: &str, capture: &CaptureBackend) -> Result<PointInfo, String>
         Some(false) | None => PointKind::CrashConsistent,
     };
     let label = request["label"].as_str().unwrap_or("");
-    capture.point(kind, label).map_err(|e| e.message)
+    capture.point(kind, label)
 }
 
 /// Asks the capturing server of `vault`, if one answers on its control socket, to take a point.
-/// `Ok(None)` when no server answers (no socket, or a stale one).
+/// `Ok(None)` when no server answers (no socket, or a stale one). The errors: `Io` when the
+/// socket fails, `Protocol` when the reply cannot be read as a point, `Refused` when the server
+/// could not take it.
 pub fn request_point(
     vault: &Path,
     kind: PointKind,
     label: &str,
-) -> Result<Option<PointInfo>, String> {
+) -> Result<Option<PointInfo>, NbdError> {
     let path = socket_path(vault);
     let Ok(conn) = UnixStream::connect(&path) else {
         return Ok(None);
     };
     let failed = |e: std::io::Error| {
-        format!(
-            "{}: asking the capturing server for a point failed: {e}",
+        let what = format!(
+            "{}: asking the capturing server for a point failed",
             path.display()
-        )
+        );
+        NbdError::io(what, e)
     };
     conn.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(failed)?;
     let request =
@@ -169,17 +175,31 @@ pub fn request_point(
     BufReader::new((&conn).take(LINE_BYTES_MAX))
         .read_line(&mut line)
         .map_err(failed)?;
-    let reply: Value = serde_json::from_str(&line).map_err(|e| {
-        format!(
+    decode_reply(&path, &line, kind, label).map(Some)
+}
+
+/// The point in the capturing server's reply `line` to a request for a point of `kind`.
+fn decode_reply(
+    path: &Path,
+    line: &str,
+    kind: PointKind,
+    label: &str,
+) -> Result<PointInfo, NbdError> {
+    let reply: Value = serde_json::from_str(line).map_err(|e| {
+        let what = format!(
             "{}: the capturing server's reply is not JSON ({e}): {line:?}",
             path.display()
-        )
+        );
+        NbdError::new(NbdErrorKind::Protocol, what)
     })?;
     if reply["ok"] != true {
         let error = reply["error"].as_str().unwrap_or("no reason given");
-        return Err(format!(
-            "the capturing server ({}) could not take the point: {error}",
-            path.display()
+        return Err(NbdError::new(
+            NbdErrorKind::Refused,
+            format!(
+                "the capturing server ({}) could not take the point: {error}",
+                path.display()
+            ),
         ));
     }
     let number = |key: &str| reply[key].as_u64();
@@ -190,12 +210,15 @@ pub fn request_point(
         reply["time_unix_ns"].as_i64(),
         at,
     ) else {
-        return Err(format!(
-            "{}: the capturing server's reply lacks the point: {line:?}",
-            path.display()
+        return Err(NbdError::new(
+            NbdErrorKind::Protocol,
+            format!(
+                "{}: the capturing server's reply lacks the point: {line:?}",
+                path.display()
+            ),
         ));
     };
-    Ok(Some(PointInfo {
+    Ok(PointInfo {
         point_id,
         lsn,
         time_unix_ns: time,
@@ -203,5 +226,49 @@ pub fn request_point(
         label: reply["label"].as_str().unwrap_or(label).to_owned(),
         segment_id,
         record_offset,
-    }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(line: &str) -> Result<PointInfo, NbdError> {
+        decode_reply(
+            Path::new("v/control.sock"),
+            line,
+            PointKind::CrashConsistent,
+            "asked",
+        )
+    }
+
+    #[test]
+    fn a_reply_is_a_point_a_refusal_or_a_protocol_error_by_kind() {
+        let p = decode(
+            r#"{"ok":true,"id":7,"lsn":1234,"time_unix_ns":5,"segment_id":3,"record_offset":4096,"kind":"crash-consistent","label":"nightly"}"#,
+        )
+        .unwrap();
+        let got = (
+            p.point_id,
+            p.lsn,
+            p.time_unix_ns,
+            p.segment_id,
+            p.record_offset,
+        );
+        assert_eq!(got, (7, 1234, 5, 3, 4096));
+        assert_eq!(p.label, "nightly");
+        let refused = decode(r#"{"ok":false,"error":"the vault is full"}"#).unwrap_err();
+        assert_eq!(refused.kind, NbdErrorKind::Refused);
+        assert!(
+            refused.to_string().ends_with("the vault is full"),
+            "{refused}"
+        );
+        for broken in ["not json", r#"{"ok":true,"id":7}"#] {
+            assert_eq!(
+                decode(broken).unwrap_err().kind,
+                NbdErrorKind::Protocol,
+                "{broken}"
+            );
+        }
+    }
 }

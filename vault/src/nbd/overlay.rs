@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use replog_nbd::{
-    Backend, BlockDevice, DATA, ExportError, ExportInfo, Extents, HOLE, Piece, RangeMap,
+    Backend, BlockDevice, DATA, ExportInfo, Extents, HOLE, NbdError, Piece, RangeMap,
 };
 
 use super::point::{PointBackend, PointDisk};
@@ -59,24 +59,26 @@ pub struct OverlayBackend {
 
 impl OverlayBackend {
     /// Puts an overlay over every disk of `point`, its files created (unlinked) in `dir`.
-    pub fn new(point: PointBackend, dir: &Path) -> Result<OverlayBackend, String> {
+    pub fn new(point: PointBackend, dir: &Path) -> Result<OverlayBackend, NbdError> {
         let mut layers = Vec::new();
         let mut exports = Vec::new();
-        for e in point.exports() {
+        for (index, e) in point.exports().iter().enumerate() {
+            let size = point.disk(index).size();
             let file = tempfile::tempfile_in(dir).map_err(|err| {
-                format!(
-                    "{}: cannot create the overlay file of disk {}: {err}",
+                let what = format!(
+                    "{}: cannot create the overlay file of disk {}",
                     dir.display(),
                     e.name
-                )
+                );
+                NbdError::io(what, err)
             })?;
-            file.set_len(e.size).map_err(|err| {
-                format!(
-                    "{}: cannot size the overlay file of disk {} to {} bytes: {err}",
+            file.set_len(size).map_err(|err| {
+                let what = format!(
+                    "{}: cannot size the overlay file of disk {} to {size} bytes",
                     dir.display(),
                     e.name,
-                    e.size
-                )
+                );
+                NbdError::io(what, err)
             })?;
             layers.push(Layer {
                 file,
@@ -101,10 +103,6 @@ impl OverlayBackend {
 impl Backend for OverlayBackend {
     fn exports(&self) -> &[ExportInfo] {
         &self.exports
-    }
-
-    fn writable(&self) -> bool {
-        true
     }
 
     fn open(&self, index: usize) -> Box<dyn BlockDevice + '_> {
@@ -133,7 +131,15 @@ impl OverlayDisk<'_> {
 }
 
 impl BlockDevice for OverlayDisk<'_> {
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
+    fn size(&self) -> u64 {
+        self.lower.size()
+    }
+
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
         let end = offset + buf.len() as u64;
         let mut at = offset;
         for (start, stop, cow) in
@@ -152,18 +158,18 @@ impl BlockDevice for OverlayDisk<'_> {
                     .layer
                     .file
                     .read_exact_at(out, start)
-                    .map_err(|e| ExportError::io("reading the overlay", e))?,
+                    .map_err(|e| NbdError::io("reading the overlay", e))?,
             }
             at = stop;
         }
         Ok(())
     }
 
-    fn extents(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), ExportError> {
+    fn block_status(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), NbdError> {
         let mut at = offset;
         for (start, stop, cow) in self.pieces(offset, end) {
             if at < start {
-                self.lower.extents(at, start, out)?;
+                self.lower.block_status(at, start, out)?;
             }
             let flags = match cow {
                 Cow::Written => DATA,
@@ -175,22 +181,22 @@ impl BlockDevice for OverlayDisk<'_> {
             at = stop;
         }
         if at < end && !out.is_full() {
-            self.lower.extents(at, end, out)?;
+            self.lower.block_status(at, end, out)?;
         }
         Ok(())
     }
 
-    fn write(&mut self, offset: u64, data: &[u8], _fua: bool) -> Result<(), ExportError> {
+    fn write(&mut self, offset: u64, data: &[u8], _fua: bool) -> Result<(), NbdError> {
         let mut map = self.layer.map.lock().unwrap_or_else(|p| p.into_inner());
         self.layer
             .file
             .write_all_at(data, offset)
-            .map_err(|e| ExportError::io("writing the overlay", e))?;
+            .map_err(|e| NbdError::io("writing the overlay", e))?;
         map.insert(offset, offset + data.len() as u64, Cow::Written);
         Ok(())
     }
 
-    fn zero(&mut self, offset: u64, len: u64, _fua: bool) -> Result<(), ExportError> {
+    fn write_zeroes(&mut self, offset: u64, len: u64, _fua: bool) -> Result<(), NbdError> {
         let mut map = self.layer.map.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(offset, offset + len, Cow::Zero);
         Ok(())

@@ -8,7 +8,7 @@
 use replog_reader::extent_map::Source;
 use replog_reader::{DiskReader, DiskView, Lease, PointInfo, PointView};
 
-use replog_nbd::{Backend, BlockDevice, DATA, ExportError, ExportInfo, Extents, HOLE};
+use replog_nbd::{Backend, BlockDevice, DATA, ExportInfo, Extents, HOLE, NbdError};
 
 use super::errors::read_error;
 
@@ -29,7 +29,6 @@ impl PointBackend {
             .iter()
             .map(|d| ExportInfo {
                 name: d.name().to_owned(),
-                size: d.size(),
                 description: format!(
                     "disk {} of vault {vault} at point {} ({}{})",
                     d.name(),
@@ -63,10 +62,6 @@ impl Backend for PointBackend {
         &self.exports
     }
 
-    fn writable(&self) -> bool {
-        false
-    }
-
     fn open(&self, index: usize) -> Box<dyn BlockDevice + '_> {
         Box::new(self.disk(index))
     }
@@ -80,11 +75,21 @@ pub struct PointDisk<'a> {
 }
 
 impl BlockDevice for PointDisk<'_> {
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
-        self.reader.read_at(offset, buf).map_err(read_error)
+    fn size(&self) -> u64 {
+        self.reader.disk().size()
     }
 
-    fn extents(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), ExportError> {
+    fn read_only(&self) -> bool {
+        true
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
+        self.reader
+            .read_at(offset, buf)
+            .map_err(read_error("reading the point"))
+    }
+
+    fn block_status(&mut self, offset: u64, end: u64, out: &mut Extents) -> Result<(), NbdError> {
         view_extents(&mut self.reader, offset, end, out)
     }
 }
@@ -95,7 +100,7 @@ pub fn view_extents(
     offset: u64,
     end: u64,
     out: &mut Extents,
-) -> Result<(), ExportError> {
+) -> Result<(), NbdError> {
     let disk: &DiskView = reader.disk();
     for (start, piece) in disk.extent_map().pieces_in(offset, end) {
         let pushed = match piece.source {
@@ -116,13 +121,15 @@ fn base_extents(
     start: u64,
     end: u64,
     out: &mut Extents,
-) -> Result<bool, ExportError> {
+) -> Result<bool, NbdError> {
     let mut at = start;
     while at < end {
         if !out.charge() {
             return Ok(false);
         }
-        let (hole, chunk_end) = reader.base_hole_at(at).map_err(read_error)?;
+        let (hole, chunk_end) = reader
+            .base_hole_at(at)
+            .map_err(read_error("reading the base's checksum table"))?;
         let upto = chunk_end.min(end);
         if !out.push(upto - at, if hole { HOLE } else { DATA }) {
             return Ok(false);
