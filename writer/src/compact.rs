@@ -8,9 +8,10 @@
 //!    (see [`LeaseWait`]). The registration lock is not held meanwhile, so readers keep opening.
 //! 2. **New bases.** For each disk, a new generation file `bases/<disk>.<gen+1>.base` holds the
 //!    disk as of B: read through the reader's view at B (every journal record and old base chunk
-//!    verified as it is read), in windows (`blocks::WINDOW_BYTES`) by the one base writer (`bases`); all-zero blocks stay holes. Data,
-//!    table pages, header, one data sync each; then `bases/` synced. No manifest names these
-//!    files yet, so a crash leaves only leftovers that recovery removes.
+//!    verified as it is read), written window by window by the one base writer (`bases`);
+//!    all-zero blocks stay holes. Data, table pages, header, one data sync each; then `bases/`
+//!    synced. No manifest names these files yet, so a crash leaves only leftovers that recovery
+//!    removes.
 //! 3. **Commit.** Under the registration lock held exclusive, the leases are checked again and
 //!    one manifest replacement records base LSN B, the new generations, the segments wholly at or
 //!    below B dropped, the points below B dropped (the point at B stays: it reads as the base)

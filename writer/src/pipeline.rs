@@ -43,10 +43,10 @@ pub struct WriterOptions {
     /// Staged bytes at which a buffer is handed to the disk (at least [`BUFFER_BYTES_MIN`]).
     pub buffer_bytes: usize,
     /// Write the journal with `O_DIRECT` where the filesystem allows it (falls back to the
-    /// page cache with a note, see [`crate::Writer::io_note`]). Off by default: the file then ends
-    /// exactly at its last record, as tools that look at segment files expect; on, a point's
-    /// sync finds its data already on the disk and ingest does not evict the page cache, at the
-    /// price of a zero-padded last block.
+    /// page cache with a note, see [`crate::Writer::io_note`]). Off by default: the file then
+    /// ends exactly at its last record, as tools that look at segment files expect; on, a
+    /// point's sync finds its data already on the disk and ingest does not evict the page
+    /// cache, at the price of a zero-padded last block.
     pub direct: bool,
     /// Reserve each new segment's space on the disk (`fallocate` keeping the size) when it is
     /// created, when writing through the page cache. Never with direct I/O, where converting
