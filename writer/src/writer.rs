@@ -609,3 +609,59 @@ fn write_vault_file(s: &dyn Storage, dir: &Path, header: &VaultHeader) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use replog_format::DecodeError;
+    use replog_io::sim::SimStorage;
+
+    use super::*;
+
+    /// A damaged manifest is refused naming the file and offset, with the decoder's error as
+    /// the source rather than flattened into the message.
+    #[test]
+    fn a_damaged_manifest_is_refused_with_the_decode_error_as_source() {
+        let storage: Arc<dyn Storage> = SimStorage::new(0);
+        let dir = Path::new("/v");
+        let mut w = Writer::create(storage.clone(), dir, VaultSettings::default()).unwrap();
+        w.add_disk("d", 1 << 20).unwrap();
+        w.close().unwrap();
+        let path = dir.join(layout::MANIFEST_FILE);
+        let file = storage.open(&path, OpenMode::ReadWrite).unwrap();
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, 40).unwrap();
+        byte[0] ^= 0xff;
+        file.write_batch(
+            &[WriteAt {
+                offset: 40,
+                data: &byte,
+            }],
+            true,
+        )
+        .unwrap();
+
+        let e = Writer::open(storage, dir).unwrap_err();
+        assert_eq!(e.kind(), WriteErrorKind::Damaged, "{e}");
+        assert_eq!(e.path(), Some(path.as_path()));
+        let decode = e
+            .source()
+            .and_then(|s| s.downcast_ref::<DecodeError>())
+            .unwrap_or_else(|| panic!("no decode error under {e:?}"));
+        assert_eq!(e.offset(), Some(decode.offset));
+        assert_eq!(e.to_string(), format!("{}: {decode}", path.display()));
+    }
+
+    /// A request about a disk names the disk as context, not only in the sentence.
+    #[test]
+    fn a_range_past_the_end_of_a_disk_names_the_disk() {
+        let storage: Arc<dyn Storage> = SimStorage::new(0);
+        let mut w = Writer::create(storage, Path::new("/v"), VaultSettings::default()).unwrap();
+        let d = w.add_disk("d", 1 << 20).unwrap();
+        let e = w.write(d.disk_id, (1 << 20) - 1, &[1, 2]).unwrap_err();
+        assert_eq!(e.kind(), WriteErrorKind::InvalidRequest);
+        assert_eq!(e.disk_id(), Some(d.disk_id));
+        assert!(e.source().is_none());
+    }
+}
