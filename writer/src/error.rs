@@ -53,6 +53,14 @@ enum Detail {
 pub struct WriteError {
     /// The kind of failure.
     pub kind: WriteErrorKind,
+    /// The rest, boxed: errors are rare, and a small error keeps every `Result` of the hot
+    /// path small.
+    context: Box<Context>,
+}
+
+/// What a [`WriteError`] concerns, what it says, and what caused it.
+#[derive(Debug)]
+struct Context {
     path: Option<PathBuf>,
     offset: Option<u64>,
     disk_id: Option<u32>,
@@ -63,14 +71,15 @@ pub struct WriteError {
 
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(path) = &self.path {
+        let c = &self.context;
+        if let Some(path) = &c.path {
             write!(f, "{}: ", path.display())?;
         }
-        let source = || self.source.as_deref().map(ToString::to_string);
-        match &self.detail {
+        let source = || c.source.as_deref().map(ToString::to_string);
+        match &c.detail {
             Detail::Sentence(s) => f.write_str(s),
             Detail::Failed(what) => {
-                let at = self
+                let at = c
                     .offset
                     .map(|o| format!(" at byte {o}"))
                     .unwrap_or_default();
@@ -88,7 +97,8 @@ impl fmt::Display for WriteError {
 
 impl StdError for WriteError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
+        self.context
+            .source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
     }
@@ -97,14 +107,24 @@ impl StdError for WriteError {
 impl WriteError {
     /// An error of `kind` with a sentence saying what is wrong (and, where it helps, what to do).
     pub fn new(kind: WriteErrorKind, sentence: impl Into<String>) -> WriteError {
+        WriteError::with(kind, Detail::Sentence(sentence.into()), None)
+    }
+
+    fn with(
+        kind: WriteErrorKind,
+        detail: Detail,
+        source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    ) -> WriteError {
         WriteError {
             kind,
-            path: None,
-            offset: None,
-            disk_id: None,
-            point_id: None,
-            detail: Detail::Sentence(sentence.into()),
-            source: None,
+            context: Box::new(Context {
+                path: None,
+                offset: None,
+                disk_id: None,
+                point_id: None,
+                detail,
+                source,
+            }),
         }
     }
 
@@ -115,23 +135,28 @@ impl WriteError {
             io::ErrorKind::AlreadyExists => WriteErrorKind::AlreadyExists,
             _ => WriteErrorKind::Io,
         };
-        WriteError {
-            offset,
-            detail: Detail::Failed(what.to_owned()),
-            source: Some(Box::new(source)),
-            ..WriteError::new(kind, String::new()).in_file(path)
-        }
+        let mut e = WriteError::with(
+            kind,
+            Detail::Failed(what.to_owned()),
+            Some(Box::new(source)),
+        )
+        .in_file(path);
+        e.context.offset = offset;
+        e
     }
 
     /// A decode failure in `path`; the decoder's offset is relative to `base`.
     pub fn damaged(path: &Path, base: u64, e: replog_format::DecodeError) -> WriteError {
         let e = e.at(base);
-        WriteError {
-            offset: Some(e.offset),
-            detail: Detail::Source(None),
-            source: Some(Box::new(e)),
-            ..WriteError::new(WriteErrorKind::Damaged, String::new()).in_file(path)
-        }
+        let offset = e.offset;
+        let mut e = WriteError::with(
+            WriteErrorKind::Damaged,
+            Detail::Source(None),
+            Some(Box::new(e)),
+        )
+        .in_file(path);
+        e.context.offset = Some(offset);
+        e
     }
 
     /// A reader's error, of `kind` for the writer, met while doing `context` (when given).
@@ -140,28 +165,24 @@ impl WriteError {
         context: Option<&'static str>,
         e: replog_reader::ReadError,
     ) -> WriteError {
-        WriteError {
-            detail: Detail::Source(context),
-            source: Some(Box::new(e)),
-            ..WriteError::new(kind, String::new())
-        }
+        WriteError::with(kind, Detail::Source(context), Some(Box::new(e)))
     }
 
     /// The same error naming `path` (a vault file, or the vault directory).
     pub(crate) fn in_file(mut self, path: &Path) -> WriteError {
-        self.path = Some(path.to_path_buf());
+        self.context.path = Some(path.to_path_buf());
         self
     }
 
     /// The same error about disk `disk_id`.
     pub(crate) fn for_disk(mut self, disk_id: u32) -> WriteError {
-        self.disk_id = Some(disk_id);
+        self.context.disk_id = Some(disk_id);
         self
     }
 
     /// The same error about recovery point `point_id`.
     pub(crate) fn for_point(mut self, point_id: u64) -> WriteError {
-        self.point_id = Some(point_id);
+        self.context.point_id = Some(point_id);
         self
     }
 
@@ -173,22 +194,22 @@ impl WriteError {
     /// The file the failure concerns, when one does (the vault directory for errors about the
     /// vault as a whole).
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.context.path.as_deref()
     }
 
     /// The byte offset in [`WriteError::path`] where it failed, when one applies.
     pub fn offset(&self) -> Option<u64> {
-        self.offset
+        self.context.offset
     }
 
     /// The disk the failure concerns, when one does.
     pub fn disk_id(&self) -> Option<u32> {
-        self.disk_id
+        self.context.disk_id
     }
 
     /// The recovery point the failure concerns, when one does.
     pub fn point_id(&self) -> Option<u64> {
-        self.point_id
+        self.context.point_id
     }
 }
 
@@ -199,6 +220,11 @@ pub type Result<T, E = WriteError> = std::result::Result<T, E>;
 mod tests {
     use super::*;
     use replog_format::{DecodeError, DecodeErrorKind};
+
+    #[test]
+    fn the_error_is_two_words_so_results_stay_small() {
+        assert_eq!(std::mem::size_of::<WriteError>(), 16);
+    }
 
     #[test]
     fn an_io_error_names_the_file_the_operation_and_the_offset_and_keeps_its_source() {
