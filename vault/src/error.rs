@@ -160,7 +160,8 @@ impl From<ReadError> for VaultError {
 
 impl From<WriteError> for VaultError {
     fn from(e: WriteError) -> VaultError {
-        let kind = match e.kind {
+        let path = e.path().map(Path::to_path_buf);
+        let kind = match e.kind() {
             WriteErrorKind::Io => VaultErrorKind::Io,
             WriteErrorKind::NoSpace => VaultErrorKind::NoSpace,
             WriteErrorKind::NotAVault => VaultErrorKind::NotAVault,
@@ -172,7 +173,7 @@ impl From<WriteError> for VaultError {
             WriteErrorKind::Migrated => VaultErrorKind::Migrated,
             WriteErrorKind::Leased => VaultErrorKind::Leased,
         };
-        VaultError::wrap(kind, None, e)
+        VaultError::wrap(kind, path, e)
     }
 }
 

@@ -8,9 +8,10 @@
 //!    (see [`LeaseWait`]). The registration lock is not held meanwhile, so readers keep opening.
 //! 2. **New bases.** For each disk, a new generation file `bases/<disk>.<gen+1>.base` holds the
 //!    disk as of B: read through the reader's view at B (every journal record and old base chunk
-//!    verified as it is read), in windows of [`WINDOW_BYTES`]; all-zero blocks stay holes. Data,
-//!    table pages, header, one data sync each; then `bases/` synced. No manifest names these
-//!    files yet, so a crash leaves only leftovers that recovery removes.
+//!    verified as it is read), written window by window by the one base writer (`bases`);
+//!    all-zero blocks stay holes. Data, table pages, header, one data sync each; then `bases/`
+//!    synced. No manifest names these files yet, so a crash leaves only leftovers that recovery
+//!    removes.
 //! 3. **Commit.** Under the registration lock held exclusive, the leases are checked again and
 //!    one manifest replacement records base LSN B, the new generations, the segments wholly at or
 //!    below B dropped, the points below B dropped (the point at B stays: it reads as the base)
@@ -21,25 +22,21 @@
 //!    no such lease remains. Recovery also redoes deletions a crash interrupted.
 //!
 //! Memory: the reader's extent maps of the view at B (proportional to the records after the old
-//! base, as for a failover), one window of [`WINDOW_BYTES`] and one table page.
+//! base, as for a failover), one window and one table page.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use replog_format::base::{
-    BASE_HEADER_BYTES, BaseHeader, ChunkSum, TABLE_ENTRIES_PER_PAGE, encode_table_page,
-    table_crc_update,
-};
+use replog_format::base::ChunkSum;
 use replog_format::layout;
 use replog_format::manifest::Manifest;
-use replog_io::{File, OpenMode, WriteAt};
-use replog_reader::{DiskView, LiveLease, Registrations};
+use replog_reader::{DiskReader, LiveLease, ReadError, ReadErrorKind, Registrations};
 
+use crate::bases::{BaseSource, BaseSpec, WrittenBase};
+use crate::blocks::is_zero;
 use crate::error::{Result, WriteError, WriteErrorKind};
+use crate::files::file_len;
 use crate::writer::Writer;
-
-/// Bytes of a disk read, checksummed and written at a time while rolling a base forward.
-pub const WINDOW_BYTES: usize = 8 << 20;
 /// How often a waiting compaction looks at the leases again.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
@@ -112,37 +109,31 @@ impl Writer {
     /// Runs a compaction; any failure after files were written poisons the writer (reopening
     /// the vault recovers and removes the leftovers).
     pub(crate) fn compact(&mut self, req: &CompactRequest) -> Result<CompactReport> {
-        self.check_poison()?;
-        self.check_not_migrated()?;
-        self.flush(true)?;
+        self.check_change()?;
+        self.sync()?;
         let result = self.compact_inner(req);
         if let Err(e) = &result {
-            self.poisoned = Some(e.to_string());
+            self.journal.poison(e);
         }
         result
     }
 
     fn compact_inner(&mut self, req: &CompactRequest) -> Result<CompactReport> {
         let (_, target) = req.base;
+        let base_lsn = self.manifest().base_lsn;
         let mut report = CompactReport {
-            base_lsn_before: self.manifest.base_lsn,
-            base_lsn_after: self.manifest.base_lsn,
+            base_lsn_before: base_lsn,
+            base_lsn_after: base_lsn,
             ..CompactReport::default()
         };
-        assert!(
-            target >= self.manifest.base_lsn,
-            "compaction never moves back"
-        );
+        assert!(target >= base_lsn, "compaction never moves back");
         let started = Instant::now();
         let mut waited = false;
-        match self.wait_for_leases(target, req.wait, started, &mut waited)? {
-            Ok(_) => {}
-            Err(blocking) => {
-                report.lease = LeaseOutcome::Skipped { blocking };
-                return Ok(report);
-            }
+        if let Err(blocking) = self.wait_for_leases(target, req.wait, started, &mut waited)? {
+            report.lease = LeaseOutcome::Skipped { blocking };
+            return Ok(report);
         }
-        let rolled = if target > self.manifest.base_lsn {
+        let rolled = if target > base_lsn {
             self.roll_bases(target)?
         } else {
             Vec::new()
@@ -161,14 +152,29 @@ impl Writer {
                 waited_ms: started.elapsed().as_millis() as u64,
             };
         }
+        let dropped = self.commit_compaction(req, &rolled, &mut report)?;
+        let old_files = self.superseded_files(&rolled, &dropped, &mut report)?;
+        report.segments_dropped = dropped;
+        drop(registrations);
+        report.deferred = self.delete_superseded(old_files, target, &live, req.wait, started)?;
+        Ok(report)
+    }
+
+    /// Commits the manifest after compaction and records in `report` which points went:
+    /// removed (below the new base) or retired. Returns the segments it dropped.
+    fn commit_compaction(
+        &mut self,
+        req: &CompactRequest,
+        rolled: &[WrittenBase],
+        report: &mut CompactReport,
+    ) -> Result<Vec<u64>> {
         let before: Vec<u64> = self.points().iter().map(|p| p.point_id).collect();
-        let (manifest, dropped) = self.compacted_manifest(req, &rolled);
-        crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest)?;
-        self.manifest = manifest;
+        let (manifest, dropped) = self.compacted_manifest(req, rolled);
+        self.commit(manifest)?;
         report.committed = true;
-        report.base_lsn_after = target;
+        report.base_lsn_after = req.base.1;
         let after: Vec<u64> = self.points().iter().map(|p| p.point_id).collect();
-        let retired = &self.manifest.lifecycle.retired;
+        let retired = &self.manifest().lifecycle.retired;
         for id in before.into_iter().filter(|id| !after.contains(id)) {
             if retired.binary_search(&id).is_ok() {
                 report.points_retired.push(id);
@@ -176,22 +182,31 @@ impl Writer {
                 report.points_removed.push(id);
             }
         }
+        Ok(dropped)
+    }
+
+    /// The files the committed compaction made superseded (old base generations, dropped
+    /// segments), their bytes counted in `report`.
+    fn superseded_files(
+        &self,
+        rolled: &[WrittenBase],
+        dropped: &[u64],
+        report: &mut CompactReport,
+    ) -> Result<Vec<PathBuf>> {
+        let storage = self.storage().as_ref();
         report.new_base_bytes = rolled.iter().map(|r| r.file_bytes).sum();
         let mut old_files = Vec::new();
-        for r in &rolled {
-            let old = layout::base_path(&self.dir, r.disk_id, r.generation - 1);
-            report.old_base_bytes += self.file_len(&old)?;
+        for r in rolled {
+            let old = layout::base_path(self.dir(), r.disk_id, r.generation - 1);
+            report.old_base_bytes += file_len(storage, &old)?;
             old_files.push(old);
         }
-        for id in &dropped {
-            let path = layout::segment_path(&self.dir, *id);
-            report.journal_bytes_dropped += self.file_len(&path)?;
+        for id in dropped {
+            let path = layout::segment_path(self.dir(), *id);
+            report.journal_bytes_dropped += file_len(storage, &path)?;
             old_files.push(path);
         }
-        report.segments_dropped = dropped;
-        drop(registrations);
-        report.deferred = self.delete_superseded(old_files, target, &live, req.wait, started)?;
-        Ok(report)
+        Ok(old_files)
     }
 
     /// Deletes the files the committed manifest no longer names, unless a live lease was taken
@@ -251,20 +266,14 @@ impl Writer {
         }
     }
 
-    /// The registration lock, held exclusive, and the live leases.
-    pub(crate) fn live_leases(&self) -> Result<(Registrations, Vec<LiveLease>)> {
-        let registrations = Registrations::lock(self.storage.as_ref(), &self.dir, self.seed)
-            .map_err(|e| WriteError::new(WriteErrorKind::Io, e.to_string()))?;
-        let live = registrations
-            .live()
-            .map_err(|e| WriteError::new(WriteErrorKind::Io, e.to_string()))?;
-        Ok((registrations, live))
-    }
-
     /// The manifest after compaction to `req.base`, and the segments it drops.
-    fn compacted_manifest(&self, req: &CompactRequest, rolled: &[Rolled]) -> (Manifest, Vec<u64>) {
+    fn compacted_manifest(
+        &self,
+        req: &CompactRequest,
+        rolled: &[WrittenBase],
+    ) -> (Manifest, Vec<u64>) {
         let (_, target) = req.base;
-        let mut m = self.manifest.clone();
+        let mut m = self.manifest().clone();
         m.generation += 1;
         m.base_lsn = target;
         for r in rolled {
@@ -285,9 +294,10 @@ impl Writer {
         m.segments.retain(|s| !dropped.contains(&s.segment_id));
         m.points
             .retain(|p| p.lsn == target || !dropped.contains(&p.segment_id));
+        let open_points = &self.journal.active().points;
         let exists = |id: u64| {
             m.points.iter().any(|p| p.point.point_id == id)
-                || self.active.points.iter().any(|p| p.point.point_id == id)
+                || open_points.iter().any(|p| p.point.point_id == id)
         };
         let mut retired: Vec<u64> = m
             .lifecycle
@@ -311,192 +321,62 @@ impl Writer {
         (m, dropped)
     }
 
-    /// Writes a new base generation of every disk that exists at `target`, as of `target`.
-    fn roll_bases(&self, target: u64) -> Result<Vec<Rolled>> {
-        let read_err = |e: replog_reader::ReadError| {
-            let kind = if e.kind() == replog_reader::ReadErrorKind::Damaged {
-                WriteErrorKind::Damaged
-            } else {
-                WriteErrorKind::Io
-            };
-            WriteError::new(
-                kind,
-                format!("{}: rolling the base forward: {e}", self.dir.display()),
-            )
-        };
-        let vault =
-            replog_reader::Vault::open(self.storage.clone(), &self.dir).map_err(read_err)?;
+    /// Writes a new base generation of every disk that exists at `target`, as of `target`,
+    /// through the one base writer; then syncs `bases/` once for all of them.
+    fn roll_bases(&self, target: u64) -> Result<Vec<WrittenBase>> {
+        let dir = self.dir();
+        let read_err = |e: ReadError| rolling_error(e).in_file(dir);
+        let vault = replog_reader::Vault::open(self.storage().clone(), dir).map_err(read_err)?;
         let view = vault.view_at_lsn(target).map_err(read_err)?;
         let mut rolled = Vec::with_capacity(view.disks().len());
         for disk in view.disks() {
-            let generation = disk.entry().base_generation + 1;
-            rolled.push(self.roll_base(disk, generation, target, &read_err)?);
+            let spec = BaseSpec {
+                disk_id: disk.disk_id(),
+                generation: disk.entry().base_generation + 1,
+                disk_bytes: disk.size(),
+                base_lsn: target,
+            };
+            let mut source = ViewSource {
+                reader: disk.reader(),
+                block: self.header().block_bytes as usize,
+                dir,
+            };
+            rolled.push(self.bases.write(spec, &mut source)?);
         }
-        let bases = self.dir.join(layout::BASES_DIR);
-        self.storage
-            .sync_dir(&bases)
-            .map_err(|e| WriteError::io(&bases, None, "syncing the directory", e))?;
+        self.bases.sync_dir()?;
         Ok(rolled)
     }
-
-    fn roll_base(
-        &self,
-        disk: &DiskView,
-        generation: u64,
-        target: u64,
-        read_err: &dyn Fn(replog_reader::ReadError) -> WriteError,
-    ) -> Result<Rolled> {
-        let path = layout::base_path(&self.dir, disk.disk_id(), generation);
-        let file = self
-            .storage
-            .open(&path, OpenMode::CreateTruncate)
-            .map_err(|e| WriteError::io(&path, None, "creating", e))?;
-        let mut header = BaseHeader {
-            vault_id: self.header.vault_id,
-            disk_id: disk.disk_id(),
-            block_bytes: self.header.block_bytes,
-            generation,
-            disk_bytes: disk.size(),
-            base_lsn: target,
-            table_crc: self.seed,
-        };
-        file.set_len(header.file_bytes())
-            .map_err(|e| WriteError::io(&path, None, "sizing", e))?;
-        let block = self.header.block_bytes as usize;
-        let mut table = TableWriter {
-            file: file.as_ref(),
-            path: &path,
-            entries: Vec::with_capacity(TABLE_ENTRIES_PER_PAGE),
-            page_index: 0,
-            seed: self.seed,
-        };
-        let mut reader = disk.reader();
-        let mut window = vec![0u8; WINDOW_BYTES];
-        let mut at = 0u64;
-        while at < disk.size() {
-            let len = (disk.size() - at).min(WINDOW_BYTES as u64) as usize;
-            let buf = &mut window[..len];
-            reader.read_at(at, buf).map_err(read_err)?;
-            let mut writes = Vec::new();
-            for (i, chunk) in buf.chunks(block).enumerate() {
-                let zero = crate::base::is_zero(chunk);
-                if !zero {
-                    writes.push(WriteAt {
-                        offset: header.data_offset() + at + (i * block) as u64,
-                        data: chunk,
-                    });
-                }
-                table.push(
-                    ChunkSum {
-                        crc: crc32fast::hash(chunk),
-                        zero,
-                    },
-                    &mut header,
-                )?;
-            }
-            file.write_batch(&writes, false).map_err(|e| {
-                WriteError::io(&path, Some(header.data_offset() + at), "writing", e)
-            })?;
-            at += len as u64;
-        }
-        table.finish(&mut header)?;
-        let head = header.encode(self.seed);
-        file.write_batch(
-            &[WriteAt {
-                offset: 0,
-                data: &head,
-            }],
-            true,
-        )
-        .map_err(|e| WriteError::io(&path, Some(0), "writing and syncing", e))?;
-        Ok(Rolled {
-            disk_id: disk.disk_id(),
-            generation,
-            header_crc: u32::from_le_bytes(
-                head[BASE_HEADER_BYTES - 4..].try_into().expect("4 bytes"),
-            ),
-            file_bytes: header.file_bytes(),
-            path,
-        })
-    }
-
-    fn file_len(&self, path: &std::path::Path) -> Result<u64> {
-        match self.storage.open(path, OpenMode::Read) {
-            Ok(f) => f
-                .len()
-                .map_err(|e| WriteError::io(path, None, "measuring", e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(WriteError::io(path, None, "opening", e)),
-        }
-    }
-
-    /// Removes files (missing ones are fine) and syncs each directory touched.
-    pub(crate) fn remove_files(&self, paths: impl Iterator<Item = PathBuf>) -> Result<()> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        for path in paths {
-            match self.storage.remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(WriteError::io(&path, None, "removing", e)),
-            }
-            let dir = path.parent().expect("vault files live in directories");
-            if !dirs.iter().any(|d| d == dir) {
-                dirs.push(dir.to_path_buf());
-            }
-        }
-        for dir in dirs {
-            self.storage
-                .sync_dir(&dir)
-                .map_err(|e| WriteError::io(&dir, None, "syncing the directory", e))?;
-        }
-        Ok(())
-    }
 }
 
-/// A new base generation written and synced, not yet committed.
-#[derive(Clone, Debug)]
-struct Rolled {
-    disk_id: u32,
-    generation: u64,
-    header_crc: u32,
-    file_bytes: u64,
-    path: PathBuf,
+/// A reader's error while rolling a base forward: damage stays damage, anything else is I/O.
+fn rolling_error(e: ReadError) -> WriteError {
+    let kind = if e.kind() == ReadErrorKind::Damaged {
+        WriteErrorKind::Damaged
+    } else {
+        WriteErrorKind::Io
+    };
+    WriteError::read(kind, Some("rolling the base forward"), e)
 }
 
-/// Collects table entries and writes each page when full.
-struct TableWriter<'a> {
-    file: &'a dyn File,
-    path: &'a std::path::Path,
-    entries: Vec<ChunkSum>,
-    page_index: u32,
-    seed: u32,
+/// A disk as of the new base, read through the reader's view: every journal record and old
+/// base chunk verified as it is read.
+struct ViewSource<'a> {
+    reader: DiskReader<'a>,
+    block: usize,
+    dir: &'a std::path::Path,
 }
 
-impl TableWriter<'_> {
-    fn push(&mut self, sum: ChunkSum, header: &mut BaseHeader) -> Result<()> {
-        self.entries.push(sum);
-        if self.entries.len() == TABLE_ENTRIES_PER_PAGE {
-            self.write_page(header)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, header: &mut BaseHeader) -> Result<()> {
-        if !self.entries.is_empty() {
-            self.write_page(header)?;
-        }
-        Ok(())
-    }
-
-    fn write_page(&mut self, header: &mut BaseHeader) -> Result<()> {
-        let page = encode_table_page(self.page_index, &self.entries, self.seed);
-        let offset = header.table_offset() + u64::from(self.page_index) * page.len() as u64;
-        self.file.write_all_at(&page, offset).map_err(|e| {
-            WriteError::io(self.path, Some(offset), "writing the checksum table", e)
-        })?;
-        header.table_crc = table_crc_update(header.table_crc, &page);
-        self.page_index += 1;
-        self.entries.clear();
-        Ok(())
+impl BaseSource for ViewSource<'_> {
+    fn fill(&mut self, at: u64, buf: &mut [u8]) -> Result<Vec<ChunkSum>> {
+        self.reader
+            .read_at(at, buf)
+            .map_err(|e| rolling_error(e).in_file(self.dir))?;
+        Ok(buf
+            .chunks(self.block)
+            .map(|chunk| ChunkSum {
+                crc: crc32fast::hash(chunk),
+                zero: is_zero(chunk),
+            })
+            .collect())
     }
 }

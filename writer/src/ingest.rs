@@ -18,11 +18,11 @@ use replog_format::record::RecordKind;
 use replog_format::segment::{self, Expect, FooterIndex};
 use replog_io::{File, OpenMode};
 
-use crate::base::{WINDOW_BYTES, window_facts};
 use crate::batch::NewRecord;
+use crate::blocks::{BlockFacts, WINDOW_BYTES, window_facts};
 use crate::digest::{DigestReader, DigestWriter};
 use crate::error::{Result, WriteError, WriteErrorKind};
-use crate::writer::Writer;
+use crate::writer::{DiskInfo, Writer};
 
 /// What an ingest did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +38,24 @@ pub struct IngestStats {
     /// How the digest cache was used: "valid", "stale" (some blocks re-sent because newer
     /// records touched them) or "missing" (every block treated as changed).
     pub digest_cache: &'static str,
+}
+
+/// Byte ranges `[start, end)` of a disk, sorted by start.
+type Ranges = Vec<(u64, u64)>;
+
+/// The image being ingested.
+struct Source<'a> {
+    image: &'a dyn File,
+    image_path: &'a Path,
+    progress: &'a dyn Fn(u64),
+}
+
+/// What the scan compares with and writes: the old digest cache, the ranges newer records
+/// touched, the new cache.
+struct Scan<'a> {
+    cache: Option<&'a mut DigestReader>,
+    stale: &'a [(u64, u64)],
+    digests: &'a mut DigestWriter,
 }
 
 /// A run of changed blocks of one kind.
@@ -57,34 +75,9 @@ impl Writer {
         image_path: &Path,
         progress: &dyn Fn(u64),
     ) -> Result<IngestStats> {
-        self.check_poison()?;
-        let disk = self.disk(name)?;
-        let len = image
-            .len()
-            .map_err(|e| WriteError::io(image_path, None, "reading the length", e))?;
-        if len != disk.disk_bytes {
-            return Err(WriteError::new(
-                WriteErrorKind::InvalidRequest,
-                format!(
-                    "{}: the image is {len} bytes but disk {name:?} is {} bytes",
-                    image_path.display(),
-                    disk.disk_bytes
-                ),
-            ));
-        }
-        let block = self.header.block_bytes as usize;
-        let mut cache = DigestReader::open(
-            self.storage.as_ref(),
-            &self.dir,
-            disk.disk_id,
-            self.seed,
-            disk.disk_bytes,
-            self.header.block_bytes,
-        );
-        let stale = match &cache {
-            Some(c) => self.ranges_touched_after(disk.disk_id, c.header.valid_lsn)?,
-            None => Vec::new(),
-        };
+        self.journal.check_poison()?;
+        let disk = self.disk_for_image(name, image, image_path)?;
+        let (mut cache, stale) = self.digest_cache(&disk)?;
         let mut stats = IngestStats {
             digest_cache: match (&cache, stale.is_empty()) {
                 (None, _) => "missing",
@@ -93,39 +86,23 @@ impl Writer {
             },
             ..IngestStats::default()
         };
-        let mut digests =
-            DigestWriter::create(self.storage.as_ref(), &self.dir, disk.disk_id, self.seed)?;
-        let mut window = vec![0u8; WINDOW_BYTES as usize];
-        let mut at = 0u64;
-        while at < len {
-            let n = (len - at).min(WINDOW_BYTES) as usize;
-            let buf = &mut window[..n];
-            let facts = window_facts(image, image_path, buf, at, block)?;
-            let old = cache.as_mut().and_then(|c| c.next(facts.len()));
-            let changed: Vec<bool> = facts
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    let start = at + (i * block) as u64;
-                    old.as_ref().is_none_or(|o| o[i] != f.digest)
-                        || overlaps(&stale, start, start + block as u64)
-                })
-                .collect();
-            self.journal_runs(
-                disk.disk_id,
-                at,
-                buf,
-                &runs(&changed, &facts),
-                block,
-                &mut stats,
-            )?;
-            for f in &facts {
-                digests.push(f.digest)?;
-            }
-            at += n as u64;
-            stats.bytes_scanned = at;
-            progress(at);
-        }
+        let mut digests = DigestWriter::create(
+            self.storage().as_ref(),
+            self.dir(),
+            disk.disk_id,
+            self.seed(),
+        )?;
+        let source = Source {
+            image,
+            image_path,
+            progress,
+        };
+        let mut scan = Scan {
+            cache: cache.as_mut(),
+            stale: &stale,
+            digests: &mut digests,
+        };
+        self.journal_changes(&disk, &source, &mut scan, &mut stats)?;
         if cache.as_ref().is_some_and(|c| !c.body_intact()) {
             // The cache lied somewhere: we cannot know which blocks were skipped wrongly, so
             // journal the whole image once more. Rare, and always correct.
@@ -134,15 +111,91 @@ impl Writer {
         }
         self.sync()?;
         let header = DigestHeader {
-            vault_id: self.header.vault_id,
+            vault_id: self.header().vault_id,
             disk_id: disk.disk_id,
-            block_bytes: self.header.block_bytes,
+            block_bytes: self.header().block_bytes,
             disk_bytes: disk.disk_bytes,
             valid_lsn: self.last_lsn(),
             body_crc: 0,
         };
-        digests.finish(self.storage.as_ref(), header, self.seed)?;
+        digests.finish(self.storage().as_ref(), header, self.seed())?;
         Ok(stats)
+    }
+
+    /// Disk `name`, which `image` must match in length.
+    fn disk_for_image(&self, name: &str, image: &dyn File, image_path: &Path) -> Result<DiskInfo> {
+        let disk = self.disk(name)?;
+        let len = image
+            .len()
+            .map_err(|e| WriteError::io(image_path, None, "reading the length", e))?;
+        if len != disk.disk_bytes {
+            return Err(WriteError::new(
+                WriteErrorKind::InvalidRequest,
+                format!(
+                    "the image is {len} bytes but disk {name:?} is {} bytes",
+                    disk.disk_bytes
+                ),
+            )
+            .in_file(image_path)
+            .for_disk(disk.disk_id));
+        }
+        Ok(disk)
+    }
+
+    /// The digest cache of `disk` when there is a valid one, and the ranges records newer than
+    /// it touched (which must be sent again whatever the cache says).
+    fn digest_cache(&self, disk: &DiskInfo) -> Result<(Option<DigestReader>, Ranges)> {
+        let cache = DigestReader::open(
+            self.storage().as_ref(),
+            self.dir(),
+            disk.disk_id,
+            self.seed(),
+            disk.disk_bytes,
+            self.header().block_bytes,
+        );
+        let stale = match &cache {
+            Some(c) => self.ranges_touched_after(disk.disk_id, c.header.valid_lsn)?,
+            None => Vec::new(),
+        };
+        Ok((cache, stale))
+    }
+
+    /// Reads the image window by window, journals the changed runs and streams every block's
+    /// digest to the new cache.
+    fn journal_changes(
+        &mut self,
+        disk: &DiskInfo,
+        source: &Source<'_>,
+        scan: &mut Scan<'_>,
+        stats: &mut IngestStats,
+    ) -> Result<()> {
+        let block = self.header().block_bytes as usize;
+        let (disk_id, len) = (disk.disk_id, disk.disk_bytes);
+        let mut window = vec![0u8; WINDOW_BYTES as usize];
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(WINDOW_BYTES) as usize;
+            let buf = &mut window[..n];
+            let facts = window_facts(source.image, source.image_path, buf, at, block)?;
+            let old = scan.cache.as_mut().and_then(|c| c.next(facts.len()));
+            let changed: Vec<bool> = facts
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let start = at + (i * block) as u64;
+                    old.as_ref().is_none_or(|o| o[i] != f.digest)
+                        || overlaps(scan.stale, start, start + block as u64)
+                })
+                .collect();
+            self.journal_runs(disk_id, at, buf, &runs(&changed, &facts), block, stats)?;
+            for f in &facts {
+                scan.digests.push(f.digest)?;
+            }
+            at += n as u64;
+            stats.bytes_scanned = at;
+            (source.progress)(at);
+        }
+        Ok(())
     }
 
     /// Removes the digest cache of `name` and ingests with every block treated as changed.
@@ -154,8 +207,8 @@ impl Writer {
         progress: &dyn Fn(u64),
     ) -> Result<IngestStats> {
         let disk = self.disk(name)?;
-        let path = layout::digest_path(&self.dir, disk.disk_id);
-        self.storage
+        let path = layout::digest_path(self.dir(), disk.disk_id);
+        self.storage()
             .remove_file(&path)
             .map_err(|e| WriteError::io(&path, None, "removing the damaged digest cache", e))?;
         let mut stats = self.ingest(name, image, image_path, progress)?;
@@ -173,7 +226,7 @@ impl Writer {
         block: usize,
         stats: &mut IngestStats,
     ) -> Result<()> {
-        let compression = self.header.compression;
+        let compression = self.header().compression;
         // Split runs into record-sized pieces and encode their payloads in parallel.
         let piece_blocks = (RECORD_DATA_BYTES_MAX as usize / block).max(1);
         let pieces: Vec<(usize, usize, bool)> = runs
@@ -209,7 +262,7 @@ impl Writer {
             stats.bytes_changed += r.length;
         }
         // Framed and checksummed in parallel, in order.
-        self.append_many(&records)?;
+        self.append_records(&records)?;
         Ok(())
     }
 
@@ -222,7 +275,7 @@ impl Writer {
                 ranges.push((off, off + len));
             }
         };
-        for seg in &self.manifest.segments {
+        for seg in &self.manifest().segments {
             let Some(info) = seg.sealed else { continue };
             if info.last_lsn <= lsn {
                 continue;
@@ -234,7 +287,7 @@ impl Writer {
                 take(e.lsn, e.disk_id, e.disk_offset, e.length);
             }
         }
-        for e in &self.active.extents {
+        for e in &self.journal.active().extents {
             take(e.lsn, e.disk_id, e.disk_offset, e.length);
         }
         ranges.sort_unstable();
@@ -242,17 +295,17 @@ impl Writer {
     }
 
     fn read_footer(&self, segment_id: u64, footer_offset: u64) -> Result<FooterIndex> {
-        let path = layout::segment_path(&self.dir, segment_id);
+        let path = layout::segment_path(self.dir(), segment_id);
         let file = self
-            .storage
+            .storage()
             .open(&path, OpenMode::Read)
             .map_err(|e| WriteError::io(&path, None, "opening", e))?;
         let bytes = file
             .map()
             .map_err(|e| WriteError::io(&path, None, "reading", e))?;
         let expect = Expect {
-            vault_id: self.header.vault_id,
-            seed: self.seed,
+            vault_id: self.header().vault_id,
+            seed: self.seed(),
             segment_id,
         };
         let (h, payload) = segment::record_at(&bytes, footer_offset, &expect)
@@ -260,8 +313,9 @@ impl Writer {
         if h.kind != RecordKind::Footer {
             return Err(WriteError::new(
                 WriteErrorKind::Damaged,
-                format!("{}: no footer at byte {footer_offset}", path.display()),
-            ));
+                format!("no footer at byte {footer_offset}"),
+            )
+            .in_file(&path));
         }
         FooterIndex::decode(payload).map_err(|e| WriteError::damaged(&path, footer_offset + 64, e))
     }
@@ -274,7 +328,7 @@ fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
 }
 
 /// Maximal runs of changed blocks that are all zero or all non-zero.
-fn runs(changed: &[bool], facts: &[crate::base::BlockFacts]) -> Vec<Run> {
+fn runs(changed: &[bool], facts: &[BlockFacts]) -> Vec<Run> {
     let mut out: Vec<Run> = Vec::new();
     for (i, (&c, f)) in changed.iter().zip(facts).enumerate() {
         if !c {

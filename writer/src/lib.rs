@@ -31,12 +31,17 @@
 //! one being filled and four in flight) and the index of the open segment (at most
 //! `SEGMENT_RECORDS_MAX` entries), whatever the disk and journal sizes.
 
-mod base;
+// Imports between these modules flow one way (see ARCHITECTURE.md, "The writer"): from
+// `ingest`, `compact`, `retention` and `migration` down to the `writer` façade, from it to its
+// owners `journal`, `bases` and `recover`, and from those to the helpers below them.
+mod bases;
 mod batch;
+mod blocks;
 mod compact;
 mod compress;
 mod digest;
 mod error;
+mod files;
 mod ingest;
 mod journal;
 mod lock;
@@ -52,11 +57,12 @@ pub use compact::{CompactReport, LeaseOutcome, LeaseWait};
 pub use compress::{encode_payload, probe_compresses};
 pub use error::{Result, WriteError, WriteErrorKind};
 pub use ingest::IngestStats;
-pub use journal::FLUSH_BYTES;
+pub use journal::PointTicket;
 pub use migration::{
     MigratedDisk, MigrationOptions, MigrationReport, complete_migration, migration_plan,
 };
-pub use pipeline::{BUFFER_BYTES_MIN, PointTicket, WriterOptions};
+pub use pipeline::{BUFFER_BYTES_MIN, FLUSH_BYTES, WriterOptions};
+pub use recover::RecoveryReport;
 pub use replog_format::header::Compression;
 pub use replog_format::lifecycle::{
     MigrationDisk, MigrationPhase, MigrationRecord, RetentionPolicy,
@@ -64,7 +70,7 @@ pub use replog_format::lifecycle::{
 pub use replog_format::record::PointKind;
 pub use replog_reader::PointInfo;
 pub use retention::{PruneOptions, PruneReport, RetentionPlan, plan_retention};
-pub use writer::{DiskInfo, RecoveryReport, VaultSettings, Writer};
+pub use writer::{DiskInfo, VaultSettings, Writer};
 
 /// Nanoseconds since the Unix epoch, now.
 pub fn now_unix_ns() -> i64 {

@@ -1,9 +1,11 @@
 //! Replacing the manifest atomically: write `MANIFEST.tmp`, sync it, rename it over `MANIFEST`,
 //! sync the vault directory. A crash at any step leaves the old or the new manifest, whole.
+//! Also what the manifest alone decides: whether a migration refuses changes.
 
 use std::path::Path;
 
 use replog_format::layout::{MANIFEST_FILE, MANIFEST_TMP_FILE};
+use replog_format::lifecycle::MigrationPhase;
 use replog_format::manifest::Manifest;
 use replog_io::{OpenMode, Storage};
 
@@ -43,11 +45,9 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
             // rename: next to a VAULT file, a missing one is damage, as the reader says too.
             WriteError::new(
                 WriteErrorKind::Damaged,
-                format!(
-                    "{}: missing; the vault cannot be opened without its manifest",
-                    path.display()
-                ),
+                "missing; the vault cannot be opened without its manifest",
             )
+            .in_file(&path)
         } else {
             WriteError::io(&path, None, "opening", e)
         }
@@ -56,4 +56,28 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Manifest> {
         .map()
         .map_err(|e| WriteError::io(&path, None, "reading", e))?;
     Manifest::decode(&bytes).map_err(|e| WriteError::damaged(&path, 0, e))
+}
+
+/// The refusal of writes once a migration started (see `migration`), naming it.
+pub(crate) fn migration_refusal(manifest: &Manifest, dir: &Path) -> Option<WriteError> {
+    let m = manifest.lifecycle.migration.as_ref()?;
+    let sentence = if m.phase == MigrationPhase::Complete {
+        format!(
+            "the vault was migrated to point {} (outputs in {}); it takes no more ingest, points or disks; `replog inspect` shows the record",
+            m.point_id, m.out_dir
+        )
+    } else {
+        format!(
+            "a migration to point {} is in progress (phase {}); the vault takes no more ingest, points or disks; finish it with `replog complete-migration {} --out {}`",
+            m.point_id,
+            m.phase.name(),
+            dir.display(),
+            m.out_dir
+        )
+    };
+    Some(
+        WriteError::new(WriteErrorKind::Migrated, sentence)
+            .in_file(dir)
+            .for_point(m.point_id),
+    )
 }

@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use replog_format::layout;
 use replog_format::lifecycle::{MigrationDisk, MigrationPhase, MigrationRecord};
-use replog_format::manifest::Manifest;
 use replog_io::{OpenMode, Storage};
 use replog_reader::{MaterializeOptions, ReadError, ReadErrorKind, Vault};
 use xxhash_rust::xxh3::Xxh3;
@@ -76,39 +75,7 @@ pub struct MigrationReport {
     pub dry_run: bool,
 }
 
-/// The refusal of writes once a migration started, naming it.
-pub(crate) fn refusal(manifest: &Manifest, dir: &Path) -> Option<WriteError> {
-    let m = manifest.lifecycle.migration.as_ref()?;
-    let message = if m.phase == MigrationPhase::Complete {
-        format!(
-            "{}: the vault was migrated to point {} (outputs in {}); it takes no more ingest, points or disks; `replog inspect` shows the record",
-            dir.display(),
-            m.point_id,
-            m.out_dir
-        )
-    } else {
-        format!(
-            "{}: a migration to point {} is in progress (phase {}); the vault takes no more ingest, points or disks; finish it with `replog complete-migration {} --out {}`",
-            dir.display(),
-            m.point_id,
-            m.phase.name(),
-            dir.display(),
-            m.out_dir
-        )
-    };
-    Some(WriteError::new(WriteErrorKind::Migrated, message))
-}
-
-impl Writer {
-    /// Refuses a change once a migration started.
-    pub(crate) fn check_not_migrated(&self) -> Result<()> {
-        match refusal(&self.manifest, &self.dir) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
+/// A reader's error about the vault at `dir`, keeping its kind where the writer has one.
 fn read_err(dir: &Path) -> impl Fn(ReadError) -> WriteError + '_ {
     move |e| {
         let kind = match e.kind() {
@@ -117,7 +84,7 @@ fn read_err(dir: &Path) -> impl Fn(ReadError) -> WriteError + '_ {
             ReadErrorKind::InvalidRequest => WriteErrorKind::InvalidRequest,
             _ => WriteErrorKind::Io,
         };
-        WriteError::new(kind, format!("{}: {e}", dir.display()))
+        WriteError::read(kind, None, e).in_file(dir)
     }
 }
 
@@ -138,8 +105,9 @@ fn out_dir_string(out_dir: &Path) -> Result<String> {
         .ok_or_else(|| {
             WriteError::new(
                 WriteErrorKind::InvalidRequest,
-                format!("{}: the output directory must be UTF-8", out_dir.display()),
+                "the output directory must be UTF-8",
             )
+            .in_file(out_dir)
         })?;
     if s.len() > replog_format::lifecycle::OUT_DIR_BYTES_MAX {
         return Err(WriteError::new(
@@ -219,7 +187,7 @@ pub fn complete_migration(
         });
     }
     let mut w = Writer::open_any(storage.clone(), dir)?;
-    let (mut record, resumed_from) = match w.manifest.lifecycle.migration.clone() {
+    let (mut record, resumed_from) = match w.manifest().lifecycle.migration.clone() {
         Some(rec) => {
             check_same(&rec, opts, dir)?;
             let phase = rec.phase;
@@ -262,8 +230,7 @@ fn check_same(rec: &MigrationRecord, opts: &MigrationOptions, dir: &Path) -> Res
         return Err(WriteError::new(
             WriteErrorKind::InvalidRequest,
             format!(
-                "{}: a migration to point {} with output {} was {} already; run it with the same --out (and no other --point)",
-                dir.display(),
+                "a migration to point {} with output {} was {} already; run it with the same --out (and no other --point)",
                 rec.point_id,
                 rec.out_dir,
                 if rec.phase == MigrationPhase::Complete {
@@ -272,7 +239,9 @@ fn check_same(rec: &MigrationRecord, opts: &MigrationOptions, dir: &Path) -> Res
                     "started"
                 }
             ),
-        ));
+        )
+        .in_file(dir)
+        .for_point(rec.point_id));
     }
     Ok(())
 }
@@ -287,42 +256,43 @@ fn choose_point(
         None => vault.latest_point(),
     };
     point.cloned().ok_or_else(|| {
-        WriteError::new(
+        let e = WriteError::new(
             WriteErrorKind::InvalidRequest,
             match point_id {
-                Some(id) => format!(
-                    "{}: no recovery point {id}; `replog points` lists them",
-                    dir.display()
-                ),
-                None => format!(
-                    "{}: the vault has no recovery point to migrate to; take one with `replog point`",
-                    dir.display()
-                ),
+                Some(id) => format!("no recovery point {id}; `replog points` lists them"),
+                None => {
+                    "the vault has no recovery point to migrate to; take one with `replog point`"
+                        .to_owned()
+                }
             },
         )
+        .in_file(dir);
+        match point_id {
+            Some(id) => e.for_point(id),
+            None => e,
+        }
     })
 }
 
 /// Fixes the point and output directory and refuses writes from now on.
 fn start(w: &mut Writer, opts: &MigrationOptions) -> Result<MigrationRecord> {
-    w.flush(true)?;
-    let vault = Vault::open(w.storage.clone(), &w.dir).map_err(read_err(&w.dir))?;
-    let point = choose_point(&vault, opts.point_id, &w.dir)?;
-    let view = vault.view(&point).map_err(read_err(&w.dir))?;
+    w.sync()?;
+    let dir = w.dir();
+    let vault = Vault::open(w.storage().clone(), dir).map_err(read_err(dir))?;
+    let point = choose_point(&vault, opts.point_id, dir)?;
+    let view = vault.view(&point).map_err(read_err(dir))?;
     for disk in view.disks() {
         let target = opts.out_dir.join(format!("{}.raw", disk.name()));
         let exists = w
-            .storage
+            .storage()
             .exists(&target)
             .map_err(|e| WriteError::io(&target, None, "looking for", e))?;
         if exists {
             return Err(WriteError::new(
                 WriteErrorKind::AlreadyExists,
-                format!(
-                    "{}: exists already; remove it or choose another --out",
-                    target.display()
-                ),
-            ));
+                "exists already; remove it or choose another --out",
+            )
+            .in_file(&target));
         }
     }
     let record = MigrationRecord {
@@ -340,19 +310,17 @@ fn start(w: &mut Writer, opts: &MigrationOptions) -> Result<MigrationRecord> {
 
 /// Stores the manifest with `record`.
 fn commit(w: &mut Writer, record: &MigrationRecord) -> Result<()> {
-    let mut manifest = w.manifest.clone();
+    let mut manifest = w.manifest().clone();
     manifest.lifecycle.migration = Some(record.clone());
     manifest.generation += 1;
-    crate::manifest_io::store(w.storage.as_ref(), &w.dir, &manifest)?;
-    w.manifest = manifest;
-    Ok(())
+    w.commit(manifest)
 }
 
 /// Writes every disk of the point to the output directory, synced, then reads each image back
 /// against the vault and hashes it.
 fn materialize_and_verify(w: &Writer, record: &MigrationRecord) -> Result<Vec<MigrationDisk>> {
-    let err = read_err(&w.dir);
-    let vault = Vault::open(w.storage.clone(), &w.dir).map_err(&err)?;
+    let err = read_err(w.dir());
+    let vault = Vault::open(w.storage().clone(), w.dir()).map_err(&err)?;
     let point = vault
         .point(record.point_id)
         .cloned()
@@ -361,12 +329,12 @@ fn materialize_and_verify(w: &Writer, record: &MigrationRecord) -> Result<Vec<Mi
             WriteError::new(
                 WriteErrorKind::Damaged,
                 format!(
-                    "{}: the migration's point {} (LSN {}) is no longer in the vault",
-                    w.dir.display(),
-                    record.point_id,
-                    record.lsn
+                    "the migration's point {} (LSN {}) is no longer in the vault",
+                    record.point_id, record.lsn
                 ),
             )
+            .in_file(w.dir())
+            .for_point(record.point_id)
         })?;
     let view = vault.view(&point).map_err(&err)?;
     let out = PathBuf::from(&record.out_dir);
@@ -382,7 +350,7 @@ fn materialize_and_verify(w: &Writer, record: &MigrationRecord) -> Result<Vec<Mi
         disks.push(MigrationDisk {
             disk_id: disk.disk_id(),
             size_bytes: disk.size(),
-            xxh3: verify_image(w.storage.as_ref(), disk, &path)?,
+            xxh3: verify_image(w.storage().as_ref(), disk, &path)?,
         });
     }
     Ok(disks)
@@ -404,12 +372,13 @@ fn verify_image(
         return Err(WriteError::new(
             WriteErrorKind::Damaged,
             format!(
-                "{}: the migrated image is {len} bytes, disk {} is {}",
-                path.display(),
+                "the migrated image is {len} bytes, disk {} is {}",
                 disk.name(),
                 disk.size()
             ),
-        ));
+        )
+        .in_file(path)
+        .for_disk(disk.disk_id()));
     }
     let mut reader = disk.reader();
     let mut hasher = Xxh3::new();
@@ -422,17 +391,18 @@ fn verify_image(
             .map_err(|e| WriteError::io(path, Some(at), "reading back", e))?;
         reader
             .read_at(at, &mut want[..n])
-            .map_err(|e| WriteError::new(WriteErrorKind::Damaged, e.to_string()))?;
+            .map_err(|e| WriteError::read(WriteErrorKind::Damaged, None, e))?;
         if let Some(i) = got[..n].iter().zip(&want[..n]).position(|(a, b)| a != b) {
             return Err(WriteError::new(
                 WriteErrorKind::Damaged,
                 format!(
-                    "{}: the migrated image differs from disk {} at byte {}",
-                    path.display(),
+                    "the migrated image differs from disk {} at byte {}",
                     disk.name(),
                     at + i as u64
                 ),
-            ));
+            )
+            .in_file(path)
+            .for_disk(disk.disk_id()));
         }
         hasher.update(&got[..n]);
         at += n as u64;
@@ -447,8 +417,7 @@ fn remove_journal(w: &mut Writer, record: &mut MigrationRecord) -> Result<u64> {
         return Err(WriteError::new(
             WriteErrorKind::Leased,
             format!(
-                "{}: {} is in use; the migration is sealed and completes when run again once it is released{}",
-                w.dir.display(),
+                "{} is in use; the migration is sealed and completes when run again once it is released{}",
                 lease.describe(),
                 if lease.record.as_ref().is_some_and(|r| r.persistent) {
                     " (`replog test-failover --cleanup` releases a test failover)"
@@ -456,20 +425,20 @@ fn remove_journal(w: &mut Writer, record: &mut MigrationRecord) -> Result<u64> {
                     ""
                 }
             ),
-        ));
+        )
+        .in_file(w.dir()));
     }
     record.phase = MigrationPhase::Complete;
     record.finished_unix_ns = crate::now_unix_ns().max(1);
-    let mut manifest = w.manifest.clone();
+    let mut manifest = w.manifest().clone();
     manifest.segments.clear();
     manifest.points.clear();
     manifest.lifecycle.retired.clear();
     manifest.lifecycle.pins.clear();
     manifest.lifecycle.migration = Some(record.clone());
     manifest.generation += 1;
-    crate::manifest_io::store(w.storage.as_ref(), &w.dir, &manifest)?;
-    w.manifest = manifest;
-    let removed = remove_segment_files(w.storage.as_ref(), &w.dir)?;
+    w.commit(manifest)?;
+    let removed = remove_segment_files(w.storage().as_ref(), w.dir())?;
     drop(registrations);
     Ok(removed)
 }

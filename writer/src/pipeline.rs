@@ -5,7 +5,7 @@
 //! Invariants (on top of `journal`'s):
 //! - The staging buffer holds the file's bytes `[base, base + buf.len())`; its first `head`
 //!   bytes were framed before and already handed over (or were read back from the file), so
-//!   `ActiveSegment::written == base + head` and `end() == written + staged()`.
+//!   `SegmentFile::written == base + head` and `end() == written + staged()`.
 //! - Buffered I/O: `head` is always 0 and every buffer goes out whole.
 //! - Direct I/O (alignment `A`): `base` is a multiple of `A`. A buffer handed over without a
 //!   sync goes out up to its last whole block; the partial block stays as the next buffer's
@@ -22,15 +22,14 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use replog_format::record::PointKind;
-use replog_io::{IoBuf, PipeOptions, WritePipe, open_pipe};
+use replog_io::{File, IoBuf, PipeOptions, WritePipe, open_pipe};
 
-use crate::error::{Result, WriteError};
-use crate::journal::{ActiveSegment, FLUSH_BYTES};
-use replog_reader::PointInfo;
-
-use crate::writer::Writer;
+/// Staged bytes that trigger handing the staging buffer to the disk (written, not synced), by
+/// default (see `WriterOptions::buffer_bytes`).
+pub const FLUSH_BYTES: usize = 8 << 20;
 
 /// The smallest staging buffer [`WriterOptions::buffer_bytes`] accepts.
 pub const BUFFER_BYTES_MIN: usize = 16 << 10;
@@ -44,10 +43,10 @@ pub struct WriterOptions {
     /// Staged bytes at which a buffer is handed to the disk (at least [`BUFFER_BYTES_MIN`]).
     pub buffer_bytes: usize,
     /// Write the journal with `O_DIRECT` where the filesystem allows it (falls back to the
-    /// page cache with a note, see [`Writer::io_note`]). Off by default: the file then ends
-    /// exactly at its last record, as tools that look at segment files expect; on, a point's
-    /// sync finds its data already on the disk and ingest does not evict the page cache, at the
-    /// price of a zero-padded last block.
+    /// page cache with a note, see [`crate::Writer::io_note`]). Off by default: the file then
+    /// ends exactly at its last record, as tools that look at segment files expect; on, a
+    /// point's sync finds its data already on the disk and ingest does not evict the page
+    /// cache, at the price of a zero-padded last block.
     pub direct: bool,
     /// Reserve each new segment's space on the disk (`fallocate` keeping the size) when it is
     /// created, when writing through the page cache. Never with direct I/O, where converting
@@ -94,7 +93,7 @@ pub(crate) struct Stage {
     pub(crate) durable_lsn: u64,
     /// Why direct I/O is not used although asked for.
     pub(crate) note: Option<String>,
-    /// The segment's space is reserved up to here (see `Writer::reserve_ahead`).
+    /// The segment's space is reserved up to here (see `Journal::reserve_ahead`).
     pub(crate) reserved: u64,
 }
 
@@ -149,6 +148,22 @@ impl Stage {
         }
     }
 
+    /// Takes `options` for the buffers to come. Call only with nothing in flight or staged.
+    pub(crate) fn set_options(&mut self, options: WriterOptions) {
+        if options.buffer_bytes != self.options.buffer_bytes {
+            // Buffers of the old size are let go (none is in flight); new ones are made as
+            // needed.
+            self.buffers_made = 0;
+            self.free.clear();
+            self.buf = IoBuf::default();
+        }
+        self.options = WriterOptions {
+            buffers_in_flight: options.buffers_in_flight.max(1),
+            buffer_bytes: options.buffer_bytes.max(BUFFER_BYTES_MIN),
+            ..options
+        };
+    }
+
     /// A buffer for framing: a free one, a new one while fewer than the limit exist, or the
     /// next one the pipe gives back.
     fn take_buffer(&mut self, seg_synced: &mut u64) -> io::Result<IoBuf> {
@@ -189,7 +204,38 @@ impl Stage {
     }
 }
 
-impl ActiveSegment {
+/// The open segment's file as the pipeline writes it: where the handed-over bytes end, what is
+/// known durable, and the staging side.
+#[derive(Debug)]
+pub(crate) struct SegmentFile {
+    pub(crate) path: PathBuf,
+    pub(crate) file: Arc<dyn File>,
+    /// Bytes handed to the file (maybe still being written): the offset where the staged
+    /// bytes start.
+    pub(crate) written: u64,
+    /// Bytes known durable.
+    pub(crate) synced: u64,
+    /// Framed records not yet handed to the file, the buffers in flight and the write pipe.
+    pub(crate) pending: Stage,
+}
+
+impl SegmentFile {
+    /// A segment file whose first `durable` bytes are on the disk, with nothing staged.
+    pub(crate) fn new(path: PathBuf, file: Arc<dyn File>, durable: u64) -> SegmentFile {
+        SegmentFile {
+            path,
+            file,
+            written: durable,
+            synced: durable,
+            pending: Stage::default(),
+        }
+    }
+
+    /// Offset where the next record goes.
+    pub(crate) fn end(&self) -> u64 {
+        self.written + self.pending.len() as u64
+    }
+
     /// Bytes framed and not yet handed to the file.
     pub(crate) fn staged(&self) -> usize {
         self.pending.len()
@@ -276,6 +322,11 @@ impl ActiveSegment {
         Ok(())
     }
 
+    /// Waits for the oldest buffer in flight to complete; `false` if none was in flight.
+    pub(crate) fn wait_one(&mut self) -> io::Result<bool> {
+        self.pending.reap_one(true, &mut self.synced)
+    }
+
     /// Waits until every buffer handed over is written, then closes the pipe so that the next
     /// write opens one with the current options. Call only after a sync with nothing staged
     /// since: the next pipe reads a partial last block back from the file.
@@ -287,103 +338,5 @@ impl ActiveSegment {
         st.buf.clear();
         st.head = 0;
         Ok(())
-    }
-}
-
-/// A recovery point that was framed and handed to the disk with a sync, not yet known durable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[must_use = "a point is acknowledged only by Writer::wait_point"]
-pub struct PointTicket {
-    info: PointInfo,
-}
-
-impl PointTicket {
-    /// The point as it will be acknowledged.
-    pub fn info(&self) -> &PointInfo {
-        &self.info
-    }
-}
-
-impl Writer {
-    /// Sets how this writer moves bytes to the disk. Waits for every buffer in flight first;
-    /// the next write uses the new options.
-    pub fn set_options(&mut self, options: WriterOptions) -> Result<()> {
-        // Synced, so that a partial block a direct write carried is on the file for the next
-        // pipe to read back.
-        self.flush(true)?;
-        let r = self.active.close_pipe();
-        self.poison_on(r, "writing the journal")?;
-        let st = &mut self.active.pending;
-        if options.buffer_bytes != st.options.buffer_bytes {
-            // Buffers of the old size are let go (none is in flight after the sync above); new
-            // ones are made as needed.
-            st.buffers_made = 0;
-            st.free.clear();
-            st.buf = IoBuf::default();
-        }
-        st.options = WriterOptions {
-            buffers_in_flight: options.buffers_in_flight.max(1),
-            buffer_bytes: options.buffer_bytes.max(BUFFER_BYTES_MIN),
-            ..options
-        };
-        Ok(())
-    }
-
-    /// The options in force.
-    pub fn options(&self) -> WriterOptions {
-        self.active.pending.options
-    }
-
-    /// Why the journal is not written as the options ask (direct I/O refused by the
-    /// filesystem), once the open segment has been written to.
-    pub fn io_note(&self) -> Option<&str> {
-        self.active.pending.note.as_deref()
-    }
-
-    /// Takes a recovery point without waiting for it to be durable: the marker is framed and
-    /// handed to the disk with a data sync, and the caller goes on writing. The point is
-    /// acknowledged only when [`Writer::wait_point`] returns it. Points taken while a sync is
-    /// running share the next one (group commit).
-    pub fn point_async(&mut self, kind: PointKind, label: &str) -> Result<PointTicket> {
-        let info = self.frame_point(kind, label)?;
-        let last = self.last_lsn();
-        let r = self.active.hand_over(true, last);
-        self.poison_on(r, "writing and syncing the journal")?;
-        Ok(PointTicket { info })
-    }
-
-    /// Whether the point of `ticket` is durable already, without waiting.
-    pub fn point_is_durable(&mut self, ticket: &PointTicket) -> Result<bool> {
-        self.check_poison()?;
-        let r = self.active.collect(false);
-        self.poison_on(r, "writing and syncing the journal")?;
-        Ok(self.active.pending.durable_lsn >= ticket.info.lsn)
-    }
-
-    /// Waits until the point of `ticket` and everything before it are durable, and returns
-    /// it: the point is then acknowledged.
-    pub fn wait_point(&mut self, ticket: PointTicket) -> Result<PointInfo> {
-        while self.active.pending.durable_lsn < ticket.info.lsn {
-            self.check_poison()?;
-            if self.active.pending.idle() {
-                // Nothing in flight yet not durable: make everything durable (afterwards
-                // `durable_lsn` is the last LSN).
-                self.flush(true)?;
-                continue;
-            }
-            let r = self.active.pending.reap_one(true, &mut self.active.synced);
-            self.poison_on(r.map(|_| ()), "writing and syncing the journal")?;
-        }
-        Ok(ticket.info)
-    }
-
-    /// Poisons the writer if `r` failed, naming the open segment.
-    pub(crate) fn poison_on(&mut self, r: io::Result<()>, what: &str) -> Result<()> {
-        r.map_err(|e| {
-            let seg = &self.active;
-            let err = WriteError::io(&seg.path, Some(seg.written), what, e);
-            self.poisoned = Some(err.to_string());
-            err
-        })
     }
 }

@@ -181,11 +181,10 @@ impl Writer {
         if !self.points().iter().any(|p| p.point_id == point_id) {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,
-                format!(
-                    "{}: no recovery point {point_id} to pin; `replog points` lists them",
-                    self.dir.display()
-                ),
-            ));
+                format!("no recovery point {point_id} to pin; `replog points` lists them"),
+            )
+            .in_file(self.dir())
+            .for_point(point_id));
         }
         self.update_lifecycle(|l| {
             if let Err(at) = l.pins.binary_search(&point_id) {
@@ -197,7 +196,7 @@ impl Writer {
     /// Unpins point `point_id`.
     pub fn unpin(&mut self, point_id: u64) -> Result<()> {
         if self
-            .manifest
+            .manifest()
             .lifecycle
             .pins
             .binary_search(&point_id)
@@ -205,8 +204,10 @@ impl Writer {
         {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,
-                format!("{}: point {point_id} is not pinned", self.dir.display()),
-            ));
+                format!("point {point_id} is not pinned"),
+            )
+            .in_file(self.dir())
+            .for_point(point_id));
         }
         self.update_lifecycle(|l| l.pins.retain(|&id| id != point_id))
     }
@@ -215,34 +216,30 @@ impl Writer {
         &mut self,
         change: impl FnOnce(&mut replog_format::lifecycle::Lifecycle),
     ) -> Result<()> {
-        self.check_poison()?;
-        self.check_not_migrated()?;
-        let mut manifest = self.manifest.clone();
+        self.check_change()?;
+        let mut manifest = self.manifest().clone();
         change(&mut manifest.lifecycle);
         manifest.generation += 1;
-        let stored = crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest);
+        let stored = self.commit(manifest);
         if let Err(e) = &stored {
-            self.poisoned = Some(e.to_string());
+            self.journal.poison(e);
         }
-        stored?;
-        self.manifest = manifest;
-        Ok(())
+        stored
     }
 
     /// Applies the retention policy (or `keep_last`): plans, then compacts.
     pub fn prune(&mut self, opts: &PruneOptions) -> Result<PruneReport> {
-        self.check_poison()?;
-        self.check_not_migrated()?;
-        let policy = self.manifest.lifecycle.retention;
+        self.check_change()?;
+        let policy = self.manifest().lifecycle.retention;
         if policy.is_none() && opts.keep_last.is_none() {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,
                 format!(
-                    "{}: no retention policy is set; set one with `replog retention {} --window 72h` or pass --keep-last N",
-                    self.dir.display(),
-                    self.dir.display()
+                    "no retention policy is set; set one with `replog retention {} --window 72h` or pass --keep-last N",
+                    self.dir().display()
                 ),
-            ));
+            )
+            .in_file(self.dir()));
         }
         if opts.keep_last == Some(0) {
             return Err(WriteError::new(
@@ -257,7 +254,7 @@ impl Writer {
             &points,
             policy.as_ref(),
             opts.keep_last,
-            &self.manifest.lifecycle.pins,
+            &self.manifest().lifecycle.pins,
             &protected,
             now,
         );
@@ -269,12 +266,12 @@ impl Writer {
         let Some(base) = report.plan.base().cloned() else {
             return Ok(report);
         };
-        let nothing = base.lsn <= self.manifest.base_lsn && report.plan.retired.is_empty();
+        let nothing = base.lsn <= self.manifest().base_lsn && report.plan.retired.is_empty();
         if opts.dry_run || nothing {
             return Ok(report);
         }
         let req = CompactRequest {
-            base: (base.point_id, base.lsn.max(self.manifest.base_lsn)),
+            base: (base.point_id, base.lsn.max(self.manifest().base_lsn)),
             retire: report.plan.retired.iter().map(|p| p.point_id).collect(),
             wait: opts.lease_wait,
         };
@@ -286,11 +283,11 @@ impl Writer {
     pub fn reclaimable(&self, lsn: Option<u64>) -> Result<u64> {
         let Some(lsn) = lsn else { return Ok(0) };
         let mut bytes = 0;
-        for s in &self.manifest.segments {
+        for s in &self.manifest().segments {
             if s.sealed.is_some_and(|i| i.last_lsn <= lsn) {
-                let path = replog_format::layout::segment_path(&self.dir, s.segment_id);
+                let path = replog_format::layout::segment_path(self.dir(), s.segment_id);
                 let f = self
-                    .storage
+                    .storage()
                     .open(&path, replog_io::OpenMode::Read)
                     .map_err(|e| WriteError::io(&path, None, "opening", e))?;
                 bytes += f
@@ -303,8 +300,8 @@ impl Writer {
 
     /// LSNs of points under a persistent lease (a test failover): never pruned.
     fn persistent_lease_lsns(&self) -> Result<Vec<u64>> {
-        let leases = replog_reader::list_leases(self.storage.as_ref(), &self.dir, self.seed)
-            .map_err(|e| WriteError::new(WriteErrorKind::Io, e.to_string()))?;
+        let leases = replog_reader::list_leases(self.storage().as_ref(), self.dir(), self.seed())
+            .map_err(|e| WriteError::read(WriteErrorKind::Io, None, e))?;
         Ok(leases
             .into_iter()
             .filter_map(|s| s.record.filter(|r| r.persistent).map(|r| r.lsn))

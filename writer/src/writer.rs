@@ -1,5 +1,11 @@
-//! The [`Writer`]: creating and opening vaults (with crash recovery), disks, writes, zero
-//! ranges and recovery points. Framing and segment rotation live in `journal`.
+//! The [`Writer`], a small façade over the owners of a vault's parts: it creates and opens
+//! vaults (building itself from what recovery returns), checks requests (disk ranges, a
+//! migration's refusal) and hands them to the [`Journal`] (records, points, rollover, the
+//! pipeline) or to [`Bases`] (base images); it keeps the manifest that both commit to.
+//!
+//! Imports flow one way: this file uses `journal`, `bases`, `recover` and `manifest_io`, none of
+//! which knows the `Writer`. Operations built on the writer (ingest, compaction, retention,
+//! migration) use it from above.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,21 +13,24 @@ use std::sync::Arc;
 use replog_format::header::{Compression, VaultHeader};
 use replog_format::layout;
 use replog_format::limits::{
-    BLOCK_BYTES_DEFAULT, DISK_BYTES_MAX, DISKS_MAX, LABEL_BYTES_MAX, RECORD_DATA_BYTES_MAX,
-    SEGMENT_BYTES_DEFAULT,
+    BLOCK_BYTES_DEFAULT, DISK_BYTES_MAX, DISKS_MAX, RECORD_DATA_BYTES_MAX, SEGMENT_BYTES_DEFAULT,
 };
 use replog_format::magic::FormatVersion;
 use replog_format::manifest::{DiskEntry, Manifest, SegmentEntry, valid_disk_name};
-use replog_format::record::{PointKind, PointPayload, RecordHeader, RecordKind};
-use replog_format::segment::{FOOTER_POINT_FIXED_BYTES, PointEntry};
+use replog_format::record::{PointKind, RecordHeader, RecordKind};
 use replog_format::{VaultId, vault_seed};
 use replog_io::{File, OpenMode, Storage, WriteAt};
-use replog_reader::PointInfo;
+use replog_reader::{LiveLease, PointInfo, Registrations};
 
+use crate::bases::{BaseSpec, Bases};
+use crate::batch::{NewRecord, write_records};
 use crate::compress::encode_payload;
 use crate::error::{Result, WriteError, WriteErrorKind};
-use crate::journal::{ActiveSegment, create_segment};
+use crate::journal::{Journal, JournalFiles, PointTicket, empty_header};
 use crate::lock::VaultLock;
+use crate::manifest_io::migration_refusal;
+use crate::pipeline::WriterOptions;
+use crate::recover::{Recovered, RecoveryReport};
 
 /// Settings fixed when a vault is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,31 +64,18 @@ pub struct DiskInfo {
     pub disk_bytes: u64,
 }
 
-/// What [`Writer::open`] found and did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// A torn tail that was cut: the segment file, the offset it was cut at, the bytes cut, and
-    /// where they were kept.
-    pub torn_tail: Option<(PathBuf, u64, u64, PathBuf)>,
-    /// The open segment was found sealed, and the rotation was completed.
-    pub completed_rotation: bool,
-    /// Files left by interrupted operations and removed (never listed, never acknowledged).
-    pub removed: Vec<PathBuf>,
-}
-
 /// The one writer of a vault. See the crate documentation for the durability contract.
 #[derive(Debug)]
 pub struct Writer {
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) dir: PathBuf,
-    pub(crate) header: VaultHeader,
-    pub(crate) seed: u32,
-    pub(crate) manifest: Manifest,
-    pub(crate) active: ActiveSegment,
-    pub(crate) next_lsn: u64,
-    pub(crate) next_point_id: u64,
-    pub(crate) poisoned: Option<String>,
-    pub(crate) recovery: RecoveryReport,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    header: VaultHeader,
+    /// The manifest as last stored; the journal's rollover and every lifecycle change commit
+    /// a new one.
+    manifest: Manifest,
+    pub(crate) journal: Journal,
+    pub(crate) bases: Bases,
+    recovery: RecoveryReport,
     _lock: VaultLock,
 }
 
@@ -95,32 +91,9 @@ impl Writer {
         dir: &Path,
         settings: VaultSettings,
     ) -> Result<Writer> {
-        let mut vault_id: VaultId = [0; 16];
-        vault_id[..8].copy_from_slice(&crate::now_unix_ns().to_le_bytes());
-        vault_id[8..].copy_from_slice(&rand::random::<u64>().to_le_bytes());
-        let header = VaultHeader {
-            version: FormatVersion::CURRENT,
-            vault_id,
-            created_unix_ns: crate::now_unix_ns(),
-            block_bytes: settings.block_bytes,
-            compression: settings.compression,
-            segment_bytes: settings.segment_bytes,
-        };
-        header
-            .validate_settings()
-            .map_err(|e| WriteError::new(WriteErrorKind::InvalidRequest, e))?;
+        let header = new_header(settings)?;
         let s = storage.as_ref();
-        if s.exists(dir).map_err(io_at(dir, "checking"))?
-            && !s.read_dir(dir).map_err(io_at(dir, "listing"))?.is_empty()
-        {
-            return Err(WriteError::new(
-                WriteErrorKind::AlreadyExists,
-                format!(
-                    "{}: the directory is not empty; a vault is created in a new or empty directory",
-                    dir.display()
-                ),
-            ));
-        }
+        refuse_non_empty(s, dir)?;
         for sub in [
             layout::JOURNAL_DIR,
             layout::BASES_DIR,
@@ -133,7 +106,7 @@ impl Writer {
         }
         let lock = VaultLock::acquire(s, dir)?;
         let manifest = Manifest {
-            vault_id,
+            vault_id: header.vault_id,
             generation: 1,
             base_lsn: 0,
             disks: Vec::new(),
@@ -145,71 +118,41 @@ impl Writer {
             points: Vec::new(),
             lifecycle: Default::default(),
         };
-        let mut w = Writer::assemble(storage.clone(), dir, header, manifest, lock, 1, 1);
-        w.active = create_segment(&w, 1, 1)?;
-        crate::manifest_io::store(s, dir, &w.manifest)?;
+        let journal = Journal::start(journal_files(&storage, dir, &header))?;
+        crate::manifest_io::store(s, dir, &manifest)?;
         // VAULT goes last: a directory without it is not a vault, whatever else it holds.
-        let vault_path = dir.join(layout::VAULT_FILE);
-        let f = s
-            .open(&vault_path, OpenMode::CreateNew)
-            .map_err(io_at(&vault_path, "creating"))?;
-        f.write_batch(
-            &[WriteAt {
-                offset: 0,
-                data: &w.header.encode(),
-            }],
-            true,
-        )
-        .map_err(io_at(&vault_path, "writing and syncing"))?;
-        for d in [
-            dir.join(layout::BASES_DIR),
-            dir.join(layout::DIGESTS_DIR),
-            dir.join(layout::QUARANTINE_DIR),
-            dir.to_path_buf(),
-        ] {
-            s.sync_dir(&d).map_err(io_at(&d, "syncing the directory"))?;
-        }
-        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            s.sync_dir(parent)
-                .map_err(io_at(parent, "syncing the directory"))?;
-        }
-        Ok(w)
+        write_vault_file(s, dir, &header)?;
+        let recovered = Recovered {
+            journal,
+            manifest,
+            report: RecoveryReport::default(),
+        };
+        Ok(Writer::assemble(storage, dir, header, lock, recovered))
     }
 
-    /// A writer over state already read; the active segment is a placeholder until replaced.
+    /// The writer over the state recovery (or creation) left.
     fn assemble(
         storage: Arc<dyn Storage>,
         dir: &Path,
         header: VaultHeader,
-        manifest: Manifest,
         lock: VaultLock,
-        next_lsn: u64,
-        next_point_id: u64,
+        recovered: Recovered,
     ) -> Writer {
-        let seed = vault_seed(&header.vault_id);
-        let placeholder = ActiveSegment {
-            id: 0,
-            first_lsn: 0,
-            path: PathBuf::new(),
-            file: Arc::new(Closed),
-            written: 0,
-            synced: 0,
-            pending: Default::default(),
-            extents: Vec::new(),
-            points: Vec::new(),
-            footer_bytes: 8,
-        };
+        let bases = Bases::new(
+            storage.clone(),
+            dir,
+            header.vault_id,
+            header.block_bytes,
+            vault_seed(&header.vault_id),
+        );
         Writer {
             storage,
             dir: dir.to_path_buf(),
             header,
-            seed,
-            manifest,
-            active: placeholder,
-            next_lsn,
-            next_point_id,
-            poisoned: None,
-            recovery: RecoveryReport::default(),
+            manifest: recovered.manifest,
+            journal: recovered.journal,
+            bases,
+            recovery: recovered.report,
             _lock: lock,
         }
     }
@@ -237,18 +180,15 @@ impl Writer {
         if manifest.vault_id != header.vault_id {
             return Err(WriteError::new(
                 WriteErrorKind::Damaged,
-                format!(
-                    "{}: MANIFEST belongs to another vault than VAULT",
-                    dir.display()
-                ),
-            ));
+                "MANIFEST belongs to another vault than VAULT",
+            )
+            .in_file(dir));
         }
-        if !migrating && let Some(e) = crate::migration::refusal(&manifest, dir) {
+        if !migrating && let Some(e) = migration_refusal(&manifest, dir) {
             return Err(e);
         }
-        let mut w = Writer::assemble(storage, dir, header, manifest, lock, 0, 0);
-        crate::recover::recover(&mut w)?;
-        Ok(w)
+        let recovered = crate::recover::recover(&storage, dir, &header, manifest)?;
+        Ok(Writer::assemble(storage, dir, header, lock, recovered))
     }
 
     /// What [`Writer::open`] found and did.
@@ -264,6 +204,16 @@ impl Writer {
     /// The vault header.
     pub fn header(&self) -> &VaultHeader {
         &self.header
+    }
+
+    /// The storage the vault is on.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The CRC seed of the vault's checksums.
+    pub(crate) fn seed(&self) -> u32 {
+        vault_seed(&self.header.vault_id)
     }
 
     /// The disks, in id order.
@@ -287,28 +237,26 @@ impl Writer {
             .ok_or_else(|| {
                 WriteError::new(
                     WriteErrorKind::InvalidRequest,
-                    format!(
-                        "{}: the vault has no disk named {name:?}",
-                        self.dir.display()
-                    ),
+                    format!("the vault has no disk named {name:?}"),
                 )
+                .in_file(&self.dir)
             })
     }
 
     /// The LSN of the last record staged (0 when there is none).
     pub fn last_lsn(&self) -> u64 {
-        self.next_lsn - 1
+        self.journal.last_lsn()
     }
 
     /// Every recovery point offered to readers, oldest first: not older than the base images,
     /// not retired by retention.
     pub fn points(&self) -> Vec<PointInfo> {
+        let active = self.journal.active();
         let sealed = self.manifest.points.iter().map(PointInfo::from_manifest);
-        let open = self
-            .active
+        let open = active
             .points
             .iter()
-            .map(|p| PointInfo::from_segment(self.active.id, p));
+            .map(|p| PointInfo::from_segment(active.id, p));
         sealed
             .chain(open)
             .filter(|p| self.manifest.offers(p.point_id, p.lsn))
@@ -318,6 +266,13 @@ impl Writer {
     /// The manifest as last stored: disks, segments, base LSN and the lifecycle section.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// Stores `manifest` as the vault's manifest, durably, and keeps it.
+    pub(crate) fn commit(&mut self, manifest: Manifest) -> Result<()> {
+        crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest)?;
+        self.manifest = manifest;
+        Ok(())
     }
 
     /// Adds an empty (all-zero) disk of `disk_bytes`.
@@ -344,8 +299,40 @@ impl Writer {
         disk_bytes: u64,
         image: Option<(&dyn File, &Path)>,
     ) -> Result<DiskInfo> {
-        self.check_poison()?;
-        self.check_not_migrated()?;
+        self.check_change()?;
+        self.check_new_disk(name, disk_bytes)?;
+        let disk_id = self.manifest.disks.last().map_or(1, |d| d.disk_id + 1);
+        // Everything staged before the disk exists must be durable first: after any crash the
+        // journal then resumes at or after `added_lsn`, so no record of the disk can precede it.
+        self.journal.flush(true)?;
+        let added_lsn = self.journal.last_lsn() + 1;
+        let spec = BaseSpec {
+            disk_id,
+            generation: 1,
+            disk_bytes,
+            base_lsn: self.manifest.base_lsn,
+        };
+        let base_header_crc = self.bases.seed(spec, image, self.journal.last_lsn())?;
+        let mut manifest = self.manifest.clone();
+        manifest.disks.push(DiskEntry {
+            disk_id,
+            name: name.to_owned(),
+            disk_bytes,
+            added_lsn,
+            base_generation: 1,
+            base_header_crc,
+        });
+        manifest.generation += 1;
+        self.commit(manifest)?;
+        Ok(DiskInfo {
+            disk_id,
+            name: name.to_owned(),
+            disk_bytes,
+        })
+    }
+
+    /// Refuses a disk that could not be added: a bad or taken name, a bad size, too many.
+    fn check_new_disk(&self, name: &str, disk_bytes: u64) -> Result<()> {
         let invalid = |m: String| Err(WriteError::new(WriteErrorKind::InvalidRequest, m));
         if !valid_disk_name(name) {
             return invalid(format!(
@@ -366,29 +353,21 @@ impl Writer {
         if self.manifest.disks.len() >= DISKS_MAX as usize {
             return invalid(format!("the vault already has {DISKS_MAX} disks"));
         }
-        let disk_id = self.manifest.disks.last().map_or(1, |d| d.disk_id + 1);
-        // Everything staged before the disk exists must be durable first: after any crash the
-        // journal then resumes at or after `added_lsn`, so no record of the disk can precede it.
-        self.flush(true)?;
-        let added_lsn = self.next_lsn;
-        let base_header_crc = crate::base::write_base(self, disk_id, 1, disk_bytes, image)?;
-        let mut manifest = self.manifest.clone();
-        manifest.disks.push(DiskEntry {
-            disk_id,
-            name: name.to_owned(),
-            disk_bytes,
-            added_lsn,
-            base_generation: 1,
-            base_header_crc,
-        });
-        manifest.generation += 1;
-        crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest)?;
-        self.manifest = manifest;
-        Ok(DiskInfo {
-            disk_id,
-            name: name.to_owned(),
-            disk_bytes,
-        })
+        Ok(())
+    }
+
+    /// Refuses a change after a failure (poisoned) or once a migration started.
+    pub(crate) fn check_change(&self) -> Result<()> {
+        self.journal.check_poison()?;
+        self.check_not_migrated()
+    }
+
+    /// Refuses a change once a migration started.
+    pub(crate) fn check_not_migrated(&self) -> Result<()> {
+        match migration_refusal(&self.manifest, &self.dir) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn check_range(&self, disk_id: u32, offset: u64, len: u64) -> Result<()> {
@@ -403,6 +382,7 @@ impl Writer {
                     WriteErrorKind::InvalidRequest,
                     format!("the vault has no disk with id {disk_id}"),
                 )
+                .for_disk(disk_id)
             })?;
         if len == 0
             || offset
@@ -415,7 +395,8 @@ impl Writer {
                     "range {offset}+{len} is empty or ends past the end of disk {:?} ({} bytes)",
                     disk.name, disk.disk_bytes
                 ),
-            ));
+            )
+            .for_disk(disk_id));
         }
         Ok(())
     }
@@ -427,35 +408,37 @@ impl Writer {
         let mut lsn = 0;
         for (i, piece) in data.chunks(RECORD_DATA_BYTES_MAX as usize).enumerate() {
             let (payload, flags) = encode_payload(self.header.compression, piece);
-            lsn = self.append_data(
-                disk_id,
-                offset + (i as u64 * RECORD_DATA_BYTES_MAX),
-                piece.len() as u64,
+            let h = RecordHeader {
+                kind: RecordKind::Write,
                 flags,
-                &payload,
-            )?;
+                disk_id,
+                stored_len: payload.len() as u32,
+                disk_offset: offset + (i as u64 * RECORD_DATA_BYTES_MAX),
+                length: piece.len() as u64,
+                ..empty_header()
+            };
+            lsn = self.journal.append(&mut self.manifest, h, &payload)?;
         }
         Ok(lsn)
     }
 
-    /// Stages a write whose payload was already encoded by [`encode_payload`].
-    pub(crate) fn append_data(
-        &mut self,
-        disk_id: u32,
-        offset: u64,
-        length: u64,
-        flags: u8,
-        payload: &[u8],
-    ) -> Result<u64> {
-        let h = record(
-            RecordKind::Write,
-            flags,
-            disk_id,
-            payload.len() as u32,
-            offset,
-            length,
-        );
-        self.append(h, payload)
+    /// Stages the writes `(offset, data)` to disk `disk_id`, as [`Writer::write`] would one
+    /// after the other, but with compression and checksums computed in parallel. Returns the
+    /// LSN of the last record. Not durable until a point, sync or close returns.
+    ///
+    /// Memory: the compressed payloads of the batch are held until it is framed.
+    pub fn write_many(&mut self, disk_id: u32, writes: &[(u64, &[u8])]) -> Result<u64> {
+        for (offset, data) in writes {
+            self.check_range(disk_id, *offset, data.len() as u64)?;
+        }
+        let records = write_records(self.header.compression, disk_id, writes);
+        self.journal.append_many(&mut self.manifest, &records)
+    }
+
+    /// Frames records already checked and encoded (ingest's changed runs), sealing them in
+    /// parallel; returns the LSN of the last.
+    pub(crate) fn append_records(&mut self, records: &[NewRecord<'_>]) -> Result<u64> {
+        self.journal.append_many(&mut self.manifest, records)
     }
 
     /// Stages setting `len` bytes at `offset` of disk `disk_id` to zero (trim, discard,
@@ -466,7 +449,14 @@ impl Writer {
         let mut at = offset;
         while at < offset + len {
             let piece = (offset + len - at).min(RECORD_DATA_BYTES_MAX);
-            lsn = self.append(record(RecordKind::Zero, 0, disk_id, 0, at, piece), &[])?;
+            let h = RecordHeader {
+                kind: RecordKind::Zero,
+                disk_id,
+                disk_offset: at,
+                length: piece,
+                ..empty_header()
+            };
+            lsn = self.journal.append(&mut self.manifest, h, &[])?;
             at += piece;
         }
         Ok(lsn)
@@ -475,123 +465,203 @@ impl Writer {
     /// Takes a recovery point over every disk. Returns only when the point and everything
     /// before it are durable.
     pub fn point(&mut self, kind: PointKind, label: &str) -> Result<PointInfo> {
-        let info = self.frame_point(kind, label)?;
-        self.flush(true)?;
+        self.check_change()?;
+        let info = self.journal.frame_point(&mut self.manifest, kind, label)?;
+        self.journal.flush(true)?;
         Ok(info)
     }
 
-    /// Frames a point's marker and indexes it; durable only once a sync covers it.
-    pub(crate) fn frame_point(&mut self, kind: PointKind, label: &str) -> Result<PointInfo> {
-        self.check_poison()?;
-        self.check_not_migrated()?;
-        if label.len() > LABEL_BYTES_MAX {
-            return Err(WriteError::new(
-                WriteErrorKind::InvalidRequest,
-                format!(
-                    "the label is {} bytes; the limit is {LABEL_BYTES_MAX}",
-                    label.len()
-                ),
-            ));
-        }
-        let point = PointPayload {
-            point_id: self.next_point_id,
-            time_unix_ns: crate::now_unix_ns(),
-            kind,
-            label: label.to_owned(),
-        };
-        let payload = point.encode();
-        let lsn = self.append(
-            record(RecordKind::Point, 0, 0, payload.len() as u32, 0, 0),
-            &payload,
-        )?;
-        let record_offset = self.active.end()
-            - payload.len() as u64
-            - replog_format::record::RECORD_HEADER_BYTES as u64;
-        self.active.footer_bytes += (FOOTER_POINT_FIXED_BYTES + label.len()) as u64;
-        let entry = PointEntry {
-            lsn,
-            record_offset,
-            point,
-        };
-        let info = PointInfo::from_segment(self.active.id, &entry);
-        self.active.points.push(entry);
-        self.next_point_id += 1;
-        Ok(info)
+    /// Takes a recovery point without waiting for it to be durable: the marker is framed and
+    /// handed to the disk with a data sync, and the caller goes on writing. The point is
+    /// acknowledged only when [`Writer::wait_point`] returns it. Points taken while a sync is
+    /// running share the next one (group commit).
+    pub fn point_async(&mut self, kind: PointKind, label: &str) -> Result<PointTicket> {
+        self.check_change()?;
+        self.journal.point_async(&mut self.manifest, kind, label)
+    }
+
+    /// Whether the point of `ticket` is durable already, without waiting.
+    pub fn point_is_durable(&mut self, ticket: &PointTicket) -> Result<bool> {
+        self.journal.point_is_durable(ticket)
+    }
+
+    /// Waits until the point of `ticket` and everything before it are durable, and returns
+    /// it: the point is then acknowledged.
+    pub fn wait_point(&mut self, ticket: PointTicket) -> Result<PointInfo> {
+        self.journal.wait_point(ticket)
     }
 
     /// Makes every staged record durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.flush(true)
+        self.journal.flush(true)
     }
 
     /// Seals the open segment, when it holds any record, and opens the next: its points become
     /// part of the manifest and its file immutable (what `sync` ships). Returns whether it
     /// sealed.
     pub fn seal_segment(&mut self) -> Result<bool> {
-        self.check_poison()?;
-        if self.active.record_count() == 0 {
-            return Ok(false);
-        }
-        self.seal_and_rotate()?;
-        Ok(true)
+        self.journal.seal(&mut self.manifest)
+    }
+
+    /// Sets how this writer moves bytes to the disk. Waits for every buffer in flight first;
+    /// the next write uses the new options.
+    pub fn set_options(&mut self, options: WriterOptions) -> Result<()> {
+        self.journal.set_options(options)
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> WriterOptions {
+        self.journal.options()
+    }
+
+    /// Why the journal is not written as the options ask (direct I/O refused by the
+    /// filesystem), once the open segment has been written to.
+    pub fn io_note(&self) -> Option<&str> {
+        self.journal.io_note()
     }
 
     /// Makes every staged record durable and releases the vault.
     pub fn close(mut self) -> Result<()> {
-        self.flush(true)
+        self.journal.flush(true)
+    }
+
+    /// The registration lock of the readers' leases, held exclusive, and the live leases.
+    pub(crate) fn live_leases(&self) -> Result<(Registrations, Vec<LiveLease>)> {
+        crate::files::live_leases(self.storage.as_ref(), &self.dir, self.seed())
+    }
+
+    /// Removes files (missing ones are fine) and syncs each directory touched.
+    pub(crate) fn remove_files(&self, paths: impl Iterator<Item = PathBuf>) -> Result<()> {
+        crate::files::remove_files(self.storage.as_ref(), paths)
     }
 }
 
-fn record(
-    kind: RecordKind,
-    flags: u8,
-    disk_id: u32,
-    stored_len: u32,
-    disk_offset: u64,
-    length: u64,
-) -> RecordHeader {
-    RecordHeader {
-        crc: 0,
-        kind,
-        flags,
-        lsn: 0,
-        segment_id: 0,
-        segment_offset: 0,
-        synced_upto: 0,
-        disk_id,
-        stored_len,
-        disk_offset,
-        length,
+/// The header of a new vault with `settings`, a fresh id, validated.
+fn new_header(settings: VaultSettings) -> Result<VaultHeader> {
+    let mut vault_id: VaultId = [0; 16];
+    vault_id[..8].copy_from_slice(&crate::now_unix_ns().to_le_bytes());
+    vault_id[8..].copy_from_slice(&rand::random::<u64>().to_le_bytes());
+    let header = VaultHeader {
+        version: FormatVersion::CURRENT,
+        vault_id,
+        created_unix_ns: crate::now_unix_ns(),
+        block_bytes: settings.block_bytes,
+        compression: settings.compression,
+        segment_bytes: settings.segment_bytes,
+    };
+    header
+        .validate_settings()
+        .map_err(|e| WriteError::new(WriteErrorKind::InvalidRequest, e))?;
+    Ok(header)
+}
+
+/// Where the journal of the vault at `dir` lives.
+fn journal_files(storage: &Arc<dyn Storage>, dir: &Path, header: &VaultHeader) -> JournalFiles {
+    JournalFiles {
+        storage: storage.clone(),
+        dir: dir.to_path_buf(),
+        vault_id: header.vault_id,
+        seed: vault_seed(&header.vault_id),
+        segment_bytes: header.segment_bytes,
     }
 }
 
-/// Stands in for the active segment before recovery has opened the real one.
-#[derive(Debug)]
-struct Closed;
+/// Refuses to create a vault in a directory that holds anything.
+fn refuse_non_empty(s: &dyn Storage, dir: &Path) -> Result<()> {
+    if s.exists(dir).map_err(io_at(dir, "checking"))?
+        && !s.read_dir(dir).map_err(io_at(dir, "listing"))?.is_empty()
+    {
+        return Err(WriteError::new(
+            WriteErrorKind::AlreadyExists,
+            "the directory is not empty; a vault is created in a new or empty directory",
+        )
+        .in_file(dir));
+    }
+    Ok(())
+}
 
-impl File for Closed {
-    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<usize> {
-        Err(std::io::Error::other("no open segment"))
+/// Writes and syncs `VAULT`, then syncs the directories creation made and the parent, so that
+/// the whole vault is durable when `create` returns.
+fn write_vault_file(s: &dyn Storage, dir: &Path, header: &VaultHeader) -> Result<()> {
+    let vault_path = dir.join(layout::VAULT_FILE);
+    let f = s
+        .open(&vault_path, OpenMode::CreateNew)
+        .map_err(io_at(&vault_path, "creating"))?;
+    f.write_batch(
+        &[WriteAt {
+            offset: 0,
+            data: &header.encode(),
+        }],
+        true,
+    )
+    .map_err(io_at(&vault_path, "writing and syncing"))?;
+    for d in [
+        dir.join(layout::BASES_DIR),
+        dir.join(layout::DIGESTS_DIR),
+        dir.join(layout::QUARANTINE_DIR),
+        dir.to_path_buf(),
+    ] {
+        s.sync_dir(&d).map_err(io_at(&d, "syncing the directory"))?;
     }
-    fn write_batch(&self, _: &[WriteAt<'_>], _: bool) -> std::io::Result<()> {
-        Err(std::io::Error::other("no open segment"))
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        s.sync_dir(parent)
+            .map_err(io_at(parent, "syncing the directory"))?;
     }
-    fn sync_data(&self) -> std::io::Result<()> {
-        Err(std::io::Error::other("no open segment"))
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use replog_format::DecodeError;
+    use replog_io::sim::SimStorage;
+
+    use super::*;
+
+    /// A damaged manifest is refused naming the file and offset, with the decoder's error as
+    /// the source rather than flattened into the message.
+    #[test]
+    fn a_damaged_manifest_is_refused_with_the_decode_error_as_source() {
+        let storage: Arc<dyn Storage> = SimStorage::new(0);
+        let dir = Path::new("/v");
+        let mut w = Writer::create(storage.clone(), dir, VaultSettings::default()).unwrap();
+        w.add_disk("d", 1 << 20).unwrap();
+        w.close().unwrap();
+        let path = dir.join(layout::MANIFEST_FILE);
+        let file = storage.open(&path, OpenMode::ReadWrite).unwrap();
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, 40).unwrap();
+        byte[0] ^= 0xff;
+        file.write_batch(
+            &[WriteAt {
+                offset: 40,
+                data: &byte,
+            }],
+            true,
+        )
+        .unwrap();
+
+        let e = Writer::open(storage, dir).unwrap_err();
+        assert_eq!(e.kind(), WriteErrorKind::Damaged, "{e}");
+        assert_eq!(e.path(), Some(path.as_path()));
+        let decode = e
+            .source()
+            .and_then(|s| s.downcast_ref::<DecodeError>())
+            .unwrap_or_else(|| panic!("no decode error under {e:?}"));
+        assert_eq!(e.offset(), Some(decode.offset));
+        assert_eq!(e.to_string(), format!("{}: {decode}", path.display()));
     }
-    fn len(&self) -> std::io::Result<u64> {
-        Ok(0)
-    }
-    fn set_len(&self, _: u64) -> std::io::Result<()> {
-        Err(std::io::Error::other("no open segment"))
-    }
-    fn allocate(&self, _: u64, _: u64) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn zero_range(&self, _: u64, _: u64) -> std::io::Result<()> {
-        Err(std::io::Error::other("no open segment"))
-    }
-    fn map(&self) -> std::io::Result<replog_io::Mapped> {
-        Ok(replog_io::Mapped::Owned(Vec::new()))
+
+    /// A request about a disk names the disk as context, not only in the sentence.
+    #[test]
+    fn a_range_past_the_end_of_a_disk_names_the_disk() {
+        let storage: Arc<dyn Storage> = SimStorage::new(0);
+        let mut w = Writer::create(storage, Path::new("/v"), VaultSettings::default()).unwrap();
+        let d = w.add_disk("d", 1 << 20).unwrap();
+        let e = w.write(d.disk_id, (1 << 20) - 1, &[1, 2]).unwrap_err();
+        assert_eq!(e.kind(), WriteErrorKind::InvalidRequest);
+        assert_eq!(e.disk_id(), Some(d.disk_id));
+        assert!(e.source().is_none());
     }
 }
