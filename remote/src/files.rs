@@ -667,6 +667,13 @@ impl Storage for TieredStorage {
             _ => self.local.sync_dir(path),
         }
     }
+
+    fn open_lock_file(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        match (self.rel(path), &self.remote_only) {
+            (Some(_), Some(_)) => Err(read_only()),
+            _ => self.local.open_lock_file(path),
+        }
+    }
 }
 
 #[cfg(test)]
