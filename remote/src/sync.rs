@@ -884,8 +884,12 @@ fn evict(local: &LocalVault, manifest: &RemoteManifest, limit: u64) -> Result<(u
             continue;
         }
         let path = local.dir.join(file_path(&f.id));
-        if let Ok(len) = local_len(storage, &path) {
-            candidates.push((f.id.kind != FileKind::Segment, f.id, path, len));
+        match local_len(storage, &path) {
+            Ok(len) => candidates.push((f.id.kind != FileKind::Segment, f.id, path, len)),
+            // Evicted already.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Not knowing what the cache holds, evicting could overshoot; the error says why.
+            Err(e) => return Err(RemoteError::local(&path, "look at for eviction", e)),
         }
     }
     let mut held: u64 = candidates.iter().map(|c| c.3).sum();

@@ -34,7 +34,7 @@ const DIR: &str = "/vault";
 const URL: &str = "s3://bucket/vault";
 const DISK_BYTES: u64 = 128 << 10;
 /// Small enough that each sync evicts most sealed files.
-const CACHE_LIMIT_BYTES: u64 = 96 << 10;
+const CACHE_LIMIT_BYTES: u64 = 16 << 10;
 
 /// Every object of a remote, by key.
 type Objects = BTreeMap<String, Bytes>;
@@ -133,7 +133,7 @@ fn prepare() -> (SimImage, Objects, PointModel) {
         .expect("configured");
     sync(&sim, &remote).expect("the first sync");
     let mut w = Writer::open(storage, dir).expect("opened");
-    write_rounds(&mut w, &mut m, disk, 12, 12);
+    write_rounds(&mut w, &mut m, disk, 12, 30);
     w.close().expect("closed");
     let mut dirs = vault_dirs(dir);
     dirs.push(dir.join(remote::REMOTE_DIR));
