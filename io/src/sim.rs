@@ -131,6 +131,14 @@ impl SimStorage {
         self.released.notify_all();
     }
 
+    /// Every process dies and the machine stays up, as when a process is killed and started
+    /// again: every advisory lock is released (the kernel drops a dead process's locks), while
+    /// the files, their unsynced changes and open handles stay as they are. Not an operation.
+    pub fn restart_processes(&self) {
+        self.lock().locks.clear();
+        self.released.notify_all();
+    }
+
     /// Arms a fault.
     pub fn inject(&self, fault: Fault) {
         self.lock().faults.inject(fault);

@@ -315,3 +315,18 @@ fn only_creating_a_lock_file_is_a_counted_operation() {
         "the machine is down"
     );
 }
+
+/// A process restart (the machine stays up) releases every lock and keeps every file and its
+/// unsynced changes.
+#[test]
+fn restarting_processes_releases_the_locks_and_keeps_the_files() {
+    let sim = sim();
+    let path = Path::new("/sim/d/LOCK");
+    let held = sim.open_lock_file(path).unwrap();
+    assert!(held.lock(LockMode::Exclusive, false).unwrap());
+    held.write_all_at(b"unsynced", 0).unwrap();
+    sim.restart_processes();
+    let next = sim.open_lock_file(path).unwrap();
+    assert!(next.lock(LockMode::Exclusive, false).unwrap());
+    assert_eq!(read(&sim, "/sim/d/LOCK"), b"unsynced");
+}
