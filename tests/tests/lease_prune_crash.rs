@@ -127,9 +127,7 @@ fn run_race(
     let result = leased.map_err(|e| e.to_string()).and_then(|leased| {
         run.leased = Some((leased.point.point_id, leased.point.lsn));
         w.prune(&keep_newest()).map_err(|e| e.to_string())?;
-        if let Err(v) = read_point(&leased.vault, &leased.point, model) {
-            return Err(v);
-        }
+        read_point(&leased.vault, &leased.point, model)?;
         run.release_at = Some(sim.ops() - start);
         leased.lease.release().map_err(|e| e.to_string())?;
         w.prune(&keep_newest()).map_err(|e| e.to_string())?;
