@@ -9,8 +9,9 @@
 //! never exist at once. The kernel drops the locks of a process that dies, so a file a killed run
 //! left behind is simply taken over.
 //!
-//! The simulator has no processes: there the lock is not taken (like the writer's lock and the
-//! leases).
+//! It is not taken in the simulator, which has no links or inode numbers to check the name
+//! against; the locks that the simulator does model (the writer's, the leases', the sync's)
+//! go through [`Storage::open_lock_file`](crate::Storage::open_lock_file).
 
 use std::fs::{self, OpenOptions, TryLockError};
 use std::io::{self, Read};

@@ -77,6 +77,15 @@ impl EntryKind {
     }
 }
 
+/// How an advisory lock ([`File::lock`]) is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Many holders at once, none exclusive (`LOCK_SH`).
+    Shared,
+    /// One holder (`LOCK_EX`).
+    Exclusive,
+}
+
 /// One positional write of a batch.
 #[derive(Clone, Copy, Debug)]
 pub struct WriteAt<'a> {
@@ -203,6 +212,24 @@ pub trait File: Send + Sync + Debug {
         copy_through_buffer(src, src_offset, self, offset, len)
     }
 
+    /// Takes an advisory lock on this open file, like `flock`: it belongs to this open (not to
+    /// the path, nor to the process), so another open of the same file conflicts with it even
+    /// in this process. With `wait`, waits for conflicting holders and returns `true`; without,
+    /// returns `false` at once when one holds it. Taking a lock again converts it to `mode`.
+    ///
+    /// It lasts until the last handle of this open is dropped, or until its holder dies: the
+    /// kernel drops the locks of a process that exits or is killed, and the simulator drops
+    /// every lock at a simulated crash (every process died with the machine). Taking a lock is
+    /// not a counted operation of the simulator: it changes nothing on disk. Real files
+    /// `flock`; the default (a file served from elsewhere, such as a remote) cannot be locked.
+    fn lock(&self, mode: LockMode, wait: bool) -> io::Result<bool> {
+        let _ = (mode, wait);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this file cannot be locked",
+        ))
+    }
+
     /// Opens this backend's own write pipe onto the file (see [`pipe`]), which was opened from
     /// `path` (so that it can be opened again with `O_DIRECT`). `None` where the backend has
     /// none: [`open_pipe`] then writes through a [`pipe::SyncPipe`] over the file.
@@ -289,6 +316,12 @@ pub trait Storage: Send + Sync + Debug {
 
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Opens the lock file at `path` for [`File::lock`]: for writing, created if missing (a
+    /// creation is durable once the parent is synced), never truncated (its content, if any,
+    /// is the holder's business), and never through a symbolic link planted at its name. The
+    /// writer's `LOCK`, the lease registration lock and the sync lock are opened so.
+    fn open_lock_file(&self, path: &Path) -> io::Result<Arc<dyn File>>;
 }
 
 /// The backend chosen by name: `uring`, `sync`, or `auto` (io_uring where it works, plain

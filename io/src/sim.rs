@@ -8,10 +8,15 @@
 //!
 //! Every mutating or syncing call is one numbered operation: `open` with a create mode, each
 //! `WriteAt` of a batch, the batch's sync, `sync_data`, `set_len`, `allocate`, `zero_range`,
-//! `rename`, `remove_file`, `create_dir_all`, `sync_dir`. [`SimStorage::set_crash_at`] makes one
+//! `rename`, `remove_file`, `create_dir_all`, `sync_dir`, and `open_lock_file` when it creates
+//! the file. [`SimStorage::set_crash_at`] makes one
 //! of them, and every call after it, fail as if the machine lost power there;
 //! [`SimStorage::crash`] then decides what survived (see the `crash` module) and brings the
 //! machine back. Handles opened before a crash fail with `ESTALE` afterwards.
+//!
+//! Advisory locks ([`File::lock`]) are kept as `flock` keeps them, per open, and a crash
+//! releases them all: every process died with the machine. So the writer's lock, the leases
+//! and the sync lock are held, and crash, in the simulator as on a real filesystem.
 //!
 //! Injected errors ([`Fault`]) count as operations too. Their effects:
 //!
@@ -27,6 +32,7 @@
 mod crash;
 mod fault;
 mod file;
+mod locks;
 mod namespace;
 mod state;
 mod tree;
@@ -34,7 +40,7 @@ mod tree;
 use std::error::Error;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 pub use self::fault::{Fault, FaultError, FaultOp};
 pub use self::file::SIM_DIRECT_ALIGNMENT;
@@ -62,6 +68,8 @@ pub struct SimCrash {
 /// instead.
 pub struct SimStorage {
     state: Arc<Mutex<State>>,
+    /// Notified when a lock is released (an open dropped, a crash), for opens waiting on one.
+    released: Arc<Condvar>,
 }
 
 impl std::fmt::Debug for SimStorage {
@@ -88,6 +96,7 @@ impl SimStorage {
     pub fn new(seed: u64) -> Arc<SimStorage> {
         Arc::new(SimStorage {
             state: Arc::new(Mutex::new(State::new(seed))),
+            released: Arc::new(Condvar::new()),
         })
     }
 
@@ -115,9 +124,19 @@ impl SimStorage {
     /// Power loss now: the namespace reverts to its durable entries and each file to its
     /// durable image plus a random survival of its unsynced changes, chosen by `seed` alone.
     /// Disarms the crash point and makes the storage usable again; armed faults stay armed.
-    /// Earlier handles fail with `ESTALE`.
+    /// Earlier handles fail with `ESTALE`, and every advisory lock is released (its holder
+    /// died).
     pub fn crash(&self, seed: u64) {
         self.lock().crash(seed);
+        self.released.notify_all();
+    }
+
+    /// Every process dies and the machine stays up, as when a process is killed and started
+    /// again: every advisory lock is released (the kernel drops a dead process's locks), while
+    /// the files, their unsynced changes and open handles stay as they are. Not an operation.
+    pub fn restart_processes(&self) {
+        self.lock().locks.clear();
+        self.released.notify_all();
     }
 
     /// Arms a fault.
@@ -222,10 +241,10 @@ impl SimStorage {
 
 impl SimStorage {
     fn open_existing(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn File>> {
-        let state = self.lock();
+        let mut state = self.lock();
         state.alive()?;
         match state.tree.resolve(&components(path)?, View::Live)? {
-            Node::File(id) => Ok(self.handle(&state, id, path, mode != OpenMode::Read)),
+            Node::File(id) => Ok(self.handle(&mut state, id, path, mode != OpenMode::Read)),
             Node::Dir(_) => Err(errno(libc::EISDIR)),
         }
     }
@@ -244,13 +263,31 @@ impl SimStorage {
             }
             None => state.tree.create_file(dir, name),
         };
-        Ok(self.handle(&state, id, path, true))
+        Ok(self.handle(&mut state, id, path, true))
     }
 
-    fn handle(&self, state: &State, inode: u64, path: &Path, writable: bool) -> Arc<dyn File> {
+    /// Opens the lock file at `path`, creating it (one counted operation) if it is missing.
+    fn open_lock(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        let mut state = self.lock();
+        state.alive()?;
+        let (dir, name) = state.tree.parent(path)?;
+        let id = match state.tree.dir(dir).live.get(&name).copied() {
+            Some(Node::Dir(_)) => return Err(errno(libc::EISDIR)),
+            Some(Node::File(id)) => id,
+            None => {
+                state.begin_plain(FaultOp::Create, &[path])?;
+                state.tree.create_file(dir, name)
+            }
+        };
+        Ok(self.handle(&mut state, id, path, true))
+    }
+
+    fn handle(&self, state: &mut State, inode: u64, path: &Path, writable: bool) -> Arc<dyn File> {
         Arc::new(SimFile {
             state: Arc::clone(&self.state),
+            released: Arc::clone(&self.released),
             inode,
+            open: state.locks.new_open(),
             path: path.to_path_buf(),
             writable,
             epoch: state.epoch,

@@ -78,6 +78,29 @@ impl Storage for SyncStorage {
         // A directory opened read-only can be fsynced on Linux; that persists its entries.
         fs::File::open(path)?.sync_all()
     }
+
+    fn open_lock_file(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        Ok(Arc::new(SyncFile {
+            file: open_lock_file(path)?,
+        }))
+    }
+}
+
+/// `flock` on `file`: [`File::lock`] of the real backends. The kernel drops the lock when the
+/// last descriptor of the open is closed or the process dies.
+pub(crate) fn flock(file: &fs::File, mode: crate::LockMode, wait: bool) -> io::Result<bool> {
+    use crate::LockMode::{Exclusive, Shared};
+    let tried = match (mode, wait) {
+        (Shared, true) => return file.lock_shared().map(|()| true),
+        (Exclusive, true) => return file.lock().map(|()| true),
+        (Shared, false) => file.try_lock_shared(),
+        (Exclusive, false) => file.try_lock(),
+    };
+    match tried {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// What is at `path` on the real filesystem, not following a symbolic link there.
@@ -350,6 +373,10 @@ impl File for SyncFile {
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.file.as_raw_fd())
+    }
+
+    fn lock(&self, mode: crate::LockMode, wait: bool) -> io::Result<bool> {
+        flock(&self.file, mode, wait)
     }
 
     fn map(&self) -> io::Result<Mapped> {

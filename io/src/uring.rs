@@ -130,6 +130,11 @@ impl Storage for UringStorage {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.sync.sync_dir(path)
     }
+
+    fn open_lock_file(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        // A lock file is never written through the ring: the plain file locks the same.
+        self.sync.open_lock_file(path)
+    }
 }
 
 /// A file whose write batches go through its own io_uring.
@@ -332,6 +337,10 @@ impl File for UringFile {
 
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.file.raw_fd()
+    }
+
+    fn lock(&self, mode: crate::LockMode, wait: bool) -> io::Result<bool> {
+        self.file.lock(mode, wait)
     }
 
     fn map(&self) -> io::Result<Mapped> {

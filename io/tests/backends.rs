@@ -9,7 +9,7 @@ use std::sync::Arc;
 use replog_io::sim::SimStorage;
 use replog_io::sync::SyncStorage;
 use replog_io::uring::UringStorage;
-use replog_io::{BackendKind, File, OpenMode, Storage, WriteAt};
+use replog_io::{BackendKind, File, LockMode, OpenMode, Storage, WriteAt};
 
 /// A backend and a directory to work in.
 struct Env {
@@ -98,6 +98,9 @@ each_backend!(
     map_sees_the_data,
     remove_file_and_exists,
     sync_dir_and_sync_data_succeed,
+    lock_files_are_created_once_and_never_truncated,
+    locks_conflict_between_opens_and_go_with_the_open,
+    a_waiting_lock_is_granted_when_the_holder_lets_go,
 );
 
 #[test]
@@ -400,4 +403,70 @@ fn sync_dir_and_sync_data_succeed(env: &Env) {
         .sync_dir(Path::new(&env.path("absent")))
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}
+
+fn lock_files_are_created_once_and_never_truncated(env: &Env) {
+    let path = env.path("LOCK");
+    let first = env.storage.open_lock_file(&path).unwrap();
+    first.write_all_at(b"1234\n", 0).unwrap();
+    let again = env.storage.open_lock_file(&path).unwrap();
+    assert_eq!(
+        again.len().unwrap(),
+        5,
+        "opening it again keeps its content"
+    );
+    assert_eq!(read_all(env, "LOCK"), b"1234\n");
+    let err = env
+        .storage
+        .open_lock_file(&env.path("missing/LOCK"))
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound);
+}
+
+fn locks_conflict_between_opens_and_go_with_the_open(env: &Env) {
+    let path = env.path("lock");
+    let a = env.storage.open_lock_file(&path).unwrap();
+    let b = env.storage.open_lock_file(&path).unwrap();
+    let reader = env.storage.open(&path, OpenMode::Read).unwrap();
+    assert!(a.lock(LockMode::Shared, false).unwrap());
+    assert!(
+        reader.lock(LockMode::Shared, false).unwrap(),
+        "shared locks coexist"
+    );
+    assert!(
+        !b.lock(LockMode::Exclusive, false).unwrap(),
+        "in this process too"
+    );
+    drop(reader);
+    assert!(!b.lock(LockMode::Exclusive, false).unwrap());
+    drop(a);
+    assert!(
+        b.lock(LockMode::Exclusive, false).unwrap(),
+        "dropping the open released it"
+    );
+    let c = env.storage.open_lock_file(&path).unwrap();
+    assert!(!c.lock(LockMode::Shared, false).unwrap());
+    assert!(
+        b.lock(LockMode::Shared, true).unwrap(),
+        "its holder converts it"
+    );
+    assert!(c.lock(LockMode::Shared, false).unwrap());
+}
+
+fn a_waiting_lock_is_granted_when_the_holder_lets_go(env: &Env) {
+    let path = env.path("wait");
+    let holder = env.storage.open_lock_file(&path).unwrap();
+    assert!(holder.lock(LockMode::Exclusive, false).unwrap());
+    let waiter = env.storage.open_lock_file(&path).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let got = waiter.lock(LockMode::Exclusive, true).unwrap();
+        tx.send(got).unwrap();
+        waiter
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(rx.try_recv().is_err(), "it waits while the lock is held");
+    drop(holder);
+    assert!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap());
+    t.join().unwrap();
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
-use replog_io::{File, OpenMode, Storage, WriteAt};
+use replog_io::{File, LockMode, OpenMode, Storage, WriteAt};
 
 const DIR: &str = "/sim/d";
 const FILE: &str = "/sim/d/f";
@@ -260,4 +260,73 @@ fn the_same_seed_gives_the_same_crash() {
     for seed in 0..10 {
         assert_eq!(run(seed), run(seed));
     }
+}
+
+/// A crash kills every process, so every advisory lock goes with it, even one whose handle is
+/// still held; the stale handle dropping later releases nothing of the new holder's.
+#[test]
+fn a_crash_releases_every_lock_and_a_stale_handle_releases_nothing_later() {
+    let sim = sim();
+    let path = Path::new("/sim/d/LOCK");
+    let before = sim.open_lock_file(path).unwrap();
+    sim.sync_dir(Path::new(DIR)).unwrap();
+    assert!(before.lock(LockMode::Exclusive, false).unwrap());
+    let other = sim.open_lock_file(path).unwrap();
+    assert!(!other.lock(LockMode::Shared, false).unwrap());
+    sim.crash(0);
+    assert_eq!(
+        other
+            .lock(LockMode::Shared, false)
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ESTALE)
+    );
+    let after = sim.open_lock_file(path).unwrap();
+    assert!(
+        after.lock(LockMode::Exclusive, false).unwrap(),
+        "the crash freed it"
+    );
+    drop(before);
+    let third = sim.open_lock_file(path).unwrap();
+    assert!(
+        !third.lock(LockMode::Shared, false).unwrap(),
+        "the stale handle released nothing"
+    );
+}
+
+/// Creating a lock file is one counted operation (a crash can fall on it); opening an existing
+/// one and locking are not.
+#[test]
+fn only_creating_a_lock_file_is_a_counted_operation() {
+    let sim = sim();
+    let path = Path::new("/sim/d/LOCK");
+    let ops = sim.ops();
+    let f = sim.open_lock_file(path).unwrap();
+    assert_eq!(sim.ops(), ops + 1);
+    assert!(f.lock(LockMode::Exclusive, true).unwrap());
+    let g = sim.open_lock_file(path).unwrap();
+    assert!(!g.lock(LockMode::Shared, false).unwrap());
+    assert_eq!(sim.ops(), ops + 1);
+    sim.set_crash_at(Some(sim.ops()));
+    let err = sim.open_lock_file(Path::new("/sim/d/OTHER")).unwrap_err();
+    assert!(SimStorage::is_crash_error(&err));
+    assert!(
+        g.lock(LockMode::Shared, false).is_err(),
+        "the machine is down"
+    );
+}
+
+/// A process restart (the machine stays up) releases every lock and keeps every file and its
+/// unsynced changes.
+#[test]
+fn restarting_processes_releases_the_locks_and_keeps_the_files() {
+    let sim = sim();
+    let path = Path::new("/sim/d/LOCK");
+    let held = sim.open_lock_file(path).unwrap();
+    assert!(held.lock(LockMode::Exclusive, false).unwrap());
+    held.write_all_at(b"unsynced", 0).unwrap();
+    sim.restart_processes();
+    let next = sim.open_lock_file(path).unwrap();
+    assert!(next.lock(LockMode::Exclusive, false).unwrap());
+    assert_eq!(read(&sim, "/sim/d/LOCK"), b"unsynced");
 }

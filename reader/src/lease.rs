@@ -16,12 +16,14 @@
 //! Compaction deletes the files an older manifest named only once no live lease was taken
 //! against an older base ([`LiveLease::snapshot_base_lsn`]).
 //!
-//! The simulated backend has no processes: there, like the writer's lock, leases are not
-//! recorded and [`Registrations::live`] is empty. A vault on a read-only filesystem takes no
-//! lease either (nothing can compact it).
+//! Every file access goes through the vault's [`Storage`]: the lease files, `leases/` and its
+//! registration lock ([`Storage::open_lock_file`], [`replog_io::File::lock`]). On a real
+//! filesystem the locks are `flock`s, which the kernel drops when their holder dies; the
+//! simulator keeps them the same way and drops them all at a simulated crash, so compaction
+//! racing a reader can be crashed at every operation. A vault on a read-only filesystem takes
+//! no lease (nothing can compact it).
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +34,7 @@ use replog_format::lease::{
 };
 use replog_format::manifest::{MANIFEST_HEADER_BYTES, Manifest};
 use replog_format::{layout, vault_seed};
-use replog_io::{BackendKind, OpenMode, Storage};
+use replog_io::{File, LockMode, OpenMode, Storage, WriteAt};
 
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::points::PointInfo;
@@ -69,10 +71,11 @@ pub struct Lease {
 
 #[derive(Debug)]
 struct Held {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
     record: LeaseRecord,
     /// Holds the lock that says the holder is alive.
-    _file: File,
+    _file: Arc<dyn File>,
 }
 
 /// A vault opened under a lease on the point chosen from it.
@@ -87,13 +90,13 @@ pub struct LeasedVault {
 }
 
 impl Lease {
-    /// A lease that records nothing: the simulated backend, a read-only vault.
+    /// A lease that records nothing: a read-only vault.
     fn none() -> Lease {
         Lease { held: None }
     }
 
-    /// What the lease file holds; `None` when no lease could be recorded (simulated backend,
-    /// read-only filesystem).
+    /// What the lease file holds; `None` when no lease could be recorded (read-only
+    /// filesystem).
     pub fn record(&self) -> Option<&LeaseRecord> {
         self.held.as_ref().map(|h| &h.record)
     }
@@ -108,7 +111,7 @@ impl Lease {
         let Some(held) = self.held.take() else {
             return Ok(());
         };
-        remove_and_sync(&held.path)
+        remove_and_sync(held.storage.as_ref(), &held.path)
     }
 }
 
@@ -119,56 +122,55 @@ impl Drop for Lease {
         {
             // Best effort: a lease file left behind is unlocked once `held` closes, so the next
             // compaction finds it stale and removes it.
-            let _ = std::fs::remove_file(&held.path);
+            let _ = held.storage.remove_file(&held.path);
         }
     }
 }
 
-fn remove_and_sync(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+fn remove_and_sync(storage: &dyn Storage, path: &Path) -> Result<()> {
+    match storage.remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(ReadError::io(path, "remove the lease", e)),
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    sync_dir(dir).map_err(|e| ReadError::io(dir, "sync the directory", e))
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    storage
+        .sync_dir(dir)
+        .map_err(|e| ReadError::io(dir, "sync the directory", e))
 }
 
 /// The registration lock, held shared by a reader while it registers.
 struct Registration {
+    storage: Arc<dyn Storage>,
     leases: PathBuf,
-    _lock: File,
+    _lock: Arc<dyn File>,
 }
 
-/// The `leases/` directory of a vault, unless leases are not kept there (simulated backend).
-fn leases_dir(storage: &dyn Storage, dir: &Path) -> Option<PathBuf> {
-    (storage.kind() != BackendKind::Sim).then(|| dir.join(LEASES_DIR))
+/// The `leases/` directory of a vault.
+fn leases_dir(dir: &Path) -> PathBuf {
+    dir.join(LEASES_DIR)
 }
 
-/// Opens (creating it and `leases/` when missing) and locks the registration lock. `None` on a
-/// read-only filesystem.
-fn lock_registration(leases: &Path, exclusive: bool) -> Result<Option<File>> {
-    match std::fs::create_dir_all(leases) {
+/// Opens (creating it and `leases/` when missing) and locks the registration lock, waiting for
+/// a holder of a conflicting lock. `None` on a read-only filesystem.
+fn lock_registration(
+    storage: &dyn Storage,
+    leases: &Path,
+    mode: LockMode,
+) -> Result<Option<Arc<dyn File>>> {
+    match storage.create_dir_all(leases) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc_erofs()) => return Ok(None),
         Err(e) => return Err(ReadError::io(leases, "create the lease directory", e)),
     }
     let path = leases.join(LEASE_LOCK_FILE);
-    let file = match replog_io::sync::open_lock_file(&path) {
+    let file = match storage.open_lock_file(&path) {
         Ok(f) => f,
         Err(e) if e.raw_os_error() == Some(libc_erofs()) => return Ok(None),
         Err(e) => return Err(ReadError::io(&path, "open the lease registration lock", e)),
     };
-    let locked = if exclusive {
-        file.lock()
-    } else {
-        file.lock_shared()
-    };
-    locked.map_err(|e| ReadError::io(&path, "lock the lease registration lock", e))?;
+    file.lock(mode, true)
+        .map_err(|e| ReadError::io(&path, "lock the lease registration lock", e))?;
     Ok(Some(file))
 }
 
@@ -178,11 +180,11 @@ const fn libc_erofs() -> i32 {
 }
 
 impl Registration {
-    fn shared(storage: &dyn Storage, dir: &Path) -> Result<Option<Registration>> {
-        let Some(leases) = leases_dir(storage, dir) else {
-            return Ok(None);
-        };
-        Ok(lock_registration(&leases, false)?.map(|lock| Registration {
+    fn shared(storage: &Arc<dyn Storage>, dir: &Path) -> Result<Option<Registration>> {
+        let leases = leases_dir(dir);
+        let lock = lock_registration(storage.as_ref(), &leases, LockMode::Shared)?;
+        Ok(lock.map(|lock| Registration {
+            storage: Arc::clone(storage),
             leases,
             _lock: lock,
         }))
@@ -213,10 +215,8 @@ impl Registration {
             )
         };
         let path = self.leases.join(name);
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
+        let file = (self.storage)
+            .open(&path, OpenMode::CreateNew)
             .map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
                     ReadError::new(
@@ -230,30 +230,44 @@ impl Registration {
                     ReadError::io(&path, "create the lease", e)
                 }
             })?;
-        file.lock()
-            .map_err(|e| ReadError::io(&path, "lock the lease", e))?;
+        let locked = file.lock(LockMode::Exclusive, true);
+        if let Err(e) = locked {
+            let _ = self.storage.remove_file(&path);
+            return Err(ReadError::io(&path, "lock the lease", e));
+        }
         let bytes = record.encode(vault_seed(&record.vault_id));
-        let written = file.write_all(&bytes).and_then(|()| {
-            if opts.persistent {
-                file.sync_all()?;
-                sync_dir(&self.leases)?;
-                if let Some(vault_dir) = self.leases.parent() {
-                    sync_dir(vault_dir)?;
-                }
-            }
-            Ok(())
-        });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&path);
+        if let Err(e) = self.write(&file, &bytes, opts.persistent) {
+            let _ = self.storage.remove_file(&path);
             return Err(ReadError::io(&path, "write the lease", e));
         }
         Ok(Lease {
             held: Some(Held {
+                storage: Arc::clone(&self.storage),
                 path,
                 record,
                 _file: file,
             }),
         })
+    }
+}
+
+impl Registration {
+    /// Writes a lease's bytes; a persistent lease is then made durable, file and name.
+    fn write(&self, file: &Arc<dyn File>, bytes: &[u8], persistent: bool) -> io::Result<()> {
+        file.write_batch(
+            &[WriteAt {
+                offset: 0,
+                data: bytes,
+            }],
+            persistent,
+        )?;
+        if persistent {
+            self.storage.sync_dir(&self.leases)?;
+            if let Some(vault_dir) = self.leases.parent() {
+                self.storage.sync_dir(vault_dir)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -284,7 +298,7 @@ impl Vault {
         choose: impl FnOnce(&Vault) -> std::result::Result<PointInfo, E>,
     ) -> std::result::Result<LeasedVault, E> {
         check_options(opts)?;
-        let registration = Registration::shared(storage.as_ref(), dir)?;
+        let registration = Registration::shared(&storage, dir)?;
         let vault = Vault::open(storage, dir)?;
         let point = choose(&vault)?;
         let lease = match &registration {
@@ -303,7 +317,7 @@ impl Vault {
     /// preferably with [`Vault::open_leased`], which has no such window.
     pub fn lease(&self, point: &PointInfo, opts: &LeaseOptions) -> Result<Lease> {
         check_options(opts)?;
-        let Some(registration) = Registration::shared(self.storage().as_ref(), self.dir())? else {
+        let Some(registration) = Registration::shared(self.storage(), self.dir())? else {
             return Ok(Lease::none());
         };
         let current = read_manifest(self.storage().as_ref(), self.dir())?;
@@ -395,53 +409,51 @@ impl LiveLease {
 }
 
 /// The registration lock held exclusive, for compaction and other deleters: no reader
-/// registers while it is held, so the leases listed stay the complete set until it is dropped.
+/// registers while it is held, so the leases listed when it was taken stay the complete set
+/// until it is dropped.
 #[derive(Debug)]
 pub struct Registrations {
-    leases: Option<PathBuf>,
-    seed: u32,
-    _lock: Option<File>,
+    live: Vec<LiveLease>,
+    _lock: Option<Arc<dyn File>>,
 }
 
 impl Registrations {
-    /// Waits for readers that are registering, then holds the registration lock exclusive.
+    /// Waits for readers that are registering, then holds the registration lock exclusive and
+    /// lists the leases; stale ones (nobody holds their lock, not persistent) are removed.
     pub fn lock(storage: &dyn Storage, dir: &Path, seed: u32) -> Result<Registrations> {
-        let Some(leases) = leases_dir(storage, dir) else {
+        let leases = leases_dir(dir);
+        let Some(lock) = lock_registration(storage, &leases, LockMode::Exclusive)? else {
             return Ok(Registrations {
-                leases: None,
-                seed,
+                live: Vec::new(),
                 _lock: None,
             });
         };
-        let lock = lock_registration(&leases, true)?;
-        Ok(Registrations {
-            leases: lock.is_some().then_some(leases),
-            seed,
-            _lock: lock,
-        })
-    }
-
-    /// Every live lease. Stale ones (nobody holds their lock, not persistent) are removed.
-    pub fn live(&self) -> Result<Vec<LiveLease>> {
-        let Some(leases) = &self.leases else {
-            return Ok(Vec::new());
-        };
         let mut live = Vec::new();
-        for status in scan(leases, self.seed)? {
+        for status in scan(storage, &leases, seed)? {
             if status.live {
                 live.push(LiveLease {
                     file: status.file,
                     record: status.record,
                 });
             } else {
-                match std::fs::remove_file(&status.file) {
+                match storage.remove_file(&status.file) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(ReadError::io(&status.file, "remove the stale lease", e)),
                 }
             }
         }
-        Ok(live)
+        Ok(Registrations {
+            live,
+            _lock: Some(lock),
+        })
+    }
+
+    /// Every live lease, as listed when the lock was taken: none registered since, and a holder
+    /// that died since is still counted (compaction then waits or skips for nothing worse than
+    /// one round).
+    pub fn live(&self) -> Result<Vec<LiveLease>> {
+        Ok(self.live.clone())
     }
 }
 
@@ -458,40 +470,37 @@ pub struct LeaseStatus {
 
 /// Every lease file of the vault at `dir`, live or stale, without changing anything.
 pub fn list_leases(storage: &dyn Storage, dir: &Path, seed: u32) -> Result<Vec<LeaseStatus>> {
-    match leases_dir(storage, dir) {
-        Some(leases) if leases.exists() => scan(&leases, seed),
-        _ => Ok(Vec::new()),
+    let leases = leases_dir(dir);
+    // As `Path::exists`: a directory that cannot be looked at is taken as absent.
+    if matches!(storage.exists(&leases), Ok(true)) {
+        scan(storage, &leases, seed)
+    } else {
+        Ok(Vec::new())
     }
 }
 
-fn scan(leases: &Path, seed: u32) -> Result<Vec<LeaseStatus>> {
-    let entries =
-        std::fs::read_dir(leases).map_err(|e| ReadError::io(leases, "list the leases", e))?;
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
+fn scan(storage: &dyn Storage, leases: &Path, seed: u32) -> Result<Vec<LeaseStatus>> {
+    let names: Vec<String> = storage
+        .read_dir(leases)
+        .map_err(|e| ReadError::io(leases, "list the leases", e))?
+        .into_iter()
         .filter(|n| n.ends_with(LEASE_SUFFIX))
         .collect();
-    names.sort();
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let file = leases.join(name);
-        let mut f = match File::open(&file) {
+        let f = match storage.open(&file, OpenMode::Read) {
             Ok(f) => f,
             // Released between the listing and now.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(ReadError::io(&file, "open the lease", e)),
         };
-        let locked = match f.try_lock_shared() {
-            Ok(()) => false,
-            Err(TryLockError::WouldBlock) => true,
-            Err(TryLockError::Error(e)) => return Err(ReadError::io(&file, "test the lease", e)),
-        };
-        let mut bytes = Vec::new();
-        let record = Read::take(&mut f, 4 * LEASE_DETAIL_BYTES_MAX as u64)
-            .read_to_end(&mut bytes)
+        let locked = !f
+            .lock(LockMode::Shared, false)
+            .map_err(|e| ReadError::io(&file, "test the lease", e))?;
+        let record = read_prefix(f.as_ref(), 4 * LEASE_DETAIL_BYTES_MAX)
             .ok()
-            .and_then(|_| LeaseRecord::decode(&bytes, seed).ok());
+            .and_then(|bytes| LeaseRecord::decode(&bytes, seed).ok());
         let persistent = record.as_ref().is_some_and(|r| r.persistent);
         out.push(LeaseStatus {
             file,
@@ -500,6 +509,22 @@ fn scan(leases: &Path, seed: u32) -> Result<Vec<LeaseStatus>> {
         });
     }
     Ok(out)
+}
+
+/// Up to `limit` bytes from the start of `file`.
+fn read_prefix(file: &dyn File, limit: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0u8; limit];
+    let mut len = 0;
+    while len < limit {
+        match file.read_at(&mut bytes[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
 }
 
 /// The vault's active test failover lease, if any.
@@ -520,14 +545,11 @@ pub fn test_failover_lease(
 
 /// Removes the vault's test failover lease; returns whether there was one.
 pub fn release_test_failover(storage: &dyn Storage, dir: &Path) -> Result<bool> {
-    let Some(leases) = leases_dir(storage, dir) else {
-        return Ok(false);
-    };
-    let path = leases.join(TEST_FAILOVER_LEASE_FILE);
-    if !path.exists() {
+    let path = leases_dir(dir).join(TEST_FAILOVER_LEASE_FILE);
+    if !matches!(storage.exists(&path), Ok(true)) {
         return Ok(false);
     }
-    remove_and_sync(&path)?;
+    remove_and_sync(storage, &path)?;
     Ok(true)
 }
 

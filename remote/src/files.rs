@@ -445,6 +445,8 @@ struct Reload {
     vault: LocalVault,
     url: String,
     opts: RemoteOptions,
+    /// A remote already connected, used instead of connecting to `url` with `opts`.
+    connected: Option<Arc<Remote>>,
 }
 
 impl TieredStorage {
@@ -461,9 +463,29 @@ impl TieredStorage {
             local,
             root: vault.dir.clone(),
             files: Mutex::new(None),
-            reload: Some(Reload { vault, url, opts }),
+            reload: Some(Reload {
+                vault,
+                url,
+                opts,
+                connected: None,
+            }),
             remote_only: None,
         }
+    }
+
+    /// [`TieredStorage::over_local`] through `remote`, already connected (a store of the
+    /// caller's, such as an in-memory one in tests).
+    pub fn over_local_connected(
+        local: Arc<dyn Storage>,
+        vault: LocalVault,
+        remote: Arc<Remote>,
+    ) -> Self {
+        let url = remote.url().to_owned();
+        let mut storage = TieredStorage::over_local(local, vault, url, RemoteOptions::default());
+        if let Some(reload) = storage.reload.as_mut() {
+            reload.connected = Some(remote);
+        }
+        storage
     }
 
     /// The vault in `files` alone, under the made-up directory `root` (its URL), with the
@@ -505,13 +527,21 @@ impl TieredStorage {
         if current.is_some_and(|f| f.manifest.seq == latest.seq) {
             return None;
         }
-        let files = Arc::new(RemoteFiles::lazy(
-            reload.url.clone(),
-            reload.opts.clone(),
-            latest,
-            reload.vault.seed,
-            CACHE_CHUNKS_DEFAULT,
-        ));
+        let files = Arc::new(match &reload.connected {
+            Some(remote) => RemoteFiles::new(
+                remote.clone(),
+                latest,
+                reload.vault.seed,
+                CACHE_CHUNKS_DEFAULT,
+            ),
+            None => RemoteFiles::lazy(
+                reload.url.clone(),
+                reload.opts.clone(),
+                latest,
+                reload.vault.seed,
+                CACHE_CHUNKS_DEFAULT,
+            ),
+        });
         *self.files.lock().expect("files lock") = Some(files.clone());
         files.manifest.file(id).is_some().then_some(files)
     }
@@ -647,6 +677,12 @@ impl Storage for TieredStorage {
         Ok(self.local.exists(path)? || id.is_some_and(|id| self.naming(&id).is_some()))
     }
 
+    /// What is there locally: an evicted file is not a local entry, though [`Storage::exists`]
+    /// says it exists.
+    fn entry_kind(&self, path: &Path) -> io::Result<Option<replog_io::EntryKind>> {
+        self.local.entry_kind(path)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         match (self.rel(from).or(self.rel(to)), &self.remote_only) {
             (Some(_), Some(_)) => Err(read_only()),
@@ -665,6 +701,13 @@ impl Storage for TieredStorage {
         match (self.rel(path), &self.remote_only) {
             (Some(_), Some(_)) => Ok(()),
             _ => self.local.sync_dir(path),
+        }
+    }
+
+    fn open_lock_file(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        match (self.rel(path), &self.remote_only) {
+            (Some(_), Some(_)) => Err(read_only()),
+            _ => self.local.open_lock_file(path),
         }
     }
 }

@@ -135,10 +135,10 @@ pub fn storage_for_vault(
     let config_path = dir
         .join(replog_format::remote::REMOTE_DIR)
         .join(replog_format::remote::REMOTE_CONFIG_FILE);
-    if !config_path.exists() {
+    if !matches!(local.exists(&config_path), Ok(true)) {
         return Ok(local);
     }
-    let vault = LocalVault::open(dir)?;
+    let vault = LocalVault::open_in(local.clone(), dir)?;
     let Some(config) = vault.config()? else {
         return Ok(local);
     };

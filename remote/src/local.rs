@@ -1,9 +1,12 @@
 //! The remote state a local vault keeps in `remote/`: the configuration, the last confirmed
 //! remote manifest, and the lock the one `sync` holds.
+//!
+//! Every file is read, written, renamed and locked through the vault's [`Storage`], so the
+//! simulator can crash a sync between any two of its steps here as anywhere else.
 
-use std::fs;
-use std::io::Write;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use replog_format::header::VaultHeader;
 use replog_format::remote::{
@@ -11,6 +14,7 @@ use replog_format::remote::{
     RemoteManifest,
 };
 use replog_format::{VaultId, layout, vault_seed};
+use replog_io::{File, LockMode, OpenMode, Storage, WriteAt};
 
 use crate::error::{Refusal, RemoteError, Result};
 
@@ -25,27 +29,30 @@ pub struct LocalVault {
     pub vault_id: VaultId,
     /// Its CRC seed.
     pub seed: u32,
+    /// What its files are read and written through.
+    storage: Arc<dyn Storage>,
 }
 
 impl LocalVault {
-    /// Reads `dir/VAULT`.
+    /// Reads `dir/VAULT` on the real filesystem (through plain syscalls).
     pub fn open(dir: &Path) -> Result<LocalVault> {
+        LocalVault::open_in(Arc::new(replog_io::sync::SyncStorage::new()), dir)
+    }
+
+    /// Reads `dir/VAULT` through `storage`, which serves every file of `remote/` afterwards.
+    pub fn open_in(storage: Arc<dyn Storage>, dir: &Path) -> Result<LocalVault> {
         let path = dir.join(layout::VAULT_FILE);
-        let header_bytes = fs::read(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Refusal::NotAVault.because(format!(
-                    "{} is not a replog vault: it has no VAULT file",
-                    dir.display()
-                ))
-            } else {
-                RemoteError::local(&path, "read", e)
-            }
+        let header_bytes = read_optional(storage.as_ref(), &path)?.ok_or_else(|| {
+            Refusal::NotAVault.because(format!(
+                "{} is not a replog vault: it has no VAULT file",
+                dir.display()
+            ))
         })?;
         let header = VaultHeader::decode(&header_bytes).map_err(|e| {
             RemoteError::local(
                 &path,
                 "decode",
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
             )
         })?;
         Ok(LocalVault {
@@ -53,7 +60,13 @@ impl LocalVault {
             seed: vault_seed(&header.vault_id),
             vault_id: header.vault_id,
             header_bytes,
+            storage,
         })
+    }
+
+    /// The storage its files go through.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     /// `remote/<name>`.
@@ -64,7 +77,7 @@ impl LocalVault {
     /// The remote configuration, if one was added.
     pub fn config(&self) -> Result<Option<RemoteConfig>> {
         let path = self.remote_path(REMOTE_CONFIG_FILE);
-        let Some(bytes) = read_optional(&path)? else {
+        let Some(bytes) = read_optional(self.storage.as_ref(), &path)? else {
             return Ok(None);
         };
         let config = RemoteConfig::decode(&bytes, self.seed).map_err(|e| decode_error(&path, e))?;
@@ -94,7 +107,7 @@ impl LocalVault {
     /// The last confirmed remote manifest, if a sync ever confirmed one.
     pub fn latest(&self) -> Result<Option<RemoteManifest>> {
         let path = self.remote_path(REMOTE_LATEST_FILE);
-        let Some(bytes) = read_optional(&path)? else {
+        let Some(bytes) = read_optional(self.storage.as_ref(), &path)? else {
             return Ok(None);
         };
         let m = RemoteManifest::decode(&bytes, self.seed).map_err(|e| decode_error(&path, e))?;
@@ -106,50 +119,70 @@ impl LocalVault {
         self.write_atomic(REMOTE_LATEST_FILE, &manifest.encode(self.seed))
     }
 
-    /// Takes the sync lock, or says a sync is running.
-    pub fn lock_sync(&self) -> Result<fs::File> {
+    /// Takes the sync lock, or says a sync is running. Held until the file is dropped; the
+    /// kernel (or a simulated crash) lets it go when its holder dies.
+    pub fn lock_sync(&self) -> Result<Arc<dyn File>> {
         let dir = self.dir.join(REMOTE_DIR);
-        fs::create_dir_all(&dir).map_err(|e| RemoteError::local(&dir, "create", e))?;
+        (self.storage)
+            .create_dir_all(&dir)
+            .map_err(|e| RemoteError::local(&dir, "create", e))?;
         let path = dir.join(REMOTE_LOCK_FILE);
-        let f = replog_io::sync::open_lock_file(&path)
+        let f = (self.storage)
+            .open_lock_file(&path)
             .map_err(|e| RemoteError::local(&path, "open", e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(f),
-            Err(fs::TryLockError::WouldBlock) => Err(Refusal::SyncRunning.because(format!(
+        match f.lock(LockMode::Exclusive, false) {
+            Ok(true) => Ok(f),
+            Ok(false) => Err(Refusal::SyncRunning.because(format!(
                 "another replog sync of {} is running (it holds {})",
                 self.dir.display(),
                 path.display()
             ))),
-            Err(fs::TryLockError::Error(e)) => Err(RemoteError::local(&path, "lock", e)),
+            Err(e) => Err(RemoteError::local(&path, "lock", e)),
         }
     }
 
     /// Writes `remote/<name>` through a temporary file, synced, renamed and the directory synced.
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let dir = self.dir.join(REMOTE_DIR);
-        fs::create_dir_all(&dir).map_err(|e| RemoteError::local(&dir, "create", e))?;
+        (self.storage)
+            .create_dir_all(&dir)
+            .map_err(|e| RemoteError::local(&dir, "create", e))?;
         let path = dir.join(name);
         let tmp = dir.join(format!("{name}.tmp"));
-        let mut f = fs::File::create(&tmp).map_err(|e| RemoteError::local(&tmp, "create", e))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| RemoteError::local(&tmp, "write", e))?;
-        fs::rename(&tmp, &path).map_err(|e| RemoteError::local(&path, "rename into place", e))?;
-        sync_dir(&dir)
+        let f = (self.storage)
+            .open(&tmp, OpenMode::CreateTruncate)
+            .map_err(|e| RemoteError::local(&tmp, "create", e))?;
+        f.write_batch(
+            &[WriteAt {
+                offset: 0,
+                data: bytes,
+            }],
+            true,
+        )
+        .map_err(|e| RemoteError::local(&tmp, "write", e))?;
+        drop(f);
+        (self.storage)
+            .rename(&tmp, &path)
+            .map_err(|e| RemoteError::local(&path, "rename into place", e))?;
+        sync_dir(self.storage.as_ref(), &dir)
     }
 }
 
 /// Syncs a directory, so the names in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
+pub fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    storage
+        .sync_dir(dir)
         .map_err(|e| RemoteError::local(dir, "sync the directory", e))
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match fs::read(path) {
+/// The whole file at `path`, or `None` if there is none.
+fn read_optional(storage: &dyn Storage, path: &Path) -> Result<Option<Vec<u8>>> {
+    let read = storage
+        .open(path, OpenMode::Read)
+        .and_then(|f| Ok(f.map()?.to_vec()));
+    match read {
         Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(RemoteError::local(path, "read", e)),
     }
 }
@@ -158,6 +191,6 @@ fn decode_error(path: &Path, e: replog_format::DecodeError) -> RemoteError {
     RemoteError::local(
         path,
         "decode",
-        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
     )
 }

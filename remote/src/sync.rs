@@ -28,6 +28,7 @@
 //! with its read-back (8 MiB each), plus 32 bytes per remote chunk listed.
 
 use std::collections::HashSet;
+use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -35,11 +36,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
+use replog_format::manifest::Manifest;
 use replog_format::remote::{
     self, FileId, FileKind, FileMap, REMOTE_CHUNK_BYTES, RemoteFile, RemoteManifest, ZERO_CHUNK,
 };
 use replog_format::{VaultId, layout};
-use replog_io::Storage;
+use replog_io::{File, OpenMode, Storage};
 use replog_reader::{LeaseOptions, Vault};
 
 use crate::error::{Refusal, RemoteError, Result};
@@ -264,7 +266,9 @@ pub fn newest_manifest(
     Ok((scan.newest, scan.seqs))
 }
 
-/// What the vault's manifest needs, with the local file of each (`None`: evicted).
+/// What the vault's manifest needs: the manifest's bytes, and each file with its length
+/// (a sealed segment's from the manifest, a base's or checkpoint's local one; `u64::MAX` for a
+/// base that is not local).
 struct Wanted {
     manifest: Vec<u8>,
     files: Vec<(FileId, u64)>,
@@ -275,25 +279,57 @@ fn wanted(
     dir: &Path,
     url: &str,
 ) -> Result<(Wanted, Option<replog_reader::Lease>)> {
+    let (vault, lease) = open_snapshot(storage.clone(), dir, url)?;
+    let m = vault.manifest();
+    let (mut files, last_sealed) = sealed_segments(m);
+    for d in &m.disks {
+        let id = FileId {
+            kind: FileKind::Base,
+            a: u64::from(d.disk_id),
+            b: d.base_generation,
+        };
+        let len = local_len(storage.as_ref(), &dir.join(file_path(&id))).ok();
+        files.push((id, len.unwrap_or(u64::MAX)));
+    }
+    files.extend(checkpoints(storage.as_ref(), dir, m.base_lsn, last_sealed));
+    files.sort_by_key(|(id, _)| *id);
+    Ok((
+        Wanted {
+            manifest: m.encode(),
+            files,
+        },
+        lease,
+    ))
+}
+
+/// A snapshot of the vault, under a lease on its newest point (none while it has no point): a
+/// lease keeps compaction from deleting what the snapshot names while it is uploaded.
+fn open_snapshot(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    url: &str,
+) -> Result<(Vault, Option<replog_reader::Lease>)> {
     let lease_opts = LeaseOptions {
         purpose: "sync".into(),
         persistent: false,
         detail: url.chars().take(4096).collect(),
     };
-    // A lease keeps compaction from deleting what this snapshot names while it is uploaded.
-    let (vault, lease) = match Vault::open_leased(storage.clone(), dir, &lease_opts, |v| {
+    match Vault::open_leased(storage.clone(), dir, &lease_opts, |v| {
         v.latest_point()
             .cloned()
             .ok_or_else(|| Refusal::NoPoint.because("the vault has no recovery point yet"))
     }) {
-        Ok(leased) => (leased.vault, Some(leased.lease)),
+        Ok(leased) => Ok((leased.vault, Some(leased.lease))),
         Err(RemoteError::Refused {
             kind: Refusal::NoPoint,
             ..
-        }) => (Vault::open(storage, dir)?, None),
-        Err(e) => return Err(e),
-    };
-    let m = vault.manifest();
+        }) => Ok((Vault::open(storage, dir)?, None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The manifest's sealed segments with their lengths, and the last LSN they hold (0: none).
+fn sealed_segments(m: &Manifest) -> (Vec<(FileId, u64)>, u64) {
     let mut files = Vec::new();
     let mut last_sealed = 0;
     for s in &m.segments {
@@ -307,52 +343,59 @@ fn wanted(
             last_sealed = info.last_lsn;
         }
     }
-    for d in &m.disks {
-        let id = FileId {
-            kind: FileKind::Base,
-            a: u64::from(d.disk_id),
-            b: d.base_generation,
-        };
-        let path = dir.join(file_path(&id));
-        let len = std::fs::metadata(&path).map(|m| m.len()).ok();
-        files.push((id, len.unwrap_or(u64::MAX)));
-    }
+    (files, last_sealed)
+}
+
+/// The local checkpoint indexes from `base_lsn` to `last_sealed`, with their lengths.
+fn checkpoints(
+    storage: &dyn Storage,
+    dir: &Path,
+    base_lsn: u64,
+    last_sealed: u64,
+) -> Vec<(FileId, u64)> {
     let index = dir.join(layout::INDEX_DIR);
-    if let Ok(names) = std::fs::read_dir(&index) {
-        for e in names.flatten() {
-            let Some(lsn) = e
-                .file_name()
-                .to_str()
-                .and_then(layout::parse_checkpoint_file_name)
-            else {
-                continue;
+    let Ok(names) = storage.read_dir(&index) else {
+        return Vec::new();
+    };
+    let mut files = Vec::new();
+    for name in names {
+        let Some(lsn) = layout::parse_checkpoint_file_name(&name) else {
+            continue;
+        };
+        if lsn >= base_lsn
+            && lsn <= last_sealed
+            && let Ok(len) = local_len(storage, &index.join(&name))
+        {
+            let id = FileId {
+                kind: FileKind::Checkpoint,
+                a: lsn,
+                b: 0,
             };
-            if lsn >= m.base_lsn
-                && lsn <= last_sealed
-                && let Ok(meta) = e.metadata()
-            {
-                let id = FileId {
-                    kind: FileKind::Checkpoint,
-                    a: lsn,
-                    b: 0,
-                };
-                files.push((id, meta.len()));
-            }
+            files.push((id, len));
         }
     }
-    files.sort_by_key(|(id, _)| *id);
-    Ok((
-        Wanted {
-            manifest: m.encode(),
-            files,
-        },
-        lease,
-    ))
+    files
+}
+
+/// The length of the file at `path` if it is local; `NotFound` if it is not (evicted), even
+/// where `storage` would serve it from the remote.
+fn local_len(storage: &dyn Storage, path: &Path) -> io::Result<u64> {
+    match storage.entry_kind(path)? {
+        Some(_) => storage.open(path, OpenMode::Read)?.len(),
+        None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+    }
+}
+
+/// Whether the file at `path` is local.
+fn is_local(storage: &dyn Storage, path: &Path) -> bool {
+    storage.entry_kind(path).is_ok_and(|k| k.is_some())
 }
 
 /// Shared by the uploads of one run.
 struct Uploader<'a> {
     remote: &'a Remote,
+    /// Reads the local files.
+    storage: &'a dyn Storage,
     seed: u32,
     vault_id: VaultId,
     concurrency: usize,
@@ -407,12 +450,11 @@ impl Uploader<'_> {
 
     async fn chunk(
         &self,
-        file: &std::fs::File,
+        file: &dyn File,
         path: &Path,
         k: u64,
         file_bytes: u64,
     ) -> Result<[u8; 32]> {
-        use std::os::unix::fs::FileExt;
         let start = k * REMOTE_CHUNK_BYTES;
         let len = REMOTE_CHUNK_BYTES.min(file_bytes - start) as usize;
         let mut buf = vec![0u8; len];
@@ -452,10 +494,11 @@ impl Uploader<'_> {
         maps: &HashSet<[u8; 32]>,
     ) -> Result<RemoteFile> {
         let path = dir.join(file_path(&id));
-        let file = std::fs::File::open(&path)
+        let file = (self.storage)
+            .open(&path, OpenMode::Read)
             .map_err(|e| RemoteError::local(&path, "open for upload", e))?;
         let chunks: Vec<[u8; 32]> = stream::iter(0..remote::chunk_count(file_bytes))
-            .map(|k| self.chunk(&file, &path, k, file_bytes))
+            .map(|k| self.chunk(file.as_ref(), &path, k, file_bytes))
             .buffered(self.concurrency)
             .try_collect()
             .await?;
@@ -478,7 +521,8 @@ impl Uploader<'_> {
 }
 
 /// Syncs the vault in `dir` to its remote; see the module documentation. `storage` reads the
-/// local vault (a tiered one, so a file evicted earlier is found remote).
+/// local vault (a tiered one, so a file evicted earlier is found remote), and every local file
+/// of the sync (`remote/`, the leases, eviction) goes through it.
 pub fn sync(
     storage: Arc<dyn Storage>,
     dir: &Path,
@@ -486,26 +530,67 @@ pub fn sync(
     opts: &SyncOptions,
     progress: Progress<'_>,
 ) -> Result<SyncReport> {
-    let local = LocalVault::open(dir)?;
+    let local = LocalVault::open_in(storage.clone(), dir)?;
     let _lock = local.lock_sync()?;
     let config = local.required_config()?;
     claim(&local, remote)?;
     let latest = local.latest()?;
     check_remote_holds_latest(remote, &local, latest.as_ref(), opts.scrub)?;
     let (wanted, lease) = wanted(storage, dir, remote.url())?;
+    let (mut files, to_upload) = plan_uploads(&local, &wanted, latest.as_ref(), opts.scrub)?;
+    let listed = Listed::list(remote)?;
+    if opts.scrub {
+        check_evicted_still_remote(remote, &local, &files, &listed.maps, &listed.chunks)?;
+    }
+    let up = Uploader::new(remote, &local, opts, &listed.chunks);
+    files.extend(up.files(dir, &to_upload, &listed.maps, progress)?);
+    files.sort_by_key(|f| f.id);
 
-    // What must be read and uploaded, and what the last confirmed manifest already holds.
+    // Publish, or adopt what an earlier run published.
+    let (manifest, published) = publish(remote, &local, latest.as_ref(), wanted.manifest, files)?;
+    local.write_latest(&manifest)?;
+    drop(lease);
+
+    let mut report = up.report(&manifest, published, to_upload.len());
+    (
+        report.evicted_files,
+        report.evicted_bytes,
+        report.local_bytes,
+    ) = evict(&local, &manifest, config.cache_limit_bytes)?;
+    report.deleted_objects = collect_garbage(
+        remote,
+        &local,
+        config.keep_manifests as usize,
+        &listed.chunks,
+        &listed.maps,
+    )?;
+    Ok(report)
+}
+
+/// What the last confirmed remote manifest already holds, and what to read and upload (with
+/// the lengths to upload).
+type Plan = (Vec<RemoteFile>, Vec<(FileId, u64)>);
+
+/// Splits what the vault's manifest needs into the files the last confirmed remote manifest
+/// already holds (taken as they are) and those to read and upload, with their lengths.
+fn plan_uploads(
+    local: &LocalVault,
+    wanted: &Wanted,
+    latest: Option<&RemoteManifest>,
+    scrub: bool,
+) -> Result<Plan> {
     let mut files = Vec::with_capacity(wanted.files.len());
     let mut to_upload = Vec::new();
     for &(id, len) in &wanted.files {
-        let known = latest.as_ref().and_then(|l| l.file(&id));
-        let local_len = std::fs::metadata(dir.join(file_path(&id))).map(|m| m.len());
+        let known = latest.and_then(|l| l.file(&id));
+        let path = local.dir.join(file_path(&id));
+        let local_len = local_len(local.storage().as_ref(), &path);
         match (known, local_len) {
             // A sealed file's id names its bytes: confirmed once, it never changes (a scrub
             // confirms it again when it is local).
             (Some(f), local_len)
                 if (id.kind != FileKind::Segment || f.file_bytes == len)
-                    && !(opts.scrub && local_len.is_ok()) =>
+                    && !(scrub && local_len.is_ok()) =>
             {
                 files.push(*f)
             }
@@ -517,98 +602,107 @@ pub fn sync(
                 };
                 to_upload.push((id, file_bytes));
             }
-            (None, Err(e)) => {
-                return Err(RemoteError::local(
-                    dir.join(file_path(&id)),
-                    "read for upload",
-                    e,
-                ));
-            }
-            (Some(_), Err(e)) => {
-                return Err(RemoteError::local(
-                    dir.join(file_path(&id)),
-                    "read for upload",
-                    e,
-                ));
-            }
+            (_, Err(e)) => return Err(RemoteError::local(path, "read for upload", e)),
+        }
+    }
+    Ok((files, to_upload))
+}
+
+/// The chunks and file maps the remote held when the run started.
+struct Listed {
+    chunks: HashSet<[u8; 32]>,
+    maps: HashSet<[u8; 32]>,
+}
+
+impl Listed {
+    fn list(remote: &Remote) -> Result<Listed> {
+        let chunks = remote
+            .list(remote::CHUNKS_DIR)?
+            .iter()
+            .filter_map(|(k, _)| remote::parse_chunk_key(k))
+            .collect();
+        let maps = remote
+            .list(remote::MAPS_DIR)?
+            .iter()
+            .filter_map(|(k, _)| remote::parse_map_key(k))
+            .collect();
+        Ok(Listed { chunks, maps })
+    }
+}
+
+impl<'a> Uploader<'a> {
+    fn new(
+        remote: &'a Remote,
+        local: &'a LocalVault,
+        opts: &SyncOptions,
+        listed_chunks: &HashSet<[u8; 32]>,
+    ) -> Uploader<'a> {
+        Uploader {
+            remote,
+            storage: local.storage().as_ref(),
+            seed: local.seed,
+            vault_id: local.vault_id,
+            concurrency: opts.concurrency.max(1),
+            present: Mutex::new(listed_chunks.clone()),
+            confirmed: Mutex::new(HashSet::new()),
+            done_bytes: AtomicU64::new(0),
+            chunks_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            chunks_present: AtomicU64::new(0),
+            zero_chunks: AtomicU64::new(0),
         }
     }
 
-    let listed_chunks: HashSet<[u8; 32]> = remote
-        .list(remote::CHUNKS_DIR)?
-        .iter()
-        .filter_map(|(k, _)| remote::parse_chunk_key(k))
-        .collect();
-    let listed_maps: HashSet<[u8; 32]> = remote
-        .list(remote::MAPS_DIR)?
-        .iter()
-        .filter_map(|(k, _)| remote::parse_map_key(k))
-        .collect();
-    if opts.scrub {
-        check_evicted_still_remote(remote, &local, &files, &listed_maps, &listed_chunks)?;
-    }
-    let up = Uploader {
-        remote,
-        seed: local.seed,
-        vault_id: local.vault_id,
-        concurrency: opts.concurrency.max(1),
-        present: Mutex::new(listed_chunks.clone()),
-        confirmed: Mutex::new(HashSet::new()),
-        done_bytes: AtomicU64::new(0),
-        chunks_written: AtomicU64::new(0),
-        bytes_written: AtomicU64::new(0),
-        chunks_present: AtomicU64::new(0),
-        zero_chunks: AtomicU64::new(0),
-    };
-    let total: u64 = to_upload.iter().map(|(_, n)| n).sum();
-    progress(0, total);
-    for &(id, file_bytes) in &to_upload {
-        let f = remote.block_on(async {
-            let upload = up.file(dir, id, file_bytes, &listed_maps);
-            tokio::pin!(upload);
-            loop {
-                tokio::select! {
-                    r = &mut upload => break r,
-                    () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
-                        progress(up.done_bytes.load(Ordering::Relaxed), total);
+    /// Uploads each of `to_upload` in turn, telling `progress` about every 200 ms.
+    fn files(
+        &self,
+        dir: &Path,
+        to_upload: &[(FileId, u64)],
+        listed_maps: &HashSet<[u8; 32]>,
+        progress: Progress<'_>,
+    ) -> Result<Vec<RemoteFile>> {
+        let total: u64 = to_upload.iter().map(|(_, n)| n).sum();
+        progress(0, total);
+        let mut files = Vec::with_capacity(to_upload.len());
+        for &(id, file_bytes) in to_upload {
+            let f = self.remote.block_on(async {
+                let upload = self.file(dir, id, file_bytes, listed_maps);
+                tokio::pin!(upload);
+                loop {
+                    tokio::select! {
+                        r = &mut upload => break r,
+                        () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                            progress(self.done_bytes.load(Ordering::Relaxed), total);
+                        }
                     }
                 }
-            }
-        })?;
-        files.push(f);
-        progress(up.done_bytes.load(Ordering::Relaxed), total);
+            })?;
+            files.push(f);
+            progress(self.done_bytes.load(Ordering::Relaxed), total);
+        }
+        Ok(files)
     }
-    files.sort_by_key(|f| f.id);
 
-    // Publish, or adopt what an earlier run published.
-    let (manifest, published) = publish(remote, &local, latest.as_ref(), wanted.manifest, files)?;
-    local.write_latest(&manifest)?;
-    drop(lease);
-
-    let mut report = SyncReport {
-        manifest_seq: manifest.seq,
-        published,
-        files: manifest.files.len(),
-        files_uploaded: to_upload.len(),
-        chunks_written: up.chunks_written.load(Ordering::Relaxed),
-        bytes_written: up.bytes_written.load(Ordering::Relaxed),
-        chunks_present: up.chunks_present.load(Ordering::Relaxed),
-        zero_chunks: up.zero_chunks.load(Ordering::Relaxed),
-        ..SyncReport::default()
-    };
-    (
-        report.evicted_files,
-        report.evicted_bytes,
-        report.local_bytes,
-    ) = evict(&local, &manifest, config.cache_limit_bytes)?;
-    report.deleted_objects = collect_garbage(
-        remote,
-        &local,
-        config.keep_manifests as usize,
-        &listed_chunks,
-        &listed_maps,
-    )?;
-    Ok(report)
+    /// The report of a run that uploaded `files_uploaded` files and published or adopted
+    /// `manifest`, before eviction and garbage collection.
+    fn report(
+        &self,
+        manifest: &RemoteManifest,
+        published: bool,
+        files_uploaded: usize,
+    ) -> SyncReport {
+        SyncReport {
+            manifest_seq: manifest.seq,
+            published,
+            files: manifest.files.len(),
+            files_uploaded,
+            chunks_written: self.chunks_written.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            chunks_present: self.chunks_present.load(Ordering::Relaxed),
+            zero_chunks: self.zero_chunks.load(Ordering::Relaxed),
+            ..SyncReport::default()
+        }
+    }
 }
 
 /// Publishes a remote manifest of `embedded` and `files`, numbered above every number the
@@ -682,7 +776,7 @@ fn check_remote_holds_latest(
         .files
         .iter()
         .map(|f| file_path(&f.id))
-        .filter(|p| !local.dir.join(p).exists())
+        .filter(|p| !is_local(local.storage().as_ref(), &local.dir.join(p)))
         .map(|p| p.display().to_string())
         .collect();
     let lost = if evicted.is_empty() {
@@ -742,7 +836,7 @@ fn check_evicted_still_remote(
 ) -> Result<()> {
     let mut lost = Vec::new();
     for f in kept {
-        if local.dir.join(file_path(&f.id)).exists() {
+        if is_local(local.storage().as_ref(), &local.dir.join(file_path(&f.id))) {
             continue;
         }
         let whole = listed_maps.contains(&f.map)
@@ -783,14 +877,19 @@ fn now_ns() -> i64 {
 /// names, until the rest fit in `limit` bytes (0: no limit). Returns (files, bytes) evicted and
 /// the bytes left.
 fn evict(local: &LocalVault, manifest: &RemoteManifest, limit: u64) -> Result<(usize, u64, u64)> {
+    let storage = local.storage().as_ref();
     let mut candidates = Vec::new();
     for f in &manifest.files {
         if f.id.kind == FileKind::Checkpoint {
             continue;
         }
         let path = local.dir.join(file_path(&f.id));
-        if let Ok(meta) = std::fs::metadata(&path) {
-            candidates.push((f.id.kind != FileKind::Segment, f.id, path, meta.len()));
+        match local_len(storage, &path) {
+            Ok(len) => candidates.push((f.id.kind != FileKind::Segment, f.id, path, len)),
+            // Evicted already.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Not knowing what the cache holds, evicting could overshoot; the error says why.
+            Err(e) => return Err(RemoteError::local(&path, "look at for eviction", e)),
         }
     }
     let mut held: u64 = candidates.iter().map(|c| c.3).sum();
@@ -805,14 +904,16 @@ fn evict(local: &LocalVault, manifest: &RemoteManifest, limit: u64) -> Result<(u
         if held <= limit {
             break;
         }
-        std::fs::remove_file(&path).map_err(|e| RemoteError::local(&path, "evict", e))?;
+        storage
+            .remove_file(&path)
+            .map_err(|e| RemoteError::local(&path, "evict", e))?;
         dirs.insert(path.parent().expect("a file in a directory").to_path_buf());
         held -= len;
         files += 1;
         bytes += len;
     }
     for d in dirs {
-        sync_dir(&d)?;
+        sync_dir(storage, &d)?;
     }
     Ok((files, bytes, held))
 }

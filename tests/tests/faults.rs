@@ -243,8 +243,10 @@ fn recover_and_check(
     let storage: Arc<dyn Storage> = sim.clone();
     let dir = Path::new(DIR);
     sim.clear_faults();
-    if let Reopen::Crash = reopen {
-        sim.crash(seed);
+    match reopen {
+        Reopen::Crash => sim.crash(seed),
+        // The process that failed is gone, and its lock on the vault with it.
+        Reopen::Live => sim.restart_processes(),
     }
     let mut w = match Writer::open(storage.clone(), dir) {
         Ok(w) => w,

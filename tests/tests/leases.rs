@@ -1,5 +1,5 @@
-//! Leases against compaction, on real files (the simulator has no processes, so it keeps no
-//! leases): a reader that leased a point reads it exactly while prunes run; compaction skips or
+//! Leases against compaction, on real files, with readers on threads (the simulator's crashes
+//! of a prune racing a lease are in `lease_prune_crash.rs`): a reader that leased a point reads it exactly while prunes run; compaction skips or
 //! waits for a lease below its target; a lease whose holder is gone is stale and removed.
 
 use std::collections::BTreeMap;

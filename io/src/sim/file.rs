@@ -5,7 +5,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use rand::Rng;
 
@@ -14,12 +14,16 @@ use super::state::State;
 use super::tree::{Id, Inode, errno, to_usize};
 use super::{FILE_BYTES_MAX, lock};
 use crate::pipe::{DirectAlignment, OpenedPipe, PipeOptions, SyncPipe};
-use crate::{File, Mapped, WriteAt};
+use crate::{File, LockMode, Mapped, WriteAt};
 
 /// An open simulated file.
 pub(super) struct SimFile {
     pub(super) state: Arc<Mutex<State>>,
+    /// The storage's: notified when this open releases a lock.
+    pub(super) released: Arc<Condvar>,
     pub(super) inode: Id,
+    /// This open's number, which its advisory lock is held by.
+    pub(super) open: u64,
     /// The path it was opened by, which faults match on.
     pub(super) path: PathBuf,
     pub(super) writable: bool,
@@ -169,6 +173,24 @@ impl File for SimFile {
         Ok(Mapped::Owned(self.inode(&mut state).live.clone()))
     }
 
+    fn lock(&self, mode: LockMode, wait: bool) -> io::Result<bool> {
+        let mut state = self.state()?;
+        loop {
+            if state.locks.try_take(self.inode, self.open, mode) {
+                return Ok(true);
+            }
+            if !wait {
+                return Ok(false);
+            }
+            state = self
+                .released
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            // A crash while waiting: this handle is stale, its holder is gone.
+            state.check_handle(self.epoch)?;
+        }
+    }
+
     /// Direct I/O is emulated: the pipe writes through this file like any other, each piece
     /// and sync one counted operation, and refuses submissions that are not aligned to
     /// [`SIM_DIRECT_ALIGNMENT`], as a real file opened with `O_DIRECT` would. So crash tests
@@ -181,9 +203,12 @@ impl File for SimFile {
         if !options.direct {
             return Ok(None);
         }
+        let open = lock(&self.state).locks.new_open();
         let twin = SimFile {
             state: Arc::clone(&self.state),
+            released: Arc::clone(&self.released),
             inode: self.inode,
+            open,
             path: self.path.clone(),
             writable: self.writable,
             epoch: self.epoch,
@@ -192,6 +217,15 @@ impl File for SimFile {
             pipe: Box::new(SyncPipe::new(Arc::new(twin), Some(SIM_DIRECT_ALIGNMENT))),
             note: None,
         }))
+    }
+}
+
+impl Drop for SimFile {
+    /// Closing the open releases its lock, as closing a file's last descriptor does.
+    fn drop(&mut self) {
+        if lock(&self.state).locks.release(self.inode, self.open) {
+            self.released.notify_all();
+        }
     }
 }
 

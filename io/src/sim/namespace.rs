@@ -103,6 +103,10 @@ impl Storage for SimStorage {
             Node::File(_) => Err(errno(libc::ENOTDIR)),
         }
     }
+
+    fn open_lock_file(&self, path: &Path) -> io::Result<Arc<dyn File>> {
+        self.open_lock(path)
+    }
 }
 
 /// `rename(2)` on the live entries: replaces a file, or an empty directory by a directory.

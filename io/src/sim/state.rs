@@ -10,6 +10,7 @@ use rand::rngs::SmallRng;
 use super::SimCrash;
 use super::crash::survivor;
 use super::fault::{FaultError, FaultOp, FaultSet};
+use super::locks::Locks;
 use super::tree::{Tree, errno};
 
 /// Everything the simulator knows.
@@ -25,6 +26,8 @@ pub(super) struct State {
     /// Incremented by every `crash`; handles from an earlier epoch are stale.
     pub(super) epoch: u64,
     pub(super) faults: FaultSet,
+    /// Advisory locks and the numbering of opens.
+    pub(super) locks: Locks,
     /// Chooses how much of a write a full disk takes.
     pub(super) rng: SmallRng,
 }
@@ -38,6 +41,7 @@ impl State {
             crashed_at: None,
             epoch: 0,
             faults: FaultSet::default(),
+            locks: Locks::default(),
             rng: SmallRng::seed_from_u64(seed),
         }
     }
@@ -95,9 +99,11 @@ impl State {
     }
 
     /// Power loss: the namespace reverts to its durable entries, every file to what survives
-    /// of its unsynced changes, chosen by `seed`. The machine is up again afterwards.
+    /// of its unsynced changes, chosen by `seed`, and every lock is gone with its holder. The
+    /// machine is up again afterwards.
     pub(super) fn crash(&mut self, seed: u64) {
         self.tree.revert_entries();
+        self.locks.clear();
         let mut rng = SmallRng::seed_from_u64(seed);
         for inode in self.tree.inodes.values_mut() {
             let image = survivor(&inode.durable, &inode.pending, &mut rng);
