@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use replog_reader::{ReadError, ReadErrorKind};
-use replog_remote::{Refusal, RemoteError};
+use replog_remote::{Refusal, RemoteError, RemoteErrorKind};
 use replog_writer::{WriteError, WriteErrorKind};
 
 /// What went wrong, for callers that react to it (the CLI maps each kind to an exit code).
@@ -181,9 +181,11 @@ impl From<RemoteError> for VaultError {
     fn from(e: RemoteError) -> VaultError {
         // A reader's error inside keeps its kind; the remote's message names the object, so
         // the error stays the remote's (no vault-relative path).
-        let kind = match &e {
-            RemoteError::Read(r) => read_kind(r),
-            RemoteError::Refused { kind, .. } => match kind {
+        let kind = match e.kind() {
+            RemoteErrorKind::Read(_) => {
+                read_kind(e.read_error().expect("a Read kind holds a reader error"))
+            }
+            RemoteErrorKind::Refused(refusal) => match refusal {
                 Refusal::NotAVault => VaultErrorKind::NotAVault,
                 Refusal::SyncRunning => VaultErrorKind::Locked,
                 Refusal::NoPoint => VaultErrorKind::NoPoints,
@@ -192,13 +194,13 @@ impl From<RemoteError> for VaultError {
                 | Refusal::NotOnRemote
                 | Refusal::Unusable => VaultErrorKind::Remote,
             },
-            _ if e.is_damage() => VaultErrorKind::Damaged,
-            RemoteError::Store { .. } => VaultErrorKind::Io,
-            RemoteError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                VaultErrorKind::NotFound
-            }
-            RemoteError::Local { .. } => VaultErrorKind::Io,
-            _ => VaultErrorKind::Remote,
+            RemoteErrorKind::Damaged => VaultErrorKind::Damaged,
+            RemoteErrorKind::Store | RemoteErrorKind::LocalIo => VaultErrorKind::Io,
+            RemoteErrorKind::LocalNotFound => VaultErrorKind::NotFound,
+            RemoteErrorKind::BadUrl
+            | RemoteErrorKind::NoCredentials
+            | RemoteErrorKind::NoBucket
+            | RemoteErrorKind::Older => VaultErrorKind::Remote,
         };
         VaultError::wrap(kind, None, e)
     }
