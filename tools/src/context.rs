@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::ValueEnum;
 use replog_io::Storage;
 use replog_remote::{CACHE_CHUNKS_DEFAULT, RemoteOptions};
 use replog_vault::{Access, Location, Vault};
@@ -67,13 +68,20 @@ impl Ctx {
 
 /// The storage backend chosen on the command line or by `REPLOG_IO_BACKEND`.
 pub fn storage(backend: Backend) -> Result<Arc<dyn Storage>, Failure> {
-    let name = match backend {
-        Backend::Auto => "auto",
-        Backend::Uring => "uring",
-        Backend::Sync => "sync",
-    };
+    let name = backend.to_possible_value().expect("no backend is skipped");
+    let name = name.get_name();
     replog_io::backend(name)
         .map_err(|e| Failure::new(format!("the {name} I/O backend is unavailable: {e}")))
+}
+
+/// Nanoseconds since the Unix epoch of the RFC 3339 time `t`, which the operator gave as
+/// `{flag}{t:?}` (`--at "..."`).
+pub fn parse_time(flag: &str, t: &str) -> Result<i64, Failure> {
+    let ts: jiff::Timestamp = t
+        .parse()
+        .map_err(|e| Failure::new(format!("{flag}{t:?} is not an RFC 3339 time: {e}")))?;
+    i64::try_from(ts.as_nanosecond())
+        .map_err(|_| Failure::new(format!("{flag}{t:?} is out of range")))
 }
 
 pub fn compression_of(c: CompressionArg) -> Compression {

@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
+use replog_format::lifecycle::Lifecycle;
 use replog_vault::{Churn, LifecycleState, PointChoice, Pruned, RetentionChange, Vault};
 use replog_writer::{
-    LeaseOutcome, LeaseWait, MigrationOptions, MigrationPhase, MigrationReport, PruneOptions,
-    RetentionPolicy,
+    LeaseOutcome, LeaseWait, MigrationOptions, MigrationPhase, MigrationRecord, MigrationReport,
+    PruneOptions, RetentionPolicy,
 };
 use serde_json::{Value, json};
 
 use crate::cli::{CompleteMigrationArgs, PruneArgs, RetentionArgs, TestFailoverArgs};
+use crate::context::parse_time;
 use crate::output::{human_bytes, print_json, rfc3339};
 use crate::{CmdResult, EXIT_OK, Failure};
 
@@ -68,11 +70,7 @@ pub fn retention(vault: &Vault, args: &RetentionArgs) -> CmdResult {
     };
     let lifecycle = vault.change_retention(&change)?;
     if args.json {
-        print_json(&json!({
-            "policy": lifecycle.retention.as_ref().map(policy_json),
-            "pins": lifecycle.pins,
-            "retired": lifecycle.retired.len(),
-        }));
+        print_json(&retention_json(&lifecycle));
         return Ok(EXIT_OK);
     }
     match &lifecycle.retention {
@@ -88,6 +86,15 @@ pub fn retention(vault: &Vault, args: &RetentionArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
+/// The policy, the pins and the number of retired points.
+fn retention_json(l: &Lifecycle) -> Value {
+    json!({
+        "policy": l.retention.as_ref().map(policy_json),
+        "pins": l.pins,
+        "retired": l.retired.len(),
+    })
+}
+
 fn join(ids: &[u64]) -> String {
     ids.iter()
         .map(u64::to_string)
@@ -98,7 +105,7 @@ fn join(ids: &[u64]) -> String {
 /// `replog prune`: applies the policy (or keeps the newest N points) and compacts.
 pub fn prune(vault: &Vault, args: &PruneArgs) -> CmdResult {
     let now_unix_ns = match &args.now {
-        Some(t) => Some(parse_time(t)?),
+        Some(t) => Some(parse_time("", t)?),
         None => None,
     };
     let opts = PruneOptions {
@@ -123,35 +130,22 @@ fn ids(points: &[replog_writer::PointInfo]) -> Vec<u64> {
     points.iter().map(|p| p.point_id).collect()
 }
 
-/// The points dropped: (below the new base, retired); empty unless the prune ran.
-fn dropped(pruned: &Pruned, dry_run: bool) -> (Vec<u64>, Vec<u64>) {
-    if dry_run || pruned.skipped().is_some() {
-        return (Vec::new(), Vec::new());
-    }
-    let plan = &pruned.report.plan;
-    (ids(&plan.removed), ids(&plan.retired))
-}
-
 fn prune_json(pruned: &Pruned, dry_run: bool) -> Value {
     let plan = &pruned.report.plan;
     let c = &pruned.compaction;
-    let (removed, retired) = dropped(pruned, dry_run);
-    let would_drop: Vec<u64> = if removed.is_empty() && retired.is_empty() {
-        ids(&plan.removed)
-            .into_iter()
-            .chain(ids(&plan.retired))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let (removed, retired) = (ids(&plan.removed), ids(&plan.retired));
+    let all: Vec<u64> = removed.iter().chain(&retired).copied().collect();
+    // What was dropped is empty unless the prune ran; what would be, unless it did.
+    let ran = !dry_run && pruned.skipped().is_none();
+    let if_ran = |ids: &[u64]| if ran { ids.to_vec() } else { Vec::new() };
     let (before, after) = (pruned.usage_before, pruned.usage_after);
     json!({
         "dry_run": dry_run,
         "kept": ids(&plan.kept),
-        "would_drop": would_drop,
-        "dropped": removed.iter().chain(&retired).collect::<Vec<_>>(),
-        "removed_below_base": removed,
-        "retired": retired,
+        "would_drop": if ran { Vec::new() } else { all.clone() },
+        "dropped": if_ran(&all),
+        "removed_below_base": if_ran(&removed),
+        "retired": if_ran(&retired),
         "protected": plan.protected.iter().map(|(id, why)| json!({"id": id, "why": why})).collect::<Vec<_>>(),
         "base_lsn_before": c.base_lsn_before,
         "base_lsn_after": c.base_lsn_after,
@@ -177,10 +171,8 @@ fn print_prune(pruned: &Pruned, dry_run: bool) {
     }
     let plan = &pruned.report.plan;
     let c = &pruned.compaction;
-    let dropped: Vec<u64> = ids(&plan.removed)
-        .into_iter()
-        .chain(ids(&plan.retired))
-        .collect();
+    let mut dropped = ids(&plan.removed);
+    dropped.extend(ids(&plan.retired));
     println!(
         "kept {} points ({}); {} {}{}",
         plan.kept.len(),
@@ -227,13 +219,6 @@ fn lease_json(l: &LeaseOutcome) -> Value {
         LeaseOutcome::Waited { waited_ms } => json!({"outcome": "waited", "waited_ms": waited_ms}),
         LeaseOutcome::Skipped { blocking } => json!({"outcome": "skipped", "blocking": blocking}),
     }
-}
-
-fn parse_time(t: &str) -> Result<i64, Failure> {
-    let ts: jiff::Timestamp = t
-        .parse()
-        .map_err(|e| Failure::new(format!("{t:?} is not an RFC 3339 time: {e}")))?;
-    i64::try_from(ts.as_nanosecond()).map_err(|_| Failure::new(format!("{t:?} is out of range")))
 }
 
 /// `replog test-failover`: materializes a point under a persistent lease, or cleans it up.
@@ -371,64 +356,59 @@ fn migration_text(report: &MigrationReport) -> String {
 }
 
 fn migration_json(report: &MigrationReport) -> Value {
-    let r = &report.record;
-    json!({
-        "dry_run": report.dry_run,
-        "already_complete": report.already_complete,
-        "resumed_from": report.resumed_from.map(|p| p.name()),
-        "phase": r.phase.name(),
-        "point": r.point_id,
-        "lsn": r.lsn,
-        "started": rfc3339(r.started_unix_ns),
-        "finished": (r.finished_unix_ns != 0).then(|| rfc3339(r.finished_unix_ns)),
-        "out": r.out_dir,
-        "disks": report.disks.iter().map(|d| json!({
+    let disks = report.disks.iter().map(|d| {
+        json!({
             "name": d.name,
             "path": d.path.display().to_string(),
             "size_bytes": d.size_bytes,
             "xxh3_128": d.xxh3.map(|h| format!("{h:032x}")),
-        })).collect::<Vec<_>>(),
-        "omitted_disks": report.omitted_disks,
-        "segments_removed": report.segments_removed,
+        })
+    });
+    let mut doc = migration_record_json(&report.record, disks.collect());
+    doc["dry_run"] = json!(report.dry_run);
+    doc["already_complete"] = json!(report.already_complete);
+    doc["resumed_from"] = json!(report.resumed_from.map(|p| p.name()));
+    doc["omitted_disks"] = json!(report.omitted_disks);
+    doc["segments_removed"] = json!(report.segments_removed);
+    doc
+}
+
+/// A migration record as JSON, with its disks as given.
+fn migration_record_json(r: &MigrationRecord, disks: Vec<Value>) -> Value {
+    json!({
+        "phase": r.phase.name(),
+        "point": r.point_id,
+        "lsn": r.lsn,
+        "started": rfc3339(r.started_unix_ns),
+        "finished": finished(r),
+        "out": r.out_dir,
+        "disks": disks,
     })
+}
+
+/// When the migration finished, if it did.
+fn finished(r: &MigrationRecord) -> Option<String> {
+    (r.finished_unix_ns != 0).then(|| rfc3339(r.finished_unix_ns))
 }
 
 /// The lifecycle part of `inspect`, as JSON: retention, pins, retired points, reclaimable bytes,
 /// churn per disk, leases and the migration record.
-pub fn inspect_lifecycle(vault: &Vault, snapshot: &replog_reader::Vault) -> Value {
-    let state = vault.lifecycle_state(snapshot, replog_writer::now_unix_ns());
+pub fn lifecycle_json(state: &LifecycleState, snapshot: &replog_reader::Vault) -> Value {
     let l = &state.lifecycle;
-    let disk_name = |id: u32| {
-        snapshot
-            .manifest()
-            .disks
-            .iter()
-            .find(|d| d.disk_id == id)
-            .map(|d| d.name.clone())
-    };
     let migration = state.migration().map(|r| {
-        json!({
-            "phase": r.phase.name(),
-            "point": r.point_id,
-            "lsn": r.lsn,
-            "started": rfc3339(r.started_unix_ns),
-            "finished": (r.finished_unix_ns != 0).then(|| rfc3339(r.finished_unix_ns)),
-            "out": r.out_dir,
-            "disks": r.disks.iter().map(|d| json!({
-                "name": disk_name(d.disk_id),
+        let disks = r.disks.iter().map(|d| {
+            json!({
+                "name": disk_name(snapshot, d.disk_id),
                 "size_bytes": d.size_bytes,
                 "xxh3_128": format!("{:032x}", d.xxh3),
-            })).collect::<Vec<_>>(),
-        })
+            })
+        });
+        migration_record_json(r, disks.collect())
     });
     json!({
-        "retention": {
-            "policy": l.retention.as_ref().map(policy_json),
-            "pins": l.pins,
-            "retired": l.retired.len(),
-        },
+        "retention": retention_json(l),
         "reclaimable": state.reclaimable.map(|r| json!({"bytes": r.bytes, "points": r.points, "new_base_lsn": r.new_base_lsn})),
-        "churn": churn_json(&state),
+        "churn": churn_json(state),
         "leases": state.leases.iter().map(|r| json!({
             "purpose": r.purpose, "point": r.point_id, "lsn": r.lsn, "pid": r.pid,
             "persistent": r.persistent, "since": rfc3339(r.time_unix_ns),
@@ -436,6 +416,15 @@ pub fn inspect_lifecycle(vault: &Vault, snapshot: &replog_reader::Vault) -> Valu
         "test_failover": state.test_failover.as_ref().map(|r| json!({"point": r.point_id, "lsn": r.lsn, "out": r.detail, "since": rfc3339(r.time_unix_ns)})),
         "migration": migration,
     })
+}
+
+/// The name of disk `id`, if the manifest still has it.
+fn disk_name(snapshot: &replog_reader::Vault, id: u32) -> Option<String> {
+    let disks = &snapshot.manifest().disks;
+    disks
+        .iter()
+        .find(|d| d.disk_id == id)
+        .map(|d| d.name.clone())
 }
 
 fn churn_json(state: &LifecycleState) -> Value {
@@ -463,68 +452,51 @@ fn churn_json(state: &LifecycleState) -> Value {
 }
 
 /// Prints the lifecycle part of `inspect` for people.
-pub fn print_lifecycle(l: &Value) {
-    let r = &l["retention"];
-    match r["policy"].as_object() {
-        Some(p) => {
-            let get = |k: &str| p[k].as_u64().unwrap_or(0);
-            let policy = RetentionPolicy {
-                window_s: get("window_seconds"),
-                recent_s: get("recent_seconds"),
-                thin_s: get("thin_seconds"),
-                app_window_s: get("app_window_seconds"),
-                app_thin_s: get("app_thin_seconds"),
-            };
-            println!("retention   {}", policy_text(&policy));
-        }
+pub fn print_lifecycle(state: &LifecycleState, snapshot: &replog_reader::Vault) {
+    let l = &state.lifecycle;
+    match &l.retention {
+        Some(p) => println!("retention   {}", policy_text(p)),
         None => println!("retention   none"),
     }
-    println!(
-        "            pinned {}, retired {}",
-        r["pins"],
-        r["retired"].as_u64().unwrap_or(0)
-    );
-    if let Some(rc) = l["reclaimable"].as_object() {
+    let pins = json!(l.pins);
+    println!("            pinned {pins}, retired {}", l.retired.len());
+    if let Some(r) = &state.reclaimable {
         println!(
             "reclaimable {} of journal by pruning {} points now",
-            human_bytes(rc["bytes"].as_u64().unwrap_or(0)),
-            rc["points"].as_u64().unwrap_or(0)
+            human_bytes(r.bytes),
+            r.points
         );
     }
-    if let Some(churn) = l["churn"]["disks"].as_array() {
-        let span = l["churn"]["hours"].as_f64().unwrap_or(0.0);
-        for d in churn {
-            println!(
-                "churn       {}: {}/hour over {span:.1} h",
-                d["name"].as_str().unwrap_or(""),
-                human_bytes(d["bytes_per_hour"].as_f64().unwrap_or(0.0) as u64)
-            );
+    if let Churn::Measured { hours, disks, .. } = &state.churn {
+        for (name, bytes) in disks {
+            let per_hour = human_bytes((*bytes as f64 / hours) as u64);
+            println!("churn       {name}: {per_hour}/hour over {hours:.1} h");
         }
     }
-    if let Some(t) = l["test_failover"].as_object() {
+    if let Some(t) = &state.test_failover {
         println!(
             "test        failover to point {} active since {} in {}",
-            t["point"],
-            t["since"].as_str().unwrap_or(""),
-            t["out"].as_str().unwrap_or("")
+            t.point_id,
+            rfc3339(t.time_unix_ns),
+            t.detail
         );
     }
-    if let Some(m) = l["migration"].as_object() {
+    if let Some(m) = state.migration() {
         println!(
             "migration   {} to point {} (LSN {}), started {}, finished {}, out {}",
-            m["phase"].as_str().unwrap_or(""),
-            m["point"],
-            m["lsn"],
-            m["started"].as_str().unwrap_or(""),
-            m["finished"].as_str().unwrap_or("-"),
-            m["out"].as_str().unwrap_or("")
+            m.phase.name(),
+            m.point_id,
+            m.lsn,
+            rfc3339(m.started_unix_ns),
+            finished(m).as_deref().unwrap_or("-"),
+            m.out_dir
         );
-        for d in m["disks"].as_array().into_iter().flatten() {
+        for d in &m.disks {
             println!(
-                "            {}  {}  xxh3-128 {}",
-                d["name"].as_str().unwrap_or(""),
-                human_bytes(d["size_bytes"].as_u64().unwrap_or(0)),
-                d["xxh3_128"].as_str().unwrap_or("")
+                "            {}  {}  xxh3-128 {:032x}",
+                disk_name(snapshot, d.disk_id).unwrap_or_default(),
+                human_bytes(d.size_bytes),
+                d.xxh3
             );
         }
     }

@@ -11,14 +11,11 @@ use clap::Parser;
 
 mod bench;
 mod bench_resolve;
-mod checkpoints;
 mod cli;
 mod commands;
 mod context;
 mod demo;
 mod docs;
-mod export;
-mod import;
 mod lifecycle_commands;
 mod nbd;
 mod output;
@@ -56,39 +53,31 @@ impl From<VaultError> for Failure {
     }
 }
 
-impl From<replog_writer::WriteError> for Failure {
-    fn from(e: replog_writer::WriteError) -> Failure {
-        VaultError::from(e).into()
-    }
-}
-
-impl From<replog_reader::ReadError> for Failure {
-    fn from(e: replog_reader::ReadError) -> Failure {
-        VaultError::from(e).into()
-    }
-}
-
-impl From<replog_remote::RemoteError> for Failure {
-    fn from(e: replog_remote::RemoteError) -> Failure {
-        Failure {
-            // A remote's own message names the remote object, never a vault-relative file.
-            vault_relative: false,
-            ..VaultError::from(e).into()
+/// The errors of the crates below become failures through the vault's error, which maps their
+/// kinds once. A remote's message names the remote object, never a vault-relative file: its
+/// source is no reader's error, so it is not named relative to the vault.
+macro_rules! failure_via_vault_error {
+    ($($error:ty),*) => {$(
+        impl From<$error> for Failure {
+            fn from(e: $error) -> Failure {
+                VaultError::from(e).into()
+            }
         }
-    }
+    )*};
 }
+
+failure_via_vault_error!(
+    replog_writer::WriteError,
+    replog_reader::ReadError,
+    replog_remote::RemoteError
+);
 
 impl Failure {
     /// A request the tool refuses as given (a missing option, a value out of range): exit 1.
     fn new(message: impl Into<String>) -> Failure {
-        Failure::of(VaultErrorKind::InvalidRequest, message)
-    }
-
-    /// A failure of `kind`, said in `message`.
-    fn of(kind: VaultErrorKind, message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
-            kind,
+            kind: VaultErrorKind::InvalidRequest,
             vault_relative: false,
         }
     }

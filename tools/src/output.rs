@@ -13,11 +13,13 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
-/// Prints a value as pretty JSON.
-pub fn print_json(value: &serde_json::Value) {
+/// Prints a value as pretty JSON, its objects' keys in sorted order (through a
+/// `serde_json::Value`, whatever the order of a struct's fields).
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
+    let value = serde_json::to_value(value).expect("results serialize to JSON");
     println!(
         "{}",
-        serde_json::to_string_pretty(value).expect("JSON values always serialize")
+        serde_json::to_string_pretty(&value).expect("JSON values always serialize")
     );
 }
 
@@ -43,6 +45,11 @@ pub fn rfc3339(unix_ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(unix_ns))
         .map(|t| t.to_string())
         .unwrap_or_else(|_| format!("@{unix_ns}ns"))
+}
+
+/// A recovery point as JSON, as `points`, `point` and `failover` print it.
+pub fn point_json(p: &replog_reader::PointInfo) -> serde_json::Value {
+    serde_json::json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label})
 }
 
 /// Bytes as a short human string (binary units).

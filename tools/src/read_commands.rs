@@ -13,10 +13,12 @@ use replog_reader::{
 use serde_json::{Value, json};
 
 use crate::cli::FailoverArgs;
-use crate::export::Exported;
-use crate::output::{human_age, human_bytes, print_json, printable, progress, rfc3339, table};
+use crate::context::parse_time;
+use crate::output::{
+    human_age, human_bytes, point_json, print_json, printable, progress, rfc3339, table,
+};
 use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK, Failure};
-use replog_vault::{PointChoice, Tier};
+use replog_vault::{Exported, PointChoice, Tier, VaultErrorKind};
 
 /// Opens a vault for reading, warning on stderr about damage that hides later points.
 fn open_vault(storage: Arc<dyn Storage>, vault: &Path) -> Result<Vault, Failure> {
@@ -33,10 +35,6 @@ fn warn_of_damage(v: &Vault, vault: &Path) {
             vault.display()
         );
     }
-}
-
-fn point_json(p: &PointInfo) -> Value {
-    json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label})
 }
 
 pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
@@ -69,19 +67,19 @@ pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
 pub fn inspect(opened: &replog_vault::Vault, json: bool) -> CmdResult {
     let v = open_vault(opened.storage().clone(), opened.dir())?;
     let stats = v.stats()?;
-    let lifecycle = crate::lifecycle_commands::inspect_lifecycle(opened, &v);
+    let lifecycle = opened.lifecycle_state(&v, replog_writer::now_unix_ns());
     let now = replog_writer::now_unix_ns();
     let rpo_seconds = v
         .latest_point()
         .map(|p| (now - p.time_unix_ns).max(0) as f64 / 1e9);
     if json {
         let mut doc = inspect_json(&v, &stats, rpo_seconds);
-        doc["lifecycle"] = lifecycle;
+        doc["lifecycle"] = crate::lifecycle_commands::lifecycle_json(&lifecycle, &v);
         print_json(&doc);
         return Ok(EXIT_OK);
     }
     print_inspect(&v, &stats, rpo_seconds);
-    crate::lifecycle_commands::print_lifecycle(&lifecycle);
+    crate::lifecycle_commands::print_lifecycle(&lifecycle, &v);
     Ok(EXIT_OK)
 }
 
@@ -334,23 +332,19 @@ fn print_verify(report: &VerifyReport, vault: &Path, json: bool, seconds: f64) {
 
 pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
     let started = Instant::now();
-    // From a remote: more workers than cores, since each mostly waits for a chunk to arrive.
     let parallel = args.parallel.max(1);
     let vault = ctx.open_with_cache(&args.vault, 2 * parallel + 4)?;
-    let threads = match vault.tier() {
-        Tier::Remote {
-            manifest_seq,
-            manifest_time_unix_ns,
-        } => {
-            eprintln!(
-                "replog: reading {} as of its remote manifest {manifest_seq} ({})",
-                args.vault.display(),
-                rfc3339(*manifest_time_unix_ns)
-            );
-            Some(parallel)
-        }
-        Tier::Local => None,
-    };
+    if let Tier::Remote {
+        manifest_seq,
+        manifest_time_unix_ns,
+    } = vault.tier()
+    {
+        eprintln!(
+            "replog: reading {} as of its remote manifest {manifest_seq} ({})",
+            args.vault.display(),
+            rfc3339(*manifest_time_unix_ns)
+        );
+    }
     let source = vault.failover_source(&point_choice(args)?)?;
     if let Some(e) = &source.unprotected {
         eprintln!(
@@ -367,19 +361,19 @@ pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
         force: args.force,
         sync: !args.no_sync,
     };
-    let export = || {
-        crate::export::export(&view, &args.out, args.format, &opts, &|n| {
+    let stats = vault
+        .export(&view, &args.out, args.format, &opts, parallel, &|n| {
             bar.set_position(n)
         })
-    };
-    let stats = match threads {
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| Failure::new(format!("cannot start {n} workers: {e}")))?
-            .install(export)?,
-        None => export()?,
-    };
+        .map_err(|e| {
+            // An image that exists already is refused; `--force` is what would replace it.
+            let exists = e.kind() == VaultErrorKind::AlreadyExists;
+            let mut f = Failure::from(e);
+            if exists {
+                f.message += "; pass --force to overwrite";
+            }
+            f
+        })?;
     bar.finish_and_clear();
     print_failover(args, point, &stats, started.elapsed().as_secs_f64());
     Ok(EXIT_OK)
@@ -389,7 +383,7 @@ fn print_failover(args: &FailoverArgs, point: &PointInfo, stats: &Exported, seco
     if args.json {
         let disks: Vec<Value> = stats.disks.iter().map(|d| json!({"name": d.name, "path": d.path.display().to_string(), "format": args.format.name(), "size_bytes": d.size_bytes, "virtual_size_bytes": d.virtual_bytes})).collect();
         print_json(
-            &json!({"point": point_json(point), "format": args.format.name(), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync, "peak_rss_bytes": crate::bench::peak_rss_bytes()}),
+            &json!({"point": point_json(point), "format": args.format.name(), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync, "peak_rss_bytes": replog_vault::peak_rss_bytes()}),
         );
         return;
     }
@@ -423,11 +417,7 @@ fn point_choice(args: &FailoverArgs) -> Result<PointChoice, Failure> {
     let Some(at) = &args.at else {
         return Ok(PointChoice::Latest);
     };
-    let t: jiff::Timestamp = at
-        .parse()
-        .map_err(|e| Failure::new(format!("--at {at:?} is not an RFC 3339 time: {e}")))?;
-    let unix_ns = i64::try_from(t.as_nanosecond())
-        .map_err(|_| Failure::new(format!("--at {at:?} is out of range")))?;
+    let unix_ns = parse_time("--at ", at)?;
     Ok(PointChoice::At {
         unix_ns,
         given: at.clone(),

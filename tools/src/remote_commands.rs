@@ -4,73 +4,40 @@
 use std::path::Path;
 use std::time::Instant;
 
-use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig};
-use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions, SyncReport};
+use replog_remote::{RemoteOptions, SyncOptions, SyncReport};
 use serde_json::json;
 
 use crate::cli::{RemoteAddArgs, SyncArgs};
 use crate::context::{Ctx, open_writer};
 use crate::output::{human_bytes, print_json, progress, rfc3339};
-use crate::{CmdResult, EXIT_OK, Failure};
+use crate::{CmdResult, EXIT_OK};
 
 /// `replog remote add`.
 pub fn add(args: &RemoteAddArgs, opts: &RemoteOptions) -> CmdResult {
-    let (vault, url) = (&args.vault, &args.url);
-    let (cache_limit, keep_manifests) = (args.cache_limit, args.keep_manifests);
-    // Every limit is checked before anything is read or written, here or on the remote.
-    replog_remote::check_url(url)?;
-    if !(1..=KEEP_MANIFESTS_MAX).contains(&keep_manifests) {
-        return Err(Failure::new(format!(
-            "--keep-manifests must be 1 to {KEEP_MANIFESTS_MAX}"
-        )));
-    }
-    let local = LocalVault::open(vault)?;
-    if let Some(old) = local.config()?
-        && old.url.trim_end_matches('/') != url.trim_end_matches('/')
-    {
-        return Err(Failure::new(format!(
-            "{} already syncs to {}; a vault has one remote",
-            vault.display(),
-            old.url
-        )));
-    }
-    let remote = Remote::open(url, opts)?;
-    replog_remote::claim(&local, &remote)?;
-    local.write_config(&RemoteConfig {
-        vault_id: local.vault_id,
-        url: remote.url().to_owned(),
-        cache_limit_bytes: cache_limit,
-        keep_manifests,
-    })?;
+    let (vault, cache_limit, keep) = (&args.vault, args.cache_limit, args.keep_manifests);
+    let url = replog_vault::add_remote(vault, &args.url, cache_limit, keep, opts)?;
     println!(
-        "{} syncs to {} (local cache limit {}, {keep_manifests} remote manifests kept); run `replog sync {}`",
+        "{} syncs to {url} (local cache limit {}, {keep} remote manifests kept); run `replog sync {}`",
         vault.display(),
-        remote.url(),
-        if cache_limit == 0 {
-            "none".to_owned()
-        } else {
-            human_bytes(cache_limit)
-        },
+        limit_text(cache_limit),
         vault.display()
     );
     Ok(EXIT_OK)
 }
 
+/// A cache limit for people: 0 is none.
+fn limit_text(bytes: u64) -> String {
+    match bytes {
+        0 => "none".to_owned(),
+        b => human_bytes(b),
+    }
+}
+
 /// `replog remote show`.
 pub fn show(vault: &Path, json: bool) -> CmdResult {
-    let local = LocalVault::open(vault)?;
-    let config = local.required_config()?;
-    let latest = local.latest()?;
-    let (mut local_files, mut remote_only) = (0, 0);
-    if let Some(l) = &latest {
-        for f in &l.files {
-            if vault.join(replog_remote::file_path(&f.id)).exists() {
-                local_files += 1;
-            } else {
-                remote_only += 1;
-            }
-        }
-    }
+    let status = replog_vault::remote_status(vault)?;
+    let (config, latest) = (&status.config, &status.latest);
+    let (local_files, remote_only) = (status.files_local, status.files_remote_only);
     if json {
         print_json(&json!({
             "url": config.url,
@@ -83,14 +50,7 @@ pub fn show(vault: &Path, json: bool) -> CmdResult {
         return Ok(EXIT_OK);
     }
     println!("remote          {}", config.url);
-    println!(
-        "cache limit     {}",
-        if config.cache_limit_bytes == 0 {
-            "none".to_owned()
-        } else {
-            human_bytes(config.cache_limit_bytes)
-        }
-    );
+    println!("cache limit     {}", limit_text(config.cache_limit_bytes));
     println!("manifests kept  {}", config.keep_manifests);
     match latest {
         None => println!("last sync       never confirmed"),
@@ -108,7 +68,7 @@ pub fn show(vault: &Path, json: bool) -> CmdResult {
 
 /// `replog sync`.
 pub fn sync(ctx: &Ctx, args: &SyncArgs) -> CmdResult {
-    let (vault, json, opts) = (&args.vault, args.json, ctx.remote());
+    let (vault, json) = (&args.vault, args.json);
     if args.seal {
         let mut w = open_writer(ctx.storage.clone(), vault)?;
         let sealed = w.seal_segment()?;
@@ -118,22 +78,20 @@ pub fn sync(ctx: &Ctx, args: &SyncArgs) -> CmdResult {
         }
     }
     let storage = ctx.open(vault)?.storage().clone();
-    let sync_opts = SyncOptions {
+    let opts = SyncOptions {
         concurrency: args.concurrency,
         scrub: args.scrub,
     };
-    let local = LocalVault::open(vault)?;
-    let config = local.required_config()?;
-    let remote = Remote::open(&config.url, opts)?;
     let bar = progress(0, "sync");
     let started = Instant::now();
-    let report = replog_remote::sync(storage, vault, &remote, &sync_opts, &|done, total| {
+    let progress = |done, total| {
         bar.set_length(total);
         bar.set_position(done);
-    })?;
+    };
+    let (report, url) = replog_vault::sync(storage, vault, ctx.remote(), &opts, &progress)?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    print_sync(&report, vault, &config.url, json, seconds);
+    print_sync(&report, vault, &url, json, seconds);
     Ok(EXIT_OK)
 }
 
@@ -156,7 +114,7 @@ fn print_sync(report: &SyncReport, vault: &Path, url: &str, json: bool, seconds:
             "deleted_objects": report.deleted_objects,
             "seconds": seconds,
             "mb_per_s": mb_per_s,
-            "peak_rss_bytes": crate::bench::peak_rss_bytes(),
+            "peak_rss_bytes": replog_vault::peak_rss_bytes(),
         }));
         return;
     }

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use replog_io::Storage;
+use replog_vault::NewDisk;
 use replog_writer::{PointKind, VaultSettings, Writer};
 use serde_json::json;
 
 use crate::cli::{DiskAddArgs, IngestArgs, InitArgs, PointArgs, SourceFormat};
 use crate::context::{compression_of, open_writer, reported};
-use crate::output::{human_bytes, print_json, progress, rfc3339};
+use crate::output::{human_bytes, point_json, print_json, progress};
 use crate::{CmdResult, EXIT_OK, Failure};
 
 pub fn init(storage: Arc<dyn Storage>, args: &InitArgs) -> CmdResult {
@@ -25,34 +26,20 @@ pub fn init(storage: Arc<dyn Storage>, args: &InitArgs) -> CmdResult {
 }
 
 pub fn disk_add(storage: Arc<dyn Storage>, args: &DiskAddArgs) -> CmdResult {
-    let (vault, name, size, json) = (&args.vault, &args.name, args.size, args.json);
-    let format = args.format.unwrap_or(SourceFormat::Auto);
-    let from = args.from.as_deref().map(|f| (f, format));
-    let mut w = open_writer(storage.clone(), vault)?;
-    let mut image = None;
-    let disk = match (from, size) {
-        (Some((image_path, format)), _) => {
-            let source = crate::import::open(storage.as_ref(), image_path, format, vault)?;
-            let disk = w.add_disk_from_image(name, source.file.as_ref(), image_path)?;
-            image = Some(source);
-            disk
-        }
-        (None, Some(bytes)) => w.add_disk(name, bytes)?,
+    let from = match (&args.from, args.size) {
+        (Some(image), _) => NewDisk::Image(image, args.format.unwrap_or(SourceFormat::Auto)),
+        (None, Some(bytes)) => NewDisk::Empty(bytes),
         (None, None) => return Err(Failure::new("give --from IMAGE or --size BYTES")),
     };
+    let mut w = open_writer(storage.clone(), &args.vault)?;
+    let disk = replog_vault::add_disk(&mut w, storage.as_ref(), &args.vault, &args.name, from)?;
     w.close()?;
-    if json {
-        print_json(&json!({
-            "disk": disk.name,
-            "disk_id": disk.disk_id,
-            "disk_bytes": disk.disk_bytes,
-            "image_format": image.as_ref().map(|i| i.format.clone()),
-            "bytes_read": image.as_ref().map_or(0, |i| i.bytes_read()),
-        }));
+    if args.json {
+        print_json(&disk);
         return Ok(EXIT_OK);
     }
-    let read_as = match &image {
-        Some(i) if i.format != "raw" => format!(" from a {} image", i.format),
+    let read_as = match &disk.image_format {
+        Some(f) if f != "raw" => format!(" from a {f} image"),
         _ => String::new(),
     };
     println!(
@@ -66,29 +53,27 @@ pub fn disk_add(storage: Arc<dyn Storage>, args: &DiskAddArgs) -> CmdResult {
 }
 
 pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
-    let (vault, name, from, format, json) =
-        (&args.vault, &args.name, &args.from, args.format, args.json);
+    let (vault, name) = (&args.vault, &args.name);
     let mut w = open_writer(storage.clone(), vault)?;
-    let total = w.disk(name)?.disk_bytes;
-    let image = crate::import::open(storage.as_ref(), from, format, vault)?;
-    let bar = progress(total, "ingest");
+    let bar = progress(w.disk(name)?.disk_bytes, "ingest");
     let started = std::time::Instant::now();
-    let stats = w.ingest(name, image.file.as_ref(), from, &|done| {
-        bar.set_position(done)
+    let image = (args.from.as_path(), args.format);
+    let done = replog_vault::ingest(&mut w, storage.as_ref(), vault, name, image, &|n| {
+        bar.set_position(n)
     })?;
     bar.finish_and_clear();
     w.close()?;
-    let seconds = started.elapsed().as_secs_f64();
-    if json {
+    let (seconds, stats) = (started.elapsed().as_secs_f64(), &done.stats);
+    if args.json {
         print_json(&json!({
             "disk": name,
             "bytes_scanned": stats.bytes_scanned,
-            "bytes_read": image.bytes_read(),
+            "bytes_read": done.bytes_read,
             "bytes_changed": stats.bytes_changed,
             "bytes_stored": stats.bytes_stored,
             "records": stats.records,
             "digest_cache": stats.digest_cache,
-            "image_format": image.format,
+            "image_format": done.image_format,
             "seconds": seconds,
         }));
     } else {
@@ -130,9 +115,7 @@ pub fn point(storage: Arc<dyn Storage>, args: &PointArgs) -> CmdResult {
         Err(e) => return Err(e.into()),
     };
     if json {
-        print_json(
-            &json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label}),
-        );
+        print_json(&point_json(&p));
     } else {
         println!("{}", p.point_id);
     }

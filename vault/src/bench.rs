@@ -8,12 +8,16 @@
 //! or one block if larger), one batch of slices into it, and one latency per point.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
-use replog_writer::{PointKind, PointTicket, Writer};
+use replog_io::Storage;
+use replog_writer::{
+    Compression, DiskInfo, PointKind, PointTicket, VaultSettings, Writer, WriterOptions,
+};
 
 use crate::error::{Result, VaultError, VaultErrorKind};
 
@@ -120,7 +124,8 @@ fn pool(source: &DataSource, block: usize) -> Result<Vec<u8>> {
     })
 }
 
-/// Runs `load` with `payload` against disk `disk_id` (`disk_bytes` long) of `w`, then closes `w`.
+/// Runs `load` with `payload` against disk `disk_id` (`disk_bytes` long) of `w`, then closes `w`;
+/// refused when one block does not fit on the disk.
 pub fn run_write_bench(
     mut w: Writer,
     disk_id: u32,
@@ -128,6 +133,12 @@ pub fn run_write_bench(
     load: &WriteLoad,
     payload: &Payload,
 ) -> Result<WriteBenchReport> {
+    if disk_bytes < load.block_bytes {
+        return Err(bad(format!(
+            "disk bench is smaller than one block of {} bytes",
+            load.block_bytes
+        )));
+    }
     let (data, block) = (&payload.data, payload.block);
     let blocks_on_disk = disk_bytes / load.block_bytes;
     let writes = load.total_bytes / load.block_bytes;
@@ -212,4 +223,34 @@ impl Points {
         }
         Ok(())
     }
+}
+
+/// Opens the vault in `dir` for the write benchmark, or creates it (with `compression`) if it
+/// does not exist; `opened` sees a writer that opened an existing vault (and what its recovery
+/// did) first. Adds disk `bench` of `disk_bytes` if it is missing, and sets `options`. Returns
+/// the writer and the disk.
+pub fn open_bench_disk(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    compression: Compression,
+    disk_bytes: u64,
+    options: WriterOptions,
+    opened: impl FnOnce(Writer) -> Writer,
+) -> Result<(Writer, DiskInfo)> {
+    let exists = storage.exists(&dir.join("VAULT")).unwrap_or(false);
+    let mut w = if exists {
+        opened(Writer::open(storage, dir)?)
+    } else {
+        let settings = VaultSettings {
+            compression,
+            ..VaultSettings::default()
+        };
+        Writer::create(storage, dir, settings)?
+    };
+    let disk = match w.disks().into_iter().find(|d| d.name == "bench") {
+        Some(d) => d,
+        None => w.add_disk("bench", disk_bytes)?,
+    };
+    w.set_options(options)?;
+    Ok((w, disk))
 }

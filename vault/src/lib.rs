@@ -1,34 +1,50 @@
 //! A replog vault as an operator sees it. This crate owns the operations that span the crates
 //! below: opening a vault wherever it is ([`Vault::open`] with a [`Location`]: a directory, a
 //! directory whose sync evicted files to its remote, or a remote copy's URL), choosing a point
-//! ([`PointChoice`]) and opening it for failover under a lease ([`Vault::failover_source`]), and the lifecycle: retention and prune, test failover, complete migration,
-//! and the lifecycle state `inspect` shows. Each returns a typed result or a [`VaultError`] whose
+//! ([`PointChoice`]) and opening it for failover under a lease ([`Vault::failover_source`]),
+//! writing its disks in an image format ([`Vault::export`]), adding and ingesting disks from
+//! source images ([`add_disk`], [`ingest`]), checkpoint indexes, the lifecycle (retention and
+//! prune, test failover, complete migration, and the lifecycle state `inspect` shows), the demo
+//! and the benchmarks' loads. Each returns a typed result or a [`VaultError`] whose
 //! [`VaultErrorKind`] callers match.
 //!
-//! It must not know how it is shown: no command-line parsing, no tables, no JSON, no exit codes
-//! (those are `tools/`'s), and no byte layout (that is `replog-format`'s, read through the
-//! reader and written through the writer).
+//! It must not know how it is shown: no command-line parsing, no tables, no JSON documents built
+//! by hand (a result type may derive `Serialize`), no exit codes (those are `tools/`'s), and no
+//! byte layout (that is `replog-format`'s, read through the reader and written through the
+//! writer). Its `clap` feature only derives `ValueEnum` for [`OutputFormat`].
 #![forbid(unsafe_code)]
 
 mod bench;
+mod checkpoints;
 mod choose;
 mod demo;
 mod error;
+mod export;
 mod failover;
+mod import;
 mod location;
 mod migration;
 pub mod nbd;
+mod remote;
 mod retention;
 mod state;
 mod test_failover;
 mod verify;
 
-pub use bench::{DataSource, Payload, WriteBenchReport, WriteLoad, run_write_bench};
+pub use bench::{
+    DataSource, Payload, WriteBenchReport, WriteLoad, open_bench_disk, run_write_bench,
+};
+pub use checkpoints::{
+    ResolveReport, ResolvedPoint, maintain_checkpoint, peak_rss_bytes, resolve_bench,
+};
 pub use choose::{PointChoice, choose};
 pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};
 pub use error::{Result, VaultError, VaultErrorKind};
+pub use export::{Exported, ExportedDisk, OutputFormat, export};
 pub use failover::FailoverSource;
+pub use import::{AddedDisk, Ingested, NewDisk, add_disk, image_error, ingest};
 pub use location::{Access, Location, Tier, Vault};
+pub use remote::{RemoteStatus, add_remote, remote_status, sync};
 pub use retention::{Pruned, RetentionChange, disk_usage};
 pub use state::{Churn, LifecycleState, Reclaimable};
 pub use test_failover::{EndedTestFailover, TestFailover};

@@ -1,4 +1,4 @@
-//! Failover output formats: the reader materializes raw images; this layer turns them into the
+//! Failover output formats: the reader materializes raw images; this module turns them into the
 //! format asked for.
 //!
 //! - `raw`: the reader's sparse images, `DIR/NAME.raw`, as they are.
@@ -22,18 +22,19 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::ValueEnum;
 use replog_image::{qemu_img, vhd};
 use replog_io::{ContentSum, OpenMode, Storage};
 use replog_reader::{
-    DiskStats, MaterializeOptions, MaterializeStats, OutputDir, PointView, ReadError,
-    ReadErrorKind, Staged,
+    DiskStats, MaterializeOptions, MaterializeStats, OutputDir, PointView, Staged,
 };
 
-use crate::Failure;
+use crate::error::{Result, VaultError, VaultErrorKind};
+use crate::import::image_error;
+use crate::location::{Tier, Vault};
 
 /// Image formats of failover output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum OutputFormat {
     /// Sparse raw images.
     Raw,
@@ -97,6 +98,35 @@ pub struct Exported {
     pub written_bytes: u64,
 }
 
+impl Vault {
+    /// Writes every disk of `view` (a point of this vault) as `out_dir/NAME.<format>`; see the
+    /// module documentation. Reading a remote copy, `parallel` workers fetch chunks (and write
+    /// disk ranges) at once: more than cores, since each mostly waits for a chunk to arrive.
+    /// `progress` gets the disk bytes materialized so far.
+    pub fn export(
+        &self,
+        view: &PointView,
+        out_dir: &Path,
+        format: OutputFormat,
+        opts: &MaterializeOptions,
+        parallel: usize,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Exported> {
+        let run = || export(view, out_dir, format, opts, progress);
+        if !matches!(self.tier(), Tier::Remote { .. }) {
+            return run();
+        }
+        let n = parallel.max(1);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| {
+                VaultError::new(VaultErrorKind::Io, format!("cannot start {n} workers: {e}"))
+            })?
+            .install(run)
+    }
+}
+
 /// Writes every disk of `view` as `out_dir/NAME.<format>`; see the module documentation.
 /// `progress` gets the disk bytes materialized so far.
 pub fn export(
@@ -105,10 +135,9 @@ pub fn export(
     format: OutputFormat,
     opts: &MaterializeOptions,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Exported, Failure> {
+) -> Result<Exported> {
     if format == OutputFormat::Raw {
-        let stats = replog_reader::materialize_with_progress(view, out_dir, opts, progress)
-            .map_err(hinted)?;
+        let stats = replog_reader::materialize_with_progress(view, out_dir, opts, progress)?;
         let paths = stats.disks.iter().map(|d| d.path.clone()).collect();
         return Ok(exported(&stats, paths, format));
     }
@@ -116,7 +145,8 @@ pub fn export(
         qemu_img::require(
             &format!("--format {}", format.name()),
             "raw and vhd are written natively",
-        )?;
+        )
+        .map_err(image_error)?;
     }
     let storage = view.storage().as_ref();
     let targets: Vec<PathBuf> = view
@@ -125,16 +155,19 @@ pub fn export(
         .map(|d| out_dir.join(format!("{}.{}", d.name(), format.extension())))
         .collect();
     // Held until every image is in place: no other run writes into the directory meanwhile.
-    let out = OutputDir::lock(storage, out_dir, opts.sync).map_err(hinted)?;
-    replog_reader::check_targets(storage, &targets, opts.force).map_err(hinted)?;
+    let out = OutputDir::lock(storage, out_dir, opts.sync)?;
+    replog_reader::check_targets(storage, &targets, opts.force)?;
     let staging = tempfile::Builder::new()
         .prefix(".replog-failover-")
         .tempdir_in(out.path())
         .map_err(|e| {
-            Failure::new(format!(
-                "{}: cannot create a staging directory: {e}",
-                out_dir.display()
-            ))
+            io_error(
+                out_dir,
+                format!(
+                    "{}: cannot create a staging directory: {e}",
+                    out_dir.display()
+                ),
+            )
         })?;
     let raw_opts = MaterializeOptions {
         force: false,
@@ -173,18 +206,6 @@ fn exported(stats: &MaterializeStats, paths: Vec<PathBuf>, format: OutputFormat)
     }
 }
 
-/// The reader's error, with the hint to pass `--force` where that is what would help: an image
-/// that exists already (a regular file). Nothing else gets it: `--force` cannot make a file or
-/// device a directory, nor replace a directory or a link.
-fn hinted(e: ReadError) -> Failure {
-    let refused = e.kind() == ReadErrorKind::AlreadyExists;
-    let mut f = Failure::from(e);
-    if refused {
-        f.message += "; pass --force to overwrite";
-    }
-    f
-}
-
 /// Turns one staged raw image into `format`, next to it; returns it staged for `target`, with
 /// its sum (synced when `sync`).
 fn convert(
@@ -193,7 +214,7 @@ fn convert(
     target: &Path,
     format: OutputFormat,
     sync: bool,
-) -> Result<Staged, Failure> {
+) -> Result<Staged> {
     let raw = disk.path.as_path();
     let staged = raw.with_extension(format.extension());
     let (len, sum) = match format.qemu() {
@@ -201,7 +222,7 @@ fn convert(
             let (len, sum) = append_vhd_footer(storage, disk, sync)?;
             storage
                 .rename(raw, &staged)
-                .map_err(|e| Failure::new(format!("{}: cannot rename: {e}", raw.display())))?;
+                .map_err(|e| io_error(raw, format!("{}: cannot rename: {e}", raw.display())))?;
             (len, sum)
         }
         Some((qemu_format, options)) => {
@@ -211,13 +232,13 @@ fn convert(
                 qemu_img::Cache::Unsafe
             };
             qemu_img::convert(raw, "raw", &staged, qemu_format, options, cache).map_err(|e| {
-                e.reworded(raw, |m| {
+                image_error(e.reworded(raw, |m| {
                     format!(
                         "{}: cannot convert to {}: {m}",
                         raw.display(),
                         format.name()
                     )
-                })
+                }))
             })?;
             // The raw image is scratch now; free its space before the next disk.
             let _ = storage.remove_file(raw);
@@ -236,13 +257,9 @@ fn convert(
 }
 
 /// The length and sum of a file qemu-img wrote, to check it again once it is in place.
-fn sum_of(
-    storage: &dyn Storage,
-    path: &Path,
-    mut sum: ContentSum,
-) -> Result<(u64, ContentSum), Failure> {
+fn sum_of(storage: &dyn Storage, path: &Path, mut sum: ContentSum) -> Result<(u64, ContentSum)> {
     let fail =
-        |e: std::io::Error| Failure::new(format!("{}: cannot read back: {e}", path.display()));
+        |e: std::io::Error| io_error(path, format!("{}: cannot read back: {e}", path.display()));
     let file = storage.open(path, OpenMode::Read).map_err(fail)?;
     let len = file.len().map_err(fail)?;
     sum.add_file(file.as_ref(), 0, len).map_err(fail)?;
@@ -255,10 +272,10 @@ fn append_vhd_footer(
     storage: &dyn Storage,
     disk: &DiskStats,
     sync: bool,
-) -> Result<(u64, ContentSum), Failure> {
+) -> Result<(u64, ContentSum)> {
     let path = disk.path.as_path();
     let fail = |what: &str, e: std::io::Error| {
-        Failure::new(format!("{}: cannot {what}: {e}", path.display()))
+        io_error(path, format!("{}: cannot {what}: {e}", path.display()))
     };
     let file = storage
         .open(path, OpenMode::ReadWrite)
@@ -281,9 +298,14 @@ fn append_vhd_footer(
     Ok((size + footer.len() as u64, sum))
 }
 
-fn sync_file(storage: &dyn Storage, path: &Path) -> Result<(), Failure> {
+fn sync_file(storage: &dyn Storage, path: &Path) -> Result<()> {
     storage
         .open(path, OpenMode::ReadWrite)
         .and_then(|f| f.sync_data())
-        .map_err(|e| Failure::new(format!("{}: cannot sync: {e}", path.display())))
+        .map_err(|e| io_error(path, format!("{}: cannot sync: {e}", path.display())))
+}
+
+/// An I/O failure on `path`, said in `detail`.
+fn io_error(path: &Path, detail: String) -> VaultError {
+    VaultError::new(VaultErrorKind::Io, detail).in_file(path)
 }

@@ -1,0 +1,135 @@
+//! Checkpoint indexes as library calls: one written on request, one kept current after the
+//! commands that journal, and the resolve benchmark, which measures what they save: the time to
+//! the first byte of a failover.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use replog_io::Storage;
+use replog_reader::checkpoint::{self, CHECKPOINT_EVERY_LSNS, CheckpointInfo};
+use serde::Serialize;
+
+use crate::error::{Result, VaultError, VaultErrorKind};
+use crate::location::Vault;
+
+impl Vault {
+    /// Writes a checkpoint index at the end of the newest sealed segment that ends at or before
+    /// `at_lsn` (the newest sealed segment without it).
+    pub fn write_checkpoint(&self, at_lsn: Option<u64>) -> Result<CheckpointInfo> {
+        let v = self.snapshot()?;
+        let ends = v.sealed_segment_ends();
+        let Some(lsn) = ends
+            .iter()
+            .copied()
+            .filter(|&e| at_lsn.is_none_or(|at| e <= at))
+            .max()
+        else {
+            return Err(VaultError::new(
+                VaultErrorKind::InvalidRequest,
+                format!(
+                    "{}: no sealed journal segment ends{} at or after the base; nothing to index",
+                    self.dir().display(),
+                    at_lsn.map_or(String::new(), |at| format!(" at or before LSN {at}"))
+                ),
+            ));
+        };
+        Ok(checkpoint::write(&v, lsn)?)
+    }
+}
+
+/// Writes a checkpoint index of the vault in `dir` if one is due: enough was sealed since the
+/// last one that a failover would replay a long journal.
+pub fn maintain_checkpoint(storage: Arc<dyn Storage>, dir: &Path) -> Result<()> {
+    let v = replog_reader::Vault::open(storage, dir)?;
+    checkpoint::maintain(&v, CHECKPOINT_EVERY_LSNS)?;
+    Ok(())
+}
+
+/// How long opening a vault and resolving its points took.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResolveReport {
+    /// The vault's last LSN.
+    pub records: u64,
+    /// Its points.
+    pub points: usize,
+    /// Milliseconds to open it.
+    pub open_ms: f64,
+    /// The newest, the middle and the oldest point.
+    pub resolve: Vec<ResolvedPoint>,
+    /// Peak resident memory of this process after resolving them.
+    pub peak_rss_bytes: u64,
+}
+
+/// One point resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResolvedPoint {
+    /// Which: `newest`, `middle` or `oldest`.
+    pub point: &'static str,
+    /// Its id.
+    pub point_id: u64,
+    /// Its LSN.
+    pub lsn: u64,
+    /// Milliseconds to resolve its extent maps.
+    pub resolve_ms: f64,
+    /// The checkpoint index resolving started from, if any.
+    pub checkpoint_lsn: Option<u64>,
+    /// Pieces of its extent maps, over all disks.
+    pub pieces: usize,
+}
+
+/// Opens the vault in `dir` and resolves its newest, middle and oldest point, timing each.
+pub fn resolve_bench(storage: Arc<dyn Storage>, dir: &Path) -> Result<ResolveReport> {
+    let started = Instant::now();
+    let v = replog_reader::Vault::open(storage, dir)?;
+    let open_ms = started.elapsed().as_secs_f64() * 1e3;
+    let points = v.points();
+    if points.is_empty() {
+        return Err(VaultError::new(
+            VaultErrorKind::NoPoints,
+            format!(
+                "{}: the vault has no recovery point to resolve",
+                dir.display()
+            ),
+        ));
+    }
+    let picks = [
+        ("newest", points.len() - 1),
+        ("middle", points.len() / 2),
+        ("oldest", 0),
+    ];
+    let mut resolve = Vec::new();
+    for (name, index) in picks {
+        let p = &points[index];
+        let started = Instant::now();
+        let view = v.view(p)?;
+        resolve.push(ResolvedPoint {
+            point: name,
+            point_id: p.point_id,
+            lsn: p.lsn,
+            resolve_ms: started.elapsed().as_secs_f64() * 1e3,
+            checkpoint_lsn: view.checkpoint_lsn(),
+            pieces: view.disks().iter().map(|d| d.extent_map().len()).sum(),
+        });
+    }
+    Ok(ResolveReport {
+        records: v.last_lsn(),
+        points: points.len(),
+        open_ms,
+        resolve,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Peak resident memory of this process, from `/proc/self/status` (VmHWM); 0 where it cannot
+/// be read.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
