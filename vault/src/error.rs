@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use replog_image::{ImageError, ImageErrorKind};
 use replog_reader::{ReadError, ReadErrorKind};
 use replog_remote::{Refusal, RemoteError, RemoteErrorKind};
 use replog_writer::{WriteError, WriteErrorKind};
@@ -173,6 +174,25 @@ impl From<WriteError> for VaultError {
             WriteErrorKind::Migrated => VaultErrorKind::Migrated,
             WriteErrorKind::Leased => VaultErrorKind::Leased,
         };
+        VaultError::wrap(kind, path, e)
+    }
+}
+
+/// An image error keeps its kind's meaning: a damaged source image is no damage to the vault, it
+/// is refused as a request the image cannot serve. The image's path stays as given.
+impl From<ImageError> for VaultError {
+    fn from(e: ImageError) -> VaultError {
+        let kind = match e.kind() {
+            ImageErrorKind::NotFound => VaultErrorKind::NotFound,
+            ImageErrorKind::Io => VaultErrorKind::Io,
+            ImageErrorKind::Truncated
+            | ImageErrorKind::BadFooter
+            | ImageErrorKind::Corrupt
+            | ImageErrorKind::Unsupported
+            | ImageErrorKind::ToolMissing
+            | ImageErrorKind::ToolFailed => VaultErrorKind::InvalidRequest,
+        };
+        let path = e.path().map(Path::to_path_buf);
         VaultError::wrap(kind, path, e)
     }
 }

@@ -29,7 +29,6 @@ use replog_reader::{
 };
 
 use crate::error::{Result, VaultError, VaultErrorKind};
-use crate::import::image_error;
 use crate::location::{Tier, Vault};
 
 /// Image formats of failover output.
@@ -146,7 +145,7 @@ pub fn export(
             &format!("--format {}", format.name()),
             "raw and vhd are written natively",
         )
-        .map_err(image_error)?;
+        .map_err(VaultError::from)?;
     }
     let storage = view.storage().as_ref();
     let targets: Vec<PathBuf> = view
@@ -232,7 +231,7 @@ fn convert(
                 qemu_img::Cache::Unsafe
             };
             qemu_img::convert(raw, "raw", &staged, qemu_format, options, cache).map_err(|e| {
-                image_error(e.reworded(raw, |m| {
+                VaultError::from(e.reworded(raw, |m| {
                     format!(
                         "{}: cannot convert to {}: {m}",
                         raw.display(),

@@ -4,29 +4,12 @@
 
 use std::path::Path;
 
-use replog_image::{ImageError, ImageErrorKind, SourceFormat};
+use replog_image::SourceFormat;
 use replog_io::Storage;
 use replog_writer::{DiskInfo, IngestStats, Writer};
 use serde::Serialize;
 
-use crate::error::{Result, VaultError, VaultErrorKind};
-
-/// An image error, as the vault error of its kind, said in the image error's sentence. A
-/// damaged source image is no damage to the vault: it is refused as a request the image cannot
-/// serve.
-pub fn image_error(e: ImageError) -> VaultError {
-    let kind = match e.kind() {
-        ImageErrorKind::NotFound => VaultErrorKind::NotFound,
-        ImageErrorKind::Io => VaultErrorKind::Io,
-        ImageErrorKind::Truncated
-        | ImageErrorKind::BadFooter
-        | ImageErrorKind::Corrupt
-        | ImageErrorKind::Unsupported
-        | ImageErrorKind::ToolMissing
-        | ImageErrorKind::ToolFailed => VaultErrorKind::InvalidRequest,
-    };
-    VaultError::new(kind, e.to_string())
-}
+use crate::error::{Result, VaultError};
 
 /// Where a new disk's content comes from.
 #[derive(Clone, Copy, Debug)]
@@ -74,7 +57,8 @@ pub fn add_disk(
 ) -> Result<AddedDisk> {
     let (disk, image): (DiskInfo, _) = match from {
         NewDisk::Image(path, format) => {
-            let source = replog_image::open(storage, path, format, vault).map_err(image_error)?;
+            let source =
+                replog_image::open(storage, path, format, vault).map_err(VaultError::from)?;
             let disk = w.add_disk_from_image(name, source.file.as_ref(), path)?;
             (disk, Some(source))
         }
@@ -99,7 +83,7 @@ pub fn ingest(
     (from, format): (&Path, SourceFormat),
     progress: &dyn Fn(u64),
 ) -> Result<Ingested> {
-    let image = replog_image::open(storage, from, format, vault).map_err(image_error)?;
+    let image = replog_image::open(storage, from, format, vault).map_err(VaultError::from)?;
     let stats = w.ingest(name, image.file.as_ref(), from, progress)?;
     Ok(Ingested {
         stats,

@@ -42,7 +42,7 @@ pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use export::{Exported, ExportedDisk, OutputFormat, export};
 pub use failover::FailoverSource;
-pub use import::{AddedDisk, Ingested, NewDisk, add_disk, image_error, ingest};
+pub use import::{AddedDisk, Ingested, NewDisk, add_disk, ingest};
 pub use location::{Access, Location, Tier, Vault};
 pub use remote::{RemoteStatus, add_remote, remote_status, sync};
 pub use retention::{Pruned, RetentionChange, disk_usage};
