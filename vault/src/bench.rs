@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use replog_writer::{PointKind, PointTicket, Writer};
 
 use crate::error::{Result, VaultError, VaultErrorKind};
@@ -138,7 +138,7 @@ pub fn run_write_bench(
     let mut batch: Vec<(u64, &[u8])> = Vec::with_capacity(load.batch.max(1));
     for i in 0..writes {
         let offset = if load.random {
-            rng.gen_range(0..blocks_on_disk)
+            rng.random_range(0..blocks_on_disk)
         } else {
             i % blocks_on_disk
         } * load.block_bytes;
