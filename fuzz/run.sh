@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for TARGET_MINUTES minutes, one after another, then prints a table of
-# runs, execs/s, coverage and findings per target.
+# Runs every fuzz target for TARGET_MINUTES minutes, FUZZ_JOBS of them at a time (default: one
+# per processor, as each fuzzer keeps one busy), then prints a table of runs, execs/s, coverage
+# and findings per target.
 #
 #   fuzz/run.sh 10                                  # ten minutes per target
 #   FUZZ_TARGETS="record segment_scan" fuzz/run.sh 1
+#   FUZZ_JOBS=1 fuzz/run.sh 1                       # one after another
 #
 # Needs nightly and cargo-fuzz (`cargo install cargo-fuzz --locked`). The committed seeds in
 # fuzz/corpus/<target>/ are read but never written: inputs the fuzzer finds interesting go to
@@ -30,19 +32,36 @@ mkdir -p "$logs"
 cargo +nightly fuzz build >/dev/null
 bin=fuzz/target/$(rustc +nightly -vV | sed -n 's/^host: //p')/release
 
-summary=()
-failed=0
-for t in $targets; do
-    work=fuzz/target/run-corpus/$t
-    artifacts=fuzz/artifacts/$t
+jobs=${FUZZ_JOBS:-$(nproc)}
+
+# Runs target $1 for $seconds seconds; leaves its log and "STATUS FINDINGS" in $logs/$1.result.
+run_target() {
+    local t=$1 work=fuzz/target/run-corpus/$1 artifacts=fuzz/artifacts/$1 before after status=0
     mkdir -p "$work" "$artifacts"
     before=$(find "$artifacts" -type f | wc -l)
     echo "== $t: ${seconds}s" >&2
-    status=0
     "$bin/$t" -artifact_prefix="$artifacts/" -max_total_time="$seconds" -timeout=10 \
         -print_final_stats=1 "$work" "fuzz/corpus/$t" >"$logs/$t.log" 2>&1 || status=$?
     after=$(find "$artifacts" -type f | wc -l)
-    findings=$((after - before))
+    echo "$status $((after - before))" >"$logs/$t.result"
+}
+
+running=0
+for t in $targets; do
+    if ((running >= jobs)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    run_target "$t" &
+    running=$((running + 1))
+done
+wait
+
+summary=()
+failed=0
+for t in $targets; do
+    read -r status findings <"$logs/$t.result"
+    artifacts=fuzz/artifacts/$t
     runs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1/p' "$logs/$t.log" | tail -n 1)
     secs=$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\2/p' "$logs/$t.log" | tail -n 1)
     execs=$(grep -o 'exec/s: [0-9]*' "$logs/$t.log" | tail -n 1 | awk '{ print $2 }')

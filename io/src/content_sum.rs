@@ -27,9 +27,9 @@ pub struct ContentKey([u64; 2]);
 impl ContentKey {
     /// Two independent keys in `[2, p)`.
     pub fn random() -> ContentKey {
-        use rand::Rng;
-        let mut rng = rand::thread_rng();
-        ContentKey([rng.gen_range(2..P), rng.gen_range(2..P)])
+        use rand::RngExt;
+        let mut rng = rand::rng();
+        ContentKey([rng.random_range(2..P), rng.random_range(2..P)])
     }
 }
 

@@ -2,7 +2,7 @@
 """An independent reader of replog vaults, written from FORMAT.md alone.
 
 It shares no code with the Rust crates: it was written by reading FORMAT.md, not the code, so
-that it checks the spec against the code. CI runs it: the test `tests/tests/independent_reader.rs`
+that it checks the spec against the code. CI runs it: the test `tests/tests/on_each_backend/independent_reader.rs`
 (package replog-tests, part of `cargo test --workspace`) builds vaults through the library, runs
 this reader on them and requires every disk at every point to match the Rust reader byte for
 byte. When they disagree, either FORMAT.md or the code is wrong: fix the one that is.

@@ -64,11 +64,6 @@ pub fn backends(sim_seed: u64) -> Vec<Backend> {
     out
 }
 
-/// The storage named by `REPLOG_IO_BACKEND` (default: io_uring where it works).
-pub fn env_storage() -> Arc<dyn Storage> {
-    replog_io::backend_from_env().expect("the chosen I/O backend is available")
-}
-
 /// The multiplier for case counts of the fault, flip and crash tests: `REPLOG_STRESS=n` runs `n`
 /// times as many seeds or cases (default 1), for longer runs than `cargo test` makes by default.
 pub fn stress() -> u64 {

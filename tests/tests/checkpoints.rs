@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use replog_format::layout;
 use replog_io::Storage;
 use replog_reader::{Vault, checkpoint, verify};
@@ -35,11 +35,11 @@ fn workload(storage: &Arc<dyn Storage>, dir: &Path, seed: u64) -> PointModel {
             model.add_disk(b.disk_id, vec![0; (DISK_BYTES / 2) as usize]);
             disks.push(b.disk_id);
         }
-        let disk = disks[rng.gen_range(0..disks.len())];
+        let disk = disks[rng.random_range(0..disks.len())];
         let size = model.disks[&disk].len() as u64;
-        let len = rng.gen_range(1..=3 * 4096u64).min(size);
-        let offset = rng.gen_range(0..=size - len);
-        if rng.gen_bool(0.15) {
+        let len = rng.random_range(1..=3 * 4096u64).min(size);
+        let offset = rng.random_range(0..=size - len);
+        if rng.random_bool(0.15) {
             w.zero(disk, offset, len).unwrap();
             model.zero(disk, offset, len);
         } else {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use replog_reader::Vault;
 use replog_tests::backends;
 use replog_writer::{PointKind, VaultSettings, Writer};
@@ -55,7 +55,7 @@ fn a_reader_at_point_p_sees_exactly_p_while_the_writer_appends_and_seals() {
                         opens += 1;
                         let known = published.lock().unwrap().clone();
                         let listed = vault.points();
-                        let p = &listed[rng.gen_range(0..listed.len())];
+                        let p = &listed[rng.random_range(0..listed.len())];
                         let Some((_, want)) = known.iter().find(|(id, _)| *id == p.point_id) else {
                             continue;
                         };
@@ -80,10 +80,10 @@ fn a_reader_at_point_p_sees_exactly_p_while_the_writer_appends_and_seals() {
         let mut model = vec![0u8; DISK_BYTES];
         let mut rng = SmallRng::seed_from_u64(99);
         for _ in 0..points_target {
-            for _ in 0..rng.gen_range(1..8) {
-                let len = rng.gen_range(1..32 << 10);
-                let at = rng.gen_range(0..DISK_BYTES - len);
-                let data: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+            for _ in 0..rng.random_range(1..8) {
+                let len = rng.random_range(1..32 << 10);
+                let at = rng.random_range(0..DISK_BYTES - len);
+                let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
                 w.write(disk.disk_id, at as u64, &data).unwrap();
                 model[at..at + len].copy_from_slice(&data);
             }

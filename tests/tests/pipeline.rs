@@ -268,20 +268,25 @@ fn direct_io_on_a_filesystem_that_refuses_it_falls_back_with_a_note() {
         eprintln!("note: no /dev/shm here; skipped");
         return;
     }
-    let tmp = tempfile::tempdir_in(shm).expect("a directory in /dev/shm");
-    let storage = replog_tests::env_storage();
-    let dir = tmp.path().join("vault");
-    let mut w = Writer::create(storage.clone(), &dir, settings()).expect("created");
-    let mut m = PointModel::default();
-    w.add_disk("d", DISK_BYTES).expect("added");
-    m.add_disk(1, vec![0; DISK_BYTES as usize]);
-    workload(&mut w, &mut m, true).expect("the workload runs");
-    let note = w.io_note().map(str::to_owned);
-    w.close().expect("closed");
-    let note = note.expect("tmpfs refuses O_DIRECT, and the writer says so");
-    assert!(note.contains("page cache"), "{note}");
-    let v = check_vault(&storage, &dir, &m);
-    assert!(v.is_empty(), "{v:?}");
+    // Each real-file backend (the simulator has no tmpfs): both must notice the refusal.
+    for b in backends(0).into_iter().filter(|b| b.sim.is_none()) {
+        let tmp = tempfile::tempdir_in(shm).expect("a directory in /dev/shm");
+        let storage = b.storage.clone();
+        let dir = tmp.path().join("vault");
+        let mut w = Writer::create(storage.clone(), &dir, settings()).expect("created");
+        let mut m = PointModel::default();
+        w.add_disk("d", DISK_BYTES).expect("added");
+        m.add_disk(1, vec![0; DISK_BYTES as usize]);
+        workload(&mut w, &mut m, true).expect("the workload runs");
+        let note = w.io_note().map(str::to_owned);
+        w.close().expect("closed");
+        let note = note.unwrap_or_else(|| {
+            panic!("{}: tmpfs refuses O_DIRECT, and the writer says so", b.name)
+        });
+        assert!(note.contains("page cache"), "{}: {note}", b.name);
+        let v = check_vault(&storage, &dir, &m);
+        assert!(v.is_empty(), "{}: {v:?}", b.name);
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use replog_io::Storage;
 use replog_writer::{
     Compression, DiskInfo, PointKind, PointTicket, VaultSettings, Writer, WriterOptions,
@@ -149,7 +149,7 @@ pub fn run_write_bench(
     let mut batch: Vec<(u64, &[u8])> = Vec::with_capacity(load.batch.max(1));
     for i in 0..writes {
         let offset = if load.random {
-            rng.gen_range(0..blocks_on_disk)
+            rng.random_range(0..blocks_on_disk)
         } else {
             i % blocks_on_disk
         } * load.block_bytes;

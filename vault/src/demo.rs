@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use replog_io::{OpenMode, Storage};
 use replog_reader::MaterializeOptions;
 use replog_writer::{Compression, PointKind, VaultSettings, Writer};
@@ -265,9 +265,9 @@ fn write_source(path: &Path, size: u64, data: u64, rng: &mut SmallRng) -> Result
 fn disk_like_block(rng: &mut SmallRng, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
-        let run = rng.gen_range(512..16384).min(len - out.len());
-        match rng.gen_range(0..4) {
-            0 => out.extend((0..run).map(|_| rng.r#gen::<u8>())),
+        let run = rng.random_range(512..16384).min(len - out.len());
+        match rng.random_range(0..4) {
+            0 => out.extend((0..run).map(|_| rng.random::<u8>())),
             1 => out.extend(
                 b"replog demo: the quick brown fox jumps over the lazy dog. "
                     .iter()
@@ -288,14 +288,14 @@ fn mutate_source(path: &Path, size: u64, rng: &mut SmallRng) -> Result<()> {
         .write(true)
         .open(path)
         .map_err(|e| fail("opening", path, e))?;
-    for _ in 0..rng.gen_range(20..60) {
-        let len = rng.gen_range(1..64) * 4096;
-        let at = rng.gen_range(0..(size - len) / 4096) * 4096;
+    for _ in 0..rng.random_range(20..60) {
+        let len = rng.random_range(1..64) * 4096;
+        let at = rng.random_range(0..(size - len) / 4096) * 4096;
         f.write_all_at(&disk_like_block(rng, len as usize), at)
             .map_err(|e| fail("writing", path, e))?;
     }
-    let zero_len = rng.gen_range(1..16) * 65536;
-    let at = rng.gen_range(0..(size - zero_len) / 65536) * 65536;
+    let zero_len = rng.random_range(1..16) * 65536;
+    let at = rng.random_range(0..(size - zero_len) / 65536) * 65536;
     f.write_all_at(&vec![0; zero_len as usize], at)
         .map_err(|e| fail("writing", path, e))
 }

@@ -12,7 +12,7 @@
 //! Changes that are kept out of order are how reordering shows: a later write can survive while
 //! an earlier one is lost.
 
-use rand::Rng;
+use rand::RngExt;
 use rand::rngs::SmallRng;
 
 use super::tree::{Pending, splice, to_usize};
@@ -27,7 +27,7 @@ pub(super) fn survivor(durable: &[u8], pending: &[Pending], rng: &mut SmallRng) 
         match change {
             Pending::Write { offset, data } => apply_unsynced_write(&mut image, *offset, data, rng),
             Pending::SetLen(len) => {
-                if rng.gen_bool(0.5) {
+                if rng.random_bool(0.5) {
                     image.resize(to_usize(*len), 0);
                 }
             }
@@ -52,10 +52,10 @@ fn sectors(offset: u64, len: u64) -> Vec<(u64, u64)> {
 /// Applies what survives of one unsynced write.
 fn apply_unsynced_write(image: &mut Vec<u8>, offset: u64, data: &[u8], rng: &mut SmallRng) {
     let pieces = sectors(offset, data.len() as u64);
-    let kept: Vec<bool> = match rng.gen_range(0..4) {
+    let kept: Vec<bool> = match rng.random_range(0..4) {
         0 => vec![false; pieces.len()],
         1 => vec![true; pieces.len()],
-        _ => pieces.iter().map(|_| rng.gen_bool(0.5)).collect(),
+        _ => pieces.iter().map(|_| rng.random_bool(0.5)).collect(),
     };
     let old_len = image.len() as u64;
     for (&(start, end), &keep) in pieces.iter().zip(&kept) {
@@ -68,7 +68,7 @@ fn apply_unsynced_write(image: &mut Vec<u8>, offset: u64, data: &[u8], rng: &mut
     if end <= old_len || kept.iter().all(|&k| k) {
         return;
     }
-    match rng.gen_range(0..3) {
+    match rng.random_range(0..3) {
         // The file ends after the last kept byte.
         0 => {}
         // The new length reached the disk; the lost bytes read as zeros.

@@ -7,7 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use rand::Rng;
+use rand::RngExt;
 
 use super::fault::{FaultError, FaultOp};
 use super::state::State;
@@ -79,7 +79,9 @@ impl SimFile {
         check_end(w.offset, w.data.len() as u64)?;
         let applied = match fault {
             None => w.data.len(),
-            Some(FaultError::Enospc) if !w.data.is_empty() => state.rng.gen_range(0..w.data.len()),
+            Some(FaultError::Enospc) if !w.data.is_empty() => {
+                state.rng.random_range(0..w.data.len())
+            }
             Some(_) => 0,
         };
         if applied > 0 {

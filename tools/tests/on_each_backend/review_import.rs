@@ -26,7 +26,11 @@ fn s(path: &Path) -> &str {
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
-    let out = Command::new(program).args(args).output();
+    run_command(program, Command::new(program), args)
+}
+
+fn run_command(program: &str, mut cmd: Command, args: &[&str]) -> Output {
+    let out = cmd.args(args).output();
     let out = out.unwrap_or_else(|e| {
         panic!("{program} cannot be run ({e}); these tests need qemu-img: run scripts/setup.sh")
     });
@@ -42,7 +46,7 @@ fn run(program: &str, args: &[&str]) -> Output {
 }
 
 fn replog(args: &[&str]) -> String {
-    let out = run(env!("CARGO_BIN_EXE_replog"), args);
+    let out = run_command("replog", super::replog_command(), args);
     String::from_utf8(out.stdout).expect("replog prints UTF-8")
 }
 

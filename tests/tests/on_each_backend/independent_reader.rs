@@ -428,7 +428,7 @@ fn compare_vault(storage: &Arc<dyn Storage>, built: &Built, scratch: &Path) -> u
 /// written from the corrected spec must match the code on every disk at every point.
 #[test]
 fn finding_14_independent_reader_matches_every_disk_at_every_point() {
-    let storage = replog_tests::env_storage();
+    let storage = super::storage();
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let root = tmp.path();
     let mut vaults = vec![plain(&storage, root), lz4(&storage, root)];

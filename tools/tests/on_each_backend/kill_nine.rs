@@ -5,18 +5,18 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use replog::load::{TortureOp, op};
 use xxhash_rust::xxh3::xxh3_128;
 
 const DISK_BYTES: u64 = 4 << 20;
 
 fn replog(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_replog"))
+    let out = super::replog_command()
         .args(args)
         .output()
         .expect("replog runs");
@@ -86,7 +86,7 @@ fn acknowledged_points_survive_kill_9_of_a_real_process_under_load() {
     let mut rng = SmallRng::seed_from_u64(9);
     for cycle in 0..cycles {
         let seed = 1000 + cycle;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replog"))
+        let mut child = super::replog_command()
             .args(["torture", v, "d", "--seed", &seed.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -102,7 +102,7 @@ fn acknowledged_points_survive_kill_9_of_a_real_process_under_load() {
             std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
             panic!("cycle {cycle}: the next command needed repair: {err}");
         };
-        std::thread::sleep(Duration::from_millis(rng.gen_range(0..60)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..60)));
         child.kill().expect("SIGKILL");
         let acked: Vec<u64> = lines
             .map_while(Result::ok)
@@ -137,7 +137,8 @@ fn acknowledged_points_survive_kill_9_of_a_real_process_under_load() {
                 "cycle {cycle}: point at LSN {lsn} reads back wrong"
             );
         }
-        if let Some((lsn, hash)) = point_hashes.get(rng.gen_range(0..point_hashes.len().max(1))) {
+        if let Some((lsn, hash)) = point_hashes.get(rng.random_range(0..point_hashes.len().max(1)))
+        {
             assert_eq!(
                 disk_hash_at(&vault, *lsn),
                 *hash,

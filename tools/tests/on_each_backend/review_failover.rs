@@ -4,7 +4,7 @@
 //! over real files; the images are made by writing patterns with the standard library, and the
 //! formats qemu-img writes are compared with `qemu-img compare`.
 //!
-//! The child inherits `REPLOG_IO_BACKEND`, so the file can be run against each backend.
+//! The child runs on its module's backend: `main.rs` builds the file once per backend.
 
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
@@ -19,7 +19,7 @@ const EXIT_FAILED: i32 = 1;
 const DISKS: [(&str, u64); 2] = [("os", 24 * MIB), ("data", 8 * MIB)];
 
 fn replog() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_replog"))
+    super::replog_command()
 }
 
 fn s(path: &Path) -> &str {
@@ -548,7 +548,8 @@ fn finding_15_a_user_who_cannot_write_the_vault_fails_over_without_a_lease() {
         chown(&out, NOBODY);
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_replog"));
+            .arg(env!("CARGO_BIN_EXE_replog"))
+            .env(super::BACKEND_ENV, super::BACKEND);
         c
     } else {
         replog()

@@ -3,7 +3,7 @@
 //! point is failed over and compared byte for byte with `qemu-img compare`. Nothing is mocked:
 //! each test runs the built binary as a child process, in a fresh temporary directory.
 //!
-//! The child inherits `REPLOG_IO_BACKEND`, so the whole file can be run against one backend; the
+//! The child runs on its module's backend (`main.rs` builds the file once per backend); the
 //! backend tests pin theirs with `--backend sync` or `REPLOG_IO_BACKEND=uring`.
 //!
 //! `qemu-img` and `qemu-io` are required: without them the tests fail (never skip) and say to run
@@ -61,7 +61,7 @@ impl Replog {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_replog"))
+        let out = super::replog_command()
             .args(&self.leading)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -4,7 +4,7 @@
 //! fresh temporary directory; expected contents are raw images changed with `qemu-io` the same
 //! way, compared with `qemu-img compare`.
 //!
-//! The server inherits `REPLOG_IO_BACKEND`, so CI runs the file once per backend. The clients
+//! The server runs on its module's backend: `main.rs` builds the file once per backend. The clients
 //! are required: without them the tests fail (never skip) and say to run `scripts/setup.sh`.
 
 use std::fs;
@@ -30,7 +30,7 @@ fn s(path: &Path) -> &str {
 
 /// Runs `replog ARGS`, returning the output whatever the exit code.
 fn replog_run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_replog"))
+    super::replog_command()
         .args(args)
         .output()
         .expect("the replog binary runs")
@@ -290,7 +290,7 @@ impl Server {
 
     fn spawn(args: &[&str], socket: PathBuf, stderr_file: PathBuf) -> Server {
         let err = fs::File::create(&stderr_file).expect("the stderr file is created");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replog"))
+        let mut child = super::replog_command()
             .args(args)
             .stdout(Stdio::piped())
             .stderr(err)

@@ -1,7 +1,7 @@
 //! Regression tests of the vault's own integrity rules, through the `replog` binary on real
 //! files: a manifest rolled back to an older copy (finding 2), digest cache temporaries
 //! (findings 4 and 7), `verify` after Complete Migration (12), lease checksums (13), and a
-//! permission error seen by `verify` (15). The child inherits `REPLOG_IO_BACKEND`.
+//! permission error seen by `verify` (15). The child runs on its module's backend (`main.rs`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -32,8 +32,13 @@ impl Run {
 fn run_as(prefix: &[&str], args: &[&str]) -> Run {
     let bin = env!("CARGO_BIN_EXE_replog");
     let out = match prefix.split_first() {
-        None => Command::new(bin).args(args).output(),
-        Some((first, rest)) => Command::new(first).args(rest).arg(bin).args(args).output(),
+        None => super::replog_command().args(args).output(),
+        Some((first, rest)) => Command::new(first)
+            .args(rest)
+            .arg(bin)
+            .args(args)
+            .env(super::BACKEND_ENV, super::BACKEND)
+            .output(),
     }
     .expect("the replog binary runs");
     Run {

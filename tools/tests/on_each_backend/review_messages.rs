@@ -18,7 +18,7 @@ struct Run {
 }
 
 fn replog(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_replog"))
+    let out = super::replog_command()
         .args(args)
         .output()
         .expect("replog runs");

@@ -27,7 +27,7 @@ fn s(path: &Path) -> &str {
 }
 
 fn replog_run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_replog"))
+    super::replog_command()
         .args(args)
         .output()
         .expect("the replog binary runs")
@@ -97,7 +97,7 @@ impl Server {
         let mut all = vec!["serve-nbd", s(&f.vault), "--latest", "--unix", s(&socket)];
         all.extend_from_slice(args);
         let err = fs::File::create(&stderr_file).expect("the stderr file is created");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_replog"))
+        let mut child = super::replog_command()
             .args(&all)
             .stdout(Stdio::piped())
             .stderr(err)

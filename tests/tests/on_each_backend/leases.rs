@@ -26,7 +26,7 @@ fn settings() -> VaultSettings {
 
 /// A vault with one disk and `points` points; returns the content at each point's LSN.
 fn vault(dir: &Path, points: u64) -> (Writer, BTreeMap<u64, Vec<u8>>, Vec<u8>) {
-    let storage = replog_tests::env_storage();
+    let storage = super::storage();
     let mut w = Writer::create(storage, dir, settings()).expect("created");
     let disk = w.add_disk("os", DISK_BYTES as u64).expect("added").disk_id;
     let mut content = vec![0u8; DISK_BYTES];
@@ -73,7 +73,7 @@ fn compaction_skips_or_waits_for_a_lease_below_its_target() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let dir = tmp.path().join("v");
     let (mut w, at_lsn, _) = vault(&dir, 12);
-    let storage = replog_tests::env_storage();
+    let storage = super::storage();
     let leased = Vault::open_leased(storage.clone(), &dir, &LeaseOptions::new("failover"), |v| {
         Ok::<_, replog_reader::ReadError>(v.points()[1].clone())
     })
@@ -130,7 +130,7 @@ fn a_lease_whose_holder_is_gone_is_stale_and_removed_and_a_persistent_one_stays(
     let dir = tmp.path().join("v");
     let (w, _, _) = vault(&dir, 3);
     drop(w);
-    let storage = replog_tests::env_storage();
+    let storage = super::storage();
     let seed = {
         let v = Vault::open(storage.clone(), &dir).expect("opens");
         replog_format::vault_seed(&v.header().vault_id)
@@ -190,7 +190,7 @@ fn a_leased_reader_reads_its_point_exactly_while_prunes_run() {
     for r in 0..2u64 {
         let (dir, at_lsn, stop, reads) = (dir.clone(), at_lsn.clone(), stop.clone(), reads.clone());
         readers.push(std::thread::spawn(move || -> Vec<String> {
-            let storage = replog_tests::env_storage();
+            let storage = super::storage();
             let mut violations = Vec::new();
             let mut i = r;
             while !stop.load(Ordering::Relaxed) {
@@ -271,7 +271,7 @@ fn a_leased_reader_reads_its_point_exactly_while_prunes_run() {
     assert!(pruned.0 > 0);
     drop(w);
     // Deferred deletions are done by the next writer open once the readers are gone.
-    let w = Writer::open(replog_tests::env_storage(), &dir).expect("reopens");
+    let w = Writer::open(super::storage(), &dir).expect("reopens");
     let m = w.manifest();
     let segments = std::fs::read_dir(dir.join("journal"))
         .expect("listed")

@@ -1,7 +1,7 @@
 //! End-to-end tests of retention, prune, test failover and Complete Migration, through the
 //! `replog` binary on real raw images made with `qemu-img` and changed with `qemu-io`. After
 //! each point the image is copied aside; every point that survives a prune is failed over and
-//! compared with `qemu-img compare`. The child inherits `REPLOG_IO_BACKEND`.
+//! compared with `qemu-img compare`. The child runs on its module's backend (`main.rs`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ struct Run {
 }
 
 fn run(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_replog"))
+    let out = super::replog_command()
         .args(args)
         .output()
         .expect("the replog binary runs");

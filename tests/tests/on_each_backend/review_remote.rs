@@ -70,7 +70,7 @@ fn expect_exit(out: &Output, code: i32, what: &str) -> String {
 
 /// A vault with two disks and `rounds` points from round `first`, the segment sealed after.
 fn write_rounds(dir: &Path, first: u64, rounds: u64) {
-    let storage = replog_tests::env_storage();
+    let storage = super::storage();
     let mut w = if dir.join("VAULT").exists() {
         Writer::open(storage, dir).expect("opened")
     } else {
@@ -304,7 +304,7 @@ fn finding_9_sync_refuses_after_the_store_lost_data_and_a_scrub_uploads_again() 
     let (dir, url) = synced_twice(&server, tmp.path(), "lost");
     let v = dir.to_str().unwrap();
     let remote = handle(&server, "lost");
-    let expected = contents(replog_tests::env_storage(), &dir);
+    let expected = contents(super::storage(), &dir);
     for (key, _) in remote.list("").expect("listed") {
         delete(&remote, &key);
     }
@@ -318,7 +318,7 @@ fn finding_9_sync_refuses_after_the_store_lost_data_and_a_scrub_uploads_again() 
     assert!(manifests.is_empty(), "nothing is published: {manifests:?}");
 
     expect_exit(&replog(&server, &["sync", v, "--scrub"]), 0, "sync --scrub");
-    let rv = replog_remote::open_remote(Arc::new(remote), replog_tests::env_storage(), 8)
+    let rv = replog_remote::open_remote(Arc::new(remote), super::storage(), 8)
         .expect("the bucket holds the vault again");
     assert_eq!(contents(rv.storage, &rv.root), expected);
     expect_exit(&replog(&server, &["sync", v]), 0, "a plain sync after");
@@ -332,7 +332,7 @@ fn finding_9_sync_refuses_after_the_store_lost_data_and_a_scrub_uploads_again() 
 fn finding_10_points_into_a_closed_pipe_exits_quietly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vault");
-    let storage = replog_tests::env_storage();
+    let storage = super::storage();
     let settings = VaultSettings {
         block_bytes: 4096,
         segment_bytes: 64 << 20,

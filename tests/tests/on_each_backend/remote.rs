@@ -1,7 +1,7 @@
 //! Object storage tiering against real servers on loopback (s3s-fs for S3, Azurite for Azure
 //! Blob, started by the tests themselves; `scripts/setup.sh` installs both): upload, eviction,
-//! failover from the bucket with the local vault deleted, a crash at every request of a sync,
-//! a server that disappears mid-upload, and damaged remote objects.
+//! failover from the bucket with the local vault deleted, a server that disappears mid-upload,
+//! and damaged remote objects. The helpers are shared with `remote_crash.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -11,18 +11,15 @@ use std::time::Duration;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use replog_format::remote::{self, RemoteConfig};
 use replog_reader::Vault;
-use replog_remote::fault::{FaultMode, FaultPlan, FaultStore};
 use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions, SyncReport};
 use replog_tests::noise;
 use replog_tests::servers::{AzuriteServer, S3Server};
 use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 
 const DISK_BYTES: u64 = 12 << 20;
-/// Disks of the crash test, which syncs once per request of a sync.
-const SMALL_DISK_BYTES: u64 = 2 << 20;
 
 /// Every offered point's disks, by point id, read byte for byte.
-type Contents = BTreeMap<u64, Vec<Vec<u8>>>;
+pub(super) type Contents = BTreeMap<u64, Vec<Vec<u8>>>;
 
 fn settings() -> VaultSettings {
     VaultSettings {
@@ -33,7 +30,7 @@ fn settings() -> VaultSettings {
 }
 
 /// `object_store` configuration keys from a server's environment variables.
-fn options(env: Vec<(String, String)>) -> RemoteOptions {
+pub(super) fn options(env: Vec<(String, String)>) -> RemoteOptions {
     RemoteOptions {
         config: env
             .into_iter()
@@ -47,8 +44,8 @@ fn options(env: Vec<(String, String)>) -> RemoteOptions {
 
 /// Writes `rounds` rounds of changes to two disks, a point after each, and seals the segment
 /// so every point is in a sealed segment. Creates the vault when `dir` has none.
-fn write_rounds(dir: &Path, first_round: u64, rounds: u64, disk_bytes: u64) {
-    let storage = replog_tests::env_storage();
+pub(super) fn write_rounds(dir: &Path, first_round: u64, rounds: u64, disk_bytes: u64) {
+    let storage = super::storage();
     let mut w = if dir.join("VAULT").exists() {
         Writer::open(storage, dir).expect("opened")
     } else {
@@ -99,20 +96,18 @@ fn contents(storage: Arc<dyn replog_io::Storage>, dir: &Path) -> Contents {
 }
 
 /// The local vault's points, read from local files and, where evicted, from its remote.
-fn local_contents(dir: &Path, opts: &RemoteOptions) -> Contents {
-    let storage =
-        replog_remote::storage_for_vault(replog_tests::env_storage(), dir, opts).expect("storage");
+pub(super) fn local_contents(dir: &Path, opts: &RemoteOptions) -> Contents {
+    let storage = replog_remote::storage_for_vault(super::storage(), dir, opts).expect("storage");
     contents(storage, dir)
 }
 
 /// The points of the vault at `url`, read from the remote alone.
-fn remote_contents(remote: Arc<Remote>) -> Contents {
-    let rv = replog_remote::open_remote(remote, replog_tests::env_storage(), 8)
-        .expect("remote vault opened");
+pub(super) fn remote_contents(remote: Arc<Remote>) -> Contents {
+    let rv = replog_remote::open_remote(remote, super::storage(), 8).expect("remote vault opened");
     contents(rv.storage, &rv.root)
 }
 
-fn add_remote(dir: &Path, url: &str, remote: &Remote, cache_limit_bytes: u64) {
+pub(super) fn add_remote(dir: &Path, url: &str, remote: &Remote, cache_limit_bytes: u64) {
     let local = LocalVault::open(dir).expect("local vault");
     replog_remote::claim(&local, remote).expect("claimed");
     local
@@ -125,16 +120,13 @@ fn add_remote(dir: &Path, url: &str, remote: &Remote, cache_limit_bytes: u64) {
         .expect("configured");
 }
 
-fn sync(dir: &Path, remote: &Remote) -> replog_remote::Result<SyncReport> {
+pub(super) fn sync(dir: &Path, remote: &Remote) -> replog_remote::Result<SyncReport> {
     sync_with(dir, remote, false)
 }
 
 fn sync_with(dir: &Path, remote: &Remote, scrub: bool) -> replog_remote::Result<SyncReport> {
-    let storage = replog_remote::storage_for_vault(
-        replog_tests::env_storage(),
-        dir,
-        &RemoteOptions::default(),
-    )?;
+    let storage =
+        replog_remote::storage_for_vault(super::storage(), dir, &RemoteOptions::default())?;
     replog_remote::sync(
         storage,
         dir,
@@ -148,7 +140,7 @@ fn sync_with(dir: &Path, remote: &Remote, scrub: bool) -> replog_remote::Result<
 }
 
 /// Every key under the remote's prefix.
-fn keys(remote: &Remote) -> BTreeSet<String> {
+pub(super) fn keys(remote: &Remote) -> BTreeSet<String> {
     let vault = remote
         .get(remote::VAULT_KEY)
         .expect("read")
@@ -162,7 +154,7 @@ fn keys(remote: &Remote) -> BTreeSet<String> {
 }
 
 /// The keys the kept manifests need: nothing else may be left on the remote.
-fn needed_keys(remote: &Remote, seed: u32, vault_id: [u8; 16]) -> BTreeSet<String> {
+pub(super) fn needed_keys(remote: &Remote, seed: u32, vault_id: [u8; 16]) -> BTreeSet<String> {
     let mut out = BTreeSet::from(["VAULT".to_owned()]);
     for (key, _) in remote.list(remote::MANIFESTS_DIR).expect("listed") {
         let m = remote::RemoteManifest::decode(&remote.get(&key).unwrap().unwrap(), seed)
@@ -207,8 +199,8 @@ fn s3_upload_evict_and_fail_over_from_the_bucket_with_the_local_vault_deleted() 
     // Upload, with a cache limit that evicts every sealed file.
     add_remote(&dir, &url, &remote, 1);
     // A long-running process (a capturing NBD server, say) opened its storage before the sync.
-    let opened_before = replog_remote::storage_for_vault(replog_tests::env_storage(), &dir, &opts)
-        .expect("storage");
+    let opened_before =
+        replog_remote::storage_for_vault(super::storage(), &dir, &opts).expect("storage");
     let report = sync(&dir, &remote).expect("synced");
     assert!(report.published && report.chunks_written > 0, "{report:?}");
     assert_eq!(
@@ -238,8 +230,7 @@ fn s3_upload_evict_and_fail_over_from_the_bucket_with_the_local_vault_deleted() 
     // dropped manifests needed is deleted.
     write_rounds(&dir, 4, 2, DISK_BYTES);
     sync(&dir, &remote).expect("synced");
-    let storage = replog_remote::storage_for_vault(replog_tests::env_storage(), &dir, &opts)
-        .expect("storage");
+    let storage = replog_remote::storage_for_vault(super::storage(), &dir, &opts).expect("storage");
     let mut w = Writer::open(storage, &dir).expect("opened");
     w.prune(&replog_writer::PruneOptions {
         keep_last: Some(3),
@@ -280,94 +271,6 @@ fn azure_upload_and_fail_over_from_the_container_with_the_local_vault_deleted() 
     assert!(!again.published && again.chunks_written == 0, "{again:?}");
     drop(tmp);
     assert_eq!(remote_contents(remote), expected);
-}
-
-#[test]
-fn a_crash_at_every_request_of_a_sync_loses_nothing_and_leaves_nothing_twice() {
-    let server = S3Server::start().expect("s3s-fs started");
-    let opts = options(server.env());
-    let tmp = tempfile::tempdir().unwrap();
-    let template = tmp.path().join("template");
-    write_rounds(&template, 0, 3, SMALL_DISK_BYTES);
-
-    // Count the requests of the sync under test (the second one, after more changes).
-    let run = |n: u64, mode: FaultMode| -> Option<u64> {
-        let dir = tmp.path().join(format!("v-{n}-{mode:?}"));
-        copy_dir(&template, &dir);
-        let url = server.url(&format!("crash/{n}-{mode:?}"));
-        let plain = Remote::open(&url, &opts).expect("remote");
-        add_remote(&dir, &url, &plain, 1);
-        sync(&dir, &plain).expect("first sync");
-        write_rounds(&dir, 3, 2, SMALL_DISK_BYTES);
-        let expected = local_contents(&dir, &opts);
-
-        let inner: Arc<dyn ObjectStore> = plain_store(&server);
-        let plan = FaultPlan::new(n, mode);
-        let faulty =
-            Remote::with_store(Arc::new(FaultStore::new(inner, plan.clone())), &url).unwrap();
-        let crashed = sync(&dir, &faulty);
-        assert_eq!(crashed.is_err(), plan.crashed(), "request {n}: {crashed:?}");
-        // The bucket is usable as the crash left it (the machine may be gone now): its newest
-        // manifest reads every point it lists exactly, and lists at least what the first
-        // sync published.
-        let remote = Arc::new(Remote::open(&url, &opts).expect("remote"));
-        let seen = remote_contents(remote);
-        assert!(
-            seen.len() >= 3,
-            "request {n} {mode:?}: {} points",
-            seen.len()
-        );
-        for (id, disks) in &seen {
-            assert_eq!(
-                Some(disks),
-                expected.get(id),
-                "request {n} {mode:?}: point {id}"
-            );
-        }
-        // Whatever happened, the local vault reads every point as before.
-        assert_eq!(
-            local_contents(&dir, &opts),
-            expected,
-            "request {n} {mode:?}"
-        );
-        // Resume with the store back.
-        sync(&dir, &plain).unwrap_or_else(|e| panic!("resume after request {n}: {e}"));
-        assert_eq!(
-            local_contents(&dir, &opts),
-            expected,
-            "request {n} {mode:?}"
-        );
-        let local = LocalVault::open(&dir).unwrap();
-        assert_eq!(
-            keys(&plain),
-            needed_keys(&plain, local.seed, local.vault_id),
-            "request {n} {mode:?}: an object left over"
-        );
-        let remote = Arc::new(plain);
-        assert_eq!(remote_contents(remote), expected, "request {n} {mode:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
-        (!plan.crashed()).then(|| plan.requests())
-    };
-    let total = run(u64::MAX, FaultMode::BeforeApply).expect("a clean run");
-    assert!(total > 10, "a sync makes {total} requests");
-    // Each case has its own vault and prefix, so they run side by side: the time goes into
-    // waiting for the server, not the processor.
-    let cases: Vec<(u64, FaultMode)> = [FaultMode::BeforeApply, FaultMode::AfterApply]
-        .into_iter()
-        .flat_map(|mode| (0..total).map(move |n| (n, mode)))
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..8 {
-            scope.spawn(|| {
-                while let Some(&(n, mode)) =
-                    cases.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                {
-                    assert_eq!(run(n, mode), None, "request {n} of {total} must crash");
-                }
-            });
-        }
-    });
 }
 
 #[test]
@@ -427,7 +330,7 @@ fn a_damaged_or_missing_remote_object_is_an_error_naming_it_never_wrong_bytes() 
         .unwrap();
     let object = |chunk: &str| object_store::path::Path::from(format!("damaged/{chunk}"));
     let read_all = || {
-        let rv = replog_remote::open_remote(remote.clone(), replog_tests::env_storage(), 8)?;
+        let rv = replog_remote::open_remote(remote.clone(), super::storage(), 8)?;
         let v = Vault::open(rv.storage.clone(), &rv.root)?;
         for p in v.points() {
             let view = v.view(p)?;
@@ -505,25 +408,12 @@ fn chunk_of(remote: &Remote, kind: remote::FileKind) -> (String, String) {
 }
 
 /// A client for the server's bucket, without replog's prefix handling.
-fn plain_store(server: &S3Server) -> Arc<dyn ObjectStore> {
+pub(super) fn plain_store(server: &S3Server) -> Arc<dyn ObjectStore> {
     let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(server.bucket());
     for (k, v) in server.env() {
         b = b.with_config(k.to_ascii_lowercase().parse().unwrap(), v);
     }
     Arc::new(b.build().unwrap())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 fn count_files(dir: &Path) -> usize {

@@ -7,7 +7,7 @@
 //! machine without qemu-img is simulated by running the real binary with `PATH` set to an empty
 //! directory.
 //!
-//! The child inherits `REPLOG_IO_BACKEND`, so the file runs against either backend.
+//! The child runs on its module's backend: `main.rs` builds the file once per backend.
 
 use std::fs;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -42,7 +42,7 @@ struct Run {
 
 /// Runs `replog`, with `PATH` replaced by `path` when given.
 fn replog_with_path(path: Option<&Path>, args: &[&str]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_replog"));
+    let mut cmd = super::replog_command();
     cmd.args(args);
     if let Some(p) = path {
         cmd.env("PATH", p);

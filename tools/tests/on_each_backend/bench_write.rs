@@ -3,12 +3,10 @@
 //! point it was asked for, and leave a vault that `verify` finds intact. Figures are never
 //! asserted (machines are noisy); that is `benches/compare.py`'s job.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 fn replog(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_replog"))
+    let out = super::replog_command()
         .args(args)
         .output()
         .expect("replog runs");

@@ -1,0 +1,22 @@
+//! The tests on the plain-syscall backend.
+
+use std::sync::Arc;
+
+use replog_io::Storage;
+
+/// The backend of every vault these tests open.
+const BACKEND: &str = "sync";
+
+/// The storage of [`BACKEND`].
+fn storage() -> Arc<dyn Storage> {
+    super::storage(BACKEND)
+}
+
+#[path = "independent_reader.rs"]
+mod independent_reader;
+#[path = "leases.rs"]
+mod leases;
+#[path = "remote.rs"]
+mod remote;
+#[path = "review_remote.rs"]
+mod review_remote;
