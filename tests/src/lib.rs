@@ -213,6 +213,19 @@ impl PointModel {
         self.acked.push((point_id, lsn));
     }
 
+    /// A crash-consistent point named `label` taken on `w`: expected with the disks as staged
+    /// now, and acknowledged if the call returns `Ok`.
+    pub fn point(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        label: &str,
+    ) -> Result<replog_writer::PointInfo, replog_writer::WriteError> {
+        self.expect_point(w.last_lsn() + 1);
+        let p = w.point(replog_writer::PointKind::CrashConsistent, label)?;
+        self.ack(p.point_id, p.lsn);
+        Ok(p)
+    }
+
     /// After a recovery, the staged state becomes what the vault holds at `w.last_lsn()`:
     /// unacknowledged records may or may not have survived, and the reader says which. Disks
     /// with no record yet read as `base_of(name, disk_bytes)`. Points are unaffected.

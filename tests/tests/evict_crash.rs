@@ -28,7 +28,7 @@ use replog_io::sim::SimStorage;
 use replog_reader::Vault;
 use replog_remote::{LocalVault, Remote, SyncOptions, TieredStorage, file_path};
 use replog_tests::{PointModel, SimImage, check_listed_points, noise, stress, vault_dirs};
-use replog_writer::{Compression, PointKind, VaultSettings, Writer};
+use replog_writer::{Compression, VaultSettings, Writer};
 
 const DIR: &str = "/vault";
 const URL: &str = "s3://bucket/vault";
@@ -77,11 +77,7 @@ fn write_rounds(w: &mut Writer, m: &mut PointModel, disk: u32, first: u64, round
         let data = noise(500 + i, len);
         m.write(disk, at, &data);
         w.write(disk, at, &data).expect("staged");
-        m.expect_point(w.last_lsn() + 1);
-        let p = w
-            .point(PointKind::CrashConsistent, &format!("p{i}"))
-            .expect("acknowledged");
-        m.ack(p.point_id, p.lsn);
+        m.point(w, &format!("p{i}")).expect("acknowledged");
     }
     w.seal_segment().expect("sealed");
 }

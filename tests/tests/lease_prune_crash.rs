@@ -26,7 +26,7 @@ use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::{LeaseOptions, ReadError, Vault};
 use replog_tests::{PointModel, SimImage, check_listed_points, noise, stress, vault_dirs};
-use replog_writer::{Compression, PointKind, PruneOptions, VaultSettings, Writer};
+use replog_writer::{Compression, PruneOptions, VaultSettings, Writer};
 
 const DIR: &str = "/vault";
 const DISK_BYTES: u64 = 64 << 10;
@@ -71,11 +71,7 @@ fn prepare() -> (SimImage, PointModel) {
         let data = noise(300 + i, len);
         m.write(disk, at, &data);
         w.write(disk, at, &data).expect("staged");
-        m.expect_point(w.last_lsn() + 1);
-        let p = w
-            .point(PointKind::CrashConsistent, &format!("p{i}"))
-            .expect("acknowledged");
-        m.ack(p.point_id, p.lsn);
+        m.point(&mut w, &format!("p{i}")).expect("acknowledged");
     }
     w.close().expect("closed");
     (SimImage::capture(&sim, &vault_dirs(Path::new(DIR))), m)
