@@ -9,16 +9,14 @@
 //! never exist at once. The kernel drops the locks of a process that dies, so a file a killed run
 //! left behind is simply taken over.
 //!
-//! It is not taken in the simulator, which has no links or inode numbers to check the name
-//! against; the locks that the simulator does model (the writer's, the leases', the sync's)
-//! go through [`Storage::open_lock_file`](crate::Storage::open_lock_file).
+//! The lock goes through the [`Storage`] like every other file access, so the simulator takes
+//! it, and crashes around it, as it does the writer's and the leases' locks.
 
-use std::fs::{self, OpenOptions, TryLockError};
-use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::{BackendKind, Storage};
+use crate::{File, LockMode, Storage};
 
 /// How many times a lock file that keeps being removed under us is opened again.
 const ATTEMPTS_MAX: u32 = 1000;
@@ -26,9 +24,10 @@ const ATTEMPTS_MAX: u32 = 1000;
 /// An exclusive lock on a directory, held until dropped.
 #[derive(Debug)]
 pub struct DirLock {
+    storage: Arc<dyn Storage>,
     path: PathBuf,
-    /// `None` on the simulator.
-    file: Option<fs::File>,
+    /// The locked open: the lock lasts as long as it does.
+    _file: Arc<dyn File>,
 }
 
 /// Why a directory could not be locked.
@@ -59,50 +58,46 @@ impl DirLock {
     /// Locks `dir` (which must exist) through its lock file `dir/name`, or fails at once with
     /// [`DirLockError::Held`] when another process holds it.
     pub fn try_lock(
-        storage: &dyn Storage,
+        storage: &Arc<dyn Storage>,
         dir: &Path,
         name: &str,
     ) -> Result<DirLock, DirLockError> {
         let path = dir.join(name);
-        if storage.kind() == BackendKind::Sim {
-            return Ok(DirLock { path, file: None });
-        }
         let io = |op, source| DirLockError::Io {
             path: path.clone(),
             op,
             source,
         };
         for _ in 0..ATTEMPTS_MAX {
-            let file = open_lock_file(&path).map_err(|e| io("open the lock file", e))?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(TryLockError::WouldBlock) => {
-                    return Err(DirLockError::Held {
-                        pid: holder_pid(&file),
-                        path,
-                    });
-                }
-                Err(TryLockError::Error(e)) => return Err(io("lock the lock file", e)),
+            let file = storage
+                .open_lock_file(&path)
+                .map_err(|e| io("open the lock file", e))?;
+            if !file
+                .lock(LockMode::Exclusive, false)
+                .map_err(|e| io("lock the lock file", e))?
+            {
+                return Err(DirLockError::Held {
+                    pid: holder_pid(file.as_ref()),
+                    path,
+                });
             }
-            let locked = file
-                .metadata()
-                .map_err(|e| io("look at the lock file", e))?;
-            match fs::symlink_metadata(&path) {
-                Ok(m) if (m.dev(), m.ino()) == (locked.dev(), locked.ino()) => {
-                    // Best effort: the pid only makes a refusal's message more useful.
-                    let pid = format!("{}\n", std::process::id());
-                    let _ = file
-                        .set_len(0)
-                        .and_then(|()| file.write_all_at(pid.as_bytes(), 0));
-                    return Ok(DirLock {
-                        path,
-                        file: Some(file),
-                    });
-                }
-                // The holder removed it between our open and our lock: open the new one.
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("look at the lock file", e)),
+            let locked = file.id().map_err(|e| io("look at the lock file", e))?;
+            // `None`: the holder removed it between our open and our lock; another identity:
+            // it was removed and created again. Either way, open the file now at the name.
+            if storage
+                .file_id(&path)
+                .map_err(|e| io("look at the lock file", e))?
+                == Some(locked)
+            {
+                // Best effort: the pid only makes a refusal's message more useful. Always the
+                // same length, so it replaces a previous holder's pid without a truncation.
+                let pid = format!("{:<11}\n", std::process::id());
+                let _ = file.write_all_at(pid.as_bytes(), 0);
+                return Ok(DirLock {
+                    storage: Arc::clone(storage),
+                    path,
+                    _file: file,
+                });
             }
         }
         Err(io(
@@ -119,58 +114,30 @@ impl DirLock {
 
 impl Drop for DirLock {
     fn drop(&mut self) {
-        if let Some(file) = self.file.take() {
-            // Removed while still locked; see the module documentation. Best effort: a file
-            // left behind is taken over by the next run.
-            let _ = fs::remove_file(&self.path);
-            drop(file);
-        }
+        // Removed while still locked (`_file` is dropped after this); see the module
+        // documentation. Best effort: a file left behind is taken over by the next run.
+        let _ = self.storage.remove_file(&self.path);
     }
 }
 
-/// Opens (creating it) the lock file without following a link; read-only where another user's
-/// file cannot be opened for writing (a lock needs no write access).
-fn open_lock_file(path: &Path) -> io::Result<fs::File> {
-    let open = |write: bool| {
-        OpenOptions::new()
-            .read(true)
-            .write(write)
-            .create(write)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-    };
-    let opened = match open(true) {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => open(false),
-        other => other,
-    };
-    opened.map_err(|e| match e.raw_os_error() {
-        Some(libc::ELOOP) => io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "a symbolic link is in its place, and replog never opens a lock file through a link \
-             (remove the link)",
-        ),
-        _ => e,
-    })
-}
-
 /// The pid the holder wrote, if it did.
-fn holder_pid(mut file: &fs::File) -> Option<u32> {
-    let mut text = String::new();
-    Read::take(&mut file, 32).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+fn holder_pid(file: &dyn File) -> Option<u32> {
+    let mut buf = [0u8; 32];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::sync::SyncStorage;
 
     #[test]
     fn a_second_lock_fails_at_once_naming_the_holder_and_the_first_release_frees_it() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = SyncStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(SyncStorage::new());
         let first = DirLock::try_lock(&storage, dir.path(), ".lock").unwrap();
         match DirLock::try_lock(&storage, dir.path(), ".lock") {
             Err(DirLockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
@@ -188,8 +155,33 @@ mod tests {
         let victim = dir.path().join("victim");
         fs::write(&victim, b"keep").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join(".lock")).unwrap();
-        let err = DirLock::try_lock(&SyncStorage::new(), dir.path(), ".lock").unwrap_err();
+        let err = DirLock::try_lock(
+            &(Arc::new(SyncStorage::new()) as Arc<dyn Storage>),
+            dir.path(),
+            ".lock",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn the_simulator_takes_the_lock_and_a_crash_frees_it() {
+        let sim = crate::sim::SimStorage::new(1);
+        let storage: Arc<dyn Storage> = sim.clone();
+        let dir = Path::new("/sim/out");
+        storage.create_dir_all(dir).unwrap();
+        let first = DirLock::try_lock(&storage, dir, ".lock").unwrap();
+        match DirLock::try_lock(&storage, dir, ".lock") {
+            Err(DirLockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("a held lock was taken again: {other:?}"),
+        }
+        // Every process died with the machine: the lock file may stay, its lock does not.
+        sim.crash(0);
+        std::mem::forget(first);
+        storage.create_dir_all(dir).unwrap();
+        let again = DirLock::try_lock(&storage, dir, ".lock").unwrap();
+        drop(again);
+        assert_eq!(storage.file_id(&dir.join(".lock")).unwrap(), None);
     }
 }

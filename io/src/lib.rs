@@ -141,6 +141,16 @@ impl std::ops::Deref for Mapped {
     }
 }
 
+/// The identity of a file in its namespace (device and inode numbers on a real filesystem): two
+/// opens, or an open and a name, refer to the same file exactly when their identities are equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// The device (0 in the simulator).
+    pub dev: u64,
+    /// The inode number.
+    pub ino: u64,
+}
+
 /// An open file. All offsets are absolute; nothing keeps a cursor, so a file is shared freely
 /// between threads.
 #[allow(
@@ -230,6 +240,17 @@ pub trait File: Send + Sync + Debug {
         ))
     }
 
+    /// Which file this open refers to, to compare with [`Storage::file_id`] of a name: whether
+    /// the name still refers to the file that was opened. Real files answer with their device
+    /// and inode numbers, the simulator with its own inode numbers; the default (a file served
+    /// from elsewhere) cannot tell.
+    fn id(&self) -> io::Result<FileId> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this file has no identity to compare",
+        ))
+    }
+
     /// Opens this backend's own write pipe onto the file (see [`pipe`]), which was opened from
     /// `path` (so that it can be opened again with `O_DIRECT`). `None` where the backend has
     /// none: [`open_pipe`] then writes through a [`pipe::SyncPipe`] over the file.
@@ -306,6 +327,12 @@ pub trait Storage: Send + Sync + Debug {
     /// looks at the real filesystem (`lstat`); the simulator answers from its own tree.
     fn entry_kind(&self, path: &Path) -> io::Result<Option<EntryKind>> {
         sync::entry_kind(path)
+    }
+
+    /// The identity of the file at `path`, not following a symbolic link there (a link has its
+    /// own); `None` if nothing is there. The default looks at the real filesystem (`lstat`).
+    fn file_id(&self, path: &Path) -> io::Result<Option<FileId>> {
+        sync::file_id(path)
     }
 
     /// Renames `from` to `to`, replacing `to` atomically. Durable once the parent is synced.

@@ -7,12 +7,12 @@
 use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::pipe::{OpenedPipe, PipeOptions, ThreadPipe};
-use crate::{BackendKind, EntryKind, File, Mapped, OpenMode, Storage, WriteAt};
+use crate::{BackendKind, EntryKind, File, FileId, Mapped, OpenMode, Storage, WriteAt};
 
 /// The zero-writing fallback of [`File::zero_range`] writes this much per call.
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
@@ -123,6 +123,18 @@ pub(crate) fn entry_kind(path: &Path) -> io::Result<Option<EntryKind>> {
     }))
 }
 
+/// The identity of what is at `path` on the real filesystem, not following a symbolic link.
+pub(crate) fn file_id(path: &Path) -> io::Result<Option<FileId>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The error of an `O_NOFOLLOW` open, with a refused link said plainly: the kernel reports it
 /// as ELOOP, "too many levels of symbolic links", which tells an operator nothing.
 fn name_refused_link(e: io::Error) -> io::Error {
@@ -140,14 +152,25 @@ fn name_refused_link(e: io::Error) -> io::Error {
 /// Opens the lock file at `path` for `flock`: for writing, created if missing, never truncated
 /// (its content, if any, is the holder's business), and never through a symbolic link planted
 /// at its name. The writer's `LOCK`, the lease registration lock and the sync lock use it.
+///
+/// It is opened for reading too (a holder's pid is read from it), and only for reading where
+/// another user's file cannot be opened for writing: a lock needs no write access.
 pub fn open_lock_file(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(name_refused_link)
+    let open = |write: bool| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    match open(true) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => open(false),
+        other => other,
+    }
+    .map_err(name_refused_link)
 }
 
 /// A file of the real filesystem, accessed with plain positional syscalls.
@@ -377,6 +400,14 @@ impl File for SyncFile {
 
     fn lock(&self, mode: crate::LockMode, wait: bool) -> io::Result<bool> {
         flock(&self.file, mode, wait)
+    }
+
+    fn id(&self) -> io::Result<FileId> {
+        let meta = self.file.metadata()?;
+        Ok(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
     }
 
     fn map(&self) -> io::Result<Mapped> {

@@ -343,6 +343,10 @@ impl File for UringFile {
         self.file.lock(mode, wait)
     }
 
+    fn id(&self) -> io::Result<crate::FileId> {
+        self.file.id()
+    }
+
     fn map(&self) -> io::Result<Mapped> {
         self.file.map()
     }

@@ -103,7 +103,7 @@ pub struct OutputDir {
 impl OutputDir {
     /// Creates `dir` and its missing parents (with `sync`, durably) and locks it; fails at once
     /// if another run holds it.
-    pub fn lock(storage: &dyn Storage, dir: &Path, sync: bool) -> Result<OutputDir> {
+    pub fn lock(storage: &Arc<dyn Storage>, dir: &Path, sync: bool) -> Result<OutputDir> {
         match storage
             .entry_kind(dir)
             .map_err(|e| os_err(dir, "look at", e))?
@@ -120,7 +120,7 @@ impl OutputDir {
                 .in_file(dir));
             }
         }
-        create_out_dir(storage, dir, sync)?;
+        create_out_dir(storage.as_ref(), dir, sync)?;
         let lock = DirLock::try_lock(storage, dir, OUTPUT_LOCK_FILE).map_err(|e| match e {
             DirLockError::Held { pid, .. } => ReadError::new(
                 ReadErrorKind::InvalidRequest,
@@ -207,7 +207,7 @@ pub fn materialize_with_progress(
     opts: &MaterializeOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<MaterializeStats> {
-    let out = OutputDir::lock(view.storage().as_ref(), out_dir, opts.sync)?;
+    let out = OutputDir::lock(view.storage(), out_dir, opts.sync)?;
     materialize_into(view, &out, opts, progress)
 }
 

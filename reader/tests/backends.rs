@@ -215,9 +215,12 @@ fn a_crash_at_any_operation_of_materialize_leaves_exact_images_or_none() {
                     sync: true,
                 },
             );
+            // The last operation removes the output directory's lock file, after every image
+            // is durable and in place; its failure is not the run's (a lock file left behind
+            // is taken over by the next run).
             assert_eq!(
                 result.is_ok(),
-                crash_at == ops,
+                crash_at >= ops - 1,
                 "crash at operation {crash_at} of {ops}"
             );
             sim.crash(seed);

@@ -154,7 +154,7 @@ pub fn export(
         .map(|d| out_dir.join(format!("{}.{}", d.name(), format.extension())))
         .collect();
     // Held until every image is in place: no other run writes into the directory meanwhile.
-    let out = OutputDir::lock(storage, out_dir, opts.sync)?;
+    let out = OutputDir::lock(view.storage(), out_dir, opts.sync)?;
     replog_reader::check_targets(storage, &targets, opts.force)?;
     let staging = tempfile::Builder::new()
         .prefix(".replog-failover-")

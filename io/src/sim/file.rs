@@ -14,7 +14,7 @@ use super::state::State;
 use super::tree::{Id, Inode, errno, to_usize};
 use super::{FILE_BYTES_MAX, lock};
 use crate::pipe::{DirectAlignment, OpenedPipe, PipeOptions, SyncPipe};
-use crate::{File, LockMode, Mapped, WriteAt};
+use crate::{File, FileId, LockMode, Mapped, WriteAt};
 
 /// An open simulated file.
 pub(super) struct SimFile {
@@ -173,6 +173,15 @@ impl File for SimFile {
     fn map(&self) -> io::Result<Mapped> {
         let mut state = self.state()?;
         Ok(Mapped::Owned(self.inode(&mut state).live.clone()))
+    }
+
+    fn id(&self) -> io::Result<FileId> {
+        // Only a handle that is still valid (opened since the last crash) answers.
+        drop(self.state()?);
+        Ok(FileId {
+            dev: 0,
+            ino: self.inode,
+        })
     }
 
     fn lock(&self, mode: LockMode, wait: bool) -> io::Result<bool> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::fault::FaultOp;
 use super::tree::{Node, View, components, errno};
 use super::{SimStorage, State};
-use crate::{BackendKind, EntryKind, File, OpenMode, Storage};
+use crate::{BackendKind, EntryKind, File, FileId, OpenMode, Storage};
 
 impl Storage for SimStorage {
     fn kind(&self) -> BackendKind {
@@ -66,6 +66,17 @@ impl Storage for SimStorage {
         match state.tree.resolve(&components(path)?, View::Live) {
             Ok(Node::Dir(_)) => Ok(Some(EntryKind::Dir)),
             Ok(Node::File(_)) => Ok(Some(EntryKind::File)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn file_id(&self, path: &Path) -> io::Result<Option<FileId>> {
+        let state = self.lock();
+        state.alive()?;
+        // Files and directories share one space of inode numbers.
+        match state.tree.resolve(&components(path)?, View::Live) {
+            Ok(Node::Dir(ino) | Node::File(ino)) => Ok(Some(FileId { dev: 0, ino })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
