@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 const KNOWN_CIRCLES: &[&[&str]] = &[];
 
 const CRATES: &[&str] = &[
-    "format", "io", "writer", "reader", "remote", "nbd", "vault", "image", "tools", "benches",
-    "tests",
+    "format", "io", "writer", "reader", "remote", "nbd", "qemu", "vault", "image", "tools",
+    "benches", "tests",
 ];
 
 #[test]
