@@ -26,6 +26,7 @@ mod location;
 mod migration;
 pub mod nbd;
 mod remote;
+pub mod replicate;
 mod retention;
 mod state;
 mod test_failover;

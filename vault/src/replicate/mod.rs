@@ -1,0 +1,11 @@
+//! Continuous replication of live disks: a loop of cut, capture and point under a [`Policy`],
+//! with the status an operator watches ([`status`]) and the hooks that bracket a point
+//! ([`hooks`]).
+
+mod hooks;
+mod policy;
+pub mod status;
+
+pub use hooks::{HookContext, Hooks};
+pub use policy::{Health, Policy, backoff, parse_duration};
+pub use status::CycleRecord;
