@@ -247,38 +247,63 @@ impl Capture {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Ends one disk's view: removes it (an exported bitmap is busy until then), then settles
+    /// the bitmaps. If they cannot be settled, the disk is forgotten and its next cut is a full
+    /// pass: the capture never goes on reading a bitmap that stopped growing.
     fn end_disk(&mut self, d: &DiskCut, kept: bool) -> Result<(), QmpError> {
-        remove_view(&mut self.qmp, &d.export, &d.job, &d.fleece_node)?;
+        let removed = remove_view(&mut self.qmp, &d.export, &d.job, &d.fleece_node);
         let _ = std::fs::remove_file(&d.overlay);
-        let nodes = self
-            .qmp
-            .execute("query-named-block-nodes", json!({"flat": true}))?;
-        let next_made =
-            node_info(&nodes, &d.node).is_some_and(|n| bitmap_usable(n, &d.next_bitmap));
         let i = self
             .disks
             .iter()
             .position(|s| s.source.name == d.name)
             .expect("a cut's disks are the capture's");
+        let previous = self.disks[i].bitmap.take();
+        match self.settle_bitmaps(d, kept, previous.as_deref()) {
+            Ok(next) => self.disks[i].bitmap = next,
+            Err(e) => {
+                let _ = self.remove_bitmap(&d.node, &d.next_bitmap);
+                let _ = previous.map(|old| self.remove_bitmap(&d.node, &old));
+                return Err(removed.err().unwrap_or(e));
+            }
+        }
+        removed
+    }
+
+    /// The bitmap the disk's next cut reads, after this cut is kept or abandoned; `previous`
+    /// is the one the capture held before the cut.
+    fn settle_bitmaps(
+        &mut self,
+        d: &DiskCut,
+        kept: bool,
+        previous: Option<&str>,
+    ) -> Result<Option<String>, QmpError> {
+        let nodes = self
+            .qmp
+            .execute("query-named-block-nodes", json!({"flat": true}))?;
+        let next_made =
+            node_info(&nodes, &d.node).is_some_and(|n| bitmap_usable(n, &d.next_bitmap));
         if !next_made {
             // The transaction did not run: the bitmaps are as they were.
-            return Ok(());
+            return Ok(previous.map(str::to_owned));
         }
-        let previous = self.disks[i].bitmap.take();
-        match (kept, &d.dirty_bitmap) {
-            (true, _) => self.disks[i].bitmap = Some(d.next_bitmap.clone()),
+        let next = match (kept, &d.dirty_bitmap) {
+            (true, _) => Some(d.next_bitmap.clone()),
             (false, Some(read)) => {
                 let merge = json!({"node": d.node, "target": d.next_bitmap, "bitmaps": [read]});
                 self.qmp.execute("block-dirty-bitmap-merge", merge)?;
-                self.disks[i].bitmap = Some(d.next_bitmap.clone());
+                Some(d.next_bitmap.clone())
             }
             // No point after a full pass: the next cut must be a full pass again.
-            (false, None) => self.remove_bitmap(&d.node, &d.next_bitmap)?,
+            (false, None) => {
+                self.remove_bitmap(&d.node, &d.next_bitmap)?;
+                None
+            }
+        };
+        if let Some(old) = previous {
+            self.remove_bitmap(&d.node, old)?;
         }
-        match previous {
-            Some(old) => self.remove_bitmap(&d.node, &old),
-            None => Ok(()),
-        }
+        Ok(next)
     }
 
     fn remove_bitmap(&mut self, node: &str, name: &str) -> Result<(), QmpError> {
