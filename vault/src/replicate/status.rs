@@ -37,6 +37,9 @@ pub struct CycleRecord {
     pub last_point_id: Option<u64>,
     /// Whether that point is app-consistent.
     pub last_point_app_consistent: bool,
+    /// When the last point's cut was made (Unix milliseconds): the instant its data is from.
+    /// The point's own time is when it became durable, up to one cycle later.
+    pub last_cut_unix_ms: Option<i64>,
     /// Bytes the last cycle journaled.
     pub last_cycle_bytes: u64,
     /// Bytes the last cycle read from the source.
@@ -49,6 +52,15 @@ pub struct CycleRecord {
     pub last_error: Option<String>,
     /// Whether the process has stopped (SIGTERM, `--cycles`, or an error it gave up on).
     pub stopped: bool,
+}
+
+impl CycleRecord {
+    /// The recovery point objective met now: `now` minus the instant the newest point's data
+    /// is from; `None` before the first point.
+    pub fn rpo(&self, now: Duration) -> Option<Duration> {
+        let cut = Duration::from_millis(u64::try_from(self.last_cut_unix_ms?).ok()?);
+        Some(now.saturating_sub(cut))
+    }
 }
 
 /// Writes `record` as the vault's status file, atomically.

@@ -1,0 +1,368 @@
+//! The replication loop: cut every disk at one instant, read what changed from each view,
+//! take one point over all of them, and end the cut; again every [`Policy::every`], until
+//! stopped. A cycle that fails anywhere takes no point and abandons its cut, so its changes
+//! are read again by the next one (the capture merges its bitmaps back, and a half-journaled
+//! pass stays pending until a later pass covers it); it is retried after a [`backoff`]. What
+//! the loop knows of itself goes to `replicate.status` and the metrics textfile after every
+//! cycle.
+//!
+//! Memory: one pass at a time (the capture module's bounded reads), one QMP answer, and the
+//! status record.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use replog_format::record::PointKind;
+use replog_qemu::{Capture, CaptureConfig, Cut, DiskSource, Qmp, QmpError, QmpErrorKind};
+use replog_writer::Writer;
+
+use super::hooks::{HookContext, Hooks};
+use super::policy::{Health, Policy, backoff};
+use super::status::{self, CycleRecord};
+use crate::capture::{Captured, NbdUri, ingest_nbd};
+use crate::error::{Result, VaultError, VaultErrorKind};
+use crate::location::Vault;
+
+/// A running QEMU's disks.
+#[derive(Clone, Debug)]
+pub struct LiveSource {
+    /// Its QMP socket.
+    pub qmp_socket: PathBuf,
+    /// Each disk: the vault's name for it and QEMU's block node.
+    pub disks: Vec<DiskSource>,
+    /// The Unix socket of an NBD server QEMU already runs (`None`: a private one is started).
+    pub nbd_socket: Option<PathBuf>,
+}
+
+/// What the loop tells its caller as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A cycle ended in a durable point.
+    Point {
+        /// The status after it.
+        record: &'a CycleRecord,
+        /// Each disk's pass.
+        passes: &'a [Captured],
+    },
+    /// A cycle failed; the next attempt starts after `retry_in`.
+    Failed {
+        /// Why.
+        error: &'a VaultError,
+        /// The wait before the retry.
+        retry_in: Duration,
+    },
+}
+
+/// Where the loop's files go.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    /// The Prometheus textfile, if one is kept.
+    pub metrics: Option<PathBuf>,
+}
+
+/// Replicates `source` into `vault` under `policy` until `stop` is set (checked between
+/// cycles and while waiting, so a cycle in progress ends cleanly) or `policy.cycles` points
+/// were taken. Returns the final status.
+pub fn replicate(
+    vault: &Vault,
+    source: &LiveSource,
+    (policy, hooks, outputs): (&Policy, &Hooks, &Outputs),
+    stop: &AtomicBool,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<CycleRecord> {
+    let scratch = tempfile::Builder::new()
+        .prefix(".replicate-")
+        .tempdir_in(vault.dir())
+        .map_err(|e| {
+            VaultError::new(
+                VaultErrorKind::Io,
+                format!("cannot create a scratch directory for fleecing views: {e}"),
+            )
+            .in_file(vault.dir())
+        })?;
+    let mut lp = Loop {
+        vault,
+        source,
+        policy,
+        hooks,
+        outputs,
+        scratch: scratch.path().to_path_buf(),
+        capture: None,
+        writer: None,
+        record: CycleRecord {
+            pid: std::process::id(),
+            started_unix_s: unix_now().as_secs() as i64,
+            ..CycleRecord::default()
+        },
+        last_app: None,
+    };
+    lp.run(stop, on_event);
+    lp.record.stopped = true;
+    lp.store_status();
+    if let Some(capture) = lp.capture.take() {
+        let _ = capture.close();
+    }
+    Ok(lp.record)
+}
+
+struct Loop<'a> {
+    vault: &'a Vault,
+    source: &'a LiveSource,
+    policy: &'a Policy,
+    hooks: &'a Hooks,
+    outputs: &'a Outputs,
+    scratch: PathBuf,
+    /// `None` until connected, and again after QEMU went away.
+    capture: Option<Capture>,
+    /// `None` until opened, and again after it failed (a failed writer is poisoned).
+    writer: Option<Writer>,
+    record: CycleRecord,
+    last_app: Option<Instant>,
+}
+
+impl Loop<'_> {
+    fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event<'_>)) {
+        let mut next_start = Instant::now();
+        let mut failures = 0u32;
+        while !stop.load(Ordering::Relaxed) && !self.done() {
+            if !sleep_until(next_start, stop) {
+                break;
+            }
+            let started = Instant::now();
+            match self.cycle(started) {
+                Ok(passes) => {
+                    failures = 0;
+                    next_start = started + self.policy.every;
+                    self.store_status();
+                    on_event(Event::Point {
+                        record: &self.record,
+                        passes: &passes,
+                    });
+                }
+                Err(error) => {
+                    failures += 1;
+                    let retry_in = backoff(failures, self.policy.every);
+                    next_start = Instant::now() + retry_in;
+                    self.record.cycles_failed += 1;
+                    self.record.last_error = Some(error.to_string());
+                    self.forget_broken(&error);
+                    self.store_status();
+                    on_event(Event::Failed {
+                        error: &error,
+                        retry_in,
+                    });
+                }
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.policy.cycles.is_some_and(|n| self.record.cycles_ok >= n)
+    }
+
+    /// After a failure: a writer that failed is poisoned, so it is opened again (recovering)
+    /// by the next attempt. (A capture whose QEMU went away was dropped where that was seen.)
+    fn forget_broken(&mut self, error: &VaultError) {
+        if matches!(
+            error.kind(),
+            VaultErrorKind::Poisoned | VaultErrorKind::Io | VaultErrorKind::NoSpace
+        ) {
+            self.writer = None;
+        }
+    }
+
+    /// One cycle: the cut, the passes, the point, the end of the cut.
+    fn cycle(&mut self, started: Instant) -> Result<Vec<Captured>> {
+        self.connect()?;
+        let app = self
+            .policy
+            .app_consistent_every
+            .is_some_and(|every| self.last_app.is_none_or(|t| started - t >= every));
+        let (cut, frozen) = self.cut(app)?;
+        let cut_at = unix_now();
+        let taken = self.passes(&cut).and_then(|passes| {
+            let kind = if frozen {
+                PointKind::AppConsistent
+            } else {
+                PointKind::CrashConsistent
+            };
+            let label = format!("replicate cycle {}", cut.generation);
+            let point = self.writer()?.point(kind, &label)?;
+            Ok((passes, point))
+        });
+        let capture = self.capture.as_mut().expect("connected above");
+        let (passes, point) = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                let _ = capture.abandon(cut);
+                return Err(e);
+            }
+        };
+        // The point is durable: a failure to end the cut only makes the next pass larger.
+        let ended = capture.finish(cut);
+        if frozen {
+            self.last_app = Some(started);
+        }
+        self.count(&passes, &point, cut_at, started.elapsed());
+        self.post_point(&passes, point.point_id);
+        ended.map_err(|e| self.source_error(e))?;
+        Ok(passes)
+    }
+
+    fn connect(&mut self) -> Result<()> {
+        if self.capture.is_none() {
+            let qmp = Qmp::connect(&self.source.qmp_socket).map_err(|e| self.source_error(e))?;
+            let config = CaptureConfig {
+                scratch_dir: self.scratch.clone(),
+                nbd_socket: self.source.nbd_socket.clone(),
+            };
+            let capture = Capture::new(qmp, self.source.disks.clone(), config)
+                .map_err(|e| self.source_error(e))?;
+            self.capture = Some(capture);
+        }
+        Ok(())
+    }
+
+    fn writer(&mut self) -> Result<&mut Writer> {
+        if self.writer.is_none() {
+            self.writer = Some(self.vault.writer()?);
+        }
+        Ok(self.writer.as_mut().expect("opened above"))
+    }
+
+    /// Cuts every disk; for an app-consistent cycle, inside the freeze. The point is
+    /// app-consistent only if both the freeze and the thaw succeeded.
+    fn cut(&mut self, app: bool) -> Result<(Cut, bool)> {
+        let context = self.context(None, None);
+        let froze = app.then(|| self.hooks.run("freeze", self.hooks.freeze.as_deref(), &context));
+        let cut = self.capture.as_mut().expect("connected").cut();
+        let thawed = froze
+            .is_some()
+            .then(|| self.hooks.run("thaw", self.hooks.thaw.as_deref(), &context));
+        let cut = cut.map_err(|e| self.source_error(e))?;
+        let frozen = matches!(froze, Some(Ok(()))) && matches!(thawed, Some(Ok(())));
+        if let Some(Err(e)) = froze.or(thawed) {
+            self.record.last_error = Some(format!("{e}; the point is crash-consistent"));
+        }
+        Ok((cut, frozen))
+    }
+
+    /// Reads each disk's view into the journal, adding disks the vault lacks.
+    fn passes(&mut self, cut: &Cut) -> Result<Vec<Captured>> {
+        let storage = self.vault.storage().clone();
+        let dir = self.vault.dir().to_path_buf();
+        let mut passes = Vec::new();
+        for d in &cut.disks {
+            let context = self.context(Some(d.name.clone()), Some(d.uri()));
+            self.hooks
+                .run("pre-point", self.hooks.pre_point.as_deref(), &context)
+                .map_err(|e| VaultError::new(VaultErrorKind::InvalidRequest, e))?;
+            let w = self.writer()?;
+            if w.disk(&d.name).is_err() {
+                w.add_disk(&d.name, d.size_bytes)?;
+            }
+            let uri = NbdUri::parse(&d.uri())?;
+            let bitmap = d.dirty_bitmap.as_deref();
+            passes.push(ingest_nbd(w, storage.as_ref(), &dir, &d.name, (&uri, bitmap), &|_| {})?);
+        }
+        Ok(passes)
+    }
+
+    fn post_point(&mut self, passes: &[Captured], point_id: u64) {
+        for pass in passes {
+            let mut context = self.context(Some(pass.disk.clone()), Some(pass.source.clone()));
+            context.point = Some(point_id);
+            if let Err(e) = self.hooks.run("post-point", self.hooks.post_point.as_deref(), &context) {
+                self.record.last_error = Some(e);
+            }
+        }
+    }
+
+    fn count(&mut self, passes: &[Captured], point: &replog_reader::PointInfo, cut_at: Duration, took: Duration) {
+        let r = &mut self.record;
+        r.cycles_ok += 1;
+        r.last_point_id = Some(point.point_id);
+        r.last_point_app_consistent = point.kind == PointKind::AppConsistent;
+        r.last_cut_unix_ms = Some(cut_at.as_millis() as i64);
+        r.last_cycle_bytes = passes.iter().map(|p| p.bytes_written + p.bytes_zeroed).sum();
+        r.last_cycle_bytes_read = passes.iter().map(|p| p.bytes_read).sum();
+        r.last_cycle_seconds = took.as_secs_f64();
+        r.bytes_journaled += r.last_cycle_bytes;
+        r.last_error = None;
+    }
+
+    fn context(&self, disk: Option<String>, uri: Option<String>) -> HookContext {
+        HookContext {
+            vault: self.vault.dir().to_path_buf(),
+            cycle: self.record.cycles_ok + self.record.cycles_failed + 1,
+            disk,
+            uri,
+            point: None,
+        }
+    }
+
+    /// Writes the status file and the metrics; a failure to is reported in the record, never
+    /// fatal (they are advisory).
+    fn store_status(&mut self) {
+        self.record.updated_unix_s = unix_now().as_secs() as i64;
+        let storage = self.vault.storage().clone();
+        let seed = replog_format::vault_seed(&self.header_vault_id());
+        if let Err(e) = status::store(storage.as_ref(), self.vault.dir(), seed, &self.record) {
+            self.record.last_error = Some(format!("the status file: {e}"));
+        }
+        if let Some(path) = &self.outputs.metrics {
+            let rpo = self.record.rpo(unix_now());
+            let text = status::metrics_text(&self.record, rpo, Health::of(rpo, self.policy.rpo_alert));
+            if let Err(e) = status::store_metrics(storage.as_ref(), path, &text) {
+                self.record.last_error = Some(format!("{}: {e}", path.display()));
+            }
+        }
+    }
+
+    /// A failure of QEMU as the vault's error. A QEMU that cannot be reached any more is
+    /// forgotten: the next attempt connects again, and its first cut is a full pass (the
+    /// bitmaps may be gone with the process).
+    fn source_error(&mut self, e: QmpError) -> VaultError {
+        let kind = match e.kind() {
+            QmpErrorKind::Io | QmpErrorKind::Timeout => {
+                self.capture = None;
+                VaultErrorKind::Io
+            }
+            QmpErrorKind::Tool => VaultErrorKind::Io,
+            QmpErrorKind::Protocol | QmpErrorKind::Refused | QmpErrorKind::State => {
+                VaultErrorKind::InvalidRequest
+            }
+        };
+        VaultError::new(kind, format!("the capture from QEMU failed: {e}"))
+    }
+
+    fn header_vault_id(&self) -> replog_format::VaultId {
+        match &self.writer {
+            Some(w) => w.header().vault_id,
+            None => self
+                .vault
+                .snapshot()
+                .map(|s| s.header().vault_id)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Waits until `at`, or until `stop` is set; `false` if stopped.
+fn sleep_until(at: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= at {
+            return true;
+        }
+        std::thread::sleep((at - now).min(Duration::from_millis(50)));
+    }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
