@@ -1,6 +1,7 @@
 //! Shared helpers for replog's end-to-end, model and fault tests: the list of storage backends
 //! every shared test runs against, and a model of the disks to check the vault against.
 
+pub mod crash_sweep;
 pub mod fuzz_vault;
 pub mod servers;
 
@@ -191,6 +192,38 @@ impl PointModel {
         self.disks.insert(disk_id, content);
     }
 
+    /// A disk of `bytes` zeros added as `name` on `w` and here; returns its id.
+    pub fn add_zero_disk(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        name: &str,
+        bytes: u64,
+    ) -> Result<u32, replog_writer::WriteError> {
+        let disk_id = w.add_disk(name, bytes)?.disk_id;
+        self.add_disk(disk_id, vec![0; bytes as usize]);
+        Ok(disk_id)
+    }
+
+    /// A disk added on `w` from a new image at `path` holding `content`, and here; the disk is
+    /// named after the image's file name. Returns its id.
+    pub fn add_image_disk(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        storage: &dyn Storage,
+        path: &str,
+        content: Vec<u8>,
+    ) -> Result<u32, replog_writer::WriteError> {
+        let path = std::path::Path::new(path);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("an image path names a file");
+        let img = write_image(storage, path, &content);
+        let disk_id = w.add_disk_from_image(name, img.as_ref(), path)?.disk_id;
+        self.add_disk(disk_id, content);
+        Ok(disk_id)
+    }
+
     /// A staged write.
     pub fn write(&mut self, disk_id: u32, offset: u64, data: &[u8]) {
         let disk = self.disks.get_mut(&disk_id).expect("a known disk");
@@ -220,10 +253,45 @@ impl PointModel {
         w: &mut replog_writer::Writer,
         label: &str,
     ) -> Result<replog_writer::PointInfo, replog_writer::WriteError> {
+        self.point_of_kind(w, replog_writer::PointKind::CrashConsistent, label)
+    }
+
+    /// A point of `kind` named `label` taken on `w`, expected and acknowledged as in
+    /// [`PointModel::point`].
+    pub fn point_of_kind(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        kind: replog_writer::PointKind,
+        label: &str,
+    ) -> Result<replog_writer::PointInfo, replog_writer::WriteError> {
         self.expect_point(w.last_lsn() + 1);
-        let p = w.point(replog_writer::PointKind::CrashConsistent, label)?;
+        let p = w.point(kind, label)?;
         self.ack(p.point_id, p.lsn);
         Ok(p)
+    }
+
+    /// A write staged on `w` and in the model.
+    pub fn stage_write(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        disk_id: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), replog_writer::WriteError> {
+        self.write(disk_id, offset, data);
+        w.write(disk_id, offset, data).map(drop)
+    }
+
+    /// A zero range staged on `w` and in the model.
+    pub fn stage_zero(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        disk_id: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), replog_writer::WriteError> {
+        self.zero(disk_id, offset, len);
+        w.zero(disk_id, offset, len).map(drop)
     }
 
     /// After a recovery, the staged state becomes what the vault holds at `w.last_lsn()`:

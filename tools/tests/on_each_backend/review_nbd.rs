@@ -18,33 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::common::{replog_ok as replog, replog_run, s};
+
 const MIB: usize = 1 << 20;
 /// Slow clients: as many as the default `--max-clients` (8) serves plus as many again.
 const SLOW_CLIENTS: usize = 16;
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-fn replog_run(args: &[&str]) -> Output {
-    super::replog_command()
-        .args(args)
-        .output()
-        .expect("the replog binary runs")
-}
-
-fn replog(args: &[&str]) -> String {
-    let out = replog_run(args);
-    assert!(
-        out.status.success(),
-        "`replog {}` failed ({})\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("replog prints UTF-8")
-}
 
 /// Runs `nbdinfo ARGS`; fails the test, saying what to do, when nbdinfo cannot run.
 fn nbdinfo(args: &[&str]) -> Output {
