@@ -65,6 +65,23 @@ pub fn backends(sim_seed: u64) -> Vec<Backend> {
     out
 }
 
+/// The `replog` binary of this build, which `cargo build -p replog` leaves next to the test
+/// executables' directory (`target/<profile>/replog`).
+pub fn replog_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target dir");
+    let bin = dir.join("replog");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p replog` first",
+        bin.display()
+    );
+    bin
+}
+
 /// The multiplier for case counts of the fault, flip and crash tests: `REPLOG_STRESS=n` runs `n`
 /// times as many seeds or cases (default 1), for longer runs than `cargo test` makes by default.
 pub fn stress() -> u64 {
@@ -73,6 +90,15 @@ pub fn stress() -> u64 {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n >= 1)
         .unwrap_or(1)
+}
+
+/// Vault settings with 4 KiB blocks and 64 KiB segments, so a few writes fill several segments.
+pub fn small_segments(compression: replog_writer::Compression) -> replog_writer::VaultSettings {
+    replog_writer::VaultSettings {
+        block_bytes: 4096,
+        segment_bytes: 64 << 10,
+        compression,
+    }
 }
 
 /// A vault directory and its subdirectories, which must exist even when empty.

@@ -22,11 +22,10 @@ use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, live_files, noise, stress, vault_dirs, write_image,
+    PointModel, SimImage, check_listed_points, live_files, noise, small_segments, stress,
+    vault_dirs,
 };
-use replog_writer::{
-    Compression, PointKind, PruneOptions, PruneReport, RetentionPolicy, VaultSettings, Writer,
-};
+use replog_writer::{Compression, PointKind, PruneOptions, PruneReport, RetentionPolicy, Writer};
 
 const DIR: &str = "/vault";
 const H_NS: i64 = 3_600_000_000_000;
@@ -48,11 +47,7 @@ fn prepare(
 ) -> (SimImage, PointModel) {
     let sim = SimStorage::new(3);
     let storage: Arc<dyn Storage> = sim.clone();
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression,
-    };
+    let settings = small_segments(compression);
     let mut w = Writer::create(storage.clone(), Path::new(DIR), settings).expect("created");
     sim.create_dir_all(Path::new("/images")).expect("created");
     let mut m = PointModel::default();

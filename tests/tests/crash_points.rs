@@ -27,7 +27,7 @@ use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
 use replog_tests::{
     PointModel, SimImage, check_vault, noise, recover_and_resume, stress, vault_dirs, write_image,
 };
-use replog_writer::{Compression, PointKind, VaultSettings, WriteError, Writer};
+use replog_writer::{Compression, VaultSettings, WriteError, Writer};
 
 const DIR: &str = "/vault";
 const IMAGES: &str = "/images";
@@ -71,7 +71,7 @@ fn prefix(segment_bytes: u64, big_bytes: u64, images: &[(&'static str, Vec<u8>)]
     model.add_disk(a, a_image.clone());
     bases.insert("a", a_image);
     if big_bytes > 0 {
-        let big = model
+        model
             .add_zero_disk(&mut w, "big", big_bytes)
             .expect("added");
     }
@@ -154,9 +154,8 @@ fn add_disks(
     m.add_disk(c.disk_id, noise(3, 40_000));
     m.stage_write(w, c.disk_id, 100, &noise(31, 5000))?;
     m.point(w, "after c")?;
-    let d = w.add_disk("d", 16 << 10)?;
-    m.add_disk(d.disk_id, vec![0; 16 << 10]);
-    m.stage_write(w, d.disk_id, 8192, &noise(32, 3000))?;
+    let d = m.add_zero_disk(w, "d", 16 << 10)?;
+    m.stage_write(w, d, 8192, &noise(32, 3000))?;
     m.stage_zero(w, c.disk_id, 0, 4096)?;
     m.point(w, "after d")?;
     // `close` is `sync` and a drop; the caller drops the writer.

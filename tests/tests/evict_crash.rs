@@ -28,8 +28,10 @@ use replog_io::sim::SimStorage;
 use replog_reader::Vault;
 use replog_remote::{LocalVault, Remote, SyncOptions, TieredStorage, file_path};
 use replog_tests::crash_sweep::{crash_at_every_op, crashed_as_set};
-use replog_tests::{PointModel, SimImage, check_listed_points, noise, stress, vault_dirs};
-use replog_writer::{Compression, VaultSettings, Writer};
+use replog_tests::{
+    PointModel, SimImage, check_listed_points, noise, small_segments, stress, vault_dirs,
+};
+use replog_writer::{Compression, Writer};
 
 const DIR: &str = "/vault";
 const URL: &str = "s3://bucket/vault";
@@ -104,11 +106,7 @@ fn sync(storage: &Arc<SimStorage>, remote: &Arc<Remote>) -> replog_remote::Resul
 fn prepare() -> (SimImage, Objects, PointModel) {
     let sim = SimStorage::new(11);
     let storage: Arc<dyn Storage> = sim.clone();
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::None,
-    };
+    let settings = small_segments(Compression::None);
     let dir = Path::new(DIR);
     let mut w = Writer::create(storage.clone(), dir, settings).expect("created");
     let mut m = PointModel::default();

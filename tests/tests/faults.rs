@@ -27,8 +27,10 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
-use replog_tests::{PointModel, SimImage, check_vault, noise, stress, vault_dirs, write_image};
-use replog_writer::{Compression, PointKind, VaultSettings, WriteError, WriteErrorKind, Writer};
+use replog_tests::{
+    PointModel, SimImage, check_vault, noise, small_segments, stress, vault_dirs, write_image,
+};
+use replog_writer::{Compression, PointKind, WriteError, WriteErrorKind, Writer};
 
 const DIR: &str = "/vault";
 const DISK_BYTES: u64 = 64 << 10;
@@ -47,11 +49,7 @@ fn setup() -> Setup {
     let sim = SimStorage::new(1);
     let storage: Arc<dyn Storage> = sim.clone();
     let dir = Path::new(DIR);
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::Lz4,
-    };
+    let settings = small_segments(Compression::Lz4);
     let mut w = Writer::create(storage.clone(), dir, settings).expect("created");
     let mut model = PointModel::default();
     let a = model.add_zero_disk(&mut w, "a", DISK_BYTES).expect("added");

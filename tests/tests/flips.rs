@@ -29,8 +29,8 @@ use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::Vault;
-use replog_tests::{PointModel, SimImage, noise, stress, vault_dirs, write_image};
-use replog_writer::{Compression, PointKind, VaultSettings, Writer};
+use replog_tests::{PointModel, SimImage, noise, small_segments, stress, vault_dirs, write_image};
+use replog_writer::{Compression, PointKind, Writer};
 
 /// Bytes that compress well.
 fn text(seed: u64, len: usize) -> Vec<u8> {
@@ -51,11 +51,7 @@ fn write(w: &mut Writer, model: &mut PointModel, disk: u32, offset: u64, data: &
 
 /// Builds the fixture in `dir` with disks of about `disk_bytes`; returns the model of its points.
 fn build(storage: &Arc<dyn Storage>, root: &Path, dir: &Path, disk_bytes: u64) -> PointModel {
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::Lz4,
-    };
+    let settings = small_segments(Compression::Lz4);
     let mut w = Writer::create(storage.clone(), dir, settings).expect("created");
     let mut model = PointModel::default();
     let a = model.add_zero_disk(&mut w, "a", disk_bytes).expect("added");

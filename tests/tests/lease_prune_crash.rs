@@ -26,8 +26,10 @@ use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::{LeaseOptions, ReadError, Vault};
 use replog_tests::crash_sweep::{Sweep, crash_at_every_op};
-use replog_tests::{PointModel, SimImage, check_listed_points, noise, stress, vault_dirs};
-use replog_writer::{Compression, PruneOptions, VaultSettings, Writer};
+use replog_tests::{
+    PointModel, SimImage, check_listed_points, noise, small_segments, stress, vault_dirs,
+};
+use replog_writer::{Compression, PruneOptions, Writer};
 
 const DIR: &str = "/vault";
 const DISK_BYTES: u64 = 64 << 10;
@@ -57,11 +59,7 @@ const WORKLOADS: [Workload; 2] = [
 fn prepare() -> (SimImage, PointModel) {
     let sim = SimStorage::new(5);
     let storage: Arc<dyn Storage> = sim.clone();
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::None,
-    };
+    let settings = small_segments(Compression::None);
     let mut w = Writer::create(storage, Path::new(DIR), settings).expect("created");
     let mut m = PointModel::default();
     let disk = m.add_zero_disk(&mut w, "os", DISK_BYTES).expect("added");

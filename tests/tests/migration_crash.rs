@@ -19,11 +19,10 @@ use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_tests::crash_sweep::{crash_at_every_op, crashed_as_set};
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, noise, stress, vault_dirs, write_image,
+    PointModel, SimImage, check_listed_points, noise, small_segments, stress, vault_dirs,
 };
 use replog_writer::{
-    Compression, MigrationOptions, MigrationPhase, VaultSettings, WriteErrorKind, Writer,
-    complete_migration,
+    Compression, MigrationOptions, MigrationPhase, WriteErrorKind, Writer, complete_migration,
 };
 
 const DIR: &str = "/vault";
@@ -32,11 +31,7 @@ const OUT: &str = "/out/migrated";
 fn prepare() -> (SimImage, PointModel, u64) {
     let sim = SimStorage::new(5);
     let storage: Arc<dyn Storage> = sim.clone();
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::Lz4,
-    };
+    let settings = small_segments(Compression::Lz4);
     let mut w = Writer::create(storage.clone(), Path::new(DIR), settings).expect("created");
     sim.create_dir_all(Path::new("/images")).expect("created");
     sim.create_dir_all(Path::new("/out")).expect("created");

@@ -19,7 +19,8 @@ use replog_io::Storage;
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
 use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
 use replog_tests::{
-    PointModel, SimImage, backends, check_vault, noise, recover_and_resume, stress, vault_dirs,
+    PointModel, SimImage, backends, check_vault, noise, recover_and_resume, small_segments, stress,
+    vault_dirs,
 };
 use replog_writer::{
     BUFFER_BYTES_MIN, Compression, PointKind, PointTicket, VaultSettings, WriteError,
@@ -40,11 +41,7 @@ fn options(direct: bool) -> WriterOptions {
 }
 
 fn settings() -> VaultSettings {
-    VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::Lz4,
-    }
+    small_segments(Compression::Lz4)
 }
 
 fn write(w: &mut Writer, m: &mut PointModel, offset: u64, data: &[u8]) -> Result<(), WriteError> {

@@ -28,10 +28,10 @@ use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::{Severity, Vault};
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, check_vault, journal_records, noise, stress,
-    vault_dirs, write_image,
+    PointModel, SimImage, check_listed_points, check_vault, journal_records, noise, small_segments,
+    stress, vault_dirs, write_image,
 };
-use replog_writer::{Compression, PointKind, VaultSettings, WriteErrorKind, Writer};
+use replog_writer::{Compression, VaultSettings, WriteErrorKind, Writer};
 
 const DISK_BYTES: u64 = 64 << 10;
 
@@ -86,11 +86,7 @@ fn build(tail: Tail) -> Fixture {
         Tail::Writes => Compression::None,
         Tail::ZeroThenLz4 => Compression::Lz4,
     };
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression,
-    };
+    let settings = small_segments(compression);
     let mut w = Writer::create(storage.clone(), &dir, settings).expect("the vault is created");
     let mut model = PointModel::default();
     let a = w

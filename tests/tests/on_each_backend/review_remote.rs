@@ -16,23 +16,11 @@ use bytes::Bytes;
 use replog_format::remote;
 use replog_remote::{Remote, RemoteOptions};
 use replog_tests::noise;
+use replog_tests::replog_bin;
 use replog_tests::servers::{AzuriteServer, S3Server};
 use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 
 const DISK_BYTES: u64 = 8 << 20;
-
-/// The `replog` binary of this build.
-fn replog_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("replog");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p replog` first",
-        bin.display()
-    );
-    bin
-}
 
 /// `replog ARGS` with the server's environment (and nothing else of the test's credentials).
 fn replog(server: &S3Server, args: &[&str]) -> Output {

@@ -1,8 +1,9 @@
 //! What the CLI test files share: running `replog` on the module's backend and reading what it
 //! printed, paths as arguments, and judging the runs of the qemu tools.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 /// A path as a command-line argument; temporary directories have UTF-8 names.
 pub(super) fn s(path: &Path) -> &str {
@@ -74,6 +75,44 @@ pub(super) fn expect(code: i32, args: &[&str]) -> Run {
 /// Runs `replog ARGS`, which must succeed; returns its stdout.
 pub(super) fn replog_ok(args: &[&str]) -> String {
     expect(0, args).stdout
+}
+
+/// Starts `replog ARGS` (a server) with stdout piped and stderr into `stderr_file`, and reads
+/// stdout up to its `listening on ...` line: returns the child, its stdout and every line it
+/// printed until then. A server that exits before it listens fails the test, saying how it
+/// exited and what it printed.
+pub(super) fn spawn_until_listening(
+    args: &[&str],
+    stderr_file: &Path,
+) -> (Child, BufReader<ChildStdout>, Vec<String>) {
+    let err = std::fs::File::create(stderr_file).expect("the stderr file is created");
+    let mut child = super::replog_command()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .expect("the server starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut banner = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = stdout
+            .read_line(&mut line)
+            .expect("the server's stdout reads");
+        if n == 0 {
+            let status = child.wait().expect("the server is waited for");
+            panic!(
+                "`replog {}` exited ({status}) before listening; it printed {banner:?} and on stderr:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(stderr_file).unwrap_or_default()
+            );
+        }
+        let done = line.starts_with("listening on ");
+        banner.push(line.trim_end().to_owned());
+        if done {
+            return (child, stdout, banner);
+        }
+    }
 }
 
 /// The arguments of `replog failover VAULT --latest --out OUT`, then `more`.

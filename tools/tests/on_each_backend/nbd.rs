@@ -15,7 +15,10 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::common::{assert_tool_success, compared, replog_ok as replog, replog_run, s, tools_run};
+use super::common::{
+    assert_tool_success, compared, replog_ok as replog, replog_run, s, spawn_until_listening,
+    tools_run,
+};
 
 use serde_json::Value;
 
@@ -238,34 +241,7 @@ impl Server {
     }
 
     fn spawn(args: &[&str], socket: PathBuf, stderr_file: PathBuf) -> Server {
-        let err = fs::File::create(&stderr_file).expect("the stderr file is created");
-        let mut child = super::replog_command()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("the server starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut banner = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = stdout
-                .read_line(&mut line)
-                .expect("the server's stdout reads");
-            if n == 0 {
-                let status = child.wait().expect("the server is waited for");
-                panic!(
-                    "`replog {}` exited ({status}) before listening; it printed {banner:?} and on stderr:\n{}",
-                    args.join(" "),
-                    fs::read_to_string(&stderr_file).unwrap_or_default()
-                );
-            }
-            let done = line.starts_with("listening on ");
-            banner.push(line.trim_end().to_owned());
-            if done {
-                break;
-            }
-        }
+        let (child, stdout, banner) = spawn_until_listening(args, &stderr_file);
         Server {
             child,
             socket,

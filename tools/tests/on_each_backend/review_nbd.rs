@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::common::{replog_ok as replog, replog_run, s};
+use super::common::{replog_ok as replog, replog_run, s, spawn_until_listening};
 
 const MIB: usize = 1 << 20;
 /// Slow clients: as many as the default `--max-clients` (8) serves plus as many again.
@@ -74,27 +74,7 @@ impl Server {
         let stderr_file = f.dir.path().join(format!("{name}.err"));
         let mut all = vec!["serve-nbd", s(&f.vault), "--latest", "--unix", s(&socket)];
         all.extend_from_slice(args);
-        let err = fs::File::create(&stderr_file).expect("the stderr file is created");
-        let mut child = super::replog_command()
-            .args(&all)
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("the server starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        loop {
-            let mut line = String::new();
-            let n = stdout.read_line(&mut line).expect("stdout reads");
-            assert!(
-                n > 0,
-                "`replog {}` exited before listening; stderr:\n{}",
-                all.join(" "),
-                fs::read_to_string(&stderr_file).unwrap_or_default()
-            );
-            if line.starts_with("listening on ") {
-                break;
-            }
-        }
+        let (child, stdout, _) = spawn_until_listening(&all, &stderr_file);
         Server {
             child,
             socket,
