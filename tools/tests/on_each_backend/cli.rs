@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::common::{Run, assert_tool_success, compared, failover_latest, s, tools_run};
+use super::common::{Run, assert_tool_success, compared, failover_latest, require_tools, s};
 
 const MIB: u64 = 1 << 20;
 
@@ -96,12 +96,7 @@ fn replog() -> Replog {
 /// Fails the test, with what to do, when qemu-img or qemu-io cannot run.
 fn require_qemu() {
     static FOUND: OnceLock<Result<(), String>> = OnceLock::new();
-    let found = FOUND.get_or_init(|| tools_run(&["qemu-img", "qemu-io"]));
-    if let Err(why) = found {
-        panic!(
-            "{why}. These tests need qemu-img and qemu-io: run scripts/setup.sh to install them."
-        );
-    }
+    require_tools(&FOUND, &["qemu-img", "qemu-io"]);
 }
 
 fn run_tool(tool: &str, args: &[&str]) -> Output {

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::OnceLock;
 
 /// A path as a command-line argument; temporary directories have UTF-8 names.
 pub(super) fn s(path: &Path) -> &str {
@@ -140,16 +141,25 @@ pub(super) fn init_small(vault: &Path) {
     expect(0, &args);
 }
 
-/// Whether every tool in `tools` runs (`TOOL --version` succeeds); if not, why.
-pub(super) fn tools_run(tools: &[&str]) -> Result<(), String> {
-    for tool in tools {
-        match Command::new(tool).arg("--version").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => return Err(format!("`{tool} --version` exited with {}", out.status)),
-            Err(e) => return Err(format!("{tool} cannot be run: {e}")),
+/// Fails the test, saying to run `scripts/setup.sh`, unless every tool in `tools` runs
+/// (`TOOL --version` succeeds). `found` keeps the answer, so the tools are asked once.
+pub(super) fn require_tools(found: &OnceLock<Result<(), String>>, tools: &[&str]) {
+    let found = found.get_or_init(|| {
+        for tool in tools {
+            match Command::new(tool).arg("--version").output() {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => return Err(format!("`{tool} --version` exited with {}", out.status)),
+                Err(e) => return Err(format!("{tool} cannot be run: {e}")),
+            }
         }
+        Ok(())
+    });
+    if let Err(why) = found {
+        panic!(
+            "{why}. These tests need {}: run scripts/setup.sh to install them.",
+            tools.join(", ")
+        );
     }
-    Ok(())
 }
 
 /// Asserts that `TOOL ARGS` succeeded. Older qemu-io versions exit 0 when a command fails, so

@@ -16,8 +16,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::common::{
-    assert_tool_success, compared, replog_ok as replog, replog_run, s, spawn_until_listening,
-    tools_run,
+    assert_tool_success, compared, replog_ok as replog, replog_run, require_tools, s,
+    spawn_until_listening,
 };
 
 use serde_json::Value;
@@ -32,12 +32,7 @@ const KIB: u64 = 1 << 10;
 /// Fails the test, with what to do, when a client cannot run.
 fn require_clients() {
     static FOUND: OnceLock<Result<(), String>> = OnceLock::new();
-    let found = FOUND.get_or_init(|| tools_run(&["qemu-img", "qemu-io", "nbdinfo", "nbdcopy"]));
-    if let Err(why) = found {
-        panic!(
-            "{why}. These tests need qemu-img, qemu-io, nbdinfo and nbdcopy: run scripts/setup.sh."
-        );
-    }
+    require_tools(&FOUND, &["qemu-img", "qemu-io", "nbdinfo", "nbdcopy"]);
 }
 
 fn tool(name: &str, args: &[&str]) -> Output {
