@@ -17,7 +17,9 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use super::common::{Run, assert_tool_success, compared, failover_latest, require_tools, s};
+use super::common::{
+    Run, assert_tool_success, compared, failover_latest, require_tools, run_program, s,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -101,10 +103,7 @@ fn require_qemu() {
 
 fn run_tool(tool: &str, args: &[&str]) -> Output {
     require_qemu();
-    Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} cannot be run: {e}"))
+    run_program(tool, args)
 }
 
 /// Creates a sparse, all-zero raw image.

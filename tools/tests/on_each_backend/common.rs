@@ -162,6 +162,15 @@ pub(super) fn require_tools(found: &OnceLock<Result<(), String>>, tools: &[&str]
     }
 }
 
+/// Runs `NAME ARGS` to its end, whatever its exit code; a program that cannot start fails the
+/// test.
+pub(super) fn run_program(name: &str, args: &[&str]) -> Output {
+    Command::new(name)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} cannot be run: {e}"))
+}
+
 /// Asserts that `TOOL ARGS` succeeded. Older qemu-io versions exit 0 when a command fails, so
 /// what it printed counts too.
 pub(super) fn assert_tool_success(tool: &str, args: &[&str], out: &Output) {

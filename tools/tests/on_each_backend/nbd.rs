@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::common::{
-    assert_tool_success, compared, replog_ok as replog, replog_run, require_tools, s,
+    assert_tool_success, compared, replog_ok as replog, replog_run, require_tools, run_program, s,
     spawn_until_listening,
 };
 
@@ -37,10 +37,7 @@ fn require_clients() {
 
 fn tool(name: &str, args: &[&str]) -> Output {
     require_clients();
-    Command::new(name)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{name} cannot be run: {e}"))
+    run_program(name, args)
 }
 
 /// Runs a client that must succeed (qemu-io also counts "failed" in its output as failure).
