@@ -430,6 +430,43 @@ pub fn recover_and_resume(
     out
 }
 
+/// Where the files of the vault at `dir` differ from what its manifest names, one message per
+/// directory (`bases/`, `journal/`), or why the vault does not open: after a prune, and after a
+/// crash and a recovery, nothing is left over and nothing named is missing.
+pub fn unnamed_files(storage: &Arc<dyn Storage>, dir: &std::path::Path) -> Vec<String> {
+    use replog_format::layout;
+    let vault = match replog_reader::Vault::open(storage.clone(), dir) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the vault does not open: {e}")],
+    };
+    let m = vault.manifest();
+    let bases: Vec<String> = m
+        .disks
+        .iter()
+        .map(|d| format!("{}.{}.base", d.disk_id, d.base_generation))
+        .collect();
+    let segments: Vec<String> = m
+        .segments
+        .iter()
+        .map(|s| layout::segment_file_name(s.segment_id))
+        .collect();
+    let mut out = Vec::new();
+    for (sub, want) in [(layout::BASES_DIR, bases), (layout::JOURNAL_DIR, segments)] {
+        let want: std::collections::BTreeSet<String> = want.into_iter().collect();
+        let found: std::collections::BTreeSet<String> = storage
+            .read_dir(&dir.join(sub))
+            .expect("listed")
+            .into_iter()
+            .collect();
+        if found != want {
+            out.push(format!(
+                "{sub}/ holds {found:?}, the manifest names {want:?}"
+            ));
+        }
+    }
+    out
+}
+
 /// Every file of `sim` with its live bytes (what a reader would see now), to compare the state
 /// before and after a recovery: recovering twice must leave them the same.
 pub fn live_files(sim: &SimStorage) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {

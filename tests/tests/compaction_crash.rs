@@ -13,17 +13,15 @@
 //! - `verify` finds no damage;
 //! - running the prune again completes it: the points offered are exactly the ones kept.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
 use replog_tests::{
     PointModel, SimImage, check_listed_points, live_files, noise, small_segments, stress,
-    vault_dirs,
+    unnamed_files, vault_dirs,
 };
 use replog_writer::{Compression, PointKind, PruneOptions, PruneReport, RetentionPolicy, Writer};
 
@@ -149,44 +147,7 @@ fn run_prune(
 /// Files of the vault that the manifest does not name (bases and segments), and the reverse.
 fn leftovers(sim: &Arc<SimStorage>) -> Vec<String> {
     let storage: Arc<dyn Storage> = sim.clone();
-    let dir = Path::new(DIR);
-    let vault = match replog_reader::Vault::open(storage.clone(), dir) {
-        Ok(v) => v,
-        Err(e) => return vec![format!("the vault does not open: {e}")],
-    };
-    let m = vault.manifest();
-    let want_bases: BTreeSet<String> = m
-        .disks
-        .iter()
-        .map(|d| format!("{}.{}.base", d.disk_id, d.base_generation))
-        .collect();
-    let want_segments: BTreeSet<String> = m
-        .segments
-        .iter()
-        .map(|s| layout::segment_file_name(s.segment_id))
-        .collect();
-    let bases: BTreeSet<String> = storage
-        .read_dir(&dir.join(layout::BASES_DIR))
-        .expect("listed")
-        .into_iter()
-        .collect();
-    let segments: BTreeSet<String> = storage
-        .read_dir(&dir.join(layout::JOURNAL_DIR))
-        .expect("listed")
-        .into_iter()
-        .collect();
-    let mut out = Vec::new();
-    if bases != want_bases {
-        out.push(format!(
-            "bases/ holds {bases:?}, the manifest names {want_bases:?}"
-        ));
-    }
-    if segments != want_segments {
-        out.push(format!(
-            "journal/ holds {segments:?}, the manifest names {want_segments:?}"
-        ));
-    }
-    out
+    unnamed_files(&storage, Path::new(DIR))
 }
 
 /// Recovers after the crash and checks everything; returns the violations.

@@ -16,18 +16,17 @@
 //! Without a crash, the reader's read of L after the first prune is byte-exact too, and once the
 //! writer opens again, the files the lease kept from deletion are gone.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use replog_format::layout;
 use replog_format::lease::{LEASE_SUFFIX, LEASES_DIR};
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::{LeaseOptions, ReadError, Vault};
 use replog_tests::crash_sweep::{Sweep, crash_at_every_op};
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, noise, small_segments, stress, vault_dirs,
+    PointModel, SimImage, check_listed_points, noise, small_segments, stress, unnamed_files,
+    vault_dirs,
 };
 use replog_writer::{Compression, PruneOptions, Writer};
 
@@ -159,32 +158,10 @@ fn read_point(
 
 /// Files of the vault that its manifest does not name (bases and segments), and lease files.
 fn leftovers(storage: &Arc<dyn Storage>) -> Vec<String> {
-    let dir = Path::new(DIR);
-    let vault = match Vault::open(storage.clone(), dir) {
-        Ok(v) => v,
-        Err(e) => return vec![format!("the vault does not open: {e}")],
-    };
-    let m = vault.manifest();
-    let want: BTreeSet<String> = m
-        .disks
-        .iter()
-        .map(|d| format!("{}.{}.base", d.disk_id, d.base_generation))
-        .chain(
-            m.segments
-                .iter()
-                .map(|s| layout::segment_file_name(s.segment_id)),
-        )
-        .collect();
-    let list = |sub: &str| storage.read_dir(&dir.join(sub)).unwrap_or_default();
-    let mut found: BTreeSet<String> = list(layout::BASES_DIR).into_iter().collect();
-    found.extend(list(layout::JOURNAL_DIR));
-    let mut out = Vec::new();
-    if found != want {
-        out.push(format!(
-            "bases/ and journal/ hold {found:?}, the manifest names {want:?}"
-        ));
-    }
-    let leases: Vec<String> = list(LEASES_DIR)
+    let mut out = unnamed_files(storage, Path::new(DIR));
+    let leases: Vec<String> = storage
+        .read_dir(&Path::new(DIR).join(LEASES_DIR))
+        .unwrap_or_default()
         .into_iter()
         .filter(|n| n.ends_with(LEASE_SUFFIX))
         .collect();
