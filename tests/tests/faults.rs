@@ -212,14 +212,9 @@ fn fresh_point(
     })?;
     for d in w.disks() {
         let at = (tag * 977 + u64::from(d.disk_id) * 5000) % (d.disk_bytes - 700);
-        write(
-            w,
-            model,
-            d.disk_id,
-            at,
-            &noise(tag + u64::from(d.disk_id), 700),
-        )
-        .map_err(|e| e.to_string())?;
+        model
+            .stage_write(w, d.disk_id, at, &noise(tag + u64::from(d.disk_id), 700))
+            .map_err(|e| e.to_string())?;
     }
     model
         .point(w, "after recovery")

@@ -111,7 +111,7 @@ fn prefix() -> (SimImage, PointModel) {
     let storage: Arc<dyn Storage> = sim.clone();
     let mut w = Writer::create(storage, Path::new(DIR), settings()).expect("created");
     let mut m = PointModel::default();
-    let d = m.add_zero_disk(&mut w, "d", DISK_BYTES).expect("added");
+    m.add_zero_disk(&mut w, "d", DISK_BYTES).expect("added");
     write(&mut w, &mut m, 1000, &noise(2, 3001)).expect("staged");
     m.point(&mut w, "prefix").expect("acknowledged");
     w.close().expect("closed");
@@ -177,7 +177,7 @@ fn pipelined_writes_and_points_read_back_exactly_on_every_backend() {
             let dir = b.root.join(format!("vault-{direct}"));
             let mut w = Writer::create(b.storage.clone(), &dir, settings()).expect("created");
             let mut m = PointModel::default();
-            let d = m.add_zero_disk(&mut w, "d", DISK_BYTES).expect("added");
+            m.add_zero_disk(&mut w, "d", DISK_BYTES).expect("added");
             workload(&mut w, &mut m, direct).expect("the workload runs");
             if direct && b.name != "sim" {
                 eprintln!("{} direct: {:?}", b.name, w.io_note());

@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use replog_format::remote;
 use replog_remote::{Remote, RemoteOptions};
-use replog_tests::noise;
 use replog_tests::replog_bin;
 use replog_tests::servers::{AzuriteServer, S3Server};
 use replog_writer::{Compression, PointKind, VaultSettings, Writer};
