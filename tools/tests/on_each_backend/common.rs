@@ -111,9 +111,10 @@ pub(super) fn spawn_until_listening(
         let done = line.starts_with("listening on ");
         banner.push(line.trim_end().to_owned());
         if done {
-            return (child, stdout, banner);
+            break;
         }
     }
+    (child, stdout, banner)
 }
 
 /// The arguments of `replog failover VAULT --latest --out OUT`, then `more`.
