@@ -1,6 +1,7 @@
 //! Shared helpers for replog's end-to-end, model and fault tests: the list of storage backends
 //! every shared test runs against, and a model of the disks to check the vault against.
 
+pub mod crash_sweep;
 pub mod fuzz_vault;
 pub mod servers;
 
@@ -64,6 +65,23 @@ pub fn backends(sim_seed: u64) -> Vec<Backend> {
     out
 }
 
+/// The `replog` binary of this build, which `cargo build -p replog` leaves next to the test
+/// executables' directory (`target/<profile>/replog`).
+pub fn replog_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target dir");
+    let bin = dir.join("replog");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p replog` first",
+        bin.display()
+    );
+    bin
+}
+
 /// The multiplier for case counts of the fault, flip and crash tests: `REPLOG_STRESS=n` runs `n`
 /// times as many seeds or cases (default 1), for longer runs than `cargo test` makes by default.
 pub fn stress() -> u64 {
@@ -72,6 +90,15 @@ pub fn stress() -> u64 {
         .and_then(|v| v.parse().ok())
         .filter(|&n| n >= 1)
         .unwrap_or(1)
+}
+
+/// Vault settings with 4 KiB blocks and 64 KiB segments, so a few writes fill several segments.
+pub fn small_segments(compression: replog_writer::Compression) -> replog_writer::VaultSettings {
+    replog_writer::VaultSettings {
+        block_bytes: 4096,
+        segment_bytes: 64 << 10,
+        compression,
+    }
 }
 
 /// A vault directory and its subdirectories, which must exist even when empty.
@@ -191,6 +218,38 @@ impl PointModel {
         self.disks.insert(disk_id, content);
     }
 
+    /// A disk of `bytes` zeros added as `name` on `w` and here; returns its id.
+    pub fn add_zero_disk(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        name: &str,
+        bytes: u64,
+    ) -> Result<u32, replog_writer::WriteError> {
+        let disk_id = w.add_disk(name, bytes)?.disk_id;
+        self.add_disk(disk_id, vec![0; bytes as usize]);
+        Ok(disk_id)
+    }
+
+    /// A disk added on `w` from a new image at `path` holding `content`, and here; the disk is
+    /// named after the image's file name. Returns its id.
+    pub fn add_image_disk(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        storage: &dyn Storage,
+        path: &str,
+        content: Vec<u8>,
+    ) -> Result<u32, replog_writer::WriteError> {
+        let path = std::path::Path::new(path);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("an image path names a file");
+        let img = write_image(storage, path, &content);
+        let disk_id = w.add_disk_from_image(name, img.as_ref(), path)?.disk_id;
+        self.add_disk(disk_id, content);
+        Ok(disk_id)
+    }
+
     /// A staged write.
     pub fn write(&mut self, disk_id: u32, offset: u64, data: &[u8]) {
         let disk = self.disks.get_mut(&disk_id).expect("a known disk");
@@ -220,10 +279,45 @@ impl PointModel {
         w: &mut replog_writer::Writer,
         label: &str,
     ) -> Result<replog_writer::PointInfo, replog_writer::WriteError> {
+        self.point_of_kind(w, replog_writer::PointKind::CrashConsistent, label)
+    }
+
+    /// A point of `kind` named `label` taken on `w`, expected and acknowledged as in
+    /// [`PointModel::point`].
+    pub fn point_of_kind(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        kind: replog_writer::PointKind,
+        label: &str,
+    ) -> Result<replog_writer::PointInfo, replog_writer::WriteError> {
         self.expect_point(w.last_lsn() + 1);
-        let p = w.point(replog_writer::PointKind::CrashConsistent, label)?;
+        let p = w.point(kind, label)?;
         self.ack(p.point_id, p.lsn);
         Ok(p)
+    }
+
+    /// A write staged on `w` and in the model.
+    pub fn stage_write(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        disk_id: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), replog_writer::WriteError> {
+        self.write(disk_id, offset, data);
+        w.write(disk_id, offset, data).map(drop)
+    }
+
+    /// A zero range staged on `w` and in the model.
+    pub fn stage_zero(
+        &mut self,
+        w: &mut replog_writer::Writer,
+        disk_id: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), replog_writer::WriteError> {
+        self.zero(disk_id, offset, len);
+        w.zero(disk_id, offset, len).map(drop)
     }
 
     /// After a recovery, the staged state becomes what the vault holds at `w.last_lsn()`:
@@ -332,6 +426,43 @@ pub fn recover_and_resume(
         Err(e) => out
             .violations
             .push(format!("Writer::open after the new point failed: {e}")),
+    }
+    out
+}
+
+/// Where the files of the vault at `dir` differ from what its manifest names, one message per
+/// directory (`bases/`, `journal/`), or why the vault does not open: after a prune, and after a
+/// crash and a recovery, nothing is left over and nothing named is missing.
+pub fn unnamed_files(storage: &Arc<dyn Storage>, dir: &std::path::Path) -> Vec<String> {
+    use replog_format::layout;
+    let vault = match replog_reader::Vault::open(storage.clone(), dir) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the vault does not open: {e}")],
+    };
+    let m = vault.manifest();
+    let bases: Vec<String> = m
+        .disks
+        .iter()
+        .map(|d| format!("{}.{}.base", d.disk_id, d.base_generation))
+        .collect();
+    let segments: Vec<String> = m
+        .segments
+        .iter()
+        .map(|s| layout::segment_file_name(s.segment_id))
+        .collect();
+    let mut out = Vec::new();
+    for (sub, want) in [(layout::BASES_DIR, bases), (layout::JOURNAL_DIR, segments)] {
+        let want: std::collections::BTreeSet<String> = want.into_iter().collect();
+        let found: std::collections::BTreeSet<String> = storage
+            .read_dir(&dir.join(sub))
+            .expect("listed")
+            .into_iter()
+            .collect();
+        if found != want {
+            out.push(format!(
+                "{sub}/ holds {found:?}, the manifest names {want:?}"
+            ));
+        }
     }
     out
 }

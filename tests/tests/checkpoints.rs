@@ -48,9 +48,7 @@ fn workload(storage: &Arc<dyn Storage>, dir: &Path, seed: u64) -> PointModel {
             model.write(disk, offset, &data);
         }
         if op % 7 == 6 {
-            model.expect_point(w.last_lsn() + 1);
-            let p = w.point(PointKind::CrashConsistent, "").unwrap();
-            model.ack(p.point_id, p.lsn);
+            model.point(&mut w, "").unwrap();
         }
     }
     w.close().unwrap();

@@ -13,19 +13,17 @@
 //! - `verify` finds no damage;
 //! - running the prune again completes it: the points offered are exactly the ones kept.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
+use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, live_files, noise, stress, vault_dirs, write_image,
+    PointModel, SimImage, check_listed_points, live_files, noise, small_segments, stress,
+    unnamed_files, vault_dirs,
 };
-use replog_writer::{
-    Compression, PointKind, PruneOptions, PruneReport, RetentionPolicy, VaultSettings, Writer,
-};
+use replog_writer::{Compression, PointKind, PruneOptions, PruneReport, RetentionPolicy, Writer};
 
 const DIR: &str = "/vault";
 const H_NS: i64 = 3_600_000_000_000;
@@ -47,23 +45,14 @@ fn prepare(
 ) -> (SimImage, PointModel) {
     let sim = SimStorage::new(3);
     let storage: Arc<dyn Storage> = sim.clone();
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression,
-    };
+    let settings = small_segments(compression);
     let mut w = Writer::create(storage.clone(), Path::new(DIR), settings).expect("created");
     sim.create_dir_all(Path::new("/images")).expect("created");
     let mut m = PointModel::default();
-    let a_image = noise(1, 48 << 10);
-    let img = write_image(storage.as_ref(), Path::new("/images/a"), &a_image);
-    let a = w
-        .add_disk_from_image("a", img.as_ref(), Path::new("/images/a"))
-        .expect("added")
-        .disk_id;
-    m.add_disk(a, a_image);
-    let b = w.add_disk("b", 96 << 10).expect("added").disk_id;
-    m.add_disk(b, vec![0; 96 << 10]);
+    let a = m
+        .add_image_disk(&mut w, &*storage, "/images/a", noise(1, 48 << 10))
+        .expect("added");
+    let b = m.add_zero_disk(&mut w, "b", 96 << 10).expect("added");
     for i in 0..30u64 {
         let (disk, size) = if i % 3 == 0 {
             (b, 96 << 10)
@@ -73,20 +62,17 @@ fn prepare(
         let len = 2000 + (i as usize * 397) % 9000;
         let at = (i * 7919) % (size - len as u64);
         let data = noise(100 + i, len);
-        m.write(disk, at, &data);
-        w.write(disk, at, &data).expect("staged");
+        m.stage_write(&mut w, disk, at, &data).expect("staged");
         if i % 7 == 3 {
-            m.zero(disk, at / 2, 3000);
-            w.zero(disk, at / 2, 3000).expect("staged");
+            m.stage_zero(&mut w, disk, at / 2, 3000).expect("staged");
         }
-        m.expect_point(w.last_lsn() + 1);
         let kind = if i % 5 == 0 {
             PointKind::AppConsistent
         } else {
             PointKind::CrashConsistent
         };
-        let p = w.point(kind, &format!("p{i}")).expect("acknowledged");
-        m.ack(p.point_id, p.lsn);
+        m.point_of_kind(&mut w, kind, &format!("p{i}"))
+            .expect("acknowledged");
     }
     w.set_retention(policy).expect("policy set");
     for &id in pins {
@@ -161,44 +147,7 @@ fn run_prune(
 /// Files of the vault that the manifest does not name (bases and segments), and the reverse.
 fn leftovers(sim: &Arc<SimStorage>) -> Vec<String> {
     let storage: Arc<dyn Storage> = sim.clone();
-    let dir = Path::new(DIR);
-    let vault = match replog_reader::Vault::open(storage.clone(), dir) {
-        Ok(v) => v,
-        Err(e) => return vec![format!("the vault does not open: {e}")],
-    };
-    let m = vault.manifest();
-    let want_bases: BTreeSet<String> = m
-        .disks
-        .iter()
-        .map(|d| format!("{}.{}.base", d.disk_id, d.base_generation))
-        .collect();
-    let want_segments: BTreeSet<String> = m
-        .segments
-        .iter()
-        .map(|s| layout::segment_file_name(s.segment_id))
-        .collect();
-    let bases: BTreeSet<String> = storage
-        .read_dir(&dir.join(layout::BASES_DIR))
-        .expect("listed")
-        .into_iter()
-        .collect();
-    let segments: BTreeSet<String> = storage
-        .read_dir(&dir.join(layout::JOURNAL_DIR))
-        .expect("listed")
-        .into_iter()
-        .collect();
-    let mut out = Vec::new();
-    if bases != want_bases {
-        out.push(format!(
-            "bases/ holds {bases:?}, the manifest names {want_bases:?}"
-        ));
-    }
-    if segments != want_segments {
-        out.push(format!(
-            "journal/ holds {segments:?}, the manifest names {want_segments:?}"
-        ));
-    }
-    out
+    unnamed_files(&storage, Path::new(DIR))
 }
 
 /// Recovers after the crash and checks everything; returns the violations.
@@ -269,8 +218,7 @@ fn after_crash(
 fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
     let started = std::time::Instant::now();
     let seeds = 4 * stress();
-    let (mut cases, mut violating) = (0u64, 0u64);
-    let mut all = Vec::new();
+    let mut all = Sweep::default();
     for wl in workloads() {
         let (clean, sim, n) = run_prune(&wl, 0, None);
         let report = clean.unwrap_or_else(|e| panic!("{}: the prune fails: {e}", wl.name));
@@ -294,46 +242,28 @@ fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
             wl.name
         );
         let t = std::time::Instant::now();
-        let mut wl_violating = 0;
-        for op in 0..n {
-            for seed in 0..seeds {
-                let seed = seed * 7919 + op;
-                let (result, sim, _) = run_prune(&wl, seed, Some(op));
-                let mut v = Vec::new();
-                match result {
-                    Err(e) if !sim.crashed() => v.push(format!("failed without a crash: {e}")),
-                    Ok(_) => v.push("the crash point was never reached".to_owned()),
-                    Err(_) => {}
-                }
-                v.extend(after_crash(&sim, &wl, &kept, seed));
-                cases += 1;
-                if !v.is_empty() {
-                    wl_violating += 1;
-                    all.extend(
-                        v.into_iter()
-                            .map(|v| format!("{} op {op} seed {seed}: {v}", wl.name)),
-                    );
-                }
-            }
-        }
-        violating += wl_violating;
+        let swept = crash_at_every_op(wl.name, n, seeds, |op, seed| {
+            let (result, sim, _) = run_prune(&wl, seed, Some(op));
+            let mut v: Vec<String> = crashed_as_set(&sim, &result).into_iter().collect();
+            v.extend(after_crash(&sim, &wl, &kept, seed));
+            v
+        });
         eprintln!(
-            "compaction crashes, {}: {n} operations x {seeds} seeds = {} crashes, {wl_violating} with violations, {:.1}s; the prune keeps {} points, drops {} segments",
+            "compaction crashes, {}: {n} operations x {seeds} seeds = {} crashes, {} with violations, {:.1}s; the prune keeps {} points, drops {} segments",
             wl.name,
-            n * seeds,
+            swept.cases,
+            swept.violating,
             t.elapsed().as_secs_f64(),
             kept.len(),
             c.segments_dropped.len()
         );
+        all.add(swept);
     }
     eprintln!(
-        "compaction crashes: {cases} crashes over 3 workloads, {violating} with violations, {:.1}s",
+        "compaction crashes: {} crashes over 3 workloads, {} with violations, {:.1}s",
+        all.cases,
+        all.violating,
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        all.is_empty(),
-        "{} violations, first ones: {:#?}",
-        all.len(),
-        &all[..all.len().min(10)]
-    );
+    all.assert_no_violation();
 }

@@ -23,45 +23,17 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
+use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
 use replog_tests::{
     PointModel, SimImage, check_vault, noise, recover_and_resume, stress, vault_dirs, write_image,
 };
-use replog_writer::{Compression, PointKind, VaultSettings, WriteError, Writer};
+use replog_writer::{Compression, VaultSettings, WriteError, Writer};
 
 const DIR: &str = "/vault";
 const IMAGES: &str = "/images";
 
 fn image_path(name: &str) -> PathBuf {
     Path::new(IMAGES).join(name)
-}
-
-fn write(
-    w: &mut Writer,
-    m: &mut PointModel,
-    disk: u32,
-    offset: u64,
-    data: &[u8],
-) -> Result<(), WriteError> {
-    m.write(disk, offset, data);
-    w.write(disk, offset, data).map(|_| ())
-}
-
-fn zero(
-    w: &mut Writer,
-    m: &mut PointModel,
-    disk: u32,
-    offset: u64,
-    len: u64,
-) -> Result<(), WriteError> {
-    m.zero(disk, offset, len);
-    w.zero(disk, offset, len).map(|_| ())
-}
-
-fn point(w: &mut Writer, m: &mut PointModel, label: &str) -> Result<(), WriteError> {
-    m.expect_point(w.last_lsn() + 1);
-    let p = w.point(PointKind::CrashConsistent, label)?;
-    m.ack(p.point_id, p.lsn);
-    Ok(())
 }
 
 /// The disk contents images hold, by disk name, for disks that have no record yet.
@@ -99,11 +71,14 @@ fn prefix(segment_bytes: u64, big_bytes: u64, images: &[(&'static str, Vec<u8>)]
     model.add_disk(a, a_image.clone());
     bases.insert("a", a_image);
     if big_bytes > 0 {
-        let big = w.add_disk("big", big_bytes).expect("added").disk_id;
-        model.add_disk(big, vec![0; big_bytes as usize]);
+        model
+            .add_zero_disk(&mut w, "big", big_bytes)
+            .expect("added");
     }
-    write(&mut w, &mut model, a, 1000, &noise(2, 3000)).expect("staged");
-    point(&mut w, &mut model, "prefix").expect("acknowledged");
+    model
+        .stage_write(&mut w, a, 1000, &noise(2, 3000))
+        .expect("staged");
+    model.point(&mut w, "prefix").expect("acknowledged");
     w.close().expect("closed");
     for (name, bytes) in images {
         write_image(storage.as_ref(), &image_path(name), bytes);
@@ -123,29 +98,28 @@ type Run = fn(&mut Writer, &mut PointModel, &Arc<dyn Storage>) -> Result<(), Wri
 /// (a) Writes, zero ranges and points in one segment, one record large enough to take two
 /// writes to the file.
 fn appends(w: &mut Writer, m: &mut PointModel, _: &Arc<dyn Storage>) -> Result<(), WriteError> {
-    write(w, m, 2, 100_000, &noise(9, 1_300_000))?;
-    point(w, m, "big")?;
-    zero(w, m, 2, 0, 600_000)?;
-    write(w, m, 2, 50, &noise(8, 700))?;
+    m.stage_write(w, 2, 100_000, &noise(9, 1_300_000))?;
+    m.point(w, "big")?;
+    m.stage_zero(w, 2, 0, 600_000)?;
+    m.stage_write(w, 2, 50, &noise(8, 700))?;
     w.sync()?;
     for i in 0..8u64 {
-        write(
+        m.stage_write(
             w,
-            m,
             1,
             i * 7000 % 50_000,
             &noise(10 + i, 1500 + i as usize * 700),
         )?;
         if i % 3 == 1 {
-            zero(w, m, 1, i * 3000, 5000)?;
+            m.stage_zero(w, 1, i * 3000, 5000)?;
         }
         if i % 2 == 1 {
-            point(w, m, &format!("a{i}"))?;
+            m.point(w, &format!("a{i}"))?;
         }
     }
     w.sync()?;
-    write(w, m, 1, 60_000, &[9; 2000])?;
-    point(w, m, "last")?;
+    m.stage_write(w, 1, 60_000, &[9; 2000])?;
+    m.point(w, "last")?;
     // `close` is `sync` and a drop; the caller drops the writer.
     w.sync()
 }
@@ -153,15 +127,15 @@ fn appends(w: &mut Writer, m: &mut PointModel, _: &Arc<dyn Storage>) -> Result<(
 /// (b) Enough records to seal and rotate segments three times, points on each side.
 fn rotation(w: &mut Writer, m: &mut PointModel, _: &Arc<dyn Storage>) -> Result<(), WriteError> {
     for i in 0..26u64 {
-        write(w, m, 1, i * 5300 % 52_000, &noise(20 + i, 9000))?;
+        m.stage_write(w, 1, i * 5300 % 52_000, &noise(20 + i, 9000))?;
         if i % 5 == 2 {
-            zero(w, m, 1, i * 1000, 4096)?;
+            m.stage_zero(w, 1, i * 1000, 4096)?;
         }
         if i % 4 == 3 {
-            point(w, m, &format!("r{i}"))?;
+            m.point(w, &format!("r{i}"))?;
         }
     }
-    point(w, m, "last")?;
+    m.point(w, "last")?;
     // `close` is `sync` and a drop; the caller drops the writer.
     w.sync()
 }
@@ -172,19 +146,18 @@ fn add_disks(
     m: &mut PointModel,
     storage: &Arc<dyn Storage>,
 ) -> Result<(), WriteError> {
-    write(w, m, 1, 0, &noise(30, 4000))?;
+    m.stage_write(w, 1, 0, &noise(30, 4000))?;
     let img = storage
         .open(&image_path("c"), replog_io::OpenMode::Read)
         .expect("the image opens");
     let c = w.add_disk_from_image("c", img.as_ref(), &image_path("c"))?;
     m.add_disk(c.disk_id, noise(3, 40_000));
-    write(w, m, c.disk_id, 100, &noise(31, 5000))?;
-    point(w, m, "after c")?;
-    let d = w.add_disk("d", 16 << 10)?;
-    m.add_disk(d.disk_id, vec![0; 16 << 10]);
-    write(w, m, d.disk_id, 8192, &noise(32, 3000))?;
-    zero(w, m, c.disk_id, 0, 4096)?;
-    point(w, m, "after d")?;
+    m.stage_write(w, c.disk_id, 100, &noise(31, 5000))?;
+    m.point(w, "after c")?;
+    let d = m.add_zero_disk(w, "d", 16 << 10)?;
+    m.stage_write(w, d, 8192, &noise(32, 3000))?;
+    m.stage_zero(w, c.disk_id, 0, 4096)?;
+    m.point(w, "after d")?;
     // `close` is `sync` and a drop; the caller drops the writer.
     w.sync()
 }
@@ -195,15 +168,15 @@ fn ingests(
     m: &mut PointModel,
     storage: &Arc<dyn Storage>,
 ) -> Result<(), WriteError> {
-    write(w, m, 1, 20_000, &noise(40, 3000))?;
-    point(w, m, "before")?;
+    m.stage_write(w, 1, 20_000, &noise(40, 3000))?;
+    m.point(w, "before")?;
     for name in ["a2", "a3"] {
         let img = storage
             .open(&image_path(name), replog_io::OpenMode::Read)
             .expect("the image opens");
         m.add_disk(1, ingest_image(name));
         w.ingest("a", img.as_ref(), &image_path(name), &|_| {})?;
-        point(w, m, &format!("after {name}"))?;
+        m.point(w, &format!("after {name}"))?;
     }
     // `close` is `sync` and a drop; the caller drops the writer.
     w.sync()
@@ -291,8 +264,12 @@ fn after_crash(
     };
     let resume = |mut w: Writer, model: &mut PointModel| -> Result<(), String> {
         let d = w.disks()[0].disk_id;
-        write(&mut w, model, d, 4096, &noise(seed, 900)).map_err(|e| e.to_string())?;
-        point(&mut w, model, "after recovery").map_err(|e| e.to_string())?;
+        model
+            .stage_write(&mut w, d, 4096, &noise(seed, 900))
+            .map_err(|e| e.to_string())?;
+        model
+            .point(&mut w, "after recovery")
+            .map_err(|e| e.to_string())?;
         w.close().map_err(|e| e.to_string())
     };
     let after = recover_and_resume(sim, Path::new(DIR), model, seed, base_of, resume);
@@ -311,12 +288,7 @@ fn crash_case(wl: &Workload, op: u64, seed: u64, recoveries: &mut Recoveries) ->
     sim.set_crash_at(Some(sim.ops() + op));
     let result = (wl.run)(&mut w, &mut model, &storage);
     drop(w);
-    let mut violations = Vec::new();
-    match result {
-        Err(e) if !sim.crashed() => violations.push(format!("failed without a crash: {e}")),
-        Ok(()) => violations.push("the crash point was never reached".to_owned()),
-        Err(_) => {}
-    }
+    let mut violations: Vec<String> = crashed_as_set(&sim, &result).into_iter().collect();
     violations.extend(after_crash(&sim, wl, &mut model, seed, recoveries));
     violations
 }
@@ -343,45 +315,31 @@ fn count_ops(wl: &Workload) -> u64 {
 fn a_crash_at_every_operation_of_every_workload_loses_no_acknowledged_point() {
     let started = std::time::Instant::now();
     let seeds = 16 * stress();
-    let (mut cases, mut violating) = (0u64, 0u64);
     let mut recoveries = Recoveries::default();
-    let mut all = Vec::new();
+    let mut all = Sweep::default();
     for wl in workloads() {
         let n = count_ops(&wl);
         let t = std::time::Instant::now();
-        let mut wl_violating = 0;
-        for op in 0..n {
-            for seed in 0..seeds {
-                let v = crash_case(&wl, op, seed * 7919 + op, &mut recoveries);
-                cases += 1;
-                if !v.is_empty() {
-                    wl_violating += 1;
-                    all.extend(
-                        v.into_iter()
-                            .map(|v| format!("{} op {op} seed {seed}: {v}", wl.name)),
-                    );
-                }
-            }
-        }
-        violating += wl_violating;
+        let swept = crash_at_every_op(wl.name, n, seeds, |op, seed| {
+            crash_case(&wl, op, seed, &mut recoveries)
+        });
         eprintln!(
-            "crash points, {}: {n} operations x {seeds} seeds = {} crashes, {wl_violating} with violations, {:.1}s",
+            "crash points, {}: {n} operations x {seeds} seeds = {} crashes, {} with violations, {:.1}s",
             wl.name,
-            n * seeds,
+            swept.cases,
+            swept.violating,
             t.elapsed().as_secs_f64()
         );
+        all.add(swept);
     }
     eprintln!(
-        "crash points: {cases} crashes over 4 workloads (every operation x {seeds} seeds), {violating} with violations; recoveries cut {} torn tails, completed {} rotations, removed leftovers {} times; {:.1}s",
+        "crash points: {} crashes over 4 workloads (every operation x {seeds} seeds), {} with violations; recoveries cut {} torn tails, completed {} rotations, removed leftovers {} times; {:.1}s",
+        all.cases,
+        all.violating,
         recoveries.torn_tails_cut,
         recoveries.rotations_completed,
         recoveries.leftovers_removed,
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        all.is_empty(),
-        "{} violations, first ones: {:#?}",
-        all.len(),
-        &all[..all.len().min(10)]
-    );
+    all.assert_no_violation();
 }

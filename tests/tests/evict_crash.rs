@@ -27,8 +27,11 @@ use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::Vault;
 use replog_remote::{LocalVault, Remote, SyncOptions, TieredStorage, file_path};
-use replog_tests::{PointModel, SimImage, check_listed_points, noise, stress, vault_dirs};
-use replog_writer::{Compression, VaultSettings, Writer};
+use replog_tests::crash_sweep::{crash_at_every_op, crashed_as_set};
+use replog_tests::{
+    PointModel, SimImage, check_listed_points, noise, small_segments, stress, vault_dirs,
+};
+use replog_writer::{Compression, Writer};
 
 const DIR: &str = "/vault";
 const URL: &str = "s3://bucket/vault";
@@ -75,8 +78,7 @@ fn write_rounds(w: &mut Writer, m: &mut PointModel, disk: u32, first: u64, round
         let len = 4000 + (i as usize * 1201) % 12_000;
         let at = (i * 10_007) % (DISK_BYTES - len as u64);
         let data = noise(500 + i, len);
-        m.write(disk, at, &data);
-        w.write(disk, at, &data).expect("staged");
+        m.stage_write(w, disk, at, &data).expect("staged");
         m.point(w, &format!("p{i}")).expect("acknowledged");
     }
     w.seal_segment().expect("sealed");
@@ -104,16 +106,11 @@ fn sync(storage: &Arc<SimStorage>, remote: &Arc<Remote>) -> replog_remote::Resul
 fn prepare() -> (SimImage, Objects, PointModel) {
     let sim = SimStorage::new(11);
     let storage: Arc<dyn Storage> = sim.clone();
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::None,
-    };
+    let settings = small_segments(Compression::None);
     let dir = Path::new(DIR);
     let mut w = Writer::create(storage.clone(), dir, settings).expect("created");
     let mut m = PointModel::default();
-    let disk = w.add_disk("os", DISK_BYTES).expect("added").disk_id;
-    m.add_disk(disk, vec![0; DISK_BYTES as usize]);
+    let disk = m.add_zero_disk(&mut w, "os", DISK_BYTES).expect("added");
     write_rounds(&mut w, &mut m, disk, 0, 12);
     w.close().expect("closed");
     let remote = new_remote(&Objects::new());
@@ -307,35 +304,21 @@ fn a_crash_anywhere_in_a_sync_that_evicts_leaves_cache_and_remote_consistent() {
     let clean = consistent(&sim, &remote);
     assert!(clean.is_empty(), "{clean:?}");
 
-    let mut all = Vec::new();
-    let mut cases = 0u64;
-    for op in 0..n {
-        for seed in 0..seeds {
-            let seed = seed * 7919 + op;
-            let sim = image.restore(seed);
-            let remote = new_remote(&objects);
-            sim.set_crash_at(Some(sim.ops() + op));
-            let mut v = Vec::new();
-            match sync(&sim, &remote) {
-                Ok(()) => v.push("the crash point was never reached".to_owned()),
-                Err(e) if !sim.crashed() => v.push(format!("failed without a crash: {e}")),
-                Err(_) => {}
-            }
-            v.extend(after_crash(&sim, &remote, &model, seed));
-            cases += 1;
-            all.extend(v.into_iter().map(|v| format!("op {op} seed {seed}: {v}")));
-        }
-    }
+    let swept = crash_at_every_op("", n, seeds, |op, seed| {
+        let sim = image.restore(seed);
+        let remote = new_remote(&objects);
+        sim.set_crash_at(Some(sim.ops() + op));
+        let result = sync(&sim, &remote);
+        let mut v: Vec<String> = crashed_as_set(&sim, &result).into_iter().collect();
+        v.extend(after_crash(&sim, &remote, &model, seed));
+        v
+    });
     eprintln!(
         "sync with eviction: {n} local operations (the clean run evicts {evicted} files) x \
-         {seeds} seeds = {cases} crashes, {} violations, {:.1}s",
-        all.len(),
+         {seeds} seeds = {} crashes, {} violations, {:.1}s",
+        swept.cases,
+        swept.violations.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        all.is_empty(),
-        "{} violations, first ones: {:#?}",
-        all.len(),
-        &all[..all.len().min(10)]
-    );
+    swept.assert_no_violation();
 }

@@ -27,8 +27,10 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
-use replog_tests::{PointModel, SimImage, check_vault, noise, stress, vault_dirs, write_image};
-use replog_writer::{Compression, PointKind, VaultSettings, WriteError, WriteErrorKind, Writer};
+use replog_tests::{
+    PointModel, SimImage, check_vault, noise, small_segments, stress, vault_dirs, write_image,
+};
+use replog_writer::{Compression, PointKind, WriteError, WriteErrorKind, Writer};
 
 const DIR: &str = "/vault";
 const DISK_BYTES: u64 = 64 << 10;
@@ -43,37 +45,14 @@ struct Setup {
     images: BTreeMap<&'static str, Vec<u8>>,
 }
 
-fn point(w: &mut Writer, model: &mut PointModel, label: &str) -> Result<(), WriteError> {
-    model.expect_point(w.last_lsn() + 1);
-    let p = w.point(PointKind::CrashConsistent, label)?;
-    model.ack(p.point_id, p.lsn);
-    Ok(())
-}
-
-fn write(
-    w: &mut Writer,
-    model: &mut PointModel,
-    disk: u32,
-    offset: u64,
-    data: &[u8],
-) -> Result<(), WriteError> {
-    model.write(disk, offset, data);
-    w.write(disk, offset, data).map(|_| ())
-}
-
 fn setup() -> Setup {
     let sim = SimStorage::new(1);
     let storage: Arc<dyn Storage> = sim.clone();
     let dir = Path::new(DIR);
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::Lz4,
-    };
+    let settings = small_segments(Compression::Lz4);
     let mut w = Writer::create(storage.clone(), dir, settings).expect("created");
     let mut model = PointModel::default();
-    let a = w.add_disk("a", DISK_BYTES).expect("added").disk_id;
-    model.add_disk(a, vec![0; DISK_BYTES as usize]);
+    let a = model.add_zero_disk(&mut w, "a", DISK_BYTES).expect("added");
     sim.create_dir_all(Path::new("/images")).expect("created");
     let b_image = noise(2, DISK_BYTES as usize);
     let img = write_image(storage.as_ref(), Path::new("/images/b.img"), &b_image);
@@ -82,12 +61,16 @@ fn setup() -> Setup {
         .expect("added")
         .disk_id;
     model.add_disk(b, b_image.clone());
-    write(&mut w, &mut model, a, 0, &noise(3, 9000)).expect("staged");
-    point(&mut w, &mut model, "setup-1").expect("acknowledged");
+    model
+        .stage_write(&mut w, a, 0, &noise(3, 9000))
+        .expect("staged");
+    model.point(&mut w, "setup-1").expect("acknowledged");
     model.zero(b, 4096, 8192);
     w.zero(b, 4096, 8192).expect("staged");
-    write(&mut w, &mut model, b, 30_000, &[7; 3000]).expect("staged");
-    point(&mut w, &mut model, "setup-2").expect("acknowledged");
+    model
+        .stage_write(&mut w, b, 30_000, &[7; 3000])
+        .expect("staged");
+    model.point(&mut w, "setup-2").expect("acknowledged");
     w.close().expect("closed");
     let mut images = BTreeMap::new();
     images.insert(IMAGE_C, noise(4, 48 << 10));
@@ -118,13 +101,16 @@ fn workload(
         let what = what.to_owned();
         move |e| (what, e)
     };
-    write(w, model, 1, 1000, &noise(10, 5000)).map_err(at("write"))?;
-    model.zero(2, 0, 4096);
-    w.zero(2, 0, 4096).map_err(at("zero"))?;
-    point(w, model, "w-1").map_err(at("point"))?;
-    write(w, model, 2, 5000, &noise(11, 3000)).map_err(at("write"))?;
+    model
+        .stage_write(w, 1, 1000, &noise(10, 5000))
+        .map_err(at("write"))?;
+    model.stage_zero(w, 2, 0, 4096).map_err(at("zero"))?;
+    model.point(w, "w-1").map_err(at("point"))?;
+    model
+        .stage_write(w, 2, 5000, &noise(11, 3000))
+        .map_err(at("write"))?;
     w.sync().map_err(at("sync"))?;
-    point(w, model, "w-2").map_err(at("point"))?;
+    model.point(w, "w-2").map_err(at("point"))?;
     let img = storage
         .open(Path::new(IMAGE_C), replog_io::OpenMode::Read)
         .expect("the image opens");
@@ -133,15 +119,19 @@ fn workload(
         .map_err(at("add_disk_from_image"))?
         .disk_id;
     model.add_disk(c, images[IMAGE_C].clone());
-    write(w, model, c, 100, &noise(12, 2000)).map_err(at("write"))?;
-    point(w, model, "w-3").map_err(at("point"))?;
+    model
+        .stage_write(w, c, 100, &noise(12, 2000))
+        .map_err(at("write"))?;
+    model.point(w, "w-3").map_err(at("point"))?;
     // More than a segment of records: at least one rotation, with points on both sides.
     for i in 0..18u64 {
         let disk = 1 + (i % 3) as u32;
         let len = if disk == 3 { 40_000 } else { DISK_BYTES - 5000 };
-        write(w, model, disk, (i * 4100) % len, &noise(20 + i, 4500)).map_err(at("write"))?;
+        model
+            .stage_write(w, disk, (i * 4100) % len, &noise(20 + i, 4500))
+            .map_err(at("write"))?;
         if i % 6 == 5 {
-            point(w, model, &format!("r-{i}")).map_err(at("point"))?;
+            model.point(w, &format!("r-{i}")).map_err(at("point"))?;
         }
     }
     let img = storage
@@ -150,8 +140,10 @@ fn workload(
     model.add_disk(2, images[IMAGE_B2].clone());
     w.ingest("b", img.as_ref(), Path::new(IMAGE_B2), &|_| {})
         .map_err(at("ingest"))?;
-    point(w, model, "after ingest").map_err(at("point"))?;
-    write(w, model, 1, 60_000, &noise(13, 1000)).map_err(at("write"))?;
+    model.point(w, "after ingest").map_err(at("point"))?;
+    model
+        .stage_write(w, 1, 60_000, &noise(13, 1000))
+        .map_err(at("write"))?;
     w.sync().map_err(at("sync"))
 }
 
@@ -220,16 +212,14 @@ fn fresh_point(
     })?;
     for d in w.disks() {
         let at = (tag * 977 + u64::from(d.disk_id) * 5000) % (d.disk_bytes - 700);
-        write(
-            w,
-            model,
-            d.disk_id,
-            at,
-            &noise(tag + u64::from(d.disk_id), 700),
-        )
-        .map_err(|e| e.to_string())?;
+        model
+            .stage_write(w, d.disk_id, at, &noise(tag + u64::from(d.disk_id), 700))
+            .map_err(|e| e.to_string())?;
     }
-    point(w, model, "after recovery").map_err(|e| e.to_string())
+    model
+        .point(w, "after recovery")
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Reopens after the error, checks, works again, crashes, checks again.

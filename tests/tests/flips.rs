@@ -29,8 +29,8 @@ use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::Vault;
-use replog_tests::{PointModel, SimImage, noise, stress, vault_dirs, write_image};
-use replog_writer::{Compression, PointKind, VaultSettings, Writer};
+use replog_tests::{PointModel, SimImage, noise, small_segments, stress, vault_dirs, write_image};
+use replog_writer::{Compression, PointKind, Writer};
 
 /// Bytes that compress well.
 fn text(seed: u64, len: usize) -> Vec<u8> {
@@ -40,29 +40,21 @@ fn text(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn point(w: &mut Writer, model: &mut PointModel, label: &str) {
-    model.expect_point(w.last_lsn() + 1);
-    let p = w
-        .point(PointKind::AppConsistent, label)
+    model
+        .point_of_kind(w, PointKind::AppConsistent, label)
         .expect("the point is acknowledged");
-    model.ack(p.point_id, p.lsn);
 }
 
 fn write(w: &mut Writer, model: &mut PointModel, disk: u32, offset: u64, data: &[u8]) {
-    model.write(disk, offset, data);
-    w.write(disk, offset, data).expect("staged");
+    model.stage_write(w, disk, offset, data).expect("staged");
 }
 
 /// Builds the fixture in `dir` with disks of about `disk_bytes`; returns the model of its points.
 fn build(storage: &Arc<dyn Storage>, root: &Path, dir: &Path, disk_bytes: u64) -> PointModel {
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::Lz4,
-    };
+    let settings = small_segments(Compression::Lz4);
     let mut w = Writer::create(storage.clone(), dir, settings).expect("created");
     let mut model = PointModel::default();
-    let a = w.add_disk("a", disk_bytes).expect("added").disk_id;
-    model.add_disk(a, vec![0; disk_bytes as usize]);
+    let a = model.add_zero_disk(&mut w, "a", disk_bytes).expect("added");
     // Disk b: data, a hole, compressible data, and a partial last chunk.
     let b_bytes = disk_bytes as usize - 2000;
     let mut image = noise(1, b_bytes);

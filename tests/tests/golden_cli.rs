@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use replog_tests::replog_bin;
 use replog_tests::servers::S3Server;
 use serde_json::Value;
 
@@ -59,19 +60,6 @@ const VOLATILE_KEYS: &[&str] = &[
     "max_us",
     "mean_us",
 ];
-
-/// The `replog` binary of this build.
-fn replog_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("replog");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p replog` first",
-        bin.display()
-    );
-    bin
-}
 
 /// A deterministic image: `len` bytes, each 4 KiB block filled with a byte of `seed` and its
 /// index, every third block left as zeros.

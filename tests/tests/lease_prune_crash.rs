@@ -16,17 +16,19 @@
 //! Without a crash, the reader's read of L after the first prune is byte-exact too, and once the
 //! writer opens again, the files the lease kept from deletion are gone.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use replog_format::layout;
 use replog_format::lease::{LEASE_SUFFIX, LEASES_DIR};
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::{LeaseOptions, ReadError, Vault};
-use replog_tests::{PointModel, SimImage, check_listed_points, noise, stress, vault_dirs};
-use replog_writer::{Compression, PruneOptions, VaultSettings, Writer};
+use replog_tests::crash_sweep::{Sweep, crash_at_every_op};
+use replog_tests::{
+    PointModel, SimImage, check_listed_points, noise, small_segments, stress, unnamed_files,
+    vault_dirs,
+};
+use replog_writer::{Compression, PruneOptions, Writer};
 
 const DIR: &str = "/vault";
 const DISK_BYTES: u64 = 64 << 10;
@@ -56,21 +58,15 @@ const WORKLOADS: [Workload; 2] = [
 fn prepare() -> (SimImage, PointModel) {
     let sim = SimStorage::new(5);
     let storage: Arc<dyn Storage> = sim.clone();
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::None,
-    };
+    let settings = small_segments(Compression::None);
     let mut w = Writer::create(storage, Path::new(DIR), settings).expect("created");
     let mut m = PointModel::default();
-    let disk = w.add_disk("os", DISK_BYTES).expect("added").disk_id;
-    m.add_disk(disk, vec![0; DISK_BYTES as usize]);
+    let disk = m.add_zero_disk(&mut w, "os", DISK_BYTES).expect("added");
     for i in 0..20u64 {
         let len = 3000 + (i as usize * 811) % 9000;
         let at = (i * 7919) % (DISK_BYTES - len as u64);
         let data = noise(300 + i, len);
-        m.write(disk, at, &data);
-        w.write(disk, at, &data).expect("staged");
+        m.stage_write(&mut w, disk, at, &data).expect("staged");
         m.point(&mut w, &format!("p{i}")).expect("acknowledged");
     }
     w.close().expect("closed");
@@ -162,32 +158,10 @@ fn read_point(
 
 /// Files of the vault that its manifest does not name (bases and segments), and lease files.
 fn leftovers(storage: &Arc<dyn Storage>) -> Vec<String> {
-    let dir = Path::new(DIR);
-    let vault = match Vault::open(storage.clone(), dir) {
-        Ok(v) => v,
-        Err(e) => return vec![format!("the vault does not open: {e}")],
-    };
-    let m = vault.manifest();
-    let want: BTreeSet<String> = m
-        .disks
-        .iter()
-        .map(|d| format!("{}.{}.base", d.disk_id, d.base_generation))
-        .chain(
-            m.segments
-                .iter()
-                .map(|s| layout::segment_file_name(s.segment_id)),
-        )
-        .collect();
-    let list = |sub: &str| storage.read_dir(&dir.join(sub)).unwrap_or_default();
-    let mut found: BTreeSet<String> = list(layout::BASES_DIR).into_iter().collect();
-    found.extend(list(layout::JOURNAL_DIR));
-    let mut out = Vec::new();
-    if found != want {
-        out.push(format!(
-            "bases/ and journal/ hold {found:?}, the manifest names {want:?}"
-        ));
-    }
-    let leases: Vec<String> = list(LEASES_DIR)
+    let mut out = unnamed_files(storage, Path::new(DIR));
+    let leases: Vec<String> = storage
+        .read_dir(&Path::new(DIR).join(LEASES_DIR))
+        .unwrap_or_default()
         .into_iter()
         .filter(|n| n.ends_with(LEASE_SUFFIX))
         .collect();
@@ -248,7 +222,7 @@ fn a_crash_anywhere_in_a_prune_racing_a_lease_loses_no_leased_point() {
     let started = std::time::Instant::now();
     let (image, model) = prepare();
     let seeds = 2 * stress();
-    let (mut cases, mut all) = (0u64, Vec::new());
+    let mut all = Sweep::default();
     for wl in &WORKLOADS {
         let (clean, sim, n) = run_race(&image, &model, wl, 0, None);
         assert!(
@@ -272,44 +246,31 @@ fn a_crash_anywhere_in_a_prune_racing_a_lease_loses_no_leased_point() {
             wl.name
         );
         let t = std::time::Instant::now();
-        let mut violating = 0;
-        for op in 0..n {
-            for seed in 0..seeds {
-                let seed = seed * 7919 + op;
-                let (run, sim, _) = run_race(&image, &model, wl, seed, Some(op));
-                let mut v: Vec<String> = run.violation.iter().cloned().collect();
-                if !sim.crashed() {
-                    v.push("the crash point was never reached".to_owned());
-                }
-                v.extend(after_crash(&sim, &model, &run, seed));
-                cases += 1;
-                if !v.is_empty() {
-                    violating += 1;
-                    all.extend(
-                        v.into_iter()
-                            .map(|v| format!("{} op {op} seed {seed}: {v}", wl.name)),
-                    );
-                }
+        let swept = crash_at_every_op(wl.name, n, seeds, |op, seed| {
+            let (run, sim, _) = run_race(&image, &model, wl, seed, Some(op));
+            let mut v: Vec<String> = run.violation.iter().cloned().collect();
+            if !sim.crashed() {
+                v.push("the crash point was never reached".to_owned());
             }
-        }
+            v.extend(after_crash(&sim, &model, &run, seed));
+            v
+        });
         eprintln!(
             "prune racing a lease, {}: {n} operations (the lease released at operation {}) x \
-             {seeds} seeds = {} crashes, {violating} with violations, {:.1}s",
+             {seeds} seeds = {} crashes, {} with violations, {:.1}s",
             wl.name,
             clean.release_at.unwrap_or(0),
-            n * seeds,
+            swept.cases,
+            swept.violating,
             t.elapsed().as_secs_f64()
         );
+        all.add(swept);
     }
     eprintln!(
-        "prune racing a lease: {cases} crashes over {} workloads, {:.1}s",
+        "prune racing a lease: {} crashes over {} workloads, {:.1}s",
+        all.cases,
         WORKLOADS.len(),
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        all.is_empty(),
-        "{} violations, first ones: {:#?}",
-        all.len(),
-        &all[..all.len().min(10)]
-    );
+    all.assert_no_violation();
 }

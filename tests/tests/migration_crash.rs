@@ -17,12 +17,12 @@ use std::sync::Arc;
 use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
+use replog_tests::crash_sweep::{crash_at_every_op, crashed_as_set};
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, noise, stress, vault_dirs, write_image,
+    PointModel, SimImage, check_listed_points, noise, small_segments, stress, vault_dirs,
 };
 use replog_writer::{
-    Compression, MigrationOptions, MigrationPhase, PointKind, VaultSettings, WriteErrorKind,
-    Writer, complete_migration,
+    Compression, MigrationOptions, MigrationPhase, WriteErrorKind, Writer, complete_migration,
 };
 
 const DIR: &str = "/vault";
@@ -31,24 +31,15 @@ const OUT: &str = "/out/migrated";
 fn prepare() -> (SimImage, PointModel, u64) {
     let sim = SimStorage::new(5);
     let storage: Arc<dyn Storage> = sim.clone();
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::Lz4,
-    };
+    let settings = small_segments(Compression::Lz4);
     let mut w = Writer::create(storage.clone(), Path::new(DIR), settings).expect("created");
     sim.create_dir_all(Path::new("/images")).expect("created");
     sim.create_dir_all(Path::new("/out")).expect("created");
     let mut m = PointModel::default();
-    let a_image = noise(1, 40 << 10);
-    let img = write_image(storage.as_ref(), Path::new("/images/a"), &a_image);
-    let a = w
-        .add_disk_from_image("a", img.as_ref(), Path::new("/images/a"))
-        .expect("added")
-        .disk_id;
-    m.add_disk(a, a_image);
-    let b = w.add_disk("b", 64 << 10).expect("added").disk_id;
-    m.add_disk(b, vec![0; 64 << 10]);
+    let a = m
+        .add_image_disk(&mut w, &*storage, "/images/a", noise(1, 40 << 10))
+        .expect("added");
+    let b = m.add_zero_disk(&mut w, "b", 64 << 10).expect("added");
     let mut last = 0;
     for i in 0..20u64 {
         let (disk, size) = if i % 2 == 0 {
@@ -59,18 +50,11 @@ fn prepare() -> (SimImage, PointModel, u64) {
         let len = 1500 + (i as usize * 911) % 7000;
         let at = (i * 6151) % (size - len as u64);
         let data = noise(200 + i, len);
-        m.write(disk, at, &data);
-        w.write(disk, at, &data).expect("staged");
+        m.stage_write(&mut w, disk, at, &data).expect("staged");
         if i % 6 == 5 {
-            m.zero(disk, at / 3, 2500);
-            w.zero(disk, at / 3, 2500).expect("staged");
+            m.stage_zero(&mut w, disk, at / 3, 2500).expect("staged");
         }
-        m.expect_point(w.last_lsn() + 1);
-        let p = w
-            .point(PointKind::CrashConsistent, "")
-            .expect("acknowledged");
-        m.ack(p.point_id, p.lsn);
-        last = p.lsn;
+        last = m.point(&mut w, "").expect("acknowledged").lsn;
     }
     w.close().expect("closed");
     let mut dirs = vault_dirs(Path::new(DIR));
@@ -221,34 +205,17 @@ fn a_crash_at_every_operation_of_complete_migration_resumes_to_the_same_result()
     let clean_violations = check_complete(&sim, &model, lsn);
     assert!(clean_violations.is_empty(), "{clean_violations:?}");
     let seeds = 8 * stress();
-    let (mut cases, mut violating) = (0u64, 0u64);
-    let mut all = Vec::new();
-    for op in 0..n {
-        for seed in 0..seeds {
-            let seed = seed * 7919 + op;
-            let (result, sim, _) = run(&image, seed, Some(op));
-            let mut v = Vec::new();
-            match result {
-                Err(e) if !sim.crashed() => v.push(format!("failed without a crash: {e}")),
-                Ok(()) => v.push("the crash point was never reached".to_owned()),
-                Err(_) => {}
-            }
-            v.extend(after_crash(&sim, &model, lsn, seed));
-            cases += 1;
-            if !v.is_empty() {
-                violating += 1;
-                all.extend(v.into_iter().map(|v| format!("op {op} seed {seed}: {v}")));
-            }
-        }
-    }
+    let swept = crash_at_every_op("", n, seeds, |op, seed| {
+        let (result, sim, _) = run(&image, seed, Some(op));
+        let mut v: Vec<String> = crashed_as_set(&sim, &result).into_iter().collect();
+        v.extend(after_crash(&sim, &model, lsn, seed));
+        v
+    });
     eprintln!(
-        "migration crashes: {n} operations x {seeds} seeds = {cases} crashes, {violating} with violations, {:.1}s",
+        "migration crashes: {n} operations x {seeds} seeds = {} crashes, {} with violations, {:.1}s",
+        swept.cases,
+        swept.violating,
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        all.is_empty(),
-        "{} violations, first ones: {:#?}",
-        all.len(),
-        &all[..all.len().min(10)]
-    );
+    swept.assert_no_violation();
 }

@@ -17,8 +17,10 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
+use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
 use replog_tests::{
-    PointModel, SimImage, backends, check_vault, noise, recover_and_resume, stress, vault_dirs,
+    PointModel, SimImage, backends, check_vault, noise, recover_and_resume, small_segments, stress,
+    vault_dirs,
 };
 use replog_writer::{
     BUFFER_BYTES_MIN, Compression, PointKind, PointTicket, VaultSettings, WriteError,
@@ -39,16 +41,11 @@ fn options(direct: bool) -> WriterOptions {
 }
 
 fn settings() -> VaultSettings {
-    VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression: Compression::Lz4,
-    }
+    small_segments(Compression::Lz4)
 }
 
 fn write(w: &mut Writer, m: &mut PointModel, offset: u64, data: &[u8]) -> Result<(), WriteError> {
-    m.write(1, offset, data);
-    w.write(1, offset, data).map(|_| ())
+    m.stage_write(w, 1, offset, data)
 }
 
 fn point_async(w: &mut Writer, m: &mut PointModel, label: &str) -> Result<PointTicket, WriteError> {
@@ -58,13 +55,6 @@ fn point_async(w: &mut Writer, m: &mut PointModel, label: &str) -> Result<PointT
 
 fn wait(w: &mut Writer, m: &mut PointModel, t: PointTicket) -> Result<(), WriteError> {
     let p = w.wait_point(t)?;
-    m.ack(p.point_id, p.lsn);
-    Ok(())
-}
-
-fn point(w: &mut Writer, m: &mut PointModel, label: &str) -> Result<(), WriteError> {
-    m.expect_point(w.last_lsn() + 1);
-    let p = w.point(PointKind::CrashConsistent, label)?;
     m.ack(p.point_id, p.lsn);
     Ok(())
 }
@@ -105,7 +95,7 @@ fn workload(w: &mut Writer, m: &mut PointModel, direct: bool) -> Result<(), Writ
         if i == 8 {
             m.zero(1, 4096, 10_000);
             w.zero(1, 4096, 10_000)?;
-            point(w, m, "blocking")?;
+            m.point(w, "blocking")?;
         }
     }
     for t in tickets.drain(..) {
@@ -121,10 +111,9 @@ fn prefix() -> (SimImage, PointModel) {
     let storage: Arc<dyn Storage> = sim.clone();
     let mut w = Writer::create(storage, Path::new(DIR), settings()).expect("created");
     let mut m = PointModel::default();
-    let d = w.add_disk("d", DISK_BYTES).expect("added").disk_id;
-    m.add_disk(d, vec![0; DISK_BYTES as usize]);
+    m.add_zero_disk(&mut w, "d", DISK_BYTES).expect("added");
     write(&mut w, &mut m, 1000, &noise(2, 3001)).expect("staged");
-    point(&mut w, &mut m, "prefix").expect("acknowledged");
+    m.point(&mut w, "prefix").expect("acknowledged");
     w.close().expect("closed");
     (SimImage::capture(&sim, &vault_dirs(Path::new(DIR))), m)
 }
@@ -149,8 +138,7 @@ fn after_crash(sim: &Arc<SimStorage>, m: &mut PointModel, seed: u64, direct: boo
 fn a_crash_at_every_operation_of_the_pipeline_loses_no_acknowledged_point() {
     let (image, model) = prefix();
     let seeds = 6 * stress();
-    let mut cases = 0;
-    let mut all = Vec::new();
+    let mut all = Sweep::default();
     for direct in [false, true] {
         let sim = image.restore(0);
         let mut m = model.clone();
@@ -161,38 +149,25 @@ fn a_crash_at_every_operation_of_the_pipeline_loses_no_acknowledged_point() {
         let n = sim.ops() - start;
         let v = check_vault(&(sim.clone() as Arc<dyn Storage>), Path::new(DIR), &m);
         assert!(v.is_empty(), "direct {direct}, without a crash: {v:?}");
-        for op in 0..n {
-            for seed in 0..seeds {
-                let seed = seed * 7919 + op;
-                let sim = image.restore(seed);
-                let mut m = model.clone();
-                let mut w = Writer::open(sim.clone(), Path::new(DIR)).expect("the prefix opens");
-                sim.set_crash_at(Some(sim.ops() + op));
-                let result = workload(&mut w, &mut m, direct);
-                drop(w);
-                let mut v = Vec::new();
-                match result {
-                    Err(e) if !sim.crashed() => v.push(format!("failed without a crash: {e}")),
-                    Ok(()) => v.push("the crash point was never reached".into()),
-                    Err(_) => {}
-                }
-                v.extend(after_crash(&sim, &mut m, seed, direct));
-                cases += 1;
-                all.extend(
-                    v.into_iter()
-                        .map(|v| format!("direct {direct} op {op} seed {seed}: {v}")),
-                );
-            }
-        }
-        eprintln!("direct {direct}: {n} operations x {seeds} seeds");
+        let swept = crash_at_every_op(&format!("direct {direct}"), n, seeds, |op, seed| {
+            let sim = image.restore(seed);
+            let mut m = model.clone();
+            let mut w = Writer::open(sim.clone(), Path::new(DIR)).expect("the prefix opens");
+            sim.set_crash_at(Some(sim.ops() + op));
+            let result = workload(&mut w, &mut m, direct);
+            drop(w);
+            let mut v: Vec<String> = crashed_as_set(&sim, &result).into_iter().collect();
+            v.extend(after_crash(&sim, &mut m, seed, direct));
+            v
+        });
+        eprintln!(
+            "direct {direct}: {n} operations x {seeds} seeds = {} crashes",
+            swept.cases
+        );
+        all.add(swept);
     }
-    eprintln!("{cases} crashes, {} violations", all.len());
-    assert!(
-        all.is_empty(),
-        "{} violations:\n{}",
-        all.len(),
-        all.join("\n")
-    );
+    eprintln!("{} crashes, {} violations", all.cases, all.violations.len());
+    all.assert_no_violation();
 }
 
 #[test]
@@ -202,8 +177,7 @@ fn pipelined_writes_and_points_read_back_exactly_on_every_backend() {
             let dir = b.root.join(format!("vault-{direct}"));
             let mut w = Writer::create(b.storage.clone(), &dir, settings()).expect("created");
             let mut m = PointModel::default();
-            let d = w.add_disk("d", DISK_BYTES).expect("added").disk_id;
-            m.add_disk(d, vec![0; DISK_BYTES as usize]);
+            m.add_zero_disk(&mut w, "d", DISK_BYTES).expect("added");
             workload(&mut w, &mut m, direct).expect("the workload runs");
             if direct && b.name != "sim" {
                 eprintln!("{} direct: {:?}", b.name, w.io_note());
@@ -315,7 +289,7 @@ fn a_batch_framed_in_parallel_reads_back_like_single_writes_across_segments() {
         }
         let last = w.write_many(1, &batch).expect("staged");
         assert_eq!(last, w.last_lsn());
-        point(&mut w, &mut m, "after the batch").expect("acknowledged");
+        m.point(&mut w, "after the batch").expect("acknowledged");
         let segments = w.manifest().segments.len();
         assert!(
             segments >= 3,

@@ -28,10 +28,10 @@ use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::{Severity, Vault};
 use replog_tests::{
-    PointModel, SimImage, check_listed_points, check_vault, journal_records, noise, stress,
-    vault_dirs, write_image,
+    PointModel, SimImage, check_listed_points, check_vault, journal_records, noise, small_segments,
+    stress, vault_dirs, write_image,
 };
-use replog_writer::{Compression, PointKind, VaultSettings, WriteErrorKind, Writer};
+use replog_writer::{Compression, VaultSettings, WriteErrorKind, Writer};
 
 const DISK_BYTES: u64 = 64 << 10;
 
@@ -65,18 +65,17 @@ struct Fixture {
 
 /// Stages a write in the writer and the model.
 fn write(w: &mut Writer, model: &mut PointModel, disk: u32, offset: u64, data: &[u8]) {
-    model.write(disk, offset, data);
-    w.write(disk, offset, data).expect("the write is staged");
+    model
+        .stage_write(w, disk, offset, data)
+        .expect("the write is staged");
 }
 
 /// Takes a point in the writer and the model.
 fn point(w: &mut Writer, model: &mut PointModel, label: &str) -> u64 {
-    model.expect_point(w.last_lsn() + 1);
-    let p = w
-        .point(PointKind::CrashConsistent, label)
-        .expect("the point is acknowledged");
-    model.ack(p.point_id, p.lsn);
-    p.lsn
+    model
+        .point(w, label)
+        .expect("the point is acknowledged")
+        .lsn
 }
 
 fn build(tail: Tail) -> Fixture {
@@ -87,11 +86,7 @@ fn build(tail: Tail) -> Fixture {
         Tail::Writes => Compression::None,
         Tail::ZeroThenLz4 => Compression::Lz4,
     };
-    let settings = VaultSettings {
-        block_bytes: 4096,
-        segment_bytes: 64 << 10,
-        compression,
-    };
+    let settings = small_segments(compression);
     let mut w = Writer::create(storage.clone(), &dir, settings).expect("the vault is created");
     let mut model = PointModel::default();
     let a = w
@@ -453,8 +448,7 @@ fn damage_before_records_synced_past_it_is_refused_never_cut() {
     };
     let mut w = Writer::create(storage.clone(), &dir, settings).expect("created");
     let mut model = PointModel::default();
-    let a = w.add_disk("a", DISK_BYTES).expect("added").disk_id;
-    model.add_disk(a, vec![0; DISK_BYTES as usize]);
+    let a = model.add_zero_disk(&mut w, "a", DISK_BYTES).expect("added");
     write(&mut w, &mut model, a, 0, &noise(1, 700));
     point(&mut w, &mut model, "p1");
     let first = w.last_lsn() + 1;

@@ -42,9 +42,34 @@ pub(super) fn options(env: Vec<(String, String)>) -> RemoteOptions {
     }
 }
 
-/// Writes `rounds` rounds of changes to two disks, a point after each, and seals the segment
-/// so every point is in a sealed segment. Creates the vault when `dir` has none.
+/// The writes of each round of [`write_rounds_of`]: how many, and their lengths in bytes,
+/// `len_min..len_min + len_spread`.
+#[derive(Clone, Copy)]
+pub(super) struct Rounds {
+    pub writes: u64,
+    pub len_min: u64,
+    pub len_spread: u64,
+}
+
+/// Writes `rounds` rounds of changes to two disks (six writes each), a point after each, and
+/// seals the segment so every point is in a sealed segment. Creates the vault when `dir` has none.
 pub(super) fn write_rounds(dir: &Path, first_round: u64, rounds: u64, disk_bytes: u64) {
+    let shape = Rounds {
+        writes: 6,
+        len_min: 40_000,
+        len_spread: 300_000,
+    };
+    write_rounds_of(shape, dir, first_round, rounds, disk_bytes);
+}
+
+/// [`write_rounds`] with `shape`'s writes in each round.
+pub(super) fn write_rounds_of(
+    shape: Rounds,
+    dir: &Path,
+    first_round: u64,
+    rounds: u64,
+    disk_bytes: u64,
+) {
     let storage = super::storage();
     let mut w = if dir.join("VAULT").exists() {
         Writer::open(storage, dir).expect("opened")
@@ -55,14 +80,14 @@ pub(super) fn write_rounds(dir: &Path, first_round: u64, rounds: u64, disk_bytes
         w
     };
     for round in first_round..first_round + rounds {
-        for i in 0..6u64 {
+        for i in 0..shape.writes {
             let disk = 1 + (i % 2) as u32;
             let size = if disk == 1 {
                 disk_bytes
             } else {
                 disk_bytes / 2
             };
-            let len = 40_000 + ((round * 7 + i) * 9_973) % 300_000;
+            let len = shape.len_min + ((round * 7 + i) * 9_973) % shape.len_spread;
             let at = ((round * 31 + i) * 1_048_573) % (size - len);
             w.write(disk, at, &noise(round * 100 + i, len as usize))
                 .expect("staged");
@@ -75,7 +100,7 @@ pub(super) fn write_rounds(dir: &Path, first_round: u64, rounds: u64, disk_bytes
 }
 
 /// Every offered point of the vault in `dir`, read through `storage`.
-fn contents(storage: Arc<dyn replog_io::Storage>, dir: &Path) -> Contents {
+pub(super) fn contents(storage: Arc<dyn replog_io::Storage>, dir: &Path) -> Contents {
     let v = Vault::open(storage, dir).expect("opened");
     v.points()
         .iter()
@@ -420,7 +445,7 @@ fn count_files(dir: &Path) -> usize {
     walk(dir).len()
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(super) fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };

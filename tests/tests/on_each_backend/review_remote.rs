@@ -6,7 +6,6 @@
 //! The binary is the one `cargo build -p replog` leaves next to this test's executable
 //! (`target/<profile>/replog`).
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -15,26 +14,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use replog_format::remote;
-use replog_reader::Vault;
 use replog_remote::{Remote, RemoteOptions};
-use replog_tests::noise;
+use replog_tests::replog_bin;
 use replog_tests::servers::{AzuriteServer, S3Server};
 use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 
 const DISK_BYTES: u64 = 8 << 20;
-
-/// The `replog` binary of this build.
-fn replog_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("replog");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p replog` first",
-        bin.display()
-    );
-    bin
-}
 
 /// `replog ARGS` with the server's environment (and nothing else of the test's credentials).
 fn replog(server: &S3Server, args: &[&str]) -> Output {
@@ -68,53 +53,22 @@ fn expect_exit(out: &Output, code: i32, what: &str) -> String {
     err
 }
 
-/// A vault with two disks and `rounds` points from round `first`, the segment sealed after.
+/// A vault with two disks and `rounds` points from round `first` (four writes each), the
+/// segment sealed after.
 fn write_rounds(dir: &Path, first: u64, rounds: u64) {
-    let storage = super::storage();
-    let mut w = if dir.join("VAULT").exists() {
-        Writer::open(storage, dir).expect("opened")
-    } else {
-        let settings = VaultSettings {
-            block_bytes: 64 << 10,
-            segment_bytes: 1 << 20,
-            compression: Compression::Lz4,
-        };
-        let mut w = Writer::create(storage, dir, settings).expect("created");
-        w.add_disk("os", DISK_BYTES).expect("added");
-        w.add_disk("data", DISK_BYTES / 2).expect("added");
-        w
+    let shape = super::remote::Rounds {
+        writes: 4,
+        len_min: 30_000,
+        len_spread: 200_000,
     };
-    for round in first..first + rounds {
-        for i in 0..4u64 {
-            let disk = 1 + (i % 2) as u32;
-            let size = if disk == 1 {
-                DISK_BYTES
-            } else {
-                DISK_BYTES / 2
-            };
-            let len = 30_000 + ((round * 7 + i) * 9_973) % 200_000;
-            let at = ((round * 31 + i) * 1_048_573) % (size - len);
-            w.write(disk, at, &noise(round * 100 + i, len as usize))
-                .expect("staged");
-        }
-        w.point(PointKind::CrashConsistent, &format!("round {round}"))
-            .expect("acknowledged");
-    }
-    w.seal_segment().expect("sealed");
-    w.close().expect("closed");
+    super::remote::write_rounds_of(shape, dir, first, rounds, DISK_BYTES);
 }
 
 /// A handle on the server's bucket under `prefix`, for changing objects behind replog's back.
 fn handle(server: &S3Server, prefix: &str) -> Remote {
     let opts = RemoteOptions {
-        config: server
-            .env()
-            .into_iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v))
-            .collect(),
         retries: 1,
-        retry_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
+        ..super::remote::options(server.env())
     };
     Remote::open(&server.url(prefix), &opts).expect("remote")
 }
@@ -159,27 +113,6 @@ fn listed_points(out: &Output) -> Vec<u64> {
         .collect()
 }
 
-/// Every point's disks, byte for byte, read through `storage`.
-fn contents(storage: Arc<dyn replog_io::Storage>, dir: &Path) -> BTreeMap<u64, Vec<Vec<u8>>> {
-    let v = Vault::open(storage, dir).expect("opened");
-    v.points()
-        .iter()
-        .map(|p| {
-            let view = v.view(p).expect("resolved");
-            let disks = view
-                .disks()
-                .iter()
-                .map(|d| {
-                    let mut buf = vec![0u8; d.size() as usize];
-                    d.read_at(0, &mut buf).expect("read and verified");
-                    buf
-                })
-                .collect();
-            (p.point_id, disks)
-        })
-        .collect()
-}
-
 /// Finding 5: `remote add` of a URL over the 2048-byte limit of the remote configuration
 /// panicked (exit 101) on an assert in the encoder, after it had already written `VAULT` to
 /// the bucket. Every limit is now checked before any request.
@@ -196,7 +129,7 @@ fn finding_5_remote_add_of_a_url_over_the_limit_exits_1_and_writes_nothing() {
         err.contains("2048") && err.contains("unsupported URL"),
         "the error names the limit: {err}"
     );
-    let written: Vec<_> = walk(&server.root().join(server.bucket()));
+    let written: Vec<_> = super::remote::walk(&server.root().join(server.bucket()));
     assert!(written.is_empty(), "nothing is written: {written:?}");
     assert!(!dir.join("remote/CONFIG").exists());
 }
@@ -304,7 +237,7 @@ fn finding_9_sync_refuses_after_the_store_lost_data_and_a_scrub_uploads_again() 
     let (dir, url) = synced_twice(&server, tmp.path(), "lost");
     let v = dir.to_str().unwrap();
     let remote = handle(&server, "lost");
-    let expected = contents(super::storage(), &dir);
+    let expected = super::remote::contents(super::storage(), &dir);
     for (key, _) in remote.list("").expect("listed") {
         delete(&remote, &key);
     }
@@ -320,7 +253,7 @@ fn finding_9_sync_refuses_after_the_store_lost_data_and_a_scrub_uploads_again() 
     expect_exit(&replog(&server, &["sync", v, "--scrub"]), 0, "sync --scrub");
     let rv = replog_remote::open_remote(Arc::new(remote), super::storage(), 8)
         .expect("the bucket holds the vault again");
-    assert_eq!(contents(rv.storage, &rv.root), expected);
+    assert_eq!(super::remote::contents(rv.storage, &rv.root), expected);
     expect_exit(&replog(&server, &["sync", v]), 0, "a plain sync after");
     let _ = url;
 }
@@ -391,7 +324,7 @@ fn finding_10_sync_against_a_server_killed_mid_upload_exits_1_with_a_message() {
         .expect("spawned");
     let chunks = server.root().join(server.bucket());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline && walk(&chunks).len() < 3 {
+    while std::time::Instant::now() < deadline && super::remote::walk(&chunks).len() < 3 {
         std::thread::sleep(Duration::from_millis(2));
     }
     server.kill();
@@ -615,20 +548,4 @@ fn finding_11_a_final_failure_says_how_many_attempts_were_made() {
     let out = replog(&server, &["points", &url, "--remote-retries", "0"]);
     let err = expect_exit(&out, 1, "points with the server gone");
     assert!(err.contains("after 1 attempt"), "{err}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -17,6 +17,10 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use super::common::{
+    Run, assert_tool_success, compared, failover_latest, require_tools, run_program, s,
+};
+
 const MIB: u64 = 1 << 20;
 
 /// Exit codes of `replog` (see `tools/src/main.rs`).
@@ -28,14 +32,6 @@ const EXIT_USAGE: i32 = 64;
 // ---------------------------------------------------------------------------------------------
 // Running replog
 // ---------------------------------------------------------------------------------------------
-
-/// What one run of `replog` did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 /// How `replog` is started: leading arguments and environment variables, so one test body can run
 /// against each I/O backend.
@@ -67,29 +63,12 @@ impl Replog {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("the replog binary runs");
-        Run {
-            code: out
-                .status
-                .code()
-                .expect("replog exits, it is not killed by a signal"),
-            stdout: String::from_utf8(out.stdout).expect("replog prints UTF-8"),
-            stderr: String::from_utf8(out.stderr).expect("replog prints UTF-8"),
-        }
+        Run::utf8(out)
     }
 
     /// Runs and asserts the exit code, showing everything the command printed when it differs.
     fn expect(&self, code: i32, args: &[&str]) -> Run {
-        let run = self.run(args);
-        assert_eq!(
-            run.code,
-            code,
-            "`replog {}` exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
-            args.join(" "),
-            run.code,
-            run.stdout,
-            run.stderr
-        );
-        run
+        self.run(args).expect_code(code, args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -112,11 +91,6 @@ fn replog() -> Replog {
     Replog::default()
 }
 
-/// A path as a command-line argument; temporary directories have UTF-8 names.
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
 // ---------------------------------------------------------------------------------------------
 // qemu-img and qemu-io
 // ---------------------------------------------------------------------------------------------
@@ -124,49 +98,19 @@ fn s(path: &Path) -> &str {
 /// Fails the test, with what to do, when qemu-img or qemu-io cannot run.
 fn require_qemu() {
     static FOUND: OnceLock<Result<(), String>> = OnceLock::new();
-    let found = FOUND.get_or_init(|| {
-        for tool in ["qemu-img", "qemu-io"] {
-            match Command::new(tool).arg("--version").output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => return Err(format!("`{tool} --version` exited with {}", out.status)),
-                Err(e) => return Err(format!("{tool} cannot be run: {e}")),
-            }
-        }
-        Ok(())
-    });
-    if let Err(why) = found {
-        panic!(
-            "{why}. These tests need qemu-img and qemu-io: run scripts/setup.sh to install them."
-        );
-    }
+    require_tools(&FOUND, &["qemu-img", "qemu-io"]);
 }
 
 fn run_tool(tool: &str, args: &[&str]) -> Output {
     require_qemu();
-    Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} cannot be run: {e}"))
-}
-
-fn assert_success(tool: &str, args: &[&str], out: &Output) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Older qemu-io versions exit 0 when a command fails, so look at what it printed too.
-    let failed = !out.status.success() || stdout.contains("failed") || stderr.contains("failed");
-    assert!(
-        !failed,
-        "`{tool} {}` failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        args.join(" "),
-        out.status
-    );
+    run_program(tool, args)
 }
 
 /// Creates a sparse, all-zero raw image.
 fn create_image(path: &Path, bytes: u64) {
     let size = bytes.to_string();
     let args = ["create", "-q", "-f", "raw", s(path), &size];
-    assert_success("qemu-img", &args, &run_tool("qemu-img", &args));
+    assert_tool_success("qemu-img", &args, &run_tool("qemu-img", &args));
 }
 
 /// Applies `qemu-io` commands (`write -P 0xab OFF LEN`, `write -z OFF LEN`, `discard OFF LEN`).
@@ -179,22 +123,13 @@ fn qemu_io(image: &Path, commands: &[&str]) {
         args.extend(["-c", c]);
     }
     args.push(s(image));
-    assert_success("qemu-io", &args, &run_tool("qemu-io", &args));
+    assert_tool_success("qemu-io", &args, &run_tool("qemu-io", &args));
 }
 
 /// Whether two raw images hold the same bytes, by `qemu-img compare` (0 identical, 1 different).
 fn identical(a: &Path, b: &Path) -> bool {
     let args = ["compare", "-q", "-f", "raw", "-F", "raw", s(a), s(b)];
-    let out = run_tool("qemu-img", &args);
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!(
-            "`qemu-img {}` could not compare: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    compared(&args, &run_tool("qemu-img", &args))
 }
 
 fn assert_identical(got: &Path, want: &Path, what: &str) {
@@ -210,7 +145,7 @@ fn assert_identical(got: &Path, want: &Path, what: &str) {
 fn image_info(path: &Path) -> Value {
     let args = ["info", "--output=json", "-f", "raw", s(path)];
     let out = run_tool("qemu-img", &args);
-    assert_success("qemu-img", &args, &out);
+    assert_tool_success("qemu-img", &args, &out);
     serde_json::from_slice(&out.stdout).expect("qemu-img prints JSON")
 }
 
@@ -685,14 +620,7 @@ fn failover_refuses_to_overwrite_output_without_force() {
         "a refused failover leaves the file alone"
     );
 
-    r.ok(&[
-        "failover",
-        s(&vault),
-        "--latest",
-        "--out",
-        s(&out),
-        "--force",
-    ]);
+    r.ok(&failover_latest(&vault, &out, &["--force"]));
     assert_identical(&existing, &image, "a forced failover");
 }
 
@@ -854,34 +782,8 @@ fn verify_and_failover_report_a_flipped_journal_byte_by_file_and_offset() {
     let flipped = record_offset + 64 + stored_bytes / 2;
     flip_byte(&segment, flipped);
 
-    assert_verify_finds(&r, &vault, &segment, record_offset);
     let out = tmp.path().join("out");
-    let failed = r.expect(
-        EXIT_DAMAGED,
-        &["failover", s(&vault), "--point", "2", "--out", s(&out)],
-    );
-    let name = segment
-        .file_name()
-        .expect("a file name")
-        .to_str()
-        .expect("UTF-8");
-    assert!(
-        failed.stderr.contains(name),
-        "failover names the damaged file: {}",
-        failed.stderr
-    );
-
-    flip_byte(&segment, flipped);
-    r.ok(&["verify", s(&vault)]);
-    r.ok(&[
-        "failover",
-        s(&vault),
-        "--point",
-        "2",
-        "--out",
-        s(&out),
-        "--force",
-    ]);
+    assert_damage_found_and_undone(&r, &vault, &segment, (flipped, record_offset), 2, &out);
     assert_identical(&out.join("d.raw"), &copies[1], "after the byte is restored");
 }
 
@@ -901,13 +803,31 @@ fn verify_and_failover_report_a_flipped_base_byte_by_file_and_chunk_offset() {
     flip_byte(&base, 4096 + disk_offset);
     let chunk_offset = 4096 + disk_offset / block_bytes * block_bytes;
 
-    assert_verify_finds(&r, &vault, &base, chunk_offset);
     let out = tmp.path().join("out");
+    let flipped = 4096 + disk_offset;
+    assert_damage_found_and_undone(&r, &vault, &base, (flipped, chunk_offset), 1, &out);
+    assert_identical(&out.join("d.raw"), &copies[0], "after the byte is restored");
+}
+
+/// With the byte at `at.0` of `file` flipped: `verify` reports damage in `file` at `at.1`, and
+/// a failover of `point` into `out` fails naming the file. Then the byte is flipped back:
+/// `verify` finds the vault intact and the failover (forced over what the failed one left)
+/// succeeds.
+fn assert_damage_found_and_undone(
+    r: &Replog,
+    vault: &Path,
+    file: &Path,
+    at: (u64, u64),
+    point: u64,
+    out: &Path,
+) {
+    assert_verify_finds(r, vault, file, at.1);
+    let point = point.to_string();
     let failed = r.expect(
         EXIT_DAMAGED,
-        &["failover", s(&vault), "--point", "1", "--out", s(&out)],
+        &["failover", s(vault), "--point", &point, "--out", s(out)],
     );
-    let name = base
+    let name = file
         .file_name()
         .expect("a file name")
         .to_str()
@@ -917,19 +837,17 @@ fn verify_and_failover_report_a_flipped_base_byte_by_file_and_chunk_offset() {
         "failover names the damaged file: {}",
         failed.stderr
     );
-
-    flip_byte(&base, 4096 + disk_offset);
-    r.ok(&["verify", s(&vault)]);
+    flip_byte(file, at.0);
+    r.ok(&["verify", s(vault)]);
     r.ok(&[
         "failover",
-        s(&vault),
+        s(vault),
         "--point",
-        "1",
+        &point,
         "--out",
-        s(&out),
+        s(out),
         "--force",
     ]);
-    assert_identical(&out.join("d.raw"), &copies[0], "after the byte is restored");
 }
 
 /// A one-disk vault (`os`, 8 MiB) with 64 KiB segments, points `first` and `second` (the second

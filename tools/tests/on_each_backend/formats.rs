@@ -16,6 +16,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use super::common::{Run, assert_tool_success, compared, entries, expect, failover_latest, s};
+
 const MIB: u64 = 1 << 20;
 
 /// Exit codes of `replog` (see `tools/src/main.rs`).
@@ -33,13 +35,6 @@ const QEMU_FORMATS: [(&str, &str); 3] = [("qcow2", "qcow2"), ("vhdx", "vhdx"), (
 // Running replog and qemu
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs `replog`, with `PATH` replaced by `path` when given.
 fn replog_with_path(path: Option<&Path>, args: &[&str]) -> Run {
     let mut cmd = super::replog_command();
@@ -47,30 +42,11 @@ fn replog_with_path(path: Option<&Path>, args: &[&str]) -> Run {
     if let Some(p) = path {
         cmd.env("PATH", p);
     }
-    let out = cmd.output().expect("the replog binary runs");
-    Run {
-        code: out.status.code().expect("replog exits, it is not killed"),
-        stdout: String::from_utf8(out.stdout).expect("replog prints UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("replog prints UTF-8"),
-    }
+    Run::utf8(cmd.output().expect("the replog binary runs"))
 }
 
 fn expect_with_path(path: Option<&Path>, code: i32, args: &[&str]) -> Run {
-    let run = replog_with_path(path, args);
-    assert_eq!(
-        run.code,
-        code,
-        "`replog {}` exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        run.code,
-        run.stdout,
-        run.stderr
-    );
-    run
-}
-
-fn expect(code: i32, args: &[&str]) -> Run {
-    expect_with_path(None, code, args)
+    replog_with_path(path, args).expect_code(code, args)
 }
 
 fn ok(args: &[&str]) -> String {
@@ -87,10 +63,6 @@ fn json(args: &[&str]) -> Value {
     })
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
 /// Runs a qemu tool; a missing tool fails the test with what to do.
 fn tool(name: &str, args: &[&str]) -> Output {
     Command::new(name).args(args).output().unwrap_or_else(|e| {
@@ -100,15 +72,7 @@ fn tool(name: &str, args: &[&str]) -> Output {
 
 fn tool_ok(name: &str, args: &[&str]) -> Output {
     let out = tool(name, args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Older qemu-io versions exit 0 when a command fails, so look at what it printed too.
-    assert!(
-        out.status.success() && !stdout.contains("failed") && !stderr.contains("failed"),
-        "`{name} {}` failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        args.join(" "),
-        out.status
-    );
+    assert_tool_success(name, args, &out);
     out
 }
 
@@ -130,6 +94,12 @@ fn qemu_io(format: &str, image: &Path, commands: &[&str]) {
     tool_ok("qemu-io", &args);
 }
 
+/// Creates an all-zero image of a format, then applies `qemu-io` commands to it.
+fn image_with(format: &str, path: &Path, bytes: u64, commands: &[&str]) {
+    create(format, path, bytes);
+    qemu_io(format, path, commands);
+}
+
 /// `qemu-img info --output=json -f FORMAT`.
 fn info(format: &str, path: &Path) -> Value {
     let out = tool_ok(
@@ -143,16 +113,7 @@ fn info(format: &str, path: &Path) -> Value {
 /// Without strict mode, an extra tail of the larger one must read as zeros.
 fn same_content(format: &str, image: &Path, raw: &Path) -> bool {
     let args = ["compare", "-q", "-f", format, "-F", "raw", s(image), s(raw)];
-    let out = tool("qemu-img", &args);
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!(
-            "`qemu-img {}` could not compare: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    compared(&args, &tool("qemu-img", &args))
 }
 
 fn assert_same_content(format: &str, image: &Path, raw: &Path) {
@@ -171,19 +132,8 @@ fn vhd_prefix_matches(vhd: &Path, bytes: u64, raw: &Path) -> bool {
         s(vhd)
     );
     let whole = format!("driver=raw,file.filename={}", s(raw));
-    let out = tool(
-        "qemu-img",
-        &["compare", "-q", "--image-opts", &whole, &window],
-    );
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!(
-            "qemu-img compare of {} could not run: {}",
-            vhd.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    let args = ["compare", "-q", "--image-opts", &whole, &window];
+    compared(&args, &tool("qemu-img", &args))
 }
 
 /// A directory holding nothing, to stand for a `PATH` where qemu-img is not installed.
@@ -191,20 +141,6 @@ fn empty_path_dir(root: &Path) -> PathBuf {
     let dir = root.join("empty-path");
     fs::create_dir_all(&dir).expect("the directory is created");
     dir
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .expect("the directory lists")
-        .map(|e| {
-            e.expect("an entry")
-                .file_name()
-                .into_string()
-                .expect("UTF-8")
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,6 +182,21 @@ fn vault_with_writes_zeros_and_holes(root: &Path) -> PathBuf {
     vault
 }
 
+/// A new vault `V` in `root`.
+fn new_vault(root: &Path) -> PathBuf {
+    let vault = root.join("V");
+    ok(&["init", s(&vault)]);
+    vault
+}
+
+/// The files an import left in the vault directory (its conversions are named `.import-*`).
+fn import_leftovers(vault: &Path) -> Vec<String> {
+    entries(vault)
+        .into_iter()
+        .filter(|n| n.starts_with(".import-"))
+        .collect()
+}
+
 /// Fails over the latest point as raw images into `out`.
 fn raw_failover(vault: &Path, out: &Path) {
     ok(&["failover", s(vault), "--latest", "--out", s(out)]);
@@ -262,16 +213,11 @@ fn a_fixed_vhd_is_the_raw_data_padded_to_a_whole_mib_with_a_footer() {
     let raw = tmp.path().join("raw");
     raw_failover(&vault, &raw);
     let out = tmp.path().join("vhd");
-    let report = json(&[
-        "failover",
-        s(&vault),
-        "--latest",
-        "--out",
-        s(&out),
-        "--format",
-        "vhd",
-        "--json",
-    ]);
+    let report = json(&failover_latest(
+        &vault,
+        &out,
+        &["--format", "vhd", "--json"],
+    ));
     assert_eq!(report["format"], "vhd", "{report}");
     for (i, (name, bytes)) in DISKS.iter().enumerate() {
         let vhd = out.join(format!("{name}.vhd"));
@@ -339,16 +285,11 @@ fn qcow2_vhdx_and_vmdk_hold_the_same_bytes_as_a_raw_failover() {
     raw_failover(&vault, &raw);
     for (format, qemu_format) in QEMU_FORMATS {
         let out = tmp.path().join(format);
-        let report = json(&[
-            "failover",
-            s(&vault),
-            "--latest",
-            "--out",
-            s(&out),
-            "--format",
-            format,
-            "--json",
-        ]);
+        let report = json(&failover_latest(
+            &vault,
+            &out,
+            &["--format", format, "--json"],
+        ));
         assert_eq!(report["format"], format, "{report}");
         let mut want_files: Vec<String> = DISKS
             .iter()
@@ -385,15 +326,7 @@ fn format_output_refuses_existing_images_without_force_and_leaves_raw_ones_alone
     raw_failover(&vault, &out);
     let raw_before = fs::read(out.join("os.raw")).expect("the raw image reads");
     for format in ["vhd", "qcow2"] {
-        let args = [
-            "failover",
-            s(&vault),
-            "--latest",
-            "--out",
-            s(&out),
-            "--format",
-            format,
-        ];
+        let args = failover_latest(&vault, &out, &["--format", format]);
         ok(&args);
         let image = out.join(format!("os.{format}"));
         let first = fs::metadata(&image).expect("the image exists").ino();
@@ -442,15 +375,7 @@ fn without_qemu_img_qemu_formats_say_so_and_raw_and_vhd_still_work() {
         let run = expect_with_path(
             Some(&no_qemu),
             EXIT_FAILED,
-            &[
-                "failover",
-                s(&vault),
-                "--latest",
-                "--out",
-                s(&out),
-                "--format",
-                format,
-            ],
+            &failover_latest(&vault, &out, &["--format", format]),
         );
         for part in [
             &format!("--format {format} needs qemu-img")[..],
@@ -467,15 +392,7 @@ fn without_qemu_img_qemu_formats_say_so_and_raw_and_vhd_still_work() {
         expect_with_path(
             Some(&no_qemu),
             EXIT_OK,
-            &[
-                "failover",
-                s(&vault),
-                "--latest",
-                "--out",
-                s(&out),
-                "--format",
-                format,
-            ],
+            &failover_latest(&vault, &out, &["--format", format]),
         );
     }
     for (name, bytes) in DISKS {
@@ -547,13 +464,12 @@ fn without_qemu_img_qemu_formats_say_so_and_raw_and_vhd_still_work() {
 #[test]
 fn disk_add_from_a_qcow2_image_keeps_its_bytes() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
-    let vault = tmp.path().join("V");
-    ok(&["init", s(&vault)]);
+    let vault = new_vault(tmp.path());
     let image = tmp.path().join("d.qcow2");
-    create("qcow2", &image, 12 * MIB);
-    qemu_io(
+    image_with(
         "qcow2",
         &image,
+        12 * MIB,
         &[
             "write -P 0x51 0 70000",
             "write -P 0x52 5000000 2000000",
@@ -582,10 +498,7 @@ fn disk_add_from_a_qcow2_image_keeps_its_bytes() {
         assert_eq!(fs::metadata(&raw).expect("exists").len(), 12 * MIB);
         assert_same_content("qcow2", &image, &raw);
     }
-    let leftovers: Vec<String> = entries(&vault)
-        .into_iter()
-        .filter(|n| n.starts_with(".import-"))
-        .collect();
+    let leftovers = import_leftovers(&vault);
     assert!(
         leftovers.is_empty(),
         "the conversion's file is removed: {leftovers:?}"
@@ -613,13 +526,12 @@ fn disk_add_from_a_qcow2_image_keeps_its_bytes() {
 #[test]
 fn disk_add_from_a_qcow2_with_a_backing_chain_and_refusal_when_the_backing_file_is_gone() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
-    let vault = tmp.path().join("V");
-    ok(&["init", s(&vault)]);
+    let vault = new_vault(tmp.path());
     let base = tmp.path().join("base.qcow2");
-    create("qcow2", &base, 8 * MIB);
-    qemu_io(
+    image_with(
         "qcow2",
         &base,
+        8 * MIB,
         &["write -P 0x61 0 3000000", "write -P 0x62 7000000 100000"],
     );
     let top = tmp.path().join("top.qcow2");
@@ -674,11 +586,9 @@ fn disk_add_from_a_qcow2_with_a_backing_chain_and_refusal_when_the_backing_file_
 #[test]
 fn a_damaged_qcow2_is_refused_not_read_as_zeros() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
-    let vault = tmp.path().join("V");
-    ok(&["init", s(&vault)]);
+    let vault = new_vault(tmp.path());
     let image = tmp.path().join("cut.qcow2");
-    create("qcow2", &image, 8 * MIB);
-    qemu_io("qcow2", &image, &["write -P 0x41 0 4194304"]);
+    image_with("qcow2", &image, 8 * MIB, &["write -P 0x41 0 4194304"]);
     let f = fs::OpenOptions::new()
         .write(true)
         .open(&image)
@@ -694,23 +604,19 @@ fn a_damaged_qcow2_is_refused_not_read_as_zeros() {
     }
     let inspect = json(&["inspect", s(&vault), "--json"]);
     assert_eq!(inspect["disks"], Value::Array(Vec::new()), "{inspect}");
-    let leftovers: Vec<String> = entries(&vault)
-        .into_iter()
-        .filter(|n| n.starts_with(".import-"))
-        .collect();
+    let leftovers = import_leftovers(&vault);
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
 fn disk_add_reads_vmdk_vhdx_and_dynamic_and_fixed_vhd() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
-    let vault = tmp.path().join("V");
-    ok(&["init", s(&vault)]);
+    let vault = new_vault(tmp.path());
     let source = tmp.path().join("source.raw");
-    create("raw", &source, 6 * MIB);
-    qemu_io(
+    image_with(
         "raw",
         &source,
+        6 * MIB,
         &["write -P 0x81 4096 100000", "write -P 0x82 6290432 1024"],
     );
     let sources = [
@@ -744,11 +650,9 @@ fn disk_add_reads_vmdk_vhdx_and_dynamic_and_fixed_vhd() {
 #[test]
 fn ingest_reads_a_qcow2_image_of_the_disk() {
     let tmp = tempfile::tempdir().expect("a temporary directory");
-    let vault = tmp.path().join("V");
-    ok(&["init", s(&vault)]);
+    let vault = new_vault(tmp.path());
     let image = tmp.path().join("d.qcow2");
-    create("qcow2", &image, 8 * MIB);
-    qemu_io("qcow2", &image, &["write -P 0x91 0 1048576"]);
+    image_with("qcow2", &image, 8 * MIB, &["write -P 0x91 0 1048576"]);
     ok(&["disk", "add", s(&vault), "d", "--from", s(&image)]);
     ok(&["point", s(&vault)]);
     qemu_io(
@@ -775,15 +679,7 @@ fn unknown_formats_and_format_without_from_are_usage_errors() {
     let out = tmp.path().join("out");
     expect(
         EXIT_USAGE,
-        &[
-            "failover",
-            s(&vault),
-            "--latest",
-            "--out",
-            s(&out),
-            "--format",
-            "floppy",
-        ],
+        &failover_latest(&vault, &out, &["--format", "floppy"]),
     );
     expect(
         EXIT_USAGE,

@@ -9,48 +9,14 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use super::common::{expect, init_small, s};
+
 const EXIT_OK: i32 = 0;
 const EXIT_FAILED: i32 = 1;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str]) -> Run {
-    let out = super::replog_command()
-        .args(args)
-        .output()
-        .expect("the replog binary runs");
-    Run {
-        code: out.status.code().expect("replog exits"),
-        stdout: String::from_utf8(out.stdout).expect("UTF-8"),
-        stderr: String::from_utf8(out.stderr).expect("UTF-8"),
-    }
-}
-
-fn expect(code: i32, args: &[&str]) -> Run {
-    let r = run(args);
-    assert_eq!(
-        r.code,
-        code,
-        "`replog {}` exited {}\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        r.code,
-        r.stdout,
-        r.stderr
-    );
-    r
-}
 
 fn json(args: &[&str]) -> Value {
     let out = expect(EXIT_OK, args).stdout;
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("invalid JSON ({e}): {out}"))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 paths")
 }
 
 fn tool(name: &str, args: &[&str]) -> std::process::Output {
@@ -104,17 +70,7 @@ impl Scenario {
         for (img, size) in images.iter().zip(["4M", "2M"]) {
             tool("qemu-img", &["create", "-q", "-f", "raw", s(img), size]);
         }
-        expect(
-            EXIT_OK,
-            &[
-                "init",
-                s(&vault),
-                "--segment-size",
-                "64KiB",
-                "--block-size",
-                "4KiB",
-            ],
-        );
+        init_small(&vault);
         for (img, name) in images.iter().zip(["os", "data"]) {
             expect(EXIT_OK, &["disk", "add", s(&vault), name, "--from", s(img)]);
         }

@@ -8,12 +8,17 @@
 //! are required: without them the tests fail (never skip) and say to run `scripts/setup.sh`.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use super::common::{
+    assert_tool_success, compared, replog_ok as replog, replog_run, require_tools, run_program, s,
+    spawn_until_listening,
+};
 
 use serde_json::Value;
 
@@ -24,73 +29,22 @@ const KIB: u64 = 1 << 10;
 // Running replog and the clients
 // ---------------------------------------------------------------------------------------------
 
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// Runs `replog ARGS`, returning the output whatever the exit code.
-fn replog_run(args: &[&str]) -> Output {
-    super::replog_command()
-        .args(args)
-        .output()
-        .expect("the replog binary runs")
-}
-
-/// Runs `replog ARGS`, which must succeed; returns its stdout.
-fn replog(args: &[&str]) -> String {
-    let out = replog_run(args);
-    assert!(
-        out.status.success(),
-        "`replog {}` failed ({})\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("replog prints UTF-8")
-}
-
 /// Fails the test, with what to do, when a client cannot run.
 fn require_clients() {
     static FOUND: OnceLock<Result<(), String>> = OnceLock::new();
-    let found = FOUND.get_or_init(|| {
-        for tool in ["qemu-img", "qemu-io", "nbdinfo", "nbdcopy"] {
-            match Command::new(tool).arg("--version").output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => return Err(format!("`{tool} --version` exited with {}", out.status)),
-                Err(e) => return Err(format!("{tool} cannot be run: {e}")),
-            }
-        }
-        Ok(())
-    });
-    if let Err(why) = found {
-        panic!(
-            "{why}. These tests need qemu-img, qemu-io, nbdinfo and nbdcopy: run scripts/setup.sh."
-        );
-    }
+    require_tools(&FOUND, &["qemu-img", "qemu-io", "nbdinfo", "nbdcopy"]);
 }
 
 fn tool(name: &str, args: &[&str]) -> Output {
     require_clients();
-    Command::new(name)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{name} cannot be run: {e}"))
+    run_program(name, args)
 }
 
 /// Runs a client that must succeed (qemu-io also counts "failed" in its output as failure).
 fn tool_ok(name: &str, args: &[&str]) -> String {
     let out = tool(name, args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let failed = !out.status.success() || stdout.contains("failed") || stderr.contains("failed");
-    assert!(
-        !failed,
-        "`{name} {}` failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        args.join(" "),
-        out.status
-    );
-    stdout
+    assert_tool_success(name, args, &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn create_image(path: &Path, bytes: u64) {
@@ -112,18 +66,8 @@ fn qemu_io(target: &str, commands: &[&str]) -> String {
 
 /// Whether two raw images (files or NBD URIs) hold the same bytes.
 fn identical(a: &str, b: &str) -> bool {
-    let out = tool(
-        "qemu-img",
-        &["compare", "-q", "-f", "raw", "-F", "raw", a, b],
-    );
-    match out.status.code() {
-        Some(0) => true,
-        Some(1) => false,
-        _ => panic!(
-            "`qemu-img compare {a} {b}` could not compare: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    let args = ["compare", "-q", "-f", "raw", "-F", "raw", a, b];
+    compared(&args, &tool("qemu-img", &args))
 }
 
 fn assert_identical(got: &str, want: &str, what: &str) {
@@ -289,34 +233,7 @@ impl Server {
     }
 
     fn spawn(args: &[&str], socket: PathBuf, stderr_file: PathBuf) -> Server {
-        let err = fs::File::create(&stderr_file).expect("the stderr file is created");
-        let mut child = super::replog_command()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("the server starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut banner = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = stdout
-                .read_line(&mut line)
-                .expect("the server's stdout reads");
-            if n == 0 {
-                let status = child.wait().expect("the server is waited for");
-                panic!(
-                    "`replog {}` exited ({status}) before listening; it printed {banner:?} and on stderr:\n{}",
-                    args.join(" "),
-                    fs::read_to_string(&stderr_file).unwrap_or_default()
-                );
-            }
-            let done = line.starts_with("listening on ");
-            banner.push(line.trim_end().to_owned());
-            if done {
-                break;
-            }
-        }
+        let (child, stdout, banner) = spawn_until_listening(args, &stderr_file);
         Server {
             child,
             socket,

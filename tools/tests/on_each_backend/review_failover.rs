@@ -9,7 +9,9 @@
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
+
+use super::common::{Run, entries, failover_latest, s};
 
 const MIB: u64 = 1 << 20;
 const EXIT_OK: i32 = 0;
@@ -22,44 +24,12 @@ fn replog() -> Command {
     super::replog_command()
 }
 
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// What one run printed and how it exited.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().expect("replog exits, it is not killed"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
-
 fn run(args: &[&str]) -> Run {
     replog().args(args).output().expect("replog runs").into()
 }
 
 fn expect(code: i32, args: &[&str]) -> Run {
-    let r = run(args);
-    assert_eq!(
-        r.code,
-        code,
-        "`replog {}` exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        r.code,
-        r.stdout,
-        r.stderr
-    );
-    r
+    run(args).expect_code(code, args)
 }
 
 fn spawn(args: &[&str]) -> Child {
@@ -137,21 +107,6 @@ fn reference(vault: &Path, point: u64, dir: &Path) -> Vec<Vec<u8>> {
         .iter()
         .map(|(name, _)| fs::read(dir.join(format!("{name}.raw"))).expect("the image reads"))
         .collect()
-}
-
-/// The names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .expect("the directory lists")
-        .map(|e| {
-            e.expect("an entry")
-                .file_name()
-                .into_string()
-                .expect("UTF-8")
-        })
-        .collect();
-    names.sort();
-    names
 }
 
 fn image_names(ext: &str) -> Vec<String> {
@@ -276,18 +231,8 @@ fn finding_1_every_materializing_command_refuses_a_directory_in_use() {
     let out = tmp.path().join("busy");
     let lock = hold_lock(&out, 4242);
     let mut commands: Vec<Vec<&str>> = ["raw", "vhd", "qcow2", "vhdx", "vmdk"]
-        .iter()
-        .map(|f| {
-            vec![
-                "failover",
-                s(&vault),
-                "--latest",
-                "--out",
-                s(&out),
-                "--format",
-                f,
-            ]
-        })
+        .into_iter()
+        .map(|f| failover_latest(&vault, &out, &["--format", f]))
         .collect();
     commands.push(vec![
         "test-failover",
@@ -323,14 +268,7 @@ fn finding_3_a_failed_forced_failover_keeps_the_images_it_was_to_replace() {
         fs::create_dir_all(out.join(format!("data.{format}"))).expect("mkdir -p D/data.raw");
         let precious = out.join(format!("os.{format}"));
         fs::write(&precious, "precious\n").expect("echo precious > D/os.raw");
-        let args = [
-            "failover",
-            s(&vault),
-            "--latest",
-            "--out",
-            s(&out),
-            "--force",
-        ];
+        let args = failover_latest(&vault, &out, &["--force"]);
         let r = expect(EXIT_FAILED, &[&args[..], &["--format", format]].concat());
         assert!(
             r.stderr.contains("is a directory") && r.stderr.contains(&format!("data.{format}")),
@@ -482,15 +420,7 @@ fn finding_15_the_force_hint_appears_only_where_force_helps() {
         let dir_target = tmp.path().join(format!("D-dir-{format}"));
         fs::create_dir_all(dir_target.join(format!("os.{format}"))).expect("mkdir");
         for out in [file.as_path(), dev_full, dir_target.as_path()] {
-            let args = [
-                "failover",
-                s(&vault),
-                "--latest",
-                "--out",
-                s(out),
-                "--format",
-                format,
-            ];
+            let args = failover_latest(&vault, out, &["--format", format]);
             let r = expect(EXIT_FAILED, &args);
             assert!(
                 !r.stderr.contains("--force"),
@@ -505,15 +435,7 @@ fn finding_15_the_force_hint_appears_only_where_force_helps() {
             );
         }
         let out = tmp.path().join(format!("D-{format}"));
-        let args = [
-            "failover",
-            s(&vault),
-            "--latest",
-            "--out",
-            s(&out),
-            "--format",
-            format,
-        ];
+        let args = failover_latest(&vault, &out, &["--format", format]);
         expect(EXIT_OK, &args);
         let r = expect(EXIT_FAILED, &args);
         assert!(r.stderr.contains("exists already"), "{}", r.stderr);
@@ -549,7 +471,7 @@ fn finding_15_a_user_who_cannot_write_the_vault_fails_over_without_a_lease() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(env!("CARGO_BIN_EXE_replog"))
-            .env(super::BACKEND_ENV, super::BACKEND);
+            .env(super::BACKEND_ENV, super::backend());
         c
     } else {
         replog()

@@ -8,35 +8,19 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use super::common::{Run, replog_run, s};
+
 const EXIT_FAILED: i32 = 1;
 const EXIT_DAMAGED: i32 = 2;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn replog(args: &[&str]) -> Run {
-    let out = super::replog_command()
-        .args(args)
-        .output()
-        .expect("replog runs");
-    Run {
-        code: out.status.code().expect("replog exits, no signal"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(replog_run(args))
 }
 
 fn ok(args: &[&str]) -> String {
     let r = replog(args);
     assert_eq!(r.code, 0, "replog {args:?} failed: {}", r.stderr);
     r.stdout
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
 }
 
 /// A vault with one 1 MiB disk and the given labelled points.

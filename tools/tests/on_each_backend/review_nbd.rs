@@ -8,43 +8,21 @@
 //! `scripts/setup.sh`.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::common::{replog_ok as replog, replog_run, s, spawn_until_listening};
+
 const MIB: usize = 1 << 20;
 /// Slow clients: as many as the default `--max-clients` (8) serves plus as many again.
 const SLOW_CLIENTS: usize = 16;
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-fn replog_run(args: &[&str]) -> Output {
-    super::replog_command()
-        .args(args)
-        .output()
-        .expect("the replog binary runs")
-}
-
-fn replog(args: &[&str]) -> String {
-    let out = replog_run(args);
-    assert!(
-        out.status.success(),
-        "`replog {}` failed ({})\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("replog prints UTF-8")
-}
 
 /// Runs `nbdinfo ARGS`; fails the test, saying what to do, when nbdinfo cannot run.
 fn nbdinfo(args: &[&str]) -> Output {
@@ -96,27 +74,7 @@ impl Server {
         let stderr_file = f.dir.path().join(format!("{name}.err"));
         let mut all = vec!["serve-nbd", s(&f.vault), "--latest", "--unix", s(&socket)];
         all.extend_from_slice(args);
-        let err = fs::File::create(&stderr_file).expect("the stderr file is created");
-        let mut child = super::replog_command()
-            .args(&all)
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("the server starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        loop {
-            let mut line = String::new();
-            let n = stdout.read_line(&mut line).expect("stdout reads");
-            assert!(
-                n > 0,
-                "`replog {}` exited before listening; stderr:\n{}",
-                all.join(" "),
-                fs::read_to_string(&stderr_file).unwrap_or_default()
-            );
-            if line.starts_with("listening on ") {
-                break;
-            }
-        }
+        let (child, stdout, _) = spawn_until_listening(&all, &stderr_file);
         Server {
             child,
             socket,

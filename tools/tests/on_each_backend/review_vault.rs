@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::common::{Run, init_small, s};
+
 const EXIT_OK: i32 = 0;
 const EXIT_FAILED: i32 = 1;
 const EXIT_DAMAGED: i32 = 2;
@@ -16,12 +18,6 @@ const EXIT_DAMAGED: i32 = 2;
 const DISK_BYTES: usize = 1 << 20;
 /// Bytes each round rewrites: four 64 KiB segments' worth.
 const ROUND_BYTES: usize = 256 << 10;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
 
 impl Run {
     fn text(&self) -> String {
@@ -37,15 +33,11 @@ fn run_as(prefix: &[&str], args: &[&str]) -> Run {
             .args(rest)
             .arg(bin)
             .args(args)
-            .env(super::BACKEND_ENV, super::BACKEND)
+            .env(super::BACKEND_ENV, super::backend())
             .output(),
     }
     .expect("the replog binary runs");
-    Run {
-        code: out.status.code().expect("replog exits"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 fn run(args: &[&str]) -> Run {
@@ -53,21 +45,7 @@ fn run(args: &[&str]) -> Run {
 }
 
 fn expect(code: i32, args: &[&str]) -> Run {
-    let r = run(args);
-    assert_eq!(
-        r.code,
-        code,
-        "`replog {}` exited {}\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        r.code,
-        r.stdout,
-        r.stderr
-    );
-    r
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 paths")
+    run(args).expect_code(code, args)
 }
 
 fn shell(program: &str, args: &[&str]) {
@@ -92,17 +70,7 @@ impl Scenario {
         let vault = root.join("vault");
         let image = root.join("os.raw");
         fs::write(&image, vec![0u8; DISK_BYTES]).expect("write the image");
-        expect(
-            EXIT_OK,
-            &[
-                "init",
-                s(&vault),
-                "--segment-size",
-                "64KiB",
-                "--block-size",
-                "4KiB",
-            ],
-        );
+        init_small(&vault);
         expect(
             EXIT_OK,
             &["disk", "add", s(&vault), "os", "--from", s(&image)],
