@@ -164,7 +164,8 @@ impl<'w> Compaction<'w> {
             match self.wait_for_leases(target, req.wait, started, &mut waited)? {
                 Ok(held) => held,
                 Err(blocking) => {
-                    self.vault.remove_files(rolled.iter().map(|r| r.path.clone()))?;
+                    self.vault
+                        .remove_files(rolled.iter().map(|r| r.path.clone()))?;
                     report.lease = LeaseOutcome::Skipped { blocking };
                     return Ok(report);
                 }

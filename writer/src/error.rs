@@ -76,7 +76,11 @@ struct Context {
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.context;
-        if let Some(path) = c.path.as_ref().filter(|_| !matches!(c.detail, Detail::Stopped)) {
+        if let Some(path) = c
+            .path
+            .as_ref()
+            .filter(|_| !matches!(c.detail, Detail::Stopped))
+        {
             write!(f, "{}: ", path.display())?;
         }
         let source = || c.source.as_deref().map(ToString::to_string);
@@ -155,7 +159,7 @@ impl WriteError {
         context.source = Some(Arc::new(first.duplicate()));
         WriteError {
             kind: WriteErrorKind::Poisoned,
-            context: Box::new(context),
+            context,
         }
     }
 

@@ -94,7 +94,11 @@ impl<'w> Ingest<'w> {
 
     /// Journals the blocks of the image that differ from `disk`'s latest state, makes them
     /// durable, and updates the digest cache.
-    pub(crate) fn image(&mut self, disk: &DiskEntry, source: &ImageSource<'_>) -> Result<IngestStats> {
+    pub(crate) fn image(
+        &mut self,
+        disk: &DiskEntry,
+        source: &ImageSource<'_>,
+    ) -> Result<IngestStats> {
         check_image_length(disk, source)?;
         let (mut cache, stale) = self.digest_cache(disk)?;
         let mut stats = IngestStats {
@@ -194,7 +198,11 @@ impl<'w> Ingest<'w> {
     }
 
     /// Removes the digest cache of `disk` and ingests with every block treated as changed.
-    fn image_all_over(&mut self, disk: &DiskEntry, source: &ImageSource<'_>) -> Result<IngestStats> {
+    fn image_all_over(
+        &mut self,
+        disk: &DiskEntry,
+        source: &ImageSource<'_>,
+    ) -> Result<IngestStats> {
         let path = layout::digest_path(self.vault.dir(), disk.disk_id);
         self.vault
             .storage
@@ -261,7 +269,8 @@ impl<'w> Ingest<'w> {
             stats.records += 1;
             stats.bytes_changed += r.length;
         }
-        self.journal.append_many(&mut self.vault.manifest, &records)?;
+        self.journal
+            .append_many(&mut self.vault.manifest, &records)?;
         Ok(())
     }
 

@@ -9,16 +9,16 @@
 //! Imports flow one way: this file uses the owners, none of which knows the `Writer`. Only
 //! migration, which drives a whole vault through its phases, uses the `Writer` from above.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use replog_format::header::{Compression, VaultHeader};
 use replog_format::layout;
+use replog_format::lifecycle::RetentionPolicy;
 use replog_format::limits::{
     BLOCK_BYTES_DEFAULT, DISK_BYTES_MAX, DISKS_MAX, RECORD_DATA_BYTES_MAX, SEGMENT_BYTES_DEFAULT,
 };
 use replog_format::magic::FormatVersion;
-use replog_format::lifecycle::RetentionPolicy;
 use replog_format::manifest::{DiskEntry, Manifest, SegmentEntry, valid_disk_name};
 use replog_format::record::{PointKind, RecordHeader, RecordKind};
 use replog_format::{VaultId, vault_seed};
@@ -283,7 +283,12 @@ impl Writer {
     ) -> Result<DiskInfo> {
         self.check_change()?;
         self.check_new_disk(name, disk_bytes)?;
-        let disk_id = self.vault.manifest.disks.last().map_or(1, |d| d.disk_id + 1);
+        let disk_id = self
+            .vault
+            .manifest
+            .disks
+            .last()
+            .map_or(1, |d| d.disk_id + 1);
         // Everything staged before the disk exists must be durable first: after any crash the
         // journal then resumes at or after `added_lsn`, so no record of the disk can precede it.
         self.journal.flush(true)?;
@@ -438,7 +443,9 @@ impl Writer {
     /// before it are durable.
     pub fn point(&mut self, kind: PointKind, label: &str) -> Result<PointInfo> {
         self.check_change()?;
-        let info = self.journal.frame_point(&mut self.vault.manifest, kind, label)?;
+        let info = self
+            .journal
+            .frame_point(&mut self.vault.manifest, kind, label)?;
         self.journal.flush(true)?;
         Ok(info)
     }
@@ -449,7 +456,8 @@ impl Writer {
     /// running share the next one (group commit).
     pub fn point_async(&mut self, kind: PointKind, label: &str) -> Result<PointTicket> {
         self.check_change()?;
-        self.journal.point_async(&mut self.vault.manifest, kind, label)
+        self.journal
+            .point_async(&mut self.vault.manifest, kind, label)
     }
 
     /// Whether the point of `ticket` is durable already, without waiting.
