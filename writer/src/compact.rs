@@ -110,24 +110,12 @@ pub(crate) struct CompactRequest {
 /// A compaction: the vault whose manifest it commits, the journal (whose open segment's points
 /// it keeps, and which it poisons on failure) and the base writer that rolls the bases.
 pub(crate) struct Compaction<'w> {
-    vault: &'w mut VaultState,
-    journal: &'w mut Journal,
-    bases: &'w Bases,
+    pub(crate) vault: &'w mut VaultState,
+    pub(crate) journal: &'w mut Journal,
+    pub(crate) bases: &'w Bases,
 }
 
-impl<'w> Compaction<'w> {
-    pub(crate) fn new(
-        vault: &'w mut VaultState,
-        journal: &'w mut Journal,
-        bases: &'w Bases,
-    ) -> Compaction<'w> {
-        Compaction {
-            vault,
-            journal,
-            bases,
-        }
-    }
-
+impl Compaction<'_> {
     /// Makes the journal durable, then runs the compaction `req` asks for; any failure after
     /// files were written poisons the journal (reopening the vault recovers and removes the
     /// leftovers).

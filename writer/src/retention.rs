@@ -171,24 +171,12 @@ pub struct PruneReport {
 /// points it plans over, and the bases a prune's compaction rolls. The `Writer` checks that a
 /// change is allowed (not poisoned, not migrated) before it hands itself over.
 pub(crate) struct Retention<'w> {
-    vault: &'w mut VaultState,
-    journal: &'w mut Journal,
-    bases: &'w Bases,
+    pub(crate) vault: &'w mut VaultState,
+    pub(crate) journal: &'w mut Journal,
+    pub(crate) bases: &'w Bases,
 }
 
-impl<'w> Retention<'w> {
-    pub(crate) fn new(
-        vault: &'w mut VaultState,
-        journal: &'w mut Journal,
-        bases: &'w Bases,
-    ) -> Retention<'w> {
-        Retention {
-            vault,
-            journal,
-            bases,
-        }
-    }
-
+impl Retention<'_> {
     /// Sets (or, with `None`, removes) the retention policy.
     pub(crate) fn set_policy(self, policy: Option<RetentionPolicy>) -> Result<()> {
         if policy.is_some_and(|p| p.window_s == 0) {
@@ -279,7 +267,11 @@ impl<'w> Retention<'w> {
             retire: report.plan.retired.iter().map(|p| p.point_id).collect(),
             wait: opts.lease_wait,
         };
-        let compaction = Compaction::new(self.vault, self.journal, self.bases);
+        let compaction = Compaction {
+            vault: self.vault,
+            journal: self.journal,
+            bases: self.bases,
+        };
         report.compaction = Some(compaction.run(&req)?);
         Ok(report)
     }

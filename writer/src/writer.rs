@@ -2,9 +2,9 @@
 //! vaults (building itself from what recovery returns), checks each request (disk ranges, a
 //! poisoned journal, a migration's refusal) and hands it to an owner: the [`Journal`]
 //! (records, points, rollover, the pipeline), [`Bases`] (base images), [`Ingest`] (an image
-//! scan), [`Compaction`] or [`Retention`]. It holds the [`VaultState`] (storage, directory,
-//! header, the manifest they all commit to), the journal and the bases, and lends them to the
-//! owner for the length of one call.
+//! scan), or [`Retention`] (policy, pins, and the `Compaction` a prune runs). It holds the
+//! [`VaultState`] (storage, directory, header, the manifest they all commit to), the journal
+//! and the bases, and lends them to the owner for the length of one call.
 //!
 //! Imports flow one way: this file uses the owners, none of which knows the `Writer`. Only
 //! migration, which drives a whole vault through its phases, uses the `Writer` from above.
@@ -555,7 +555,11 @@ impl Writer {
 
     /// Retention over this writer's parts, for one call.
     fn retention(&mut self) -> Retention<'_> {
-        Retention::new(&mut self.vault, &mut self.journal, &self.bases)
+        Retention {
+            vault: &mut self.vault,
+            journal: &mut self.journal,
+            bases: &self.bases,
+        }
     }
 
     /// The registration lock of the readers' leases, held exclusive, and the live leases.
