@@ -32,11 +32,13 @@ use replog_format::layout;
 use replog_format::manifest::Manifest;
 use replog_reader::{DiskReader, LiveLease, ReadError, ReadErrorKind, Registrations};
 
-use crate::bases::{BaseSource, BaseSpec, WrittenBase};
+use crate::bases::{BaseSource, BaseSpec, Bases, WrittenBase};
 use crate::blocks::is_zero;
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::files::file_len;
-use crate::writer::Writer;
+use crate::journal::Journal;
+use crate::state::VaultState;
+
 /// How often a waiting compaction looks at the leases again.
 const LEASE_POLL: Duration = Duration::from_millis(50);
 
@@ -105,22 +107,30 @@ pub(crate) struct CompactRequest {
     pub wait: LeaseWait,
 }
 
-impl Writer {
-    /// Runs a compaction; any failure after files were written poisons the writer (reopening
-    /// the vault recovers and removes the leftovers).
-    pub(crate) fn compact(&mut self, req: &CompactRequest) -> Result<CompactReport> {
-        self.check_change()?;
-        self.sync()?;
-        let result = self.compact_inner(req);
+/// A compaction: the vault whose manifest it commits, the journal (whose open segment's points
+/// it keeps, and which it poisons on failure) and the base writer that rolls the bases.
+pub(crate) struct Compaction<'w> {
+    pub(crate) vault: &'w mut VaultState,
+    pub(crate) journal: &'w mut Journal,
+    pub(crate) bases: &'w Bases,
+}
+
+impl Compaction<'_> {
+    /// Makes the journal durable, then runs the compaction `req` asks for; any failure after
+    /// files were written poisons the journal (reopening the vault recovers and removes the
+    /// leftovers).
+    pub(crate) fn run(mut self, req: &CompactRequest) -> Result<CompactReport> {
+        self.journal.flush(true)?;
+        let result = self.run_steps(req);
         if let Err(e) = &result {
             self.journal.poison(e);
         }
         result
     }
 
-    fn compact_inner(&mut self, req: &CompactRequest) -> Result<CompactReport> {
+    fn run_steps(&mut self, req: &CompactRequest) -> Result<CompactReport> {
         let (_, target) = req.base;
-        let base_lsn = self.manifest().base_lsn;
+        let base_lsn = self.vault.manifest.base_lsn;
         let mut report = CompactReport {
             base_lsn_before: base_lsn,
             base_lsn_after: base_lsn,
@@ -142,7 +152,8 @@ impl Writer {
             match self.wait_for_leases(target, req.wait, started, &mut waited)? {
                 Ok(held) => held,
                 Err(blocking) => {
-                    self.remove_files(rolled.iter().map(|r| r.path.clone()))?;
+                    self.vault
+                        .remove_files(rolled.iter().map(|r| r.path.clone()))?;
                     report.lease = LeaseOutcome::Skipped { blocking };
                     return Ok(report);
                 }
@@ -168,13 +179,17 @@ impl Writer {
         rolled: &[WrittenBase],
         report: &mut CompactReport,
     ) -> Result<Vec<u64>> {
-        let before: Vec<u64> = self.points().iter().map(|p| p.point_id).collect();
+        let offered = |s: &Self| -> Vec<u64> {
+            let points = s.journal.points(&s.vault.manifest);
+            points.iter().map(|p| p.point_id).collect()
+        };
+        let before = offered(self);
         let (manifest, dropped) = self.compacted_manifest(req, rolled);
-        self.commit(manifest)?;
+        self.vault.commit(manifest)?;
         report.committed = true;
         report.base_lsn_after = req.base.1;
-        let after: Vec<u64> = self.points().iter().map(|p| p.point_id).collect();
-        let retired = &self.manifest().lifecycle.retired;
+        let after = offered(self);
+        let retired = &self.vault.manifest.lifecycle.retired;
         for id in before.into_iter().filter(|id| !after.contains(id)) {
             if retired.binary_search(&id).is_ok() {
                 report.points_retired.push(id);
@@ -193,16 +208,16 @@ impl Writer {
         dropped: &[u64],
         report: &mut CompactReport,
     ) -> Result<Vec<PathBuf>> {
-        let storage = self.storage().as_ref();
+        let (storage, dir) = (self.vault.storage.as_ref(), self.vault.dir());
         report.new_base_bytes = rolled.iter().map(|r| r.file_bytes).sum();
         let mut old_files = Vec::new();
         for r in rolled {
-            let old = layout::base_path(self.dir(), r.disk_id, r.generation - 1);
+            let old = layout::base_path(dir, r.disk_id, r.generation - 1);
             report.old_base_bytes += file_len(storage, &old)?;
             old_files.push(old);
         }
         for id in dropped {
-            let path = layout::segment_path(self.dir(), *id);
+            let path = layout::segment_path(dir, *id);
             report.journal_bytes_dropped += file_len(storage, &path)?;
             old_files.push(path);
         }
@@ -230,12 +245,12 @@ impl Writer {
                 break;
             }
             std::thread::sleep(LEASE_POLL);
-            readers_of_old = old_snapshot(&self.live_leases()?.1);
+            readers_of_old = old_snapshot(&self.vault.live_leases()?.1);
         }
         if readers_of_old {
             return Ok(files);
         }
-        self.remove_files(files.into_iter())?;
+        self.vault.remove_files(files.into_iter())?;
         Ok(Vec::new())
     }
 
@@ -249,7 +264,7 @@ impl Writer {
         waited: &mut bool,
     ) -> Result<std::result::Result<(Registrations, Vec<LiveLease>), String>> {
         loop {
-            let (registrations, live) = self.live_leases()?;
+            let (registrations, live) = self.vault.live_leases()?;
             let Some(blocking) = live.iter().find(|l| l.lsn() < lsn) else {
                 return Ok(Ok((registrations, live)));
             };
@@ -273,7 +288,7 @@ impl Writer {
         rolled: &[WrittenBase],
     ) -> (Manifest, Vec<u64>) {
         let (_, target) = req.base;
-        let mut m = self.manifest().clone();
+        let mut m = self.vault.manifest.clone();
         m.generation += 1;
         m.base_lsn = target;
         for r in rolled {
@@ -324,9 +339,10 @@ impl Writer {
     /// Writes a new base generation of every disk that exists at `target`, as of `target`,
     /// through the one base writer; then syncs `bases/` once for all of them.
     fn roll_bases(&self, target: u64) -> Result<Vec<WrittenBase>> {
-        let dir = self.dir();
+        let dir = self.vault.dir();
         let read_err = |e: ReadError| rolling_error(e).in_file(dir);
-        let vault = replog_reader::Vault::open(self.storage().clone(), dir).map_err(read_err)?;
+        let vault =
+            replog_reader::Vault::open(self.vault.storage.clone(), dir).map_err(read_err)?;
         let view = vault.view_at_lsn(target).map_err(read_err)?;
         let mut rolled = Vec::with_capacity(view.disks().len());
         for disk in view.disks() {
@@ -338,7 +354,7 @@ impl Writer {
             };
             let mut source = ViewSource {
                 reader: disk.reader(),
-                block: self.header().block_bytes as usize,
+                block: self.vault.header.block_bytes as usize,
                 dir,
             };
             rolled.push(self.bases.write(spec, &mut source)?);

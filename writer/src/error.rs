@@ -11,6 +11,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What went wrong, for callers that react to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +39,7 @@ pub enum WriteErrorKind {
 }
 
 /// What the message says after the path.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Detail {
     /// A sentence saying what was expected and what was found, or what to do.
     Sentence(String),
@@ -46,6 +47,8 @@ enum Detail {
     Failed(String),
     /// The source's own message, after an optional phrase saying what was being done.
     Source(Option<&'static str>),
+    /// The writer stopped after the source, an earlier failure (which names the path itself).
+    Stopped,
 }
 
 /// A writer operation failed.
@@ -58,21 +61,26 @@ pub struct WriteError {
     context: Box<Context>,
 }
 
-/// What a [`WriteError`] concerns, what it says, and what caused it.
-#[derive(Debug)]
+/// What a [`WriteError`] concerns, what it says, and what caused it. The source is shared, so
+/// that a poisoned writer can keep its first failure and report it again.
+#[derive(Clone, Debug)]
 struct Context {
     path: Option<PathBuf>,
     offset: Option<u64>,
     disk_id: Option<u32>,
     point_id: Option<u64>,
     detail: Detail,
-    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
 impl fmt::Display for WriteError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.context;
-        if let Some(path) = &c.path {
+        if let Some(path) = c
+            .path
+            .as_ref()
+            .filter(|_| !matches!(c.detail, Detail::Stopped))
+        {
             write!(f, "{}: ", path.display())?;
         }
         let source = || c.source.as_deref().map(ToString::to_string);
@@ -91,6 +99,11 @@ impl fmt::Display for WriteError {
                 }
                 f.write_str(&source().unwrap_or_default())
             }
+            Detail::Stopped => write!(
+                f,
+                "the writer stopped after an earlier failure ({}); nothing after the last acknowledged point was acknowledged; reopen the vault to recover",
+                source().unwrap_or_default()
+            ),
         }
     }
 }
@@ -123,8 +136,30 @@ impl WriteError {
                 disk_id: None,
                 point_id: None,
                 detail,
-                source,
+                source: source.map(Arc::from),
             }),
+        }
+    }
+
+    /// The same error again, sharing the source: what a poisoned journal keeps of its first
+    /// failure.
+    pub(crate) fn duplicate(&self) -> WriteError {
+        WriteError {
+            kind: self.kind,
+            context: self.context.clone(),
+        }
+    }
+
+    /// What every call returns once the writer stopped after `first`: kind
+    /// [`WriteErrorKind::Poisoned`], `first`'s file, offset, disk and point, and `first` itself
+    /// (with its own kind) as the source.
+    pub(crate) fn poisoned_by(first: &WriteError) -> WriteError {
+        let mut context = first.context.clone();
+        context.detail = Detail::Stopped;
+        context.source = Some(Arc::new(first.duplicate()));
+        WriteError {
+            kind: WriteErrorKind::Poisoned,
+            context,
         }
     }
 
@@ -270,5 +305,33 @@ mod tests {
         assert_eq!(e.point_id(), Some(9));
         let source = e.source().expect("the reader's error is the source");
         assert!(source.downcast_ref::<replog_reader::ReadError>().is_some());
+    }
+
+    /// A poisoned writer used to keep its first failure only as text: the error of a later
+    /// call named neither the file nor the offset, and the first failure's kind was lost.
+    #[test]
+    fn a_poisoned_error_keeps_the_first_failure_its_kind_file_and_offset() {
+        let first = WriteError::io(
+            Path::new("v/journal/1.seg"),
+            Some(8192),
+            "writing the journal",
+            io::Error::new(io::ErrorKind::StorageFull, "no space left"),
+        );
+        let e = WriteError::poisoned_by(&first);
+        assert_eq!(e.kind(), WriteErrorKind::Poisoned);
+        assert_eq!(e.path(), Some(Path::new("v/journal/1.seg")));
+        assert_eq!(e.offset(), Some(8192));
+        let source = e.source().expect("the first failure is the source");
+        let cause = source.downcast_ref::<WriteError>().expect("a WriteError");
+        assert_eq!(cause.kind(), WriteErrorKind::NoSpace);
+        assert_eq!(cause.offset(), Some(8192));
+        let io = cause.source().expect("its I/O error is kept");
+        assert!(io.downcast_ref::<io::Error>().is_some());
+        assert_eq!(
+            e.to_string(),
+            "the writer stopped after an earlier failure (v/journal/1.seg: writing the journal at \
+             byte 8192 failed: no space left); nothing after the last acknowledged point was \
+             acknowledged; reopen the vault to recover"
+        );
     }
 }

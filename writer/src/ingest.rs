@@ -7,6 +7,11 @@
 //! does not match the disk, or when a record newer than the cache touched it. Changed runs of
 //! zero blocks become zero records; other changed runs become write records.
 
+//!
+//! [`Ingest`] owns the scan. Its one step that appends is [`Ingest::journal_changes`]: journal
+//! these byte ranges of this disk, their bytes held in memory (or zero). Whatever finds the
+//! changed ranges (the image scan here) calls it.
+
 use std::borrow::Cow;
 use std::path::Path;
 
@@ -14,6 +19,7 @@ use rayon::prelude::*;
 use replog_format::digest::DigestHeader;
 use replog_format::layout;
 use replog_format::limits::RECORD_DATA_BYTES_MAX;
+use replog_format::manifest::DiskEntry;
 use replog_format::record::RecordKind;
 use replog_format::segment::{self, Expect, FooterIndex};
 use replog_io::{File, OpenMode};
@@ -22,7 +28,8 @@ use crate::batch::NewRecord;
 use crate::blocks::{BlockFacts, WINDOW_BYTES, window_facts};
 use crate::digest::{DigestReader, DigestWriter};
 use crate::error::{Result, WriteError, WriteErrorKind};
-use crate::writer::{DiskInfo, Writer};
+use crate::journal::Journal;
+use crate::state::VaultState;
 
 /// What an ingest did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,11 +50,11 @@ pub struct IngestStats {
 /// Byte ranges `[start, end)` of a disk, sorted by start.
 type Ranges = Vec<(u64, u64)>;
 
-/// The image being ingested.
-struct Source<'a> {
-    image: &'a dyn File,
-    image_path: &'a Path,
-    progress: &'a dyn Fn(u64),
+/// The image being ingested, and who hears of the progress.
+pub(crate) struct ImageSource<'a> {
+    pub(crate) image: &'a dyn File,
+    pub(crate) image_path: &'a Path,
+    pub(crate) progress: &'a dyn Fn(u64),
 }
 
 /// What the scan compares with and writes: the old digest cache, the ranges newer records
@@ -58,26 +65,42 @@ struct Scan<'a> {
     digests: &'a mut DigestWriter,
 }
 
-/// A run of changed blocks of one kind.
-struct Run {
-    start: usize,
-    end: usize,
-    zero: bool,
+/// A changed byte range `[start, end)` of a disk, all zero or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) zero: bool,
 }
 
-impl Writer {
-    /// Journals the blocks of `image` that differ from disk `name`'s latest state, makes them
-    /// durable, and updates the digest cache. `progress` is called with the bytes scanned.
-    pub fn ingest(
+/// Bytes of a disk held in memory: `bytes[0]` is disk byte `at`.
+#[derive(Clone, Copy)]
+pub(crate) struct Held<'a> {
+    pub(crate) at: u64,
+    pub(crate) bytes: &'a [u8],
+}
+
+/// An ingest: the vault it reads (manifest, footers, digest caches) and the journal it appends
+/// to. The `Writer` checks the request and hands itself over in these two parts.
+pub(crate) struct Ingest<'w> {
+    vault: &'w mut VaultState,
+    journal: &'w mut Journal,
+}
+
+impl<'w> Ingest<'w> {
+    pub(crate) fn new(vault: &'w mut VaultState, journal: &'w mut Journal) -> Ingest<'w> {
+        Ingest { vault, journal }
+    }
+
+    /// Journals the blocks of the image that differ from `disk`'s latest state, makes them
+    /// durable, and updates the digest cache.
+    pub(crate) fn image(
         &mut self,
-        name: &str,
-        image: &dyn File,
-        image_path: &Path,
-        progress: &dyn Fn(u64),
+        disk: &DiskEntry,
+        source: &ImageSource<'_>,
     ) -> Result<IngestStats> {
-        self.journal.check_poison()?;
-        let disk = self.disk_for_image(name, image, image_path)?;
-        let (mut cache, stale) = self.digest_cache(&disk)?;
+        check_image_length(disk, source)?;
+        let (mut cache, stale) = self.digest_cache(disk)?;
         let mut stats = IngestStats {
             digest_cache: match (&cache, stale.is_empty()) {
                 (None, _) => "missing",
@@ -86,72 +109,46 @@ impl Writer {
             },
             ..IngestStats::default()
         };
-        let mut digests = DigestWriter::create(
-            self.storage().as_ref(),
-            self.dir(),
-            disk.disk_id,
-            self.seed(),
-        )?;
-        let source = Source {
-            image,
-            image_path,
-            progress,
-        };
+        let v = &*self.vault;
+        let mut digests =
+            DigestWriter::create(v.storage.as_ref(), v.dir(), disk.disk_id, v.seed())?;
         let mut scan = Scan {
             cache: cache.as_mut(),
             stale: &stale,
             digests: &mut digests,
         };
-        self.journal_changes(&disk, &source, &mut scan, &mut stats)?;
+        self.scan_image(disk, source, &mut scan, &mut stats)?;
         if cache.as_ref().is_some_and(|c| !c.body_intact()) {
             // The cache lied somewhere: we cannot know which blocks were skipped wrongly, so
             // journal the whole image once more. Rare, and always correct.
             drop(digests);
-            return self.ingest_all_over(name, image, image_path, progress);
+            return self.image_all_over(disk, source);
         }
-        self.sync()?;
+        self.journal.flush(true)?;
+        let v = &*self.vault;
         let header = DigestHeader {
-            vault_id: self.header().vault_id,
+            vault_id: v.header.vault_id,
             disk_id: disk.disk_id,
-            block_bytes: self.header().block_bytes,
+            block_bytes: v.header.block_bytes,
             disk_bytes: disk.disk_bytes,
-            valid_lsn: self.last_lsn(),
+            valid_lsn: self.journal.last_lsn(),
             body_crc: 0,
         };
-        digests.finish(self.storage().as_ref(), header, self.seed())?;
+        digests.finish(v.storage.as_ref(), header, v.seed())?;
         Ok(stats)
-    }
-
-    /// Disk `name`, which `image` must match in length.
-    fn disk_for_image(&self, name: &str, image: &dyn File, image_path: &Path) -> Result<DiskInfo> {
-        let disk = self.disk(name)?;
-        let len = image
-            .len()
-            .map_err(|e| WriteError::io(image_path, None, "reading the length", e))?;
-        if len != disk.disk_bytes {
-            return Err(WriteError::new(
-                WriteErrorKind::InvalidRequest,
-                format!(
-                    "the image is {len} bytes but disk {name:?} is {} bytes",
-                    disk.disk_bytes
-                ),
-            )
-            .in_file(image_path)
-            .for_disk(disk.disk_id));
-        }
-        Ok(disk)
     }
 
     /// The digest cache of `disk` when there is a valid one, and the ranges records newer than
     /// it touched (which must be sent again whatever the cache says).
-    fn digest_cache(&self, disk: &DiskInfo) -> Result<(Option<DigestReader>, Ranges)> {
+    fn digest_cache(&self, disk: &DiskEntry) -> Result<(Option<DigestReader>, Ranges)> {
+        let v = &*self.vault;
         let cache = DigestReader::open(
-            self.storage().as_ref(),
-            self.dir(),
+            v.storage.as_ref(),
+            v.dir(),
             disk.disk_id,
-            self.seed(),
+            v.seed(),
             disk.disk_bytes,
-            self.header().block_bytes,
+            v.header.block_bytes,
         );
         let stale = match &cache {
             Some(c) => self.ranges_touched_after(disk.disk_id, c.header.valid_lsn)?,
@@ -162,15 +159,15 @@ impl Writer {
 
     /// Reads the image window by window, journals the changed runs and streams every block's
     /// digest to the new cache.
-    fn journal_changes(
+    fn scan_image(
         &mut self,
-        disk: &DiskInfo,
-        source: &Source<'_>,
+        disk: &DiskEntry,
+        source: &ImageSource<'_>,
         scan: &mut Scan<'_>,
         stats: &mut IngestStats,
     ) -> Result<()> {
-        let block = self.header().block_bytes as usize;
-        let (disk_id, len) = (disk.disk_id, disk.disk_bytes);
+        let block = self.vault.header.block_bytes as usize;
+        let len = disk.disk_bytes;
         let mut window = vec![0u8; WINDOW_BYTES as usize];
         let mut at = 0u64;
         while at < len {
@@ -187,7 +184,9 @@ impl Writer {
                         || overlaps(scan.stale, start, start + block as u64)
                 })
                 .collect();
-            self.journal_runs(disk_id, at, buf, &runs(&changed, &facts), block, stats)?;
+            let changes = changes(at, n as u64, block, &changed, &facts);
+            let held = Held { at, bytes: buf };
+            self.journal_changes(disk.disk_id, held, &changes, stats)?;
             for f in &facts {
                 scan.digests.push(f.digest)?;
             }
@@ -198,62 +197,71 @@ impl Writer {
         Ok(())
     }
 
-    /// Removes the digest cache of `name` and ingests with every block treated as changed.
-    fn ingest_all_over(
+    /// Removes the digest cache of `disk` and ingests with every block treated as changed.
+    fn image_all_over(
         &mut self,
-        name: &str,
-        image: &dyn File,
-        image_path: &Path,
-        progress: &dyn Fn(u64),
+        disk: &DiskEntry,
+        source: &ImageSource<'_>,
     ) -> Result<IngestStats> {
-        let disk = self.disk(name)?;
-        let path = layout::digest_path(self.dir(), disk.disk_id);
-        self.storage()
+        let path = layout::digest_path(self.vault.dir(), disk.disk_id);
+        self.vault
+            .storage
             .remove_file(&path)
             .map_err(|e| WriteError::io(&path, None, "removing the damaged digest cache", e))?;
-        let mut stats = self.ingest(name, image, image_path, progress)?;
+        let mut stats = self.image(disk, source)?;
         stats.digest_cache = "damaged";
         Ok(stats)
     }
 
-    /// Journals each run of changed blocks of one window.
-    fn journal_runs(
+    /// Journals the `changes` of disk `disk_id` (sorted, within the disk): zero ranges as zero
+    /// records, the others as write records of their bytes in `held`, cut into record-sized
+    /// pieces encoded in parallel and framed in order; counts them in `stats`. Not durable
+    /// until the journal is synced.
+    ///
+    /// The digest cache stays correct without being touched here: a cache holds for the
+    /// records up to its `valid_lsn`, and these records are newer, so the next scan treats
+    /// their blocks as changed ([`Ingest::ranges_touched_after`]) unless a cache written after
+    /// them replaces it, as the image scan's does.
+    pub(crate) fn journal_changes(
         &mut self,
         disk_id: u32,
-        at: u64,
-        buf: &[u8],
-        runs: &[Run],
-        block: usize,
+        held: Held<'_>,
+        changes: &[Change],
         stats: &mut IngestStats,
     ) -> Result<()> {
-        let compression = self.header().compression;
-        // Split runs into record-sized pieces and encode their payloads in parallel.
-        let piece_blocks = (RECORD_DATA_BYTES_MAX as usize / block).max(1);
-        let pieces: Vec<(usize, usize, bool)> = runs
+        let compression = self.vault.header.compression;
+        let held_end = held.at + held.bytes.len() as u64;
+        let pieces: Vec<Change> = changes
             .iter()
-            .flat_map(|r| {
-                (r.start..r.end)
-                    .step_by(piece_blocks)
-                    .map(move |s| (s, (s + piece_blocks).min(r.end), r.zero))
+            .flat_map(|c| {
+                (c.start..c.end)
+                    .step_by(RECORD_DATA_BYTES_MAX as usize)
+                    .map(move |s| Change {
+                        start: s,
+                        end: (s + RECORD_DATA_BYTES_MAX).min(c.end),
+                        zero: c.zero,
+                    })
             })
             .collect();
         let records: Vec<NewRecord<'_>> = pieces
             .par_iter()
-            .map(|&(s, e, zero)| {
-                let data = &buf[s * block..(e * block).min(buf.len())];
-                let disk_offset = at + (s * block) as u64;
-                if zero {
-                    NewRecord {
+            .map(|c| {
+                if c.zero {
+                    return NewRecord {
                         kind: RecordKind::Zero,
                         flags: 0,
                         disk_id,
-                        disk_offset,
-                        length: data.len() as u64,
+                        disk_offset: c.start,
+                        length: c.end - c.start,
                         payload: Cow::Borrowed(&[][..]),
-                    }
-                } else {
-                    NewRecord::write(compression, disk_id, disk_offset, data)
+                    };
                 }
+                assert!(
+                    held.at <= c.start && c.end <= held_end,
+                    "a changed range's bytes are held"
+                );
+                let data = &held.bytes[(c.start - held.at) as usize..(c.end - held.at) as usize];
+                NewRecord::write(compression, disk_id, c.start, data)
             })
             .collect();
         for r in &records {
@@ -261,21 +269,21 @@ impl Writer {
             stats.records += 1;
             stats.bytes_changed += r.length;
         }
-        // Framed and checksummed in parallel, in order.
-        self.append_records(&records)?;
+        self.journal
+            .append_many(&mut self.vault.manifest, &records)?;
         Ok(())
     }
 
     /// Byte ranges of disk `disk_id` written or zeroed by records after `lsn`: from the footers
     /// of sealed segments that end after it and from the open segment's index.
-    pub(crate) fn ranges_touched_after(&self, disk_id: u32, lsn: u64) -> Result<Vec<(u64, u64)>> {
+    fn ranges_touched_after(&self, disk_id: u32, lsn: u64) -> Result<Ranges> {
         let mut ranges = Vec::new();
         let mut take = |lsn_rec: u64, d: u32, off: u64, len: u64| {
             if lsn_rec > lsn && d == disk_id {
                 ranges.push((off, off + len));
             }
         };
-        for seg in &self.manifest().segments {
+        for seg in &self.vault.manifest.segments {
             let Some(info) = seg.sealed else { continue };
             if info.last_lsn <= lsn {
                 continue;
@@ -295,17 +303,18 @@ impl Writer {
     }
 
     fn read_footer(&self, segment_id: u64, footer_offset: u64) -> Result<FooterIndex> {
-        let path = layout::segment_path(self.dir(), segment_id);
-        let file = self
-            .storage()
+        let v = &*self.vault;
+        let path = layout::segment_path(v.dir(), segment_id);
+        let file = v
+            .storage
             .open(&path, OpenMode::Read)
             .map_err(|e| WriteError::io(&path, None, "opening", e))?;
         let bytes = file
             .map()
             .map_err(|e| WriteError::io(&path, None, "reading", e))?;
         let expect = Expect {
-            vault_id: self.header().vault_id,
-            seed: self.seed(),
+            vault_id: v.header.vault_id,
+            seed: v.seed(),
             segment_id,
         };
         let (h, payload) = segment::record_at(&bytes, footer_offset, &expect)
@@ -321,24 +330,47 @@ impl Writer {
     }
 }
 
+/// Refuses an image whose length is not `disk`'s size.
+fn check_image_length(disk: &DiskEntry, source: &ImageSource<'_>) -> Result<()> {
+    let len = source
+        .image
+        .len()
+        .map_err(|e| WriteError::io(source.image_path, None, "reading the length", e))?;
+    if len != disk.disk_bytes {
+        return Err(WriteError::new(
+            WriteErrorKind::InvalidRequest,
+            format!(
+                "the image is {len} bytes but disk {:?} is {} bytes",
+                disk.name, disk.disk_bytes
+            ),
+        )
+        .in_file(source.image_path)
+        .for_disk(disk.disk_id));
+    }
+    Ok(())
+}
+
 /// Whether `[start, end)` overlaps any of the sorted `ranges`.
 fn overlaps(ranges: &[(u64, u64)], start: u64, end: u64) -> bool {
     let i = ranges.partition_point(|r| r.0 < end);
     ranges[..i].iter().rev().any(|r| r.1 > start)
 }
 
-/// Maximal runs of changed blocks that are all zero or all non-zero.
-fn runs(changed: &[bool], facts: &[BlockFacts]) -> Vec<Run> {
-    let mut out: Vec<Run> = Vec::new();
+/// The maximal runs of changed blocks, all zero or all non-zero, of the window of `len` bytes
+/// at disk byte `at`, as byte ranges of the disk (the last block may be short).
+fn changes(at: u64, len: u64, block: usize, changed: &[bool], facts: &[BlockFacts]) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::new();
     for (i, (&c, f)) in changed.iter().zip(facts).enumerate() {
         if !c {
             continue;
         }
+        let start = at + (i * block) as u64;
+        let end = (start + block as u64).min(at + len);
         match out.last_mut() {
-            Some(r) if r.end == i && r.zero == f.zero => r.end = i + 1,
-            _ => out.push(Run {
-                start: i,
-                end: i + 1,
+            Some(r) if r.end == start && r.zero == f.zero => r.end = end,
+            _ => out.push(Change {
+                start,
+                end,
                 zero: f.zero,
             }),
         }

@@ -188,8 +188,8 @@ pub(crate) struct Journal {
     active: ActiveSegment,
     next_lsn: u64,
     next_point_id: u64,
-    /// Why the journal stopped, after a failure.
-    poisoned: Option<String>,
+    /// The first failure, after which the journal stopped.
+    poisoned: Option<WriteError>,
 }
 
 impl Journal {
@@ -224,6 +224,22 @@ impl Journal {
     /// The LSN of the last record staged (0 when there is none).
     pub(crate) fn last_lsn(&self) -> u64 {
         self.next_lsn - 1
+    }
+
+    /// Every recovery point offered to readers, oldest first: those of the sealed segments
+    /// `manifest` lists and those of the open segment, not older than the base images, not
+    /// retired by retention.
+    pub(crate) fn points(&self, manifest: &Manifest) -> Vec<PointInfo> {
+        let active = &self.active;
+        let sealed = manifest.points.iter().map(PointInfo::from_manifest);
+        let open = active
+            .points
+            .iter()
+            .map(|p| PointInfo::from_segment(active.id, p));
+        sealed
+            .chain(open)
+            .filter(|p| manifest.offers(p.point_id, p.lsn))
+            .collect()
     }
 
     /// Frames one record into the staging buffer and returns its LSN. Rolls over first if the
@@ -602,18 +618,16 @@ impl Journal {
     pub(crate) fn check_poison(&self) -> Result<()> {
         match &self.poisoned {
             None => Ok(()),
-            Some(cause) => Err(WriteError::new(
-                WriteErrorKind::Poisoned,
-                format!(
-                    "the writer stopped after an earlier failure ({cause}); nothing after the last acknowledged point was acknowledged; reopen the vault to recover"
-                ),
-            )),
+            Some(first) => Err(WriteError::poisoned_by(first)),
         }
     }
 
-    /// Stops the journal after `cause`: nothing more is acknowledged.
+    /// Stops the journal after `cause`: nothing more is acknowledged. Every later call reports
+    /// the first failure (a later one is often only its consequence).
     pub(crate) fn poison(&mut self, cause: &WriteError) {
-        self.poisoned = Some(cause.to_string());
+        if self.poisoned.is_none() {
+            self.poisoned = Some(cause.duplicate());
+        }
     }
 
     /// Poisons the journal if `r` failed, naming the open segment.

@@ -20,8 +20,9 @@
 //!   is acknowledged only when [`Writer::wait_point`] returns it, with the same guarantee.
 //!   Points requested while a sync runs share the next one (group commit).
 //! - If a write or sync fails, the writer is poisoned: nothing more is acknowledged, every call
-//!   returns [`WriteErrorKind::Poisoned`], and the vault must be reopened, which recovers the
-//!   durable state. A retried sync is never taken as proof (the kernel may have dropped the
+//!   returns [`WriteErrorKind::Poisoned`] (naming the first failure's file and offset, and
+//!   carrying that failure, with its own kind, as the source), and the vault must be reopened,
+//!   which recovers the durable state. A retried sync is never taken as proof (the kernel may have dropped the
 //!   pages it failed to write).
 //! - [`Writer::open`] recovers after a crash with the `TolerateTornTail` policy: an invalid tail
 //!   that no later record vouches for is copied to `quarantine/` and cut; damage before the tail
@@ -31,9 +32,12 @@
 //! one being filled and four in flight) and the index of the open segment (at most
 //! `SEGMENT_RECORDS_MAX` entries), whatever the disk and journal sizes.
 
-// Imports between these modules flow one way (see ARCHITECTURE.md, "The writer"): from
-// `ingest`, `compact`, `retention` and `migration` down to the `writer` façade, from it to its
-// owners `journal`, `bases` and `recover`, and from those to the helpers below them.
+// Imports between these modules flow one way (see ARCHITECTURE.md, "The writer"): `migration`
+// uses the `writer` façade; the façade uses its owners (`ingest`, `retention`, `compact`,
+// `journal`, `bases`, `recover`), lending each the `state` of the vault, the journal and the
+// bases for one call; the owners use each other only downward in that list (retention runs a
+// compaction; ingest, retention and compaction append through or poison the journal) and the
+// helpers below them. No owner knows the `Writer`.
 mod bases;
 mod batch;
 mod blocks;
@@ -51,6 +55,7 @@ mod pipeline;
 mod recover;
 mod retention;
 mod sparse;
+mod state;
 mod writer;
 
 pub use compact::{CompactReport, LeaseOutcome, LeaseWait};

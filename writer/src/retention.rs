@@ -11,14 +11,17 @@
 //! persistent lease (a test failover). A reader's process lease does not change the plan; it
 //! makes the compaction wait or skip (see [`LeaseWait`]).
 
-use replog_format::lifecycle::RetentionPolicy;
-use replog_format::record::PointKind;
+use std::path::Path;
 
-use crate::compact::{CompactReport, CompactRequest, LeaseWait};
-use crate::error::{Result, WriteError, WriteErrorKind};
+use replog_format::lifecycle::{Lifecycle, RetentionPolicy};
+use replog_format::record::PointKind;
 use replog_reader::PointInfo;
 
-use crate::writer::Writer;
+use crate::bases::Bases;
+use crate::compact::{CompactReport, CompactRequest, Compaction, LeaseWait};
+use crate::error::{Result, WriteError, WriteErrorKind};
+use crate::journal::Journal;
+use crate::state::VaultState;
 
 const NS_PER_S: i64 = 1_000_000_000;
 
@@ -164,9 +167,18 @@ pub struct PruneReport {
     pub journal_bytes_reclaimable: u64,
 }
 
-impl Writer {
+/// Retention's view of the writer: the vault whose lifecycle it changes, the journal whose
+/// points it plans over, and the bases a prune's compaction rolls. The `Writer` checks that a
+/// change is allowed (not poisoned, not migrated) before it hands itself over.
+pub(crate) struct Retention<'w> {
+    pub(crate) vault: &'w mut VaultState,
+    pub(crate) journal: &'w mut Journal,
+    pub(crate) bases: &'w Bases,
+}
+
+impl Retention<'_> {
     /// Sets (or, with `None`, removes) the retention policy.
-    pub fn set_retention(&mut self, policy: Option<RetentionPolicy>) -> Result<()> {
+    pub(crate) fn set_policy(self, policy: Option<RetentionPolicy>) -> Result<()> {
         if policy.is_some_and(|p| p.window_s == 0) {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,
@@ -176,14 +188,15 @@ impl Writer {
         self.update_lifecycle(|l| l.retention = policy)
     }
 
-    /// Pins point `point_id`: retention never prunes it.
-    pub fn pin(&mut self, point_id: u64) -> Result<()> {
-        if !self.points().iter().any(|p| p.point_id == point_id) {
+    /// Pins point `point_id`, which must be offered.
+    pub(crate) fn pin(self, point_id: u64) -> Result<()> {
+        let points = self.journal.points(&self.vault.manifest);
+        if !points.iter().any(|p| p.point_id == point_id) {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,
                 format!("no recovery point {point_id} to pin; `replog points` lists them"),
             )
-            .in_file(self.dir())
+            .in_file(self.vault.dir())
             .for_point(point_id));
         }
         self.update_lifecycle(|l| {
@@ -193,34 +206,27 @@ impl Writer {
         })
     }
 
-    /// Unpins point `point_id`.
-    pub fn unpin(&mut self, point_id: u64) -> Result<()> {
-        if self
-            .manifest()
-            .lifecycle
-            .pins
-            .binary_search(&point_id)
-            .is_err()
-        {
+    /// Unpins point `point_id`, which must be pinned.
+    pub(crate) fn unpin(self, point_id: u64) -> Result<()> {
+        let pins = &self.vault.manifest.lifecycle.pins;
+        if pins.binary_search(&point_id).is_err() {
             return Err(WriteError::new(
                 WriteErrorKind::InvalidRequest,
                 format!("point {point_id} is not pinned"),
             )
-            .in_file(self.dir())
+            .in_file(self.vault.dir())
             .for_point(point_id));
         }
         self.update_lifecycle(|l| l.pins.retain(|&id| id != point_id))
     }
 
-    fn update_lifecycle(
-        &mut self,
-        change: impl FnOnce(&mut replog_format::lifecycle::Lifecycle),
-    ) -> Result<()> {
-        self.check_change()?;
-        let mut manifest = self.manifest().clone();
+    /// Commits the manifest with `change` made to its lifecycle section; a failure poisons the
+    /// journal.
+    fn update_lifecycle(self, change: impl FnOnce(&mut Lifecycle)) -> Result<()> {
+        let mut manifest = self.vault.manifest.clone();
         change(&mut manifest.lifecycle);
         manifest.generation += 1;
-        let stored = self.commit(manifest);
+        let stored = self.vault.commit(manifest);
         if let Err(e) = &stored {
             self.journal.poison(e);
         }
@@ -228,85 +234,102 @@ impl Writer {
     }
 
     /// Applies the retention policy (or `keep_last`): plans, then compacts.
-    pub fn prune(&mut self, opts: &PruneOptions) -> Result<PruneReport> {
-        self.check_change()?;
-        let policy = self.manifest().lifecycle.retention;
-        if policy.is_none() && opts.keep_last.is_none() {
-            return Err(WriteError::new(
-                WriteErrorKind::InvalidRequest,
-                format!(
-                    "no retention policy is set; set one with `replog retention {} --window 72h` or pass --keep-last N",
-                    self.dir().display()
-                ),
-            )
-            .in_file(self.dir()));
-        }
-        if opts.keep_last == Some(0) {
-            return Err(WriteError::new(
-                WriteErrorKind::InvalidRequest,
-                "--keep-last must keep at least 1 point",
-            ));
-        }
-        let protected = self.persistent_lease_lsns()?;
-        let points = self.points();
+    pub(crate) fn prune(self, opts: &PruneOptions) -> Result<PruneReport> {
+        let policy = self.vault.manifest.lifecycle.retention;
+        check_prune_options(self.vault.dir(), policy.as_ref(), opts)?;
+        let protected = persistent_lease_lsns(self.vault)?;
+        let points = self.journal.points(&self.vault.manifest);
         let now = opts.now_unix_ns.unwrap_or_else(crate::now_unix_ns);
+        let lifecycle = &self.vault.manifest.lifecycle;
         let plan = plan_retention(
             &points,
             policy.as_ref(),
             opts.keep_last,
-            &self.manifest().lifecycle.pins,
+            &lifecycle.pins,
             &protected,
             now,
         );
         let mut report = PruneReport {
-            journal_bytes_reclaimable: self.reclaimable(plan.base().map(|p| p.lsn))?,
+            journal_bytes_reclaimable: reclaimable(self.vault, plan.base().map(|p| p.lsn))?,
             plan,
             compaction: None,
         };
         let Some(base) = report.plan.base().cloned() else {
             return Ok(report);
         };
-        let nothing = base.lsn <= self.manifest().base_lsn && report.plan.retired.is_empty();
+        let base_lsn = self.vault.manifest.base_lsn;
+        let nothing = base.lsn <= base_lsn && report.plan.retired.is_empty();
         if opts.dry_run || nothing {
             return Ok(report);
         }
         let req = CompactRequest {
-            base: (base.point_id, base.lsn.max(self.manifest().base_lsn)),
+            base: (base.point_id, base.lsn.max(base_lsn)),
             retire: report.plan.retired.iter().map(|p| p.point_id).collect(),
             wait: opts.lease_wait,
         };
-        report.compaction = Some(self.compact(&req)?);
+        let compaction = Compaction {
+            vault: self.vault,
+            journal: self.journal,
+            bases: self.bases,
+        };
+        report.compaction = Some(compaction.run(&req)?);
         Ok(report)
     }
+}
 
-    /// Journal bytes (file lengths) of the sealed segments wholly at or below `lsn`.
-    pub fn reclaimable(&self, lsn: Option<u64>) -> Result<u64> {
-        let Some(lsn) = lsn else { return Ok(0) };
-        let mut bytes = 0;
-        for s in &self.manifest().segments {
-            if s.sealed.is_some_and(|i| i.last_lsn <= lsn) {
-                let path = replog_format::layout::segment_path(self.dir(), s.segment_id);
-                let f = self
-                    .storage()
-                    .open(&path, replog_io::OpenMode::Read)
-                    .map_err(|e| WriteError::io(&path, None, "opening", e))?;
-                bytes += f
-                    .len()
-                    .map_err(|e| WriteError::io(&path, None, "measuring", e))?;
-            }
+/// Refuses a prune with nothing to decide by (no policy and no `keep_last`) or that would keep
+/// no point.
+fn check_prune_options(
+    dir: &Path,
+    policy: Option<&RetentionPolicy>,
+    opts: &PruneOptions,
+) -> Result<()> {
+    if policy.is_none() && opts.keep_last.is_none() {
+        return Err(WriteError::new(
+            WriteErrorKind::InvalidRequest,
+            format!(
+                "no retention policy is set; set one with `replog retention {} --window 72h` or pass --keep-last N",
+                dir.display()
+            ),
+        )
+        .in_file(dir));
+    }
+    if opts.keep_last == Some(0) {
+        return Err(WriteError::new(
+            WriteErrorKind::InvalidRequest,
+            "--keep-last must keep at least 1 point",
+        ));
+    }
+    Ok(())
+}
+
+/// Journal bytes (file lengths) of the sealed segments of `vault` wholly at or below `lsn`.
+pub(crate) fn reclaimable(vault: &VaultState, lsn: Option<u64>) -> Result<u64> {
+    let Some(lsn) = lsn else { return Ok(0) };
+    let mut bytes = 0;
+    for s in &vault.manifest.segments {
+        if s.sealed.is_some_and(|i| i.last_lsn <= lsn) {
+            let path = replog_format::layout::segment_path(vault.dir(), s.segment_id);
+            let f = vault
+                .storage
+                .open(&path, replog_io::OpenMode::Read)
+                .map_err(|e| WriteError::io(&path, None, "opening", e))?;
+            bytes += f
+                .len()
+                .map_err(|e| WriteError::io(&path, None, "measuring", e))?;
         }
-        Ok(bytes)
     }
+    Ok(bytes)
+}
 
-    /// LSNs of points under a persistent lease (a test failover): never pruned.
-    fn persistent_lease_lsns(&self) -> Result<Vec<u64>> {
-        let leases = replog_reader::list_leases(self.storage().as_ref(), self.dir(), self.seed())
-            .map_err(|e| WriteError::read(WriteErrorKind::Io, None, e))?;
-        Ok(leases
-            .into_iter()
-            .filter_map(|s| s.record.filter(|r| r.persistent).map(|r| r.lsn))
-            .collect())
-    }
+/// LSNs of points under a persistent lease (a test failover): never pruned.
+fn persistent_lease_lsns(vault: &VaultState) -> Result<Vec<u64>> {
+    let leases = replog_reader::list_leases(vault.storage.as_ref(), vault.dir(), vault.seed())
+        .map_err(|e| WriteError::read(WriteErrorKind::Io, None, e))?;
+    Ok(leases
+        .into_iter()
+        .filter_map(|s| s.record.filter(|r| r.persistent).map(|r| r.lsn))
+        .collect())
 }
 
 #[cfg(test)]

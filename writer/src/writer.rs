@@ -1,17 +1,20 @@
-//! The [`Writer`], a small façade over the owners of a vault's parts: it creates and opens
-//! vaults (building itself from what recovery returns), checks requests (disk ranges, a
-//! migration's refusal) and hands them to the [`Journal`] (records, points, rollover, the
-//! pipeline) or to [`Bases`] (base images); it keeps the manifest that both commit to.
+//! The [`Writer`], a small façade over the owners of a vault's parts. It creates and opens
+//! vaults (building itself from what recovery returns), checks each request (disk ranges, a
+//! poisoned journal, a migration's refusal) and hands it to an owner: the [`Journal`]
+//! (records, points, rollover, the pipeline), [`Bases`] (base images), [`Ingest`] (an image
+//! scan), or [`Retention`] (policy, pins, and the `Compaction` a prune runs). It holds the
+//! [`VaultState`] (storage, directory, header, the manifest they all commit to), the journal
+//! and the bases, and lends them to the owner for the length of one call.
 //!
-//! Imports flow one way: this file uses `journal`, `bases`, `recover` and `manifest_io`, none of
-//! which knows the `Writer`. Operations built on the writer (ingest, compaction, retention,
-//! migration) use it from above.
+//! Imports flow one way: this file uses the owners, none of which knows the `Writer`. Only
+//! migration, which drives a whole vault through its phases, uses the `Writer` from above.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use replog_format::header::{Compression, VaultHeader};
 use replog_format::layout;
+use replog_format::lifecycle::RetentionPolicy;
 use replog_format::limits::{
     BLOCK_BYTES_DEFAULT, DISK_BYTES_MAX, DISKS_MAX, RECORD_DATA_BYTES_MAX, SEGMENT_BYTES_DEFAULT,
 };
@@ -23,14 +26,17 @@ use replog_io::{File, OpenMode, Storage, WriteAt};
 use replog_reader::{LiveLease, PointInfo, Registrations};
 
 use crate::bases::{BaseSpec, Bases};
-use crate::batch::{NewRecord, write_records};
+use crate::batch::write_records;
 use crate::compress::encode_payload;
 use crate::error::{Result, WriteError, WriteErrorKind};
+use crate::ingest::{ImageSource, Ingest, IngestStats};
 use crate::journal::{Journal, JournalFiles, PointTicket, empty_header};
 use crate::lock::VaultLock;
 use crate::manifest_io::migration_refusal;
 use crate::pipeline::WriterOptions;
 use crate::recover::{Recovered, RecoveryReport};
+use crate::retention::{PruneOptions, PruneReport, Retention};
+use crate::state::VaultState;
 
 /// Settings fixed when a vault is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,14 +73,9 @@ pub struct DiskInfo {
 /// The one writer of a vault. See the crate documentation for the durability contract.
 #[derive(Debug)]
 pub struct Writer {
-    storage: Arc<dyn Storage>,
-    dir: PathBuf,
-    header: VaultHeader,
-    /// The manifest as last stored; the journal's rollover and every lifecycle change commit
-    /// a new one.
-    manifest: Manifest,
-    pub(crate) journal: Journal,
-    pub(crate) bases: Bases,
+    vault: VaultState,
+    journal: Journal,
+    bases: Bases,
     recovery: RecoveryReport,
     _lock: VaultLock,
 }
@@ -146,10 +147,12 @@ impl Writer {
             vault_seed(&header.vault_id),
         );
         Writer {
-            storage,
-            dir: dir.to_path_buf(),
-            header,
-            manifest: recovered.manifest,
+            vault: VaultState {
+                storage,
+                dir: dir.to_path_buf(),
+                header,
+                manifest: recovered.manifest,
+            },
             journal: recovered.journal,
             bases,
             recovery: recovered.report,
@@ -198,49 +201,39 @@ impl Writer {
 
     /// The vault directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.vault.dir
     }
 
     /// The vault header.
     pub fn header(&self) -> &VaultHeader {
-        &self.header
+        &self.vault.header
     }
 
     /// The storage the vault is on.
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
-        &self.storage
-    }
-
-    /// The CRC seed of the vault's checksums.
-    pub(crate) fn seed(&self) -> u32 {
-        vault_seed(&self.header.vault_id)
+        &self.vault.storage
     }
 
     /// The disks, in id order.
     pub fn disks(&self) -> Vec<DiskInfo> {
-        self.manifest
-            .disks
-            .iter()
-            .map(|d| DiskInfo {
-                disk_id: d.disk_id,
-                name: d.name.clone(),
-                disk_bytes: d.disk_bytes,
-            })
-            .collect()
+        self.vault.manifest.disks.iter().map(DiskInfo::of).collect()
     }
 
     /// The disk called `name`.
     pub fn disk(&self, name: &str) -> Result<DiskInfo> {
-        self.disks()
-            .into_iter()
-            .find(|d| d.name == name)
-            .ok_or_else(|| {
-                WriteError::new(
-                    WriteErrorKind::InvalidRequest,
-                    format!("the vault has no disk named {name:?}"),
-                )
-                .in_file(&self.dir)
-            })
+        self.disk_entry(name).map(DiskInfo::of)
+    }
+
+    /// The manifest's entry of the disk called `name`.
+    fn disk_entry(&self, name: &str) -> Result<&DiskEntry> {
+        let disks = &self.vault.manifest.disks;
+        disks.iter().find(|d| d.name == name).ok_or_else(|| {
+            WriteError::new(
+                WriteErrorKind::InvalidRequest,
+                format!("the vault has no disk named {name:?}"),
+            )
+            .in_file(self.dir())
+        })
     }
 
     /// The LSN of the last record staged (0 when there is none).
@@ -251,28 +244,17 @@ impl Writer {
     /// Every recovery point offered to readers, oldest first: not older than the base images,
     /// not retired by retention.
     pub fn points(&self) -> Vec<PointInfo> {
-        let active = self.journal.active();
-        let sealed = self.manifest.points.iter().map(PointInfo::from_manifest);
-        let open = active
-            .points
-            .iter()
-            .map(|p| PointInfo::from_segment(active.id, p));
-        sealed
-            .chain(open)
-            .filter(|p| self.manifest.offers(p.point_id, p.lsn))
-            .collect()
+        self.journal.points(&self.vault.manifest)
     }
 
     /// The manifest as last stored: disks, segments, base LSN and the lifecycle section.
     pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+        &self.vault.manifest
     }
 
     /// Stores `manifest` as the vault's manifest, durably, and keeps it.
     pub(crate) fn commit(&mut self, manifest: Manifest) -> Result<()> {
-        crate::manifest_io::store(self.storage.as_ref(), &self.dir, &manifest)?;
-        self.manifest = manifest;
-        Ok(())
+        self.vault.commit(manifest)
     }
 
     /// Adds an empty (all-zero) disk of `disk_bytes`.
@@ -301,7 +283,12 @@ impl Writer {
     ) -> Result<DiskInfo> {
         self.check_change()?;
         self.check_new_disk(name, disk_bytes)?;
-        let disk_id = self.manifest.disks.last().map_or(1, |d| d.disk_id + 1);
+        let disk_id = self
+            .vault
+            .manifest
+            .disks
+            .last()
+            .map_or(1, |d| d.disk_id + 1);
         // Everything staged before the disk exists must be durable first: after any crash the
         // journal then resumes at or after `added_lsn`, so no record of the disk can precede it.
         self.journal.flush(true)?;
@@ -310,10 +297,10 @@ impl Writer {
             disk_id,
             generation: 1,
             disk_bytes,
-            base_lsn: self.manifest.base_lsn,
+            base_lsn: self.vault.manifest.base_lsn,
         };
         let base_header_crc = self.bases.seed(spec, image, self.journal.last_lsn())?;
-        let mut manifest = self.manifest.clone();
+        let mut manifest = self.vault.manifest.clone();
         manifest.disks.push(DiskEntry {
             disk_id,
             name: name.to_owned(),
@@ -339,7 +326,8 @@ impl Writer {
                 "{name:?} is not a valid disk name: use 1 to 64 of A-Z a-z 0-9 . _ -, not starting with ."
             ));
         }
-        if self.manifest.disks.iter().any(|d| d.name == name) {
+        let disks = &self.vault.manifest.disks;
+        if disks.iter().any(|d| d.name == name) {
             return Err(WriteError::new(
                 WriteErrorKind::AlreadyExists,
                 format!("the vault already has a disk named {name:?}"),
@@ -350,29 +338,24 @@ impl Writer {
                 "disk size {disk_bytes} is not between 1 byte and 64 TiB"
             ));
         }
-        if self.manifest.disks.len() >= DISKS_MAX as usize {
+        if disks.len() >= DISKS_MAX as usize {
             return invalid(format!("the vault already has {DISKS_MAX} disks"));
         }
         Ok(())
     }
 
     /// Refuses a change after a failure (poisoned) or once a migration started.
-    pub(crate) fn check_change(&self) -> Result<()> {
+    fn check_change(&self) -> Result<()> {
         self.journal.check_poison()?;
-        self.check_not_migrated()
+        self.vault.check_not_migrated()
     }
 
-    /// Refuses a change once a migration started.
-    pub(crate) fn check_not_migrated(&self) -> Result<()> {
-        match migration_refusal(&self.manifest, &self.dir) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    pub(crate) fn check_range(&self, disk_id: u32, offset: u64, len: u64) -> Result<()> {
-        self.check_not_migrated()?;
+    /// Refuses a range that is empty or not within disk `disk_id`, and any change once a
+    /// migration started.
+    fn check_range(&self, disk_id: u32, offset: u64, len: u64) -> Result<()> {
+        self.vault.check_not_migrated()?;
         let disk = self
+            .vault
             .manifest
             .disks
             .iter()
@@ -407,7 +390,7 @@ impl Writer {
         self.check_range(disk_id, offset, data.len() as u64)?;
         let mut lsn = 0;
         for (i, piece) in data.chunks(RECORD_DATA_BYTES_MAX as usize).enumerate() {
-            let (payload, flags) = encode_payload(self.header.compression, piece);
+            let (payload, flags) = encode_payload(self.vault.header.compression, piece);
             let h = RecordHeader {
                 kind: RecordKind::Write,
                 flags,
@@ -417,7 +400,7 @@ impl Writer {
                 length: piece.len() as u64,
                 ..empty_header()
             };
-            lsn = self.journal.append(&mut self.manifest, h, &payload)?;
+            lsn = self.journal.append(&mut self.vault.manifest, h, &payload)?;
         }
         Ok(lsn)
     }
@@ -431,14 +414,8 @@ impl Writer {
         for (offset, data) in writes {
             self.check_range(disk_id, *offset, data.len() as u64)?;
         }
-        let records = write_records(self.header.compression, disk_id, writes);
-        self.journal.append_many(&mut self.manifest, &records)
-    }
-
-    /// Frames records already checked and encoded (ingest's changed runs), sealing them in
-    /// parallel; returns the LSN of the last.
-    pub(crate) fn append_records(&mut self, records: &[NewRecord<'_>]) -> Result<u64> {
-        self.journal.append_many(&mut self.manifest, records)
+        let records = write_records(self.vault.header.compression, disk_id, writes);
+        self.journal.append_many(&mut self.vault.manifest, &records)
     }
 
     /// Stages setting `len` bytes at `offset` of disk `disk_id` to zero (trim, discard,
@@ -456,7 +433,7 @@ impl Writer {
                 length: piece,
                 ..empty_header()
             };
-            lsn = self.journal.append(&mut self.manifest, h, &[])?;
+            lsn = self.journal.append(&mut self.vault.manifest, h, &[])?;
             at += piece;
         }
         Ok(lsn)
@@ -466,7 +443,9 @@ impl Writer {
     /// before it are durable.
     pub fn point(&mut self, kind: PointKind, label: &str) -> Result<PointInfo> {
         self.check_change()?;
-        let info = self.journal.frame_point(&mut self.manifest, kind, label)?;
+        let info = self
+            .journal
+            .frame_point(&mut self.vault.manifest, kind, label)?;
         self.journal.flush(true)?;
         Ok(info)
     }
@@ -477,7 +456,8 @@ impl Writer {
     /// running share the next one (group commit).
     pub fn point_async(&mut self, kind: PointKind, label: &str) -> Result<PointTicket> {
         self.check_change()?;
-        self.journal.point_async(&mut self.manifest, kind, label)
+        self.journal
+            .point_async(&mut self.vault.manifest, kind, label)
     }
 
     /// Whether the point of `ticket` is durable already, without waiting.
@@ -500,7 +480,7 @@ impl Writer {
     /// part of the manifest and its file immutable (what `sync` ships). Returns whether it
     /// sealed.
     pub fn seal_segment(&mut self) -> Result<bool> {
-        self.journal.seal(&mut self.manifest)
+        self.journal.seal(&mut self.vault.manifest)
     }
 
     /// Sets how this writer moves bytes to the disk. Waits for every buffer in flight first;
@@ -525,14 +505,77 @@ impl Writer {
         self.journal.flush(true)
     }
 
-    /// The registration lock of the readers' leases, held exclusive, and the live leases.
-    pub(crate) fn live_leases(&self) -> Result<(Registrations, Vec<LiveLease>)> {
-        crate::files::live_leases(self.storage.as_ref(), &self.dir, self.seed())
+    /// Journals the blocks of `image` that differ from disk `name`'s latest state, makes them
+    /// durable, and updates the digest cache. `progress` is called with the bytes scanned.
+    pub fn ingest(
+        &mut self,
+        name: &str,
+        image: &dyn File,
+        image_path: &Path,
+        progress: &dyn Fn(u64),
+    ) -> Result<IngestStats> {
+        self.journal.check_poison()?;
+        let disk = self.disk_entry(name)?.clone();
+        let source = ImageSource {
+            image,
+            image_path,
+            progress,
+        };
+        Ingest::new(&mut self.vault, &mut self.journal).image(&disk, &source)
     }
 
-    /// Removes files (missing ones are fine) and syncs each directory touched.
-    pub(crate) fn remove_files(&self, paths: impl Iterator<Item = PathBuf>) -> Result<()> {
-        crate::files::remove_files(self.storage.as_ref(), paths)
+    /// Sets (or, with `None`, removes) the retention policy.
+    pub fn set_retention(&mut self, policy: Option<RetentionPolicy>) -> Result<()> {
+        self.check_change()?;
+        self.retention().set_policy(policy)
+    }
+
+    /// Pins point `point_id`: retention never prunes it.
+    pub fn pin(&mut self, point_id: u64) -> Result<()> {
+        self.check_change()?;
+        self.retention().pin(point_id)
+    }
+
+    /// Unpins point `point_id`.
+    pub fn unpin(&mut self, point_id: u64) -> Result<()> {
+        self.check_change()?;
+        self.retention().unpin(point_id)
+    }
+
+    /// Applies the retention policy (or `keep_last`): plans, then compacts.
+    pub fn prune(&mut self, opts: &PruneOptions) -> Result<PruneReport> {
+        self.check_change()?;
+        self.retention().prune(opts)
+    }
+
+    /// Journal bytes (file lengths) of the sealed segments wholly at or below `lsn`.
+    pub fn reclaimable(&self, lsn: Option<u64>) -> Result<u64> {
+        crate::retention::reclaimable(&self.vault, lsn)
+    }
+
+    /// Retention over this writer's parts, for one call.
+    fn retention(&mut self) -> Retention<'_> {
+        Retention {
+            vault: &mut self.vault,
+            journal: &mut self.journal,
+            bases: &self.bases,
+        }
+    }
+
+    /// The registration lock of the readers' leases, held exclusive, and the live leases.
+    pub(crate) fn live_leases(&self) -> Result<(Registrations, Vec<LiveLease>)> {
+        self.vault.live_leases()
+    }
+}
+
+impl DiskInfo {
+    /// The disk a manifest entry describes.
+    fn of(d: &DiskEntry) -> DiskInfo {
+        DiskInfo {
+            disk_id: d.disk_id,
+            name: d.name.clone(),
+            disk_bytes: d.disk_bytes,
+        }
     }
 }
 
