@@ -96,9 +96,9 @@ fn qemu_nbd_dirty_bitmap_and_reads() {
     let mut dirty_ranges = Vec::new();
     for e in &extents {
         if e.flags & 1 != 0 {
-            dirty_ranges.push((at, at + u64::from(e.length)));
+            dirty_ranges.push((at, at + e.length));
         }
-        at += u64::from(e.length);
+        at += e.length;
     }
     assert_eq!(dirty_ranges, vec![(MIB, MIB + 64 * 1024)]);
     let mut buf = vec![0u8; 128 * 1024];
