@@ -1,7 +1,7 @@
 //! The client against real servers: qemu-nbd exporting a qcow2 image with a dirty bitmap, and
 //! this crate's own server over a device in memory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -57,33 +57,47 @@ impl Drop for Killed {
     }
 }
 
+/// A qcow2 image of `size` in `dir` with `bitmap` (added before the writes), written by the
+/// qemu-io commands `writes`, exported read-only by qemu-nbd on the socket returned.
+fn qcow2_served(
+    dir: &Path,
+    size: &str,
+    bitmap: Option<&str>,
+    writes: &[&str],
+) -> (PathBuf, Killed) {
+    let img = dir.join("d.qcow2");
+    let sock = dir.join("nbd.sock");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg(size));
+    if let Some(b) = bitmap {
+        run(Command::new("qemu-img")
+            .args(["bitmap", "--add"])
+            .arg(&img)
+            .arg(b));
+    }
+    for w in writes {
+        run(Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", w])
+            .arg(&img));
+    }
+    let mut cmd = Command::new("qemu-nbd");
+    cmd.args(["-r", "-t", "-f", "qcow2", "-k"]).arg(&sock);
+    if let Some(b) = bitmap {
+        cmd.args(["-B", b]);
+    }
+    let server = Killed(cmd.arg(&img).spawn().unwrap());
+    (sock, server)
+}
+
 #[test]
 fn qemu_nbd_dirty_bitmap_and_reads() {
     if !have("qemu-nbd") || !have("qemu-img") || !have("qemu-io") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("d.qcow2");
-    let sock = dir.path().join("nbd.sock");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("4M"));
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add"])
-        .arg(&img)
-        .arg("b0"));
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 0xab 1M 64k"])
-        .arg(&img));
-    let _server = Killed(
-        Command::new("qemu-nbd")
-            .args(["-r", "-t", "-f", "qcow2", "-B", "b0", "-k"])
-            .arg(&sock)
-            .arg(&img)
-            .spawn()
-            .unwrap(),
-    );
+    let (sock, _server) = qcow2_served(dir.path(), "4M", Some("b0"), &["write -P 0xab 1M 64k"]);
     let mut opts = ClientOptions::new("");
     opts.meta_contexts = vec!["base:allocation".into(), "qemu:dirty-bitmap:b0".into()];
     let mut c = connect(&sock, &opts);
@@ -238,26 +252,13 @@ fn qemu_nbd_pipelined_reads_return_every_range_once() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("d.qcow2");
-    let sock = dir.path().join("nbd.sock");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("8M"));
-    for (i, at) in [0u64, 3, 5, 7].iter().enumerate() {
-        let cmd = format!("write -P {} {}M 1M", 0x10 + i, at);
-        run(Command::new("qemu-io")
-            .args(["-f", "qcow2", "-c", &cmd])
-            .arg(&img));
-    }
-    let _server = Killed(
-        Command::new("qemu-nbd")
-            .args(["-r", "-t", "-f", "qcow2", "-k"])
-            .arg(&sock)
-            .arg(&img)
-            .spawn()
-            .unwrap(),
-    );
+    let writes = [
+        "write -P 0x10 0M 1M",
+        "write -P 0x11 3M 1M",
+        "write -P 0x12 5M 1M",
+        "write -P 0x13 7M 1M",
+    ];
+    let (sock, _server) = qcow2_served(dir.path(), "8M", None, &writes);
     let mut c = connect(&sock, &ClientOptions::new(""));
     let ranges: Vec<(u64, u32)> = (0..32).map(|i| (i * 256 * 1024, 256 * 1024)).collect();
     let mut got = std::collections::BTreeMap::new();
@@ -345,33 +346,12 @@ fn extended_headers_give_the_same_extents_and_reads_as_structured_replies() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("d.qcow2");
-    let sock = dir.path().join("nbd.sock");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("16M"));
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add", "--enable"])
-        .arg(&img)
-        .arg("b0"));
-    for cmd in [
+    let writes = [
         "write -P 0x61 64k 64k",
         "write -P 0x62 5M 1M",
         "write -z 9M 256k",
-    ] {
-        run(Command::new("qemu-io")
-            .args(["-f", "qcow2", "-c", cmd])
-            .arg(&img));
-    }
-    let _server = Killed(
-        Command::new("qemu-nbd")
-            .args(["-r", "-t", "-f", "qcow2", "-B", "b0", "-k"])
-            .arg(&sock)
-            .arg(&img)
-            .spawn()
-            .unwrap(),
-    );
+    ];
+    let (sock, _server) = qcow2_served(dir.path(), "16M", Some("b0"), &writes);
     let mut seen = Vec::new();
     for extended in [true, false] {
         let mut opts = ClientOptions::new("");

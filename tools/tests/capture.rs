@@ -101,6 +101,42 @@ fn uri(sock: &Path) -> String {
     format!("nbd+unix:///?socket={}", sock.display())
 }
 
+fn bitmap(op: &[&str], img: &Path, name: &str) {
+    run(Command::new("qemu-img")
+        .arg("bitmap")
+        .args(op)
+        .arg(img)
+        .arg(name));
+}
+
+fn create(img: &Path, format: &str, size: &str) {
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", format])
+        .arg(img)
+        .arg(size));
+}
+
+fn convert(from: &Path, format: &str, to: &Path) {
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", format])
+        .arg(from)
+        .arg(to));
+}
+
+/// `ingest VAULT d --from URI [--dirty-bitmap NAME]`, then `extra`.
+fn ingest_nbd(vault: &str, from: &str, bitmap: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["ingest", vault, "d", "--from", from];
+    if let Some(b) = bitmap {
+        args.extend(["--dirty-bitmap", b]);
+    }
+    args.extend(extra);
+    args.into_iter().map(String::from).collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn qemu_io(img: &Path, format: &str, command: &str) {
     run(Command::new("qemu-io")
         .args(["-f", format, "-c", command])
@@ -110,10 +146,7 @@ fn qemu_io(img: &Path, format: &str, command: &str) {
 /// The raw bytes of `img`, as qemu-img reads them.
 fn raw_of(dir: &Path, img: &Path) -> Vec<u8> {
     let out = dir.join("expected.raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(img)
-        .arg(&out));
+    convert(img, "raw", &out);
     std::fs::read(&out).unwrap()
 }
 
@@ -145,10 +178,7 @@ fn setup() -> Setup {
     let img = dir.path().join("disk.qcow2");
     let sock = dir.path().join("nbd.sock");
     let vault = dir.path().join("vault").to_str().unwrap().to_owned();
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("64M"));
+    create(&img, "qcow2", "64M");
     qemu_io(&img, "qcow2", "write -P 0x11 0 8M");
     qemu_io(&img, "qcow2", "write -P 0x22 32M 4M");
     replog_ok(&["init", &vault]);
@@ -181,10 +211,7 @@ fn bitmap_ingests_read_only_dirty_extents_and_every_point_is_byte_exact() {
         raw_of(dir, &s.img)
     };
     assert_same(&point_and_failover(dir, vault), &seeded, "the seeded point");
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add", "--enable"])
-        .arg(&s.img)
-        .arg("b0"));
+    bitmap(&["--add", "--enable"], &s.img, "b0");
     qemu_io(&s.img, "qcow2", "write -P 0xab 1M 64k");
     qemu_io(&s.img, "qcow2", "write -P 0xcd 40M 1M");
     qemu_io(&s.img, "qcow2", "write -z 2M 128k");
@@ -201,14 +228,8 @@ fn bitmap_ingests_read_only_dirty_extents_and_every_point_is_byte_exact() {
         "the first bitmap point",
     );
     // A fresh bitmap for the next cycle: it marks only what is written from now on.
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--remove"])
-        .arg(&s.img)
-        .arg("b0"));
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add", "--enable"])
-        .arg(&s.img)
-        .arg("b1"));
+    bitmap(&["--remove"], &s.img, "b0");
+    bitmap(&["--add", "--enable"], &s.img, "b1");
     qemu_io(&s.img, "qcow2", "write -P 0xef 50M 256k");
     let second = bitmap_pass(&s, "b1", 256 * KIB);
     assert_eq!(second["bytes_read"], 256 * KIB);
@@ -225,16 +246,8 @@ fn bitmap_ingests_read_only_dirty_extents_and_every_point_is_byte_exact() {
 fn bitmap_pass(s: &Setup, bitmap: &str, dirty_bytes: u64) -> serde_json::Value {
     let server = qemu_nbd(&s.img, "qcow2", &s.sock, Some(bitmap));
     let before = server.rchar();
-    let done = json_of(&[
-        "ingest",
-        &s.vault,
-        "d",
-        "--from",
-        &uri(&s.sock),
-        "--dirty-bitmap",
-        bitmap,
-        "--json",
-    ]);
+    let args = ingest_nbd(&s.vault, &uri(&s.sock), Some(bitmap), &["--json"]);
+    let done = json_of(&strs(&args));
     let served = server.rchar() - before;
     eprintln!("{bitmap}: {done}; qemu-nbd rchar grew by {served}");
     assert_eq!(done["mode"], "dirty-bitmap");
@@ -261,30 +274,16 @@ fn an_image_ingest_after_an_nbd_pass_gives_byte_exact_points() {
     let s = setup();
     let (dir, vault) = (s.dir.path(), s.vault.as_str());
     let before = dir.join("before.raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(&s.img)
-        .arg(&before));
+    convert(&s.img, "raw", &before);
     let before_s = before.to_str().unwrap();
     replog_ok(&["disk", "add", vault, "d", "--from", before_s]);
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add", "--enable"])
-        .arg(&s.img)
-        .arg("b0"));
+    bitmap(&["--add", "--enable"], &s.img, "b0");
     qemu_io(&s.img, "qcow2", "write -P 0x77 4M 512k");
     qemu_io(&s.img, "qcow2", "write -z 0 64k");
     {
         let _server = qemu_nbd(&s.img, "qcow2", &s.sock, Some("b0"));
         let from = uri(&s.sock);
-        replog_ok(&[
-            "ingest",
-            vault,
-            "d",
-            "--from",
-            &from,
-            "--dirty-bitmap",
-            "b0",
-        ]);
+        replog_ok(&strs(&ingest_nbd(vault, &from, Some("b0"), &[])));
     }
     let after = raw_of(dir, &s.img);
     assert_same(
@@ -320,24 +319,13 @@ fn a_missing_bitmap_or_a_resized_export_is_refused_before_anything_is_journaled(
     let (dir, vault) = (s.dir.path(), s.vault.as_str());
     let img_s = s.img.to_str().unwrap();
     replog_ok(&["disk", "add", vault, "d", "--from", img_s]);
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add", "--enable"])
-        .arg(&s.img)
-        .arg("b0"));
+    bitmap(&["--add", "--enable"], &s.img, "b0");
     let lsn = |v: &str| json_of(&["inspect", v, "--json"])["last_lsn"].clone();
     let start = lsn(vault);
     {
         let _server = qemu_nbd(&s.img, "qcow2", &s.sock, Some("b0"));
         let from = uri(&s.sock);
-        let out = replog(&[
-            "ingest",
-            vault,
-            "d",
-            "--from",
-            &from,
-            "--dirty-bitmap",
-            "b9",
-        ]);
+        let out = replog(&strs(&ingest_nbd(vault, &from, Some("b9"), &[])));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
@@ -347,10 +335,7 @@ fn a_missing_bitmap_or_a_resized_export_is_refused_before_anything_is_journaled(
     }
     for size in ["60M", "68M"] {
         let other = dir.join(format!("other{size}.raw"));
-        run(Command::new("qemu-img")
-            .args(["create", "-q", "-f", "raw"])
-            .arg(&other)
-            .arg(size));
+        create(&other, "raw", size);
         let _server = qemu_nbd(&other, "raw", &s.sock, None);
         let from = uri(&s.sock);
         let out = replog(&["ingest", vault, "d", "--from", &from]);
@@ -383,17 +368,11 @@ fn a_read_failing_midway_leaves_no_point_and_the_next_pass_covers_it() {
     replog_ok(&["disk", "add", vault, "d", "--size", "64MiB"]);
     // Data everywhere: 32 reads of 2 MiB, of which the filter fails about a third.
     let raw = dir.join("disk.raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(&s.img)
-        .arg(&raw));
+    convert(&s.img, "raw", &raw);
     qemu_io(&raw, "raw", "write -P 0x33 8M 24M");
     qemu_io(&raw, "raw", "write -P 0x44 36M 28M");
     let img = dir.join("healthy.qcow2");
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(&img));
+    convert(&raw, "qcow2", &img);
     {
         let mut cmd = Command::new("nbdkit");
         cmd.args(["-f", "-U"]).arg(&s.sock);
@@ -410,22 +389,10 @@ fn a_read_failing_midway_leaves_no_point_and_the_next_pass_covers_it() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{err}");
     assert!(err.contains("did not finish"), "{err}");
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add", "--enable"])
-        .arg(&img)
-        .arg("b0"));
+    bitmap(&["--add", "--enable"], &img, "b0");
     let _server = qemu_nbd(&img, "qcow2", &s.sock, Some("b0"));
     let from = uri(&s.sock);
-    let done = json_of(&[
-        "ingest",
-        vault,
-        "d",
-        "--from",
-        &from,
-        "--dirty-bitmap",
-        "b0",
-        "--json",
-    ]);
+    let done = json_of(&strs(&ingest_nbd(vault, &from, Some("b0"), &["--json"])));
     assert_eq!(done["bytes_marked"], 0, "{done}");
     assert_eq!(
         done["bytes_unfinished"],
@@ -450,10 +417,7 @@ fn changed_ranges_read_only_what_is_listed_and_a_bad_list_is_refused() {
     let (dir, vault) = (s.dir.path(), s.vault.as_str());
     let raw = dir.join("disk.raw");
     let raw_s = raw.to_str().unwrap();
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(&s.img)
-        .arg(&raw));
+    convert(&s.img, "raw", &raw);
     replog_ok(&[
         "disk", "add", vault, "d", "--from", raw_s, "--format", "raw",
     ]);
