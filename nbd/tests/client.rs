@@ -292,24 +292,11 @@ fn qemu_nbd_pipelined_reads_return_every_range_once() {
 /// A server that dies with reads in flight: the error is an I/O error naming the reads.
 #[test]
 fn a_server_killed_mid_read_is_an_io_error_naming_the_offset() {
-    if !have("qemu-nbd") || !have("qemu-img") {
+    if !have("qemu-nbd") || !have("qemu-img") || !have("qemu-io") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("d.raw");
-    let sock = dir.path().join("nbd.sock");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "raw"])
-        .arg(&img)
-        .arg("64M"));
-    let mut server = Killed(
-        Command::new("qemu-nbd")
-            .args(["-r", "-t", "-f", "raw", "-k"])
-            .arg(&sock)
-            .arg(&img)
-            .spawn()
-            .unwrap(),
-    );
+    let (sock, mut server) = qcow2_served(dir.path(), "64M", None, &[]);
     let mut c = connect(&sock, &ClientOptions::new(""));
     let ranges: Vec<(u64, u32)> = (0..64).map(|i| (i * MIB, MIB as u32)).collect();
     let mut seen = 0;
