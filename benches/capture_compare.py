@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The cost of one recovery point of an image-fed disk, three ways, on the same vault.
 
-  benches/capture_compare.py WORKDIR [--reps 3] [--size-gib 8] [--changed-pct 1]
+  benches/capture_compare.py WORKDIR [--reps 3] [--size-gib 8] [--changed-pct 1] [--cold]
 
 A disk of SIZE GiB of random bytes is seeded into a vault (`disk add --format raw`), and kept
 twice: as a raw image and as a qcow2 image with the same content. Each repetition writes
@@ -20,7 +20,8 @@ alike:
 Each is timed as the ingest plus `replog point`. Bytes read: `bytes_read` of the ingest's
 --json (the full scan's `bytes_scanned`), and for the bitmap way also the growth of qemu-nbd's
 `rchar` (/proc/PID/io). The page cache is left warm for every way alike (the images fit in
-memory here). Prints Markdown (the capture section of BENCHMARKS.md).
+memory here), or with --cold synced and dropped before each timed command (needs root).
+Prints Markdown (the capture section of BENCHMARKS.md).
 
 Needs: a release build of replog (built here unless REPLOG=PATH names one), qemu-img, qemu-io,
 qemu-nbd.
@@ -132,6 +133,10 @@ def main():
         listed, changed = write_changes(work, raw, qcow, size, pct, rep)
         order = ways[rep % 3:] + ways[:rep % 3]
         for name, way in order:
+            if "--cold" in sys.argv:
+                run(["sync"])
+                with open("/proc/sys/vm/drop_caches", "w") as f:
+                    f.write("3\n")
             secs, read, extra = way(vault=vault, raw=raw, qcow=qcow, work=work,
                                     bitmap_name=name_b, listed=listed)
             secs_point, _ = timed([REPLOG, "point", vault])
@@ -143,9 +148,10 @@ def main():
 
 
 def report(results, size, pct, reps):
+    cache = "dropped before each command" if "--cold" in sys.argv else "warm"
     print(f"Disk {size // GiB} GiB of random bytes, {pct}% of it written between points "
-          f"(random 64 KiB blocks), {reps} interleaved repetitions; seconds are the ingest "
-          f"plus `replog point`, median (each run).\n")
+          f"(random 64 KiB blocks), {reps} interleaved repetitions, page cache {cache}; "
+          f"seconds are the ingest plus `replog point`, median (each run).\n")
     print("| way | seconds | bytes read | vs dirty | qemu-nbd rchar |")
     print("|---|---|---|---|---|")
     full_median = statistics.median(r[0] for r in results["full"])
@@ -155,7 +161,7 @@ def report(results, size, pct, reps):
         read = runs[-1][1]
         dirty = runs[-1][3]
         served = runs[-1][2][0] if runs[-1][2] else None
-        print(f"| {name} | {secs:.2f} ({each}); {full_median / secs:.0f}x less than full"
+        print(f"| {name} | {secs:.2f} ({each}); full / this = {full_median / secs:.1f}"
               f" | {read / MiB:.1f} MiB | {read / dirty:.2f}x | "
               f"{'' if served is None else f'{served / MiB:.1f} MiB'} |")
 
