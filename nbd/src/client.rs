@@ -1,8 +1,9 @@
 //! An NBD client: connects over TCP or a Unix socket, negotiates fixed newstyle with structured
 //! replies and the metadata contexts asked for (`base:allocation`, `qemu:dirty-bitmap:NAME`),
-//! enters transmission with `NBD_OPT_GO`, then reads and asks for block status one request at
-//! a time. Memory is bounded: a reply chunk over [`ClientOptions::reply_bytes_max`] is refused
-//! with [`NbdErrorKind::TooBig`] before anything is allocated for it.
+//! enters transmission with `NBD_OPT_GO`, then reads and asks for block status, one request at
+//! a time here and several in flight in `client_pipe`. Memory is bounded: a reply chunk over
+//! [`ClientOptions::reply_bytes_max`] is refused with [`NbdErrorKind::TooBig`] before anything
+//! is allocated for it.
 
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -25,6 +26,9 @@ pub struct ClientOptions {
     pub meta_contexts: Vec<String>,
     /// The largest reply chunk payload accepted, and the largest read asked for.
     pub reply_bytes_max: u32,
+    /// Ask for extended headers (64-bit requests and block status); a server that refuses gets
+    /// structured replies instead.
+    pub extended_headers: bool,
 }
 
 impl ClientOptions {
@@ -34,6 +38,7 @@ impl ClientOptions {
             export: export.into(),
             meta_contexts: Vec::new(),
             reply_bytes_max: proto::PAYLOAD_BYTES_MAX,
+            extended_headers: true,
         }
     }
 }
@@ -41,8 +46,8 @@ impl ClientOptions {
 /// One extent of a block status reply: `length` bytes with a context's `flags`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
-    /// Bytes.
-    pub length: u32,
+    /// Bytes (up to 32 bits, or 64 with extended headers).
+    pub length: u64,
     /// The context's flags (`base:allocation`: hole and zero; a dirty bitmap: 1 is dirty).
     pub flags: u32,
 }
@@ -56,6 +61,8 @@ pub struct Client {
     contexts: Vec<(u32, String)>,
     reply_bytes_max: u32,
     next_handle: u64,
+    data_bytes: u64,
+    extended: bool,
 }
 
 impl Client {
@@ -78,7 +85,12 @@ impl Client {
 
     fn negotiate(mut stream: Stream, opts: &ClientOptions) -> Result<Client, NbdError> {
         greet(&mut stream)?;
-        simple_option(&mut stream, proto::OPT_STRUCTURED_REPLY, &[])?;
+        // Extended headers imply structured replies, which must then not be asked for.
+        let extended = opts.extended_headers
+            && optional(simple_option(&mut stream, proto::OPT_EXTENDED_HEADERS, &[]))?;
+        if !extended {
+            simple_option(&mut stream, proto::OPT_STRUCTURED_REPLY, &[])?;
+        }
         let contexts = if opts.meta_contexts.is_empty() {
             Vec::new()
         } else {
@@ -92,6 +104,8 @@ impl Client {
             contexts,
             reply_bytes_max: opts.reply_bytes_max,
             next_handle: 1,
+            data_bytes: 0,
+            extended,
         })
     }
 
@@ -110,6 +124,21 @@ impl Client {
         &self.contexts
     }
 
+    /// Bytes of data the server has sent in read replies so far (hole chunks carry none).
+    pub fn data_bytes_read(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Whether extended headers were negotiated (64-bit requests, replies and block status).
+    pub fn extended_headers(&self) -> bool {
+        self.extended
+    }
+
+    /// The largest read this client asks for in one request.
+    pub fn read_bytes_max(&self) -> u32 {
+        self.reply_bytes_max
+    }
+
     /// The id the server gave context `name`, if it selected it.
     pub fn context_id(&self, name: &str) -> Option<u32> {
         self.contexts.iter().find(|c| c.1 == name).map(|c| c.0)
@@ -118,17 +147,13 @@ impl Client {
     /// Fills `buf` with the bytes at `offset` (`NBD_CMD_READ`).
     pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), NbdError> {
         let len = self.check_range(offset, buf.len() as u64)?;
-        let handle = self.send(proto::CMD_READ, offset, len)?;
+        let handle = self.send(proto::CMD_READ, offset, u64::from(len))?;
         let what = format!("the read of {len} bytes at {offset}");
         let mut done = false;
         while !done {
             let chunk = self.next_chunk(handle, &what)?;
             done = chunk.flags & proto::REPLY_FLAG_DONE != 0;
-            match chunk.kind {
-                proto::REPLY_TYPE_OFFSET_DATA => self.data_chunk(&chunk, offset, buf, &what)?,
-                proto::REPLY_TYPE_OFFSET_HOLE => self.hole_chunk(&chunk, offset, buf, &what)?,
-                _ => self.other_chunk(&chunk, &what)?,
-            }
+            self.read_chunk(&chunk, offset, buf, &what)?;
         }
         Ok(())
     }
@@ -147,30 +172,62 @@ impl Client {
                 format!("context {context_id} was not selected"),
             ));
         }
-        let end = offset.saturating_add(u64::from(len));
+        let all = self.block_status_all(offset, u64::from(len))?;
+        match all.into_iter().find(|(id, _)| *id == context_id) {
+            Some((_, extents)) => Ok(extents),
+            None => Err(protocol(format!(
+                "the block status of {len} bytes at {offset}: no extent of context {context_id}"
+            ))),
+        }
+    }
+
+    /// The extents of every selected context from `offset` on, for at most `len` bytes, as
+    /// `(context id, extents)` in the order the server sent them. Each context described has at
+    /// least one extent; the server may describe less than was asked. Without extended
+    /// headers, at most 4 GiB - 1 is asked for.
+    pub fn block_status_all(
+        &mut self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<(u32, Vec<Extent>)>, NbdError> {
+        let len = if self.extended {
+            len
+        } else {
+            len.min(u64::from(u32::MAX))
+        };
+        let end = offset.saturating_add(len);
         self.check_end(offset, end)?;
         let handle = self.send(proto::CMD_BLOCK_STATUS, offset, len)?;
         let what = format!("the block status of {len} bytes at {offset}");
-        let mut extents = Vec::new();
+        let mut all: Vec<(u32, Vec<Extent>)> = Vec::new();
         let mut done = false;
         while !done {
             let chunk = self.next_chunk(handle, &what)?;
             done = chunk.flags & proto::REPLY_FLAG_DONE != 0;
-            if chunk.kind != proto::REPLY_TYPE_BLOCK_STATUS {
-                self.other_chunk(&chunk, &what)?;
-                continue;
-            }
+            let wide = match chunk.kind {
+                proto::REPLY_TYPE_BLOCK_STATUS => false,
+                proto::REPLY_TYPE_BLOCK_STATUS_EXT if self.extended => true,
+                _ => {
+                    self.other_chunk(&chunk, &what)?;
+                    continue;
+                }
+            };
             let payload = read_vec(&mut self.stream, chunk.length, self.reply_bytes_max, &what)?;
-            if let Some(list) = decode_status(&payload, context_id, &what)? {
-                extents = list;
+            let (id, extents) = if wide {
+                decode_status_ext(&payload, &what)?
+            } else {
+                decode_status(&payload, &what)?
+            };
+            if !self.contexts.iter().any(|c| c.0 == id) || extents.is_empty() {
+                return Err(protocol(format!(
+                    "{what}: {} extents of context {id}, which was not selected",
+                    extents.len()
+                )));
             }
+            all.retain(|(seen, _)| *seen != id);
+            all.push((id, extents));
         }
-        if extents.is_empty() {
-            return Err(protocol(format!(
-                "{what}: no extent of context {context_id}"
-            )));
-        }
-        Ok(extents)
+        Ok(all)
     }
 
     /// Ends the connection (`NBD_CMD_DISC`, which has no reply).
@@ -178,7 +235,7 @@ impl Client {
         self.send(proto::CMD_DISC, 0, 0).map(drop)
     }
 
-    fn check_range(&self, offset: u64, len: u64) -> Result<u32, NbdError> {
+    pub(super) fn check_range(&self, offset: u64, len: u64) -> Result<u32, NbdError> {
         if len > u64::from(self.reply_bytes_max) {
             return Err(NbdError::new(
                 NbdErrorKind::InvalidRequest,
@@ -205,17 +262,28 @@ impl Client {
         Ok(())
     }
 
-    fn send(&mut self, kind: u16, offset: u64, len: u32) -> Result<u64, NbdError> {
+    /// Sends a request; `len` fits 32 bits unless extended headers were negotiated.
+    pub(super) fn send(&mut self, kind: u16, offset: u64, len: u64) -> Result<u64, NbdError> {
         let handle = self.next_handle;
         self.next_handle += 1;
-        let b = cw::request(0, kind, handle, offset, len);
-        write_all(&mut self.stream, &b, &format!("command {kind}"))?;
+        let what = format!("command {kind}");
+        if self.extended {
+            let b = cw::request_ext(0, kind, handle, offset, len);
+            write_all(&mut self.stream, &b, &what)?;
+        } else {
+            let len = u32::try_from(len).expect("a request's length was checked");
+            write_all(
+                &mut self.stream,
+                &cw::request(0, kind, handle, offset, len),
+                &what,
+            )?;
+        }
         Ok(handle)
     }
 
     /// The next chunk of the reply to `handle`; a simple reply must be an error.
     fn next_chunk(&mut self, handle: u64, what: &str) -> Result<Chunk, NbdError> {
-        let header = cw::read_reply_header(&mut self.stream)?;
+        let header = cw::read_reply_header(&mut self.stream, self.extended)?;
         let got = match &header {
             ReplyHeader::Chunk(c) => c.handle,
             ReplyHeader::Simple { handle, .. } => *handle,
@@ -225,19 +293,46 @@ impl Client {
                 "{what}: a reply for handle {got}, not {handle}"
             )));
         }
-        match header {
-            ReplyHeader::Chunk(c) => Ok(c),
-            ReplyHeader::Simple { error: 0, .. } => Err(protocol(format!(
-                "{what}: a simple reply although structured replies were negotiated"
-            ))),
-            ReplyHeader::Simple { error, .. } => Err(NbdError::new(
-                NbdErrorKind::Command,
-                format!("{what}: the server failed it"),
-            )
-            .with_errno(error)),
-        }
+        chunk_of(header, what)
     }
 
+    /// The next reply header, whichever request it answers.
+    pub(super) fn any_reply(&mut self) -> Result<ReplyHeader, NbdError> {
+        cw::read_reply_header(&mut self.stream, self.extended)
+    }
+
+    /// The payload of a read's chunk, placed in `buf` (the request's buffer, at `offset`).
+    pub(super) fn read_chunk(
+        &mut self,
+        chunk: &Chunk,
+        offset: u64,
+        buf: &mut [u8],
+        what: &str,
+    ) -> Result<(), NbdError> {
+        match chunk.kind {
+            proto::REPLY_TYPE_OFFSET_DATA => self.data_chunk(chunk, offset, buf, what),
+            proto::REPLY_TYPE_OFFSET_HOLE => self.hole_chunk(chunk, offset, buf, what),
+            _ => self.other_chunk(chunk, what),
+        }
+    }
+}
+
+/// The chunk a reply header starts; a simple reply must be an error, which this returns.
+pub(super) fn chunk_of(header: ReplyHeader, what: &str) -> Result<Chunk, NbdError> {
+    match header {
+        ReplyHeader::Chunk(c) => Ok(c),
+        ReplyHeader::Simple { error: 0, .. } => Err(protocol(format!(
+            "{what}: a simple reply although structured replies were negotiated"
+        ))),
+        ReplyHeader::Simple { error, .. } => Err(NbdError::new(
+            NbdErrorKind::Command,
+            format!("{what}: the server failed it"),
+        )
+        .with_errno(error)),
+    }
+}
+
+impl Client {
     fn data_chunk(
         &mut self,
         chunk: &Chunk,
@@ -252,7 +347,9 @@ impl Client {
             })?);
         let start = slice_start(at, len, offset, buf.len(), what)?;
         let out = &mut buf[start..start + len as usize];
-        cw::read_exact(&mut self.stream, out, what)
+        cw::read_exact(&mut self.stream, out, what)?;
+        self.data_bytes += len;
+        Ok(())
     }
 
     fn hole_chunk(
@@ -316,12 +413,8 @@ fn slice_start(
     Ok((at - offset) as usize)
 }
 
-/// The extents of `context_id` in one block status payload, or `None` for another context.
-fn decode_status(
-    payload: &[u8],
-    context_id: u32,
-    what: &str,
-) -> Result<Option<Vec<Extent>>, NbdError> {
+/// The context id and extents of one block status payload.
+fn decode_status(payload: &[u8], what: &str) -> Result<(u32, Vec<Extent>), NbdError> {
     if payload.len() < 4 || !(payload.len() - 4).is_multiple_of(8) {
         return Err(protocol(format!(
             "{what}: a block status chunk of {} bytes",
@@ -329,17 +422,53 @@ fn decode_status(
         )));
     }
     let be32 = |at: usize| u32::from_be_bytes(payload[at..at + 4].try_into().expect("four bytes"));
-    if be32(0) != context_id {
-        return Ok(None);
-    }
     let extents = (4..payload.len())
         .step_by(8)
         .map(|at| Extent {
-            length: be32(at),
+            length: u64::from(be32(at)),
             flags: be32(at + 4),
         })
         .collect();
-    Ok(Some(extents))
+    Ok((be32(0), extents))
+}
+
+/// The context id and extents of one 64-bit block status payload (`BLOCK_STATUS_EXT`): the id,
+/// a count, then `(length, flags)` pairs of 64 bits. Flags of the contexts replog selects fit
+/// 32 bits; higher bits set are a protocol error.
+fn decode_status_ext(payload: &[u8], what: &str) -> Result<(u32, Vec<Extent>), NbdError> {
+    let bad = || {
+        protocol(format!(
+            "{what}: a 64-bit block status chunk of {} bytes",
+            payload.len()
+        ))
+    };
+    if payload.len() < 8 || !(payload.len() - 8).is_multiple_of(16) {
+        return Err(bad());
+    }
+    let be32 = |at: usize| u32::from_be_bytes(payload[at..at + 4].try_into().expect("four bytes"));
+    let be64 = |at: usize| u64::from_be_bytes(payload[at..at + 8].try_into().expect("eight bytes"));
+    if be32(4) as usize != (payload.len() - 8) / 16 {
+        return Err(bad());
+    }
+    let mut extents = Vec::with_capacity((payload.len() - 8) / 16);
+    for at in (8..payload.len()).step_by(16) {
+        let flags = u32::try_from(be64(at + 8))
+            .map_err(|_| protocol(format!("{what}: status flags over 32 bits")))?;
+        extents.push(Extent {
+            length: be64(at),
+            flags,
+        });
+    }
+    Ok((be32(0), extents))
+}
+
+/// `Ok(false)` when the server refused an option it need not support.
+fn optional(r: Result<(), NbdError>) -> Result<bool, NbdError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.kind, NbdErrorKind::Unsupported | NbdErrorKind::Refused) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads the greeting and answers it: fixed newstyle, without the zeroes when offered.

@@ -132,6 +132,18 @@ pub fn go_request(export: &str) -> Vec<u8> {
     b
 }
 
+/// An extended transmission request's 32 bytes (64-bit length).
+pub fn request_ext(flags: u16, kind: u16, handle: u64, offset: u64, length: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[..4].copy_from_slice(&proto::EXTENDED_REQUEST_MAGIC.to_be_bytes());
+    b[4..6].copy_from_slice(&flags.to_be_bytes());
+    b[6..8].copy_from_slice(&kind.to_be_bytes());
+    b[8..16].copy_from_slice(&handle.to_be_bytes());
+    b[16..24].copy_from_slice(&offset.to_be_bytes());
+    b[24..].copy_from_slice(&length.to_be_bytes());
+    b
+}
+
 /// A transmission request's 28 bytes.
 pub fn request(flags: u16, kind: u16, handle: u64, offset: u64, length: u32) -> [u8; 28] {
     let mut b = [0u8; 28];
@@ -166,10 +178,32 @@ pub enum ReplyHeader {
     Simple { error: u32, handle: u64 },
 }
 
-/// Reads the header of the next reply.
-pub fn read_reply_header(r: &mut impl Read) -> Result<ReplyHeader, NbdError> {
+/// Reads the header of the next reply. With extended headers every reply is an extended chunk,
+/// whose 64-bit payload length must fit the 32 bits a chunk is read with.
+pub fn read_reply_header(r: &mut impl Read, extended: bool) -> Result<ReplyHeader, NbdError> {
     let what = "a reply header";
     match read_u32(r, what)? {
+        proto::EXTENDED_REPLY_MAGIC if extended => {
+            let (flags, kind, handle) =
+                (read_u16(r, what)?, read_u16(r, what)?, read_u64(r, what)?);
+            let _request_offset = read_u64(r, what)?;
+            let length = read_u64(r, what)?;
+            let length = u32::try_from(length).map_err(|_| {
+                NbdError::new(
+                    NbdErrorKind::TooBig,
+                    format!("{what}: the server announced {length} bytes"),
+                )
+            })?;
+            Ok(ReplyHeader::Chunk(Chunk {
+                flags,
+                kind,
+                handle,
+                length,
+            }))
+        }
+        magic if extended => Err(protocol(format!(
+            "a reply starts with magic {magic:#x}, not an extended reply's"
+        ))),
         proto::STRUCTURED_REPLY_MAGIC => Ok(ReplyHeader::Chunk(Chunk {
             flags: read_u16(r, what)?,
             kind: read_u16(r, what)?,

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod client_pipe;
 mod client_wire;
 mod error;
 mod export;

@@ -4,7 +4,8 @@
 //! integer on the wire is big-endian.
 //!
 //! Only what replog speaks is here: fixed newstyle negotiation, `NBD_OPT_GO`/`INFO`/`LIST`,
-//! structured replies and the `base:allocation` metadata context. No TLS, no extended headers.
+//! structured replies and the `base:allocation` metadata context; the client also speaks extended
+//! headers (64-bit requests, replies and block status). No TLS.
 
 /// `NBDMAGIC`, the first 8 bytes the server sends.
 pub const INIT_MAGIC: u64 = 0x4e42_444d_4147_4943;
@@ -18,6 +19,10 @@ pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 /// Starts a structured reply chunk.
 pub const STRUCTURED_REPLY_MAGIC: u32 = 0x668e_33ef;
+/// Starts every transmission request once extended headers are negotiated.
+pub const EXTENDED_REQUEST_MAGIC: u32 = 0x21e4_1c71;
+/// Starts every reply chunk once extended headers are negotiated.
+pub const EXTENDED_REPLY_MAGIC: u32 = 0x6e8a_278c;
 
 /// Handshake flag: the server speaks fixed newstyle.
 pub const FLAG_FIXED_NEWSTYLE: u16 = 1 << 0;
@@ -63,6 +68,8 @@ pub const OPT_STRUCTURED_REPLY: u32 = 8;
 pub const OPT_LIST_META_CONTEXT: u32 = 9;
 /// Option: select metadata contexts.
 pub const OPT_SET_META_CONTEXT: u32 = 10;
+/// Option: use extended headers (64-bit lengths; implies structured replies).
+pub const OPT_EXTENDED_HEADERS: u32 = 11;
 
 /// Option reply: done, no data.
 pub const REP_ACK: u32 = 1;
@@ -126,6 +133,8 @@ pub const REPLY_TYPE_OFFSET_DATA: u16 = 1;
 pub const REPLY_TYPE_OFFSET_HOLE: u16 = 2;
 /// Chunk: block status descriptors of one metadata context.
 pub const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+/// Chunk: 64-bit block status descriptors of one metadata context (extended headers).
+pub const REPLY_TYPE_BLOCK_STATUS_EXT: u16 = 6;
 /// Chunk: an error with a message.
 pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
 

@@ -1,7 +1,7 @@
 //! The client against real servers: qemu-nbd exporting a qcow2 image with a dirty bitmap, and
 //! this crate's own server over a device in memory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -57,33 +57,47 @@ impl Drop for Killed {
     }
 }
 
+/// A qcow2 image of `size` in `dir` with `bitmap` (added before the writes), written by the
+/// qemu-io commands `writes`, exported read-only by qemu-nbd on the socket returned.
+fn qcow2_served(
+    dir: &Path,
+    size: &str,
+    bitmap: Option<&str>,
+    writes: &[&str],
+) -> (PathBuf, Killed) {
+    let img = dir.join("d.qcow2");
+    let sock = dir.join("nbd.sock");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&img)
+        .arg(size));
+    if let Some(b) = bitmap {
+        run(Command::new("qemu-img")
+            .args(["bitmap", "--add"])
+            .arg(&img)
+            .arg(b));
+    }
+    for w in writes {
+        run(Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", w])
+            .arg(&img));
+    }
+    let mut cmd = Command::new("qemu-nbd");
+    cmd.args(["-r", "-t", "-f", "qcow2", "-k"]).arg(&sock);
+    if let Some(b) = bitmap {
+        cmd.args(["-B", b]);
+    }
+    let server = Killed(cmd.arg(&img).spawn().unwrap());
+    (sock, server)
+}
+
 #[test]
 fn qemu_nbd_dirty_bitmap_and_reads() {
     if !have("qemu-nbd") || !have("qemu-img") || !have("qemu-io") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("d.qcow2");
-    let sock = dir.path().join("nbd.sock");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&img)
-        .arg("4M"));
-    run(Command::new("qemu-img")
-        .args(["bitmap", "--add"])
-        .arg(&img)
-        .arg("b0"));
-    run(Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "write -P 0xab 1M 64k"])
-        .arg(&img));
-    let _server = Killed(
-        Command::new("qemu-nbd")
-            .args(["-r", "-t", "-f", "qcow2", "-B", "b0", "-k"])
-            .arg(&sock)
-            .arg(&img)
-            .spawn()
-            .unwrap(),
-    );
+    let (sock, _server) = qcow2_served(dir.path(), "4M", Some("b0"), &["write -P 0xab 1M 64k"]);
     let mut opts = ClientOptions::new("");
     opts.meta_contexts = vec!["base:allocation".into(), "qemu:dirty-bitmap:b0".into()];
     let mut c = connect(&sock, &opts);
@@ -96,9 +110,9 @@ fn qemu_nbd_dirty_bitmap_and_reads() {
     let mut dirty_ranges = Vec::new();
     for e in &extents {
         if e.flags & 1 != 0 {
-            dirty_ranges.push((at, at + u64::from(e.length)));
+            dirty_ranges.push((at, at + e.length));
         }
-        at += u64::from(e.length);
+        at += e.length;
     }
     assert_eq!(dirty_ranges, vec![(MIB, MIB + 64 * 1024)]);
     let mut buf = vec![0u8; 128 * 1024];
@@ -216,11 +230,8 @@ fn own_server_reads_holes_and_block_status() {
         assert!(buf[(MIB / 2) as usize..].iter().all(|&b| b == 0));
         let id = c.context_id("base:allocation").unwrap();
         let extents = c.block_status(0, MIB as u32, id).unwrap();
-        let flags: Vec<(u32, u32)> = extents.iter().map(|e| (e.length, e.flags)).collect();
-        assert_eq!(
-            flags,
-            vec![((MIB / 2) as u32, DATA), ((MIB / 2) as u32, HOLE)]
-        );
+        let flags: Vec<(u64, u32)> = extents.iter().map(|e| (e.length, e.flags)).collect();
+        assert_eq!(flags, vec![(MIB / 2, DATA), (MIB / 2, HOLE)]);
         let mut small = ClientOptions::new("half");
         small.reply_bytes_max = 4096;
         let mut c2 = connect(&sock, &small);
@@ -231,4 +242,119 @@ fn own_server_reads_holes_and_block_status() {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         waker.wake();
     });
+}
+
+/// Many reads in flight against qemu-nbd: every range comes back once with the image's bytes,
+/// whatever order the replies take, and the client counts only data it received.
+#[test]
+fn qemu_nbd_pipelined_reads_return_every_range_once() {
+    if !have("qemu-nbd") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let writes = [
+        "write -P 0x10 0M 1M",
+        "write -P 0x11 3M 1M",
+        "write -P 0x12 5M 1M",
+        "write -P 0x13 7M 1M",
+    ];
+    let (sock, _server) = qcow2_served(dir.path(), "8M", None, &writes);
+    let mut c = connect(&sock, &ClientOptions::new(""));
+    let ranges: Vec<(u64, u32)> = (0..32).map(|i| (i * 256 * 1024, 256 * 1024)).collect();
+    let mut got = std::collections::BTreeMap::new();
+    c.read_many(&mut ranges.iter().copied(), 8, &mut |offset, buf| {
+        assert!(got.insert(offset, buf).is_none(), "{offset} twice");
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(got.len(), ranges.len());
+    for (offset, buf) in &got {
+        let want = match offset / MIB {
+            0 => 0x10,
+            3 => 0x11,
+            5 => 0x12,
+            7 => 0x13,
+            _ => 0,
+        };
+        assert!(buf.iter().all(|&b| b == want), "at {offset}");
+    }
+    // Unallocated clusters come back as hole chunks, which carry no data.
+    assert!(c.data_bytes_read() >= 4 * MIB && c.data_bytes_read() <= 8 * MIB);
+    let mut stopped = 0;
+    c.read_many(&mut ranges.iter().copied(), 4, &mut |_, _| {
+        stopped += 1;
+        std::ops::ControlFlow::Break(())
+    })
+    .unwrap();
+    assert_eq!(stopped, 1);
+}
+
+/// A server that dies with reads in flight: the error is an I/O error naming the reads.
+#[test]
+fn a_server_killed_mid_read_is_an_io_error_naming_the_offset() {
+    if !have("qemu-nbd") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, mut server) = qcow2_served(dir.path(), "64M", None, &[]);
+    let mut c = connect(&sock, &ClientOptions::new(""));
+    let ranges: Vec<(u64, u32)> = (0..64).map(|i| (i * MIB, MIB as u32)).collect();
+    let mut seen = 0;
+    let e = c
+        .read_many(&mut ranges.iter().copied(), 8, &mut |_, _| {
+            seen += 1;
+            if seen == 2 {
+                server.0.kill().unwrap();
+                server.0.wait().unwrap();
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, NbdErrorKind::Io, "{e}");
+    // Replies already sent may still be read: the failure is either the next request's send or
+    // the wait for a reply, and names where.
+    assert!(e.context.contains("at byte "), "{e}");
+}
+
+/// qemu-nbd's version as (major, minor).
+fn qemu_nbd_version() -> (u32, u32) {
+    let out = Command::new("qemu-nbd").arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.split_whitespace().nth(1).unwrap_or("0.0");
+    let mut parts = v.split('.').map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Extended headers where qemu-nbd offers them (8.2 and later): the same dirty extents and
+/// bytes as with structured replies alone.
+#[test]
+fn extended_headers_give_the_same_extents_and_reads_as_structured_replies() {
+    if !have("qemu-nbd") || !have("qemu-img") || !have("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let writes = [
+        "write -P 0x61 64k 64k",
+        "write -P 0x62 5M 1M",
+        "write -z 9M 256k",
+    ];
+    let (sock, _server) = qcow2_served(dir.path(), "16M", Some("b0"), &writes);
+    let mut seen = Vec::new();
+    for extended in [true, false] {
+        let mut opts = ClientOptions::new("");
+        opts.meta_contexts = vec!["base:allocation".into(), "qemu:dirty-bitmap:b0".into()];
+        opts.extended_headers = extended;
+        let mut c = connect(&sock, &opts);
+        let offered = qemu_nbd_version() >= (8, 2);
+        assert_eq!(c.extended_headers(), extended && offered);
+        let status = c.block_status_all(0, 16 * MIB).unwrap();
+        let mut buf = vec![0u8; 2 * MIB as usize];
+        c.read(4 * MIB, &mut buf).unwrap();
+        seen.push((status, buf));
+        c.disconnect().unwrap();
+    }
+    assert_eq!(seen[0], seen[1]);
+    let (status, buf) = &seen[0];
+    assert_eq!(status.len(), 2, "both contexts: {status:?}");
+    assert!(buf[MIB as usize..].iter().all(|&b| b == 0x62));
 }

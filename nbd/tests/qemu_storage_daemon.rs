@@ -207,7 +207,7 @@ fn extents(c: &mut Client, name: &str) -> Vec<(u64, u64, u32)> {
     while at < c.size() {
         let len = (c.size() - at).min(u64::from(u32::MAX) / 2) as u32;
         for e in c.block_status(at, len, id).unwrap() {
-            let end = at + u64::from(e.length);
+            let end = at + e.length;
             match out.last_mut() {
                 Some(last) if last.2 == e.flags => last.1 = end,
                 _ => out.push((at, end, e.flags)),

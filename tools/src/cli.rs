@@ -383,6 +383,41 @@ pub struct InitArgs {
     pub compression: CompressionArg,
 }
 
+/// What `--from` names: an image file or device, or an NBD export.
+#[derive(Clone, Debug)]
+pub enum FromSource {
+    /// An image file or a block device.
+    Image(PathBuf),
+    /// An NBD export: `nbd://HOST[:PORT]/EXPORT` or `nbd+unix:///EXPORT?socket=PATH`.
+    Nbd(replog_vault::NbdUri),
+}
+
+/// Parses `--from`: an NBD URI when it starts with `nbd://` or `nbd+unix://`, else a path
+/// (taken as given, whatever its bytes).
+#[derive(Clone, Debug)]
+pub struct FromParser;
+
+impl clap::builder::TypedValueParser for FromParser {
+    type Value = FromSource;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<FromSource, clap::Error> {
+        match value.to_str() {
+            Some(s) if replog_vault::NbdUri::is_nbd(s) => replog_vault::NbdUri::parse(s)
+                .map(FromSource::Nbd)
+                .map_err(|e| {
+                    clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n"))
+                        .with_cmd(cmd)
+                }),
+            _ => Ok(FromSource::Image(PathBuf::from(value))),
+        }
+    }
+}
+
 /// Arguments of `replog ingest`.
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -390,13 +425,23 @@ pub struct IngestArgs {
     pub vault: PathBuf,
     /// The disk's name.
     pub name: String,
-    /// The image with the disk's current content (same size as the disk).
-    #[arg(long)]
-    pub from: PathBuf,
+    /// The disk's current content: an image or device (same size as the disk), or an NBD
+    /// export (same size), nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.
+    #[arg(long, value_parser = FromParser, value_name = "IMAGE|URI")]
+    pub from: FromSource,
     /// The image's format: auto detects it; formats other than raw and fixed VHD need
-    /// qemu-img.
+    /// qemu-img. Not for an NBD export.
     #[arg(long, value_enum, default_value = "auto")]
     pub format: SourceFormat,
+    /// NBD only: read just the extents this dirty bitmap (qemu:dirty-bitmap:NAME) marks.
+    /// Without it, the whole export is read, except ranges that read as zeros.
+    #[arg(long, value_name = "NAME", conflicts_with = "changed_ranges")]
+    pub dirty_bitmap: Option<String>,
+    /// Images only: read just the ranges this list names (JSON lines {"offset":N,"length":N},
+    /// or `rbd diff --format json` output; - reads standard input). Ranges left out are
+    /// trusted as unchanged.
+    #[arg(long, value_name = "FILE")]
+    pub changed_ranges: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -602,10 +647,16 @@ pub struct DiskAddArgs {
     pub vault: PathBuf,
     /// The disk's name: 1-64 of A-Z a-z 0-9 . _ -
     pub name: String,
-    /// Seed the disk from this image (raw, VHD, or any format qemu-img reads); its virtual
-    /// size is the disk's size.
-    #[arg(long, conflicts_with = "size", required_unless_present = "size")]
-    pub from: Option<PathBuf>,
+    /// Seed the disk from this image (raw, VHD, or any format qemu-img reads) or NBD export
+    /// (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH); its size is the disk's size.
+    #[arg(
+        long,
+        conflicts_with = "size",
+        required_unless_present = "size",
+        value_parser = FromParser,
+        value_name = "IMAGE|URI"
+    )]
+    pub from: Option<FromSource>,
     /// The image's format (default: auto, which detects it); formats other than raw and
     /// fixed VHD need qemu-img.
     #[arg(long, value_enum, requires = "from", conflicts_with = "size")]

@@ -11,6 +11,7 @@ use clap::Parser;
 
 mod bench;
 mod bench_resolve;
+mod capture_commands;
 mod cli;
 mod commands;
 mod context;

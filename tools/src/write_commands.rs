@@ -7,7 +7,7 @@ use replog_vault::NewDisk;
 use replog_writer::{PointKind, VaultSettings, Writer};
 use serde_json::json;
 
-use crate::cli::{DiskAddArgs, IngestArgs, InitArgs, PointArgs, SourceFormat};
+use crate::cli::{DiskAddArgs, FromSource, IngestArgs, InitArgs, PointArgs, SourceFormat};
 use crate::context::{compression_of, open_writer, reported};
 use crate::output::{human_bytes, point_json, print_json, progress};
 use crate::{CmdResult, EXIT_OK, Failure};
@@ -27,7 +27,12 @@ pub fn init(storage: Arc<dyn Storage>, args: &InitArgs) -> CmdResult {
 
 pub fn disk_add(storage: Arc<dyn Storage>, args: &DiskAddArgs) -> CmdResult {
     let from = match (&args.from, args.size) {
-        (Some(image), _) => NewDisk::Image(image, args.format.unwrap_or(SourceFormat::Auto)),
+        (Some(FromSource::Nbd(uri)), _) => {
+            return crate::capture_commands::disk_add_nbd(storage, args, uri);
+        }
+        (Some(FromSource::Image(image)), _) => {
+            NewDisk::Image(image, args.format.unwrap_or(SourceFormat::Auto))
+        }
         (None, Some(bytes)) => NewDisk::Empty(bytes),
         (None, None) => return Err(Failure::new("give --from IMAGE or --size BYTES")),
     };
@@ -53,15 +58,22 @@ pub fn disk_add(storage: Arc<dyn Storage>, args: &DiskAddArgs) -> CmdResult {
 }
 
 pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
+    let image = match (&args.from, &args.dirty_bitmap, &args.changed_ranges) {
+        (FromSource::Image(image), None, None) => image,
+        _ => return crate::capture_commands::ingest(storage, args),
+    };
     let (vault, name) = (&args.vault, &args.name);
     let mut w = open_writer(storage.clone(), vault)?;
     let bar = progress(w.disk(name)?.disk_bytes, "ingest");
     let started = std::time::Instant::now();
-    let image = (args.from.as_path(), args.format);
+    let image = (image.as_path(), args.format);
     let done = replog_vault::ingest(&mut w, storage.as_ref(), vault, name, image, &|n| {
         bar.set_position(n)
     })?;
     bar.finish_and_clear();
+    // The whole image was compared and every difference journaled: a capture pass of the disk
+    // that did not finish is covered now.
+    replog_vault::capture::finish_after_full_ingest(&w, storage.as_ref(), vault, name)?;
     w.close()?;
     let (seconds, stats) = (started.elapsed().as_secs_f64(), &done.stats);
     if args.json {
@@ -92,6 +104,8 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
 
 pub fn point(storage: Arc<dyn Storage>, args: &PointArgs) -> CmdResult {
     let (vault, label, json) = (&args.vault, &args.label, args.json);
+    // A capture pass that did not finish would be half in the point.
+    replog_vault::capture::refuse_point_while_pending(storage.as_ref(), vault)?;
     let kind = if args.app_consistent {
         PointKind::AppConsistent
     } else {

@@ -7,6 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use replog_image::{ImageError, ImageErrorKind};
+use replog_nbd::{NbdError, NbdErrorKind};
 use replog_reader::{ReadError, ReadErrorKind};
 use replog_remote::{Refusal, RemoteError, RemoteErrorKind};
 use replog_writer::{WriteError, WriteErrorKind};
@@ -223,6 +224,37 @@ impl From<RemoteError> for VaultError {
             | RemoteErrorKind::Older => VaultErrorKind::Remote,
         };
         VaultError::wrap(kind, None, e)
+    }
+}
+
+/// The kind of an NBD source's error. A server that lacks what was asked (a dirty bitmap, an
+/// export), refuses it, or finds the request invalid makes the request one this source cannot
+/// serve; a connection that fails or breaks the protocol is an I/O failure.
+fn nbd_kind(kind: NbdErrorKind) -> VaultErrorKind {
+    match kind {
+        NbdErrorKind::Refused
+        | NbdErrorKind::Unsupported
+        | NbdErrorKind::InvalidRequest
+        | NbdErrorKind::ReadOnly => VaultErrorKind::InvalidRequest,
+        NbdErrorKind::NoSpace => VaultErrorKind::NoSpace,
+        NbdErrorKind::Io
+        | NbdErrorKind::Protocol
+        | NbdErrorKind::TooBig
+        | NbdErrorKind::Command
+        | NbdErrorKind::ShuttingDown
+        | NbdErrorKind::AddressInUse => VaultErrorKind::Io,
+    }
+}
+
+impl VaultError {
+    /// An NBD source's error, said about `source` (its URI and export).
+    pub(crate) fn from_nbd(source: &str, e: NbdError) -> VaultError {
+        VaultError {
+            kind: nbd_kind(e.kind),
+            path: None,
+            detail: format!("{source}: {e}"),
+            source: Some(Box::new(e)),
+        }
     }
 }
 

@@ -1,0 +1,449 @@
+//! `replog ingest --from nbd://...` and `--changed-ranges` against real servers: qemu-nbd
+//! exporting a qcow2 image with a persistent dirty bitmap, nbdkit's error filter failing reads
+//! midway, and images written by qemu-io. Every point is compared byte for byte with
+//! `qemu-img convert -O raw` of the image it should equal. A test whose tools are missing says
+//! so and returns.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+const KIB: u64 = 1 << 10;
+
+fn have(tools: &[&str]) -> bool {
+    for t in tools {
+        let found = Command::new("which")
+            .arg(t)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("skipped: {t} is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the command starts");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn replog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_replog"))
+        .args(args)
+        .output()
+        .expect("replog starts")
+}
+
+fn replog_ok(args: &[&str]) -> String {
+    let out = replog(args);
+    assert!(
+        out.status.success(),
+        "replog {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&replog_ok(args)).unwrap()
+}
+
+/// A server process, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Server {
+    /// Bytes the server has read from files so far (`rchar` of /proc/PID/io).
+    fn rchar(&self) -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.0.id())).unwrap();
+        let line = io.lines().find(|l| l.starts_with("rchar:")).unwrap();
+        line["rchar:".len()..].trim().parse().unwrap()
+    }
+}
+
+/// Starts `cmd` and waits until `sock` accepts connections.
+fn serve(cmd: &mut Command, sock: &Path) -> Server {
+    let server = Server(cmd.spawn().expect("the server starts"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(Instant::now() < deadline, "{cmd:?} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+/// qemu-nbd exporting `img` read-only (and persistently) on `sock`, with `bitmap` if given.
+fn qemu_nbd(img: &Path, format: &str, sock: &Path, bitmap: Option<&str>) -> Server {
+    let _ = std::fs::remove_file(sock);
+    let mut cmd = Command::new("qemu-nbd");
+    cmd.args(["-r", "-t", "-f", format, "-k"]).arg(sock);
+    if let Some(b) = bitmap {
+        cmd.args(["-B", b]);
+    }
+    serve(cmd.arg(img), sock)
+}
+
+fn uri(sock: &Path) -> String {
+    format!("nbd+unix:///?socket={}", sock.display())
+}
+
+fn bitmap(op: &[&str], img: &Path, name: &str) {
+    run(Command::new("qemu-img")
+        .arg("bitmap")
+        .args(op)
+        .arg(img)
+        .arg(name));
+}
+
+fn create(img: &Path, format: &str, size: &str) {
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", format])
+        .arg(img)
+        .arg(size));
+}
+
+fn convert(from: &Path, format: &str, to: &Path) {
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", format])
+        .arg(from)
+        .arg(to));
+}
+
+/// `ingest VAULT d --from URI [--dirty-bitmap NAME]`, then `extra`.
+fn ingest_nbd(vault: &str, from: &str, bitmap: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["ingest", vault, "d", "--from", from];
+    if let Some(b) = bitmap {
+        args.extend(["--dirty-bitmap", b]);
+    }
+    args.extend(extra);
+    args.into_iter().map(String::from).collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn qemu_io(img: &Path, format: &str, command: &str) {
+    run(Command::new("qemu-io")
+        .args(["-f", format, "-c", command])
+        .arg(img));
+}
+
+/// The raw bytes of `img`, as qemu-img reads them.
+fn raw_of(dir: &Path, img: &Path) -> Vec<u8> {
+    let out = dir.join("expected.raw");
+    convert(img, "raw", &out);
+    std::fs::read(&out).unwrap()
+}
+
+/// Takes a point and returns the failover of it of disk `d`.
+fn point_and_failover(dir: &Path, vault: &str) -> Vec<u8> {
+    let id = replog_ok(&["point", vault]).trim().to_owned();
+    let out = dir.join(format!("out{id}"));
+    let out_s = out.to_str().unwrap();
+    replog_ok(&["failover", vault, "--point", &id, "--out", out_s]);
+    std::fs::read(out.join("d.raw")).unwrap()
+}
+
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let first = got.iter().zip(want).position(|(a, b)| a != b);
+    assert_eq!(first, None, "{what}: first differing byte");
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    vault: String,
+    img: PathBuf,
+    sock: PathBuf,
+}
+
+/// A vault with disk `d` of 64 MiB added from a qcow2 image holding some data, and the image.
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("disk.qcow2");
+    let sock = dir.path().join("nbd.sock");
+    let vault = dir.path().join("vault").to_str().unwrap().to_owned();
+    create(&img, "qcow2", "64M");
+    qemu_io(&img, "qcow2", "write -P 0x11 0 8M");
+    qemu_io(&img, "qcow2", "write -P 0x22 32M 4M");
+    replog_ok(&["init", &vault]);
+    Setup {
+        dir,
+        vault,
+        img,
+        sock,
+    }
+}
+
+/// The scenario the feature is for: seed from NBD, then points that read only what a bitmap
+/// marks, each byte-exact; the bytes read are the dirty bytes, and qemu-nbd read no more.
+#[test]
+fn bitmap_ingests_read_only_dirty_extents_and_every_point_is_byte_exact() {
+    if !have(&["qemu-img", "qemu-nbd", "qemu-io"]) {
+        return;
+    }
+    let s = setup();
+    let (dir, vault) = (s.dir.path(), s.vault.as_str());
+    let seeded = {
+        let _server = qemu_nbd(&s.img, "qcow2", &s.sock, None);
+        let added = json_of(&["disk", "add", vault, "d", "--from", &uri(&s.sock), "--json"]);
+        assert_eq!(added["disk_bytes"], 64 * MIB);
+        assert_eq!(
+            added["bytes_read"],
+            12 * MIB,
+            "only the data was read: {added}"
+        );
+        raw_of(dir, &s.img)
+    };
+    assert_same(&point_and_failover(dir, vault), &seeded, "the seeded point");
+    bitmap(&["--add", "--enable"], &s.img, "b0");
+    qemu_io(&s.img, "qcow2", "write -P 0xab 1M 64k");
+    qemu_io(&s.img, "qcow2", "write -P 0xcd 40M 1M");
+    qemu_io(&s.img, "qcow2", "write -z 2M 128k");
+    let first = bitmap_pass(&s, "b0", 64 * KIB + MIB + 128 * KIB);
+    assert_eq!(
+        first["bytes_read"],
+        64 * KIB + MIB,
+        "zeroed extents are not read"
+    );
+    assert_eq!(first["bytes_zeroed"], 128 * KIB);
+    assert_same(
+        &point_and_failover(dir, vault),
+        &raw_of(dir, &s.img),
+        "the first bitmap point",
+    );
+    // A fresh bitmap for the next cycle: it marks only what is written from now on.
+    bitmap(&["--remove"], &s.img, "b0");
+    bitmap(&["--add", "--enable"], &s.img, "b1");
+    qemu_io(&s.img, "qcow2", "write -P 0xef 50M 256k");
+    let second = bitmap_pass(&s, "b1", 256 * KIB);
+    assert_eq!(second["bytes_read"], 256 * KIB);
+    assert_eq!(second["bytes_written"], 256 * KIB);
+    assert_same(
+        &point_and_failover(dir, vault),
+        &raw_of(dir, &s.img),
+        "the second bitmap point",
+    );
+}
+
+/// One `ingest --dirty-bitmap` pass; checks the bytes the bitmap marks, the bytes read by the
+/// client and qemu-nbd's own count of what it read.
+fn bitmap_pass(s: &Setup, bitmap: &str, dirty_bytes: u64) -> serde_json::Value {
+    let server = qemu_nbd(&s.img, "qcow2", &s.sock, Some(bitmap));
+    let before = server.rchar();
+    let args = ingest_nbd(&s.vault, &uri(&s.sock), Some(bitmap), &["--json"]);
+    let done = json_of(&strs(&args));
+    let served = server.rchar() - before;
+    eprintln!("{bitmap}: {done}; qemu-nbd rchar grew by {served}");
+    assert_eq!(done["mode"], "dirty-bitmap");
+    assert_eq!(done["bytes_marked"], dirty_bytes, "{done}");
+    let read = done["bytes_read"].as_u64().unwrap();
+    assert!(read * 10 <= dirty_bytes * 11, "{done}");
+    // qemu-nbd read the data asked for and some qcow2 metadata (refcount and L2 tables), never
+    // the whole image.
+    assert!(
+        served >= read && served <= read + 2 * MIB,
+        "rchar {served} for {read}"
+    );
+    done
+}
+
+/// The digest cache stays right after an NBD pass: an image ingest afterwards, of the image as
+/// it was before the pass, must journal back the blocks the pass changed (they are newer than
+/// the cache), and one of the image as it is now must leave the disk equal to it.
+#[test]
+fn an_image_ingest_after_an_nbd_pass_gives_byte_exact_points() {
+    if !have(&["qemu-img", "qemu-nbd", "qemu-io"]) {
+        return;
+    }
+    let s = setup();
+    let (dir, vault) = (s.dir.path(), s.vault.as_str());
+    let before = dir.join("before.raw");
+    convert(&s.img, "raw", &before);
+    let before_s = before.to_str().unwrap();
+    replog_ok(&["disk", "add", vault, "d", "--from", before_s]);
+    bitmap(&["--add", "--enable"], &s.img, "b0");
+    qemu_io(&s.img, "qcow2", "write -P 0x77 4M 512k");
+    qemu_io(&s.img, "qcow2", "write -z 0 64k");
+    {
+        let _server = qemu_nbd(&s.img, "qcow2", &s.sock, Some("b0"));
+        let from = uri(&s.sock);
+        replog_ok(&strs(&ingest_nbd(vault, &from, Some("b0"), &[])));
+    }
+    let after = raw_of(dir, &s.img);
+    assert_same(
+        &point_and_failover(dir, vault),
+        &after,
+        "after the NBD pass",
+    );
+    let back = json_of(&["ingest", vault, "d", "--from", before_s, "--json"]);
+    assert_eq!(back["digest_cache"], "stale", "{back}");
+    let want = std::fs::read(&before).unwrap();
+    assert_same(
+        &point_and_failover(dir, vault),
+        &want,
+        "the image before, ingested again",
+    );
+    let img_s = s.img.to_str().unwrap();
+    replog_ok(&["ingest", vault, "d", "--from", img_s]);
+    assert_same(
+        &point_and_failover(dir, vault),
+        &after,
+        "the image after, ingested",
+    );
+}
+
+/// Nothing is journaled, and no point refused, when the pass cannot start: a bitmap the server
+/// does not offer, an export larger or smaller than the disk.
+#[test]
+fn a_missing_bitmap_or_a_resized_export_is_refused_before_anything_is_journaled() {
+    if !have(&["qemu-img", "qemu-nbd", "qemu-io"]) {
+        return;
+    }
+    let s = setup();
+    let (dir, vault) = (s.dir.path(), s.vault.as_str());
+    let img_s = s.img.to_str().unwrap();
+    replog_ok(&["disk", "add", vault, "d", "--from", img_s]);
+    bitmap(&["--add", "--enable"], &s.img, "b0");
+    let lsn = |v: &str| json_of(&["inspect", v, "--json"])["last_lsn"].clone();
+    let start = lsn(vault);
+    {
+        let _server = qemu_nbd(&s.img, "qcow2", &s.sock, Some("b0"));
+        let from = uri(&s.sock);
+        let out = replog(&strs(&ingest_nbd(vault, &from, Some("b9"), &[])));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&from) && err.contains("qemu:dirty-bitmap:b9"),
+            "{err}"
+        );
+    }
+    for size in ["60M", "68M"] {
+        let other = dir.join(format!("other{size}.raw"));
+        create(&other, "raw", size);
+        let _server = qemu_nbd(&other, "raw", &s.sock, None);
+        let from = uri(&s.sock);
+        let out = replog(&["ingest", vault, "d", "--from", &from]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&from) && err.contains("bytes but disk"),
+            "{err}"
+        );
+    }
+    assert_eq!(lsn(vault), start, "nothing was journaled");
+    assert_same(
+        &point_and_failover(dir, vault),
+        &raw_of(dir, &s.img),
+        "a point still works",
+    );
+}
+
+/// A server that fails reads midway (nbdkit's error filter over a raw file): the ingest fails
+/// naming the URI and offset, no point can be taken over its records, and the next pass, from
+/// a healthy server and with a bitmap that knows nothing of the failed pass, covers what the
+/// failed one covered: its point is byte-exact.
+#[test]
+fn a_read_failing_midway_leaves_no_point_and_the_next_pass_covers_it() {
+    if !have(&["qemu-img", "qemu-nbd", "qemu-io", "nbdkit"]) {
+        return;
+    }
+    let s = setup();
+    let (dir, vault) = (s.dir.path(), s.vault.as_str());
+    replog_ok(&["disk", "add", vault, "d", "--size", "64MiB"]);
+    // Data everywhere: 32 reads of 2 MiB, of which the filter fails about a third.
+    let raw = dir.join("disk.raw");
+    convert(&s.img, "raw", &raw);
+    qemu_io(&raw, "raw", "write -P 0x33 8M 24M");
+    qemu_io(&raw, "raw", "write -P 0x44 36M 28M");
+    let img = dir.join("healthy.qcow2");
+    convert(&raw, "qcow2", &img);
+    {
+        let mut cmd = Command::new("nbdkit");
+        cmd.args(["-f", "-U"]).arg(&s.sock);
+        cmd.args(["--filter=error", "file"]).arg(&raw);
+        cmd.args(["error-pread=EIO", "error-pread-rate=30%"]);
+        let _server = serve(&mut cmd, &s.sock);
+        let from = uri(&s.sock);
+        let out = replog(&["ingest", vault, "d", "--from", &from]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&from) && err.contains(" at "), "{err}");
+    }
+    let refused = replog(&["point", vault]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("did not finish"), "{err}");
+    bitmap(&["--add", "--enable"], &img, "b0");
+    let _server = qemu_nbd(&img, "qcow2", &s.sock, Some("b0"));
+    let from = uri(&s.sock);
+    let done = json_of(&strs(&ingest_nbd(vault, &from, Some("b0"), &["--json"])));
+    assert_eq!(done["bytes_marked"], 0, "{done}");
+    assert_eq!(
+        done["bytes_unfinished"],
+        64 * MIB,
+        "the failed pass was a full one: {done}"
+    );
+    assert_same(
+        &point_and_failover(dir, vault),
+        &std::fs::read(&raw).unwrap(),
+        "the next point",
+    );
+}
+
+/// `--changed-ranges` reads only the listed ranges of an image, zeroes those that no longer
+/// exist, and refuses a bad list before journaling anything.
+#[test]
+fn changed_ranges_read_only_what_is_listed_and_a_bad_list_is_refused() {
+    if !have(&["qemu-img", "qemu-io"]) {
+        return;
+    }
+    let s = setup();
+    let (dir, vault) = (s.dir.path(), s.vault.as_str());
+    let raw = dir.join("disk.raw");
+    let raw_s = raw.to_str().unwrap();
+    convert(&s.img, "raw", &raw);
+    replog_ok(&[
+        "disk", "add", vault, "d", "--from", raw_s, "--format", "raw",
+    ]);
+    qemu_io(&raw, "raw", "write -P 0x5e 20M 1M");
+    qemu_io(&raw, "raw", "write -z 0 1M");
+    let list = dir.join("changes.json");
+    let rbd = r#"[{"offset":20971520,"length":1048576,"exists":"true"},{"offset":0,"length":1048576,"exists":"false"}]"#;
+    std::fs::write(&list, rbd).unwrap();
+    let list_s = list.to_str().unwrap();
+    let args = ["ingest", vault, "d", "--from", raw_s, "--format", "raw"];
+    let done = json_of(&[&args[..], &["--changed-ranges", list_s, "--json"]].concat());
+    assert_eq!(done["bytes_read"], MIB, "{done}");
+    assert_eq!(done["bytes_zeroed"], MIB, "{done}");
+    assert_same(
+        &point_and_failover(dir, vault),
+        &std::fs::read(&raw).unwrap(),
+        "the point",
+    );
+    let lines = "{\"offset\":0,\"length\":4096}\n{\"offset\":67108864,\"length\":4096}\n";
+    std::fs::write(&list, lines).unwrap();
+    let out = replog(&[&args[..], &["--changed-ranges", list_s]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("past the disk"),
+        "{err}"
+    );
+    replog_ok(&["point", vault]);
+}
