@@ -4,8 +4,10 @@
 
 mod hooks;
 mod policy;
+mod run;
 pub mod status;
 
 pub use hooks::{HookContext, Hooks};
 pub use policy::{Health, Policy, backoff, parse_duration};
+pub use run::{Event, LiveSource, Outputs, replicate};
 pub use status::CycleRecord;

@@ -20,7 +20,7 @@ use replog_writer::Writer;
 use super::hooks::{HookContext, Hooks};
 use super::policy::{Health, Policy, backoff};
 use super::status::{self, CycleRecord};
-use crate::capture::{Captured, NbdUri, ingest_nbd};
+use crate::capture::{Captured, NbdUri, ingest_nbd, refuse_point_while_pending};
 use crate::error::{Result, VaultError, VaultErrorKind};
 use crate::location::Vault;
 
@@ -158,7 +158,9 @@ impl Loop<'_> {
     }
 
     fn done(&self) -> bool {
-        self.policy.cycles.is_some_and(|n| self.record.cycles_ok >= n)
+        self.policy
+            .cycles
+            .is_some_and(|n| self.record.cycles_ok >= n)
     }
 
     /// After a failure: a writer that failed is poisoned, so it is opened again (recovering)
@@ -188,6 +190,7 @@ impl Loop<'_> {
                 PointKind::CrashConsistent
             };
             let label = format!("replicate cycle {}", cut.generation);
+            refuse_point_while_pending(self.vault.storage().as_ref(), self.vault.dir())?;
             let point = self.writer()?.point(kind, &label)?;
             Ok((passes, point))
         });
@@ -235,7 +238,10 @@ impl Loop<'_> {
     /// app-consistent only if both the freeze and the thaw succeeded.
     fn cut(&mut self, app: bool) -> Result<(Cut, bool)> {
         let context = self.context(None, None);
-        let froze = app.then(|| self.hooks.run("freeze", self.hooks.freeze.as_deref(), &context));
+        let froze = app.then(|| {
+            self.hooks
+                .run("freeze", self.hooks.freeze.as_deref(), &context)
+        });
         let cut = self.capture.as_mut().expect("connected").cut();
         let thawed = froze
             .is_some()
@@ -264,7 +270,14 @@ impl Loop<'_> {
             }
             let uri = NbdUri::parse(&d.uri())?;
             let bitmap = d.dirty_bitmap.as_deref();
-            passes.push(ingest_nbd(w, storage.as_ref(), &dir, &d.name, (&uri, bitmap), &|_| {})?);
+            passes.push(ingest_nbd(
+                w,
+                storage.as_ref(),
+                &dir,
+                &d.name,
+                (&uri, bitmap),
+                &|_| {},
+            )?);
         }
         Ok(passes)
     }
@@ -273,19 +286,31 @@ impl Loop<'_> {
         for pass in passes {
             let mut context = self.context(Some(pass.disk.clone()), Some(pass.source.clone()));
             context.point = Some(point_id);
-            if let Err(e) = self.hooks.run("post-point", self.hooks.post_point.as_deref(), &context) {
+            if let Err(e) = self
+                .hooks
+                .run("post-point", self.hooks.post_point.as_deref(), &context)
+            {
                 self.record.last_error = Some(e);
             }
         }
     }
 
-    fn count(&mut self, passes: &[Captured], point: &replog_reader::PointInfo, cut_at: Duration, took: Duration) {
+    fn count(
+        &mut self,
+        passes: &[Captured],
+        point: &replog_reader::PointInfo,
+        cut_at: Duration,
+        took: Duration,
+    ) {
         let r = &mut self.record;
         r.cycles_ok += 1;
         r.last_point_id = Some(point.point_id);
         r.last_point_app_consistent = point.kind == PointKind::AppConsistent;
         r.last_cut_unix_ms = Some(cut_at.as_millis() as i64);
-        r.last_cycle_bytes = passes.iter().map(|p| p.bytes_written + p.bytes_zeroed).sum();
+        r.last_cycle_bytes = passes
+            .iter()
+            .map(|p| p.bytes_written + p.bytes_zeroed)
+            .sum();
         r.last_cycle_bytes_read = passes.iter().map(|p| p.bytes_read).sum();
         r.last_cycle_seconds = took.as_secs_f64();
         r.bytes_journaled += r.last_cycle_bytes;
@@ -313,7 +338,8 @@ impl Loop<'_> {
         }
         if let Some(path) = &self.outputs.metrics {
             let rpo = self.record.rpo(unix_now());
-            let text = status::metrics_text(&self.record, rpo, Health::of(rpo, self.policy.rpo_alert));
+            let text =
+                status::metrics_text(&self.record, rpo, Health::of(rpo, self.policy.rpo_alert));
             if let Err(e) = status::store_metrics(storage.as_ref(), path, &text) {
                 self.record.last_error = Some(format!("{}: {e}", path.display()));
             }
@@ -364,5 +390,7 @@ fn sleep_until(at: Instant, stop: &AtomicBool) -> bool {
 }
 
 fn unix_now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
