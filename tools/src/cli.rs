@@ -1,6 +1,7 @@
 //! The command line, declared with clap. These commands and flags are the contract.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
@@ -92,6 +93,10 @@ pub enum Command {
     /// evict local files beyond the cache limit, and delete remote objects no longer needed.
     /// Resumable: run it again after any failure.
     Sync(SyncArgs),
+    /// Protect a running QEMU's disks: every --every, cut them all at one instant over QMP,
+    /// journal what changed (dirty bitmaps over NBD) and take one point. Runs until SIGTERM
+    /// or --cycles; --status shows how it is doing.
+    Replicate(ReplicateArgs),
     /// Serve a recovery point over NBD (read-only, or writable through a discarded overlay),
     /// or capture NBD writes into the journal (--capture).
     ServeNbd(ServeNbdArgs),
@@ -145,6 +150,7 @@ impl Command {
             Command::Remote(RemoteCommand::Add(a)) => &a.vault,
             Command::Remote(RemoteCommand::Show(a)) => &a.vault,
             Command::Sync(a) => &a.vault,
+            Command::Replicate(a) => &a.vault,
             Command::Torture(a) => &a.vault,
             Command::Bench(BenchCommand::Resolve(a)) => &a.vault,
             Command::Bench(BenchCommand::Write(a)) => &a.vault,
@@ -445,6 +451,77 @@ pub struct IngestArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `replog replicate`.
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// The vault directory (created with `replog init`; disks it lacks are added).
+    pub vault: PathBuf,
+    /// Show the replication's status (RPO, last cycle, health) and exit.
+    #[arg(long, conflicts_with_all = ["every", "qmp", "disk"])]
+    pub status: bool,
+    /// The time between the starts of two cycles, e.g. 30s, 5m.
+    #[arg(long, value_parser = duration, required_unless_present = "status")]
+    pub every: Option<Duration>,
+    /// Every this long, freeze the source around the cut (--freeze, --thaw) for an
+    /// app-consistent point, e.g. 1h.
+    #[arg(long, value_parser = duration, requires = "freeze")]
+    pub app_consistent_every: Option<Duration>,
+    /// An RPO above this is a warning, above twice this critical.
+    #[arg(long, value_parser = duration)]
+    pub rpo_alert: Option<Duration>,
+    /// Stop after this many points.
+    #[arg(long)]
+    pub cycles: Option<u64>,
+    /// The QMP socket of the running QEMU or qemu-storage-daemon.
+    #[arg(long, value_name = "SOCKET", required_unless_present = "status")]
+    pub qmp: Option<PathBuf>,
+    /// A disk to protect: the vault's NAME for it and QEMU's block NODE. Repeat for each disk;
+    /// all of them are in every point.
+    #[arg(long, value_name = "NAME=NODE", value_parser = disk_node, required_unless_present = "status")]
+    pub disk: Vec<(String, String)>,
+    /// The Unix socket of the NBD server QEMU already runs; without it, replog starts one on a
+    /// private socket.
+    #[arg(long, value_name = "SOCKET")]
+    pub nbd_socket: Option<PathBuf>,
+    /// Run before an app-consistent cut (fsfreeze, virsh domfsfreeze, the guest agent).
+    #[arg(long, value_name = "CMD")]
+    pub freeze: Option<String>,
+    /// Run right after an app-consistent cut.
+    #[arg(long, value_name = "CMD", requires = "freeze")]
+    pub thaw: Option<String>,
+    /// Run per disk after the cut, before it is read (REPLOG_DISK, REPLOG_URI in the
+    /// environment).
+    #[arg(long, value_name = "CMD")]
+    pub pre_point: Option<String>,
+    /// Run per disk after the point is durable (REPLOG_DISK, REPLOG_URI, REPLOG_POINT).
+    #[arg(long, value_name = "CMD")]
+    pub post_point: Option<String>,
+    /// How long a hook may run before it is killed.
+    #[arg(long, value_parser = duration, default_value = "60s")]
+    pub hook_timeout: Duration,
+    /// Keep a Prometheus textfile here (replaced atomically after every cycle).
+    #[arg(long, value_name = "FILE")]
+    pub metrics: Option<PathBuf>,
+    /// One JSON object per cycle (or the status as JSON).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    replog_vault::replicate::parse_duration(text)
+}
+
+fn disk_node(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, node)) if !name.is_empty() && !node.is_empty() => {
+            Ok((name.to_owned(), node.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not NAME=NODE (the vault's disk name and QEMU's node)"
+        )),
+    }
 }
 
 /// Arguments of `replog point`.

@@ -22,6 +22,7 @@ mod nbd;
 mod output;
 mod read_commands;
 mod remote_commands;
+mod replicate_commands;
 mod torture;
 mod write_commands;
 

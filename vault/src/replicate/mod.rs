@@ -9,5 +9,6 @@ pub mod status;
 
 pub use hooks::{HookContext, Hooks};
 pub use policy::{Health, Policy, backoff, parse_duration};
+pub use replog_qemu::DiskSource;
 pub use run::{Event, LiveSource, Outputs, replicate};
 pub use status::CycleRecord;

@@ -208,6 +208,10 @@ impl Loop<'_> {
             self.last_app = Some(started);
         }
         self.count(&passes, &point, cut_at, started.elapsed());
+        if let Err(e) = crate::maintain_checkpoint(self.vault.storage().clone(), self.vault.dir()) {
+            // The point is durable; views replay the journal instead.
+            self.record.last_error = Some(format!("the checkpoint index was not updated: {e}"));
+        }
         self.post_point(&passes, point.point_id);
         ended.map_err(|e| self.source_error(e))?;
         Ok(passes)

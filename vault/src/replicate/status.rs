@@ -40,7 +40,7 @@ pub struct CycleRecord {
     /// When the last point's cut was made (Unix milliseconds): the instant its data is from.
     /// The point's own time is when it became durable, up to one cycle later.
     pub last_cut_unix_ms: Option<i64>,
-    /// Bytes the last cycle journaled.
+    /// Bytes of data the last cycle journaled (zero records not counted).
     pub last_cycle_bytes: u64,
     /// Bytes the last cycle read from the source.
     pub last_cycle_bytes_read: u64,
