@@ -447,3 +447,204 @@ fn changed_ranges_read_only_what_is_listed_and_a_bad_list_is_refused() {
     );
     replog_ok(&["point", vault]);
 }
+
+/// The guest of the replication test: qemu-io on the daemon's writable export, fed one write
+/// at a time on its standard input. Write `i` puts the byte `stamp(i)` in block `i`; it is
+/// acknowledged when qemu-io reports it done, and only then is the next one sent (queue
+/// depth 1).
+struct Guest {
+    child: Child,
+    acked: u64,
+}
+
+const GUEST_BLOCK: u64 = 4 * KIB;
+
+fn stamp(i: u64) -> u8 {
+    (i % 251 + 1) as u8
+}
+
+impl Guest {
+    fn start(nbd: &Path) -> Guest {
+        let child = Command::new("qemu-io")
+            .args(["-f", "raw"])
+            .arg(format!("nbd+unix:///disk?socket={}", nbd.display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("qemu-io starts");
+        Guest { child, acked: 0 }
+    }
+
+    /// Writes the next block and waits for its acknowledgement.
+    fn write_next(&mut self, out: &mut impl std::io::BufRead) {
+        use std::io::Write;
+        let i = self.acked;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(
+            stdin,
+            "write -P {} {} {GUEST_BLOCK}",
+            stamp(i),
+            i * GUEST_BLOCK
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "qemu-io ended");
+            if line.contains("wrote ") {
+                break;
+            }
+        }
+        self.acked += 1;
+    }
+}
+
+/// How many blocks `image` holds as a prefix of the guest's writes: blocks `0..k` carry their
+/// stamps and everything after is zeros. Fails if the image is not such a prefix.
+fn written_prefix(image: &[u8], what: &str) -> u64 {
+    let blocks: Vec<&[u8]> = image.chunks(GUEST_BLOCK as usize).collect();
+    let k = blocks
+        .iter()
+        .position(|b| b.iter().all(|&x| x == 0))
+        .unwrap_or(blocks.len());
+    for (i, b) in blocks.iter().enumerate() {
+        let want = if (i as u64) < k as u64 {
+            stamp(i as u64)
+        } else {
+            0
+        };
+        assert!(
+            b.iter().all(|&x| x == want),
+            "{what}: block {i} is not {want:#x} (the first {k} blocks are written): not a prefix of the acknowledged writes"
+        );
+    }
+    k as u64
+}
+
+#[test]
+fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest_writes() {
+    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
+    create(&d.join("disk.qcow2"), "qcow2", "32M");
+    let mut daemon = Command::new("qemu-storage-daemon");
+    daemon
+        .arg("--blockdev")
+        .arg(format!(
+            "driver=file,filename={},node-name=file0",
+            d.join("disk.qcow2").display()
+        ))
+        .args(["--blockdev", "driver=qcow2,file=file0,node-name=disk0"])
+        .arg("--nbd-server")
+        .arg(format!("addr.type=unix,addr.path={}", nbd.display()))
+        .args([
+            "--export",
+            "type=nbd,id=e0,node-name=disk0,name=disk,writable=on",
+        ])
+        .arg("--chardev")
+        .arg(format!(
+            "socket,path={},server=on,wait=off,id=qmp0",
+            qmp.display()
+        ))
+        .args(["--monitor", "chardev=qmp0"]);
+    let _daemon = serve(&mut daemon, &nbd);
+    let vault = d.join("v");
+    let vault_s = vault.to_str().unwrap();
+    replog_ok(&["init", vault_s]);
+
+    let replicate = Command::new(env!("CARGO_BIN_EXE_replog"))
+        .args([
+            "replicate",
+            vault_s,
+            "--every",
+            "1s",
+            "--disk",
+            "os=disk0",
+            "--json",
+            "--qmp",
+        ])
+        .arg(&qmp)
+        .arg("--nbd-socket")
+        .arg(&nbd)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("replog replicate starts");
+    let mut replicate = Server(replicate);
+    let mut guest = Guest::start(&nbd);
+    let mut out = std::io::BufReader::new(guest.child.stdout.take().unwrap());
+    // Writes for a while, through several cycles (the disk holds 8192 blocks).
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline && guest.acked < 8000 {
+        guest.write_next(&mut out);
+    }
+    drop(guest.child.stdin.take());
+    assert!(guest.child.wait().unwrap().success());
+    let acked = guest.acked;
+    // One more cycle after the guest stopped: its point must hold every acknowledged write.
+    let points_now = || {
+        json_of(&["points", vault_s, "--json"])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = points_now();
+    let settle = Instant::now() + Duration::from_secs(30);
+    while points_now() < before + 2 {
+        assert!(Instant::now() < settle, "no point after the guest stopped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SIGTERM: the current cycle ends cleanly, and the process exits 0.
+    unsafe_free_sigterm(replicate.0.id());
+    let status = replicate.0.wait().unwrap();
+    assert!(status.success(), "replicate exited {status}");
+
+    let points = json_of(&["points", vault_s, "--json"]);
+    let points = points.as_array().unwrap();
+    assert!(
+        points.len() >= 4,
+        "several points were taken: {}",
+        points.len()
+    );
+    let mut previous = 0;
+    let mut prefixes = Vec::new();
+    for p in points {
+        let id = p["id"].as_u64().unwrap();
+        let out = d.join(format!("p{id}"));
+        replog_ok(&[
+            "failover",
+            vault_s,
+            "--point",
+            &id.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let image = std::fs::read(out.join("os.raw")).unwrap();
+        let k = written_prefix(&image, &format!("point {id}"));
+        assert!(
+            k <= acked && k >= previous,
+            "point {id} holds {k} writes after {previous}, of {acked}"
+        );
+        previous = k;
+        prefixes.push(k);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    assert_eq!(
+        previous, acked,
+        "the last point holds every acknowledged write"
+    );
+    let status = json_of(&["replicate", vault_s, "--status", "--json"]);
+    assert_eq!(status["running"], false);
+    assert_eq!(
+        status["replication"]["cycles_ok"].as_u64().unwrap() as usize,
+        points.len()
+    );
+}
+
+/// Sends SIGTERM to `pid` (through kill(1): the tests use no unsafe code).
+fn unsafe_free_sigterm(pid: u32) {
+    run(Command::new("kill").args(["-TERM", &pid.to_string()]));
+}
