@@ -632,6 +632,7 @@ fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest
         prefixes.push(k);
         std::fs::remove_dir_all(&out).unwrap();
     }
+    eprintln!("{acked} acknowledged writes; the points hold prefixes of {prefixes:?}");
     assert_eq!(
         previous, acked,
         "the last point holds every acknowledged write"
