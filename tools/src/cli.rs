@@ -504,7 +504,7 @@ pub struct ReplicateArgs {
     /// Keep a Prometheus textfile here (replaced atomically after every cycle).
     #[arg(long, value_name = "FILE")]
     pub metrics: Option<PathBuf>,
-    /// One JSON object per cycle (or the status as JSON).
+    /// One line of JSON per cycle (or the status as JSON).
     #[arg(long)]
     pub json: bool,
 }

@@ -84,7 +84,7 @@ fn print_event(event: &Event<'_>, json: bool, alert: Option<Duration>) {
         Event::Point { record, passes } => {
             let rpo = record.rpo(now());
             if json {
-                print_json(&json!({
+                json_line(&json!({
                     "event": "point",
                     "point": record.last_point_id,
                     "app_consistent": record.last_point_app_consistent,
@@ -112,13 +112,21 @@ fn print_event(event: &Event<'_>, json: bool, alert: Option<Duration>) {
         }
         Event::Failed { error, retry_in } => {
             if json {
-                print_json(&json!({"event": "failed", "error": error.to_string(),
+                json_line(&json!({"event": "failed", "error": error.to_string(),
                                    "retry_in_seconds": retry_in.as_secs_f64()}));
             } else {
                 eprintln!("replog: a cycle failed, retrying in {retry_in:?}: {error}");
             }
         }
     }
+}
+
+/// One event as one line of JSON (JSON lines: a reader takes each line as it comes).
+fn json_line(value: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe ends nothing here: the replication goes on, unwatched.
+    let _ = writeln!(out, "{value}").and_then(|()| out.flush());
 }
 
 /// `replicate --status`: the RPO of the vault's newest point, and the last cycle as the
