@@ -72,13 +72,20 @@ pub fn inspect(opened: &replog_vault::Vault, json: bool) -> CmdResult {
     let rpo_seconds = v
         .latest_point()
         .map(|p| (now - p.time_unix_ns).max(0) as f64 / 1e9);
+    let replication = crate::replicate_commands::recorded(opened)?;
     if json {
         let mut doc = inspect_json(&v, &stats, rpo_seconds);
         doc["lifecycle"] = crate::lifecycle_commands::lifecycle_json(&lifecycle, &v);
+        if let Some(r) = &replication {
+            doc["replication"] = json!(r);
+        }
         print_json(&doc);
         return Ok(EXIT_OK);
     }
     print_inspect(&v, &stats, rpo_seconds);
+    if let Some(r) = &replication {
+        crate::replicate_commands::print_record(r);
+    }
     crate::lifecycle_commands::print_lifecycle(&lifecycle, &v);
     Ok(EXIT_OK)
 }

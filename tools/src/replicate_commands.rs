@@ -133,9 +133,7 @@ fn json_line(value: &serde_json::Value) {
 /// replication recorded it.
 fn show_status(vault: &Vault, args: &ReplicateArgs) -> CmdResult {
     let snapshot = vault.snapshot()?;
-    let seed = replog_format::vault_seed(&snapshot.header().vault_id);
-    let record = status::load(vault.storage().as_ref(), vault.dir(), seed)
-        .map_err(|e| Failure::new(e.to_string()))?;
+    let record = recorded(vault)?;
     let now = now();
     // The cut of the newest point if the replication recorded it, else the point's own time.
     let rpo = record.as_ref().and_then(|r| r.rpo(now)).or_else(|| {
@@ -156,41 +154,52 @@ fn show_status(vault: &Vault, args: &ReplicateArgs) -> CmdResult {
         }));
         return Ok(EXIT_OK);
     }
-    print_status(rpo, health, running, record.as_ref());
+    print_status(rpo, health, record.as_ref());
     Ok(EXIT_OK)
 }
 
-fn print_status(
-    rpo: Option<Duration>,
-    health: Health,
-    running: bool,
-    record: Option<&CycleRecord>,
-) {
+fn print_status(rpo: Option<Duration>, health: Health, record: Option<&CycleRecord>) {
     match rpo {
         Some(rpo) => println!(
-            "RPO        {} ({})",
+            "RPO         {} ({})",
             human_age(rpo.as_secs_f64()),
             health.name()
         ),
-        None => println!("RPO        no point yet ({})", health.name()),
+        None => println!("RPO         no point yet ({})", health.name()),
     }
-    let Some(r) = record else {
-        println!("replicate  never ran on this vault");
-        return;
+    match record {
+        Some(r) => print_record(r),
+        None => println!("replicate   never ran on this vault"),
+    }
+}
+
+/// What the vault's replication recorded, if one ever ran on it.
+pub fn recorded(vault: &Vault) -> Result<Option<CycleRecord>, Failure> {
+    let snapshot = vault.snapshot()?;
+    let seed = replog_format::vault_seed(&snapshot.header().vault_id);
+    status::load(vault.storage().as_ref(), vault.dir(), seed)
+        .map_err(|e| Failure::new(e.to_string()))
+}
+
+/// The replication's lines of `inspect` and `replicate --status`.
+pub fn print_record(r: &CycleRecord) {
+    let state = if !r.stopped && process_alive(r.pid) {
+        "running"
+    } else {
+        "stopped"
     };
-    let state = if running { "running" } else { "stopped" };
     println!(
-        "replicate  {state} (pid {}), {} point(s), {} failed cycle(s)",
-        r.pid, r.cycles_ok, r.cycles_failed
-    );
-    println!(
-        "last cycle {} journaled, {} read in {:.2} s",
+        "replicate   {state} (pid {}), {} point(s), {} failed cycle(s); last cycle {} \
+         journaled, {} read in {:.2} s",
+        r.pid,
+        r.cycles_ok,
+        r.cycles_failed,
         human_bytes(r.last_cycle_bytes),
         human_bytes(r.last_cycle_bytes_read),
         r.last_cycle_seconds
     );
     if let Some(e) = &r.last_error {
-        println!("last error {e}");
+        println!("last error  {e}");
     }
 }
 
