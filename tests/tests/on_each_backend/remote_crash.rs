@@ -120,7 +120,7 @@ fn a_crash_at_every_request_of_a_sync_loses_nothing_and_leaves_nothing_twice() {
     });
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(super) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
