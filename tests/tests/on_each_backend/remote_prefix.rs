@@ -20,7 +20,7 @@ use super::remote::{
     add_remote_keeping, keys, local_contents, needed_keys, options, plain_store, remote_contents,
     s3_remote, sync, write_rounds_then,
 };
-use super::remote_crash::copy_dir;
+use super::remote_crash::{copy_dir, every_crash};
 use super::review_remote::{expect_exit, replog, stdout};
 
 const DISK_BYTES: u64 = 4 << 20;
@@ -56,6 +56,21 @@ fn objects_of(remote: &Remote, seed: u32, f: &remote::RemoteFile) -> BTreeSet<St
         .collect()
 }
 
+/// A vault in `tmp/vault` with three points in its open segment and a remote at `prefix`
+/// keeping one remote manifest and `cache_limit_bytes` locally, not synced yet.
+fn three_points(
+    server: &S3Server,
+    prefix: &str,
+    cache_limit_bytes: u64,
+) -> (tempfile::TempDir, Arc<Remote>, replog_remote::RemoteOptions) {
+    let (url, remote, opts) = s3_remote(server, prefix);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vault");
+    write_rounds_then(&dir, 0, 3, DISK_BYTES, OPEN);
+    add_remote_keeping(&dir, &url, &remote, cache_limit_bytes, 1);
+    (tmp, remote, opts)
+}
+
 fn seal(dir: &Path) {
     let mut w = Writer::open(super::storage(), dir).expect("opened");
     assert!(w.seal_segment().expect("sealed"));
@@ -65,11 +80,8 @@ fn seal(dir: &Path) {
 #[test]
 fn a_plain_sync_ships_the_newest_point_and_longer_prefixes_and_sealing_replace_the_old() {
     let server = S3Server::start().expect("s3s-fs started");
-    let (url, remote, opts) = s3_remote(&server, "prefix/one");
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, remote, opts) = three_points(&server, "prefix/one", 0);
     let dir = tmp.path().join("vault");
-    write_rounds_then(&dir, 0, 3, DISK_BYTES, OPEN);
-    add_remote_keeping(&dir, &url, &remote, 0, 1);
     let local = LocalVault::open(&dir).unwrap();
 
     // A fresh vault, three points, none sealed: the bucket holds the third after one sync.
@@ -121,6 +133,22 @@ fn a_plain_sync_ships_the_newest_point_and_longer_prefixes_and_sealing_replace_t
     // The machine is gone: fail over from the bucket alone.
     drop(tmp);
     assert_eq!(remote_contents(remote), expected);
+}
+
+#[test]
+fn eviction_never_removes_the_open_segment_whose_prefix_the_remote_holds() {
+    let server = S3Server::start().expect("s3s-fs started");
+    let (tmp, remote, opts) = three_points(&server, "prefix/evict", 1);
+    let dir = tmp.path().join("vault");
+    let local = LocalVault::open(&dir).unwrap();
+    let report = sync(&dir, &remote).expect("synced");
+    let prefix = prefix_entry(&newest(&remote, &local)).expect("a prefix");
+    // The cache limit (1 byte) evicts every sealed file, but the open segment stays: the
+    // writer appends to it, and the local vault reads every point.
+    assert!(report.evicted_files > 0, "{report:?}");
+    assert!(dir.join(replog_remote::file_path(&prefix.id)).exists());
+    write_rounds_then(&dir, 3, 1, DISK_BYTES, OPEN);
+    assert_eq!(local_contents(&dir, &opts).len(), 4);
 }
 
 #[test]
@@ -178,25 +206,8 @@ fn a_crash_at_every_request_of_a_sync_shipping_a_prefix_leaves_the_old_or_the_ne
         std::fs::remove_dir_all(&dir).unwrap();
         (!plan.crashed()).then(|| plan.requests())
     };
-    let total = run(u64::MAX, FaultMode::BeforeApply).expect("a clean run");
-    assert!(total > 10, "a sync makes {total} requests");
-    let cases: Vec<(u64, FaultMode)> = [FaultMode::BeforeApply, FaultMode::AfterApply]
-        .into_iter()
-        .flat_map(|mode| (0..total).map(move |n| (n, mode)))
-        .collect();
-    eprintln!("crash points: {} ({total} requests x 2 modes)", cases.len());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..8 {
-            scope.spawn(|| {
-                while let Some(&(n, mode)) =
-                    cases.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                {
-                    assert_eq!(run(n, mode), None, "request {n} of {total} must crash");
-                }
-            });
-        }
-    });
+    let points = every_crash(run);
+    eprintln!("crash points: {points} (every request of the sync x before and after it applies)");
 }
 
 /// Every point of the bucket at `remote`, read from it alone.
@@ -221,11 +232,8 @@ fn overwrite(remote: &Remote, key: &str, bytes: Bytes) {
 #[test]
 fn a_prefix_object_replaced_by_an_older_copy_or_damaged_is_refused_naming_its_key() {
     let server = S3Server::start().expect("s3s-fs started");
-    let (url, remote, _) = s3_remote(&server, "prefix/hostile");
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, remote, _) = three_points(&server, "prefix/hostile", 0);
     let dir = tmp.path().join("vault");
-    write_rounds_then(&dir, 0, 3, DISK_BYTES, OPEN);
-    add_remote_keeping(&dir, &url, &remote, 0, 1);
     let local = LocalVault::open(&dir).unwrap();
     sync(&dir, &remote).expect("synced");
     let old = prefix_entry(&newest(&remote, &local)).unwrap();
@@ -278,11 +286,8 @@ fn a_prefix_object_replaced_by_an_older_copy_or_damaged_is_refused_naming_its_ke
 #[test]
 fn two_syncs_at_once_of_one_vault_leave_the_remote_whole() {
     let server = S3Server::start().expect("s3s-fs started");
-    let (url, remote, opts) = s3_remote(&server, "prefix/twice");
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, remote, opts) = three_points(&server, "prefix/twice", 0);
     let dir = tmp.path().join("vault");
-    write_rounds_then(&dir, 0, 3, DISK_BYTES, OPEN);
-    add_remote_keeping(&dir, &url, &remote, 0, 1);
     sync(&dir, &remote).expect("synced");
     write_rounds_then(&dir, 3, 3, DISK_BYTES, OPEN);
     let start = std::sync::Barrier::new(2);
