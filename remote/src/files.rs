@@ -5,9 +5,9 @@
 //! file from the local disk when it is there and from the remote when the vault's last confirmed
 //! remote manifest (`remote/LATEST`) names it. Over a remote alone (no local vault), it also
 //! serves `VAULT` (the remote's copy), `MANIFEST` (the one embedded in the remote manifest) and
-//! the open segment (a header and no record: only sealed segments are remote), and it is
-//! read-only. Paths outside
-//! the vault go to the local backend either way, so images are written locally.
+//! the open segment (the prefix the remote manifest names, up to the end of the newest point's
+//! marker; a header and no record when it names none), and it is read-only. Paths outside the
+//! vault go to the local backend either way, so images are written locally.
 //!
 //! A remote file is read a chunk at a time: the chunk's object is fetched whole, its BLAKE3
 //! checked against its key and its length against the map, and then kept in a cache of a fixed
@@ -21,7 +21,10 @@
 //! ranged GET of just those bytes of the chunk's object. The chunk's BLAKE3 cannot be checked
 //! on part of it; what is read is a record, a footer or a header, each of which the reader
 //! checks against its own CRC before it uses a byte of it (FORMAT.md), so damage is still found,
-//! and named by the segment and offset it is at.
+//! and named by the segment and offset it is at. The open segment's prefix is not such an
+//! exception: a reader scans an open segment to the first record that fails, and would take
+//! damage there for a torn tail and quietly offer fewer points. Its chunks are always read
+//! whole and checked against their keys, so damage is an error naming the object.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -39,6 +42,7 @@ use replog_format::segment::SegmentHeader;
 use replog_io::{BackendKind, File, Mapped, OpenMode, Storage, WriteAt};
 
 use crate::error::{Refusal, RemoteError, Result};
+use crate::prefix::prefix_segment;
 use crate::store::{Remote, RemoteOptions};
 
 /// Chunks cached by default: 32 x 4 MiB.
@@ -62,6 +66,8 @@ pub struct RemoteFiles {
     manifest: RemoteManifest,
     maps: Mutex<HashMap<FileId, Arc<FileMap>>>,
     cache: Mutex<ChunkCache>,
+    /// The segment whose prefix the manifest names ([`prefix_segment`]).
+    prefix_segment: Option<u64>,
 }
 
 impl std::fmt::Debug for RemoteFiles {
@@ -178,6 +184,7 @@ impl RemoteFiles {
         RemoteFiles {
             connection: Mutex::new(connection),
             seed,
+            prefix_segment: prefix_segment(&manifest),
             manifest,
             maps: Mutex::new(HashMap::new()),
             cache: Mutex::new(ChunkCache {
@@ -357,6 +364,8 @@ enum VaultFile {
     Remote {
         files: Arc<RemoteFiles>,
         map: Arc<FileMap>,
+        /// Small reads may be ranged GETs (a sealed segment; see the module documentation).
+        ranged: bool,
     },
     Memory(Vec<u8>),
 }
@@ -370,14 +379,14 @@ fn read_only() -> io::Error {
 
 impl File for VaultFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        let (files, map) = match self {
+        let (files, map, ranged) = match self {
             VaultFile::Memory(bytes) => {
                 let rest = &bytes[offset.min(bytes.len() as u64) as usize..];
                 let n = rest.len().min(buf.len());
                 buf[..n].copy_from_slice(&rest[..n]);
                 return Ok(n);
             }
-            VaultFile::Remote { files, map } => (files, map),
+            VaultFile::Remote { files, map, ranged } => (files, map, *ranged),
         };
         if offset >= map.file_bytes || buf.is_empty() {
             return Ok(0);
@@ -386,7 +395,7 @@ impl File for VaultFile {
         let (start, end) = map.chunk_range(k);
         let n = buf.len().min((end - offset) as usize);
         let at = (offset - start) as usize;
-        if map.id.kind == FileKind::Segment && 2 * n < (end - start) as usize {
+        if ranged && 2 * n < (end - start) as usize {
             let part = files
                 .chunk_part(map, k, at, n)
                 .map_err(RemoteError::into_io)?;
@@ -548,11 +557,12 @@ impl TieredStorage {
 
     fn remote_file(files: Arc<RemoteFiles>, id: &FileId) -> io::Result<Arc<dyn File>> {
         let map = files.map(id).map_err(RemoteError::into_io)?;
-        Ok(Arc::new(VaultFile::Remote { files, map }))
+        let ranged = id.kind == FileKind::Segment && files.prefix_segment != Some(id.a);
+        Ok(Arc::new(VaultFile::Remote { files, map, ranged }))
     }
 
-    /// The open segment of the embedded manifest, when `id` names it (remote only: only sealed
-    /// segments are uploaded, so it reads as a header and no record).
+    /// The open segment of the embedded manifest, when `id` names it and the remote manifest
+    /// names no prefix of it (remote only: it reads as a header and no record).
     fn open_segment(files: &RemoteFiles, id: &FileId) -> Option<Vec<u8>> {
         if id.kind != FileKind::Segment || files.manifest.file(id).is_some() {
             return None;

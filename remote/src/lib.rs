@@ -1,6 +1,7 @@
 //! Object storage tiering for replog vaults.
 //!
-//! A vault's sealed files (journal segments, checkpoint indexes, base images) are shipped to an
+//! A vault's sealed files (journal segments, checkpoint indexes, base images), and the open
+//! segment's prefix up to the newest point, are shipped to an
 //! S3-compatible store or Azure Blob, through `object_store`, in the layout of
 //! `replog_format::remote`: content-addressed chunks, file maps and sequence-numbered remote
 //! manifests, never rewritten. [`sync()`] uploads, confirms, evicts and collects garbage;
@@ -14,6 +15,7 @@ mod error;
 pub mod fault;
 mod files;
 mod local;
+mod prefix;
 mod store;
 mod sync;
 
@@ -28,6 +30,7 @@ use replog_io::Storage;
 pub use error::{Refusal, RemoteError, RemoteErrorKind, Result};
 pub use files::{CACHE_CHUNKS_DEFAULT, RemoteFiles, TieredStorage, file_id, file_path};
 pub use local::LocalVault;
+pub use prefix::{newest_point, prefix_segment};
 pub use store::{Put, Remote, RemoteOptions, check_url};
 pub use sync::{
     ManifestScan, Progress, SyncOptions, SyncReport, claim, newest_manifest, scan_manifests, sync,

@@ -8,7 +8,9 @@
 //!    or damaged) is refused, before anything is uploaded, published or evicted, since what
 //!    the vault evicted may be gone with it. `--scrub` goes on and uploads every local file
 //!    again.
-//! 1. Every chunk and file map is written under its hash (create-if-absent) and read back and
+//! 1. The files are those the vault's manifest needs, plus the open segment's prefix up to the
+//!    end of the newest point's marker when that point is in the open segment (synced locally
+//!    first; see `prefix.rs`). Every chunk and file map is written under its hash (create-if-absent) and read back and
 //!    compared before anything names it. A chunk already there is read back and compared
 //!    instead of written. Keys name their bytes, so a retry rewrites nothing and nothing is
 //!    stored twice.
@@ -18,7 +20,7 @@
 //!    says what it would publish adopts it instead (and writes its mark).
 //! 3. `remote/LATEST` records it locally (written, synced, renamed, directory synced).
 //! 4. Local sealed segments and base images it names may now be evicted, oldest first, until
-//!    the local cache limit holds.
+//!    the local cache limit holds (never the open segment).
 //! 5. Remote manifests beyond the newest `keep_manifests` are deleted, then maps and chunks no
 //!    kept manifest needs (left over by retention, compaction or a crashed run), and marks of
 //!    manifests older than every kept one.
@@ -47,6 +49,7 @@ use replog_reader::{LeaseOptions, Vault};
 use crate::error::{Refusal, RemoteError, Result};
 use crate::files::{check_chunk, file_path};
 use crate::local::{LocalVault, sync_dir};
+use crate::prefix::{newest_point, open_prefix, prefix_segment};
 use crate::store::{Put, Remote};
 
 /// How to sync.
@@ -95,6 +98,9 @@ pub struct SyncReport {
     pub local_bytes: u64,
     /// Remote objects deleted (manifests, maps and chunks).
     pub deleted_objects: u64,
+    /// The newest point the remote manifest offers (in a sealed segment, or in the open
+    /// segment's prefix it names); `None`: the remote has no point yet.
+    pub newest_point: Option<replog_reader::PointInfo>,
 }
 
 /// Progress: bytes of files read so far, out of a total known at the start.
@@ -268,7 +274,7 @@ pub fn newest_manifest(
 
 /// What the vault's manifest needs: the manifest's bytes, and each file with its length
 /// (a sealed segment's from the manifest, a base's or checkpoint's local one; `u64::MAX` for a
-/// base that is not local).
+/// base that is not local), and the open segment's prefix when it holds the newest point.
 struct Wanted {
     manifest: Vec<u8>,
     files: Vec<(FileId, u64)>,
@@ -292,6 +298,7 @@ fn wanted(
         files.push((id, len.unwrap_or(u64::MAX)));
     }
     files.extend(checkpoints(storage.as_ref(), dir, m.base_lsn, last_sealed));
+    files.extend(open_prefix(storage.as_ref(), dir, &vault)?);
     files.sort_by_key(|(id, _)| *id);
     Ok((
         Wanted {
@@ -536,7 +543,7 @@ pub fn sync(
     claim(&local, remote)?;
     let latest = local.latest()?;
     check_remote_holds_latest(remote, &local, latest.as_ref(), opts.scrub)?;
-    let (wanted, lease) = wanted(storage, dir, remote.url())?;
+    let (wanted, lease) = wanted(storage.clone(), dir, remote.url())?;
     let (mut files, to_upload) = plan_uploads(&local, &wanted, latest.as_ref(), opts.scrub)?;
     let listed = Listed::list(remote)?;
     if opts.scrub {
@@ -552,6 +559,7 @@ pub fn sync(
     drop(lease);
 
     let mut report = up.report(&manifest, published, to_upload.len());
+    report.newest_point = newest_point(storage.as_ref(), dir, &manifest, local.seed)?;
     (
         report.evicted_files,
         report.evicted_bytes,
@@ -874,13 +882,17 @@ fn now_ns() -> i64 {
 }
 
 /// Removes local sealed segments, then base images, oldest first, that `manifest` (confirmed)
-/// names, until the rest fit in `limit` bytes (0: no limit). Returns (files, bytes) evicted and
+/// names (never the open segment, whose prefix it may name), until the rest fit in `limit` bytes (0: no limit). Returns (files, bytes) evicted and
 /// the bytes left.
 fn evict(local: &LocalVault, manifest: &RemoteManifest, limit: u64) -> Result<(usize, u64, u64)> {
     let storage = local.storage().as_ref();
+    let open = prefix_segment(manifest);
     let mut candidates = Vec::new();
     for f in &manifest.files {
-        if f.id.kind == FileKind::Checkpoint {
+        // The open segment is the writer's: the remote holds a prefix of it only.
+        if f.id.kind == FileKind::Checkpoint
+            || (f.id.kind == FileKind::Segment && Some(f.id.a) == open)
+        {
             continue;
         }
         let path = local.dir.join(file_path(&f.id));

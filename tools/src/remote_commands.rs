@@ -5,11 +5,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use replog_remote::{RemoteOptions, SyncOptions, SyncReport};
-use serde_json::json;
+use replog_vault::RemoteRpo;
+use serde_json::{Value, json};
 
 use crate::cli::{RemoteAddArgs, SyncArgs};
 use crate::context::{Ctx, open_writer};
-use crate::output::{human_bytes, print_json, progress, rfc3339};
+use crate::output::{human_age, human_bytes, point_json, print_json, progress, rfc3339};
 use crate::{CmdResult, EXIT_OK};
 
 /// `replog remote add`.
@@ -46,7 +47,9 @@ pub fn show(vault: &Path, json: bool) -> CmdResult {
             "latest_manifest": latest.as_ref().map(|l| json!({"seq": l.seq, "time": rfc3339(l.time_unix_ns), "files": l.files.len()})),
             "files_local": local_files,
             "files_remote_only": remote_only,
+            "remote_rpo": rpo_json(&status.rpo),
         }));
+        warn_behind(&status.rpo);
         return Ok(EXIT_OK);
     }
     println!("remote          {}", config.url);
@@ -63,7 +66,52 @@ pub fn show(vault: &Path, json: bool) -> CmdResult {
             );
         }
     }
+    print_rpo(&status.rpo);
     Ok(EXIT_OK)
+}
+
+/// The remote RPO as JSON, as `sync` and `remote show` print it.
+fn rpo_json(rpo: &RemoteRpo) -> Value {
+    json!({
+        "newest_remote_point": rpo.newest_remote_point.as_ref().map(point_json),
+        "newest_local_point": rpo.newest_local_point.as_ref().map(point_json),
+        "rpo_seconds": rpo.remote_rpo.map(|d| d.as_secs_f64()),
+        "behind": rpo.behind,
+    })
+}
+
+/// The remote RPO as text; then the warning, if behind.
+fn print_rpo(rpo: &RemoteRpo) {
+    let point = |p: Option<&replog_reader::PointInfo>| match p {
+        Some(p) => format!("point {} of {}", p.point_id, rfc3339(p.time_unix_ns)),
+        None => "none yet".to_owned(),
+    };
+    println!(
+        "remote point    {}",
+        point(rpo.newest_remote_point.as_ref())
+    );
+    println!("local point     {}", point(rpo.newest_local_point.as_ref()));
+    match rpo.remote_rpo {
+        Some(age) => println!("remote RPO      {}", human_age(age.as_secs_f64())),
+        None => println!("remote RPO      no point yet"),
+    }
+    warn_behind(rpo);
+}
+
+/// A warning on stderr when the remote is behind the local vault.
+fn warn_behind(rpo: &RemoteRpo) {
+    if !rpo.behind {
+        return;
+    }
+    let remote = rpo
+        .newest_remote_point
+        .as_ref()
+        .map_or("none".to_owned(), |p| format!("point {}", p.point_id));
+    let local = rpo.newest_local_point.as_ref().map_or(0, |p| p.point_id);
+    eprintln!(
+        "replog: warning: the remote is behind the local vault: its newest is {remote}, the \
+         local vault's is point {local}; a site loss now loses the points after it (run `replog sync`)"
+    );
 }
 
 /// `replog sync`.
@@ -88,14 +136,28 @@ pub fn sync(ctx: &Ctx, args: &SyncArgs) -> CmdResult {
         bar.set_length(total);
         bar.set_position(done);
     };
-    let (report, url) = replog_vault::sync(storage, vault, ctx.remote(), &opts, &progress)?;
+    let synced = replog_vault::sync(storage, vault, ctx.remote(), &opts, &progress)?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    print_sync(&report, vault, &url, json, seconds);
+    print_sync(
+        &synced.report,
+        vault,
+        &synced.url,
+        json,
+        seconds,
+        &synced.rpo,
+    );
     Ok(EXIT_OK)
 }
 
-fn print_sync(report: &SyncReport, vault: &Path, url: &str, json: bool, seconds: f64) {
+fn print_sync(
+    report: &SyncReport,
+    vault: &Path,
+    url: &str,
+    json: bool,
+    seconds: f64,
+    rpo: &RemoteRpo,
+) {
     let mb_per_s = report.bytes_written as f64 / 1e6 / seconds.max(1e-9);
     if json {
         print_json(&json!({
@@ -115,7 +177,9 @@ fn print_sync(report: &SyncReport, vault: &Path, url: &str, json: bool, seconds:
             "seconds": seconds,
             "mb_per_s": mb_per_s,
             "peak_rss_bytes": replog_vault::peak_rss_bytes(),
+            "remote_rpo": rpo_json(rpo),
         }));
+        warn_behind(rpo);
         return;
     }
     println!(
@@ -149,4 +213,5 @@ fn print_sync(report: &SyncReport, vault: &Path, url: &str, json: bool, seconds:
             report.deleted_objects
         );
     }
+    print_rpo(rpo);
 }

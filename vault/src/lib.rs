@@ -50,7 +50,7 @@ pub use export::{Exported, ExportedDisk, OutputFormat, export};
 pub use failover::FailoverSource;
 pub use import::{AddedDisk, Ingested, NewDisk, add_disk, ingest};
 pub use location::{Access, Location, Tier, Vault};
-pub use remote::{RemoteStatus, add_remote, remote_status, sync};
+pub use remote::{RemoteRpo, RemoteStatus, Synced, add_remote, remote_status, sync};
 pub use retention::{Pruned, RetentionChange, disk_usage};
 pub use state::{Churn, LifecycleState, Reclaimable};
 pub use test_failover::{EndedTestFailover, TestFailover};

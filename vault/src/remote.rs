@@ -1,12 +1,15 @@
 //! A vault's object storage remote as library calls: set it (claiming the prefix for the vault),
-//! say what its last sync confirmed, and sync. The work is `replog-remote`'s; this decides what
-//! is checked first and what is refused.
+//! say what its last sync confirmed and how far the remote is behind the local vault (the
+//! remote RPO), and sync. The work is `replog-remote`'s; this decides what is checked first and
+//! what is refused.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig, RemoteManifest};
 use replog_io::Storage;
+use replog_reader::PointInfo;
 use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions, SyncReport};
 
 use crate::error::{Result, VaultError, VaultErrorKind};
@@ -22,6 +25,56 @@ pub struct RemoteStatus {
     pub files_local: usize,
     /// Files it names that were evicted: on the remote only.
     pub files_remote_only: usize,
+    /// How far the remote is behind the local vault, as the last confirmed sync left it.
+    pub rpo: RemoteRpo,
+}
+
+/// The recovery point objective that survives the loss of the site: the newest point the
+/// remote holds against the local vault's newest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteRpo {
+    /// The newest point the remote offers (from its last confirmed remote manifest); `None`:
+    /// the remote holds no point yet.
+    pub newest_remote_point: Option<PointInfo>,
+    /// The newest point the local vault offers.
+    pub newest_local_point: Option<PointInfo>,
+    /// Now minus the time of the newest remote point; `None` when the remote holds no point.
+    pub remote_rpo: Option<Duration>,
+    /// Whether the remote is behind the local vault: the local vault offers a point newer
+    /// (by LSN) than every point the remote offers.
+    pub behind: bool,
+}
+
+impl RemoteRpo {
+    /// The RPO of a remote whose newest point is `remote` against a local vault whose newest
+    /// is `local`, at `now_unix_ns`.
+    pub fn new(remote: Option<PointInfo>, local: Option<PointInfo>, now_unix_ns: i64) -> Self {
+        let behind = match (&remote, &local) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(r), Some(l)) => r.lsn < l.lsn,
+        };
+        RemoteRpo {
+            remote_rpo: remote.as_ref().map(|p| {
+                Duration::from_nanos(now_unix_ns.saturating_sub(p.time_unix_ns).max(0) as u64)
+            }),
+            newest_remote_point: remote,
+            newest_local_point: local,
+            behind,
+        }
+    }
+}
+
+/// What a sync did, and where the remote stands after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synced {
+    /// What was uploaded, published, evicted and deleted.
+    pub report: SyncReport,
+    /// The remote's URL.
+    pub url: String,
+    /// The remote RPO right after the sync (the local vault may have a newer point already:
+    /// then `rpo.behind` says so).
+    pub rpo: RemoteRpo,
 }
 
 /// Sets the remote of the vault in `dir` to `url` and claims the prefix for the vault (a prefix
@@ -65,11 +118,16 @@ pub fn add_remote(
     Ok(remote.url().to_owned())
 }
 
-/// The remote of the vault in `dir` (refused when it has none) and what its last sync confirmed.
+/// The remote of the vault in `dir` (refused when it has none), what its last sync confirmed
+/// and the remote RPO. Nothing is read from the remote unless the segment holding the newest
+/// remote point was evicted since.
 pub fn remote_status(dir: &Path) -> Result<RemoteStatus> {
     let local = LocalVault::open(dir)?;
     let config = local.required_config()?;
     let latest = local.latest()?;
+    let storage =
+        replog_remote::storage_for_vault(local.storage().clone(), dir, &RemoteOptions::default())?;
+    let rpo = remote_rpo(storage, dir, latest.as_ref(), &local)?;
     let (mut files_local, mut files_remote_only) = (0, 0);
     for f in latest.iter().flat_map(|l| &l.files) {
         if dir.join(replog_remote::file_path(&f.id)).exists() {
@@ -83,21 +141,53 @@ pub fn remote_status(dir: &Path) -> Result<RemoteStatus> {
         latest,
         files_local,
         files_remote_only,
+        rpo,
     })
 }
 
+/// The remote RPO of the vault in `dir`, read through `storage`, whose last confirmed remote
+/// manifest is `latest`.
+fn remote_rpo(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    latest: Option<&RemoteManifest>,
+    local: &LocalVault,
+) -> Result<RemoteRpo> {
+    let remote = match latest {
+        Some(m) => replog_remote::newest_point(storage.as_ref(), dir, m, local.seed)?,
+        None => None,
+    };
+    let local_newest = replog_reader::Vault::open(storage, dir)?
+        .latest_point()
+        .cloned();
+    Ok(RemoteRpo::new(remote, local_newest, now_unix_ns()))
+}
+
+fn now_unix_ns() -> i64 {
+    jiff::Timestamp::now().as_nanosecond() as i64
+}
+
 /// Syncs the vault in `dir`, whose files `storage` reads, to its remote (refused when it has
-/// none); `progress` gets the bytes done and the total. Returns the report and the remote's URL.
+/// none); `progress` gets the bytes done and the total. Returns the report, the remote's URL
+/// and the remote RPO: a replication loop calls this and reads [`Synced::rpo`].
 pub fn sync(
     storage: Arc<dyn Storage>,
     dir: &Path,
     remote_opts: &RemoteOptions,
     opts: &SyncOptions,
     progress: replog_remote::Progress<'_>,
-) -> Result<(SyncReport, String)> {
+) -> Result<Synced> {
     let local = LocalVault::open(dir)?;
     let config = local.required_config()?;
     let remote = Remote::open(&config.url, remote_opts)?;
-    let report = replog_remote::sync(storage, dir, &remote, opts, progress)?;
-    Ok((report, config.url))
+    let report = replog_remote::sync(storage.clone(), dir, &remote, opts, progress)?;
+    let local_newest = replog_reader::Vault::open(storage, dir)?
+        .latest_point()
+        .cloned();
+    let rpo = RemoteRpo::new(report.newest_point.clone(), local_newest, now_unix_ns());
+    Ok(Synced {
+        report,
+        url: config.url,
+        rpo,
+    })
 }

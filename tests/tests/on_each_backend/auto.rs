@@ -20,5 +20,7 @@ mod leases;
 mod remote;
 #[path = "remote_crash.rs"]
 mod remote_crash;
+#[path = "remote_prefix.rs"]
+mod remote_prefix;
 #[path = "review_remote.rs"]
 mod review_remote;

@@ -54,27 +54,51 @@ pub(super) struct Rounds {
 /// Writes `rounds` rounds of changes to two disks (six writes each), a point after each, and
 /// seals the segment so every point is in a sealed segment. Creates the vault when `dir` has none.
 pub(super) fn write_rounds(dir: &Path, first_round: u64, rounds: u64, disk_bytes: u64) {
-    let shape = Rounds {
-        writes: 6,
-        len_min: 40_000,
-        len_spread: 300_000,
-    };
-    write_rounds_of(shape, dir, first_round, rounds, disk_bytes);
+    write_rounds_then(dir, first_round, rounds, disk_bytes, None);
 }
 
-/// [`write_rounds`] with `shape`'s writes in each round.
-pub(super) fn write_rounds_of(
-    shape: Rounds,
+/// The writes of [`write_rounds`]: six per round, of 40 000 to 340 000 bytes.
+const SIX_WRITES: Rounds = Rounds {
+    writes: 6,
+    len_min: 40_000,
+    len_spread: 300_000,
+};
+
+/// [`write_rounds`], but with `open_segment_bytes` set the segment is not sealed after, and a
+/// vault created here has segments of that size: the newest points stay in the open segment.
+pub(super) fn write_rounds_then(
     dir: &Path,
     first_round: u64,
     rounds: u64,
     disk_bytes: u64,
+    open_segment_bytes: Option<u64>,
+) {
+    write_rounds_of(
+        SIX_WRITES,
+        dir,
+        (first_round, rounds),
+        disk_bytes,
+        open_segment_bytes,
+    );
+}
+
+/// [`write_rounds_then`] with `shape`'s writes in each round.
+pub(super) fn write_rounds_of(
+    shape: Rounds,
+    dir: &Path,
+    (first_round, rounds): (u64, u64),
+    disk_bytes: u64,
+    open_segment_bytes: Option<u64>,
 ) {
     let storage = super::storage();
     let mut w = if dir.join("VAULT").exists() {
         Writer::open(storage, dir).expect("opened")
     } else {
-        let mut w = Writer::create(storage, dir, settings()).expect("created");
+        let settings = VaultSettings {
+            segment_bytes: open_segment_bytes.unwrap_or(settings().segment_bytes),
+            ..settings()
+        };
+        let mut w = Writer::create(storage, dir, settings).expect("created");
         w.add_disk("os", disk_bytes).expect("added");
         w.add_disk("data", disk_bytes / 2).expect("added");
         w
@@ -95,7 +119,9 @@ pub(super) fn write_rounds_of(
         w.point(PointKind::CrashConsistent, &format!("round {round}"))
             .expect("acknowledged");
     }
-    w.seal_segment().expect("sealed");
+    if open_segment_bytes.is_none() {
+        w.seal_segment().expect("sealed");
+    }
     w.close().expect("closed");
 }
 
@@ -133,6 +159,17 @@ pub(super) fn remote_contents(remote: Arc<Remote>) -> Contents {
 }
 
 pub(super) fn add_remote(dir: &Path, url: &str, remote: &Remote, cache_limit_bytes: u64) {
+    add_remote_keeping(dir, url, remote, cache_limit_bytes, 2);
+}
+
+/// [`add_remote`], keeping `keep_manifests` remote manifests.
+pub(super) fn add_remote_keeping(
+    dir: &Path,
+    url: &str,
+    remote: &Remote,
+    cache_limit_bytes: u64,
+    keep_manifests: u32,
+) {
     let local = LocalVault::open(dir).expect("local vault");
     replog_remote::claim(&local, remote).expect("claimed");
     local
@@ -140,7 +177,7 @@ pub(super) fn add_remote(dir: &Path, url: &str, remote: &Remote, cache_limit_byt
             vault_id: local.vault_id,
             url: url.to_owned(),
             cache_limit_bytes,
-            keep_manifests: 2,
+            keep_manifests,
         })
         .expect("configured");
 }
@@ -149,7 +186,11 @@ pub(super) fn sync(dir: &Path, remote: &Remote) -> replog_remote::Result<SyncRep
     sync_with(dir, remote, false)
 }
 
-fn sync_with(dir: &Path, remote: &Remote, scrub: bool) -> replog_remote::Result<SyncReport> {
+pub(super) fn sync_with(
+    dir: &Path,
+    remote: &Remote,
+    scrub: bool,
+) -> replog_remote::Result<SyncReport> {
     let storage =
         replog_remote::storage_for_vault(super::storage(), dir, &RemoteOptions::default())?;
     replog_remote::sync(
@@ -204,7 +245,7 @@ pub(super) fn needed_keys(remote: &Remote, seed: u32, vault_id: [u8; 16]) -> BTr
     out
 }
 
-fn s3_remote(server: &S3Server, prefix: &str) -> (String, Arc<Remote>, RemoteOptions) {
+pub(super) fn s3_remote(server: &S3Server, prefix: &str) -> (String, Arc<Remote>, RemoteOptions) {
     let url = server.url(prefix);
     let opts = options(server.env());
     let remote = Arc::new(Remote::open(&url, &opts).expect("remote"));

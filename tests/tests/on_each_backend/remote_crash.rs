@@ -98,10 +98,29 @@ fn a_crash_at_every_request_of_a_sync_loses_nothing_and_leaves_nothing_twice() {
         std::fs::remove_dir_all(&dir).unwrap();
         (!plan.crashed()).then(|| plan.requests())
     };
+    every_crash(run);
+}
+
+pub(super) fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Runs `run` once without a crash to count the requests of the sync under test (`run` returns
+/// that count when nothing crashed), then once per request and [`FaultMode`], side by side: each
+/// case has its own vault and prefix, so the time goes into waiting for the server. Returns the
+/// number of crash points.
+pub(super) fn every_crash(run: impl Fn(u64, FaultMode) -> Option<u64> + Sync) -> usize {
     let total = run(u64::MAX, FaultMode::BeforeApply).expect("a clean run");
     assert!(total > 10, "a sync makes {total} requests");
-    // Each case has its own vault and prefix, so they run side by side: the time goes into
-    // waiting for the server, not the processor.
     let cases: Vec<(u64, FaultMode)> = [FaultMode::BeforeApply, FaultMode::AfterApply]
         .into_iter()
         .flat_map(|mode| (0..total).map(move |n| (n, mode)))
@@ -118,17 +137,5 @@ fn a_crash_at_every_request_of_a_sync_loses_nothing_and_leaves_nothing_twice() {
             });
         }
     });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
+    cases.len()
 }

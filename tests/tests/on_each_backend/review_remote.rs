@@ -22,7 +22,7 @@ use replog_writer::{Compression, PointKind, VaultSettings, Writer};
 const DISK_BYTES: u64 = 8 << 20;
 
 /// `replog ARGS` with the server's environment (and nothing else of the test's credentials).
-fn replog(server: &S3Server, args: &[&str]) -> Output {
+pub(super) fn replog(server: &S3Server, args: &[&str]) -> Output {
     let mut cmd = Command::new(replog_bin());
     cmd.args(args).env("REPLOG_IO_BACKEND", "sync");
     for (k, v) in server.env() {
@@ -31,16 +31,16 @@ fn replog(server: &S3Server, args: &[&str]) -> Output {
     cmd.output().expect("replog ran")
 }
 
-fn stderr(out: &Output) -> String {
+pub(super) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn stdout(out: &Output) -> String {
+pub(super) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Asserts the exit code and that nothing panicked; returns stderr.
-fn expect_exit(out: &Output, code: i32, what: &str) -> String {
+pub(super) fn expect_exit(out: &Output, code: i32, what: &str) -> String {
     let err = stderr(out);
     assert_eq!(
         out.status.code(),
@@ -61,7 +61,7 @@ fn write_rounds(dir: &Path, first: u64, rounds: u64) {
         len_min: 30_000,
         len_spread: 200_000,
     };
-    super::remote::write_rounds_of(shape, dir, first, rounds, DISK_BYTES);
+    super::remote::write_rounds_of(shape, dir, (first, rounds), DISK_BYTES, None);
 }
 
 /// A handle on the server's bucket under `prefix`, for changing objects behind replog's back.
