@@ -182,7 +182,7 @@ fn read_view(d: &DiskCut) -> (Vec<u8>, Option<Vec<(u64, u64)>>) {
         let mut at = 0;
         while at < d.size_bytes {
             for e in c.block_status(at, (d.size_bytes - at) as u32, id).unwrap() {
-                let end = at + u64::from(e.length);
+                let end = at + e.length;
                 if e.flags & 1 != 0 {
                     match out.last_mut() {
                         Some(last) if last.1 == at => last.1 = end,
