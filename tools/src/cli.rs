@@ -471,6 +471,10 @@ pub struct ReplicateArgs {
     /// An RPO above this is a warning, above twice this critical.
     #[arg(long, value_parser = duration)]
     pub rpo_alert: Option<Duration>,
+    /// Every this long, ship the newest point to the vault's remote (`replog remote add`), as
+    /// `replog sync` does; the status reports the remote's newest point.
+    #[arg(long, value_parser = duration)]
+    pub sync_every: Option<Duration>,
     /// Stop after this many points.
     #[arg(long)]
     pub cycles: Option<u64>,

@@ -57,7 +57,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Remote(RemoteCommand::Add(a)) => remote::add(&a, ctx.remote()),
         Command::Remote(RemoteCommand::Show(a)) => remote::show(&a.vault, a.json),
         Command::Sync(a) => remote::sync(ctx, &a),
-        Command::Replicate(a) => crate::replicate_commands::run(&ctx.open(&a.vault)?, &a),
+        Command::Replicate(a) => crate::replicate_commands::run(ctx, &a),
         Command::Retention(a) => life::retention(&ctx.open(&a.vault)?, &a),
         Command::Prune(a) => life::prune(&ctx.open(&a.vault)?, &a),
         Command::TestFailover(a) => life::test_failover(&ctx.open(&a.vault)?, &a),

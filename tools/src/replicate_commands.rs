@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use replog_remote::SyncOptions;
 use replog_vault::Vault;
 use replog_vault::replicate::{
     self, CycleRecord, DiskSource, Event, Health, Hooks, LiveSource, Outputs, Policy, status,
@@ -14,11 +15,13 @@ use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::cli::ReplicateArgs;
+use crate::context::Ctx;
 use crate::output::{human_age, human_bytes, print_json};
 use crate::{CmdResult, EXIT_OK, Failure};
 
 /// Runs `replog replicate`.
-pub fn run(vault: &Vault, args: &ReplicateArgs) -> CmdResult {
+pub fn run(ctx: &Ctx, args: &ReplicateArgs) -> CmdResult {
+    let vault = &ctx.open(&args.vault)?;
     if args.status {
         return show_status(vault, args);
     }
@@ -41,6 +44,7 @@ pub fn run(vault: &Vault, args: &ReplicateArgs) -> CmdResult {
         app_consistent_every: args.app_consistent_every,
         rpo_alert: args.rpo_alert,
         cycles: args.cycles,
+        sync_every: args.sync_every,
         ..Policy::every(every)
     };
     let hooks = Hooks {
@@ -52,6 +56,7 @@ pub fn run(vault: &Vault, args: &ReplicateArgs) -> CmdResult {
     };
     let outputs = Outputs {
         metrics: args.metrics.clone(),
+        remote: Some((ctx.remote().clone(), SyncOptions::default())),
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
@@ -198,6 +203,12 @@ pub fn print_record(r: &CycleRecord) {
         human_bytes(r.last_cycle_bytes_read),
         r.last_cycle_seconds
     );
+    match (&r.sync_error, r.remote_point_id) {
+        (Some(e), _) => println!("remote      the last sync failed: {e}"),
+        (None, Some(id)) if r.remote_behind => println!("remote      newest point {id} (behind)"),
+        (None, Some(id)) => println!("remote      newest point {id}"),
+        (None, None) => {}
+    }
     if let Some(e) = &r.last_error {
         println!("last error  {e}");
     }

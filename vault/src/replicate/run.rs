@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use replog_format::record::PointKind;
 use replog_qemu::{Capture, CaptureConfig, Cut, DiskSource, Qmp, QmpError, QmpErrorKind};
+use replog_remote::{RemoteOptions, SyncOptions};
 use replog_writer::Writer;
 
 use super::hooks::{HookContext, Hooks};
@@ -54,11 +55,13 @@ pub enum Event<'a> {
     },
 }
 
-/// Where the loop's files go.
+/// Where the loop's results go besides the vault.
 #[derive(Clone, Debug, Default)]
 pub struct Outputs {
     /// The Prometheus textfile, if one is kept.
     pub metrics: Option<PathBuf>,
+    /// How to reach the vault's remote, for [`Policy::sync_every`].
+    pub remote: Option<(RemoteOptions, SyncOptions)>,
 }
 
 /// Replicates `source` into `vault` under `policy` until `stop` is set (checked between
@@ -96,6 +99,7 @@ pub fn replicate(
             ..CycleRecord::default()
         },
         last_app: None,
+        last_sync: None,
     };
     lp.run(stop, on_event);
     lp.record.stopped = true;
@@ -119,6 +123,7 @@ struct Loop<'a> {
     writer: Option<Writer>,
     record: CycleRecord,
     last_app: Option<Instant>,
+    last_sync: Option<Instant>,
 }
 
 impl Loop<'_> {
@@ -134,6 +139,7 @@ impl Loop<'_> {
                 Ok(passes) => {
                     failures = 0;
                     next_start = started + self.policy.every;
+                    self.sync_if_due();
                     self.store_status();
                     on_event(Event::Point {
                         record: &self.record,
@@ -215,6 +221,32 @@ impl Loop<'_> {
         self.post_point(&passes, point.point_id);
         ended.map_err(|e| self.source_error(e))?;
         Ok(passes)
+    }
+
+    /// Ships the newest point to the vault's remote when [`Policy::sync_every`] says it is
+    /// time. A failed sync fails no cycle: the point is durable locally, the record says the
+    /// remote is behind, and the next cycle tries again.
+    fn sync_if_due(&mut self) {
+        let (Some(every), Some((remote, opts))) = (self.policy.sync_every, &self.outputs.remote)
+        else {
+            return;
+        };
+        if self.last_sync.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        let storage = self.vault.storage().clone();
+        match crate::remote::sync(storage, self.vault.dir(), remote, opts, &|_, _| {}) {
+            Ok(synced) => {
+                self.last_sync = Some(Instant::now());
+                self.record.remote_point_id = synced.rpo.newest_remote_point.map(|p| p.point_id);
+                self.record.remote_behind = synced.rpo.behind;
+                self.record.sync_error = None;
+            }
+            Err(e) => {
+                self.record.remote_behind = true;
+                self.record.sync_error = Some(e.to_string());
+            }
+        }
     }
 
     fn connect(&mut self) -> Result<()> {

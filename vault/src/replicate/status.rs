@@ -48,6 +48,12 @@ pub struct CycleRecord {
     pub last_cycle_seconds: f64,
     /// Total bytes journaled since the start.
     pub bytes_journaled: u64,
+    /// The newest point the vault's remote offers after the last sync (`--sync-every`).
+    pub remote_point_id: Option<u64>,
+    /// Whether the remote is behind the local vault (or the last sync failed).
+    pub remote_behind: bool,
+    /// The last sync's failure, if it failed.
+    pub sync_error: Option<String>,
     /// The last failure, if the last cycle failed.
     pub last_error: Option<String>,
     /// Whether the process has stopped (SIGTERM, `--cycles`, or an error it gave up on).
