@@ -522,11 +522,9 @@ fn written_prefix(image: &[u8], what: &str) -> u64 {
     k as u64
 }
 
-#[test]
-fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest_writes() {
-    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
-        return;
-    }
+/// A qcow2 disk of 32 MiB served by qemu-storage-daemon in a new directory: node `disk0`, a
+/// writable NBD export `disk` on `nbd.sock`, a QMP monitor on `qmp.sock`.
+fn live_disk() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
@@ -551,7 +549,97 @@ fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest
             qmp.display()
         ))
         .args(["--monitor", "chardev=qmp0"]);
-    let _daemon = serve(&mut daemon, &nbd);
+    let daemon = serve(&mut daemon, &nbd);
+    (dir, daemon)
+}
+
+#[test]
+fn replicate_with_sync_every_puts_its_newest_point_in_the_bucket() {
+    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io", "s3s-fs"]) {
+        return;
+    }
+    let server = replog_tests::servers::S3Server::start().expect("s3s-fs starts");
+    let (dir, _daemon) = live_disk();
+    let d = dir.path();
+    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
+    let vault = d.join("v");
+    let vault_s = vault.to_str().unwrap();
+    let url = server.url("v");
+    let with_env = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_replog"));
+        cmd.args(args).envs(server.env());
+        run(&mut cmd)
+    };
+    replog_ok(&["init", vault_s]);
+    with_env(&["remote", "add", vault_s, &url]);
+    let write = format!("nbd+unix:///disk?socket={}", nbd.display());
+    run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x5a 1M 256k", &write]));
+    let nbd_s = nbd.to_str().unwrap().to_owned();
+    let qmp_s = qmp.to_str().unwrap().to_owned();
+    with_env(&[
+        "replicate",
+        vault_s,
+        "--every",
+        "1s",
+        "--sync-every",
+        "1s",
+        "--cycles",
+        "2",
+        "--disk",
+        "os=disk0",
+        "--qmp",
+        &qmp_s,
+        "--nbd-socket",
+        &nbd_s,
+    ]);
+    let status = json_of(&["replicate", vault_s, "--status", "--json"]);
+    let remote_point = status["replication"]["remote_point_id"].as_u64();
+    assert_eq!(
+        remote_point,
+        Some(2),
+        "the last cycle's point was shipped: {status}"
+    );
+    assert_eq!(status["replication"]["sync_error"], serde_json::Value::Null);
+    // From the bucket alone, the point fails over to the same bytes as from the vault.
+    let local = d.join("local");
+    replog_ok(&[
+        "failover",
+        vault_s,
+        "--point",
+        "2",
+        "--out",
+        local.to_str().unwrap(),
+    ]);
+    let remote = d.join("remote");
+    with_env(&[
+        "failover",
+        &url,
+        "--point",
+        "2",
+        "--out",
+        remote.to_str().unwrap(),
+    ]);
+    let want = std::fs::read(local.join("os.raw")).unwrap();
+    assert_same(
+        &std::fs::read(remote.join("os.raw")).unwrap(),
+        &want,
+        "point 2 from the bucket",
+    );
+    assert!(
+        want[MIB as usize..(MIB + 256 * KIB) as usize]
+            .iter()
+            .all(|&b| b == 0x5a)
+    );
+}
+
+#[test]
+fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest_writes() {
+    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
+        return;
+    }
+    let (dir, _daemon) = live_disk();
+    let d = dir.path();
+    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
     let vault = d.join("v");
     let vault_s = vault.to_str().unwrap();
     replog_ok(&["init", vault_s]);

@@ -102,6 +102,8 @@ pub fn replicate(
         last_sync: None,
     };
     lp.run(stop, on_event);
+    // The last point goes to the remote too, whenever the previous sync was.
+    lp.sync_if_due(true);
     lp.record.stopped = true;
     lp.store_status();
     if let Some(capture) = lp.capture.take() {
@@ -139,7 +141,7 @@ impl Loop<'_> {
                 Ok(passes) => {
                     failures = 0;
                     next_start = started + self.policy.every;
-                    self.sync_if_due();
+                    self.sync_if_due(false);
                     self.store_status();
                     on_event(Event::Point {
                         record: &self.record,
@@ -226,12 +228,13 @@ impl Loop<'_> {
     /// Ships the newest point to the vault's remote when [`Policy::sync_every`] says it is
     /// time. A failed sync fails no cycle: the point is durable locally, the record says the
     /// remote is behind, and the next cycle tries again.
-    fn sync_if_due(&mut self) {
+    fn sync_if_due(&mut self, last: bool) {
         let (Some(every), Some((remote, opts))) = (self.policy.sync_every, &self.outputs.remote)
         else {
             return;
         };
-        if self.last_sync.is_some_and(|t| t.elapsed() < every) {
+        let shipped = self.record.remote_point_id == self.record.last_point_id;
+        if shipped || (!last && self.last_sync.is_some_and(|t| t.elapsed() < every)) {
             return;
         }
         let storage = self.vault.storage().clone();
@@ -343,10 +346,7 @@ impl Loop<'_> {
         r.last_point_id = Some(point.point_id);
         r.last_point_app_consistent = point.kind == PointKind::AppConsistent;
         r.last_cut_unix_ms = Some(cut_at.as_millis() as i64);
-        r.last_cycle_bytes = passes
-            .iter()
-            .map(|p| p.bytes_written + p.bytes_zeroed)
-            .sum();
+        r.last_cycle_bytes = passes.iter().map(|p| p.bytes_written).sum();
         r.last_cycle_bytes_read = passes.iter().map(|p| p.bytes_read).sum();
         r.last_cycle_seconds = took.as_secs_f64();
         r.bytes_journaled += r.last_cycle_bytes;
