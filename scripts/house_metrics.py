@@ -11,7 +11,7 @@ import sys
 
 LIMIT = 70
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-CRATES = ["format", "io", "writer", "reader", "remote", "nbd", "image", "vault", "tools",
+CRATES = ["format", "io", "writer", "reader", "remote", "nbd", "qemu", "image", "vault", "tools",
           "tests", "benches", "fuzz"]
 FN = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?(extern\s+\"C\"\s+)?fn\s+(\w+)")
 MESSAGE_MATCH = re.compile(
