@@ -311,6 +311,7 @@ impl VaultInner {
             disk,
             &self.header.vault_id,
             self.seed,
+            self.manifest.resized,
         )?;
         let _ = self.bases[index].set(Arc::new(base));
         Ok(self.bases[index]
