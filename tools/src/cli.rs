@@ -135,6 +135,7 @@ impl Command {
         let vault = match self {
             Command::Init(a) => &a.vault,
             Command::Disk(DiskCommand::Add(a)) => &a.vault,
+            Command::Disk(DiskCommand::Resize(a)) => &a.vault,
             Command::Ingest(a) => &a.vault,
             Command::Point(a) => &a.vault,
             Command::Points(a) => &a.vault,
@@ -174,6 +175,23 @@ pub enum Pattern {
 pub enum DiskCommand {
     /// Add a disk, seeded from a raw image (--from) or empty (--size).
     Add(DiskAddArgs),
+    /// Grow a disk to SIZE: points before keep the old size, the new range reads as zeros.
+    Resize(DiskResizeArgs),
+}
+
+/// Arguments of `replog disk resize`.
+#[derive(Debug, Args)]
+pub struct DiskResizeArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The disk's name.
+    pub name: String,
+    /// The new size (bytes, or with a suffix: 10GiB, 512M); disks only grow.
+    #[arg(value_parser = parse_bytes)]
+    pub size: u64,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `replog remote`.
@@ -390,9 +408,13 @@ pub struct IngestArgs {
     pub vault: PathBuf,
     /// The disk's name.
     pub name: String,
-    /// The image with the disk's current content (same size as the disk).
+    /// The image with the disk's current content (same size as the disk, or larger with
+    /// --grow).
     #[arg(long)]
     pub from: PathBuf,
+    /// Grow the disk to the image's size first when the image is larger.
+    #[arg(long)]
+    pub grow: bool,
     /// The image's format: auto detects it; formats other than raw and fixed VHD need
     /// qemu-img.
     #[arg(long, value_enum, default_value = "auto")]

@@ -45,6 +45,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
     match command {
         Command::Init(a) => init(storage(), &a),
         Command::Disk(DiskCommand::Add(a)) => disk_add(storage(), &a),
+        Command::Disk(DiskCommand::Resize(a)) => disk_resize(storage(), &a),
         Command::Ingest(a) => ingest(storage(), &a),
         Command::Point(a) => point(storage(), &a),
         Command::Points(a) => opened(&a.vault).and_then(|(s, d)| read::points(s, &d, a.json)),

@@ -1,4 +1,4 @@
-//! The commands that write: `init`, `disk add`, `ingest`, `point`.
+//! The commands that write: `init`, `disk add`, `disk resize`, `ingest`, `point`.
 
 use std::sync::Arc;
 
@@ -7,7 +7,7 @@ use replog_vault::NewDisk;
 use replog_writer::{PointKind, VaultSettings, Writer};
 use serde_json::json;
 
-use crate::cli::{DiskAddArgs, IngestArgs, InitArgs, PointArgs, SourceFormat};
+use crate::cli::{DiskAddArgs, DiskResizeArgs, IngestArgs, InitArgs, PointArgs, SourceFormat};
 use crate::context::{compression_of, open_writer, reported};
 use crate::output::{human_bytes, point_json, print_json, progress};
 use crate::{CmdResult, EXIT_OK, Failure};
@@ -52,15 +52,50 @@ pub fn disk_add(storage: Arc<dyn Storage>, args: &DiskAddArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
+pub fn disk_resize(storage: Arc<dyn Storage>, args: &DiskResizeArgs) -> CmdResult {
+    let mut w = open_writer(storage, &args.vault)?;
+    let resized = replog_vault::resize_disk(&mut w, &args.name, args.size)?;
+    w.close()?;
+    if args.json {
+        print_json(&resized);
+        return Ok(EXIT_OK);
+    }
+    match resized.lsn {
+        Some(lsn) => println!(
+            "resized disk {} from {} to {} ({} bytes) at LSN {lsn}",
+            resized.name,
+            human_bytes(resized.old_bytes),
+            human_bytes(resized.disk_bytes),
+            resized.disk_bytes
+        ),
+        None => println!(
+            "disk {} is already {} ({} bytes)",
+            resized.name,
+            human_bytes(resized.disk_bytes),
+            resized.disk_bytes
+        ),
+    }
+    Ok(EXIT_OK)
+}
+
 pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     let (vault, name) = (&args.vault, &args.name);
     let mut w = open_writer(storage.clone(), vault)?;
     let bar = progress(w.disk(name)?.disk_bytes, "ingest");
     let started = std::time::Instant::now();
     let image = (args.from.as_path(), args.format);
-    let done = replog_vault::ingest(&mut w, storage.as_ref(), vault, name, image, &|n| {
+    let opts = replog_vault::IngestOptions { grow: args.grow };
+    let done = replog_vault::ingest_with(&mut w, storage.as_ref(), vault, name, image, opts, &|n| {
         bar.set_position(n)
     })?;
+    if let (Some(r), false) = (&done.resized, args.json) {
+        println!(
+            "grew disk {name} from {} to {} ({} bytes)",
+            human_bytes(r.old_bytes),
+            human_bytes(r.disk_bytes),
+            r.disk_bytes
+        );
+    }
     bar.finish_and_clear();
     w.close()?;
     let (seconds, stats) = (started.elapsed().as_secs_f64(), &done.stats);
@@ -74,6 +109,7 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
             "records": stats.records,
             "digest_cache": stats.digest_cache,
             "image_format": done.image_format,
+            "resized": done.resized,
             "seconds": seconds,
         }));
     } else {
