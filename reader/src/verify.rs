@@ -251,14 +251,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         return c.report;
     }
     let seed = vault_seed(&header.vault_id);
-    c.sizes = manifest
-        .disks
-        .iter()
-        .map(|d| {
-            let bytes = base_bytes_or_manifest(c.storage, c.dir, &manifest, d, seed);
-            (d.disk_id, bytes)
-        })
-        .collect();
+    c.sizes = base_sizes(&c, &manifest, seed);
     // First: whether the manifest was rolled back changes what a sealed open segment means.
     check_leftovers(&mut c, &header, seed, &manifest);
     for (i, seg) in manifest.segments.iter().enumerate() {
@@ -285,6 +278,16 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
     check_leases(&mut c, &header, seed);
     check_checkpoints(&mut c, &header, seed, &manifest);
     c.report
+}
+
+/// Each disk's size at its base, by disk id: where the walk of the journal's sizes starts.
+fn base_sizes(c: &Checker<'_>, manifest: &Manifest, seed: u32) -> HashMap<u32, u64> {
+    let size = |d: &DiskEntry| base_bytes_or_manifest(c.storage, c.dir, manifest, d, seed);
+    manifest
+        .disks
+        .iter()
+        .map(|d| (d.disk_id, size(d)))
+        .collect()
 }
 
 /// Every checkpoint at or after the base must load against the manifest; older ones are

@@ -79,24 +79,14 @@ pub struct ResizedDisk {
 /// written. Asking for the current size changes nothing; a smaller size is refused
 /// ([`VaultErrorKind::InvalidRequest`], naming the disk and both sizes).
 pub fn resize_disk(w: &mut Writer, name: &str, new_bytes: u64) -> Result<ResizedDisk> {
-    let old_bytes = w.disk(name)?.disk_bytes;
-    if new_bytes == old_bytes {
-        let disk = w.disk(name)?;
-        return Ok(ResizedDisk {
-            name: disk.name,
-            disk_id: disk.disk_id,
-            old_bytes,
-            disk_bytes: old_bytes,
-            lsn: None,
-        });
-    }
+    let (old_bytes, last_lsn) = (w.disk(name)?.disk_bytes, w.last_lsn());
     let disk = w.resize_disk(name, new_bytes)?;
     Ok(ResizedDisk {
         name: disk.name,
         disk_id: disk.disk_id,
         old_bytes,
         disk_bytes: disk.disk_bytes,
-        lsn: Some(w.last_lsn()),
+        lsn: (w.last_lsn() != last_lsn).then(|| w.last_lsn()),
     })
 }
 
