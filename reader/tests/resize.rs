@@ -249,3 +249,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_journals_changes_after_a_point_leave_resizes_out() {
+    let (b, _) = grown_vault();
+    let vault = open(&b);
+    let changes = vault.journal_extents_after(0).unwrap();
+    assert_eq!(changes.len(), 3, "three writes: {changes:?}");
+    assert!(changes.iter().all(|e| e.kind == RecordKind::Write));
+}
