@@ -53,6 +53,7 @@ mod manifest_io;
 mod migration;
 mod pipeline;
 mod recover;
+mod resize;
 mod retention;
 mod sparse;
 mod state;
