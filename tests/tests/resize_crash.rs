@@ -71,7 +71,10 @@ fn workload(w: &mut Writer, m: &mut PointModel, rounds: u64) -> Result<(), Write
         .expect("disk a")
         .resize(NEW_BYTES as usize, 0);
     let grown = w.resize_disk("a", NEW_BYTES)?;
-    assert_eq!(grown.disk_bytes, NEW_BYTES, "the writer reports the new size");
+    assert_eq!(
+        grown.disk_bytes, NEW_BYTES,
+        "the writer reports the new size"
+    );
     write(w, m, OLD_BYTES - 1000, &noise(20, 5000))?;
     for i in 0..rounds {
         write(w, m, OLD_BYTES + 4096 + i * 7000, &noise(30 + i, 6000))?;

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::CmdResult;
 use crate::cli::{BenchCommand, Cli, Command, DiskCommand, RemoteCommand};
 use crate::context::Ctx;
-use crate::write_commands::{disk_add, ingest, init, point};
+use crate::write_commands::{disk_add, disk_resize, ingest, init, point};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> CmdResult {

@@ -85,9 +85,10 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     let started = std::time::Instant::now();
     let image = (args.from.as_path(), args.format);
     let opts = replog_vault::IngestOptions { grow: args.grow };
-    let done = replog_vault::ingest_with(&mut w, storage.as_ref(), vault, name, image, opts, &|n| {
-        bar.set_position(n)
-    })?;
+    let done =
+        replog_vault::ingest_with(&mut w, storage.as_ref(), vault, name, image, opts, &|n| {
+            bar.set_position(n)
+        })?;
     if let (Some(r), false) = (&done.resized, args.json) {
         println!(
             "grew disk {name} from {} to {} ({} bytes)",

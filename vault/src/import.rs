@@ -142,10 +142,14 @@ pub fn ingest_with(
     progress: &dyn Fn(u64),
 ) -> Result<Ingested> {
     let image = replog_image::open(storage, from, format, vault).map_err(VaultError::from)?;
-    let image_bytes = image
-        .file
-        .len()
-        .map_err(|e| VaultError::from(replog_writer::WriteError::io(from, None, "reading the length", e)))?;
+    let image_bytes = image.file.len().map_err(|e| {
+        VaultError::from(replog_writer::WriteError::io(
+            from,
+            None,
+            "reading the length",
+            e,
+        ))
+    })?;
     let disk_bytes = w.disk(name)?.disk_bytes;
     let resized = match (image_bytes > disk_bytes, opts.grow) {
         (false, _) => None,

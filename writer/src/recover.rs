@@ -33,8 +33,8 @@ use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::files::{live_leases, remove_files};
 use crate::journal::{ActiveSegment, Journal, JournalFiles};
 use crate::manifest_io::store;
-use crate::resize::catch_up;
 use crate::pipeline::SegmentFile;
+use crate::resize::catch_up;
 
 /// What [`crate::Writer::open`] found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

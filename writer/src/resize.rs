@@ -232,8 +232,14 @@ mod tests {
         let mut lagging = Manifest::decode(&bytes).unwrap();
         lagging.disks[0].disk_bytes = MIB;
         let encoded = lagging.encode();
-        file.write_batch(&[WriteAt { offset: 0, data: &encoded }], true)
-            .unwrap();
+        file.write_batch(
+            &[WriteAt {
+                offset: 0,
+                data: &encoded,
+            }],
+            true,
+        )
+        .unwrap();
         drop(file);
         let mut w = Writer::open(storage.clone(), "/v".as_ref()).unwrap();
         assert!(w.recovery_report().completed_resize);
