@@ -101,7 +101,7 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     w.close()?;
     let (seconds, stats) = (started.elapsed().as_secs_f64(), &done.stats);
     if args.json {
-        print_json(&json!({
+        let mut doc = json!({
             "disk": name,
             "bytes_scanned": stats.bytes_scanned,
             "bytes_read": done.bytes_read,
@@ -110,9 +110,13 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
             "records": stats.records,
             "digest_cache": stats.digest_cache,
             "image_format": done.image_format,
-            "resized": done.resized,
             "seconds": seconds,
-        }));
+        });
+        // Only an ingest that grew the disk says so, so other ingests print what they did.
+        if let Some(r) = &done.resized {
+            doc["resized"] = json!(r);
+        }
+        print_json(&doc);
     } else {
         println!(
             "ingested {name}: scanned {} in {seconds:.2}s ({:.0} MB/s), {} changed, {} written in {} records (digest cache {})",
