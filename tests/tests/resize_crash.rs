@@ -19,7 +19,8 @@ use std::sync::Arc;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_tests::{
-    PointModel, SimImage, check_vault, noise, recover_and_resume, stress, vault_dirs, write_image,
+    PointModel, SimImage, check_vault, noise, recover_and_resume, small_segments, stress,
+    vault_dirs, write_image,
 };
 use replog_writer::{Compression, VaultSettings, WriteError, Writer};
 
@@ -33,9 +34,8 @@ fn prefix(segment_bytes: u64) -> (SimImage, PointModel) {
     let sim = SimStorage::new(1);
     let storage: Arc<dyn Storage> = sim.clone();
     let settings = VaultSettings {
-        block_bytes: 4096,
         segment_bytes,
-        compression: Compression::Lz4,
+        ..small_segments(Compression::Lz4)
     };
     let mut w = Writer::create(storage.clone(), Path::new(DIR), settings).expect("created");
     sim.create_dir_all(Path::new("/images")).expect("created");
