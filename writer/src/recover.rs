@@ -20,6 +20,7 @@ use std::sync::Arc;
 use replog_format::header::VaultHeader;
 use replog_format::layout;
 use replog_format::manifest::{Manifest, SealedInfo, SegmentEntry};
+use replog_format::record::RecordKind;
 use replog_format::segment::{
     self, Expect, ExtentEntry, IndexBuilder, PointEntry, SEGMENT_HEADER_BYTES, SegmentEnd,
 };
@@ -34,7 +35,6 @@ use crate::files::{live_leases, remove_files};
 use crate::journal::{ActiveSegment, Journal, JournalFiles};
 use crate::manifest_io::store;
 use crate::pipeline::SegmentFile;
-use crate::resize::catch_up;
 
 /// What [`crate::Writer::open`] found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -270,6 +270,45 @@ impl Recovery<'_> {
             sealed,
         })
     }
+}
+
+/// Brings the disk sizes of `manifest` up to the resize records among `extents` (the open
+/// segment's records, which a crash may have left ahead of the manifest: rule M). Returns
+/// whether a size changed. A resize record of a disk the manifest does not list, or in a vault
+/// whose manifest does not say it holds any, is damage in `segment`.
+pub(crate) fn catch_up(
+    manifest: &mut Manifest,
+    extents: &[ExtentEntry],
+    segment: &Path,
+) -> Result<bool> {
+    let mut changed = false;
+    for e in extents.iter().filter(|e| e.kind == RecordKind::Resize) {
+        let damaged = |why: String| {
+            Err(WriteError::new(WriteErrorKind::Damaged, why)
+                .in_file(segment)
+                .at_offset(e.record_offset))
+        };
+        if !manifest.resized {
+            return damaged(format!(
+                "the resize record of LSN {} is in a vault whose manifest does not say it holds any",
+                e.lsn
+            ));
+        }
+        let Some(disk) = manifest.disks.iter_mut().find(|d| d.disk_id == e.disk_id) else {
+            return damaged(format!(
+                "the resize record of LSN {} grows disk {}, which the manifest does not list",
+                e.lsn, e.disk_id
+            ));
+        };
+        if e.length > disk.disk_bytes {
+            disk.disk_bytes = e.length;
+            changed = true;
+        }
+    }
+    if changed {
+        manifest.generation += 1;
+    }
+    Ok(changed)
 }
 
 /// Writes `[from, to)` of the open segment again and syncs it. No record vouches that those

@@ -3,14 +3,11 @@
 //! first record is written, so code that does not know them refuses the vault rather than cut
 //! one as a torn tail; the record is acknowledged when a data sync covering it succeeds; then the
 //! manifest takes the new size, and from then on the writer accepts writes past the old end.
-//! Recovery commits a size that a crash kept out of the manifest ([`catch_up`], rule M).
-
-use std::path::Path;
+//! Recovery commits a size that a crash kept out of the manifest (`recover::catch_up`, rule M).
 
 use replog_format::limits::DISK_BYTES_MAX;
 use replog_format::manifest::{DiskEntry, Manifest};
 use replog_format::record::{RecordHeader, RecordKind};
-use replog_format::segment::ExtentEntry;
 
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::journal::{Journal, empty_header};
@@ -79,45 +76,6 @@ fn check_growth(disk: &DiskEntry, new_bytes: u64) -> Result<()> {
 fn set_size(m: &mut Manifest, disk_id: u32, bytes: u64) {
     let entry = m.disks.iter_mut().find(|d| d.disk_id == disk_id);
     entry.expect("a disk of the manifest").disk_bytes = bytes;
-}
-
-/// Brings the disk sizes of `manifest` up to the resize records among `extents` (the open
-/// segment's records, which a crash may have left ahead of the manifest: rule M). Returns
-/// whether a size changed. A resize record of a disk the manifest does not list, or in a vault
-/// whose manifest does not say it holds any, is damage in `segment`.
-pub(crate) fn catch_up(
-    manifest: &mut Manifest,
-    extents: &[ExtentEntry],
-    segment: &Path,
-) -> Result<bool> {
-    let mut changed = false;
-    for e in extents.iter().filter(|e| e.kind == RecordKind::Resize) {
-        let damaged = |why: String| {
-            Err(WriteError::new(WriteErrorKind::Damaged, why)
-                .in_file(segment)
-                .at_offset(e.record_offset))
-        };
-        if !manifest.resized {
-            return damaged(format!(
-                "the resize record of LSN {} is in a vault whose manifest does not say it holds any",
-                e.lsn
-            ));
-        }
-        let Some(disk) = manifest.disks.iter_mut().find(|d| d.disk_id == e.disk_id) else {
-            return damaged(format!(
-                "the resize record of LSN {} grows disk {}, which the manifest does not list",
-                e.lsn, e.disk_id
-            ));
-        };
-        if e.length > disk.disk_bytes {
-            disk.disk_bytes = e.length;
-            changed = true;
-        }
-    }
-    if changed {
-        manifest.generation += 1;
-    }
-    Ok(changed)
 }
 
 #[cfg(test)]
