@@ -102,10 +102,11 @@ impl<'w> Ingest<'w> {
         check_image_length(disk, source)?;
         let (mut cache, stale) = self.digest_cache(disk)?;
         let mut stats = IngestStats {
+            // A cache of a disk that grew since holds for its old blocks only: stale too.
             digest_cache: match (&cache, stale.is_empty()) {
                 (None, _) => "missing",
-                (Some(_), true) => "valid",
-                (Some(_), false) => "stale",
+                (Some(c), true) if c.header.disk_bytes == disk.disk_bytes => "valid",
+                (Some(_), _) => "stale",
             },
             ..IngestStats::default()
         };
@@ -180,7 +181,7 @@ impl<'w> Ingest<'w> {
                 .enumerate()
                 .map(|(i, f)| {
                     let start = at + (i * block) as u64;
-                    old.as_ref().is_none_or(|o| o[i] != f.digest)
+                    old.as_ref().and_then(|o| o.get(i)) != Some(&f.digest)
                         || overlaps(scan.stale, start, start + block as u64)
                 })
                 .collect();

@@ -176,6 +176,36 @@ mod tests {
         assert!(replog_reader::verify(storage.as_ref(), "/v".as_ref()).is_intact());
     }
 
+    /// After a resize, an ingest keeps the digest cache for the old blocks: only the grown
+    /// range is journaled, not the whole disk again.
+    #[test]
+    fn an_ingest_after_a_resize_sends_only_the_grown_blocks() {
+        let (storage, mut w, _) = vault();
+        let image = |len: u64| {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 + 1).collect();
+            let path = std::path::Path::new("/v").join(format!("img{len}"));
+            let f = storage.open(&path, OpenMode::CreateTruncate).unwrap();
+            f.write_batch(
+                &[WriteAt {
+                    offset: 0,
+                    data: &bytes,
+                }],
+                true,
+            )
+            .unwrap();
+            (f, path)
+        };
+        let (small, small_path) = image(MIB);
+        w.ingest("os", small.as_ref(), &small_path, &|_| {})
+            .unwrap();
+        w.resize_disk("os", 2 * MIB).unwrap();
+        let (big, big_path) = image(2 * MIB);
+        let stats = w.ingest("os", big.as_ref(), &big_path, &|_| {}).unwrap();
+        assert_eq!((stats.bytes_changed, stats.digest_cache), (MIB, "stale"));
+        let again = w.ingest("os", big.as_ref(), &big_path, &|_| {}).unwrap();
+        assert_eq!((again.bytes_changed, again.digest_cache), (0, "valid"));
+    }
+
     /// A crash after the resize record was synced but before the manifest took the new size:
     /// the next open commits it (rule M), and writes past the old end are accepted again.
     #[test]
