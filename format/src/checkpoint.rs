@@ -32,7 +32,8 @@
 //! ```
 //!
 //! Pieces of a disk are in increasing, non-overlapping disk order; ranges no piece covers read
-//! from the disk's base. A zero piece has every field after `kind` zero. A record piece reads
+//! from the disk's base. `disk_bytes` is the disk's size at `lsn`; when a resize record before
+//! it grew the disk past its base, the grown range is covered by pieces (zeros until written). A zero piece has every field after `kind` zero. A record piece reads
 //! bytes `data_offset..data_offset + len` of the logical data of the write record at
 //! `record_offset` of segment `segment_id`, whose header must match `lsn`, `length`,
 //! `stored_len`, `flags` and `record_crc`.
@@ -148,7 +149,7 @@ impl CheckpointHeader {
 pub struct DiskUnit {
     /// The disk.
     pub disk_id: u32,
-    /// Its size.
+    /// Its size at the checkpoint's LSN (a resize record after it may grow the disk).
     pub disk_bytes: u64,
     /// The piece units that follow.
     pub piece_count: u64,

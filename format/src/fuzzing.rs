@@ -218,7 +218,7 @@ fn record_as_is(data: &[u8]) {
     match h.kind {
         RecordKind::Point => point_payload(payload),
         RecordKind::Footer => footer_index(payload),
-        RecordKind::Write | RecordKind::Zero => {}
+        RecordKind::Write | RecordKind::Zero | RecordKind::Resize => {}
     }
     let seed = seed();
     if h.verify(seed, &data[..RECORD_HEADER_BYTES], payload)

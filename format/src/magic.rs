@@ -29,8 +29,10 @@ pub const REMOTE_CONFIG: [u8; 8] = *b"RPLG-RCF";
 /// The manifest versions this code reads. Version 1 is the initial manifest; version 2 appends
 /// the lifecycle section (retention policy, pins, retired points, migration record). A manifest
 /// is written as version 2 exactly when that section has something in it, so a vault that never
-/// used those features keeps a version 1 manifest that older code still reads.
-pub const MANIFEST_VERSIONS: [u32; 2] = [1, 2];
+/// used those features keeps a version 1 manifest that older code still reads. Version 3 is
+/// written once a disk was resized (body flag bit 0), so code that does not know resize records
+/// refuses the vault instead of misreading one.
+pub const MANIFEST_VERSIONS: [u32; 3] = [1, 2, 3];
 
 /// The format versions this code knows. Capabilities hang off the version so that a later
 /// version can add structures while old vaults keep opening.

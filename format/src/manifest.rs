@@ -15,7 +15,7 @@
 //!      0   16 vault_id
 //!     16    8 generation u64: bumped on every replacement
 //!     24    8 base_lsn u64: the LSN every base reflects
-//!     32    4 flags u32, zero in version 1
+//!     32    4 flags u32: bit 0 (version 3 only) a disk was resized; zero in versions 1 and 2
 //!     36    4 disk_count u32
 //!      .    . disks, 40 bytes + name each:
 //!             disk_id u32, name_len u8, reserved 3, disk_bytes u64, added_lsn u64,
@@ -28,11 +28,15 @@
 //!      .    . points of sealed segments, 44 bytes + label each, in LSN order:
 //!             lsn u64, segment_id u64, record_offset u64, point_id u64, time_unix_ns i64,
 //!             kind u8, reserved u8, label_len u16, label
-//!      .    . version 2 only: the lifecycle section (see `lifecycle`)
+//!      .    . version 2: the lifecycle section (see `lifecycle`); version 3: the lifecycle
+//!             section when it is not empty
 //! ```
 //!
 //! Version 2 appends the lifecycle section and is written exactly when that section is not
-//! empty; version 1 manifests are read as having an empty one.
+//! empty; version 1 manifests are read as having an empty one. Version 3 is written exactly when
+//! flag bit 0 is set: some disk was resized, so the journal holds resize records and a disk's
+//! size depends on the LSN (the disk entry holds the newest). Code that knows only versions 1
+//! and 2 refuses it rather than reading a resize record as a torn tail.
 
 use crate::codec::{Cursor, Put};
 use crate::lifecycle::Lifecycle;
@@ -46,6 +50,8 @@ pub const MANIFEST_HEADER_BYTES: usize = 32;
 const DISK_FIXED_BYTES: usize = 40;
 const SEGMENT_ENTRY_BYTES: usize = 48;
 const POINT_FIXED_BYTES: usize = 44;
+/// Body flag: a disk of the vault was resized (manifest version 3).
+pub const MANIFEST_FLAG_RESIZED: u32 = 1;
 
 /// A disk of the vault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +127,9 @@ pub struct Manifest {
     pub points: Vec<PointRef>,
     /// Retention policy, pins, retired points and migration record (version 2).
     pub lifecycle: Lifecycle,
+    /// Set before the first resize record is written, and never cleared: the journal may hold
+    /// resize records, so a disk's size depends on the LSN (version 3).
+    pub resized: bool,
 }
 
 /// Whether `name` is a valid disk name: it becomes a file name, so it is confined.
@@ -140,9 +149,16 @@ impl Manifest {
         lsn >= self.base_lsn && self.lifecycle.retired.binary_search(&point_id).is_err()
     }
 
-    /// The version this manifest is written with: 2 when it has a lifecycle section.
+    /// The version this manifest is written with: 3 once a disk was resized, else 2 when it
+    /// has a lifecycle section.
     pub fn version(&self) -> u32 {
-        if self.lifecycle.is_empty() { 1 } else { 2 }
+        if self.resized {
+            3
+        } else if self.lifecycle.is_empty() {
+            1
+        } else {
+            2
+        }
     }
 
     /// Encodes header and body.
@@ -152,7 +168,11 @@ impl Manifest {
         p.bytes(&self.vault_id)
             .u64(self.generation)
             .u64(self.base_lsn)
-            .u32(0);
+            .u32(if self.resized {
+                MANIFEST_FLAG_RESIZED
+            } else {
+                0
+            });
         p.u32(self.disks.len() as u32);
         for d in &self.disks {
             p.u32(d.disk_id)
@@ -213,7 +233,7 @@ impl Manifest {
             return Err(c.error_at(
                 DecodeErrorKind::UnsupportedVersion,
                 8,
-                format!("manifest version {version}; this replog reads versions 1 and 2"),
+                format!("manifest version {version}; this replog reads versions 1 to 3"),
             ));
         }
         c.zeros(4)?;
@@ -319,7 +339,20 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
     let vault_id = c.array()?;
     let generation = c.u64()?;
     let base_lsn = c.u64()?;
-    c.zeros(4)?;
+    let flags_at = c.position();
+    let flags = c.u32()?;
+    // Canonical: version 3 exactly when the flag is set, and no other bit.
+    let resized = match (version, flags) {
+        (3, MANIFEST_FLAG_RESIZED) => true,
+        (1 | 2, 0) => false,
+        _ => {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                flags_at,
+                format!("flags {flags:#x} in a version {version} manifest"),
+            ));
+        }
+    };
     let disk_count = bounded_count(&mut c, DISKS_MAX, DISK_FIXED_BYTES)?;
     let disks = (0..disk_count)
         .map(|_| decode_disk_entry(&mut c))
@@ -332,7 +365,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
     let points = (0..point_count)
         .map(|_| decode_point_ref(&mut c))
         .collect::<Result<Vec<_>, _>>()?;
-    let lifecycle = if version >= 2 {
+    let lifecycle = if version == 2 || (version == 3 && c.remaining() > 0) {
         Lifecycle::decode(&mut c)?
     } else {
         Lifecycle::default()
@@ -346,6 +379,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
         segments,
         points,
         lifecycle,
+        resized,
     })
 }
 
@@ -486,6 +520,7 @@ mod tests {
                 },
             }],
             lifecycle: Lifecycle::default(),
+            resized: false,
         }
     }
 
@@ -497,7 +532,7 @@ mod tests {
 
     #[test]
     fn every_flipped_byte_of_a_manifest_is_rejected() {
-        for m in [sample(), sample_v2()] {
+        for m in [sample(), sample_v2(), sample_v3(false), sample_v3(true)] {
             let bytes = m.encode();
             for i in 0..bytes.len() {
                 let mut b = bytes.clone();
@@ -528,6 +563,32 @@ mod tests {
         let crc = crc32fast::hash(&forged[..28]);
         forged[28..32].copy_from_slice(&crc.to_le_bytes());
         assert!(Manifest::decode(&forged).is_err());
+    }
+
+    fn sample_v3(lifecycle: bool) -> Manifest {
+        let mut m = if lifecycle { sample_v2() } else { sample() };
+        m.resized = true;
+        m
+    }
+
+    #[test]
+    fn a_manifest_is_version_3_exactly_when_a_disk_was_resized() {
+        for lifecycle in [false, true] {
+            let m = sample_v3(lifecycle);
+            let v3 = m.encode();
+            assert_eq!(u32::from_le_bytes(v3[8..12].try_into().unwrap()), 3);
+            assert_eq!(Manifest::decode(&v3).unwrap(), m);
+        }
+        // The flag in a version 2 manifest, or its absence in a version 3 one, is refused.
+        let forge = |m: &Manifest, version: u8| {
+            let mut b = m.encode();
+            b[8] = version;
+            let crc = crc32fast::hash(&b[..28]);
+            b[28..32].copy_from_slice(&crc.to_le_bytes());
+            Manifest::decode(&b).unwrap_err().kind
+        };
+        assert_eq!(forge(&sample_v3(true), 2), DecodeErrorKind::BadField);
+        assert_eq!(forge(&sample_v2(), 3), DecodeErrorKind::BadField);
     }
 
     #[test]

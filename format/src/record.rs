@@ -8,18 +8,21 @@
 //! ```text
 //! offset size field
 //!      0    4 crc32 (vault seed) of bytes 4..64 and the payload
-//!      4    1 kind: 1 write, 2 zero, 3 point, 4 footer
+//!      4    1 kind: 1 write, 2 zero, 3 point, 4 footer, 5 resize
 //!      5    1 flags: bit 0 = payload is LZ4 (write only); other bits zero
 //!      6    2 reserved, zero
 //!      8    8 lsn (footer: the segment's last LSN)
 //!     16    8 segment_id
 //!     24    8 segment_offset: where this header starts in its segment file
 //!     32    8 synced_upto: segment length known durable when the record was framed
-//!     40    4 disk_id (write, zero; else 0)
-//!     44    4 stored_len: payload bytes that follow
-//!     48    8 disk_offset (write, zero; else 0)
-//!     56    8 length: logical bytes written or zeroed (write, zero; else 0)
+//!     40    4 disk_id (write, zero, resize; else 0)
+//!     44    4 stored_len: payload bytes that follow (resize: 0)
+//!     48    8 disk_offset (write, zero; resize: the disk's size before; else 0)
+//!     56    8 length: logical bytes written or zeroed (write, zero; resize: the size after; else 0)
 //! ```
+//!
+//! A resize record grows one disk: points before it read the disk at its old size, points at or
+//! after it at the new one, the grown range reading as zeros until written.
 
 use crate::codec::{Cursor, Put};
 use crate::limits::*;
@@ -43,6 +46,8 @@ pub enum RecordKind {
     Point = 3,
     /// The index that seals a segment.
     Footer = 4,
+    /// A disk grew: `disk_offset` is its size before, `length` its size after.
+    Resize = 5,
 }
 
 impl RecordKind {
@@ -53,6 +58,7 @@ impl RecordKind {
             2 => Some(RecordKind::Zero),
             3 => Some(RecordKind::Point),
             4 => Some(RecordKind::Footer),
+            5 => Some(RecordKind::Resize),
             _ => None,
         }
     }
@@ -64,6 +70,7 @@ impl RecordKind {
             RecordKind::Zero => "zero",
             RecordKind::Point => "point",
             RecordKind::Footer => "footer",
+            RecordKind::Resize => "resize",
         }
     }
 }
@@ -99,6 +106,11 @@ impl RecordHeader {
     /// Total bytes the record occupies in its segment.
     pub fn total_bytes(&self) -> u64 {
         RECORD_HEADER_BYTES as u64 + u64::from(self.stored_len)
+    }
+
+    /// A resize record's sizes: the disk's size before it and after it.
+    pub fn resize_bytes(&self) -> Option<(u64, u64)> {
+        (self.kind == RecordKind::Resize).then_some((self.disk_offset, self.length))
     }
 
     /// Whether the write payload is LZ4-compressed.
@@ -200,6 +212,11 @@ impl RecordHeader {
         match self.kind {
             RecordKind::Write | RecordKind::Zero => self.check_disk_fields(),
             RecordKind::Point | RecordKind::Footer => self.check_metadata_fields(),
+            RecordKind::Resize => check_resize_fields(self.disk_id, self.disk_offset, self.length)
+                .and_then(|()| match self.stored_len {
+                    0 => Ok(()),
+                    n => Err((44, format!("a resize record has no payload, not {n} bytes"))),
+                }),
         }
     }
 
@@ -286,6 +303,32 @@ impl RecordHeader {
             ))
         }
     }
+}
+
+/// Field rules of a resize, as a record and as a footer entry hold it: a disk, a size before of
+/// at least one byte, and a size after that is larger (disks only grow) and within the largest
+/// disk. Returns the offending field's offset in the record header and a sentence.
+pub(crate) fn check_resize_fields(
+    disk_id: u32,
+    old_bytes: u64,
+    new_bytes: u64,
+) -> Result<(), (u64, String)> {
+    if disk_id == 0 {
+        return Err((40, "a resize record names no disk".into()));
+    }
+    if old_bytes == 0 {
+        return Err((48, "a resize from a disk of 0 bytes".into()));
+    }
+    if new_bytes <= old_bytes || new_bytes > DISK_BYTES_MAX {
+        return Err((
+            56,
+            format!(
+                "a resize from {old_bytes} to {new_bytes} bytes: disks only grow, to at most \
+                 {DISK_BYTES_MAX}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How consistent a recovery point is.
@@ -517,5 +560,62 @@ mod tests {
                 .kind,
             DecodeErrorKind::BadField
         );
+    }
+
+    fn resize_header(old_bytes: u64, new_bytes: u64) -> RecordHeader {
+        RecordHeader {
+            kind: RecordKind::Resize,
+            stored_len: 0,
+            disk_offset: old_bytes,
+            length: new_bytes,
+            ..write_header(0)
+        }
+    }
+
+    #[test]
+    fn a_resize_record_round_trips_and_carries_both_sizes() {
+        let mut h = resize_header(1 << 20, 2 << 20);
+        let bytes = h.seal(11, &[]);
+        let d = RecordHeader::decode(&bytes).unwrap();
+        assert_eq!(d, h);
+        d.verify(11, &bytes, &[]).unwrap();
+        assert_eq!(d.resize_bytes(), Some((1 << 20, 2 << 20)));
+        assert_eq!(write_header(4).resize_bytes(), None);
+    }
+
+    #[test]
+    fn a_resize_that_shrinks_or_names_no_disk_or_has_a_payload_is_refused() {
+        let same = resize_header(4096, 4096);
+        let shrink = resize_header(8192, 4096);
+        let from_zero = resize_header(0, 4096);
+        let too_big = resize_header(4096, DISK_BYTES_MAX + 1);
+        let no_disk = RecordHeader {
+            disk_id: 0,
+            ..resize_header(4096, 8192)
+        };
+        let payload = RecordHeader {
+            stored_len: 8,
+            ..resize_header(4096, 8192)
+        };
+        let flagged = RecordHeader {
+            flags: FLAG_LZ4,
+            ..resize_header(4096, 8192)
+        };
+        for (h, field) in [
+            (same, 56),
+            (shrink, 56),
+            (from_zero, 48),
+            (too_big, 56),
+            (no_disk, 40),
+            (payload, 44),
+            (flagged, 5),
+        ] {
+            let e = RecordHeader::decode(&h.encode_with_crc(0)).unwrap_err();
+            assert_eq!(
+                (e.kind, e.offset),
+                (DecodeErrorKind::BadField, field),
+                "{h:?}"
+            );
+        }
     }
 }

@@ -101,7 +101,8 @@ impl SegmentHeader {
     }
 }
 
-/// One write or zero record, as indexed by a footer.
+/// One write, zero or resize record, as indexed by a footer (a resize's `disk_offset` and
+/// `length` are the disk's size before and after it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtentEntry {
     /// The record's LSN.
@@ -118,14 +119,14 @@ pub struct ExtentEntry {
     pub stored_len: u32,
     /// The record's CRC, so a reader can check it read the record the footer meant.
     pub record_crc: u32,
-    /// Write or zero.
+    /// Write, zero or resize.
     pub kind: RecordKind,
     /// Record flags.
     pub flags: u8,
 }
 
 impl ExtentEntry {
-    /// The index entry for a write or zero record.
+    /// The index entry for a write, zero or resize record.
     pub fn from_header(h: &RecordHeader) -> ExtentEntry {
         ExtentEntry {
             lsn: h.lsn,
@@ -158,14 +159,14 @@ pub struct PointEntry {
 /// offset size field
 ///      0    4 extent_count u32
 ///      4    4 point_count u32
-///      8  48n extents: lsn u64, record_offset u64, disk_offset u64, length u64,
+///      8  48n extents (write, zero, resize): lsn u64, record_offset u64, disk_offset u64, length u64,
 ///             disk_id u32, stored_len u32, record_crc u32, kind u8, flags u8, reserved u16
 ///      .    . points: lsn u64, record_offset u64, point_id u64, time_unix_ns i64,
 ///             kind u8, reserved u8, label_len u16, label
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FooterIndex {
-    /// Writes and zeroes.
+    /// Writes, zeroes and resizes.
     pub extents: Vec<ExtentEntry>,
     /// Recovery points.
     pub points: Vec<PointEntry>,
@@ -227,23 +228,44 @@ impl FooterIndex {
     }
 }
 
-/// Decodes one footer extent; only write and zero records are extents.
+/// Decodes one footer extent; only write, zero and resize records are extents. A resize entry
+/// follows its record's field rules (disk, sizes, no payload, no flags), so the encoding of each
+/// stays canonical.
 fn decode_extent_entry(c: &mut Cursor<'_>) -> Result<ExtentEntry, DecodeError> {
     let at = c.position();
     let (lsn, record_offset, disk_offset, length) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
     let (disk_id, stored_len, record_crc) = (c.u32()?, c.u32()?, c.u32()?);
     let kind = match RecordKind::from_u8(c.u8()?) {
-        Some(k @ (RecordKind::Write | RecordKind::Zero)) => k,
+        Some(k @ (RecordKind::Write | RecordKind::Zero | RecordKind::Resize)) => k,
         _ => {
             return Err(c.error_at(
                 DecodeErrorKind::BadField,
                 at + 44,
-                "extent kind is not write or zero",
+                "extent kind is not write, zero or resize",
             ));
         }
     };
     let flags = c.u8()?;
     c.zeros(2)?;
+    if kind == RecordKind::Resize {
+        let rule = check_resize_fields(disk_id, disk_offset, length).and_then(|()| {
+            match (stored_len, flags) {
+                (0, 0) => Ok(()),
+                _ => Err((44, "a resize has no payload and no flags".to_owned())),
+            }
+        });
+        if let Err((field, detail)) = rule {
+            // Record header offsets 40 (disk), 44 (payload), 48 and 56 (sizes) map onto the
+            // entry's 32, 36, 16 and 24.
+            let entry_field = match field {
+                40 => 32,
+                44 => 36,
+                48 => 16,
+                _ => 24,
+            };
+            return Err(c.error_at(DecodeErrorKind::BadField, at + entry_field, detail));
+        }
+    }
     Ok(ExtentEntry {
         lsn,
         record_offset,
@@ -289,7 +311,7 @@ fn footer_sorted(f: FooterIndex) -> Result<FooterIndex, DecodeError> {
 /// its footer holds, plus the first point payload that failed to decode, which is damage.
 #[derive(Clone, Debug, Default)]
 pub struct IndexBuilder {
-    /// Writes and zeroes, in LSN order.
+    /// Writes, zeroes and resizes, in LSN order.
     pub extents: Vec<ExtentEntry>,
     /// Points, in LSN order.
     pub points: Vec<PointEntry>,
@@ -301,7 +323,9 @@ impl IndexBuilder {
     /// Adds one record, as `scan` visits it.
     pub fn visit(&mut self, h: &RecordHeader, payload: &[u8]) {
         match h.kind {
-            RecordKind::Write | RecordKind::Zero => self.extents.push(ExtentEntry::from_header(h)),
+            RecordKind::Write | RecordKind::Zero | RecordKind::Resize => {
+                self.extents.push(ExtentEntry::from_header(h))
+            }
             RecordKind::Point => match PointPayload::decode(payload) {
                 Ok(point) => self.points.push(PointEntry {
                     lsn: h.lsn,

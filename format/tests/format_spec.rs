@@ -243,6 +243,7 @@ fn the_manifest_header_is_laid_out_as_documented() {
         segments: vec![],
         points: vec![],
         lifecycle: Default::default(),
+        resized: false,
     };
     let b = m.encode();
     assert_eq!(

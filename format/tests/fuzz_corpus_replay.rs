@@ -271,6 +271,17 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     add("segment_scan", "torn", torn);
     add("segment_scan", "sealed", sealed.bytes.clone());
 
+    // A disk grown by a resize record between two writes, sealed.
+    let mut grown = SegmentImage::new(1);
+    grown
+        .write(0, 512)
+        .resize(1 << 20, 2 << 20)
+        .write(1 << 20, 512);
+    add("record", "resize", grown.record_bytes()[1].1.clone());
+    add("footer_index", "resize", grown.footer_index().encode());
+    grown.seal();
+    add("segment_scan", "sealed-resize", grown.bytes);
+
     add(
         "manifest",
         "empty",
@@ -288,6 +299,12 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         assert_eq!(m.version(), 2);
         add("manifest", name, m.encode());
     }
+    let resized = Manifest {
+        resized: true,
+        ..sample_manifest()
+    };
+    assert_eq!(resized.version(), 3);
+    add("manifest", "v3-resized", resized.encode());
 
     let checkpoint_lsn = sealed.next_lsn() - 1;
     add(
@@ -535,6 +552,7 @@ fn manifest(disks: Vec<DiskEntry>, segments: Vec<SegmentEntry>, points: Vec<Poin
         segments,
         points,
         lifecycle: Default::default(),
+        resized: false,
     }
 }
 
@@ -674,6 +692,17 @@ impl SegmentImage {
         )
     }
 
+    /// Grows disk 1 from `old_bytes` to `new_bytes`.
+    fn resize(&mut self, old_bytes: u64, new_bytes: u64) -> &mut Self {
+        self.frame(
+            RecordKind::Resize,
+            0,
+            (1, old_bytes, new_bytes),
+            self.next_lsn(),
+            &[],
+        )
+    }
+
     fn zero(&mut self, disk_offset: u64, len: u64) -> &mut Self {
         self.frame(
             RecordKind::Zero,
@@ -718,7 +747,9 @@ impl SegmentImage {
         let mut f = FooterIndex::default();
         for (h, &at) in self.headers.iter().zip(&self.offsets) {
             match h.kind {
-                RecordKind::Write | RecordKind::Zero => f.extents.push(ExtentEntry::from_header(h)),
+                RecordKind::Write | RecordKind::Zero | RecordKind::Resize => {
+                    f.extents.push(ExtentEntry::from_header(h))
+                }
                 RecordKind::Point => {
                     let payload = &self.bytes[at as usize + 64..(at + h.total_bytes()) as usize];
                     f.points.push(PointEntry {

@@ -32,13 +32,21 @@ pub(crate) struct TablePageCache {
 }
 
 /// How the base header in `page`, decoded as `header`, differs from the one the manifest
-/// names for `disk`: its CRC, its vault, or its disk, size and generation.
+/// names for `disk`: its CRC, its vault, or its disk, size and generation. The base holds the
+/// disk as of the base LSN (or as added), so once a disk was resized (`resized`) its base may be
+/// smaller than the manifest's current size; the resize records after it say by how much.
 fn manifest_mismatch(
     page: &[u8],
     header: &BaseHeader,
     disk: &DiskEntry,
     vault_id: &replog_format::VaultId,
+    resized: bool,
 ) -> Option<String> {
+    let size_ok = if resized {
+        header.disk_bytes <= disk.disk_bytes
+    } else {
+        header.disk_bytes == disk.disk_bytes
+    };
     let stored_crc = u32::from_le_bytes(
         page[BASE_HEADER_BYTES - 4..]
             .try_into()
@@ -51,8 +59,8 @@ fn manifest_mismatch(
         ))
     } else if header.vault_id != *vault_id {
         Some("a base image of another vault".to_owned())
-    } else if (header.disk_id, header.disk_bytes, header.generation)
-        != (disk.disk_id, disk.disk_bytes, disk.base_generation)
+    } else if (header.disk_id, header.generation) != (disk.disk_id, disk.base_generation)
+        || !size_ok
     {
         Some(format!(
             "disk {} of {} bytes, generation {}; the manifest expects disk {} of {} bytes, generation {}",
@@ -68,6 +76,27 @@ fn manifest_mismatch(
     }
 }
 
+/// The size of `disk`'s base as its header says, for checks that walk the journal from it
+/// (`verify`, a checkpoint's check). A base that does not open is reported by the check of the
+/// bases; here the manifest's size stands in for it, so that damage is not reported twice.
+pub(crate) fn base_bytes_or_manifest(
+    storage: &dyn Storage,
+    dir: &Path,
+    manifest: &replog_format::manifest::Manifest,
+    disk: &DiskEntry,
+    seed: u32,
+) -> u64 {
+    BaseImage::open(
+        storage,
+        dir,
+        disk,
+        &manifest.vault_id,
+        seed,
+        manifest.resized,
+    )
+    .map_or(disk.disk_bytes, |b| b.header.disk_bytes)
+}
+
 impl BaseImage {
     /// Opens the base of `disk` and checks that its header is the one the manifest names.
     pub fn open(
@@ -76,6 +105,7 @@ impl BaseImage {
         disk: &DiskEntry,
         vault_id: &replog_format::VaultId,
         seed: u32,
+        resized: bool,
     ) -> Result<BaseImage> {
         let path = layout::base_path(dir, disk.disk_id, disk.base_generation);
         let rel_path = path
@@ -89,7 +119,7 @@ impl BaseImage {
             .map_err(|e| ReadError::read(&rel_path, 0, BASE_HEADER_BYTES as u64, e))?;
         let header =
             BaseHeader::decode(&page, seed).map_err(|e| ReadError::decode(&rel_path, 0, e))?;
-        let mismatch = manifest_mismatch(&page, &header, disk, vault_id);
+        let mismatch = manifest_mismatch(&page, &header, disk, vault_id, resized);
         if let Some(found) = mismatch {
             return Err(ReadError::damaged(
                 &rel_path,

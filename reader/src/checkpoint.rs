@@ -19,6 +19,7 @@ use replog_format::checkpoint::{
 use replog_format::layout::{self, INDEX_DIR};
 use replog_io::{File, OpenMode, WriteAt};
 
+use crate::base_image::base_bytes_or_manifest;
 use crate::disk_reader::DiskView;
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::{ExtentMap, RecordRef, SortedBuilder, Source};
@@ -109,14 +110,15 @@ impl<'a> LoadCtx<'a> {
 }
 
 /// Loads checkpoint `lsn` (which ends segment `segment_id`) as maps for the disks at `disks`
-/// (indices into the manifest's disks, those added at or before `lsn`). Disks added after the
-/// checkpoint get a map of their base. Record pieces already folded into the base read from
-/// the base.
+/// (indices into the manifest's disks, those added at or before `lsn`), whose bases hold
+/// `base_bytes` each. Disks added after the checkpoint get a map of their base. Record pieces
+/// already folded into the base read from the base.
 pub(crate) fn load(
     inner: &LoadCtx<'_>,
     lsn: u64,
     segment_id: u64,
     disks: &[usize],
+    base_bytes: &[u64],
 ) -> Result<Vec<ExtentMap>> {
     let path = layout::checkpoint_path(inner.dir, lsn);
     let rel = path.strip_prefix(inner.dir).unwrap_or(&path).to_path_buf();
@@ -134,7 +136,6 @@ pub(crate) fn load(
         next_offset: CHECKPOINT_HEADER_BYTES as u64,
         crc: crc32fast::Hasher::new_with_initial(inner.seed),
     };
-    let manifest_disks = &inner.manifest.disks;
     let mut maps: Vec<Option<ExtentMap>> = disks.iter().map(|_| None).collect();
     let mut previous_id = None;
     for _ in 0..header.disk_count {
@@ -142,13 +143,24 @@ pub(crate) fn load(
         let disk = decode_disk_unit(units.next()?).map_err(|e| ReadError::decode(&rel, at, e))?;
         let position = disk_position(inner, disks, &disk, previous_id, &units, at)?;
         previous_id = Some(disk.disk_id);
-        maps[position] = Some(load_disk(inner, &header, &disk, &mut units)?);
+        let map = load_disk(inner, &header, &disk, &mut units)?;
+        if disk.disk_bytes < base_bytes[position] || !map.base_reads_within(base_bytes[position]) {
+            return Err(ReadError::damaged(
+                &rel,
+                at,
+                format!(
+                    "disk {} of {} bytes reads past its base of {} bytes",
+                    disk.disk_id, disk.disk_bytes, base_bytes[position]
+                ),
+            ));
+        }
+        maps[position] = Some(map);
     }
     check_body_end(&header, units)?;
     Ok(maps
         .into_iter()
-        .zip(disks)
-        .map(|(map, &i)| map.unwrap_or_else(|| ExtentMap::new(manifest_disks[i].disk_bytes)))
+        .zip(base_bytes)
+        .map(|(map, &b)| map.unwrap_or_else(|| ExtentMap::new(b)))
         .collect())
 }
 
@@ -184,7 +196,8 @@ fn load_header(
 
 /// The position among the view's `disks` of the disk that the unit at byte `at` describes. Disk
 /// units come in increasing id order (after `previous_id`), name a disk of the view with the
-/// size the manifest gives it, and promise no more pieces than units remain.
+/// size the manifest gives it (at most that size once a disk was resized: the checkpoint holds
+/// the size at its LSN), and promise no more pieces than units remain.
 fn disk_position(
     inner: &LoadCtx<'_>,
     disks: &[usize],
@@ -209,7 +222,12 @@ fn disk_position(
         ));
     };
     let entry = &manifest_disks[disks[position]];
-    if entry.disk_bytes != disk.disk_bytes || disk.piece_count > units.left {
+    let size_ok = if inner.manifest.resized {
+        disk.disk_bytes <= entry.disk_bytes
+    } else {
+        disk.disk_bytes == entry.disk_bytes
+    };
+    if !size_ok || disk.piece_count > units.left {
         return Err(ReadError::damaged(
             units.rel,
             at,
@@ -349,7 +367,11 @@ pub(crate) fn check(
         manifest,
         segment_ids: &segment_ids,
     };
-    load(&ctx, lsn, segment.segment_id, &disks).map(|_| ())
+    let base_bytes: Vec<u64> = disks
+        .iter()
+        .map(|&i| base_bytes_or_manifest(storage, dir, manifest, &manifest.disks[i], seed))
+        .collect();
+    load(&ctx, lsn, segment.segment_id, &disks, &base_bytes).map(|_| ())
 }
 
 /// Reads the body one unit at a time through a 1 MiB buffer, hashing it as it goes.

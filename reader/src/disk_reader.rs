@@ -75,9 +75,10 @@ impl DiskView {
         self.entry.disk_id
     }
 
-    /// The disk's size in bytes.
+    /// The disk's size in bytes at the view's LSN: the manifest's entry holds the newest size,
+    /// a view before a resize record the size before it.
     pub fn size(&self) -> u64 {
-        self.entry.disk_bytes
+        self.map.size()
     }
 
     /// The manifest's entry for the disk.

@@ -37,6 +37,8 @@ pub struct DumpRecord {
     pub crc: u32,
     /// For points: the point.
     pub point: Option<PointPayload>,
+    /// For resizes: the disk's size before and after.
+    pub resize_bytes: Option<(u64, u64)>,
 }
 
 /// How a segment's valid records ended.
@@ -70,6 +72,7 @@ impl DumpRecord {
             point: (h.kind == RecordKind::Point)
                 .then(|| PointPayload::decode(payload).ok())
                 .flatten(),
+            resize_bytes: h.resize_bytes(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! A map starts as one piece covering the whole disk from its base. Applying the journal's write
 //! and zero records in LSN order with [`ExtentMap::insert`] leaves, for every byte, the last
 //! record that touched it. Memory is proportional to the number of pieces (at most three new
-//! pieces per insert, fewer after merging), never to the size of the disk.
+//! pieces per insert, fewer after merging), never to the size of the disk. A resize record
+//! grows the map ([`ExtentMap::grow`]): the new range has no base and reads as zeros.
 
 use std::collections::BTreeMap;
 
@@ -125,6 +126,29 @@ impl ExtentMap {
     /// Whether every byte reads from the base.
     pub fn is_empty(&self) -> bool {
         self.pieces.is_empty()
+    }
+
+    /// Grows the disk to `new_size` bytes, as a resize record does: the grown range reads as
+    /// zeros (the base holds only the old size) until a later record writes it. Callers check
+    /// that the disk grows; a shrink is a bug.
+    pub fn grow(&mut self, new_size: u64) {
+        assert!(
+            new_size > self.size,
+            "a disk of {} bytes grows, it does not become {new_size}",
+            self.size
+        );
+        let old_size = self.size;
+        self.size = new_size;
+        self.insert(old_size, new_size, Source::Zero);
+    }
+
+    /// Whether every range that reads from the base lies below `base_bytes`: a map that grew
+    /// past its base covers the grown range with zero or journal pieces.
+    pub fn base_reads_within(&self, base_bytes: u64) -> bool {
+        base_bytes >= self.size
+            || self
+                .pieces_in(base_bytes, self.size)
+                .all(|(_, p)| p.source != Source::Base)
     }
 
     /// Makes `[start, end)` come from `source`, replacing and splitting whatever covered it.
@@ -410,6 +434,21 @@ mod tests {
         );
         assert_eq!(map.pieces_in(0, 100).count(), 3);
         assert_eq!(map.pieces_in(20, 30).count(), 1);
+    }
+
+    #[test]
+    fn a_grown_map_reads_zeros_past_its_old_end_and_only_the_base_below_it() {
+        let mut map = ExtentMap::new(100);
+        map.insert(90, 100, record(1, 10));
+        map.grow(250);
+        assert_eq!(map.size(), 250);
+        let pieces: Vec<_> = map.iter().map(|(s, p)| (s, p.end, p.source)).collect();
+        assert_eq!(pieces[0], (0, 90, Source::Base));
+        assert_eq!((pieces[1].0, pieces[1].1), (90, 100));
+        assert_eq!(pieces[2], (100, 250, Source::Zero));
+        assert!(map.base_reads_within(90) && !map.base_reads_within(50));
+        map.insert(150, 200, Source::Base);
+        assert!(!map.base_reads_within(100), "a base piece past the old end");
     }
 
     proptest! {

@@ -52,7 +52,7 @@ pub(crate) enum SlotState {
 pub(crate) struct OpenSnapshot {
     /// The file's bytes at mapping time; only `..end` is ever read.
     pub bytes: Mapped,
-    /// Its write and zero records, in LSN order.
+    /// Its write, zero and resize records, in LSN order.
     pub extents: Vec<ExtentEntry>,
     /// Its points, in LSN order.
     pub points: Vec<PointEntry>,
@@ -113,6 +113,11 @@ impl SegmentSlot {
         })
     }
 
+    /// Whether the manifest lists the segment as sealed.
+    pub fn is_sealed(&self) -> bool {
+        matches!(self.state, SlotState::Sealed { .. })
+    }
+
     /// The LSN of the segment's last record.
     pub fn last_lsn(&self) -> u64 {
         match &self.state {
@@ -129,7 +134,7 @@ impl SegmentSlot {
         }
     }
 
-    /// The segment's write and zero records, in LSN order: from the footer of a sealed segment
+    /// The segment's write, zero and resize records, in LSN order: from the footer of a sealed segment
     /// (loaded and checked on first use), from the scan of the open one.
     pub fn extents(&self, ctx: &SegmentCtx<'_>) -> Result<&[ExtentEntry]> {
         match &self.state {

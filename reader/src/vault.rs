@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use replog_format::header::{VAULT_HEADER_BYTES, VaultHeader};
 use replog_format::limits::MANIFEST_BYTES_MAX;
 use replog_format::manifest::{DiskEntry, MANIFEST_HEADER_BYTES, Manifest};
+use replog_format::record::RecordKind;
 use replog_format::segment::{Expect, ExtentEntry, SegmentEnd};
 use replog_format::{layout, magic, vault_seed};
 use replog_io::{OpenMode, Storage};
@@ -238,7 +239,12 @@ impl Vault {
         let ctx = self.inner.segment_ctx();
         let mut out = Vec::new();
         for slot in self.inner.segments.iter().filter(|s| s.last_lsn() > lsn) {
-            out.extend(slot.extents(&ctx)?.iter().filter(|e| e.lsn > lsn).copied());
+            // Resize records are extents of the footer too, but write and zero no byte.
+            let changes = slot
+                .extents(&ctx)?
+                .iter()
+                .filter(|e| e.lsn > lsn && matches!(e.kind, RecordKind::Write | RecordKind::Zero));
+            out.extend(changes.copied());
         }
         Ok(out)
     }
@@ -311,6 +317,7 @@ impl VaultInner {
             disk,
             &self.header.vault_id,
             self.seed,
+            self.manifest.resized,
         )?;
         let _ = self.bases[index].set(Arc::new(base));
         Ok(self.bases[index]

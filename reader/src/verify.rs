@@ -3,8 +3,9 @@
 //! first finding, and never panics on hostile bytes.
 //!
 //! What is checked: the vault header; the manifest and its agreement with the vault; every
-//! segment record by record (CRC, own position, LSN order, disk and range against the manifest,
-//! LZ4 payloads decompress to their length); every sealed segment's footer and trailer against its
+//! segment record by record (CRC, own position, LSN order, disk and range against the disk's
+//! size at that LSN, which starts at its base's and grows at each resize record, LZ4 payloads
+//! decompress to their length); every sealed segment's footer and trailer against its
 //! records and the manifest; every base header, checksum table page and chunk, including that
 //! hole chunks and the padding after the disk's end read as zero; every digest cache's body CRC;
 //! every lease file's CRC; that no segment file the manifest does not list holds records (a
@@ -15,6 +16,7 @@
 //! it is not damage but a finding of its own ([`VerifyReport::unreadable`]), and the vault is then
 //! not reported intact either.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +34,8 @@ use replog_format::record::{PointPayload, RecordKind};
 use replog_format::segment::{self, Expect, ExtentEntry, PointEntry, SegmentEnd};
 use replog_format::{DecodeError, vault_seed};
 use replog_io::{OpenMode, Storage};
+
+use crate::base_image::base_bytes_or_manifest;
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +126,9 @@ struct Checker<'a> {
     journal_end: Option<u64>,
     /// Unlisted segments hold records past the manifest: it was rolled back.
     rolled_back: bool,
+    /// Each disk's size (by disk id) at the record being checked: its base's, then each resize
+    /// record's as the segments are walked in order.
+    sizes: HashMap<u32, u64>,
 }
 
 impl Checker<'_> {
@@ -209,6 +216,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         report: VerifyReport::default(),
         journal_end: None,
         rolled_back: false,
+        sizes: HashMap::new(),
     };
     let vault_path = dir.join(layout::VAULT_FILE);
     let Some(bytes) = c.read_all(&vault_path) else {
@@ -243,6 +251,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         return c.report;
     }
     let seed = vault_seed(&header.vault_id);
+    c.sizes = base_sizes(&c, &manifest, seed);
     // First: whether the manifest was rolled back changes what a sealed open segment means.
     check_leftovers(&mut c, &header, seed, &manifest);
     for (i, seg) in manifest.segments.iter().enumerate() {
@@ -262,13 +271,23 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         );
     }
     for disk in &manifest.disks {
-        check_base(&mut c, &header, seed, disk);
+        check_base(&mut c, &header, seed, disk, manifest.resized);
         check_digest(&mut c, seed, disk);
         check_added_lsn(&mut c, disk);
     }
     check_leases(&mut c, &header, seed);
     check_checkpoints(&mut c, &header, seed, &manifest);
     c.report
+}
+
+/// Each disk's size at its base, by disk id: where the walk of the journal's sizes starts.
+fn base_sizes(c: &Checker<'_>, manifest: &Manifest, seed: u32) -> HashMap<u32, u64> {
+    let size = |d: &DiskEntry| base_bytes_or_manifest(c.storage, c.dir, manifest, d, seed);
+    manifest
+        .disks
+        .iter()
+        .map(|d| (d.disk_id, size(d)))
+        .collect()
 }
 
 /// Every checkpoint at or after the base must load against the manifest; older ones are
@@ -439,9 +458,16 @@ fn scan_records(
     let mut extents = Vec::new();
     let mut points = Vec::new();
     let mut problems = Vec::new();
+    let sizes = &mut c.sizes;
     let scan = segment::scan(bytes, expect, |h, payload| match h.kind {
         RecordKind::Write | RecordKind::Zero => {
-            if let Some(problem) = check_extent(manifest, h, payload) {
+            if let Some(problem) = check_extent(manifest, sizes, h, payload) {
+                problems.push((h.segment_offset, problem));
+            }
+            extents.push(ExtentEntry::from_header(h));
+        }
+        RecordKind::Resize => {
+            if let Some(problem) = check_resize(manifest, sizes, h) {
                 problems.push((h.segment_offset, problem));
             }
             extents.push(ExtentEntry::from_header(h));
@@ -565,31 +591,80 @@ fn check_unsealed_end(
     }
 }
 
-/// Cross-checks a write or zero record against the manifest; returns a problem sentence.
-fn check_extent(
-    manifest: &Manifest,
+/// The disk a write, zero or resize record targets, if the manifest lists it and the record
+/// comes after it was added; otherwise a problem sentence.
+fn target_disk<'m>(
+    manifest: &'m Manifest,
     h: &replog_format::record::RecordHeader,
-    payload: &[u8],
-) -> Option<String> {
+) -> Result<&'m DiskEntry, String> {
     let Some(disk) = manifest.disks.iter().find(|d| d.disk_id == h.disk_id) else {
-        return Some(format!(
+        return Err(format!(
             "record LSN {} targets disk id {}, which the manifest does not list",
             h.lsn, h.disk_id
         ));
     };
     if h.lsn < disk.added_lsn {
-        return Some(format!(
+        return Err(format!(
             "record LSN {} targets disk {:?}, added at LSN {}",
             h.lsn, disk.name, disk.added_lsn
         ));
     }
-    if h.disk_offset + h.length > disk.disk_bytes {
+    Ok(disk)
+}
+
+/// Cross-checks a resize record against the disk's size before it (a record the base already
+/// holds, at or below `base_lsn`, is not applied again) and the manifest's newest size, and
+/// applies it to `sizes`; returns a problem sentence.
+fn check_resize(
+    manifest: &Manifest,
+    sizes: &mut HashMap<u32, u64>,
+    h: &replog_format::record::RecordHeader,
+) -> Option<String> {
+    let disk = match target_disk(manifest, h) {
+        Ok(disk) => disk,
+        Err(problem) => return Some(problem),
+    };
+    let (old_bytes, new_bytes) = h.resize_bytes().expect("a resize record");
+    if h.lsn <= manifest.base_lsn {
+        return None;
+    }
+    let size = sizes.entry(disk.disk_id).or_insert(disk.disk_bytes);
+    let found = *size;
+    *size = new_bytes;
+    if old_bytes != found || !manifest.resized {
         return Some(format!(
-            "record LSN {} ends at byte {} of disk {:?}, which has {}",
+            "record LSN {} grows disk {:?} from {old_bytes} bytes, but it is {found} bytes there{}",
+            h.lsn,
+            disk.name,
+            if manifest.resized {
+                ""
+            } else {
+                " (and the manifest does not say the vault holds resize records)"
+            }
+        ));
+    }
+    None
+}
+
+/// Cross-checks a write or zero record against the manifest and the disk's size at its LSN;
+/// returns a problem sentence.
+fn check_extent(
+    manifest: &Manifest,
+    sizes: &HashMap<u32, u64>,
+    h: &replog_format::record::RecordHeader,
+    payload: &[u8],
+) -> Option<String> {
+    let disk = match target_disk(manifest, h) {
+        Ok(disk) => disk,
+        Err(problem) => return Some(problem),
+    };
+    let size = sizes.get(&disk.disk_id).copied().unwrap_or(disk.disk_bytes);
+    if h.disk_offset + h.length > size {
+        return Some(format!(
+            "record LSN {} ends at byte {} of disk {:?}, which has {size} bytes at that LSN",
             h.lsn,
             h.disk_offset + h.length,
             disk.name,
-            disk.disk_bytes
         ));
     }
     if h.kind == RecordKind::Write && h.is_lz4() {
@@ -609,7 +684,13 @@ fn check_extent(
 /// Bytes of base data read and checked at a time.
 const BASE_WINDOW_BYTES: u64 = 8 << 20;
 
-fn check_base(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, disk: &DiskEntry) {
+fn check_base(
+    c: &mut Checker<'_>,
+    header: &VaultHeader,
+    seed: u32,
+    disk: &DiskEntry,
+    resized: bool,
+) {
     let path = layout::base_path(c.dir, disk.disk_id, disk.base_generation);
     let file = match c.storage.open(&path, OpenMode::Read) {
         Ok(f) => f,
@@ -627,7 +708,8 @@ fn check_base(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, disk: &DiskE
     let stored_crc = u32::from_le_bytes(head[BASE_HEADER_BYTES - 4..].try_into().expect("4 bytes"));
     if stored_crc != disk.base_header_crc
         || base.disk_id != disk.disk_id
-        || base.disk_bytes != disk.disk_bytes
+        || (base.disk_bytes != disk.disk_bytes && !resized)
+        || base.disk_bytes > disk.disk_bytes
         || base.generation != disk.base_generation
         || base.vault_id != header.vault_id
         || base.block_bytes != header.block_bytes

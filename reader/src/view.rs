@@ -1,7 +1,8 @@
 //! Point-in-time views: the disks of a vault as they were at one LSN.
 //!
-//! Building a view applies, in LSN order, every write and zero record with
-//! `base_lsn < lsn <= target` to one [`ExtentMap`] per disk: sealed segments contribute the
+//! Building a view applies, in LSN order, every write, zero and resize record with
+//! `base_lsn < lsn <= target` to one [`ExtentMap`] per disk, which starts at its base's size
+//! and grows at each resize record, so a view before a resize has the old size: sealed segments contribute the
 //! extents of their footers (read once per vault and kept), the open segment the records of the
 //! vault's scan. No data is read while building; the cost is proportional to the records
 //! involved. Reading a [`DiskView`] then fetches each byte from the piece that holds it
@@ -41,9 +42,45 @@ impl Vault {
         Ok(view)
     }
 
-    /// The disks after every durable record up to and including `lsn`. Disks added after `lsn`
-    /// are not part of the view.
-    pub fn view_at_lsn(&self, lsn: u64) -> Result<PointView> {
+    /// The size of disk `disk_id` after every durable record up to and including `lsn`: its
+    /// base's, grown by each resize record of the disk after the base and up to `lsn`. `None`
+    /// when the vault has no such disk at `lsn` (not listed, or added later). Reads the footers
+    /// of the segments involved, not the bases' data.
+    pub fn disk_bytes_at(&self, disk_id: u32, lsn: u64) -> Result<Option<u64>> {
+        let inner = &self.inner;
+        self.check_lsn(lsn)?;
+        let disks = &inner.manifest.disks;
+        let Ok(index) = disks.binary_search_by_key(&disk_id, |d| d.disk_id) else {
+            return Ok(None);
+        };
+        if disks[index].added_lsn > lsn {
+            return Ok(None);
+        }
+        let base_lsn = inner.manifest.base_lsn;
+        let mut size = inner.base(index)?.header.disk_bytes;
+        let ctx = inner.segment_ctx();
+        for slot in &inner.segments {
+            if slot.first_lsn > lsn {
+                break;
+            }
+            if slot.last_lsn() <= base_lsn {
+                continue;
+            }
+            let mut resizes = slot.extents(&ctx)?.iter().filter(|e| {
+                e.kind == RecordKind::Resize
+                    && e.disk_id == disk_id
+                    && e.lsn > base_lsn
+                    && e.lsn <= lsn
+            });
+            if let Some(last) = resizes.next_back() {
+                size = last.length;
+            }
+        }
+        Ok(Some(size))
+    }
+
+    /// Refuses an LSN before the base images or past the last durable record.
+    fn check_lsn(&self, lsn: u64) -> Result<()> {
         let inner = &self.inner;
         let base_lsn = inner.manifest.base_lsn;
         if lsn < base_lsn {
@@ -63,26 +100,36 @@ impl Vault {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The disks after every durable record up to and including `lsn`. Disks added after `lsn`
+    /// are not part of the view.
+    pub fn view_at_lsn(&self, lsn: u64) -> Result<PointView> {
+        let inner = &self.inner;
+        let base_lsn = inner.manifest.base_lsn;
+        self.check_lsn(lsn)?;
         let included: Vec<usize> = (0..inner.manifest.disks.len())
             .filter(|&i| inner.manifest.disks[i].added_lsn <= lsn)
             .collect();
         // Start from the newest checkpoint at or before `lsn`, if one loads; the journal is the
         // authority, so a checkpoint that does not load is passed over (verify reports it).
+        let base_bytes = included
+            .iter()
+            .map(|&i| Ok(inner.base(i)?.header.disk_bytes))
+            .collect::<Result<Vec<u64>>>()?;
         let start = match checkpoint::best_for(inner, lsn)? {
             Some((segment_id, cp_lsn)) => {
                 let ids: Vec<u64> = inner.segments.iter().map(|s| s.id).collect();
                 let ctx = checkpoint::LoadCtx::of(inner, &ids);
-                checkpoint::load(&ctx, cp_lsn, segment_id, &included)
+                checkpoint::load(&ctx, cp_lsn, segment_id, &included, &base_bytes)
                     .ok()
                     .map(|maps| (cp_lsn, maps))
             }
             None => None,
         };
         let (start_lsn, maps) = start.unwrap_or_else(|| {
-            let maps = included
-                .iter()
-                .map(|&i| ExtentMap::new(inner.manifest.disks[i].disk_bytes))
-                .collect();
+            let maps = base_bytes.iter().map(|&b| ExtentMap::new(b)).collect();
             (base_lsn, maps)
         });
         let mut builder = MapBuilder {
@@ -175,6 +222,11 @@ impl MapBuilder<'_> {
     }
 
     fn apply(&mut self, segment_index: usize, slot: &SegmentSlot, e: &ExtentEntry) -> Result<()> {
+        if e.kind == RecordKind::Resize {
+            let position = self.check_resize(slot, e)?;
+            self.maps[position].grow(e.length);
+            return Ok(());
+        }
         let (position, end) = self.check_extent(slot, e)?;
         let source = match e.kind {
             RecordKind::Zero => Source::Zero,
@@ -194,22 +246,34 @@ impl MapBuilder<'_> {
         Ok(())
     }
 
-    /// Checks a footer extent of `slot` before it is applied: it targets a disk of the view,
-    /// its length is within the record limit, a write's stored bytes are within its length, and
-    /// it ends inside its disk. Returns the position of the disk's map and the extent's end.
-    fn check_extent(&self, slot: &SegmentSlot, e: &ExtentEntry) -> Result<(usize, u64)> {
-        let damaged = |why: String| {
-            ReadError::damaged(
-                &slot.rel_path,
-                e.record_offset,
+    /// Checks a resize of `slot` before it is applied: it targets a disk of the view, grows it
+    /// from the size the view has reached (the base's, or the last resize's) to at most the
+    /// manifest's size (the newest, once the writer committed it; a resize the open segment
+    /// holds may be ahead of it after a crash, so only sealed ones are held to it). Returns the
+    /// position of the disk's map.
+    fn check_resize(&self, slot: &SegmentSlot, e: &ExtentEntry) -> Result<usize> {
+        let position = self.disk_position(slot, e)?;
+        let disk = &self.inner.manifest.disks[self.included[position]];
+        let size = self.maps[position].size();
+        let past_manifest = slot.is_sealed() && e.length > disk.disk_bytes;
+        if e.disk_offset != size || e.length <= size || past_manifest {
+            return Err(damaged_extent(
+                slot,
+                e,
                 format!(
-                    "the {} record of LSN {} at byte {}: {why}",
-                    e.kind.name(),
-                    e.lsn,
-                    e.record_offset
+                    "it grows disk {} from {} to {} bytes, but the disk is {size} bytes there and \
+                     the manifest says {}",
+                    disk.name, e.disk_offset, e.length, disk.disk_bytes
                 ),
-            )
-        };
+            ));
+        }
+        Ok(position)
+    }
+
+    /// The position among the view's maps of the disk that `e` targets: a disk the manifest
+    /// lists, added at or before `e`.
+    fn disk_position(&self, slot: &SegmentSlot, e: &ExtentEntry) -> Result<usize> {
+        let damaged = |why: String| damaged_extent(slot, e, why);
         let disks = &self.inner.manifest.disks;
         let Ok(index) = disks.binary_search_by_key(&e.disk_id, |d| d.disk_id) else {
             return Err(damaged(format!(
@@ -218,12 +282,24 @@ impl MapBuilder<'_> {
             )));
         };
         let disk = &disks[index];
-        let Ok(position) = self.included.binary_search(&index) else {
-            return Err(damaged(format!(
+        self.included.binary_search(&index).map_err(|_| {
+            damaged(format!(
                 "it targets disk {} before it was added at LSN {}",
                 disk.name, disk.added_lsn
-            )));
-        };
+            ))
+        })
+    }
+
+    /// Checks a write or zero extent of `slot` before it is applied: it targets a disk of the
+    /// view, its length is within the record limit, a write's stored bytes are within its
+    /// length, and it ends inside its disk as the view has sized it so far (a write past the old
+    /// end before the resize record is refused). Returns the position of the disk's map and the
+    /// extent's end.
+    fn check_extent(&self, slot: &SegmentSlot, e: &ExtentEntry) -> Result<(usize, u64)> {
+        let damaged = |why: String| damaged_extent(slot, e, why);
+        let position = self.disk_position(slot, e)?;
+        let disk = &self.inner.manifest.disks[self.included[position]];
+        let size = self.maps[position].size();
         if e.length == 0 || e.length > RECORD_DATA_BYTES_MAX {
             return Err(damaged(format!(
                 "its length {} is outside 1..={RECORD_DATA_BYTES_MAX}",
@@ -241,16 +317,29 @@ impl MapBuilder<'_> {
         let end = e
             .disk_offset
             .checked_add(e.length)
-            .filter(|&end| end <= disk.disk_bytes);
+            .filter(|&end| end <= size);
         let Some(end) = end else {
             return Err(damaged(format!(
-                "it covers disk bytes {}..{} of disk {}, which is {} bytes",
+                "it covers disk bytes {}..{} of disk {}, which is {size} bytes at that LSN",
                 e.disk_offset,
                 e.disk_offset.saturating_add(e.length),
                 disk.name,
-                disk.disk_bytes
             )));
         };
         Ok((position, end))
     }
+}
+
+/// Damage in the record `e` of `slot`, naming the file and the record's offset.
+fn damaged_extent(slot: &SegmentSlot, e: &ExtentEntry, why: String) -> ReadError {
+    ReadError::damaged(
+        &slot.rel_path,
+        e.record_offset,
+        format!(
+            "the {} record of LSN {} at byte {}: {why}",
+            e.kind.name(),
+            e.lsn,
+            e.record_offset
+        ),
+    )
 }

@@ -140,6 +140,7 @@ impl Command {
         let vault = match self {
             Command::Init(a) => &a.vault,
             Command::Disk(DiskCommand::Add(a)) => &a.vault,
+            Command::Disk(DiskCommand::Resize(a)) => &a.vault,
             Command::Ingest(a) => &a.vault,
             Command::Point(a) => &a.vault,
             Command::Points(a) => &a.vault,
@@ -180,6 +181,23 @@ pub enum Pattern {
 pub enum DiskCommand {
     /// Add a disk, seeded from a raw image (--from) or empty (--size).
     Add(DiskAddArgs),
+    /// Grow a disk to SIZE: points before keep the old size, the new range reads as zeros.
+    Resize(DiskResizeArgs),
+}
+
+/// Arguments of `replog disk resize`.
+#[derive(Debug, Args)]
+pub struct DiskResizeArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The disk's name.
+    pub name: String,
+    /// The new size (bytes, or with a suffix: 10GiB, 512M); disks only grow.
+    #[arg(value_parser = parse_bytes)]
+    pub size: u64,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `replog remote`.
@@ -431,10 +449,14 @@ pub struct IngestArgs {
     pub vault: PathBuf,
     /// The disk's name.
     pub name: String,
-    /// The disk's current content: an image or device (same size as the disk), or an NBD
-    /// export (same size), nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH.
+    /// The disk's current content: an image or device (same size as the disk, or larger with
+    /// --grow), or an NBD export (same size), nbd://HOST[:PORT]/EXPORT or
+    /// nbd+unix:///EXPORT?socket=PATH.
     #[arg(long, value_parser = FromParser, value_name = "IMAGE|URI")]
     pub from: FromSource,
+    /// Grow the disk to the image's size first when the image is larger.
+    #[arg(long)]
+    pub grow: bool,
     /// The image's format: auto detects it; formats other than raw and fixed VHD need
     /// qemu-img. Not for an NBD export.
     #[arg(long, value_enum, default_value = "auto")]

@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::CmdResult;
 use crate::cli::{BenchCommand, Cli, Command, DiskCommand, RemoteCommand};
 use crate::context::Ctx;
-use crate::write_commands::{disk_add, ingest, init, point};
+use crate::write_commands::{disk_add, disk_resize, ingest, init, point};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> CmdResult {
@@ -45,6 +45,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
     match command {
         Command::Init(a) => init(storage(), &a),
         Command::Disk(DiskCommand::Add(a)) => disk_add(storage(), &a),
+        Command::Disk(DiskCommand::Resize(a)) => disk_resize(storage(), &a),
         Command::Ingest(a) => ingest(storage(), &a),
         Command::Point(a) => point(storage(), &a),
         Command::Points(a) => opened(&a.vault).and_then(|(s, d)| read::points(s, &d, a.json)),

@@ -219,14 +219,20 @@ pub fn dump(
         |r| {
             if json {
                 let point = r.point.as_ref().map(|p| json!({"id": p.point_id, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label}));
-                println!(
-                    "{}",
-                    json!({"segment": r.segment_id, "offset": r.offset, "lsn": r.lsn, "kind": r.kind.name(), "disk": r.disk_id, "disk_offset": r.disk_offset, "length": r.length, "stored": r.stored_len, "lz4": r.lz4, "crc": format!("{:#010x}", r.crc), "checksum": "ok", "point": point})
-                );
+                let mut line = json!({"segment": r.segment_id, "offset": r.offset, "lsn": r.lsn, "kind": r.kind.name(), "disk": r.disk_id, "disk_offset": r.disk_offset, "length": r.length, "stored": r.stored_len, "lz4": r.lz4, "crc": format!("{:#010x}", r.crc), "checksum": "ok", "point": point});
+                if let Some((old, new)) = r.resize_bytes {
+                    line["resize"] = json!({"old_bytes": old, "new_bytes": new});
+                }
+                println!("{line}");
             } else {
-                let what = match &r.point {
-                    Some(p) => format!("point id={} {} {:?}", p.point_id, p.kind.name(), p.label),
-                    None => format!(
+                let what = match (&r.point, r.resize_bytes) {
+                    (Some(p), _) => {
+                        format!("point id={} {} {:?}", p.point_id, p.kind.name(), p.label)
+                    }
+                    (None, Some((old, new))) => {
+                        format!("disk={} from={old} to={new}", r.disk_id)
+                    }
+                    (None, None) => format!(
                         "disk={} offset={} length={}",
                         r.disk_id, r.disk_offset, r.length
                     ),

@@ -1,4 +1,4 @@
-//! The commands that write: `init`, `disk add`, `ingest`, `point`.
+//! The commands that write: `init`, `disk add`, `disk resize`, `ingest`, `point`.
 
 use std::sync::Arc;
 
@@ -7,7 +7,9 @@ use replog_vault::NewDisk;
 use replog_writer::{PointKind, VaultSettings, Writer};
 use serde_json::json;
 
-use crate::cli::{DiskAddArgs, FromSource, IngestArgs, InitArgs, PointArgs, SourceFormat};
+use crate::cli::{
+    DiskAddArgs, DiskResizeArgs, FromSource, IngestArgs, InitArgs, PointArgs, SourceFormat,
+};
 use crate::context::{compression_of, open_writer, reported};
 use crate::output::{human_bytes, point_json, print_json, progress};
 use crate::{CmdResult, EXIT_OK, Failure};
@@ -57,6 +59,32 @@ pub fn disk_add(storage: Arc<dyn Storage>, args: &DiskAddArgs) -> CmdResult {
     Ok(EXIT_OK)
 }
 
+pub fn disk_resize(storage: Arc<dyn Storage>, args: &DiskResizeArgs) -> CmdResult {
+    let mut w = open_writer(storage, &args.vault)?;
+    let resized = replog_vault::resize_disk(&mut w, &args.name, args.size)?;
+    w.close()?;
+    if args.json {
+        print_json(&resized);
+        return Ok(EXIT_OK);
+    }
+    match resized.lsn {
+        Some(lsn) => println!(
+            "resized disk {} from {} to {} ({} bytes) at LSN {lsn}",
+            resized.name,
+            human_bytes(resized.old_bytes),
+            human_bytes(resized.disk_bytes),
+            resized.disk_bytes
+        ),
+        None => println!(
+            "disk {} is already {} ({} bytes)",
+            resized.name,
+            human_bytes(resized.disk_bytes),
+            resized.disk_bytes
+        ),
+    }
+    Ok(EXIT_OK)
+}
+
 pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     let image = match (&args.from, &args.dirty_bitmap, &args.changed_ranges) {
         (FromSource::Image(image), None, None) => image,
@@ -67,9 +95,19 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     let bar = progress(w.disk(name)?.disk_bytes, "ingest");
     let started = std::time::Instant::now();
     let image = (image.as_path(), args.format);
-    let done = replog_vault::ingest(&mut w, storage.as_ref(), vault, name, image, &|n| {
-        bar.set_position(n)
-    })?;
+    let opts = replog_vault::IngestOptions { grow: args.grow };
+    let done =
+        replog_vault::ingest_with(&mut w, storage.as_ref(), vault, name, image, opts, &|n| {
+            bar.set_position(n)
+        })?;
+    if let (Some(r), false) = (&done.resized, args.json) {
+        println!(
+            "grew disk {name} from {} to {} ({} bytes)",
+            human_bytes(r.old_bytes),
+            human_bytes(r.disk_bytes),
+            r.disk_bytes
+        );
+    }
     bar.finish_and_clear();
     // The whole image was compared and every difference journaled: a capture pass of the disk
     // that did not finish is covered now.
@@ -77,7 +115,7 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     w.close()?;
     let (seconds, stats) = (started.elapsed().as_secs_f64(), &done.stats);
     if args.json {
-        print_json(&json!({
+        let mut doc = json!({
             "disk": name,
             "bytes_scanned": stats.bytes_scanned,
             "bytes_read": done.bytes_read,
@@ -87,7 +125,12 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
             "digest_cache": stats.digest_cache,
             "image_format": done.image_format,
             "seconds": seconds,
-        }));
+        });
+        // Only an ingest that grew the disk says so, so other ingests print what they did.
+        if let Some(r) = &done.resized {
+            doc["resized"] = json!(r);
+        }
+        print_json(&doc);
     } else {
         println!(
             "ingested {name}: scanned {} in {seconds:.2}s ({:.0} MB/s), {} changed, {} written in {} records (digest cache {})",

@@ -1,6 +1,7 @@
 //! Source images for adding a disk and for ingest: opened through `replog-image` (raw, fixed VHD,
 //! or converted by qemu-img; a conversion's scratch file goes in the vault directory, on the
-//! filesystem where the disk's base image will go too), then read by the writer.
+//! filesystem where the disk's base image will go too), then read by the writer. Growing a disk
+//! (`resize_disk`, or an ingest that grows it first) lives here too.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use replog_io::Storage;
 use replog_writer::{DiskInfo, IngestStats, Writer};
 use serde::Serialize;
 
-use crate::error::{Result, VaultError};
+use crate::error::{Result, VaultError, VaultErrorKind};
 
 /// Where a new disk's content comes from.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +46,48 @@ pub struct Ingested {
     pub bytes_read: u64,
     /// What the image was read as.
     pub image_format: String,
+    /// The disk was grown to the image's size first (ingest with `grow`).
+    pub resized: Option<ResizedDisk>,
+}
+
+/// How an ingest treats an image larger than its disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestOptions {
+    /// Grow the disk to the image's size first (a resize record, then the ingest); without it
+    /// such an image is refused.
+    pub grow: bool,
+}
+
+/// A disk that was grown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ResizedDisk {
+    /// The disk's name.
+    #[serde(rename = "disk")]
+    pub name: String,
+    /// Its id in records.
+    pub disk_id: u32,
+    /// Its size before.
+    pub old_bytes: u64,
+    /// Its size now.
+    pub disk_bytes: u64,
+    /// The LSN of the resize record; `None` when the disk already had the size asked for.
+    pub lsn: Option<u64>,
+}
+
+/// Grows disk `name` of the vault `w` writes to `new_bytes`: a resize record, acknowledged
+/// before this returns. Points before it keep the old size; the grown range reads as zeros until
+/// written. Asking for the current size changes nothing; a smaller size is refused
+/// ([`VaultErrorKind::InvalidRequest`], naming the disk and both sizes).
+pub fn resize_disk(w: &mut Writer, name: &str, new_bytes: u64) -> Result<ResizedDisk> {
+    let (old_bytes, last_lsn) = (w.disk(name)?.disk_bytes, w.last_lsn());
+    let disk = w.resize_disk(name, new_bytes)?;
+    Ok(ResizedDisk {
+        name: disk.name,
+        disk_id: disk.disk_id,
+        old_bytes,
+        disk_bytes: disk.disk_bytes,
+        lsn: (w.last_lsn() != last_lsn).then(|| w.last_lsn()),
+    })
 }
 
 /// Adds disk `name` to the vault in `vault` that `w` writes, seeded from `from`.
@@ -74,20 +117,59 @@ pub fn add_disk(
 }
 
 /// Ingests the image `from` (read as `format`) into disk `name` of the vault in `vault` that `w`
-/// writes; `progress` gets the bytes of the disk scanned so far.
+/// writes; `progress` gets the bytes of the disk scanned so far. An image larger than the disk
+/// is refused: see [`ingest_with`].
 pub fn ingest(
     w: &mut Writer,
     storage: &dyn Storage,
     vault: &Path,
     name: &str,
+    image: (&Path, SourceFormat),
+    progress: &dyn Fn(u64),
+) -> Result<Ingested> {
+    let opts = IngestOptions::default();
+    ingest_with(w, storage, vault, name, image, opts, progress)
+}
+
+/// [`ingest`], growing the disk first to an image larger than it when `opts.grow` says so.
+pub fn ingest_with(
+    w: &mut Writer,
+    storage: &dyn Storage,
+    vault: &Path,
+    name: &str,
     (from, format): (&Path, SourceFormat),
+    opts: IngestOptions,
     progress: &dyn Fn(u64),
 ) -> Result<Ingested> {
     let image = replog_image::open(storage, from, format, vault).map_err(VaultError::from)?;
+    let image_bytes = image.file.len().map_err(|e| {
+        VaultError::from(replog_writer::WriteError::io(
+            from,
+            None,
+            "reading the length",
+            e,
+        ))
+    })?;
+    let disk_bytes = w.disk(name)?.disk_bytes;
+    let resized = match (image_bytes > disk_bytes, opts.grow) {
+        (false, _) => None,
+        (true, true) => Some(resize_disk(w, name, image_bytes)?),
+        (true, false) => {
+            return Err(VaultError::new(
+                VaultErrorKind::InvalidRequest,
+                format!(
+                    "the image is {image_bytes} bytes but disk {name:?} is {disk_bytes} bytes: \
+                     grow the disk first (`--grow`, or `replog disk resize`)"
+                ),
+            )
+            .in_file(from));
+        }
+    };
     let stats = w.ingest(name, image.file.as_ref(), from, progress)?;
     Ok(Ingested {
         stats,
         bytes_read: image.bytes_read(),
         image_format: image.format.clone(),
+        resized,
     })
 }

@@ -48,7 +48,10 @@ pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use export::{Exported, ExportedDisk, OutputFormat, export};
 pub use failover::FailoverSource;
-pub use import::{AddedDisk, Ingested, NewDisk, add_disk, ingest};
+pub use import::{
+    AddedDisk, IngestOptions, Ingested, NewDisk, ResizedDisk, add_disk, ingest, ingest_with,
+    resize_disk,
+};
 pub use location::{Access, Location, Tier, Vault};
 pub use remote::{RemoteRpo, RemoteStatus, Synced, add_remote, remote_status, sync};
 pub use retention::{Pruned, RetentionChange, disk_usage};

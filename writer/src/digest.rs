@@ -126,7 +126,10 @@ pub(crate) struct DigestReader {
 
 impl DigestReader {
     /// The cache of `disk_id` if it exists and its header is valid for this disk; `None`
-    /// otherwise (the caller then treats every block as changed).
+    /// otherwise (the caller then treats every block as changed). A cache of a smaller size
+    /// (the disk grew since) is valid for the blocks it has: past them, and in its last block if
+    /// that was partial, [`DigestReader::next`] runs short, and the caller treats those blocks
+    /// as changed.
     pub(crate) fn open(
         storage: &dyn Storage,
         dir: &Path,
@@ -141,7 +144,7 @@ impl DigestReader {
         file.read_exact_at(&mut head, 0).ok()?;
         let header = DigestHeader::decode(&head, seed).ok()?;
         let fits = header.disk_id == disk_id
-            && header.disk_bytes == disk_bytes
+            && header.disk_bytes <= disk_bytes
             && header.block_bytes == block_bytes;
         fits.then(|| DigestReader {
             file,
@@ -151,9 +154,12 @@ impl DigestReader {
         })
     }
 
-    /// The next `count` digests; a read failure yields `None` (treated as changed).
+    /// The next `count` digests, fewer past the end of the cache's blocks; a read failure
+    /// yields `None` (treated as changed).
     pub(crate) fn next(&mut self, count: usize) -> Option<Vec<u128>> {
-        let mut bytes = vec![0u8; count * DIGEST_BYTES];
+        let end = DIGEST_HEADER_BYTES as u64 + self.header.block_count() * DIGEST_BYTES as u64;
+        let left = (end.saturating_sub(self.offset) / DIGEST_BYTES as u64) as usize;
+        let mut bytes = vec![0u8; count.min(left) * DIGEST_BYTES];
         self.file.read_exact_at(&mut bytes, self.offset).ok()?;
         self.offset += bytes.len() as u64;
         self.crc.update(&bytes);

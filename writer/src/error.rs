@@ -209,6 +209,12 @@ impl WriteError {
         self
     }
 
+    /// The same error at byte `offset` of its file.
+    pub(crate) fn at_offset(mut self, offset: u64) -> WriteError {
+        self.context.offset = Some(offset);
+        self
+    }
+
     /// The same error about disk `disk_id`.
     pub(crate) fn for_disk(mut self, disk_id: u32) -> WriteError {
         self.context.disk_id = Some(disk_id);

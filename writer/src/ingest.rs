@@ -21,7 +21,7 @@ use replog_format::layout;
 use replog_format::limits::RECORD_DATA_BYTES_MAX;
 use replog_format::manifest::DiskEntry;
 use replog_format::record::RecordKind;
-use replog_format::segment::{self, Expect, FooterIndex};
+use replog_format::segment::{self, Expect, ExtentEntry, FooterIndex};
 use replog_io::{File, OpenMode};
 
 use crate::batch::NewRecord;
@@ -102,10 +102,11 @@ impl<'w> Ingest<'w> {
         check_image_length(disk, source)?;
         let (mut cache, stale) = self.digest_cache(disk)?;
         let mut stats = IngestStats {
+            // A cache of a disk that grew since holds for its old blocks only: stale too.
             digest_cache: match (&cache, stale.is_empty()) {
                 (None, _) => "missing",
-                (Some(_), true) => "valid",
-                (Some(_), false) => "stale",
+                (Some(c), true) if c.header.disk_bytes == disk.disk_bytes => "valid",
+                (Some(_), _) => "stale",
             },
             ..IngestStats::default()
         };
@@ -180,7 +181,7 @@ impl<'w> Ingest<'w> {
                 .enumerate()
                 .map(|(i, f)| {
                     let start = at + (i * block) as u64;
-                    old.as_ref().is_none_or(|o| o[i] != f.digest)
+                    old.as_ref().and_then(|o| o.get(i)) != Some(&f.digest)
                         || overlaps(scan.stale, start, start + block as u64)
                 })
                 .collect();
@@ -278,9 +279,10 @@ impl<'w> Ingest<'w> {
     /// of sealed segments that end after it and from the open segment's index.
     fn ranges_touched_after(&self, disk_id: u32, lsn: u64) -> Result<Ranges> {
         let mut ranges = Vec::new();
-        let mut take = |lsn_rec: u64, d: u32, off: u64, len: u64| {
-            if lsn_rec > lsn && d == disk_id {
-                ranges.push((off, off + len));
+        // A resize changes no byte: the grown range needs no sending again for it.
+        let mut take = |e: &ExtentEntry| {
+            if e.lsn > lsn && e.disk_id == disk_id && e.kind != RecordKind::Resize {
+                ranges.push((e.disk_offset, e.disk_offset + e.length));
             }
         };
         for seg in &self.vault.manifest.segments {
@@ -292,11 +294,11 @@ impl<'w> Ingest<'w> {
                 .read_footer(seg.segment_id, info.footer_offset)?
                 .extents
             {
-                take(e.lsn, e.disk_id, e.disk_offset, e.length);
+                take(&e);
             }
         }
         for e in &self.journal.active().extents {
-            take(e.lsn, e.disk_id, e.disk_offset, e.length);
+            take(e);
         }
         ranges.sort_unstable();
         Ok(ranges)
@@ -340,8 +342,14 @@ fn check_image_length(disk: &DiskEntry, source: &ImageSource<'_>) -> Result<()> 
         return Err(WriteError::new(
             WriteErrorKind::InvalidRequest,
             format!(
-                "the image is {len} bytes but disk {:?} is {} bytes",
-                disk.name, disk.disk_bytes
+                "the image is {len} bytes but disk {:?} is {} bytes{}",
+                disk.name,
+                disk.disk_bytes,
+                if len > disk.disk_bytes {
+                    ": grow the disk first (a resize; `ingest --grow` does it)"
+                } else {
+                    ""
+                }
             ),
         )
         .in_file(source.image_path)

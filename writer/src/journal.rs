@@ -264,7 +264,9 @@ impl Journal {
         let staged = seg.out.stage(&[&head, payload]);
         self.poison_on(staged, "reading back the journal's last block")?;
         match h.kind {
-            RecordKind::Write | RecordKind::Zero => self.active.index_extent(&h),
+            RecordKind::Write | RecordKind::Zero | RecordKind::Resize => {
+                self.active.index_extent(&h)
+            }
             RecordKind::Point | RecordKind::Footer => {}
         }
         self.next_lsn += 1;

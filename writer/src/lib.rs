@@ -34,7 +34,7 @@
 
 // Imports between these modules flow one way (see ARCHITECTURE.md, "The writer"): `migration`
 // uses the `writer` façade; the façade uses its owners (`ingest`, `retention`, `compact`,
-// `journal`, `bases`, `recover`), lending each the `state` of the vault, the journal and the
+// `resize`, `journal`, `bases`, `recover`), lending each the `state` of the vault, the journal and the
 // bases for one call; the owners use each other only downward in that list (retention runs a
 // compaction; ingest, retention and compaction append through or poison the journal) and the
 // helpers below them. No owner knows the `Writer`.
@@ -53,6 +53,7 @@ mod manifest_io;
 mod migration;
 mod pipeline;
 mod recover;
+mod resize;
 mod retention;
 mod sparse;
 mod state;

@@ -11,6 +11,7 @@
 //! | open segment ends cleanly (EOF or zeros) | append from there |
 //! | open segment has a torn tail at X | bytes from X copied to `quarantine/`, zeroed, synced; append from X |
 //! | open segment is sealed (footer + trailer) | the rotation is completed: next segment created, manifest updated |
+//! | a resize record in the open segment grows a disk past the manifest's size | the manifest is stored with the size after it (a crash came between the record's sync and its manifest) |
 //! | damage before the tail, a bad header, a manifest that fails its checksum | refused, naming the file and offset |
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use replog_format::header::VaultHeader;
 use replog_format::layout;
 use replog_format::manifest::{Manifest, SealedInfo, SegmentEntry};
+use replog_format::record::RecordKind;
 use replog_format::segment::{
     self, Expect, ExtentEntry, IndexBuilder, PointEntry, SEGMENT_HEADER_BYTES, SegmentEnd,
 };
@@ -31,6 +33,7 @@ use replog_reader::verify::{
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::files::{live_leases, remove_files};
 use crate::journal::{ActiveSegment, Journal, JournalFiles};
+use crate::manifest_io::store;
 use crate::pipeline::SegmentFile;
 
 /// What [`crate::Writer::open`] found and did.
@@ -41,6 +44,9 @@ pub struct RecoveryReport {
     pub torn_tail: Option<(PathBuf, u64, u64, PathBuf)>,
     /// The open segment was found sealed, and the rotation was completed.
     pub completed_rotation: bool,
+    /// A resize record of the open segment was ahead of the manifest, and the manifest now
+    /// holds the disk's new size.
+    pub completed_resize: bool,
     /// Files left by interrupted operations and removed (never listed, never acknowledged).
     pub removed: Vec<PathBuf>,
 }
@@ -94,6 +100,8 @@ pub(crate) fn recover(
     r.remove_leftovers()?;
     let open = open_segment_entry(&r.manifest, dir)?;
     let scanned = r.scan_open_segment(&open)?;
+    let completed_resize = catch_up(&mut r.manifest, &scanned.extents, &scanned.path)?;
+    r.report.completed_resize = completed_resize;
     let next_point_id = scanned
         .points
         .last()
@@ -115,6 +123,9 @@ pub(crate) fn recover(
         ..
     } = r;
     let Some(sealed) = scanned.sealed else {
+        if completed_resize {
+            store(storage.as_ref(), dir, &manifest)?;
+        }
         let active = ActiveSegment::new(
             open.segment_id,
             open.first_lsn,
@@ -129,7 +140,8 @@ pub(crate) fn recover(
             report,
         });
     };
-    // Sealed but not recorded: the rotation is completed, the points going to the manifest.
+    // Sealed but not recorded: the rotation is completed, the points going to the manifest
+    // (and a size `catch_up` brought up to date with them).
     let active = ActiveSegment::new(open.segment_id, open.first_lsn, out, Vec::new(), Vec::new());
     let mut journal = Journal::resume(files, active, scanned.last_lsn + 1, next_point_id);
     journal.start_next_segment(&mut manifest, sealed, scanned.points)?;
@@ -258,6 +270,45 @@ impl Recovery<'_> {
             sealed,
         })
     }
+}
+
+/// Brings the disk sizes of `manifest` up to the resize records among `extents` (the open
+/// segment's records, which a crash may have left ahead of the manifest: rule M). Returns
+/// whether a size changed. A resize record of a disk the manifest does not list, or in a vault
+/// whose manifest does not say it holds any, is damage in `segment`.
+pub(crate) fn catch_up(
+    manifest: &mut Manifest,
+    extents: &[ExtentEntry],
+    segment: &Path,
+) -> Result<bool> {
+    let mut changed = false;
+    for e in extents.iter().filter(|e| e.kind == RecordKind::Resize) {
+        let damaged = |why: String| {
+            Err(WriteError::new(WriteErrorKind::Damaged, why)
+                .in_file(segment)
+                .at_offset(e.record_offset))
+        };
+        if !manifest.resized {
+            return damaged(format!(
+                "the resize record of LSN {} is in a vault whose manifest does not say it holds any",
+                e.lsn
+            ));
+        }
+        let Some(disk) = manifest.disks.iter_mut().find(|d| d.disk_id == e.disk_id) else {
+            return damaged(format!(
+                "the resize record of LSN {} grows disk {}, which the manifest does not list",
+                e.lsn, e.disk_id
+            ));
+        };
+        if e.length > disk.disk_bytes {
+            disk.disk_bytes = e.length;
+            changed = true;
+        }
+    }
+    if changed {
+        manifest.generation += 1;
+    }
+    Ok(changed)
 }
 
 /// Writes `[from, to)` of the open segment again and syncs it. No record vouches that those

@@ -118,6 +118,7 @@ impl Writer {
             }],
             points: Vec::new(),
             lifecycle: Default::default(),
+            resized: false,
         };
         let journal = Journal::start(journal_files(&storage, dir, &header))?;
         crate::manifest_io::store(s, dir, &manifest)?;
@@ -255,6 +256,18 @@ impl Writer {
     /// Stores `manifest` as the vault's manifest, durably, and keeps it.
     pub(crate) fn commit(&mut self, manifest: Manifest) -> Result<()> {
         self.vault.commit(manifest)
+    }
+
+    /// Grows disk `name` to `new_bytes`: a resize record, acknowledged (durable) before this
+    /// returns, after which writes up to the new size are accepted. Points before it keep the
+    /// old size; the grown range reads as zeros until written. The current size changes
+    /// nothing; a smaller size is refused ([`WriteErrorKind::InvalidRequest`], naming the disk
+    /// and both sizes): disks only grow.
+    pub fn resize_disk(&mut self, name: &str, new_bytes: u64) -> Result<DiskInfo> {
+        self.check_change()?;
+        let disk = self.disk_entry(name)?.clone();
+        crate::resize::grow(&mut self.vault, &mut self.journal, &disk, new_bytes)?;
+        self.disk(name)
     }
 
     /// Adds an empty (all-zero) disk of `disk_bytes`.

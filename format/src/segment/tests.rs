@@ -104,6 +104,11 @@ impl SegmentBuilder {
         self.frame(RecordKind::Zero, 0, (2, disk_offset, len), &[])
     }
 
+    /// Grows disk 1 from `old_bytes` to `new_bytes`.
+    fn resize(&mut self, old_bytes: u64, new_bytes: u64) -> &mut Self {
+        self.frame(RecordKind::Resize, 0, (1, old_bytes, new_bytes), &[])
+    }
+
     fn point(&mut self, point_id: u64, label: &str) -> &mut Self {
         let payload = PointPayload {
             point_id,
@@ -126,7 +131,7 @@ impl SegmentBuilder {
         let mut footer = FooterIndex::default();
         for r in &self.records {
             match r.header.kind {
-                RecordKind::Write | RecordKind::Zero => {
+                RecordKind::Write | RecordKind::Zero | RecordKind::Resize => {
                     footer.extents.push(ExtentEntry::from_header(&r.header))
                 }
                 RecordKind::Point => footer.points.push(PointEntry {
@@ -857,5 +862,43 @@ fn regression_lsn_u64_max_is_refused_not_overflowed() {
             );
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_resize_record_is_scanned_and_indexed_by_the_footer_as_an_extent() {
+    let mut b = SegmentBuilder::new();
+    b.write(0, 300).point(1, "small").resize(1 << 20, 2 << 20);
+    b.write((1 << 20) + 512, 100).point(2, "grown");
+    let index = b.footer_index();
+    b.seal();
+    let (result, visits) = scan_visits(&b.bytes, &b.expect());
+    let s = result.unwrap();
+    assert!(matches!(s.end, SegmentEnd::Sealed { .. }), "{:?}", s.end);
+    assert_eq!(s.footer.as_ref(), Some(&index));
+    let resize = index.extents[1];
+    assert_eq!(
+        (resize.kind, resize.disk_offset, resize.length),
+        (RecordKind::Resize, 1 << 20, 2 << 20)
+    );
+    assert_eq!((index.extents.len(), index.points.len()), (3, 2));
+    assert_visited(&visits, &b.data_records(), "resize");
+}
+
+#[test]
+fn a_footer_resize_entry_that_shrinks_or_has_a_payload_is_refused() {
+    let mut b = SegmentBuilder::new();
+    b.resize(8192, 16384);
+    let good = b.footer_index();
+    FooterIndex::decode(&good.encode()).unwrap();
+    let mut shrink = good.clone();
+    shrink.extents[0].length = 4096;
+    let mut payload = good.clone();
+    payload.extents[0].stored_len = 8;
+    let mut no_disk = good;
+    no_disk.extents[0].disk_id = 0;
+    for (bad, field) in [(shrink, 8 + 24), (payload, 8 + 36), (no_disk, 8 + 32)] {
+        let e = FooterIndex::decode(&bad.encode()).unwrap_err();
+        assert_eq!((e.kind, e.offset), (DecodeErrorKind::BadField, field));
     }
 }

@@ -92,6 +92,8 @@ pub struct VaultBuilder {
     pub base_lsn: u64,
     /// Keep only the latest model (for large disks).
     pub light: bool,
+    /// A resize record was framed: the manifest is written as version 3.
+    pub resized: bool,
 }
 
 impl VaultBuilder {
@@ -146,6 +148,7 @@ impl VaultBuilder {
             current: BTreeMap::new(),
             base_lsn: 0,
             light: false,
+            resized: false,
         }
     }
 
@@ -193,7 +196,10 @@ impl VaultBuilder {
 
     fn frame(&self, seg: &mut Segment, mut h: RecordHeader, payload: &[u8]) -> u64 {
         let offset = self.frame_footer(seg, &mut h, payload);
-        if matches!(h.kind, RecordKind::Write | RecordKind::Zero) {
+        if matches!(
+            h.kind,
+            RecordKind::Write | RecordKind::Zero | RecordKind::Resize
+        ) {
             seg.extents.push(ExtentEntry::from_header(&h));
         }
         offset
@@ -261,6 +267,23 @@ impl VaultBuilder {
         disk[offset as usize..(offset + len) as usize].fill(0);
         self.snapshot(lsn);
         at
+    }
+
+    /// Appends a resize record growing disk `disk_id` to `new_bytes` (the model grows with
+    /// zeros); returns its LSN.
+    pub fn resize(&mut self, seg: &mut Segment, disk_id: u32, new_bytes: u64) -> u64 {
+        let lsn = self.take_lsn();
+        let disk = self
+            .current
+            .get_mut(&disk_id)
+            .expect("resize of a disk that exists");
+        let old_bytes = disk.len() as u64;
+        disk.resize(new_bytes as usize, 0);
+        let h = Self::header(RecordKind::Resize, lsn, disk_id, old_bytes, new_bytes);
+        self.frame(seg, h, &[]);
+        self.resized = true;
+        self.snapshot(lsn);
+        lsn
     }
 
     /// Appends a point record; returns its LSN.
@@ -379,7 +402,7 @@ impl VaultBuilder {
             disks.push(DiskEntry {
                 disk_id: d.id,
                 name: d.name.clone(),
-                disk_bytes: d.base.len() as u64,
+                disk_bytes: self.current[&d.id].len() as u64,
                 added_lsn: d.added_lsn,
                 base_generation: d.base_generation,
                 base_header_crc: crc,
@@ -415,6 +438,7 @@ impl VaultBuilder {
             segments,
             points,
             lifecycle: Default::default(),
+            resized: self.resized,
         };
         self.write_manifest(&manifest);
         manifest
@@ -581,4 +605,15 @@ pub fn read_disk(disk: &replog_reader::DiskView, step: usize) -> Vec<u8> {
 /// Opens the builder's vault.
 pub fn open(b: &VaultBuilder) -> replog_reader::Vault {
     replog_reader::Vault::open(b.storage.clone(), b.path()).unwrap()
+}
+
+impl VaultBuilder {
+    /// Appends a write record of `data` at `offset` without checking it against the disk or
+    /// changing the model: for records a correct writer never frames.
+    pub fn write_unchecked(&mut self, seg: &mut Segment, disk_id: u32, offset: u64, data: &[u8]) {
+        let lsn = self.take_lsn();
+        let h = Self::header(RecordKind::Write, lsn, disk_id, offset, data.len() as u64);
+        self.frame(seg, h, data);
+        self.snapshot(lsn);
+    }
 }
