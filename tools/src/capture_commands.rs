@@ -23,7 +23,11 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
         (FromSource::Nbd(uri), bitmap, None) => {
             no_format(args.format, uri)?;
             let mut w = open_writer(storage.clone(), vault)?;
-            let source = (uri, bitmap.as_deref());
+            let source = replog_vault::NbdSource {
+                uri,
+                bitmap: bitmap.as_deref(),
+                grow: args.grow,
+            };
             let done =
                 replog_vault::ingest_nbd(&mut w, storage.as_ref(), vault, name, source, &|_| {})?;
             w.close()?;

@@ -500,6 +500,9 @@ pub struct ReplicateArgs {
     /// Stop after this many points.
     #[arg(long)]
     pub cycles: Option<u64>,
+    /// Grow a vault disk when its node at the source grew (otherwise the cycle fails, saying so).
+    #[arg(long)]
+    pub grow: bool,
     /// The QMP socket of the running QEMU or qemu-storage-daemon.
     #[arg(long, value_name = "SOCKET", required_unless_present = "status")]
     pub qmp: Option<PathBuf>,

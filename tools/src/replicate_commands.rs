@@ -45,6 +45,7 @@ pub fn run(ctx: &Ctx, args: &ReplicateArgs) -> CmdResult {
         rpo_alert: args.rpo_alert,
         cycles: args.cycles,
         sync_every: args.sync_every,
+        grow: args.grow,
         ..Policy::every(every)
     };
     let hooks = Hooks {

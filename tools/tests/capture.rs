@@ -554,6 +554,111 @@ fn live_disk() -> (tempfile::TempDir, Server) {
 }
 
 #[test]
+fn a_disk_that_grew_at_the_source_grows_with_replicate_grow_and_old_points_keep_their_size() {
+    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
+        return;
+    }
+    let (dir, _daemon) = live_disk();
+    let d = dir.path();
+    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
+    let vault = d.join("v");
+    let vault_s = vault.to_str().unwrap();
+    let (nbd_s, qmp_s) = (nbd.to_str().unwrap(), qmp.to_str().unwrap());
+    let write = format!("nbd+unix:///disk?socket={nbd_s}");
+    let once = |grow: bool| {
+        let mut args = vec![
+            "replicate",
+            vault_s,
+            "--every",
+            "1s",
+            "--cycles",
+            "1",
+            "--disk",
+            "os=disk0",
+            "--qmp",
+            qmp_s,
+            "--nbd-socket",
+            nbd_s,
+        ];
+        if grow {
+            args.push("--grow");
+        }
+        replog(&args)
+    };
+    replog_ok(&["init", vault_s]);
+    run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x61 0 64k", &write]));
+    assert!(once(false).status.success());
+    // The source grows from 32 MiB to 48 MiB, and the guest writes past the old end.
+    // (The guest's export holds the node without the right to resize it: it is taken down
+    // for the resize and put back, as a guest's disk is detached and attached again.)
+    let mut q = replog_qemu::Qmp::connect(&qmp).unwrap();
+    q.execute("block-export-del", serde_json::json!({"id": "e0"}))
+        .unwrap();
+    let resize = serde_json::json!({"node-name": "disk0", "size": 48 * MIB});
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while q.execute("block_resize", resize.clone()).is_err() {
+        assert!(Instant::now() < deadline, "the node never became resizable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let export = serde_json::json!({"type": "nbd", "id": "e0", "node-name": "disk0",
+                                     "name": "disk", "writable": true});
+    q.execute("block-export-add", export).unwrap();
+    drop(q);
+    run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x62 40M 64k", &write]));
+    // Without --grow the cycle fails, and replication stops saying why (waiting mends nothing).
+    let refused = once(false);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("--grow"), "{said}");
+    assert_eq!(points_of(vault_s), [1]);
+    let grown = once(true);
+    assert!(
+        grown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grown.stderr)
+    );
+    let sizes: Vec<u64> = points_of(vault_s)
+        .iter()
+        .map(|&id| {
+            let out = d.join(format!("p{id}"));
+            let id_s = id.to_string();
+            replog_ok(&[
+                "failover",
+                vault_s,
+                "--point",
+                &id_s,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            std::fs::metadata(out.join("os.raw")).unwrap().len()
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [32 * MIB, 48 * MIB],
+        "each point keeps the size it had"
+    );
+    let newest = std::fs::read(d.join("p2/os.raw")).unwrap();
+    let live = d.join("live.raw");
+    // -U: the daemon holds the image; nothing writes it now.
+    run(Command::new("qemu-img")
+        .args(["convert", "-U", "-O", "raw"])
+        .arg(d.join("disk.qcow2"))
+        .arg(&live));
+    assert_same(&newest, &std::fs::read(&live).unwrap(), "the grown disk");
+}
+
+/// The ids of the vault's points.
+fn points_of(vault: &str) -> Vec<u64> {
+    json_of(&["points", vault, "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
 fn replicate_with_sync_every_puts_its_newest_point_in_the_bucket() {
     if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io", "s3s-fs"]) {
         return;

@@ -37,8 +37,8 @@ pub use bench::{
     DataSource, Payload, WriteBenchReport, WriteLoad, open_bench_disk, run_write_bench,
 };
 pub use capture::{
-    Captured, ChangedRange, NbdUri, add_disk_from_nbd, ingest_changed_ranges, ingest_nbd,
-    parse_changed_ranges,
+    Captured, ChangedRange, NbdSource, NbdUri, add_disk_from_nbd, ingest_changed_ranges,
+    ingest_nbd, parse_changed_ranges,
 };
 pub use checkpoints::{
     ResolveReport, ResolvedPoint, maintain_checkpoint, peak_rss_bytes, resolve_bench,

@@ -61,28 +61,41 @@ pub struct Captured {
     pub records: u64,
 }
 
-/// Journals what changed on disk `name` of the vault in `vault` from the NBD export `uri`: with
-/// `bitmap`, only the extents `qemu:dirty-bitmap:BITMAP` marks dirty (zero ranges among them as
-/// zero records); without, every range that does not read as zeros (zero ranges as zero
-/// records). `progress` gets the bytes journaled so far.
+/// Where a pass over NBD reads from.
+#[derive(Clone, Copy, Debug)]
+pub struct NbdSource<'a> {
+    /// The export.
+    pub uri: &'a NbdUri,
+    /// The dirty bitmap to read only the marked extents of; `None`: a full pass.
+    pub bitmap: Option<&'a str>,
+    /// Grow the disk first when the export is larger (a resize record; see `Writer::resize_disk`).
+    pub grow: bool,
+}
+
+/// Journals what changed on disk `name` of the vault in `vault` from the NBD export
+/// `source.uri`: with a bitmap, only the extents `qemu:dirty-bitmap:BITMAP` marks dirty (zero
+/// ranges among them as zero records); without, every range that does not read as zeros (zero
+/// ranges as zero records). `progress` gets the bytes journaled so far.
 pub fn ingest_nbd(
     w: &mut Writer,
     storage: &dyn Storage,
     vault: &Path,
     name: &str,
-    (uri, bitmap): (&NbdUri, Option<&str>),
+    source: NbdSource<'_>,
     progress: &dyn Fn(u64),
 ) -> Result<Captured> {
-    let disk = w.disk(name)?;
+    let NbdSource { uri, bitmap, grow } = source;
+    let mut disk = w.disk(name)?;
     let mut contexts = vec![proto::BASE_ALLOCATION.to_owned()];
     contexts.extend(bitmap.map(|b| format!("qemu:dirty-bitmap:{b}")));
     let mut client = uri.connect(&contexts)?;
-    if client.size() != disk.disk_bytes {
+    let grows = grow && client.size() > disk.disk_bytes;
+    if client.size() != disk.disk_bytes && !grows {
         return Err(VaultError::new(
             VaultErrorKind::InvalidRequest,
             format!(
                 "{uri} (export {:?}) is {} bytes but disk {name:?} is {} bytes; nothing was \
-                 journaled",
+                 journaled (a larger export: grow the disk with --grow or `replog disk resize`)",
                 uri.export,
                 client.size(),
                 disk.disk_bytes
@@ -94,6 +107,10 @@ pub fn ingest_nbd(
         None => None,
     };
     let zeros = nbd_map::zeros(&mut client, uri)?;
+    if grows {
+        // Only now that the whole extent map was read: a refused pass resizes nothing.
+        disk = w.resize_disk(name, client.size())?;
+    }
     let mode = if bitmap.is_some() {
         "dirty-bitmap"
     } else {

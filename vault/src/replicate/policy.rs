@@ -19,6 +19,9 @@ pub struct Policy {
     pub sync_every: Option<Duration>,
     /// Stop after this many successful cycles (`None`: until stopped).
     pub cycles: Option<u64>,
+    /// A disk that grew at the source grows in the vault (a resize record); without, its cycle
+    /// fails until the vault's disk is grown.
+    pub grow: bool,
 }
 
 impl Policy {
@@ -30,6 +33,7 @@ impl Policy {
             rpo_alert: None,
             sync_every: None,
             cycles: None,
+            grow: false,
         }
     }
 }

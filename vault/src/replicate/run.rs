@@ -21,7 +21,7 @@ use replog_writer::Writer;
 use super::hooks::{HookContext, Hooks};
 use super::policy::{Health, Policy, backoff};
 use super::status::{self, CycleRecord};
-use crate::capture::{Captured, NbdUri, ingest_nbd, refuse_point_while_pending};
+use crate::capture::{Captured, NbdSource, NbdUri, ingest_nbd, refuse_point_while_pending};
 use crate::error::{Result, VaultError, VaultErrorKind};
 use crate::location::Vault;
 
@@ -100,8 +100,9 @@ pub fn replicate(
         },
         last_app: None,
         last_sync: None,
+        source_failed: false,
     };
-    lp.run(stop, on_event);
+    let ran = lp.run(stop, on_event);
     // The last point goes to the remote too, whenever the previous sync was.
     lp.sync_if_due(true);
     lp.record.stopped = true;
@@ -109,7 +110,7 @@ pub fn replicate(
     if let Some(capture) = lp.capture.take() {
         let _ = capture.close();
     }
-    Ok(lp.record)
+    ran.map(|()| lp.record)
 }
 
 struct Loop<'a> {
@@ -126,10 +127,15 @@ struct Loop<'a> {
     record: CycleRecord,
     last_app: Option<Instant>,
     last_sync: Option<Instant>,
+    /// Whether the current cycle's failure came from QEMU (always retried).
+    source_failed: bool,
 }
 
 impl Loop<'_> {
-    fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event<'_>)) {
+    /// Cycles until stopped or done. A failure that waiting cannot mend (a disk that no longer
+    /// matches, a damaged vault, a migrated one) ends the loop with that error; the source's
+    /// failures and the storage's (I/O, a full disk, a lock) are retried.
+    fn run(&mut self, stop: &AtomicBool, on_event: &mut dyn FnMut(Event<'_>)) -> Result<()> {
         let mut next_start = Instant::now();
         let mut failures = 0u32;
         while !stop.load(Ordering::Relaxed) && !self.done() {
@@ -137,6 +143,7 @@ impl Loop<'_> {
                 break;
             }
             let started = Instant::now();
+            self.source_failed = false;
             match self.cycle(started) {
                 Ok(passes) => {
                     failures = 0;
@@ -147,6 +154,11 @@ impl Loop<'_> {
                         record: &self.record,
                         passes: &passes,
                     });
+                }
+                Err(error) if !self.source_failed && !retried(error.kind()) => {
+                    self.record.cycles_failed += 1;
+                    self.record.last_error = Some(error.to_string());
+                    return Err(error);
                 }
                 Err(error) => {
                     failures += 1;
@@ -163,6 +175,7 @@ impl Loop<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     fn done(&self) -> bool {
@@ -297,24 +310,34 @@ impl Loop<'_> {
     fn passes(&mut self, cut: &Cut) -> Result<Vec<Captured>> {
         let storage = self.vault.storage().clone();
         let dir = self.vault.dir().to_path_buf();
+        let grow = self.policy.grow;
         let mut passes = Vec::new();
         for d in &cut.disks {
             let context = self.context(Some(d.name.clone()), Some(d.uri()));
-            self.hooks
+            if let Err(e) = self
+                .hooks
                 .run("pre-point", self.hooks.pre_point.as_deref(), &context)
-                .map_err(|e| VaultError::new(VaultErrorKind::InvalidRequest, e))?;
+            {
+                // A hook's failure is the source's: the next cycle tries again.
+                self.source_failed = true;
+                return Err(VaultError::new(VaultErrorKind::InvalidRequest, e));
+            }
             let w = self.writer()?;
             if w.disk(&d.name).is_err() {
                 w.add_disk(&d.name, d.size_bytes)?;
             }
             let uri = NbdUri::parse(&d.uri())?;
-            let bitmap = d.dirty_bitmap.as_deref();
+            let source = NbdSource {
+                uri: &uri,
+                bitmap: d.dirty_bitmap.as_deref(),
+                grow,
+            };
             passes.push(ingest_nbd(
                 w,
                 storage.as_ref(),
                 &dir,
                 &d.name,
-                (&uri, bitmap),
+                source,
                 &|_| {},
             )?);
         }
@@ -386,6 +409,7 @@ impl Loop<'_> {
     /// forgotten: the next attempt connects again, and its first cut is a full pass (the
     /// bitmaps may be gone with the process).
     fn source_error(&mut self, e: QmpError) -> VaultError {
+        self.source_failed = true;
         let kind = match e.kind() {
             QmpErrorKind::Io | QmpErrorKind::Timeout => {
                 self.capture = None;
@@ -409,6 +433,19 @@ impl Loop<'_> {
                 .unwrap_or_default(),
         }
     }
+}
+
+/// Whether a cycle that failed so is tried again: the storage may come back (I/O, space, a
+/// lock, a lease, a writer to reopen), and an NBD view that broke is made again by the next cut.
+fn retried(kind: VaultErrorKind) -> bool {
+    matches!(
+        kind,
+        VaultErrorKind::Io
+            | VaultErrorKind::NoSpace
+            | VaultErrorKind::Locked
+            | VaultErrorKind::Leased
+            | VaultErrorKind::Poisoned
+    )
 }
 
 /// Waits until `at`, or until `stop` is set; `false` if stopped.
