@@ -842,3 +842,76 @@ fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest
 fn unsafe_free_sigterm(pid: u32) {
     run(Command::new("kill").args(["-TERM", &pid.to_string()]));
 }
+
+#[test]
+fn app_consistent_points_come_from_a_freeze_and_thaw_that_succeeded() {
+    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
+        return;
+    }
+    let (dir, _daemon) = live_disk();
+    let d = dir.path();
+    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
+    let (nbd_s, qmp_s) = (nbd.to_str().unwrap(), qmp.to_str().unwrap());
+    let log = d.join("hooks.log");
+    let note = |what: &str| {
+        format!(
+            "echo \"{what} $REPLOG_DISK $REPLOG_POINT\" >> {}",
+            log.display()
+        )
+    };
+    let run_with = |vault: &str, freeze: &str, cycles: &str| {
+        replog_ok(&["init", vault]);
+        replog_ok(&[
+            "replicate",
+            vault,
+            "--every",
+            "1s",
+            "--cycles",
+            cycles,
+            "--disk",
+            "os=disk0",
+            "--qmp",
+            qmp_s,
+            "--nbd-socket",
+            nbd_s,
+            "--app-consistent-every",
+            "1h",
+            "--freeze",
+            freeze,
+            "--thaw",
+            &note("thaw"),
+            "--post-point",
+            &note("post"),
+        ]);
+        let points = json_of(&["points", vault, "--json"]);
+        let kinds: Vec<String> = points
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["kind"].as_str().unwrap().to_owned())
+            .collect();
+        kinds
+    };
+    // The first cycle is due an app-consistent point; the second, within the hour, is not.
+    let good = d.join("good");
+    let kinds = run_with(good.to_str().unwrap(), &note("freeze"), "2");
+    assert_eq!(kinds, ["app-consistent", "crash-consistent"]);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        said, "freeze  \nthaw  \npost os 1\npost os 2\n",
+        "the hooks ran in order, with their context"
+    );
+    // A freeze that fails gives a crash-consistent point, and says so in the status.
+    let bad = d.join("bad");
+    let kinds = run_with(bad.to_str().unwrap(), "exit 7", "1");
+    assert_eq!(kinds, ["crash-consistent"]);
+    let status = json_of(&["replicate", bad.to_str().unwrap(), "--status", "--json"]);
+    let error = status["replication"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("freeze") && error.contains("crash-consistent"),
+        "{status}"
+    );
+}

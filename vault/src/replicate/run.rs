@@ -202,7 +202,8 @@ impl Loop<'_> {
             .policy
             .app_consistent_every
             .is_some_and(|every| self.last_app.is_none_or(|t| started - t >= every));
-        let (cut, frozen) = self.cut(app)?;
+        let (cut, quiesced) = self.cut(app)?;
+        let frozen = matches!(quiesced, Some(Ok(())));
         let cut_at = unix_now();
         let taken = self.passes(&cut).and_then(|passes| {
             let kind = if frozen {
@@ -229,6 +230,10 @@ impl Loop<'_> {
             self.last_app = Some(started);
         }
         self.count(&passes, &point, cut_at, started.elapsed());
+        if let Some(Err(e)) = quiesced {
+            self.record.last_error =
+                Some(format!("{e}; point {} is crash-consistent", point.point_id));
+        }
         if let Err(e) = crate::maintain_checkpoint(self.vault.storage().clone(), self.vault.dir()) {
             // The point is durable; views replay the journal instead.
             self.record.last_error = Some(format!("the checkpoint index was not updated: {e}"));
@@ -288,7 +293,7 @@ impl Loop<'_> {
 
     /// Cuts every disk; for an app-consistent cycle, inside the freeze. The point is
     /// app-consistent only if both the freeze and the thaw succeeded.
-    fn cut(&mut self, app: bool) -> Result<(Cut, bool)> {
+    fn cut(&mut self, app: bool) -> Result<(Cut, Option<Result<(), String>>)> {
         let context = self.context(None, None);
         let froze = app.then(|| {
             self.hooks
@@ -299,11 +304,9 @@ impl Loop<'_> {
             .is_some()
             .then(|| self.hooks.run("thaw", self.hooks.thaw.as_deref(), &context));
         let cut = cut.map_err(|e| self.source_error(e))?;
-        let frozen = matches!(froze, Some(Ok(()))) && matches!(thawed, Some(Ok(())));
-        if let Some(Err(e)) = froze.or(thawed) {
-            self.record.last_error = Some(format!("{e}; the point is crash-consistent"));
-        }
-        Ok((cut, frozen))
+        // `None`: not an app-consistent cycle; `Some(Err)`: it was, and a hook failed.
+        let quiesced = froze.map(|f| f.and(thawed.unwrap_or(Ok(()))));
+        Ok((cut, quiesced))
     }
 
     /// Reads each disk's view into the journal, adding disks the vault lacks.
