@@ -72,7 +72,7 @@ pub fn inspect(opened: &replog_vault::Vault, json: bool) -> CmdResult {
     let rpo_seconds = v
         .latest_point()
         .map(|p| (now - p.time_unix_ns).max(0) as f64 / 1e9);
-    let replication = crate::replicate_commands::recorded(opened)?;
+    let replication = crate::replicate_commands::recorded(opened, v.header())?;
     if json {
         let mut doc = inspect_json(&v, &stats, rpo_seconds);
         doc["lifecycle"] = crate::lifecycle_commands::lifecycle_json(&lifecycle, &v);

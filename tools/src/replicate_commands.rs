@@ -139,7 +139,7 @@ fn json_line(value: &serde_json::Value) {
 /// replication recorded it.
 fn show_status(vault: &Vault, args: &ReplicateArgs) -> CmdResult {
     let snapshot = vault.snapshot()?;
-    let record = recorded(vault)?;
+    let record = recorded(vault, snapshot.header())?;
     let now = now();
     // The cut of the newest point if the replication recorded it, else the point's own time.
     let rpo = record.as_ref().and_then(|r| r.rpo(now)).or_else(|| {
@@ -179,10 +179,13 @@ fn print_status(rpo: Option<Duration>, health: Health, record: Option<&CycleReco
     }
 }
 
-/// What the vault's replication recorded, if one ever ran on it.
-pub fn recorded(vault: &Vault) -> Result<Option<CycleRecord>, Failure> {
-    let snapshot = vault.snapshot()?;
-    let seed = replog_format::vault_seed(&snapshot.header().vault_id);
+/// What the vault's replication recorded, if one ever ran on it; `header` is the vault's, from
+/// the snapshot the caller already opened.
+pub fn recorded(
+    vault: &Vault,
+    header: &replog_format::header::VaultHeader,
+) -> Result<Option<CycleRecord>, Failure> {
+    let seed = replog_format::vault_seed(&header.vault_id);
     status::load(vault.storage().as_ref(), vault.dir(), seed)
         .map_err(|e| Failure::new(e.to_string()))
 }
