@@ -84,8 +84,11 @@ pub fn replicate(
             )
             .in_file(vault.dir())
         })?;
+    // The status file's checksum seed: the vault's, read once (a vault's id never changes).
+    let seed = replog_format::vault_seed(&vault.snapshot()?.header().vault_id);
     let mut lp = Loop {
         vault,
+        seed,
         source,
         policy,
         hooks,
@@ -115,6 +118,7 @@ pub fn replicate(
 
 struct Loop<'a> {
     vault: &'a Vault,
+    seed: u32,
     source: &'a LiveSource,
     policy: &'a Policy,
     hooks: &'a Hooks,
@@ -394,7 +398,7 @@ impl Loop<'_> {
     fn store_status(&mut self) {
         self.record.updated_unix_s = unix_now().as_secs() as i64;
         let storage = self.vault.storage().clone();
-        let seed = replog_format::vault_seed(&self.header_vault_id());
+        let seed = self.seed;
         if let Err(e) = status::store(storage.as_ref(), self.vault.dir(), seed, &self.record) {
             self.record.last_error = Some(format!("the status file: {e}"));
         }
@@ -424,17 +428,6 @@ impl Loop<'_> {
             }
         };
         VaultError::new(kind, format!("the capture from QEMU failed: {e}"))
-    }
-
-    fn header_vault_id(&self) -> replog_format::VaultId {
-        match &self.writer {
-            Some(w) => w.header().vault_id,
-            None => self
-                .vault
-                .snapshot()
-                .map(|s| s.header().vault_id)
-                .unwrap_or_default(),
-        }
     }
 }
 
