@@ -8,18 +8,20 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_vault::{Captured, NbdUri};
+use replog_writer::PointInfo;
 use serde_json::json;
 
 use crate::cli::{DiskAddArgs, FromSource, IngestArgs, SourceFormat};
 use crate::context::open_writer;
-use crate::output::{human_bytes, print_json};
+use crate::output::{human_bytes, point_json, print_json};
+use crate::write_commands::{point_after_ingest, print_point_after_ingest};
 use crate::{CmdResult, EXIT_OK, Failure};
 
 /// `ingest --from nbd://...` or `ingest --from IMAGE --changed-ranges FILE`.
 pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     let (vault, name) = (&args.vault, &args.name);
     let started = std::time::Instant::now();
-    let done = match (&args.from, &args.dirty_bitmap, &args.changed_ranges) {
+    let (done, point) = match (&args.from, &args.dirty_bitmap, &args.changed_ranges) {
         (FromSource::Nbd(uri), bitmap, None) => {
             no_format(args.format, uri)?;
             let mut w = open_writer(storage.clone(), vault)?;
@@ -30,8 +32,9 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
             };
             let done =
                 replog_vault::ingest_nbd(&mut w, storage.as_ref(), vault, name, source, &|_| {})?;
+            let point = point_after_ingest(&mut w, storage.as_ref(), args)?;
             w.close()?;
-            done
+            (done, point)
         }
         (FromSource::Image(image), None, Some(list)) => {
             let mut w = open_writer(storage.clone(), vault)?;
@@ -49,8 +52,9 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
                 list,
                 &|_| {},
             )?;
+            let point = point_after_ingest(&mut w, storage.as_ref(), args)?;
             w.close()?;
-            done
+            (done, point)
         }
         (FromSource::Image(_), Some(_), _) => {
             return Err(Failure::new(
@@ -66,7 +70,12 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
         }
         (FromSource::Image(_), None, None) => unreachable!("an image ingest is not a capture"),
     };
-    render(&done, started.elapsed().as_secs_f64(), args.json);
+    render(
+        &done,
+        point.as_ref(),
+        started.elapsed().as_secs_f64(),
+        args.json,
+    );
     Ok(EXIT_OK)
 }
 
@@ -118,10 +127,13 @@ fn read_list(path: &Path) -> Result<(String, String), Failure> {
     Ok((text, name))
 }
 
-fn render(done: &Captured, seconds: f64, as_json: bool) {
+fn render(done: &Captured, point: Option<&PointInfo>, seconds: f64, as_json: bool) {
     if as_json {
         let mut v = json!(done);
         v["seconds"] = json!(seconds);
+        if let Some(p) = point {
+            v["point"] = point_json(p);
+        }
         print_json(&v);
         return;
     }
@@ -142,4 +154,5 @@ fn render(done: &Captured, seconds: f64, as_json: bool) {
             human_bytes(done.bytes_unfinished)
         );
     }
+    print_point_after_ingest(point);
 }

@@ -470,6 +470,16 @@ pub struct IngestArgs {
     /// trusted as unchanged.
     #[arg(long, value_name = "FILE")]
     pub changed_ranges: Option<PathBuf>,
+    /// Take a recovery point over all disks once the ingest is durable, in the same command
+    /// (as `replog point` would, without a second open of the vault).
+    #[arg(long)]
+    pub point: bool,
+    /// With --point: the source had quiesced its applications.
+    #[arg(long, requires = "point")]
+    pub app_consistent: bool,
+    /// With --point: a label for the point.
+    #[arg(long, requires = "point", default_value = "")]
+    pub label: String,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

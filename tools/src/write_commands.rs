@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_vault::NewDisk;
-use replog_writer::{PointKind, VaultSettings, Writer};
+use replog_writer::{PointInfo, PointKind, VaultSettings, Writer};
 use serde_json::json;
 
 use crate::cli::{
@@ -112,6 +112,7 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     // The whole image was compared and every difference journaled: a capture pass of the disk
     // that did not finish is covered now.
     replog_vault::capture::finish_after_full_ingest(&w, storage.as_ref(), vault, name)?;
+    let point = point_after_ingest(&mut w, storage.as_ref(), args)?;
     w.close()?;
     let (seconds, stats) = (started.elapsed().as_secs_f64(), &done.stats);
     if args.json {
@@ -130,6 +131,9 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
         if let Some(r) = &done.resized {
             doc["resized"] = json!(r);
         }
+        if let Some(p) = &point {
+            doc["point"] = point_json(p);
+        }
         print_json(&doc);
     } else {
         println!(
@@ -141,23 +145,50 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
             stats.records,
             stats.digest_cache
         );
+        print_point_after_ingest(point.as_ref());
     }
     Ok(EXIT_OK)
 }
 
-pub fn point(storage: Arc<dyn Storage>, args: &PointArgs) -> CmdResult {
-    let (vault, label, json) = (&args.vault, &args.label, args.json);
-    // A capture pass that did not finish would be half in the point.
-    replog_vault::capture::refuse_point_while_pending(storage.as_ref(), vault)?;
+/// `ingest --point`: the point, taken with the writer the ingest used once its records are
+/// durable. It saves the second process, open of the vault and sync of `replog point`.
+pub fn point_after_ingest(
+    w: &mut Writer,
+    storage: &dyn Storage,
+    args: &IngestArgs,
+) -> Result<Option<PointInfo>, Failure> {
+    if !args.point {
+        return Ok(None);
+    }
     let kind = if args.app_consistent {
         PointKind::AppConsistent
     } else {
         PointKind::CrashConsistent
     };
-    let p = match Writer::open(storage, vault) {
+    let p = replog_vault::capture::point_unless_pending(w, storage, kind, &args.label)?;
+    Ok(Some(p))
+}
+
+/// The text line for `ingest --point`'s point.
+pub fn print_point_after_ingest(point: Option<&PointInfo>) {
+    if let Some(p) = point {
+        println!("point {} ({})", p.point_id, p.kind.name());
+    }
+}
+
+pub fn point(storage: Arc<dyn Storage>, args: &PointArgs) -> CmdResult {
+    let (vault, label, json) = (&args.vault, &args.label, args.json);
+    let kind = if args.app_consistent {
+        PointKind::AppConsistent
+    } else {
+        PointKind::CrashConsistent
+    };
+    let p = match Writer::open(storage.clone(), vault) {
         Ok(w) => {
             let mut w = reported(w);
-            let p = w.point(kind, label)?;
+            // A capture pass that did not finish would be half in the point.
+            let p =
+                replog_vault::capture::point_unless_pending(&mut w, storage.as_ref(), kind, label)?;
             w.close()?;
             p
         }

@@ -215,7 +215,7 @@ fn bitmap_ingests_read_only_dirty_extents_and_every_point_is_byte_exact() {
     qemu_io(&s.img, "qcow2", "write -P 0xab 1M 64k");
     qemu_io(&s.img, "qcow2", "write -P 0xcd 40M 1M");
     qemu_io(&s.img, "qcow2", "write -z 2M 128k");
-    let first = bitmap_pass(&s, "b0", 64 * KIB + MIB + 128 * KIB);
+    let first = bitmap_pass(&s, "b0", 64 * KIB + MIB + 128 * KIB, &[]);
     assert_eq!(
         first["bytes_read"],
         64 * KIB + MIB,
@@ -231,11 +231,27 @@ fn bitmap_ingests_read_only_dirty_extents_and_every_point_is_byte_exact() {
     bitmap(&["--remove"], &s.img, "b0");
     bitmap(&["--add", "--enable"], &s.img, "b1");
     qemu_io(&s.img, "qcow2", "write -P 0xef 50M 256k");
-    let second = bitmap_pass(&s, "b1", 256 * KIB);
+    let second = bitmap_pass(&s, "b1", 256 * KIB, &["--point", "--label", "cycle 2"]);
     assert_eq!(second["bytes_read"], 256 * KIB);
     assert_eq!(second["bytes_written"], 256 * KIB);
+    // The ingest took the point itself, over the records it had made durable.
+    let point = &second["point"];
+    assert_eq!(
+        (&point["label"], &point["kind"]),
+        (&"cycle 2".into(), &"crash-consistent".into())
+    );
+    let out = dir.join("second");
+    let id = point["id"].to_string();
+    replog_ok(&[
+        "failover",
+        vault,
+        "--point",
+        &id,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_same(
-        &point_and_failover(dir, vault),
+        &std::fs::read(out.join("d.raw")).unwrap(),
         &raw_of(dir, &s.img),
         "the second bitmap point",
     );
@@ -243,10 +259,11 @@ fn bitmap_ingests_read_only_dirty_extents_and_every_point_is_byte_exact() {
 
 /// One `ingest --dirty-bitmap` pass; checks the bytes the bitmap marks, the bytes read by the
 /// client and qemu-nbd's own count of what it read.
-fn bitmap_pass(s: &Setup, bitmap: &str, dirty_bytes: u64) -> serde_json::Value {
+fn bitmap_pass(s: &Setup, bitmap: &str, dirty_bytes: u64, extra: &[&str]) -> serde_json::Value {
     let server = qemu_nbd(&s.img, "qcow2", &s.sock, Some(bitmap));
     let before = server.rchar();
-    let args = ingest_nbd(&s.vault, &uri(&s.sock), Some(bitmap), &["--json"]);
+    let extra = [&["--json"], extra].concat();
+    let args = ingest_nbd(&s.vault, &uri(&s.sock), Some(bitmap), &extra);
     let done = json_of(&strs(&args));
     let served = server.rchar() - before;
     eprintln!("{bitmap}: {done}; qemu-nbd rchar grew by {served}");

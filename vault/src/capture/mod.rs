@@ -7,8 +7,8 @@
 //! durable and only then clears the record. Reads run on a thread of their own, several in
 //! flight, while the caller's thread journals (`pull`).
 //!
-//! A pass takes no point (as `ingest` of an image takes none): `replog point` does, and refuses
-//! while a pass is pending. Blocks a pass journals are records newer than the disk's digest
+//! A pass takes no point (as `ingest` of an image takes none): its caller does, through
+//! [`point_unless_pending`], which refuses while a pass is pending. Blocks a pass journals are records newer than the disk's digest
 //! cache, so a later image ingest re-reads them rather than trusting the cache.
 
 mod nbd_map;
@@ -32,7 +32,7 @@ use crate::import::AddedDisk;
 use plan::{Plan, Ranges};
 use pull::{Handover, READ_BYTES, READS_IN_FLIGHT, ReadFn};
 
-pub use pending::{PendingCapture, refuse_point_while_pending};
+pub use pending::{PendingCapture, point_unless_pending, refuse_point_while_pending};
 pub use pull::{BATCH_READS, QUEUE_READS};
 pub use ranges::{ChangedRange, parse_changed_ranges};
 pub use uri::{NbdAddress, NbdUri};

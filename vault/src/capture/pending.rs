@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use replog_io::{OpenMode, Storage, WriteAt};
+use replog_writer::{PointInfo, PointKind, Writer};
 use serde::{Deserialize, Serialize};
 
 use super::plan::Ranges;
@@ -140,6 +141,20 @@ pub fn all(storage: &dyn Storage, vault: &Path) -> Result<Vec<PendingCapture>> {
     }
     out.sort_by_key(|p| p.disk_id);
     Ok(out)
+}
+
+/// Takes a point with `w`, which must write the vault its `storage` holds, unless a pass has
+/// not finished. Holding the writer is what makes the check sound: no pass can start, fail or
+/// finish between the check and the point. Every point of a vault that takes captures goes
+/// through here (`replog point`, `ingest --point`, `replicate`, the capturing NBD server).
+pub fn point_unless_pending(
+    w: &mut Writer,
+    storage: &dyn Storage,
+    kind: PointKind,
+    label: &str,
+) -> Result<PointInfo> {
+    refuse_point_while_pending(storage, w.dir())?;
+    Ok(w.point(kind, label)?)
 }
 
 /// Refuses a point while a pass has not finished, naming the disk and the source.

@@ -121,6 +121,10 @@ impl CaptureBackend {
                 ),
             ));
         }
+        // A pass that did not finish would be half in every point this server takes.
+        if let Err(e) = crate::capture::refuse_point_while_pending(storage.as_ref(), dir) {
+            return Err(NbdError::new(NbdErrorKind::InvalidRequest, e.to_string()));
+        }
         let vault = Vault::open(storage.clone(), dir).map_err(read_error("opening the vault"))?;
         let started = if vault
             .disks()

@@ -21,7 +21,7 @@ use replog_writer::Writer;
 use super::hooks::{HookContext, Hooks};
 use super::policy::{Health, Policy, backoff};
 use super::status::{self, CycleRecord};
-use crate::capture::{Captured, NbdSource, NbdUri, ingest_nbd, refuse_point_while_pending};
+use crate::capture::{Captured, NbdSource, NbdUri, ingest_nbd, point_unless_pending};
 use crate::error::{Result, VaultError, VaultErrorKind};
 use crate::location::Vault;
 
@@ -216,8 +216,8 @@ impl Loop<'_> {
                 PointKind::CrashConsistent
             };
             let label = format!("replicate cycle {}", cut.generation);
-            refuse_point_while_pending(self.vault.storage().as_ref(), self.vault.dir())?;
-            let point = self.writer()?.point(kind, &label)?;
+            let storage = self.vault.storage().clone();
+            let point = point_unless_pending(self.writer()?, storage.as_ref(), kind, &label)?;
             Ok((passes, point))
         });
         let capture = self.capture.as_mut().expect("connected above");
