@@ -4,8 +4,8 @@
 //!
 //! 1. before the transaction: a qcow2 overlay file (`qemu-img create`) is added as node
 //!    `rlf<g>d<i>`, backed by the disk's node;
-//! 2. the transaction: `block-dirty-bitmap-add` of `replog-<g>` (it collects the writes
-//!    after the cut), `block-dirty-bitmap-disable` of the previous bitmap (it stops growing:
+//! 2. the transaction: `block-dirty-bitmap-add` of `replog-<tag>-<g>` (it collects the writes
+//!    after the cut; persistent in a qcow2 node, so it outlives a clean restart of QEMU), `block-dirty-bitmap-disable` of the previous bitmap (it stops growing:
 //!    it now marks exactly what changed between the two cuts), and `blockdev-backup` with
 //!    `sync: none` into the overlay (copy-before-write: from this instant the overlay reads as
 //!    the disk was);
@@ -16,6 +16,12 @@
 //! merges the previous bitmap into the new one, so the next cut still covers every write since
 //! the last point. A disk without a usable previous bitmap (the first cut, a bitmap QEMU lost or
 //! reports `inconsistent`) is cut without one: its reader must make a full pass.
+//!
+//! A capture can continue one that ended ([`Lineage`]): its caller's newest point came from
+//! cut `g`, so a disk whose bitmap `replog-<tag>-<g>` QEMU still records and vouches for (it
+//! was kept in memory, or stored in the qcow2 by a clean exit) marks every write since that
+//! point, and its first cut reads only that. QEMU flags a persistent bitmap `inconsistent` after
+//! a crash; such a disk, or one with any other bitmap of the tag, starts with a full pass.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -64,6 +70,8 @@ pub struct DiskCut {
     /// since the previous cut; `None`: read the whole view.
     pub dirty_bitmap: Option<String>,
     node: String,
+    /// Whether the next bitmap is stored in the image (qcow2 nodes).
+    persistent: bool,
     fleece_node: String,
     job: String,
     overlay: PathBuf,
@@ -78,6 +86,42 @@ impl DiskCut {
             self.export,
             self.socket.display()
         )
+    }
+}
+
+/// What a capture continues from, and the names it owns in QEMU.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// Part of the name of every object the capture makes (`replog-<tag>-<g>` bitmaps,
+    /// `rl<tag>f<g>d<i>` views), so captures of one QEMU by different callers (two vaults)
+    /// leave each other's alone. Lowercase ASCII letters and digits, at most 12; empty in
+    /// tests.
+    pub tag: String,
+    /// The generation of the last cut made under this tag; the next cut is one more, so names
+    /// never repeat.
+    pub generation: u64,
+    /// Whether the caller's newest point came from cut `generation`: then a disk whose bitmap
+    /// of that cut still records and is not `inconsistent` continues from it.
+    pub resume: bool,
+}
+
+impl Lineage {
+    fn prefix(&self) -> String {
+        if self.tag.is_empty() {
+            "replog-".to_owned()
+        } else {
+            format!("replog-{}-", self.tag)
+        }
+    }
+
+    fn bitmap(&self, generation: u64) -> String {
+        format!("{}{generation}", self.prefix())
+    }
+
+    /// Whether `name` is a bitmap of this tag.
+    fn owns_bitmap(&self, name: &str) -> bool {
+        name.strip_prefix(&self.prefix())
+            .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
     }
 }
 
@@ -106,7 +150,7 @@ pub struct Capture {
     disks: Vec<DiskState>,
     socket: PathBuf,
     started_server: bool,
-    generation: u64,
+    lineage: Lineage,
 }
 
 impl Capture {
@@ -114,11 +158,23 @@ impl Capture {
     /// jobs and bitmaps, named `rl…` and `replog-…`) are removed first, so the first cut of
     /// each disk is a full one.
     pub fn new(
-        mut qmp: Qmp,
+        qmp: Qmp,
         disks: Vec<DiskSource>,
         config: CaptureConfig,
     ) -> Result<Capture, QmpError> {
-        sweep(&mut qmp, &disks)?;
+        Capture::continuing(qmp, disks, config, Lineage::default())
+    }
+
+    /// Starts capturing `disks` over `qmp`, continuing `lineage`. The views and jobs an earlier
+    /// capture of the tag left behind are removed, and so are its bitmaps, except each disk's
+    /// bitmap of the resumed cut (see [`Lineage::resume`]).
+    pub fn continuing(
+        mut qmp: Qmp,
+        disks: Vec<DiskSource>,
+        config: CaptureConfig,
+        lineage: Lineage,
+    ) -> Result<Capture, QmpError> {
+        let kept = sweep(&mut qmp, &disks, &lineage)?;
         let (socket, started_server) = match &config.nbd_socket {
             Some(socket) => (socket.clone(), false),
             None => (start_nbd_server(&mut qmp, &config.scratch_dir)?, true),
@@ -128,22 +184,34 @@ impl Capture {
             config,
             disks: disks
                 .into_iter()
-                .map(|source| DiskState {
-                    source,
-                    bitmap: None,
-                })
+                .zip(kept)
+                .map(|(source, bitmap)| DiskState { source, bitmap })
                 .collect(),
             socket,
             started_server,
-            generation: 0,
+            lineage,
         })
+    }
+
+    /// The generation of the last cut made (it goes on from the lineage's).
+    pub fn generation(&self) -> u64 {
+        self.lineage.generation
+    }
+
+    /// The disks whose next cut reads a bitmap (the others' is a full pass).
+    pub fn incremental_disks(&self) -> Vec<&str> {
+        self.disks
+            .iter()
+            .filter(|d| d.bitmap.is_some())
+            .map(|d| d.source.name.as_str())
+            .collect()
     }
 
     /// Cuts every disk at one instant and exports the views. On failure, whatever was made
     /// is removed and the bitmaps are as before.
     pub fn cut(&mut self) -> Result<Cut, QmpError> {
-        self.generation += 1;
-        let g = self.generation;
+        self.lineage.generation += 1;
+        let g = self.lineage.generation;
         let nodes = self
             .qmp
             .execute("query-named-block-nodes", json!({"flat": true}))?;
@@ -181,20 +249,22 @@ impl Capture {
             })?;
             let size_bytes = info["image"]["virtual-size"].as_u64().unwrap_or(0);
             let dirty_bitmap = disk.bitmap.clone().filter(|b| bitmap_usable(info, b));
+            let (g, tag) = (cut.generation, &self.lineage.tag);
             let d = DiskCut {
                 name: disk.source.name.clone(),
                 size_bytes,
-                export: format!("replog-{}-{}", disk.source.name, cut.generation),
+                export: format!("{}{}-{g}", self.lineage.prefix(), disk.source.name),
                 socket: self.socket.clone(),
                 dirty_bitmap,
                 node: disk.source.node.clone(),
-                fleece_node: format!("rlf{}d{i}", cut.generation),
-                job: format!("rlj{}d{i}", cut.generation),
+                persistent: stores_bitmaps(info),
+                fleece_node: format!("rl{tag}f{g}d{i}"),
+                job: format!("rl{tag}j{g}d{i}"),
                 overlay: self
                     .config
                     .scratch_dir
-                    .join(format!("fleece-{}-{}.qcow2", cut.generation, i)),
-                next_bitmap: format!("replog-{}", cut.generation),
+                    .join(format!("fleece-{g}-{i}.qcow2")),
+                next_bitmap: self.lineage.bitmap(g),
             };
             create_overlay(self.qmp.socket(), &d.overlay, size_bytes)?;
             let added = self.qmp.execute(
@@ -338,7 +408,7 @@ fn transaction(cut: &Cut) -> Vec<Value> {
     let mut actions = Vec::new();
     for d in &cut.disks {
         actions.push(json!({"type": "block-dirty-bitmap-add",
-            "data": {"node": d.node, "name": d.next_bitmap, "persistent": false}}));
+            "data": {"node": d.node, "name": d.next_bitmap, "persistent": d.persistent}}));
         if let Some(old) = &d.dirty_bitmap {
             actions.push(json!({"type": "block-dirty-bitmap-disable",
                 "data": {"node": d.node, "name": old}}));
@@ -355,6 +425,16 @@ fn node_info<'a>(nodes: &'a Value, node: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|n| n["node-name"].as_str() == Some(node))
+}
+
+/// Whether a bitmap of the node can be stored in its image: a writable qcow2 of version 3
+/// (`compat` 1.1), which keeps bitmaps across a clean exit of QEMU.
+fn stores_bitmaps(info: &Value) -> bool {
+    let specific = &info["image"]["format-specific"];
+    info["drv"].as_str() == Some("qcow2")
+        && !info["ro"].as_bool().unwrap_or(true)
+        && specific["type"].as_str() == Some("qcow2")
+        && specific["data"]["compat"].as_str() == Some("1.1")
 }
 
 /// Whether the node has bitmap `name` and QEMU vouches for its content.
@@ -444,31 +524,55 @@ fn remove_view(qmp: &mut Qmp, export: &str, job: &str, node: &str) -> Result<(),
     }
 }
 
-/// Removes what an earlier capture of these disks left in QEMU: views, jobs and bitmaps.
-fn sweep(qmp: &mut Qmp, disks: &[DiskSource]) -> Result<(), QmpError> {
+/// Removes what an earlier capture of these disks under the lineage's tag left in QEMU: views,
+/// jobs and bitmaps, except for each disk the bitmap of the resumed cut, if it is the disk's only
+/// bitmap of the tag, still records, and QEMU vouches for it. Returns those kept, per disk.
+fn sweep(
+    qmp: &mut Qmp,
+    disks: &[DiskSource],
+    lineage: &Lineage,
+) -> Result<Vec<Option<String>>, QmpError> {
+    let (prefix, tag) = (lineage.prefix(), &lineage.tag);
+    let (view_node, job_node) = (format!("rl{tag}f"), format!("rl{tag}j"));
     let exports = qmp.execute("query-block-exports", json!({}))?;
     for e in exports.as_array().into_iter().flatten() {
         let id = e["id"].as_str().unwrap_or_default();
         let node = e["node-name"].as_str().unwrap_or_default();
-        if id.starts_with("replog-") && node.starts_with("rlf") {
-            let job = node.replacen("rlf", "rlj", 1);
+        if id.starts_with(&prefix) && node.starts_with(&view_node) {
+            let job = node.replacen(&view_node, &job_node, 1);
             remove_view(qmp, id, &job, node)?;
         }
     }
     let nodes = qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
+    let resumed = lineage.bitmap(lineage.generation);
+    let mut kept = Vec::new();
     for d in disks {
         let Some(info) = node_info(&nodes, &d.node) else {
+            kept.push(None);
             continue;
         };
-        for b in info["dirty-bitmaps"].as_array().into_iter().flatten() {
+        let mine: Vec<&Value> = info["dirty-bitmaps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| lineage.owns_bitmap(b["name"].as_str().unwrap_or_default()))
+            .collect();
+        let keep = lineage.resume
+            && lineage.generation > 0
+            && matches!(mine.as_slice(), [b] if b["name"].as_str() == Some(&resumed)
+                && b["recording"].as_bool() == Some(true)
+                && !b["busy"].as_bool().unwrap_or(false))
+            && bitmap_usable(info, &resumed);
+        for b in mine {
             let name = b["name"].as_str().unwrap_or_default();
-            if name.starts_with("replog-") {
+            if !(keep && name == resumed) {
                 qmp.execute(
                     "block-dirty-bitmap-remove",
                     json!({"node": d.node, "name": name}),
                 )?;
             }
         }
+        kept.push(keep.then(|| resumed.clone()));
     }
-    Ok(())
+    Ok(kept)
 }

@@ -16,6 +16,6 @@ mod capture;
 mod error;
 pub mod qmp;
 
-pub use capture::{Capture, CaptureConfig, Cut, DiskCut, DiskSource};
+pub use capture::{Capture, CaptureConfig, Cut, DiskCut, DiskSource, Lineage};
 pub use error::{QmpError, QmpErrorKind};
 pub use qmp::Qmp;

@@ -115,6 +115,19 @@ fn print_event(event: &Event<'_>, json: bool, alert: Option<Duration>) {
                 human_bytes(record.last_cycle_bytes_read),
                 record.last_cycle_seconds,
             );
+            // A full pass costs the whole disk: say which, so a large read is not a mystery
+            // (the first cycle, or QEMU lost or no longer vouches for the bitmap).
+            let full: Vec<&str> = passes
+                .iter()
+                .filter(|p| p.mode == "full")
+                .map(|p| p.disk.as_str())
+                .collect();
+            if !full.is_empty() {
+                println!(
+                    "  full pass of {} (no bitmap to continue from)",
+                    full.join(", ")
+                );
+            }
         }
         Event::Failed { error, retry_in } => {
             if json {

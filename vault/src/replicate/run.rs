@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use replog_format::record::PointKind;
-use replog_qemu::{Capture, CaptureConfig, Cut, DiskSource, Qmp, QmpError, QmpErrorKind};
+use replog_qemu::{Capture, CaptureConfig, Cut, DiskSource, Lineage, Qmp, QmpError, QmpErrorKind};
 use replog_remote::{RemoteOptions, SyncOptions};
 use replog_writer::Writer;
 
@@ -85,10 +85,18 @@ pub fn replicate(
             .in_file(vault.dir())
         })?;
     // The status file's checksum seed: the vault's, read once (a vault's id never changes).
-    let seed = replog_format::vault_seed(&vault.snapshot()?.header().vault_id);
+    let vault_id = vault.snapshot()?.header().vault_id;
+    let seed = replog_format::vault_seed(&vault_id);
+    // Where the last replication left off. A record that is missing or damaged only means
+    // the first cut reads every disk.
+    let previous = status::load(vault.storage().as_ref(), vault.dir(), seed)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let mut lp = Loop {
         vault,
         seed,
+        tag: vault_id[..4].iter().map(|b| format!("{b:02x}")).collect(),
         source,
         policy,
         hooks,
@@ -99,13 +107,20 @@ pub fn replicate(
         record: CycleRecord {
             pid: std::process::id(),
             started_unix_s: unix_now().as_secs() as i64,
+            last_point_id: previous.last_point_id,
+            last_point_app_consistent: previous.last_point_app_consistent,
+            last_cut_unix_ms: previous.last_cut_unix_ms,
+            last_cut_generation: previous.last_cut_generation,
+            remote_point_id: previous.remote_point_id,
             ..CycleRecord::default()
         },
         last_app: None,
         last_sync: None,
         source_failed: false,
     };
-    let ran = lp.run(stop, on_event);
+    // The writer first: a second replication of the vault stops here, before it touches the
+    // first one's objects in QEMU.
+    let ran = lp.writer().map(drop).and_then(|()| lp.run(stop, on_event));
     // The last point goes to the remote too, whenever the previous sync was.
     lp.sync_if_due(true);
     lp.record.stopped = true;
@@ -119,6 +134,8 @@ pub fn replicate(
 struct Loop<'a> {
     vault: &'a Vault,
     seed: u32,
+    /// The vault's mark on its objects in QEMU: the first 8 hex digits of its id.
+    tag: String,
     source: &'a LiveSource,
     policy: &'a Policy,
     hooks: &'a Hooks,
@@ -229,10 +246,12 @@ impl Loop<'_> {
             }
         };
         // The point is durable: a failure to end the cut only makes the next pass larger.
+        let generation = cut.generation;
         let ended = capture.finish(cut);
         if frozen {
             self.last_app = Some(started);
         }
+        self.record.last_cut_generation = Some(generation);
         self.count(&passes, &point, cut_at, started.elapsed());
         if let Some(Err(e)) = quiesced {
             self.record.last_error =
@@ -281,11 +300,25 @@ impl Loop<'_> {
                 scratch_dir: self.scratch.clone(),
                 nbd_socket: self.source.nbd_socket.clone(),
             };
-            let capture = Capture::new(qmp, self.source.disks.clone(), config)
+            let lineage = self.lineage()?;
+            let capture = Capture::continuing(qmp, self.source.disks.clone(), config, lineage)
                 .map_err(|e| self.source_error(e))?;
             self.capture = Some(capture);
         }
         Ok(())
+    }
+
+    /// What the capture continues from: the cut of the vault's newest point, if the record
+    /// says which it was. A record behind the vault (a point taken since by other means, or a
+    /// record that did not get written after the last point) gives a full first pass.
+    fn lineage(&mut self) -> Result<Lineage> {
+        let newest = self.writer()?.points().last().map(|p| p.point_id);
+        let generation = self.record.last_cut_generation.unwrap_or(0);
+        Ok(Lineage {
+            tag: self.tag.clone(),
+            generation,
+            resume: generation > 0 && newest.is_some() && newest == self.record.last_point_id,
+        })
     }
 
     fn writer(&mut self) -> Result<&mut Writer> {

@@ -1,5 +1,7 @@
 //! What an operator asks of a running replication, kept where another command can read it:
-//! `replicate.status` in the vault directory (advisory: never needed to recover anything), and
+//! `replicate.status` in the vault directory (advisory: never needed to recover anything; a
+//! record that is damaged, rolled back or behind the vault only costs the next replication a
+//! full pass, see `run`), and
 //! optionally a Prometheus textfile. Both are replaced atomically (written beside, synced,
 //! renamed), so a reader sees the old state or the new one, never half of one.
 //!
@@ -40,6 +42,11 @@ pub struct CycleRecord {
     /// When the last point's cut was made (Unix milliseconds): the instant its data is from.
     /// The point's own time is when it became durable, up to one cycle later.
     pub last_cut_unix_ms: Option<i64>,
+    /// The capture generation of the last point's cut: with the point's id, what lets the next
+    /// replication continue from the dirty bitmaps QEMU kept (`replog-<tag>-<generation>`)
+    /// instead of reading every disk again. Absent in records of older versions.
+    #[serde(default)]
+    pub last_cut_generation: Option<u64>,
     /// Bytes of data the last cycle journaled (zero records not counted).
     pub last_cycle_bytes: u64,
     /// Bytes the last cycle read from the source.
