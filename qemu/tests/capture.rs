@@ -4,139 +4,60 @@
 //! the granules written since the previous cut, an abandoned cut's writes must be marked again
 //! at the next one, and every QEMU object a cut made must be gone after it ends.
 //!
+//! Under the cycle, the protocol it relies on is checked by hand over QMP, as a backup tool
+//! drives it (CAPTURE.md): a bitmap disabled at the cut and exported with the node names exactly
+//! the granules written before the cut, `base:allocation` shows data where writes went and
+//! zero-reading holes elsewhere, and the bytes are the disk's.
+//!
 //! Skipped, with a message, when `qemu-storage-daemon` (or `qemu-img` and `qemu-io`, which ship
 //! in the same qemu-utils package) is not installed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use replog_nbd::{Client, ClientOptions};
+use replog_nbd::{Client, ClientOptions, NbdErrorKind, proto};
 use replog_qemu::{Capture, CaptureConfig, DiskCut, DiskSource, Qmp, QmpErrorKind};
+use replog_tests::qemu::{QemuDaemon, create_qcow2, installed};
 use serde_json::json;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const DISK_BYTES: u64 = 16 * MIB;
-/// QEMU's default bitmap granularity for a qcow2 node of 64 KiB clusters.
+/// QEMU's default bitmap granularity for a qcow2 node of 64 KiB clusters (qemu-img's default
+/// cluster size): one granule is one cluster, so a written granule is also an allocated cluster.
 const GRANULE_BYTES: u64 = 64 * KIB;
 
-fn installed(binary: &str) -> bool {
-    Command::new(binary)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn skip() -> bool {
-    let missing: Vec<&str> = ["qemu-storage-daemon", "qemu-img", "qemu-io"]
-        .into_iter()
-        .filter(|b| !installed(b))
-        .collect();
-    if !missing.is_empty() {
-        eprintln!("skipped: {} not installed (qemu-utils)", missing.join(", "));
-    }
-    !missing.is_empty()
+    !installed(&["qemu-storage-daemon", "qemu-img", "qemu-io"])
 }
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("the command starts");
+/// The daemon serving a new qcow2 image of `bytes` in `dir` (see [`QemuDaemon`]).
+fn live_disk(dir: &Path, bytes: u64, nbd_server: bool) -> QemuDaemon {
+    let image = dir.join("disk.qcow2");
+    create_qcow2(&image, bytes);
+    QemuDaemon::start(dir, &image, nbd_server)
+}
+
+fn connect_qmp(daemon: &QemuDaemon) -> Qmp {
+    Qmp::connect(&daemon.qmp_socket()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Writes `(offset, length, pattern)` through the daemon's live export, as a guest would, and
+/// into `model`.
+fn guest_writes(daemon: &QemuDaemon, writes: &[(u64, u64, u8)], model: &mut [u8]) {
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-f", "raw"]);
+    for &(offset, len, pattern) in writes {
+        cmd.arg("-c")
+            .arg(format!("write -P {pattern:#x} {offset} {len}"));
+        model[offset as usize..(offset + len) as usize].fill(pattern);
+    }
+    let out = cmd.arg(daemon.nbd_uri()).output().expect("qemu-io starts");
     assert!(
         out.status.success(),
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The daemon, killed when the test ends however it ends.
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    /// Serves a new qcow2 image as node `disk0` (with a writable NBD export `disk` on
-    /// `nbd.sock` when `nbd_server`) and a QMP monitor on `qmp.sock`.
-    fn start(dir: &Path, nbd_server: bool) -> Daemon {
-        let image = dir.join("disk.qcow2");
-        run(Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&image)
-            .arg(DISK_BYTES.to_string()));
-        let mut cmd = Command::new("qemu-storage-daemon");
-        cmd.arg("--blockdev")
-            .arg(format!(
-                "driver=file,filename={},node-name=file0",
-                image.display()
-            ))
-            .args(["--blockdev", "driver=qcow2,file=file0,node-name=disk0"]);
-        if nbd_server {
-            cmd.arg("--nbd-server")
-                .arg(format!(
-                    "addr.type=unix,addr.path={}",
-                    dir.join("nbd.sock").display()
-                ))
-                .args([
-                    "--export",
-                    "type=nbd,id=e0,node-name=disk0,name=disk,writable=on",
-                ]);
-        }
-        cmd.arg("--chardev")
-            .arg(format!(
-                "socket,path={},server=on,wait=off,id=qmp0",
-                dir.join("qmp.sock").display()
-            ))
-            .args(["--monitor", "chardev=qmp0"])
-            .stdout(Stdio::null());
-        let child = cmd.spawn().expect("qemu-storage-daemon starts");
-        Daemon {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn qmp(&mut self) -> Qmp {
-        let socket = self.dir.join("qmp.sock");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match Qmp::connect(&socket) {
-                Ok(q) => return q,
-                Err(e) if e.kind() == QmpErrorKind::Io && Instant::now() < deadline => {
-                    assert!(
-                        self.child.try_wait().unwrap().is_none(),
-                        "the daemon exited"
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    }
-
-    /// Writes `(offset, length, pattern)` through the live export, and into `model`.
-    fn write(&self, writes: &[(u64, u64, u8)], model: &mut [u8]) {
-        let uri = format!(
-            "nbd+unix:///disk?socket={}",
-            self.dir.join("nbd.sock").display()
-        );
-        let mut cmd = Command::new("qemu-io");
-        cmd.args(["-f", "raw"]);
-        for &(offset, len, pattern) in writes {
-            cmd.arg("-c")
-                .arg(format!("write -P {pattern:#x} {offset} {len}"));
-            model[offset as usize..(offset + len) as usize].fill(pattern);
-        }
-        run(cmd.arg(&uri));
-    }
 }
 
 /// `(start, end)` of each write rounded out to whole granules, neighbours merged.
@@ -161,53 +82,83 @@ fn granules(writes: &[(u64, u64, u8)]) -> Vec<(u64, u64)> {
     merged
 }
 
+/// The dirty flag of a `qemu:dirty-bitmap:` extent.
+const DIRTY: u32 = 1;
+
+/// Connects to `export` on `socket`, selecting the meta contexts `contexts`.
+fn connect(socket: &Path, export: &str, contexts: &[String]) -> Client {
+    let mut opts = ClientOptions::new(export);
+    opts.meta_contexts = contexts.to_vec();
+    Client::connect_unix(socket, &opts)
+        .unwrap_or_else(|e| panic!("export {export} on {}: {e}", socket.display()))
+}
+
+/// The whole export, read in pieces of 4 MiB.
+fn read_all(c: &mut Client) -> Vec<u8> {
+    let mut bytes = vec![0u8; c.size() as usize];
+    for (i, piece) in bytes.chunks_mut(4 * MIB as usize).enumerate() {
+        c.read(i as u64 * 4 * MIB, piece).unwrap();
+    }
+    bytes
+}
+
+/// The whole disk's extents of context `name` as `(start, end, flags)`, asking again from
+/// where each reply stopped; neighbours with equal flags are merged. They must cover the disk
+/// exactly.
+fn extents(c: &mut Client, name: &str) -> Vec<(u64, u64, u32)> {
+    let id = c
+        .context_id(name)
+        .unwrap_or_else(|| panic!("{name} was not selected"));
+    let mut out: Vec<(u64, u64, u32)> = Vec::new();
+    let mut at = 0;
+    while at < c.size() {
+        let len = (c.size() - at).min(u64::from(u32::MAX) / 2) as u32;
+        for e in c.block_status(at, len, id).unwrap() {
+            let end = at + e.length;
+            match out.last_mut() {
+                Some(last) if last.2 == e.flags => last.1 = end,
+                _ => out.push((at, end, e.flags)),
+            }
+            at = end;
+        }
+    }
+    assert_eq!(at, c.size(), "{name}: the extents cover the disk exactly");
+    out
+}
+
+/// The ranges of `extents` whose flags satisfy `pick`.
+fn ranges(extents: &[(u64, u64, u32)], pick: impl Fn(u32) -> bool) -> Vec<(u64, u64)> {
+    extents
+        .iter()
+        .filter(|e| pick(e.2))
+        .map(|e| (e.0, e.1))
+        .collect()
+}
+
 /// Reads a cut's view: its whole content, and the ranges its dirty bitmap marks (if it has one).
 fn read_view(d: &DiskCut) -> (Vec<u8>, Option<Vec<(u64, u64)>>) {
-    let mut opts = ClientOptions::new(d.export.clone());
     let context = d
         .dirty_bitmap
         .as_ref()
         .map(|b| format!("qemu:dirty-bitmap:{b}"));
-    opts.meta_contexts = context.iter().cloned().collect();
-    let mut c =
-        Client::connect_unix(&d.socket, &opts).unwrap_or_else(|e| panic!("{}: {e}", d.uri()));
+    let mut c = connect(&d.socket, &d.export, context.as_slice());
     assert_eq!(c.size(), d.size_bytes);
-    let mut bytes = vec![0u8; d.size_bytes as usize];
-    for (i, piece) in bytes.chunks_mut(4 * MIB as usize).enumerate() {
-        c.read(i as u64 * 4 * MIB, piece).unwrap();
-    }
-    let dirty = context.map(|name| {
-        let id = c.context_id(&name).expect("the bitmap is offered");
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut at = 0;
-        while at < d.size_bytes {
-            for e in c.block_status(at, (d.size_bytes - at) as u32, id).unwrap() {
-                let end = at + e.length;
-                if e.flags & 1 != 0 {
-                    match out.last_mut() {
-                        Some(last) if last.1 == at => last.1 = end,
-                        _ => out.push((at, end)),
-                    }
-                }
-                at = end;
-            }
-        }
-        out
-    });
+    let bytes = read_all(&mut c);
+    let dirty = context.map(|name| ranges(&extents(&mut c, &name), |f| f & DIRTY != 0));
     c.disconnect().unwrap();
     (bytes, dirty)
 }
 
-fn capture(daemon: &mut Daemon, nbd_socket: Option<PathBuf>) -> Capture {
+fn capture(daemon: &QemuDaemon, scratch_dir: &Path, nbd_socket: Option<PathBuf>) -> Capture {
     let disks = vec![DiskSource {
         name: "os".into(),
         node: "disk0".into(),
     }];
     let config = CaptureConfig {
-        scratch_dir: daemon.dir.clone(),
+        scratch_dir: scratch_dir.to_path_buf(),
         nbd_socket,
     };
-    Capture::new(daemon.qmp(), disks, config).unwrap()
+    Capture::new(connect_qmp(daemon), disks, config).unwrap()
 }
 
 /// What the daemon still holds that a cut made: exports other than the guest's, jobs, nodes.
@@ -235,11 +186,11 @@ fn each_cut_reads_as_the_disk_was_and_its_bitmap_marks_what_changed_since_the_la
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), true);
+    let daemon = live_disk(dir.path(), DISK_BYTES, true);
     let mut model = vec![0u8; DISK_BYTES as usize];
-    // Connected once the daemon answers on QMP, which it does after its NBD server listens.
-    let mut cap = capture(&mut daemon, Some(dir.path().join("nbd.sock")));
-    daemon.write(&[(0, MIB, 0x10), (9 * MIB, 64 * KIB, 0x11)], &mut model);
+    let mut cap = capture(&daemon, dir.path(), Some(daemon.nbd_socket()));
+    let writes = [(0, MIB, 0x10), (9 * MIB, 64 * KIB, 0x11)];
+    guest_writes(&daemon, &writes, &mut model);
 
     // The first cut has no bitmap to read: a full pass. A write after it is not seen.
     let first = cap.cut().unwrap();
@@ -249,7 +200,7 @@ fn each_cut_reads_as_the_disk_was_and_its_bitmap_marks_what_changed_since_the_la
         (2 * MIB + 100 * KIB, 4 * KIB, 0x20),
         (DISK_BYTES - 512, 512, 0x21),
     ];
-    daemon.write(&b, &mut model);
+    guest_writes(&daemon, &b, &mut model);
     let (bytes, dirty) = read_view(&first.disks[0]);
     assert!(
         bytes == at_first,
@@ -267,7 +218,7 @@ fn each_cut_reads_as_the_disk_was_and_its_bitmap_marks_what_changed_since_the_la
     let second = cap.cut().unwrap();
     let at_second = model.clone();
     let c = [(5 * MIB, 200 * KIB, 0x30)];
-    daemon.write(&c, &mut model);
+    guest_writes(&daemon, &c, &mut model);
     let (bytes, dirty) = read_view(&second.disks[0]);
     assert!(
         bytes == at_second,
@@ -301,8 +252,8 @@ fn a_daemon_without_an_nbd_server_gets_a_private_one_and_a_running_one_must_be_n
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut daemon = Daemon::start(dir.path(), false);
-    let mut cap = capture(&mut daemon, None);
+    let daemon = live_disk(dir.path(), DISK_BYTES, false);
+    let mut cap = capture(&daemon, dir.path(), None);
     let cut = cap.cut().unwrap();
     let (bytes, _) = read_view(&cut.disks[0]);
     assert!(bytes.iter().all(|&b| b == 0));
@@ -327,7 +278,7 @@ fn a_daemon_without_an_nbd_server_gets_a_private_one_and_a_running_one_must_be_n
         name: "os".into(),
         node: "nosuch".into(),
     }];
-    let mut cap = Capture::new(daemon.qmp(), wrong, config).unwrap();
+    let mut cap = Capture::new(connect_qmp(&daemon), wrong, config).unwrap();
     let e = cap.cut().unwrap_err();
     assert_eq!(e.kind(), QmpErrorKind::State, "{e}");
     assert!(e.to_string().contains("nosuch"), "{e}");
@@ -339,7 +290,7 @@ fn a_daemon_without_an_nbd_server_gets_a_private_one_and_a_running_one_must_be_n
     cap.close().unwrap();
 
     // A server that is already running must be named: replog cannot learn its address.
-    let mut qmp = daemon.qmp();
+    let mut qmp = connect_qmp(&daemon);
     let elsewhere = dir.path().join("elsewhere.sock");
     qmp.execute(
         "nbd-server-start",
@@ -363,4 +314,116 @@ fn overlays(dir: &Path) -> usize {
             name.to_string_lossy().starts_with("fleece-")
         })
         .count()
+}
+
+/// The size of the disk of the hand-driven bitmap test.
+const BITMAP_DISK_BYTES: u64 = 32 * MIB;
+
+/// `(offset, length, pattern byte)`: aligned, inside one granule, across three granules, and
+/// the disk's last 512 bytes.
+const BEFORE_CUT: [(u64, u64, u8); 4] = [
+    (MIB, 64 * KIB, 0x11),
+    (5 * MIB + 100 * KIB, 4 * KIB, 0x22),
+    (10 * MIB + 60 * KIB, 100 * KIB, 0x33),
+    (BITMAP_DISK_BYTES - 512, 512, 0x44),
+];
+/// Written after the bitmap is disabled: visible, but not dirty.
+const AFTER_CUT: (u64, u64, u8) = (20 * MIB, 64 * KIB, 0x55);
+
+/// The protocol under the capture, driven by hand over QMP: a dirty bitmap is added, writes are
+/// made through the guest's export, the bitmap is disabled (the cut), and the node is exported
+/// again read-only with the bitmap. The `qemu:dirty-bitmap:b0` extents are exactly the written
+/// ranges rounded out to the bitmap's granularity, `base:allocation` shows data there and holes
+/// elsewhere, and the bytes equal a model of the disk. A write made after the cut is read back
+/// but is not in the bitmap, and a read past the end is refused.
+#[test]
+fn a_dirty_bitmap_exported_over_qmp_names_exactly_the_granules_written() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = live_disk(dir.path(), BITMAP_DISK_BYTES, true);
+    let mut qmp = connect_qmp(&daemon);
+    qmp.execute(
+        "block-dirty-bitmap-add",
+        json!({"node": "disk0", "name": "b0", "granularity": GRANULE_BYTES, "persistent": false}),
+    )
+    .unwrap();
+    let mut model = vec![0u8; BITMAP_DISK_BYTES as usize];
+    guest_writes(&daemon, &BEFORE_CUT, &mut model);
+    // The cut: b0 stops growing, as in a backup cycle's transaction.
+    qmp.execute(
+        "block-dirty-bitmap-disable",
+        json!({"node": "disk0", "name": "b0"}),
+    )
+    .unwrap();
+    guest_writes(&daemon, &[AFTER_CUT], &mut model);
+    qmp.execute(
+        "block-export-add",
+        json!({"type": "nbd", "id": "e1", "node-name": "disk0", "name": "snap",
+               "writable": false, "bitmaps": [{"node": "disk0", "name": "b0"}]}),
+    )
+    .unwrap();
+
+    let dirty_context = "qemu:dirty-bitmap:b0";
+    let contexts = [proto::BASE_ALLOCATION, dirty_context].map(String::from);
+    let mut c = connect(&daemon.nbd_socket(), "snap", &contexts);
+    assert_eq!(c.size(), BITMAP_DISK_BYTES);
+    let dirty = extents(&mut c, dirty_context);
+    assert_eq!(
+        ranges(&dirty, |f| f & DIRTY != 0),
+        granules(&BEFORE_CUT),
+        "the dirty extents are the granules written before the cut, and only those"
+    );
+    let allocation = extents(&mut c, proto::BASE_ALLOCATION);
+    let all_writes: Vec<_> = BEFORE_CUT.iter().chain([&AFTER_CUT]).copied().collect();
+    assert_eq!(
+        ranges(&allocation, |f| f & proto::STATE_HOLE == 0),
+        granules(&all_writes),
+        "base:allocation: data where any write went"
+    );
+    assert!(
+        allocation
+            .iter()
+            .all(|e| e.2 & proto::STATE_HOLE == 0 || e.2 & proto::STATE_ZERO != 0),
+        "every hole reads as zeros: {allocation:?}"
+    );
+    let bytes = read_all(&mut c);
+    let differs = bytes.iter().zip(&model).position(|(a, b)| a != b);
+    assert_eq!(differs, None, "the first byte that differs from the model");
+    let mut two = [0u8; 2];
+    let past = c.read(BITMAP_DISK_BYTES - 1, &mut two).unwrap_err();
+    assert_eq!(past.kind, NbdErrorKind::InvalidRequest, "{past}");
+    c.disconnect().unwrap();
+
+    qmp.execute("block-export-del", json!({"id": "e1"}))
+        .unwrap();
+    qmp.execute(
+        "block-dirty-bitmap-remove",
+        json!({"node": "disk0", "name": "b0"}),
+    )
+    .unwrap();
+}
+
+/// The live disk of these tests outlives its daemon: restarted (after a SIGKILL), the daemon
+/// serves the same image on the same sockets.
+#[test]
+fn a_restarted_daemon_serves_what_was_written_before() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = live_disk(dir.path(), DISK_BYTES, true);
+    let mut model = vec![0u8; DISK_BYTES as usize];
+    // qemu-io flushes before it exits, so the write is in the image when the daemon dies.
+    guest_writes(&daemon, &[(3 * MIB, 128 * KIB, 0x66)], &mut model);
+    let pid = daemon.pid();
+    daemon.kill();
+    daemon.kill();
+    daemon.restart();
+    assert_ne!(daemon.pid(), pid);
+    connect_qmp(&daemon);
+    let mut c = connect(&daemon.nbd_socket(), "disk", &[]);
+    assert!(read_all(&mut c) == model, "the image reads as written");
+    c.disconnect().unwrap();
 }

@@ -3,6 +3,7 @@
 
 pub mod crash_sweep;
 pub mod fuzz_vault;
+pub mod qemu;
 pub mod servers;
 
 use std::path::PathBuf;
