@@ -29,31 +29,10 @@ qemu-nbd.
 """
 import json, os, random, statistics, subprocess, sys, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-# REPLOG=PATH uses that binary instead of building a release one here.
-REPLOG = os.environ.get("REPLOG") or os.path.join(TARGET, "release", "replog")
-MiB, GiB, BLOCK = 1 << 20, 1 << 30, 64 << 10
+from benchkit import (GiB, MiB, REPLOG, arg, build, drop_caches, proc_io, run, table, timed,
+                      wait_for)
 
-
-def arg(name, default):
-    a = sys.argv
-    return type(default)(a[a.index(name) + 1]) if name in a else default
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
-
-
-def timed(cmd):
-    t = time.monotonic()
-    out = run(cmd)
-    return time.monotonic() - t, out
-
-
-def rchar(pid):
-    with open(f"/proc/{pid}/io") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("rchar:"))
+BLOCK = 64 << 10
 
 
 def setup(work, size):
@@ -98,14 +77,13 @@ def bitmap(vault, qcow, work, bitmap_name, **_):
     server = subprocess.Popen(["qemu-nbd", "-r", "-t", "-f", "qcow2", "-B", bitmap_name, "-k",
                                sock, qcow])
     try:
-        while not os.path.exists(sock):
-            time.sleep(0.02)
+        wait_for(sock)
         time.sleep(0.1)
-        before = rchar(server.pid)
+        before = proc_io(server.pid, "rchar")
         uri = f"nbd+unix:///?socket={sock}"
         secs, out = timed([REPLOG, "ingest", vault, "d", "--from", uri, "--dirty-bitmap",
                            bitmap_name, "--point", "--json"])
-        served = rchar(server.pid) - before
+        served = proc_io(server.pid, "rchar") - before
     finally:
         server.terminate()
         server.wait()
@@ -124,8 +102,7 @@ def main():
     reps, size = arg("--reps", 3), arg("--size-gib", 8) * GiB
     pct = arg("--changed-pct", 1.0)
     os.makedirs(work, exist_ok=True)
-    if not os.environ.get("REPLOG"):
-        run(["cargo", "build", "--release", "-q", "-p", "replog"], cwd=ROOT)
+    build()
     raw, qcow, vault = setup(work, size)
     ways = [("full", full), ("bitmap", bitmap), ("ranges", ranges)]
     results = {name: [] for name, _ in ways}
@@ -136,9 +113,7 @@ def main():
         order = ways[rep % 3:] + ways[:rep % 3]
         for name, way in order:
             if "--cold" in sys.argv:
-                run(["sync"])
-                with open("/proc/sys/vm/drop_caches", "w") as f:
-                    f.write("3\n")
+                drop_caches()
             secs, read, extra = way(vault=vault, raw=raw, qcow=qcow, work=work,
                                     bitmap_name=name_b, listed=listed)
             results[name].append((secs, read, extra, changed))
@@ -152,8 +127,7 @@ def report(results, size, pct, reps):
     print(f"Disk {size // GiB} GiB of random bytes, {pct}% of it written between points "
           f"(random 64 KiB blocks), {reps} interleaved repetitions, page cache {cache}; "
           f"seconds are `ingest ... --point`, median (each run).\n")
-    print("| way | seconds | bytes read | vs dirty | qemu-nbd rchar |")
-    print("|---|---|---|---|---|")
+    rows = []
     full_median = statistics.median(r[0] for r in results["full"])
     for name, runs in results.items():
         secs = statistics.median(r[0] for r in runs)
@@ -161,9 +135,10 @@ def report(results, size, pct, reps):
         read = runs[-1][1]
         dirty = runs[-1][3]
         served = runs[-1][2][0] if runs[-1][2] else None
-        print(f"| {name} | {secs:.2f} ({each}); full / this = {full_median / secs:.1f}"
-              f" | {read / MiB:.1f} MiB | {read / dirty:.2f}x | "
-              f"{'' if served is None else f'{served / MiB:.1f} MiB'} |")
+        rows.append([name, f"{secs:.2f} ({each}); full / this = {full_median / secs:.1f}",
+                     f"{read / MiB:.1f} MiB", f"{read / dirty:.2f}x",
+                     "" if served is None else f"{served / MiB:.1f} MiB"])
+    table(None, ["way", "seconds", "bytes read", "vs dirty", "qemu-nbd rchar"], rows)
 
 
 if __name__ == "__main__":

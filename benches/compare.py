@@ -7,35 +7,18 @@ Every comparison runs its contenders interleaved (A B A B ...) and reports media
 shared, noisy disk hits both sides alike. Results print as Markdown tables (the body of
 BENCHMARKS.md) and, with --out, are also written as JSON.
 
-Needs: a release build of replog (built here), fio, qemu-img/qemu-io (scripts/setup.sh).
+Needs: a release build of replog (built here unless REPLOG=PATH names one), fio, qemu-img/qemu-io
+(scripts/setup.sh).
 """
-import json, os, shutil, statistics, subprocess, sys, time
+import json, os, statistics, subprocess, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPLOG = os.path.join(ROOT, "target", "release", "replog")
-PEERS = os.path.join(ROOT, "..", "shared", "peers")
-MiB, GiB = 1 << 20, 1 << 30
-
-
-def arg(name, default):
-    a = sys.argv
-    return type(default)(a[a.index(name) + 1]) if name in a else default
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+from benchkit import REPLOG, GiB, MiB, arg, begin, chain, med, remove, run, settle, table, write_out
 
 
 def drop(path):
-    """Deletes a contender's files, then lets the disk settle: on a filesystem mounted with
-    `discard`, the deletes turn into discards at the next journal commit, and without the sync and
-    pause they would land in the middle of the next contender's run."""
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
-    os.sync()
-    time.sleep(2)
+    """Deletes a contender's files, then lets the disk settle (benchkit.settle)."""
+    remove(path)
+    settle()
 
 
 def fio(work, name, extra):
@@ -64,18 +47,6 @@ def interleave(reps, contenders):
         for name, fn in contenders.items():
             results[name].append(fn())
     return results
-
-
-def med(rows, key):
-    return statistics.median(r[key] for r in rows)
-
-
-def table(title, header, rows):
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(str(c) for c in r) + " |")
 
 
 def seq_writes(work, reps, total_gib):
@@ -137,13 +108,6 @@ def point_latency(work, reps):
     table(f"3. Recovery-point latency right after a 4 KiB write, {n} points (median of {reps})",
           ["contender", "p50 us", "p99 us", "p50 vs fio"], rows)
     return r
-
-
-def chain(work):
-    d = os.path.join(work, "chain")
-    if not os.path.exists(os.path.join(d, "ov20.qcow2")):
-        run([sys.executable, os.path.join(PEERS, "make_chain.py"), d])
-    return d
 
 
 def ingest(vault, disk, image, extra_init=()):
@@ -211,12 +175,9 @@ def changed_ingest(work, reps):
 
 
 def main():
-    work = os.path.abspath(sys.argv[1])
-    os.makedirs(work, exist_ok=True)
     reps = arg("--reps", 3)
     only = arg("--only", "seq,rand,latency,lz4,ingest").split(",")
-    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "replog"], cwd=ROOT, check=True)
-    print(f"machine: {os.cpu_count()} cores, {os.uname().release}; disk: {run(['df', '-h', work]).splitlines()[-1]}")
+    work = begin()
     out = {}
     if "seq" in only:
         out["seq"] = seq_writes(work, reps, arg("--seq-total-gib", 2))
@@ -228,9 +189,7 @@ def main():
         out["lz4"] = lz4_ingest(work, reps)
     if "ingest" in only:
         out["ingest"] = changed_ingest(work, reps)
-    if "--out" in sys.argv:
-        with open(arg("--out", ""), "w") as f:
-            json.dump(out, f, indent=1)
+    write_out(out)
 
 
 if __name__ == "__main__":

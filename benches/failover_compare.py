@@ -27,33 +27,9 @@ With --resolve it measures opening a vault and resolving points with 10^6 and 10
 records (random 64-byte writes over a 100 GiB sparse disk, so every record is its own extent),
 without and then with a checkpoint index.
 """
-import json, os, shutil, statistics, subprocess, sys, time
+import json, os, statistics, subprocess, sys, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPLOG = os.path.join(ROOT, "target", "release", "replog")
-PEERS = os.path.join(ROOT, "..", "shared", "peers")
-MiB, GiB = 1 << 20, 1 << 30
-
-
-def arg(name, default):
-    a = sys.argv
-    return type(default)(a[a.index(name) + 1]) if name in a else default
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
-
-
-def drop(path):
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
-
-
-def du(path):
-    """Bytes allocated on disk under path."""
-    return int(run(["du", "-s", "--block-size=1", path]).split()[0])
+from benchkit import MiB, REPLOG, allocated, arg, begin, chain, remove, run, table, write_out
 
 
 def timed(cmd):
@@ -66,20 +42,13 @@ def timed(cmd):
     return wall, rss
 
 
-def chain(work):
-    d = os.path.join(work, "chain")
-    if not os.path.exists(os.path.join(d, "ov20.qcow2")):
-        run([sys.executable, os.path.join(PEERS, "make_chain.py"), d])
-    return d
-
-
 def import_chain(work, c):
     """The chain's data as a vault: base, then one ingest and point per layer."""
     v = os.path.join(work, "failover-vault")
     img = os.path.join(work, "failover-work.raw")
     if os.path.exists(os.path.join(v, "MANIFEST")) and len(json.loads(run([REPLOG, "points", v, "--json"]))) == 21:
         return v
-    drop(v)
+    remove(v)
     run([REPLOG, "init", v, "--block-size", "4KiB"])
     run(["cp", "--sparse=always", os.path.join(c, "base.raw"), img])
     t = time.monotonic()
@@ -94,16 +63,8 @@ def import_chain(work, c):
         run([REPLOG, "ingest", v, "d", "--from", img])
         run([REPLOG, "point", v, "--label", f"layer{k:02d}"])
     print(f"imported the chain into {v} in {time.monotonic() - t:.1f} s")
-    drop(img)
+    remove(img)
     return v
-
-
-def table(title, header, rows):
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(str(c) for c in r) + " |")
 
 
 def failover(work, reps):
@@ -115,26 +76,26 @@ def failover(work, reps):
 
     def fo(*extra, binary=REPLOG):
         def go():
-            drop(out)
+            remove(out)
             return timed([binary, "failover", v, "--out", out] + list(extra))
         return go
 
     def qemu(src, *extra):
         def go():
-            drop(out)
+            remove(out)
             os.makedirs(out)
             return timed(["qemu-img", "convert"] + list(extra) + ["-O", "raw", os.path.join(c, src), os.path.join(out, "q.raw")])
         return go
 
     def cp():
-        drop(out)
+        remove(out)
         os.makedirs(out)
         dst = os.path.join(out, "cp.raw")
         return timed(["sh", "-c", f"cp --sparse=always {os.path.join(c, 'base.raw')} {dst} && sync {dst}"])
 
     # Same bytes: the newest and middle points against qemu-img's output.
     for point, src in (("--latest", "ov20.qcow2"), (str(middle), "ov10.qcow2")):
-        drop(out)
+        remove(out)
         run([REPLOG, "failover", v, "--out", out] + (["--latest"] if point == "--latest" else ["--point", point]))
         run(["qemu-img", "convert", "-O", "raw", os.path.join(c, src), os.path.join(out, "q.raw")])
         run(["cmp", os.path.join(out, "d.raw"), os.path.join(out, "q.raw")])
@@ -157,7 +118,7 @@ def failover(work, reps):
     for _ in range(reps):
         for name, go in contenders.items():
             results[name].append(go())
-    drop(out)
+    remove(out)
     med = {k: statistics.median(w for w, _ in r) for k, r in results.items()}
     rss = {k: max(m for _, m in r) for k, r in results.items()}
     pairs = [
@@ -177,8 +138,8 @@ def failover(work, reps):
             f"<= {t}x" if isinstance(t, float) else t] for a, b, t in pairs])
     table("Peak resident memory", ["command", "MiB"], [[k, f"{v / MiB:.0f}"] for k, v in rss.items()])
     chain_files = [os.path.join(c, "base.qcow2")] + [os.path.join(c, f"ov{k:02d}.qcow2") for k in range(1, 21)]
-    chain_bytes = sum(du(f) for f in chain_files)
-    vault_bytes = du(v)
+    chain_bytes = sum(allocated(f) for f in chain_files)
+    vault_bytes = allocated(v)
     table("Size on disk", ["vault", "qcow2 chain (base + 20 overlays)", "ratio"],
           [[f"{vault_bytes / MiB:.0f} MiB", f"{chain_bytes / MiB:.0f} MiB", f"{vault_bytes / chain_bytes:.2f}x"]])
     return {"median_s": med, "peak_rss_bytes": rss, "vault_bytes": vault_bytes, "chain_bytes": chain_bytes}
@@ -188,7 +149,7 @@ def resolve(work):
     rows, out = [], {}
     for records in [int(x) for x in arg("--records", "1000000,10000000").split(",")]:
         v = os.path.join(work, f"resolve-{records}")
-        drop(v)
+        remove(v)
         run([REPLOG, "init", v, "--segment-size", "64MiB"])
         run([REPLOG, "bench", "write", v, "--pattern", "rand", "--block", "64", "--total", str(64 * records),
              "--point-every", str(64 * records // 1000), "--disk-size", "100GiB", "--json"])
@@ -212,29 +173,22 @@ def resolve(work):
             # A failover of the newest point, for its memory: every record is its own 4 KiB
             # block on the output's filesystem, so 10^7 would need 40 GB of scratch space.
             dst = os.path.join(work, "resolve-out")
-            drop(dst)
+            remove(dst)
             fo = json.loads(run([REPLOG, "failover", v, "--latest", "--no-sync", "--out", dst, "--json"]))
-            drop(dst)
+            remove(dst)
             out[records]["failover"] = fo
             rows.append([f"{records:,}", f"(failover --latest: {fo['seconds']:.1f} s, peak {fo['peak_rss_bytes'] / MiB:.0f} MiB)",
                          "", "", "", "", ""])
-        drop(v)
+        remove(v)
     table("Open and resolve, 100 GiB sparse disk, random 64-byte writes (one extent each), 1000 points",
           ["records", "start", "open ms", "newest point ms", "middle point ms", "pieces at newest", "peak MiB"], rows)
     return out
 
 
 def main():
-    work = os.path.abspath(sys.argv[1])
-    os.makedirs(work, exist_ok=True)
-    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "replog"], cwd=ROOT, check=True)
-    load = os.getloadavg()[0]
-    print(f"machine: {os.cpu_count()} cores, {os.uname().release}, load {load:.1f}; "
-          f"disk: {run(['df', '-h', work]).splitlines()[-1]}")
+    work = begin(load=True)
     out = resolve(work) if "--resolve" in sys.argv else failover(work, arg("--reps", 3))
-    if "--out" in sys.argv:
-        with open(arg("--out", ""), "w") as f:
-            json.dump(out, f, indent=1)
+    write_out(out)
 
 
 if __name__ == "__main__":

@@ -18,43 +18,19 @@ seeded as a base image, then CHANGED MiB of random 64 KiB blocks ingested into t
 The page cache is left warm for both sides alike. Prints Markdown (the NBD section of
 BENCHMARKS.md).
 
-Needs: a release build of replog (built here), qemu-img and nbdcopy (scripts/setup.sh).
+Needs: a release build of replog (built here unless REPLOG=PATH names one), qemu-img and nbdcopy
+(scripts/setup.sh).
 """
-import json, os, random, shutil, statistics, subprocess, sys, time
+import json, os, random, statistics, subprocess, sys, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-REPLOG = os.path.join(TARGET, "release", "replog")
-MiB, GiB = 1 << 20, 1 << 30
-
-
-def arg(name, default):
-    a = sys.argv
-    return type(default)(a[a.index(name) + 1]) if name in a else default
-
-
-def run(cmd, **kw):
-    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
-
-
-def drop(path):
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
-
-
-def timed(fn):
-    t = time.monotonic()
-    fn()
-    return time.monotonic() - t
+from benchkit import GiB, MiB, REPLOG, arg, begin, remove, run, table, timed, write_out
 
 
 class Server:
     """`replog serve-nbd VAULT ARGS --unix SOCKET`, ready once it prints "listening on"."""
 
     def __init__(self, vault, args, socket):
-        drop(socket)
+        remove(socket)
         self.socket = socket
         self.p = subprocess.Popen([REPLOG, "serve-nbd", vault] + args + ["--unix", socket],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -77,7 +53,7 @@ def make_source(work, size, changed):
     (vault, point id, image at the point)."""
     base = os.path.join(work, "base.raw")
     if not os.path.exists(base) or os.path.getsize(base) != size:
-        drop(base)
+        remove(base)
         subprocess.run(
             "( find /usr/lib -type f -size +0 2>/dev/null | LC_ALL=C sort | "
             "while read -r f; do cat \"$f\" 2>/dev/null; done ) | head -c %d > %s" % (size * 3 // 4, base),
@@ -86,7 +62,7 @@ def make_source(work, size, changed):
     image = os.path.join(work, "os.raw")
     run(["cp", "--sparse=always", base, image])
     vault = os.path.join(work, "vault")
-    drop(vault)
+    remove(vault)
     run([REPLOG, "init", vault])
     run([REPLOG, "disk", "add", vault, "os", "--from", image])
     run([REPLOG, "point", vault, "--label", "seeded"])
@@ -109,15 +85,15 @@ def read_out(work, reps, size, changed):
     server_start = []
 
     def failover():
-        drop(out)
-        return timed(lambda: run([REPLOG, "failover", vault, "--point", str(point), "--out", out]))
+        remove(out)
+        return timed([REPLOG, "failover", vault, "--point", str(point), "--out", out])[0]
 
     def nbdcopy():
-        drop(copy)
+        remove(copy)
         started = time.monotonic()
         s = Server(vault, ["--point", str(point)], sock)
         server_start.append(time.monotonic() - started)
-        t = timed(lambda: run(["nbdcopy", "--flush", s.uri("os"), copy]))
+        t, _ = timed(["nbdcopy", "--flush", s.uri("os"), copy])
         s.stop()
         return t
 
@@ -127,17 +103,16 @@ def read_out(work, reps, size, changed):
         results["nbdcopy"].append(nbdcopy())
     run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", copy, image])
     run(["qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", os.path.join(out, "os.raw"), image])
-    drop(out), drop(copy)
+    remove(out), remove(copy)
     f, n, st = (statistics.median(results["failover"]), statistics.median(results["nbdcopy"]),
                 statistics.median(server_start))
     mb = size / 1e6
-    print(f"\n### Reading point {point} out: a {size / GiB:.1f} GiB disk "
-          f"({size * 3 // 4 / GiB:.2f} GiB of data in the base, {changed // MiB} MiB changed in the journal)\n")
-    print("| method | seconds (median of %d) | disk MB/s |" % reps)
-    print("|---|---|---|")
-    print(f"| `replog failover` (synced) | {f:.2f} | {mb / f:.0f} |")
-    print(f"| `nbdcopy --flush` out of `serve-nbd --point` (server started) | {n + st:.2f} | {mb / (n + st):.0f} |")
-    print(f"| the same, nbdcopy alone | {n:.2f} | {mb / n:.0f} |")
+    table(f"Reading point {point} out: a {size / GiB:.1f} GiB disk "
+          f"({size * 3 // 4 / GiB:.2f} GiB of data in the base, {changed // MiB} MiB changed in the journal)",
+          ["method", "seconds (median of %d)" % reps, "disk MB/s"],
+          [["`replog failover` (synced)", f"{f:.2f}", f"{mb / f:.0f}"],
+           ["`nbdcopy --flush` out of `serve-nbd --point` (server started)", f"{n + st:.2f}", f"{mb / (n + st):.0f}"],
+           ["the same, nbdcopy alone", f"{n:.2f}", f"{mb / n:.0f}"]])
     return {"failover_s": results["failover"], "nbdcopy_s": results["nbdcopy"], "server_start_s": server_start}
 
 
@@ -152,47 +127,41 @@ def capture(work, reps, total):
     sock = os.path.join(work, "capture.sock")
 
     def nbd():
-        drop(vault)
+        remove(vault)
         run([REPLOG, "init", vault])
         run([REPLOG, "disk", "add", vault, "cap", "--size", str(total)])
         s = Server(vault, ["--capture"], sock)
-        t = timed(lambda: run(["nbdcopy", "--flush", "--request-size=1048576", src, s.uri("cap")]))
+        t, _ = timed(["nbdcopy", "--flush", "--request-size=1048576", src, s.uri("cap")])
         s.stop()
-        drop(vault)
+        remove(vault)
         return total / t / 1e6
 
     def writer():
-        drop(bench)
+        remove(bench)
         j = json.loads(run([REPLOG, "bench", "write", bench, "--block", "1MiB", "--total", str(total),
                             "--point-every", str(total), "--json"]))
-        drop(bench)
+        remove(bench)
         return j["mb_per_s"]
 
     results = {"nbd": [], "writer": []}
     for _ in range(reps):
         results["nbd"].append(nbd())
         results["writer"].append(writer())
-    drop(src)
-    print(f"\n### Capture: {total / GiB:.1f} GiB of random data in 1 MiB writes, durable at the end\n")
-    print("| method | MB/s (median of %d) |" % reps)
-    print("|---|---|")
-    print(f"| `nbdcopy --request-size=1048576 --flush` into `serve-nbd --capture` | {statistics.median(results['nbd']):.0f} |")
-    print(f"| `replog bench write --block 1MiB` (the writer API, no network) | {statistics.median(results['writer']):.0f} |")
+    remove(src)
+    table(f"Capture: {total / GiB:.1f} GiB of random data in 1 MiB writes, durable at the end",
+          ["method", "MB/s (median of %d)" % reps],
+          [["`nbdcopy --request-size=1048576 --flush` into `serve-nbd --capture`", f"{statistics.median(results['nbd']):.0f}"],
+           ["`replog bench write --block 1MiB` (the writer API, no network)", f"{statistics.median(results['writer']):.0f}"]])
     return results
 
 
 def main():
-    work = os.path.abspath(sys.argv[1])
-    os.makedirs(work, exist_ok=True)
     reps = arg("--reps", 3)
-    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "replog"], cwd=ROOT, check=True)
-    print(f"machine: {os.cpu_count()} cores, {os.uname().release}; disk: {run(['df', '-h', work]).splitlines()[-1]}")
+    work = begin()
     print(f"command: benches/nbd_compare.py WORKDIR {' '.join(sys.argv[2:])}".rstrip())
     out = {"read": read_out(work, reps, arg("--size-gib", 2) * GiB, arg("--changed-mib", 128) * MiB),
            "capture": capture(work, reps, arg("--capture-gib", 1) * GiB)}
-    if "--out" in sys.argv:
-        with open(arg("--out", ""), "w") as f:
-            json.dump(out, f, indent=1)
+    write_out(out)
 
 
 if __name__ == "__main__":

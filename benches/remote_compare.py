@@ -46,15 +46,17 @@ flushed and deleted trees followed by a 2 s pause before each timed command (the
 mounted with `discard`). Results print as Markdown tables (the body of BENCHMARKS.md) and, with
 --json, are also written as JSON.
 
-Needs: a release build of replog (`cargo build --release --bin replog`; --replog to use another
-binary), s3s-fs and azurite-blob on PATH (scripts/setup.sh installs both), /usr/bin/time.
+Needs: a release build of replog (`cargo build --release --bin replog`; --replog PATH, or else
+REPLOG=PATH, to use another binary), s3s-fs and azurite-blob on PATH (scripts/setup.sh installs
+both), /usr/bin/time.
 """
-import argparse, base64, hashlib, hmac, http.client, json, os, random, resource, shutil, signal, socket
-import statistics, subprocess, sys, time
+import argparse, base64, functools, hashlib, hmac, http.client, json, os, random, resource, signal
+import socket, statistics, subprocess, sys, time
 from email.utils import formatdate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MiB, GiB = 1 << 20, 1 << 30
+import benchkit
+from benchkit import GiB, MiB, allocated, drop_caches, med, proc_io, remove, settle
+
 # Azurite's well-known development account.
 AZ_ACCOUNT = "devstoreaccount1"
 AZ_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -65,12 +67,8 @@ ENV = dict(os.environ)
 DROP_CACHES = False  # set in main
 
 
-def run(cmd, **kw):
-    """Runs cmd with the servers' variables; returns stdout; any failure raises with stderr."""
-    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, **kw)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {p.returncode}:\n{p.stderr.strip()}")
-    return p.stdout
+# benchkit.run with the servers' variables.
+run = functools.partial(benchkit.run, env=ENV)
 
 
 def replog(*args):
@@ -81,27 +79,13 @@ def replog_json(*args):
     return json.loads(replog(*args, "--json"))
 
 
-def remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
-def settle():
-    """Before a timed command: dirty pages flushed, discards of deleted files done, and (as root)
-    the page cache dropped."""
-    os.sync()
-    time.sleep(2)
-    if DROP_CACHES:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3")
-
-
 def timed(cmd, servers=None):
-    """settle(), then runs cmd; returns (stdout, {wall_s, cpu_s: of cmd, and per server: cpu_s and
-    written_bytes, what it wrote to its sockets and files meanwhile})."""
+    """settle() (and as root drop_caches()), then runs cmd; returns (stdout, {wall_s, cpu_s: of
+    cmd, and per server: cpu_s and written_bytes, what it wrote to its sockets and files
+    meanwhile})."""
     settle()
+    if DROP_CACHES:
+        drop_caches()
     before = servers.usage() if servers else {}
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.monotonic()
@@ -112,11 +96,6 @@ def timed(cmd, servers=None):
     for name, (cpu, wchar) in (servers.usage() if servers else {}).items():
         m[name] = {"cpu_s": cpu - before[name][0], "written_bytes": wchar - before[name][1]}
     return out, m
-
-
-def allocated(path):
-    """Bytes allocated on disk under path."""
-    return int(run(["du", "-s", "--block-size=1", path]).split()[0])
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -208,7 +187,7 @@ class Servers:
         out, tick = {}, os.sysconf("SC_CLK_TCK")
         for name, p in zip(("s3s-fs", "azurite"), self.procs):
             stat = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
-            wchar = next(int(l.split()[1]) for l in open(f"/proc/{p.pid}/io") if l.startswith("wchar"))
+            wchar = proc_io(p.pid, "wchar")
             out[name] = ((int(stat[11]) + int(stat[12])) / tick, wchar)
         return out
 
@@ -383,16 +362,8 @@ def cleanup(work, servers, keep_vault, ok):
 
 # --- tables ----------------------------------------------------------------------------------
 
-def table(title, header, rows):
-    print(f"\n#### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(str(c) for c in r) + " |")
-
-
-def med(rows, key):
-    return statistics.median(r[key] for r in rows)
+# The tables sit under the #### headings of BENCHMARKS.md's object storage section.
+table = functools.partial(benchkit.table, level=4)
 
 
 def mib(b):
@@ -405,7 +376,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", required=True, help="work directory (the vault, s3s-fs's root, outputs)")
     ap.add_argument("--runs", type=int, default=3, help="interleaved runs; medians are reported")
-    ap.add_argument("--replog", default=os.path.join(ROOT, "target", "release", "replog"))
+    ap.add_argument("--replog", default=benchkit.REPLOG)
     ap.add_argument("--size-gib", type=float, default=2, help="disk size (half random data, half hole)")
     ap.add_argument("--rounds", type=int, default=4, help="ingest + point rounds after the base")
     ap.add_argument("--change-pct", type=int, default=8, help="percent of the disk written per round")

@@ -17,23 +17,9 @@ qemu-storage-daemon.
 """
 import json, os, random, signal, statistics, subprocess, sys, threading, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-REPLOG = os.environ.get("REPLOG") or os.path.join(TARGET, "release", "replog")
-MiB, GiB, BLOCK = 1 << 20, 1 << 30, 64 << 10
+from benchkit import GiB, MiB, REPLOG, arg, build, table, wait_for
 
-
-def arg(name, default):
-    a = sys.argv
-    return type(default)(a[a.index(name) + 1]) if name in a else default
-
-
-def wait_for(path, seconds=30):
-    deadline = time.time() + seconds
-    while not os.path.exists(path):
-        if time.time() > deadline:
-            sys.exit(f"{path} never appeared")
-        time.sleep(0.05)
+BLOCK = 64 << 10
 
 
 def start_daemon(work, size):
@@ -96,8 +82,7 @@ def main():
     work = sys.argv[1]
     minutes, every = arg("--minutes", 10.0), arg("--every", "10s")
     size, rate = int(arg("--size-gib", 4.0) * GiB), int(arg("--rate-mib", 2.0) * MiB)
-    if not os.environ.get("REPLOG"):
-        subprocess.run(["cargo", "build", "--release", "-q", "--bin", "replog"], cwd=ROOT, check=True)
+    build()
     subprocess.run(["rm", "-rf", work], check=True)
     os.makedirs(work)
     daemon, nbd, qmp = start_daemon(work, size)
@@ -135,11 +120,11 @@ def report(points, rpo, guest, minutes, every, size, rate):
     print(f"{minutes:g} minutes, `--every {every}`, a {size / GiB:g} GiB qcow2 disk on "
           f"qemu-storage-daemon, a guest writing random 64 KiB blocks at {rate / MiB:g} MiB/s "
           f"(queue depth 1, through the daemon's NBD export).\n")
-    print("| points | RPO p50 | RPO p99 | RPO max | cycle s p50 | cycle s max | bytes read by points 2.. | bytes the guest wrote | read / written |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {len(events)} | {statistics.median(rpo):.1f} s | {pct(rpo, 99):.1f} s | {max(rpo):.1f} s "
-          f"| {statistics.median(cycle):.2f} | {max(cycle):.2f} | {read / MiB:.1f} MiB "
-          f"| {written / MiB:.1f} MiB | {read / written:.2f} |")
+    table(None, ["points", "RPO p50", "RPO p99", "RPO max", "cycle s p50", "cycle s max",
+                 "bytes read by points 2..", "bytes the guest wrote", "read / written"],
+          [[len(events), f"{statistics.median(rpo):.1f} s", f"{pct(rpo, 99):.1f} s", f"{max(rpo):.1f} s",
+            f"{statistics.median(cycle):.2f}", f"{max(cycle):.2f}", f"{read / MiB:.1f} MiB",
+            f"{written / MiB:.1f} MiB", f"{read / written:.2f}"]], align="---:")
 
 
 if __name__ == "__main__":
