@@ -17,7 +17,7 @@ use std::process::Command;
 
 use replog_nbd::{Client, ClientOptions, NbdErrorKind, proto};
 use replog_qemu::{Capture, CaptureConfig, DiskCut, DiskSource, Qmp, QmpErrorKind};
-use replog_tests::qemu::{QemuDaemon, create_qcow2, installed};
+use replog_tests::qemu::{QemuDaemon, live_disk};
 use serde_json::json;
 
 const KIB: u64 = 1 << 10;
@@ -26,17 +26,6 @@ const DISK_BYTES: u64 = 16 * MIB;
 /// QEMU's default bitmap granularity for a qcow2 node of 64 KiB clusters (qemu-img's default
 /// cluster size): one granule is one cluster, so a written granule is also an allocated cluster.
 const GRANULE_BYTES: u64 = 64 * KIB;
-
-fn skip() -> bool {
-    !installed(&["qemu-storage-daemon", "qemu-img", "qemu-io"])
-}
-
-/// The daemon serving a new qcow2 image of `bytes` in `dir` (see [`QemuDaemon`]).
-fn live_disk(dir: &Path, bytes: u64, nbd_server: bool) -> QemuDaemon {
-    let image = dir.join("disk.qcow2");
-    create_qcow2(&image, bytes);
-    QemuDaemon::start(dir, &image, nbd_server)
-}
 
 fn connect_qmp(daemon: &QemuDaemon) -> Qmp {
     Qmp::connect(&daemon.qmp_socket()).unwrap_or_else(|e| panic!("{e}"))
@@ -182,11 +171,9 @@ fn leftovers(qmp: &mut Qmp) -> (usize, usize, usize) {
 
 #[test]
 fn each_cut_reads_as_the_disk_was_and_its_bitmap_marks_what_changed_since_the_last_point() {
-    if skip() {
+    let Some((dir, daemon)) = live_disk(DISK_BYTES, true) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = live_disk(dir.path(), DISK_BYTES, true);
+    };
     let mut model = vec![0u8; DISK_BYTES as usize];
     let mut cap = capture(&daemon, dir.path(), Some(daemon.nbd_socket()));
     let writes = [(0, MIB, 0x10), (9 * MIB, 64 * KIB, 0x11)];
@@ -248,11 +235,9 @@ fn each_cut_reads_as_the_disk_was_and_its_bitmap_marks_what_changed_since_the_la
 
 #[test]
 fn a_daemon_without_an_nbd_server_gets_a_private_one_and_a_running_one_must_be_named() {
-    if skip() {
+    let Some((dir, daemon)) = live_disk(DISK_BYTES, false) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = live_disk(dir.path(), DISK_BYTES, false);
+    };
     let mut cap = capture(&daemon, dir.path(), None);
     let cut = cap.cut().unwrap();
     let (bytes, _) = read_view(&cut.disks[0]);
@@ -338,11 +323,9 @@ const AFTER_CUT: (u64, u64, u8) = (20 * MIB, 64 * KIB, 0x55);
 /// but is not in the bitmap, and a read past the end is refused.
 #[test]
 fn a_dirty_bitmap_exported_over_qmp_names_exactly_the_granules_written() {
-    if skip() {
+    let Some((_dir, daemon)) = live_disk(BITMAP_DISK_BYTES, true) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let daemon = live_disk(dir.path(), BITMAP_DISK_BYTES, true);
+    };
     let mut qmp = connect_qmp(&daemon);
     qmp.execute(
         "block-dirty-bitmap-add",
@@ -409,11 +392,9 @@ fn a_dirty_bitmap_exported_over_qmp_names_exactly_the_granules_written() {
 /// serves the same image on the same sockets.
 #[test]
 fn a_restarted_daemon_serves_what_was_written_before() {
-    if skip() {
+    let Some((_dir, mut daemon)) = live_disk(DISK_BYTES, true) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut daemon = live_disk(dir.path(), DISK_BYTES, true);
+    };
     let mut model = vec![0u8; DISK_BYTES as usize];
     // qemu-io flushes before it exits, so the write is in the image when the daemon dies.
     guest_writes(&daemon, &[(3 * MIB, 128 * KIB, 0x66)], &mut model);

@@ -57,6 +57,20 @@ pub fn create_qcow2(image: &Path, bytes: u64) {
     );
 }
 
+/// A new temporary directory holding a new qcow2 image `disk.qcow2` of `bytes` served by a
+/// [`QemuDaemon`] there (with its NBD server if `nbd_server`), or `None`, the test to be
+/// skipped, where qemu-utils (`qemu-storage-daemon`, `qemu-img`, `qemu-io`) is not installed.
+pub fn live_disk(bytes: u64, nbd_server: bool) -> Option<(tempfile::TempDir, QemuDaemon)> {
+    if !installed(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let image = dir.path().join("disk.qcow2");
+    create_qcow2(&image, bytes);
+    let daemon = QemuDaemon::start(dir.path(), &image, nbd_server);
+    Some((dir, daemon))
+}
+
 /// `qemu-storage-daemon` serving a qcow2 image as node `disk0` (over file node `file0`), a QMP
 /// monitor on `DIR/qmp.sock`, and, if asked, an NBD server on `DIR/nbd.sock` exporting the node
 /// writable as export `disk` (export id `e0`). Killed when dropped.

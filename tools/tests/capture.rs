@@ -4,26 +4,16 @@
 //! `qemu-img convert -O raw` of the image it should equal. A test whose tools are missing says
 //! so and returns.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use replog_tests::qemu::{QemuDaemon, installed};
 
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
-
-fn have(tools: &[&str]) -> bool {
-    for t in tools {
-        let found = Command::new("which")
-            .arg(t)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            eprintln!("skipped: {t} is not installed");
-            return false;
-        }
-    }
-    true
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("the command starts");
@@ -194,7 +184,7 @@ fn setup() -> Setup {
 /// marks, each byte-exact; the bytes read are the dirty bytes, and qemu-nbd read no more.
 #[test]
 fn bitmap_ingests_read_only_dirty_extents_and_every_point_is_byte_exact() {
-    if !have(&["qemu-img", "qemu-nbd", "qemu-io"]) {
+    if !installed(&["qemu-img", "qemu-nbd", "qemu-io"]) {
         return;
     }
     let s = setup();
@@ -285,7 +275,7 @@ fn bitmap_pass(s: &Setup, bitmap: &str, dirty_bytes: u64, extra: &[&str]) -> ser
 /// the cache), and one of the image as it is now must leave the disk equal to it.
 #[test]
 fn an_image_ingest_after_an_nbd_pass_gives_byte_exact_points() {
-    if !have(&["qemu-img", "qemu-nbd", "qemu-io"]) {
+    if !installed(&["qemu-img", "qemu-nbd", "qemu-io"]) {
         return;
     }
     let s = setup();
@@ -329,7 +319,7 @@ fn an_image_ingest_after_an_nbd_pass_gives_byte_exact_points() {
 /// does not offer, an export larger or smaller than the disk.
 #[test]
 fn a_missing_bitmap_or_a_resized_export_is_refused_before_anything_is_journaled() {
-    if !have(&["qemu-img", "qemu-nbd", "qemu-io"]) {
+    if !installed(&["qemu-img", "qemu-nbd", "qemu-io"]) {
         return;
     }
     let s = setup();
@@ -377,7 +367,7 @@ fn a_missing_bitmap_or_a_resized_export_is_refused_before_anything_is_journaled(
 /// failed one covered: its point is byte-exact.
 #[test]
 fn a_read_failing_midway_leaves_no_point_and_the_next_pass_covers_it() {
-    if !have(&["qemu-img", "qemu-nbd", "qemu-io", "nbdkit"]) {
+    if !installed(&["qemu-img", "qemu-nbd", "qemu-io", "nbdkit"]) {
         return;
     }
     let s = setup();
@@ -427,7 +417,7 @@ fn a_read_failing_midway_leaves_no_point_and_the_next_pass_covers_it() {
 /// exist, and refuses a bad list before journaling anything.
 #[test]
 fn changed_ranges_read_only_what_is_listed_and_a_bad_list_is_refused() {
-    if !have(&["qemu-img", "qemu-io"]) {
+    if !installed(&["qemu-img", "qemu-io"]) {
         return;
     }
     let s = setup();
@@ -481,19 +471,19 @@ fn stamp(i: u64) -> u8 {
 }
 
 impl Guest {
-    fn start(nbd: &Path) -> Guest {
+    fn start(daemon: &QemuDaemon) -> Guest {
         let child = Command::new("qemu-io")
             .args(["-f", "raw"])
-            .arg(format!("nbd+unix:///disk?socket={}", nbd.display()))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
+            .arg(daemon.nbd_uri())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("qemu-io starts");
         Guest { child, acked: 0 }
     }
 
     /// Writes the next block and waits for its acknowledgement.
-    fn write_next(&mut self, out: &mut impl std::io::BufRead) {
+    fn write_next(&mut self, out: &mut impl BufRead) {
         use std::io::Write;
         let i = self.acked;
         let stdin = self.child.stdin.as_mut().unwrap();
@@ -539,68 +529,47 @@ fn written_prefix(image: &[u8], what: &str) -> u64 {
     k as u64
 }
 
-/// A qcow2 disk of 32 MiB served by qemu-storage-daemon in a new directory: node `disk0`, a
-/// writable NBD export `disk` on `nbd.sock`, a QMP monitor on `qmp.sock`.
-fn live_disk() -> (tempfile::TempDir, Server) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
-    create(&d.join("disk.qcow2"), "qcow2", "32M");
-    let mut daemon = Command::new("qemu-storage-daemon");
-    daemon
-        .arg("--blockdev")
-        .arg(format!(
-            "driver=file,filename={},node-name=file0",
-            d.join("disk.qcow2").display()
-        ))
-        .args(["--blockdev", "driver=qcow2,file=file0,node-name=disk0"])
-        .arg("--nbd-server")
-        .arg(format!("addr.type=unix,addr.path={}", nbd.display()))
-        .args([
-            "--export",
-            "type=nbd,id=e0,node-name=disk0,name=disk,writable=on",
-        ])
-        .arg("--chardev")
-        .arg(format!(
-            "socket,path={},server=on,wait=off,id=qmp0",
-            qmp.display()
-        ))
-        .args(["--monitor", "chardev=qmp0"]);
-    let daemon = serve(&mut daemon, &nbd);
-    (dir, daemon)
+/// The size of the live disk: 8192 blocks of the guest.
+const LIVE_DISK_BYTES: u64 = 32 * MIB;
+
+/// The live disk of the replication tests (see [`replog_tests::qemu::live_disk`]: node
+/// `disk0`, the writable NBD export `disk`, a QMP monitor), or `None`, the test skipped, where
+/// qemu-utils or one of the `other` tools the test needs is not installed.
+fn live_disk(other: &[&str]) -> Option<(tempfile::TempDir, QemuDaemon)> {
+    if !installed(other) {
+        return None;
+    }
+    replog_tests::qemu::live_disk(LIVE_DISK_BYTES, true)
+}
+
+/// `replog replicate VAULT --every EVERY --disk os=disk0` on the live disk `daemon` (its QMP
+/// monitor and NBD server), for the caller to add the rest to and run.
+fn replicate(vault: &str, every: &str, daemon: &QemuDaemon) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_replog"));
+    cmd.args(["replicate", vault, "--every", every, "--disk", "os=disk0"])
+        .arg("--qmp")
+        .arg(daemon.qmp_socket())
+        .arg("--nbd-socket")
+        .arg(daemon.nbd_socket());
+    cmd
 }
 
 #[test]
 fn a_disk_that_grew_at_the_source_grows_with_replicate_grow_and_old_points_keep_their_size() {
-    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
+    let Some((dir, daemon)) = live_disk(&[]) else {
         return;
-    }
-    let (dir, _daemon) = live_disk();
+    };
     let d = dir.path();
-    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
     let vault = d.join("v");
     let vault_s = vault.to_str().unwrap();
-    let (nbd_s, qmp_s) = (nbd.to_str().unwrap(), qmp.to_str().unwrap());
-    let write = format!("nbd+unix:///disk?socket={nbd_s}");
+    let write = daemon.nbd_uri();
     let once = |grow: bool| {
-        let mut args = vec![
-            "replicate",
-            vault_s,
-            "--every",
-            "1s",
-            "--cycles",
-            "1",
-            "--disk",
-            "os=disk0",
-            "--qmp",
-            qmp_s,
-            "--nbd-socket",
-            nbd_s,
-        ];
+        let mut cmd = replicate(vault_s, "1s", &daemon);
+        cmd.args(["--cycles", "1"]);
         if grow {
-            args.push("--grow");
+            cmd.arg("--grow");
         }
-        replog(&args)
+        cmd.output().expect("replog starts")
     };
     replog_ok(&["init", vault_s]);
     run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x61 0 64k", &write]));
@@ -608,7 +577,7 @@ fn a_disk_that_grew_at_the_source_grows_with_replicate_grow_and_old_points_keep_
     // The source grows from 32 MiB to 48 MiB, and the guest writes past the old end.
     // (The guest's export holds the node without the right to resize it: it is taken down
     // for the resize and put back, as a guest's disk is detached and attached again.)
-    let mut q = replog_qemu::Qmp::connect(&qmp).unwrap();
+    let mut q = replog_qemu::Qmp::connect(&daemon.qmp_socket()).unwrap();
     q.execute("block-export-del", serde_json::json!({"id": "e0"}))
         .unwrap();
     let resize = serde_json::json!({"node-name": "disk0", "size": 48 * MIB});
@@ -677,13 +646,11 @@ fn points_of(vault: &str) -> Vec<u64> {
 
 #[test]
 fn replicate_with_sync_every_puts_its_newest_point_in_the_bucket() {
-    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io", "s3s-fs"]) {
+    let Some((dir, daemon)) = live_disk(&["s3s-fs"]) else {
         return;
-    }
+    };
     let server = replog_tests::servers::S3Server::start().expect("s3s-fs starts");
-    let (dir, _daemon) = live_disk();
     let d = dir.path();
-    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
     let vault = d.join("v");
     let vault_s = vault.to_str().unwrap();
     let url = server.url("v");
@@ -694,26 +661,11 @@ fn replicate_with_sync_every_puts_its_newest_point_in_the_bucket() {
     };
     replog_ok(&["init", vault_s]);
     with_env(&["remote", "add", vault_s, &url]);
-    let write = format!("nbd+unix:///disk?socket={}", nbd.display());
+    let write = daemon.nbd_uri();
     run(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x5a 1M 256k", &write]));
-    let nbd_s = nbd.to_str().unwrap().to_owned();
-    let qmp_s = qmp.to_str().unwrap().to_owned();
-    with_env(&[
-        "replicate",
-        vault_s,
-        "--every",
-        "1s",
-        "--sync-every",
-        "1s",
-        "--cycles",
-        "2",
-        "--disk",
-        "os=disk0",
-        "--qmp",
-        &qmp_s,
-        "--nbd-socket",
-        &nbd_s,
-    ]);
+    run(replicate(vault_s, "1s", &daemon)
+        .args(["--sync-every", "1s", "--cycles", "2"])
+        .envs(server.env()));
     let status = json_of(&["replicate", vault_s, "--status", "--json"]);
     let remote_point = status["replication"]["remote_point_id"].as_u64();
     assert_eq!(
@@ -754,59 +706,94 @@ fn replicate_with_sync_every_puts_its_newest_point_in_the_bucket() {
     );
 }
 
+/// How long the guest writes at least, while `replicate --every 10s` takes points.
+const GUEST_WRITES_FOR: Duration = Duration::from_secs(25);
+
+/// The guest's pause after each acknowledged write: about 100 writes a second, so 25 s of
+/// writing (45 s at most) stays well inside the disk's 8192 blocks.
+const GUEST_PACE: Duration = Duration::from_millis(10);
+
+/// The time each `point` event of `replicate --json` arrives, read from its stdout on a
+/// thread; other events are printed.
+fn point_events(stdout: ChildStdout) -> mpsc::Receiver<Instant> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if event["event"] != "point" {
+                eprintln!("replicate: {line}");
+            } else if tx.send(Instant::now()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `replicate --every 10s` against qemu-storage-daemon while a guest writes serially numbered
+/// blocks at queue depth 1, at a steady pace, for about 25 s (three points or more): every point
+/// fails over to exactly a prefix of the acknowledged writes, and the point taken after the
+/// guest stopped holds all of them.
 #[test]
 fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest_writes() {
-    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
+    let Some((dir, daemon)) = live_disk(&[]) else {
         return;
-    }
-    let (dir, _daemon) = live_disk();
+    };
     let d = dir.path();
-    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
     let vault = d.join("v");
     let vault_s = vault.to_str().unwrap();
     replog_ok(&["init", vault_s]);
 
-    let replicate = Command::new(env!("CARGO_BIN_EXE_replog"))
-        .args([
-            "replicate",
-            vault_s,
-            "--every",
-            "1s",
-            "--disk",
-            "os=disk0",
-            "--json",
-            "--qmp",
-        ])
-        .arg(&qmp)
-        .arg("--nbd-socket")
-        .arg(&nbd)
-        .stdout(std::process::Stdio::piped())
+    // The guest writes before replication starts, so even the first point is cut mid-stream.
+    let mut guest = Guest::start(&daemon);
+    let mut out = BufReader::new(guest.child.stdout.take().unwrap());
+    guest.write_next(&mut out);
+    let replicate = replicate(vault_s, "10s", &daemon)
+        .arg("--json")
+        .stdout(Stdio::piped())
         .spawn()
         .expect("replog replicate starts");
     let mut replicate = Server(replicate);
-    let mut guest = Guest::start(&nbd);
-    let mut out = std::io::BufReader::new(guest.child.stdout.take().unwrap());
-    // Writes for a while, through several cycles (the disk holds 8192 blocks).
-    let deadline = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < deadline && guest.acked < 8000 {
+    let events = point_events(replicate.0.stdout.take().unwrap());
+    let started = Instant::now();
+    // Serially numbered writes at a steady pace, through at least three points (at about 0,
+    // 10 and 20 s), until about 25 s have passed. The guest stops midway between two cycles
+    // (3 to 7 s after a point), so the next cycle starts after its last write.
+    let mut during = Vec::new();
+    loop {
         guest.write_next(&mut out);
+        std::thread::sleep(GUEST_PACE);
+        during.extend(events.try_iter());
+        let since_point = during.last().map(Instant::elapsed);
+        let midway = since_point
+            .is_some_and(|s| (Duration::from_secs(3)..=Duration::from_secs(7)).contains(&s));
+        if started.elapsed() >= GUEST_WRITES_FOR && during.len() >= 3 && midway {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "{} points in {:?} of writing",
+            during.len(),
+            started.elapsed()
+        );
+        assert!(
+            guest.acked < LIVE_DISK_BYTES / GUEST_BLOCK,
+            "the guest filled the disk"
+        );
     }
     drop(guest.child.stdin.take());
     assert!(guest.child.wait().unwrap().success());
     let acked = guest.acked;
+    eprintln!(
+        "the guest wrote {acked} blocks in {:?}, through {} points",
+        started.elapsed(),
+        during.len()
+    );
     // One more cycle after the guest stopped: its point must hold every acknowledged write.
-    let points_now = || {
-        json_of(&["points", vault_s, "--json"])
-            .as_array()
-            .unwrap()
-            .len()
-    };
-    let before = points_now();
-    let settle = Instant::now() + Duration::from_secs(30);
-    while points_now() < before + 2 {
-        assert!(Instant::now() < settle, "no point after the guest stopped");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    events
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a point after the guest stopped");
     // SIGTERM: the current cycle ends cleanly, and the process exits 0.
     unsafe_free_sigterm(replicate.0.id());
     let status = replicate.0.wait().unwrap();
@@ -847,6 +834,10 @@ fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest
         previous, acked,
         "the last point holds every acknowledged write"
     );
+    assert!(
+        prefixes.iter().filter(|&&k| k < acked).count() >= 3,
+        "at least three points were cut while the guest wrote: {prefixes:?} of {acked}"
+    );
     let status = json_of(&["replicate", vault_s, "--status", "--json"]);
     assert_eq!(status["running"], false);
     assert_eq!(
@@ -862,13 +853,10 @@ fn unsafe_free_sigterm(pid: u32) {
 
 #[test]
 fn app_consistent_points_come_from_a_freeze_and_thaw_that_succeeded() {
-    if !have(&["qemu-storage-daemon", "qemu-img", "qemu-io"]) {
+    let Some((dir, daemon)) = live_disk(&[]) else {
         return;
-    }
-    let (dir, _daemon) = live_disk();
+    };
     let d = dir.path();
-    let (nbd, qmp) = (d.join("nbd.sock"), d.join("qmp.sock"));
-    let (nbd_s, qmp_s) = (nbd.to_str().unwrap(), qmp.to_str().unwrap());
     let log = d.join("hooks.log");
     let note = |what: &str| {
         format!(
@@ -878,19 +866,9 @@ fn app_consistent_points_come_from_a_freeze_and_thaw_that_succeeded() {
     };
     let run_with = |vault: &str, freeze: &str, cycles: &str| {
         replog_ok(&["init", vault]);
-        replog_ok(&[
-            "replicate",
-            vault,
-            "--every",
-            "1s",
+        run(replicate(vault, "1s", &daemon).args([
             "--cycles",
             cycles,
-            "--disk",
-            "os=disk0",
-            "--qmp",
-            qmp_s,
-            "--nbd-socket",
-            nbd_s,
             "--app-consistent-every",
             "1h",
             "--freeze",
@@ -899,7 +877,7 @@ fn app_consistent_points_come_from_a_freeze_and_thaw_that_succeeded() {
             &note("thaw"),
             "--post-point",
             &note("post"),
-        ]);
+        ]));
         let points = json_of(&["points", vault, "--json"]);
         let kinds: Vec<String> = points
             .as_array()
