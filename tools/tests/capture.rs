@@ -706,6 +706,9 @@ fn replicate_with_sync_every_puts_its_newest_point_in_the_bucket() {
     );
 }
 
+/// The interval of the replication that the guest writes under.
+const EVERY: Duration = Duration::from_secs(10);
+
 /// How long the guest writes at least, while `replicate --every 10s` takes points.
 const GUEST_WRITES_FOR: Duration = Duration::from_secs(25);
 
@@ -713,8 +716,8 @@ const GUEST_WRITES_FOR: Duration = Duration::from_secs(25);
 /// writing (45 s at most) stays well inside the disk's 8192 blocks.
 const GUEST_PACE: Duration = Duration::from_millis(10);
 
-/// The time each `point` event of `replicate --json` arrives, read from its stdout on a
-/// thread; other events are printed.
+/// When the cycle of each `point` event of `replicate --json` started (when the event arrived,
+/// less the cycle's `seconds`), read from its stdout on a thread; other events are printed.
 fn point_events(stdout: ChildStdout) -> mpsc::Receiver<Instant> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -723,7 +726,10 @@ fn point_events(stdout: ChildStdout) -> mpsc::Receiver<Instant> {
             let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if event["event"] != "point" {
                 eprintln!("replicate: {line}");
-            } else if tx.send(Instant::now()).is_err() {
+                continue;
+            }
+            let took = Duration::from_secs_f64(event["seconds"].as_f64().unwrap_or_default());
+            if tx.send(Instant::now() - took).is_err() {
                 break;
             }
         }
@@ -731,10 +737,6 @@ fn point_events(stdout: ChildStdout) -> mpsc::Receiver<Instant> {
     rx
 }
 
-/// `replicate --every 10s` against qemu-storage-daemon while a guest writes serially numbered
-/// blocks at queue depth 1, at a steady pace, for about 25 s (three points or more): every point
-/// fails over to exactly a prefix of the acknowledged writes, and the point taken after the
-/// guest stopped holds all of them.
 #[test]
 fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest_writes() {
     let Some((dir, daemon)) = live_disk(&[]) else {
@@ -749,7 +751,8 @@ fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest
     let mut guest = Guest::start(&daemon);
     let mut out = BufReader::new(guest.child.stdout.take().unwrap());
     guest.write_next(&mut out);
-    let replicate = replicate(vault_s, "10s", &daemon)
+    let every = format!("{}s", EVERY.as_secs());
+    let replicate = replicate(vault_s, &every, &daemon)
         .arg("--json")
         .stdout(Stdio::piped())
         .spawn()
@@ -757,18 +760,19 @@ fn replicate_points_are_each_a_prefix_of_the_acknowledged_writes_while_the_guest
     let mut replicate = Server(replicate);
     let events = point_events(replicate.0.stdout.take().unwrap());
     let started = Instant::now();
-    // Serially numbered writes at a steady pace, through at least three points (at about 0,
-    // 10 and 20 s), until about 25 s have passed. The guest stops midway between two cycles
-    // (3 to 7 s after a point), so the next cycle starts after its last write.
+    // Serially numbered writes at a steady pace, through at least three points (cut at about
+    // 0, 10 and 20 s), until about 25 s have passed. The guest stops at least 2 s before the
+    // next cycle is due (10 s after the last one started), so that cycle's point is cut after
+    // its last write.
     let mut during = Vec::new();
     loop {
         guest.write_next(&mut out);
         std::thread::sleep(GUEST_PACE);
         during.extend(events.try_iter());
-        let since_point = during.last().map(Instant::elapsed);
-        let midway = since_point
-            .is_some_and(|s| (Duration::from_secs(3)..=Duration::from_secs(7)).contains(&s));
-        if started.elapsed() >= GUEST_WRITES_FOR && during.len() >= 3 && midway {
+        let before_next = during
+            .last()
+            .is_some_and(|&cut| Instant::now() + Duration::from_secs(2) < cut + EVERY);
+        if started.elapsed() >= GUEST_WRITES_FOR && during.len() >= 3 && before_next {
             break;
         }
         assert!(
