@@ -11,6 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use replog_tests::qemu::{QemuDaemon, installed};
+use support::{json_of, replog, replog_ok};
+
+mod support;
 
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
@@ -23,27 +26,6 @@ fn run(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn replog(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_replog"))
-        .args(args)
-        .output()
-        .expect("replog starts")
-}
-
-fn replog_ok(args: &[&str]) -> String {
-    let out = replog(args);
-    assert!(
-        out.status.success(),
-        "replog {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json_of(args: &[&str]) -> serde_json::Value {
-    serde_json::from_str(&replog_ok(args)).unwrap()
 }
 
 /// A server process, killed when dropped.

@@ -358,6 +358,12 @@ impl Writer {
     }
 
     /// Refuses a change after a failure (poisoned) or once a migration started.
+    /// Whether a write or sync failed: then every later change is refused with the first
+    /// failure, and only a writer opened again (which recovers) can go on.
+    pub fn is_poisoned(&self) -> bool {
+        self.journal.check_poison().is_err()
+    }
+
     fn check_change(&self) -> Result<()> {
         self.journal.check_poison()?;
         self.vault.check_not_migrated()

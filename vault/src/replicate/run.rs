@@ -187,7 +187,7 @@ impl Loop<'_> {
                     next_start = Instant::now() + retry_in;
                     self.record.cycles_failed += 1;
                     self.record.last_error = Some(error.to_string());
-                    self.forget_broken(&error);
+                    self.forget_broken();
                     self.store_status();
                     on_event(Event::Failed {
                         error: &error,
@@ -206,13 +206,13 @@ impl Loop<'_> {
     }
 
     /// After a failure: a writer that failed is poisoned, so it is opened again (recovering)
-    /// by the next attempt. (A capture whose QEMU went away was dropped where that was seen.)
-    fn forget_broken(&mut self, error: &VaultError) {
-        if matches!(
-            error.kind(),
-            VaultErrorKind::Poisoned | VaultErrorKind::Io | VaultErrorKind::NoSpace
-        ) {
+    /// at once, keeping the vault locked to this process as far as it can; if that fails, the
+    /// next attempt opens it. A writer that did not fail (the source did) is kept.
+    /// (A capture whose QEMU went away was dropped where that was seen.)
+    fn forget_broken(&mut self) {
+        if self.writer.as_ref().is_some_and(Writer::is_poisoned) {
             self.writer = None;
+            let _ = self.writer();
         }
     }
 
