@@ -392,8 +392,8 @@ impl Capture {
         &mut self.qmp
     }
 
-    /// Ends the capture: stops the private NBD server, if one was started. Bitmaps stay (a
-    /// later capture removes them first and starts with full cuts).
+    /// Ends the capture: stops the private NBD server, if one was started. Bitmaps stay: a
+    /// later capture of the same tag continues from them (see [`Lineage`]) or removes them.
     pub fn close(mut self) -> Result<(), QmpError> {
         if self.started_server {
             self.qmp.execute("nbd-server-stop", json!({}))?;
