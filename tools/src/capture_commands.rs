@@ -8,13 +8,12 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_vault::{Captured, NbdUri};
-use replog_writer::PointInfo;
+use replog_writer::{PointInfo, PointKind, Writer};
 use serde_json::json;
 
 use crate::cli::{DiskAddArgs, FromSource, IngestArgs, SourceFormat};
 use crate::context::open_writer;
 use crate::output::{human_bytes, point_json, print_json};
-use crate::write_commands::{point_after_ingest, print_point_after_ingest};
 use crate::{CmdResult, EXIT_OK, Failure};
 
 /// `ingest --from nbd://...` or `ingest --from IMAGE --changed-ranges FILE`.
@@ -155,4 +154,30 @@ fn render(done: &Captured, point: Option<&PointInfo>, seconds: f64, as_json: boo
         );
     }
     print_point_after_ingest(point);
+}
+
+/// `ingest --point`: the point, taken with the writer the ingest used once its records are
+/// durable. It saves the second process, open of the vault and sync of `replog point`.
+pub fn point_after_ingest(
+    w: &mut Writer,
+    storage: &dyn Storage,
+    args: &IngestArgs,
+) -> Result<Option<PointInfo>, Failure> {
+    if !args.point {
+        return Ok(None);
+    }
+    let kind = if args.app_consistent {
+        PointKind::AppConsistent
+    } else {
+        PointKind::CrashConsistent
+    };
+    let p = replog_vault::capture::point_unless_pending(w, storage, kind, &args.label)?;
+    Ok(Some(p))
+}
+
+/// The text line for `ingest --point`'s point.
+pub fn print_point_after_ingest(point: Option<&PointInfo>) {
+    if let Some(p) = point {
+        println!("point {} ({})", p.point_id, p.kind.name());
+    }
 }

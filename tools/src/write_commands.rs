@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_vault::NewDisk;
-use replog_writer::{PointInfo, PointKind, VaultSettings, Writer};
+use replog_writer::{PointKind, VaultSettings, Writer};
 use serde_json::json;
 
 use crate::cli::{
@@ -112,7 +112,7 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
     // The whole image was compared and every difference journaled: a capture pass of the disk
     // that did not finish is covered now.
     replog_vault::capture::finish_after_full_ingest(&w, storage.as_ref(), vault, name)?;
-    let point = point_after_ingest(&mut w, storage.as_ref(), args)?;
+    let point = crate::capture_commands::point_after_ingest(&mut w, storage.as_ref(), args)?;
     w.close()?;
     let (seconds, stats) = (started.elapsed().as_secs_f64(), &done.stats);
     if args.json {
@@ -145,35 +145,9 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
             stats.records,
             stats.digest_cache
         );
-        print_point_after_ingest(point.as_ref());
+        crate::capture_commands::print_point_after_ingest(point.as_ref());
     }
     Ok(EXIT_OK)
-}
-
-/// `ingest --point`: the point, taken with the writer the ingest used once its records are
-/// durable. It saves the second process, open of the vault and sync of `replog point`.
-pub fn point_after_ingest(
-    w: &mut Writer,
-    storage: &dyn Storage,
-    args: &IngestArgs,
-) -> Result<Option<PointInfo>, Failure> {
-    if !args.point {
-        return Ok(None);
-    }
-    let kind = if args.app_consistent {
-        PointKind::AppConsistent
-    } else {
-        PointKind::CrashConsistent
-    };
-    let p = replog_vault::capture::point_unless_pending(w, storage, kind, &args.label)?;
-    Ok(Some(p))
-}
-
-/// The text line for `ingest --point`'s point.
-pub fn print_point_after_ingest(point: Option<&PointInfo>) {
-    if let Some(p) = point {
-        println!("point {} ({})", p.point_id, p.kind.name());
-    }
 }
 
 pub fn point(storage: Arc<dyn Storage>, args: &PointArgs) -> CmdResult {

@@ -27,9 +27,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use replog_format::base::ChunkSum;
 use replog_format::layout;
 use replog_format::manifest::Manifest;
+use replog_reader::extent_map::Source;
 use replog_reader::{DiskReader, LiveLease, ReadError, ReadErrorKind, Registrations};
 
 use crate::bases::{BaseSource, BaseSpec, Bases, WrittenBase};
@@ -352,9 +354,11 @@ impl Compaction<'_> {
                 disk_bytes: disk.size(),
                 base_lsn: target,
             };
+            let block = self.vault.header.block_bytes as usize;
             let mut source = ViewSource {
                 reader: disk.reader(),
-                block: self.vault.header.block_bytes as usize,
+                block,
+                zero_block: zero_sum(block),
                 dir,
             };
             rolled.push(self.bases.write(spec, &mut source)?);
@@ -375,24 +379,69 @@ fn rolling_error(e: ReadError) -> WriteError {
 }
 
 /// A disk as of the new base, read through the reader's view: every journal record and old
-/// base chunk verified as it is read.
+/// base chunk verified as it is read. A window that reads as zeros by the map alone (zero
+/// pieces, and base ranges the old base stores as holes) is neither read nor checksummed: a
+/// sparse disk of many TiB rolls forward at the cost of its data, not its size.
 struct ViewSource<'a> {
     reader: DiskReader<'a>,
     block: usize,
+    /// The checksum entry of a whole zero block, computed once.
+    zero_block: ChunkSum,
     dir: &'a std::path::Path,
+}
+
+/// The checksum entry of `len` zero bytes.
+fn zero_sum(len: usize) -> ChunkSum {
+    ChunkSum {
+        crc: crc32fast::hash(&vec![0u8; len]),
+        zero: true,
+    }
 }
 
 impl BaseSource for ViewSource<'_> {
     fn fill(&mut self, at: u64, buf: &mut [u8]) -> Result<Vec<ChunkSum>> {
+        if self.reads_as_zeros(at, buf.len() as u64) {
+            let mut sums = vec![self.zero_block; buf.len() / self.block];
+            if !buf.len().is_multiple_of(self.block) {
+                sums.push(zero_sum(buf.len() % self.block));
+            }
+            return Ok(sums);
+        }
         self.reader
             .read_at(at, buf)
             .map_err(|e| rolling_error(e).in_file(self.dir))?;
         Ok(buf
-            .chunks(self.block)
+            .par_chunks(self.block)
             .map(|chunk| ChunkSum {
                 crc: crc32fast::hash(chunk),
                 zero: is_zero(chunk),
             })
             .collect())
+    }
+}
+
+impl ViewSource<'_> {
+    /// Whether `[at, at + len)` reads as zeros from the map and the old base's checksum table
+    /// alone. Any doubt (a base chunk the table cannot answer for) says no: the window is then
+    /// read, and verified, like any other.
+    fn reads_as_zeros(&mut self, at: u64, len: u64) -> bool {
+        let end = at + len;
+        let map = self.reader.disk().extent_map();
+        for (start, piece) in map.pieces_in(at, end) {
+            match piece.source {
+                Source::Zero => {}
+                Source::Record(_) => return false,
+                Source::Base => {
+                    let mut offset = start;
+                    while offset < piece.end.min(end) {
+                        match self.reader.base_hole_at(offset) {
+                            Ok((true, chunk_end)) => offset = chunk_end,
+                            _ => return false,
+                        }
+                    }
+                }
+            }
+        }
+        true
     }
 }
