@@ -9,7 +9,6 @@
 //! grows the map ([`ExtentMap::grow`]): the new range has no base and reads as zeros.
 
 use std::collections::BTreeMap;
-use std::mem::size_of;
 
 /// Where the bytes of a journal piece live: a range of one write record's logical data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,11 +111,11 @@ impl Entry {
     }
 
     fn start(self) -> u64 {
-        u64::from(self.0[0]) | u64::from(self.0[1]) << 32
+        u64::from(self.0[0]) | (u64::from(self.0[1]) << 32)
     }
 
     fn end(self) -> u64 {
-        u64::from(self.0[2]) | u64::from(self.0[3]) << 32
+        u64::from(self.0[2]) | (u64::from(self.0[3]) << 32)
     }
 
     fn src(self) -> u32 {
@@ -341,14 +340,53 @@ impl ExtentMap {
         }
     }
 
-    /// Merges the overlay into the entries in one pass.
+    /// Merges the overlay into the entries in one pass: the runs of entries between overlay
+    /// pieces are copied whole, and only the entries an overlay piece cuts or hides are looked
+    /// at one by one.
     fn merge_overlay(&mut self) {
         if self.overlay.is_empty() {
             return;
         }
-        let mut merged = Vec::with_capacity(self.entries.len() + 2 * self.overlay.len());
-        merged.extend(self.stored(self.entries.iter().copied(), self.overlay_all()));
-        self.overlay.clear();
+        let old = std::mem::take(&mut self.entries);
+        let overlay = std::mem::take(&mut self.overlay);
+        let mut out = Merged {
+            out: Vec::with_capacity(old.len() + 2 * overlay.len()),
+            records: &self.records,
+        };
+        // `head`, if any, is an entry (or the rest of one) that comes before `rest`.
+        let mut rest: &[Entry] = &old;
+        let mut head: Option<Entry> = None;
+        for (&s, &(e, src)) in &overlay {
+            if let Some(h) = head.filter(|h| h.end() <= s) {
+                out.push(h);
+                head = None;
+            }
+            if head.is_none() {
+                let n = rest.partition_point(|x| x.end() <= s);
+                out.extend(&rest[..n]);
+                head = rest.get(n).copied();
+                rest = rest.get(n + 1..).unwrap_or(&[]);
+            }
+            if let Some(h) = head.filter(|h| h.start() < s) {
+                out.push(h.cut(h.start(), s));
+            }
+            if src != BASE {
+                out.push(Entry::new(s, e, src));
+            }
+            if let Some(h) = head.filter(|h| h.end() > e) {
+                head = Some(h.cut(e.max(h.start()), h.end()));
+                continue;
+            }
+            let n = rest.partition_point(|x| x.end() <= e);
+            head = rest
+                .get(n)
+                .filter(|x| x.start() < e)
+                .map(|x| x.cut(e, x.end()));
+            rest = &rest[n + usize::from(head.is_some())..];
+        }
+        out.extend(head.as_slice());
+        out.extend(rest);
+        let mut merged = out.out;
         if merged.capacity() > merged.len() + merged.len() / 8 + 16 {
             merged.shrink_to_fit();
         }
@@ -451,6 +489,33 @@ impl ExtentMap {
             stored,
             at: start,
             end,
+        }
+    }
+}
+
+/// The entries of a merge being built: each one pushed joins the last if they read as one.
+struct Merged<'a> {
+    out: Vec<Entry>,
+    records: &'a [Rec],
+}
+
+impl Merged<'_> {
+    fn push(&mut self, entry: Entry) {
+        if let Some(last) = self.out.last_mut()
+            && last.end() == entry.start()
+            && same_source(self.records, last.src(), entry.src())
+        {
+            *last = last.cut(last.start(), entry.end());
+            return;
+        }
+        self.out.push(entry);
+    }
+
+    /// Appends sorted, merged entries: only the first can join the last one out.
+    fn extend(&mut self, entries: &[Entry]) {
+        if let Some((&first, tail)) = entries.split_first() {
+            self.push(first);
+            self.out.extend_from_slice(tail);
         }
     }
 }
@@ -637,7 +702,7 @@ impl SortedBuilder {
         if self.recent.is_empty() {
             self.recent = vec![ZERO; RECENT_SLOTS];
         }
-        let hash = (rec.record_offset ^ u64::from(rec.segment_index) << 40 ^ rec.lsn)
+        let hash = (rec.record_offset ^ (u64::from(rec.segment_index) << 40) ^ rec.lsn)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let slot = (hash >> 52) as usize % RECENT_SLOTS;
         let known = self.recent[slot];
@@ -650,10 +715,12 @@ impl SortedBuilder {
         src
     }
 
-    /// The map, the rest of the disk reading from the base.
+    /// The map, the rest of the disk reading from the base. Every record in the table is read
+    /// by a piece (the overlay is empty), so only spare capacity is given back.
     pub fn finish(self) -> ExtentMap {
         let mut map = self.map;
-        map.compact();
+        map.entries.shrink_to_fit();
+        map.records.shrink_to_fit();
         map
     }
 }
@@ -783,8 +850,110 @@ mod tests {
         assert!(!map.base_reads_within(100), "a base piece past the old end");
     }
 
+    /// Applies `(start, len, kind)` inserts to a map and to a byte model, compacting the map at
+    /// every `kind` 3, and checks they agree after each `check_every` operations and at the end.
+    fn against_the_model(size: u64, ops: &[(u64, u64, u8)], check_every: usize) -> ExtentMap {
+        let mut map = ExtentMap::new(size);
+        let mut model: Vec<(i64, u64)> = (0..size).map(|at| (-1, at)).collect();
+        for (i, &(start, len, kind)) in ops.iter().enumerate() {
+            if kind == 3 {
+                map.compact();
+                continue;
+            }
+            let start = start % size;
+            let end = (start + len).min(size);
+            let lsn = i as u64 + 1;
+            let source = match kind {
+                0 => Source::Zero,
+                1 => Source::Base,
+                _ => record(lsn as u32, (end - start) as u32),
+            };
+            map.insert(start, end, source);
+            for at in start..end {
+                model[at as usize] = match source {
+                    Source::Base => (-1, at),
+                    Source::Zero => (-2, 0),
+                    Source::Record(_) => (lsn as i64, at - start),
+                };
+            }
+            if i % check_every == 0 {
+                assert_eq!(expand(&map), model, "after operation {i}");
+            }
+        }
+        assert_eq!(expand(&map), model);
+        map
+    }
+
+    /// A deterministic scatter of operations (an LCG).
+    fn scattered_ops(n: usize, size: u64, max_len: u64) -> Vec<(u64, u64, u8)> {
+        let mut x = 7u64;
+        let mut next = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        (0..n)
+            .map(|_| (next() % size, 1 + next() % max_len, (next() % 3) as u8))
+            .collect()
+    }
+
+    #[test]
+    fn many_inserts_through_overlay_merges_match_the_model() {
+        // Enough inserts that the overlay is merged into the array many times over.
+        let ops = scattered_ops(30_000, 20_000, 40);
+        let mut map = against_the_model(20_000, &ops, 2_999);
+        let before: Vec<_> = map.iter().collect();
+        let len = map.len();
+        map.compact();
+        assert_eq!(map.iter().collect::<Vec<_>>(), before);
+        assert_eq!(map.len(), len);
+        assert!(map.memory().records <= len, "unread records are dropped");
+        // The same pieces, loaded as a checkpoint loads them, read the same.
+        let mut sorted = SortedBuilder::new(map.size());
+        for (start, piece) in map.iter() {
+            assert!(sorted.push(start, piece.end, piece.source));
+        }
+        let loaded = sorted.finish();
+        assert_eq!(loaded.iter().collect::<Vec<_>>(), before);
+        assert_eq!(loaded.len(), len);
+        for (a, b) in [(0, 20_000), (5, 17), (9_999, 10_050), (19_990, 30_000)] {
+            assert_eq!(
+                loaded.pieces_in(a, b).collect::<Vec<_>>(),
+                map.pieces_in(a, b).collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn a_sorted_load_stores_a_record_split_in_pieces_once_and_merges_what_continues() {
+        let mut b = SortedBuilder::new(100);
+        let Source::Record(r) = record(1, 50) else {
+            unreachable!()
+        };
+        let at = |data_offset: u32| Source::Record(RecordRef { data_offset, ..r });
+        assert!(b.push(10, 20, at(0)));
+        assert!(b.push(20, 30, Source::Zero));
+        assert!(b.push(30, 40, at(20)));
+        assert!(b.push(40, 50, at(30)), "continues the piece before");
+        assert!(!b.push(45, 60, Source::Zero), "overlaps");
+        let map = b.finish();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map.memory().records, 1);
+        let got: Vec<_> = map.iter().map(|(s, p)| (s, p.end)).collect();
+        assert_eq!(got, vec![(0, 10), (10, 20), (20, 30), (30, 50), (50, 100)]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn inserts_and_compactions_match_a_naive_byte_model(
+            size in 1u64..300,
+            ops in prop::collection::vec((0u64..300, 1u64..120, 0u8..4), 0..60),
+        ) {
+            against_the_model(size, &ops, 1);
+        }
 
         #[test]
         fn inserts_match_a_naive_byte_model(
