@@ -687,11 +687,12 @@ impl SortedBuilder {
             Source::Record(r) => self.record(Rec::of(&r, start)),
         };
         let entries = &mut self.map.entries;
-        if let Some(last) = entries.last_mut() {
-            if last.end() == start && same_source(&self.map.records, last.src(), src) {
-                *last = last.cut(last.start(), end);
-                return true;
-            }
+        if let Some(last) = entries.last_mut()
+            && last.end() == start
+            && same_source(&self.map.records, last.src(), src)
+        {
+            *last = last.cut(last.start(), end);
+            return true;
         }
         entries.push(Entry::new(start, end, src));
         true
