@@ -270,7 +270,10 @@ fn load_disk(
     units: &mut UnitReader<'_>,
 ) -> Result<ExtentMap> {
     let base_lsn = inner.manifest.base_lsn;
-    let mut map = SortedBuilder::new(disk.disk_bytes);
+    // Room for the pieces the disk's unit counts, up to 2^22 (80 MiB) before the body proves
+    // them: a damaged count costs no more than that.
+    let hint = disk.piece_count.min(1 << 22) as usize;
+    let mut map = SortedBuilder::with_capacity(disk.disk_bytes, hint);
     for _ in 0..disk.piece_count {
         let at = units.next_offset;
         let piece = decode_piece_unit(units.next()?, header)

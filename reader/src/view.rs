@@ -140,7 +140,8 @@ impl Vault {
             included: &included,
         };
         builder.apply_journal()?;
-        let MapBuilder { maps, .. } = builder;
+        let MapBuilder { mut maps, .. } = builder;
+        maps.iter_mut().for_each(ExtentMap::compact);
         let mut disks = Vec::with_capacity(included.len());
         for (&index, map) in included.iter().zip(maps) {
             disks.push(DiskView::new(
