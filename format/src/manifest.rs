@@ -309,6 +309,17 @@ impl Manifest {
         self.release_end(segment_id)
     }
 
+    /// Where a scan of segment `segment_id` starts when its dead prefix was released: the
+    /// base point's marker.
+    pub fn live_start(&self, segment_id: u64) -> Option<crate::segment::LiveStart> {
+        self.released_prefix(segment_id)?;
+        let p = self.points.iter().find(|p| p.lsn == self.base_lsn)?;
+        Some(crate::segment::LiveStart {
+            offset: p.record_offset,
+            lsn: p.lsn,
+        })
+    }
+
     /// Where a dead prefix of `segment_id` released now would end: the page of the base point's
     /// marker, when that point is in the segment and the page is past the header.
     pub fn release_end(&self, segment_id: u64) -> Option<u64> {

@@ -386,7 +386,10 @@ fn check_segment(
         seed,
         segment_id: seg.segment_id,
     };
-    let Some((scan, records)) = scan_records(c, &path, &bytes, &expect, manifest) else {
+    // A released dead prefix is not read: it may be a hole, or the old records if the release
+    // did not reach the disk; the scan starts at the base point's marker.
+    let live = manifest.live_start(seg.segment_id);
+    let Some((scan, records)) = scan_records(c, &path, &bytes, &expect, manifest, live) else {
         return;
     };
     if is_last {
@@ -418,14 +421,34 @@ fn check_segment(
                 );
             }
             let footer = scan.footer.as_ref().expect("a sealed scan has its footer");
+            let from = live.map_or(0, |l| l.lsn);
+            let live_footer = segment::FooterIndex {
+                extents: footer
+                    .extents
+                    .iter()
+                    .filter(|e| e.lsn >= from)
+                    .cloned()
+                    .collect(),
+                points: footer
+                    .points
+                    .iter()
+                    .filter(|p| p.lsn >= from)
+                    .cloned()
+                    .collect(),
+            };
+            let live_points: Vec<_> = manifest_points
+                .iter()
+                .copied()
+                .filter(|p| p.lsn >= from)
+                .collect();
             check_footer_index(
                 c,
                 &path,
                 seg.segment_id,
                 *footer_offset,
-                footer,
+                &live_footer,
                 &records,
-                manifest_points,
+                &live_points,
             );
         }
         (end, _) => check_unsealed_end(
@@ -454,12 +477,13 @@ fn scan_records(
     bytes: &[u8],
     expect: &Expect,
     manifest: &Manifest,
+    live: Option<segment::LiveStart>,
 ) -> Option<(segment::Scan, SegmentRecords)> {
     let mut extents = Vec::new();
     let mut points = Vec::new();
     let mut problems = Vec::new();
     let sizes = &mut c.sizes;
-    let scan = segment::scan(bytes, expect, |h, payload| match h.kind {
+    let scan = segment::scan_from(bytes, expect, live, |h, payload| match h.kind {
         RecordKind::Write | RecordKind::Zero => {
             if let Some(problem) = check_extent(manifest, sizes, h, payload) {
                 problems.push((h.segment_offset, problem));
