@@ -163,6 +163,7 @@ fn prune_json(pruned: &Pruned, dry_run: bool) -> Value {
         "allocated_after": usage_json(&pruned.kinds_after),
         "prefixes_released": c.prefixes_released,
         "prefix_bytes_released": c.prefix_bytes_released,
+        "prefixes_deferred": c.prefixes_deferred,
         "release_unsupported": c.release_unsupported.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
     })
 }
@@ -198,6 +199,12 @@ fn print_usage_kinds(pruned: &Pruned) {
             "released the dead prefix of segment {} ({} freed)",
             join(&c.prefixes_released),
             human_bytes(c.prefix_bytes_released)
+        );
+    }
+    if !c.prefixes_deferred.is_empty() {
+        println!(
+            "the dead prefix of segment {} is released once the readers of an older snapshot finish (by the next prune or writer open)",
+            join(&c.prefixes_deferred)
         );
     }
     for path in &c.release_unsupported {

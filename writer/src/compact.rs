@@ -95,6 +95,9 @@ pub struct CompactReport {
     pub prefixes_released: Vec<u64>,
     /// Allocated bytes that release gave back (`st_blocks` before less after).
     pub prefix_bytes_released: u64,
+    /// Segments whose dead prefix the committed manifest marks but a reader's older snapshot
+    /// may still read: released by a later prune or writer open (as `deferred` files are).
+    pub prefixes_deferred: Vec<u64>,
     /// Segment files on a filesystem that cannot punch holes: their dead prefix stays
     /// allocated (nothing is written over it instead).
     pub release_unsupported: Vec<PathBuf>,
@@ -276,6 +279,11 @@ impl Compaction<'_> {
         }
         if readers_of_old {
             report.deferred = files;
+            let marked = self.vault.manifest.segments.iter();
+            report.prefixes_deferred = marked
+                .filter(|s| s.prefix_released)
+                .map(|s| s.segment_id)
+                .collect();
             return Ok(());
         }
         self.vault.remove_files(files.into_iter())?;
