@@ -163,7 +163,6 @@ fn prune_json(pruned: &Pruned, dry_run: bool) -> Value {
         "allocated_after": usage_json(&pruned.kinds_after),
         "prefixes_released": c.prefixes_released,
         "prefix_bytes_released": c.prefix_bytes_released,
-        "prefixes_deferred": c.prefixes_deferred,
         "release_unsupported": c.release_unsupported.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
     })
 }
