@@ -31,8 +31,11 @@ pub const REMOTE_CONFIG: [u8; 8] = *b"RPLG-RCF";
 /// is written as version 2 exactly when that section has something in it, so a vault that never
 /// used those features keeps a version 1 manifest that older code still reads. Version 3 is
 /// written once a disk was resized (body flag bit 0), so code that does not know resize records
-/// refuses the vault instead of misreading one.
-pub const MANIFEST_VERSIONS: [u32; 3] = [1, 2, 3];
+/// refuses the vault instead of misreading one. Version 4 is written exactly when a listed
+/// segment's dead prefix was released (segment entry flag bit 0: its bytes from the header to
+/// the base point's page read as zeros), so older code refuses the vault instead of reporting
+/// the hole as damage.
+pub const MANIFEST_VERSIONS: [u32; 4] = [1, 2, 3, 4];
 
 /// The format versions this code knows. Capabilities hang off the version so that a later
 /// version can add structures while old vaults keep opening.

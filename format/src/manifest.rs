@@ -15,7 +15,7 @@
 //!      0   16 vault_id
 //!     16    8 generation u64: bumped on every replacement
 //!     24    8 base_lsn u64: the LSN every base reflects
-//!     32    4 flags u32: bit 0 (version 3 only) a disk was resized; zero in versions 1 and 2
+//!     32    4 flags u32: bit 0 (versions 3 and 4) a disk was resized; zero in versions 1 and 2
 //!     36    4 disk_count u32
 //!      .    . disks, 40 bytes + name each:
 //!             disk_id u32, name_len u8, reserved 3, disk_bytes u64, added_lsn u64,
@@ -23,20 +23,25 @@
 //!      .    4 segment_count u32
 //!      .    . segments, 48 bytes each, in id order:
 //!             segment_id u64, first_lsn u64, last_lsn u64, footer_offset u64, file_bytes u64,
-//!             footer_crc u32, sealed u8, reserved 3   (open segment: last four fields zero)
+//!             footer_crc u32, sealed u8, flags u8, reserved 2   (open segment: last five fields
+//!             zero); flags bit 0 (version 4 only): the dead prefix was released
 //!      .    4 point_count u32
 //!      .    . points of sealed segments, 44 bytes + label each, in LSN order:
 //!             lsn u64, segment_id u64, record_offset u64, point_id u64, time_unix_ns i64,
 //!             kind u8, reserved u8, label_len u16, label
-//!      .    . version 2: the lifecycle section (see `lifecycle`); version 3: the lifecycle
-//!             section when it is not empty
+//!      .    . version 2: the lifecycle section (see `lifecycle`); versions 3 and 4: the
+//!             lifecycle section when it is not empty
 //! ```
 //!
 //! Version 2 appends the lifecycle section and is written exactly when that section is not
 //! empty; version 1 manifests are read as having an empty one. Version 3 is written exactly when
 //! flag bit 0 is set: some disk was resized, so the journal holds resize records and a disk's
 //! size depends on the LSN (the disk entry holds the newest). Code that knows only versions 1
-//! and 2 refuses it rather than reading a resize record as a torn tail.
+//! and 2 refuses it rather than reading a resize record as a torn tail. Version 4 is written
+//! exactly when a sealed segment carries flag bit 0: compaction released its dead prefix, the
+//! bytes `[4096, P)` with `P` the start of the 4 KiB page holding the marker of the point at
+//! `base_lsn` (which the manifest lists, in that segment), so they may read as zeros (a hole).
+//! Body flag bit 0 may be set or not in version 4.
 
 use crate::codec::{Cursor, Put};
 use crate::lifecycle::Lifecycle;
@@ -50,8 +55,12 @@ pub const MANIFEST_HEADER_BYTES: usize = 32;
 const DISK_FIXED_BYTES: usize = 40;
 const SEGMENT_ENTRY_BYTES: usize = 48;
 const POINT_FIXED_BYTES: usize = 44;
-/// Body flag: a disk of the vault was resized (manifest version 3).
+/// Body flag: a disk of the vault was resized (manifest version 3 or 4).
 pub const MANIFEST_FLAG_RESIZED: u32 = 1;
+/// Segment entry flag: the segment's dead prefix was released (manifest version 4).
+pub const SEGMENT_FLAG_PREFIX_RELEASED: u8 = 1;
+/// The unit in which a dead prefix is released: the hole ends at a multiple of it.
+pub const RELEASE_UNIT_BYTES: u64 = 4096;
 
 /// A disk of the vault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +101,9 @@ pub struct SegmentEntry {
     pub first_lsn: u64,
     /// Set once sealed.
     pub sealed: Option<SealedInfo>,
+    /// Compaction released its dead prefix (sealed segments only): see
+    /// [`Manifest::released_prefix`].
+    pub prefix_released: bool,
 }
 
 /// A recovery point of a sealed segment.
@@ -149,10 +161,12 @@ impl Manifest {
         lsn >= self.base_lsn && self.lifecycle.retired.binary_search(&point_id).is_err()
     }
 
-    /// The version this manifest is written with: 3 once a disk was resized, else 2 when it
-    /// has a lifecycle section.
+    /// The version this manifest is written with: 4 when a segment's dead prefix was
+    /// released, else 3 once a disk was resized, else 2 when it has a lifecycle section.
     pub fn version(&self) -> u32 {
-        if self.resized {
+        if self.segments.iter().any(|s| s.prefix_released) {
+            4
+        } else if self.resized {
             3
         } else if self.lifecycle.is_empty() {
             1
@@ -200,7 +214,12 @@ impl Manifest {
                 .u64(sealed.file_bytes)
                 .u32(sealed.footer_crc)
                 .u8(u8::from(s.sealed.is_some()))
-                .zeros(3);
+                .u8(if s.prefix_released {
+                    SEGMENT_FLAG_PREFIX_RELEASED
+                } else {
+                    0
+                })
+                .zeros(2);
         }
         p.u32(self.points.len() as u32);
         for r in &self.points {
@@ -233,7 +252,7 @@ impl Manifest {
             return Err(c.error_at(
                 DecodeErrorKind::UnsupportedVersion,
                 8,
-                format!("manifest version {version}; this replog reads versions 1 to 3"),
+                format!("manifest version {version}; this replog reads versions 1 to 4"),
             ));
         }
         c.zeros(4)?;
@@ -275,6 +294,41 @@ impl Manifest {
             )
         })?;
         Ok(m)
+    }
+
+    /// The end of the released dead prefix of segment `segment_id`, when compaction released
+    /// one: bytes `[4096, end)` of the segment file may read as zeros. `end` is the start of the
+    /// [`RELEASE_UNIT_BYTES`] page holding the marker of the point at `base_lsn`, which is in
+    /// that segment; every record before the marker is at or below `base_lsn`, so no reader
+    /// needs it, and the marker and everything after it are intact.
+    pub fn released_prefix(&self, segment_id: u64) -> Option<u64> {
+        let s = self.segments.iter().find(|s| s.segment_id == segment_id)?;
+        if !s.prefix_released {
+            return None;
+        }
+        self.release_end(segment_id)
+    }
+
+    /// Where a scan of segment `segment_id` starts when its dead prefix was released: the
+    /// base point's marker.
+    pub fn live_start(&self, segment_id: u64) -> Option<crate::segment::LiveStart> {
+        self.released_prefix(segment_id)?;
+        let p = self.points.iter().find(|p| p.lsn == self.base_lsn)?;
+        Some(crate::segment::LiveStart {
+            offset: p.record_offset,
+            lsn: p.lsn,
+        })
+    }
+
+    /// Where a dead prefix of `segment_id` released now would end: the page of the base point's
+    /// marker, when that point is in the segment and the page is past the header.
+    pub fn release_end(&self, segment_id: u64) -> Option<u64> {
+        let p = self
+            .points
+            .iter()
+            .find(|p| p.lsn == self.base_lsn && p.segment_id == segment_id)?;
+        let end = p.record_offset / RELEASE_UNIT_BYTES * RELEASE_UNIT_BYTES;
+        (end > RELEASE_UNIT_BYTES).then_some(end)
     }
 
     /// Cross-checks the lists: unique and ordered ids, contiguous LSNs, one open segment at most.
@@ -330,6 +384,14 @@ impl Manifest {
                 return Err("points are not in increasing order".into());
             }
         }
+        for s in self.segments.iter().filter(|s| s.prefix_released) {
+            if s.sealed.is_none() || self.release_end(s.segment_id).is_none() {
+                return Err(format!(
+                    "segment {} is marked as having its dead prefix released, but it is not sealed or does not hold the point at base LSN {} past its first page",
+                    s.segment_id, self.base_lsn
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -341,9 +403,11 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
     let base_lsn = c.u64()?;
     let flags_at = c.position();
     let flags = c.u32()?;
-    // Canonical: version 3 exactly when the flag is set, and no other bit.
+    // Canonical: version 3 exactly when the flag is set, and no other bit; version 4 (a
+    // released prefix) with or without it.
     let resized = match (version, flags) {
-        (3, MANIFEST_FLAG_RESIZED) => true,
+        (3 | 4, MANIFEST_FLAG_RESIZED) => true,
+        (4, 0) => false,
         (1 | 2, 0) => false,
         _ => {
             return Err(c.error_at(
@@ -358,14 +422,22 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
         .map(|_| decode_disk_entry(&mut c))
         .collect::<Result<Vec<_>, _>>()?;
     let segment_count = bounded_count(&mut c, SEGMENTS_MAX, SEGMENT_ENTRY_BYTES)?;
+    let segments_at = c.position();
     let segments = (0..segment_count)
-        .map(|_| decode_segment_entry(&mut c))
+        .map(|_| decode_segment_entry(&mut c, version))
         .collect::<Result<Vec<_>, _>>()?;
+    if version == 4 && !segments.iter().any(|s| s.prefix_released) {
+        return Err(c.error_at(
+            DecodeErrorKind::BadField,
+            segments_at,
+            "a version 4 manifest with no segment whose prefix was released",
+        ));
+    }
     let point_count = bounded_count(&mut c, POINTS_MAX, POINT_FIXED_BYTES)?;
     let points = (0..point_count)
         .map(|_| decode_point_ref(&mut c))
         .collect::<Result<Vec<_>, _>>()?;
-    let lifecycle = if version == 2 || (version == 3 && c.remaining() > 0) {
+    let lifecycle = if version == 2 || (version >= 3 && c.remaining() > 0) {
         Lifecycle::decode(&mut c)?
     } else {
         Lifecycle::default()
@@ -405,8 +477,9 @@ fn decode_disk_entry(c: &mut Cursor<'_>) -> Result<DiskEntry, DecodeError> {
     })
 }
 
-/// Decodes one segment entry; an open segment has every sealed field zero.
-fn decode_segment_entry(c: &mut Cursor<'_>) -> Result<SegmentEntry, DecodeError> {
+/// Decodes one segment entry; an open segment has every sealed field zero, and only a sealed
+/// one of a version 4 manifest may have its prefix released.
+fn decode_segment_entry(c: &mut Cursor<'_>, version: u32) -> Result<SegmentEntry, DecodeError> {
     let at = c.position();
     let (segment_id, first_lsn, last_lsn, footer_offset, file_bytes) =
         (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
@@ -427,11 +500,23 @@ fn decode_segment_entry(c: &mut Cursor<'_>) -> Result<SegmentEntry, DecodeError>
             ));
         }
     };
-    c.zeros(3)?;
+    let prefix_released = match c.u8()? {
+        0 => false,
+        SEGMENT_FLAG_PREFIX_RELEASED if version == 4 && sealed.is_some() => true,
+        flags => {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                at + 45,
+                format!("segment flags {flags:#x} in a version {version} manifest"),
+            ));
+        }
+    };
+    c.zeros(2)?;
     Ok(SegmentEntry {
         segment_id,
         first_lsn,
         sealed,
+        prefix_released,
     })
 }
 
@@ -501,11 +586,13 @@ mod tests {
                         file_bytes: 9200,
                         footer_crc: 3,
                     }),
+                    prefix_released: false,
                 },
                 SegmentEntry {
                     segment_id: 2,
                     first_lsn: 11,
                     sealed: None,
+                    prefix_released: false,
                 },
             ],
             points: vec![PointRef {
@@ -589,6 +676,60 @@ mod tests {
         };
         assert_eq!(forge(&sample_v3(true), 2), DecodeErrorKind::BadField);
         assert_eq!(forge(&sample_v2(), 3), DecodeErrorKind::BadField);
+    }
+
+    /// Base moved to point 1 (LSN 10, marker at 12000 in sealed segment 1), whose dead prefix
+    /// `[4096, 8192)` was released.
+    fn sample_v4(resized: bool) -> Manifest {
+        let mut m = sample_v3(true);
+        m.resized = resized;
+        m.base_lsn = 10;
+        m.segments[0].sealed = Some(SealedInfo {
+            last_lsn: 10,
+            footer_offset: 20_000,
+            file_bytes: 20_200,
+            footer_crc: 3,
+        });
+        m.points[0].record_offset = 12_000;
+        m.segments[0].prefix_released = true;
+        m
+    }
+
+    #[test]
+    fn a_manifest_is_version_4_exactly_when_a_segment_prefix_was_released() {
+        for resized in [false, true] {
+            let m = sample_v4(resized);
+            let v4 = m.encode();
+            assert_eq!(u32::from_le_bytes(v4[8..12].try_into().unwrap()), 4);
+            assert_eq!(Manifest::decode(&v4).unwrap(), m);
+            assert_eq!(m.released_prefix(1), Some(8192));
+            assert_eq!(m.released_prefix(2), None);
+            for i in 0..v4.len() {
+                let mut b = v4.clone();
+                b[i] ^= 0x10;
+                assert!(Manifest::decode(&b).is_err(), "flip at {i} accepted");
+            }
+        }
+        let forge = |m: &Manifest, version: u8| {
+            let mut b = m.encode();
+            b[8] = version;
+            let crc = crc32fast::hash(&b[..28]);
+            b[28..32].copy_from_slice(&crc.to_le_bytes());
+            Manifest::decode(&b).unwrap_err().kind
+        };
+        // The segment flag under an older version, or version 4 without it, is refused.
+        assert_eq!(forge(&sample_v4(true), 3), DecodeErrorKind::BadField);
+        assert_eq!(forge(&sample_v3(true), 4), DecodeErrorKind::BadField);
+        // A released prefix needs the base point in that segment, past its first page.
+        let mut m = sample_v4(false);
+        m.points[0].record_offset = 5000;
+        assert!(Manifest::decode(&m.encode()).is_err());
+        let mut m = sample_v4(false);
+        m.base_lsn = 9;
+        assert!(Manifest::decode(&m.encode()).is_err());
+        let mut m = sample_v4(false);
+        m.segments[1].prefix_released = true;
+        assert!(Manifest::decode(&m.encode()).is_err(), "an open segment");
     }
 
     #[test]

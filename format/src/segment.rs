@@ -544,6 +544,30 @@ pub fn record_in<'a>(
 pub fn scan(
     bytes: &[u8],
     expect: &Expect,
+    visit: impl FnMut(&RecordHeader, &[u8]),
+) -> Result<Scan, DecodeError> {
+    scan_from(bytes, expect, None, visit)
+}
+
+/// Where the records a scan reads start, in a segment whose dead prefix was released (see
+/// [`crate::manifest::Manifest::released_prefix`]): the offset and LSN of the base point's
+/// marker. The bytes between the header and it are not read (they may be a hole, or the old
+/// records if the release did not reach the disk); the records before it are counted, not
+/// visited, as the LSNs say (one per record), so the trailer and footer still agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveStart {
+    /// The marker's offset in the segment.
+    pub offset: u64,
+    /// Its LSN.
+    pub lsn: u64,
+}
+
+/// [`scan`] from `start` instead of the first record, when given: the records before it are
+/// counted but neither read nor visited.
+pub fn scan_from(
+    bytes: &[u8],
+    expect: &Expect,
+    start: Option<LiveStart>,
     mut visit: impl FnMut(&RecordHeader, &[u8]),
 ) -> Result<Scan, DecodeError> {
     let header = SegmentHeader::decode(bytes, expect.seed)?;
@@ -563,6 +587,9 @@ pub fn scan(
         next_lsn: header.first_lsn,
         record_count: 0,
     };
+    if let Some(live) = start {
+        at = live_progress(&header, live)?;
+    }
     let failure = loop {
         if at.pos == bytes.len() as u64 {
             let end = SegmentEnd::Clean { offset: at.pos };
@@ -597,6 +624,29 @@ pub fn scan(
     };
     let end = classify_invalid_tail(bytes, at.pos, expect, failure)?;
     Ok(at.scan_result(header, end, None, at.pos))
+}
+
+/// Where a scan from a live start begins: the records before it counted by their LSNs.
+fn live_progress(header: &SegmentHeader, live: LiveStart) -> Result<Progress, DecodeError> {
+    let before = live.lsn.checked_sub(header.first_lsn);
+    match before {
+        Some(n) if live.offset >= SEGMENT_HEADER_BYTES as u64 && n <= u32::MAX as u64 => {
+            Ok(Progress {
+                pos: live.offset,
+                next_lsn: live.lsn,
+                record_count: n as u32,
+            })
+        }
+        _ => Err(DecodeError::new(
+            DecodeErrorKind::Misplaced,
+            "segment header",
+            40,
+            format!(
+                "the segment starts at LSN {}, after its live start (LSN {} at offset {})",
+                header.first_lsn, live.lsn, live.offset
+            ),
+        )),
+    }
 }
 
 /// How far a scan has read: the offset and LSN the next record must have, and the write, zero

@@ -584,11 +584,13 @@ fn sample_manifest() -> Manifest {
                 segment_id: 1,
                 first_lsn: 1,
                 sealed: Some(sealed),
+                prefix_released: false,
             },
             SegmentEntry {
                 segment_id: 2,
                 first_lsn: 11,
                 sealed: None,
+                prefix_released: false,
             },
         ],
         vec![PointRef {

@@ -187,6 +187,24 @@ pub trait File: Send + Sync + Debug {
     /// space where the filesystem can (hole punching), writing zeros where it cannot.
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()>;
 
+    /// Releases the space of `[offset, offset + len)` without changing the length (hole
+    /// punching: `fallocate(PUNCH_HOLE | KEEP_SIZE)`); the range reads as zeros afterwards.
+    /// Returns `false`, having changed nothing, where the filesystem cannot punch holes: unlike
+    /// [`File::zero_range`] it never writes zeros instead, which would cost I/O and free
+    /// nothing. Not durable until the next [`File::sync_data`]; a crash before it may leave the
+    /// old bytes. The default (a file served from elsewhere) punches nothing.
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let _ = (offset, len);
+        Ok(false)
+    }
+
+    /// The bytes the file occupies on its device (`st_blocks` x 512): less than its length
+    /// where it has holes, more where space is reserved past its end. The default (a file
+    /// served from elsewhere) answers its length.
+    fn allocated_bytes(&self) -> io::Result<u64> {
+        self.len()
+    }
+
     /// A read-only view of the whole file as it is now.
     fn map(&self) -> io::Result<Mapped>;
 

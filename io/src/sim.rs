@@ -7,7 +7,7 @@
 //! `sync_dir(dir)` sets to the directory's live entries. The root always exists.
 //!
 //! Every mutating or syncing call is one numbered operation: `open` with a create mode, each
-//! `WriteAt` of a batch, the batch's sync, `sync_data`, `set_len`, `allocate`, `zero_range`,
+//! `WriteAt` of a batch, the batch's sync, `sync_data`, `set_len`, `allocate`, `zero_range`, `punch_hole`,
 //! `rename`, `remove_file`, `create_dir_all`, `sync_dir`, and `open_lock_file` when it creates
 //! the file. [`SimStorage::set_crash_at`] makes one
 //! of them, and every call after it, fail as if the machine lost power there;

@@ -335,6 +335,14 @@ impl File for UringFile {
         self.file.zero_range(offset, len)
     }
 
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        self.file.punch_hole(offset, len)
+    }
+
+    fn allocated_bytes(&self) -> io::Result<u64> {
+        self.file.allocated_bytes()
+    }
+
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.file.raw_fd()
     }

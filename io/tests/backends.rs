@@ -88,6 +88,7 @@ each_backend!(
     reads_at_the_end_are_short,
     set_len_truncates_and_extends_with_zeros,
     zero_range_reads_zeros_and_keeps_the_length,
+    punch_hole_frees_whole_pages_and_keeps_the_length,
     allocate_keeps_the_length,
     rename_replaces_the_target,
     read_dir_is_sorted,
@@ -275,6 +276,44 @@ fn zero_range_reads_zeros_and_keeps_the_length(env: &Env) {
     assert!(map[4096..2 * 4096].iter().all(|&b| b == 0));
     assert!(map[2 * 4096..3 * 4096].iter().all(|&b| b == 0xee));
     assert!(map[3 * 4096..].iter().all(|&b| b == 0));
+}
+
+fn punch_hole_frees_whole_pages_and_keeps_the_length(env: &Env) {
+    let f = env.create("punch");
+    let len = 64 * 4096 + 100;
+    f.write_batch(
+        &[WriteAt {
+            offset: 0,
+            data: &vec![0xab; len],
+        }],
+        true,
+    )
+    .unwrap();
+    let before = f.allocated_bytes().unwrap();
+    assert!(before >= len as u64 - 4096, "{before} allocated of {len}");
+    if !f.punch_hole(4096, 48 * 4096).unwrap() {
+        eprintln!("note: this filesystem cannot punch holes; nothing was changed");
+        assert!(read_all(env, "punch").iter().all(|&b| b == 0xab));
+        return;
+    }
+    f.sync_data().unwrap();
+    assert_eq!(f.len().unwrap(), len as u64);
+    let map = f.map().unwrap();
+    assert!(map[..4096].iter().all(|&b| b == 0xab));
+    assert!(map[4096..49 * 4096].iter().all(|&b| b == 0));
+    assert!(map[49 * 4096..].iter().all(|&b| b == 0xab));
+    let after = f.allocated_bytes().unwrap();
+    assert_eq!(before - after, 48 * 4096, "{before} -> {after}");
+    // Writing into the hole allocates that page again.
+    f.write_batch(
+        &[WriteAt {
+            offset: 8192,
+            data: &[1],
+        }],
+        true,
+    )
+    .unwrap();
+    assert_eq!(f.allocated_bytes().unwrap(), after + 4096);
 }
 
 fn allocate_keeps_the_length(env: &Env) {

@@ -134,7 +134,9 @@ pub fn dump(
             seed,
             segment_id: id,
         };
-        let result = segment::scan(&bytes, &expect, |h, payload| {
+        // A released dead prefix is skipped: the dump starts at the base point's marker.
+        let live = manifest.live_start(id);
+        let result = segment::scan_from(&bytes, &expect, live, |h, payload| {
             record(&DumpRecord::from_header(id, h, payload))
         });
         end(id, &path, &dump_end(result, sealed));

@@ -367,7 +367,9 @@ fn permission_error(e: &crate::ReadError) -> Option<std::io::Error> {
 }
 
 /// Checks one listed segment: its records against the manifest, its first LSN, and how it
-/// ends against what the manifest records of its seal.
+/// ends against what the manifest records of its seal. A released dead prefix is not read (it
+/// may be a hole, or the old records if the release did not reach the disk): the scan starts
+/// at the base point's marker.
 fn check_segment(
     c: &mut Checker<'_>,
     header: &VaultHeader,
@@ -386,7 +388,8 @@ fn check_segment(
         seed,
         segment_id: seg.segment_id,
     };
-    let Some((scan, records)) = scan_records(c, &path, &bytes, &expect, manifest) else {
+    let live = manifest.live_start(seg.segment_id);
+    let Some((scan, records)) = scan_records(c, &path, &bytes, &expect, manifest, live) else {
         return;
     };
     if is_last {
@@ -418,14 +421,13 @@ fn check_segment(
                 );
             }
             let footer = scan.footer.as_ref().expect("a sealed scan has its footer");
+            let from = live.map_or(0, |l| l.lsn);
             check_footer_index(
                 c,
-                &path,
-                seg.segment_id,
-                *footer_offset,
-                footer,
+                (&path, seg.segment_id, *footer_offset),
+                &footer_from(footer, from),
                 &records,
-                manifest_points,
+                &points_from(manifest_points, from),
             );
         }
         (end, _) => check_unsealed_end(
@@ -454,12 +456,13 @@ fn scan_records(
     bytes: &[u8],
     expect: &Expect,
     manifest: &Manifest,
+    live: Option<segment::LiveStart>,
 ) -> Option<(segment::Scan, SegmentRecords)> {
     let mut extents = Vec::new();
     let mut points = Vec::new();
     let mut problems = Vec::new();
     let sizes = &mut c.sizes;
-    let scan = segment::scan(bytes, expect, |h, payload| match h.kind {
+    let scan = segment::scan_from(bytes, expect, live, |h, payload| match h.kind {
         RecordKind::Write | RecordKind::Zero => {
             if let Some(problem) = check_extent(manifest, sizes, h, payload) {
                 problems.push((h.segment_offset, problem));
@@ -511,13 +514,30 @@ fn seal_agrees(
         && info.file_bytes == valid_end
 }
 
+/// The entries of `footer` from LSN `from` on: those of the records a scan from a released
+/// prefix's live start reads.
+fn footer_from(footer: &segment::FooterIndex, from: u64) -> segment::FooterIndex {
+    let extents = footer.extents.iter().filter(|e| e.lsn >= from);
+    let points = footer.points.iter().filter(|p| p.lsn >= from);
+    segment::FooterIndex {
+        extents: extents.cloned().collect(),
+        points: points.cloned().collect(),
+    }
+}
+
+/// The manifest's points of a segment from LSN `from` on.
+fn points_from<'m>(
+    points: &[&'m replog_format::manifest::PointRef],
+    from: u64,
+) -> Vec<&'m replog_format::manifest::PointRef> {
+    points.iter().copied().filter(|p| p.lsn >= from).collect()
+}
+
 /// Checks a sealed segment's footer index against the records scanned, and the points the
 /// manifest lists for the segment against the footer's.
 fn check_footer_index(
     c: &mut Checker<'_>,
-    path: &Path,
-    segment_id: u64,
-    footer_offset: u64,
+    (path, segment_id, footer_offset): (&Path, u64, u64),
     footer: &segment::FooterIndex,
     records: &SegmentRecords,
     manifest_points: &[&replog_format::manifest::PointRef],

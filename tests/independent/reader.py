@@ -197,7 +197,7 @@ def read_manifest(vault, vh):
     version, reserved, body_bytes, body_crc, header_crc = u("IIQII", data, 8)
     if header_crc != crc(data[:28]):
         fail(where, 28, "the header CRC does not match")
-    if version not in (1, 2) or reserved != 0:
+    if version not in (1, 2, 4) or reserved != 0:
         fail(where, 8, f"version {version}")
     if 32 + body_bytes != len(data) or body_bytes > 1 << 30:
         fail(where, 16, f"body of {body_bytes} bytes in a file of {len(data)}")
@@ -211,10 +211,14 @@ def read_manifest(vault, vh):
     if c.int("I") != 0:
         fail(where, 32 + 32, "flags are not zero")
     m["disks"] = [read_disk_entry(c) for _ in range(c.int("I"))]
-    m["segments"] = [read_segment_entry(c) for _ in range(c.int("I"))]
+    m["segments"] = [read_segment_entry(c, version) for _ in range(c.int("I"))]
     m["points"] = [read_manifest_point(c) for _ in range(c.int("I"))]
     m["retired"] = set()
-    if version == 2:
+    if version == 4 and not any(s["released"] for s in m["segments"]):
+        fail(where, 32, "a version 4 manifest with no released prefix")
+    # Version 4 (without a resize, which this reader does not know) has the lifecycle section
+    # when bytes are left.
+    if version == 2 or (version == 4 and c.pos < len(body)):
         flags = c.int("I")
         pins, retired = c.int("I"), c.int("I")
         c.zero(4)
@@ -248,7 +252,7 @@ def read_disk_entry(c):
     return d
 
 
-def read_segment_entry(c):
+def read_segment_entry(c, version):
     s = {
         "segment_id": c.int("Q"),
         "first_lsn": c.int("Q"),
@@ -258,7 +262,11 @@ def read_segment_entry(c):
         "footer_crc": c.int("I"),
         "sealed": c.int("B"),
     }
-    c.zero(3)
+    flags = c.int("B")
+    if flags & ~1 or (flags and (version != 4 or not s["sealed"])):
+        fail("MANIFEST", 32 + c.pos - 1, f"segment flags {flags:#x}")
+    s["released"] = flags == 1
+    c.zero(2)
     return s
 
 
@@ -446,8 +454,9 @@ def parse_point_payload(r, rel):
     }
 
 
-def read_sealed(data, rel, vh, entry):
-    """Records and points of a sealed segment, from its footer (no scan)."""
+def read_sealed(data, rel, vh, entry, live_lsn=0):
+    """Records and points of a sealed segment, from its footer (no scan). With a released dead
+    prefix, the records before the base point's marker (LSN `live_lsn`) are not read."""
     footer_at, seg_id = entry["footer_offset"], entry["segment_id"]
     footer = parse_record(data, footer_at, rel, vh, seg_id)
     if footer is None or footer["kind"] != KIND_FOOTER or footer["crc"] != entry["footer_crc"]:
@@ -473,12 +482,14 @@ def read_sealed(data, rel, vh, entry):
     if trailer_at + TRAILER != entry["file_bytes"]:
         fail(rel, trailer_at, "the trailer does not end where the manifest says")
     zeros(data, entry["file_bytes"], len(data), rel)
-    records, points = parse_footer_index(data, footer, rel, vh, seg_id)
+    records, points = parse_footer_index(data, footer, rel, vh, seg_id, live_lsn)
     check_packed(records + points, footer_at, entry, rel, t_count)
     return records, points
 
 
-def parse_footer_index(data, footer, rel, vh, seg_id):
+def parse_footer_index(data, footer, rel, vh, seg_id, live_lsn=0):
+    """The footer's records, each read and checked; those before `live_lsn` (a released dead
+    prefix, which may be a hole) are taken from the footer alone."""
     c = Cursor(footer["payload"], rel, footer["offset"] + RECORD_HEADER)
     extent_count, point_count = c.int("I"), c.int("I")
     records = []
@@ -487,6 +498,10 @@ def parse_footer_index(data, footer, rel, vh, seg_id):
         disk_id, stored_len, record_crc = c.int("I"), c.int("I"), c.int("I")
         kind, flags = c.int("B"), c.int("B")
         c.zero(2)
+        if lsn < live_lsn:
+            end = offset + RECORD_HEADER + stored_len
+            records.append({"lsn": lsn, "offset": offset, "end": end, "kind": kind})
+            continue
         r = parse_record(data, offset, rel, vh, seg_id)
         named = (lsn, disk_offset, length, disk_id, stored_len, record_crc, kind, flags)
         if r is None or named != tuple(
@@ -503,6 +518,11 @@ def parse_footer_index(data, footer, rel, vh, seg_id):
         time_ns, kind = c.int("q"), c.int("B")
         c.zero(1)
         label = c.take(c.int("H")).decode("utf-8")
+        if lsn < live_lsn:
+            end = offset + RECORD_HEADER + 20 + len(label.encode("utf-8"))
+            point = {"point_id": point_id, "time_unix_ns": time_ns, "kind": kind, "label": label}
+            points.append({"lsn": lsn, "offset": offset, "end": end, "point": point})
+            continue
         r = parse_record(data, offset, rel, vh, seg_id)
         if r is None or r["kind"] != KIND_POINT or r["lsn"] != lsn:
             fail(rel, offset, "the point record is not the one the footer indexes")
@@ -561,7 +581,13 @@ def read_journal(vault, vh, m):
         data = read_file(os.path.join(vault, rel), rel)
         read_segment_header(data, rel, vh, entry)
         if entry["sealed"]:
-            recs, pts = read_sealed(data, rel, vh, entry)
+            live_lsn = m["base_lsn"] if entry["released"] else 0
+            if live_lsn and not any(
+                p["lsn"] == live_lsn and p["segment_id"] == entry["segment_id"]
+                for p in m["points"]
+            ):
+                fail("MANIFEST", 0, f"segment {entry['segment_id']} released without the base point")
+            recs, pts = read_sealed(data, rel, vh, entry, live_lsn)
         else:
             if any(entry[k] for k in ("last_lsn", "footer_offset", "file_bytes", "footer_crc")):
                 fail("MANIFEST", 0, f"open segment {entry['segment_id']} has sealed fields")

@@ -11,11 +11,21 @@
 //! - no leftover: `bases/` holds exactly the manifest's generations and `journal/` exactly its
 //!   segments (deletions a crash interrupted were redone);
 //! - `verify` finds no damage;
+//! - the dead prefix the manifest marks as released reads as zeros and is a hole (the punch is
+//!   redone by the writer open after the crash if it was lost), so the space is freed either by
+//!   the prune itself or by the next open or prune;
 //! - running the prune again completes it: the points offered are exactly the ones kept.
+//!
+//! The workloads whose new base lies past the first page of a segment that stays (keep the last
+//! 4, keep the last 2 with the base in the open segment) cover the dead-prefix release: the
+//! seal of the open segment around the base, the manifest that marks the prefix, the punch, the
+//! length set again and the sync.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use replog_format::layout;
+use replog_format::manifest::Manifest;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
@@ -122,7 +132,57 @@ fn workloads() -> Vec<Workload> {
             ..PruneOptions::default()
         },
     };
-    vec![keep_last, policy, into_open]
+    let (image, model) = prepare(None, &[], Compression::None);
+    let release_open = Workload {
+        name: "base into the open segment, its prefix released",
+        image,
+        model,
+        opts: PruneOptions {
+            keep_last: Some(2),
+            ..PruneOptions::default()
+        },
+    };
+    vec![keep_last, policy, into_open, release_open]
+}
+
+/// The dead prefixes the manifest marks as released that are not a hole reading as zeros.
+fn unreleased_prefixes(sim: &Arc<SimStorage>) -> Vec<String> {
+    let dir = Path::new(DIR);
+    let read = |path: &Path| -> Result<(Vec<u8>, u64), String> {
+        let f = sim
+            .open(path, replog_io::OpenMode::Read)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = f.map().map_err(|e| e.to_string())?.to_vec();
+        Ok((bytes, f.allocated_bytes().map_err(|e| e.to_string())?))
+    };
+    let manifest = match read(&dir.join("MANIFEST"))
+        .and_then(|(b, _)| Manifest::decode(&b).map_err(|e| e.to_string()))
+    {
+        Ok(m) => m,
+        Err(e) => return vec![format!("the manifest does not read: {e}")],
+    };
+    let mut violations = Vec::new();
+    for s in &manifest.segments {
+        let Some(end) = manifest.released_prefix(s.segment_id) else {
+            continue;
+        };
+        let path = layout::segment_path(dir, s.segment_id);
+        match read(&path) {
+            Ok((bytes, allocated)) => {
+                let hole = &bytes[4096..end as usize];
+                let whole_pages = (bytes.len() as u64).div_ceil(4096) * 4096;
+                if hole.iter().any(|&b| b != 0) || allocated > whole_pages - (end - 4096) {
+                    violations.push(format!(
+                        "{}: the released prefix [4096, {end}) is not a hole ({allocated} bytes allocated of {})",
+                        path.display(),
+                        bytes.len()
+                    ));
+                }
+            }
+            Err(e) => violations.push(e),
+        }
+    }
+    violations
 }
 
 /// Runs the prune on a fresh copy; returns the report and the simulator.
@@ -165,6 +225,7 @@ fn after_crash(
         Ok(w) => drop(w),
         Err(e) => return vec![format!("Writer::open after the crash failed: {e}")],
     }
+    violations.extend(unreleased_prefixes(sim));
     let before = live_files(sim);
     match Writer::open(storage.clone(), dir) {
         Ok(w) => drop(w),
@@ -207,6 +268,7 @@ fn after_crash(
     }
     drop(w);
     violations.extend(leftovers(sim));
+    violations.extend(unreleased_prefixes(sim));
     match replog_reader::Vault::open(storage, dir) {
         Ok(v) => violations.extend(check_listed_points(&v, &wl.model)),
         Err(e) => violations.push(format!("the vault does not open after the prune: {e}")),
@@ -235,6 +297,15 @@ fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
             wl.name
         );
         assert!(!c.segments_dropped.is_empty(), "{}: {c:?}", wl.name);
+        if wl.opts.keep_last == Some(2) {
+            assert!(
+                !c.prefixes_released.is_empty() && c.prefix_bytes_released > 0,
+                "{}: no dead prefix released: {c:?}",
+                wl.name
+            );
+        }
+        let unreleased = unreleased_prefixes(&sim);
+        assert!(unreleased.is_empty(), "{}: {unreleased:?}", wl.name);
         let clean_violations = leftovers(&sim);
         assert!(
             clean_violations.is_empty(),
@@ -249,18 +320,20 @@ fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
             v
         });
         eprintln!(
-            "compaction crashes, {}: {n} operations x {seeds} seeds = {} crashes, {} with violations, {:.1}s; the prune keeps {} points, drops {} segments",
+            "compaction crashes, {}: {n} operations x {seeds} seeds = {} crashes, {} with violations, {:.1}s; the prune keeps {} points, drops {} segments, releases the prefix of segments {:?} ({} bytes)",
             wl.name,
             swept.cases,
             swept.violating,
             t.elapsed().as_secs_f64(),
             kept.len(),
-            c.segments_dropped.len()
+            c.segments_dropped.len(),
+            c.prefixes_released,
+            c.prefix_bytes_released
         );
         all.add(swept);
     }
     eprintln!(
-        "compaction crashes: {} crashes over 3 workloads, {} with violations, {:.1}s",
+        "compaction crashes: {} crashes over 4 workloads, {} with violations, {:.1}s",
         all.cases,
         all.violating,
         started.elapsed().as_secs_f64()

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use replog_format::lifecycle::Lifecycle;
-use replog_vault::{Churn, LifecycleState, PointChoice, Pruned, RetentionChange, Vault};
+use replog_vault::{Churn, DiskUsage, LifecycleState, PointChoice, Pruned, RetentionChange, Vault};
 use replog_writer::{
     LeaseOutcome, LeaseWait, MigrationOptions, MigrationPhase, MigrationRecord, MigrationReport,
     PruneOptions, RetentionPolicy,
@@ -159,7 +159,59 @@ fn prune_json(pruned: &Pruned, dry_run: bool) -> Value {
         "disk_usage_before": before,
         "disk_usage_after": after,
         "bytes_reclaimed": before.saturating_sub(after),
+        "allocated_before": usage_json(&pruned.kinds_before),
+        "allocated_after": usage_json(&pruned.kinds_after),
+        "prefixes_released": c.prefixes_released,
+        "prefix_bytes_released": c.prefix_bytes_released,
+        "release_unsupported": c.release_unsupported.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
     })
+}
+
+/// Allocated bytes per kind of file, as measured (`st_blocks`).
+fn usage_json(u: &DiskUsage) -> Value {
+    json!({
+        "journal": u.journal,
+        "bases": u.bases,
+        "index": u.index,
+        "other": u.other,
+        "total": u.total(),
+    })
+}
+
+/// The allocated bytes of each kind of file before and after, and what the release of dead
+/// prefixes did.
+fn print_usage_kinds(pruned: &Pruned) {
+    let (b, a) = (&pruned.kinds_before, &pruned.kinds_after);
+    let kind = |name: &str, before: u64, after: u64| {
+        format!("{name} {} -> {}", human_bytes(before), human_bytes(after))
+    };
+    println!(
+        "allocated: {}, {}, {}, {}",
+        kind("journal", b.journal, a.journal),
+        kind("bases", b.bases, a.bases),
+        kind("index", b.index, a.index),
+        kind("other", b.other, a.other),
+    );
+    let c = &pruned.compaction;
+    if !c.prefixes_released.is_empty() {
+        println!(
+            "released the dead prefix of segment {} ({} freed)",
+            join(&c.prefixes_released),
+            human_bytes(c.prefix_bytes_released)
+        );
+    }
+    if !c.prefixes_deferred.is_empty() {
+        println!(
+            "the dead prefix of segment {} is released once the readers of an older snapshot finish (by the next prune or writer open)",
+            join(&c.prefixes_deferred)
+        );
+    }
+    for path in &c.release_unsupported {
+        println!(
+            "note: {} is on a filesystem that cannot punch holes; its dead prefix stays allocated until the segment is deleted",
+            path.display()
+        );
+    }
 }
 
 fn print_prune(pruned: &Pruned, dry_run: bool) {
@@ -211,6 +263,7 @@ fn print_prune(pruned: &Pruned, dry_run: bool) {
         human_bytes(after),
         human_bytes(before.saturating_sub(after)),
     );
+    print_usage_kinds(pruned);
 }
 
 fn lease_json(l: &LeaseOutcome) -> Value {

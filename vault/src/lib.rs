@@ -54,6 +54,6 @@ pub use import::{
 };
 pub use location::{Access, Location, Tier, Vault};
 pub use remote::{RemoteRpo, RemoteStatus, Synced, add_remote, remote_status, sync};
-pub use retention::{Pruned, RetentionChange, disk_usage};
+pub use retention::{DiskUsage, Pruned, RetentionChange, disk_usage};
 pub use state::{Churn, LifecycleState, Reclaimable};
 pub use test_failover::{EndedTestFailover, TestFailover};

@@ -78,6 +78,56 @@ pub struct Pruned {
     pub usage_before: u64,
     /// Allocated bytes of the vault after.
     pub usage_after: u64,
+    /// Allocated bytes before, per kind of file.
+    pub kinds_before: DiskUsage,
+    /// Allocated bytes after, per kind of file.
+    pub kinds_after: DiskUsage,
+}
+
+/// Allocated bytes (`st_blocks` x 512) of a vault's files, per kind: what `du` counts, so
+/// what pruning gives back is measured rather than computed from file lengths (a released
+/// dead prefix is a hole, the same length with fewer blocks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Journal segments, `journal/`.
+    pub journal: u64,
+    /// Base images, `bases/`.
+    pub bases: u64,
+    /// Checkpoint indexes, `index/`.
+    pub index: u64,
+    /// Everything else: manifest, digest caches, leases, quarantine, remote state.
+    pub other: u64,
+}
+
+impl DiskUsage {
+    /// Measures the files under the vault directory `dir`.
+    pub fn measure(dir: &Path) -> DiskUsage {
+        let journal = disk_usage(&dir.join("journal"));
+        let bases = disk_usage(&dir.join("bases"));
+        let index = disk_usage(&dir.join("index"));
+        let other = disk_usage(dir).saturating_sub(journal + bases + index);
+        DiskUsage {
+            journal,
+            bases,
+            index,
+            other,
+        }
+    }
+
+    /// The sum over every kind.
+    pub fn total(&self) -> u64 {
+        self.journal + self.bases + self.index + self.other
+    }
+
+    /// What went from `self` (before) to `after`, per kind: bytes freed (0 where it grew).
+    pub fn freed_to(&self, after: &DiskUsage) -> DiskUsage {
+        DiskUsage {
+            journal: self.journal.saturating_sub(after.journal),
+            bases: self.bases.saturating_sub(after.bases),
+            index: self.index.saturating_sub(after.index),
+            other: self.other.saturating_sub(after.other),
+        }
+    }
 }
 
 impl Pruned {
@@ -112,7 +162,7 @@ impl Vault {
 
     /// Applies the retention policy (or keeps the newest points), then compacts.
     pub fn prune(&self, opts: &PruneOptions) -> Result<Pruned> {
-        let usage_before = disk_usage(self.dir());
+        let kinds_before = DiskUsage::measure(self.dir());
         let mut w = self.writer()?;
         let report = w.prune(opts)?;
         let base_lsn = w.manifest().base_lsn;
@@ -122,11 +172,14 @@ impl Vault {
             base_lsn_after: base_lsn,
             ..Default::default()
         });
+        let kinds_after = DiskUsage::measure(self.dir());
         Ok(Pruned {
             report,
             compaction,
-            usage_before,
-            usage_after: disk_usage(self.dir()),
+            usage_before: kinds_before.total(),
+            usage_after: kinds_after.total(),
+            kinds_before,
+            kinds_after,
         })
     }
 }

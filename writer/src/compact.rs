@@ -92,6 +92,17 @@ pub struct CompactReport {
     pub new_base_bytes: u64,
     /// Old files a reader's snapshot still names, left for a later prune or writer open.
     pub deferred: Vec<PathBuf>,
+    /// Segments whose dead prefix was released: a hole punched from after the header to the
+    /// page of the new base point's marker (see `Manifest::released_prefix`).
+    pub prefixes_released: Vec<u64>,
+    /// Allocated bytes that release gave back (`st_blocks` before less after).
+    pub prefix_bytes_released: u64,
+    /// Segments whose dead prefix the committed manifest marks but a reader's older snapshot
+    /// may still read: released by a later prune or writer open (as `deferred` files are).
+    pub prefixes_deferred: Vec<u64>,
+    /// Segment files on a filesystem that cannot punch holes: their dead prefix stays
+    /// allocated (nothing is written over it instead).
+    pub release_unsupported: Vec<PathBuf>,
     /// How leases affected it.
     pub lease: LeaseOutcome,
     /// Whether a manifest was committed.
@@ -146,6 +157,7 @@ impl Compaction<'_> {
             return Ok(report);
         }
         let rolled = if target > base_lsn {
+            self.seal_around(target)?;
             self.roll_bases(target)?
         } else {
             Vec::new()
@@ -169,8 +181,25 @@ impl Compaction<'_> {
         let old_files = self.superseded_files(&rolled, &dropped, &mut report)?;
         report.segments_dropped = dropped;
         drop(registrations);
-        report.deferred = self.delete_superseded(old_files, target, &live, req.wait, started)?;
+        self.delete_superseded(old_files, target, &live, (req.wait, started), &mut report)?;
         Ok(report)
+    }
+
+    /// When the new base point is in the open segment past its first data page, seals the
+    /// segment (an ordinary rotation, durable before anything else) so that its dead prefix,
+    /// everything before the point, can be released: only a sealed segment, read through its
+    /// footer and never scanned by recovery, may have a hole.
+    fn seal_around(&mut self, target: u64) -> Result<()> {
+        let unit = replog_format::manifest::RELEASE_UNIT_BYTES;
+        let active = self.journal.active();
+        let past_first_page = active
+            .points
+            .iter()
+            .any(|p| p.lsn == target && p.record_offset / unit * unit > unit);
+        if active.first_lsn <= target && past_first_page {
+            self.journal.seal(&mut self.vault.manifest)?;
+        }
+        Ok(())
     }
 
     /// Commits the manifest after compaction and records in `report` which points went:
@@ -226,17 +255,18 @@ impl Compaction<'_> {
         Ok(old_files)
     }
 
-    /// Deletes the files the committed manifest no longer names, unless a live lease was taken
-    /// against an older manifest (its snapshot may still read them): then waits for it as asked,
-    /// or leaves them and returns them.
+    /// Deletes the files the committed manifest no longer names and releases the dead prefix it
+    /// marks, unless a live lease was taken against an older manifest (its snapshot may still
+    /// read them): then waits for it as asked, or leaves them (in `report.deferred`; a later
+    /// prune or writer open finishes).
     fn delete_superseded(
         &self,
         files: Vec<PathBuf>,
         target: u64,
         live: &[LiveLease],
-        wait: LeaseWait,
-        started: Instant,
-    ) -> Result<Vec<PathBuf>> {
+        (wait, started): (LeaseWait, Instant),
+        report: &mut CompactReport,
+    ) -> Result<()> {
         let old_snapshot = |live: &[LiveLease]| live.iter().any(|l| l.snapshot_base_lsn() < target);
         let mut readers_of_old = old_snapshot(live);
         while readers_of_old {
@@ -250,10 +280,24 @@ impl Compaction<'_> {
             readers_of_old = old_snapshot(&self.vault.live_leases()?.1);
         }
         if readers_of_old {
-            return Ok(files);
+            report.deferred = files;
+            let marked = self.vault.manifest.segments.iter();
+            report.prefixes_deferred = marked
+                .filter(|s| s.prefix_released)
+                .map(|s| s.segment_id)
+                .collect();
+            return Ok(());
         }
         self.vault.remove_files(files.into_iter())?;
-        Ok(Vec::new())
+        let released = crate::files::release_prefixes(
+            self.vault.storage.as_ref(),
+            self.vault.dir(),
+            &self.vault.manifest,
+        )?;
+        report.prefixes_released = released.segments;
+        report.prefix_bytes_released = released.bytes;
+        report.release_unsupported = released.unsupported;
+        Ok(())
     }
 
     /// Holds the registration lock once no live lease is below `lsn`; `Err(description)` of the
@@ -311,6 +355,16 @@ impl Compaction<'_> {
         m.segments.retain(|s| !dropped.contains(&s.segment_id));
         m.points
             .retain(|p| p.lsn == target || !dropped.contains(&p.segment_id));
+        // The first segment left holds the new base point when it straddles it: everything
+        // before the point's marker page is dead and is released after this commit.
+        let released = m
+            .segments
+            .first()
+            .filter(|s| s.sealed.is_some() && m.release_end(s.segment_id).is_some())
+            .map(|s| s.segment_id);
+        for seg in &mut m.segments {
+            seg.prefix_released = Some(seg.segment_id) == released;
+        }
         let open_points = &self.journal.active().points;
         let exists = |id: u64| {
             m.points.iter().any(|p| p.point.point_id == id)

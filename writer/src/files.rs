@@ -58,3 +58,72 @@ pub(crate) fn live_leases(
         .map_err(|e| WriteError::read(WriteErrorKind::Io, None, e))?;
     Ok((registrations, live))
 }
+
+/// What releasing the dead prefixes of a manifest's segments did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Released {
+    /// Segments whose prefix is now a hole (punched now, or already).
+    pub(crate) segments: Vec<u64>,
+    /// Allocated bytes given back (`st_blocks` before less after, over those segments).
+    pub(crate) bytes: u64,
+    /// Segment files whose filesystem cannot punch holes: nothing was released there.
+    pub(crate) unsupported: Vec<PathBuf>,
+}
+
+/// Releases the dead prefix of every segment `manifest` marks (see
+/// `Manifest::released_prefix`): a hole punched over `[4096, end)`, keeping the header page and
+/// the base point's marker page, then the file's length set again (filesystems free blocks
+/// reserved past the end there: the preallocation of a segment sealed early), then a data sync
+/// so that the punch is durable. The manifest marking the segment must be durable first: an
+/// older manifest would read the hole as missing records. Idempotent, so recovery redoes it
+/// after a crash. A filesystem that cannot punch holes gets nothing written: the range would
+/// take the same space as zeros, and it is reported instead.
+pub(crate) fn release_prefixes(
+    storage: &dyn Storage,
+    dir: &Path,
+    manifest: &replog_format::manifest::Manifest,
+) -> Result<Released> {
+    let mut out = Released::default();
+    for s in &manifest.segments {
+        let Some(end) = manifest.released_prefix(s.segment_id) else {
+            continue;
+        };
+        let path = replog_format::layout::segment_path(dir, s.segment_id);
+        let start = replog_format::manifest::RELEASE_UNIT_BYTES;
+        let io = |at: u64, what: &str| {
+            let path = path.clone();
+            let what = what.to_owned();
+            move |e| WriteError::io(&path, Some(at), &what, e)
+        };
+        let f = match storage.open(&path, OpenMode::ReadWrite) {
+            Ok(f) => f,
+            // Evicted to a remote (tiered storage): nothing of it is here to release.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(0, "opening to release its dead prefix")(e)),
+        };
+        if f.next_data(start)
+            .map_err(io(start, "looking for data"))?
+            .is_none_or(|(data, _)| data >= end)
+        {
+            out.segments.push(s.segment_id);
+            continue;
+        }
+        let before = f.allocated_bytes().map_err(io(0, "measuring"))?;
+        let what = "punching a hole over the released prefix";
+        if !f.punch_hole(start, end - start).map_err(io(start, what))? {
+            out.unsupported.push(path);
+            continue;
+        }
+        let len = f.len().map_err(io(0, "measuring"))?;
+        f.set_len(len).map_err(io(
+            len,
+            "setting the length (freeing space reserved past the end)",
+        ))?;
+        f.sync_data()
+            .map_err(io(start, "syncing the released prefix"))?;
+        let after = f.allocated_bytes().map_err(io(0, "measuring"))?;
+        out.bytes += before.saturating_sub(after);
+        out.segments.push(s.segment_id);
+    }
+    Ok(out)
+}

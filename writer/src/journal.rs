@@ -547,6 +547,7 @@ impl Journal {
             segment_id: next.id,
             first_lsn: next.first_lsn,
             sealed: None,
+            prefix_released: false,
         });
         new.generation += 1;
         crate::manifest_io::store(self.files.storage.as_ref(), &self.files.dir, &new)?;

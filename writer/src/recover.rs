@@ -8,6 +8,7 @@
 //! | `digests/<disk>.dig.tmp` | removed: an interrupted ingest or disk addition; never renamed into place |
 //! | a base generation newer than the manifest's, or of a disk it does not list | removed: an interrupted compaction or disk addition |
 //! | an older base generation, a segment before the first listed | removed once no reader's lease names an older manifest: a compaction committed but did not finish deleting |
+//! | a sealed segment marked as having its dead prefix released (manifest version 4) | the hole is punched again and synced, once no reader's lease names an older manifest: a compaction committed the mark and may not have punched |
 //! | open segment ends cleanly (EOF or zeros) | append from there |
 //! | open segment has a torn tail at X | bytes from X copied to `quarantine/`, zeroed, synced; append from X |
 //! | open segment is sealed (footer + trailer) | the rotation is completed: next segment created, manifest updated |
@@ -471,7 +472,8 @@ impl Recovery<'_> {
     /// (written, never committed) and files an older manifest named that a committed compaction did
     /// not get to delete (older base generations, segments before the first listed one). The
     /// latter only once no live lease was taken against an older manifest: a reader's snapshot may
-    /// still name them (they are then left for a later open or prune). `leases/` and `index/` are
+    /// still name them (they are then left for a later open or prune). Under the same condition,
+    /// releases the dead prefix the manifest marks (idempotent). `leases/` and `index/` are
     /// not touched.
     fn remove_superseded(&mut self) -> Result<()> {
         let s = self.storage;
@@ -503,16 +505,23 @@ impl Recovery<'_> {
                 older.push(journal.join(&name));
             }
         }
-        if !older.is_empty() {
+        let marked = self.manifest.segments.iter().any(|s| s.prefix_released);
+        let mut release = false;
+        if !older.is_empty() || marked {
             let (registrations, live) = live_leases(self.storage, self.dir, self.seed)?;
             let base_lsn = self.manifest.base_lsn;
             if live.iter().all(|l| l.snapshot_base_lsn() >= base_lsn) {
                 newer.append(&mut older);
+                release = marked;
             }
             drop(registrations);
         }
         remove_files(self.storage, newer.iter().cloned())?;
         self.report.removed.extend(newer);
+        if release {
+            // A compaction committed the mark and may not have punched (or synced) the hole.
+            crate::files::release_prefixes(self.storage, self.dir, &self.manifest)?;
+        }
         Ok(())
     }
 

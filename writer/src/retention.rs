@@ -250,7 +250,8 @@ impl Retention<'_> {
             now,
         );
         let mut report = PruneReport {
-            journal_bytes_reclaimable: reclaimable(self.vault, plan.base().map(|p| p.lsn))?,
+            journal_bytes_reclaimable: reclaimable(self.vault, plan.base().map(|p| p.lsn))?
+                + prefix_reclaimable(self.vault, plan.base()),
             plan,
             compaction: None,
         };
@@ -320,6 +321,25 @@ pub(crate) fn reclaimable(vault: &VaultState, lsn: Option<u64>) -> Result<u64> {
         }
     }
     Ok(bytes)
+}
+
+/// Bytes of the dead prefix a compaction to `base` would release in the segment holding it,
+/// when that segment stays (it holds records after the point): from after its header to the
+/// page of the point's marker.
+fn prefix_reclaimable(vault: &VaultState, base: Option<&PointInfo>) -> u64 {
+    let unit = replog_format::manifest::RELEASE_UNIT_BYTES;
+    let Some(p) = base else { return 0 };
+    let dropped = vault
+        .manifest
+        .segments
+        .iter()
+        .any(|s| s.segment_id == p.segment_id && s.sealed.is_some_and(|i| i.last_lsn <= p.lsn));
+    let end = p.record_offset / unit * unit;
+    if dropped || end <= unit {
+        return 0;
+    }
+    let already = vault.manifest.released_prefix(p.segment_id).unwrap_or(unit);
+    end.saturating_sub(already.max(unit))
 }
 
 /// LSNs of points under a persistent lease (a test failover): never pruned.

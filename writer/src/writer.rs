@@ -115,6 +115,7 @@ impl Writer {
                 segment_id: 1,
                 first_lsn: 1,
                 sealed: None,
+                prefix_released: false,
             }],
             points: Vec::new(),
             lifecycle: Default::default(),

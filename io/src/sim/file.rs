@@ -170,6 +170,21 @@ impl File for SimFile {
         Ok(())
     }
 
+    /// A counted operation (`FaultOp::ZeroRange` for injected errors, which change nothing);
+    /// see [`Inode::punch`](super::tree::Inode) for what a crash leaves.
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let mut state = self.state_for_write()?;
+        state.begin_plain(FaultOp::ZeroRange, &[&self.path])?;
+        check_end(offset, len)?;
+        self.inode(&mut state).punch(offset, offset + len);
+        Ok(true)
+    }
+
+    fn allocated_bytes(&self) -> io::Result<u64> {
+        let mut state = self.state()?;
+        Ok(self.inode(&mut state).allocated_bytes())
+    }
+
     fn map(&self) -> io::Result<Mapped> {
         let mut state = self.state()?;
         Ok(Mapped::Owned(self.inode(&mut state).live.clone()))

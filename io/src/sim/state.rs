@@ -110,6 +110,7 @@ impl State {
             inode.live.clone_from(&image);
             inode.durable = image;
             inode.pending.clear();
+            inode.settle_holes();
         }
         self.crash_at = None;
         self.crashed_at = None;

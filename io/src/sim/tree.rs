@@ -43,11 +43,22 @@ pub(super) struct Inode {
     pub(super) durable: Vec<u8>,
     pub(super) live: Vec<u8>,
     pub(super) pending: Vec<Pending>,
+    /// Pages ([`PAGE_BYTES`] each, by index) whose space a hole punch released: they occupy
+    /// nothing until written again.
+    pub(super) holes: BTreeSet<u64>,
 }
+
+/// The unit of allocation the simulator models.
+pub(super) const PAGE_BYTES: u64 = 4096;
 
 impl Inode {
     /// Writes `data` at `offset` in the live image (zero-filling any gap) and records it.
     pub(super) fn write(&mut self, offset: u64, data: &[u8]) {
+        if !data.is_empty() && !self.holes.is_empty() {
+            let (first, end) = (offset / PAGE_BYTES, offset + data.len() as u64);
+            let last = end.div_ceil(PAGE_BYTES);
+            self.holes.retain(|&p| p < first || p >= last);
+        }
         splice(&mut self.live, offset, data);
         self.pending.push(Pending::Write {
             offset,
@@ -59,6 +70,43 @@ impl Inode {
     pub(super) fn set_len(&mut self, len: u64) {
         self.live.resize(to_usize(len), 0);
         self.pending.push(Pending::SetLen(len));
+    }
+
+    /// Punches a hole over the whole pages of `[offset, end)` inside the file: they read as
+    /// zeros (a pending write of zeros, so a crash before the next sync may keep, drop or tear
+    /// it, as a punch whose metadata was not yet durable) and occupy no space. Partial pages at
+    /// either end are zeroed and stay allocated, as a real filesystem does.
+    pub(super) fn punch(&mut self, offset: u64, end: u64) {
+        let end = end.min(self.live.len() as u64);
+        if offset >= end {
+            return;
+        }
+        self.write(offset, &vec![0; to_usize(end - offset)]);
+        let first = offset.div_ceil(PAGE_BYTES);
+        let full_end = if end == self.live.len() as u64 {
+            end.div_ceil(PAGE_BYTES)
+        } else {
+            end / PAGE_BYTES
+        };
+        self.holes.extend(first..full_end.max(first));
+    }
+
+    /// The bytes the file occupies: its whole pages less the punched ones.
+    pub(super) fn allocated_bytes(&self) -> u64 {
+        let pages = (self.live.len() as u64).div_ceil(PAGE_BYTES);
+        let holes = self.holes.range(..pages).count() as u64;
+        (pages - holes) * PAGE_BYTES
+    }
+
+    /// After a power loss: a punched page stays released only if what survived of it reads as
+    /// zeros (the punch reached the disk and nothing written over it since did).
+    pub(super) fn settle_holes(&mut self) {
+        let image = &self.live;
+        self.holes.retain(|&p| {
+            let start = to_usize(p * PAGE_BYTES).min(image.len());
+            let end = to_usize((p + 1) * PAGE_BYTES).min(image.len());
+            start < end && image[start..end].iter().all(|&b| b == 0)
+        });
     }
 
     /// A successful data sync: every pending change reaches the durable image.

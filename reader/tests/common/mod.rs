@@ -415,6 +415,7 @@ impl VaultBuilder {
                 segment_id: s.id,
                 first_lsn: s.first_lsn,
                 sealed: s.sealed,
+                prefix_released: false,
             })
             .collect();
         let points = self
