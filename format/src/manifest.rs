@@ -667,15 +667,18 @@ mod tests {
             assert_eq!(Manifest::decode(&v3).unwrap(), m);
         }
         // The flag in a version 2 manifest, or its absence in a version 3 one, is refused.
-        let forge = |m: &Manifest, version: u8| {
-            let mut b = m.encode();
-            b[8] = version;
-            let crc = crc32fast::hash(&b[..28]);
-            b[28..32].copy_from_slice(&crc.to_le_bytes());
-            Manifest::decode(&b).unwrap_err().kind
-        };
-        assert_eq!(forge(&sample_v3(true), 2), DecodeErrorKind::BadField);
-        assert_eq!(forge(&sample_v2(), 3), DecodeErrorKind::BadField);
+        assert_eq!(forged(&sample_v3(true), 2), DecodeErrorKind::BadField);
+        assert_eq!(forged(&sample_v2(), 3), DecodeErrorKind::BadField);
+    }
+
+    /// Why `m`, encoded and then stamped `version` (with its header CRC made good again), does
+    /// not decode.
+    fn forged(m: &Manifest, version: u8) -> DecodeErrorKind {
+        let mut b = m.encode();
+        b[8] = version;
+        let crc = crc32fast::hash(&b[..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        Manifest::decode(&b).unwrap_err().kind
     }
 
     /// Base moved to point 1 (LSN 10, marker at 12000 in sealed segment 1), whose dead prefix
@@ -710,16 +713,9 @@ mod tests {
                 assert!(Manifest::decode(&b).is_err(), "flip at {i} accepted");
             }
         }
-        let forge = |m: &Manifest, version: u8| {
-            let mut b = m.encode();
-            b[8] = version;
-            let crc = crc32fast::hash(&b[..28]);
-            b[28..32].copy_from_slice(&crc.to_le_bytes());
-            Manifest::decode(&b).unwrap_err().kind
-        };
         // The segment flag under an older version, or version 4 without it, is refused.
-        assert_eq!(forge(&sample_v4(true), 3), DecodeErrorKind::BadField);
-        assert_eq!(forge(&sample_v3(true), 4), DecodeErrorKind::BadField);
+        assert_eq!(forged(&sample_v4(true), 3), DecodeErrorKind::BadField);
+        assert_eq!(forged(&sample_v3(true), 4), DecodeErrorKind::BadField);
         // A released prefix needs the base point in that segment, past its first page.
         let mut m = sample_v4(false);
         m.points[0].record_offset = 5000;

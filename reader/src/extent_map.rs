@@ -861,28 +861,37 @@ mod tests {
                 map.compact();
                 continue;
             }
-            let start = start % size;
-            let end = (start + len).min(size);
-            let lsn = i as u64 + 1;
-            let source = match kind {
-                0 => Source::Zero,
-                1 => Source::Base,
-                _ => record(lsn as u32, (end - start) as u32),
-            };
-            map.insert(start, end, source);
-            for at in start..end {
-                model[at as usize] = match source {
-                    Source::Base => (-1, at),
-                    Source::Zero => (-2, 0),
-                    Source::Record(_) => (lsn as i64, at - start),
-                };
-            }
+            apply(&mut map, &mut model, i, (start, len, kind));
             if i % check_every == 0 {
                 assert_eq!(expand(&map), model, "after operation {i}");
             }
         }
         assert_eq!(expand(&map), model);
         map
+    }
+
+    /// Applies operation `i`, `(start, len, kind)` (kind 0 zeros, 1 base, 2 a record of LSN
+    /// `i + 1`; the range wraps into the disk and is clipped at its end), to the map and to the
+    /// byte model: per byte, `(-1, at)` base, `(-2, 0)` zero, `(lsn, offset in the record)`.
+    fn apply(map: &mut ExtentMap, model: &mut [(i64, u64)], i: usize, op: (u64, u64, u8)) {
+        let (start, len, kind) = op;
+        let size = map.size();
+        let start = start % size;
+        let end = (start + len).min(size);
+        let lsn = i as u64 + 1;
+        let source = match kind {
+            0 => Source::Zero,
+            1 => Source::Base,
+            _ => record(lsn as u32, (end - start) as u32),
+        };
+        map.insert(start, end, source);
+        for at in start..end {
+            model[at as usize] = match source {
+                Source::Base => (-1, at),
+                Source::Zero => (-2, 0),
+                Source::Record(_) => (lsn as i64, at - start),
+            };
+        }
     }
 
     /// A deterministic scatter of operations (an LCG).
@@ -964,22 +973,7 @@ mod tests {
             let mut map = ExtentMap::new(size);
             let mut model: Vec<(i64, u64)> = (0..size).map(|at| (-1, at)).collect();
             for (i, (start, len, kind)) in ops.into_iter().enumerate() {
-                let start = start % size;
-                let end = (start + len).min(size);
-                let lsn = i as u64 + 1;
-                let source = match kind {
-                    0 => Source::Zero,
-                    1 => Source::Base,
-                    _ => record(lsn as u32, (end - start) as u32),
-                };
-                map.insert(start, end, source);
-                for at in start..end {
-                    model[at as usize] = match source {
-                        Source::Base => (-1, at),
-                        Source::Zero => (-2, 0),
-                        Source::Record(_) => (lsn as i64, at - start),
-                    };
-                }
+                apply(&mut map, &mut model, i, (start, len, kind));
                 prop_assert_eq!(&expand(&map), &model);
                 let pieces: Vec<_> = map.iter().collect();
                 for pair in pieces.windows(2) {
