@@ -126,6 +126,32 @@ impl QemuDaemon {
         }
     }
 
+    /// Asks the daemon to exit (SIGTERM: it closes its images, storing persistent dirty
+    /// bitmaps in them) and reaps it; nothing if it is not running. Panics if it has not exited
+    /// within 20 s.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM {}", child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child
+            .try_wait()
+            .expect("the daemon can be waited for")
+            .is_none()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{PROGRAM} did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the daemon if it runs, removes its stale sockets, and starts it again with the
     /// same arguments, waiting as [`QemuDaemon::start`] does.
     pub fn restart(&mut self) {

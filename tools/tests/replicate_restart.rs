@@ -137,30 +137,6 @@ impl Live {
     }
 }
 
-/// Asks the daemon to exit (SIGTERM: it closes its images, storing persistent bitmaps) and
-/// waits until it has; `restart` then reaps it and starts it again.
-fn stop_cleanly(daemon: &QemuDaemon) {
-    let pid = daemon.pid();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    // Exited and not yet reaped: state Z in /proc/PID/stat.
-    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|s| !s.trim_start().starts_with('Z'))
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not exit on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The one pass of a point event.
 fn pass(event: &Value) -> &Value {
     let passes = event["passes"].as_array().unwrap();
@@ -187,7 +163,7 @@ fn a_replication_started_again_reads_only_what_changed_while_it_was_stopped() {
     live.newest_point_is_the_disk("after replog started again");
 
     // QEMU exits cleanly and starts again: the bitmap was stored in the qcow2 image.
-    stop_cleanly(&live.daemon);
+    live.daemon.stop();
     live.daemon.restart();
     live.write(0x33, 2 * MIB, 128 * KIB);
     let after_restart = live.cycles(1);
@@ -210,7 +186,7 @@ fn a_replication_started_again_reads_only_what_changed_while_it_was_stopped() {
     // QEMU exits cleanly (storing the bitmap in the image), starts (marking it in use) and is
     // killed: when it starts again it flags the bitmap inconsistent, and replog does not trust
     // it: the next cycle reads the whole disk, and leaves one good bitmap.
-    stop_cleanly(&live.daemon);
+    live.daemon.stop();
     live.daemon.restart();
     live.daemon.kill();
     live.daemon.restart();
@@ -265,17 +241,6 @@ impl Running {
             .expect("an event in time")
     }
 
-    /// Its output once it exits on its own, which it must within `limit`.
-    fn exit_within(mut self, limit: Duration) -> Output {
-        let deadline = Instant::now() + limit;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "still running after {limit:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
-        child.wait_with_output().unwrap()
-    }
-
     /// SIGTERM; the exit status, and the events that came after.
     fn stop(mut self) -> (std::process::ExitStatus, Vec<Value>) {
         let pid = self.child.id().to_string();
@@ -320,11 +285,7 @@ fn qemu_killed_mid_cycle_fails_that_cycle_and_the_replication_goes_on_with_a_ful
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let second = Running {
-        child: second,
-        events: std::sync::mpsc::channel().1,
-    };
-    let second = second.exit_within(Duration::from_secs(20));
+    let second = output_within(second, Duration::from_secs(20));
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{err}");
     assert!(err.contains("another replog process"), "{err}");
@@ -355,4 +316,18 @@ fn points(vault: &str) -> usize {
         .as_array()
         .unwrap()
         .len()
+}
+
+/// The output of `child` once it exits on its own, which it must within `limit` (it is
+/// killed otherwise).
+fn output_within(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
