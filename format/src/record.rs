@@ -341,6 +341,15 @@ pub enum PointKind {
 }
 
 impl PointKind {
+    /// App-consistent if the source had quiesced its applications, crash-consistent otherwise.
+    pub fn quiesced(app_consistent: bool) -> PointKind {
+        if app_consistent {
+            PointKind::AppConsistent
+        } else {
+            PointKind::CrashConsistent
+        }
+    }
+
     /// Parses the stored byte.
     pub fn from_u8(value: u8) -> Option<PointKind> {
         match value {

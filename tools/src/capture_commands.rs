@@ -166,11 +166,7 @@ pub fn point_after_ingest(
     if !args.point {
         return Ok(None);
     }
-    let kind = if args.app_consistent {
-        PointKind::AppConsistent
-    } else {
-        PointKind::CrashConsistent
-    };
+    let kind = PointKind::quiesced(args.app_consistent);
     let p = replog_vault::capture::point_unless_pending(w, storage, kind, &args.label)?;
     Ok(Some(p))
 }

@@ -152,11 +152,7 @@ pub fn ingest(storage: Arc<dyn Storage>, args: &IngestArgs) -> CmdResult {
 
 pub fn point(storage: Arc<dyn Storage>, args: &PointArgs) -> CmdResult {
     let (vault, label, json) = (&args.vault, &args.label, args.json);
-    let kind = if args.app_consistent {
-        PointKind::AppConsistent
-    } else {
-        PointKind::CrashConsistent
-    };
+    let kind = PointKind::quiesced(args.app_consistent);
     let p = match Writer::open(storage.clone(), vault) {
         Ok(w) => {
             let mut w = reported(w);

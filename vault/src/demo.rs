@@ -196,11 +196,7 @@ fn replicate(
             let stats = w.ingest(name, open(&path)?.as_ref(), &path, &|_| {})?;
             disks.push((name, stats.bytes_changed, stats.bytes_stored));
         }
-        let kind = if cycle % 2 == 0 {
-            PointKind::AppConsistent
-        } else {
-            PointKind::CrashConsistent
-        };
+        let kind = PointKind::quiesced(cycle % 2 == 0);
         let p = w.point(kind, &format!("cycle {cycle}"))?;
         snapshot(&dirs.source, &dirs.expected.join(p.point_id.to_string()))?;
         step(DemoStep::Cycle {

@@ -139,10 +139,7 @@ fn take_point(line: &str, capture: &CaptureBackend) -> Result<PointInfo, NbdErro
             ),
         ));
     }
-    let kind = match request["app_consistent"].as_bool() {
-        Some(true) => PointKind::AppConsistent,
-        Some(false) | None => PointKind::CrashConsistent,
-    };
+    let kind = PointKind::quiesced(request["app_consistent"].as_bool() == Some(true));
     let label = request["label"].as_str().unwrap_or("");
     capture.point(kind, label)
 }

@@ -227,11 +227,7 @@ impl Loop<'_> {
         let frozen = matches!(quiesced, Some(Ok(())));
         let cut_at = unix_now();
         let taken = self.passes(&cut).and_then(|passes| {
-            let kind = if frozen {
-                PointKind::AppConsistent
-            } else {
-                PointKind::CrashConsistent
-            };
+            let kind = PointKind::quiesced(frozen);
             let label = format!("replicate cycle {}", cut.generation);
             let storage = self.vault.storage().clone();
             let point = point_unless_pending(self.writer()?, storage.as_ref(), kind, &label)?;
