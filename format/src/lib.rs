@@ -21,6 +21,7 @@ pub mod error;
 /// part of the crate's API by default.
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod garbage;
 pub mod header;
 pub mod layout;
 pub mod lease;

@@ -44,3 +44,5 @@ pub const MANIFEST_BYTES_MAX: u64 = 1 << 30;
 pub const SEGMENTS_MAX: u32 = 1 << 24;
 /// Most recovery points listed in one manifest.
 pub const POINTS_MAX: u32 = 1 << 24;
+/// Most dead ranges listed in one manifest.
+pub const DEAD_RANGES_MAX: u32 = 1 << 24;

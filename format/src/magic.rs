@@ -34,8 +34,9 @@ pub const REMOTE_CONFIG: [u8; 8] = *b"RPLG-RCF";
 /// refuses the vault instead of misreading one. Version 4 is written exactly when a listed
 /// segment's dead prefix was released (segment entry flag bit 0: its bytes from the header to
 /// the base point's page read as zeros), so older code refuses the vault instead of reporting
-/// the hole as damage.
-pub const MANIFEST_VERSIONS: [u32; 4] = [1, 2, 3, 4];
+/// the hole as damage. Version 5 is written exactly when the manifest lists dead ranges (runs
+/// of records no kept point reads, whose whole pages may read as zeros), for the same reason.
+pub const MANIFEST_VERSIONS: [u32; 5] = [1, 2, 3, 4, 5];
 
 /// The format versions this code knows. Capabilities hang off the version so that a later
 /// version can add structures while old vaults keep opening.

@@ -29,7 +29,9 @@
 //!      .    . points of sealed segments, 44 bytes + label each, in LSN order:
 //!             lsn u64, segment_id u64, record_offset u64, point_id u64, time_unix_ns i64,
 //!             kind u8, reserved u8, label_len u16, label
-//!      .    . version 2: the lifecycle section (see `lifecycle`); versions 3 and 4: the
+//!      .    4 dead_range_count u32 (version 5 only; at least 1)
+//!      .    . dead ranges, 40 bytes each (see `garbage`), by segment id then offset
+//!      .    . version 2: the lifecycle section (see `lifecycle`); versions 3 to 5: the
 //!             lifecycle section when it is not empty
 //! ```
 //!
@@ -41,9 +43,13 @@
 //! exactly when a sealed segment carries flag bit 0: compaction released its dead prefix, the
 //! bytes `[4096, P)` with `P` the start of the 4 KiB page holding the marker of the point at
 //! `base_lsn` (which the manifest lists, in that segment), so they may read as zeros (a hole).
-//! Body flag bit 0 may be set or not in version 4.
+//! Body flag bit 0 may be set or not in version 4. Version 5 is written exactly when the
+//! manifest lists dead ranges: runs of records of sealed segments that no kept point reads,
+//! whose whole pages may read as zeros (see [`crate::garbage`]); its segment flags and body
+//! flag are as in version 4, but no segment needs to carry the prefix flag.
 
 use crate::codec::{Cursor, Put};
+use crate::garbage::{DEAD_RANGE_BYTES, DeadRange};
 use crate::lifecycle::Lifecycle;
 use crate::limits::*;
 use crate::magic;
@@ -142,6 +148,9 @@ pub struct Manifest {
     /// Set before the first resize record is written, and never cleared: the journal may hold
     /// resize records, so a disk's size depends on the LSN (version 3).
     pub resized: bool,
+    /// Runs of records of sealed segments that no kept point reads, by segment id then offset
+    /// (version 5): their whole pages may read as zeros. See [`crate::garbage`].
+    pub dead_ranges: Vec<DeadRange>,
 }
 
 /// Whether `name` is a valid disk name: it becomes a file name, so it is confined.
@@ -161,10 +170,13 @@ impl Manifest {
         lsn >= self.base_lsn && self.lifecycle.retired.binary_search(&point_id).is_err()
     }
 
-    /// The version this manifest is written with: 4 when a segment's dead prefix was
-    /// released, else 3 once a disk was resized, else 2 when it has a lifecycle section.
+    /// The version this manifest is written with: 5 when it lists dead ranges, else 4 when a
+    /// segment's dead prefix was released, else 3 once a disk was resized, else 2 when it has a
+    /// lifecycle section.
     pub fn version(&self) -> u32 {
-        if self.segments.iter().any(|s| s.prefix_released) {
+        if !self.dead_ranges.is_empty() {
+            5
+        } else if self.segments.iter().any(|s| s.prefix_released) {
             4
         } else if self.resized {
             3
@@ -226,6 +238,16 @@ impl Manifest {
             p.u64(r.lsn).u64(r.segment_id).u64(r.record_offset);
             r.point.put(&mut p);
         }
+        if !self.dead_ranges.is_empty() {
+            p.u32(self.dead_ranges.len() as u32);
+            for d in &self.dead_ranges {
+                p.u64(d.segment_id)
+                    .u64(d.start)
+                    .u64(d.end)
+                    .u64(d.first_lsn)
+                    .u64(d.last_lsn);
+            }
+        }
         if !self.lifecycle.is_empty() {
             self.lifecycle.encode(&mut body);
         }
@@ -252,7 +274,7 @@ impl Manifest {
             return Err(c.error_at(
                 DecodeErrorKind::UnsupportedVersion,
                 8,
-                format!("manifest version {version}; this replog reads versions 1 to 4"),
+                format!("manifest version {version}; this replog reads versions 1 to 5"),
             ));
         }
         c.zeros(4)?;
@@ -331,6 +353,17 @@ impl Manifest {
         (end > RELEASE_UNIT_BYTES).then_some(end)
     }
 
+    /// The dead ranges of segment `segment_id`, in offset (and LSN) order.
+    pub fn dead_ranges_of(&self, segment_id: u64) -> &[DeadRange] {
+        let from = self
+            .dead_ranges
+            .partition_point(|d| d.segment_id < segment_id);
+        let to = self
+            .dead_ranges
+            .partition_point(|d| d.segment_id <= segment_id);
+        &self.dead_ranges[from..to]
+    }
+
     /// Cross-checks the lists: unique and ordered ids, contiguous LSNs, one open segment at most.
     pub fn validate(&self) -> Result<(), String> {
         if self.disks.len() > DISKS_MAX as usize {
@@ -392,6 +425,51 @@ impl Manifest {
                 ));
             }
         }
+        self.validate_dead_ranges()
+    }
+
+    /// Each dead range lies in a listed sealed segment, between its header and its footer, after
+    /// the base, covers at least one whole page and 64 bytes a record; the ranges are ordered
+    /// and disjoint.
+    fn validate_dead_ranges(&self) -> Result<(), String> {
+        if self.dead_ranges.len() > DEAD_RANGES_MAX as usize {
+            return Err(format!("{} dead ranges", self.dead_ranges.len()));
+        }
+        for w in self.dead_ranges.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            let ordered = a.segment_id < b.segment_id
+                || (a.segment_id == b.segment_id
+                    && a.end < b.start
+                    && a.last_lsn + 1 < b.first_lsn);
+            if !ordered {
+                return Err(format!(
+                    "dead ranges {}..{} and {}..{} of segments {} and {} are not ordered and apart",
+                    a.start, a.end, b.start, b.end, a.segment_id, b.segment_id
+                ));
+            }
+        }
+        for d in &self.dead_ranges {
+            let segment = self.segments.iter().find(|s| s.segment_id == d.segment_id);
+            let fits = segment
+                .and_then(|s| s.sealed.map(|i| (s, i)))
+                .is_some_and(|(s, i)| {
+                    d.first_lsn > self.base_lsn
+                        && s.first_lsn <= d.first_lsn
+                        && d.first_lsn <= d.last_lsn
+                        && d.last_lsn <= i.last_lsn
+                        && d.start >= PAGE_BYTES as u64
+                        && d.end <= i.footer_offset
+                        && d.start < d.end
+                        && d.records().saturating_mul(64) <= d.end - d.start
+                        && d.hole().is_some()
+                });
+            if !fits {
+                return Err(format!(
+                    "dead range {}..{} (LSN {}..={}) does not lie after the base LSN {} in sealed segment {}, before its footer, covering a whole page",
+                    d.start, d.end, d.first_lsn, d.last_lsn, self.base_lsn, d.segment_id
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -406,8 +484,8 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
     // Canonical: version 3 exactly when the flag is set, and no other bit; version 4 (a
     // released prefix) with or without it.
     let resized = match (version, flags) {
-        (3 | 4, MANIFEST_FLAG_RESIZED) => true,
-        (4, 0) => false,
+        (3..=5, MANIFEST_FLAG_RESIZED) => true,
+        (4 | 5, 0) => false,
         (1 | 2, 0) => false,
         _ => {
             return Err(c.error_at(
@@ -437,6 +515,22 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
     let points = (0..point_count)
         .map(|_| decode_point_ref(&mut c))
         .collect::<Result<Vec<_>, _>>()?;
+    let dead_ranges = if version == 5 {
+        let at = c.position();
+        let count = bounded_count(&mut c, DEAD_RANGES_MAX, DEAD_RANGE_BYTES)?;
+        if count == 0 {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                at,
+                "a version 5 manifest with no dead range",
+            ));
+        }
+        (0..count)
+            .map(|_| decode_dead_range(&mut c))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
     let lifecycle = if version == 2 || (version >= 3 && c.remaining() > 0) {
         Lifecycle::decode(&mut c)?
     } else {
@@ -452,6 +546,18 @@ fn decode_body(body: &[u8], version: u32) -> Result<Manifest, DecodeError> {
         points,
         lifecycle,
         resized,
+        dead_ranges,
+    })
+}
+
+/// Decodes one dead range entry (see [`crate::garbage`]); the manifest checks where it lies.
+fn decode_dead_range(c: &mut Cursor<'_>) -> Result<DeadRange, DecodeError> {
+    Ok(DeadRange {
+        segment_id: c.u64()?,
+        start: c.u64()?,
+        end: c.u64()?,
+        first_lsn: c.u64()?,
+        last_lsn: c.u64()?,
     })
 }
 
@@ -502,7 +608,7 @@ fn decode_segment_entry(c: &mut Cursor<'_>, version: u32) -> Result<SegmentEntry
     };
     let prefix_released = match c.u8()? {
         0 => false,
-        SEGMENT_FLAG_PREFIX_RELEASED if version == 4 && sealed.is_some() => true,
+        SEGMENT_FLAG_PREFIX_RELEASED if version >= 4 && sealed.is_some() => true,
         flags => {
             return Err(c.error_at(
                 DecodeErrorKind::BadField,
@@ -608,6 +714,7 @@ mod tests {
             }],
             lifecycle: Lifecycle::default(),
             resized: false,
+            dead_ranges: Vec::new(),
         }
     }
 
@@ -726,6 +833,75 @@ mod tests {
         let mut m = sample_v4(false);
         m.segments[1].prefix_released = true;
         assert!(Manifest::decode(&m.encode()).is_err(), "an open segment");
+    }
+
+    /// Sealed segment 1 (LSNs 1..=10, footer at 20 000) with two dead runs after the base.
+    fn sample_v5(prefix: bool) -> Manifest {
+        let mut m = sample_v4(true);
+        m.segments[0].prefix_released = prefix;
+        m.base_lsn = if prefix { 10 } else { 0 };
+        m.segments[0].sealed = Some(SealedInfo {
+            last_lsn: 14,
+            footer_offset: 40_000,
+            file_bytes: 40_200,
+            footer_crc: 3,
+        });
+        m.segments[1].first_lsn = 15;
+        m.dead_ranges = vec![
+            DeadRange {
+                segment_id: 1,
+                start: 13_000,
+                end: 21_000,
+                first_lsn: 11,
+                last_lsn: 12,
+            },
+            DeadRange {
+                segment_id: 1,
+                start: 22_000,
+                end: 30_000,
+                first_lsn: 14,
+                last_lsn: 14,
+            },
+        ];
+        m
+    }
+
+    #[test]
+    fn a_manifest_is_version_5_exactly_when_it_lists_dead_ranges() {
+        for prefix in [false, true] {
+            let m = sample_v5(prefix);
+            let v5 = m.encode();
+            assert_eq!(u32::from_le_bytes(v5[8..12].try_into().unwrap()), 5);
+            assert_eq!(Manifest::decode(&v5).unwrap(), m);
+            assert_eq!(m.dead_ranges_of(1).len(), 2);
+            assert!(m.dead_ranges_of(2).is_empty());
+            for i in 0..v5.len() {
+                let mut b = v5.clone();
+                b[i] ^= 0x10;
+                assert!(Manifest::decode(&b).is_err(), "flip at {i} accepted");
+            }
+        }
+        // Dead ranges under an older version, or version 5 without them, are refused.
+        // (`forged` fails the test if the forged manifest decodes.)
+        forged(&sample_v5(true), 4);
+        forged(&sample_v4(true), 5);
+        let refused = |change: fn(&mut Manifest)| {
+            let mut m = sample_v5(true);
+            change(&mut m);
+            assert!(
+                Manifest::decode(&m.encode()).is_err(),
+                "{:?}",
+                m.dead_ranges
+            );
+        };
+        refused(|m| m.dead_ranges[0].first_lsn = 10); // at the base
+        refused(|m| m.dead_ranges[0].end = 40_001); // past the footer
+        refused(|m| m.dead_ranges[0].start = 2000); // in the header
+        refused(|m| m.dead_ranges[0].end = 16_000); // no whole page
+        refused(|m| m.dead_ranges[1].start = 21_000); // touching the previous run
+        refused(|m| m.dead_ranges[1].segment_id = 2); // the open segment
+        refused(|m| m.dead_ranges.swap(0, 1)); // out of order
+        refused(|m| m.dead_ranges[1].last_lsn = 15); // past the segment
     }
 
     #[test]

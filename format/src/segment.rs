@@ -22,6 +22,7 @@
 //! ```
 
 use crate::codec::{Cursor, Put, check_magic_version, check_page_crc, seal_page};
+use crate::garbage::DeadRange;
 use crate::limits::*;
 use crate::magic::{self, FormatVersion};
 use crate::record::*;
@@ -568,6 +569,20 @@ pub fn scan_from(
     bytes: &[u8],
     expect: &Expect,
     start: Option<LiveStart>,
+    visit: impl FnMut(&RecordHeader, &[u8]),
+) -> Result<Scan, DecodeError> {
+    scan_skipping(bytes, expect, start, &[], visit)
+}
+
+/// [`scan_from`] that also steps over the segment's `dead` ranges (in offset order, see
+/// [`crate::garbage`]): their records are counted by their LSNs but neither read nor visited.
+/// A range must start exactly at a record boundary with the next LSN; one the records step
+/// past instead is an error at the record that crosses it.
+pub fn scan_skipping(
+    bytes: &[u8],
+    expect: &Expect,
+    start: Option<LiveStart>,
+    dead: &[DeadRange],
     mut visit: impl FnMut(&RecordHeader, &[u8]),
 ) -> Result<Scan, DecodeError> {
     let header = SegmentHeader::decode(bytes, expect.seed)?;
@@ -590,7 +605,25 @@ pub fn scan_from(
     if let Some(live) = start {
         at = live_progress(&header, live)?;
     }
+    let mut dead = dead.iter().peekable();
     let failure = loop {
+        if let Some(d) = dead.next_if(|d| at.pos >= d.start) {
+            if at.pos != d.start || at.next_lsn != d.first_lsn || d.end > bytes.len() as u64 {
+                break DecodeError::new(
+                    DecodeErrorKind::Misplaced,
+                    "record",
+                    at.pos,
+                    format!(
+                        "the dead range {}..{} (LSN {}..={}) does not start at this record (LSN {}) or ends past the file",
+                        d.start, d.end, d.first_lsn, d.last_lsn, at.next_lsn
+                    ),
+                );
+            }
+            at.record_count += d.records() as u32;
+            at.next_lsn = d.last_lsn + 1;
+            at.pos = d.end;
+            continue;
+        }
         if at.pos == bytes.len() as u64 {
             let end = SegmentEnd::Clean { offset: at.pos };
             return Ok(at.scan_result(header, end, None, at.pos));

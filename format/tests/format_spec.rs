@@ -244,6 +244,7 @@ fn the_manifest_header_is_laid_out_as_documented() {
         points: vec![],
         lifecycle: Default::default(),
         resized: false,
+        dead_ranges: vec![],
     };
     let b = m.encode();
     assert_eq!(

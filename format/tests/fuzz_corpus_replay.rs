@@ -553,6 +553,7 @@ fn manifest(disks: Vec<DiskEntry>, segments: Vec<SegmentEntry>, points: Vec<Poin
         points,
         lifecycle: Default::default(),
         resized: false,
+        dead_ranges: Vec::new(),
     }
 }
 

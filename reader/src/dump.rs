@@ -134,9 +134,11 @@ pub fn dump(
             seed,
             segment_id: id,
         };
-        // A released dead prefix is skipped: the dump starts at the base point's marker.
+        // A released dead prefix is skipped (the dump starts at the base point's marker), and
+        // so are the dead ranges the manifest lists: their records may be a hole.
         let live = manifest.live_start(id);
-        let result = segment::scan_from(&bytes, &expect, live, |h, payload| {
+        let dead = manifest.dead_ranges_of(id);
+        let result = segment::scan_skipping(&bytes, &expect, live, dead, |h, payload| {
             record(&DumpRecord::from_header(id, h, payload))
         });
         end(id, &path, &dump_end(result, sealed));

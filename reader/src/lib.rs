@@ -19,6 +19,7 @@ pub mod dump;
 pub mod error;
 pub mod extent_map;
 pub mod lease;
+pub mod liveness;
 pub mod materialize;
 mod point_view;
 mod points;

@@ -10,7 +10,16 @@
 //! hole chunks and the padding after the disk's end read as zero; every digest cache's body CRC;
 //! every lease file's CRC; that no segment file the manifest does not list holds records (a
 //! manifest rolled back to an older copy).
-//! Memory is one segment mapping and one window of base chunks at a time.
+//!
+//! Dead ranges the manifest lists (version 5) are stepped over: their records are not checked
+//! (their whole pages may be a hole), while a hole or damage anywhere else is. What is checked
+//! of them instead: each lies on record boundaries the scan reaches, holds only write and zero
+//! records of the footer, and no kept point reads any of its records: one pass over the
+//! journal's extents with the extent maps of one view (`liveness::KeptPass`) decides, at every
+//! offered point, whether the view there reads a listed record.
+//!
+//! Memory is one segment mapping and one window of base chunks at a time, plus, when the
+//! manifest lists dead ranges, the extent maps of one view.
 //!
 //! A file verify is not allowed to read (`EACCES`, `EPERM`) says nothing about the vault's bytes:
 //! it is not damage but a finding of its own ([`VerifyReport::unreadable`]), and the vault is then
@@ -26,6 +35,7 @@ use replog_format::base::{
     decode_table_page, table_crc_update,
 };
 use replog_format::digest::{DIGEST_BYTES, DIGEST_HEADER_BYTES, DigestHeader};
+use replog_format::garbage::{self, DeadRange};
 use replog_format::header::VaultHeader;
 use replog_format::layout;
 use replog_format::lease::{LEASE_SUFFIX, LEASES_DIR, LeaseRecord};
@@ -36,6 +46,7 @@ use replog_format::{DecodeError, vault_seed};
 use replog_io::{OpenMode, Storage};
 
 use crate::base_image::base_bytes_or_manifest;
+use crate::liveness::{KeptPass, TrackedRecord, Verdict};
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +140,9 @@ struct Checker<'a> {
     /// Each disk's size (by disk id) at the record being checked: its base's, then each resize
     /// record's as the segments are walked in order.
     sizes: HashMap<u32, u64>,
+    /// When the manifest lists dead ranges: the pass deciding whether a kept point reads one
+    /// of their records. Dropped once a segment cannot be scanned (its damage is reported).
+    kept: Option<KeptPass>,
 }
 
 impl Checker<'_> {
@@ -217,6 +231,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         journal_end: None,
         rolled_back: false,
         sizes: HashMap::new(),
+        kept: None,
     };
     let vault_path = dir.join(layout::VAULT_FILE);
     let Some(bytes) = c.read_all(&vault_path) else {
@@ -252,6 +267,14 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
     }
     let seed = vault_seed(&header.vault_id);
     c.sizes = base_sizes(&c, &manifest, seed);
+    if !manifest.dead_ranges.is_empty() {
+        let offered = manifest
+            .points
+            .iter()
+            .filter(|p| manifest.offers(p.point.point_id, p.lsn));
+        let lsns: Vec<u64> = offered.map(|p| p.lsn).collect();
+        c.kept = Some(KeptPass::new(&manifest, &lsns));
+    }
     // First: whether the manifest was rolled back changes what a sealed open segment means.
     check_leftovers(&mut c, &header, seed, &manifest);
     for (i, seg) in manifest.segments.iter().enumerate() {
@@ -270,6 +293,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
             i + 1 == manifest.segments.len(),
         );
     }
+    check_kept_reads(&mut c);
     for disk in &manifest.disks {
         check_base(&mut c, &header, seed, disk, manifest.resized);
         check_digest(&mut c, seed, disk);
@@ -389,9 +413,14 @@ fn check_segment(
         segment_id: seg.segment_id,
     };
     let live = manifest.live_start(seg.segment_id);
-    let Some((scan, records)) = scan_records(c, &path, &bytes, &expect, manifest, live) else {
+    let dead = manifest.dead_ranges_of(seg.segment_id);
+    let scanned = scan_records(c, &path, &bytes, &expect, manifest, (live, dead));
+    let Some((scan, records)) = scanned else {
+        c.kept = None;
         return;
     };
+    let sealed = seg.sealed.is_some();
+    feed_kept(c, manifest, (seg.segment_id, sealed), &scan, &records);
     if is_last {
         c.journal_end = Some(scan.last_lsn);
     }
@@ -422,10 +451,11 @@ fn check_segment(
             }
             let footer = scan.footer.as_ref().expect("a sealed scan has its footer");
             let from = live.map_or(0, |l| l.lsn);
+            check_dead_kinds(c, &path, footer, dead);
             check_footer_index(
                 c,
                 (&path, seg.segment_id, *footer_offset),
-                &footer_from(footer, from),
+                &footer_from(footer, from, dead),
                 &records,
                 &points_from(manifest_points, from),
             );
@@ -456,13 +486,13 @@ fn scan_records(
     bytes: &[u8],
     expect: &Expect,
     manifest: &Manifest,
-    live: Option<segment::LiveStart>,
+    (live, dead): (Option<segment::LiveStart>, &[DeadRange]),
 ) -> Option<(segment::Scan, SegmentRecords)> {
     let mut extents = Vec::new();
     let mut points = Vec::new();
     let mut problems = Vec::new();
     let sizes = &mut c.sizes;
-    let scan = segment::scan_from(bytes, expect, live, |h, payload| match h.kind {
+    let scan = segment::scan_skipping(bytes, expect, live, dead, |h, payload| match h.kind {
         RecordKind::Write | RecordKind::Zero => {
             if let Some(problem) = check_extent(manifest, sizes, h, payload) {
                 problems.push((h.segment_offset, problem));
@@ -514,14 +544,118 @@ fn seal_agrees(
         && info.file_bytes == valid_end
 }
 
-/// The entries of `footer` from LSN `from` on: those of the records a scan from a released
-/// prefix's live start reads.
-fn footer_from(footer: &segment::FooterIndex, from: u64) -> segment::FooterIndex {
-    let extents = footer.extents.iter().filter(|e| e.lsn >= from);
-    let points = footer.points.iter().filter(|p| p.lsn >= from);
+/// The entries of `footer` from LSN `from` on and outside the `dead` ranges: those of the
+/// records a scan from a released prefix's live start, stepping over the dead ranges, reads.
+fn footer_from(
+    footer: &segment::FooterIndex,
+    from: u64,
+    dead: &[DeadRange],
+) -> segment::FooterIndex {
+    let read = |lsn: u64| lsn >= from && !garbage::holds_lsn(dead, lsn);
+    let extents = footer.extents.iter().filter(|e| read(e.lsn));
+    let points = footer.points.iter().filter(|p| read(p.lsn));
     segment::FooterIndex {
         extents: extents.cloned().collect(),
         points: points.cloned().collect(),
+    }
+}
+
+/// A dead range may hold only write and zero records: a point or resize record inside one
+/// would be skipped by every reader.
+fn check_dead_kinds(
+    c: &mut Checker<'_>,
+    path: &Path,
+    footer: &segment::FooterIndex,
+    dead: &[DeadRange],
+) {
+    let resizes = footer
+        .extents
+        .iter()
+        .filter(|e| e.kind == RecordKind::Resize);
+    let kept = resizes.map(|e| (e.lsn, e.record_offset, "resize")).chain(
+        footer
+            .points
+            .iter()
+            .map(|p| (p.lsn, p.record_offset, "point")),
+    );
+    let inside: Vec<_> = kept
+        .filter(|(lsn, ..)| garbage::holds_lsn(dead, *lsn))
+        .collect();
+    for (lsn, offset, what) in inside {
+        c.damage(
+            path,
+            Some(offset),
+            format!("the {what} record of LSN {lsn} lies in a dead range the manifest lists; only write and zero records may"),
+        );
+    }
+}
+
+/// Feeds a scanned segment's extents to the kept-point pass: a sealed segment's from its footer
+/// (the records of its dead ranges included, which the scan stepped over), tracking those of
+/// its dead ranges; the open segment's (which has none) from the scan, after its offered
+/// points join the kept, even when the scan found it sealed and the manifest does not say so
+/// yet.
+fn feed_kept(
+    c: &mut Checker<'_>,
+    manifest: &Manifest,
+    (segment_id, sealed): (u64, bool),
+    scan: &segment::Scan,
+    records: &SegmentRecords,
+) {
+    let Some(pass) = c.kept.as_mut() else {
+        return;
+    };
+    let dead = manifest.dead_ranges_of(segment_id);
+    let mut found = Vec::new();
+    let mut out = |r: &TrackedRecord, v: Verdict| found.push((*r, v));
+    match (&scan.footer, sealed) {
+        (Some(footer), true) => {
+            for e in &footer.extents {
+                pass.feed(segment_id, e, garbage::holds_lsn(dead, e.lsn), &mut out);
+            }
+        }
+        _ => {
+            let open = records.points.iter();
+            pass.add_kept(
+                open.filter(|p| manifest.offers(p.point.point_id, p.lsn))
+                    .map(|p| p.lsn),
+            );
+            for e in &records.extents {
+                pass.feed(segment_id, e, false, &mut out);
+            }
+        }
+    }
+    report_kept_reads(c, found);
+}
+
+/// Decides the kept points left after the last segment.
+fn check_kept_reads(c: &mut Checker<'_>) {
+    let Some(pass) = c.kept.take() else {
+        return;
+    };
+    let mut found = Vec::new();
+    pass.finish(&mut |r: &TrackedRecord, v: Verdict| found.push((*r, v)));
+    report_kept_reads(c, found);
+}
+
+/// Reports each record of a dead range that a kept point reads, or that no kept point follows.
+fn report_kept_reads(c: &mut Checker<'_>, found: Vec<(TrackedRecord, Verdict)>) {
+    for (r, verdict) in found {
+        let path = layout::segment_path(c.dir, r.segment_id);
+        let why = match verdict {
+            Verdict::Dead => continue,
+            Verdict::Read { point_lsn } => format!(
+                "the view at the point of LSN {point_lsn} reads the {} record of LSN {}, which lies in a dead range the manifest lists",
+                r.kind.name(),
+                r.lsn
+            ),
+            Verdict::AfterNewest => format!(
+                "the {} record of LSN {} lies in a dead range the manifest lists, but no kept point follows it",
+                r.kind.name(),
+                r.lsn
+            ),
+        };
+        c.damage(&path, Some(r.start), why);
     }
 }
 

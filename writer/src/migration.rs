@@ -433,6 +433,7 @@ fn remove_journal(w: &mut Writer, record: &mut MigrationRecord) -> Result<u64> {
     let mut manifest = w.manifest().clone();
     manifest.segments.clear();
     manifest.points.clear();
+    manifest.dead_ranges.clear();
     manifest.lifecycle.retired.clear();
     manifest.lifecycle.pins.clear();
     manifest.lifecycle.migration = Some(record.clone());

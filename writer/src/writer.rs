@@ -120,6 +120,7 @@ impl Writer {
             points: Vec::new(),
             lifecycle: Default::default(),
             resized: false,
+            dead_ranges: Vec::new(),
         };
         let journal = Journal::start(journal_files(&storage, dir, &header))?;
         crate::manifest_io::store(s, dir, &manifest)?;

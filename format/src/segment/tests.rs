@@ -3,6 +3,7 @@
 //! (cut, zeroed, overwritten with garbage, bit-flipped, copied elsewhere).
 
 use super::*;
+use crate::garbage::DeadRange;
 use crate::vault_seed;
 
 const VAULT: VaultId = [0x11; 16];
@@ -900,5 +901,58 @@ fn a_footer_resize_entry_that_shrinks_or_has_a_payload_is_refused() {
     for (bad, field) in [(shrink, 8 + 24), (payload, 8 + 36), (no_disk, 8 + 32)] {
         let e = FooterIndex::decode(&bad.encode()).unwrap_err();
         assert_eq!((e.kind, e.offset), (DecodeErrorKind::BadField, field));
+    }
+}
+
+/// A sealed segment whose records 2 and 3 (two 5000-byte writes) are a dead range punched to
+/// zeros over its whole pages scans as sealed, visiting every record outside the range and
+/// counting the two inside; the same hole without the range, or a range that does not start
+/// at a record, is refused.
+#[test]
+fn a_dead_range_is_stepped_over_and_a_hole_outside_one_is_refused() {
+    let mut b = SegmentBuilder::new();
+    b.write(0, 300)
+        .write(8192, 5000)
+        .write(16_384, 5000)
+        .point(1, "kept")
+        .write(0, 400)
+        .sync();
+    b.seal();
+    let records = b.data_records();
+    let dead = DeadRange {
+        segment_id: SEGMENT,
+        start: records[1].start() as u64,
+        end: records[2].end() as u64,
+        first_lsn: FIRST_LSN + 1,
+        last_lsn: FIRST_LSN + 2,
+    };
+    let (hole_at, hole_len) = dead.hole().expect("the run covers a whole page");
+    let mut punched = b.bytes.clone();
+    punched[hole_at as usize..(hole_at + hole_len) as usize].fill(0);
+    let mut visited = Vec::new();
+    let s = scan_skipping(&punched, &b.expect(), None, &[dead], |h, _| {
+        visited.push(h.lsn)
+    })
+    .expect("the punched segment scans");
+    assert!(matches!(s.end, SegmentEnd::Sealed { .. }), "{:?}", s.end);
+    assert_eq!((s.record_count, s.last_lsn), (5, FIRST_LSN + 4));
+    assert_eq!(visited, vec![FIRST_LSN, FIRST_LSN + 3, FIRST_LSN + 4]);
+    // Without the range, the hole is damage before the footer.
+    assert!(scan(&punched, &b.expect(), |_, _| {}).is_err());
+    // A range that starts inside a record, or at the wrong LSN, is refused.
+    for wrong in [
+        DeadRange {
+            start: dead.start + 64,
+            ..dead
+        },
+        DeadRange {
+            first_lsn: FIRST_LSN + 2,
+            ..dead
+        },
+    ] {
+        assert!(
+            scan_skipping(&punched, &b.expect(), None, &[wrong], |_, _| {}).is_err(),
+            "{wrong:?}"
+        );
     }
 }

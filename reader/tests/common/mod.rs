@@ -440,6 +440,7 @@ impl VaultBuilder {
             points,
             lifecycle: Default::default(),
             resized: self.resized,
+            dead_ranges: Vec::new(),
         };
         self.write_manifest(&manifest);
         manifest
