@@ -118,16 +118,7 @@ impl Vault {
             .iter()
             .map(|&i| Ok(inner.base(i)?.header.disk_bytes))
             .collect::<Result<Vec<u64>>>()?;
-        let start = match checkpoint::best_for(inner, lsn)? {
-            Some((segment_id, cp_lsn)) => {
-                let ids: Vec<u64> = inner.segments.iter().map(|s| s.id).collect();
-                let ctx = checkpoint::LoadCtx::of(inner, &ids);
-                checkpoint::load(&ctx, cp_lsn, segment_id, &included, &base_bytes)
-                    .ok()
-                    .map(|maps| (cp_lsn, maps))
-            }
-            None => None,
-        };
+        let start = checkpoint::start_maps(inner, lsn, &included, &base_bytes)?;
         let (start_lsn, maps) = start.unwrap_or_else(|| {
             let maps = base_bytes.iter().map(|&b| ExtentMap::new(b)).collect();
             (base_lsn, maps)
