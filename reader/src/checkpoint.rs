@@ -428,6 +428,18 @@ pub fn write(vault: &Vault, lsn: u64) -> Result<CheckpointInfo> {
         ));
     };
     let view = vault.view_at_lsn(lsn)?;
+    write_view(inner, &view, segment_id)
+}
+
+/// Writes `view`, a view at the end of sealed segment `segment_id`, as the checkpoint at its
+/// LSN; the pieces are streamed from the view in disk order, so a layered view is written
+/// without loading the checkpoint it lies over.
+pub(crate) fn write_view(
+    inner: &VaultInner,
+    view: &PointView,
+    segment_id: u64,
+) -> Result<CheckpointInfo> {
+    let lsn = view.lsn();
     let storage = inner.storage.as_ref();
     let index_dir = inner.dir.join(INDEX_DIR);
     let created = !storage
@@ -448,7 +460,7 @@ pub fn write(vault: &Vault, lsn: u64) -> Result<CheckpointInfo> {
         std::process::id(),
         UNIQUE.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = write_file(inner, &view, lsn, segment_id, &tmp).and_then(|info| {
+    let result = write_file(inner, view, lsn, segment_id, &tmp).and_then(|info| {
         storage
             .rename(&tmp, &target)
             .map_err(|e| ReadError::io(&tmp, "rename", e))?;
@@ -518,7 +530,10 @@ fn write_file(
 /// Returns the number of pieces written.
 fn write_disk(inner: &VaultInner, disk: &DiskView, out: &mut UnitWriter<'_>) -> Result<u64> {
     let stored = |source: &Source| !matches!(source, Source::Base);
-    let count = disk.map.iter().filter(|(_, p)| stored(&p.source)).count() as u64;
+    let mut count = 0;
+    for piece in disk.pieces(0, disk.size()) {
+        count += u64::from(stored(&piece?.1.source));
+    }
     DiskUnit {
         disk_id: disk.entry.disk_id,
         disk_bytes: disk.size(),
@@ -526,7 +541,8 @@ fn write_disk(inner: &VaultInner, disk: &DiskView, out: &mut UnitWriter<'_>) -> 
     }
     .encode(&mut out.buf);
     out.unit()?;
-    for (start, piece) in disk.map.iter() {
+    for piece in disk.pieces(0, disk.size()) {
+        let (start, piece) = piece?;
         let source = match piece.source {
             Source::Base => continue,
             Source::Zero => PieceSource::Zero,
@@ -588,7 +604,7 @@ impl UnitWriter<'_> {
 
 /// The units of the body of checkpoint `lsn`, from its header; 0 if it has none or it does not
 /// read (the next checkpoint then replaces it).
-fn units_of(inner: &VaultInner, lsn: u64) -> u64 {
+pub(crate) fn units_of(inner: &VaultInner, lsn: u64) -> u64 {
     let path = layout::checkpoint_path(&inner.dir, lsn);
     let mut page = vec![0u8; CHECKPOINT_HEADER_BYTES];
     inner
