@@ -24,8 +24,9 @@ use crate::base::{
     encode_table_page,
 };
 use crate::checkpoint::{
-    CHECKPOINT_HEADER_BYTES, CheckpointHeader, CheckpointPiece, DiskUnit, PieceSource, UNIT_BYTES,
-    decode_disk_unit, decode_piece_unit,
+    BLOCK_BYTES, BlockTrailer, CHECKPOINT_HEADER_BYTES, CheckpointHeader, CheckpointPiece,
+    PieceSource, blocks_for, decode_block, decode_directory, decode_file, encode_block,
+    encode_directory, encode_file,
 };
 use crate::digest::{DIGEST_HEADER_BYTES, DigestHeader};
 use crate::header::{VAULT_HEADER_BYTES, VaultHeader};
@@ -506,29 +507,36 @@ fn check_sealed_end(data: &[u8], expect: &Expect, s: &Scan, footer_offset: u64, 
 }
 
 /// A whole checkpoint index file, `index/<lsn>.idx`, walked as a reader walks it:
-/// [`CheckpointHeader::decode`] on the header page, then for each of its `disk_count` disks
-/// [`decode_disk_unit`] on the disk's unit and [`decode_piece_unit`] on each of its pieces, up
-/// to the first unit that fails or the end of the units the header counts. Every header and
-/// unit that decodes must round-trip, and every piece must keep the promises readers rely on
-/// (see [`check_piece`]). When the whole file decodes (every unit the header counts is used,
-/// nothing follows them, and the body CRC holds), header and units encode back to the file.
+/// [`CheckpointHeader::decode`] on the header page, [`decode_directory`] on the directory, then
+/// [`decode_block`] on each block of each disk, up to the first that fails. Every header,
+/// directory and block that decodes must round-trip, and every piece must keep the promises
+/// readers rely on (see [`check_piece`]).
 ///
-/// The checksum fix-up also sets `unit_count` to the whole units present, so that the fuzzer
-/// reaches the body without having to keep the header in step with the length it gives.
+/// The checksum fix-up also sets `block_count` to the whole blocks present, so that the fuzzer
+/// reaches the blocks without having to keep the header in step with the length it gives.
 pub fn checkpoint(data: &[u8]) {
     with_fixed_checksums(data, fix_checkpoint, checkpoint_as_is);
 }
 
-/// Sets the header's unit count to the whole units after the page, then recomputes the body
-/// CRC and the page CRC.
+/// Sets the header's block count to the whole blocks after the directory, then recomputes the
+/// directory CRC, each block's CRC and the page CRC.
 fn fix_checkpoint(bytes: &mut [u8]) {
     let seed = seed();
-    let Some((page, body)) = bytes.split_at_mut_checked(CHECKPOINT_HEADER_BYTES) else {
+    let Some((page, rest)) = bytes.split_at_mut_checked(CHECKPOINT_HEADER_BYTES) else {
         return;
     };
-    let unit_count = (body.len() / UNIT_BYTES) as u64;
-    page[56..64].copy_from_slice(&unit_count.to_le_bytes());
-    page[64..68].copy_from_slice(&crc32_seeded(seed, &[body]).to_le_bytes());
+    let disk_count = u32::from_le_bytes([page[48], page[49], page[50], page[51]]);
+    let dir_bytes =
+        crate::checkpoint::directory_pages(disk_count.min(1 << 20)) as usize * BLOCK_BYTES;
+    let Some((dir, blocks)) = rest.split_at_mut_checked(dir_bytes) else {
+        return;
+    };
+    let block_count = (blocks.len() / BLOCK_BYTES) as u64;
+    page[56..64].copy_from_slice(&block_count.to_le_bytes());
+    page[72..76].copy_from_slice(&crc32_seeded(seed, &[dir]).to_le_bytes());
+    for block in blocks.chunks_exact_mut(BLOCK_BYTES) {
+        fix_page(block, BLOCK_BYTES, seed);
+    }
     fix_page(page, CHECKPOINT_HEADER_BYTES, seed);
 }
 
@@ -545,80 +553,56 @@ fn checkpoint_as_is(data: &[u8]) {
         |h| h.encode(seed),
         |b| CheckpointHeader::decode(b, seed),
     );
-    let body = &data[CHECKPOINT_HEADER_BYTES..];
-    let Some(disks) = checkpoint_body(&header, body) else {
+    let dir_end = header.block_offset(0) as usize;
+    let Some(dir) = data.get(CHECKPOINT_HEADER_BYTES..dir_end) else {
         return;
     };
-    assert_eq!(
-        header.file_bytes(),
-        Some(data.len() as u64),
-        "checkpoint: a whole file that is not as long as its header says"
-    );
-    let mut again = header.encode(seed);
-    for (disk, pieces) in &disks {
-        disk.encode(&mut again);
-        for piece in pieces {
-            piece.encode(&mut again);
-        }
-    }
+    let Ok(entries) = decode_directory(dir, &header, seed) else {
+        return;
+    };
     assert!(
-        again == data,
-        "checkpoint: re-encoding the whole file changed the bytes"
+        encode_directory(&entries, seed).0 == dir,
+        "checkpoint: re-encoding the directory changed the bytes"
     );
-}
-
-/// A disk unit of a checkpoint and its pieces.
-type CheckpointDisk = (DiskUnit, Vec<CheckpointPiece>);
-
-/// Walks the body of a checkpoint whose header is `header`, round-tripping every unit that
-/// decodes. Returns the disks when the whole body decodes; memory is bounded by the bytes
-/// present, whatever the counts say.
-fn checkpoint_body(header: &CheckpointHeader, body: &[u8]) -> Option<Vec<CheckpointDisk>> {
-    let counted = usize::try_from(header.unit_count).unwrap_or(usize::MAX);
-    let mut units = body.chunks_exact(UNIT_BYTES).take(counted);
-    let mut disks = Vec::new();
-    let mut used = 0usize;
-    for _ in 0..header.disk_count {
-        let unit = units.next()?;
-        let disk = decode_disk_unit(unit).ok()?;
-        round_trip(
-            "checkpoint disk unit",
-            unit,
-            &disk,
-            |d| encoded(|out| d.encode(out)),
-            decode_disk_unit,
-        );
-        let mut pieces = Vec::new();
-        for _ in 0..disk.piece_count {
-            let unit = units.next()?;
-            let piece = decode_piece_unit(unit, header).ok()?;
-            check_piece(header, &piece);
-            round_trip(
-                "checkpoint piece unit",
-                unit,
-                &piece,
-                |p| encoded(|out| p.encode(out)),
-                |b| decode_piece_unit(b, header),
+    let mut pieces = Vec::new();
+    for entry in &entries {
+        for block in 0..blocks_for(entry.piece_count) {
+            let trailer = BlockTrailer::of(entry, header.lsn, block);
+            let at = header.block_offset(trailer.block_index) as usize;
+            let Some(bytes) = data.get(at..at + BLOCK_BYTES) else {
+                return;
+            };
+            if decode_block(
+                bytes,
+                &header,
+                &trailer,
+                entry.disk_bytes,
+                seed,
+                &mut pieces,
+            )
+            .is_err()
+            {
+                return;
+            }
+            pieces.iter().for_each(|p| check_piece(&header, p));
+            let mut again = Vec::with_capacity(BLOCK_BYTES);
+            encode_block(&pieces, &trailer, seed, &mut again);
+            assert!(
+                again == bytes,
+                "checkpoint: re-encoding a block changed the bytes"
             );
-            pieces.push(piece);
         }
-        used += 1 + pieces.len();
-        disks.push((disk, pieces));
     }
-    let whole = used as u64 == header.unit_count
-        && body.len() == used * UNIT_BYTES
-        && crc32_seeded(seed(), &[body]) == header.body_crc;
-    whole.then_some(disks)
+    if let Ok((h, disks)) = decode_file(data, seed) {
+        let again = encode_file(h.vault_id, h.lsn, h.last_segment_id, &disks, seed);
+        assert!(
+            again == data,
+            "checkpoint: re-encoding the whole file changed the bytes"
+        );
+    }
 }
 
-/// The bytes an appending encoder writes into an empty buffer.
-fn encoded(encode: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let mut out = Vec::with_capacity(UNIT_BYTES);
-    encode(&mut out);
-    out
-}
-
-/// Asserts what [`decode_piece_unit`] promises of a piece it accepts. Readers rely on it
+/// Asserts what [`crate::checkpoint::decode_piece_unit`] promises of a piece it accepts. Readers rely on it
 /// without checking again: they compute the piece's end `start + len`, the disk offset of the
 /// record it reads, `start - data_offset`, and read `len` bytes from `data_offset` of the
 /// record's logical data.

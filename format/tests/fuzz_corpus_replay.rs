@@ -8,10 +8,7 @@
 //! rewrites them after a format change.
 
 use replog_format::base::{BaseHeader, ChunkSum, TABLE_ENTRIES_PER_PAGE, encode_table_page};
-use replog_format::checkpoint::{
-    CHECKPOINT_HEADER_BYTES, CheckpointHeader, CheckpointPiece, DiskUnit, PieceSource, RecordPiece,
-    UNIT_BYTES, decode_disk_unit, decode_piece_unit,
-};
+use replog_format::checkpoint::{CheckpointDisk, CheckpointPiece, PieceSource, RecordPiece};
 use replog_format::digest::DigestHeader;
 use replog_format::fuzzing;
 use replog_format::header::{Compression, VaultHeader};
@@ -171,34 +168,9 @@ fn decodes(target: &str, bytes: &[u8]) -> bool {
     }
 }
 
-/// Whether `bytes` is a whole checkpoint: its header, then every disk unit and its pieces,
-/// exactly the units the header counts, and a body that matches its CRC.
+/// Whether `bytes` is a whole checkpoint: header, directory and every block, nothing after.
 fn checkpoint_decodes(bytes: &[u8]) -> bool {
-    let seed = fuzzing::seed();
-    let Some((page, body)) = bytes.split_at_checked(CHECKPOINT_HEADER_BYTES) else {
-        return false;
-    };
-    let Ok(header) = CheckpointHeader::decode(page, seed) else {
-        return false;
-    };
-    if header.file_bytes() != Some(bytes.len() as u64)
-        || replog_format::crc32_seeded(seed, &[body]) != header.body_crc
-    {
-        return false;
-    }
-    let mut units = body.chunks_exact(UNIT_BYTES);
-    for _ in 0..header.disk_count {
-        let Some(Ok(disk)) = units.next().map(decode_disk_unit) else {
-            return false;
-        };
-        for _ in 0..disk.piece_count {
-            let piece = units.next().map(|u| decode_piece_unit(u, &header));
-            if !matches!(piece, Some(Ok(_))) {
-                return false;
-            }
-        }
-    }
-    units.next().is_none()
+    replog_format::checkpoint::decode_file(bytes, fuzzing::seed()).is_ok()
 }
 
 /// Every seed file: (target, file name, bytes). All valid encodings of the fuzzing vault.
@@ -477,7 +449,7 @@ fn started_migration() -> Lifecycle {
 
 /// The maps of a checkpoint at the end of the sealed `segment`: disk 1 reads parts of its two
 /// write records, disk 2 a zero range, disk 3 only its base.
-fn sample_checkpoint_disks(segment: &SegmentImage) -> Vec<(DiskUnit, Vec<CheckpointPiece>)> {
+fn sample_checkpoint_disks(segment: &SegmentImage) -> Vec<CheckpointDisk> {
     let writes: Vec<RecordHeader> = segment
         .headers
         .iter()
@@ -498,49 +470,31 @@ fn sample_checkpoint_disks(segment: &SegmentImage) -> Vec<(DiskUnit, Vec<Checkpo
             data_offset,
         }),
     };
-    let disk = |disk_id, piece_count| DiskUnit {
+    let disk = |disk_id, pieces| CheckpointDisk {
         disk_id,
         disk_bytes: 1 << 20,
-        piece_count,
+        pieces,
     };
     vec![
-        (
-            disk(1, 2),
+        disk(
+            1,
             vec![piece(&writes[0], 0, 512), piece(&writes[1], 1024, 3072)],
         ),
-        (
-            disk(2, 1),
+        disk(
+            2,
             vec![CheckpointPiece {
                 start: 4096,
                 len: 65536,
                 source: PieceSource::Zero,
             }],
         ),
-        (disk(3, 0), Vec::new()),
+        disk(3, Vec::new()),
     ]
 }
 
 /// A checkpoint file of the fuzzing vault at the end of segment 1.
-fn checkpoint_file(lsn: u64, disks: &[(DiskUnit, Vec<CheckpointPiece>)]) -> Vec<u8> {
-    let seed = fuzzing::seed();
-    let mut body = Vec::new();
-    for (disk, pieces) in disks {
-        disk.encode(&mut body);
-        for piece in pieces {
-            piece.encode(&mut body);
-        }
-    }
-    let header = CheckpointHeader {
-        vault_id: fuzzing::VAULT_ID,
-        lsn,
-        last_segment_id: 1,
-        disk_count: disks.len() as u32,
-        unit_count: (body.len() / UNIT_BYTES) as u64,
-        body_crc: replog_format::crc32_seeded(seed, &[&body]),
-    };
-    let mut file = header.encode(seed);
-    file.extend_from_slice(&body);
-    file
+fn checkpoint_file(lsn: u64, disks: &[CheckpointDisk]) -> Vec<u8> {
+    replog_format::checkpoint::encode_file(fuzzing::VAULT_ID, lsn, 1, disks, fuzzing::seed())
 }
 
 fn manifest(disks: Vec<DiskEntry>, segments: Vec<SegmentEntry>, points: Vec<PointRef>) -> Manifest {

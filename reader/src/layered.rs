@@ -18,12 +18,14 @@
 
 use std::sync::Arc;
 
+use replog_format::checkpoint::CHECKPOINT_HEADER_BYTES;
+
 use crate::base_image::BaseImage;
-use crate::checkpoint;
+use crate::checkpoint::{self, CheckpointIndex};
 use crate::disk_reader::DiskView;
-use crate::error::Result;
-use crate::extent_map::ExtentMap;
-use crate::layer::{Lower, ViewMode, ViewOptions};
+use crate::error::{ReadError, Result};
+use crate::extent_map::{ExtentMap, Piece, Source};
+use crate::layer::{Lower, LowerPieces, ViewMode, ViewOptions};
 use crate::point_view::PointView;
 use crate::vault::{Vault, VaultInner};
 use crate::view::{MapBuilder, Start};
@@ -51,18 +53,60 @@ impl Lowers {
         }
     }
 
-    /// Checkpoint `lsn`, which ends segment `segment_id`, for the disks of `start`.
+    /// Checkpoint `lsn`, which ends segment `segment_id`, opened in place for the disks of
+    /// `start`: its header and directory are read and checked against the manifest now, its
+    /// blocks as reads reach them.
     fn checkpoint(inner: &VaultInner, start: &Start, segment_id: u64, lsn: u64) -> Result<Lowers> {
-        let ids: Vec<u64> = inner.segments.iter().map(|s| s.id).collect();
-        let ctx = checkpoint::LoadCtx::of(inner, &ids);
-        let maps = checkpoint::load(&ctx, lsn, segment_id, &start.included, &start.base_bytes)?;
+        let index = CheckpointIndex::open(
+            inner.storage.as_ref(),
+            &inner.dir,
+            inner.header.vault_id,
+            inner.seed,
+            lsn,
+        )?;
+        let rel = index.path().to_path_buf();
+        if index.header().last_segment_id != segment_id {
+            return Err(ReadError::damaged(
+                &rel,
+                40,
+                format!(
+                    "it ends segment {}, the manifest says LSN {lsn} ends segment {segment_id}",
+                    index.header().last_segment_id
+                ),
+            ));
+        }
+        let segment_ids: Arc<[u64]> = inner.segments.iter().map(|s| s.id).collect();
+        let ctx = checkpoint::LoadCtx::of(inner, &segment_ids);
+        let mut layers: Vec<Option<Arc<dyn Lower>>> = vec![None; start.included.len()];
+        let index = Arc::new(index);
+        for (i, entry) in index.disks().iter().enumerate() {
+            let at = (CHECKPOINT_HEADER_BYTES + i * 32) as u64;
+            let position = checkpoint::disk_position(&ctx, &start.included, entry, &rel, at)?;
+            let base_bytes = start.base_bytes[position];
+            if entry.disk_bytes < base_bytes {
+                return Err(ReadError::damaged(
+                    &rel,
+                    at,
+                    format!(
+                        "disk {} of {} bytes is smaller than its base of {base_bytes} bytes",
+                        entry.disk_id, entry.disk_bytes
+                    ),
+                ));
+            }
+            layers[position] = Some(Arc::new(CheckpointLayer {
+                index: index.clone(),
+                disk_id: entry.disk_id,
+                disk_bytes: entry.disk_bytes,
+                base_bytes,
+                base_lsn: inner.manifest.base_lsn,
+                segment_ids: segment_ids.clone(),
+                charges_index: i == 0,
+            }));
+        }
         Ok(Lowers {
             lsn,
             checkpoint: true,
-            layers: maps
-                .into_iter()
-                .map(|m| Some(Arc::new(m) as Arc<dyn Lower>))
-                .collect(),
+            layers,
         })
     }
 
@@ -236,5 +280,189 @@ fn checkpoint_at(
     match written.and_then(|_| Lowers::checkpoint(inner, start, at.segment_id, at.lsn)) {
         Ok(next) => Ok(next),
         Err(_) => Err(maps),
+    }
+}
+
+/// One disk of a checkpoint searched in place, as a lower layer.
+#[derive(Debug)]
+struct CheckpointLayer {
+    index: Arc<CheckpointIndex>,
+    disk_id: u32,
+    /// The disk's size at the checkpoint.
+    disk_bytes: u64,
+    /// Its base's size: no range past it may read from the base.
+    base_bytes: u64,
+    /// Record pieces at or below it were folded into the base.
+    base_lsn: u64,
+    /// The snapshot's segment ids: a record piece's segment index is its position here.
+    segment_ids: Arc<[u64]>,
+    /// Whether this disk's layer reports the index's shared cache in its memory.
+    charges_index: bool,
+}
+
+impl Lower for CheckpointLayer {
+    fn size(&self) -> u64 {
+        self.disk_bytes
+    }
+
+    fn pieces(&self, start: u64, end: u64) -> LowerPieces<'_> {
+        let end = end.min(self.disk_bytes).max(start);
+        match self.index.pieces(self.disk_id, start..end) {
+            Ok(pieces) => Box::new(WithBase {
+                layer: self,
+                pieces,
+                next: None,
+                at: start,
+                end,
+            }),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let shared = if self.charges_index {
+            self.index.cache_stats().bytes + size_of::<CheckpointIndex>()
+        } else {
+            0
+        };
+        shared + size_of::<CheckpointLayer>()
+    }
+}
+
+impl CheckpointLayer {
+    /// The piece `p` (read at `at` of the file) stands for in this snapshot, clipped to
+    /// `[start, end)`.
+    fn piece(
+        &self,
+        p: &replog_format::checkpoint::CheckpointPiece,
+        at: u64,
+        start: u64,
+        end: u64,
+    ) -> Result<(u64, Piece)> {
+        let source = match p.source {
+            replog_format::checkpoint::PieceSource::Zero => Source::Zero,
+            replog_format::checkpoint::PieceSource::Record(r) if r.lsn <= self.base_lsn => {
+                Source::Base
+            }
+            replog_format::checkpoint::PieceSource::Record(r) => {
+                let Ok(index) = self.segment_ids.binary_search(&r.segment_id) else {
+                    return Err(ReadError::damaged(
+                        self.index.path(),
+                        at,
+                        format!(
+                            "a piece reads segment {}, which the manifest does not list",
+                            r.segment_id
+                        ),
+                    ));
+                };
+                Source::Record(crate::extent_map::RecordRef {
+                    segment_index: index as u32,
+                    record_offset: r.record_offset,
+                    lsn: r.lsn,
+                    disk_offset: p.start - u64::from(r.data_offset),
+                    length: r.length,
+                    stored_len: r.stored_len,
+                    record_crc: r.record_crc,
+                    flags: r.flags,
+                    data_offset: r.data_offset,
+                })
+            }
+        };
+        let s = p.start.max(start);
+        let source = match source {
+            Source::Record(r) => Source::Record(crate::extent_map::RecordRef {
+                data_offset: r.data_offset + (s - p.start) as u32,
+                ..r
+            }),
+            other => other,
+        };
+        Ok((
+            s,
+            Piece {
+                end: (p.start + p.len).min(end),
+                source,
+            },
+        ))
+    }
+
+    /// A base piece `[start, end)`, refused where it lies past the base: the grown range of a
+    /// resized disk must be covered by pieces.
+    fn base(&self, start: u64, end: u64) -> Result<(u64, Piece)> {
+        if end > self.base_bytes {
+            return Err(ReadError::damaged(
+                self.index.path(),
+                0,
+                format!(
+                    "disk {} reads bytes {}..{end} from its base of {} bytes",
+                    self.disk_id,
+                    start.max(self.base_bytes),
+                    self.base_bytes
+                ),
+            ));
+        }
+        Ok((
+            start,
+            Piece {
+                end,
+                source: Source::Base,
+            },
+        ))
+    }
+}
+
+/// A checkpoint disk's pieces over a range, clipped, with the ranges between them as base
+/// pieces.
+struct WithBase<'a> {
+    layer: &'a CheckpointLayer,
+    pieces: checkpoint::Pieces<'a>,
+    /// A piece read but not yet returned (a base gap came first).
+    next: Option<(u64, Piece)>,
+    at: u64,
+    end: u64,
+}
+
+impl Iterator for WithBase<'_> {
+    type Item = Result<(u64, Piece)>;
+
+    fn next(&mut self) -> Option<Result<(u64, Piece)>> {
+        if self.at >= self.end {
+            return None;
+        }
+        if self.next.is_none() {
+            match self.pieces.next() {
+                Some(Ok(p)) => {
+                    let at = self.pieces.last_offset();
+                    match self.layer.piece(&p, at, self.at, self.end) {
+                        Ok(piece) => self.next = Some(piece),
+                        Err(e) => return self.fail(e),
+                    }
+                }
+                Some(Err(e)) => return self.fail(e),
+                None => {}
+            }
+        }
+        let item = match self.next {
+            Some((s, _)) if s > self.at => self.layer.base(self.at, s),
+            Some(piece) => {
+                self.next = None;
+                Ok(piece)
+            }
+            None => self.layer.base(self.at, self.end),
+        };
+        match item {
+            Ok((_, piece)) => {
+                self.at = piece.end;
+                Some(item)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+impl WithBase<'_> {
+    /// Ends the iteration with `e`.
+    fn fail(&mut self, e: ReadError) -> Option<Result<(u64, Piece)>> {
+        self.at = self.end;
+        Some(Err(e))
     }
 }

@@ -338,6 +338,15 @@ fn check_checkpoints(c: &mut Checker<'_>, header: &VaultHeader, seed: u32, manif
             c.cannot_read(&file, "cannot be read", &io);
             continue;
         }
+        if e.kind() == crate::ReadErrorKind::Unsupported {
+            c.find(
+                Severity::Notice,
+                &path,
+                None,
+                "an older checkpoint format (derived data): views ignore it and the next checkpoint maintenance rewrites it",
+            );
+            continue;
+        }
         c.damage(
             &path,
             e.offset(),

@@ -136,13 +136,7 @@ impl Vault {
         let base_lsn = inner.manifest.base_lsn;
         // Start from the newest checkpoint at or before `lsn`, if one loads; the journal is the
         // authority, so a checkpoint that does not load is passed over (verify reports it).
-        let loaded = start.checkpoint.and_then(|(segment_id, cp_lsn)| {
-            let ids: Vec<u64> = inner.segments.iter().map(|s| s.id).collect();
-            let ctx = checkpoint::LoadCtx::of(inner, &ids);
-            checkpoint::load(&ctx, cp_lsn, segment_id, &start.included, &start.base_bytes)
-                .ok()
-                .map(|maps| (cp_lsn, maps))
-        });
+        let loaded = checkpoint::start_maps(inner, lsn, &start.included, &start.base_bytes)?;
         let (start_lsn, maps) = loaded.unwrap_or_else(|| {
             let maps = start
                 .base_bytes
@@ -218,7 +212,7 @@ impl Start {
     /// while the footer is loaded. Reads one header page.
     pub(crate) fn in_memory_bytes_estimate(&self, inner: &VaultInner, lsn: u64) -> u64 {
         let (start_lsn, pieces) = match self.checkpoint {
-            Some((_, cp_lsn)) => (cp_lsn, checkpoint::units_of(inner, cp_lsn)),
+            Some((_, cp_lsn)) => (cp_lsn, checkpoint::pieces_of(inner, cp_lsn)),
             None => (inner.manifest.base_lsn, 0),
         };
         let records = lsn.saturating_sub(start_lsn);
