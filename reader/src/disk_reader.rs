@@ -14,7 +14,8 @@ use replog_format::record::RECORD_HEADER_BYTES;
 
 use crate::base_image::{BaseImage, TablePageCache};
 use crate::error::{ReadError, ReadErrorKind, Result};
-use crate::extent_map::{ExtentMap, RecordRef, Source};
+use crate::extent_map::{ExtentMap, Piece, RecordRef, Source};
+use crate::layer::{Lower, Merged};
 use crate::records::{check_matches, decode_write};
 use crate::vault::VaultInner;
 
@@ -24,7 +25,10 @@ pub struct DiskView {
     pub(crate) vault: Arc<VaultInner>,
     pub(crate) entry: DiskEntry,
     pub(crate) base: Arc<BaseImage>,
+    /// Every piece (in memory), or the pieces of the journal after the checkpoint `lower` holds
+    /// (layered).
     pub(crate) map: ExtentMap,
+    pub(crate) lower: Option<Arc<dyn Lower>>,
     cache: Mutex<ReadCache>,
 }
 
@@ -56,15 +60,23 @@ impl DiskView {
         entry: DiskEntry,
         base: Arc<BaseImage>,
         map: ExtentMap,
+        lower: Option<Arc<dyn Lower>>,
     ) -> DiskView {
         DiskView {
             vault,
             entry,
             base,
             map,
+            lower,
             cache: Mutex::new(ReadCache::default()),
         }
     }
+
+    /// The map, for a view being taken apart.
+    pub(crate) fn into_map(self) -> ExtentMap {
+        self.map
+    }
+
     /// The disk's name.
     pub fn name(&self) -> &str {
         &self.entry.name
@@ -86,9 +98,25 @@ impl DiskView {
         &self.entry
     }
 
-    /// The extent map of the disk at the view's LSN.
+    /// The extent map the view keeps in memory for the disk: every piece in an in-memory view,
+    /// only those of the journal after the checkpoint in a layered one. [`DiskView::pieces`]
+    /// lists the disk's pieces whatever the mode.
     pub fn extent_map(&self) -> &ExtentMap {
         &self.map
+    }
+
+    /// The pieces overlapping `[start, end)`, clipped to it, in disk order, base ranges
+    /// included, neighbours that read as one joined: the same list in either mode. A layered
+    /// view reads its checkpoint's pieces as it goes (an error names the checkpoint and the
+    /// offset); its memory does not grow with the range.
+    pub fn pieces(&self, start: u64, end: u64) -> impl Iterator<Item = Result<(u64, Piece)>> + '_ {
+        Merged::new(self.map.pieces_in(start, end), self.lower.as_ref())
+    }
+
+    /// Heap bytes the view keeps for the disk: its map, and its lower layer's.
+    pub fn memory_bytes(&self) -> usize {
+        let m = self.map.memory();
+        m.piece_bytes + m.record_bytes + self.lower.as_ref().map_or(0, |l| l.memory_bytes())
     }
 
     /// Fills `buf` with the disk's bytes at `offset`, verifying every record and base chunk it
@@ -109,16 +137,21 @@ impl DiskView {
 
     /// The disk's ranges and where their bytes come from, in order; neighbours of the same kind
     /// are merged.
-    pub fn extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        let mut pieces = self.map.iter().peekable();
+    pub fn extents(&self) -> impl Iterator<Item = Result<Extent>> + '_ {
+        let mut pieces = self.pieces(0, self.size()).peekable();
         std::iter::from_fn(move || {
-            let (start, piece) = pieces.next()?;
+            let (start, piece) = match pieces.next()? {
+                Ok(p) => p,
+                Err(e) => return Some(Err(e)),
+            };
             let kind = kind_of(piece.source);
             let mut end = piece.end;
-            while let Some((_, next)) = pieces.next_if(|(_, p)| kind_of(p.source) == kind) {
+            while let Some(Ok((_, next))) =
+                pieces.next_if(|p| matches!(p, Ok((_, p)) if kind_of(p.source) == kind))
+            {
                 end = next.end;
             }
-            Some(Extent { start, end, kind })
+            Some(Ok(Extent { start, end, kind }))
         })
     }
 }
@@ -221,7 +254,8 @@ impl ReadCache {
                 ),
             ));
         };
-        for (start, piece) in disk.map.pieces_in(offset, end) {
+        for item in disk.pieces(offset, end) {
+            let (start, piece) = item?;
             let out = &mut buf[(start - offset) as usize..(piece.end - offset) as usize];
             match piece.source {
                 Source::Zero => out.fill(0),

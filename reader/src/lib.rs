@@ -18,6 +18,8 @@ mod disk_reader;
 pub mod dump;
 pub mod error;
 pub mod extent_map;
+mod layer;
+mod layered;
 pub mod lease;
 pub mod liveness;
 pub mod materialize;
@@ -32,6 +34,7 @@ mod view;
 pub use disk_reader::DiskReader;
 pub use dump::{DumpEnd, DumpRecord, dump};
 pub use error::{ReadError, ReadErrorKind, Result};
+pub use layer::{MEMORY_LIMIT_BYTES_DEFAULT, ViewMode, ViewOptions};
 pub use lease::{
     Lease, LeaseOptions, LeaseStatus, LeasedVault, LiveLease, Registrations, lease_not_permitted,
     list_leases, release_test_failover, test_failover_lease,

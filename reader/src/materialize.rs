@@ -589,7 +589,8 @@ fn copy_range(
         written: 0,
         sum: ContentSum::new(key),
     };
-    for (at, piece) in disk.map.pieces_in(start, end) {
+    for piece in disk.pieces(start, end) {
+        let (at, piece) = piece?;
         match piece.source {
             Source::Zero => {}
             Source::Base => copy_base(&mut reader, &mut out, at, piece.end)?,

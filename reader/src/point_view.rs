@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::disk_reader::DiskView;
+use crate::layer::ViewMode;
 use crate::points::PointInfo;
 use crate::vault::VaultInner;
 
@@ -16,6 +17,7 @@ pub struct PointView {
     pub(crate) disks: Vec<DiskView>,
     /// The checkpoint the maps started from, if one was used.
     pub(crate) checkpoint_lsn: Option<u64>,
+    pub(crate) mode: ViewMode,
 }
 
 impl PointView {
@@ -28,6 +30,18 @@ impl PointView {
     /// journal from the base.
     pub fn checkpoint_lsn(&self) -> Option<u64> {
         self.checkpoint_lsn
+    }
+
+    /// Whether the view keeps every piece in memory or lays the journal's tail over a
+    /// checkpoint searched on disk.
+    pub fn mode(&self) -> ViewMode {
+        self.mode
+    }
+
+    /// Heap bytes the view keeps for its disks' pieces (maps and lower layers; not the read
+    /// buffers, which each reader holds).
+    pub fn memory_bytes(&self) -> u64 {
+        self.disks.iter().map(|d| d.memory_bytes() as u64).sum()
     }
 
     /// The point the view was built for, if it was built for one.

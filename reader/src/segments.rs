@@ -151,6 +151,24 @@ impl SegmentSlot {
         }
     }
 
+    /// Calls `f` with the segment's extents, as [`SegmentSlot::extents`] lists them, without
+    /// keeping a sealed segment's footer loaded if it was not already: a layered view reads
+    /// every footer after its checkpoint once, and keeping them all would cost the heap it
+    /// exists to save (48 bytes a record).
+    pub fn with_extents<R>(
+        &self,
+        ctx: &SegmentCtx<'_>,
+        f: impl FnOnce(&[ExtentEntry]) -> R,
+    ) -> Result<R> {
+        match &self.state {
+            SlotState::Open(s) => Ok(f(&s.extents)),
+            SlotState::Sealed { info, footer, .. } => match footer.get() {
+                Some(loaded) => Ok(f(&loaded.extents)),
+                None => Ok(f(&self.load_footer(ctx, info)?.extents)),
+            },
+        }
+    }
+
     fn file(&self, ctx: &SegmentCtx<'_>) -> Result<&Arc<dyn File>> {
         let SlotState::Sealed { file, .. } = &self.state else {
             unreachable!("only sealed segments are read through a file handle")

@@ -16,14 +16,21 @@ use crate::checkpoint;
 pub use crate::disk_reader::{DiskView, Extent, ExtentKind};
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::{ExtentMap, RecordRef, Source};
+pub use crate::layer::{ViewMode, ViewOptions};
 pub use crate::point_view::PointView;
 use crate::points::PointInfo;
 use crate::segments::SegmentSlot;
 use crate::vault::{Vault, VaultInner};
 
 impl Vault {
-    /// The disks at recovery point `point`, one of [`Vault::points`].
+    /// The disks at recovery point `point`, one of [`Vault::points`], with the default
+    /// [`ViewOptions`].
     pub fn view(&self, point: &PointInfo) -> Result<PointView> {
+        self.view_with(point, &ViewOptions::default())
+    }
+
+    /// The disks at recovery point `point`, one of [`Vault::points`], built as `opts` says.
+    pub fn view_with(&self, point: &PointInfo, opts: &ViewOptions) -> Result<PointView> {
         if !self
             .points()
             .iter()
@@ -37,7 +44,7 @@ impl Vault {
                 ),
             ));
         }
-        let mut view = self.view_at_lsn(point.lsn)?;
+        let mut view = self.view_at_lsn_with(point.lsn, opts)?;
         view.point = Some(point.clone());
         Ok(view)
     }
@@ -103,24 +110,39 @@ impl Vault {
         Ok(())
     }
 
-    /// The disks after every durable record up to and including `lsn`. Disks added after `lsn`
-    /// are not part of the view.
+    /// The disks after every durable record up to and including `lsn`, with the default
+    /// [`ViewOptions`]. Disks added after `lsn` are not part of the view.
     pub fn view_at_lsn(&self, lsn: u64) -> Result<PointView> {
+        self.view_at_lsn_with(lsn, &ViewOptions::default())
+    }
+
+    /// The disks after every durable record up to and including `lsn`, built in memory when the
+    /// estimate of their maps fits `opts.memory_limit_bytes`, layered over a checkpoint
+    /// otherwise (`layered`). Disks added after `lsn` are not part of the view.
+    pub fn view_at_lsn_with(&self, lsn: u64, opts: &ViewOptions) -> Result<PointView> {
+        self.check_lsn(lsn)?;
+        let start = Start::of(&self.inner, lsn)?;
+        if start.in_memory_bytes_estimate(&self.inner, lsn) <= opts.memory_limit_bytes {
+            self.view_in_memory(lsn, start)
+        } else {
+            crate::layered::view(self, lsn, start, opts)
+        }
+    }
+
+    /// One map per disk holding every piece: the checkpoint's loaded, the journal after it
+    /// applied.
+    fn view_in_memory(&self, lsn: u64, start: Start) -> Result<PointView> {
         let inner = &self.inner;
         let base_lsn = inner.manifest.base_lsn;
-        self.check_lsn(lsn)?;
-        let included: Vec<usize> = (0..inner.manifest.disks.len())
-            .filter(|&i| inner.manifest.disks[i].added_lsn <= lsn)
-            .collect();
         // Start from the newest checkpoint at or before `lsn`, if one loads; the journal is the
         // authority, so a checkpoint that does not load is passed over (verify reports it).
-        let base_bytes = included
-            .iter()
-            .map(|&i| Ok(inner.base(i)?.header.disk_bytes))
-            .collect::<Result<Vec<u64>>>()?;
-        let start = checkpoint::start_maps(inner, lsn, &included, &base_bytes)?;
-        let (start_lsn, maps) = start.unwrap_or_else(|| {
-            let maps = base_bytes.iter().map(|&b| ExtentMap::new(b)).collect();
+        let loaded = checkpoint::start_maps(inner, lsn, &start.included, &start.base_bytes)?;
+        let (start_lsn, maps) = loaded.unwrap_or_else(|| {
+            let maps = start
+                .base_bytes
+                .iter()
+                .map(|&b| ExtentMap::new(b))
+                .collect();
             (base_lsn, maps)
         });
         let mut builder = MapBuilder {
@@ -128,18 +150,19 @@ impl Vault {
             lsn,
             start_lsn,
             maps,
-            included: &included,
+            included: &start.included,
         };
         builder.apply_journal()?;
         let MapBuilder { mut maps, .. } = builder;
         maps.iter_mut().for_each(ExtentMap::compact);
-        let mut disks = Vec::with_capacity(included.len());
-        for (&index, map) in included.iter().zip(maps) {
+        let mut disks = Vec::with_capacity(start.included.len());
+        for (&index, map) in start.included.iter().zip(maps) {
             disks.push(DiskView::new(
                 self.inner.clone(),
                 inner.manifest.disks[index].clone(),
                 inner.base(index)?,
                 map,
+                None,
             ));
         }
         Ok(PointView {
@@ -148,19 +171,67 @@ impl Vault {
             point: None,
             disks,
             checkpoint_lsn: (start_lsn != base_lsn).then_some(start_lsn),
+            mode: ViewMode::InMemory,
         })
     }
 }
 
+/// Where building a view starts: the disks it shows and the checkpoint it may start from.
+pub(crate) struct Start {
+    /// Indices into the manifest's disks of those added at or before the view's LSN,
+    /// increasing, so also in disk id order.
+    pub included: Vec<usize>,
+    /// Their bases' sizes.
+    pub base_bytes: Vec<u64>,
+    /// `(segment id, LSN)` of the newest checkpoint at or before the view's LSN.
+    pub checkpoint: Option<(u64, u64)>,
+}
+
+/// Heap bytes a piece of an in-memory map takes when it is its own record (20 in the sorted
+/// array, 48 in the record table): the worst case, which scattered small writes reach.
+pub(crate) const MAP_BYTES_PER_PIECE: u64 = 68;
+
+impl Start {
+    pub(crate) fn of(inner: &VaultInner, lsn: u64) -> Result<Start> {
+        let included: Vec<usize> = (0..inner.manifest.disks.len())
+            .filter(|&i| inner.manifest.disks[i].added_lsn <= lsn)
+            .collect();
+        let base_bytes = included
+            .iter()
+            .map(|&i| Ok(inner.base(i)?.header.disk_bytes))
+            .collect::<Result<Vec<u64>>>()?;
+        Ok(Start {
+            included,
+            base_bytes,
+            checkpoint: checkpoint::best_for(inner, lsn)?,
+        })
+    }
+
+    /// What an in-memory view at `lsn` may take at most: every piece of the checkpoint, and
+    /// for each LSN after it (a record at most) one more piece in the map and its footer entry
+    /// while the footer is loaded. Reads one header page.
+    pub(crate) fn in_memory_bytes_estimate(&self, inner: &VaultInner, lsn: u64) -> u64 {
+        let (start_lsn, pieces) = match self.checkpoint {
+            Some((_, cp_lsn)) => (cp_lsn, checkpoint::pieces_of(inner, cp_lsn)),
+            None => (inner.manifest.base_lsn, 0),
+        };
+        let records = lsn.saturating_sub(start_lsn);
+        let per_record = MAP_BYTES_PER_PIECE + size_of::<ExtentEntry>() as u64;
+        pieces
+            .saturating_mul(MAP_BYTES_PER_PIECE)
+            .saturating_add(records.saturating_mul(per_record))
+    }
+}
+
 /// Applies the journal's records to the extent maps of the included disks.
-struct MapBuilder<'a> {
-    inner: &'a VaultInner,
-    lsn: u64,
+pub(crate) struct MapBuilder<'a> {
+    pub inner: &'a VaultInner,
+    pub lsn: u64,
     /// The maps already hold every record up to this LSN (the base's, or a checkpoint's).
-    start_lsn: u64,
+    pub start_lsn: u64,
     /// Indices into the manifest's disks, increasing, so also in disk id order.
-    included: &'a [usize],
-    maps: Vec<ExtentMap>,
+    pub included: &'a [usize],
+    pub maps: Vec<ExtentMap>,
 }
 
 impl MapBuilder<'_> {
@@ -182,21 +253,32 @@ impl MapBuilder<'_> {
             if slot.last_lsn() <= from {
                 continue;
             }
-            for e in slot.extents(&ctx)? {
-                if e.lsn <= from {
-                    continue;
-                }
-                if e.lsn > self.lsn {
-                    break;
-                }
-                self.apply(index, slot, e)?;
+            self.apply_extents(index, slot, slot.extents(&ctx)?)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the extents of segment `index` after the maps' LSN and up to the view's.
+    pub(crate) fn apply_extents(
+        &mut self,
+        index: usize,
+        slot: &SegmentSlot,
+        extents: &[ExtentEntry],
+    ) -> Result<()> {
+        for e in extents {
+            if e.lsn <= self.start_lsn {
+                continue;
             }
+            if e.lsn > self.lsn {
+                break;
+            }
+            self.apply(index, slot, e)?;
         }
         Ok(())
     }
 
     /// The segments must hold every LSN after the base: a gap means records were lost.
-    fn check_coverage(&self, base_lsn: u64) -> Result<()> {
+    pub(crate) fn check_coverage(&self, base_lsn: u64) -> Result<()> {
         let first = self.inner.segments.iter().find(|s| s.last_lsn() > base_lsn);
         match first {
             Some(slot) if slot.first_lsn <= base_lsn + 1 => Ok(()),

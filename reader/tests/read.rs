@@ -134,7 +134,7 @@ fn extents_tile_the_disk_and_name_their_sources() {
     let vault = open(&s.builder);
     let view = vault.view(vault.point(1).unwrap()).unwrap();
     let disk = view.disk("os").unwrap();
-    let extents: Vec<_> = disk.extents().collect();
+    let extents: Vec<_> = disk.extents().collect::<Result<_, _>>().unwrap();
     let mut at = 0;
     for pair in extents.windows(2) {
         assert_ne!(

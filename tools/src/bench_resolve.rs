@@ -6,15 +6,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use replog_io::Storage;
+use replog_reader::ViewOptions;
 use replog_vault::Vault;
 use serde_json::json;
 
 use crate::output::print_json;
 use crate::{CmdResult, EXIT_OK};
 
-/// Opens `vault`, resolves its newest, middle and oldest point, and reports the times.
-pub fn resolve(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult {
-    let r = replog_vault::resolve_bench(storage, vault)?;
+/// Opens `vault`, resolves its newest, middle and oldest point with views whose extent maps
+/// may take `memory_limit_bytes`, and reports the times.
+pub fn resolve(
+    storage: Arc<dyn Storage>,
+    vault: &Path,
+    memory_limit_bytes: u64,
+    json: bool,
+) -> CmdResult {
+    let opts = ViewOptions { memory_limit_bytes };
+    let r = replog_vault::resolve_bench(storage, vault, &opts)?;
     if json {
         print_json(&r);
         return Ok(EXIT_OK);
@@ -25,14 +33,16 @@ pub fn resolve(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult
     );
     for p in &r.resolve {
         println!(
-            "{:>6} point {} (LSN {}): resolved in {:>9.1} ms, {} pieces, checkpoint {}",
+            "{:>6} point {} (LSN {}): resolved in {:>9.1} ms, {} pieces, checkpoint {}, {} ({} MiB)",
             p.point,
             p.point_id,
             p.lsn,
             p.resolve_ms,
             p.pieces,
             p.checkpoint_lsn
-                .map_or("none".to_owned(), |l| format!("at LSN {l}"))
+                .map_or("none".to_owned(), |l| format!("at LSN {l}")),
+            p.mode,
+            p.memory_bytes >> 20
         );
     }
     println!("peak memory {} MiB", r.peak_rss_bytes >> 20);

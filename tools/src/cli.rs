@@ -271,6 +271,10 @@ pub struct FailoverArgs {
     /// From a remote: chunks fetched (and disk ranges written) at once.
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,
+    /// The heap the point's extent maps may take (e.g. 512MiB); past it the view keeps only the
+    /// journal after a checkpoint in memory and searches the checkpoint on disk (0: always).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory_limit: u64,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -360,6 +364,10 @@ pub struct TestFailoverArgs {
     /// End the active test failover: remove its disks and release its point.
     #[arg(long, conflicts_with_all = ["point", "latest", "out"])]
     pub cleanup: bool,
+    /// The heap the point's extent maps may take (e.g. 512MiB); past it the view keeps only the
+    /// journal after a checkpoint in memory and searches the checkpoint on disk (0: always).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory_limit: u64,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -698,6 +706,10 @@ pub struct ManArgs {
 pub struct BenchResolveArgs {
     /// The vault directory.
     pub vault: PathBuf,
+    /// The heap each view's extent maps may take; a larger view is layered over a checkpoint
+    /// searched on disk (0: always).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory_limit: u64,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -853,4 +865,8 @@ pub struct ServeNbdArgs {
     /// slot is free, so a VM booted from an export may idle as long as it likes.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
+    /// The heap the point's extent maps may take (e.g. 512MiB); past it the view keeps only the
+    /// journal after a checkpoint in memory and searches the checkpoint on disk (0: always).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory_limit: u64,
 }

@@ -69,7 +69,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Man(a) => docs::man_pages(&a.dir),
         Command::Checkpoint(a) => bench_resolve::checkpoint(&ctx.open(&a.vault)?, a.at_lsn, a.json),
         Command::Bench(BenchCommand::Resolve(a)) => {
-            bench_resolve::resolve(storage(), &a.vault, a.json)
+            bench_resolve::resolve(storage(), &a.vault, a.memory_limit, a.json)
         }
         Command::Bench(BenchCommand::Write(a)) => bench::write_command(storage(), a),
         Command::Torture(a) => crate::torture::run(storage(), &a.vault, &a.name, a.seed, a.ops),

@@ -289,7 +289,10 @@ pub fn test_failover(vault: &Vault, args: &TestFailoverArgs) -> CmdResult {
         (None, true) => PointChoice::Latest,
         (None, false) => return Err(Failure::new("give --point ID or --latest")),
     };
-    let started = vault.start_test_failover(&choice, out)?;
+    let view = replog_reader::ViewOptions {
+        memory_limit_bytes: args.memory_limit,
+    };
+    let started = vault.start_test_failover_with(&choice, out, &view)?;
     let p = &started.point;
     if args.json {
         print_json(&json!({
@@ -297,6 +300,7 @@ pub fn test_failover(vault: &Vault, args: &TestFailoverArgs) -> CmdResult {
             "out": started.out.display().to_string(),
             "disks": started.stats.disks.iter().map(|d| json!({"name": d.name, "path": d.path.display().to_string(), "size_bytes": d.size_bytes})).collect::<Vec<_>>(),
             "bytes_written": started.stats.written_bytes,
+            "view": {"mode": started.view_mode.name(), "memory_bytes": started.view_memory_bytes},
             "active": true,
         }));
         return Ok(EXIT_OK);

@@ -52,6 +52,16 @@ pub fn point_json(p: &replog_reader::PointInfo) -> serde_json::Value {
     serde_json::json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label})
 }
 
+/// How a view holds its extent maps, as `failover --json` and `serve-nbd` report it: its mode,
+/// the checkpoint it lies over, and the heap its maps take.
+pub fn view_json(v: &replog_reader::PointView) -> serde_json::Value {
+    let checkpoint_lsn = match v.mode() {
+        replog_reader::ViewMode::Layered { checkpoint_lsn } => Some(checkpoint_lsn),
+        replog_reader::ViewMode::InMemory => None,
+    };
+    serde_json::json!({"mode": v.mode().name(), "checkpoint_lsn": checkpoint_lsn, "memory_bytes": v.memory_bytes()})
+}
+
 /// Bytes as a short human string (binary units).
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

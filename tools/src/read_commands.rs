@@ -8,14 +8,15 @@ use replog_format::header::Compression;
 use replog_format::segment::SegmentEnd;
 use replog_io::Storage;
 use replog_reader::{
-    DumpEnd, MaterializeOptions, PointInfo, Severity, Vault, VaultStats, VerifyReport,
+    DumpEnd, MaterializeOptions, PointInfo, PointView, Severity, Vault, VaultStats, VerifyReport,
+    ViewOptions,
 };
 use serde_json::{Value, json};
 
 use crate::cli::FailoverArgs;
 use crate::context::parse_time;
 use crate::output::{
-    human_age, human_bytes, point_json, print_json, printable, progress, rfc3339, table,
+    human_age, human_bytes, point_json, print_json, printable, progress, rfc3339, table, view_json,
 };
 use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK, Failure};
 use replog_vault::{Exported, PointChoice, Tier, VaultErrorKind};
@@ -368,7 +369,12 @@ pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
     }
     let (v, point) = (&source.snapshot, &source.point);
     warn_of_damage(v, &args.vault);
-    let view = v.view(point)?;
+    let view = v.view_with(
+        point,
+        &ViewOptions {
+            memory_limit_bytes: args.memory_limit,
+        },
+    )?;
     let bar = progress(view.total_bytes(), "failover");
     let opts = MaterializeOptions {
         force: args.force,
@@ -388,15 +394,21 @@ pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
             f
         })?;
     bar.finish_and_clear();
-    print_failover(args, point, &stats, started.elapsed().as_secs_f64());
+    print_failover(args, point, &view, &stats, started.elapsed().as_secs_f64());
     Ok(EXIT_OK)
 }
 
-fn print_failover(args: &FailoverArgs, point: &PointInfo, stats: &Exported, seconds: f64) {
+fn print_failover(
+    args: &FailoverArgs,
+    point: &PointInfo,
+    view: &PointView,
+    stats: &Exported,
+    seconds: f64,
+) {
     if args.json {
         let disks: Vec<Value> = stats.disks.iter().map(|d| json!({"name": d.name, "path": d.path.display().to_string(), "format": args.format.name(), "size_bytes": d.size_bytes, "virtual_size_bytes": d.virtual_bytes})).collect();
         print_json(
-            &json!({"point": point_json(point), "format": args.format.name(), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync, "peak_rss_bytes": replog_vault::peak_rss_bytes()}),
+            &json!({"point": point_json(point), "format": args.format.name(), "disks": disks, "bytes_written": stats.written_bytes, "seconds": seconds, "synced": !args.no_sync, "peak_rss_bytes": replog_vault::peak_rss_bytes(), "view": view_json(view)}),
         );
         return;
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use replog_io::Storage;
+use replog_reader::ViewOptions;
 use replog_reader::checkpoint::{self, CHECKPOINT_EVERY_LSNS, CheckpointInfo};
+use replog_reader::extent_map::Source;
 use serde::Serialize;
 
 use crate::error::{Result, VaultError, VaultErrorKind};
@@ -74,12 +76,21 @@ pub struct ResolvedPoint {
     pub resolve_ms: f64,
     /// The checkpoint index resolving started from, if any.
     pub checkpoint_lsn: Option<u64>,
-    /// Pieces of its extent maps, over all disks.
+    /// Pieces that do not read from the base, over all disks.
     pub pieces: usize,
+    /// `in-memory` or `layered` ([`replog_reader::ViewMode`]).
+    pub mode: &'static str,
+    /// Heap bytes of its extent maps ([`replog_reader::PointView::memory_bytes`]).
+    pub memory_bytes: u64,
 }
 
-/// Opens the vault in `dir` and resolves its newest, middle and oldest point, timing each.
-pub fn resolve_bench(storage: Arc<dyn Storage>, dir: &Path) -> Result<ResolveReport> {
+/// Opens the vault in `dir` and resolves its newest, middle and oldest point as `opts` says,
+/// timing each.
+pub fn resolve_bench(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    opts: &ViewOptions,
+) -> Result<ResolveReport> {
     let started = Instant::now();
     let v = replog_reader::Vault::open(storage, dir)?;
     let open_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -102,14 +113,23 @@ pub fn resolve_bench(storage: Arc<dyn Storage>, dir: &Path) -> Result<ResolveRep
     for (name, index) in picks {
         let p = &points[index];
         let started = Instant::now();
-        let view = v.view(p)?;
+        let view = v.view_with(p, opts)?;
+        let resolve_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut pieces = 0;
+        for disk in view.disks() {
+            for piece in disk.pieces(0, disk.size()) {
+                pieces += usize::from(piece?.1.source != Source::Base);
+            }
+        }
         resolve.push(ResolvedPoint {
             point: name,
             point_id: p.point_id,
             lsn: p.lsn,
-            resolve_ms: started.elapsed().as_secs_f64() * 1e3,
+            resolve_ms,
             checkpoint_lsn: view.checkpoint_lsn(),
-            pieces: view.disks().iter().map(|d| d.extent_map().len()).sum(),
+            pieces,
+            mode: view.mode().name(),
+            memory_bytes: view.memory_bytes(),
         });
     }
     Ok(ResolveReport {

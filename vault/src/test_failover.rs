@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use replog_format::vault_seed;
-use replog_reader::{LeaseOptions, MaterializeOptions, MaterializeStats, PointInfo, ReadErrorKind};
+use replog_reader::{
+    LeaseOptions, MaterializeOptions, MaterializeStats, PointInfo, ReadErrorKind, ViewMode,
+    ViewOptions,
+};
 
 use crate::choose::{PointChoice, choose};
 use crate::error::{Result, VaultError, VaultErrorKind};
@@ -19,6 +22,10 @@ pub struct TestFailover {
     pub out: PathBuf,
     /// What was written.
     pub stats: MaterializeStats,
+    /// How the point's view held its extent maps.
+    pub view_mode: ViewMode,
+    /// Heap bytes of the view's extent maps.
+    pub view_memory_bytes: u64,
 }
 
 /// A test failover that was ended.
@@ -35,6 +42,17 @@ impl Vault {
     /// persistent lease that keeps retention from pruning it until
     /// [`Vault::end_test_failover`]. Only one test failover is active at a time.
     pub fn start_test_failover(&self, choice: &PointChoice, out: &Path) -> Result<TestFailover> {
+        self.start_test_failover_with(choice, out, &ViewOptions::default())
+    }
+
+    /// [`Vault::start_test_failover`], building the point's view as `view` says.
+    pub fn start_test_failover_with(
+        &self,
+        choice: &PointChoice,
+        out: &Path,
+        view: &ViewOptions,
+    ) -> Result<TestFailover> {
+        let view_opts = view;
         let out = absolute(out);
         let opts = LeaseOptions {
             purpose: "test-failover".to_owned(),
@@ -63,7 +81,7 @@ impl Vault {
                 e
             }
         })?;
-        let view = leased.vault.view(&leased.point)?;
+        let view = leased.vault.view_with(&leased.point, view_opts)?;
         let opts = MaterializeOptions {
             force: false,
             sync: true,
@@ -81,6 +99,8 @@ impl Vault {
             point: leased.point,
             out,
             stats,
+            view_mode: view.mode(),
+            view_memory_bytes: view.memory_bytes(),
         })
     }
 

@@ -480,8 +480,10 @@ impl ViewSource<'_> {
     /// read, and verified, like any other.
     fn reads_as_zeros(&mut self, at: u64, len: u64) -> bool {
         let end = at + len;
-        let map = self.reader.disk().extent_map();
-        for (start, piece) in map.pieces_in(at, end) {
+        for piece in self.reader.disk().pieces(at, end) {
+            let Ok((start, piece)) = piece else {
+                return false;
+            };
             match piece.source {
                 Source::Zero => {}
                 Source::Record(_) => return false,

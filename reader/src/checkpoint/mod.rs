@@ -29,6 +29,7 @@ use crate::base_image::base_bytes_or_manifest;
 use crate::disk_reader::DiskView;
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::{ExtentMap, RecordRef, SortedBuilder, Source};
+use crate::point_view::PointView;
 use crate::segments::SlotState;
 use crate::vault::{Vault, VaultInner};
 use writer::{IndexWriter, Target};
@@ -164,7 +165,7 @@ pub(crate) fn load(
 /// The position among the view's `disks` of the disk of directory entry `entry` (at byte
 /// `at`): a disk of the view with the size the manifest gives it (at most that size once a
 /// disk was resized: the checkpoint holds the size at its LSN).
-fn disk_position(
+pub(crate) fn disk_position(
     ctx: &LoadCtx<'_>,
     disks: &[usize],
     entry: &replog_format::checkpoint::DirectoryEntry,
@@ -234,7 +235,7 @@ fn load_disk(
 }
 
 /// The source a checkpoint piece stands for in this snapshot.
-fn source_of(
+pub(crate) fn source_of(
     ctx: &LoadCtx<'_>,
     piece: &CheckpointPiece,
     base_lsn: u64,
@@ -346,6 +347,18 @@ pub fn write(vault: &Vault, lsn: u64) -> Result<CheckpointInfo> {
         ));
     };
     let view = vault.view_at_lsn(lsn)?;
+    write_view(inner, &view, segment_id)
+}
+
+/// Writes `view`, a view at the end of sealed segment `segment_id`, as the checkpoint at its
+/// LSN. The pieces are streamed from the view in disk order, so a layered view is written
+/// without loading the checkpoint it lies over.
+pub(crate) fn write_view(
+    inner: &VaultInner,
+    view: &PointView,
+    segment_id: u64,
+) -> Result<CheckpointInfo> {
+    let lsn = view.lsn();
     let target = target(inner, lsn, segment_id);
     let mut out = IndexWriter::create(target, view.disks().len() as u32)?;
     for disk in view.disks() {
@@ -371,7 +384,8 @@ fn target(inner: &VaultInner, lsn: u64, last_segment_id: u64) -> Target<'_> {
 /// Writes `disk` and each of its pieces that does not read the base.
 fn write_disk(inner: &VaultInner, disk: &DiskView, out: &mut IndexWriter<'_>) -> Result<()> {
     out.begin_disk(disk.entry.disk_id, disk.size())?;
-    for (start, piece) in disk.map.iter() {
+    for piece in disk.pieces(0, disk.size()) {
+        let (start, piece) = piece?;
         let source = match piece.source {
             Source::Base => continue,
             Source::Zero => PieceSource::Zero,
@@ -397,7 +411,7 @@ fn write_disk(inner: &VaultInner, disk: &DiskView, out: &mut IndexWriter<'_>) ->
 
 /// The pieces of checkpoint `lsn`, from its header; 0 if it has none or it does not read (the
 /// next checkpoint then replaces it).
-fn pieces_of(inner: &VaultInner, lsn: u64) -> u64 {
+pub(crate) fn pieces_of(inner: &VaultInner, lsn: u64) -> u64 {
     read_header(inner, lsn).map_or(0, |h| h.piece_count)
 }
 

@@ -101,7 +101,19 @@ fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened
     if let Some(damage) = leased.vault.damage() {
         eprintln!("replog: warning: {vault_name}: {damage}; run `replog verify`");
     }
-    let view = leased.vault.view(&leased.point)?;
+    let view = leased.vault.view_with(
+        &leased.point,
+        &replog_reader::ViewOptions {
+            memory_limit_bytes: args.memory_limit,
+        },
+    )?;
+    let maps = match view.mode() {
+        replog_reader::ViewMode::InMemory => "extent maps in memory".to_owned(),
+        replog_reader::ViewMode::Layered { checkpoint_lsn } => {
+            format!("extent maps layered over the checkpoint at LSN {checkpoint_lsn}")
+        }
+    };
+    let maps = format!("{maps}, {}", human_bytes(view.memory_bytes()));
     let p = leased.point.clone();
     let point = PointBackend::new(view, &p, leased.lease, &vault_name);
     let mode = if args.overlay {
@@ -109,7 +121,10 @@ fn open_backend(storage: Arc<dyn Storage>, args: &ServeNbdArgs) -> Result<Opened
     } else {
         "read-only"
     };
-    let serving = format!("serving point {} of {vault_name}, {mode}", p.point_id);
+    let serving = format!(
+        "serving point {} of {vault_name}, {mode} ({maps})",
+        p.point_id
+    );
     if !args.overlay {
         return Ok((Arc::new(point), None, serving));
     }

@@ -102,7 +102,8 @@ pub fn view_extents(
     out: &mut Extents,
 ) -> Result<(), NbdError> {
     let disk: &DiskView = reader.disk();
-    for (start, piece) in disk.extent_map().pieces_in(offset, end) {
+    for piece in disk.pieces(offset, end) {
+        let (start, piece) = piece.map_err(read_error("reading the point's extents"))?;
         let pushed = match piece.source {
             Source::Zero => out.push(piece.end - start, HOLE),
             Source::Record(_) => out.push(piece.end - start, DATA),
