@@ -433,9 +433,10 @@ fn rolling_error(e: ReadError) -> WriteError {
 }
 
 /// A disk as of the new base, read through the reader's view: every journal record and old
-/// base chunk verified as it is read. A window that reads as zeros by the map alone (zero
+/// base chunk verified as it is read. A chunk that reads as zeros by the map alone (zero
 /// pieces, and base ranges the old base stores as holes) is neither read nor checksummed: a
-/// sparse disk of many TiB rolls forward at the cost of its data, not its size.
+/// sparse disk of many TiB rolls forward at the cost of the chunks holding its data, not its
+/// size.
 struct ViewSource<'a> {
     reader: DiskReader<'a>,
     block: usize,
@@ -454,50 +455,92 @@ fn zero_sum(len: usize) -> ChunkSum {
 
 impl BaseSource for ViewSource<'_> {
     fn fill(&mut self, at: u64, buf: &mut [u8]) -> Result<Vec<ChunkSum>> {
-        if self.reads_as_zeros(at, buf.len() as u64) {
-            let mut sums = vec![self.zero_block; buf.len() / self.block];
-            if !buf.len().is_multiple_of(self.block) {
-                sums.push(zero_sum(buf.len() % self.block));
+        // Only the chunks something non-zero may land in are read and checksummed: a window
+        // of a scattered disk (a 64-byte piece every few MiB of a 10 TiB disk) costs its few
+        // chunks, not 8 MiB of zeros read, copied and summed; a window that reads as zeros
+        // costs no read at all. The other chunks keep the zero entry and are never written
+        // (the base writer writes only non-zero chunks).
+        let chunks = buf.len().div_ceil(self.block);
+        let wanted = self.chunks_to_read(at, buf.len() as u64, chunks);
+        let mut sums = Vec::with_capacity(chunks);
+        let mut i = 0;
+        while i < chunks {
+            if !wanted[i] {
+                sums.push(self.zero_sum_of(buf.len(), i));
+                i += 1;
+                continue;
             }
-            return Ok(sums);
-        }
-        self.reader
-            .read_at(at, buf)
-            .map_err(|e| rolling_error(e).in_file(self.dir))?;
-        Ok(buf
-            .par_chunks(self.block)
-            .map(|chunk| ChunkSum {
+            let run = wanted[i..].iter().take_while(|w| **w).count();
+            let (from, to) = (i * self.block, ((i + run) * self.block).min(buf.len()));
+            let part = &mut buf[from..to];
+            self.reader
+                .read_at(at + from as u64, part)
+                .map_err(|e| rolling_error(e).in_file(self.dir))?;
+            sums.par_extend(part.par_chunks(self.block).map(|chunk| ChunkSum {
                 crc: crc32fast::hash(chunk),
                 zero: is_zero(chunk),
-            })
-            .collect())
+            }));
+            i += run;
+        }
+        Ok(sums)
     }
 }
 
 impl ViewSource<'_> {
-    /// Whether `[at, at + len)` reads as zeros from the map and the old base's checksum table
-    /// alone. Any doubt (a base chunk the table cannot answer for) says no: the window is then
-    /// read, and verified, like any other.
-    fn reads_as_zeros(&mut self, at: u64, len: u64) -> bool {
+    /// The checksum entry of chunk `i` of a window of `len` bytes when it is all zero.
+    fn zero_sum_of(&self, len: usize, i: usize) -> ChunkSum {
+        let chunk = (len - i * self.block).min(self.block);
+        if chunk == self.block {
+            self.zero_block
+        } else {
+            zero_sum(chunk)
+        }
+    }
+
+    /// Which of the window's `chunks` may hold a non-zero byte: those a journal piece covers,
+    /// and those whose old base chunk is not stored as a hole. Any doubt (a piece or a table
+    /// entry that cannot be read) says yes: the chunk is then read, and verified, like any
+    /// other, so the error surfaces there.
+    fn chunks_to_read(&mut self, at: u64, len: u64, chunks: usize) -> Vec<bool> {
+        let block = self.block as u64;
         let end = at + len;
+        let mut wanted = vec![false; chunks];
+        let mut mark = |from: u64, to: u64| {
+            let (a, b) = ((from - at) / block, (to - at).div_ceil(block));
+            wanted[a as usize..b as usize].fill(true);
+        };
+        let mut bases = Vec::new();
         for piece in self.reader.disk().pieces(at, end) {
-            let Ok((start, piece)) = piece else {
-                return false;
-            };
-            match piece.source {
-                Source::Zero => {}
-                Source::Record(_) => return false,
-                Source::Base => {
-                    let mut offset = start;
-                    while offset < piece.end.min(end) {
-                        match self.reader.base_hole_at(offset) {
-                            Ok((true, chunk_end)) => offset = chunk_end,
-                            _ => return false,
-                        }
-                    }
+            match piece {
+                Err(_) => {
+                    mark(at, end);
+                    return wanted;
                 }
+                Ok((start, piece)) => match piece.source {
+                    Source::Zero => {}
+                    Source::Record(_) => mark(start, piece.end.min(end)),
+                    Source::Base => bases.push((start, piece.end.min(end))),
+                },
             }
         }
-        true
+        for (start, stop) in bases {
+            let mut offset = start;
+            while offset < stop {
+                let chunk_end = match self.reader.base_hole_at(offset) {
+                    Ok((true, chunk_end)) => chunk_end,
+                    Ok((false, chunk_end)) => {
+                        mark(offset, chunk_end.min(stop));
+                        chunk_end
+                    }
+                    Err(_) => {
+                        let chunk_end = (offset / block + 1) * block;
+                        mark(offset, chunk_end.min(stop));
+                        chunk_end
+                    }
+                };
+                offset = chunk_end.min(stop).max(offset + 1);
+            }
+        }
+        wanted
     }
 }
