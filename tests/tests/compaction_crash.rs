@@ -428,3 +428,118 @@ fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
     );
     all.assert_no_violation();
 }
+
+/// Writes `bytes` over `path` at `offset` on the simulator, durably.
+fn overwrite(sim: &Arc<SimStorage>, path: &Path, offset: u64, bytes: &[u8]) {
+    let f = sim
+        .open(path, replog_io::OpenMode::ReadWrite)
+        .expect("the file opens");
+    let write = replog_io::WriteAt {
+        offset,
+        data: bytes,
+    };
+    f.write_batch(&[write], false).expect("written");
+    sim.make_all_durable();
+}
+
+/// `verify` skips exactly the dead ranges the manifest lists: after a prune that reclaims
+/// garbage it is clean; a listed range whose records a kept point reads, and a hole punched
+/// outside the listed ranges, are both reported as damage.
+#[test]
+fn verify_skips_exactly_the_listed_dead_ranges_and_checks_that_no_kept_point_reads_them() {
+    let (image, model) = prepare_overwrites();
+    let sim = image.restore(1);
+    let storage: Arc<dyn Storage> = sim.clone();
+    let dir = Path::new(DIR);
+    let mut w = Writer::open(storage.clone(), dir).expect("opens");
+    let opts = PruneOptions {
+        keep_last: Some(100),
+        garbage_ratio: GarbageRatio::from_fraction(0.0).expect("a ratio"),
+        ..PruneOptions::default()
+    };
+    let report = w.prune(&opts).expect("prunes");
+    assert!(report.garbage.committed, "{:?}", report.garbage);
+    let manifest = w.manifest().clone();
+    drop(w);
+    let verified = replog_reader::verify(storage.as_ref(), dir);
+    assert!(verified.is_intact(), "{:?}", verified.findings());
+    let vault = replog_reader::Vault::open(storage.clone(), dir).expect("opens");
+    let violations = check_listed_points(&vault, &model);
+    assert!(violations.is_empty(), "{violations:?}");
+
+    // A hole outside the listed ranges: the page after the first range's last whole page,
+    // when it is still before the footer and outside every range, zeroed.
+    let first = manifest.dead_ranges[0];
+    let seg = layout::segment_path(dir, first.segment_id);
+    let footer = manifest
+        .segments
+        .iter()
+        .find(|s| s.segment_id == first.segment_id)
+        .and_then(|s| s.sealed)
+        .expect("sealed")
+        .footer_offset;
+    let (at, len) = first.hole().expect("a hole");
+    let outside = at + len + 4096;
+    assert!(
+        outside + 4096 <= footer,
+        "the segment is too short for the check"
+    );
+    assert!(
+        manifest.dead_ranges.iter().all(|d| d
+            .hole()
+            .is_none_or(|(a, l)| outside + 4096 <= a || a + l <= outside)),
+        "the page after the first range is listed"
+    );
+    let pruned_seg = sim
+        .open(&seg, replog_io::OpenMode::Read)
+        .and_then(|f| f.map())
+        .expect("reads")
+        .to_vec();
+    let mut zeroed = pruned_seg.clone();
+    zeroed[outside as usize..(outside + 4096) as usize].fill(0);
+    overwrite(&sim, &seg, 0, &zeroed);
+    let found = replog_reader::verify(storage.as_ref(), dir);
+    assert!(
+        found
+            .findings()
+            .iter()
+            .any(|f| f.severity == replog_reader::Severity::Damage
+                && f.path.ends_with(seg.file_name().unwrap())),
+        "a hole outside the listed ranges was not reported: {:?}",
+        found.findings()
+    );
+    overwrite(&sim, &seg, 0, &pruned_seg);
+    assert!(replog_reader::verify(storage.as_ref(), dir).is_intact());
+
+    // A listed range grown over the record right after it, which a kept point reads (each
+    // run is two overwritten writes, followed by the write that stays).
+    let extents = vault
+        .journal_extents_after(manifest.base_lsn)
+        .expect("extents");
+    let mut forged = manifest.clone();
+    forged.generation += 1;
+    let (i, live) = forged
+        .dead_ranges
+        .iter()
+        .enumerate()
+        .find_map(|(i, d)| {
+            let next = extents
+                .iter()
+                .find(|e| e.record_offset == d.end && e.lsn == d.last_lsn + 1);
+            next.filter(|e| e.kind == replog_format::record::RecordKind::Write)
+                .map(|e| (i, *e))
+        })
+        .expect("a run followed by a live write");
+    forged.dead_ranges[i].end = live.record_offset + 64 + u64::from(live.stored_len);
+    forged.dead_ranges[i].last_lsn = live.lsn;
+    overwrite(&sim, &dir.join("MANIFEST"), 0, &forged.encode());
+    let found = replog_reader::verify(storage.as_ref(), dir);
+    assert!(
+        found
+            .findings()
+            .iter()
+            .any(|f| f.message.contains("reads the write record")),
+        "a kept point reading a listed record was not reported: {:?}",
+        found.findings()
+    );
+}
