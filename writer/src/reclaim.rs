@@ -214,11 +214,7 @@ impl Reclaim<'_> {
     }
 
     /// The manifest listing `candidates` in place of what it listed for their segments.
-    fn listed(
-        &self,
-        candidates: RunsBySegment,
-        report: &mut GarbageReport,
-    ) -> Manifest {
+    fn listed(&self, candidates: RunsBySegment, report: &mut GarbageReport) -> Manifest {
         let mut m = self.vault.manifest.clone();
         m.generation += 1;
         for (segment_id, found) in candidates {
