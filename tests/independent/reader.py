@@ -197,7 +197,7 @@ def read_manifest(vault, vh):
     version, reserved, body_bytes, body_crc, header_crc = u("IIQII", data, 8)
     if header_crc != crc(data[:28]):
         fail(where, 28, "the header CRC does not match")
-    if version not in (1, 2, 4) or reserved != 0:
+    if version not in (1, 2, 4, 5) or reserved != 0:
         fail(where, 8, f"version {version}")
     if 32 + body_bytes != len(data) or body_bytes > 1 << 30:
         fail(where, 16, f"body of {body_bytes} bytes in a file of {len(data)}")
@@ -216,9 +216,16 @@ def read_manifest(vault, vh):
     m["retired"] = set()
     if version == 4 and not any(s["released"] for s in m["segments"]):
         fail(where, 32, "a version 4 manifest with no released prefix")
-    # Version 4 (without a resize, which this reader does not know) has the lifecycle section
-    # when bytes are left.
-    if version == 2 or (version == 4 and c.pos < len(body)):
+    if version == 5:
+        # Dead ranges: records no offered point reads, so a reader that reads records only
+        # through the views' pieces never meets one; only their length matters here.
+        count = c.int("I")
+        if count == 0:
+            fail(where, 32 + c.pos - 4, "a version 5 manifest with no dead range")
+        c.take(40 * count)
+    # Versions 4 and 5 (without a resize, which this reader does not know) have the lifecycle
+    # section when bytes are left.
+    if version == 2 or (version in (4, 5) and c.pos < len(body)):
         flags = c.int("I")
         pins, retired = c.int("I"), c.int("I")
         c.zero(4)
@@ -263,7 +270,7 @@ def read_segment_entry(c, version):
         "sealed": c.int("B"),
     }
     flags = c.int("B")
-    if flags & ~1 or (flags and (version != 4 or not s["sealed"])):
+    if flags & ~1 or (flags and (version not in (4, 5) or not s["sealed"])):
         fail("MANIFEST", 32 + c.pos - 1, f"segment flags {flags:#x}")
     s["released"] = flags == 1
     c.zero(2)

@@ -20,6 +20,13 @@
 //! 4, keep the last 2 with the base in the open segment) cover the dead-prefix release: the
 //! seal of the open segment around the base, the manifest that marks the prefix, the punch, the
 //! length set again and the sync.
+//!
+//! Two workloads run with `--garbage-ratio 0`: the policy with a pin (whatever records of the
+//! retired points the next kept point overwrote whole), and a vault where each
+//! point follows three writes of the same range, pruned keeping every point (the base moves to
+//! the first point, then the overwritten records of every later one are listed as dead ranges,
+//! the open segment sealed to hold them, the manifest committed and the holes punched). After
+//! each crash, every dead range the manifest lists must read as zeros and be a hole as well.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,7 +40,9 @@ use replog_tests::{
     PointModel, SimImage, check_listed_points, live_files, noise, small_segments, stress,
     unnamed_files, vault_dirs,
 };
-use replog_writer::{Compression, PointKind, PruneOptions, PruneReport, RetentionPolicy, Writer};
+use replog_writer::{
+    Compression, GarbageRatio, PointKind, PruneOptions, PruneReport, RetentionPolicy, Writer,
+};
 
 const DIR: &str = "/vault";
 const H_NS: i64 = 3_600_000_000_000;
@@ -44,6 +53,8 @@ struct Workload {
     image: SimImage,
     model: PointModel,
     opts: PruneOptions,
+    /// Whether the prune must list and punch dead ranges.
+    garbage: bool,
 }
 
 /// Builds the vault: disk `a` from an image, empty disk `b`, 64 KiB segments, about 30 points
@@ -94,6 +105,36 @@ fn prepare(
     (SimImage::capture(&sim, &dirs), m)
 }
 
+/// Builds a vault like [`prepare`] whose 12 points each follow three writes of the same 6000
+/// bytes of disk `a` (the first two overwritten before the point) and one write of disk `b`.
+fn prepare_overwrites() -> (SimImage, PointModel) {
+    let sim = SimStorage::new(3);
+    let storage: Arc<dyn Storage> = sim.clone();
+    let settings = small_segments(Compression::None);
+    let mut w = Writer::create(storage.clone(), Path::new(DIR), settings).expect("created");
+    sim.create_dir_all(Path::new("/images")).expect("created");
+    let mut m = PointModel::default();
+    let a = m
+        .add_image_disk(&mut w, &*storage, "/images/a", noise(1, 48 << 10))
+        .expect("added");
+    let b = m.add_zero_disk(&mut w, "b", 96 << 10).expect("added");
+    for i in 0..12u64 {
+        let at = (i * 7919) % (40 << 10);
+        for round in 0..3 {
+            let data = noise(200 + i * 3 + round, 6000);
+            m.stage_write(&mut w, a, at, &data).expect("staged");
+        }
+        let data = noise(300 + i, 1000 + i as usize * 100);
+        m.stage_write(&mut w, b, i * 4096, &data).expect("staged");
+        m.point_of_kind(&mut w, PointKind::CrashConsistent, &format!("o{i}"))
+            .expect("acknowledged");
+    }
+    w.close().expect("closed");
+    let mut dirs = vault_dirs(Path::new(DIR));
+    dirs.push(PathBuf::from("/images"));
+    (SimImage::capture(&sim, &dirs), m)
+}
+
 fn workloads() -> Vec<Workload> {
     let (image, model) = prepare(None, &[], Compression::None);
     let keep_last = Workload {
@@ -104,6 +145,7 @@ fn workloads() -> Vec<Workload> {
             keep_last: Some(4),
             ..PruneOptions::default()
         },
+        garbage: false,
     };
     // The policy keeps app-consistent points for the whole window and one point per hour; run
     // as if a day had passed, every point is past the window but the pinned and the newest, so
@@ -119,8 +161,10 @@ fn workloads() -> Vec<Workload> {
         model,
         opts: PruneOptions {
             now_unix_ns: Some(replog_writer::now_unix_ns() + 24 * H_NS),
+            garbage_ratio: GarbageRatio::from_fraction(0.0).expect("a ratio"),
             ..PruneOptions::default()
         },
+        garbage: false,
     };
     let (image, model) = prepare(None, &[], Compression::None);
     let into_open = Workload {
@@ -131,6 +175,7 @@ fn workloads() -> Vec<Workload> {
             keep_last: Some(1),
             ..PruneOptions::default()
         },
+        garbage: false,
     };
     let (image, model) = prepare(None, &[], Compression::None);
     let release_open = Workload {
@@ -141,11 +186,25 @@ fn workloads() -> Vec<Workload> {
             keep_last: Some(2),
             ..PruneOptions::default()
         },
+        garbage: false,
     };
-    vec![keep_last, policy, into_open, release_open]
+    let (image, model) = prepare_overwrites();
+    let overwrites = Workload {
+        name: "every point kept, overwritten records reclaimed",
+        image,
+        model,
+        opts: PruneOptions {
+            keep_last: Some(100),
+            garbage_ratio: GarbageRatio::from_fraction(0.0).expect("a ratio"),
+            ..PruneOptions::default()
+        },
+        garbage: true,
+    };
+    vec![keep_last, policy, into_open, release_open, overwrites]
 }
 
-/// The dead prefixes the manifest marks as released that are not a hole reading as zeros.
+/// The dead prefixes the manifest marks as released, and the dead ranges it lists, that are not
+/// a hole reading as zeros.
 fn unreleased_prefixes(sim: &Arc<SimStorage>) -> Vec<String> {
     let dir = Path::new(DIR);
     let read = |path: &Path| -> Result<(Vec<u8>, u64), String> {
@@ -163,17 +222,35 @@ fn unreleased_prefixes(sim: &Arc<SimStorage>) -> Vec<String> {
     };
     let mut violations = Vec::new();
     for s in &manifest.segments {
-        let Some(end) = manifest.released_prefix(s.segment_id) else {
+        let prefix = manifest
+            .released_prefix(s.segment_id)
+            .map(|end| (4096, end - 4096));
+        let dead = manifest.dead_ranges_of(s.segment_id).iter();
+        let holes: Vec<(u64, u64)> = prefix
+            .into_iter()
+            .chain(dead.filter_map(|d| d.hole()))
+            .collect();
+        if holes.is_empty() {
             continue;
-        };
+        }
         let path = layout::segment_path(dir, s.segment_id);
         match read(&path) {
             Ok((bytes, allocated)) => {
-                let hole = &bytes[4096..end as usize];
                 let whole_pages = (bytes.len() as u64).div_ceil(4096) * 4096;
-                if hole.iter().any(|&b| b != 0) || allocated > whole_pages - (end - 4096) {
+                let freed: u64 = holes.iter().map(|(_, len)| len).sum();
+                for &(at, len) in &holes {
+                    let hole = &bytes[at as usize..(at + len) as usize];
+                    if hole.iter().any(|&b| b != 0) {
+                        violations.push(format!(
+                            "{}: the released range [{at}, {}) does not read as zeros",
+                            path.display(),
+                            at + len
+                        ));
+                    }
+                }
+                if allocated > whole_pages - freed {
                     violations.push(format!(
-                        "{}: the released prefix [4096, {end}) is not a hole ({allocated} bytes allocated of {})",
+                        "{}: {freed} bytes of it are released, yet {allocated} bytes of {} are allocated",
                         path.display(),
                         bytes.len()
                     ));
@@ -296,7 +373,16 @@ fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
             "{}: {c:?}",
             wl.name
         );
-        assert!(!c.segments_dropped.is_empty(), "{}: {c:?}", wl.name);
+        let g = &report.garbage;
+        if wl.garbage {
+            assert!(
+                g.committed && g.dead_bytes_listed > 0 && g.bytes_freed > 0,
+                "{}: no garbage reclaimed: {g:?}",
+                wl.name
+            );
+        } else {
+            assert!(!c.segments_dropped.is_empty(), "{}: {c:?}", wl.name);
+        }
         if wl.opts.keep_last == Some(2) {
             assert!(
                 !c.prefixes_released.is_empty() && c.prefix_bytes_released > 0,
@@ -320,7 +406,7 @@ fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
             v
         });
         eprintln!(
-            "compaction crashes, {}: {n} operations x {seeds} seeds = {} crashes, {} with violations, {:.1}s; the prune keeps {} points, drops {} segments, releases the prefix of segments {:?} ({} bytes)",
+            "compaction crashes, {}: {n} operations x {seeds} seeds = {} crashes, {} with violations, {:.1}s; the prune keeps {} points, drops {} segments, releases the prefix of segments {:?} ({} bytes), lists dead ranges in segments {:?} ({} bytes freed)",
             wl.name,
             swept.cases,
             swept.violating,
@@ -328,15 +414,132 @@ fn a_crash_at_every_operation_of_compaction_changes_no_kept_point() {
             kept.len(),
             c.segments_dropped.len(),
             c.prefixes_released,
-            c.prefix_bytes_released
+            c.prefix_bytes_released,
+            g.segments,
+            g.bytes_freed
         );
         all.add(swept);
     }
     eprintln!(
-        "compaction crashes: {} crashes over 4 workloads, {} with violations, {:.1}s",
+        "compaction crashes: {} crashes over 5 workloads, {} with violations, {:.1}s",
         all.cases,
         all.violating,
         started.elapsed().as_secs_f64()
     );
     all.assert_no_violation();
+}
+
+/// Writes `bytes` over `path` at `offset` on the simulator, durably.
+fn overwrite(sim: &Arc<SimStorage>, path: &Path, offset: u64, bytes: &[u8]) {
+    let f = sim
+        .open(path, replog_io::OpenMode::ReadWrite)
+        .expect("the file opens");
+    let write = replog_io::WriteAt {
+        offset,
+        data: bytes,
+    };
+    f.write_batch(&[write], false).expect("written");
+    sim.make_all_durable();
+}
+
+/// `verify` skips exactly the dead ranges the manifest lists: after a prune that reclaims
+/// garbage it is clean; a listed range whose records a kept point reads, and a hole punched
+/// outside the listed ranges, are both reported as damage.
+#[test]
+fn verify_skips_exactly_the_listed_dead_ranges_and_checks_that_no_kept_point_reads_them() {
+    let (image, model) = prepare_overwrites();
+    let sim = image.restore(1);
+    let storage: Arc<dyn Storage> = sim.clone();
+    let dir = Path::new(DIR);
+    let mut w = Writer::open(storage.clone(), dir).expect("opens");
+    let opts = PruneOptions {
+        keep_last: Some(100),
+        garbage_ratio: GarbageRatio::from_fraction(0.0).expect("a ratio"),
+        ..PruneOptions::default()
+    };
+    let report = w.prune(&opts).expect("prunes");
+    assert!(report.garbage.committed, "{:?}", report.garbage);
+    let manifest = w.manifest().clone();
+    drop(w);
+    let verified = replog_reader::verify(storage.as_ref(), dir);
+    assert!(verified.is_intact(), "{:?}", verified.findings());
+    let vault = replog_reader::Vault::open(storage.clone(), dir).expect("opens");
+    let violations = check_listed_points(&vault, &model);
+    assert!(violations.is_empty(), "{violations:?}");
+
+    // A hole outside the listed ranges: the page after the first range's last whole page,
+    // when it is still before the footer and outside every range, zeroed.
+    let first = manifest.dead_ranges[0];
+    let seg = layout::segment_path(dir, first.segment_id);
+    let footer = manifest
+        .segments
+        .iter()
+        .find(|s| s.segment_id == first.segment_id)
+        .and_then(|s| s.sealed)
+        .expect("sealed")
+        .footer_offset;
+    let (at, len) = first.hole().expect("a hole");
+    let outside = at + len + 4096;
+    assert!(
+        outside + 4096 <= footer,
+        "the segment is too short for the check"
+    );
+    assert!(
+        manifest.dead_ranges.iter().all(|d| d
+            .hole()
+            .is_none_or(|(a, l)| outside + 4096 <= a || a + l <= outside)),
+        "the page after the first range is listed"
+    );
+    let pruned_seg = sim
+        .open(&seg, replog_io::OpenMode::Read)
+        .and_then(|f| f.map())
+        .expect("reads")
+        .to_vec();
+    let mut zeroed = pruned_seg.clone();
+    zeroed[outside as usize..(outside + 4096) as usize].fill(0);
+    overwrite(&sim, &seg, 0, &zeroed);
+    let found = replog_reader::verify(storage.as_ref(), dir);
+    assert!(
+        found
+            .findings()
+            .iter()
+            .any(|f| f.severity == replog_reader::Severity::Damage
+                && f.path.ends_with(seg.file_name().unwrap())),
+        "a hole outside the listed ranges was not reported: {:?}",
+        found.findings()
+    );
+    overwrite(&sim, &seg, 0, &pruned_seg);
+    assert!(replog_reader::verify(storage.as_ref(), dir).is_intact());
+
+    // A listed range grown over the record right after it, which a kept point reads (each
+    // run is two overwritten writes, followed by the write that stays).
+    let extents = vault
+        .journal_extents_after(manifest.base_lsn)
+        .expect("extents");
+    let mut forged = manifest.clone();
+    forged.generation += 1;
+    let (i, live) = forged
+        .dead_ranges
+        .iter()
+        .enumerate()
+        .find_map(|(i, d)| {
+            let next = extents
+                .iter()
+                .find(|e| e.record_offset == d.end && e.lsn == d.last_lsn + 1);
+            next.filter(|e| e.kind == replog_format::record::RecordKind::Write)
+                .map(|e| (i, *e))
+        })
+        .expect("a run followed by a live write");
+    forged.dead_ranges[i].end = live.record_offset + 64 + u64::from(live.stored_len);
+    forged.dead_ranges[i].last_lsn = live.lsn;
+    overwrite(&sim, &dir.join("MANIFEST"), 0, &forged.encode());
+    let found = replog_reader::verify(storage.as_ref(), dir);
+    assert!(
+        found
+            .findings()
+            .iter()
+            .any(|f| f.message.contains("reads the write record")),
+        "a kept point reading a listed record was not reported: {:?}",
+        found.findings()
+    );
 }

@@ -338,6 +338,10 @@ pub struct PruneArgs {
     /// Wait up to this many seconds for readers holding older points (default 0: skip).
     #[arg(long, default_value_t = 0)]
     pub wait_for_leases: u64,
+    /// Punch the records every kept point overwrote in a segment once they are this share of
+    /// its live bytes (0 to 1; 0: any, 1: never).
+    #[arg(long, default_value_t = 0.5)]
+    pub garbage_ratio: f64,
     /// Evaluate the policy as if now were this time (RFC 3339).
     #[arg(long, hide = true)]
     pub now: Option<String>,

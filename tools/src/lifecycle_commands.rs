@@ -7,8 +7,8 @@ use std::time::Duration;
 use replog_format::lifecycle::Lifecycle;
 use replog_vault::{Churn, DiskUsage, LifecycleState, PointChoice, Pruned, RetentionChange, Vault};
 use replog_writer::{
-    LeaseOutcome, LeaseWait, MigrationOptions, MigrationPhase, MigrationRecord, MigrationReport,
-    PruneOptions, RetentionPolicy,
+    GarbageRatio, GarbageReport, LeaseOutcome, LeaseWait, MigrationOptions, MigrationPhase,
+    MigrationRecord, MigrationReport, PruneOptions, RetentionPolicy,
 };
 use serde_json::{Value, json};
 
@@ -108,7 +108,14 @@ pub fn prune(vault: &Vault, args: &PruneArgs) -> CmdResult {
         Some(t) => Some(parse_time("", t)?),
         None => None,
     };
+    let garbage_ratio = GarbageRatio::from_fraction(args.garbage_ratio).ok_or_else(|| {
+        Failure::new(format!(
+            "--garbage-ratio {} is not a share from 0 to 1 (0: punch any dead range, 1: never)",
+            args.garbage_ratio
+        ))
+    })?;
     let opts = PruneOptions {
+        garbage_ratio,
         keep_last: args.keep_last,
         now_unix_ns,
         lease_wait: match args.wait_for_leases {
@@ -164,6 +171,21 @@ fn prune_json(pruned: &Pruned, dry_run: bool) -> Value {
         "prefixes_released": c.prefixes_released,
         "prefix_bytes_released": c.prefix_bytes_released,
         "release_unsupported": c.release_unsupported.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "garbage": garbage_json(&pruned.report.garbage),
+    })
+}
+
+/// What reclaiming the records every kept point overwrote did.
+fn garbage_json(g: &GarbageReport) -> Value {
+    json!({
+        "segments": g.segments,
+        "dead_bytes_listed": g.dead_bytes_listed,
+        "bytes_freed": g.bytes_freed,
+        "ranges_listed": g.ranges_listed,
+        "below_ratio": g.below_ratio,
+        "sealed_open": g.sealed_open,
+        "skipped": g.skipped,
+        "unsupported": g.unsupported.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
     })
 }
 
@@ -209,6 +231,44 @@ fn print_usage_kinds(pruned: &Pruned) {
     for path in &c.release_unsupported {
         println!(
             "note: {} is on a filesystem that cannot punch holes; its dead prefix stays allocated until the segment is deleted",
+            path.display()
+        );
+    }
+    print_garbage(&pruned.report.garbage);
+}
+
+/// What reclaiming the records every kept point overwrote did, in a line or two.
+fn print_garbage(g: &GarbageReport) {
+    if !g.segments.is_empty() {
+        println!(
+            "garbage: punched the dead records of segment {} ({} newly listed, {} freed){}",
+            join(&g.segments),
+            human_bytes(g.dead_bytes_listed),
+            human_bytes(g.bytes_freed),
+            g.sealed_open
+                .map(|id| format!("; sealed the open segment {id} first"))
+                .unwrap_or_default()
+        );
+    } else if g.bytes_freed > 0 {
+        println!(
+            "garbage: punched dead ranges listed before ({} freed)",
+            human_bytes(g.bytes_freed)
+        );
+    }
+    if !g.below_ratio.is_empty() {
+        println!(
+            "garbage: segment {} holds dead records below --garbage-ratio; left as they are",
+            join(&g.below_ratio)
+        );
+    }
+    if let Some(blocking) = &g.skipped {
+        println!(
+            "garbage: skipped: {blocking} may read the dead records; the next prune decides again"
+        );
+    }
+    for path in &g.unsupported {
+        println!(
+            "note: {} is on a filesystem that cannot punch holes; its dead records stay allocated until the segment is deleted",
             path.display()
         );
     }

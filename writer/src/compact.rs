@@ -355,6 +355,10 @@ impl Compaction<'_> {
         m.segments.retain(|s| !dropped.contains(&s.segment_id));
         m.points
             .retain(|p| p.lsn == target || !dropped.contains(&p.segment_id));
+        // Dead ranges go with their segments, and those below the new base with the records
+        // the base now holds (they lie in the dead prefix released below).
+        m.dead_ranges
+            .retain(|d| d.first_lsn > target && !dropped.contains(&d.segment_id));
         // The first segment left holds the new base point when it straddles it: everything
         // before the point's marker page is dead and is released after this commit.
         let released = m

@@ -127,3 +127,60 @@ pub(crate) fn release_prefixes(
     }
     Ok(out)
 }
+
+/// Punches the hole of every dead range `manifest` lists (see `replog_format::garbage`): the
+/// whole pages inside each run, skipping those `SEEK_DATA` says are already a hole; then, in
+/// each segment punched, the length set again (freeing space reserved past the end of a
+/// segment sealed early) and a data sync so that the holes are durable. The manifest listing
+/// the ranges must be durable first: an older manifest would scan for the records the holes
+/// remove. Idempotent, so recovery redoes it after a crash. A filesystem that cannot punch
+/// holes gets nothing written, and the segment is reported.
+pub(crate) fn punch_dead_ranges(
+    storage: &dyn Storage,
+    dir: &Path,
+    manifest: &replog_format::manifest::Manifest,
+) -> Result<Released> {
+    let mut out = Released::default();
+    let mut ids: Vec<u64> = manifest.dead_ranges.iter().map(|d| d.segment_id).collect();
+    ids.dedup();
+    for id in ids {
+        let path = replog_format::layout::segment_path(dir, id);
+        let io = |at: u64, what: &'static str| {
+            let path = path.clone();
+            move |e| WriteError::io(&path, Some(at), what, e)
+        };
+        let f = match storage.open(&path, OpenMode::ReadWrite) {
+            Ok(f) => f,
+            // Evicted to a remote (tiered storage): nothing of it is here to free.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(0, "opening to punch its dead ranges")(e)),
+        };
+        let before = f.allocated_bytes().map_err(io(0, "measuring"))?;
+        let mut punched = false;
+        for (at, len) in manifest.dead_ranges_of(id).iter().filter_map(|d| d.hole()) {
+            let data = f.next_data(at).map_err(io(at, "looking for data"))?;
+            if data.is_none_or(|(data, _)| data >= at + len) {
+                continue;
+            }
+            let what = "punching a hole over a dead range";
+            if !f.punch_hole(at, len).map_err(io(at, what))? {
+                out.unsupported.push(path.clone());
+                break;
+            }
+            punched = true;
+        }
+        if punched {
+            let len = f.len().map_err(io(0, "measuring"))?;
+            f.set_len(len).map_err(io(
+                len,
+                "setting the length (freeing space reserved past the end)",
+            ))?;
+            f.sync_data()
+                .map_err(io(0, "syncing the punched dead ranges"))?;
+            let after = f.allocated_bytes().map_err(io(0, "measuring"))?;
+            out.bytes += before.saturating_sub(after);
+        }
+        out.segments.push(id);
+    }
+    Ok(out)
+}

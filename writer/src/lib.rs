@@ -52,6 +52,7 @@ mod lock;
 mod manifest_io;
 mod migration;
 mod pipeline;
+mod reclaim;
 mod recover;
 mod resize;
 mod retention;
@@ -68,6 +69,7 @@ pub use migration::{
     MigratedDisk, MigrationOptions, MigrationReport, complete_migration, migration_plan,
 };
 pub use pipeline::{BUFFER_BYTES_MIN, FLUSH_BYTES, WriterOptions};
+pub use reclaim::{GarbageRatio, GarbageReport};
 pub use recover::RecoveryReport;
 pub use replog_format::header::Compression;
 pub use replog_format::lifecycle::{

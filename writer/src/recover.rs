@@ -522,6 +522,10 @@ impl Recovery<'_> {
             // A compaction committed the mark and may not have punched (or synced) the hole.
             crate::files::release_prefixes(self.storage, self.dir, &self.manifest)?;
         }
+        // Rule O: a prune committed dead ranges and may not have punched (or synced) their
+        // holes. No lease waits on them: every lease the prune saw was at a point it kept, and
+        // later leases are taken on points the manifest offers, none of which reads them.
+        crate::files::punch_dead_ranges(self.storage, self.dir, &self.manifest)?;
         Ok(())
     }
 

@@ -7,6 +7,9 @@
 //! their records stay, since later points need them, but they are recorded in the manifest and
 //! no longer offered.
 //!
+//! Then the records every kept point has overwritten, inside the segments that stay, are
+//! reclaimed where they reach the garbage ratio (see `reclaim`), also when every point is kept.
+//!
 //! Always kept, whatever the policy: the newest point, pinned points, and the point of a
 //! persistent lease (a test failover). A reader's process lease does not change the plan; it
 //! makes the compaction wait or skip (see [`LeaseWait`]).
@@ -21,6 +24,7 @@ use crate::bases::Bases;
 use crate::compact::{CompactReport, CompactRequest, Compaction, LeaseWait};
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::journal::Journal;
+use crate::reclaim::{GarbageRatio, GarbageReport, Reclaim};
 use crate::state::VaultState;
 
 const NS_PER_S: i64 = 1_000_000_000;
@@ -142,6 +146,9 @@ pub struct PruneOptions {
     pub lease_wait: LeaseWait,
     /// Only report what would happen.
     pub dry_run: bool,
+    /// The share of a segment's live bytes that must be dead before its dead ranges are
+    /// punched (see `GarbageRatio`).
+    pub garbage_ratio: GarbageRatio,
 }
 
 impl Default for PruneOptions {
@@ -151,6 +158,7 @@ impl Default for PruneOptions {
             now_unix_ns: None,
             lease_wait: LeaseWait::Skip,
             dry_run: false,
+            garbage_ratio: GarbageRatio::DEFAULT,
         }
     }
 }
@@ -165,6 +173,9 @@ pub struct PruneReport {
     /// For a dry run or before compaction: the journal bytes of the segments the new base makes
     /// unnecessary (file lengths).
     pub journal_bytes_reclaimable: u64,
+    /// What reclaiming the records every kept point overwrote did (nothing for a dry run, or
+    /// when a lease made the compaction skip).
+    pub garbage: GarbageReport,
 }
 
 /// Retention's view of the writer: the vault whose lifecycle it changes, the journal whose
@@ -254,26 +265,39 @@ impl Retention<'_> {
                 + prefix_reclaimable(self.vault, plan.base()),
             plan,
             compaction: None,
+            garbage: GarbageReport::default(),
         };
         let Some(base) = report.plan.base().cloned() else {
             return Ok(report);
         };
         let base_lsn = self.vault.manifest.base_lsn;
         let nothing = base.lsn <= base_lsn && report.plan.retired.is_empty();
-        if opts.dry_run || nothing {
+        if opts.dry_run {
             return Ok(report);
         }
-        let req = CompactRequest {
-            base: (base.point_id, base.lsn.max(base_lsn)),
-            retire: report.plan.retired.iter().map(|p| p.point_id).collect(),
-            wait: opts.lease_wait,
-        };
-        let compaction = Compaction {
+        if !nothing {
+            let req = CompactRequest {
+                base: (base.point_id, base.lsn.max(base_lsn)),
+                retire: report.plan.retired.iter().map(|p| p.point_id).collect(),
+                wait: opts.lease_wait,
+            };
+            let compaction = Compaction {
+                vault: &mut *self.vault,
+                journal: &mut *self.journal,
+                bases: self.bases,
+            };
+            let done = compaction.run(&req)?;
+            let skipped = matches!(done.lease, crate::compact::LeaseOutcome::Skipped { .. });
+            report.compaction = Some(done);
+            if skipped {
+                return Ok(report);
+            }
+        }
+        let reclaim = Reclaim {
             vault: self.vault,
             journal: self.journal,
-            bases: self.bases,
         };
-        report.compaction = Some(compaction.run(&req)?);
+        report.garbage = reclaim.run(opts.garbage_ratio)?;
         Ok(report)
     }
 }
