@@ -13,9 +13,11 @@
 //! one iterator's 64 KiB; writing holds the view and one 1 MiB write buffer.
 
 mod index;
+mod merge;
 mod writer;
 
 pub use index::{CACHE_BYTES_MAX, CacheStats, CheckpointIndex, Pieces, READ_AHEAD_BLOCKS};
+pub use merge::{STEP_LSNS_MAX, write, write_in_steps};
 
 use std::path::{Path, PathBuf};
 
@@ -26,12 +28,10 @@ use replog_format::layout::{self, INDEX_DIR};
 use replog_io::OpenMode;
 
 use crate::base_image::base_bytes_or_manifest;
-use crate::disk_reader::DiskView;
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::{ExtentMap, RecordRef, SortedBuilder, Source};
 use crate::segments::SlotState;
 use crate::vault::{Vault, VaultInner};
-use writer::{IndexWriter, Target};
 
 /// By default a checkpoint is written once this many LSNs (records and points) have been
 /// sealed since the newest one: rare enough that writing checkpoints costs a small fraction of
@@ -334,67 +334,6 @@ pub(crate) fn check(
     load(&ctx, lsn, segment.segment_id, &disks, &base_bytes).map(|_| ())
 }
 
-/// Writes a checkpoint at `lsn`, which must end a sealed segment of the snapshot at or after
-/// the base. Returns what was written; an existing checkpoint at `lsn` is replaced by the same
-/// map.
-pub fn write(vault: &Vault, lsn: u64) -> Result<CheckpointInfo> {
-    let inner = &vault.inner;
-    let Some((segment_id, _)) = sealed_ends(inner).find(|&(_, end)| end == lsn) else {
-        return Err(ReadError::new(
-            ReadErrorKind::InvalidRequest,
-            format!("LSN {lsn} does not end a sealed segment at or after the base"),
-        ));
-    };
-    let view = vault.view_at_lsn(lsn)?;
-    let target = target(inner, lsn, segment_id);
-    let mut out = IndexWriter::create(target, view.disks().len() as u32)?;
-    for disk in view.disks() {
-        if let Err(e) = write_disk(inner, disk, &mut out) {
-            out.abandon();
-            return Err(e);
-        }
-    }
-    out.finish()
-}
-
-fn target(inner: &VaultInner, lsn: u64, last_segment_id: u64) -> Target<'_> {
-    Target {
-        storage: inner.storage.as_ref(),
-        dir: &inner.dir,
-        vault_id: inner.header.vault_id,
-        seed: inner.seed,
-        lsn,
-        last_segment_id,
-    }
-}
-
-/// Writes `disk` and each of its pieces that does not read the base.
-fn write_disk(inner: &VaultInner, disk: &DiskView, out: &mut IndexWriter<'_>) -> Result<()> {
-    out.begin_disk(disk.entry.disk_id, disk.size())?;
-    for (start, piece) in disk.map.iter() {
-        let source = match piece.source {
-            Source::Base => continue,
-            Source::Zero => PieceSource::Zero,
-            Source::Record(r) => PieceSource::Record(RecordPiece {
-                segment_id: inner.segments[r.segment_index as usize].id,
-                record_offset: r.record_offset,
-                lsn: r.lsn,
-                length: r.length,
-                stored_len: r.stored_len,
-                record_crc: r.record_crc,
-                flags: r.flags,
-                data_offset: r.data_offset,
-            }),
-        };
-        out.push(CheckpointPiece {
-            start,
-            len: piece.end - start,
-            source,
-        })?;
-    }
-    Ok(())
-}
-
 /// The pieces of checkpoint `lsn`, from its header; 0 if it has none or it does not read (the
 /// next checkpoint then replaces it).
 fn pieces_of(inner: &VaultInner, lsn: u64) -> u64 {
@@ -414,22 +353,41 @@ fn read_header(inner: &VaultInner, lsn: u64) -> Result<CheckpointHeader> {
 
 /// Writes a checkpoint at the end of the newest sealed segment if, since the newest checkpoint
 /// (or the base), at least `every_lsns` LSNs were sealed and at least as many as that
-/// checkpoint holds pieces; removes checkpoints the base has passed. Cheap when there is
-/// nothing to do: it lists `index/` and reads one header page.
+/// checkpoint holds pieces; removes checkpoints the base has passed and those of an older
+/// format, and thins the rest ([`thinned`]). Cheap when there is nothing to do: it lists
+/// `index/` and reads one header page per checkpoint (a few dozen at most, once thinned).
 /// Returns the checkpoint written, if any.
 pub fn maintain(vault: &Vault, every_lsns: u64) -> Result<Option<CheckpointInfo>> {
     let inner = &vault.inner;
     let base_lsn = inner.manifest.base_lsn;
-    let on_disk = list(inner)?;
-    // At the base LSN too: compaction dropped the segment that ended there.
-    for &old in on_disk.iter().filter(|&&l| l <= base_lsn && base_lsn > 0) {
-        let path = layout::checkpoint_path(&inner.dir, old);
-        match inner.storage.remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ReadError::io(&path, "remove", e)),
+    let mut on_disk = Vec::new();
+    for lsn in list(inner)? {
+        // At the base LSN too: compaction dropped the segment that ended there.
+        let passed = lsn <= base_lsn && base_lsn > 0;
+        let older_format =
+            read_header(inner, lsn).is_err_and(|e| e.kind() == ReadErrorKind::Unsupported);
+        if passed || older_format {
+            remove(inner, lsn)?;
+        } else {
+            on_disk.push(lsn);
         }
     }
+    let written = maintain_newest(vault, &on_disk, every_lsns)?;
+    for lsn in thinned(&list(inner)?) {
+        remove(inner, lsn)?;
+    }
+    Ok(written)
+}
+
+/// Writes a checkpoint at the newest sealed end if one is due (see [`maintain`]); `on_disk`
+/// lists the usable checkpoints.
+fn maintain_newest(
+    vault: &Vault,
+    on_disk: &[u64],
+    every_lsns: u64,
+) -> Result<Option<CheckpointInfo>> {
+    let inner = &vault.inner;
+    let base_lsn = inner.manifest.base_lsn;
     let Some((_, newest)) = sealed_ends(inner).last() else {
         return Ok(None);
     };
@@ -447,4 +405,68 @@ pub fn maintain(vault: &Vault, every_lsns: u64) -> Result<Option<CheckpointInfo>
         return Ok(None);
     }
     write(vault, newest).map(Some)
+}
+
+fn remove(inner: &VaultInner, lsn: u64) -> Result<()> {
+    let path = layout::checkpoint_path(&inner.dir, lsn);
+    match inner.storage.remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ReadError::io(&path, "remove", e)),
+    }
+}
+
+/// The checkpoints (LSNs, increasing) that thinning removes. It keeps the newest two, then,
+/// going back, each one at least as far before the last kept as that one is before the
+/// newest: the kept ones are spaced out exponentially, so at most about `2 + log2(span)` stay
+/// (span: the LSNs between the oldest and the newest), and a view at an older point still
+/// starts from one at most as far behind as it is behind the newest.
+///
+/// A reader holding a removed checkpoint open keeps reading it (an unlinked file stays
+/// readable through an open handle); one that lists `index/` and then finds its choice gone
+/// looks again ([`start_maps`]).
+pub fn thinned(lsns: &[u64]) -> Vec<u64> {
+    let mut removed = Vec::new();
+    let Some((&newest, older)) = lsns.split_last() else {
+        return removed;
+    };
+    let Some((&second, older)) = older.split_last() else {
+        return removed;
+    };
+    let mut last_kept = second;
+    for &lsn in older.iter().rev() {
+        if last_kept - lsn >= newest - last_kept {
+            last_kept = lsn;
+        } else {
+            removed.push(lsn);
+        }
+    }
+    removed.reverse();
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_the_newest_two_and_exponentially_spaced_older_ones() {
+        let lsns: Vec<u64> = (1..=100).collect();
+        let removed = thinned(&lsns);
+        let kept: Vec<u64> = lsns
+            .iter()
+            .copied()
+            .filter(|l| !removed.contains(l))
+            .collect();
+        assert_eq!(kept, vec![36, 68, 84, 92, 96, 98, 99, 100]);
+        assert_eq!(
+            thinned(&kept),
+            Vec::<u64>::new(),
+            "thinning twice removes nothing more"
+        );
+        assert!(thinned(&[5]).is_empty() && thinned(&[5, 9]).is_empty());
+        // However many were written, few stay.
+        let many: Vec<u64> = (1..=1_000_000).map(|i| i * 1000).collect();
+        assert!(many.len() - thinned(&many).len() <= 2 + 21);
+    }
 }
