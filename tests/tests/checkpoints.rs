@@ -518,3 +518,29 @@ fn an_older_format_checkpoint_is_ignored_noted_and_rewritten() {
     );
     assert!(check_listed_points(&vault, &model).is_empty());
 }
+
+/// A damaged newest checkpoint is passed over for the one before it, not for a replay of the
+/// whole journal.
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_one_before() {
+    let b = backends(33).pop().expect("the simulated backend");
+    let dir = b.root.join("vault");
+    let model = workload(&b.storage, &dir, 33);
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    let ends = vault.sealed_segment_ends();
+    let (older, newest) = (ends[ends.len() - 3], ends[ends.len() - 1]);
+    checkpoint::write(&vault, older).unwrap();
+    let info = checkpoint::write(&vault, newest).unwrap();
+    let file = b
+        .storage
+        .open(&info.path, replog_io::OpenMode::ReadWrite)
+        .unwrap();
+    let at = file.len().unwrap() - 100;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 1], at).unwrap();
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    let view = vault.view_at_lsn(vault.last_lsn()).unwrap();
+    assert_eq!(view.checkpoint_lsn(), Some(older));
+    assert!(check_listed_points(&vault, &model).is_empty());
+}

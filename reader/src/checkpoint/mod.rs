@@ -270,10 +270,11 @@ fn record_ref(segment_index: u32, start: u64, r: &RecordPiece) -> RecordRef {
     }
 }
 
-/// The maps a view at `lsn` starts from: the newest usable checkpoint at or before it, loaded,
-/// and its LSN; `None` to replay from the base. A checkpoint that maintenance removed between
-/// listing and opening (it keeps the newest, so a newer one exists) is looked for again; one
-/// that does not load is passed over (the journal is the authority; `verify` reports it).
+/// The maps a view at `lsn` starts from: the newest usable checkpoint at or before it that
+/// loads, and its LSN; `None` to replay from the base. A checkpoint that does not load is
+/// passed over for the one before it (the journal is the authority; `verify` reports it); when
+/// maintenance removed the chosen one between listing and opening (thinning), `index/` is
+/// listed again. At most [`START_ATTEMPTS_MAX`] are tried.
 pub(crate) fn start_maps(
     inner: &VaultInner,
     lsn: u64,
@@ -282,18 +283,26 @@ pub(crate) fn start_maps(
 ) -> Result<Option<(u64, Vec<ExtentMap>)>> {
     let ids: Vec<u64> = inner.segments.iter().map(|s| s.id).collect();
     let ctx = LoadCtx::of(inner, &ids);
-    for _ in 0..3 {
-        let Some((segment_id, cp_lsn)) = best_for(inner, lsn)? else {
+    let mut at = lsn;
+    for _ in 0..START_ATTEMPTS_MAX {
+        let Some((segment_id, cp_lsn)) = best_for(inner, at)? else {
             return Ok(None);
         };
         match load(&ctx, cp_lsn, segment_id, disks, base_bytes) {
             Ok(maps) => return Ok(Some((cp_lsn, maps))),
+            // Removed since the listing: list again.
             Err(e) if e.kind() == ReadErrorKind::NotFound => continue,
-            Err(_) => return Ok(None),
+            Err(_) => match cp_lsn.checked_sub(1) {
+                Some(before) => at = before,
+                None => return Ok(None),
+            },
         }
     }
     Ok(None)
 }
+
+/// Checkpoints a view tries before it replays from the base.
+const START_ATTEMPTS_MAX: usize = 4;
 
 /// Checks checkpoint `lsn` of a vault whose manifest is `manifest`, for `verify`: it must load
 /// against the manifest as a view would load it.
