@@ -6,7 +6,7 @@ one in place, and resolving a point from one.
 
 For each record count: `replog bench write --pattern rand --block 64` writes random 64-byte
 records over a 100 GiB sparse disk (every record its own extent, the worst case) with a point
-every 1000 records, into a vault with 64 MiB segments. Then, each timed with its peak resident
+every 1000 records, into a vault with 16 MiB segments (about 130,000 records each). Then, each timed with its peak resident
 memory (/usr/bin/time): `replog checkpoint --at-lsn MIDDLE` (the first checkpoint, from the
 base, in steps of at most 2^20 LSNs), `replog checkpoint` (the next one, merged incrementally
 from it), and `replog bench resolve` (open, resolve the newest/middle/oldest point, then 100,000
@@ -33,7 +33,7 @@ def main():
     for records in [int(x) for x in arg("--records", "1000000,10000000").split(",")]:
         v = os.path.join(work, f"checkpoint-{records}")
         remove(v)
-        run([REPLOG, "init", v, "--segment-size", "64MiB"])
+        run([REPLOG, "init", v, "--segment-size", "16MiB"])
         run([REPLOG, "bench", "write", v, "--pattern", "rand", "--block", "64", "--total", str(64 * records),
              "--point-every", str(64 * records // 1000), "--disk-size", "100GiB", "--json"])
         before = json.loads(run([REPLOG, "bench", "resolve", v, "--json"]))

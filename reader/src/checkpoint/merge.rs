@@ -3,10 +3,11 @@
 //! in-memory extent map of only those records), written out in disk order. The whole map is
 //! never built.
 //!
-//! Memory: the overlay of at most [`STEP_LSNS_MAX`] LSNs (an extent map costs at most three
+//! Memory: for at most [`STEP_LSNS_MAX`] LSNs, the overlay (an extent map costs at most three
 //! 20-byte pieces and one 48-byte record per write, plus about 40 bytes a piece in its
-//! transient overlay tree: under 160 MiB for 2^20 LSNs), one iterator's 64 KiB, the previous
-//! index's block cache (4 MiB) and the writer's 1 MiB. When more LSNs than that were sealed
+//! transient overlay tree) and the footers read to build it (about 56 bytes a record): under
+//! 200 MiB for 2^20 LSNs; plus one iterator's 64 KiB, the previous index's block cache (4 MiB)
+//! and the writer's 1 MiB. When more LSNs than that were sealed
 //! since the previous checkpoint, intermediate checkpoints are written at segment ends, each
 //! step within the bound (a step always covers at least one whole sealed segment).
 
@@ -47,6 +48,10 @@ pub fn write_in_steps(vault: &Vault, lsn: u64, step_lsns_max: u64) -> Result<Vec
     }
     let mut from = prev.as_ref().map_or(inner.manifest.base_lsn, |p| p.lsn());
     let mut written = Vec::new();
+    // The snapshot a step reads footers through keeps them (one entry per record): each step
+    // after the first reads through a snapshot of its own, dropped after it, so they do not
+    // pile up across steps.
+    let mut snapshot = vault.clone();
     loop {
         let mut next = ends.iter().copied().filter(|&(_, e)| e > from);
         let first = next
@@ -56,13 +61,34 @@ pub fn write_in_steps(vault: &Vault, lsn: u64, step_lsns_max: u64) -> Result<Vec
             .take_while(|&(_, e)| e - from <= step_lsns_max)
             .last()
             .unwrap_or(first);
-        written.push(merge_step(inner, prev.as_ref(), from, to, segment_id)?);
+        let step = &snapshot.inner;
+        written.push(merge_step(step, prev.as_ref(), from, to, segment_id)?);
         if to == lsn {
             return Ok(written);
         }
-        prev = Some(open(inner, to)?);
+        prev = Some(open(step, to)?);
         from = to;
+        snapshot = fresh_snapshot(vault, lsn)?;
     }
+}
+
+/// A new snapshot of `vault`'s directory for the next step, which must still hold the same
+/// base and the sealed segment ending at `lsn` (a compaction in between ends the write: the
+/// next maintenance starts again from the checkpoints written so far).
+fn fresh_snapshot(vault: &Vault, lsn: u64) -> Result<Vault> {
+    let inner = &vault.inner;
+    let fresh = Vault::open(inner.storage.clone(), &inner.dir)?;
+    let same_base = fresh.inner.manifest.base_lsn == inner.manifest.base_lsn;
+    if !same_base || !sealed_ends(&fresh.inner).any(|(_, e)| e == lsn) {
+        return Err(ReadError::new(
+            ReadErrorKind::InvalidRequest,
+            format!(
+                "the vault was compacted while a checkpoint at LSN {lsn} was being written; \
+                 the checkpoints written so far stay, and the next one starts from them"
+            ),
+        ));
+    }
+    Ok(fresh)
 }
 
 fn open(inner: &VaultInner, lsn: u64) -> Result<CheckpointIndex> {
