@@ -223,6 +223,29 @@ impl Start {
     }
 }
 
+/// Applies the records with `from < LSN <= to` to `maps`, one per disk at `included` (indices
+/// into the manifest's disks, increasing), each sized as its disk is at `from`, with the checks
+/// a view makes; then compacts them. For writing a checkpoint from the one before it.
+pub(crate) fn apply_records(
+    inner: &VaultInner,
+    from: u64,
+    to: u64,
+    included: &[usize],
+    maps: Vec<ExtentMap>,
+) -> Result<Vec<ExtentMap>> {
+    let mut builder = MapBuilder {
+        inner,
+        lsn: to,
+        start_lsn: from,
+        maps,
+        included,
+    };
+    builder.apply_journal()?;
+    let mut maps = builder.maps;
+    maps.iter_mut().for_each(ExtentMap::compact);
+    Ok(maps)
+}
+
 /// Applies the journal's records to the extent maps of the included disks.
 pub(crate) struct MapBuilder<'a> {
     pub inner: &'a VaultInner,

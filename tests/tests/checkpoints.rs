@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
+use replog_format::checkpoint::{CheckpointPiece, PieceSource, RecordPiece};
 use replog_format::layout;
 use replog_io::Storage;
+use replog_reader::checkpoint::CheckpointIndex;
+use replog_reader::extent_map::Source;
 use replog_reader::{Vault, checkpoint, verify};
 use replog_tests::{PointModel, backends, check_listed_points, noise};
 use replog_writer::{PointKind, VaultSettings, Writer};
@@ -250,4 +253,294 @@ fn a_checkpoint_at_the_new_base_lsn_is_superseded_not_damage() {
             b.name
         );
     }
+}
+
+/// The pieces of `view`'s disk at `position` that do not read the base, as a checkpoint holds
+/// them (segment ids, not indices), adjacent pieces that read on from each other joined.
+fn view_pieces(
+    vault: &Vault,
+    view: &replog_reader::PointView,
+    position: usize,
+) -> Vec<CheckpointPiece> {
+    let ids: Vec<u64> = vault
+        .manifest()
+        .segments
+        .iter()
+        .map(|s| s.segment_id)
+        .collect();
+    let pieces = view.disks()[position]
+        .extent_map()
+        .iter()
+        .filter_map(|(start, p)| {
+            let source = match p.source {
+                Source::Base => return None,
+                Source::Zero => PieceSource::Zero,
+                Source::Record(r) => PieceSource::Record(RecordPiece {
+                    segment_id: ids[r.segment_index as usize],
+                    record_offset: r.record_offset,
+                    lsn: r.lsn,
+                    length: r.length,
+                    stored_len: r.stored_len,
+                    record_crc: r.record_crc,
+                    flags: r.flags,
+                    data_offset: r.data_offset,
+                }),
+            };
+            Some(CheckpointPiece {
+                start,
+                len: p.end - start,
+                source,
+            })
+        });
+    joined(pieces)
+}
+
+/// `pieces` with each that reads on from the one before (zeros after zeros, the same record's
+/// next bytes) joined to it.
+fn joined(pieces: impl IntoIterator<Item = CheckpointPiece>) -> Vec<CheckpointPiece> {
+    let mut out: Vec<CheckpointPiece> = Vec::new();
+    for p in pieces {
+        if let Some(last) = out.last_mut()
+            && last.start + last.len == p.start
+        {
+            let reads_on = match (last.source, p.source) {
+                (PieceSource::Zero, PieceSource::Zero) => true,
+                (PieceSource::Record(a), PieceSource::Record(b)) => {
+                    RecordPiece {
+                        data_offset: b.data_offset,
+                        ..a
+                    } == b
+                        && u64::from(a.data_offset) + last.len == u64::from(b.data_offset)
+                }
+                _ => false,
+            };
+            if reads_on {
+                last.len += p.len;
+                continue;
+            }
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// Checks checkpoint `lsn` against `view` (a replay of the journal to the same LSN): every
+/// disk's pieces, lookups at random offsets and iterations over random ranges agree.
+fn check_index_against_view(
+    vault: &Vault,
+    view: &replog_reader::PointView,
+    lsn: u64,
+    rng: &mut SmallRng,
+) {
+    let index = CheckpointIndex::open(
+        vault.storage().as_ref(),
+        vault.dir(),
+        vault.header().vault_id,
+        replog_format::vault_seed(&vault.header().vault_id),
+        lsn,
+    )
+    .unwrap();
+    assert_eq!(index.disks().len(), view.disks().len(), "LSN {lsn}");
+    for (position, disk) in view.disks().iter().enumerate() {
+        let disk_id = disk.entry().disk_id;
+        let want = view_pieces(vault, view, position);
+        let all: Vec<_> = index
+            .pieces(disk_id, 0..u64::MAX)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            joined(all.iter().copied()),
+            want,
+            "LSN {lsn} disk {disk_id}"
+        );
+        assert_eq!(index.disk(disk_id).unwrap().disk_bytes, disk.size());
+        for _ in 0..200 {
+            let offset = rng.random_range(0..disk.size() + 4096);
+            let found = index.lookup(disk_id, offset).unwrap();
+            let expected = all.iter().find(|p| p.start + p.len > offset).copied();
+            assert_eq!(found, expected, "LSN {lsn} disk {disk_id} offset {offset}");
+            if let Some(p) = found
+                && p.start <= offset
+            {
+                // The piece covering `offset` reads what the view reads there.
+                let covering = want
+                    .iter()
+                    .find(|w| w.start <= offset && offset < w.start + w.len);
+                assert!(
+                    covering.is_some(),
+                    "LSN {lsn} offset {offset}: {p:?} not in the view"
+                );
+            }
+            let end = offset + rng.random_range(1..64 << 10);
+            let range: Vec<_> = index
+                .pieces(disk_id, offset..end)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let expected: Vec<_> = all
+                .iter()
+                .filter(|p| p.start + p.len > offset && p.start < end)
+                .copied()
+                .collect();
+            assert_eq!(
+                range, expected,
+                "LSN {lsn} disk {disk_id} range {offset}..{end}"
+            );
+        }
+    }
+}
+
+/// For several random vaults: checkpoints written incrementally (each from the one before, and
+/// in small steps with intermediate checkpoints) hold exactly the maps of a replay of the
+/// journal, and their in-place lookups and range iterations agree with those maps.
+#[test]
+fn incremental_checkpoints_and_their_lookups_agree_with_a_replay() {
+    for seed in [21, 22, 23] {
+        let b = backends(seed).pop().expect("the simulated backend");
+        let dir = b.root.join("vault");
+        let model = workload(&b.storage, &dir, seed);
+        let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+        let ends = vault.sealed_segment_ends();
+        assert!(
+            ends.len() >= 5,
+            "seed {seed}: {} sealed segments",
+            ends.len()
+        );
+        // Replays, before any checkpoint exists.
+        let replays: Vec<_> = ends
+            .iter()
+            .map(|&e| vault.view_at_lsn(e).unwrap())
+            .collect();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        // One from the base, one incremental from it, then the rest in steps of ~2 segments.
+        let first = checkpoint::write(&vault, ends[1]).unwrap();
+        assert_eq!(first.lsn, ends[1]);
+        checkpoint::write(&vault, ends[2]).unwrap();
+        let step = (ends[4] - ends[2]) / 2;
+        let last = *ends.last().unwrap();
+        let written = checkpoint::write_in_steps(&vault, last, step).unwrap();
+        assert!(written.len() >= 2, "seed {seed}: {written:?}");
+        assert_eq!(written.last().unwrap().lsn, last);
+        for (i, &e) in ends.iter().enumerate() {
+            if checkpoints(b.storage.as_ref(), &dir).contains(&format!("{e:016x}.idx")) {
+                check_index_against_view(&vault, &replays[i], e, &mut rng);
+            }
+        }
+        let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+        let violations = check_listed_points(&vault, &model);
+        assert!(violations.is_empty(), "seed {seed}: {violations:?}");
+        assert!(verify(b.storage.as_ref(), &dir).is_intact(), "seed {seed}");
+    }
+}
+
+/// Maintenance keeps the index directory from growing: after many checkpoints, the thinned
+/// set stays, the newest two among them, and views still read exactly.
+#[test]
+fn maintenance_thins_the_index_directory() {
+    let b = backends(31).pop().expect("the simulated backend");
+    let dir = b.root.join("vault");
+    let model = workload(&b.storage, &dir, 31);
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    let ends = vault.sealed_segment_ends();
+    for &e in &ends {
+        checkpoint::write(&vault, e).unwrap();
+    }
+    assert_eq!(checkpoints(b.storage.as_ref(), &dir).len(), ends.len());
+    assert_eq!(checkpoint::maintain(&vault, u64::MAX).unwrap(), None);
+    let left: Vec<u64> = {
+        let mut l: Vec<u64> = checkpoints(b.storage.as_ref(), &dir)
+            .iter()
+            .filter_map(|n| layout::parse_checkpoint_file_name(n))
+            .collect();
+        l.sort_unstable();
+        l
+    };
+    assert_eq!(checkpoint::thinned(&left), Vec::<u64>::new());
+    assert!(left.len() < ends.len(), "{left:?} of {ends:?}");
+    assert_eq!(&left[left.len() - 2..], &ends[ends.len() - 2..]);
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    assert!(check_listed_points(&vault, &model).is_empty());
+}
+
+/// A version 1 checkpoint (the format before blocks) is ignored by views, noted (not damage)
+/// by `verify`, and removed and rewritten by maintenance.
+#[test]
+fn an_older_format_checkpoint_is_ignored_noted_and_rewritten() {
+    let b = backends(32).pop().expect("the simulated backend");
+    let dir = b.root.join("vault");
+    let model = workload(&b.storage, &dir, 32);
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    let newest = *vault.sealed_segment_ends().last().unwrap();
+    let info = checkpoint::write(&vault, newest).unwrap();
+    let file = b
+        .storage
+        .open(&info.path, replog_io::OpenMode::ReadWrite)
+        .unwrap();
+    // Version 1 at byte 8, and its header CRC made right again.
+    let mut page = vec![0u8; 4096];
+    file.read_exact_at(&mut page, 0).unwrap();
+    page[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let crc = replog_format::crc32_seeded(
+        replog_format::vault_seed(&vault.header().vault_id),
+        &[&page[..4092]],
+    );
+    page[4092..].copy_from_slice(&crc.to_le_bytes());
+    file.write_all_at(&page, 0).unwrap();
+    drop(file);
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    assert_eq!(
+        vault
+            .view_at_lsn(vault.last_lsn())
+            .unwrap()
+            .checkpoint_lsn(),
+        None
+    );
+    let report = verify(b.storage.as_ref(), &dir);
+    assert!(report.is_intact(), "{:?}", report.findings());
+    assert!(
+        report
+            .findings()
+            .iter()
+            .any(|f| f.message.contains("older checkpoint format")),
+        "{:?}",
+        report.findings()
+    );
+    let rewritten = checkpoint::maintain(&vault, 1).unwrap().expect("rewritten");
+    assert_eq!(rewritten.lsn, newest);
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    assert_eq!(
+        vault
+            .view_at_lsn(vault.last_lsn())
+            .unwrap()
+            .checkpoint_lsn(),
+        Some(newest)
+    );
+    assert!(check_listed_points(&vault, &model).is_empty());
+}
+
+/// A damaged newest checkpoint is passed over for the one before it, not for a replay of the
+/// whole journal.
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_one_before() {
+    let b = backends(33).pop().expect("the simulated backend");
+    let dir = b.root.join("vault");
+    let model = workload(&b.storage, &dir, 33);
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    let ends = vault.sealed_segment_ends();
+    let (older, newest) = (ends[ends.len() - 3], ends[ends.len() - 1]);
+    checkpoint::write(&vault, older).unwrap();
+    let info = checkpoint::write(&vault, newest).unwrap();
+    let file = b
+        .storage
+        .open(&info.path, replog_io::OpenMode::ReadWrite)
+        .unwrap();
+    let at = file.len().unwrap() - 100;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 1], at).unwrap();
+    let vault = Vault::open(b.storage.clone(), &dir).unwrap();
+    let view = vault.view_at_lsn(vault.last_lsn()).unwrap();
+    assert_eq!(view.checkpoint_lsn(), Some(older));
+    assert!(check_listed_points(&vault, &model).is_empty());
 }

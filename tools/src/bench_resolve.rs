@@ -45,6 +45,20 @@ pub fn resolve(
             p.memory_bytes >> 20
         );
     }
+    if let Some(l) = &r.lookup {
+        println!(
+            "checkpoint at LSN {} in place ({} pieces): opened in {:.2} ms, first lookup {:.0} us, {} lookups {:.1} us each ({} block reads, {} cache hits, cache {} KiB)",
+            l.checkpoint_lsn,
+            l.pieces,
+            l.open_ms,
+            l.first_lookup_us,
+            l.lookups,
+            l.mean_lookup_us,
+            l.block_reads,
+            l.cache_hits,
+            l.cache_bytes >> 10
+        );
+    }
     println!("peak memory {} MiB", r.peak_rss_bytes >> 20);
     Ok(EXIT_OK)
 }

@@ -59,8 +59,77 @@ pub struct ResolveReport {
     pub open_ms: f64,
     /// The newest, the middle and the oldest point.
     pub resolve: Vec<ResolvedPoint>,
+    /// Lookups in the checkpoint the newest point started from, searched in place.
+    pub lookup: Option<LookupReport>,
     /// Peak resident memory of this process after resolving them.
     pub peak_rss_bytes: u64,
+}
+
+/// Random lookups in a checkpoint opened in place, without loading it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LookupReport {
+    /// The checkpoint's LSN.
+    pub checkpoint_lsn: u64,
+    /// Its pieces.
+    pub pieces: u64,
+    /// Milliseconds to open it (header and directory).
+    pub open_ms: f64,
+    /// Microseconds of the first lookup after opening: the time to the first piece.
+    pub first_lookup_us: f64,
+    /// Lookups timed after the first.
+    pub lookups: u64,
+    /// Their mean, in microseconds.
+    pub mean_lookup_us: f64,
+    /// Blocks read (and verified) by them all.
+    pub block_reads: u64,
+    /// Block accesses the cache served.
+    pub cache_hits: u64,
+    /// Bytes the cache held at the end (at most 4 MiB).
+    pub cache_bytes: usize,
+}
+
+/// Lookups timed after the first.
+const LOOKUPS: u64 = 100_000;
+
+/// Opens checkpoint `lsn` in place and looks up random offsets of its most fragmented disk.
+fn lookup_bench(v: &replog_reader::Vault, lsn: u64) -> Result<LookupReport> {
+    let started = Instant::now();
+    let index = checkpoint::CheckpointIndex::open_in(v, lsn)?;
+    let open_ms = started.elapsed().as_secs_f64() * 1e3;
+    let Some(disk) = index.disks().iter().max_by_key(|d| d.piece_count).copied() else {
+        return Err(VaultError::new(
+            VaultErrorKind::InvalidRequest,
+            format!("checkpoint at LSN {lsn} holds no disk"),
+        ));
+    };
+    // A fixed xorshift sequence: the same offsets every run.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut offset = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % disk.disk_bytes.max(1)
+    };
+    let started = Instant::now();
+    index.lookup(disk.disk_id, offset())?;
+    let first_lookup_us = started.elapsed().as_secs_f64() * 1e6;
+    let started = Instant::now();
+    for _ in 0..LOOKUPS {
+        index.lookup(disk.disk_id, offset())?;
+    }
+    let mean_lookup_us = started.elapsed().as_secs_f64() * 1e6 / LOOKUPS as f64;
+    let stats = index.cache_stats();
+    Ok(LookupReport {
+        checkpoint_lsn: lsn,
+        pieces: index.header().piece_count,
+        open_ms,
+        first_lookup_us,
+        lookups: LOOKUPS,
+        mean_lookup_us,
+        block_reads: stats.reads,
+        cache_hits: stats.hits,
+        cache_bytes: stats.bytes,
+    })
 }
 
 /// One point resolved.
@@ -132,11 +201,16 @@ pub fn resolve_bench(
             memory_bytes: view.memory_bytes(),
         });
     }
+    let lookup = match resolve[0].checkpoint_lsn {
+        Some(lsn) => Some(lookup_bench(&v, lsn)?),
+        None => None,
+    };
     Ok(ResolveReport {
         records: v.last_lsn(),
         points: points.len(),
         open_ms,
         resolve,
+        lookup,
         peak_rss_bytes: peak_rss_bytes(),
     })
 }

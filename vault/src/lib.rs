@@ -41,7 +41,7 @@ pub use capture::{
     ingest_nbd, parse_changed_ranges,
 };
 pub use checkpoints::{
-    ResolveReport, ResolvedPoint, maintain_checkpoint, peak_rss_bytes, resolve_bench,
+    LookupReport, ResolveReport, ResolvedPoint, maintain_checkpoint, peak_rss_bytes, resolve_bench,
 };
 pub use choose::{PointChoice, choose};
 pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};

@@ -147,6 +147,18 @@ impl CheckpointIndex {
         })
     }
 
+    /// Opens checkpoint `lsn` of `vault`; see [`CheckpointIndex::open`].
+    pub fn open_in(vault: &crate::Vault, lsn: u64) -> Result<CheckpointIndex> {
+        let inner = &vault.inner;
+        CheckpointIndex::open(
+            inner.storage.as_ref(),
+            &inner.dir,
+            inner.header.vault_id,
+            inner.seed,
+            lsn,
+        )
+    }
+
     /// The header.
     pub fn header(&self) -> &CheckpointHeader {
         &self.header

@@ -13,9 +13,11 @@
 //! one iterator's 64 KiB; writing holds the view and one 1 MiB write buffer.
 
 mod index;
+mod merge;
 mod writer;
 
 pub use index::{CACHE_BYTES_MAX, CacheStats, CheckpointIndex, Pieces, READ_AHEAD_BLOCKS};
+pub use merge::{STEP_LSNS_MAX, write, write_in_steps};
 
 use std::path::{Path, PathBuf};
 
@@ -271,10 +273,11 @@ fn record_ref(segment_index: u32, start: u64, r: &RecordPiece) -> RecordRef {
     }
 }
 
-/// The maps a view at `lsn` starts from: the newest usable checkpoint at or before it, loaded,
-/// and its LSN; `None` to replay from the base. A checkpoint that maintenance removed between
-/// listing and opening (it keeps the newest, so a newer one exists) is looked for again; one
-/// that does not load is passed over (the journal is the authority; `verify` reports it).
+/// The maps a view at `lsn` starts from: the newest usable checkpoint at or before it that
+/// loads, and its LSN; `None` to replay from the base. A checkpoint that does not load is
+/// passed over for the one before it (the journal is the authority; `verify` reports it); when
+/// maintenance removed the chosen one between listing and opening (thinning), `index/` is
+/// listed again. At most [`START_ATTEMPTS_MAX`] are tried.
 pub(crate) fn start_maps(
     inner: &VaultInner,
     lsn: u64,
@@ -283,18 +286,26 @@ pub(crate) fn start_maps(
 ) -> Result<Option<(u64, Vec<ExtentMap>)>> {
     let ids: Vec<u64> = inner.segments.iter().map(|s| s.id).collect();
     let ctx = LoadCtx::of(inner, &ids);
-    for _ in 0..3 {
-        let Some((segment_id, cp_lsn)) = best_for(inner, lsn)? else {
+    let mut at = lsn;
+    for _ in 0..START_ATTEMPTS_MAX {
+        let Some((segment_id, cp_lsn)) = best_for(inner, at)? else {
             return Ok(None);
         };
         match load(&ctx, cp_lsn, segment_id, disks, base_bytes) {
             Ok(maps) => return Ok(Some((cp_lsn, maps))),
+            // Removed since the listing: list again.
             Err(e) if e.kind() == ReadErrorKind::NotFound => continue,
-            Err(_) => return Ok(None),
+            Err(_) => match cp_lsn.checked_sub(1) {
+                Some(before) => at = before,
+                None => return Ok(None),
+            },
         }
     }
     Ok(None)
 }
+
+/// Checkpoints a view tries before it replays from the base.
+const START_ATTEMPTS_MAX: usize = 4;
 
 /// Checks checkpoint `lsn` of a vault whose manifest is `manifest`, for `verify`: it must load
 /// against the manifest as a view would load it.
@@ -333,21 +344,6 @@ pub(crate) fn check(
         .map(|&i| base_bytes_or_manifest(storage, dir, manifest, &manifest.disks[i], seed))
         .collect();
     load(&ctx, lsn, segment.segment_id, &disks, &base_bytes).map(|_| ())
-}
-
-/// Writes a checkpoint at `lsn`, which must end a sealed segment of the snapshot at or after
-/// the base. Returns what was written; an existing checkpoint at `lsn` is replaced by the same
-/// map.
-pub fn write(vault: &Vault, lsn: u64) -> Result<CheckpointInfo> {
-    let inner = &vault.inner;
-    let Some((segment_id, _)) = sealed_ends(inner).find(|&(_, end)| end == lsn) else {
-        return Err(ReadError::new(
-            ReadErrorKind::InvalidRequest,
-            format!("LSN {lsn} does not end a sealed segment at or after the base"),
-        ));
-    };
-    let view = vault.view_at_lsn(lsn)?;
-    write_view(inner, &view, segment_id)
 }
 
 /// Writes `view`, a view at the end of sealed segment `segment_id`, as the checkpoint at its
@@ -428,22 +424,41 @@ fn read_header(inner: &VaultInner, lsn: u64) -> Result<CheckpointHeader> {
 
 /// Writes a checkpoint at the end of the newest sealed segment if, since the newest checkpoint
 /// (or the base), at least `every_lsns` LSNs were sealed and at least as many as that
-/// checkpoint holds pieces; removes checkpoints the base has passed. Cheap when there is
-/// nothing to do: it lists `index/` and reads one header page.
+/// checkpoint holds pieces; removes checkpoints the base has passed and those of an older
+/// format, and thins the rest ([`thinned`]). Cheap when there is nothing to do: it lists
+/// `index/` and reads one header page per checkpoint (a few dozen at most, once thinned).
 /// Returns the checkpoint written, if any.
 pub fn maintain(vault: &Vault, every_lsns: u64) -> Result<Option<CheckpointInfo>> {
     let inner = &vault.inner;
     let base_lsn = inner.manifest.base_lsn;
-    let on_disk = list(inner)?;
-    // At the base LSN too: compaction dropped the segment that ended there.
-    for &old in on_disk.iter().filter(|&&l| l <= base_lsn && base_lsn > 0) {
-        let path = layout::checkpoint_path(&inner.dir, old);
-        match inner.storage.remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ReadError::io(&path, "remove", e)),
+    let mut on_disk = Vec::new();
+    for lsn in list(inner)? {
+        // At the base LSN too: compaction dropped the segment that ended there.
+        let passed = lsn <= base_lsn && base_lsn > 0;
+        let older_format =
+            read_header(inner, lsn).is_err_and(|e| e.kind() == ReadErrorKind::Unsupported);
+        if passed || older_format {
+            remove(inner, lsn)?;
+        } else {
+            on_disk.push(lsn);
         }
     }
+    let written = maintain_newest(vault, &on_disk, every_lsns)?;
+    for lsn in thinned(&list(inner)?) {
+        remove(inner, lsn)?;
+    }
+    Ok(written)
+}
+
+/// Writes a checkpoint at the newest sealed end if one is due (see [`maintain`]); `on_disk`
+/// lists the usable checkpoints.
+fn maintain_newest(
+    vault: &Vault,
+    on_disk: &[u64],
+    every_lsns: u64,
+) -> Result<Option<CheckpointInfo>> {
+    let inner = &vault.inner;
+    let base_lsn = inner.manifest.base_lsn;
     let Some((_, newest)) = sealed_ends(inner).last() else {
         return Ok(None);
     };
@@ -461,4 +476,68 @@ pub fn maintain(vault: &Vault, every_lsns: u64) -> Result<Option<CheckpointInfo>
         return Ok(None);
     }
     write(vault, newest).map(Some)
+}
+
+fn remove(inner: &VaultInner, lsn: u64) -> Result<()> {
+    let path = layout::checkpoint_path(&inner.dir, lsn);
+    match inner.storage.remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ReadError::io(&path, "remove", e)),
+    }
+}
+
+/// The checkpoints (LSNs, increasing) that thinning removes. It keeps the newest two, then,
+/// going back, each one at least as far before the last kept as that one is before the
+/// newest: the kept ones are spaced out exponentially, so at most about `2 + log2(span)` stay
+/// (span: the LSNs between the oldest and the newest), and a view at an older point still
+/// starts from one at most as far behind as it is behind the newest.
+///
+/// A reader holding a removed checkpoint open keeps reading it (an unlinked file stays
+/// readable through an open handle); one that lists `index/` and then finds its choice gone
+/// looks again ([`start_maps`]).
+pub fn thinned(lsns: &[u64]) -> Vec<u64> {
+    let mut removed = Vec::new();
+    let Some((&newest, older)) = lsns.split_last() else {
+        return removed;
+    };
+    let Some((&second, older)) = older.split_last() else {
+        return removed;
+    };
+    let mut last_kept = second;
+    for &lsn in older.iter().rev() {
+        if last_kept - lsn >= newest - last_kept {
+            last_kept = lsn;
+        } else {
+            removed.push(lsn);
+        }
+    }
+    removed.reverse();
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_the_newest_two_and_exponentially_spaced_older_ones() {
+        let lsns: Vec<u64> = (1..=100).collect();
+        let removed = thinned(&lsns);
+        let kept: Vec<u64> = lsns
+            .iter()
+            .copied()
+            .filter(|l| !removed.contains(l))
+            .collect();
+        assert_eq!(kept, vec![36, 68, 84, 92, 96, 98, 99, 100]);
+        assert_eq!(
+            thinned(&kept),
+            Vec::<u64>::new(),
+            "thinning twice removes nothing more"
+        );
+        assert!(thinned(&[5]).is_empty() && thinned(&[5, 9]).is_empty());
+        // However many were written, few stay.
+        let many: Vec<u64> = (1..=1_000_000).map(|i| i * 1000).collect();
+        assert!(many.len() - thinned(&many).len() <= 2 + 21);
+    }
 }
