@@ -22,6 +22,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod header;
+pub mod hydration;
 pub mod layout;
 pub mod lease;
 pub mod lifecycle;

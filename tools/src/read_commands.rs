@@ -423,7 +423,7 @@ fn print_failover(args: &FailoverArgs, point: &PointInfo, stats: &Exported, seco
 }
 
 /// The point `--point`, `--at` or `--latest` names.
-fn point_choice(args: &FailoverArgs) -> Result<PointChoice, Failure> {
+pub(crate) fn point_choice(args: &FailoverArgs) -> Result<PointChoice, Failure> {
     if let Some(id) = args.point {
         return Ok(PointChoice::Id(id));
     }
