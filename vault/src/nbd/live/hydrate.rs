@@ -5,8 +5,9 @@
 //! For each window, the ranges not done are read from the point outside the image's lock
 //! (verified, as every read of the point is), zero records and base chunks the checksum table
 //! marks as holes without any read; blocks of [`ZERO_BLOCK_BYTES`] that read as zeros are not
-//! written, so zeros stay holes. Then, under the lock, whatever is still not done is written
-//! and marked done: a guest's write that landed meanwhile is kept. About once a second (and at
+//! written, so zeros stay holes. Then, under the lock, one [`FILL_SLICE_BYTES`] slice at a
+//! time, whatever is still not done is written and marked done: a guest's write that landed
+//! meanwhile is kept. About once a second (and at
 //! the end of each disk) the image is synced and the hydration map rewritten.
 //!
 //! Memory: one window buffer, and the runs of one window.
@@ -22,6 +23,9 @@ use crate::error::Result;
 
 /// Bytes hydrated per step: the one buffer hydration holds.
 pub const WINDOW_BYTES: u64 = 4 << 20;
+/// Bytes written under the image's lock at once: a guest's request waits for at most one such
+/// write by hydration.
+const FILL_SLICE_BYTES: u64 = 1 << 20;
 /// The unit in which zeros read from the point are left as holes.
 const ZERO_BLOCK_BYTES: u64 = 4096;
 /// How often the image is synced and the hydration map rewritten while hydrating.
@@ -126,9 +130,14 @@ pub(super) fn hydrate_disk(
         if !gaps.is_empty() {
             let read = read_window(&mut reader, at, &gaps, &mut buf)?;
             let runs = runs_of(at, &read, &buf);
-            copied_bytes += target
-                .fill(at, end, &runs)
-                .map_err(|e| io_error(&target.path, "write", &e))?;
+            let mut slice = at;
+            while slice < end {
+                let slice_end = (slice + FILL_SLICE_BYTES).min(end);
+                copied_bytes += target
+                    .fill(slice, slice_end, &runs)
+                    .map_err(|e| io_error(&target.path, "write", &e))?;
+                slice = slice_end;
+            }
             let read_bytes = read.iter().filter(|r| r.2).map(|r| r.1 - r.0).sum();
             throttle.charge(read_bytes, stop);
         }
