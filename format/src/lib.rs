@@ -23,6 +23,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod garbage;
 pub mod header;
+pub mod hydration;
 pub mod layout;
 pub mod lease;
 pub mod lifecycle;

@@ -25,6 +25,8 @@ pub const REMOTE_MANIFEST: [u8; 8] = *b"RPLG-RMN";
 pub const REMOTE_FILE_MAP: [u8; 8] = *b"RPLG-RFM";
 /// A vault's remote configuration, `remote/CONFIG`.
 pub const REMOTE_CONFIG: [u8; 8] = *b"RPLG-RCF";
+/// A live failover's hydration map, `.<disk>.hydration` beside its output image.
+pub const HYDRATION: [u8; 8] = *b"RPLG-HYD";
 
 /// The manifest versions this code reads. Version 1 is the initial manifest; version 2 appends
 /// the lifecycle section (retention policy, pins, retired points, migration record). A manifest

@@ -33,4 +33,4 @@ pub use client::{Client, ClientOptions, Extent};
 pub use error::{NbdError, NbdErrorKind};
 pub use export::{Backend, BlockDevice, DATA, ExportInfo, Extents, HOLE};
 pub use rangemap::{Piece, RangeMap};
-pub use server::{Limits, Listener, Waker, serve};
+pub use server::{Limits, Listener, Waker, serve, serve_counted};

@@ -19,7 +19,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -250,6 +250,22 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// One client counted as served for as long as this lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(connected: &'a AtomicUsize) -> Counted<'a> {
+        connected.fetch_add(1, Ordering::SeqCst);
+        Counted(connected)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A connection admitted: how, its id when served, and its activity.
 struct Admitted {
     admission: Admission,
@@ -265,6 +281,27 @@ pub fn serve(
     max_clients: usize,
     limits: Limits,
     stop: &AtomicBool,
+) {
+    serve_counted(
+        listener,
+        backend,
+        max_clients,
+        limits,
+        stop,
+        &AtomicUsize::new(0),
+    );
+}
+
+/// [`serve`], keeping in `connected` the number of clients being served (admitted under the
+/// limit, from their admission until their connection ends), so that a caller can tell when
+/// no client is left.
+pub fn serve_counted(
+    listener: &Listener,
+    backend: &Arc<dyn Backend>,
+    max_clients: usize,
+    limits: Limits,
+    stop: &AtomicBool,
+    connected: &AtomicUsize,
 ) {
     let registry = Arc::new(Registry::default());
     std::thread::scope(|scope| {
@@ -286,7 +323,9 @@ pub fn serve(
             };
             let registry = registry.clone();
             let backend = backend.clone();
+            let counted = admitted.id.map(|_| Counted::new(connected));
             scope.spawn(move || {
+                let _counted = counted;
                 let _registered = Registered {
                     registry: &registry,
                     id: admitted.id,

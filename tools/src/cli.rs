@@ -278,6 +278,20 @@ pub struct FailoverArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Serve every disk over NBD at once, writable, while DIR/NAME.raw is copied in the
+    /// background; a killed run, run again, resumes. Exits once every disk is complete and no
+    /// client is connected (75 when stopped before).
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: listen on this Unix socket (instead of TCP 127.0.0.1:10809).
+    #[arg(long, requires = "live", conflicts_with = "listen")]
+    pub unix: Option<PathBuf>,
+    /// With --live: the TCP address to listen on (default 127.0.0.1:10809).
+    #[arg(long, requires = "live")]
+    pub listen: Option<String>,
+    /// With --live: copy at most this many bytes per second from the vault (e.g. 50M).
+    #[arg(long, requires = "live", value_parser = parse_bytes)]
+    pub rate: Option<u64>,
 }
 
 /// Parses "4096", "64K", "64KiB", "10G", "1.5GiB" (binary multiples).

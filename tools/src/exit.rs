@@ -9,6 +9,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Damage was found: a checksum, a length or a record that is wrong.
 pub const EXIT_DAMAGED: u8 = 2;
+/// A live failover was stopped (SIGINT or SIGTERM) before every disk was complete; what was
+/// copied and written is kept, and running it again resumes (EX_TEMPFAIL: try again).
+pub const EXIT_INTERRUPTED: u8 = 75;
 /// The command line is invalid (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 

@@ -435,7 +435,7 @@ fn print_failover(
 }
 
 /// The point `--point`, `--at` or `--latest` names.
-fn point_choice(args: &FailoverArgs) -> Result<PointChoice, Failure> {
+pub(crate) fn point_choice(args: &FailoverArgs) -> Result<PointChoice, Failure> {
     if let Some(id) = args.point {
         return Ok(PointChoice::Id(id));
     }

@@ -15,7 +15,13 @@ fn readme_documents_every_exit_code() {
         .split("## Exit codes")
         .nth(1)
         .expect("README.md has an \"Exit codes\" section");
-    for code in [EXIT_OK, EXIT_FAILED, EXIT_DAMAGED, EXIT_USAGE] {
+    for code in [
+        EXIT_OK,
+        EXIT_FAILED,
+        EXIT_DAMAGED,
+        EXIT_INTERRUPTED,
+        EXIT_USAGE,
+    ] {
         assert!(
             section.contains(&format!("| {code} ")),
             "README.md's exit-code table lacks {code}"

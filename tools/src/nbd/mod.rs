@@ -13,6 +13,7 @@
 //! module parses the arguments, opens the device, handles signals and prints what is served.
 
 pub mod control;
+pub mod live;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
