@@ -15,13 +15,16 @@
 //!
 //! The trait speaks `std::io::Error`; callers add the path and offset. `unsafe` in this crate
 //! lives only in `uring` (submission queue entries), in the mapping of files (`Mapped`), in the
-//! `fallocate`, `copy_file_range`, `sync_file_range` and `statx` calls.
+//! `fallocate`, `copy_file_range`, `sync_file_range`, `statx` and `posix_fadvise` calls.
+//! [`block_device`] opens a whole block device as a failover's target, outside the trait: a
+//! device is overwritten in place, never created, renamed or truncated.
 
 use std::fmt::Debug;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod block_device;
 pub mod buf;
 pub mod content_sum;
 pub mod dir_lock;

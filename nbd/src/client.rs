@@ -249,7 +249,7 @@ impl Client {
         Ok(len as u32)
     }
 
-    fn check_end(&self, offset: u64, end: u64) -> Result<(), NbdError> {
+    pub(super) fn check_end(&self, offset: u64, end: u64) -> Result<(), NbdError> {
         if end > self.size || offset >= end {
             return Err(NbdError::new(
                 NbdErrorKind::InvalidRequest,
@@ -264,19 +264,35 @@ impl Client {
 
     /// Sends a request; `len` fits 32 bits unless extended headers were negotiated.
     pub(super) fn send(&mut self, kind: u16, offset: u64, len: u64) -> Result<u64, NbdError> {
+        self.send_with(kind, 0, offset, len, &[])
+    }
+
+    /// Sends a request with command flags `flags`, followed by `payload` (a write's data, whose
+    /// length is `len`; empty for every other command).
+    pub(super) fn send_with(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        offset: u64,
+        len: u64,
+        payload: &[u8],
+    ) -> Result<u64, NbdError> {
         let handle = self.next_handle;
         self.next_handle += 1;
         let what = format!("command {kind}");
         if self.extended {
-            let b = cw::request_ext(0, kind, handle, offset, len);
+            let b = cw::request_ext(flags, kind, handle, offset, len);
             write_all(&mut self.stream, &b, &what)?;
         } else {
             let len = u32::try_from(len).expect("a request's length was checked");
             write_all(
                 &mut self.stream,
-                &cw::request(0, kind, handle, offset, len),
+                &cw::request(flags, kind, handle, offset, len),
                 &what,
             )?;
+        }
+        if !payload.is_empty() {
+            write_all(&mut self.stream, payload, &what)?;
         }
         Ok(handle)
     }
@@ -374,7 +390,7 @@ impl Client {
 
     /// An error chunk becomes [`NbdErrorKind::Command`]; a `NONE` chunk ends the reply; any
     /// other type is a protocol error (its payload is skipped only when it is an error type).
-    fn other_chunk(&mut self, chunk: &Chunk, what: &str) -> Result<(), NbdError> {
+    pub(super) fn other_chunk(&mut self, chunk: &Chunk, what: &str) -> Result<(), NbdError> {
         let payload = read_vec(&mut self.stream, chunk.length, self.reply_bytes_max, what)?;
         if chunk.kind == 0 && payload.is_empty() {
             return Ok(());

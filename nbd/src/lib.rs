@@ -5,7 +5,8 @@
 //! write-zeroes, flush, block status), the connections themselves (`server`, with `timed`
 //! cutting clients that stall), what a server serves (a [`BlockDevice`], the one description of
 //! an export: size, read-only, read, write, trim, write-zeroes, flush, block status; a
-//! [`Backend`] names the exports and opens a device per connection), the client, and the one
+//! [`Backend`] names the exports and opens a device per connection), the client (reads, block
+//! status, and pipelined writes, write-zeroes, trims and flushes: [`Writes`]), and the one
 //! error shape of all of it, [`NbdError`]. [`RangeMap`] is a generic map of byte ranges for
 //! devices that keep state per range (an overlay, staged writes).
 //!
@@ -17,6 +18,7 @@
 mod client;
 mod client_pipe;
 mod client_wire;
+mod client_write;
 mod error;
 mod export;
 mod handshake;
@@ -30,6 +32,7 @@ mod transmission;
 mod wire;
 
 pub use client::{Client, ClientOptions, Extent};
+pub use client_write::{Writes, ZERO_REQUEST_BYTES_MAX};
 pub use error::{NbdError, NbdErrorKind};
 pub use export::{Backend, BlockDevice, DATA, ExportInfo, Extents, HOLE};
 pub use rangemap::{Piece, RangeMap};

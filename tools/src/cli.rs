@@ -84,7 +84,8 @@ pub enum Command {
     /// Write a checkpoint index (the merged extent map) at the end of the newest sealed journal
     /// segment, so resolving later points starts there. `ingest` and `point` keep one current.
     Checkpoint(CheckpointArgs),
-    /// Materialize every disk at a recovery point as DIR/NAME.raw, or in another --format.
+    /// Materialize every disk at a recovery point as DIR/NAME.raw, or in another --format, or
+    /// write it into NBD exports or block devices (--to).
     Failover(FailoverArgs),
     /// Configure the vault's object storage remote.
     #[command(subcommand)]
@@ -256,8 +257,8 @@ pub struct FailoverArgs {
     #[arg(long)]
     pub latest: bool,
     /// Output directory; DIR/NAME.FORMAT is written for every disk.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "to")]
+    pub out: Option<PathBuf>,
     /// Image format: raw (sparse) and vhd (fixed, Azure's upload format) are written natively;
     /// qcow2, vhdx and vmdk by qemu-img.
     #[arg(long, value_enum, default_value = "raw")]
@@ -292,6 +293,22 @@ pub struct FailoverArgs {
     /// With --live: copy at most this many bytes per second from the vault (e.g. 50M).
     #[arg(long, requires = "live", value_parser = parse_bytes)]
     pub rate: Option<u64>,
+    /// Write disk NAME into TARGET instead of an image file (repeatable, one per disk; a point
+    /// of one disk may omit NAME=): an NBD export, nbd://HOST[:PORT]/EXPORT or
+    /// nbd+unix:///EXPORT?socket=PATH, or a block device, /dev/... (refused while mounted or
+    /// held). Zeros are written as zeros, the target is flushed, read back and checked.
+    #[arg(
+        long,
+        value_name = "[NAME=]TARGET",
+        value_parser = parse_target,
+        conflicts_with_all = ["out", "format", "force", "no_sync"]
+    )]
+    pub to: Vec<replog_vault::DiskTarget>,
+}
+
+/// Parses `--to [NAME=]TARGET`.
+pub fn parse_target(s: &str) -> Result<replog_vault::DiskTarget, String> {
+    replog_vault::DiskTarget::parse(s).map_err(|e| e.to_string())
 }
 
 /// Parses "4096", "64K", "64KiB", "10G", "1.5GiB" (binary multiples).

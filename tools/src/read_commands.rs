@@ -19,7 +19,7 @@ use crate::output::{
     human_age, human_bytes, point_json, print_json, printable, progress, rfc3339, table, view_json,
 };
 use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK, Failure};
-use replog_vault::{Exported, PointChoice, Tier, VaultErrorKind};
+use replog_vault::{Exported, PointChoice, TargetsWritten, Tier, VaultErrorKind};
 
 /// Opens a vault for reading, warning on stderr about damage that hides later points.
 fn open_vault(storage: Arc<dyn Storage>, vault: &Path) -> Result<Vault, Failure> {
@@ -376,12 +376,22 @@ pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
         },
     )?;
     let bar = progress(view.total_bytes(), "failover");
+    if !args.to.is_empty() {
+        let written = replog_vault::failover_to_targets(&view, &args.to, &|n| bar.set_position(n))?;
+        bar.finish_and_clear();
+        print_targets(args, point, &written, started.elapsed().as_secs_f64());
+        return Ok(EXIT_OK);
+    }
+    let out = args
+        .out
+        .as_deref()
+        .expect("clap requires --out without --to");
     let opts = MaterializeOptions {
         force: args.force,
         sync: !args.no_sync,
     };
     let stats = vault
-        .export(&view, &args.out, args.format, &opts, parallel, &|n| {
+        .export(&view, out, args.format, &opts, parallel, &|n| {
             bar.set_position(n)
         })
         .map_err(|e| {
@@ -431,6 +441,35 @@ fn print_failover(
         } else {
             ", synced"
         }
+    );
+}
+
+/// The result of a failover into targets (`--to`).
+fn print_targets(args: &FailoverArgs, point: &PointInfo, written: &TargetsWritten, seconds: f64) {
+    if args.json {
+        let disks: Vec<Value> = written.disks.iter().map(|d| json!({"name": d.name, "target": d.target, "kind": d.kind, "size_bytes": d.size_bytes, "target_size_bytes": d.target_size_bytes, "data_bytes": d.data_bytes, "zero_bytes": d.zero_bytes, "zeroed_by": d.zeroed_by, "verified": true})).collect();
+        print_json(
+            &json!({"point": point_json(point), "disks": disks, "bytes_written": written.written_bytes, "seconds": seconds, "synced": true, "peak_rss_bytes": replog_vault::peak_rss_bytes()}),
+        );
+        return;
+    }
+    for d in &written.disks {
+        println!(
+            "{} -> {}  {} ({} data, {} zeroed by {})",
+            d.name,
+            d.target,
+            human_bytes(d.size_bytes),
+            human_bytes(d.data_bytes),
+            human_bytes(d.zero_bytes),
+            d.zeroed_by
+        );
+    }
+    println!(
+        "failed over to point {} ({}, {}) in {seconds:.2}s: {} written, synced and read back",
+        point.point_id,
+        rfc3339(point.time_unix_ns),
+        point.kind.name(),
+        human_bytes(written.written_bytes),
     );
 }
 

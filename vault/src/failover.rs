@@ -1,11 +1,13 @@
 //! Opening a recovery point to fail over to: the snapshot, the point, and the lease that keeps a
 //! concurrent prune from moving the base past the point, or deleting the files the snapshot reads,
-//! until the images are complete.
+//! until the images are complete. A point's disks are written as image files by `export`, or
+//! into NBD exports and block devices by [`failover_to_targets`].
 
-use replog_reader::{Lease, LeaseOptions, PointInfo, ReadError};
+use replog_reader::{Lease, LeaseOptions, PointInfo, PointView, ReadError};
 
 use crate::choose::{PointChoice, choose};
 use crate::error::{Result, VaultError};
+use crate::failover_target::{DiskTarget, Target, assign};
 use crate::location::{Tier, Vault};
 
 /// A point opened for failover.
@@ -81,4 +83,78 @@ impl Vault {
             Err(LeasedOpen::Read(e)) => Err(e.into()),
         }
     }
+}
+
+/// What a failover wrote into one target (an NBD export or a block device).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetWritten {
+    /// The disk's name.
+    pub name: String,
+    /// The target, as given (URI or device path).
+    pub target: String,
+    /// `nbd` or `device`.
+    pub kind: &'static str,
+    /// The disk's size: the bytes of the target written and checked.
+    pub size_bytes: u64,
+    /// The target's size; bytes past the disk's size are left as they were.
+    pub target_size_bytes: u64,
+    /// Bytes sent as data.
+    pub data_bytes: u64,
+    /// Bytes made to read as zeros without sending them.
+    pub zero_bytes: u64,
+    /// How: `write_zeroes` or `writes` (NBD), `discard`, `zeroout` or `writes` (a device),
+    /// `nothing` when there were none.
+    pub zeroed_by: &'static str,
+}
+
+/// Every disk of a point written into its target, in the view's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetsWritten {
+    /// Per disk.
+    pub disks: Vec<TargetWritten>,
+    /// Bytes of data over all disks.
+    pub written_bytes: u64,
+}
+
+/// One target opened and checked.
+enum Output {
+    Nbd(crate::failover_nbd::NbdOutput),
+    Device(crate::failover_device::DeviceOutput),
+}
+
+/// Writes every disk of `view` into its target (`--to`): pairs disks with targets, opens and
+/// checks every target before writing any (so a refused one leaves all of them untouched),
+/// then writes, syncs and checks each disk in turn (`failover_nbd`, `failover_device`).
+/// `progress` gets the disk bytes done so far over all disks. A failure stops the run: disks
+/// written before it are complete and checked, the one it happened in is partly written.
+pub fn failover_to_targets(
+    view: &PointView,
+    targets: &[DiskTarget],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<TargetsWritten> {
+    let names: Vec<&str> = view.disks().iter().map(|d| d.name()).collect();
+    let assigned = assign(&names, targets)?;
+    let mut outputs = Vec::with_capacity(assigned.len());
+    for (disk, target) in view.disks().iter().zip(assigned) {
+        outputs.push(match target {
+            Target::Nbd(uri) => Output::Nbd(crate::failover_nbd::open(uri, disk)?),
+            Target::Device(path) => Output::Device(crate::failover_device::open(path, disk)?),
+        });
+    }
+    let mut written = TargetsWritten {
+        disks: Vec::with_capacity(outputs.len()),
+        written_bytes: 0,
+    };
+    let mut before = 0;
+    for (disk, output) in view.disks().iter().zip(outputs) {
+        let at = |n: u64| progress(before + n);
+        let done = match output {
+            Output::Nbd(o) => o.write(disk, &at)?,
+            Output::Device(o) => o.write(disk, &at)?,
+        };
+        before += disk.size();
+        written.written_bytes += done.data_bytes;
+        written.disks.push(done);
+    }
+    Ok(written)
 }

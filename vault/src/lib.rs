@@ -2,7 +2,8 @@
 //! below: opening a vault wherever it is ([`Vault::open`] with a [`Location`]: a directory, a
 //! directory whose sync evicted files to its remote, or a remote copy's URL), choosing a point
 //! ([`PointChoice`]) and opening it for failover under a lease ([`Vault::failover_source`]),
-//! writing its disks in an image format ([`Vault::export`]), adding and ingesting disks from
+//! writing its disks in an image format ([`Vault::export`]) or into NBD exports and block
+//! devices ([`failover_to_targets`]), adding and ingesting disks from
 //! source images ([`add_disk`], [`ingest`]), checkpoint indexes, the lifecycle (retention and
 //! prune, test failover, complete migration, and the lifecycle state `inspect` shows), the demo
 //! and the benchmarks' loads. Each returns a typed result or a [`VaultError`] whose
@@ -22,6 +23,9 @@ mod demo;
 mod error;
 mod export;
 mod failover;
+mod failover_device;
+mod failover_nbd;
+mod failover_target;
 mod import;
 mod location;
 mod migration;
@@ -47,7 +51,8 @@ pub use choose::{PointChoice, choose};
 pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use export::{Exported, ExportedDisk, OutputFormat, export};
-pub use failover::FailoverSource;
+pub use failover::{FailoverSource, TargetWritten, TargetsWritten, failover_to_targets};
+pub use failover_target::{DiskTarget, Target};
 pub use import::{
     AddedDisk, IngestOptions, Ingested, NewDisk, ResizedDisk, add_disk, ingest, ingest_with,
     resize_disk,
