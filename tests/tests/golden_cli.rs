@@ -177,6 +177,7 @@ fn blank_volatile(v: &mut Value) {
                     || k.ends_with("_secs")
                     || k.ends_with("_per_s")
                     || k.ends_with("_ms")
+                    || k.ends_with("_us")
                     || k.starts_with("point_latency")
                 {
                     *value = Value::String("<volatile>".into());
