@@ -28,7 +28,7 @@ use crate::extent_map::{ExtentMap, Piece, Source};
 use crate::layer::{Lower, LowerPieces, ViewMode, ViewOptions};
 use crate::point_view::PointView;
 use crate::vault::{Vault, VaultInner};
-use crate::view::{MapBuilder, Start};
+use crate::view_build::{MapBuilder, Start};
 
 /// The tail a view keeps in memory before it writes a checkpoint at the end of a sealed
 /// segment that is not the last before its point, whatever the budget: about 10^6 pieces.

@@ -30,6 +30,7 @@ mod segments;
 mod vault;
 pub mod verify;
 mod view;
+mod view_build;
 
 pub use disk_reader::DiskReader;
 pub use dump::{DumpEnd, DumpRecord, dump};

@@ -282,7 +282,7 @@ pub struct FailoverArgs {
     /// Serve every disk over NBD at once, writable, while DIR/NAME.raw is copied in the
     /// background; a killed run, run again, resumes. Exits once every disk is complete and no
     /// client is connected (75 when stopped before).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "to")]
     pub live: bool,
     /// With --live: listen on this Unix socket (instead of TCP 127.0.0.1:10809).
     #[arg(long, requires = "live", conflicts_with = "listen")]

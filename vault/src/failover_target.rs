@@ -168,6 +168,7 @@ pub fn walk(disk: &DiskView, sink: &mut dyn FnMut(Run<'_>) -> Result<()>) -> Res
         sink,
     };
     for extent in disk.extents() {
+        let extent = extent?;
         match extent.kind {
             ExtentKind::Zero => w.zero(extent.start, extent.end)?,
             ExtentKind::Journal => w.data(extent.start, extent.end)?,

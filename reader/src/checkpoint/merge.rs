@@ -148,7 +148,7 @@ fn merge_step(
         };
         maps.push(ExtentMap::new(size));
     }
-    let overlays = crate::view::apply_records(inner, from, to, &included, maps)?;
+    let overlays = crate::view_build::apply_records(inner, from, to, &included, maps)?;
     let target = Target {
         storage: inner.storage.as_ref(),
         dir: &inner.dir,

@@ -36,6 +36,11 @@ pub fn run(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
             "--live writes raw images; convert them once the failover is complete",
         ));
     }
+    let Some(out) = args.out.as_deref() else {
+        return Err(Failure::new(
+            "--live hydrates images into --out DIR; it cannot write into --to targets",
+        ));
+    };
     super::ignore_sigpipe()?;
     let vault = ctx.open(&args.vault)?;
     let source = vault.failover_source(&crate::read_commands::point_choice(args)?)?;
@@ -46,7 +51,7 @@ pub fn run(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
         );
     }
     let shown = args.vault.display().to_string();
-    let live = Arc::new(LiveFailover::open(source, &args.out, args.force, &shown)?);
+    let live = Arc::new(LiveFailover::open(source, out, args.force, &shown)?);
     let listener = match (&args.unix, &args.listen) {
         (Some(path), _) => Listener::unix(path),
         (None, addr) => Listener::tcp(addr.as_deref().unwrap_or(LISTEN_DEFAULT)),
