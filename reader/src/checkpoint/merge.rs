@@ -218,16 +218,7 @@ fn merge_disk(
                 continue;
             }
             Source::Zero => PieceSource::Zero,
-            Source::Record(r) => PieceSource::Record(RecordPiece {
-                segment_id: inner.segments[r.segment_index as usize].id,
-                record_offset: r.record_offset,
-                lsn: r.lsn,
-                length: r.length,
-                stored_len: r.stored_len,
-                record_crc: r.record_crc,
-                flags: r.flags,
-                data_offset: r.data_offset,
-            }),
+            Source::Record(r) => super::record_piece(inner, &r),
         };
         out.push(CheckpointPiece {
             start,

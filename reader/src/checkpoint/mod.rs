@@ -385,16 +385,7 @@ fn write_disk(inner: &VaultInner, disk: &DiskView, out: &mut IndexWriter<'_>) ->
         let source = match piece.source {
             Source::Base => continue,
             Source::Zero => PieceSource::Zero,
-            Source::Record(r) => PieceSource::Record(RecordPiece {
-                segment_id: inner.segments[r.segment_index as usize].id,
-                record_offset: r.record_offset,
-                lsn: r.lsn,
-                length: r.length,
-                stored_len: r.stored_len,
-                record_crc: r.record_crc,
-                flags: r.flags,
-                data_offset: r.data_offset,
-            }),
+            Source::Record(r) => record_piece(inner, &r),
         };
         out.push(CheckpointPiece {
             start,
@@ -403,6 +394,21 @@ fn write_disk(inner: &VaultInner, disk: &DiskView, out: &mut IndexWriter<'_>) ->
         })?;
     }
     Ok(())
+}
+
+/// How a checkpoint names the journal piece `r` reads: by segment id rather than by the
+/// snapshot's segment index.
+pub(crate) fn record_piece(inner: &VaultInner, r: &RecordRef) -> PieceSource {
+    PieceSource::Record(RecordPiece {
+        segment_id: inner.segments[r.segment_index as usize].id,
+        record_offset: r.record_offset,
+        lsn: r.lsn,
+        length: r.length,
+        stored_len: r.stored_len,
+        record_crc: r.record_crc,
+        flags: r.flags,
+        data_offset: r.data_offset,
+    })
 }
 
 /// The pieces of checkpoint `lsn`, from its header; 0 if it has none or it does not read (the
