@@ -22,7 +22,7 @@ use replog_io::content_sum::ContentKey;
 use replog_reader::DiskView;
 
 use crate::error::{Result, VaultError, VaultErrorKind};
-use crate::failover::TargetWritten;
+use crate::failover_target::TargetWritten;
 use crate::failover_target::{Run, WINDOW_BYTES, walk};
 
 /// A device, opened exclusively and checked, that one disk is written to.

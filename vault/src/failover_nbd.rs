@@ -21,7 +21,7 @@ use replog_reader::DiskView;
 
 use crate::capture::NbdUri;
 use crate::error::{Result, VaultError, VaultErrorKind};
-use crate::failover::TargetWritten;
+use crate::failover_target::TargetWritten;
 use crate::failover_target::{Run, WINDOW_BYTES, walk};
 
 /// Requests outstanding on the connection, writing and reading back. qemu-nbd works on up to

@@ -366,3 +366,25 @@ mod tests {
         }
     }
 }
+
+/// What a failover wrote into one target (an NBD export or a block device).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetWritten {
+    /// The disk's name.
+    pub name: String,
+    /// The target, as given (URI or device path).
+    pub target: String,
+    /// `nbd` or `device`.
+    pub kind: &'static str,
+    /// The disk's size: the bytes of the target written and checked.
+    pub size_bytes: u64,
+    /// The target's size; bytes past the disk's size are left as they were.
+    pub target_size_bytes: u64,
+    /// Bytes sent as data.
+    pub data_bytes: u64,
+    /// Bytes made to read as zeros without sending them.
+    pub zero_bytes: u64,
+    /// How: `write_zeroes` or `writes` (NBD), `discard`, `zeroout` or `writes` (a device),
+    /// `nothing` when there were none.
+    pub zeroed_by: &'static str,
+}

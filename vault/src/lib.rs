@@ -51,8 +51,8 @@ pub use choose::{PointChoice, choose};
 pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};
 pub use error::{Result, VaultError, VaultErrorKind};
 pub use export::{Exported, ExportedDisk, OutputFormat, export};
-pub use failover::{FailoverSource, TargetWritten, TargetsWritten, failover_to_targets};
-pub use failover_target::{DiskTarget, Target};
+pub use failover::{FailoverSource, TargetsWritten, failover_to_targets};
+pub use failover_target::{DiskTarget, Target, TargetWritten};
 pub use import::{
     AddedDisk, IngestOptions, Ingested, NewDisk, ResizedDisk, add_disk, ingest, ingest_with,
     resize_disk,
