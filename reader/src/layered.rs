@@ -57,24 +57,15 @@ impl Lowers {
     /// `start`: its header and directory are read and checked against the manifest now, its
     /// blocks as reads reach them.
     fn checkpoint(inner: &VaultInner, start: &Start, segment_id: u64, lsn: u64) -> Result<Lowers> {
-        let index = CheckpointIndex::open(
+        let index = checkpoint::open_ending(
             inner.storage.as_ref(),
             &inner.dir,
             inner.header.vault_id,
             inner.seed,
             lsn,
+            segment_id,
         )?;
         let rel = index.path().to_path_buf();
-        if index.header().last_segment_id != segment_id {
-            return Err(ReadError::damaged(
-                &rel,
-                40,
-                format!(
-                    "it ends segment {}, the manifest says LSN {lsn} ends segment {segment_id}",
-                    index.header().last_segment_id
-                ),
-            ));
-        }
         let segment_ids: Arc<[u64]> = inner.segments.iter().map(|s| s.id).collect();
         let ctx = checkpoint::LoadCtx::of(inner, &segment_ids);
         let mut layers: Vec<Option<Arc<dyn Lower>>> = vec![None; start.included.len()];

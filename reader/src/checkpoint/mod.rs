@@ -115,6 +115,30 @@ impl<'a> LoadCtx<'a> {
     }
 }
 
+/// Opens checkpoint `lsn`, refusing it unless it ends segment `segment_id`, as the manifest
+/// says LSN `lsn` does.
+pub(crate) fn open_ending(
+    storage: &dyn replog_io::Storage,
+    dir: &Path,
+    vault_id: replog_format::VaultId,
+    seed: u32,
+    lsn: u64,
+    segment_id: u64,
+) -> Result<CheckpointIndex> {
+    let index = CheckpointIndex::open(storage, dir, vault_id, seed, lsn)?;
+    if index.header().last_segment_id != segment_id {
+        return Err(ReadError::damaged(
+            index.path(),
+            40,
+            format!(
+                "it ends segment {}, the manifest says LSN {lsn} ends segment {segment_id}",
+                index.header().last_segment_id
+            ),
+        ));
+    }
+    Ok(index)
+}
+
 /// Loads checkpoint `lsn` (which ends segment `segment_id`) as maps for the disks at `disks`
 /// (indices into the manifest's disks, those added at or before `lsn`), whose bases hold
 /// `base_bytes` each. Disks added after the checkpoint get a map of their base. Record pieces
@@ -127,18 +151,15 @@ pub(crate) fn load(
     disks: &[usize],
     base_bytes: &[u64],
 ) -> Result<Vec<ExtentMap>> {
-    let index = CheckpointIndex::open(ctx.storage, ctx.dir, ctx.vault_id, ctx.seed, lsn)?;
+    let index = open_ending(
+        ctx.storage,
+        ctx.dir,
+        ctx.vault_id,
+        ctx.seed,
+        lsn,
+        segment_id,
+    )?;
     let rel = index.path().to_path_buf();
-    if index.header().last_segment_id != segment_id {
-        return Err(ReadError::damaged(
-            &rel,
-            40,
-            format!(
-                "it ends segment {}, the manifest says LSN {lsn} ends segment {segment_id}",
-                index.header().last_segment_id
-            ),
-        ));
-    }
     let mut maps: Vec<Option<ExtentMap>> = disks.iter().map(|_| None).collect();
     for (i, entry) in index.disks().iter().enumerate() {
         let at = (CHECKPOINT_HEADER_BYTES + i * 32) as u64;
