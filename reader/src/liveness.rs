@@ -12,9 +12,11 @@
 //! [`KeptPass`] decides this for every kept point in one pass over the journal in LSN order,
 //! with one extent map per disk ([`ExtentMap`], the view's own) that grows record by record: at
 //! each kept point it looks up, for each record since the previous kept point, whether the
-//! map's pieces over the record's disk range still read it. Memory: the maps of one view (as for
-//! a failover at the newest point) plus the records between two consecutive kept points, never
-//! one view per point.
+//! map's pieces over the record's disk range still read it. Whether a record is still read
+//! depends only on the records after it, so once a kept point is decided the maps are emptied:
+//! they only ever hold the records between two consecutive kept points. Memory: the maps and
+//! the tracked records of one such interval (about 120 bytes a record), whatever the journal's
+//! length, never a whole view and never one view per point.
 
 use replog_format::manifest::Manifest;
 use replog_format::record::RecordKind;
@@ -206,6 +208,11 @@ impl KeptPass {
                 Verdict::Dead
             };
             out(&r, verdict);
+        }
+        // Pieces of records at or before this point cannot decide any later record: start the
+        // next interval with empty maps.
+        for (_, map) in &mut self.maps {
+            *map = ExtentMap::new(map.size());
         }
     }
 }

@@ -251,6 +251,54 @@ pub fn materialize_into(
     result
 }
 
+/// What reading every byte of a view, without writing it anywhere, found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadPassStats {
+    /// Bytes of data over all disks: what a failover would write (the rest it leaves as holes).
+    pub data_bytes: u64,
+    /// Apparent bytes over all disks.
+    pub disk_bytes: u64,
+    /// Per disk, in the view's order: its name and the sum of its bytes (as a failover's image
+    /// would have).
+    pub sums: Vec<(String, ContentSum)>,
+}
+
+/// A failover's read pass alone: every disk of `view` walked as [`materialize`] walks it (in
+/// parallel ranges, every record and base chunk read and verified, every non-zero block summed),
+/// with nothing written. For measuring the reading side of a failover at sizes whose output
+/// would not fit; memory as for [`materialize`].
+pub fn read_pass(view: &PointView) -> Result<ReadPassStats> {
+    let key = ContentKey::random();
+    let per_disk: Vec<(u64, ContentSum)> = view
+        .disks()
+        .par_iter()
+        .map(|disk| {
+            let name = PathBuf::from(disk.name());
+            (0..disk.size().div_ceil(RANGE_BYTES))
+                .into_par_iter()
+                .map(|i| {
+                    let start = i * RANGE_BYTES;
+                    let end = (start + RANGE_BYTES).min(disk.size());
+                    copy_range(disk, None, &name, start, end, key)
+                })
+                .try_reduce(
+                    || (0, ContentSum::new(key)),
+                    |(a, mut sa), (b, sb)| {
+                        sa.merge(&sb);
+                        Ok((a + b, sa))
+                    },
+                )
+        })
+        .collect::<Result<_>>()?;
+    let mut stats = ReadPassStats::default();
+    for (disk, (data, sum)) in view.disks().iter().zip(per_disk) {
+        stats.data_bytes += data;
+        stats.disk_bytes += disk.size();
+        stats.sums.push((disk.name().to_owned(), sum));
+    }
+    Ok(stats)
+}
+
 fn final_path(out_dir: &Path, disk: &DiskView) -> PathBuf {
     out_dir.join(format!("{}.raw", disk.name()))
 }
@@ -318,7 +366,7 @@ impl Job<'_> {
             .map(|i| {
                 let start = i * RANGE_BYTES;
                 let end = (start + RANGE_BYTES).min(disk.size());
-                let done = copy_range(disk, file.as_ref(), &path, start, end, self.key)?;
+                let done = copy_range(disk, Some(file.as_ref()), &path, start, end, self.key)?;
                 (self.progress)(
                     self.done.fetch_add(end - start, Ordering::Relaxed) + (end - start),
                 );
@@ -569,10 +617,11 @@ fn create_out_dir(storage: &dyn Storage, out_dir: &Path, sync: bool) -> Result<(
     Ok(())
 }
 
-/// Copies disk bytes `[start, end)` into `file`; returns the bytes written and their sum.
+/// Copies disk bytes `[start, end)` into `file` (with `None`, reads, verifies and sums them
+/// only); returns the bytes of data and their sum.
 fn copy_range(
     disk: &DiskView,
-    file: &dyn File,
+    file: Option<&dyn File>,
     path: &Path,
     start: u64,
     end: u64,
@@ -668,7 +717,8 @@ fn for_each_nonzero_run(
 /// Gathers non-zero data and writes it with one `write_batch` per [`BATCH_BYTES`], and
 /// gathers contiguous ranges of the base file into one kernel copy of at most [`BATCH_BYTES`].
 struct Batch<'a> {
-    file: &'a dyn File,
+    /// `None`: a read pass, nothing is written.
+    file: Option<&'a dyn File>,
     path: &'a Path,
     base: &'a dyn File,
     buf: Vec<u8>,
@@ -718,8 +768,11 @@ impl Batch<'_> {
         let Some((offset, base_offset, len)) = self.copy.take() else {
             return Ok(());
         };
-        self.file
-            .copy_from(self.base, base_offset, offset, len)
+        let Some(file) = self.file else {
+            self.written += len;
+            return Ok(());
+        };
+        file.copy_from(self.base, base_offset, offset, len)
             .map_err(|e| {
                 os_err(
                     self.path,
@@ -750,23 +803,25 @@ impl Batch<'_> {
         if self.spans.is_empty() {
             return Ok(());
         }
-        let writes: Vec<WriteAt<'_>> = self
-            .spans
-            .iter()
-            .map(|&(offset, start, len)| WriteAt {
-                offset,
-                data: &self.buf[start..start + len],
-            })
-            .collect();
-        let first = self.spans[0].0;
-        self.file.write_batch(&writes, false).map_err(|e| {
-            os_err(
-                self.path,
-                &format!("write {} bytes at byte {first}", self.buf.len()),
-                e,
-            )
-            .at(first)
-        })?;
+        if let Some(file) = self.file {
+            let writes: Vec<WriteAt<'_>> = self
+                .spans
+                .iter()
+                .map(|&(offset, start, len)| WriteAt {
+                    offset,
+                    data: &self.buf[start..start + len],
+                })
+                .collect();
+            let first = self.spans[0].0;
+            file.write_batch(&writes, false).map_err(|e| {
+                os_err(
+                    self.path,
+                    &format!("write {} bytes at byte {first}", self.buf.len()),
+                    e,
+                )
+                .at(first)
+            })?;
+        }
         self.written += self.buf.len() as u64;
         self.buf.clear();
         self.spans.clear();

@@ -15,11 +15,12 @@
 //! (their whole pages may be a hole), while a hole or damage anywhere else is. What is checked
 //! of them instead: each lies on record boundaries the scan reaches, holds only write and zero
 //! records of the footer, and no kept point reads any of its records: one pass over the
-//! journal's extents with the extent maps of one view (`liveness::KeptPass`) decides, at every
-//! offered point, whether the view there reads a listed record.
+//! journal's extents with extent maps of the records between two kept points
+//! (`liveness::KeptPass`) decides, at every offered point, whether the view there reads a listed
+//! record.
 //!
 //! Memory is one segment mapping and one window of base chunks at a time, plus, when the
-//! manifest lists dead ranges, the extent maps of one view.
+//! manifest lists dead ranges, the extent maps of the records between two kept points.
 //!
 //! A file verify is not allowed to read (`EACCES`, `EPERM`) says nothing about the vault's bytes:
 //! it is not damage but a finding of its own ([`VerifyReport::unreadable`]), and the vault is then

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use replog_format::layout;
-use replog_io::{OpenMode, Storage};
+use replog_io::{ContentSum, OpenMode, Storage};
 use replog_reader::{
     MaterializeOptions, PointView, Vault, ViewMode, ViewOptions, checkpoint, materialize,
+    read_pass,
 };
 use replog_tests::{PointModel, backends, check_listed_points, noise};
 use replog_writer::{VaultSettings, Writer};
@@ -151,6 +152,17 @@ fn layered_and_in_memory_views_list_the_same_pieces_and_materialize_the_same_ima
                     let bytes = read_file(b.storage.as_ref(), &dl.path);
                     assert!(bytes == want[&model_id(&layered, &dl.name)]);
                     assert!(bytes == read_file(b.storage.as_ref(), &dw.path));
+                }
+                // The read pass alone (`bench read`) walks both views to the same data and
+                // sums, with nothing written.
+                for view in [&whole, &layered] {
+                    let pass = read_pass(view).unwrap();
+                    assert_eq!(pass.data_bytes, sw.written_bytes);
+                    for (name, sum) in &pass.sums {
+                        let mut want_sum = ContentSum::new(sum.key());
+                        want_sum.add(0, &want[&model_id(view, name)]);
+                        assert_eq!(*sum, want_sum, "point {} disk {name}", p.point_id);
+                    }
                 }
             }
         }

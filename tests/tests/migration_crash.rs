@@ -67,6 +67,7 @@ fn opts() -> MigrationOptions {
     MigrationOptions {
         out_dir: PathBuf::from(OUT),
         point_id: None,
+        view: Default::default(),
     }
 }
 

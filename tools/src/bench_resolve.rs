@@ -88,3 +88,33 @@ pub fn checkpoint(vault: &Vault, at_lsn: Option<u64>, json: bool) -> CmdResult {
     }
     Ok(EXIT_OK)
 }
+
+/// `replog bench read`: a failover's read pass of one point, timed, nothing written.
+pub fn read(storage: Arc<dyn Storage>, args: &crate::cli::BenchReadArgs) -> CmdResult {
+    let choice = match args.point {
+        Some(id) => replog_vault::PointChoice::Id(id),
+        None => replog_vault::PointChoice::Latest,
+    };
+    let opts = ViewOptions {
+        memory_limit_bytes: args.memory_limit,
+    };
+    let r = replog_vault::read_bench(storage, &args.vault, &choice, &opts)?;
+    if args.json {
+        print_json(&r);
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "point {} (LSN {}): resolved in {:.1} ms ({}, {} MiB of maps); read {} MiB of data \
+         ({} MiB of disks) in {:.2} s; peak memory {} MiB",
+        r.point_id,
+        r.lsn,
+        r.resolve_ms,
+        r.mode,
+        r.memory_bytes >> 20,
+        r.data_bytes >> 20,
+        r.disk_bytes >> 20,
+        r.read_seconds,
+        r.peak_rss_bytes >> 20
+    );
+    Ok(EXIT_OK)
+}

@@ -129,6 +129,10 @@ pub enum BenchCommand {
     /// Open VAULT and resolve its newest, middle and oldest point: the time to the first byte
     /// of a failover, and which checkpoint index each started from.
     Resolve(BenchResolveArgs),
+    /// Read every byte of one point of VAULT as a failover would (resolved, read, verified and
+    /// summed in parallel), writing nothing: a failover's read pass at sizes whose images would
+    /// not fit. Reports the time to the first byte, the read time and peak memory.
+    Read(BenchReadArgs),
     /// Write through the writer API into disk "bench" of VAULT (created if missing) and report
     /// MB/s, IOPS, point latency p50/p99 and peak memory.
     Write(BenchWriteArgs),
@@ -155,6 +159,7 @@ impl Command {
             Command::Replicate(a) => &a.vault,
             Command::Torture(a) => &a.vault,
             Command::Bench(BenchCommand::Resolve(a)) => &a.vault,
+            Command::Bench(BenchCommand::Read(a)) => &a.vault,
             Command::Bench(BenchCommand::Write(a)) => &a.vault,
             Command::Failover(a) => &a.vault,
             Command::ServeNbd(a) => &a.vault,
@@ -376,6 +381,10 @@ pub struct PruneArgs {
     /// Evaluate the policy as if now were this time (RFC 3339).
     #[arg(long, hide = true)]
     pub now: Option<String>,
+    /// The heap the new base's extent maps may take (e.g. 512MiB); past it the view keeps only
+    /// the journal after a checkpoint in memory and searches the checkpoint on disk (0: always).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory_limit: u64,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -426,6 +435,10 @@ pub struct CompleteMigrationArgs {
     /// Report what would happen; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The heap the point's extent maps may take (e.g. 512MiB); past it the view keeps only
+    /// the journal after a checkpoint in memory and searches the checkpoint on disk (0: always).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory_limit: u64,
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
@@ -742,6 +755,27 @@ pub struct BenchResolveArgs {
     /// The vault directory.
     pub vault: PathBuf,
     /// The heap each view's extent maps may take; a larger view is layered over a checkpoint
+    /// searched on disk (0: always).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    pub memory_limit: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `replog bench read`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").args(["point", "latest"]).required(true)))]
+pub struct BenchReadArgs {
+    /// The vault directory.
+    pub vault: PathBuf,
+    /// The point to read.
+    #[arg(long)]
+    pub point: Option<u64>,
+    /// Read the newest point.
+    #[arg(long)]
+    pub latest: bool,
+    /// The heap the point's extent maps may take; a larger view is layered over a checkpoint
     /// searched on disk (0: always).
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub memory_limit: u64,

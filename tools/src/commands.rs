@@ -72,6 +72,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Bench(BenchCommand::Resolve(a)) => {
             bench_resolve::resolve(storage(), &a.vault, a.memory_limit, a.json)
         }
+        Command::Bench(BenchCommand::Read(a)) => bench_resolve::read(storage(), &a),
         Command::Bench(BenchCommand::Write(a)) => bench::write_command(storage(), a),
         Command::Torture(a) => crate::torture::run(storage(), &a.vault, &a.name, a.seed, a.ops),
     }

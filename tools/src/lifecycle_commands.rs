@@ -123,6 +123,9 @@ pub fn prune(vault: &Vault, args: &PruneArgs) -> CmdResult {
             s => LeaseWait::Wait(Duration::from_secs(s)),
         },
         dry_run: args.dry_run,
+        view: replog_reader::ViewOptions {
+            memory_limit_bytes: args.memory_limit,
+        },
     };
     let pruned = vault.prune(&opts)?;
     if args.json {
@@ -409,6 +412,9 @@ pub fn complete(vault: &Vault, args: &CompleteMigrationArgs) -> CmdResult {
     let opts = MigrationOptions {
         out_dir: args.out.clone(),
         point_id: args.point,
+        view: replog_reader::ViewOptions {
+            memory_limit_bytes: args.memory_limit,
+        },
     };
     let report = vault.complete_migration(&opts, args.dry_run)?;
     if args.json {

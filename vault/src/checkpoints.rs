@@ -227,3 +227,54 @@ pub fn peak_rss_bytes() -> u64 {
         })
         .map_or(0, |kib| kib * 1024)
 }
+
+/// What `replog bench read` measured: a failover's read pass of one point, nothing written.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReadBenchReport {
+    /// The point's id.
+    pub point_id: u64,
+    /// Its LSN.
+    pub lsn: u64,
+    /// Milliseconds to open the vault and resolve the point's view (the time to its first byte).
+    pub resolve_ms: f64,
+    /// `in-memory` or `layered` ([`replog_reader::ViewMode`]).
+    pub mode: &'static str,
+    /// Heap bytes of the view's extent maps.
+    pub memory_bytes: u64,
+    /// Seconds to read every byte through the view, verified and summed, after resolving.
+    pub read_seconds: f64,
+    /// Apparent bytes over all disks.
+    pub disk_bytes: u64,
+    /// Bytes of data read (what a failover would write).
+    pub data_bytes: u64,
+    /// Peak resident memory of this process at the end.
+    pub peak_rss_bytes: u64,
+}
+
+/// Opens the vault in `dir`, resolves the point `choice` names as `opts` says, and reads every
+/// byte of it as a failover would ([`replog_reader::read_pass`]), writing nothing.
+pub fn read_bench(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    choice: &crate::PointChoice,
+    opts: &ViewOptions,
+) -> Result<ReadBenchReport> {
+    let started = Instant::now();
+    let v = replog_reader::Vault::open(storage, dir)?;
+    let p = crate::choose(&v, &dir.display().to_string(), choice)?;
+    let view = v.view_with(p, opts)?;
+    let resolve_ms = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    let read = replog_reader::read_pass(&view)?;
+    Ok(ReadBenchReport {
+        point_id: p.point_id,
+        lsn: p.lsn,
+        resolve_ms,
+        mode: view.mode().name(),
+        memory_bytes: view.memory_bytes(),
+        read_seconds: started.elapsed().as_secs_f64(),
+        disk_bytes: read.disk_bytes,
+        data_bytes: read.data_bytes,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}

@@ -45,7 +45,8 @@ pub use capture::{
     ingest_nbd, parse_changed_ranges,
 };
 pub use checkpoints::{
-    LookupReport, ResolveReport, ResolvedPoint, maintain_checkpoint, peak_rss_bytes, resolve_bench,
+    LookupReport, ReadBenchReport, ResolveReport, ResolvedPoint, maintain_checkpoint,
+    peak_rss_bytes, read_bench, resolve_bench,
 };
 pub use choose::{PointChoice, choose};
 pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};

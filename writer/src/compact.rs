@@ -118,6 +118,8 @@ pub(crate) struct CompactRequest {
     pub retire: Vec<u64>,
     /// What to do about leases.
     pub wait: LeaseWait,
+    /// How the view at the new base is built (its memory budget).
+    pub view: replog_reader::ViewOptions,
 }
 
 /// A compaction: the vault whose manifest it commits, the journal (whose open segment's points
@@ -158,7 +160,7 @@ impl Compaction<'_> {
         }
         let rolled = if target > base_lsn {
             self.seal_around(target)?;
-            self.roll_bases(target)?
+            self.roll_bases(target, &req.view)?
         } else {
             Vec::new()
         };
@@ -398,12 +400,12 @@ impl Compaction<'_> {
 
     /// Writes a new base generation of every disk that exists at `target`, as of `target`,
     /// through the one base writer; then syncs `bases/` once for all of them.
-    fn roll_bases(&self, target: u64) -> Result<Vec<WrittenBase>> {
+    fn roll_bases(&self, target: u64, opts: &replog_reader::ViewOptions) -> Result<Vec<WrittenBase>> {
         let dir = self.vault.dir();
         let read_err = |e: ReadError| rolling_error(e).in_file(dir);
         let vault =
             replog_reader::Vault::open(self.vault.storage.clone(), dir).map_err(read_err)?;
-        let view = vault.view_at_lsn(target).map_err(read_err)?;
+        let view = vault.view_at_lsn_with(target, opts).map_err(read_err)?;
         let mut rolled = Vec::with_capacity(view.disks().len());
         for disk in view.disks() {
             let spec = BaseSpec {

@@ -39,6 +39,8 @@ pub struct MigrationOptions {
     pub out_dir: PathBuf,
     /// The point to migrate to; `None`: the newest.
     pub point_id: Option<u64>,
+    /// How the point's view is built (its memory budget).
+    pub view: replog_reader::ViewOptions,
 }
 
 /// One disk of a migration.
@@ -196,7 +198,7 @@ pub fn complete_migration(
         None => (start(&mut w, opts)?, None),
     };
     if record.phase == MigrationPhase::Started {
-        record.disks = materialize_and_verify(&w, &record)?;
+        record.disks = materialize_and_verify(&w, &record, &opts.view)?;
         record.phase = MigrationPhase::Verified;
         commit(&mut w, &record)?;
     }
@@ -280,7 +282,7 @@ fn start(w: &mut Writer, opts: &MigrationOptions) -> Result<MigrationRecord> {
     let dir = w.dir();
     let vault = Vault::open(w.storage().clone(), dir).map_err(read_err(dir))?;
     let point = choose_point(&vault, opts.point_id, dir)?;
-    let view = vault.view(&point).map_err(read_err(dir))?;
+    let view = vault.view_with(&point, &opts.view).map_err(read_err(dir))?;
     for disk in view.disks() {
         let target = opts.out_dir.join(format!("{}.raw", disk.name()));
         let exists = w
@@ -318,7 +320,11 @@ fn commit(w: &mut Writer, record: &MigrationRecord) -> Result<()> {
 
 /// Writes every disk of the point to the output directory, synced, then reads each image back
 /// against the vault and hashes it.
-fn materialize_and_verify(w: &Writer, record: &MigrationRecord) -> Result<Vec<MigrationDisk>> {
+fn materialize_and_verify(
+    w: &Writer,
+    record: &MigrationRecord,
+    view_opts: &replog_reader::ViewOptions,
+) -> Result<Vec<MigrationDisk>> {
     let err = read_err(w.dir());
     let vault = Vault::open(w.storage().clone(), w.dir()).map_err(&err)?;
     let point = vault
@@ -336,7 +342,7 @@ fn materialize_and_verify(w: &Writer, record: &MigrationRecord) -> Result<Vec<Mi
             .in_file(w.dir())
             .for_point(record.point_id)
         })?;
-    let view = vault.view(&point).map_err(&err)?;
+    let view = vault.view_with(&point, view_opts).map_err(&err)?;
     let out = PathBuf::from(&record.out_dir);
     // Images of an interrupted run are this migration's own: replaced.
     let opts = MaterializeOptions {

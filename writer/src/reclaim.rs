@@ -3,7 +3,7 @@
 //!
 //! After a prune's compaction (or without one, when every point is kept), the records of the
 //! journal after the base that no kept point reads are dead (`replog_reader::liveness`: one
-//! pass with the extent maps of one view). Consecutive dead records form a run; a run's whole
+//! pass, with extent maps of one interval between kept points at a time). Consecutive dead records form a run; a run's whole
 //! 4 KiB pages can be given back with a hole (the run's first and last page, shared with live
 //! records, stay). Order, each step durable before the next:
 //!
@@ -23,8 +23,8 @@
 //!    again and the segment synced; a writer open does the same (recovery, rule O), so a crash
 //!    after the commit leaves the space freed by the next open.
 //!
-//! Memory: the reader's extent maps of one view and the records between two consecutive kept
-//! points (see `liveness`), plus the runs found, 40 bytes per run of at least one page (at most
+//! Memory: extent maps of the records between two consecutive kept points and those records
+//! (see `liveness`), plus the runs found, 40 bytes per run of at least one page (at most
 //! 1% of the journal's bytes).
 
 use std::collections::BTreeMap;

@@ -149,6 +149,9 @@ pub struct PruneOptions {
     /// The share of a segment's live bytes that must be dead before its dead ranges are
     /// punched (see `GarbageRatio`).
     pub garbage_ratio: GarbageRatio,
+    /// How the compaction builds its view at the new base: the heap its extent maps may take
+    /// before it is layered over a checkpoint searched on disk.
+    pub view: replog_reader::ViewOptions,
 }
 
 impl Default for PruneOptions {
@@ -159,6 +162,7 @@ impl Default for PruneOptions {
             lease_wait: LeaseWait::Skip,
             dry_run: false,
             garbage_ratio: GarbageRatio::DEFAULT,
+            view: replog_reader::ViewOptions::default(),
         }
     }
 }
@@ -280,6 +284,7 @@ impl Retention<'_> {
                 base: (base.point_id, base.lsn.max(base_lsn)),
                 retire: report.plan.retired.iter().map(|p| p.point_id).collect(),
                 wait: opts.lease_wait,
+                view: opts.view,
             };
             let compaction = Compaction {
                 vault: &mut *self.vault,

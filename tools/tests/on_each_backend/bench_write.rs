@@ -72,6 +72,28 @@ fn bench_write_reports_its_pipeline_options_and_leaves_an_intact_vault() {
             );
             let (code, out, err) = replog(&["--backend", backend, "verify", v]);
             assert_eq!(code, 0, "{backend} case {i}: verify: {out}{err}");
+            // `bench read` reads the newest point through (every byte verified), in memory and
+            // layered, and reports the same data either way.
+            let mut data = Vec::new();
+            for limit in ["1GiB", "0"] {
+                let (code, out, err) = replog(&[
+                    "--backend",
+                    backend,
+                    "bench",
+                    "read",
+                    v,
+                    "--latest",
+                    "--memory-limit",
+                    limit,
+                    "--json",
+                ]);
+                assert_eq!(code, 0, "{backend} case {i}: bench read: {err}");
+                let r: Value = serde_json::from_str(&out).expect("one JSON object");
+                assert!(r["disk_bytes"].as_u64().unwrap() >= 2 << 20, "{r}");
+                assert!(r["data_bytes"].as_u64().unwrap() <= 2 << 20, "{r}");
+                data.push(r["data_bytes"].clone());
+            }
+            assert_eq!(data[0], data[1], "{backend} case {i}");
         }
     }
 }
