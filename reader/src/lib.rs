@@ -41,8 +41,8 @@ pub use lease::{
     list_leases, release_test_failover, test_failover_lease,
 };
 pub use materialize::{
-    DiskStats, MaterializeOptions, MaterializeStats, OUTPUT_LOCK_FILE, OutputDir, ReadPassStats,
-    Staged, check_targets, materialize, materialize_into, materialize_with_progress,
+    DiskStats, MaterializeOptions, MaterializeStats, OUTPUT_LOCK_FILE, OutputDir, PlacedCheck,
+    ReadPassStats, Staged, check_targets, materialize, materialize_into, materialize_with_progress,
     place_images, read_pass,
 };
 pub use points::PointInfo;

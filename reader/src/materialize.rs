@@ -14,13 +14,15 @@
 //! reading, and blocks of data that happen to be all zero are not written. Disks are written in
 //! parallel, and each disk in ranges of [`RANGE_BYTES`] in parallel; each range works with
 //! buffers of a few MiB, never the whole disk. Every record and base chunk is verified as it is
-//! read, and every byte written is added to a [`ContentSum`] of its image.
+//! read.
 //!
 //! Only when every disk is complete are the partial files synced (if asked), then placed
 //! ([`place_images`]): an image being replaced is first renamed to a backup name, then the new
-//! one renamed into place; then every image is read back under its final name and its sum
-//! compared with the one computed while writing; then the directory is synced, and only then are
-//! the backups removed. On any error every partial file and every image this run placed is
+//! one renamed into place; then each final name is checked to hold the image that was written
+//! ([`PlacedCheck`]): by default, that it names the very file this run created and wrote (device,
+//! inode and length, no read); with [`MaterializeOptions::read_back`], every byte written is also
+//! added to a [`ContentSum`] of its image while writing, and the image is read back under its
+//! final name against it. Then the directory is synced, and only then are the backups removed. On any error every partial file and every image this run placed is
 //! removed and the backups are renamed back, so a failed run never leaves part of a point's
 //! disks under their final names and never loses the images it was to replace. A run killed
 //! midway leaves `.<name>.raw.*.partial` or `.<name>.raw.*.replaced` files, safe to delete.
@@ -34,7 +36,9 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use replog_io::content_sum::ContentKey;
-use replog_io::{ContentSum, DirLock, DirLockError, EntryKind, File, OpenMode, Storage, WriteAt};
+use replog_io::{
+    ContentSum, DirLock, DirLockError, EntryKind, File, FileId, OpenMode, Storage, WriteAt,
+};
 
 use crate::disk_reader::DiskReader;
 use crate::error::{ReadError, ReadErrorKind, Result};
@@ -60,6 +64,10 @@ pub struct MaterializeOptions {
     pub force: bool,
     /// Make the images and their names durable (`fdatasync` each, then sync the directory).
     pub sync: bool,
+    /// Sum every byte while writing ([`ContentSum`]) and, once placed, read every image back
+    /// against its sum. Without it, each final name is checked to be the very file this run
+    /// created and wrote (its identity and length), which costs no read.
+    pub read_back: bool,
 }
 
 /// What materializing one disk did.
@@ -75,9 +83,9 @@ pub struct DiskStats {
     pub written_bytes: u64,
     /// Bytes left as holes (they read as zeros).
     pub hole_bytes: u64,
-    /// The sum of the image's bytes, computed while writing and checked against the image read
-    /// back under its final name.
-    pub sum: ContentSum,
+    /// With [`MaterializeOptions::read_back`], the sum of the image's bytes, computed while
+    /// writing and checked against the image read back under its final name.
+    pub sum: Option<ContentSum>,
 }
 
 /// What materializing a view did.
@@ -233,6 +241,7 @@ pub fn materialize_into(
         done: &done,
         progress,
         key: ContentKey::random(),
+        read_back: opts.read_back,
         created: Mutex::new(Vec::new()),
     };
     let written: Result<Vec<_>> = view
@@ -279,7 +288,8 @@ pub fn read_pass(view: &PointView) -> Result<ReadPassStats> {
                 .map(|i| {
                     let start = i * RANGE_BYTES;
                     let end = (start + RANGE_BYTES).min(disk.size());
-                    copy_range(disk, None, &name, start, end, key)
+                    let (data, sum) = copy_range(disk, None, &name, start, end, Some(key))?;
+                    Ok((data, sum.unwrap_or(ContentSum::new(key))))
                 })
                 .try_reduce(
                     || (0, ContentSum::new(key)),
@@ -335,8 +345,10 @@ fn create_partial(storage: &dyn Storage, target: &Path) -> Result<(PathBuf, Arc<
 struct Partial {
     path: PathBuf,
     file: Arc<dyn File>,
+    /// Which file it is, to check that its final name still names it.
+    id: Option<FileId>,
     written_bytes: u64,
-    sum: ContentSum,
+    sum: Option<ContentSum>,
 }
 
 /// What every task of one run shares.
@@ -345,7 +357,10 @@ struct Job<'a> {
     out_dir: &'a Path,
     done: &'a AtomicU64,
     progress: &'a (dyn Fn(u64) + Sync),
+    /// The key of the images' sums.
     key: ContentKey,
+    /// Whether every image is summed and read back, rather than checked by identity.
+    read_back: bool,
     /// Every partial file created, to remove on failure.
     created: Mutex<Vec<PathBuf>>,
 }
@@ -360,28 +375,38 @@ impl Job<'_> {
             .push(path.clone());
         file.set_len(disk.size())
             .map_err(|e| os_err(&path, "set the length", e))?;
+        // A file the backend cannot identify is summed and read back instead.
+        let id = file.id().ok().filter(|_| !self.read_back);
+        let key = id.is_none().then_some(self.key);
         let ranges = disk.size().div_ceil(RANGE_BYTES);
         let (written_bytes, sum) = (0..ranges)
             .into_par_iter()
             .map(|i| {
                 let start = i * RANGE_BYTES;
                 let end = (start + RANGE_BYTES).min(disk.size());
-                let done = copy_range(disk, Some(file.as_ref()), &path, start, end, self.key)?;
+                let done = copy_range(disk, Some(file.as_ref()), &path, start, end, key)?;
                 (self.progress)(
                     self.done.fetch_add(end - start, Ordering::Relaxed) + (end - start),
                 );
                 Ok(done)
             })
             .try_reduce(
-                || (0, ContentSum::new(self.key)),
-                |(a, mut sa), (b, sb)| {
-                    sa.merge(&sb);
-                    Ok((a + b, sa))
+                || (0, key.map(ContentSum::new)),
+                |(a, sa), (b, sb)| {
+                    let sum = match (sa, sb) {
+                        (Some(mut sa), Some(sb)) => {
+                            sa.merge(&sb);
+                            Some(sa)
+                        }
+                        (sa, sb) => sa.or(sb),
+                    };
+                    Ok((a + b, sum))
                 },
             )?;
         Ok(Partial {
             path,
             file,
+            id,
             written_bytes,
             sum,
         })
@@ -409,7 +434,11 @@ impl Job<'_> {
                 from: p.path.clone(),
                 to: target.clone(),
                 len: disk.size(),
-                sum: p.sum,
+                check: match (p.id, p.sum) {
+                    (Some(id), _) => PlacedCheck::Identity(id),
+                    (None, Some(sum)) => PlacedCheck::Sum(sum),
+                    (None, None) => unreachable!("an image without an identity is summed"),
+                },
             })
             .collect();
         place_images(self.storage, self.out_dir, &staged, opts.sync)?;
@@ -440,8 +469,21 @@ pub struct Staged {
     pub to: PathBuf,
     /// The image's length.
     pub len: u64,
-    /// The sum of its bytes, computed while it was written.
-    pub sum: ContentSum,
+    /// How to tell, once it is under its final name, that it is the image that was written.
+    pub check: PlacedCheck,
+}
+
+/// How [`place_images`] checks that each final name holds the image that was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacedCheck {
+    /// The file under the final name is this very file (device and inode), of the right
+    /// length: the run created it exclusively under a name no other run uses and wrote it
+    /// through its own open, so it holds what was written. Costs no read.
+    Identity(FileId),
+    /// The file read back under its final name has this sum, computed while it was written
+    /// (for a file whose writer cannot be trusted to have been the only one, such as
+    /// `qemu-img`, or a backend that cannot identify files).
+    Sum(ContentSum),
 }
 
 /// One step of placing an image, so that it can be undone.
@@ -546,32 +588,50 @@ fn undo(storage: &dyn Storage, steps: &[Placed]) {
 
 /// Reads the image under its final name and compares its length and sum with what was written.
 fn verify_placed(storage: &dyn Storage, s: &Staged) -> Result<()> {
+    let expected = match s.check {
+        PlacedCheck::Identity(id) => {
+            let found = storage
+                .file_id(&s.to)
+                .map_err(|e| os_err(&s.to, "look up again to check", e))?;
+            if found != Some(id) {
+                return Err(ReadError::new(
+                    ReadErrorKind::Io,
+                    "the file under this name is not the image this run wrote; another process \
+                     replaced it: it was removed, run the command again",
+                )
+                .in_file(&s.to));
+            }
+            None
+        }
+        PlacedCheck::Sum(sum) => Some(sum),
+    };
     let file = storage
         .open(&s.to, OpenMode::Read)
         .map_err(|e| os_err(&s.to, "open again to check", e))?;
     let len = file.len().map_err(|e| os_err(&s.to, "measure", e))?;
-    let sum = if len == s.len {
-        let ranges = len.div_ceil(RANGE_BYTES);
-        (0..ranges)
-            .into_par_iter()
-            .map(|i| {
-                let mut sum = ContentSum::new(s.sum.key());
-                let start = i * RANGE_BYTES;
-                sum.add_file(file.as_ref(), start, (start + RANGE_BYTES).min(len))
-                    .map_err(|e| os_err(&s.to, "read back", e).at(start))?;
-                Ok(sum)
-            })
-            .try_reduce(
-                || ContentSum::new(s.sum.key()),
-                |mut a, b| {
-                    a.merge(&b);
-                    Ok(a)
-                },
-            )?
-    } else {
-        ContentSum::new(s.sum.key())
+    let sum = match expected {
+        Some(expected) if len == s.len => Some((
+            expected,
+            (0..len.div_ceil(RANGE_BYTES))
+                .into_par_iter()
+                .map(|i| {
+                    let mut sum = ContentSum::new(expected.key());
+                    let start = i * RANGE_BYTES;
+                    sum.add_file(file.as_ref(), start, (start + RANGE_BYTES).min(len))
+                        .map_err(|e| os_err(&s.to, "read back", e).at(start))?;
+                    Ok(sum)
+                })
+                .try_reduce(
+                    || ContentSum::new(expected.key()),
+                    |mut a, b| {
+                        a.merge(&b);
+                        Ok(a)
+                    },
+                )?,
+        )),
+        _ => None,
     };
-    if len != s.len || sum != s.sum {
+    if len != s.len || sum.is_some_and(|(want, got)| want != got) {
         return Err(ReadError::new(
             ReadErrorKind::Io,
             format!(
@@ -625,8 +685,8 @@ fn copy_range(
     path: &Path,
     start: u64,
     end: u64,
-    key: ContentKey,
-) -> Result<(u64, ContentSum)> {
+    key: Option<ContentKey>,
+) -> Result<(u64, Option<ContentSum>)> {
     let mut reader = disk.reader();
     let mut out = Batch {
         file,
@@ -636,7 +696,7 @@ fn copy_range(
         spans: Vec::new(),
         copy: None,
         written: 0,
-        sum: ContentSum::new(key),
+        sum: key.map(ContentSum::new),
     };
     for piece in disk.pieces(start, end) {
         let (at, piece) = piece?;
@@ -674,7 +734,7 @@ fn copy_base(reader: &mut DiskReader<'_>, out: &mut Batch<'_>, start: u64, end: 
             let part = &data[(at - chunk_start) as usize..(upto - chunk_start) as usize];
             for_each_nonzero_run(at, part, |offset, len| {
                 let from = (offset - at) as usize;
-                out.sum.add(offset, &part[from..from + len as usize]);
+                out.add_sum(offset, &part[from..from + len as usize]);
                 out.copy_base(offset, data_offset + offset, len)
             })?;
         }
@@ -727,8 +787,9 @@ struct Batch<'a> {
     /// `(file offset, base file offset, length)` of a pending kernel copy.
     copy: Option<(u64, u64, u64)>,
     written: u64,
-    /// The sum of every byte written or copied, taken from the verified bytes in memory.
-    sum: ContentSum,
+    /// The sum of every byte written or copied, taken from the verified bytes in memory (when
+    /// asked for).
+    sum: Option<ContentSum>,
 }
 
 impl Batch<'_> {
@@ -741,12 +802,18 @@ impl Batch<'_> {
             let len = ((block_end - file_at) as usize).min(data.len() - at);
             let part = &data[at..at + len];
             if !is_zero(part) {
-                self.sum.add(file_at, part);
+                self.add_sum(file_at, part);
                 self.append(file_at, part)?;
             }
             at += len;
         }
         Ok(())
+    }
+
+    fn add_sum(&mut self, offset: u64, data: &[u8]) {
+        if let Some(sum) = &mut self.sum {
+            sum.add(offset, data);
+        }
     }
 
     /// Queues a copy of `len` verified bytes at `base_offset` of the base file to `offset`.
@@ -875,7 +942,7 @@ mod tests {
                 from: PathBuf::from(from),
                 to: PathBuf::from(to),
                 len: wrote.len() as u64,
-                sum,
+                check: PlacedCheck::Sum(sum),
             }
         };
         let set = [
@@ -903,6 +970,53 @@ mod tests {
             storage.read_dir(Path::new("/out")).unwrap(),
             ["a.raw", "b.raw"]
         );
+    }
+
+    /// The default check, by identity: a final name that no longer names the file the run
+    /// wrote (replaced by another file of the same length) is refused, and the old set restored.
+    #[test]
+    fn an_image_replaced_by_another_file_is_refused_by_identity_and_the_old_set_restored() {
+        let sim = SimStorage::new(1);
+        let storage: &dyn Storage = sim.as_ref();
+        storage.create_dir_all(Path::new("/out")).unwrap();
+        write_file(storage, "/out/a.raw", b"old a");
+        write_file(storage, "/out/.a.new", b"new a");
+        write_file(storage, "/out/.b.new", b"new b");
+        let id = |path: &str| storage.file_id(Path::new(path)).unwrap().unwrap();
+        let staged = |from: &str, to: &str, id: FileId| Staged {
+            from: PathBuf::from(from),
+            to: PathBuf::from(to),
+            len: 5,
+            check: PlacedCheck::Identity(id),
+        };
+        let (a, b) = (id("/out/.a.new"), id("/out/.b.new"));
+        // Another process replaces b's file with one of its own, same name and length.
+        storage.remove_file(Path::new("/out/.b.new")).unwrap();
+        write_file(storage, "/out/.b.new", b"evil!");
+        let set = [
+            staged("/out/.a.new", "/out/a.raw", a),
+            staged("/out/.b.new", "/out/b.raw", b),
+        ];
+        let err = place_images(storage, Path::new("/out"), &set, true).unwrap_err();
+        assert!(
+            err.to_string().contains("not the image this run wrote"),
+            "{err}"
+        );
+        assert_eq!(read_file(storage, "/out/a.raw"), b"old a");
+        assert_eq!(storage.read_dir(Path::new("/out")).unwrap(), ["a.raw"]);
+
+        // A file of the right identity but another length is refused too.
+        write_file(storage, "/out/.c.new", b"short");
+        let c = id("/out/.c.new");
+        let mut wrong_len = staged("/out/.c.new", "/out/c.raw", c);
+        wrong_len.len = 6;
+        let err = place_images(storage, Path::new("/out"), &[wrong_len], true).unwrap_err();
+        assert!(err.to_string().contains("6 expected"), "{err}");
+
+        write_file(storage, "/out/.a.new2", b"new a");
+        let set = [staged("/out/.a.new2", "/out/a.raw", id("/out/.a.new2"))];
+        place_images(storage, Path::new("/out"), &set, true).unwrap();
+        assert_eq!(read_file(storage, "/out/a.raw"), b"new a");
     }
 
     #[test]

@@ -78,11 +78,16 @@ fn every_backend_reads_and_materializes_the_same_bytes() {
                 );
             }
             let out = root.join(format!("out-{}", point.point_id));
+            // Both ways of checking the placed images: by identity, and by reading back.
             let opts = MaterializeOptions {
                 force: false,
                 sync: true,
+                read_back: point.point_id % 2 == 0,
             };
             let stats = materialize(&view, &out, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for d in &stats.disks {
+                assert_eq!(d.sum.is_some(), opts.read_back, "{name}: {}", d.name);
+            }
             for d in &stats.disks {
                 let want = &expected[&view.disk(&d.name).unwrap().disk_id()];
                 assert!(
@@ -108,6 +113,7 @@ fn a_synced_image_survives_a_crash_of_the_simulator() {
         &MaterializeOptions {
             force: false,
             sync: true,
+            ..MaterializeOptions::default()
         },
     )
     .unwrap();
@@ -137,6 +143,7 @@ fn fails_cleanly(fault: Fault, kind: ReadErrorKind) {
         &MaterializeOptions {
             force: false,
             sync: true,
+            ..MaterializeOptions::default()
         },
     )
     .unwrap_err();
@@ -192,6 +199,7 @@ fn a_crash_at_any_operation_of_materialize_leaves_exact_images_or_none() {
             &MaterializeOptions {
                 force: false,
                 sync: true,
+                ..MaterializeOptions::default()
             },
         )
         .unwrap();
@@ -213,6 +221,7 @@ fn a_crash_at_any_operation_of_materialize_leaves_exact_images_or_none() {
                 &MaterializeOptions {
                     force: false,
                     sync: true,
+                    ..MaterializeOptions::default()
                 },
             );
             // The last operation removes the output directory's lock file, after every image

@@ -23,6 +23,7 @@ fn every_point_materializes_to_the_model() {
             &MaterializeOptions {
                 force: false,
                 sync: true,
+                ..MaterializeOptions::default()
             },
         )
         .unwrap();
@@ -96,6 +97,7 @@ fn an_existing_image_is_refused_unless_forced() {
         &MaterializeOptions {
             force: true,
             sync: false,
+            ..MaterializeOptions::default()
         },
     )
     .unwrap();
@@ -145,6 +147,7 @@ fn a_disk_larger_than_one_range_is_written_in_parallel_ranges_and_stays_sparse()
         &MaterializeOptions {
             force: false,
             sync: true,
+            ..MaterializeOptions::default()
         },
     )
     .unwrap();

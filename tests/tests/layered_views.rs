@@ -11,8 +11,7 @@ use rand::{RngExt, SeedableRng};
 use replog_format::layout;
 use replog_io::{ContentSum, OpenMode, Storage};
 use replog_reader::{
-    MaterializeOptions, PointView, Vault, ViewMode, ViewOptions, checkpoint, materialize,
-    read_pass,
+    MaterializeOptions, PointView, Vault, ViewMode, ViewOptions, checkpoint, materialize, read_pass,
 };
 use replog_tests::{PointModel, backends, check_listed_points, noise};
 use replog_writer::{VaultSettings, Writer};

@@ -274,6 +274,10 @@ pub struct FailoverArgs {
     /// Do not sync the output before returning.
     #[arg(long)]
     pub no_sync: bool,
+    /// Sum every byte while writing and read every image back against the sum once it is in
+    /// place (by default each image is checked to be the file this run wrote, with no read).
+    #[arg(long)]
+    pub read_back: bool,
     /// From a remote: chunks fetched (and disk ranges written) at once.
     #[arg(long, default_value_t = 8)]
     pub parallel: usize,

@@ -389,6 +389,7 @@ pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
     let opts = MaterializeOptions {
         force: args.force,
         sync: !args.no_sync,
+        read_back: args.read_back,
     };
     let stats = vault
         .export(&view, out, args.format, &opts, parallel, &|n| {

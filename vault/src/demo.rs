@@ -220,6 +220,7 @@ fn fail_over_every_point(
     let opts = MaterializeOptions {
         force: false,
         sync: false,
+        ..MaterializeOptions::default()
     };
     for p in reader.points() {
         let target = dirs.out.join(p.point_id.to_string());

@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use replog_image::{qemu_img, vhd};
 use replog_io::{ContentSum, OpenMode, Storage};
 use replog_reader::{
-    DiskStats, MaterializeOptions, MaterializeStats, OutputDir, PointView, Staged,
+    DiskStats, MaterializeOptions, MaterializeStats, OutputDir, PlacedCheck, PointView, Staged,
 };
 
 use crate::error::{Result, VaultError, VaultErrorKind};
@@ -168,9 +168,11 @@ pub fn export(
                 ),
             )
         })?;
+    // Summed while written: each converted image is checked against sums derived from these.
     let raw_opts = MaterializeOptions {
         force: false,
         sync: false,
+        read_back: true,
     };
     let stats =
         replog_reader::materialize_with_progress(view, staging.path(), &raw_opts, progress)?;
@@ -244,15 +246,21 @@ fn convert(
             if sync {
                 sync_file(storage, &staged)?;
             }
-            sum_of(storage, &staged, ContentSum::new(disk.sum.key()))?
+            sum_of(storage, &staged, ContentSum::new(raw_sum(disk).key()))?
         }
     };
     Ok(Staged {
         from: staged,
         to: target.to_path_buf(),
         len,
-        sum,
+        check: PlacedCheck::Sum(sum),
     })
+}
+
+/// The sum of a raw image materialized with `read_back`, which sums every image.
+fn raw_sum(disk: &DiskStats) -> ContentSum {
+    disk.sum
+        .expect("a raw image materialized with read_back has a sum")
 }
 
 /// The length and sum of a file qemu-img wrote, to check it again once it is in place.
@@ -292,7 +300,7 @@ fn append_vhd_footer(
     if sync {
         file.sync_data().map_err(|e| fail("sync", e))?;
     }
-    let mut sum = disk.sum;
+    let mut sum = raw_sum(disk);
     sum.add(size, &footer);
     Ok((size + footer.len() as u64, sum))
 }

@@ -85,6 +85,7 @@ impl Vault {
         let opts = MaterializeOptions {
             force: false,
             sync: true,
+            ..MaterializeOptions::default()
         };
         let stats = match replog_reader::materialize(&view, &out, &opts) {
             Ok(stats) => stats,

@@ -400,7 +400,11 @@ impl Compaction<'_> {
 
     /// Writes a new base generation of every disk that exists at `target`, as of `target`,
     /// through the one base writer; then syncs `bases/` once for all of them.
-    fn roll_bases(&self, target: u64, opts: &replog_reader::ViewOptions) -> Result<Vec<WrittenBase>> {
+    fn roll_bases(
+        &self,
+        target: u64,
+        opts: &replog_reader::ViewOptions,
+    ) -> Result<Vec<WrittenBase>> {
         let dir = self.vault.dir();
         let read_err = |e: ReadError| rolling_error(e).in_file(dir);
         let vault =

@@ -348,6 +348,7 @@ fn materialize_and_verify(
     let opts = MaterializeOptions {
         force: true,
         sync: true,
+        ..MaterializeOptions::default()
     };
     replog_reader::materialize(&view, &out, &opts).map_err(&err)?;
     let mut disks = Vec::with_capacity(view.disks().len());
