@@ -105,15 +105,18 @@ impl MapBuilder<'_> {
         if self.lsn == from {
             return Ok(());
         }
-        let ctx = self.inner.segment_ctx();
-        for (index, slot) in self.inner.segments.iter().enumerate() {
+        let inner = self.inner;
+        let ctx = inner.segment_ctx();
+        for (index, slot) in inner.segments.iter().enumerate() {
             if slot.first_lsn > self.lsn {
                 break;
             }
             if slot.last_lsn() <= from {
                 continue;
             }
-            self.apply_extents(index, slot, slot.extents(&ctx)?)?;
+            // The footer is not kept loaded once applied: the map holds what it needs, and
+            // keeping every footer would cost 56 bytes a record on top of it.
+            slot.with_extents(&ctx, |extents| self.apply_extents(index, slot, extents))??;
         }
         Ok(())
     }

@@ -5,11 +5,14 @@
 //!
 //! Memory: for at most [`STEP_LSNS_MAX`] LSNs, the overlay (an extent map costs at most three
 //! 20-byte pieces and one 48-byte record per write, plus about 40 bytes a piece in its
-//! transient overlay tree) and the footers read to build it (about 56 bytes a record): under
-//! 200 MiB for 2^20 LSNs; plus one iterator's 64 KiB, the previous index's block cache (4 MiB)
-//! and the writer's 1 MiB. When more LSNs than that were sealed
-//! since the previous checkpoint, intermediate checkpoints are written at segment ends, each
-//! step within the bound (a step always covers at least one whole sealed segment).
+//! transient overlay tree; a footer is read, applied and dropped, one at a time): about
+//! 150 bytes an LSN, under 700 MiB for 2^22 LSNs, within a view's default budget of 1 GiB (a
+//! layered view may write a checkpoint before it lies over it); plus one iterator's 64 KiB,
+//! the previous index's block cache (4 MiB) and the writer's 1 MiB. When more LSNs than that
+//! were sealed since the previous checkpoint, intermediate checkpoints are written at segment
+//! ends, each step within the bound (a step always covers at least one whole sealed segment).
+//! Every step streams the whole previous checkpoint, so a first checkpoint of N records costs
+//! about N^2 / (2 STEP_LSNS_MAX) pieces written: larger steps are the cheaper for it.
 
 use replog_format::checkpoint::{CheckpointPiece, PieceSource, RecordPiece};
 
@@ -20,7 +23,7 @@ use crate::extent_map::{ExtentMap, Source};
 use crate::vault::{Vault, VaultInner};
 
 /// Most LSNs one step applies in memory.
-pub const STEP_LSNS_MAX: u64 = 1 << 20;
+pub const STEP_LSNS_MAX: u64 = 1 << 22;
 
 /// Writes a checkpoint at `lsn`, which must end a sealed segment of the snapshot at or after
 /// the base: from the newest checkpoint before it that opens (or the base), in steps of at
@@ -48,9 +51,8 @@ pub fn write_in_steps(vault: &Vault, lsn: u64, step_lsns_max: u64) -> Result<Vec
     }
     let mut from = prev.as_ref().map_or(inner.manifest.base_lsn, |p| p.lsn());
     let mut written = Vec::new();
-    // The snapshot a step reads footers through keeps them (one entry per record): each step
-    // after the first reads through a snapshot of its own, dropped after it, so they do not
-    // pile up across steps.
+    // Each step after the first reads through a fresh snapshot, which must still hold the same
+    // base and the segment ending at `lsn` (a compaction in between ends the write).
     let mut snapshot = vault.clone();
     loop {
         let mut next = ends.iter().copied().filter(|&(_, e)| e > from);
