@@ -134,6 +134,27 @@ impl Debug for Mapped {
     }
 }
 
+impl Mapped {
+    /// Drops this process's resident pages of bytes `[start, end)` of the map (they stay in the
+    /// page cache; a later read faults them back in from the file): a scan of a large mapped
+    /// file releases what it has passed, so its resident memory stays a window, not the file.
+    /// Best effort; nothing to do for a copy.
+    pub fn release(&self, start: usize, end: usize) {
+        if let Mapped::Mmap(m) = self
+            && start < end
+            && end <= m.len()
+        {
+            // SAFETY: `m` is a read-only shared map of a file (`Mmap::map`). MADV_DONTNEED on a
+            // shared file map only removes this process's page table entries: the next access
+            // reads the same page of the file again, so no byte any slice of it refers to
+            // changes (unlike a private map, whose copied pages it would zero).
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+    }
+}
+
 impl std::ops::Deref for Mapped {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
