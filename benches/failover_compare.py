@@ -33,13 +33,14 @@ from benchkit import MiB, REPLOG, allocated, arg, begin, chain, remove, run, tab
 
 
 def timed(cmd):
-    """Runs cmd after flushing dirty pages; returns (wall seconds, peak RSS bytes)."""
+    """Runs cmd after flushing dirty pages; returns (wall seconds, peak RSS bytes, CPU seconds:
+    user + system, children included)."""
     subprocess.run(["sync"], check=True)
     t = time.monotonic()
-    out = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(["/usr/bin/time", "-f", "%M %U %S"] + cmd, check=True, capture_output=True, text=True)
     wall = time.monotonic() - t
-    rss = int(out.stderr.strip().splitlines()[-1]) * 1024
-    return wall, rss
+    rss, user, system = out.stderr.strip().splitlines()[-1].split()
+    return wall, int(rss) * 1024, float(user) + float(system)
 
 
 def import_chain(work, c):
@@ -105,6 +106,7 @@ def failover(work, reps):
         "replog failover --latest": fo("--latest"),
         "qemu-img convert -t writeback ov20": qemu("ov20.qcow2", "-t", "writeback"),
         "cp --sparse=always + sync": cp,
+        "replog failover --latest --read-back": fo("--latest", "--read-back"),
         "replog failover --latest --no-sync": fo("--latest", "--no-sync"),
         "qemu-img convert ov20 (default, no flush)": qemu("ov20.qcow2"),
         "replog failover --point middle": fo("--point", str(middle)),
@@ -119,13 +121,15 @@ def failover(work, reps):
         for name, go in contenders.items():
             results[name].append(go())
     remove(out)
-    med = {k: statistics.median(w for w, _ in r) for k, r in results.items()}
-    rss = {k: max(m for _, m in r) for k, r in results.items()}
+    med = {k: statistics.median(w for w, _, _ in r) for k, r in results.items()}
+    rss = {k: max(m for _, m, _ in r) for k, r in results.items()}
+    cpu = {k: statistics.median(c for _, _, c in r) for k, r in results.items()}
     pairs = [
-        ("replog failover --latest", "qemu-img convert -t writeback ov20", 0.5),
-        ("replog failover --latest", "cp --sparse=always + sync", 1.3),
-        ("replog failover --latest --no-sync", "qemu-img convert ov20 (default, no flush)", 0.5),
-        ("replog failover --point middle", "qemu-img convert -t writeback ov10", 0.5),
+        ("replog failover --latest", "qemu-img convert -t writeback ov20", 0.7),
+        ("replog failover --latest", "cp --sparse=always + sync", 1.0),
+        ("replog failover --latest --read-back", "cp --sparse=always + sync", 1.0),
+        ("replog failover --latest --no-sync", "qemu-img convert ov20 (default, no flush)", 0.7),
+        ("replog failover --point middle", "qemu-img convert -t writeback ov10", 0.7),
     ]
     if baseline:
         pairs += [
@@ -136,13 +140,14 @@ def failover(work, reps):
           ["replog", "s", "peer", "s", "ratio", "target"],
           [[a, f"{med[a]:.2f}", b, f"{med[b]:.2f}", f"{med[a] / med[b]:.2f}x",
             f"<= {t}x" if isinstance(t, float) else t] for a, b, t in pairs])
-    table("Peak resident memory", ["command", "MiB"], [[k, f"{v / MiB:.0f}"] for k, v in rss.items()])
+    table("Peak resident memory and CPU time (user + system, median)", ["command", "peak MiB", "CPU s"],
+          [[k, f"{v / MiB:.0f}", f"{cpu[k]:.2f}"] for k, v in rss.items()])
     chain_files = [os.path.join(c, "base.qcow2")] + [os.path.join(c, f"ov{k:02d}.qcow2") for k in range(1, 21)]
     chain_bytes = sum(allocated(f) for f in chain_files)
     vault_bytes = allocated(v)
     table("Size on disk", ["vault", "qcow2 chain (base + 20 overlays)", "ratio"],
           [[f"{vault_bytes / MiB:.0f} MiB", f"{chain_bytes / MiB:.0f} MiB", f"{vault_bytes / chain_bytes:.2f}x"]])
-    return {"median_s": med, "peak_rss_bytes": rss, "vault_bytes": vault_bytes, "chain_bytes": chain_bytes}
+    return {"median_s": med, "peak_rss_bytes": rss, "cpu_s": cpu, "vault_bytes": vault_bytes, "chain_bytes": chain_bytes}
 
 
 def resolve(work):

@@ -19,7 +19,10 @@ Per row, each command alone, peak RSS from /usr/bin/time (or the server's VmHWM)
   one at a time: p50 and p99 of each read, and the server's peak RSS;
 - `replog bench read --latest` where the binary has it (every byte of the newest point read
   through the view, in disk order, discarded): the failover's read pass without 40 GB of output;
-- `replog prune --keep-last 2`: the base rolled forward to the newest-but-one point.
+- `replog prune --keep-last N`, N = 99% of the points: retention dropping the oldest 1% of the
+  points, as it does day by day; the base rolls forward over 1% of the records, and the garbage
+  pass decides every record after it. (`--keep-last 2` would fold every record into the base:
+  at 10^8 scattered 64-byte records that is 10^8 separate 4 KiB blocks, 400 GB of base.)
 """
 import json, os, signal, subprocess, sys, time
 
@@ -142,8 +145,11 @@ def row(work, records, reads):
     if has_bench_read():
         wall, rss, out = timed_rss([REPLOG, "bench", "read", v, "--latest", "--json"])
         r["read_pass"] = {"seconds": wall, "peak_rss_bytes": rss, **json.loads(out)}
-    wall, rss, out = timed_rss([REPLOG, "prune", v, "--keep-last", "2", "--json"])
-    r["prune"] = {"seconds": wall, "peak_rss_bytes": rss}
+    points = r["resolve"]["points"]
+    keep = points - max(1, points // 100)
+    wall, rss, out = timed_rss([REPLOG, "prune", v, "--keep-last", str(keep), "--json"])
+    r["prune"] = {"seconds": wall, "peak_rss_bytes": rss, "kept": keep, "points": points,
+                  **json.loads(out)}
     if "--keep" not in sys.argv:
         remove(v)
         remove(os.path.join(work, f"scale-{records}.built"))
@@ -169,7 +175,8 @@ def main():
             f"{r['resolve']['open_ms']:.0f} ms",
             f"{res['newest']['resolve_ms']:.0f} / {res['oldest']['resolve_ms']:.0f} ms",
             f"{r['nbd']['p50_us']:.0f} / {r['nbd']['p99_us']:.0f} µs",
-            f"{read['seconds']:.1f} s, {read['peak_rss_bytes'] / MiB:.0f} MiB" if read else "n/a",
+            (f"{read['read_seconds']:.1f} s ({read['read_seconds'] * 1e6 / max(1, res['newest']['pieces']):.2f} "
+             f"µs a piece), {read['peak_rss_bytes'] / MiB:.0f} MiB") if read else "n/a",
             f"{r['prune']['seconds']:.1f} s, {r['prune']['peak_rss_bytes'] / MiB:.0f} MiB",
             f"{peak / MiB:.0f} MiB",
         ])

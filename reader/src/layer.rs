@@ -68,7 +68,7 @@ impl ViewMode {
     }
 }
 
-/// The default [`ViewOptions::memory_limit_bytes`]: 1 GiB, about 1.5 x 10^7 pieces in memory.
+/// The default [`ViewOptions::memory_limit_bytes`]: 1 GiB, about 8 x 10^6 pieces in memory.
 pub const MEMORY_LIMIT_BYTES_DEFAULT: u64 = 1 << 30;
 
 /// How to build a view.

@@ -27,6 +27,11 @@ pub(crate) struct Start {
 /// Heap bytes a piece of an in-memory map takes when it is its own record (20 in the sorted
 /// array, 48 in the record table): the worst case, which scattered small writes reach.
 pub(crate) const MAP_BYTES_PER_PIECE: u64 = 68;
+/// Peak bytes a piece costs while an in-memory map is built, which is what a memory budget must
+/// bound: the sorted array grows by doubling, a journal piece waits in the overlay tree (about
+/// 40 bytes) until it is merged, and the allocator keeps some of what is freed. Measured: 1159
+/// MiB of peak RSS for an in-memory view of 10^7 scattered pieces, 121 bytes a piece.
+pub(crate) const PEAK_BYTES_PER_PIECE: u64 = 128;
 
 impl Start {
     pub(crate) fn of(inner: &VaultInner, lsn: u64) -> Result<Start> {
@@ -44,18 +49,18 @@ impl Start {
         })
     }
 
-    /// What an in-memory view at `lsn` may take at most: every piece of the checkpoint, and
-    /// for each LSN after it (a record at most) one more piece in the map and its footer entry
-    /// while the footer is loaded. Reads one header page.
+    /// What an in-memory view at `lsn` may take at most while it is built: every piece of the
+    /// checkpoint, and for each LSN after it (a record at most) one more piece in the map and
+    /// its footer entry while the footer is loaded, each piece at its peak cost. Reads one header page.
     pub(crate) fn in_memory_bytes_estimate(&self, inner: &VaultInner, lsn: u64) -> u64 {
         let (start_lsn, pieces) = match self.checkpoint {
             Some((_, cp_lsn)) => (cp_lsn, checkpoint::pieces_of(inner, cp_lsn)),
             None => (inner.manifest.base_lsn, 0),
         };
         let records = lsn.saturating_sub(start_lsn);
-        let per_record = MAP_BYTES_PER_PIECE + size_of::<ExtentEntry>() as u64;
+        let per_record = PEAK_BYTES_PER_PIECE + size_of::<ExtentEntry>() as u64;
         pieces
-            .saturating_mul(MAP_BYTES_PER_PIECE)
+            .saturating_mul(PEAK_BYTES_PER_PIECE)
             .saturating_add(records.saturating_mul(per_record))
     }
 }
