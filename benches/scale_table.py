@@ -19,10 +19,11 @@ Per row, each command alone, peak RSS from /usr/bin/time (or the server's VmHWM)
   one at a time: p50 and p99 of each read, and the server's peak RSS;
 - `replog bench read --latest` where the binary has it (every byte of the newest point read
   through the view, in disk order, discarded): the failover's read pass without 40 GB of output;
-- `replog prune --keep-last N`, N = 99% of the points: retention dropping the oldest 1% of the
-  points, as it does day by day; the base rolls forward over 1% of the records, and the garbage
-  pass decides every record after it. (`--keep-last 2` would fold every record into the base:
-  at 10^8 scattered 64-byte records that is 10^8 separate 4 KiB blocks, 400 GB of base.)
+- `replog prune --keep-last N`, N = all the points but one: retention dropping the oldest
+  point, as it does day by day; the base rolls forward over 1/1000 of the records, and the
+  garbage pass decides every record after it. (`--keep-last 2` would fold every record into
+  the base: at 10^8 scattered 64-byte records that is 10^8 separate blocks of base, hundreds of
+  GB.)
 """
 import json, os, signal, subprocess, sys, time
 
@@ -146,7 +147,7 @@ def row(work, records, reads):
         wall, rss, out = timed_rss([REPLOG, "bench", "read", v, "--latest", "--json"])
         r["read_pass"] = {"seconds": wall, "peak_rss_bytes": rss, **json.loads(out)}
     points = r["resolve"]["points"]
-    keep = points - max(1, points // 100)
+    keep = points - 1
     wall, rss, out = timed_rss([REPLOG, "prune", v, "--keep-last", str(keep), "--json"])
     r["prune"] = {"seconds": wall, "peak_rss_bytes": rss, "kept": keep, "points": points,
                   **json.loads(out)}

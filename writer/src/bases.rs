@@ -185,18 +185,12 @@ impl Bases {
             let len = (disk_bytes - at).min(WINDOW_BYTES) as usize;
             let buf = &mut window[..len];
             let sums = source.fill(at, buf)?;
-            let writes: Vec<WriteAt<'_>> = sums
-                .iter()
-                .enumerate()
-                .filter(|(_, sum)| !sum.zero)
-                .map(|(i, _)| {
-                    let start = i * block;
-                    WriteAt {
-                        offset: header.data_offset() + at + start as u64,
-                        data: &buf[start..(start + block).min(len)],
-                    }
-                })
-                .collect();
+            let mut writes: Vec<WriteAt<'_>> = Vec::new();
+            let file_at = header.data_offset() + at;
+            for (i, _) in sums.iter().enumerate().filter(|(_, sum)| !sum.zero) {
+                let chunk = i * block..(i * block + block).min(len);
+                nonzero_pages(file_at, &buf[chunk.clone()], chunk.start, &mut writes);
+            }
             file.write_batch(&writes, false)
                 .map_err(|e| WriteError::io(path, Some(header.data_offset() + at), "writing", e))?;
             for sum in sums {
@@ -287,5 +281,76 @@ impl TableWriter<'_> {
         self.page_index += 1;
         self.entries.clear();
         Ok(())
+    }
+}
+
+/// The file's page size for sparse writes: an all-zero page of a chunk is left a hole.
+const PAGE_BYTES: usize = 4096;
+
+/// Adds to `writes` the runs of `chunk` (which starts at byte `from` of a window written at file
+/// offset `file_at`) that are not all zero, page by page, aligned to the file's pages: a chunk of
+/// 64 KiB holding one small write costs one page of the base file, not 64 KiB. Holes read as
+/// zeros, so the chunk's checksum holds either way.
+fn nonzero_pages<'a>(file_at: u64, chunk: &'a [u8], from: usize, writes: &mut Vec<WriteAt<'a>>) {
+    let mut at = 0;
+    let mut run: Option<usize> = None;
+    while at < chunk.len() {
+        let offset = file_at + (from + at) as u64;
+        let page_end = (offset / PAGE_BYTES as u64 + 1) * PAGE_BYTES as u64;
+        let end = (at + (page_end - offset) as usize).min(chunk.len());
+        let zero = chunk[at..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (true, Some(start)) => {
+                writes.push(WriteAt {
+                    offset: file_at + (from + start) as u64,
+                    data: &chunk[start..at],
+                });
+                run = None;
+            }
+            (false, None) => run = Some(at),
+            _ => {}
+        }
+        at = end;
+    }
+    if let Some(start) = run {
+        writes.push(WriteAt {
+            offset: file_at + (from + start) as u64,
+            data: &chunk[start..],
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(file_at: u64, chunk: &[u8], from: usize) -> Vec<(u64, usize)> {
+        let mut writes = Vec::new();
+        nonzero_pages(file_at, chunk, from, &mut writes);
+        writes.iter().map(|w| (w.offset, w.data.len())).collect()
+    }
+
+    #[test]
+    fn only_the_pages_of_a_chunk_that_hold_data_are_written() {
+        let mut chunk = vec![0u8; 16 * PAGE_BYTES];
+        assert!(runs(8192, &chunk, 0).is_empty());
+        chunk[5] = 1; // page 0
+        chunk[3 * PAGE_BYTES + 100] = 2; // page 3
+        chunk[4 * PAGE_BYTES] = 3; // page 4, joined to page 3
+        chunk[16 * PAGE_BYTES - 1] = 4; // the last page
+        let p = PAGE_BYTES as u64;
+        assert_eq!(
+            runs(8192, &chunk, 2 * PAGE_BYTES),
+            [
+                (8192 + 2 * p, PAGE_BYTES),
+                (8192 + 5 * p, 2 * PAGE_BYTES),
+                (8192 + 17 * p, PAGE_BYTES)
+            ]
+        );
+        // A chunk that starts inside a page: page boundaries are the file's.
+        let mut odd = vec![0u8; 3 * PAGE_BYTES];
+        odd[10] = 1;
+        odd[PAGE_BYTES + 200] = 1;
+        assert_eq!(runs(100, &odd, 0), [(100, PAGE_BYTES - 100 + PAGE_BYTES)]);
     }
 }
