@@ -69,6 +69,9 @@ pub fn write_in_steps(vault: &Vault, lsn: u64, step_lsns_max: u64) -> Result<Vec
             return Ok(written);
         }
         prev = Some(open(step, to)?);
+        // Intermediate checkpoints are thinned as they are written, as maintenance thins them:
+        // at 10^8 pieces each is gigabytes, and two dozen of them would fill the disk.
+        super::thin(step)?;
         from = to;
         snapshot = fresh_snapshot(vault, lsn)?;
     }

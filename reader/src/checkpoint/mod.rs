@@ -471,9 +471,7 @@ pub fn maintain(vault: &Vault, every_lsns: u64) -> Result<Option<CheckpointInfo>
         }
     }
     let written = maintain_newest(vault, &on_disk, every_lsns)?;
-    for lsn in thinned(&list(inner)?) {
-        remove(inner, lsn)?;
-    }
+    thin(inner)?;
     Ok(written)
 }
 
@@ -503,6 +501,14 @@ fn maintain_newest(
         return Ok(None);
     }
     write(vault, newest).map(Some)
+}
+
+/// Removes the checkpoints [`thinned`] names.
+pub(crate) fn thin(inner: &VaultInner) -> Result<()> {
+    for lsn in thinned(&list(inner)?) {
+        remove(inner, lsn)?;
+    }
+    Ok(())
 }
 
 fn remove(inner: &VaultInner, lsn: u64) -> Result<()> {
