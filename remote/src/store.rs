@@ -137,6 +137,9 @@ impl Remote {
         .collect();
         let refuse =
             |e: object_store::Error| Refusal::Unusable.because(format!("cannot use {url}: {e}"));
+        // TLS (for https endpoints) is rustls over ring; the process's default provider is set
+        // once, here, before the first client is built (a second call finds it set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (store, check, hint): (Arc<dyn ObjectStore>, _, _) = if scheme == "s3" {
             let mut b = AmazonS3Builder::from_env();
             for (k, v) in &config {
