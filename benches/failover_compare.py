@@ -13,6 +13,8 @@ Then, interleaved (A B A B ...) with medians:
 - `replog failover --latest` (synced before it returns) against
   `qemu-img convert -t writeback -O raw ov20.qcow2` (flushed before it returns) and against
   `cp --sparse=always base.raw` followed by `sync` of the copy;
+- `replog failover --latest --read-back` (every byte summed while written and read back once
+  placed) against the same `cp`;
 - `replog failover --latest --no-sync` against `qemu-img convert -O raw ov20.qcow2` (its default
   cache mode, no flush);
 - the middle point (layer 10) against ov10.qcow2, both synced;
@@ -21,7 +23,8 @@ Then, interleaved (A B A B ...) with medians:
   vault, interleaved with the rest, to measure what a change costs.
 
 Every output is compared byte for byte with qemu-img's (`cmp`) once. Caches are warm for every
-contender alike (the inputs fit in memory); dirty pages are flushed before each run.
+contender alike (the inputs fit in memory); dirty pages are flushed before each run. Each run's
+peak RSS and CPU seconds (user + system, children included) come from /usr/bin/time.
 
 With --resolve it measures opening a vault and resolving points with 10^6 and 10^7 journal
 records (random 64-byte writes over a 100 GiB sparse disk, so every record is its own extent),
