@@ -31,7 +31,7 @@ pub use error::{Refusal, RemoteError, RemoteErrorKind, Result};
 pub use files::{CACHE_CHUNKS_DEFAULT, RemoteFiles, TieredStorage, file_id, file_path};
 pub use local::LocalVault;
 pub use prefix::{newest_point, prefix_segment};
-pub use store::{Put, Remote, RemoteOptions, check_url};
+pub use store::{Put, Remote, RemoteOptions, check_url, install_tls_provider};
 pub use sync::{
     ManifestScan, Progress, SyncOptions, SyncReport, claim, newest_manifest, scan_manifests, sync,
 };

@@ -137,9 +137,7 @@ impl Remote {
         .collect();
         let refuse =
             |e: object_store::Error| Refusal::Unusable.because(format!("cannot use {url}: {e}"));
-        // TLS (for https endpoints) is rustls over ring; the process's default provider is set
-        // once, here, before the first client is built (a second call finds it set).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let (store, check, hint): (Arc<dyn ObjectStore>, _, _) = if scheme == "s3" {
             let mut b = AmazonS3Builder::from_env();
             for (k, v) in &config {
@@ -389,4 +387,13 @@ impl Remote {
             detail: detail.into(),
         }
     }
+}
+
+/// Makes rustls over ring the process's TLS provider, which every `object_store` client needs
+/// before it is built (object storage is built without aws-lc-rs, whose C build was the longest
+/// step of a fresh build). Idempotent; [`Remote::open`] calls it, and so must code that builds
+/// `object_store` clients of its own.
+pub fn install_tls_provider() {
+    // An error means a provider is installed already, which is all that is needed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

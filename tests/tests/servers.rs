@@ -44,6 +44,7 @@ fn client_options() -> ClientOptions {
 /// An S3 client for `server`: the environment's settings, overridden by the fixture's. The
 /// client options go first: `with_client_options` replaces them whole, `aws_allow_http` included.
 fn s3_store(server: &S3Server) -> Arc<dyn ObjectStore> {
+    replog_remote::install_tls_provider();
     let mut builder = AmazonS3Builder::from_env().with_client_options(client_options());
     for (name, value) in server.env() {
         let key = name.to_ascii_lowercase().parse().expect("an S3 config key");
@@ -61,6 +62,7 @@ fn s3_store(server: &S3Server) -> Arc<dyn ObjectStore> {
 /// An Azure client for `server`: the environment's settings, overridden by the fixture's (after
 /// the client options, as for S3).
 fn azure_store(server: &AzuriteServer) -> Arc<dyn ObjectStore> {
+    replog_remote::install_tls_provider();
     let mut builder = MicrosoftAzureBuilder::from_env().with_client_options(client_options());
     for (name, value) in server.env() {
         let key = name

@@ -475,6 +475,7 @@ fn chunk_of(remote: &Remote, kind: remote::FileKind) -> (String, String) {
 
 /// A client for the server's bucket, without replog's prefix handling.
 pub(super) fn plain_store(server: &S3Server) -> Arc<dyn ObjectStore> {
+    replog_remote::install_tls_provider();
     let mut b = object_store::aws::AmazonS3Builder::new().with_bucket_name(server.bucket());
     for (k, v) in server.env() {
         b = b.with_config(k.to_ascii_lowercase().parse().unwrap(), v);
