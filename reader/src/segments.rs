@@ -50,8 +50,12 @@ pub(crate) enum SlotState {
 /// The open segment as one scan saw it.
 #[derive(Debug)]
 pub(crate) struct OpenSnapshot {
-    /// The file's bytes at mapping time; only `..end` is ever read.
+    /// The file's bytes at mapping time, for the scan; only `..end` is ever read.
     pub bytes: Mapped,
+    /// The file, which records are read from with positional reads (as sealed segments are):
+    /// reading them through the map would make every record read resident, up to the whole
+    /// segment.
+    pub file: Arc<dyn File>,
     /// Its write, zero and resize records, in LSN order.
     pub extents: Vec<ExtentEntry>,
     /// Its points, in LSN order.
@@ -94,17 +98,18 @@ impl SegmentSlot {
         let bytes = file
             .map()
             .map_err(|e| ReadError::io(&rel_path, "map the open journal segment", e))?;
-        let snapshot = scan_snapshot(bytes, entry.first_lsn, expect).map_err(|e| match e {
-            ScanFailure::Decode(e) => ReadError::decode(&rel_path, 0, e),
-            ScanFailure::FirstLsn(found) => ReadError::damaged(
-                &rel_path,
-                40,
-                format!(
-                    "segment header says its first LSN is {found}, the manifest says {}",
-                    entry.first_lsn
+        let snapshot =
+            scan_snapshot(bytes, file, entry.first_lsn, expect).map_err(|e| match e {
+                ScanFailure::Decode(e) => ReadError::decode(&rel_path, 0, e),
+                ScanFailure::FirstLsn(found) => ReadError::damaged(
+                    &rel_path,
+                    40,
+                    format!(
+                        "segment header says its first LSN is {found}, the manifest says {}",
+                        entry.first_lsn
+                    ),
                 ),
-            ),
-        })?;
+            })?;
         Ok(SegmentSlot {
             id: entry.segment_id,
             first_lsn: entry.first_lsn,
@@ -322,9 +327,10 @@ impl SegmentSlot {
                         ),
                     ));
                 }
-                buf.clear();
-                buf.extend_from_slice(&s.bytes[offset as usize..end as usize]);
-                Ok(())
+                buf.resize(total_bytes as usize, 0);
+                s.file
+                    .read_exact_at(buf, offset)
+                    .map_err(|e| ReadError::read(&self.rel_path, offset, total_bytes, e))
             }
             SlotState::Sealed { info, .. } => {
                 if end > info.file_bytes {
@@ -389,6 +395,7 @@ const SCAN_RELEASE_BYTES: usize = 8 << 20;
 /// yet: a writer that created it has not written its header.
 fn scan_snapshot(
     bytes: Mapped,
+    file: Arc<dyn File>,
     first_lsn: u64,
     expect: &Expect,
 ) -> Result<OpenSnapshot, ScanFailure> {
@@ -396,6 +403,7 @@ fn scan_snapshot(
         let end = SegmentEnd::Clean { offset: 0 };
         return Ok(OpenSnapshot {
             bytes,
+            file,
             extents: Vec::new(),
             points: Vec::new(),
             end,
@@ -437,6 +445,7 @@ fn scan_snapshot(
             };
             return Ok(OpenSnapshot {
                 bytes,
+                file,
                 extents,
                 points,
                 end,
@@ -454,6 +463,7 @@ fn scan_snapshot(
     }
     Ok(OpenSnapshot {
         bytes,
+        file,
         extents,
         points,
         end: scan.end,
