@@ -33,11 +33,13 @@ pub mod pipe;
 pub mod sim;
 pub mod sync;
 pub mod uring;
+mod zero;
 
 pub use buf::IoBuf;
 pub use content_sum::ContentSum;
 pub use dir_lock::{DirLock, DirLockError};
 pub use pipe::{Completion, DirectAlignment, OpenedPipe, PipeOptions, WritePipe, open_pipe};
+pub use zero::is_zero;
 
 /// How a file is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use replog_format::segment::ExtentEntry;
+
 /// Where the bytes of a journal piece live: a range of one write record's logical data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordRef {
@@ -31,6 +33,25 @@ pub struct RecordRef {
     pub flags: u8,
     /// Offset, within the record's logical data, of the piece's first byte.
     pub data_offset: u32,
+}
+
+impl RecordRef {
+    /// The whole record an index entry describes, in the segment at `segment_index`. The
+    /// caller has checked that `e.length` fits a `u32` (the views refuse an entry that does
+    /// not).
+    pub fn of_extent(segment_index: u32, e: &ExtentEntry) -> RecordRef {
+        RecordRef {
+            segment_index,
+            record_offset: e.record_offset,
+            lsn: e.lsn,
+            disk_offset: e.disk_offset,
+            length: e.length as u32,
+            stored_len: e.stored_len,
+            record_crc: e.record_crc,
+            flags: e.flags,
+            data_offset: 0,
+        }
+    }
 }
 
 /// The source of a piece.

@@ -158,17 +158,7 @@ impl KeptPass {
         match e.kind {
             RecordKind::Zero => map.insert(e.disk_offset, end, Source::Zero),
             RecordKind::Write if e.length <= u64::from(u32::MAX) => {
-                let r = RecordRef {
-                    segment_index: self.segment_index,
-                    record_offset: e.record_offset,
-                    lsn: e.lsn,
-                    disk_offset: e.disk_offset,
-                    length: e.length as u32,
-                    stored_len: e.stored_len,
-                    record_crc: e.record_crc,
-                    flags: e.flags,
-                    data_offset: 0,
-                };
+                let r = RecordRef::of_extent(self.segment_index, e);
                 map.insert(e.disk_offset, end, Source::Record(r));
             }
             _ => return,

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 use replog_io::content_sum::ContentKey;
 use replog_io::{
-    ContentSum, DirLock, DirLockError, EntryKind, File, FileId, OpenMode, Storage, WriteAt,
+    ContentSum, DirLock, DirLockError, EntryKind, File, FileId, OpenMode, Storage, WriteAt, is_zero,
 };
 
 use crate::disk_reader::DiskReader;
@@ -896,15 +896,6 @@ impl Batch<'_> {
     }
 }
 
-/// Whether every byte is zero; ORs 64-byte lanes so the compiler can vectorize it.
-fn is_zero(bytes: &[u8]) -> bool {
-    let mut lanes = bytes.chunks_exact(64);
-    let body = lanes
-        .by_ref()
-        .all(|lane| lane.iter().fold(0u8, |acc, &b| acc | b) == 0);
-    body && lanes.remainder().iter().all(|&b| b == 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1017,20 +1008,5 @@ mod tests {
         let set = [staged("/out/.a.new2", "/out/a.raw", id("/out/.a.new2"))];
         place_images(storage, Path::new("/out"), &set, true).unwrap();
         assert_eq!(read_file(storage, "/out/a.raw"), b"new a");
-    }
-
-    #[test]
-    fn is_zero_finds_a_single_set_byte_anywhere() {
-        for len in [0usize, 1, 63, 64, 65, 4096, 5000] {
-            let zeros = vec![0u8; len];
-            assert!(is_zero(&zeros));
-            for at in [0, len / 2, len.saturating_sub(1)] {
-                if len > 0 {
-                    let mut b = zeros.clone();
-                    b[at] = 1;
-                    assert!(!is_zero(&b), "len {len} at {at}");
-                }
-            }
-        }
     }
 }

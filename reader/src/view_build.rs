@@ -171,17 +171,7 @@ impl MapBuilder<'_> {
         let (position, end) = self.check_extent(slot, e)?;
         let source = match e.kind {
             RecordKind::Zero => Source::Zero,
-            _ => Source::Record(RecordRef {
-                segment_index: segment_index as u32,
-                record_offset: e.record_offset,
-                lsn: e.lsn,
-                disk_offset: e.disk_offset,
-                length: e.length as u32,
-                stored_len: e.stored_len,
-                record_crc: e.record_crc,
-                flags: e.flags,
-                data_offset: 0,
-            }),
+            _ => Source::Record(RecordRef::of_extent(segment_index as u32, e)),
         };
         self.maps[position].insert(e.disk_offset, end, source);
         Ok(())

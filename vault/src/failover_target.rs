@@ -15,6 +15,7 @@
 
 use std::path::PathBuf;
 
+use replog_io::is_zero;
 use replog_reader::{DiskReader, DiskView, ExtentKind};
 
 use crate::capture::NbdUri;
@@ -313,15 +314,6 @@ fn zero_stretch(offset: u64, data: &[u8]) -> usize {
         at += n;
     }
     at
-}
-
-/// Whether every byte is zero; ORs 64-byte lanes so the compiler can vectorize it.
-fn is_zero(bytes: &[u8]) -> bool {
-    let mut lanes = bytes.chunks_exact(64);
-    let body = lanes
-        .by_ref()
-        .all(|lane| lane.iter().fold(0u8, |acc, &b| acc | b) == 0);
-    body && lanes.remainder().iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]

@@ -298,7 +298,7 @@ fn nonzero_pages<'a>(file_at: u64, chunk: &'a [u8], from: usize, writes: &mut Ve
         let offset = file_at + (from + at) as u64;
         let page_end = (offset / PAGE_BYTES as u64 + 1) * PAGE_BYTES as u64;
         let end = (at + (page_end - offset) as usize).min(chunk.len());
-        let zero = chunk[at..end].iter().all(|&b| b == 0);
+        let zero = replog_io::is_zero(&chunk[at..end]);
         match (zero, run) {
             (true, Some(start)) => {
                 writes.push(WriteAt {

@@ -35,14 +35,7 @@ pub(crate) fn block_facts(window: &[u8], block_bytes: usize) -> Vec<BlockFacts> 
         .collect()
 }
 
-/// Whether every byte is zero.
-pub(crate) fn is_zero(bytes: &[u8]) -> bool {
-    let mut words = bytes.chunks_exact(16);
-    words
-        .by_ref()
-        .all(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")) == 0)
-        && words.remainder().iter().all(|&b| b == 0)
-}
+pub(crate) use replog_io::is_zero;
 
 /// The facts of the window of `image` at `at`, read into `buf` except where the image has holes
 /// (seeding a base and ingest both read images this way). A window that is all hole leaves
