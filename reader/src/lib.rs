@@ -18,6 +18,7 @@ mod disk_reader;
 pub mod dump;
 pub mod error;
 pub mod extent_map;
+pub mod journal_order;
 mod layer;
 mod layered;
 pub mod lease;
@@ -35,6 +36,7 @@ mod view_build;
 pub use disk_reader::DiskReader;
 pub use dump::{DumpEnd, DumpRecord, dump};
 pub use error::{ReadError, ReadErrorKind, Result};
+pub use journal_order::ReadOrder;
 pub use layer::{MEMORY_LIMIT_BYTES_DEFAULT, ViewMode, ViewOptions};
 pub use lease::{
     Lease, LeaseOptions, LeaseStatus, LeasedVault, LiveLease, Registrations, lease_not_permitted,
@@ -42,8 +44,8 @@ pub use lease::{
 };
 pub use materialize::{
     DiskStats, MaterializeOptions, MaterializeStats, OUTPUT_LOCK_FILE, OutputDir, PlacedCheck,
-    ReadPassStats, Staged, check_targets, materialize, materialize_into, materialize_with_progress,
-    place_images, read_pass,
+    ReadPassOptions, ReadPassStats, Staged, check_targets, materialize, materialize_into,
+    materialize_with_progress, place_images, read_pass,
 };
 pub use points::PointInfo;
 pub use vault::{OpenSegmentInfo, Vault, VaultStats};

@@ -32,17 +32,20 @@ use std::hash::BuildHasher;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use replog_io::content_sum::ContentKey;
 use replog_io::{
-    ContentSum, DirLock, DirLockError, EntryKind, File, FileId, OpenMode, Storage, WriteAt, is_zero,
+    BackendKind, ContentSum, DirLock, DirLockError, EntryKind, File, FileId, OpenMode, Storage,
+    WriteAt, is_zero,
 };
 
 use crate::disk_reader::DiskReader;
 use crate::error::{ReadError, ReadErrorKind, Result};
 use crate::extent_map::Source;
+use crate::journal_order::{DEFER_RECORD_BYTES_MAX, Deferred, ReadOrder, SORT_RUN_PIECES};
 use crate::view::{DiskView, PointView};
 
 /// The span of a disk one parallel task writes. A power of two at least as large as the largest
@@ -68,6 +71,12 @@ pub struct MaterializeOptions {
     /// against its sum. Without it, each final name is checked to be the very file this run
     /// created and wrote (its identity and length), which costs no read.
     pub read_back: bool,
+    /// The order journal pieces are read in ([`ReadOrder`]); in journal order the sort's
+    /// scratch files go in the output directory.
+    pub order: ReadOrder,
+    /// Pieces the journal-order sort holds in memory before it writes a run out; 0 means
+    /// [`SORT_RUN_PIECES`] (about 56 MiB).
+    pub sort_run_pieces: usize,
 }
 
 /// What materializing one disk did.
@@ -242,6 +251,14 @@ pub fn materialize_into(
         progress,
         key: ContentKey::random(),
         read_back: opts.read_back,
+        order: opts.order,
+        sort_run_pieces: opts.sort_run_pieces,
+        // The sort's scratch goes beside the images, on the filesystem they fill; the
+        // simulator's directories are not on any, so its goes in the system's.
+        scratch: match storage.kind() {
+            BackendKind::Sim => std::env::temp_dir(),
+            _ => out_dir.to_path_buf(),
+        },
         created: Mutex::new(Vec::new()),
     };
     let written: Result<Vec<_>> = view
@@ -270,40 +287,53 @@ pub struct ReadPassStats {
     /// Per disk, in the view's order: its name and the sum of its bytes (as a failover's image
     /// would have).
     pub sums: Vec<(String, ContentSum)>,
+    /// Journal pieces set aside and read in journal order, over all disks.
+    pub journal_order_pieces: u64,
+}
+
+/// How to make a read pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadPassOptions {
+    /// The order journal pieces are read in.
+    pub order: ReadOrder,
+    /// Where the journal-order sort writes its scratch files: the system's temporary directory
+    /// if `None`.
+    pub scratch: Option<PathBuf>,
+    /// As [`MaterializeOptions::sort_run_pieces`].
+    pub sort_run_pieces: usize,
 }
 
 /// A failover's read pass alone: every disk of `view` walked as [`materialize`] walks it (in
 /// parallel ranges, every record and base chunk read and verified, every non-zero block summed),
 /// with nothing written. For measuring the reading side of a failover at sizes whose output
 /// would not fit; memory as for [`materialize`].
-pub fn read_pass(view: &PointView) -> Result<ReadPassStats> {
+pub fn read_pass(view: &PointView, opts: &ReadPassOptions) -> Result<ReadPassStats> {
     let key = ContentKey::random();
-    let per_disk: Vec<(u64, ContentSum)> = view
+    let scratch = opts.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let per_disk: Vec<Filled> = view
         .disks()
         .par_iter()
         .map(|disk| {
             let name = PathBuf::from(disk.name());
-            (0..disk.size().div_ceil(RANGE_BYTES))
-                .into_par_iter()
-                .map(|i| {
-                    let start = i * RANGE_BYTES;
-                    let end = (start + RANGE_BYTES).min(disk.size());
-                    let (data, sum) = copy_range(disk, None, &name, start, end, Some(key))?;
-                    Ok((data, sum.unwrap_or(ContentSum::new(key))))
-                })
-                .try_reduce(
-                    || (0, ContentSum::new(key)),
-                    |(a, mut sa), (b, sb)| {
-                        sa.merge(&sb);
-                        Ok((a + b, sa))
-                    },
-                )
+            let fill = Fill {
+                disk,
+                file: None,
+                path: &name,
+                key: Some(key),
+                journal_order: opts.order.journal_for(disk),
+                scratch: &scratch,
+                sort_run_pieces: opts.sort_run_pieces,
+                progress: &|_| {},
+            };
+            fill.run()
         })
         .collect::<Result<_>>()?;
     let mut stats = ReadPassStats::default();
-    for (disk, (data, sum)) in view.disks().iter().zip(per_disk) {
-        stats.data_bytes += data;
+    for (disk, filled) in view.disks().iter().zip(per_disk) {
+        stats.data_bytes += filled.written;
         stats.disk_bytes += disk.size();
+        stats.journal_order_pieces += filled.deferred;
+        let sum = filled.sum.unwrap_or(ContentSum::new(key));
         stats.sums.push((disk.name().to_owned(), sum));
     }
     Ok(stats)
@@ -361,6 +391,10 @@ struct Job<'a> {
     key: ContentKey,
     /// Whether every image is summed and read back, rather than checked by identity.
     read_back: bool,
+    order: ReadOrder,
+    sort_run_pieces: usize,
+    /// Where the journal-order sort's scratch directory goes.
+    scratch: PathBuf,
     /// Every partial file created, to remove on failure.
     created: Mutex<Vec<PathBuf>>,
 }
@@ -378,31 +412,21 @@ impl Job<'_> {
         // A file the backend cannot identify is summed and read back instead.
         let id = file.id().ok().filter(|_| !self.read_back);
         let key = id.is_none().then_some(self.key);
-        let ranges = disk.size().div_ceil(RANGE_BYTES);
-        let (written_bytes, sum) = (0..ranges)
-            .into_par_iter()
-            .map(|i| {
-                let start = i * RANGE_BYTES;
-                let end = (start + RANGE_BYTES).min(disk.size());
-                let done = copy_range(disk, Some(file.as_ref()), &path, start, end, key)?;
-                (self.progress)(
-                    self.done.fetch_add(end - start, Ordering::Relaxed) + (end - start),
-                );
-                Ok(done)
-            })
-            .try_reduce(
-                || (0, key.map(ContentSum::new)),
-                |(a, sa), (b, sb)| {
-                    let sum = match (sa, sb) {
-                        (Some(mut sa), Some(sb)) => {
-                            sa.merge(&sb);
-                            Some(sa)
-                        }
-                        (sa, sb) => sa.or(sb),
-                    };
-                    Ok((a + b, sum))
-                },
-            )?;
+        let progress = |n: u64| {
+            (self.progress)(self.done.fetch_add(n, Ordering::Relaxed) + n);
+        };
+        let filled = Fill {
+            disk,
+            file: Some(file.as_ref()),
+            path: &path,
+            key,
+            journal_order: self.order.journal_for(disk),
+            scratch: &self.scratch,
+            sort_run_pieces: self.sort_run_pieces,
+            progress: &progress,
+        }
+        .run()?;
+        let (written_bytes, sum) = (filled.written, filled.sum);
         Ok(Partial {
             path,
             file,
@@ -677,32 +701,171 @@ fn create_out_dir(storage: &dyn Storage, out_dir: &Path, sync: bool) -> Result<(
     Ok(())
 }
 
-/// Copies disk bytes `[start, end)` into `file` (with `None`, reads, verifies and sums them
-/// only); returns the bytes of data and their sum.
+/// One disk filled: its image written (or, with no file, read, verified and summed only).
+struct Fill<'a> {
+    disk: &'a DiskView,
+    /// `None`: a read pass.
+    file: Option<&'a dyn File>,
+    /// The image's path, for errors.
+    path: &'a Path,
+    /// Sum what is written under this key.
+    key: Option<ContentKey>,
+    /// Whether small journal pieces are set aside and read in journal order
+    /// ([`crate::journal_order`]).
+    journal_order: bool,
+    /// Where the journal-order sort's scratch directory goes.
+    scratch: &'a Path,
+    sort_run_pieces: usize,
+    /// Called with the disk bytes each step completes; they add up to the disk's size.
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+/// What filling one disk did.
+struct Filled {
+    /// Bytes of data written.
+    written: u64,
+    sum: Option<ContentSum>,
+    /// Journal pieces read in journal order.
+    deferred: u64,
+}
+
+impl Fill<'_> {
+    fn run(&self) -> Result<Filled> {
+        if !self.journal_order {
+            let (written, sum) = self.walk(None)?;
+            return Ok(Filled {
+                written,
+                sum,
+                deferred: 0,
+            });
+        }
+        // The walk in disk order runs on the thread pool and hands the pieces it sets aside to
+        // this thread of its own, which sorts them and then reads them in journal order. (A
+        // thread outside the pool: the walk's tasks wait on it when the channel is full.)
+        let (tx, rx) = mpsc::sync_channel::<Vec<Deferred>>(SORT_BATCHES_QUEUED);
+        std::thread::scope(|s| {
+            let sorted = s.spawn(move || self.read_deferred(rx));
+            let walked = self.walk(Some(&tx));
+            drop(tx);
+            let sorted = sorted
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            match (walked, sorted) {
+                // The walk stops when the sort does: the sort's error is the one that matters.
+                (Err(_), Err(e)) | (Ok(_), Err(e)) => Err(e),
+                (Err(e), Ok(_)) => Err(e),
+                (Ok((written, sum)), Ok(rest)) => Ok(Filled {
+                    written: written + rest.written,
+                    sum: merge_sums(sum, rest.sum),
+                    deferred: rest.deferred,
+                }),
+            }
+        })
+    }
+
+    /// Walks the disk in ranges of [`RANGE_BYTES`] in parallel, writing every piece, or, with
+    /// `defer`, every piece but the small journal ones, which it sends there. Returns the bytes
+    /// of data written and their sum.
+    fn walk(&self, defer: Option<&SyncSender<Vec<Deferred>>>) -> Result<(u64, Option<ContentSum>)> {
+        let size = self.disk.size();
+        (0..size.div_ceil(RANGE_BYTES))
+            .into_par_iter()
+            .map(|i| {
+                let start = i * RANGE_BYTES;
+                let end = (start + RANGE_BYTES).min(size);
+                let mut deferred = defer.map(|_| Vec::new());
+                let done = copy_range(self, start, end, deferred.as_mut())?;
+                if let (Some(tx), Some(deferred)) = (defer, deferred)
+                    && !deferred.is_empty()
+                {
+                    tx.send(deferred).map_err(|_| {
+                        ReadError::new(ReadErrorKind::Io, "the journal-order sort stopped")
+                    })?;
+                }
+                // In journal order the walk is half the work.
+                let len = end - start;
+                (self.progress)(if defer.is_some() { len / 2 } else { len });
+                Ok(done)
+            })
+            .try_reduce(
+                || (0, self.key.map(ContentSum::new)),
+                |(a, sa), (b, sb)| Ok((a + b, merge_sums(sa, sb))),
+            )
+    }
+
+    /// Sorts the pieces the walk sets aside and writes them in journal order.
+    fn read_deferred(&self, batches: mpsc::Receiver<Vec<Deferred>>) -> Result<Filled> {
+        let mut out = Batch::new(self.disk, self.file, self.path, self.key);
+        let size = self.disk.size();
+        let walked: u64 = (0..size.div_ceil(RANGE_BYTES))
+            .map(|i| ((i * RANGE_BYTES + RANGE_BYTES).min(size) - i * RANGE_BYTES) / 2)
+            .sum();
+        let rest = size - walked;
+        let mut reported = 0;
+        let run = match self.sort_run_pieces {
+            0 => SORT_RUN_PIECES,
+            n => n,
+        };
+        let deferred = crate::journal_order::read_sorted(
+            self.disk,
+            self.scratch,
+            batches.into_iter(),
+            run,
+            |d, data| out.push(d.disk_at(), data),
+            |done, count| {
+                let now = rest * done / count.max(1);
+                (self.progress)(now - reported);
+                reported = now;
+            },
+        )?;
+        out.flush()?;
+        (self.progress)(rest - reported);
+        Ok(Filled {
+            written: out.written,
+            sum: out.sum,
+            deferred,
+        })
+    }
+}
+
+/// Batches of set-aside pieces queued for the sort before the walk waits.
+const SORT_BATCHES_QUEUED: usize = 8;
+
+fn merge_sums(a: Option<ContentSum>, b: Option<ContentSum>) -> Option<ContentSum> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            a.merge(&b);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// Copies disk bytes `[start, end)` into the fill's file (with none, reads, verifies and sums
+/// them only); with `defer`, sets the small journal pieces aside there instead. Returns the
+/// bytes of data and their sum.
 fn copy_range(
-    disk: &DiskView,
-    file: Option<&dyn File>,
-    path: &Path,
+    fill: &Fill<'_>,
     start: u64,
     end: u64,
-    key: Option<ContentKey>,
+    mut defer: Option<&mut Vec<Deferred>>,
 ) -> Result<(u64, Option<ContentSum>)> {
+    let disk = fill.disk;
     let mut reader = disk.reader();
-    let mut out = Batch {
-        file,
-        path,
-        base: disk.base.file(),
-        buf: Vec::new(),
-        spans: Vec::new(),
-        copy: None,
-        written: 0,
-        sum: key.map(ContentSum::new),
-    };
+    let mut out = Batch::new(disk, fill.file, fill.path, fill.key);
     for piece in disk.pieces(start, end) {
         let (at, piece) = piece?;
         match piece.source {
             Source::Zero => {}
             Source::Base => copy_base(&mut reader, &mut out, at, piece.end)?,
+            Source::Record(r) if r.stored_len <= DEFER_RECORD_BYTES_MAX && defer.is_some() => {
+                let d = Deferred {
+                    r,
+                    len: (piece.end - at) as u32,
+                };
+                debug_assert_eq!(d.disk_at(), at);
+                defer.as_mut().expect("checked").push(d);
+            }
             Source::Record(r) => {
                 let data = reader.record(&r)?;
                 let from = r.data_offset as usize;
@@ -792,7 +955,25 @@ struct Batch<'a> {
     sum: Option<ContentSum>,
 }
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
+    fn new(
+        disk: &'a DiskView,
+        file: Option<&'a dyn File>,
+        path: &'a Path,
+        key: Option<ContentKey>,
+    ) -> Batch<'a> {
+        Batch {
+            file,
+            path,
+            base: disk.base.file(),
+            buf: Vec::new(),
+            spans: Vec::new(),
+            copy: None,
+            written: 0,
+            sum: key.map(ContentSum::new),
+        }
+    }
+
     /// Queues `data` for file offset `offset`, dropping blocks that are all zero.
     fn push(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         let mut at = 0;

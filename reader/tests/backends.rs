@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use replog_io::Storage;
 use replog_io::sim::{Fault, FaultError, FaultOp, SimStorage};
-use replog_reader::{MaterializeOptions, ReadErrorKind, materialize};
+use replog_reader::{MaterializeOptions, ReadErrorKind, ReadOrder, materialize};
 
 /// A backend under test: its name, storage, a fresh root directory, and the temporary
 /// directory that holds the root on real backends.
@@ -78,11 +78,17 @@ fn every_backend_reads_and_materializes_the_same_bytes() {
                 );
             }
             let out = root.join(format!("out-{}", point.point_id));
-            // Both ways of checking the placed images: by identity, and by reading back.
+            // Both ways of checking the placed images (by identity, and by reading back), and
+            // both orders of reading the journal, the sort's runs written out every 3 pieces.
             let opts = MaterializeOptions {
                 force: false,
                 sync: true,
                 read_back: point.point_id % 2 == 0,
+                order: match point.point_id / 2 % 2 {
+                    0 => ReadOrder::Journal,
+                    _ => ReadOrder::Disk,
+                },
+                sort_run_pieces: 3,
             };
             let stats = materialize(&view, &out, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
             for d in &stats.disks {

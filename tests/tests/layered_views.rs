@@ -11,7 +11,8 @@ use rand::{RngExt, SeedableRng};
 use replog_format::layout;
 use replog_io::{ContentSum, OpenMode, Storage};
 use replog_reader::{
-    MaterializeOptions, PointView, Vault, ViewMode, ViewOptions, checkpoint, materialize, read_pass,
+    MaterializeOptions, PointView, ReadOrder, ReadPassOptions, Vault, ViewMode, ViewOptions,
+    checkpoint, materialize, read_pass,
 };
 use replog_tests::{PointModel, backends, check_listed_points, noise};
 use replog_writer::{VaultSettings, Writer};
@@ -139,7 +140,8 @@ fn layered_and_in_memory_views_list_the_same_pieces_and_materialize_the_same_ima
                     assert!(x == y, "point {} disk {} at {at}", p.point_id, l.name());
                 }
             }
-            // Every third point through materialize too (it reads in disk order, in parallel).
+            // Every third point through materialize too: in parallel ranges, the view in memory
+            // in disk order, the layered one in journal order (`ReadOrder::Auto`).
             if i % 3 == 0 {
                 let out_w = b.root.join(format!("out-w-{i}"));
                 let out_l = b.root.join(format!("out-l-{i}"));
@@ -152,15 +154,28 @@ fn layered_and_in_memory_views_list_the_same_pieces_and_materialize_the_same_ima
                     assert!(bytes == want[&model_id(&layered, &dl.name)]);
                     assert!(bytes == read_file(b.storage.as_ref(), &dw.path));
                 }
-                // The read pass alone (`bench read`) walks both views to the same data and
-                // sums, with nothing written.
+                // The read pass alone (`bench read`) walks both views in both orders to the
+                // same data and sums, with nothing written; the journal-order sort writes a
+                // run out every 5 pieces.
                 for view in [&whole, &layered] {
-                    let pass = read_pass(view).unwrap();
-                    assert_eq!(pass.data_bytes, sw.written_bytes);
-                    for (name, sum) in &pass.sums {
-                        let mut want_sum = ContentSum::new(sum.key());
-                        want_sum.add(0, &want[&model_id(view, name)]);
-                        assert_eq!(*sum, want_sum, "point {} disk {name}", p.point_id);
+                    for order in [ReadOrder::Disk, ReadOrder::Journal] {
+                        let opts = ReadPassOptions {
+                            order,
+                            sort_run_pieces: 5,
+                            ..ReadPassOptions::default()
+                        };
+                        let pass = read_pass(view, &opts).unwrap();
+                        assert_eq!(pass.data_bytes, sw.written_bytes, "{order:?}");
+                        assert_eq!(
+                            pass.journal_order_pieces > 0,
+                            order == ReadOrder::Journal,
+                            "{order:?}"
+                        );
+                        for (name, sum) in &pass.sums {
+                            let mut want_sum = ContentSum::new(sum.key());
+                            want_sum.add(0, &want[&model_id(view, name)]);
+                            assert_eq!(*sum, want_sum, "point {} disk {name}", p.point_id);
+                        }
                     }
                 }
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use replog_io::Storage;
-use replog_reader::ViewOptions;
+use replog_reader::{ReadOrder, ViewOptions};
 use replog_vault::Vault;
 use serde_json::json;
 
@@ -98,14 +98,23 @@ pub fn read(storage: Arc<dyn Storage>, args: &crate::cli::BenchReadArgs) -> CmdR
     let opts = ViewOptions {
         memory_limit_bytes: args.memory_limit,
     };
-    let r = replog_vault::read_bench(storage, &args.vault, &choice, &opts)?;
+    let read = replog_reader::ReadPassOptions {
+        order: match args.order {
+            crate::cli::Order::Auto => ReadOrder::Auto,
+            crate::cli::Order::Disk => ReadOrder::Disk,
+            crate::cli::Order::Journal => ReadOrder::Journal,
+        },
+        scratch: args.scratch.clone(),
+        sort_run_pieces: 0,
+    };
+    let r = replog_vault::read_bench(storage, &args.vault, &choice, &opts, &read)?;
     if args.json {
         print_json(&r);
         return Ok(EXIT_OK);
     }
     println!(
         "point {} (LSN {}): resolved in {:.1} ms ({}, {} MiB of maps); read {} MiB of data \
-         ({} MiB of disks) in {:.2} s; peak memory {} MiB",
+         ({} MiB of disks) in {:.2} s, {} pieces in journal order; peak memory {} MiB",
         r.point_id,
         r.lsn,
         r.resolve_ms,
@@ -114,6 +123,7 @@ pub fn read(storage: Arc<dyn Storage>, args: &crate::cli::BenchReadArgs) -> CmdR
         r.data_bytes >> 20,
         r.disk_bytes >> 20,
         r.read_seconds,
+        r.journal_order_pieces,
         r.peak_rss_bytes >> 20
     );
     Ok(EXIT_OK)

@@ -783,9 +783,29 @@ pub struct BenchReadArgs {
     /// searched on disk (0: always).
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub memory_limit: u64,
+    /// The order journal pieces are read in: `journal` sets the small ones aside and reads
+    /// them sorted by their place in the journal; `auto` does so for a view past the memory
+    /// limit or of at least 2^20 pieces, as failover does.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub order: Order,
+    /// Where the journal-order sort writes its scratch files (49 bytes a piece set aside):
+    /// the system's temporary directory by default.
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The order `bench read` reads journal pieces in.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Order {
+    /// Journal order for large views, disk order otherwise.
+    Auto,
+    /// Every piece where the walk in disk order meets it.
+    Disk,
+    /// Small journal pieces sorted by their place in the journal.
+    Journal,
 }
 
 /// Arguments of `replog bench write`.

@@ -390,6 +390,7 @@ pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
         force: args.force,
         sync: !args.no_sync,
         read_back: args.read_back,
+        ..MaterializeOptions::default()
     };
     let stats = vault
         .export(&view, out, args.format, &opts, parallel, &|n| {

@@ -247,6 +247,8 @@ pub struct ReadBenchReport {
     pub disk_bytes: u64,
     /// Bytes of data read (what a failover would write).
     pub data_bytes: u64,
+    /// Journal pieces set aside and read in journal order.
+    pub journal_order_pieces: u64,
     /// Peak resident memory of this process at the end.
     pub peak_rss_bytes: u64,
 }
@@ -258,6 +260,7 @@ pub fn read_bench(
     dir: &Path,
     choice: &crate::PointChoice,
     opts: &ViewOptions,
+    read: &replog_reader::ReadPassOptions,
 ) -> Result<ReadBenchReport> {
     let started = Instant::now();
     let v = replog_reader::Vault::open(storage, dir)?;
@@ -265,7 +268,7 @@ pub fn read_bench(
     let view = v.view_with(p, opts)?;
     let resolve_ms = started.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
-    let read = replog_reader::read_pass(&view)?;
+    let read = replog_reader::read_pass(&view, read)?;
     Ok(ReadBenchReport {
         point_id: p.point_id,
         lsn: p.lsn,
@@ -275,6 +278,7 @@ pub fn read_bench(
         read_seconds: started.elapsed().as_secs_f64(),
         disk_bytes: read.disk_bytes,
         data_bytes: read.data_bytes,
+        journal_order_pieces: read.journal_order_pieces,
         peak_rss_bytes: peak_rss_bytes(),
     })
 }

@@ -173,6 +173,7 @@ pub fn export(
         force: false,
         sync: false,
         read_back: true,
+        ..MaterializeOptions::default()
     };
     let stats =
         replog_reader::materialize_with_progress(view, staging.path(), &raw_opts, progress)?;
