@@ -153,7 +153,7 @@ pub(crate) fn read_sorted(
     mut tick: impl FnMut(u64, u64),
 ) -> Result<u64> {
     let sort_err = |e: io::Error| ReadError::io(scratch, "sort the scattered journal pieces in", e);
-    let mut sorter = RunSorter::new(scratch, run_pieces).map_err(sort_err)?;
+    let mut sorter = RunSorter::new(scratch, run_pieces);
     for batch in batches {
         sorter.push(batch).map_err(sort_err)?;
     }
@@ -193,7 +193,9 @@ pub(crate) fn read_sorted(
 /// An external sort of deferred pieces by [`Deferred::key`]: runs of `run_pieces` sorted in
 /// memory and written to a private directory, merged as they are read back.
 struct RunSorter {
-    dir: tempfile::TempDir,
+    scratch: std::path::PathBuf,
+    /// Made when the first run is written.
+    dir: Option<tempfile::TempDir>,
     run_pieces: usize,
     buf: Vec<Deferred>,
     runs: Vec<File>,
@@ -204,17 +206,15 @@ struct RunSorter {
 const RUN_BUF_BYTES: usize = 64 << 10;
 
 impl RunSorter {
-    fn new(scratch: &Path, run_pieces: usize) -> io::Result<RunSorter> {
-        let dir = tempfile::Builder::new()
-            .prefix(".replog-sort-")
-            .tempdir_in(scratch)?;
-        Ok(RunSorter {
-            dir,
+    fn new(scratch: &Path, run_pieces: usize) -> RunSorter {
+        RunSorter {
+            scratch: scratch.to_path_buf(),
+            dir: None,
             run_pieces: run_pieces.max(1),
             buf: Vec::new(),
             runs: Vec::new(),
             count: 0,
-        })
+        }
     }
 
     fn push(&mut self, batch: Vec<Deferred>) -> io::Result<()> {
@@ -230,7 +230,16 @@ impl RunSorter {
 
     fn write_run(&mut self) -> io::Result<()> {
         self.buf.sort_unstable_by_key(Deferred::key);
-        let path = self.dir.path().join(format!("run-{}", self.runs.len()));
+        let dir = match &self.dir {
+            Some(dir) => dir,
+            None => self.dir.insert(
+                tempfile::Builder::new()
+                    .prefix(".replog-sort-")
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                    .tempdir_in(&self.scratch)?,
+            ),
+        };
+        let path = dir.path().join(format!("run-{}", self.runs.len()));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -405,18 +414,31 @@ mod tests {
         // In memory only, one piece a run, runs that divide the count exactly and runs that
         // do not, and batches of every size.
         for run in [10_000, 1, 3, 7, 100, 999, 1000] {
-            let mut sorter = RunSorter::new(scratch.path(), run).unwrap();
+            let mut sorter = RunSorter::new(scratch.path(), run);
             for batch in pieces.chunks(run % 13 + 1) {
                 sorter.push(batch.to_vec()).unwrap();
             }
             assert_eq!(sorter.count, 1000);
             let runs_written = sorter.runs.len() + usize::from(!sorter.buf.is_empty());
             assert_eq!(runs_written, 1000usize.div_ceil(run), "run of {run}");
-            let dir = sorter.dir.path().to_path_buf();
+            let dir = sorter.dir.as_ref().map(|d| d.path().to_path_buf());
+            assert_eq!(
+                dir.is_some(),
+                run < 1000,
+                "a directory only for runs written out"
+            );
+            if let Some(dir) = &dir {
+                let mode = dir.metadata().unwrap().permissions();
+                let mode = std::os::unix::fs::PermissionsExt::mode(&mode);
+                assert_eq!(mode & 0o777, 0o700, "the sort's directory is private");
+            }
             let got: Vec<Deferred> = sorter.sorted().unwrap().map(Result::unwrap).collect();
             let keys = |v: &[Deferred]| v.iter().map(Deferred::key).collect::<Vec<_>>();
             assert_eq!(keys(&got), keys(&want), "run of {run}");
-            assert!(!dir.exists(), "the sort's directory is removed");
+            assert!(
+                !dir.is_some_and(|d| d.exists()),
+                "the sort's directory is removed"
+            );
         }
         assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
     }
