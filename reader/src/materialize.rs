@@ -22,10 +22,17 @@
 //! ([`PlacedCheck`]): by default, that it names the very file this run created and wrote (device,
 //! inode and length, no read); with [`MaterializeOptions::read_back`], every byte written is also
 //! added to a [`ContentSum`] of its image while writing, and the image is read back under its
-//! final name against it. Then the directory is synced, and only then are the backups removed. On any error every partial file and every image this run placed is
+//! final name against it. Then the directory is synced, and only then are the backups removed.
+//!
+//! Scattered small journal pieces may be read in journal order instead of disk order
+//! ([`ReadOrder`], [`crate::journal_order`]): set aside in a sort whose runs go to a private
+//! `<out>/.replog-sort-*` directory, then read in one forward pass through the journal.
+//!
+//! On any error every partial file and every image this run placed is
 //! removed and the backups are renamed back, so a failed run never leaves part of a point's
 //! disks under their final names and never loses the images it was to replace. A run killed
-//! midway leaves `.<name>.raw.*.partial` or `.<name>.raw.*.replaced` files, safe to delete.
+//! midway leaves `.<name>.raw.*.partial` or `.<name>.raw.*.replaced` files, or a
+//! `.replog-sort-*` directory, all safe to delete.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
