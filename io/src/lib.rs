@@ -251,6 +251,18 @@ pub trait File: Send + Sync + Debug {
         }
     }
 
+    /// Starts writing `[offset, offset + len)` back to the device and returns without waiting
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). It makes nothing durable: it only lets the
+    /// device work while the caller goes on, so that a later [`File::sync_data`] finds most of
+    /// the data written. The default (the simulator, a file served from elsewhere) does
+    /// nothing.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        match self.raw_fd() {
+            Some(fd) => sync::start_writeback(fd, offset, len),
+            None => Ok(()),
+        }
+    }
+
     /// Copies `len` bytes at `src_offset` of `src` to `offset` of this file, without syncing.
     /// Between real files this is `copy_file_range`: the kernel copies from its page cache (or
     /// shares the blocks, on filesystems that reflink) and the bytes never pass through this

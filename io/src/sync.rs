@@ -256,6 +256,18 @@ fn to_off_range(offset: u64, len: u64) -> io::Result<(libc::off_t, libc::off_t)>
 /// Copies `len` bytes from `from` at `from_offset` to `to` at `to_offset` with
 /// `copy_file_range`, looping over short copies. An error of the first call that means the
 /// kernel cannot copy between these files is returned as is; see [`is_copy_unsupported`].
+/// `sync_file_range(fd, offset, len, SYNC_FILE_RANGE_WRITE)`; see [`File::start_writeback`].
+pub(crate) fn start_writeback(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
+    let (offset, len) = to_off_range(offset, len)?;
+    // SAFETY: the descriptor is open for the call (the caller holds the file that owns it); no
+    // memory of this process is passed.
+    let rc = unsafe { libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub(crate) fn copy_file_range_all(
     from: RawFd,
     from_offset: u64,

@@ -262,6 +262,7 @@ pub fn materialize_into(
         sort_run_pieces: opts.sort_run_pieces,
         // The sort's scratch goes beside the images, on the filesystem they fill; the
         // simulator's directories are not on any, so its goes in the system's.
+        writeback: opts.sync,
         scratch: match storage.kind() {
             BackendKind::Sim => std::env::temp_dir(),
             _ => out_dir.to_path_buf(),
@@ -330,6 +331,7 @@ pub fn read_pass(view: &PointView, opts: &ReadPassOptions) -> Result<ReadPassSta
                 journal_order: opts.order.journal_for(disk),
                 scratch: &scratch,
                 sort_run_pieces: opts.sort_run_pieces,
+                writeback: false,
                 progress: &|_| {},
             };
             fill.run()
@@ -402,6 +404,8 @@ struct Job<'a> {
     sort_run_pieces: usize,
     /// Where the journal-order sort's scratch directory goes.
     scratch: PathBuf,
+    /// Whether the images will be synced, so that their ranges are written back as they go.
+    writeback: bool,
     /// Every partial file created, to remove on failure.
     created: Mutex<Vec<PathBuf>>,
 }
@@ -430,6 +434,7 @@ impl Job<'_> {
             journal_order: self.order.journal_for(disk),
             scratch: &self.scratch,
             sort_run_pieces: self.sort_run_pieces,
+            writeback: self.writeback,
             progress: &progress,
         }
         .run()?;
@@ -723,6 +728,8 @@ struct Fill<'a> {
     /// Where the journal-order sort's scratch directory goes.
     scratch: &'a Path,
     sort_run_pieces: usize,
+    /// Start writing each range back as soon as it is written (the image will be synced).
+    writeback: bool,
     /// Called with the disk bytes each step completes; they add up to the disk's size.
     progress: &'a (dyn Fn(u64) + Sync),
 }
@@ -782,6 +789,14 @@ impl Fill<'_> {
                 let end = (start + RANGE_BYTES).min(size);
                 let mut deferred = defer.map(|_| Vec::new());
                 let done = copy_range(self, start, end, deferred.as_mut())?;
+                if let Some(file) = self.file
+                    && self.writeback
+                {
+                    // The device writes this range while the next ones are read, so the sync
+                    // at the end waits for little. Best effort: the sync is what makes the
+                    // image durable, and it reports any error this would have.
+                    let _ = file.start_writeback(start, end - start);
+                }
                 if let (Some(tx), Some(deferred)) = (defer, deferred)
                     && !deferred.is_empty()
                 {
