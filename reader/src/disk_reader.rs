@@ -310,12 +310,23 @@ impl ReadCache {
             let ctx = disk.vault.segment_ctx();
             let total = RECORD_HEADER_BYTES as u64 + u64::from(r.stored_len);
             slot.read_record(&ctx, r.record_offset, total, &mut self.record_raw)?;
-            let (h, payload) = slot.verify_record(&ctx, &self.record_raw, r.record_offset)?;
-            check_matches(&h, r).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
-            decode_write(&h, payload, &mut self.record_data)
-                .map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
+            decode_record(disk, r, &self.record_raw, &mut self.record_data)?;
             self.record_key = Some(key);
         }
         Ok(&self.record_data)
     }
+}
+
+/// Verifies `raw`, the stored bytes of the write record `r` (header and payload), checks that
+/// it is the record `r` describes, and decodes its logical bytes into `out`.
+pub(crate) fn decode_record(
+    disk: &DiskView,
+    r: &RecordRef,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let slot = &disk.vault.segments[r.segment_index as usize];
+    let (h, payload) = slot.verify_record(&disk.vault.segment_ctx(), raw, r.record_offset)?;
+    check_matches(&h, r).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
+    decode_write(&h, payload, out).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))
 }

@@ -25,9 +25,9 @@ use std::path::Path;
 
 use replog_format::record::RECORD_HEADER_BYTES;
 
+use crate::disk_reader::decode_record;
 use crate::error::{ReadError, Result};
 use crate::extent_map::RecordRef;
-use crate::records::{check_matches, decode_write};
 use crate::view::DiskView;
 
 /// The order in which a materialization or a read pass reads journal pieces.
@@ -263,28 +263,37 @@ impl RunSorter {
             .drain(..)
             .map(|f| BufReader::with_capacity(RUN_BUF_BYTES, f))
             .collect();
-        // The runs' heads, least first; the pieces still in memory are one more run.
+        // Each run's next piece, and a heap of their keys, least first; the pieces still in
+        // memory are one more run.
+        let mut next: Vec<Option<Deferred>> = Vec::with_capacity(readers.len());
         let mut heads = BinaryHeap::new();
         for (i, r) in readers.iter_mut().enumerate() {
-            if let Some(d) = read_next(r)? {
-                heads.push(Reverse(Head(d, i)));
+            let d = read_next(r)?;
+            if let Some(d) = &d {
+                heads.push(Reverse((d.key(), i)));
             }
+            next.push(d);
         }
         let mut in_memory = std::mem::take(&mut self.buf).into_iter().peekable();
         let dir = self.dir;
         Ok(std::iter::from_fn(move || {
             let _keep = &dir;
-            let from_disk = heads.peek().map(|Reverse(Head(d, _))| d.key());
+            let from_disk = heads.peek().map(|Reverse((key, _))| *key);
             let from_memory = in_memory.peek().map(Deferred::key);
             match (from_disk, from_memory) {
                 (None, None) => None,
                 (Some(a), Some(b)) if b < a => in_memory.next().map(Ok),
                 (None, Some(_)) => in_memory.next().map(Ok),
                 _ => {
-                    let Reverse(Head(d, i)) = heads.pop().expect("peeked");
+                    let Reverse((_, i)) = heads.pop().expect("peeked");
+                    let d = next[i].take().expect("a run in the heap has a next piece");
                     match read_next(&mut readers[i]) {
-                        Ok(Some(next)) => heads.push(Reverse(Head(next, i))),
-                        Ok(None) => {}
+                        Ok(n) => {
+                            if let Some(n) = &n {
+                                heads.push(Reverse((n.key(), i)));
+                            }
+                            next[i] = n;
+                        }
                         Err(e) => return Some(Err(e)),
                     }
                     Some(Ok(d))
@@ -300,26 +309,6 @@ fn read_next(r: &mut BufReader<File>) -> io::Result<Option<Deferred>> {
         return Ok(None);
     }
     Deferred::decode(r).map(Some)
-}
-
-/// A run's head in the merge, ordered by its piece's key.
-struct Head(Deferred, usize);
-
-impl PartialEq for Head {
-    fn eq(&self, other: &Head) -> bool {
-        self.0.key() == other.0.key()
-    }
-}
-impl Eq for Head {}
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Head) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Head {
-    fn cmp(&self, other: &Head) -> std::cmp::Ordering {
-        self.0.key().cmp(&other.0.key())
-    }
 }
 
 /// One window of a segment, read at once, and the last record decoded from it.
@@ -361,14 +350,9 @@ impl<'a> WindowReader<'a> {
         if self.decoded != Some(key) {
             self.decoded = None;
             debug_assert_eq!(r.segment_index, self.segment_index);
-            let vault = &self.disk.vault;
-            let slot = &vault.segments[r.segment_index as usize];
             let from = (r.record_offset - self.start) as usize;
             let raw = &self.raw[from..from + RECORD_HEADER_BYTES + r.stored_len as usize];
-            let (h, payload) = slot.verify_record(&vault.segment_ctx(), raw, r.record_offset)?;
-            check_matches(&h, r).map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
-            decode_write(&h, payload, &mut self.data)
-                .map_err(|e| ReadError::decode(&slot.rel_path, 0, e))?;
+            decode_record(self.disk, r, raw, &mut self.data)?;
             self.decoded = Some(key);
         }
         Ok(&self.data)

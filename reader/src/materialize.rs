@@ -260,9 +260,9 @@ pub fn materialize_into(
         read_back: opts.read_back,
         order: opts.order,
         sort_run_pieces: opts.sort_run_pieces,
+        writeback: opts.sync,
         // The sort's scratch goes beside the images, on the filesystem they fill; the
         // simulator's directories are not on any, so its goes in the system's.
-        writeback: opts.sync,
         scratch: match storage.kind() {
             BackendKind::Sim => std::env::temp_dir(),
             _ => out_dir.to_path_buf(),
@@ -766,8 +766,7 @@ impl Fill<'_> {
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
             match (walked, sorted) {
                 // The walk stops when the sort does: the sort's error is the one that matters.
-                (Err(_), Err(e)) | (Ok(_), Err(e)) => Err(e),
-                (Err(e), Ok(_)) => Err(e),
+                (_, Err(e)) | (Err(e), _) => Err(e),
                 (Ok((written, sum)), Ok(rest)) => Ok(Filled {
                     written: written + rest.written,
                     sum: merge_sums(sum, rest.sum),
@@ -818,11 +817,10 @@ impl Fill<'_> {
     /// Sorts the pieces the walk sets aside and writes them in journal order.
     fn read_deferred(&self, batches: mpsc::Receiver<Vec<Deferred>>) -> Result<Filled> {
         let mut out = Batch::new(self.disk, self.file, self.path, self.key);
+        // The walk reported half of each range, and every range but the last is of an even
+        // length: it reported half the disk, rounded down.
         let size = self.disk.size();
-        let walked: u64 = (0..size.div_ceil(RANGE_BYTES))
-            .map(|i| ((i * RANGE_BYTES + RANGE_BYTES).min(size) - i * RANGE_BYTES) / 2)
-            .sum();
-        let rest = size - walked;
+        let rest = size - size / 2;
         let mut reported = 0;
         let run = match self.sort_run_pieces {
             0 => SORT_RUN_PIECES,
