@@ -32,6 +32,7 @@ pub mod magic;
 pub mod manifest;
 pub mod record;
 pub mod remote;
+pub mod remote_lock;
 pub mod segment;
 
 pub use error::{DecodeError, DecodeErrorKind};

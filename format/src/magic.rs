@@ -25,6 +25,8 @@ pub const REMOTE_MANIFEST: [u8; 8] = *b"RPLG-RMN";
 pub const REMOTE_FILE_MAP: [u8; 8] = *b"RPLG-RFM";
 /// A vault's remote configuration, `remote/CONFIG`.
 pub const REMOTE_CONFIG: [u8; 8] = *b"RPLG-RCF";
+/// A vault's remote immutability setting (S3 Object Lock), `remote/IMMUTABLE`.
+pub const REMOTE_IMMUTABLE: [u8; 8] = *b"RPLG-RIM";
 /// A live failover's hydration map, `.<disk>.hydration` beside its output image.
 pub const HYDRATION: [u8; 8] = *b"RPLG-HYD";
 

@@ -288,7 +288,7 @@ pub fn chunk_count(file_bytes: u64) -> u64 {
 }
 
 /// Checks the CRC in the last four bytes, after a minimum length check.
-fn check_trailing_crc(
+pub(crate) fn check_trailing_crc(
     c: &Cursor<'_>,
     bytes: &[u8],
     fixed: usize,
@@ -314,7 +314,7 @@ fn check_trailing_crc(
     Ok(body)
 }
 
-fn seal(mut out: Vec<u8>, seed: u32) -> Vec<u8> {
+pub(crate) fn seal(mut out: Vec<u8>, seed: u32) -> Vec<u8> {
     let crc = crate::crc32_seeded(seed, &[&out]);
     Put::new(&mut out).u32(crc);
     out
