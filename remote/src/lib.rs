@@ -15,6 +15,7 @@ mod error;
 pub mod fault;
 mod files;
 mod local;
+pub mod lock;
 mod prefix;
 mod store;
 mod sync;

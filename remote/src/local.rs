@@ -13,6 +13,7 @@ use replog_format::remote::{
     REMOTE_CONFIG_FILE, REMOTE_DIR, REMOTE_LATEST_FILE, REMOTE_LOCK_FILE, RemoteConfig,
     RemoteManifest,
 };
+use replog_format::remote_lock::{REMOTE_IMMUTABLE_FILE, RemoteImmutability};
 use replog_format::{VaultId, layout, vault_seed};
 use replog_io::{File, LockMode, OpenMode, Storage, WriteAt};
 
@@ -102,6 +103,26 @@ impl LocalVault {
     /// Writes the configuration atomically.
     pub fn write_config(&self, config: &RemoteConfig) -> Result<()> {
         self.write_atomic(REMOTE_CONFIG_FILE, &config.encode(self.seed))
+    }
+
+    /// The immutability setting (`remote/IMMUTABLE`), if the remote was added `--immutable`.
+    pub fn immutability(&self) -> Result<Option<RemoteImmutability>> {
+        let path = self.remote_path(REMOTE_IMMUTABLE_FILE);
+        let Some(bytes) = read_optional(self.storage.as_ref(), &path)? else {
+            return Ok(None);
+        };
+        let s =
+            RemoteImmutability::decode(&bytes, self.seed).map_err(|e| decode_error(&path, e))?;
+        if s.vault_id != self.vault_id {
+            return Err(Refusal::OtherVault
+                .because(format!("{}: belongs to another vault", path.display())));
+        }
+        Ok(Some(s))
+    }
+
+    /// Writes the immutability setting atomically.
+    pub fn write_immutability(&self, setting: &RemoteImmutability) -> Result<()> {
+        self.write_atomic(REMOTE_IMMUTABLE_FILE, &setting.encode(self.seed))
     }
 
     /// The last confirmed remote manifest, if a sync ever confirmed one.

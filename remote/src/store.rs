@@ -15,6 +15,8 @@ use object_store::{
 };
 
 use crate::error::{Refusal, RemoteError, Result};
+use crate::lock::{LockedUploads, S3Access};
+use replog_format::remote_lock::LockMode;
 
 /// How to reach a remote. Endpoint and credentials come from the environment variables
 /// `object_store` reads (`AWS_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -69,6 +71,10 @@ pub struct Remote {
     retries: usize,
     retry_timeout: Duration,
     credentials: Option<(CredentialCheck, &'static str)>,
+    /// How to make the requests `object_store` cannot (S3 remotes opened by URL only).
+    s3: Option<S3Access>,
+    /// Set on an immutable remote: every upload is locked ([`Remote::lock_uploads`]).
+    locked: std::sync::OnceLock<LockedUploads>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -138,17 +144,17 @@ impl Remote {
         let refuse =
             |e: object_store::Error| Refusal::Unusable.because(format!("cannot use {url}: {e}"));
         install_tls_provider();
+        let mut s3_access = None;
         let (store, check, hint): (Arc<dyn ObjectStore>, _, _) = if scheme == "s3" {
             let mut b = AmazonS3Builder::from_env();
             for (k, v) in &config {
                 b = b.with_config(k.parse().map_err(refuse)?, v);
             }
-            let s3 = b
-                .with_bucket_name(bucket)
-                .with_retry(retry)
-                .build()
-                .map_err(refuse)?;
+            let b = b.with_bucket_name(bucket).with_retry(retry);
+            let s3 = b.clone().build().map_err(refuse)?;
             let check = credential_check(s3.credentials().clone());
+            let access = S3Access::new(&b, bucket, s3.credentials().clone(), opts.request_timeout);
+            s3_access = Some(access);
             (Arc::new(s3), check, S3_CREDENTIALS_HINT)
         } else {
             let mut b = MicrosoftAzureBuilder::from_env();
@@ -167,6 +173,7 @@ impl Remote {
         remote.retries = opts.retries;
         remote.retry_timeout = opts.retry_timeout;
         remote.credentials = Some((check, hint));
+        remote.s3 = s3_access;
         Ok(remote)
     }
 
@@ -191,6 +198,8 @@ impl Remote {
             retries: 0,
             retry_timeout: Duration::ZERO,
             credentials: None,
+            s3: None,
+            locked: std::sync::OnceLock::new(),
         })
     }
 
@@ -198,7 +207,7 @@ impl Remote {
     /// store's generic errors: transport failures, timeouts, 5xx), with backoff, until the
     /// retry budget (retries and time) is spent. A failure then says how many attempts were
     /// made; one whose credentials cannot be had says so instead.
-    async fn attempt<T, F, Fut>(&self, key: &str, op: &'static str, f: F) -> Result<T>
+    pub(crate) async fn attempt<T, F, Fut>(&self, key: &str, op: &'static str, f: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = object_store::Result<T>>,
@@ -233,6 +242,40 @@ impl Remote {
     /// The URL, for messages.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The bucket or container.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// From now on, every object this remote writes is locked in `mode` for at least
+    /// `period_s` seconds (S3 Object Lock); a second call can only lengthen the period. Refused
+    /// on a remote that is not an `s3://` one opened by URL.
+    pub fn lock_uploads(&self, mode: LockMode, period_s: u64) -> Result<&LockedUploads> {
+        if let Some(l) = self.locked.get() {
+            l.at_least(period_s);
+            return Ok(l);
+        }
+        let Some(access) = &self.s3 else {
+            return Err(Refusal::Unusable.because(format!(
+                "{}: immutable remotes (--immutable) are supported on S3 (s3://) only; Azure \
+                 immutability is not supported yet",
+                self.url
+            )));
+        };
+        let l = LockedUploads::new(access.clone(), mode, period_s)?;
+        Ok(self.locked.get_or_init(|| l))
+    }
+
+    /// The locked uploads, when [`Remote::lock_uploads`] was called.
+    pub fn locked(&self) -> Option<&LockedUploads> {
+        self.locked.get()
+    }
+
+    /// The object's key in the bucket: `key` under the prefix.
+    pub(crate) fn full_key(&self, key: &str) -> String {
+        self.path(key).to_string()
     }
 
     fn path(&self, key: &str) -> ObjectPath {
@@ -320,6 +363,12 @@ impl Remote {
     /// the object there ([`Put::Existed`]); callers read it back either way.
     pub async fn put_create_async(&self, key: &str, bytes: Bytes) -> Result<Put> {
         let path = self.path(key);
+        if let Some(locked) = self.locked.get() {
+            let full = path.to_string();
+            return self
+                .attempt(key, "write", || locked.put(&full, bytes.clone(), true))
+                .await;
+        }
         self.attempt(key, "write", || async {
             let payload = PutPayload::from_bytes(bytes.clone());
             let opts = PutOptions {

@@ -49,6 +49,7 @@ use replog_reader::{LeaseOptions, Vault};
 use crate::error::{Refusal, RemoteError, Result};
 use crate::files::{check_chunk, file_path};
 use crate::local::{LocalVault, sync_dir};
+use crate::lock::{self, KeptLocked};
 use crate::prefix::{newest_point, open_prefix, prefix_segment};
 use crate::store::{Put, Remote};
 
@@ -98,6 +99,11 @@ pub struct SyncReport {
     pub local_bytes: u64,
     /// Remote objects deleted (manifests, maps and chunks).
     pub deleted_objects: u64,
+    /// Remote objects no kept manifest needs that were kept because they are still locked
+    /// (an immutable remote), with the manifests among them and what those name.
+    pub locked_kept: u64,
+    /// The earliest retain-until date of those: when the next sync can delete the first.
+    pub locked_kept_until: Option<jiff::Timestamp>,
     /// The newest point the remote manifest offers (in a sealed segment, or in the open
     /// segment's prefix it names); `None`: the remote has no point yet.
     pub newest_point: Option<replog_reader::PointInfo>,
@@ -278,6 +284,8 @@ pub fn newest_manifest(
 struct Wanted {
     manifest: Vec<u8>,
     files: Vec<(FileId, u64)>,
+    /// The longest window of the vault's retention policy, in seconds (0: none set).
+    retention_s: u64,
 }
 
 fn wanted(
@@ -304,6 +312,8 @@ fn wanted(
         Wanted {
             manifest: m.encode(),
             files,
+            retention_s: (m.lifecycle.retention.as_ref())
+                .map_or(0, |r| r.window_s.max(r.app_window_s)),
         },
         lease,
     ))
@@ -540,10 +550,19 @@ pub fn sync(
     let local = LocalVault::open_in(storage.clone(), dir)?;
     let _lock = local.lock_sync()?;
     let config = local.required_config()?;
+    // An immutable remote locks every upload, from the claim on.
+    let locked = match local.immutability()? {
+        Some(s) => Some(remote.lock_uploads(s.mode, s.period_s)?),
+        None => None,
+    };
     claim(&local, remote)?;
     let latest = local.latest()?;
     check_remote_holds_latest(remote, &local, latest.as_ref(), opts.scrub)?;
     let (wanted, lease) = wanted(storage.clone(), dir, remote.url())?;
+    if let Some(l) = locked {
+        // Locked at least as long as the retention policy keeps the points they hold.
+        l.at_least(wanted.retention_s);
+    }
     let (mut files, to_upload) = plan_uploads(&local, &wanted, latest.as_ref(), opts.scrub)?;
     let listed = Listed::list(remote)?;
     if opts.scrub {
@@ -565,13 +584,16 @@ pub fn sync(
         report.evicted_bytes,
         report.local_bytes,
     ) = evict(&local, &manifest, config.cache_limit_bytes)?;
-    report.deleted_objects = collect_garbage(
+    let (deleted, kept_locked) = collect_garbage(
         remote,
         &local,
         config.keep_manifests as usize,
         &listed.chunks,
         &listed.maps,
     )?;
+    report.deleted_objects = deleted;
+    report.locked_kept = kept_locked.objects;
+    report.locked_kept_until = kept_locked.earliest_until;
     Ok(report)
 }
 
@@ -931,38 +953,34 @@ fn evict(local: &LocalVault, manifest: &RemoteManifest, limit: u64) -> Result<(u
 }
 
 /// Deletes remote manifests beyond the newest `keep`, then maps and chunks (of those listed
-/// at the start) that no kept manifest needs. Returns how many objects it deleted.
+/// at the start) that no kept manifest needs. On an immutable remote an object still locked is
+/// not deleted: a locked manifest stays with everything it names (so no manifest on the remote
+/// ever names a deleted object), and each object kept is counted in the [`KeptLocked`]
+/// returned. Returns how many objects it deleted.
 fn collect_garbage(
     remote: &Remote,
     local: &LocalVault,
     keep: usize,
     listed_chunks: &HashSet<[u8; 32]>,
     listed_maps: &HashSet<[u8; 32]>,
-) -> Result<u64> {
-    let mut seqs: Vec<u64> = remote
-        .list(remote::MANIFESTS_DIR)?
-        .iter()
-        .filter_map(|(k, _)| remote::parse_manifest_key(k))
-        .collect();
-    seqs.sort_unstable_by(|a, b| b.cmp(a));
-    let mut kept = Vec::new();
-    let mut doomed = Vec::new();
-    for seq in seqs {
-        if kept.len() >= keep.max(1) {
-            doomed.push(remote::manifest_key(seq));
-            continue;
-        }
-        let key = remote::manifest_key(seq);
-        match remote
-            .get(&key)?
-            .map(|b| RemoteManifest::decode(&b, local.seed))
-        {
-            Some(Ok(m)) if m.seq == seq && m.vault_id == local.vault_id => kept.push(m),
-            _ => doomed.push(key),
-        }
-    }
+) -> Result<(u64, KeptLocked)> {
+    let (mut kept, mut doomed) = manifests_to_keep(remote, local, keep)?;
+    let mut kept_locked = KeptLocked::default();
     if kept.is_empty() {
-        return Ok(0);
+        return Ok((0, kept_locked));
+    }
+    if let Some(locked) = remote.locked() {
+        let held;
+        (doomed, held) = lock::split_locked(remote, locked, doomed, &mut kept_locked)?;
+        for key in held {
+            if let Some(Ok(m)) = remote
+                .get(&key)?
+                .map(|b| RemoteManifest::decode(&b, local.seed))
+                && m.vault_id == local.vault_id
+            {
+                kept.push(m);
+            }
+        }
     }
     // Marks of manifests older than every kept one say nothing the kept ones do not.
     let oldest_kept = kept.iter().map(|m| m.seq).min().unwrap_or(0);
@@ -992,12 +1010,48 @@ fn collect_garbage(
             .map(remote::chunk_key),
     );
     doomed.extend(old_marks);
+    if let Some(locked) = remote.locked() {
+        let n = lock::delete_unless_locked(remote, locked, doomed, &mut kept_locked)?;
+        return Ok((n, kept_locked));
+    }
     let n = doomed.len() as u64;
     // In order: manifests first, so no manifest ever names a deleted object.
     for key in doomed {
         remote.block_on(remote.delete_async(&key))?;
     }
-    Ok(n)
+    Ok((n, kept_locked))
+}
+
+/// The newest `keep` remote manifests of the vault that decode, and the keys of every other
+/// manifest (older ones, and damaged or foreign ones among the newest), newest first.
+fn manifests_to_keep(
+    remote: &Remote,
+    local: &LocalVault,
+    keep: usize,
+) -> Result<(Vec<RemoteManifest>, Vec<String>)> {
+    let mut seqs: Vec<u64> = remote
+        .list(remote::MANIFESTS_DIR)?
+        .iter()
+        .filter_map(|(k, _)| remote::parse_manifest_key(k))
+        .collect();
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    let mut kept = Vec::new();
+    let mut doomed = Vec::new();
+    for seq in seqs {
+        if kept.len() >= keep.max(1) {
+            doomed.push(remote::manifest_key(seq));
+            continue;
+        }
+        let key = remote::manifest_key(seq);
+        match remote
+            .get(&key)?
+            .map(|b| RemoteManifest::decode(&b, local.seed))
+        {
+            Some(Ok(m)) if m.seq == seq && m.vault_id == local.vault_id => kept.push(m),
+            _ => doomed.push(key),
+        }
+    }
+    Ok((kept, doomed))
 }
 
 async fn fetch_map_async(remote: &Remote, hash: [u8; 32], seed: u32) -> Result<FileMap> {

@@ -905,6 +905,33 @@ pub struct RemoteAddArgs {
     /// need are deleted by `sync`).
     #[arg(long, default_value_t = 2)]
     pub keep_manifests: u32,
+    /// Make the remote immutable (S3 Object Lock): every object a sync uploads from now on
+    /// cannot be deleted for this long (30d, 12h, ...; longer when the vault's retention window
+    /// is). The bucket must have Object Lock enabled.
+    #[arg(long, value_name = "PERIOD", value_parser = replog_remote::lock::parse_period)]
+    pub immutable: Option<u64>,
+    /// The lock mode of `--immutable`: compliance (nobody can delete early) or governance
+    /// (users allowed to bypass governance retention can).
+    #[arg(long, value_enum, default_value = "compliance", requires = "immutable")]
+    pub lock_mode: LockModeArg,
+}
+
+/// S3 Object Lock modes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LockModeArg {
+    /// Nobody, the account's root included, can delete an object or shorten its lock early.
+    Compliance,
+    /// Users granted s3:BypassGovernanceRetention can, with a bypass header.
+    Governance,
+}
+
+impl From<LockModeArg> for replog_remote::lock::LockMode {
+    fn from(m: LockModeArg) -> Self {
+        match m {
+            LockModeArg::Compliance => replog_remote::lock::LockMode::Compliance,
+            LockModeArg::Governance => replog_remote::lock::LockMode::Governance,
+        }
+    }
 }
 
 /// Arguments of `replog remote show`.

@@ -57,7 +57,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Failover(a) if a.live => crate::nbd::live::run(ctx, &a),
         Command::Failover(a) => read::failover(ctx, &a),
         Command::Remote(RemoteCommand::Add(a)) => remote::add(&a, ctx.remote()),
-        Command::Remote(RemoteCommand::Show(a)) => remote::show(&a.vault, a.json),
+        Command::Remote(RemoteCommand::Show(a)) => remote::show(&a.vault, a.json, ctx.remote()),
         Command::Sync(a) => remote::sync(ctx, &a),
         Command::Replicate(a) => crate::replicate_commands::run(ctx, &a),
         Command::Retention(a) => life::retention(&ctx.open(&a.vault)?, &a),

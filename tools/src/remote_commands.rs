@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use replog_remote::lock::{self, LockHorizon, LockMode};
 use replog_remote::{RemoteOptions, SyncOptions, SyncReport};
 use replog_vault::RemoteRpo;
 use serde_json::{Value, json};
@@ -16,6 +17,11 @@ use crate::{CmdResult, EXIT_OK};
 /// `replog remote add`.
 pub fn add(args: &RemoteAddArgs, opts: &RemoteOptions) -> CmdResult {
     let (vault, cache_limit, keep) = (&args.vault, args.cache_limit, args.keep_manifests);
+    let mode = LockMode::from(args.lock_mode);
+    // Checked before anything is written, so a bucket without Object Lock leaves no remote.
+    if let Some(period_s) = args.immutable {
+        lock::check_url_immutable(&args.url, mode, period_s, opts)?;
+    }
     let url = replog_vault::add_remote(vault, &args.url, cache_limit, keep, opts)?;
     println!(
         "{} syncs to {url} (local cache limit {}, {keep} remote manifests kept); run `replog sync {}`",
@@ -23,6 +29,14 @@ pub fn add(args: &RemoteAddArgs, opts: &RemoteOptions) -> CmdResult {
         limit_text(cache_limit),
         vault.display()
     );
+    if let Some(period_s) = args.immutable {
+        let s = lock::make_immutable(vault, mode, period_s, opts)?;
+        println!(
+            "{url} is immutable: every object a sync uploads is locked ({}) for {} at least",
+            s.mode.as_s3().to_lowercase(),
+            human_age(s.period_s as f64)
+        );
+    }
     Ok(EXIT_OK)
 }
 
@@ -35,8 +49,9 @@ fn limit_text(bytes: u64) -> String {
 }
 
 /// `replog remote show`.
-pub fn show(vault: &Path, json: bool) -> CmdResult {
+pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
     let status = replog_vault::remote_status(vault)?;
+    let horizon = lock::vault_horizon(vault, opts)?;
     let (config, latest) = (&status.config, &status.latest);
     let (local_files, remote_only) = (status.files_local, status.files_remote_only);
     if json {
@@ -48,6 +63,7 @@ pub fn show(vault: &Path, json: bool) -> CmdResult {
             "files_local": local_files,
             "files_remote_only": remote_only,
             "remote_rpo": rpo_json(&status.rpo),
+            "lock": horizon.as_ref().map(horizon_json),
         }));
         warn_behind(&status.rpo);
         return Ok(EXIT_OK);
@@ -66,8 +82,37 @@ pub fn show(vault: &Path, json: bool) -> CmdResult {
             );
         }
     }
+    print_horizon(horizon.as_ref());
     print_rpo(&status.rpo);
     Ok(EXIT_OK)
+}
+
+/// The lock horizon of an immutable remote, as JSON.
+fn horizon_json(h: &LockHorizon) -> Value {
+    json!({
+        "mode": h.mode.as_s3().to_lowercase(),
+        "period_seconds": h.period_s,
+        "latest_retain_until": h.latest_until.map(|t| t.to_string()),
+        "unknown_because": h.unknown_because,
+    })
+}
+
+/// The lock horizon as text: `none` for a remote that is not immutable.
+fn print_horizon(h: Option<&LockHorizon>) {
+    let Some(h) = h else {
+        println!("object lock     none");
+        return;
+    };
+    let until = match (&h.latest_until, &h.unknown_because) {
+        (Some(t), _) => format!("newest object locked until {t}"),
+        (None, Some(why)) => format!("lock date of the newest object unknown: {why}"),
+        (None, None) => "the newest object carries no lock".to_owned(),
+    };
+    println!(
+        "object lock     {}, {} at least; {until}",
+        h.mode.as_s3().to_lowercase(),
+        human_age(h.period_s as f64)
+    );
 }
 
 /// The remote RPO as JSON, as `sync` and `remote show` print it.
@@ -174,6 +219,8 @@ fn print_sync(
             "evicted_bytes": report.evicted_bytes,
             "local_bytes": report.local_bytes,
             "deleted_objects": report.deleted_objects,
+            "locked_kept": report.locked_kept,
+            "locked_kept_until": report.locked_kept_until.map(|t| t.to_string()),
             "seconds": seconds,
             "mb_per_s": mb_per_s,
             "peak_rss_bytes": replog_vault::peak_rss_bytes(),
@@ -211,6 +258,16 @@ fn print_sync(
         println!(
             "deleted {} remote objects no kept manifest needs",
             report.deleted_objects
+        );
+    }
+    if report.locked_kept > 0 {
+        let until = report
+            .locked_kept_until
+            .map_or("an unknown date".to_owned(), |t| t.to_string());
+        println!(
+            "kept {} remote objects no kept manifest needs because they are locked; the first \
+             can be deleted after {until}",
+            report.locked_kept
         );
     }
     print_rpo(rpo);
