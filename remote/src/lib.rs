@@ -34,7 +34,8 @@ pub use local::LocalVault;
 pub use prefix::{newest_point, prefix_segment};
 pub use store::{Put, Remote, RemoteOptions, check_url, install_tls_provider};
 pub use sync::{
-    ManifestScan, Progress, SyncOptions, SyncReport, claim, newest_manifest, scan_manifests, sync,
+    LockReport, ManifestScan, Progress, SyncOptions, SyncReport, claim, newest_manifest,
+    scan_manifests, sync,
 };
 
 /// A vault read from a remote alone.

@@ -564,7 +564,14 @@ pub fn make_immutable(
         mode,
         period_s,
     };
-    lock_claim(&remote, &setting, Bytes::from(local.header_bytes.clone()))?;
+    let vault = replog_reader::Vault::open(local.storage().clone(), dir)?;
+    let window_s = retention_window_s(vault.manifest());
+    lock_claim(
+        &remote,
+        &setting,
+        window_s,
+        Bytes::from(local.header_bytes.clone()),
+    )?;
     local.write_immutability(&setting)?;
     Ok(setting)
 }
@@ -590,11 +597,23 @@ pub fn vault_horizon(dir: &Path, opts: &RemoteOptions) -> Result<Option<LockHori
     }))
 }
 
-/// Locks `setting`'s uploads on `remote` and rewrites its `VAULT` object locked (the claim
+/// The longest window of the retention policy of the vault whose manifest is `m`, in seconds
+/// (0: it has none): an upload stays locked at least this long, as long as the points it holds
+/// are kept.
+pub(crate) fn retention_window_s(m: &replog_format::manifest::Manifest) -> u64 {
+    (m.lifecycle.retention.as_ref()).map_or(0, |r| r.window_s.max(r.app_window_s))
+}
+
+/// Locks `setting`'s uploads (for the retention window `window_s` when longer) on `remote` and rewrites its `VAULT` object locked (the claim
 /// `remote add` made before the setting existed; the earlier, unlocked version stays beside it
 /// until the store drops it).
-fn lock_claim(remote: &Remote, setting: &RemoteImmutability, header: Bytes) -> Result<()> {
-    let locked = remote.lock_uploads(setting.mode, setting.period_s)?;
+fn lock_claim(
+    remote: &Remote,
+    setting: &RemoteImmutability,
+    window_s: u64,
+    header: Bytes,
+) -> Result<()> {
+    let locked = remote.lock_uploads(setting.mode, setting.period_s.max(window_s))?;
     let key = remote.full_key(replog_format::remote::VAULT_KEY);
     remote
         .block_on(

@@ -274,7 +274,7 @@ impl Remote {
     }
 
     /// The object's key in the bucket: `key` under the prefix.
-    pub(crate) fn full_key(&self, key: &str) -> String {
+    pub fn full_key(&self, key: &str) -> String {
         self.path(key).to_string()
     }
 

@@ -99,14 +99,24 @@ pub struct SyncReport {
     pub local_bytes: u64,
     /// Remote objects deleted (manifests, maps and chunks).
     pub deleted_objects: u64,
-    /// Remote objects no kept manifest needs that were kept because they are still locked
-    /// (an immutable remote), with the manifests among them and what those name.
-    pub locked_kept: u64,
-    /// The earliest retain-until date of those: when the next sync can delete the first.
-    pub locked_kept_until: Option<jiff::Timestamp>,
+    /// On an immutable remote: how uploads were locked, and what garbage collection kept
+    /// because it is still locked. `None`: the remote is not immutable.
+    pub lock: Option<LockReport>,
     /// The newest point the remote manifest offers (in a sealed segment, or in the open
     /// segment's prefix it names); `None`: the remote has no point yet.
     pub newest_point: Option<replog_reader::PointInfo>,
+}
+
+/// How an immutable remote's sync locked its uploads, and what it could not delete yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockReport {
+    /// The lock mode of the uploads.
+    pub mode: replog_format::remote_lock::LockMode,
+    /// Their retention, in seconds: the configured period or the retention window, the longer.
+    pub period_s: u64,
+    /// Remote objects no kept manifest needs that were kept because they are still locked
+    /// (locked manifests, what those name, and the rest), and when the first may go.
+    pub kept: KeptLocked,
 }
 
 /// Progress: bytes of files read so far, out of a total known at the start.
@@ -312,8 +322,7 @@ fn wanted(
         Wanted {
             manifest: m.encode(),
             files,
-            retention_s: (m.lifecycle.retention.as_ref())
-                .map_or(0, |r| r.window_s.max(r.app_window_s)),
+            retention_s: lock::retention_window_s(m),
         },
         lease,
     ))
@@ -592,8 +601,11 @@ pub fn sync(
         &listed.maps,
     )?;
     report.deleted_objects = deleted;
-    report.locked_kept = kept_locked.objects;
-    report.locked_kept_until = kept_locked.earliest_until;
+    report.lock = locked.map(|l| LockReport {
+        mode: l.mode(),
+        period_s: l.period_s(),
+        kept: kept_locked,
+    });
     Ok(report)
 }
 
@@ -969,6 +981,8 @@ fn collect_garbage(
     if kept.is_empty() {
         return Ok((0, kept_locked));
     }
+    // Manifests past this one are kept only because they are locked.
+    let kept_unlocked = kept.len();
     if let Some(locked) = remote.locked() {
         let held;
         (doomed, held) = lock::split_locked(remote, locked, doomed, &mut kept_locked)?;
@@ -991,18 +1005,19 @@ fn collect_garbage(
         .filter(|&seq| seq < oldest_kept)
         .map(remote::mark_key)
         .collect();
-    let live_maps: HashSet<[u8; 32]> = kept
-        .iter()
-        .flat_map(|m| m.files.iter().map(|f| f.map))
-        .collect();
-    let maps: Vec<FileMap> = remote.block_on(
-        stream::iter(live_maps.iter().copied())
-            .map(|h| async move { fetch_map_async(remote, h, local.seed).await })
-            .buffer_unordered(16)
-            .try_collect(),
-    )?;
-    let live_chunks: HashSet<[u8; 32]> =
-        maps.iter().flat_map(|m| m.chunks.iter().copied()).collect();
+    let (live_maps, live_chunks) = live_objects(remote, local, &kept)?;
+    if kept.len() > kept_unlocked {
+        // What only the locked manifests need is kept because of their locks: counted so.
+        let (maps, chunks) = live_objects(remote, local, &kept[..kept_unlocked])?;
+        let extra = live_maps
+            .difference(&maps)
+            .filter(|h| listed_maps.contains(*h))
+            .count()
+            + (live_chunks.difference(&chunks))
+                .filter(|h| listed_chunks.contains(*h))
+                .count();
+        kept_locked.objects += extra as u64;
+    }
     doomed.extend(listed_maps.difference(&live_maps).map(remote::map_key));
     doomed.extend(
         listed_chunks
@@ -1020,6 +1035,29 @@ fn collect_garbage(
         remote.block_on(remote.delete_async(&key))?;
     }
     Ok((n, kept_locked))
+}
+
+/// Hashes of file maps, or of chunks.
+type Hashes = HashSet<[u8; 32]>;
+
+/// The file maps `manifests` name, and the chunks those maps name.
+fn live_objects(
+    remote: &Remote,
+    local: &LocalVault,
+    manifests: &[RemoteManifest],
+) -> Result<(Hashes, Hashes)> {
+    let live_maps: HashSet<[u8; 32]> = manifests
+        .iter()
+        .flat_map(|m| m.files.iter().map(|f| f.map))
+        .collect();
+    let maps: Vec<FileMap> = remote.block_on(
+        stream::iter(live_maps.iter().copied())
+            .map(|h| async move { fetch_map_async(remote, h, local.seed).await })
+            .buffer_unordered(16)
+            .try_collect(),
+    )?;
+    let live_chunks = maps.iter().flat_map(|m| m.chunks.iter().copied()).collect();
+    Ok((live_maps, live_chunks))
 }
 
 /// The newest `keep` remote manifests of the vault that decode, and the keys of every other

@@ -1,6 +1,7 @@
 //! Real object stores for the remote tests, started by the tests themselves on loopback:
 //! [`S3Server`] runs s3s-fs (an S3 server over a directory) and [`AzuriteServer`] runs the blob
-//! service of Azurite (Azure's storage emulator). `scripts/setup.sh` installs both programs.
+//! service of Azurite (Azure's storage emulator), and [`MotoServer`] runs moto's S3 server, the
+//! one of the three that has S3 Object Lock. `scripts/setup.sh` installs all three.
 //!
 //! Each fixture picks a free port on 127.0.0.1, waits until its server accepts connections,
 //! holds one bucket (or container) named [`BUCKET`], and gives the `object_store` settings that
@@ -111,16 +112,7 @@ impl S3Server {
     /// The environment variables that point `object_store`'s `AmazonS3Builder::from_env` at this
     /// server. Lowercased, the names are also its configuration keys.
     pub fn env(&self) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT", self.endpoint()),
-            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_owned()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ALLOW_HTTP", "true".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        s3_env(self.endpoint())
     }
 
     /// Where the objects are: one directory per bucket, one file per object.
@@ -221,6 +213,132 @@ impl AzuriteServer {
         self.server.kill();
         self.server.spawn()?;
         create_container(self.server.port)
+    }
+}
+
+/// The bucket without Object Lock that [`MotoServer`] also holds.
+pub const PLAIN_BUCKET: &str = "replog-plain";
+
+/// moto's S3 server on loopback, with an empty bucket [`BUCKET`] that has S3 Object Lock
+/// enabled (and so versioning) and an empty bucket [`PLAIN_BUCKET`] that has not. It keeps
+/// objects in memory and checks no signature; a lock's mode and date are real, and so is its
+/// refusal to delete a locked version.
+#[derive(Debug)]
+pub struct MotoServer {
+    // Declared before `_dir`, so the process is killed before its files are removed.
+    server: Server,
+    _dir: tempfile::TempDir,
+}
+
+impl MotoServer {
+    /// Whether moto's server can be run here (`python3 -m moto.server`).
+    pub fn available() -> bool {
+        Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts the server, or returns `None` after saying why on stderr when moto is not
+    /// installed and `CI` is not set (a test then skips). Under `CI`, a missing moto panics:
+    /// CI must run these tests.
+    pub fn start_or_skip(test: &str) -> Option<MotoServer> {
+        if !MotoServer::available() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: moto is not installed (python3 -m moto.server), and CI must run this \
+                 test: run scripts/setup.sh"
+            );
+            eprintln!("{test}: skipped: moto is not installed (run scripts/setup.sh)");
+            return None;
+        }
+        Some(MotoServer::start().expect("moto's server starts"))
+    }
+
+    /// Starts the server and creates its two buckets.
+    pub fn start() -> io::Result<MotoServer> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let args = [
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let server = Server::start("python3", args, port, dir.path())?;
+        create_bucket(port, BUCKET, true)?;
+        create_bucket(port, PLAIN_BUCKET, false)?;
+        Ok(MotoServer { server, _dir: dir })
+    }
+
+    /// The server's URL: `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port)
+    }
+
+    /// The remote URL of `prefix` in the bucket with Object Lock: `s3://replog/PREFIX`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{BUCKET}/{prefix}")
+    }
+
+    /// The remote URL of `prefix` in the bucket without Object Lock.
+    pub fn plain_url(&self, prefix: &str) -> String {
+        format!("s3://{PLAIN_BUCKET}/{prefix}")
+    }
+
+    /// The environment variables that point `object_store`'s `AmazonS3Builder::from_env` (and
+    /// so the `replog` binary) at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        s3_env(self.endpoint())
+    }
+}
+
+/// The variables that point `AmazonS3Builder::from_env` at an S3 server at `endpoint` that
+/// accepts the test keys.
+fn s3_env(endpoint: String) -> Vec<(String, String)> {
+    [
+        ("AWS_ENDPOINT", endpoint),
+        ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ALLOW_HTTP", "true".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Creates `bucket` in moto on `port` (`PUT /BUCKET`, path style, with
+/// `x-amz-bucket-object-lock-enabled: true` when `object_lock`), over plain HTTP/1.1. moto
+/// checks no signature, so none is sent.
+fn create_bucket(port: u16, bucket: &str, object_lock: bool) -> io::Result<()> {
+    let lock = if object_lock {
+        "x-amz-bucket-object-lock-enabled: true\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{lock}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    match response.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(io::Error::other(format!(
+            "moto did not create the bucket {bucket}: {response}"
+        ))),
     }
 }
 

@@ -55,7 +55,7 @@ pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
     let (config, latest) = (&status.config, &status.latest);
     let (local_files, remote_only) = (status.files_local, status.files_remote_only);
     if json {
-        print_json(&json!({
+        let mut out = json!({
             "url": config.url,
             "cache_limit_bytes": config.cache_limit_bytes,
             "keep_manifests": config.keep_manifests,
@@ -63,8 +63,12 @@ pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
             "files_local": local_files,
             "files_remote_only": remote_only,
             "remote_rpo": rpo_json(&status.rpo),
-            "lock": horizon.as_ref().map(horizon_json),
-        }));
+        });
+        // Only an immutable remote's status has the key.
+        if let Some(h) = &horizon {
+            out["lock"] = horizon_json(h);
+        }
+        print_json(&out);
         warn_behind(&status.rpo);
         return Ok(EXIT_OK);
     }
@@ -97,10 +101,9 @@ fn horizon_json(h: &LockHorizon) -> Value {
     })
 }
 
-/// The lock horizon as text: `none` for a remote that is not immutable.
+/// The lock horizon as text; nothing for a remote that is not immutable.
 fn print_horizon(h: Option<&LockHorizon>) {
     let Some(h) = h else {
-        println!("object lock     none");
         return;
     };
     let until = match (&h.latest_until, &h.unknown_because) {
@@ -205,7 +208,7 @@ fn print_sync(
 ) {
     let mb_per_s = report.bytes_written as f64 / 1e6 / seconds.max(1e-9);
     if json {
-        print_json(&json!({
+        let mut out = json!({
             "url": url,
             "manifest_seq": report.manifest_seq,
             "published": report.published,
@@ -219,13 +222,21 @@ fn print_sync(
             "evicted_bytes": report.evicted_bytes,
             "local_bytes": report.local_bytes,
             "deleted_objects": report.deleted_objects,
-            "locked_kept": report.locked_kept,
-            "locked_kept_until": report.locked_kept_until.map(|t| t.to_string()),
             "seconds": seconds,
             "mb_per_s": mb_per_s,
             "peak_rss_bytes": replog_vault::peak_rss_bytes(),
             "remote_rpo": rpo_json(rpo),
-        }));
+        });
+        // Only an immutable remote's report has the key.
+        if let Some(l) = &report.lock {
+            out["lock"] = json!({
+                "mode": l.mode.as_s3().to_lowercase(),
+                "period_seconds": l.period_s,
+                "kept_locked": l.kept.objects,
+                "kept_locked_until": l.kept.earliest_until.map(|t| t.to_string()),
+            });
+        }
+        print_json(&out);
         warn_behind(rpo);
         return;
     }
@@ -260,14 +271,12 @@ fn print_sync(
             report.deleted_objects
         );
     }
-    if report.locked_kept > 0 {
-        let until = report
-            .locked_kept_until
-            .map_or("an unknown date".to_owned(), |t| t.to_string());
+    if let Some(l) = report.lock.as_ref().filter(|l| l.kept.objects > 0) {
+        let until = (l.kept.earliest_until).map_or("an unknown date".to_owned(), |t| t.to_string());
         println!(
             "kept {} remote objects no kept manifest needs because they are locked; the first \
              can be deleted after {until}",
-            report.locked_kept
+            l.kept.objects
         );
     }
     print_rpo(rpo);
