@@ -15,7 +15,7 @@ use object_store::{
 };
 
 use crate::error::{Refusal, RemoteError, Result};
-use crate::lock::{LockedUploads, S3Access};
+use crate::lock::s3::{LockedUploads, S3Access};
 use replog_format::remote_lock::LockMode;
 
 /// How to reach a remote. Endpoint and credentials come from the environment variables
@@ -365,9 +365,10 @@ impl Remote {
         let path = self.path(key);
         if let Some(locked) = self.locked.get() {
             let full = path.to_string();
-            return self
+            let created = self
                 .attempt(key, "write", || locked.put(&full, bytes.clone(), true))
-                .await;
+                .await?;
+            return Ok(if created { Put::Created } else { Put::Existed });
         }
         self.attempt(key, "write", || async {
             let payload = PutPayload::from_bytes(bytes.clone());

@@ -328,18 +328,27 @@ fn create_bucket(port: u16, bucket: &str, object_lock: bool) -> io::Result<()> {
         "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{lock}Content-Length: 0\r\n\
          Connection: close\r\n\r\n"
     );
+    send_create(
+        port,
+        &request,
+        "200",
+        &format!("moto did not create the bucket {bucket}"),
+    )
+}
+
+/// Sends `request` to 127.0.0.1:`port` and reads the whole response, whose status must be
+/// `status`; otherwise the error is `failure` and the response.
+fn send_create(port: u16, request: &str, status: &str, failure: &str) -> io::Result<()> {
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(request.as_bytes())?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let response = String::from_utf8_lossy(&response);
-    match response.split(' ').nth(1) {
-        Some("200") => Ok(()),
-        _ => Err(io::Error::other(format!(
-            "moto did not create the bucket {bucket}: {response}"
-        ))),
+    if response.split(' ').nth(1) == Some(status) {
+        return Ok(());
     }
+    Err(io::Error::other(format!("{failure}: {response}")))
 }
 
 /// One server process: how to start it, where it runs, and the child while it runs.
@@ -473,16 +482,10 @@ fn create_container(port: u16) -> io::Result<()> {
          Content-Length: 0\r\n\
          Connection: close\r\n\r\n"
     );
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    match response.split(' ').nth(1) {
-        Some("201") => Ok(()),
-        _ => Err(io::Error::other(format!(
-            "Azurite did not create the container {BUCKET}: {response}"
-        ))),
-    }
+    send_create(
+        port,
+        &request,
+        "201",
+        &format!("Azurite did not create the container {BUCKET}"),
+    )
 }

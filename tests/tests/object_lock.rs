@@ -17,8 +17,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStore};
 use replog_remote::lock::LockMode;
 use replog_remote::{Remote, RemoteOptions};
-use replog_tests::replog_bin;
 use replog_tests::servers::{BUCKET, MotoServer, PLAIN_BUCKET};
+use replog_tests::{noise, replog_bin};
 use serde_json::Value;
 
 /// How far a retain-until date may fall short of now + the period: the time between the
@@ -51,25 +51,12 @@ fn json(moto: &MotoServer, args: &[&str]) -> Value {
     serde_json::from_str(&ok(moto, args)).expect("JSON output")
 }
 
-/// A disk image of `len` bytes, different for each `seed`.
-fn image(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A vault in `dir/v` with one disk `os` seeded from an image, and a point. Returns the vault
 /// and the image.
 fn vault(moto: &MotoServer, dir: &Path) -> (PathBuf, Vec<u8>) {
     let v = dir.join("v");
     let raw = dir.join("os.raw");
-    let bytes = image(1, 1 << 20);
+    let bytes = noise(1, 1 << 20);
     std::fs::write(&raw, &bytes).unwrap();
     ok(moto, &["init", s(&v)]);
     ok(moto, &["disk", "add", s(&v), "os", "--from", s(&raw)]);
@@ -181,10 +168,8 @@ fn an_overwrite_makes_a_new_version_and_the_locked_one_stays_readable() {
     r.block_on(locked.put(&full, "first".into(), true)).unwrap();
     let first = r.block_on(locked.head(&full)).unwrap().unwrap();
     // A create-if-absent write finds it there.
-    let again = r
-        .block_on(locked.put(&full, "second".into(), true))
-        .unwrap();
-    assert_eq!(again, replog_remote::Put::Existed);
+    let created = r.block_on(locked.put(&full, "second".into(), true));
+    assert!(!created.unwrap());
     r.block_on(locked.put(&full, "second".into(), false))
         .unwrap();
     let second = r.block_on(locked.head(&full)).unwrap().unwrap();
@@ -236,7 +221,7 @@ fn garbage_collection_keeps_locked_objects_then_deletes_them_once_their_date_pas
     // New data, and a prune that drops the first point: the first sync's manifest and the
     // objects only it needs are garbage, but still locked.
     let raw = dir.path().join("os2.raw");
-    let disk = image(2, 1 << 20);
+    let disk = noise(2, 1 << 20);
     std::fs::write(&raw, &disk).unwrap();
     ok(&moto, &["ingest", s(&v), "os", "--from", s(&raw)]);
     ok(&moto, &["point", s(&v)]);

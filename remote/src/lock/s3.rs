@@ -1,23 +1,14 @@
-//! Immutable S3 remotes: every object a sync uploads is written with S3 Object Lock retention
-//! (a mode and a retain-until date), so nobody, replog included, can delete it before the date.
+//! The requests of immutable S3 remotes that `object_store` cannot make: a PUT with the
+//! `x-amz-object-lock-*` headers and a `Content-MD5` (S3 requires a checksum when retention is
+//! set), a HEAD that reads an object's lock and version from its response headers, a DELETE of
+//! one version, and the bucket's `?object-lock` configuration. Made over reqwest and signed
+//! with SigV4 by `aws-sigv4` (S3 wants every `x-amz-*` header signed).
 //!
-//! `object_store` can neither send the `x-amz-object-lock-*` request headers nor show them in
-//! a response, and S3 wants every `x-amz-*` header signed. The few requests that need them are
-//! made here, over reqwest and signed with SigV4 (`aws-sigv4`): a PUT with the lock headers and
-//! a `Content-MD5` (S3 requires a checksum when retention is set), a HEAD that reads an
-//! object's lock and version, a DELETE of one version, and the bucket's `?object-lock`
-//! configuration. Everything else still goes through `object_store`.
-//!
-//! Each request returns an `object_store::Error` of the kind the rest of the crate already
-//! handles, so it is retried by [`Remote`]'s one retry loop: transport failures and 5xx are
-//! `Generic` (retried); 404, 412 and 403 are `NotFound`, `Precondition` and `PermissionDenied`.
-//!
-//! Garbage collection asks [`LockedUploads::head`] before deleting on an immutable remote: an
-//! object still locked is kept and counted ([`KeptLocked`]), and deleted by a later sync once
-//! its date has passed (the version the HEAD named, so its bytes are really gone). Azure
-//! immutability is not done yet: an `az://` remote is refused.
+//! Each returns an `object_store::Error` of the kind the rest of the crate handles, so one
+//! retry loop serves all requests: transport failures, 429 and 5xx are `Generic` (retried);
+//! 404, 409/412, 401 and 403 are `NotFound`, `Precondition`, `Unauthenticated` and
+//! `PermissionDenied`; any other status is `NotSupported`, quoting S3's answer.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -32,43 +23,14 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use md5::{Digest, Md5};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredentialProvider};
-pub use replog_format::remote_lock::{LOCK_PERIOD_S_MAX, LockMode, RemoteImmutability};
+use replog_format::remote_lock::{LOCK_PERIOD_S_MAX, LockMode};
 
-use crate::error::{Refusal, RemoteError, Result};
-use crate::local::LocalVault;
-use crate::store::{Put, Remote, RemoteOptions};
+use crate::error::{Refusal, Result};
 
 /// The store name in the `object_store` errors made here.
 const STORE: &str = "S3";
 /// Longest error body quoted in a message.
 const BODY_QUOTED_BYTES_MAX: usize = 300;
-
-/// Parses a lock period as `remote add --immutable` takes it: a number and a unit, `s`, `m`,
-/// `h`, `d` or `w` (`30d`, `12h`), at least one second and at most [`LOCK_PERIOD_S_MAX`].
-/// Returns seconds.
-pub fn parse_period(text: &str) -> std::result::Result<u64, String> {
-    let bad = || format!("{text:?} is not a lock period: give a number and a unit, e.g. 30d, 12h");
-    let unit_at = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(unit_at);
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    match n.checked_mul(scale) {
-        Some(0) => Err(format!(
-            "{text:?} is zero: an object must stay locked for a while"
-        )),
-        Some(s) if s <= LOCK_PERIOD_S_MAX => Ok(s),
-        _ => Err(format!(
-            "{text:?} is longer than S3 allows (100 years, {LOCK_PERIOD_S_MAX} s)"
-        )),
-    }
-}
 
 /// How to reach an S3 bucket outside `object_store`: taken from the same builder, so the same
 /// environment variables and `--remote-option`s apply.
@@ -161,9 +123,9 @@ struct S3Status {
 }
 
 impl LockedUploads {
-    /// Uploads locked in `mode` for `period_s` seconds, through `access`.
+    /// Uploads locked in `mode` for `period_s` seconds, through `access`. The TLS provider is
+    /// installed already: `access` comes from `Remote::open`, which installs it.
     pub(crate) fn new(access: S3Access, mode: LockMode, period_s: u64) -> Result<LockedUploads> {
-        crate::store::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(access.request_timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -303,13 +265,14 @@ impl LockedUploads {
     }
 
     /// Writes `bytes` at `full_key`, locked until [`LockedUploads::retain_until`] of now; with
-    /// `create`, only if no object is there (`If-None-Match: *`; one there is [`Put::Existed`]).
+    /// `create`, only if no object is there (`If-None-Match: *`). Returns whether it wrote: false
+    /// when `create` found an object there.
     pub async fn put(
         &self,
         full_key: &str,
         bytes: Bytes,
         create: bool,
-    ) -> object_store::Result<Put> {
+    ) -> object_store::Result<bool> {
         let until = self.retain_until(Timestamp::now());
         let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&bytes));
         let mut headers = vec![
@@ -323,8 +286,8 @@ impl LockedUploads {
         let r = self.send("PUT", full_key, "", headers, bytes).await?;
         let status = r.status().as_u16();
         match status {
-            200 | 201 | 204 => Ok(Put::Created),
-            412 if create => Ok(Put::Existed),
+            200 | 201 | 204 => Ok(true),
+            412 if create => Ok(false),
             _ => {
                 let body = r.text().await.unwrap_or_default();
                 Err(status_error(status, "PUT", full_key, body))
@@ -386,289 +349,6 @@ impl LockedUploads {
             }
         }
     }
-}
-
-/// Objects garbage collection kept because they are still locked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KeptLocked {
-    /// How many.
-    pub objects: u64,
-    /// The earliest retain-until date among them: when the first may go.
-    pub earliest_until: Option<Timestamp>,
-}
-
-impl KeptLocked {
-    /// Counts one more, locked until `until`.
-    pub fn add(&mut self, until: Option<Timestamp>) {
-        self.objects += 1;
-        self.earliest_until = match (self.earliest_until, until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
-}
-
-/// Splits `manifests` (keys garbage collection would delete) into those that may go and those
-/// still locked, which are counted in `kept`.
-pub(crate) fn split_locked(
-    remote: &Remote,
-    locked: &LockedUploads,
-    manifests: Vec<String>,
-    kept: &mut KeptLocked,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let now = Timestamp::now();
-    let (mut free, mut held) = (Vec::new(), Vec::new());
-    for key in manifests {
-        let full = remote.full_key(&key);
-        let lock =
-            remote.block_on(remote.attempt(&key, "read the lock of", || locked.head(&full)))?;
-        match lock {
-            Some(l) if l.locked_at(now) => {
-                kept.add(l.retain_until);
-                held.push(key);
-            }
-            _ => free.push(key),
-        }
-    }
-    Ok((free, held))
-}
-
-/// Deletes each of `keys` whose lock has passed (or that has none): the version its HEAD names,
-/// so the bytes are gone and not hidden behind a delete marker. One still locked (or that the
-/// store refuses to delete as locked) is counted in `kept`. Keys are taken in order up to the
-/// first that is not a manifest (manifests go first, so none names a deleted object), the rest
-/// 16 at a time. Returns how many were deleted.
-pub(crate) fn delete_unless_locked(
-    remote: &Remote,
-    locked: &LockedUploads,
-    keys: Vec<String>,
-    kept: &mut KeptLocked,
-) -> Result<u64> {
-    use futures::{StreamExt, TryStreamExt};
-    let now = Timestamp::now();
-    let one = |key: String| async move {
-        let full = remote.full_key(&key);
-        let Some(lock) = remote
-            .attempt(&key, "read the lock of", || locked.head(&full))
-            .await?
-        else {
-            return Ok::<_, RemoteError>((false, None));
-        };
-        if lock.locked_at(now) {
-            return Ok((false, Some(lock.retain_until)));
-        }
-        let version = lock.version_id.as_deref();
-        let gone = remote
-            .attempt(&key, "delete", || locked.delete(&full, version))
-            .await?;
-        Ok((gone, (!gone).then_some(lock.retain_until)))
-    };
-    let split = keys
-        .iter()
-        .position(|k| replog_format::remote::parse_manifest_key(k).is_none())
-        .unwrap_or(keys.len());
-    let mut keys = keys;
-    let rest = keys.split_off(split);
-    let mut outcomes = Vec::with_capacity(keys.len() + rest.len());
-    for key in keys {
-        outcomes.push(remote.block_on(one(key))?);
-    }
-    outcomes.extend(
-        remote.block_on(
-            futures::stream::iter(rest)
-                .map(one)
-                .buffer_unordered(16)
-                .try_collect::<Vec<_>>(),
-        )?,
-    );
-    let mut deleted = 0;
-    for (gone, held_until) in outcomes {
-        match (gone, held_until) {
-            (true, _) => deleted += 1,
-            (false, Some(until)) => kept.add(until),
-            (false, None) => {}
-        }
-    }
-    Ok(deleted)
-}
-
-/// Checks that `remote` can take locked uploads: an `s3://` remote whose bucket has Object Lock
-/// enabled. Refused otherwise, naming the bucket.
-pub fn check_bucket(remote: &Remote, mode: LockMode, period_s: u64) -> Result<()> {
-    let locked = remote.lock_uploads(mode, period_s)?;
-    let enabled = remote.block_on(remote.attempt(
-        "?object-lock",
-        "read the Object Lock configuration of",
-        || locked.bucket_lock_enabled(),
-    ));
-    match enabled {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Refusal::Unusable.because(format!(
-            "cannot make {} immutable: bucket {} does not have S3 Object Lock enabled (it can \
-             only be enabled on a bucket with versioning; create one with Object Lock, or give \
-             another bucket)",
-            remote.url(),
-            remote.bucket()
-        ))),
-        Err(RemoteError::Store { source, .. })
-            if matches!(*source, object_store::Error::NotFound { .. }) =>
-        {
-            Err(RemoteError::NoBucket {
-                url: remote.url().to_owned(),
-                noun: "bucket",
-                bucket: remote.bucket().to_owned(),
-            })
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Checks, before a remote is added `--immutable`, that `url` can be: an `s3://` remote
-/// (Azure immutability is not supported yet) whose bucket has Object Lock enabled.
-pub fn check_url_immutable(
-    url: &str,
-    mode: LockMode,
-    period_s: u64,
-    opts: &RemoteOptions,
-) -> Result<()> {
-    if crate::store::check_url(url)?.scheme != "s3" {
-        return Err(Refusal::Unusable.because(format!(
-            "{url}: --immutable is not supported yet on Azure (az://) remotes, only on S3 \
-             (s3://) ones with Object Lock"
-        )));
-    }
-    check_bucket(&Remote::open(url, opts)?, mode, period_s)
-}
-
-/// Makes the remote of the vault in `dir` immutable: every object a sync uploads from now on
-/// is locked in `mode` for `period_s` seconds at least (longer when the vault's retention
-/// window is). Checks the bucket, locks the remote's `VAULT` object, then records the setting
-/// in `remote/IMMUTABLE`, which later syncs read.
-pub fn make_immutable(
-    dir: &Path,
-    mode: LockMode,
-    period_s: u64,
-    opts: &RemoteOptions,
-) -> Result<RemoteImmutability> {
-    if !(1..=LOCK_PERIOD_S_MAX).contains(&period_s) {
-        return Err(Refusal::Unusable.because(format!(
-            "a lock period of {period_s} s: give 1 s to 100 years"
-        )));
-    }
-    let local = LocalVault::open(dir)?;
-    let config = local.required_config()?;
-    check_url_immutable(&config.url, mode, period_s, opts)?;
-    let remote = Remote::open(&config.url, opts)?;
-    let setting = RemoteImmutability {
-        vault_id: local.vault_id,
-        mode,
-        period_s,
-    };
-    let vault = replog_reader::Vault::open(local.storage().clone(), dir)?;
-    let window_s = retention_window_s(vault.manifest());
-    lock_claim(
-        &remote,
-        &setting,
-        window_s,
-        Bytes::from(local.header_bytes.clone()),
-    )?;
-    local.write_immutability(&setting)?;
-    Ok(setting)
-}
-
-/// The lock horizon of the vault in `dir`'s remote, or `None` when it is not immutable. The
-/// remote is asked for the retain-until date of the last confirmed manifest; when it cannot
-/// be, [`LockHorizon::unknown_because`] says why.
-pub fn vault_horizon(dir: &Path, opts: &RemoteOptions) -> Result<Option<LockHorizon>> {
-    let local = LocalVault::open(dir)?;
-    let Some(setting) = local.immutability()? else {
-        return Ok(None);
-    };
-    let config = local.required_config()?;
-    let latest_seq = local.latest()?.map(|m| m.seq);
-    Ok(Some(match Remote::open(&config.url, opts) {
-        Ok(remote) => horizon(&remote, &setting, latest_seq),
-        Err(e) => LockHorizon {
-            mode: setting.mode,
-            period_s: setting.period_s,
-            latest_until: None,
-            unknown_because: Some(e.to_string()),
-        },
-    }))
-}
-
-/// The longest window of the retention policy of the vault whose manifest is `m`, in seconds
-/// (0: it has none): an upload stays locked at least this long, as long as the points it holds
-/// are kept.
-pub(crate) fn retention_window_s(m: &replog_format::manifest::Manifest) -> u64 {
-    (m.lifecycle.retention.as_ref()).map_or(0, |r| r.window_s.max(r.app_window_s))
-}
-
-/// Locks `setting`'s uploads (for the retention window `window_s` when longer) on `remote` and rewrites its `VAULT` object locked (the claim
-/// `remote add` made before the setting existed; the earlier, unlocked version stays beside it
-/// until the store drops it).
-fn lock_claim(
-    remote: &Remote,
-    setting: &RemoteImmutability,
-    window_s: u64,
-    header: Bytes,
-) -> Result<()> {
-    let locked = remote.lock_uploads(setting.mode, setting.period_s.max(window_s))?;
-    let key = remote.full_key(replog_format::remote::VAULT_KEY);
-    remote
-        .block_on(
-            remote.attempt(replog_format::remote::VAULT_KEY, "write", || {
-                locked.put(&key, header.clone(), false)
-            }),
-        )
-        .map(drop)
-}
-
-/// What an immutable remote's lock reaches: its mode and period, and the retain-until date
-/// of the newest object the last confirmed sync wrote (its remote manifest), when read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LockHorizon {
-    /// The lock mode of uploads.
-    pub mode: LockMode,
-    /// The configured shortest retention of an upload, in seconds.
-    pub period_s: u64,
-    /// The retain-until date of the last confirmed remote manifest: the latest of every
-    /// object uploaded (later uploads are locked from their own time on).
-    pub latest_until: Option<Timestamp>,
-    /// Why `latest_until` is not known (no sync yet, the remote could not be asked).
-    pub unknown_because: Option<String>,
-}
-
-/// The lock horizon of `remote`, given its setting and the number of the last remote manifest
-/// a sync confirmed (`None`: none yet).
-pub fn horizon(
-    remote: &Remote,
-    setting: &RemoteImmutability,
-    latest_seq: Option<u64>,
-) -> LockHorizon {
-    let mut h = LockHorizon {
-        mode: setting.mode,
-        period_s: setting.period_s,
-        latest_until: None,
-        unknown_because: None,
-    };
-    let Some(seq) = latest_seq else {
-        h.unknown_because = Some("no sync confirmed a manifest yet".to_owned());
-        return h;
-    };
-    let key = replog_format::remote::manifest_key(seq);
-    let head = remote
-        .lock_uploads(setting.mode, setting.period_s)
-        .and_then(|l| {
-            let full = remote.full_key(&key);
-            remote.block_on(remote.attempt(&key, "read the lock of", || l.head(&full)))
-        });
-    match head {
-        Ok(Some(lock)) => h.latest_until = lock.retain_until,
-        Ok(None) => h.unknown_because = Some(format!("{}/{key} is not there", remote.url())),
-        Err(e) => h.unknown_because = Some(e.to_string()),
-    }
-    h
 }
 
 /// A date as S3 takes it in `x-amz-object-lock-retain-until-date`: ISO 8601 in UTC.
@@ -735,41 +415,6 @@ fn status_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_period_is_a_number_and_a_unit() {
-        assert_eq!(parse_period("30d"), Ok(30 * 86_400));
-        assert_eq!(parse_period("12h"), Ok(12 * 3600));
-        assert_eq!(parse_period("90m"), Ok(5400));
-        assert_eq!(parse_period("2w"), Ok(14 * 86_400));
-        assert_eq!(parse_period("1s"), Ok(1));
-        for bad in [
-            "",
-            "30",
-            "d",
-            "30x",
-            "-1d",
-            "1.5d",
-            "30 d",
-            "0d",
-            "36501d",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_period(bad).is_err(), "{bad:?}");
-        }
-        assert!(parse_period("0h").unwrap_err().contains("zero"));
-        assert!(parse_period("36501d").unwrap_err().contains("100 years"));
-    }
-
-    #[test]
-    fn kept_locked_remembers_the_earliest_date() {
-        let mut k = KeptLocked::default();
-        k.add(Timestamp::from_second(200).ok());
-        k.add(None);
-        k.add(Timestamp::from_second(100).ok());
-        assert_eq!(k.objects, 3);
-        assert_eq!(k.earliest_until, Timestamp::from_second(100).ok());
-    }
 
     #[test]
     fn keys_are_encoded_for_the_path_and_error_codes_found() {
