@@ -317,3 +317,44 @@ fn immutable_is_refused_on_azure_and_a_bad_period_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(64), "--lock-mode needs --immutable");
     assert!(!v.join("remote").join("CONFIG").exists());
 }
+
+/// moto checks no signature; s3s-fs checks SigV4 on every request. The lock requests, signed by
+/// `aws-sigv4`, pass it (a HEAD, and a PUT whose body, lock headers and `If-None-Match` are
+/// signed), and the same requests signed with a wrong secret are refused.
+#[test]
+fn lock_requests_are_signed_as_s3_checks_them() {
+    use replog_tests::servers::S3Server;
+    let server = S3Server::start().expect("s3s-fs starts (scripts/setup.sh installs it)");
+    let options = |secret: Option<&str>| RemoteOptions {
+        config: (server.env().into_iter())
+            .map(|(k, v)| match (k.as_str(), secret) {
+                ("AWS_SECRET_ACCESS_KEY", Some(s)) => (k.to_ascii_lowercase(), s.to_owned()),
+                _ => (k.to_ascii_lowercase(), v),
+            })
+            .collect(),
+        retries: 0,
+        ..RemoteOptions::default()
+    };
+    let url = server.url("signed");
+    let r = Remote::open(&url, &options(None)).unwrap();
+    r.put_create("plain", "unlocked".into()).unwrap();
+    let locked = r.lock_uploads(LockMode::Compliance, 60).unwrap();
+    let head = r.block_on(locked.head(&r.full_key("plain"))).unwrap();
+    assert!(head.is_some(), "a signed HEAD finds the object");
+    let full = r.full_key("locked");
+    assert!(r.block_on(locked.put(&full, "bytes".into(), true)).unwrap());
+    assert!(r.block_on(locked.head(&full)).unwrap().is_some());
+
+    let wrong = Remote::open(&url, &options(Some("not-the-secret"))).unwrap();
+    let locked = wrong.lock_uploads(LockMode::Compliance, 60).unwrap();
+    let refused = wrong.block_on(locked.head(&wrong.full_key("plain")));
+    assert!(
+        refused.is_err(),
+        "a HEAD signed with a wrong secret: {refused:?}"
+    );
+    let refused = wrong.block_on(locked.put(&full, "other".into(), false));
+    assert!(
+        refused.is_err(),
+        "a PUT signed with a wrong secret: {refused:?}"
+    );
+}
