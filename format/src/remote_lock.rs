@@ -9,7 +9,9 @@
 //!     28    1 mode u8 (1 compliance, 2 governance)
 //!     29    3 reserved, zero
 //!     32    8 period_s u64 (1..=LOCK_PERIOD_S_MAX): the shortest retention of an upload
-//!     40    4 crc u32 (CRC32, vault seed, of bytes 0..40)
+//!     40    8 locked_until_s i64: every object the last confirmed remote manifest needs is
+//!             locked until at least this time (Unix seconds); 0: not known
+//!     48    4 crc u32 (CRC32, vault seed, of bytes 0..48)
 //! ```
 
 use crate::codec::{Cursor, Put, check_magic_version};
@@ -22,12 +24,14 @@ pub const REMOTE_IMMUTABLE_FILE: &str = "IMMUTABLE";
 /// Longest lock period: 100 years of 365 days, what S3 allows as a default retention.
 pub const LOCK_PERIOD_S_MAX: u64 = 100 * 365 * 86_400;
 /// Bytes of `remote/IMMUTABLE` before its CRC.
-const RIM_FIXED_BYTES: usize = 40;
+const RIM_FIXED_BYTES: usize = 48;
 /// Offset of the mode byte.
 const RIM_MODE_AT: usize = 12 + 16;
 /// Offset of the period.
 const RIM_PERIOD_AT: usize = RIM_MODE_AT + 4;
-const _: () = assert!(RIM_PERIOD_AT + 8 == RIM_FIXED_BYTES);
+/// Offset of the lock horizon.
+const RIM_LOCKED_UNTIL_AT: usize = RIM_PERIOD_AT + 8;
+const _: () = assert!(RIM_LOCKED_UNTIL_AT + 8 == RIM_FIXED_BYTES);
 
 /// How strictly an object is locked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -76,6 +80,9 @@ pub struct RemoteImmutability {
     pub mode: LockMode,
     /// The shortest retention of an upload, in seconds (1..=[`LOCK_PERIOD_S_MAX`]).
     pub period_s: u64,
+    /// Every object the last confirmed remote manifest needs is locked until at least this
+    /// time, in Unix seconds (0: not known, as before the first sync).
+    pub locked_until_s: i64,
 }
 
 impl RemoteImmutability {
@@ -89,7 +96,8 @@ impl RemoteImmutability {
             .bytes(&self.vault_id)
             .u8(self.mode as u8)
             .zeros(3)
-            .u64(self.period_s);
+            .u64(self.period_s)
+            .i64(self.locked_until_s);
         debug_assert_eq!(out.len(), RIM_FIXED_BYTES);
         seal(out, seed)
     }
@@ -125,10 +133,19 @@ impl RemoteImmutability {
                 format!("lock period {period_s} s: 1 to {LOCK_PERIOD_S_MAX}"),
             ));
         }
+        let locked_until_s = c.i64()?;
+        if locked_until_s < 0 {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                RIM_LOCKED_UNTIL_AT,
+                format!("locked until {locked_until_s}: a time before 1970"),
+            ));
+        }
         Ok(RemoteImmutability {
             vault_id,
             mode,
             period_s,
+            locked_until_s,
         })
     }
 }
@@ -145,6 +162,7 @@ mod tests {
             vault_id: [9; 16],
             mode: LockMode::Governance,
             period_s: 30 * 86_400,
+            locked_until_s: 1_800_000_000,
         };
         let bytes = s.encode(SEED);
         assert_eq!(bytes.len(), RIM_FIXED_BYTES + 4);
@@ -158,13 +176,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_mode_or_a_zero_period_is_refused_even_when_sealed() {
+    fn an_unknown_mode_a_zero_period_or_a_negative_time_is_refused_even_when_sealed() {
         let s = RemoteImmutability {
             vault_id: [1; 16],
             mode: LockMode::Compliance,
             period_s: 1,
+            locked_until_s: 0,
         };
-        for (at, value) in [(RIM_MODE_AT, 3u8), (RIM_PERIOD_AT, 0u8)] {
+        for (at, value) in [
+            (RIM_MODE_AT, 3u8),
+            (RIM_PERIOD_AT, 0u8),
+            (RIM_LOCKED_UNTIL_AT + 7, 0x80),
+        ] {
             let mut bad = s.encode(SEED);
             bad[at] = value;
             let crc = crate::crc32_seeded(SEED, &[&bad[..RIM_FIXED_BYTES]]);

@@ -465,6 +465,10 @@ impl Uploader<'_> {
         if let Some(back) = back
             && check_chunk(self.remote, key, &back, hash, bytes.len() as u64).is_ok()
         {
+            // Named again: on an immutable remote, locked as if uploaded now.
+            if let Some(locked) = self.remote.locked() {
+                lock::renew_one(self.remote, locked, key).await?;
+            }
             return Ok(false);
         }
         self.remote.delete_async(key).await?;
@@ -559,6 +563,7 @@ pub fn sync(
     let local = LocalVault::open_in(storage.clone(), dir)?;
     let _lock = local.lock_sync()?;
     let config = local.required_config()?;
+    let started = jiff::Timestamp::now();
     // An immutable remote locks every upload, from the claim on.
     let locked = match local.immutability()? {
         Some(s) => Some(remote.lock_uploads(s.mode, s.period_s)?),
@@ -585,6 +590,12 @@ pub fn sync(
     let (manifest, published) = publish(remote, &local, latest.as_ref(), wanted.manifest, files)?;
     local.write_latest(&manifest)?;
     drop(lease);
+    if let Some(l) = locked {
+        // Everything the manifest needs stays locked, however old its upload.
+        lock::keep_horizon(remote, l, &local, started, || {
+            needed_keys(remote, &local, &manifest)
+        })?;
+    }
 
     let mut report = up.report(&manifest, published, to_upload.len());
     report.newest_point = newest_point(storage.as_ref(), dir, &manifest, local.seed)?;
@@ -1035,6 +1046,29 @@ fn collect_garbage(
         remote.block_on(remote.delete_async(&key))?;
     }
     Ok((n, kept_locked))
+}
+
+/// Every object `manifest` needs: `VAULT`, the manifest and its mark, its file maps and their
+/// chunks.
+fn needed_keys(
+    remote: &Remote,
+    local: &LocalVault,
+    manifest: &RemoteManifest,
+) -> Result<Vec<String>> {
+    let (maps, chunks) = live_objects(remote, local, std::slice::from_ref(manifest))?;
+    let mut keys = vec![
+        remote::VAULT_KEY.to_owned(),
+        remote::manifest_key(manifest.seq),
+        remote::mark_key(manifest.seq),
+    ];
+    keys.extend(maps.iter().map(remote::map_key));
+    keys.extend(
+        chunks
+            .iter()
+            .filter(|c| **c != ZERO_CHUNK)
+            .map(remote::chunk_key),
+    );
+    Ok(keys)
 }
 
 /// Hashes of file maps, or of chunks.

@@ -158,6 +158,38 @@ fn every_upload_is_locked_for_the_longer_of_the_period_and_the_retention_window(
 }
 
 #[test]
+fn objects_uploaded_before_the_remote_was_made_immutable_are_locked_by_the_next_sync() {
+    let Some(moto) = MotoServer::start_or_skip("object_lock") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (v, disk) = vault(&moto, dir.path());
+    let url = moto.url("before");
+    ok(&moto, &["remote", "add", s(&v), &url]);
+    ok(&moto, &["sync", s(&v), "--seal"]);
+    let r = remote(&moto, &url);
+    let locked = r.lock_uploads(LockMode::Compliance, 86_400).unwrap();
+    let chunk = r.full_key(&r.list("chunks").unwrap()[0].0);
+    let before = r.block_on(locked.head(&chunk)).unwrap().unwrap();
+    assert_eq!(before.retain_until, None, "uploaded unlocked");
+
+    ok(&moto, &["remote", "add", s(&v), &url, "--immutable", "1d"]);
+    // Nothing new to upload: the sync only locks what the remote manifest needs.
+    let synced = json(&moto, &["sync", s(&v), "--json"]);
+    assert_eq!(synced["files_uploaded"], 0, "{synced}");
+    let horizon = Timestamp::now() + SignedDuration::from_hours(24) - SLACK;
+    for (key, _) in r.list("").unwrap() {
+        let lock = r.block_on(locked.head(&r.full_key(&key))).unwrap().unwrap();
+        let date = lock.retain_until.expect("locked by the sync");
+        assert!(date >= horizon, "{key} locked until {date}");
+        assert_eq!(lock.mode, Some(LockMode::Compliance), "{key}");
+    }
+    let (full, version) = (&chunk, before.version_id.as_deref());
+    assert!(!r.block_on(locked.delete(full, version)).unwrap());
+    assert!(failover_from_bucket(&moto, &url, dir.path(), "out") == disk);
+}
+
+#[test]
 fn an_overwrite_makes_a_new_version_and_the_locked_one_stays_readable() {
     let Some(moto) = MotoServer::start_or_skip("object_lock") else {
         return;

@@ -76,6 +76,99 @@ impl KeptLocked {
     }
 }
 
+/// Whether the objects a manifest needs, all locked until `locked_until_s` (Unix seconds; 0:
+/// not known), must be locked longer at `now`: when that is less than half the upload period
+/// (`period_s`) away. Renewing then, each object is touched about twice per period, and stays
+/// locked at least half a period ahead for as long as a manifest needs it.
+pub fn needs_renewal(locked_until_s: i64, now: Timestamp, period_s: u64) -> bool {
+    locked_until_s < now.as_second().saturating_add((period_s / 2) as i64)
+}
+
+/// After a sync of an immutable remote confirmed `manifest_seq` (its uploads started at
+/// `started`): keeps `remote/IMMUTABLE`'s lock horizon true, and when [`needs_renewal`] says
+/// so, locks every object the manifest needs (`needed()`, which lists them) until a full
+/// period from now first. An object whose lock the store refuses to change (it cannot be
+/// shortened) must be locked at least that long already; otherwise the sync fails, naming it.
+/// Returns the horizon (Unix seconds).
+pub(crate) fn keep_horizon(
+    remote: &Remote,
+    locked: &LockedUploads,
+    local: &LocalVault,
+    started: Timestamp,
+    needed: impl FnOnce() -> Result<Vec<String>>,
+) -> Result<i64> {
+    let Some(mut setting) = local.immutability()? else {
+        return Ok(0);
+    };
+    let now = Timestamp::now();
+    // This run's uploads are locked until at least `started` plus the period.
+    let uploads_s = started.as_second() + locked.period_s() as i64;
+    let mut horizon = setting.locked_until_s.min(uploads_s);
+    if needs_renewal(horizon, now, locked.period_s()) {
+        let until = locked.retain_until(now);
+        renew(remote, locked, needed()?, until)?;
+        horizon = until.as_second();
+    }
+    if horizon != setting.locked_until_s {
+        setting.locked_until_s = horizon;
+        local.write_immutability(&setting)?;
+    }
+    Ok(horizon)
+}
+
+/// Locks each of `keys` until `until`, 16 at a time; see [`keep_horizon`].
+fn renew(
+    remote: &Remote,
+    locked: &LockedUploads,
+    keys: Vec<String>,
+    until: Timestamp,
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    remote.block_on(
+        futures::stream::iter(keys)
+            .map(|key| async move { lock_until(remote, locked, &key, until).await })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>(),
+    )?;
+    Ok(())
+}
+
+/// Locks the object at `key` (one a sync found on the remote already and names again) until a
+/// full period from now, as if it had just been uploaded.
+pub(crate) async fn renew_one(remote: &Remote, locked: &LockedUploads, key: &str) -> Result<()> {
+    lock_until(remote, locked, key, locked.retain_until(Timestamp::now())).await
+}
+
+/// Locks the object at `key` until `until`. One whose lock the store refuses to change (a
+/// lock cannot be shortened) must be locked at least that long already; otherwise this fails,
+/// naming it.
+async fn lock_until(
+    remote: &Remote,
+    locked: &LockedUploads,
+    key: &str,
+    until: Timestamp,
+) -> Result<()> {
+    let full = remote.full_key(key);
+    if remote
+        .attempt(key, "lengthen the lock of", || locked.retain(&full, until))
+        .await?
+    {
+        return Ok(());
+    }
+    let lock = remote
+        .attempt(key, "read the lock of", || locked.head(&full))
+        .await?;
+    match lock.and_then(|l| l.retain_until) {
+        Some(t) if t >= until => Ok(()),
+        found => Err(Refusal::Unusable.because(format!(
+            "{}/{key}: the store refuses to lock it until {until} (it is locked until {}): \
+             check that the credentials may set object retention (s3:PutObjectRetention)",
+            remote.url(),
+            found.map_or("no date".to_owned(), |t| t.to_string())
+        ))),
+    }
+}
+
 /// Splits `manifests` (keys garbage collection would delete) into those that may go and those
 /// still locked, which are counted in `kept`.
 pub(crate) fn split_locked(
@@ -227,10 +320,13 @@ pub fn make_immutable(
     let config = local.required_config()?;
     check_url_immutable(&config.url, mode, period_s, opts)?;
     let remote = Remote::open(&config.url, opts)?;
+    // The first sync lengthens every lock the remote's manifest needs (objects uploaded before
+    // this, unlocked, included): nothing is known locked yet.
     let setting = RemoteImmutability {
         vault_id: local.vault_id,
         mode,
         period_s,
+        locked_until_s: 0,
     };
     let vault = replog_reader::Vault::open(local.storage().clone(), dir)?;
     let window_s = retention_window_s(vault.manifest());
@@ -366,6 +462,16 @@ mod tests {
         }
         assert!(parse_period("0h").unwrap_err().contains("zero"));
         assert!(parse_period("36501d").unwrap_err().contains("100 years"));
+    }
+
+    #[test]
+    fn locks_are_renewed_once_less_than_half_a_period_is_left() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let day = 86_400;
+        assert!(needs_renewal(0, now, day), "nothing known locked");
+        assert!(needs_renewal(1_000_000 + day as i64 / 2 - 1, now, day));
+        assert!(!needs_renewal(1_000_000 + day as i64 / 2, now, day));
+        assert!(!needs_renewal(1_000_000 + day as i64, now, day));
     }
 
     #[test]

@@ -329,6 +329,31 @@ impl LockedUploads {
         }))
     }
 
+    /// Locks the object at `full_key` (its current version) until `until`, in this mode
+    /// (`PUT ?retention`, with `Content-MD5`). Returns `false` when the store refuses (403): a
+    /// lock of that object cannot be shortened, so it may already be locked longer.
+    pub async fn retain(&self, full_key: &str, until: Timestamp) -> object_store::Result<bool> {
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode>\
+             <RetainUntilDate>{}</RetainUntilDate></Retention>",
+            self.mode.as_s3(),
+            s3_date(until)
+        );
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body.as_bytes()));
+        let headers = vec![("content-md5", md5)];
+        let r = self
+            .send("PUT", full_key, "retention=", headers, Bytes::from(body))
+            .await?;
+        match r.status().as_u16() {
+            200 | 204 => Ok(true),
+            403 => Ok(false),
+            status => {
+                let body = r.text().await.unwrap_or_default();
+                Err(status_error(status, "PUT ?retention", full_key, body))
+            }
+        }
+    }
+
     /// Deletes one version of the object at `full_key` (all of the object when `version` is
     /// `None`). Returns `false` when the store refuses because it is locked (403).
     pub async fn delete(
