@@ -153,6 +153,7 @@ fn every_upload_is_locked_for_the_longer_of_the_period_and_the_retention_window(
     assert_eq!(shown["lock"]["mode"], "compliance");
     assert_eq!(shown["lock"]["period_seconds"], 86_400);
     assert!(until(&shown["lock"]["latest_retain_until"]) >= horizon);
+    assert!(until(&shown["lock"]["all_locked_until"]) >= horizon);
 
     assert!(failover_from_bucket(&moto, &url, dir.path(), "out") == disk);
 }

@@ -98,6 +98,7 @@ fn horizon_json(h: &LockHorizon) -> Value {
         "period_seconds": h.period_s,
         "latest_retain_until": h.latest_until.map(|t| t.to_string()),
         "unknown_because": h.unknown_because,
+        "all_locked_until": h.all_until.map(|t| t.to_string()),
     })
 }
 
@@ -111,8 +112,12 @@ fn print_horizon(h: Option<&LockHorizon>) {
         (None, Some(why)) => format!("lock date of the newest object unknown: {why}"),
         (None, None) => "the newest object carries no lock".to_owned(),
     };
+    let all = match h.all_until {
+        Some(t) => format!("; everything the last manifest needs locked until {t} at least"),
+        None => String::new(),
+    };
     println!(
-        "object lock     {}, {} at least; {until}",
+        "object lock     {}, {} at least; {until}{all}",
         h.mode.as_s3().to_lowercase(),
         human_age(h.period_s as f64)
     );

@@ -357,6 +357,7 @@ pub fn vault_horizon(dir: &Path, opts: &RemoteOptions) -> Result<Option<LockHori
             period_s: setting.period_s,
             latest_until: None,
             unknown_because: Some(e.to_string()),
+            all_until: all_until(&setting),
         },
     }))
 }
@@ -368,9 +369,9 @@ pub(crate) fn retention_window_s(m: &replog_format::manifest::Manifest) -> u64 {
     (m.lifecycle.retention.as_ref()).map_or(0, |r| r.window_s.max(r.app_window_s))
 }
 
-/// Locks `setting`'s uploads (for the retention window `window_s` when longer) on `remote` and rewrites its `VAULT` object locked (the claim
-/// `remote add` made before the setting existed; the earlier, unlocked version stays beside it
-/// until the store drops it).
+/// Locks `setting`'s uploads (for the retention window `window_s` when longer) on `remote` and
+/// rewrites its `VAULT` object locked (the claim `remote add` made before the setting existed;
+/// the earlier, unlocked version stays beside it until the store drops it).
 fn lock_claim(
     remote: &Remote,
     setting: &RemoteImmutability,
@@ -401,6 +402,16 @@ pub struct LockHorizon {
     pub latest_until: Option<Timestamp>,
     /// Why `latest_until` is not known (no sync yet, the remote could not be asked).
     pub unknown_because: Option<String>,
+    /// Every object the last confirmed remote manifest needs is locked until at least this
+    /// (`remote/IMMUTABLE`); `None` until a sync has made sure of it.
+    pub all_until: Option<Timestamp>,
+}
+
+/// The time until which the setting says everything needed is locked, if it says.
+fn all_until(setting: &RemoteImmutability) -> Option<Timestamp> {
+    (setting.locked_until_s > 0)
+        .then(|| Timestamp::from_second(setting.locked_until_s).ok())
+        .flatten()
 }
 
 /// The lock horizon of `remote`, given its setting and the number of the last remote manifest
@@ -415,6 +426,7 @@ pub fn horizon(
         period_s: setting.period_s,
         latest_until: None,
         unknown_because: None,
+        all_until: all_until(setting),
     };
     let Some(seq) = latest_seq else {
         h.unknown_because = Some("no sync confirmed a manifest yet".to_owned());
