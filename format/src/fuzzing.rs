@@ -35,6 +35,7 @@ use crate::limits::RECORD_DATA_BYTES_MAX;
 use crate::manifest::{MANIFEST_HEADER_BYTES, Manifest};
 use crate::record::{PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind};
 use crate::remote::{self, FileMap, RemoteConfig, RemoteManifest};
+use crate::remote_lock::RemoteImmutability;
 use crate::segment::{
     Expect, FooterIndex, SEGMENT_HEADER_BYTES, Scan, SegmentEnd, SegmentHeader, TRAILER_BYTES,
     Trailer, scan,
@@ -665,10 +666,11 @@ fn lease_as_is(data: &[u8]) {
     );
 }
 
-/// The remote objects and the local remote configuration: [`RemoteManifest::decode`],
-/// [`FileMap::decode`] and [`RemoteConfig::decode`] each get the same bytes.
+/// The remote objects and the local remote state: [`RemoteManifest::decode`],
+/// [`FileMap::decode`], [`RemoteConfig::decode`] and [`RemoteImmutability::decode`] each get
+/// the same bytes.
 ///
-/// The checksum fix-up recomputes the trailing CRC, which all three share, so that the fuzzer
+/// The checksum fix-up recomputes the trailing CRC, which all four share, so that the fuzzer
 /// reaches the fields behind it.
 pub fn remote(data: &[u8]) {
     with_fixed_checksums(data, fix_trailing_crc, remote_as_is);
@@ -700,6 +702,12 @@ fn remote_as_is(data: &[u8]) {
         "remote configuration",
         data,
         |b| RemoteConfig::decode(b, seed),
+        |v| v.encode(seed),
+    );
+    round_trip_if_decodes(
+        "remote immutability setting",
+        data,
+        |b| RemoteImmutability::decode(b, seed),
         |v| v.encode(seed),
     );
 }
