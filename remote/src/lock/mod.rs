@@ -84,7 +84,7 @@ pub fn needs_renewal(locked_until_s: i64, now: Timestamp, period_s: u64) -> bool
     locked_until_s < now.as_second().saturating_add((period_s / 2) as i64)
 }
 
-/// After a sync of an immutable remote confirmed `manifest_seq` (its uploads started at
+/// After a sync of an immutable remote confirmed a manifest (its uploads started at
 /// `started`): keeps `remote/IMMUTABLE`'s lock horizon true, and when [`needs_renewal`] says
 /// so, locks every object the manifest needs (`needed()`, which lists them) until a full
 /// period from now first. An object whose lock the store refuses to change (it cannot be
