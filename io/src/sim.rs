@@ -196,6 +196,15 @@ impl SimStorage {
         }
     }
 
+    /// Feeds `out` a description of everything that exists now, in one canonical order: every
+    /// path, whether it is a directory or which file (hard links show), and each file's bytes
+    /// and released pages. Two states feed the same bytes exactly when a process would find the
+    /// same names, links, contents and holes; a test hashes it to tell two crashes' leftovers
+    /// apart. Not an operation.
+    pub fn describe(&self, out: &mut dyn FnMut(&[u8])) {
+        self.lock().tree.describe_live(out);
+    }
+
     /// The paths of every file that exists now, absolute, sorted.
     pub fn file_paths(&self) -> Vec<PathBuf> {
         self.lock().tree.file_paths()

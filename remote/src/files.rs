@@ -17,13 +17,16 @@
 //! Journal segments are the exception for small reads. A failover reads a segment's records in
 //! the order of the disk, not of the journal, so whole-chunk reads of a journal whose changes
 //! are spread over the disk fetch each chunk once per disk range that needs a record of it. A
-//! read of less than half of a segment's chunk, when the chunk is not cached, is therefore a
-//! ranged GET of just those bytes of the chunk's object. The chunk's BLAKE3 cannot be checked
-//! on part of it; what is read is a record, a footer or a header, each of which the reader
-//! checks against its own CRC before it uses a byte of it (FORMAT.md), so damage is still found,
-//! and named by the segment and offset it is at. The open segment's prefix is not such an
-//! exception: a reader scans an open segment to the first record that fails, and would take
-//! damage there for a torn tail and quietly offer fewer points. Its chunks are always read
+//! read of less than half of a segment's chunk, when the chunk is not cached and is larger than
+//! [`RANGED_CHUNK_BYTES_MIN`], is therefore a ranged GET of just those bytes of the chunk's
+//! object. (A smaller chunk, the last of a segment or any of a vault with small segments, is
+//! fetched whole and cached: a request costs more than such a transfer, and every later read
+//! of the chunk, for this point or another, is served from memory.) The chunk's BLAKE3 cannot
+//! be checked on part of it; what is read is a record, a footer or a header, each of which the
+//! reader checks against its own CRC before it uses a byte of it (FORMAT.md), so damage is
+//! still found, and named by the segment and offset it is at. The open segment's prefix is not
+//! such an exception: a reader scans an open segment to the first record that fails, and would
+//! take damage there for a torn tail and quietly offer fewer points. Its chunks are always read
 //! whole and checked against their keys, so damage is an error naming the object.
 
 use std::collections::{HashMap, VecDeque};
@@ -47,6 +50,10 @@ use crate::store::{Remote, RemoteOptions};
 
 /// Chunks cached by default: 32 x 4 MiB.
 pub const CACHE_CHUNKS_DEFAULT: usize = 32;
+
+/// Segment chunks larger than this are read by ranged GETs when a read needs less than half
+/// of one; smaller ones are always fetched whole (see the module documentation).
+pub const RANGED_CHUNK_BYTES_MIN: u64 = 1 << 20;
 
 /// How to reach the remote: connected already, or on first need (a local vault whose evicted
 /// files may never be read).
@@ -395,7 +402,7 @@ impl File for VaultFile {
         let (start, end) = map.chunk_range(k);
         let n = buf.len().min((end - offset) as usize);
         let at = (offset - start) as usize;
-        if ranged && 2 * n < (end - start) as usize {
+        if ranged && end - start > RANGED_CHUNK_BYTES_MIN && 2 * n < (end - start) as usize {
             let part = files
                 .chunk_part(map, k, at, n)
                 .map_err(RemoteError::into_io)?;

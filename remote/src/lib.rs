@@ -29,7 +29,9 @@ use replog_format::vault_seed;
 use replog_io::Storage;
 
 pub use error::{Refusal, RemoteError, RemoteErrorKind, Result};
-pub use files::{CACHE_CHUNKS_DEFAULT, RemoteFiles, TieredStorage, file_id, file_path};
+pub use files::{
+    CACHE_CHUNKS_DEFAULT, RANGED_CHUNK_BYTES_MIN, RemoteFiles, TieredStorage, file_id, file_path,
+};
 pub use local::LocalVault;
 pub use prefix::{newest_point, prefix_segment};
 pub use store::{Put, Remote, RemoteOptions, check_url, install_tls_provider};

@@ -369,10 +369,11 @@ pub struct AfterCrash {
     pub violations: Vec<String>,
 }
 
-/// After a crash of `sim` (with `seed`): recovers the vault at `dir`, checks every point
-/// against `model`, checks that a second recovery finds the same LSN, points and disks and
-/// changes no file, resyncs the model (`base_of` gives an added disk's base content), lets
-/// `resume` write on with the recovered writer, crashes again and checks everything once more.
+/// After `sim` lost power (the caller crashed it, as [`crash_sweep::Leftovers::crash`] does):
+/// recovers the vault at `dir`, checks every point against `model`, checks that a second
+/// recovery finds the same LSN, points and disks and changes no file, resyncs the model
+/// (`base_of` gives an added disk's base content), lets `resume` write on with the recovered
+/// writer, crashes again (from `seed`) and checks everything once more.
 pub fn recover_and_resume(
     sim: &Arc<SimStorage>,
     dir: &std::path::Path,
@@ -384,7 +385,6 @@ pub fn recover_and_resume(
     use replog_writer::Writer;
     let storage: Arc<dyn Storage> = sim.clone();
     let mut out = AfterCrash::default();
-    sim.crash(seed);
     let w = match Writer::open(storage.clone(), dir) {
         Ok(w) => w,
         Err(e) => {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
-use replog_tests::crash_sweep::{Sweep, crash_at_every_op, crashed_as_set};
+use replog_tests::crash_sweep::{Leftovers, Sweep, crash_at_every_op, crashed_as_set};
 use replog_tests::{
     PointModel, SimImage, check_vault, noise, recover_and_resume, stress, vault_dirs, write_image,
 };
@@ -280,7 +280,13 @@ fn after_crash(
 }
 
 /// Runs the workload with a crash at operation `op` (relative to its start).
-fn crash_case(wl: &Workload, op: u64, seed: u64, recoveries: &mut Recoveries) -> Vec<String> {
+fn crash_case(
+    wl: &Workload,
+    op: u64,
+    seed: u64,
+    leftovers: &mut Leftovers,
+    recoveries: &mut Recoveries,
+) -> Vec<String> {
     let sim = wl.prefix.image.restore(seed);
     let storage: Arc<dyn Storage> = sim.clone();
     let mut model = wl.prefix.model.clone();
@@ -289,7 +295,9 @@ fn crash_case(wl: &Workload, op: u64, seed: u64, recoveries: &mut Recoveries) ->
     let result = (wl.run)(&mut w, &mut model, &storage);
     drop(w);
     let mut violations: Vec<String> = crashed_as_set(&sim, &result).into_iter().collect();
-    violations.extend(after_crash(&sim, wl, &mut model, seed, recoveries));
+    if leftovers.crash(&sim, op, seed) {
+        violations.extend(after_crash(&sim, wl, &mut model, seed, recoveries));
+    }
     violations
 }
 
@@ -320,21 +328,23 @@ fn a_crash_at_every_operation_of_every_workload_loses_no_acknowledged_point() {
     for wl in workloads() {
         let n = count_ops(&wl);
         let t = std::time::Instant::now();
-        let swept = crash_at_every_op(wl.name, n, seeds, |op, seed| {
-            crash_case(&wl, op, seed, &mut recoveries)
+        let swept = crash_at_every_op(wl.name, n, seeds, |op, seed, leftovers| {
+            crash_case(&wl, op, seed, leftovers, &mut recoveries)
         });
         eprintln!(
-            "crash points, {}: {n} operations x {seeds} seeds = {} crashes, {} with violations, {:.1}s",
+            "crash points, {}: {n} operations x {seeds} seeds = {} crashes ({} left files an earlier seed had), {} with violations, {:.1}s",
             wl.name,
             swept.cases,
+            swept.repeats,
             swept.violating,
             t.elapsed().as_secs_f64()
         );
         all.add(swept);
     }
     eprintln!(
-        "crash points: {} crashes over 4 workloads (every operation x {seeds} seeds), {} with violations; recoveries cut {} torn tails, completed {} rotations, removed leftovers {} times; {:.1}s",
+        "crash points: {} crashes over 4 workloads (every operation x {seeds} seeds, {} distinct), {} with violations; recoveries cut {} torn tails, completed {} rotations, removed leftovers {} times; {:.1}s",
         all.cases,
+        all.cases - all.repeats,
         all.violating,
         recoveries.torn_tails_cut,
         recoveries.rotations_completed,

@@ -294,6 +294,45 @@ impl Tree {
         self.inodes.retain(|id, _| reachable.contains(id));
     }
 
+    /// Feeds `out` the live tree in one canonical order: each entry's path and kind, and for a
+    /// file the order in which its inode was first met (so hard links show) and, the first
+    /// time, its bytes and released pages. Two trees feed the same bytes exactly when they hold
+    /// the same names, links, contents and holes.
+    pub(super) fn describe_live(&self, out: &mut dyn FnMut(&[u8])) {
+        let mut met: BTreeMap<Id, u64> = BTreeMap::new();
+        let mut stack = vec![(ROOT, PathBuf::from("/"))];
+        while let Some((dir, path)) = stack.pop() {
+            for (name, node) in &self.dir(dir).live {
+                let at = path.join(name);
+                let name_bytes = at.as_os_str().as_encoded_bytes();
+                out(&(name_bytes.len() as u64).to_le_bytes());
+                out(name_bytes);
+                match *node {
+                    Node::Dir(id) => {
+                        out(b"d");
+                        stack.push((id, at));
+                    }
+                    Node::File(id) => {
+                        let next = met.len() as u64;
+                        let first = !met.contains_key(&id);
+                        let order = *met.entry(id).or_insert(next);
+                        out(b"f");
+                        out(&order.to_le_bytes());
+                        if first {
+                            let inode = &self.inodes[&id];
+                            out(&(inode.live.len() as u64).to_le_bytes());
+                            out(&inode.live);
+                            out(&(inode.holes.len() as u64).to_le_bytes());
+                            for page in &inode.holes {
+                                out(&page.to_le_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Every live file's path, from the root.
     pub(super) fn file_paths(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();

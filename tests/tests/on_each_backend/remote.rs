@@ -386,7 +386,8 @@ fn a_damaged_or_missing_remote_object_is_an_error_naming_it_never_wrong_bytes() 
     let (url, remote, opts) = s3_remote(&server, "damaged");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("vault");
-    write_rounds(&dir, 0, 2, DISK_BYTES);
+    // Segments of 2 MiB: their chunks are large enough for small reads to be ranged GETs.
+    write_rounds_then(&dir, 0, 3, DISK_BYTES, Some(2 << 20));
     add_remote(&dir, &url, &remote, 0);
     sync(&dir, &remote).expect("synced");
     let store = plain_store(&server);
@@ -417,6 +418,13 @@ fn a_damaged_or_missing_remote_object_is_an_error_naming_it_never_wrong_bytes() 
         let (chunk, file) = chunk_of(&remote, kind);
         let key = object(&chunk);
         let original = rt.block_on(async { store.get(&key).await.unwrap().bytes().await.unwrap() });
+        if kind == remote::FileKind::Segment {
+            assert!(
+                original.len() as u64 > replog_remote::RANGED_CHUNK_BYTES_MIN,
+                "the segment's chunk ({} bytes) is read by ranged GETs",
+                original.len()
+            );
+        }
         // Every byte is changed, so whatever part of the object a read needs is wrong.
         let flipped: Vec<u8> = original.iter().map(|b| b ^ 0x5a).collect();
         rt.block_on(store.put(&key, PutPayload::from(flipped)))
