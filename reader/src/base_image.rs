@@ -191,23 +191,36 @@ impl BaseImage {
 
     /// Reads chunk `k` whole into `buf` and checks it against `sum`.
     pub fn read_chunk(&self, k: u64, sum: ChunkSum, buf: &mut Vec<u8>) -> Result<()> {
-        let (start, end) = self.chunk_range(k);
+        self.read_chunks(k, &[sum], buf)
+    }
+
+    /// Reads the consecutive chunks `first..first + sums.len()`, none of them stored as a hole,
+    /// with one read into `buf` (they lie one after another in the file), and checks each
+    /// against its sum.
+    pub fn read_chunks(&self, first: u64, sums: &[ChunkSum], buf: &mut Vec<u8>) -> Result<()> {
+        let (start, _) = self.chunk_range(first);
+        let (_, end) = self.chunk_range(first + sums.len() as u64 - 1);
         let offset = self.header.data_offset() + start;
         buf.resize((end - start) as usize, 0);
         self.file
             .read_exact_at(buf, offset)
             .map_err(|e| ReadError::read(&self.rel_path, offset, end - start, e))?;
-        let actual = crc32fast::hash(buf);
-        if actual != sum.crc {
-            return Err(ReadError::damaged(
-                &self.rel_path,
-                offset,
-                format!(
-                    "chunk {k} (disk bytes {start}..{end}) at byte {offset} fails its checksum \
-                     (stored {:#010x}, computed {actual:#010x})",
-                    sum.crc
-                ),
-            ));
+        let block = self.block_bytes() as usize;
+        for ((k, sum), data) in (first..).zip(sums).zip(buf.chunks(block)) {
+            let actual = crc32fast::hash(data);
+            if actual != sum.crc {
+                let (start, end) = self.chunk_range(k);
+                let offset = self.header.data_offset() + start;
+                return Err(ReadError::damaged(
+                    &self.rel_path,
+                    offset,
+                    format!(
+                        "chunk {k} (disk bytes {start}..{end}) at byte {offset} fails its \
+                         checksum (stored {:#010x}, computed {actual:#010x})",
+                        sum.crc
+                    ),
+                ));
+            }
         }
         Ok(())
     }

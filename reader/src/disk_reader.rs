@@ -219,9 +219,16 @@ impl<'a> DiskReader<'a> {
         self.disk.base.chunk_sum(k, &mut self.cache.table)
     }
 
-    /// The bytes of base chunk `k`, verified against `sum`.
-    pub(crate) fn chunk(&mut self, k: u64, sum: ChunkSum) -> Result<&[u8]> {
-        self.cache.chunk(self.disk, k, sum)
+    /// The bytes of the consecutive base chunks from `first`, one per sum (none a hole), read
+    /// at once and each verified against its sum.
+    pub(crate) fn chunks(&mut self, first: u64, sums: &[ChunkSum]) -> Result<&[u8]> {
+        // The buffer of the cached chunk serves: it no longer holds one.
+        let cache = &mut self.cache;
+        cache.chunk_key = None;
+        self.disk
+            .base
+            .read_chunks(first, sums, &mut cache.chunk_data)?;
+        Ok(&cache.chunk_data)
     }
 }
 
