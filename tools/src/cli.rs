@@ -239,6 +239,25 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
     n.checked_mul(scale).ok_or_else(bad)
 }
 
+/// Parses a lock period as `remote add --immutable` takes it: a duration ([`parse_duration`])
+/// of at least one second and at most S3's longest retention
+/// ([`LOCK_PERIOD_S_MAX`](replog_remote::lock::LOCK_PERIOD_S_MAX)). Returns seconds.
+pub fn parse_lock_period(s: &str) -> Result<u64, String> {
+    use replog_remote::lock::LOCK_PERIOD_S_MAX;
+    match parse_duration(s) {
+        Err(_) => Err(format!(
+            "{s:?} is not a lock period: give a number and a unit, e.g. 30d, 12h"
+        )),
+        Ok(0) => Err(format!(
+            "{s:?} is zero: an object must stay locked for a while"
+        )),
+        Ok(seconds) if seconds <= LOCK_PERIOD_S_MAX => Ok(seconds),
+        Ok(_) => Err(format!(
+            "{s:?} is longer than S3 allows (100 years, {LOCK_PERIOD_S_MAX} s)"
+        )),
+    }
+}
+
 /// Parses KEY=VALUE.
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
@@ -908,7 +927,7 @@ pub struct RemoteAddArgs {
     /// Make the remote immutable (S3 Object Lock): every object a sync uploads from now on
     /// cannot be deleted for this long (30d, 12h, ...; longer when the vault's retention window
     /// is). The bucket must have Object Lock enabled.
-    #[arg(long, value_name = "PERIOD", value_parser = replog_remote::lock::parse_period)]
+    #[arg(long, value_name = "PERIOD", value_parser = parse_lock_period)]
     pub immutable: Option<u64>,
     /// The lock mode of `--immutable`: compliance (nobody can delete early) or governance
     /// (users allowed to bypass governance retention can).

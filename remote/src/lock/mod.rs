@@ -22,40 +22,6 @@ use crate::error::{Refusal, RemoteError, Result};
 use crate::local::LocalVault;
 use crate::store::{Remote, RemoteOptions};
 
-/// Parses a lock period as `remote add --immutable` takes it: a number and a unit, `s`, `m`,
-/// `h`, `d` or `w` (`30d`, `12h`), at least one second and at most [`LOCK_PERIOD_S_MAX`].
-/// Returns seconds.
-pub fn parse_period(text: &str) -> std::result::Result<u64, String> {
-    const UNITS: [(&str, u64); 5] = [
-        ("s", 1),
-        ("m", 60),
-        ("h", 3600),
-        ("d", 86_400),
-        ("w", 7 * 86_400),
-    ];
-    let bad = || format!("{text:?} is not a lock period: give a number and a unit, e.g. 30d, 12h");
-    let (number, scale) = UNITS
-        .iter()
-        .find_map(|&(unit, scale)| Some((text.strip_suffix(unit)?, scale)))
-        .ok_or_else(bad)?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let seconds = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale));
-    match seconds {
-        Some(0) => Err(format!(
-            "{text:?} is zero: an object must stay locked for a while"
-        )),
-        Some(s) if s <= LOCK_PERIOD_S_MAX => Ok(s),
-        _ => Err(format!(
-            "{text:?} is longer than S3 allows (100 years, {LOCK_PERIOD_S_MAX} s)"
-        )),
-    }
-}
-
 /// Objects garbage collection kept because they are still locked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KeptLocked {
@@ -450,31 +416,6 @@ pub fn horizon(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_period_is_a_number_and_a_unit() {
-        assert_eq!(parse_period("30d"), Ok(30 * 86_400));
-        assert_eq!(parse_period("12h"), Ok(12 * 3600));
-        assert_eq!(parse_period("90m"), Ok(5400));
-        assert_eq!(parse_period("2w"), Ok(14 * 86_400));
-        assert_eq!(parse_period("1s"), Ok(1));
-        for bad in [
-            "",
-            "30",
-            "d",
-            "30x",
-            "-1d",
-            "1.5d",
-            "30 d",
-            "0d",
-            "36501d",
-            "99999999999999999999d",
-        ] {
-            assert!(parse_period(bad).is_err(), "{bad:?}");
-        }
-        assert!(parse_period("0h").unwrap_err().contains("zero"));
-        assert!(parse_period("36501d").unwrap_err().contains("100 years"));
-    }
 
     #[test]
     fn locks_are_renewed_once_less_than_half_a_period_is_left() {

@@ -101,3 +101,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_period_is_a_number_and_a_unit() {
+    assert_eq!(parse_lock_period("30d"), Ok(30 * 86_400));
+    assert_eq!(parse_lock_period("12h"), Ok(12 * 3600));
+    assert_eq!(parse_lock_period("90m"), Ok(5400));
+    assert_eq!(parse_lock_period("2w"), Ok(14 * 86_400));
+    assert_eq!(parse_lock_period("1s"), Ok(1));
+    for bad in [
+        "",
+        "30",
+        "d",
+        "30x",
+        "-1d",
+        "1.5d",
+        "30 d",
+        "0d",
+        "36501d",
+        "99999999999999999999d",
+    ] {
+        assert!(parse_lock_period(bad).is_err(), "{bad:?}");
+    }
+    assert!(parse_lock_period("0h").unwrap_err().contains("zero"));
+    assert!(
+        parse_lock_period("36501d")
+            .unwrap_err()
+            .contains("100 years")
+    );
+}
