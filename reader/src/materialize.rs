@@ -916,14 +916,10 @@ fn copy_base(reader: &mut DiskReader<'_>, out: &mut Batch<'_>, start: u64, end: 
     let mut at = start;
     while at < end {
         let first = at / block;
-        let (run_start, mut run_end) = base.chunk_range(first);
+        let (run_start, first_end) = base.chunk_range(first);
+        // The stored chunks from `first` on, until a hole, `end` or the run's length.
         sums.clear();
-        let sum = reader.chunk_sum(first)?;
-        if sum.zero {
-            at = end.min(run_end);
-            continue;
-        }
-        sums.push(sum);
+        let mut run_end = run_start;
         while run_end < end && sums.len() < run_chunks {
             let k = first + sums.len() as u64;
             let sum = reader.chunk_sum(k)?;
@@ -932,6 +928,10 @@ fn copy_base(reader: &mut DiskReader<'_>, out: &mut Batch<'_>, start: u64, end: 
             }
             sums.push(sum);
             run_end = base.chunk_range(k).1;
+        }
+        if sums.is_empty() {
+            at = end.min(first_end);
+            continue;
         }
         let upto = end.min(run_end);
         let data = reader.chunks(first, &sums)?;
