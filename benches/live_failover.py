@@ -11,7 +11,9 @@ use another binary).
   data at its start each); from starting the live failover to its `serving` event (the socket is
   bound and answers), and to a libnbd client having read block 0. Median of 5 each.
 - Read latency: a disk of --data-mib MiB of random data hydrating at --rate 64M; --reads random
-  4 KiB reads through libnbd while it runs, p50 and p99.
+  4 KiB reads through libnbd while it runs, p50 and p99; then, still hydrating, 50 runs each of
+  `nbdinfo URI` and `qemu-io -r -f raw URI -c 'read OFF 4096'` at random offsets, p50 and p99
+  of each whole command (process start, connection, handshake and the read).
 - Throughput: the same disk hydrated with no rate and no client (the command exits once the
   image is complete and synced), against `cp --sparse=always` of the source image plus `sync`.
   Dirty pages are flushed before each run; caches are warm for both.
@@ -118,25 +120,47 @@ def latency_and_throughput(work, data_mib, reads):
         h.pread(4096, at)
         lat.append((time.perf_counter() - t) * 1e3)
     h.shutdown()
+    uri = f"nbd+unix:///d?socket={live.sock}"
+    tools = {"nbdinfo": [], "qemu-io read": []}
+    for _ in range(50):
+        at = rnd.randrange(size // 4096) * 4096
+        for name, cmd in (("nbdinfo", ["nbdinfo", uri]),
+                          ("qemu-io read", ["qemu-io", "-r", "-f", "raw", uri, "-c", f"read {at} 4096"])):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            tools[name].append((time.perf_counter() - t) * 1e3)
+    hydrating = live.p.poll() is None
     live.stop()
-    lat.sort()
-    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+    assert hydrating, "hydration ended before the client commands: give a larger --data-mib"
+    p50, p99 = percentiles(lat)
+    tools = {name: percentiles(v) for name, v in tools.items()}
 
     subprocess.run(["sync"], check=True)
     live = Live(vault, out, os.path.join(work, "s.sock"))
     live.wait("finished")
-    live.p.wait()
+    _, status, usage = os.wait4(live.p.pid, 0)
+    live.p.returncode = os.waitstatus_to_exitcode(status)
     hydrate_s, rss = time.monotonic() - live.t0, live.last["peak_rss_bytes"]
+    hydrate_cpu = usage.ru_utime + usage.ru_stime
 
     copy = os.path.join(work, "cp.raw")
     subprocess.run(["rm", "-f", copy], check=True)
     subprocess.run(["sync"], check=True)
+    before = os.times()
     t = time.monotonic()
     subprocess.run(["cp", "--sparse=always", images["d"], copy], check=True)
     subprocess.run(["sync", copy], check=True)
     cp_s = time.monotonic() - t
+    after = os.times()
+    cp_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     assert run("cmp", copy, os.path.join(out, "d.raw")) == ""
-    return p50, p99, hydrate_s, cp_s, rss, size
+    return p50, p99, tools, hydrate_s, hydrate_cpu, cp_s, cp_cpu, rss, size
+
+
+def percentiles(ms):
+    """(p50, p99) of a list of milliseconds."""
+    ms = sorted(ms)
+    return ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))]
 
 
 def main():
@@ -144,11 +168,14 @@ def main():
     os.makedirs(work, exist_ok=True)
     for export, serving, block0 in first_byte(work):
         print(f"{export}: serving after {serving * 1e3:.0f} ms, block 0 read after {block0 * 1e3:.0f} ms")
-    p50, p99, hyd, cp, rss, size = latency_and_throughput(
+    p50, p99, tools, hyd, hyd_cpu, cp, cp_cpu, rss, size = latency_and_throughput(
         work, arg("--data-mib", 1024), arg("--reads", 2000))
     print(f"4 KiB random reads during hydration: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-    print(f"hydration of {size // MiB} MiB: {hyd:.2f} s ({size / MiB / hyd:.0f} MiB/s), "
-          f"cp --sparse=always + sync: {cp:.2f} s ({size / MiB / cp:.0f} MiB/s)")
+    for name, (a, b) in tools.items():
+        print(f"{name} during hydration (whole command, 50 runs): p50 {a:.1f} ms, p99 {b:.1f} ms")
+    print(f"hydration of {size // MiB} MiB: {hyd:.2f} s ({size / MiB / hyd:.0f} MiB/s, "
+          f"{hyd_cpu:.2f} CPU s), cp --sparse=always + sync: {cp:.2f} s "
+          f"({size / MiB / cp:.0f} MiB/s, {cp_cpu:.2f} CPU s)")
     print(f"peak RSS of the live failover: {rss / MiB:.1f} MiB")
 
 
