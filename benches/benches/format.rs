@@ -96,6 +96,7 @@ fn segment_of_4k_writes(segment_bytes: usize) -> Vec<u8> {
         segment_id: SEGMENT,
         first_lsn: 1,
         created_unix_ns: 0,
+        chain_start: None,
     };
     let mut bytes = header.encode(seed);
     let payload = random_bytes(4 * KIB, 4);

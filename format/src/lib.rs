@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod base;
+pub mod chain;
 pub mod checkpoint;
 pub mod codec;
 pub mod digest;

@@ -710,6 +710,7 @@ mod tests {
                     time_unix_ns: 5,
                     kind: PointKind::CrashConsistent,
                     label: "x".into(),
+                    chain: None,
                 },
             }],
             lifecycle: Lifecycle::default(),

@@ -24,6 +24,7 @@
 //! A resize record grows one disk: points before it read the disk at its old size, points at or
 //! after it at the new one, the grown range reading as zeros until written.
 
+use crate::chain::{CHAIN_HASH_BYTES, ChainHash};
 use crate::codec::{Cursor, Put};
 use crate::limits::*;
 use crate::{DecodeError, DecodeErrorKind};
@@ -116,6 +117,11 @@ impl RecordHeader {
     /// Whether the write payload is LZ4-compressed.
     pub fn is_lz4(&self) -> bool {
         self.flags & FLAG_LZ4 != 0
+    }
+
+    /// The header's bytes as stored, with its CRC.
+    pub fn encode(&self) -> [u8; RECORD_HEADER_BYTES] {
+        self.encode_with_crc(self.crc)
     }
 
     /// Encodes the header with `crc` in place (0 while the CRC is being computed).
@@ -268,7 +274,7 @@ impl RecordHeader {
             ));
         }
         let max = if self.kind == RecordKind::Point {
-            (POINT_FIXED_BYTES + LABEL_BYTES_MAX) as u64
+            (POINT_FIXED_BYTES + LABEL_BYTES_MAX + CHAIN_HASH_BYTES) as u64
         } else {
             FOOTER_BYTES_MAX
         };
@@ -371,6 +377,9 @@ impl PointKind {
 /// Fixed bytes of a point payload before the label.
 pub const POINT_FIXED_BYTES: usize = 20;
 
+/// Point flag: the payload ends with the chain value before the point (see [`crate::chain`]).
+pub const POINT_FLAG_CHAIN: u8 = 1;
+
 /// The payload of a point record.
 ///
 /// ```text
@@ -378,9 +387,10 @@ pub const POINT_FIXED_BYTES: usize = 20;
 ///      0    8 point_id u64 (1, 2, 3, ... in LSN order)
 ///      8    8 time_unix_ns i64
 ///     16    1 kind: 1 crash-consistent, 2 app-consistent
-///     17    1 reserved, zero
+///     17    1 flags: bit 0 (`POINT_FLAG_CHAIN`) a chain hash follows the label; others zero
 ///     18    2 label_len u16 (<= 1024)
 ///     20    n label, UTF-8
+///   20+n   32 chain hash (flag bit 0 only): the journal chain's value before this record
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PointPayload {
@@ -392,16 +402,24 @@ pub struct PointPayload {
     pub kind: PointKind,
     /// A free-text label, possibly empty.
     pub label: String,
+    /// The journal chain's value before the point's record: it commits to every record before
+    /// it. `None` in points written before the chain existed.
+    pub chain: Option<ChainHash>,
 }
 
 impl PointPayload {
+    /// Bytes of the payload after its fixed fields: the label and the chain hash.
+    pub fn tail_bytes(&self) -> usize {
+        self.label.len() + self.chain.map_or(0, |_| CHAIN_HASH_BYTES)
+    }
+
     /// Encodes the payload.
     pub fn encode(&self) -> Vec<u8> {
         assert!(
             self.label.len() <= LABEL_BYTES_MAX,
             "label checked by the caller"
         );
-        let mut buf = Vec::with_capacity(POINT_FIXED_BYTES + self.label.len());
+        let mut buf = Vec::with_capacity(POINT_FIXED_BYTES + self.tail_bytes());
         self.put(&mut Put::new(&mut buf));
         buf
     }
@@ -412,9 +430,16 @@ impl PointPayload {
         p.u64(self.point_id)
             .i64(self.time_unix_ns)
             .u8(self.kind as u8)
-            .u8(0)
+            .u8(if self.chain.is_some() {
+                POINT_FLAG_CHAIN
+            } else {
+                0
+            })
             .u16(self.label.len() as u16)
             .bytes(self.label.as_bytes());
+        if let Some(chain) = &self.chain {
+            p.bytes(chain);
+        }
     }
 
     /// Decodes the payload inside a footer's or a manifest's point entry, where it follows the
@@ -425,7 +450,7 @@ impl PointPayload {
         let time_unix_ns = c.i64()?;
         let kind = PointKind::from_u8(c.u8()?)
             .ok_or_else(|| c.error_at(DecodeErrorKind::BadField, at + 16, "unknown point kind"))?;
-        c.zeros(1)?;
+        let flags = point_flags(c, at + 17)?;
         let label_len = c.u16()? as usize;
         if label_len > LABEL_BYTES_MAX {
             return Err(c.error_at(DecodeErrorKind::BadField, at + 18, "label over 1024 bytes"));
@@ -433,11 +458,13 @@ impl PointPayload {
         let label = std::str::from_utf8(c.take(label_len)?)
             .map_err(|_| c.error_at(DecodeErrorKind::BadField, at + 20, "label is not UTF-8"))?
             .to_owned();
+        let chain = point_chain(c, flags)?;
         Ok(PointPayload {
             point_id,
             time_unix_ns,
             kind,
             label,
+            chain,
         })
     }
 
@@ -454,7 +481,7 @@ impl PointPayload {
                 format!("unknown point kind {kind_raw}"),
             )
         })?;
-        c.zeros(1)?;
+        let flags = point_flags(&mut c, 17)?;
         let label_len = c.u16()? as usize;
         if label_len > LABEL_BYTES_MAX {
             return Err(c.error_at(
@@ -472,6 +499,7 @@ impl PointPayload {
                 )
             })?
             .to_owned();
+        let chain = point_chain(&mut c, flags)?;
         c.finish()?;
         if point_id == 0 {
             return Err(c.error_at(DecodeErrorKind::BadField, 0, "point id 0 is never written"));
@@ -481,8 +509,30 @@ impl PointPayload {
             time_unix_ns,
             kind,
             label,
+            chain,
         })
     }
+}
+
+/// Reads a point's flags byte at `at`: only [`POINT_FLAG_CHAIN`] may be set.
+fn point_flags(c: &mut Cursor<'_>, at: usize) -> Result<u8, DecodeError> {
+    let flags = c.u8()?;
+    if flags & !POINT_FLAG_CHAIN != 0 {
+        return Err(c.error_at(
+            DecodeErrorKind::BadField,
+            at,
+            format!("point flags {flags:#04x}"),
+        ));
+    }
+    Ok(flags)
+}
+
+/// Reads the chain hash after a point's label, if its flags say one follows.
+fn point_chain(c: &mut Cursor<'_>, flags: u8) -> Result<Option<ChainHash>, DecodeError> {
+    if flags & POINT_FLAG_CHAIN == 0 {
+        return Ok(None);
+    }
+    Ok(Some(c.array()?))
 }
 
 #[cfg(test)]
@@ -543,6 +593,7 @@ mod tests {
             time_unix_ns: -3,
             kind: PointKind::AppConsistent,
             label: "before upgrade ✓".into(),
+            chain: None,
         };
         assert_eq!(PointPayload::decode(&p.encode()).unwrap(), p);
     }

@@ -17,10 +17,14 @@
 //!     32    8 segment_id u64
 //!     40    8 first_lsn u64: the LSN of its first record
 //!     48    8 created_unix_ns i64
-//!     56 4036 reserved, zero
+//!     56    4 flags u32: bit 0 (`SEGMENT_HEADER_FLAG_CHAIN`) a chain value follows; others zero
+//!     60   32 chain_start (flag bit 0; else zero): the journal chain's value before the first
+//!             record (see `chain`)
+//!     92 4000 reserved, zero
 //!   4092    4 crc32 (vault seed) of bytes 0..4092
 //! ```
 
+use crate::chain::ChainHash;
 use crate::codec::{Cursor, Put, check_magic_version, check_page_crc, seal_page};
 use crate::garbage::DeadRange;
 use crate::limits::*;
@@ -38,6 +42,8 @@ pub const FOOTER_EXTENT_BYTES: usize = 48;
 pub const FOOTER_POINT_FIXED_BYTES: usize = 36;
 const _: () = assert!(FOOTER_EXTENT_BYTES == 8 * 4 + 4 * 3 + 1 + 1 + 2);
 const _: () = assert!(FOOTER_POINT_FIXED_BYTES == 8 * 4 + 1 + 1 + 2);
+/// Segment header flag: the header holds the chain value before the segment's first record.
+pub const SEGMENT_HEADER_FLAG_CHAIN: u32 = 1;
 
 /// The header of a segment file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +56,9 @@ pub struct SegmentHeader {
     pub first_lsn: u64,
     /// When it was created.
     pub created_unix_ns: i64,
+    /// The journal chain's value before its first record; `None` in segments written before
+    /// the chain existed.
+    pub chain_start: Option<ChainHash>,
 }
 
 impl SegmentHeader {
@@ -64,6 +73,11 @@ impl SegmentHeader {
             .u64(self.segment_id)
             .u64(self.first_lsn)
             .i64(self.created_unix_ns);
+        if let Some(chain) = &self.chain_start {
+            Put::new(&mut buf)
+                .u32(SEGMENT_HEADER_FLAG_CHAIN)
+                .bytes(chain);
+        }
         seal_page(&mut buf, SEGMENT_HEADER_BYTES, seed);
         buf
     }
@@ -84,12 +98,24 @@ impl SegmentHeader {
         if c.u32()? as usize != SEGMENT_HEADER_BYTES {
             return Err(c.error_at(DecodeErrorKind::BadField, 12, "header size is not 4096"));
         }
-        let h = SegmentHeader {
+        let mut h = SegmentHeader {
             vault_id: c.array()?,
             segment_id: c.u64()?,
             first_lsn: c.u64()?,
             created_unix_ns: c.i64()?,
+            chain_start: None,
         };
+        let flags = c.u32()?;
+        if flags & !SEGMENT_HEADER_FLAG_CHAIN != 0 {
+            return Err(c.error_at(
+                DecodeErrorKind::BadField,
+                56,
+                format!("segment header flags {flags:#x}"),
+            ));
+        }
+        if flags & SEGMENT_HEADER_FLAG_CHAIN != 0 {
+            h.chain_start = Some(c.array()?);
+        }
         c.zeros(SEGMENT_HEADER_BYTES - 4 - c.position())?;
         if h.segment_id == 0 || h.first_lsn == 0 {
             return Err(c.error_at(
@@ -163,7 +189,7 @@ pub struct PointEntry {
 ///      8  48n extents (write, zero, resize): lsn u64, record_offset u64, disk_offset u64, length u64,
 ///             disk_id u32, stored_len u32, record_crc u32, kind u8, flags u8, reserved u16
 ///      .    . points: lsn u64, record_offset u64, point_id u64, time_unix_ns i64,
-///             kind u8, reserved u8, label_len u16, label
+///             kind u8, flags u8, label_len u16, label, chain hash (flag bit 0)
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FooterIndex {

@@ -100,6 +100,7 @@ fn the_segment_header_record_and_trailer_are_laid_out_as_documented() {
         segment_id: 7,
         first_lsn: 99,
         created_unix_ns: 3,
+        chain_start: None,
     }
     .encode(seed);
     assert_eq!(

@@ -201,6 +201,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             segment_id,
             first_lsn,
             created_unix_ns: 5,
+            chain_start: None,
         };
         add("segment_header", name, h.encode(seed));
     }
@@ -210,6 +211,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         time_unix_ns: 77,
         kind: PointKind::AppConsistent,
         label: "pre-upgrade".into(),
+        chain: None,
     };
     let mut seg = SegmentImage::new(1);
     seg.write(0, 512)
@@ -531,6 +533,7 @@ fn sample_manifest() -> Manifest {
         time_unix_ns: 5,
         kind: PointKind::CrashConsistent,
         label: "nightly".into(),
+        chain: None,
     };
     manifest(
         vec![disk(1, "os", 1 << 30), disk(2, "data-1", 4096)],
@@ -575,6 +578,7 @@ impl SegmentImage {
             segment_id,
             first_lsn: 1,
             created_unix_ns: 5,
+            chain_start: None,
         };
         let bytes = header.encode(fuzzing::seed());
         let synced_upto = bytes.len() as u64;

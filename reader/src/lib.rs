@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod base_image;
+mod chain_walk;
 pub mod checkpoint;
 mod disk_reader;
 pub mod dump;

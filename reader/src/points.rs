@@ -22,6 +22,9 @@ pub struct PointInfo {
     pub segment_id: u64,
     /// Where the marker record starts in that segment.
     pub record_offset: u64,
+    /// The journal chain's value before its marker: it commits to every record before the
+    /// point. `None` for points written before the chain existed.
+    pub chain: Option<replog_format::chain::ChainHash>,
 }
 
 impl PointInfo {
@@ -35,6 +38,7 @@ impl PointInfo {
             label: r.point.label.clone(),
             segment_id: r.segment_id,
             record_offset: r.record_offset,
+            chain: r.point.chain,
         }
     }
 
@@ -48,6 +52,7 @@ impl PointInfo {
             label: e.point.label.clone(),
             segment_id,
             record_offset: e.record_offset,
+            chain: e.point.chain,
         }
     }
 }
@@ -91,6 +96,7 @@ mod tests {
             time_unix_ns: time,
             kind: PointKind::CrashConsistent,
             label: String::new(),
+            chain: None,
         }
     }
 

@@ -35,6 +35,7 @@ use replog_format::base::{
     BASE_HEADER_BYTES, BaseHeader, ChunkSum, TABLE_ENTRIES_PER_PAGE, TABLE_PAGE_BYTES,
     decode_table_page, table_crc_update,
 };
+use replog_format::chain::ChainKey;
 use replog_format::digest::{DIGEST_BYTES, DIGEST_HEADER_BYTES, DigestHeader};
 use replog_format::garbage::{self, DeadRange};
 use replog_format::header::VaultHeader;
@@ -42,11 +43,13 @@ use replog_format::layout;
 use replog_format::lease::{LEASE_SUFFIX, LEASES_DIR, LeaseRecord};
 use replog_format::manifest::{DiskEntry, Manifest, SegmentEntry};
 use replog_format::record::{PointPayload, RecordKind};
-use replog_format::segment::{self, Expect, ExtentEntry, PointEntry, SegmentEnd};
+use replog_format::segment::{self, Expect, ExtentEntry, PointEntry, SegmentEnd, SegmentHeader};
 use replog_format::{DecodeError, vault_seed};
 use replog_io::{OpenMode, Storage};
 
 use crate::base_image::base_bytes_or_manifest;
+pub use crate::chain_walk::ChainSummary;
+use crate::chain_walk::ChainWalk;
 use crate::liveness::{KeptPass, TrackedRecord, Verdict};
 
 /// How serious a finding is.
@@ -92,6 +95,7 @@ pub struct VerifyReport {
     bytes_checked: u64,
     records_checked: u64,
     chunks_checked: u64,
+    chain: ChainSummary,
 }
 
 impl VerifyReport {
@@ -128,6 +132,10 @@ impl VerifyReport {
     pub fn chunks_checked(&self) -> u64 {
         self.chunks_checked
     }
+    /// What the journal's hash chain proved.
+    pub fn chain(&self) -> &ChainSummary {
+        &self.chain
+    }
 }
 
 struct Checker<'a> {
@@ -144,6 +152,8 @@ struct Checker<'a> {
     /// When the manifest lists dead ranges: the pass deciding whether a kept point reads one
     /// of their records. Dropped once a segment cannot be scanned (its damage is reported).
     kept: Option<KeptPass>,
+    /// The journal's hash chain, walked record by record.
+    chain: ChainWalk,
 }
 
 impl Checker<'_> {
@@ -233,6 +243,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         rolled_back: false,
         sizes: HashMap::new(),
         kept: None,
+        chain: ChainWalk::new(ChainKey::public(&[0; 16])),
     };
     let vault_path = dir.join(layout::VAULT_FILE);
     let Some(bytes) = c.read_all(&vault_path) else {
@@ -267,6 +278,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
         return c.report;
     }
     let seed = vault_seed(&header.vault_id);
+    c.chain = ChainWalk::new(ChainKey::public(&header.vault_id));
     c.sizes = base_sizes(&c, &manifest, seed);
     if !manifest.dead_ranges.is_empty() {
         let offered = manifest
@@ -302,6 +314,7 @@ pub fn verify(storage: &dyn Storage, dir: &Path) -> VerifyReport {
     }
     check_leases(&mut c, &header, seed);
     check_checkpoints(&mut c, &header, seed, &manifest);
+    c.report.chain = std::mem::take(&mut c.chain.summary);
     c.report
 }
 
@@ -424,9 +437,17 @@ fn check_segment(
     };
     let live = manifest.live_start(seg.segment_id);
     let dead = manifest.dead_ranges_of(seg.segment_id);
+    // The scan decodes the header again, and reports it when it is damaged.
+    if let Ok(h) = SegmentHeader::decode(&bytes, seed) {
+        let problem = c.chain.segment(h.chain_start, h.first_lsn, live.is_some());
+        if let Some(problem) = problem {
+            c.damage(&path, Some(60), problem);
+        }
+    }
     let scanned = scan_records(c, &path, &bytes, &expect, manifest, (live, dead));
     let Some((scan, records)) = scanned else {
         c.kept = None;
+        c.chain.lost();
         return;
     };
     let sealed = seg.sealed.is_some();
@@ -502,31 +523,41 @@ fn scan_records(
     let mut points = Vec::new();
     let mut problems = Vec::new();
     let sizes = &mut c.sizes;
-    let scan = segment::scan_skipping(bytes, expect, live, dead, |h, payload| match h.kind {
-        RecordKind::Write | RecordKind::Zero => {
-            if let Some(problem) = check_extent(manifest, sizes, h, payload) {
-                problems.push((h.segment_offset, problem));
+    let chain = &mut c.chain;
+    let scan = segment::scan_skipping(bytes, expect, live, dead, |h, payload| {
+        let mut point = None;
+        match h.kind {
+            RecordKind::Write | RecordKind::Zero => {
+                if let Some(problem) = check_extent(manifest, sizes, h, payload) {
+                    problems.push((h.segment_offset, problem));
+                }
+                extents.push(ExtentEntry::from_header(h));
             }
-            extents.push(ExtentEntry::from_header(h));
-        }
-        RecordKind::Resize => {
-            if let Some(problem) = check_resize(manifest, sizes, h) {
-                problems.push((h.segment_offset, problem));
+            RecordKind::Resize => {
+                if let Some(problem) = check_resize(manifest, sizes, h) {
+                    problems.push((h.segment_offset, problem));
+                }
+                extents.push(ExtentEntry::from_header(h));
             }
-            extents.push(ExtentEntry::from_header(h));
+            RecordKind::Point => match PointPayload::decode(payload) {
+                Ok(p) => point = Some(p),
+                Err(e) => problems.push((
+                    h.segment_offset + 64 + e.offset,
+                    format!("point payload: {}", e.detail),
+                )),
+            },
+            RecordKind::Footer => return,
         }
-        RecordKind::Point => match PointPayload::decode(payload) {
-            Ok(point) => points.push(PointEntry {
+        if let Some(problem) = chain.record(h, payload, point.as_ref()) {
+            problems.push((h.segment_offset, problem));
+        }
+        if let Some(point) = point {
+            points.push(PointEntry {
                 lsn: h.lsn,
                 record_offset: h.segment_offset,
                 point,
-            }),
-            Err(e) => problems.push((
-                h.segment_offset + 64 + e.offset,
-                format!("point payload: {}", e.detail),
-            )),
-        },
-        RecordKind::Footer => {}
+            });
+        }
     });
     c.report.records_checked += (extents.len() + points.len()) as u64;
     for (offset, problem) in problems {

@@ -584,6 +584,9 @@ impl TieredStorage {
             segment_id: open.segment_id,
             first_lsn: open.first_lsn,
             created_unix_ns: files.manifest.time_unix_ns,
+            // Not known here; the header stands for a segment with no record, which has
+            // nothing to chain.
+            chain_start: None,
         };
         Some(header.encode(files.seed))
     }

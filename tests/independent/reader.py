@@ -35,6 +35,8 @@ MIB = 1 << 20
 RECORD_DATA_MAX = 4 * MIB
 KIND_WRITE, KIND_ZERO, KIND_POINT, KIND_FOOTER = 1, 2, 3, 4
 FLAG_LZ4 = 1
+POINT_FLAG_CHAIN = 1
+SEGMENT_FLAG_CHAIN = 1
 TABLE_ENTRIES = 511
 
 
@@ -286,8 +288,11 @@ def read_manifest_point(c):
         "time_unix_ns": c.int("q"),
         "kind": c.int("B"),
     }
-    c.zero(1)
+    flags = c.int("B")
+    if flags & ~POINT_FLAG_CHAIN:
+        fail("MANIFEST", c.pos - 1, "unknown point flags")
     p["label"] = c.take(c.int("H")).decode("utf-8")
+    p["chain"] = c.take(32) if flags & POINT_FLAG_CHAIN else None
     return p
 
 
@@ -388,7 +393,11 @@ def read_segment_header(data, rel, vh, entry):
     check_page(header, rel, vh["seed"])
     version, header_bytes = u("II", header, 8)
     segment_id, first_lsn = u("QQ", header, 32)
-    zeros(header, 56, PAGE - 4, rel)
+    (flags,) = u("I", header, 56)
+    if flags & ~SEGMENT_FLAG_CHAIN:
+        fail(rel, 56, "unknown segment header flags")
+    # The chain's start value (60..92) when flag bit 0 is set; zeros otherwise.
+    zeros(header, 92 if flags else 60, PAGE - 4, rel)
     if (version, header_bytes, header[16:32]) != (1, PAGE, vh["vault_id"]):
         fail(rel, 8, "version, header size or vault id is wrong")
     if (segment_id, first_lsn) != (entry["segment_id"], entry["first_lsn"]):
@@ -448,14 +457,16 @@ def parse_point_payload(r, rel):
     p = r["payload"]
     if len(p) < 20:
         fail(rel, r["offset"], "a point payload shorter than 20 bytes")
-    point_id, time_ns, kind, reserved, label_len = u("QqBBH", p, 0)
-    if reserved or kind not in (1, 2) or 20 + label_len != len(p):
+    point_id, time_ns, kind, flags, label_len = u("QqBBH", p, 0)
+    chain_bytes = 32 if flags & POINT_FLAG_CHAIN else 0
+    if flags & ~POINT_FLAG_CHAIN or kind not in (1, 2) or 20 + label_len + chain_bytes != len(p):
         fail(rel, r["offset"], "a point payload breaks its rules")
     return {
         "point_id": point_id,
         "time_unix_ns": time_ns,
         "kind": kind,
-        "label": p[20:].decode("utf-8"),
+        "label": p[20:20 + label_len].decode("utf-8"),
+        "chain": p[20 + label_len:] if chain_bytes else None,
         "lsn": r["lsn"],
         "record_offset": r["offset"],
     }
@@ -523,19 +534,25 @@ def parse_footer_index(data, footer, rel, vh, seg_id, live_lsn=0):
     for _ in range(point_count):
         lsn, offset, point_id = c.int("Q"), c.int("Q"), c.int("Q")
         time_ns, kind = c.int("q"), c.int("B")
-        c.zero(1)
+        flags = c.int("B")
+        if flags & ~POINT_FLAG_CHAIN:
+            fail(rel, footer["offset"], "unknown point flags in the footer")
         label = c.take(c.int("H")).decode("utf-8")
+        chain = c.take(32) if flags & POINT_FLAG_CHAIN else None
         if lsn < live_lsn:
-            end = offset + RECORD_HEADER + 20 + len(label.encode("utf-8"))
-            point = {"point_id": point_id, "time_unix_ns": time_ns, "kind": kind, "label": label}
+            end = offset + RECORD_HEADER + 20 + len(label.encode("utf-8")) + (32 if chain else 0)
+            point = {
+                "point_id": point_id, "time_unix_ns": time_ns, "kind": kind, "label": label,
+                "chain": chain,
+            }
             points.append({"lsn": lsn, "offset": offset, "end": end, "point": point})
             continue
         r = parse_record(data, offset, rel, vh, seg_id)
         if r is None or r["kind"] != KIND_POINT or r["lsn"] != lsn:
             fail(rel, offset, "the point record is not the one the footer indexes")
         p = parse_point_payload(r, rel)
-        if (p["point_id"], p["time_unix_ns"], p["kind"], p["label"]) != (
-            point_id, time_ns, kind, label
+        if (p["point_id"], p["time_unix_ns"], p["kind"], p["label"], p["chain"]) != (
+            point_id, time_ns, kind, label, chain
         ):
             fail(rel, offset, "the point record differs from its footer entry")
         r["point"] = p

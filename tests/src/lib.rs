@@ -102,6 +102,20 @@ pub fn small_segments(compression: replog_writer::Compression) -> replog_writer:
     }
 }
 
+/// Copies the directory tree `from` to `to` (created), files by content.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("created");
+    for entry in std::fs::read_dir(from).expect("listed") {
+        let entry = entry.expect("an entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copied");
+        }
+    }
+}
+
 /// A vault directory and its subdirectories, which must exist even when empty.
 pub fn vault_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
     use replog_format::layout::{BASES_DIR, DIGESTS_DIR, JOURNAL_DIR, QUARANTINE_DIR};

@@ -29,7 +29,9 @@ use replog_format::layout;
 use replog_io::Storage;
 use replog_io::sim::SimStorage;
 use replog_reader::Vault;
-use replog_tests::{PointModel, SimImage, noise, small_segments, stress, vault_dirs, write_image};
+use replog_tests::{
+    PointModel, SimImage, copy_dir, noise, small_segments, stress, vault_dirs, write_image,
+};
 use replog_writer::{Compression, PointKind, Writer};
 
 /// Bytes that compress well.
@@ -125,19 +127,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("created");
-    for entry in std::fs::read_dir(from).expect("listed") {
-        let p = entry.expect("an entry").path();
-        let target = to.join(p.file_name().expect("named"));
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).expect("copied");
-        }
-    }
 }
 
 /// What one flip led to.

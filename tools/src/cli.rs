@@ -280,6 +280,12 @@ pub struct FailoverArgs {
     /// The newest point.
     #[arg(long)]
     pub latest: bool,
+    /// Refuse (exit 2) unless the vault reaches point N: a remote rolled back to an older
+    /// manifest, or a copy older than you know the vault to be, is refused before anything is
+    /// read. With N:CHAIN (the point's chain hash, from `replog points --json`), point N must
+    /// also still be there with that hash.
+    #[arg(long, value_name = "N[:CHAIN]", value_parser = parse_expected_point)]
+    pub expect_point: Option<replog_vault::ExpectedPoint>,
     /// Output directory; DIR/NAME.FORMAT is written for every disk.
     #[arg(long, required_unless_present = "to")]
     pub out: Option<PathBuf>,
@@ -332,6 +338,26 @@ pub struct FailoverArgs {
         conflicts_with_all = ["out", "format", "force", "no_sync"]
     )]
     pub to: Vec<replog_vault::DiskTarget>,
+}
+
+/// Parses `--expect-point N[:CHAIN]`.
+pub fn parse_expected_point(s: &str) -> Result<replog_vault::ExpectedPoint, String> {
+    let (id, hash) = match s.split_once(':') {
+        Some((id, hash)) => (id, Some(hash)),
+        None => (s, None),
+    };
+    let point_id = id
+        .parse::<u64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{id:?} is not a point id (1, 2, ...)"))?;
+    let chain = match hash {
+        None => None,
+        Some(h) => Some(replog_format::chain::from_hex(h).ok_or_else(|| {
+            format!("{h:?} is not a chain hash (64 hex digits, from `replog points --json`)")
+        })?),
+    };
+    Ok(replog_vault::ExpectedPoint { point_id, chain })
 }
 
 /// Parses `--to [NAME=]TARGET`.

@@ -49,7 +49,8 @@ pub fn rfc3339(unix_ns: i64) -> String {
 
 /// A recovery point as JSON, as `points`, `point` and `failover` print it.
 pub fn point_json(p: &replog_reader::PointInfo) -> serde_json::Value {
-    serde_json::json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label})
+    let chain = p.chain.as_ref().map(replog_format::chain::hex);
+    serde_json::json!({"id": p.point_id, "lsn": p.lsn, "time": rfc3339(p.time_unix_ns), "kind": p.kind.name(), "label": p.label, "chain": chain})
 }
 
 /// How a view holds its extent maps, as `failover --json` and `serve-nbd` report it: its mode,

@@ -9,7 +9,7 @@ use replog_format::segment::SegmentEnd;
 use replog_io::Storage;
 use replog_reader::{
     DumpEnd, MaterializeOptions, PointInfo, PointView, Severity, Vault, VaultStats, VerifyReport,
-    ViewOptions,
+    ViewOptions, verify::ChainSummary,
 };
 use serde_json::{Value, json};
 
@@ -44,13 +44,16 @@ pub fn points(storage: Arc<dyn Storage>, vault: &Path, json: bool) -> CmdResult 
         print_json(&Value::Array(v.points().iter().map(point_json).collect()));
         return Ok(EXIT_OK);
     }
-    let mut t = table(&["id", "lsn", "time", "kind", "label"]);
+    let mut t = table(&["id", "lsn", "time", "kind", "chain", "label"]);
     for p in v.points() {
+        // The first 16 digits tell points apart at a glance; `--json` has all 64.
+        let chain = p.chain.as_ref().map(replog_format::chain::hex);
         t.add_row(vec![
             p.point_id.to_string(),
             p.lsn.to_string(),
             rfc3339(p.time_unix_ns),
             p.kind.name().to_owned(),
+            chain.map_or("-".to_owned(), |c| c[..16].to_owned()),
             printable(&p.label),
         ]);
     }
@@ -314,7 +317,7 @@ fn print_verify(report: &VerifyReport, vault: &Path, json: bool, seconds: f64) {
             .map(|f| json!({"severity": format!("{:?}", f.severity).to_lowercase(), "file": f.path.display().to_string(), "offset": f.offset, "message": f.message}))
             .collect();
         print_json(
-            &json!({"intact": intact, "files": report.files_checked(), "bytes": report.bytes_checked(), "records": report.records_checked(), "chunks": report.chunks_checked(), "findings": findings}),
+            &json!({"intact": intact, "files": report.files_checked(), "bytes": report.bytes_checked(), "records": report.records_checked(), "chunks": report.chunks_checked(), "chain": chain_json(report.chain()), "findings": findings}),
         );
     } else {
         for f in report.findings() {
@@ -341,7 +344,60 @@ fn print_verify(report: &VerifyReport, vault: &Path, json: bool, seconds: f64) {
             human_bytes(report.bytes_checked()),
             seconds
         );
+        println!("{}", chain_line(report.chain()));
     }
+}
+
+/// What the journal's hash chain proved, as `verify --json` reports it.
+fn chain_json(c: &ChainSummary) -> Value {
+    let anchors: Vec<Value> = c
+        .anchors
+        .iter()
+        .map(|(lsn, at)| json!({"lsn": lsn, "from": at}))
+        .collect();
+    let newest = c.newest.as_ref().map(
+        |(id, lsn, hash)| json!({"id": id, "lsn": lsn, "chain": replog_format::chain::hex(hash)}),
+    );
+    json!({"records": c.records, "points_proven": c.points_proven, "points_unchained": c.points_unchained, "broken": c.broken, "anchors": anchors, "newest_point": newest})
+}
+
+/// What the journal's hash chain proved, in a sentence.
+fn chain_line(c: &ChainSummary) -> String {
+    let mut line = match &c.newest {
+        Some((id, _, hash)) => format!(
+            "chain: {} points proven over {} records{}; newest point {id}, chain hash {}",
+            c.points_proven,
+            c.records,
+            c.anchors
+                .first()
+                .map(|(lsn, at)| format!(" from LSN {lsn} ({at})"))
+                .unwrap_or_default(),
+            replog_format::chain::hex(hash)
+        ),
+        None => "chain: no point with a chain hash".to_owned(),
+    };
+    if c.broken > 0 {
+        line += &format!("; BROKEN in {} places (see above)", c.broken);
+    }
+    let restarts: Vec<String> = c
+        .anchors
+        .iter()
+        .skip(1)
+        .map(|(lsn, at)| format!("LSN {lsn} ({at})"))
+        .collect();
+    if !restarts.is_empty() {
+        line += &format!(
+            "; started again where earlier records were not kept: {}",
+            restarts.join(", ")
+        );
+    }
+    if c.points_unchained > 0 {
+        line += &format!(
+            "; {} points written before the chain existed",
+            c.points_unchained
+        );
+    }
+    line
 }
 
 pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
@@ -360,6 +416,9 @@ pub fn failover(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
         );
     }
     let source = vault.failover_source(&point_choice(args)?)?;
+    if let Some(expected) = &args.expect_point {
+        vault.check_expected(&source.snapshot, expected)?;
+    }
     if let Some(e) = &source.unprotected {
         eprintln!(
             "replog: warning: {}: cannot take a lease ({e}); failing over without one, so the point is not protected from a concurrent prune (run as a user who can write {}, or do not prune meanwhile)",

@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use replog_remote::lock::{self, LockHorizon, LockMode};
 use replog_remote::{RemoteOptions, SyncOptions, SyncReport};
+use replog_vault::RemoteNow;
 use replog_vault::RemoteRpo;
 use serde_json::{Value, json};
 
 use crate::cli::{RemoteAddArgs, SyncArgs};
 use crate::context::{Ctx, open_writer};
 use crate::output::{human_age, human_bytes, point_json, print_json, progress, rfc3339};
-use crate::{CmdResult, EXIT_OK};
+use crate::{CmdResult, EXIT_DAMAGED, EXIT_OK};
 
 /// `replog remote add`.
 pub fn add(args: &RemoteAddArgs, opts: &RemoteOptions) -> CmdResult {
@@ -52,6 +53,16 @@ fn limit_text(bytes: u64) -> String {
 pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
     let status = replog_vault::remote_status(vault)?;
     let horizon = lock::vault_horizon(vault, opts)?;
+    let now = replog_vault::remote_now(vault, opts)?;
+    let code = match &now {
+        RemoteNow::RolledBack(_) => EXIT_DAMAGED,
+        _ => EXIT_OK,
+    };
+    let chain_head = status.rpo.newest_remote_point.as_ref().and_then(|p| {
+        p.chain
+            .as_ref()
+            .map(|c| (p.point_id, replog_format::chain::hex(c)))
+    });
     let (config, latest) = (&status.config, &status.latest);
     let (local_files, remote_only) = (status.files_local, status.files_remote_only);
     if json {
@@ -63,6 +74,8 @@ pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
             "files_local": local_files,
             "files_remote_only": remote_only,
             "remote_rpo": rpo_json(&status.rpo),
+            "chain_head": chain_head.as_ref().map(|(id, hash)| json!({"point": id, "chain": hash})),
+            "remote_now": remote_now_json(&now),
         });
         // Only an immutable remote's status has the key.
         if let Some(h) = &horizon {
@@ -70,7 +83,8 @@ pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
         }
         print_json(&out);
         warn_behind(&status.rpo);
-        return Ok(EXIT_OK);
+        warn_rolled_back(&now);
+        return Ok(code);
     }
     println!("remote          {}", config.url);
     println!("cache limit     {}", limit_text(config.cache_limit_bytes));
@@ -86,9 +100,36 @@ pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
             );
         }
     }
+    if let Some((id, hash)) = &chain_head {
+        println!("chain head      point {id}, {hash}");
+    }
+    match &now {
+        RemoteNow::Current { newest_seq } => {
+            println!("remote now      manifest {newest_seq}, not older than the last confirmed")
+        }
+        RemoteNow::RolledBack(_) => println!("remote now      ROLLED BACK (see below)"),
+        RemoteNow::Unknown(why) => println!("remote now      not known: {why}"),
+    }
     print_horizon(horizon.as_ref());
     print_rpo(&status.rpo);
-    Ok(EXIT_OK)
+    warn_rolled_back(&now);
+    Ok(code)
+}
+
+/// What the remote holds now, as JSON.
+fn remote_now_json(now: &RemoteNow) -> Value {
+    match now {
+        RemoteNow::Current { newest_seq } => json!({"state": "current", "newest_seq": newest_seq}),
+        RemoteNow::RolledBack(why) => json!({"state": "rolled_back", "detail": why}),
+        RemoteNow::Unknown(why) => json!({"state": "unknown", "detail": why}),
+    }
+}
+
+/// Says on stderr that the remote was rolled back, naming the object.
+fn warn_rolled_back(now: &RemoteNow) {
+    if let RemoteNow::RolledBack(why) = now {
+        eprintln!("replog: the remote is older than this vault confirmed, or was rewritten: {why}");
+    }
 }
 
 /// The lock horizon of an immutable remote, as JSON.

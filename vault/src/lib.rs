@@ -21,6 +21,7 @@ mod checkpoints;
 mod choose;
 mod demo;
 mod error;
+mod expect;
 mod export;
 mod failover;
 mod failover_device;
@@ -51,6 +52,7 @@ pub use checkpoints::{
 pub use choose::{PointChoice, choose};
 pub use demo::{DEMO_DISKS, DemoOutcome, DemoStep, run_demo};
 pub use error::{Result, VaultError, VaultErrorKind};
+pub use expect::ExpectedPoint;
 pub use export::{Exported, ExportedDisk, OutputFormat, export};
 pub use failover::{FailoverSource, TargetsWritten, failover_to_targets};
 pub use failover_target::{DiskTarget, Target, TargetWritten};
@@ -59,7 +61,9 @@ pub use import::{
     resize_disk,
 };
 pub use location::{Access, Location, Tier, Vault};
-pub use remote::{RemoteRpo, RemoteStatus, Synced, add_remote, remote_status, sync};
+pub use remote::{
+    RemoteNow, RemoteRpo, RemoteStatus, Synced, add_remote, remote_now, remote_status, sync,
+};
 pub use retention::{DiskUsage, Pruned, RetentionChange, disk_usage};
 pub use state::{Churn, LifecycleState, Reclaimable};
 pub use test_failover::{EndedTestFailover, TestFailover};

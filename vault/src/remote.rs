@@ -191,3 +191,51 @@ pub fn sync(
         rpo,
     })
 }
+
+/// What the remote holds now, against what this vault last confirmed there (`remote/LATEST`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteNow {
+    /// The remote's newest manifest is the one confirmed, byte for byte, or a newer one.
+    Current {
+        /// The newest remote manifest that reads.
+        newest_seq: u64,
+    },
+    /// The remote is older than what this vault confirmed, or the confirmed manifest was
+    /// replaced: someone rolled it back or wrote it. Names the object.
+    RolledBack(String),
+    /// The remote could not be asked (network, credentials).
+    Unknown(String),
+}
+
+/// Asks the remote of the vault in `dir` for its newest manifest and compares it with the
+/// highest one this vault confirmed. Only reads.
+pub fn remote_now(dir: &Path, opts: &RemoteOptions) -> Result<RemoteNow> {
+    let local = LocalVault::open(dir)?;
+    let config = local.required_config()?;
+    let latest = local.latest()?;
+    let confirmed = latest.as_ref().map_or(0, |l| l.seq);
+    let remote = match Remote::open(&config.url, opts) {
+        Ok(r) => r,
+        Err(e) => return Ok(RemoteNow::Unknown(e.to_string())),
+    };
+    let scan = match replog_remote::scan_manifests(&remote, &local.vault_id, local.seed) {
+        Ok(s) => s,
+        Err(e) => return Ok(RemoteNow::Unknown(e.to_string())),
+    };
+    if let Err(e) = scan.check_newest(&remote, confirmed, false) {
+        return Ok(RemoteNow::RolledBack(e.to_string()));
+    }
+    if let (Some(newest), Some(latest)) = (&scan.newest, &latest)
+        && newest.seq == latest.seq
+        && newest != latest
+    {
+        return Ok(RemoteNow::RolledBack(format!(
+            "{}/{}: differs from the manifest this vault uploaded and confirmed under that number (remote/LATEST): it was replaced",
+            remote.url(),
+            replog_format::remote::manifest_key(latest.seq)
+        )));
+    }
+    Ok(RemoteNow::Current {
+        newest_seq: scan.newest_seq(),
+    })
+}

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use replog_format::VaultId;
+use replog_format::chain::{CHAIN_HASH_BYTES, ChainHash, ChainKey};
 use replog_format::layout;
 use replog_format::limits::{FOOTER_BYTES_MAX, LABEL_BYTES_MAX, SEGMENT_RECORDS_MAX};
 use replog_format::manifest::{Manifest, PointRef, SealedInfo, SegmentEntry};
@@ -47,13 +48,20 @@ pub(crate) struct JournalFiles {
     pub(crate) vault_id: VaultId,
     pub(crate) seed: u32,
     pub(crate) segment_bytes: u64,
+    /// The key of the journal's hash chain.
+    pub(crate) chain_key: ChainKey,
 }
 
 impl JournalFiles {
-    /// Creates segment `id` starting at `first_lsn`: header written and synced, journal
-    /// directory synced. A file left by an interrupted rotation is replaced: it was never
-    /// listed, so it holds nothing acknowledged.
-    pub(crate) fn create_segment(&self, id: u64, first_lsn: u64) -> Result<ActiveSegment> {
+    /// Creates segment `id` starting at `first_lsn`, the chain's value before its first record
+    /// `chain_start`: header written and synced, journal directory synced. A file left by an
+    /// interrupted rotation is replaced: it was never listed, so it holds nothing acknowledged.
+    pub(crate) fn create_segment(
+        &self,
+        id: u64,
+        first_lsn: u64,
+        chain_start: ChainHash,
+    ) -> Result<ActiveSegment> {
         let path = layout::segment_path(&self.dir, id);
         let storage = self.storage.as_ref();
         let file = storage
@@ -64,6 +72,7 @@ impl JournalFiles {
             segment_id: id,
             first_lsn,
             created_unix_ns: crate::now_unix_ns(),
+            chain_start: Some(chain_start),
         };
         let bytes = header.encode(self.seed);
         file.write_batch(
@@ -117,7 +126,7 @@ impl ActiveSegment {
             + (extents.len() * FOOTER_EXTENT_BYTES) as u64
             + points
                 .iter()
-                .map(|p| (FOOTER_POINT_FIXED_BYTES + p.point.label.len()) as u64)
+                .map(|p| (FOOTER_POINT_FIXED_BYTES + p.point.tail_bytes()) as u64)
                 .sum::<u64>();
         ActiveSegment {
             id,
@@ -160,7 +169,7 @@ impl ActiveSegment {
 /// no room for one more record of `total` bytes (a first record always fits): past the segment
 /// size, the record limit, or a footer that could not take one more point.
 fn full_after(end: u64, records: u32, footer_bytes: u64, total: u64, segment_bytes: u64) -> bool {
-    let worst_footer = (FOOTER_POINT_FIXED_BYTES + LABEL_BYTES_MAX) as u64;
+    let worst_footer = (FOOTER_POINT_FIXED_BYTES + LABEL_BYTES_MAX + CHAIN_HASH_BYTES) as u64;
     records > 0
         && (end + total > segment_bytes
             || records + 1 >= SEGMENT_RECORDS_MAX
@@ -188,6 +197,9 @@ pub(crate) struct Journal {
     active: ActiveSegment,
     next_lsn: u64,
     next_point_id: u64,
+    /// The hash chain's value after the last record staged; `None` while the open segment is
+    /// one written before the chain existed (the next segment starts a chain).
+    chain: Option<ChainHash>,
     /// The first failure, after which the journal stopped.
     poisoned: Option<WriteError>,
 }
@@ -195,23 +207,26 @@ pub(crate) struct Journal {
 impl Journal {
     /// The journal of a new vault: segment 1 created, empty.
     pub(crate) fn start(files: JournalFiles) -> Result<Journal> {
-        let active = files.create_segment(1, 1)?;
-        Ok(Journal::resume(files, active, 1, 1))
+        let genesis = files.chain_key.genesis();
+        let active = files.create_segment(1, 1, genesis)?;
+        Ok(Journal::resume(files, active, 1, 1, Some(genesis)))
     }
 
-    /// The journal continuing at `active`, the next record numbered `next_lsn` and the next
-    /// point `next_point_id`.
+    /// The journal continuing at `active`, the next record numbered `next_lsn`, the next point
+    /// `next_point_id`, the chain's value after its last record `chain`.
     pub(crate) fn resume(
         files: JournalFiles,
         active: ActiveSegment,
         next_lsn: u64,
         next_point_id: u64,
+        chain: Option<ChainHash>,
     ) -> Journal {
         Journal {
             files,
             active,
             next_lsn,
             next_point_id,
+            chain,
             poisoned: None,
         }
     }
@@ -263,6 +278,9 @@ impl Journal {
         let head = h.seal(self.files.seed, payload);
         let staged = seg.out.stage(&[&head, payload]);
         self.poison_on(staged, "reading back the journal's last block")?;
+        if let Some(chain) = &mut self.chain {
+            *chain = self.files.chain_key.next(chain, &head, payload);
+        }
         match h.kind {
             RecordKind::Write | RecordKind::Zero | RecordKind::Resize => {
                 self.active.index_extent(&h)
@@ -300,14 +318,25 @@ impl Journal {
             let mut headers = self.lay_out(&records[at..]);
             let n = headers.len();
             let seed = self.files.seed;
-            let sealed: Vec<[u8; RECORD_HEADER_BYTES]> = headers
+            let key = &self.files.chain_key;
+            let chained = self.chain.is_some();
+            // Sealed and digested in parallel; the digests are then linked in order, which
+            // costs one small hash per record.
+            let sealed: Vec<([u8; RECORD_HEADER_BYTES], Option<ChainHash>)> = headers
                 .par_iter_mut()
                 .zip(&records[at..at + n])
-                .map(|(h, r)| h.seal(seed, &r.payload))
+                .map(|(h, r)| {
+                    let head = h.seal(seed, &r.payload);
+                    let digest = chained.then(|| key.record_digest(&head, &r.payload));
+                    (head, digest)
+                })
                 .collect();
-            for ((h, head), r) in headers.iter().zip(&sealed).zip(&records[at..]) {
+            for ((h, (head, digest)), r) in headers.iter().zip(&sealed).zip(&records[at..]) {
                 let staged = self.active.out.stage(&[head, &r.payload]);
                 self.poison_on(staged, "reading back the journal's last block")?;
+                if let (Some(chain), Some(digest)) = (&mut self.chain, digest) {
+                    *chain = self.files.chain_key.link(chain, digest);
+                }
                 self.active.index_extent(h);
                 self.next_lsn += 1;
                 self.flush_when_full()?;
@@ -371,6 +400,7 @@ impl Journal {
             time_unix_ns: crate::now_unix_ns(),
             kind,
             label: label.to_owned(),
+            chain: self.chain,
         };
         let payload = point.encode();
         let marker = RecordHeader {
@@ -380,7 +410,7 @@ impl Journal {
         };
         let lsn = self.append(manifest, marker, &payload)?;
         let record_offset = self.active.end() - payload.len() as u64 - RECORD_HEADER_BYTES as u64;
-        self.active.footer_bytes += (FOOTER_POINT_FIXED_BYTES + label.len()) as u64;
+        self.active.footer_bytes += (FOOTER_POINT_FIXED_BYTES + point.tail_bytes()) as u64;
         let entry = PointEntry {
             lsn,
             record_offset,
@@ -529,7 +559,11 @@ impl Journal {
         points: Vec<PointEntry>,
     ) -> Result<()> {
         let old_id = self.active.id;
-        let mut next = self.files.create_segment(old_id + 1, sealed.last_lsn + 1)?;
+        // A segment written before the chain existed is followed by one that starts a chain.
+        let chain = self.chain.unwrap_or_else(|| self.files.chain_key.genesis());
+        let mut next = self
+            .files
+            .create_segment(old_id + 1, sealed.last_lsn + 1, chain)?;
         let mut new = manifest.clone();
         let last = new.segments.last_mut().expect("the open segment is listed");
         assert_eq!(
@@ -554,6 +588,7 @@ impl Journal {
         *manifest = new;
         next.out.pending = self.active.out.pending.carry_over();
         self.active = next;
+        self.chain = Some(chain);
         Ok(())
     }
 

@@ -18,12 +18,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use replog_format::chain::{ChainHash, ChainKey};
 use replog_format::header::VaultHeader;
 use replog_format::layout;
 use replog_format::manifest::{Manifest, SealedInfo, SegmentEntry};
 use replog_format::record::RecordKind;
 use replog_format::segment::{
     self, Expect, ExtentEntry, IndexBuilder, PointEntry, SEGMENT_HEADER_BYTES, SegmentEnd,
+    SegmentHeader,
 };
 use replog_format::vault_seed;
 use replog_io::{File, OpenMode, Storage, WriteAt};
@@ -100,7 +102,8 @@ pub(crate) fn recover(
     };
     r.remove_leftovers()?;
     let open = open_segment_entry(&r.manifest, dir)?;
-    let scanned = r.scan_open_segment(&open)?;
+    let chain_key = ChainKey::public(&header.vault_id);
+    let scanned = r.scan_open_segment(&open, &chain_key)?;
     let completed_resize = catch_up(&mut r.manifest, &scanned.extents, &scanned.path)?;
     r.report.completed_resize = completed_resize;
     let next_point_id = scanned
@@ -116,6 +119,7 @@ pub(crate) fn recover(
         vault_id: header.vault_id,
         seed: r.seed,
         segment_bytes: header.segment_bytes,
+        chain_key: chain_key.clone(),
     };
     let out = SegmentFile::new(scanned.path, scanned.file, scanned.end);
     let Recovery {
@@ -134,7 +138,13 @@ pub(crate) fn recover(
             scanned.extents,
             scanned.points,
         );
-        let journal = Journal::resume(files, active, scanned.last_lsn + 1, next_point_id);
+        let journal = Journal::resume(
+            files,
+            active,
+            scanned.last_lsn + 1,
+            next_point_id,
+            scanned.chain,
+        );
         return Ok(Recovered {
             journal,
             manifest,
@@ -144,7 +154,13 @@ pub(crate) fn recover(
     // Sealed but not recorded: the rotation is completed, the points going to the manifest
     // (and a size `catch_up` brought up to date with them).
     let active = ActiveSegment::new(open.segment_id, open.first_lsn, out, Vec::new(), Vec::new());
-    let mut journal = Journal::resume(files, active, scanned.last_lsn + 1, next_point_id);
+    let mut journal = Journal::resume(
+        files,
+        active,
+        scanned.last_lsn + 1,
+        next_point_id,
+        scanned.chain,
+    );
     journal.start_next_segment(&mut manifest, sealed, scanned.points)?;
     report.completed_rotation = true;
     Ok(Recovered {
@@ -179,6 +195,8 @@ struct Scanned {
     file: Arc<dyn File>,
     /// Where the next record goes.
     end: u64,
+    /// The hash chain's value after its last record (`None`: a segment from before the chain).
+    chain: Option<ChainHash>,
     last_lsn: u64,
     extents: Vec<ExtentEntry>,
     points: Vec<PointEntry>,
@@ -205,8 +223,9 @@ impl Recovery<'_> {
         }
     }
 
-    /// Scans the open segment `open` and applies the rules to its end.
-    fn scan_open_segment(&mut self, open: &SegmentEntry) -> Result<Scanned> {
+    /// Scans the open segment `open` and applies the rules to its end; folds its records into
+    /// the hash chain under `chain_key` from the value its header holds.
+    fn scan_open_segment(&mut self, open: &SegmentEntry, chain_key: &ChainKey) -> Result<Scanned> {
         let path = layout::segment_path(self.dir, open.segment_id);
         let file = self
             .storage
@@ -218,9 +237,16 @@ impl Recovery<'_> {
         let expect = self.expect(open.segment_id);
         let mut index = IndexBuilder::default();
         let mut vouched = SEGMENT_HEADER_BYTES as u64;
+        // The scan decodes the header again and refuses one that is damaged.
+        let mut chain = SegmentHeader::decode(&bytes, self.seed)
+            .ok()
+            .and_then(|h| h.chain_start);
         let scan = segment::scan(&bytes, &expect, |h, payload| {
             vouched = h.synced_upto;
             index.visit(h, payload);
+            if let Some(c) = &mut chain {
+                *c = chain_key.next(c, &h.encode(), payload);
+            }
         })
         .map_err(|e| WriteError::damaged(&path, 0, e))?;
         let IndexBuilder {
@@ -265,6 +291,7 @@ impl Recovery<'_> {
             end: scan.end.append_offset(),
             path,
             file,
+            chain,
             last_lsn: scan.last_lsn,
             extents,
             points,

@@ -400,6 +400,7 @@ mod tests {
             label: String::new(),
             segment_id: 1,
             record_offset: 0,
+            chain: None,
         }
     }
 

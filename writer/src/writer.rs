@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use replog_format::chain::ChainKey;
 use replog_format::header::{Compression, VaultHeader};
 use replog_format::layout;
 use replog_format::lifecycle::RetentionPolicy;
@@ -627,6 +628,7 @@ fn journal_files(storage: &Arc<dyn Storage>, dir: &Path, header: &VaultHeader) -
         vault_id: header.vault_id,
         seed: vault_seed(&header.vault_id),
         segment_bytes: header.segment_bytes,
+        chain_key: ChainKey::public(&header.vault_id),
     }
 }
 

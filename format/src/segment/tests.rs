@@ -51,6 +51,7 @@ impl SegmentBuilder {
             segment_id,
             first_lsn: FIRST_LSN,
             created_unix_ns: 1_700_000_000,
+            chain_start: None,
         };
         let bytes = header.encode(vault_seed(&vault_id));
         let synced_upto = bytes.len() as u64;
@@ -116,6 +117,7 @@ impl SegmentBuilder {
             time_unix_ns: 42,
             kind: PointKind::CrashConsistent,
             label: label.into(),
+            chain: None,
         }
         .encode();
         self.frame(RecordKind::Point, 0, (0, 0, 0), &payload)
@@ -832,6 +834,7 @@ fn regression_lsn_u64_max_is_refused_not_overflowed() {
         segment_id: SEGMENT,
         first_lsn: u64::MAX,
         created_unix_ns: 0,
+        chain_start: None,
     };
     let seed = vault_seed(&VAULT);
     let mut bytes = header.encode(seed);

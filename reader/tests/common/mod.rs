@@ -178,6 +178,7 @@ impl VaultBuilder {
             segment_id: id,
             first_lsn: self.next_lsn,
             created_unix_ns: 5,
+            chain_start: None,
         };
         Segment {
             id,
@@ -294,6 +295,7 @@ impl VaultBuilder {
             time_unix_ns,
             kind: PointKind::CrashConsistent,
             label: label.into(),
+            chain: None,
         };
         self.next_point_id += 1;
         let h = Self::header(RecordKind::Point, lsn, 0, 0, 0);

@@ -3,12 +3,12 @@
 //! default backend only: the object store is what crashes, and the local vault's I/O on each
 //! backend is what `remote.rs` covers.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
 use replog_remote::fault::{FaultMode, FaultPlan, FaultStore};
 use replog_remote::{LocalVault, Remote};
+use replog_tests::copy_dir;
 use replog_tests::servers::S3Server;
 
 use super::remote::{
@@ -99,19 +99,6 @@ fn a_crash_at_every_request_of_a_sync_loses_nothing_and_leaves_nothing_twice() {
         (!plan.crashed()).then(|| plan.requests())
     };
     every_crash(run);
-}
-
-pub(super) fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 /// Runs `run` once without a crash to count the requests of the sync under test (`run` returns

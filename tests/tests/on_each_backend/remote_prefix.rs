@@ -20,8 +20,9 @@ use super::remote::{
     add_remote_keeping, keys, local_contents, needed_keys, options, plain_store, remote_contents,
     s3_remote, sync, write_rounds_then,
 };
-use super::remote_crash::{copy_dir, every_crash};
+use super::remote_crash::every_crash;
 use super::review_remote::{expect_exit, replog, stdout};
+use replog_tests::copy_dir;
 
 const DISK_BYTES: u64 = 4 << 20;
 /// Segments large enough that every round of these tests stays in the open segment.

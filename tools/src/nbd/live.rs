@@ -44,6 +44,9 @@ pub fn run(ctx: &crate::context::Ctx, args: &FailoverArgs) -> CmdResult {
     super::ignore_sigpipe()?;
     let vault = ctx.open(&args.vault)?;
     let source = vault.failover_source(&crate::read_commands::point_choice(args)?)?;
+    if let Some(expected) = &args.expect_point {
+        vault.check_expected(&source.snapshot, expected)?;
+    }
     if let Some(e) = &source.unprotected {
         eprintln!(
             "replog: warning: {}: cannot take a lease ({e}); the point is not protected from a concurrent prune",

@@ -336,7 +336,16 @@ fn check_points_listing(r: &Replog, sc: &Scenario) -> Vec<Value> {
             .keys()
             .map(String::as_str)
             .collect();
-        assert_eq!(keys, ["id", "kind", "label", "lsn", "time"], "keys of {p}");
+        assert_eq!(
+            keys,
+            ["chain", "id", "kind", "label", "lsn", "time"],
+            "keys of {p}"
+        );
+        let chain = p["chain"].as_str().expect("a chain hash");
+        assert!(
+            chain.len() == 64 && chain.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{p}"
+        );
         assert_eq!(p["id"], want.id, "{p}");
         let lsn = p["lsn"].as_u64().expect("lsn is a number");
         assert!(

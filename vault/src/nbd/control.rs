@@ -119,6 +119,7 @@ fn answer(conn: UnixStream, capture: &CaptureBackend) {
             "record_offset": p.record_offset,
             "kind": p.kind.name(),
             "label": p.label,
+            "chain": p.chain.as_ref().map(replog_format::chain::hex),
             })
         }
         Err(e) => json!({"ok": false, "error": e.to_string()}),
@@ -223,6 +224,9 @@ fn decode_reply(
         label: reply["label"].as_str().unwrap_or(label).to_owned(),
         segment_id,
         record_offset,
+        chain: reply["chain"]
+            .as_str()
+            .and_then(replog_format::chain::from_hex),
     })
 }
 
