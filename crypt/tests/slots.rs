@@ -493,3 +493,13 @@ fn age_recipient_alias_parses_age_keygen_output() {
     let parsed: AgeRecipient = text.parse().unwrap();
     assert_eq!(parsed.to_string(), text);
 }
+
+#[test]
+fn a_slot_file_longer_than_its_bound_is_refused() {
+    let t = three_slots();
+    let mut bytes = t.slots.encode();
+    bytes.resize(replog_crypt::slots::MAX_SLOTS_FILE_BYTES + 1, 0);
+    let error = KeySlots::decode(&bytes).unwrap_err();
+    assert_eq!(error.kind(), CryptErrorKind::SlotsDamaged);
+    assert!(error.to_string().contains("at most 329660"), "{error}");
+}

@@ -52,7 +52,7 @@
 //! | … | 4 | age file length, u32, 1 to 8,192 |
 //! | … | … | the age file (binary, unarmored) |
 //!
-//! The decoder never panics and never allocates more than the input's size: every count and
+//! A file is at most 329,660 bytes (`MAX_SLOTS_FILE_BYTES`). The decoder never panics and never allocates more than the input's size: every count and
 //! length is checked against its bound and against the bytes left before it is used.
 
 use crate::slots::AgeRecipient;
@@ -89,6 +89,11 @@ const MAX_AGE_BODY_BYTES: usize =
     4 + MAX_RECIPIENTS * (2 + MAX_RECIPIENT_BYTES) + 4 + MAX_AGE_FILE_BYTES;
 const _: () = assert!(KEY_FILE_BODY_BYTES == 88 && PASSPHRASE_BODY_BYTES == 100);
 const _: () = assert!(MAX_AGE_BODY_BYTES == 10_280);
+/// The longest slot file: 32 slots of the longest kind. A caller reads at most this many bytes
+/// (plus one, to see a longer file) and the decoder refuses more.
+pub const MAX_SLOTS_FILE_BYTES: usize =
+    FILE_HEADER_BYTES + MAX_SLOTS * (SLOT_HEADER_BYTES + MAX_AGE_BODY_BYTES) + CRC_BYTES;
+const _: () = assert!(MAX_SLOTS_FILE_BYTES == 329_660);
 
 const KIND_KEY_FILE: u8 = 1;
 const KIND_PASSPHRASE: u8 = 2;
@@ -258,6 +263,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<KeySlots> {
                 "key slot file is {} bytes, shorter than its {} bytes of header and checksum",
                 bytes.len(),
                 FILE_HEADER_BYTES + CRC_BYTES
+            ),
+        ));
+    }
+    if bytes.len() > MAX_SLOTS_FILE_BYTES {
+        return Err(damaged(
+            MAX_SLOTS_FILE_BYTES,
+            format!(
+                "the file is {} bytes; a key slot file is at most {MAX_SLOTS_FILE_BYTES}",
+                bytes.len()
             ),
         ));
     }

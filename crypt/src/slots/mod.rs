@@ -30,7 +30,8 @@ use crate::random::os_random;
 use crate::secret_file::read_secret_file;
 
 pub use codec::{
-    MAX_AGE_FILE_BYTES, MAX_RECIPIENT_BYTES, MAX_RECIPIENTS, MAX_SLOTS, SLOTS_MAGIC, SLOTS_VERSION,
+    MAX_AGE_FILE_BYTES, MAX_RECIPIENT_BYTES, MAX_RECIPIENTS, MAX_SLOTS, MAX_SLOTS_FILE_BYTES,
+    SLOTS_MAGIC, SLOTS_VERSION,
 };
 
 /// An age X25519 recipient (`age1…`), the kind `age-keygen` makes and the one age slots wrap
@@ -312,12 +313,22 @@ impl SlotBody {
 }
 
 /// A vault's key slots. Holds no secret: only wrapped keys and what names them.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct KeySlots {
     vault_id: [u8; 16],
     data_key_fingerprint: [u8; FINGERPRINT_BYTES],
     next_slot_id: u32,
     slots: Vec<Slot>,
+}
+
+impl fmt::Debug for KeySlots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySlots")
+            .field("vault_id", &hex(&self.vault_id))
+            .field("data_key_fingerprint", &hex(&self.data_key_fingerprint))
+            .field("slots", &self.list())
+            .finish()
+    }
 }
 
 fn now_unix_s() -> u64 {
