@@ -4,6 +4,8 @@
 //! The environment variable is for unattended use only: another process of the same user can
 //! read a process's environment (`/proc/PID/environ`), so an interactive user should let the
 //! prompt ask.
+//!
+//! This module owns where a passphrase comes from. It must not know what the passphrase opens.
 
 use std::ffi::OsString;
 

@@ -12,6 +12,9 @@
 //!
 //! Creating: `O_CREAT | O_EXCL` with mode 0600, the bytes written and synced, then the parent
 //! directory synced so that the name survives a crash.
+//!
+//! This module owns those checks. It must not know what the bytes mean: the key file and
+//! identity parsers decide that.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};

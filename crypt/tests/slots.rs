@@ -300,6 +300,9 @@ fn slots_round_trip_through_their_encoding() {
     let t = three_slots();
     let bytes = t.slots.encode();
     assert_eq!(&bytes[..8], b"RPLG-KYS");
+    // The vault id and the data key's fingerprint are readable without any key.
+    assert_eq!(bytes[16..32], VAULT);
+    assert_eq!(bytes[32..48], t.data_key.fingerprint());
     let decoded = KeySlots::decode(&bytes).unwrap();
     assert_eq!(decoded.encode(), bytes);
     assert_eq!(decoded.list(), t.slots.list());
