@@ -1,25 +1,23 @@
-//! The journal's hash chain: every write, zero, resize and point record, in LSN order, is folded
-//! into one running value, so a recovery point commits to every record before it and to the
-//! point before it.
+//! The journal's hash chain: every write, zero, resize and point record, in LSN order, is
+//! hashed into a chain of values, so a recovery point commits to every record before it and to
+//! the point before it.
 //!
 //! ```text
-//! key        = ChainKey: public (derived from the vault id) or secret (from the data key)
-//! genesis    = BLAKE3-keyed(key, "replog journal genesis")
-//! digest(r)  = BLAKE3-keyed(key, header bytes 4..64 of r || payload of r)
-//! chain(r)   = BLAKE3-keyed(key, chain(previous record) || digest(r))   (genesis before the first)
+//! key      = ChainKey: public (derived from the vault id) or secret (from the data key)
+//! genesis  = BLAKE3-keyed(key, "replog journal genesis")
+//! link     = BLAKE3-keyed(key, v || the bytes of the records that follow, as stored)
 //! ```
 //!
-//! A record's header names its LSN, segment, offset and vault seed-covered fields, so the same
-//! bytes at another place, from another vault or from an older copy fold to another value. The
-//! CRC (header bytes 0..4) is left out: it is a function of the rest. Footer records are not
-//! chained: a footer is an index derived from the records before it, and is checked against them.
-//!
-//! Where the chain is carried:
-//! - a point record's payload holds the chain value of the record before it (its *chain hash*,
-//!   which `replog points --json` shows): it commits to every chained record of the vault before
-//!   the point, including every earlier point;
-//! - a segment header holds the chain value before its first record, so a writer that resumes
-//!   after a crash, and a verify that starts at a segment, need only that segment.
+//! A *link* starts from a value `v`: at the start of every segment (`v` is the segment
+//! header's `chain_start`; genesis for segment 1) and after every point (`v` is the point's
+//! chain hash). It hashes the records that follow as they are stored, header (CRC included)
+//! and payload, back to back, and ends at the next point, whose chain hash is its result, or at
+//! the segment's end, whose result is the next segment's `chain_start`. Footer records and
+//! trailers are not hashed: a footer is an index derived from the records and checked against
+//! them. A record names its LSN, segment and offset, and its CRC is seeded by the vault, so the
+//! same bytes at another place, from another vault or from an older copy change every later
+//! value. Hashing runs as one stream per link, so the writer hashes whole staging buffers at
+//! once.
 //!
 //! With a public key the chain proves, against an anchor kept elsewhere (a chain hash written
 //! down), that the history up to it is the one that was written: changing any record changes
@@ -63,32 +61,54 @@ impl ChainKey {
         ChainKey { key }
     }
 
-    /// The value before the vault's first record.
+    /// The value before the vault's first record: segment 1's `chain_start`.
     pub fn genesis(&self) -> ChainHash {
         *blake3::keyed_hash(&self.key, GENESIS).as_bytes()
     }
 
-    /// The digest of one record: `header` as stored (64 bytes; its CRC, the first 4, is left
-    /// out) and its payload.
-    pub fn record_digest(&self, header: &[u8], payload: &[u8]) -> ChainHash {
-        debug_assert_eq!(header.len(), 64, "a record header");
-        let mut h = blake3::Hasher::new_keyed(&self.key);
-        h.update(&header[4..]);
-        h.update(payload);
-        *h.finalize().as_bytes()
+    /// A link starting from `value`.
+    pub fn link(&self, value: &ChainHash) -> Link {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(value);
+        Link { hasher }
+    }
+}
+
+/// One link of the chain being hashed: give it the bytes of the records that follow its start,
+/// in order, as stored; its value is the chain hash at its end.
+#[derive(Clone)]
+pub struct Link {
+    hasher: blake3::Hasher,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Link(..)")
+    }
+}
+
+impl Link {
+    /// Hashes `bytes`: whole records or parts of them, in order.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
     }
 
-    /// The value after a record whose digest is `digest`, the value before it `prev`.
-    pub fn link(&self, prev: &ChainHash, digest: &ChainHash) -> ChainHash {
-        let mut h = blake3::Hasher::new_keyed(&self.key);
-        h.update(prev);
-        h.update(digest);
-        *h.finalize().as_bytes()
+    /// Hashes `bytes` as [`Link::update`] does, on every core of the rayon pool: for long
+    /// inputs (a staging buffer), where it is faster.
+    #[cfg(feature = "rayon")]
+    pub fn update_parallel(&mut self, bytes: &[u8]) {
+        self.hasher.update_rayon(bytes);
     }
 
-    /// The value after the record `header` + `payload`, the value before it `prev`.
-    pub fn next(&self, prev: &ChainHash, header: &[u8], payload: &[u8]) -> ChainHash {
-        self.link(prev, &self.record_digest(header, payload))
+    /// Hashes one record: its header as stored (64 bytes) and its payload.
+    pub fn record(&mut self, header: &[u8], payload: &[u8]) {
+        self.hasher.update(header);
+        self.hasher.update(payload);
+    }
+
+    /// The chain hash after the bytes given so far.
+    pub fn value(&self) -> ChainHash {
+        *self.hasher.finalize().as_bytes()
     }
 }
 
@@ -122,16 +142,25 @@ mod tests {
         assert_ne!(k.genesis(), other.genesis());
         assert_ne!(k.genesis(), ChainKey::secret([1; 32]).genesis());
         let header = [7u8; 64];
-        let a = k.next(&k.genesis(), &header, b"abc");
-        assert_ne!(a, k.next(&k.genesis(), &header, b"abd"));
+        let value = |start: &ChainHash, header: &[u8], payload: &[u8]| {
+            let mut l = k.link(start);
+            l.record(header, payload);
+            l.value()
+        };
+        let a = value(&k.genesis(), &header, b"abc");
+        assert_ne!(a, value(&k.genesis(), &header, b"abd"));
         let mut h2 = header;
-        h2[8] ^= 1;
-        assert_ne!(a, k.next(&k.genesis(), &h2, b"abc"));
-        // The CRC bytes are not part of a record's digest.
-        h2 = header;
         h2[0] ^= 1;
-        assert_eq!(a, k.next(&k.genesis(), &h2, b"abc"));
-        assert_ne!(a, k.next(&a, &header, b"abc"));
+        assert_ne!(a, value(&k.genesis(), &h2, b"abc"));
+        assert_ne!(a, value(&a, &header, b"abc"));
+        assert_ne!(a, k.link(&k.genesis()).value(), "an empty link differs");
+        // A stream in any pieces hashes alike.
+        let mut l = k.link(&k.genesis());
+        l.update(&header[..10]);
+        l.update(&header[10..]);
+        l.update(b"ab");
+        l.update(b"c");
+        assert_eq!(l.value(), a);
         assert_eq!(hex(&a).len(), 64);
         assert_eq!(from_hex(&hex(&a)), Some(a));
         assert_eq!(from_hex(&hex(&a).to_uppercase()), Some(a));

@@ -377,7 +377,7 @@ impl PointKind {
 /// Fixed bytes of a point payload before the label.
 pub const POINT_FIXED_BYTES: usize = 20;
 
-/// Point flag: the payload ends with the chain value before the point (see [`crate::chain`]).
+/// Point flag: the payload ends with the point's chain hash (see [`crate::chain`]).
 pub const POINT_FLAG_CHAIN: u8 = 1;
 
 /// The payload of a point record.
@@ -390,7 +390,7 @@ pub const POINT_FLAG_CHAIN: u8 = 1;
 ///     17    1 flags: bit 0 (`POINT_FLAG_CHAIN`) a chain hash follows the label; others zero
 ///     18    2 label_len u16 (<= 1024)
 ///     20    n label, UTF-8
-///   20+n   32 chain hash (flag bit 0 only): the journal chain's value before this record
+///   20+n   32 chain hash (flag bit 0 only): the journal chain's value at this point
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PointPayload {
@@ -402,8 +402,8 @@ pub struct PointPayload {
     pub kind: PointKind,
     /// A free-text label, possibly empty.
     pub label: String,
-    /// The journal chain's value before the point's record: it commits to every record before
-    /// it. `None` in points written before the chain existed.
+    /// The journal chain's value at the point (the link ending at its record): it commits to
+    /// every record before it. `None` in points written before the chain existed.
     pub chain: Option<ChainHash>,
 }
 

@@ -18,8 +18,8 @@
 //!     40    8 first_lsn u64: the LSN of its first record
 //!     48    8 created_unix_ns i64
 //!     56    4 flags u32: bit 0 (`SEGMENT_HEADER_FLAG_CHAIN`) a chain value follows; others zero
-//!     60   32 chain_start (flag bit 0; else zero): the journal chain's value before the first
-//!             record (see `chain`)
+//!     60   32 chain_start (flag bit 0; else zero): the value the segment's first chain link
+//!             starts from (see `chain`)
 //!     92 4000 reserved, zero
 //!   4092    4 crc32 (vault seed) of bytes 0..4092
 //! ```
@@ -42,7 +42,7 @@ pub const FOOTER_EXTENT_BYTES: usize = 48;
 pub const FOOTER_POINT_FIXED_BYTES: usize = 36;
 const _: () = assert!(FOOTER_EXTENT_BYTES == 8 * 4 + 4 * 3 + 1 + 1 + 2);
 const _: () = assert!(FOOTER_POINT_FIXED_BYTES == 8 * 4 + 1 + 1 + 2);
-/// Segment header flag: the header holds the chain value before the segment's first record.
+/// Segment header flag: the header holds the value the segment's first chain link starts from.
 pub const SEGMENT_HEADER_FLAG_CHAIN: u32 = 1;
 
 /// The header of a segment file.
@@ -56,7 +56,7 @@ pub struct SegmentHeader {
     pub first_lsn: u64,
     /// When it was created.
     pub created_unix_ns: i64,
-    /// The journal chain's value before its first record; `None` in segments written before
+    /// The value the segment's first chain link starts from; `None` in segments written before
     /// the chain existed.
     pub chain_start: Option<ChainHash>,
 }

@@ -1,6 +1,6 @@
 //! Walking the journal's hash chain (see `replog_format::chain`) while a verify reads every
-//! record: the value is folded record by record, checked against each segment header's start
-//! value and each point's chain hash, and what was proven is summed up.
+//! record: each link is hashed record by record and checked against the next point's chain hash
+//! or the next segment header's start value, and what was proven is summed up.
 //!
 //! The walk starts at the first segment verify reads, from the value its header holds: the
 //! records before it are gone (compaction dropped them), so that value is the anchor. A point
@@ -8,7 +8,7 @@
 //! be a hole) starts the walk again from its own chain hash: from there on every record is
 //! proven again, and the summary counts the restart.
 
-use replog_format::chain::{ChainHash, ChainKey};
+use replog_format::chain::{ChainHash, ChainKey, Link};
 use replog_format::record::{PointPayload, RecordHeader};
 
 /// What a verify proved of the chain.
@@ -33,10 +33,10 @@ pub struct ChainSummary {
 #[derive(Debug)]
 pub(crate) struct ChainWalk {
     key: ChainKey,
-    /// The value after the last record folded; `None` before the first anchor, after a
-    /// record that could not be read, and in segments from before the chain.
-    value: Option<ChainHash>,
-    /// The LSN the next record must have for the value to stay proven.
+    /// The link being hashed; `None` before the first anchor, after records that could not be
+    /// read, and in segments from before the chain.
+    link: Option<Link>,
+    /// The LSN the next record must have for the link to stay proven.
     next_lsn: Option<u64>,
     pub(crate) summary: ChainSummary,
 }
@@ -45,7 +45,7 @@ impl ChainWalk {
     pub(crate) fn new(key: ChainKey) -> ChainWalk {
         ChainWalk {
             key,
-            value: None,
+            link: None,
             next_lsn: None,
             summary: ChainSummary::default(),
         }
@@ -61,8 +61,12 @@ impl ChainWalk {
         live: bool,
     ) -> Option<String> {
         let mut problem = None;
-        match (start, self.value) {
-            (Some(s), Some(v)) if self.next_lsn == Some(first_lsn) && s != v => {
+        let before = self
+            .link
+            .take()
+            .filter(|_| self.next_lsn == Some(first_lsn));
+        match (start, before) {
+            (Some(s), Some(link)) if s != link.value() => {
                 self.summary.broken += 1;
                 problem = Some(
                     "the chain value in the segment header is not the one the records before it lead to (a segment of another copy or vault)"
@@ -72,12 +76,12 @@ impl ChainWalk {
             (Some(_), None) if !live => self.summary.anchors.push((first_lsn, "segment header")),
             _ => {}
         }
-        self.value = if live { None } else { start };
+        self.link = start.filter(|_| !live).map(|s| self.key.link(&s));
         self.next_lsn = (!live).then_some(first_lsn);
         problem
     }
 
-    /// Folds one record; returns a problem when a point's chain hash disagrees with the
+    /// Hashes one record; returns a problem when a point's chain hash disagrees with the
     /// records before it.
     pub(crate) fn record(
         &mut self,
@@ -87,34 +91,31 @@ impl ChainWalk {
     ) -> Option<String> {
         if self.next_lsn != Some(h.lsn) {
             // Records were stepped over (a dead range, a released prefix): not proven.
-            self.value = None;
+            self.link = None;
         }
         self.next_lsn = Some(h.lsn + 1);
         let mut problem = None;
         if let Some(p) = point {
-            match (p.chain, self.value) {
+            match (p.chain, &self.link) {
                 (None, _) => self.summary.points_unchained += 1,
-                (Some(stored), Some(v)) if stored != v => {
+                (Some(stored), Some(link)) if stored != link.value() => {
                     self.summary.broken += 1;
                     problem = Some(format!(
                         "point {}'s chain hash is not the one the records before it lead to: a record before it was changed, swapped or removed",
                         p.point_id
                     ));
-                    // Go on from the point's value, so one change is reported once.
-                    self.value = Some(stored);
                 }
                 (Some(_), Some(_)) => self.summary.points_proven += 1,
-                (Some(stored), None) => {
-                    self.summary.anchors.push((h.lsn, "point"));
-                    self.value = Some(stored);
-                }
+                (Some(_), None) => self.summary.anchors.push((h.lsn, "point")),
             }
             if let Some(stored) = p.chain {
+                // Go on from the point's value, so that one change is reported once.
+                self.link = Some(self.key.link(&stored));
                 self.summary.newest = Some((p.point_id, h.lsn, stored));
             }
         }
-        if let Some(v) = &mut self.value {
-            *v = self.key.next(v, &h.encode(), payload);
+        if let Some(link) = &mut self.link {
+            link.record(&h.encode(), payload);
             self.summary.records += 1;
         }
         problem
@@ -122,7 +123,7 @@ impl ChainWalk {
 
     /// A segment could not be scanned: nothing after it is proven by what came before.
     pub(crate) fn lost(&mut self) {
-        self.value = None;
+        self.link = None;
         self.next_lsn = None;
     }
 }

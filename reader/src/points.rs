@@ -22,8 +22,8 @@ pub struct PointInfo {
     pub segment_id: u64,
     /// Where the marker record starts in that segment.
     pub record_offset: u64,
-    /// The journal chain's value before its marker: it commits to every record before the
-    /// point. `None` for points written before the chain existed.
+    /// The journal chain's value at the point (the link that ends at its marker): it commits
+    /// to every record before the point. `None` for points written before the chain existed.
     pub chain: Option<replog_format::chain::ChainHash>,
 }
 

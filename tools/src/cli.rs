@@ -90,6 +90,9 @@ pub enum Command {
     /// Configure the vault's object storage remote.
     #[command(subcommand)]
     Remote(RemoteCommand),
+    /// Key files for encrypted vaults.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Upload sealed segments, checkpoints and bases to the remote, publish a remote manifest,
     /// evict local files beyond the cache limit, and delete remote objects no longer needed.
     /// Resumable: run it again after any failure.
@@ -121,6 +124,24 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages, replog.1 and one per command (replog-failover.1, ...), into DIR.
     Man(ManArgs),
+}
+
+/// Key files.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new random key to FILE (created with mode 0600, never over an existing file) and
+    /// print its fingerprint. Keep a copy away from the vault and its remote.
+    Generate(KeyGenerateArgs),
+}
+
+/// `replog key generate`.
+#[derive(Debug, Args)]
+pub struct KeyGenerateArgs {
+    /// The key file to create.
+    pub file: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Benchmarks.
@@ -167,7 +188,9 @@ impl Command {
             Command::Prune(a) => &a.vault,
             Command::TestFailover(a) => &a.vault,
             Command::CompleteMigration(a) => &a.vault,
-            Command::Demo(_) | Command::Completions(_) | Command::Man(_) => return None,
+            Command::Demo(_) | Command::Completions(_) | Command::Man(_) | Command::Key(_) => {
+                return None;
+            }
         };
         Some(vault)
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::CmdResult;
-use crate::cli::{BenchCommand, Cli, Command, DiskCommand, RemoteCommand};
+use crate::cli::{BenchCommand, Cli, Command, DiskCommand, KeyCommand, RemoteCommand};
 use crate::context::Ctx;
 use crate::write_commands::{disk_add, disk_resize, ingest, init, point};
 
@@ -59,6 +59,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Remote(RemoteCommand::Add(a)) => remote::add(&a, ctx.remote()),
         Command::Remote(RemoteCommand::Show(a)) => remote::show(&a.vault, a.json, ctx.remote()),
         Command::Sync(a) => remote::sync(ctx, &a),
+        Command::Key(KeyCommand::Generate(a)) => crate::key_commands::generate(&a),
         Command::Replicate(a) => crate::replicate_commands::run(ctx, &a),
         Command::Retention(a) => life::retention(&ctx.open(&a.vault)?, &a),
         Command::Prune(a) => life::prune(&ctx.open(&a.vault)?, &a),

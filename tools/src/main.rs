@@ -17,6 +17,7 @@ mod commands;
 mod context;
 mod demo;
 mod docs;
+mod key_commands;
 mod lifecycle_commands;
 mod nbd;
 mod output;
@@ -77,9 +78,14 @@ failure_via_vault_error!(
 impl Failure {
     /// A request the tool refuses as given (a missing option, a value out of range): exit 1.
     fn new(message: impl Into<String>) -> Failure {
+        Failure::of_kind(VaultErrorKind::InvalidRequest, message)
+    }
+
+    /// A failure of `kind`, which picks the exit code.
+    fn of_kind(kind: VaultErrorKind, message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
-            kind: VaultErrorKind::InvalidRequest,
+            kind,
             vault_relative: false,
         }
     }

@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use replog_format::VaultId;
-use replog_format::chain::{CHAIN_HASH_BYTES, ChainHash, ChainKey};
+use replog_format::chain::{CHAIN_HASH_BYTES, ChainHash, ChainKey, Link};
 use replog_format::layout;
 use replog_format::limits::{FOOTER_BYTES_MAX, LABEL_BYTES_MAX, SEGMENT_RECORDS_MAX};
 use replog_format::manifest::{Manifest, PointRef, SealedInfo, SegmentEntry};
 use replog_format::record::{
-    PointKind, PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind,
+    POINT_FIXED_BYTES, PointKind, PointPayload, RECORD_HEADER_BYTES, RecordHeader, RecordKind,
 };
 use replog_format::segment::{
     ExtentEntry, FOOTER_EXTENT_BYTES, FOOTER_POINT_FIXED_BYTES, FooterIndex, PointEntry,
@@ -33,6 +33,9 @@ use replog_reader::PointInfo;
 use crate::batch::NewRecord;
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::pipeline::{SegmentFile, WriterOptions};
+
+/// Staged bytes from which the chain is hashed on every core rather than one.
+const PARALLEL_HASH_BYTES_MIN: usize = 1 << 20;
 
 /// Space reserved at a time ahead of the journal's end when preallocating.
 pub const RESERVE_STEP_BYTES: u64 = 64 << 20;
@@ -53,7 +56,7 @@ pub(crate) struct JournalFiles {
 }
 
 impl JournalFiles {
-    /// Creates segment `id` starting at `first_lsn`, the chain's value before its first record
+    /// Creates segment `id` starting at `first_lsn`, its first chain link starting from
     /// `chain_start`: header written and synced, journal directory synced. A file left by an
     /// interrupted rotation is replaced: it was never listed, so it holds nothing acknowledged.
     pub(crate) fn create_segment(
@@ -190,6 +193,30 @@ impl PointTicket {
     }
 }
 
+/// The chain's link of the open segment, and how far its staged bytes are hashed: the records
+/// are hashed from the staging buffer, a buffer's worth at a time (`Journal::hash_staged`).
+#[derive(Debug)]
+pub(crate) struct ChainRun {
+    link: Link,
+    /// Segment offset up to which the staged records are hashed.
+    hashed_upto: u64,
+}
+
+impl ChainRun {
+    /// A link from `value` over the records from segment offset `from`.
+    pub(crate) fn new(key: &ChainKey, value: &ChainHash, from: u64) -> ChainRun {
+        ChainRun::resume(key.link(value), from)
+    }
+
+    /// `link`, which has hashed the records up to segment offset `upto`.
+    pub(crate) fn resume(link: Link, upto: u64) -> ChainRun {
+        ChainRun {
+            link,
+            hashed_upto: upto,
+        }
+    }
+}
+
 /// The vault's journal as one writer appends to it; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Journal {
@@ -197,9 +224,9 @@ pub(crate) struct Journal {
     active: ActiveSegment,
     next_lsn: u64,
     next_point_id: u64,
-    /// The hash chain's value after the last record staged; `None` while the open segment is
-    /// one written before the chain existed (the next segment starts a chain).
-    chain: Option<ChainHash>,
+    /// The hash chain's link being hashed; `None` while the open segment is one written
+    /// before the chain existed (the next segment starts a chain).
+    chain: Option<ChainRun>,
     /// The first failure, after which the journal stopped.
     poisoned: Option<WriteError>,
 }
@@ -209,17 +236,18 @@ impl Journal {
     pub(crate) fn start(files: JournalFiles) -> Result<Journal> {
         let genesis = files.chain_key.genesis();
         let active = files.create_segment(1, 1, genesis)?;
-        Ok(Journal::resume(files, active, 1, 1, Some(genesis)))
+        let run = ChainRun::new(&files.chain_key, &genesis, active.end());
+        Ok(Journal::resume(files, active, 1, 1, Some(run)))
     }
 
     /// The journal continuing at `active`, the next record numbered `next_lsn`, the next point
-    /// `next_point_id`, the chain's value after its last record `chain`.
+    /// `next_point_id`, the chain's link over its records after the last point `chain`.
     pub(crate) fn resume(
         files: JournalFiles,
         active: ActiveSegment,
         next_lsn: u64,
         next_point_id: u64,
-        chain: Option<ChainHash>,
+        chain: Option<ChainRun>,
     ) -> Journal {
         Journal {
             files,
@@ -278,9 +306,6 @@ impl Journal {
         let head = h.seal(self.files.seed, payload);
         let staged = seg.out.stage(&[&head, payload]);
         self.poison_on(staged, "reading back the journal's last block")?;
-        if let Some(chain) = &mut self.chain {
-            *chain = self.files.chain_key.next(chain, &head, payload);
-        }
         match h.kind {
             RecordKind::Write | RecordKind::Zero | RecordKind::Resize => {
                 self.active.index_extent(&h)
@@ -318,25 +343,14 @@ impl Journal {
             let mut headers = self.lay_out(&records[at..]);
             let n = headers.len();
             let seed = self.files.seed;
-            let key = &self.files.chain_key;
-            let chained = self.chain.is_some();
-            // Sealed and digested in parallel; the digests are then linked in order, which
-            // costs one small hash per record.
-            let sealed: Vec<([u8; RECORD_HEADER_BYTES], Option<ChainHash>)> = headers
+            let sealed: Vec<[u8; RECORD_HEADER_BYTES]> = headers
                 .par_iter_mut()
                 .zip(&records[at..at + n])
-                .map(|(h, r)| {
-                    let head = h.seal(seed, &r.payload);
-                    let digest = chained.then(|| key.record_digest(&head, &r.payload));
-                    (head, digest)
-                })
+                .map(|(h, r)| h.seal(seed, &r.payload))
                 .collect();
-            for ((h, (head, digest)), r) in headers.iter().zip(&sealed).zip(&records[at..]) {
+            for ((h, head), r) in headers.iter().zip(&sealed).zip(&records[at..]) {
                 let staged = self.active.out.stage(&[head, &r.payload]);
                 self.poison_on(staged, "reading back the journal's last block")?;
-                if let (Some(chain), Some(digest)) = (&mut self.chain, digest) {
-                    *chain = self.files.chain_key.link(chain, digest);
-                }
                 self.active.index_extent(h);
                 self.next_lsn += 1;
                 self.flush_when_full()?;
@@ -395,12 +409,25 @@ impl Journal {
                 ),
             ));
         }
+        // Into the segment it goes first, so that its link ends where the point is framed: a
+        // rotation ends a link too (with the chain hash it may have, the largest it can be).
+        let total =
+            (RECORD_HEADER_BYTES + POINT_FIXED_BYTES + label.len() + CHAIN_HASH_BYTES) as u64;
+        self.check_poison()?;
+        if self.active.is_full_for(total, self.files.segment_bytes) {
+            self.seal_and_rotate(manifest)?;
+        }
+        let at = self.active.end();
+        let chain = self.end_link();
+        if let Some(value) = &chain {
+            self.chain = Some(ChainRun::new(&self.files.chain_key, value, at));
+        }
         let point = PointPayload {
             point_id: self.next_point_id,
             time_unix_ns: crate::now_unix_ns(),
             kind,
             label: label.to_owned(),
-            chain: self.chain,
+            chain,
         };
         let payload = point.encode();
         let marker = RecordHeader {
@@ -427,6 +454,7 @@ impl Journal {
     /// fail, which poisons the journal at a later call). Any failure poisons the journal.
     pub(crate) fn flush(&mut self, sync: bool) -> Result<()> {
         self.check_poison()?;
+        self.hash_staged();
         let out = &self.active.out;
         if out.staged() == 0 && (!sync || (out.synced == out.written && out.pending.idle())) {
             if sync {
@@ -525,6 +553,11 @@ impl Journal {
         };
         let staged = seg.out.stage(&[&head, &footer, &trailer.encode(seed)]);
         self.poison_on(staged, "reading back the journal's last block")?;
+        // The footer and trailer are not part of the chain; every record before them was
+        // hashed by the flush above.
+        if let Some(run) = &mut self.chain {
+            run.hashed_upto = self.active.end();
+        }
         self.flush(true)?;
         let sealed = SealedInfo {
             last_lsn,
@@ -560,7 +593,10 @@ impl Journal {
     ) -> Result<()> {
         let old_id = self.active.id;
         // A segment written before the chain existed is followed by one that starts a chain.
-        let chain = self.chain.unwrap_or_else(|| self.files.chain_key.genesis());
+        // (The records are hashed: the seal flushed them before framing the footer.)
+        let chain = self
+            .end_link()
+            .unwrap_or_else(|| self.files.chain_key.genesis());
         let mut next = self
             .files
             .create_segment(old_id + 1, sealed.last_lsn + 1, chain)?;
@@ -587,8 +623,8 @@ impl Journal {
         crate::manifest_io::store(self.files.storage.as_ref(), &self.files.dir, &new)?;
         *manifest = new;
         next.out.pending = self.active.out.pending.carry_over();
+        self.chain = Some(ChainRun::new(&self.files.chain_key, &chain, next.end()));
         self.active = next;
-        self.chain = Some(chain);
         Ok(())
     }
 
@@ -623,9 +659,37 @@ impl Journal {
     ) -> Result<PointTicket> {
         let info = self.frame_point(manifest, kind, label)?;
         let last = self.last_lsn();
+        self.hash_staged();
         let r = self.active.out.hand_over(true, last);
         self.poison_on(r, "writing and syncing the journal")?;
         Ok(PointTicket { info })
+    }
+
+    /// Hashes the records staged since the last call into the chain's link: one long stream a
+    /// buffer at a time, which BLAKE3 hashes many chunks at once. Called before every hand-over
+    /// of the staging buffer, so nothing leaves it unhashed.
+    fn hash_staged(&mut self) {
+        let Some(run) = &mut self.chain else {
+            return;
+        };
+        let end = self.active.out.end();
+        if run.hashed_upto < end {
+            let bytes = self.active.out.staged_from(run.hashed_upto);
+            // Both cores for a buffer's worth (BLAKE3's tree splits it), one for a few records.
+            if bytes.len() >= PARALLEL_HASH_BYTES_MIN {
+                run.link.update_parallel(bytes);
+            } else {
+                run.link.update(bytes);
+            }
+            run.hashed_upto = end;
+        }
+    }
+
+    /// The chain hash after every record staged (`None` in a segment from before the chain).
+    /// The caller starts the next link from it.
+    fn end_link(&mut self) -> Option<ChainHash> {
+        self.hash_staged();
+        self.chain.as_ref().map(|run| run.link.value())
     }
 
     /// Whether the point of `ticket` is durable already, without waiting.

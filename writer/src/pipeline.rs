@@ -241,6 +241,16 @@ impl SegmentFile {
         self.pending.len()
     }
 
+    /// The bytes staged from segment offset `from` to the end. `from` must not be before the
+    /// bytes the last hand-over took (everything up to `end` is hashed before each one).
+    pub(crate) fn staged_from(&self, from: u64) -> &[u8] {
+        if from == self.end() {
+            return &[];
+        }
+        let st = &self.pending;
+        &st.buf.as_slice()[(from - st.base) as usize..]
+    }
+
     /// Opens the pipe and positions the staging buffer at `written`, reading back the partial
     /// block a direct write must rewrite.
     fn bind(&mut self) -> io::Result<()> {

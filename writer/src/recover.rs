@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use replog_format::chain::{ChainHash, ChainKey};
+use replog_format::chain::ChainKey;
 use replog_format::header::VaultHeader;
 use replog_format::layout;
 use replog_format::manifest::{Manifest, SealedInfo, SegmentEntry};
@@ -35,7 +35,7 @@ use replog_reader::verify::{
 
 use crate::error::{Result, WriteError, WriteErrorKind};
 use crate::files::{live_leases, remove_files};
-use crate::journal::{ActiveSegment, Journal, JournalFiles};
+use crate::journal::{ActiveSegment, ChainRun, Journal, JournalFiles};
 use crate::manifest_io::store;
 use crate::pipeline::SegmentFile;
 
@@ -195,8 +195,9 @@ struct Scanned {
     file: Arc<dyn File>,
     /// Where the next record goes.
     end: u64,
-    /// The hash chain's value after its last record (`None`: a segment from before the chain).
-    chain: Option<ChainHash>,
+    /// The hash chain's link over its records after its last point (`None`: a segment from
+    /// before the chain).
+    chain: Option<ChainRun>,
     last_lsn: u64,
     extents: Vec<ExtentEntry>,
     points: Vec<PointEntry>,
@@ -237,15 +238,21 @@ impl Recovery<'_> {
         let expect = self.expect(open.segment_id);
         let mut index = IndexBuilder::default();
         let mut vouched = SEGMENT_HEADER_BYTES as u64;
-        // The scan decodes the header again and refuses one that is damaged.
+        // The chain's link is hashed again from the header's start value, a new link after
+        // each point, as the writer made it. (The scan decodes the header again and refuses
+        // one that is damaged.)
         let mut chain = SegmentHeader::decode(&bytes, self.seed)
             .ok()
-            .and_then(|h| h.chain_start);
+            .and_then(|h| h.chain_start)
+            .map(|start| chain_key.link(&start));
         let scan = segment::scan(&bytes, &expect, |h, payload| {
             vouched = h.synced_upto;
             index.visit(h, payload);
-            if let Some(c) = &mut chain {
-                *c = chain_key.next(c, &h.encode(), payload);
+            if let Some(link) = &mut chain {
+                if h.kind == RecordKind::Point {
+                    *link = chain_key.link(&link.value());
+                }
+                link.record(&h.encode(), payload);
             }
         })
         .map_err(|e| WriteError::damaged(&path, 0, e))?;
@@ -287,11 +294,12 @@ impl Recovery<'_> {
             }),
             _ => None,
         };
+        let end = scan.end.append_offset();
         Ok(Scanned {
-            end: scan.end.append_offset(),
+            end,
             path,
             file,
-            chain,
+            chain: chain.map(|link| ChainRun::resume(link, end)),
             last_lsn: scan.last_lsn,
             extents,
             points,
