@@ -1,28 +1,15 @@
 //! `replog key generate`: a new key file, private from its creation, never over another file.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
-fn replog(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_replog"))
-        .args(args)
-        .output()
-        .expect("replog runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod support;
 
 #[test]
 fn key_generate_writes_a_private_key_file_and_never_replaces_one() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("vault.key");
     let f = file.to_str().unwrap();
-    let (code, out, err) = replog(&["key", "generate", f, "--json"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let doc = support::json_of(&["key", "generate", f, "--json"]);
     let fingerprint = doc["fingerprint"].as_str().unwrap().to_owned();
     assert!(fingerprint.len() == 32 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()));
     let meta = std::fs::metadata(&file).unwrap();
@@ -33,18 +20,18 @@ fn key_generate_writes_a_private_key_file_and_never_replaces_one() {
     assert_eq!(replog_crypt::hex(&key.fingerprint()), fingerprint);
     let bytes = std::fs::read(&file).unwrap();
     let secret_hex = replog_crypt::hex(&bytes[16..48]);
-    assert!(!out.contains(&secret_hex) && !err.contains(&secret_hex));
+    assert!(!doc.to_string().contains(&secret_hex));
 
     // Never over an existing file: the first key stays as it was.
-    let (code, out, err) = replog(&["key", "generate", f]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains(f), "{err}");
+    let out = support::replog(&["key", "generate", f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(f) && !err.contains(&secret_hex), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), bytes);
 
     // Two keys differ.
     let other = tmp.path().join("other.key");
-    let (code, out, _) = replog(&["key", "generate", other.to_str().unwrap()]);
-    assert_eq!(code, 0);
+    let out = support::replog_ok(&["key", "generate", other.to_str().unwrap()]);
     assert!(
         out.contains("mode 0600") && !out.contains(&fingerprint),
         "{out}"

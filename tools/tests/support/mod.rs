@@ -1,4 +1,4 @@
-//! What the capture and replication test binaries share: running the `replog` binary.
+//! What the standalone test binaries of the tool share: running the `replog` binary.
 
 use std::process::{Command, Output};
 
