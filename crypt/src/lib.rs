@@ -18,6 +18,10 @@
 
 pub mod data_key;
 pub mod error;
+/// The fuzz oracle, for `fuzz/` and the corpus replay test only: behind the `fuzzing` feature,
+/// so not part of the crate's API by default.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod key_file;
 pub mod passphrase;
 mod random;

@@ -276,6 +276,26 @@ fn points_json_shows_each_chain_hash_as_verify_proves_it() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["chain"]["newest_point"]["chain"], shown.as_str());
     assert_eq!(doc["chain"]["points_proven"], 1);
+
+    // The hash noted down checks the history later: this one passes, another is refused.
+    let check = |expect: &str| {
+        Command::new(replog_bin())
+            .args(["verify", "--expect-point", expect])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let out = check(&format!("1:{shown}"));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let other = chain::hex(&[7; 32]);
+    let out = check(&format!("1:{other}"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another history") && err.contains("MANIFEST"),
+        "{err}"
+    );
+    assert_eq!(check("2").status.code(), Some(2), "point 2 was never taken");
 }
 
 /// Runs `replog ARGS` with `env`; the exit code and stdout + stderr.
@@ -290,22 +310,65 @@ fn replog(env: &[(String, String)], args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// A vault made by `create` in a new temporary directory, its remote `prefix` on `server`,
+/// synced once.
+struct Synced {
+    env: Vec<(String, String)>,
+    tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Synced {
+    fn new(server: &replog_tests::servers::S3Server, prefix: &str) -> Synced {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("v");
+        drop(create(&dir));
+        let s = Synced {
+            env: server.env(),
+            url: server.url(prefix),
+            dir,
+            tmp,
+        };
+        s.ok(&["remote", "add", s.v(), &s.url]);
+        s.ok(&["sync", s.v()]);
+        s
+    }
+
+    fn v(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// `replog failover URL --latest --out OUT --expect-point EXPECT`: its exit code and output.
+    fn failover_expecting(&self, expect: &str, out: &Path) -> (i32, String) {
+        let out = out.to_str().unwrap();
+        let args = [
+            "failover",
+            &self.url,
+            "--latest",
+            "--out",
+            out,
+            "--expect-point",
+            expect,
+        ];
+        replog(&self.env, &args)
+    }
+
+    /// `replog ARGS`, which must succeed; its output.
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, text) = replog(&self.env, args);
+        assert_eq!(code, 0, "replog {args:?}: {text}");
+        text
+    }
+}
+
 #[test]
 fn a_rolled_back_remote_is_refused_by_remote_show_and_by_failover_expecting_a_point() {
     let server = replog_tests::servers::S3Server::start().expect("s3s-fs started");
-    let env = server.env();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("v");
-    let v = dir.to_str().unwrap();
-    let url = server.url("rollback");
-    drop(create(&dir));
-    let ok = |args: &[&str]| {
-        let (code, text) = replog(&env, args);
-        assert_eq!(code, 0, "replog {args:?}: {text}");
-        text
-    };
-    ok(&["remote", "add", v, &url]);
-    ok(&["sync", v]);
+    let s = Synced::new(&server, "rollback");
+    let (env, dir) = (s.env.clone(), s.dir.clone());
+    let (tmp, v) = (&s.tmp, s.v());
+    let ok = |args: &[&str]| s.ok(args);
     let first = Writer::open(storage(), &dir).unwrap().points()[0].clone();
     let mut w = Writer::open(storage(), &dir).unwrap();
     w.write(1, 0, &noise(9, 4096)).unwrap();
@@ -323,20 +386,7 @@ fn a_rolled_back_remote_is_refused_by_remote_show_and_by_failover_expecting_a_po
     // What a failover from the bucket alone accepts while it is whole.
     let hash1 = chain::hex(&first.chain.unwrap());
     let out = tmp.path().join("out");
-    let failover = |expect: &str, out: &Path| {
-        replog(
-            &env,
-            &[
-                "failover",
-                &url,
-                "--latest",
-                "--out",
-                out.to_str().unwrap(),
-                "--expect-point",
-                expect,
-            ],
-        )
-    };
+    let failover = |expect: &str, out: &Path| s.failover_expecting(expect, out);
     let (code, text) = failover(&format!("1:{hash1}"), &out.join("a"));
     assert_eq!(code, 0, "{text}");
     let (code, text) = failover("2", &out.join("b"));
@@ -384,4 +434,43 @@ fn a_rolled_back_remote_is_refused_by_remote_show_and_by_failover_expecting_a_po
     // A malformed hash is a usage error.
     let (code, _) = failover("1:abc", &out.join("e"));
     assert_eq!(code, 64);
+}
+
+#[test]
+fn a_local_segment_replaced_by_an_older_copy_is_refused_by_sync_and_remote_show() {
+    let server = replog_tests::servers::S3Server::start().expect("s3s-fs started");
+    let s = Synced::new(&server, "local-rollback");
+    let (env, dir) = (s.env.clone(), s.dir.clone());
+    let (tmp, v) = (&s.tmp, s.v());
+    let ok = |args: &[&str]| s.ok(args);
+    let seg = layout::segment_path(&dir, 1);
+    let older = std::fs::read(&seg).unwrap();
+    let mut w = Writer::open(storage(), &dir).unwrap();
+    w.write(1, 0, &noise(9, 4096)).unwrap();
+    w.point(PointKind::CrashConsistent, "second").unwrap();
+    drop(w);
+    ok(&["sync", v]);
+
+    // The open segment put back as it was before point 2: a valid, shorter journal, which
+    // alone says nothing is missing.
+    std::fs::write(&seg, &older).unwrap();
+    let (code, text) = replog(&env, &["points", "--json", v]);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("\"second\""), "{text}");
+
+    // What the vault confirmed on its remote says it, naming the file.
+    let (code, text) = replog(&env, &["remote", "show", v]);
+    assert_eq!(code, 2, "{text}");
+    let named = "journal/0000000000000001.seg is";
+    assert!(text.contains("OLDER") && text.contains(named), "{text}");
+    assert!(!text.contains("remote RPO"), "{text}");
+    let (code, text) = replog(&env, &["sync", v]);
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains(named) && text.contains("roll the remote back"),
+        "{text}"
+    );
+    // The remote still holds point 2.
+    let (code, text) = s.failover_expecting("2", &tmp.path().join("out"));
+    assert_eq!(code, 0, "{text}");
 }

@@ -748,6 +748,11 @@ pub struct VerifyArgs {
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also refuse (exit 2) unless the vault reaches point N, and with N:CHAIN unless point N
+    /// has that chain hash (as `replog points --json` showed it when it was noted): with the
+    /// chain proven, the history up to the point is the one that was noted.
+    #[arg(long, value_name = "N[:CHAIN]", value_parser = parse_expected_point)]
+    pub expect_point: Option<replog_vault::ExpectedPoint>,
 }
 
 /// Arguments of `replog checkpoint`.

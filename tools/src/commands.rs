@@ -53,7 +53,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Dump(a) => {
             opened(&a.vault).and_then(|(s, d)| read::dump(s, &d, a.segment, a.json))
         }
-        Command::Verify(a) => read::verify(&ctx.open(&a.vault)?, a.json),
+        Command::Verify(a) => read::verify(&ctx.open(&a.vault)?, &a),
         Command::Failover(a) if a.live => crate::nbd::live::run(ctx, &a),
         Command::Failover(a) => read::failover(ctx, &a),
         Command::Remote(RemoteCommand::Add(a)) => remote::add(&a, ctx.remote()),

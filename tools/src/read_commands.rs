@@ -13,7 +13,7 @@ use replog_reader::{
 };
 use serde_json::{Value, json};
 
-use crate::cli::FailoverArgs;
+use crate::cli::{FailoverArgs, VerifyArgs};
 use crate::context::parse_time;
 use crate::output::{
     human_age, human_bytes, point_json, print_json, printable, progress, rfc3339, table, view_json,
@@ -280,11 +280,14 @@ pub fn dump(
     Ok(if damaged { EXIT_DAMAGED } else { EXIT_OK })
 }
 
-pub fn verify(opened: &replog_vault::Vault, json: bool) -> CmdResult {
+pub fn verify(opened: &replog_vault::Vault, args: &VerifyArgs) -> CmdResult {
     let started = Instant::now();
     let vault = opened.dir();
     let report = opened.verify();
-    print_verify(&report, vault, json, started.elapsed().as_secs_f64());
+    print_verify(&report, vault, args.json, started.elapsed().as_secs_f64());
+    if let Some(expected) = &args.expect_point {
+        opened.check_expected(&opened.snapshot()?, expected)?;
+    }
     // A file verify may not read is no finding about the bytes: a failure (exit 1), unless
     // damage was found in what could be read.
     if !report.is_damaged() && !report.unreadable().is_empty() {

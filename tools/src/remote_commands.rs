@@ -54,8 +54,9 @@ pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
     let status = replog_vault::remote_status(vault)?;
     let horizon = lock::vault_horizon(vault, opts)?;
     let now = replog_vault::remote_now(vault, opts)?;
-    let code = match &now {
-        RemoteNow::RolledBack(_) => EXIT_DAMAGED,
+    let local_older = status.local_older.clone();
+    let code = match (&now, &local_older) {
+        (RemoteNow::RolledBack(_), _) | (_, Some(_)) => EXIT_DAMAGED,
         _ => EXIT_OK,
     };
     let chain_head = status.rpo.newest_remote_point.as_ref().and_then(|p| {
@@ -76,14 +77,17 @@ pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
             "remote_rpo": rpo_json(&status.rpo),
             "chain_head": chain_head.as_ref().map(|(id, hash)| json!({"point": id, "chain": hash})),
             "remote_now": remote_now_json(&now),
+            "local_rolled_back": local_older,
         });
         // Only an immutable remote's status has the key.
         if let Some(h) = &horizon {
             out["lock"] = horizon_json(h);
         }
         print_json(&out);
-        warn_behind(&status.rpo);
-        warn_rolled_back(&now);
+        if local_older.is_none() {
+            warn_behind(&status.rpo);
+        }
+        warn_rolled_back(&now, local_older.as_deref());
         return Ok(code);
     }
     println!("remote          {}", config.url);
@@ -110,9 +114,15 @@ pub fn show(vault: &Path, json: bool, opts: &RemoteOptions) -> CmdResult {
         RemoteNow::RolledBack(_) => println!("remote now      ROLLED BACK (see below)"),
         RemoteNow::Unknown(why) => println!("remote now      not known: {why}"),
     }
+    if local_older.is_some() {
+        println!("local vault     OLDER than its remote (see below)");
+    }
     print_horizon(horizon.as_ref());
-    print_rpo(&status.rpo);
-    warn_rolled_back(&now);
+    // Against a local vault rolled back, the remote RPO means nothing.
+    if local_older.is_none() {
+        print_rpo(&status.rpo);
+    }
+    warn_rolled_back(&now, local_older.as_deref());
     Ok(code)
 }
 
@@ -125,10 +135,13 @@ fn remote_now_json(now: &RemoteNow) -> Value {
     }
 }
 
-/// Says on stderr that the remote was rolled back, naming the object.
-fn warn_rolled_back(now: &RemoteNow) {
+/// Says on stderr that the remote was rolled back, naming the object, or the local vault.
+fn warn_rolled_back(now: &RemoteNow, local_older: Option<&str>) {
     if let RemoteNow::RolledBack(why) = now {
         eprintln!("replog: the remote is older than this vault confirmed, or was rewritten: {why}");
+    }
+    if let Some(why) = local_older {
+        eprintln!("replog: {why}; do not sync until this is understood");
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use replog_format::remote::{KEEP_MANIFESTS_MAX, RemoteConfig, RemoteManifest};
+use replog_format::remote::{FileKind, KEEP_MANIFESTS_MAX, RemoteConfig, RemoteManifest};
 use replog_io::Storage;
 use replog_reader::PointInfo;
 use replog_remote::{LocalVault, Remote, RemoteOptions, SyncOptions, SyncReport};
@@ -27,6 +27,9 @@ pub struct RemoteStatus {
     pub files_remote_only: usize,
     /// How far the remote is behind the local vault, as the last confirmed sync left it.
     pub rpo: RemoteRpo,
+    /// Why the local vault is older than what it confirmed on its remote, if it is: a local
+    /// file replaced by an older copy, or the vault restored from one.
+    pub local_older: Option<String>,
 }
 
 /// The recovery point objective that survives the loss of the site: the newest point the
@@ -62,6 +65,23 @@ impl RemoteRpo {
             newest_local_point: local,
             behind,
         }
+    }
+
+    /// Why the local vault is older than what it confirmed on its remote, if it is: its newest
+    /// point is older than the remote's (point ids only grow, and the newest point is never
+    /// pruned), so a local file was replaced by an older copy, or the vault restored from one.
+    /// A vault with no point left (a completed migration) is not compared.
+    pub fn local_rolled_back(&self) -> Option<String> {
+        let (remote, local) = (
+            self.newest_remote_point.as_ref()?,
+            self.newest_local_point.as_ref()?,
+        );
+        (remote.point_id > local.point_id).then(|| {
+            format!(
+                "the local vault's newest point is {}, older than point {} it already confirmed on its remote (remote/LATEST): a local file was replaced by an older copy, or the vault was restored from one",
+                local.point_id, remote.point_id
+            )
+        })
     }
 }
 
@@ -127,7 +147,11 @@ pub fn remote_status(dir: &Path) -> Result<RemoteStatus> {
     let latest = local.latest()?;
     let storage =
         replog_remote::storage_for_vault(local.storage().clone(), dir, &RemoteOptions::default())?;
-    let rpo = remote_rpo(storage, dir, latest.as_ref(), &local)?;
+    let shorter = latest.as_ref().and_then(|l| shorter_than_confirmed(dir, l));
+    // A file shorter than confirmed cannot be read as the remote's manifest says it is.
+    let confirmed = latest.as_ref().filter(|_| shorter.is_none());
+    let rpo = remote_rpo(storage, dir, confirmed, &local)?;
+    let local_older = shorter.or_else(|| rpo.local_rolled_back());
     let (mut files_local, mut files_remote_only) = (0, 0);
     for f in latest.iter().flat_map(|l| &l.files) {
         if dir.join(replog_remote::file_path(&f.id)).exists() {
@@ -142,7 +166,32 @@ pub fn remote_status(dir: &Path) -> Result<RemoteStatus> {
         files_local,
         files_remote_only,
         rpo,
+        local_older,
     })
+}
+
+/// Why the local vault is older than `latest`, the remote manifest it confirmed, judged by
+/// lengths alone: a local journal segment shorter than the length `latest` records for it. A
+/// segment only grows (recovery zeroes a torn tail, compaction and reclaiming punch holes; none
+/// shortens the file), so a shorter one was replaced by an older copy. Evicted files are not
+/// local and not compared.
+fn shorter_than_confirmed(dir: &Path, latest: &RemoteManifest) -> Option<String> {
+    latest
+        .files
+        .iter()
+        .filter(|f| f.id.kind == FileKind::Segment)
+        .find_map(|f| {
+            let rel = replog_remote::file_path(&f.id);
+            let local_bytes = std::fs::metadata(dir.join(&rel)).ok()?.len();
+            (local_bytes < f.file_bytes).then(|| {
+                format!(
+                    "{} is {local_bytes} bytes, shorter than the {} bytes this vault confirmed on its remote (remote/LATEST, manifest {}): it was replaced by an older copy, or the vault was restored from one",
+                    rel.display(),
+                    f.file_bytes,
+                    latest.seq
+                )
+            })
+        })
 }
 
 /// The remote RPO of the vault in `dir`, read through `storage`, whose last confirmed remote
@@ -179,6 +228,21 @@ pub fn sync(
 ) -> Result<Synced> {
     let local = LocalVault::open(dir)?;
     let config = local.required_config()?;
+    let latest = local.latest()?;
+    let older = match latest.as_ref().and_then(|l| shorter_than_confirmed(dir, l)) {
+        Some(why) => Some(why),
+        None => remote_rpo(storage.clone(), dir, latest.as_ref(), &local)?.local_rolled_back(),
+    };
+    if let Some(why) = older {
+        return Err(VaultError::new(
+            VaultErrorKind::Damaged,
+            format!(
+                "{}: {why}; a sync now would roll the remote back too, so none is made (fail over from the remote, {}, to get the newer points back)",
+                dir.display(),
+                config.url
+            ),
+        ));
+    }
     let remote = Remote::open(&config.url, remote_opts)?;
     let report = replog_remote::sync(storage.clone(), dir, &remote, opts, progress)?;
     let local_newest = replog_reader::Vault::open(storage, dir)?
