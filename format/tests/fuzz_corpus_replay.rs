@@ -205,6 +205,14 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         };
         add("segment_header", name, h.encode(seed));
     }
+    let chained = SegmentHeader {
+        vault_id: fuzzing::VAULT_ID,
+        segment_id: 2,
+        first_lsn: 40,
+        created_unix_ns: 5,
+        chain_start: Some([0x5a; 32]),
+    };
+    add("segment_header", "chained", chained.encode(seed));
 
     let point = PointPayload {
         point_id: 3,
@@ -224,6 +232,22 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     add("footer_index", "empty", FooterIndex::default().encode());
     add("footer_index", "mixed", seg.footer_index().encode());
+    // A point with its chain hash after the label.
+    let mut with_chain = SegmentImage::new(1);
+    with_chain.write(0, 512).point(&PointPayload {
+        chain: Some([0xc4; 32]),
+        ..point.clone()
+    });
+    add(
+        "record",
+        "point-chained",
+        with_chain.record_bytes()[1].1.clone(),
+    );
+    add(
+        "footer_index",
+        "point-chained",
+        with_chain.footer_index().encode(),
+    );
 
     let mut sealed = seg.clone();
     sealed.seal();
