@@ -11,12 +11,12 @@
 //!   commits the manifest, which is why the methods that may roll over are handed it.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use replog_format::VaultId;
 use replog_format::chain::{CHAIN_HASH_BYTES, ChainHash, ChainKey, Link};
+use replog_format::header::VaultHeader;
 use replog_format::layout;
 use replog_format::limits::{FOOTER_BYTES_MAX, LABEL_BYTES_MAX, SEGMENT_RECORDS_MAX};
 use replog_format::manifest::{Manifest, PointRef, SealedInfo, SegmentEntry};
@@ -27,6 +27,7 @@ use replog_format::segment::{
     ExtentEntry, FOOTER_EXTENT_BYTES, FOOTER_POINT_FIXED_BYTES, FooterIndex, PointEntry,
     SegmentHeader, Trailer,
 };
+use replog_format::{VaultId, vault_seed};
 use replog_io::{OpenMode, Storage, WriteAt};
 use replog_reader::PointInfo;
 
@@ -56,6 +57,18 @@ pub(crate) struct JournalFiles {
 }
 
 impl JournalFiles {
+    /// Where the journal of the vault at `dir`, whose header is `header`, lives.
+    pub(crate) fn of(storage: &Arc<dyn Storage>, dir: &Path, header: &VaultHeader) -> JournalFiles {
+        JournalFiles {
+            storage: storage.clone(),
+            dir: dir.to_path_buf(),
+            vault_id: header.vault_id,
+            seed: vault_seed(&header.vault_id),
+            segment_bytes: header.segment_bytes,
+            chain_key: ChainKey::public(&header.vault_id),
+        }
+    }
+
     /// Creates segment `id` starting at `first_lsn`, its first chain link starting from
     /// `chain_start`: header written and synced, journal directory synced. A file left by an
     /// interrupted rotation is replaced: it was never listed, so it holds nothing acknowledged.

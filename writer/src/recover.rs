@@ -102,8 +102,8 @@ pub(crate) fn recover(
     };
     r.remove_leftovers()?;
     let open = open_segment_entry(&r.manifest, dir)?;
-    let chain_key = ChainKey::public(&header.vault_id);
-    let scanned = r.scan_open_segment(&open, &chain_key)?;
+    let files = JournalFiles::of(storage, dir, header);
+    let scanned = r.scan_open_segment(&open, &files.chain_key)?;
     let completed_resize = catch_up(&mut r.manifest, &scanned.extents, &scanned.path)?;
     r.report.completed_resize = completed_resize;
     let next_point_id = scanned
@@ -113,14 +113,6 @@ pub(crate) fn recover(
         .or(r.manifest.points.last().map(|p| p.point.point_id))
         .unwrap_or(0)
         + 1;
-    let files = JournalFiles {
-        storage: storage.clone(),
-        dir: dir.to_path_buf(),
-        vault_id: header.vault_id,
-        seed: r.seed,
-        segment_bytes: header.segment_bytes,
-        chain_key: chain_key.clone(),
-    };
     let out = SegmentFile::new(scanned.path, scanned.file, scanned.end);
     let Recovery {
         mut manifest,

@@ -12,7 +12,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use replog_format::chain::ChainKey;
 use replog_format::header::{Compression, VaultHeader};
 use replog_format::layout;
 use replog_format::lifecycle::RetentionPolicy;
@@ -123,7 +122,7 @@ impl Writer {
             resized: false,
             dead_ranges: Vec::new(),
         };
-        let journal = Journal::start(journal_files(&storage, dir, &header))?;
+        let journal = Journal::start(JournalFiles::of(&storage, dir, &header))?;
         crate::manifest_io::store(s, dir, &manifest)?;
         // VAULT goes last: a directory without it is not a vault, whatever else it holds.
         write_vault_file(s, dir, &header)?;
@@ -618,18 +617,6 @@ fn new_header(settings: VaultSettings) -> Result<VaultHeader> {
         .validate_settings()
         .map_err(|e| WriteError::new(WriteErrorKind::InvalidRequest, e))?;
     Ok(header)
-}
-
-/// Where the journal of the vault at `dir` lives.
-fn journal_files(storage: &Arc<dyn Storage>, dir: &Path, header: &VaultHeader) -> JournalFiles {
-    JournalFiles {
-        storage: storage.clone(),
-        dir: dir.to_path_buf(),
-        vault_id: header.vault_id,
-        seed: vault_seed(&header.vault_id),
-        segment_bytes: header.segment_bytes,
-        chain_key: ChainKey::public(&header.vault_id),
-    }
 }
 
 /// Refuses to create a vault in a directory that holds anything.

@@ -221,20 +221,8 @@ fn prune_to_pin_retiring(w: &mut Writer, index: usize) {
 
 /// A copy of the closed vault at `dir`, as it is now.
 fn snapshot(dir: &Path, root: &Path, name: &'static str) -> Built {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("directory created");
-        for entry in std::fs::read_dir(from).expect("directory listed") {
-            let entry = entry.expect("directory entry");
-            let target = to.join(entry.file_name());
-            if entry.file_type().expect("file type").is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), &target).expect("file copied");
-            }
-        }
-    }
     let copy_dir = root.join(name);
-    copy(dir, &copy_dir);
+    replog_tests::copy_dir(dir, &copy_dir);
     Built {
         name,
         dir: copy_dir,
