@@ -147,11 +147,7 @@ pub fn remote_status(dir: &Path) -> Result<RemoteStatus> {
     let latest = local.latest()?;
     let storage =
         replog_remote::storage_for_vault(local.storage().clone(), dir, &RemoteOptions::default())?;
-    let shorter = latest.as_ref().and_then(|l| shorter_than_confirmed(dir, l));
-    // A file shorter than confirmed cannot be read as the remote's manifest says it is.
-    let confirmed = latest.as_ref().filter(|_| shorter.is_none());
-    let rpo = remote_rpo(storage, dir, confirmed, &local)?;
-    let local_older = shorter.or_else(|| rpo.local_rolled_back());
+    let (rpo, local_older) = rpo_and_rollback(storage, dir, latest.as_ref(), &local)?;
     let (mut files_local, mut files_remote_only) = (0, 0);
     for f in latest.iter().flat_map(|l| &l.files) {
         if dir.join(replog_remote::file_path(&f.id)).exists() {
@@ -168,6 +164,22 @@ pub fn remote_status(dir: &Path) -> Result<RemoteStatus> {
         rpo,
         local_older,
     })
+}
+
+/// The remote RPO of the vault in `dir` (see `remote_rpo`), and why the local vault is older
+/// than `latest`, the remote manifest it confirmed, if it is: a journal segment shorter than
+/// confirmed (then the RPO leaves `latest` out: its files cannot be read as it says), or a
+/// newest point older than the remote's.
+fn rpo_and_rollback(
+    storage: Arc<dyn Storage>,
+    dir: &Path,
+    latest: Option<&RemoteManifest>,
+    local: &LocalVault,
+) -> Result<(RemoteRpo, Option<String>)> {
+    let shorter = latest.and_then(|l| shorter_than_confirmed(dir, l));
+    let rpo = remote_rpo(storage, dir, latest.filter(|_| shorter.is_none()), local)?;
+    let older = shorter.or_else(|| rpo.local_rolled_back());
+    Ok((rpo, older))
 }
 
 /// Why the local vault is older than `latest`, the remote manifest it confirmed, judged by
@@ -228,11 +240,7 @@ pub fn sync(
 ) -> Result<Synced> {
     let local = LocalVault::open(dir)?;
     let config = local.required_config()?;
-    let latest = local.latest()?;
-    let older = match latest.as_ref().and_then(|l| shorter_than_confirmed(dir, l)) {
-        Some(why) => Some(why),
-        None => remote_rpo(storage.clone(), dir, latest.as_ref(), &local)?.local_rolled_back(),
-    };
+    let (_, older) = rpo_and_rollback(storage.clone(), dir, local.latest()?.as_ref(), &local)?;
     if let Some(why) = older {
         return Err(VaultError::new(
             VaultErrorKind::Damaged,
